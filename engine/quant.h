@@ -1,0 +1,48 @@
+/* quant.h — GGML block formats: fp16/bf16 conversion, (de)quantisation, and the quantised
+ * dot products and matrix multiplies the CPU backend runs on weights that stay quantised.
+ *
+ * Byte layouts (GGML's, as stored in GGUF; all scales fp16 little-endian):
+ *   Q4_0: 32 elems, 18 B = d | 16 B nibbles (low nibbles = elems 0..15, high = 16..31), x = d*(q-8)
+ *   Q4_1: 32 elems, 20 B = d | m | 16 B nibbles,                                  x = d*q + m
+ *   Q8_0: 32 elems, 34 B = d | 32 × int8,                                          x = d*q
+ *   Q6_K: 256 elems, 210 B = ql[128] | qh[64] | scales[16] int8 | d (fp16)
+ * Activations are quantised per row to the format each weight type multiplies against, as
+ * llama.cpp does (so results agree with it): Q8_0 for Q4_0/Q8_0, Q8_1 (d | s=d*sum(q) | 32 × int8,
+ * 36 B) for Q4_1, Q8_K for Q6_K, plain f32 for F32/F16/BF16 weights. */
+#ifndef SERVAL_QUANT_H
+#define SERVAL_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+
+float quant_f16_to_f32(uint16_t h);
+uint16_t quant_f32_to_f16(float f);
+float quant_bf16_to_f32(uint16_t h);
+uint16_t quant_f32_to_bf16(float f); /* round to nearest even */
+
+/* Dequantises n elements (n a multiple of the block size) of `src` to f32. */
+void quant_dequant_row(gguf_dtype t, const void *src, float *dst, int64_t n);
+
+/* Quantises n floats to dtype t (F32, F16, BF16, Q4_0, Q4_1, Q8_0; Q6_K too). */
+void quant_quantize_row(gguf_dtype t, const float *src, void *dst, int64_t n);
+
+/* Bytes one activation row of n elements takes once quantised for weights of type t. */
+size_t quant_act_row_bytes(gguf_dtype wtype, int64_t n);
+
+/* Quantises an activation row x[n] into the format that weights of type `wtype` multiply. */
+void quant_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n);
+
+/* Dot product of one weight row (type wtype, n elems) with one quantised activation row. */
+float quant_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int64_t n);
+
+/* y[t * ldy + r] = W[r] · x_t for rows r in [r0, r1) and tokens t in [0, n_tok).
+ * W: [n_rows, n] of wtype, rows contiguous (row_bytes apart).
+ * act: n_tok activation rows from quant_act_quantize, quant_act_row_bytes(wtype, n) apart.
+ * Blocked over tokens so each weight row is read once per group of tokens; the result for a
+ * token does not depend on n_tok (batched equals sequential bit for bit). */
+void quant_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
+                  const void *act, int64_t n_tok, float *y, int64_t ldy);
+
+#endif

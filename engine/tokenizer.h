@@ -1,0 +1,46 @@
+/* tokenizer.h — tokenizers built from a GGUF's tokenizer.ggml.* metadata (byte-level BPE). */
+#ifndef SERVAL_TOKENIZER_H
+#define SERVAL_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "status.h"
+
+typedef struct tok_vocab tok_vocab;
+
+/* Builds the vocabulary, merges and special tokens from `f`'s metadata. Copies what it needs:
+ * the result does not reference the gguf_file. Unsupported tokenizer.ggml.model or .pre
+ * values return ENG_ERR_UNSUPPORTED with a message naming them. */
+eng_status tok_vocab_from_gguf(const gguf_file *f, tok_vocab **out, eng_err *err);
+void tok_vocab_free(tok_vocab *v);
+
+int32_t tok_n_vocab(const tok_vocab *v);
+int32_t tok_bos(const tok_vocab *v);  /* -1 when the model has none */
+int32_t tok_eos(const tok_vocab *v);
+bool tok_add_bos(const tok_vocab *v); /* tokenizer.ggml.add_bos_token */
+/* End-of-generation: EOS, EOT, <|im_end|>, <|endoftext|>, <file_sep> style tokens. */
+bool tok_is_eog(const tok_vocab *v, int32_t id);
+/* Control/special token (never produced by BPE of ordinary text). */
+bool tok_is_special(const tok_vocab *v, int32_t id);
+/* Id of a token whose text is exactly `text` (e.g. "<fim_prefix>"), or -1. */
+int32_t tok_find(const tok_vocab *v, const char *text);
+
+/* Encodes `len` bytes of `text` (any bytes; invalid UTF-8 is kept byte-exact). When
+ * `parse_special` is true, special tokens written literally in the text ("<|im_start|>") are
+ * matched first and become their ids; otherwise they are tokenized as plain text.
+ * Does not add BOS. Writes up to `cap` ids to `ids` and sets *n_out to the number the full
+ * encoding needs; returns ENG_ERR_INVALID if that exceeds cap (call again with more room). */
+eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
+                      int32_t *ids, size_t cap, size_t *n_out);
+
+/* The bytes a token decodes to (byte-level BPE unmapped; special tokens give their text).
+ * The pointer is owned by the vocab. Returns NULL and *len=0 for an out-of-range id. */
+const char *tok_piece(const tok_vocab *v, int32_t id, size_t *len);
+
+/* The raw vocabulary string of a token as stored in the GGUF (e.g. "Ġthe"). */
+const char *tok_text(const tok_vocab *v, int32_t id, size_t *len);
+
+#endif
