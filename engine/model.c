@@ -1,0 +1,237 @@
+/* model.c — loads a GGUF model: reads and checks hyper-parameters, binds every weight to its
+ * tensor with shape and type checks, and builds the tokenizer. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static eng_status bind_weight(const gguf_file *f, const char *name, int64_t ne0, int64_t ne1,
+                              bool vector_f32, eng_weight *w, eng_err *err)
+{
+    const gguf_tensor *t = gguf_tensor_find(f, name);
+    if (!t)
+        return eng_fail(err, ENG_ERR_FORMAT, "model: tensor '%s' is missing", name);
+    int64_t want_dims = ne1 > 1 ? 2 : 1;
+    if ((int64_t)t->n_dims > want_dims && !(t->n_dims == 2 && t->ne[1] == 1))
+        return eng_fail(err, ENG_ERR_FORMAT, "model: tensor '%s' has %u dims, expected %lld", name,
+                        t->n_dims, (long long)want_dims);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1)
+        return eng_fail(err, ENG_ERR_FORMAT,
+                        "model: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", name,
+                        (long long)t->ne[0], (long long)t->ne[1], (long long)ne0, (long long)ne1);
+    if (vector_f32 && t->dtype != GGUF_DTYPE_F32)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: tensor '%s' is %s, expected F32", name,
+                        gguf_dtype_name(t->dtype));
+    switch (t->dtype) {
+    case GGUF_DTYPE_F32: case GGUF_DTYPE_F16: case GGUF_DTYPE_BF16: case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q4_1: case GGUF_DTYPE_Q8_0: case GGUF_DTYPE_Q6_K:
+        break;
+    default:
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: tensor '%s' has unsupported type %s",
+                        name, gguf_dtype_name(t->dtype));
+    }
+    w->dtype = t->dtype;
+    w->ne0 = ne0;
+    w->ne1 = ne1;
+    w->data = t->data;
+    w->row_bytes = gguf_dtype_row_bytes(t->dtype, ne0);
+    return ENG_OK;
+}
+
+/* Reads "<arch>.<suffix>" as a positive int32. */
+static eng_status get_dim(const gguf_file *f, const char *arch, const char *suffix, int32_t *out,
+                          eng_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint32_t v;
+    eng_status st = gguf_get_u32(f, key, &v, err);
+    if (st != ENG_OK)
+        return st;
+    if (v == 0 || v > (1u << 24))
+        return eng_fail(err, ENG_ERR_FORMAT, "model: %s = %u is out of range", key, v);
+    *out = (int32_t)v;
+    return ENG_OK;
+}
+
+static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, eng_err *err)
+{
+    gguf_str arch;
+    eng_status st = gguf_get_str(f, "general.architecture", &arch, err);
+    if (st != ENG_OK)
+        return st;
+    if (arch.len >= sizeof hp->arch_name)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: architecture name too long");
+    memcpy(hp->arch_name, arch.ptr, arch.len);
+    hp->arch_name[arch.len] = '\0';
+    if (!strcmp(hp->arch_name, "llama"))
+        hp->arch = ENG_ARCH_LLAMA;
+    else
+        return eng_fail(err, ENG_ERR_UNSUPPORTED,
+                        "model: architecture '%s' is not supported yet (supported: llama)",
+                        hp->arch_name);
+    const char *a = hp->arch_name;
+    if ((st = get_dim(f, a, "block_count", &hp->n_layer, err)) ||
+        (st = get_dim(f, a, "embedding_length", &hp->n_embd, err)) ||
+        (st = get_dim(f, a, "feed_forward_length", &hp->n_ff, err)) ||
+        (st = get_dim(f, a, "attention.head_count", &hp->n_head, err)) ||
+        (st = get_dim(f, a, "context_length", &hp->n_ctx_train, err)))
+        return st;
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.head_count_kv", a);
+    if (gguf_kv_find(f, key) >= 0) {
+        if ((st = get_dim(f, a, "attention.head_count_kv", &hp->n_head_kv, err)))
+            return st;
+    } else {
+        hp->n_head_kv = hp->n_head;
+    }
+    if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv)
+        return eng_fail(err, ENG_ERR_FORMAT,
+                        "model: n_embd %d, n_head %d, n_head_kv %d do not divide evenly",
+                        hp->n_embd, hp->n_head, hp->n_head_kv);
+    hp->head_dim = hp->n_embd / hp->n_head;
+    if (hp->head_dim % 2 || hp->head_dim > 256)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: head size %d is not supported",
+                        hp->head_dim);
+    snprintf(key, sizeof key, "%s.rope.dimension_count", a);
+    if (gguf_kv_find(f, key) >= 0) {
+        int32_t rd;
+        if ((st = get_dim(f, a, "rope.dimension_count", &rd, err)))
+            return st;
+        if (rd != hp->head_dim)
+            return eng_fail(err, ENG_ERR_UNSUPPORTED,
+                            "model: partial rotary embeddings (%d of %d dims) are not supported",
+                            rd, hp->head_dim);
+    }
+    hp->rope_base = 10000.0f;
+    snprintf(key, sizeof key, "%s.rope.freq_base", a);
+    if (gguf_kv_find(f, key) >= 0 && (st = gguf_get_f32(f, key, &hp->rope_base, err)))
+        return st;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
+    if ((st = gguf_get_f32(f, key, &hp->norm_eps, err)))
+        return st;
+    if (!(hp->rope_base > 0.0f) || !(hp->norm_eps > 0.0f && hp->norm_eps < 1.0f))
+        return eng_fail(err, ENG_ERR_FORMAT, "model: rope base %g or norm epsilon %g out of range",
+                        (double)hp->rope_base, (double)hp->norm_eps);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    gguf_str scaling;
+    if (gguf_kv_find(f, key) >= 0 && gguf_get_str(f, key, &scaling, NULL) == ENG_OK &&
+        !gguf_str_eq(scaling, "none") && !gguf_str_eq(scaling, "linear"))
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: rope scaling '%.*s' is not supported",
+                        (int)scaling.len, scaling.ptr);
+    gguf_str name;
+    if (gguf_get_str(f, "general.name", &name, NULL) == ENG_OK) {
+        size_t n = name.len < sizeof hp->name - 1 ? name.len : sizeof hp->name - 1;
+        memcpy(hp->name, name.ptr, n);
+        hp->name[n] = '\0';
+    }
+    return ENG_OK;
+}
+
+static eng_status bind_layers(eng_model *m, eng_err *err)
+{
+    const eng_hparams *hp = &m->hp;
+    const gguf_file *f = m->gguf;
+    int64_t d = hp->n_embd, dq = (int64_t)hp->n_head * hp->head_dim,
+            dkv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
+    for (int il = 0; il < hp->n_layer; il++) {
+        eng_layer *L = &m->layers[il];
+        char nm[96];
+        eng_status st;
+#define BIND(field, tname, ne0, ne1, vec)                                     \
+    snprintf(nm, sizeof nm, "blk.%d." tname ".weight", il);                 \
+    if ((st = bind_weight(f, nm, ne0, ne1, vec, &L->field, err)) != ENG_OK) \
+        return st;
+        BIND(attn_norm, "attn_norm", d, 1, true);
+        BIND(wq, "attn_q", d, dq, false);
+        BIND(wk, "attn_k", d, dkv, false);
+        BIND(wv, "attn_v", d, dkv, false);
+        BIND(wo, "attn_output", dq, d, false);
+        BIND(ffn_norm, "ffn_norm", d, 1, true);
+        BIND(w_gate, "ffn_gate", d, ff, false);
+        BIND(w_up, "ffn_up", d, ff, false);
+        BIND(w_down, "ffn_down", ff, d, false);
+#undef BIND
+    }
+    return ENG_OK;
+}
+
+eng_status eng_model_load(const char *path, eng_model **out, eng_err *err)
+{
+    *out = NULL;
+    eng_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return eng_fail(err, ENG_ERR_NOMEM, "model: out of memory");
+    eng_status st = gguf_open(path, &m->gguf, err);
+    if (st != ENG_OK)
+        goto fail;
+    if ((st = read_hparams(m->gguf, &m->hp, err)) != ENG_OK)
+        goto fail;
+    if (!m->hp.name[0]) {
+        const char *base = strrchr(path, '/');
+        snprintf(m->hp.name, sizeof m->hp.name, "%s", base ? base + 1 : path);
+    }
+    if ((st = tok_vocab_from_gguf(m->gguf, &m->vocab, err)) != ENG_OK)
+        goto fail;
+    m->hp.n_vocab = tok_n_vocab(m->vocab);
+    const gguf_file *f = m->gguf;
+    const eng_hparams *hp = &m->hp;
+    if ((st = bind_weight(f, "token_embd.weight", hp->n_embd, hp->n_vocab, false, &m->tok_embd,
+                          err)) != ENG_OK ||
+        (st = bind_weight(f, "output_norm.weight", hp->n_embd, 1, true, &m->out_norm, err)) !=
+            ENG_OK)
+        goto fail;
+    if (gguf_tensor_find(f, "output.weight")) {
+        if ((st = bind_weight(f, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output,
+                              err)) != ENG_OK)
+            goto fail;
+    } else {
+        m->output = m->tok_embd;
+        m->hp.tied_output = true;
+    }
+    const gguf_tensor *rf = gguf_tensor_find(f, "rope_freqs.weight");
+    if (rf) {
+        eng_weight w;
+        if ((st = bind_weight(f, "rope_freqs.weight", hp->head_dim / 2, 1, true, &w, err)) !=
+            ENG_OK)
+            goto fail;
+        m->rope_freqs = w.data;
+    }
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "model: out of memory");
+        goto fail;
+    }
+    if ((st = bind_layers(m, err)) != ENG_OK)
+        goto fail;
+    *out = m;
+    return ENG_OK;
+fail:
+    eng_model_free(m);
+    return st;
+}
+
+void eng_model_free(eng_model *m)
+{
+    if (!m)
+        return;
+    free(m->layers);
+    tok_vocab_free(m->vocab);
+    gguf_free(m->gguf);
+    free(m);
+}
+
+static uint64_t weight_bytes(const eng_weight *w) { return (uint64_t)w->row_bytes * (uint64_t)w->ne1; }
+
+uint64_t eng_model_weight_bytes(const eng_model *m)
+{
+    uint64_t b = m->tok_embd.row_bytes + weight_bytes(&m->out_norm) + weight_bytes(&m->output);
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const eng_layer *L = &m->layers[il];
+        b += weight_bytes(&L->attn_norm) + weight_bytes(&L->wq) + weight_bytes(&L->wk) +
+             weight_bytes(&L->wv) + weight_bytes(&L->wo) + weight_bytes(&L->ffn_norm) +
+             weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down);
+    }
+    return b;
+}

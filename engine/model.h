@@ -1,0 +1,74 @@
+/* model.h — a loaded model: hyper-parameters, weights (views into the mapped GGUF, still
+ * quantised) and its tokenizer. Architecture descriptors live in model.c. */
+#ifndef SERVAL_MODEL_H
+#define SERVAL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gguf.h"
+#include "status.h"
+#include "tokenizer.h"
+
+typedef enum eng_arch {
+    ENG_ARCH_LLAMA = 0 /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder, Qwen2 without bias */
+} eng_arch;
+
+typedef struct eng_hparams {
+    eng_arch arch;
+    char arch_name[32];
+    char name[128];       /* general.name, or the file name */
+    int32_t n_layer;
+    int32_t n_embd;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;     /* n_embd / n_head */
+    int32_t n_ff;
+    int32_t n_vocab;
+    int32_t n_ctx_train;  /* the context the model was trained for */
+    float rope_base;
+    float norm_eps;
+    bool tied_output;     /* the output head is token_embd */
+} eng_hparams;
+
+/* A matrix [rows = ne1, cols = ne0] of `dtype`, rows contiguous, or a vector (ne1 = 1). */
+typedef struct eng_weight {
+    gguf_dtype dtype;
+    int64_t ne0;
+    int64_t ne1;
+    const void *data; /* into the mapping; owned by the model's gguf_file */
+    size_t row_bytes;
+} eng_weight;
+
+typedef struct eng_layer {
+    eng_weight attn_norm; /* [n_embd] f32 */
+    eng_weight wq;        /* [n_head*hd, n_embd] */
+    eng_weight wk;        /* [n_head_kv*hd, n_embd] */
+    eng_weight wv;        /* [n_head_kv*hd, n_embd] */
+    eng_weight wo;        /* [n_embd, n_head*hd] */
+    eng_weight ffn_norm;  /* [n_embd] f32 */
+    eng_weight w_gate;    /* [n_ff, n_embd] */
+    eng_weight w_up;      /* [n_ff, n_embd] */
+    eng_weight w_down;    /* [n_embd, n_ff] */
+} eng_layer;
+
+typedef struct eng_model {
+    gguf_file *gguf;      /* owned */
+    tok_vocab *vocab;     /* owned */
+    eng_hparams hp;
+    eng_weight tok_embd;  /* [n_vocab, n_embd] */
+    eng_weight out_norm;  /* [n_embd] f32 */
+    eng_weight output;    /* [n_vocab, n_embd]; == tok_embd when tied */
+    const float *rope_freqs; /* [head_dim/2] frequency divisors (Llama 3.1+), or NULL */
+    eng_layer *layers;    /* [n_layer], owned */
+} eng_model;
+
+/* Loads and validates a model. On failure *out is NULL and err says what was wrong
+ * (missing tensor, wrong shape or type, unsupported architecture, ...). */
+eng_status eng_model_load(const char *path, eng_model **out, eng_err *err);
+void eng_model_free(eng_model *m);
+
+/* Bytes of weights one decode step reads (every matrix once, plus one embedding row). */
+uint64_t eng_model_weight_bytes(const eng_model *m);
+
+#endif

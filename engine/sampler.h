@@ -1,0 +1,52 @@
+/* sampler.h — per-request token sampling (greedy, temperature, top-k, top-p) with its own
+ * seeded RNG, and stop-string matching over generated text. */
+#ifndef SERVAL_SAMPLER_H
+#define SERVAL_SAMPLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct eng_sampler_params {
+    float temperature; /* <= 0: greedy (argmax) */
+    int32_t top_k;     /* 0: off */
+    float top_p;       /* 1: off; in (0, 1] */
+    uint64_t seed;
+} eng_sampler_params;
+
+/* Greedy, top-k off, top-p off, seed 0. */
+eng_sampler_params eng_sampler_defaults(void);
+
+/* Checks ranges: temperature in [0, 100], top_k in [0, n_vocab], top_p in (0, 1]. */
+eng_status eng_sampler_params_check(const eng_sampler_params *p, eng_err *err);
+
+typedef struct eng_sampler eng_sampler;
+
+eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_sampler **out,
+                              eng_err *err);
+void eng_sampler_free(eng_sampler *s);
+
+/* Picks a token from logits[n_vocab] (not modified). Same seed and logits, same tokens. */
+int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
+
+/* Stop strings: fed the generated text piece by piece, finds the first stop string that
+ * appears in the output (or straddles the end of a caller-given context, e.g. the prompt,
+ * and the output), and says how much of the output is safe to emit now. */
+typedef struct eng_stop eng_stop;
+
+/* Copies the n stop strings (empty strings are ignored) and the context's last bytes. */
+eng_status eng_stop_create(const char *const *stops, size_t n, const char *context,
+                           size_t context_len, eng_stop **out, eng_err *err);
+void eng_stop_free(eng_stop *s);
+
+/* Appends output bytes. Returns true when a stop string has matched; then *keep is the
+ * number of output bytes before it. Otherwise *keep is how many output bytes (from the
+ * start of the output) can no longer become part of a stop string. */
+bool eng_stop_feed(eng_stop *s, const char *piece, size_t len, size_t *keep);
+
+/* The whole output fed so far (owned by s). */
+const char *eng_stop_output(const eng_stop *s, size_t *len);
+
+#endif
