@@ -96,7 +96,7 @@ static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, eng_err *err
                         hp->head_dim);
     snprintf(key, sizeof key, "%s.rope.dimension_count", a);
     if (gguf_kv_find(f, key) >= 0) {
-        int32_t rd;
+        int32_t rd = 0;
         if ((st = get_dim(f, a, "rope.dimension_count", &rd, err)))
             return st;
         if (rd != hp->head_dim)
