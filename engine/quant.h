@@ -8,10 +8,19 @@
  *   Q6_K: 256 elems, 210 B = ql[128] | qh[64] | scales[16] int8 | d (fp16)
  * Activations are quantised per row to the format each weight type multiplies against, as
  * llama.cpp does (so results agree with it): Q8_0 for Q4_0/Q8_0, Q8_1 (d | s=d*sum(q) | 32 × int8,
- * 36 B) for Q4_1, Q8_K for Q6_K, plain f32 for F32/F16/BF16 weights. */
+ * 36 B) for Q4_1, Q8_K for Q6_K, plain f32 for F32/F16/BF16 weights. Activation quantisation
+ * reproduces llama.cpp's x86 build (d = amax/127, q = round-half-even(x * 127/amax)); an
+ * activation row holds those GGML blocks followed by float copies of their scales, so use
+ * quant_act_row_bytes for its size and treat it as opaque.
+ *
+ * Weights and activation rows must be aligned to their block's scale (2 bytes; 4 for Q8_K
+ * and f32). quant_matmul and quant_vec_dot run AVX2+FMA+F16C kernels when the CPU has them
+ * (checked at run time; the library itself is built for baseline x86-64) and the scalar
+ * reference (quant_ref_*) otherwise. */
 #ifndef SERVAL_QUANT_H
 #define SERVAL_QUANT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,7 +43,8 @@ size_t quant_act_row_bytes(gguf_dtype wtype, int64_t n);
 /* Quantises an activation row x[n] into the format that weights of type `wtype` multiply. */
 void quant_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n);
 
-/* Dot product of one weight row (type wtype, n elems) with one quantised activation row. */
+/* Dot product of one weight row (type wtype, n elems) with one quantised activation row;
+ * bit-identical to quant_matmul's result for that row and token. */
 float quant_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int64_t n);
 
 /* y[t * ldy + r] = W[r] · x_t for rows r in [r0, r1) and tokens t in [0, n_tok).
@@ -44,5 +54,18 @@ float quant_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int64_t
  * token does not depend on n_tok (batched equals sequential bit for bit). */
 void quant_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
                   const void *act, int64_t n_tok, float *y, int64_t ldy);
+
+/* Dequantises an activation row back to f32 (tests and debugging). */
+void quant_act_dequant(gguf_dtype wtype, const void *act, float *dst, int64_t n);
+
+/* Whether quant_matmul/quant_vec_dot/quant_act_quantize take the AVX2 path on this CPU. */
+bool quant_cpu_has_avx2(void);
+
+/* Scalar reference versions, the same on every CPU: what the tests hold the SIMD kernels to.
+ * quant_ref_act_quantize produces the same bytes as quant_act_quantize. */
+void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n);
+float quant_ref_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int64_t n);
+void quant_ref_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
+                      const void *act, int64_t n_tok, float *y, int64_t ldy);
 
 #endif
