@@ -232,7 +232,9 @@ static eng_status rd_str(reader *r, const char *field, gguf_str *out)
 {
     size_t at = r->pos;
     uint64_t n;
-    eng_status s = rd_u64(r, field, &n);
+    char len_field[64];
+    snprintf(len_field, sizeof len_field, "%s length", field);
+    eng_status s = rd_u64(r, len_field, &n);
     if (s != ENG_OK)
         return s;
     if (n > r->len - r->pos)
@@ -547,17 +549,18 @@ static eng_status parse_header(reader *r, gguf_file *f, uint64_t *n_tensors, uin
     if (*n_kv > left / GGUF_KV_MIN_BYTES)
         return eng_fail(r->err, ENG_ERR_FORMAT,
                         "gguf: header claims %" PRIu64 " metadata entries, but the %zu bytes "
-                        "after the header hold at most %zu",
+                        "after the header hold at most %zu (truncated or corrupt file)",
                         *n_kv, left, left / GGUF_KV_MIN_BYTES);
     if (*n_tensors > left / GGUF_TENSOR_MIN_BYTES)
         return eng_fail(r->err, ENG_ERR_FORMAT,
                         "gguf: header claims %" PRIu64 " tensors, but the %zu bytes after the "
-                        "header hold at most %zu",
+                        "header hold at most %zu (truncated or corrupt file)",
                         *n_tensors, left, left / GGUF_TENSOR_MIN_BYTES);
     if (*n_kv * GGUF_KV_MIN_BYTES + *n_tensors * GGUF_TENSOR_MIN_BYTES > left)
         return eng_fail(r->err, ENG_ERR_FORMAT,
                         "gguf: header claims %" PRIu64 " metadata entries and %" PRIu64
-                        " tensors, more than the %zu bytes after the header can hold",
+                        " tensors, more than the %zu bytes after the header can hold (truncated or "
+                        "corrupt file)",
                         *n_kv, *n_tensors, left);
     return ENG_OK;
 }
