@@ -1,0 +1,582 @@
+/* test_quant.c — GGML block formats: exact fp16/bf16 conversion, quantisers bit-exact with
+ * llama.cpp's reference, activation quantisation as llama.cpp's x86 build, AVX2 kernels against
+ * the scalar reference and a float reference, batched == sequential, and real model rows. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "quant.h"
+#include "testutil.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in (0, 1), never 0. */
+static double rng_unit(uint64_t *s) { return ((double)(rng_next(s) >> 11) + 0.5) * 0x1p-53; }
+
+/* Roughly normal values times `scale`, none exactly zero. */
+static void fill_normal(float *x, int64_t n, float scale, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int64_t i = 0; i < n; i++) {
+        double g = sqrt(-2.0 * log(rng_unit(&s))) * cos(6.283185307179586 * rng_unit(&s));
+        float v = (float)(g * scale);
+        x[i] = v != 0.0f ? v : scale * 1e-3f;
+    }
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float ffrom(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static int64_t blk_elems(gguf_dtype t)
+{
+    return t == GGUF_DTYPE_Q6_K ? 256 : (t == GGUF_DTYPE_F32 || t == GGUF_DTYPE_F16 || t == GGUF_DTYPE_BF16) ? 1 : 32;
+}
+
+static size_t wrow_bytes(gguf_dtype t, int64_t n)
+{
+    switch (t) {
+    case GGUF_DTYPE_F32: return (size_t)n * 4;
+    case GGUF_DTYPE_F16:
+    case GGUF_DTYPE_BF16: return (size_t)n * 2;
+    case GGUF_DTYPE_Q4_0: return (size_t)n / 32 * 18;
+    case GGUF_DTYPE_Q4_1: return (size_t)n / 32 * 20;
+    case GGUF_DTYPE_Q8_0: return (size_t)n / 32 * 34;
+    case GGUF_DTYPE_Q6_K: return (size_t)n / 256 * 210;
+    }
+    return 0;
+}
+
+static const gguf_dtype ALL_TYPES[] = {GGUF_DTYPE_F32, GGUF_DTYPE_F16, GGUF_DTYPE_BF16, GGUF_DTYPE_Q4_0,
+                                       GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q6_K};
+#define N_TYPES (sizeof ALL_TYPES / sizeof ALL_TYPES[0])
+
+static const char *tname(gguf_dtype t)
+{
+    switch (t) {
+    case GGUF_DTYPE_F32: return "F32";
+    case GGUF_DTYPE_F16: return "F16";
+    case GGUF_DTYPE_BF16: return "BF16";
+    case GGUF_DTYPE_Q4_0: return "Q4_0";
+    case GGUF_DTYPE_Q4_1: return "Q4_1";
+    case GGUF_DTYPE_Q8_0: return "Q8_0";
+    case GGUF_DTYPE_Q6_K: return "Q6_K";
+    }
+    return "?";
+}
+
+/* ---- fp16 / bf16 ------------------------------------------------------------------------- */
+
+Test(quant_f16, known_bit_patterns)
+{
+    static const struct { uint16_t h; float f; } k[] = {
+        {0x0000, 0.0f},      {0x3c00, 1.0f},         {0xc000, -2.0f},     {0x3555, 0.333251953125f},
+        {0x7bff, 65504.0f},  {0x0400, 0x1p-14f},     {0x0001, 0x1p-24f},  {0x03ff, 0x1.ff8p-15f},
+        {0x8001, -0x1p-24f}, {0x7c00, INFINITY},     {0xfc00, -INFINITY}, {0x3c01, 1.0009765625f},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        cr_expect_eq(fbits(quant_f16_to_f32(k[i].h)), fbits(k[i].f), "f16 %04x", k[i].h);
+        cr_expect_eq(quant_f32_to_f16(k[i].f), k[i].h, "f32 %a", (double)k[i].f);
+    }
+    cr_expect_eq(fbits(quant_f16_to_f32(0x8000)), 0x80000000u);
+    cr_expect_eq(quant_f32_to_f16(-0.0f), 0x8000);
+    cr_expect(isnan(quant_f16_to_f32(0x7e00)));
+    cr_expect(isnan(quant_f16_to_f32(0x7c01))); /* signalling NaN stays NaN */
+    cr_expect_eq(quant_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    /* rounding: ties to even, overflow, underflow */
+    cr_expect_eq(quant_f32_to_f16(1.0f + 0x1p-11f), 0x3c00); /* tie, to even */
+    cr_expect_eq(quant_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    cr_expect_eq(quant_f32_to_f16(65519.0f), 0x7bff);
+    cr_expect_eq(quant_f32_to_f16(65520.0f), 0x7c00);
+    cr_expect_eq(quant_f32_to_f16(1e10f), 0x7c00);
+    cr_expect_eq(quant_f32_to_f16(0x1p-25f), 0x0000); /* tie between 0 and 2^-24 */
+    cr_expect_eq(quant_f32_to_f16(0x1.000002p-25f), 0x0001);
+    cr_expect_eq(quant_f32_to_f16(3 * 0x1p-25f), 0x0002); /* tie, to even */
+    cr_expect_eq(quant_f32_to_f16(0x1.ffcp-15f), 0x0400);  /* subnormal rounding up to normal */
+    cr_expect_eq(quant_f32_to_f16(1e-9f), 0x0000);
+}
+
+Test(quant_f16, all_halves_round_trip_and_every_rounding_boundary)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = quant_f16_to_f32((uint16_t)h);
+        uint16_t back = quant_f32_to_f16(f);
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) {
+            cr_assert(isnan(f), "%04x should be NaN", h);
+            cr_assert_eq(back, (uint16_t)(h | 0x200), "NaN %04x comes back quiet", h);
+            continue;
+        }
+        cr_assert_eq(back, h, "round trip of %04x gave %04x", h, back);
+        /* the midpoint to the next half up rounds to the even one; one ulp either side
+         * rounds to the nearer one */
+        if ((h & 0x7fff) < 0x7bff) {
+            float up = quant_f16_to_f32((uint16_t)(h + 1));
+            float mid = (float)(((double)f + (double)up) / 2);
+            cr_assert_eq((double)mid, ((double)f + (double)up) / 2, "midpoint exact");
+            uint16_t even = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+            cr_assert_eq(quant_f32_to_f16(mid), even, "tie above %04x", h);
+            cr_assert_eq(quant_f32_to_f16(nextafterf(mid, 0)), h, "below tie of %04x", h);
+            cr_assert_eq(quant_f32_to_f16(nextafterf(mid, h & 0x8000 ? -INFINITY : INFINITY)),
+                         (uint16_t)(h + 1), "above tie of %04x", h);
+        }
+    }
+}
+
+#if defined(HAVE_X86)
+__attribute__((target("f16c"))) static uint16_t hw_f2h(float f) { return (uint16_t)_cvtss_sh(f, 0); }
+__attribute__((target("f16c"))) static float hw_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+Test(quant_f16, matches_f16c_hardware)
+{
+    if (!__builtin_cpu_supports("avx2"))
+        cr_skip("no F16C/AVX2 on this CPU");
+    for (uint32_t h = 0; h < 65536; h++)
+        cr_assert_eq(fbits(quant_f16_to_f32((uint16_t)h)), fbits(hw_h2f((uint16_t)h)), "h %04x", h);
+    /* a stride through every float (odd stride: all exponents and low mantissa bits) */
+    for (uint64_t u = 0; u <= 0xffffffffull; u += 251) {
+        float f = ffrom((uint32_t)u);
+        cr_assert_eq(quant_f32_to_f16(f), hw_f2h(f), "f %08x", (unsigned)u);
+    }
+}
+#endif
+
+Test(quant_bf16, known_patterns_rounding_and_sweep)
+{
+    cr_expect_eq(quant_f32_to_bf16(1.0f), 0x3f80);
+    cr_expect_eq(quant_f32_to_bf16(-2.0f), 0xc000);
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x3f808000u)), 0x3f80); /* tie, to even */
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x3f818000u)), 0x3f82); /* tie, to even (up) */
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x3f808001u)), 0x3f81);
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x7f7fffffu)), 0x7f80); /* FLT_MAX rounds to inf */
+    cr_expect_eq(quant_f32_to_bf16(INFINITY), 0x7f80);
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x00018000u)), 0x0002); /* subnormal kept, tie even */
+    cr_expect_eq(quant_f32_to_bf16(ffrom(0x7f800001u)) & 0x7fc0, 0x7fc0); /* sNaN made quiet */
+    cr_expect_eq(fbits(quant_bf16_to_f32(0x3f80)), fbits(1.0f));
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = quant_bf16_to_f32((uint16_t)h);
+        if (isnan(f))
+            continue;
+        cr_assert_eq(quant_f32_to_bf16(f), h, "bf16 %04x", h);
+        if (isinf(f))
+            continue;
+        /* the dropped half-word decides: below half, exactly half (to even), above half */
+        uint32_t b = fbits(f);
+        cr_assert_eq(quant_f32_to_bf16(ffrom(b | 0x7fffu)), h, "below half above %04x", h);
+        cr_assert_eq(quant_f32_to_bf16(ffrom(b | 0x8000u)), (h & 1) ? h + 1 : h, "tie above %04x", h);
+        cr_assert_eq(quant_f32_to_bf16(ffrom(b | 0x8001u)), h + 1, "above half above %04x", h);
+    }
+}
+
+/* ---- quantisers: bit-exact with llama.cpp's quantize_row_*_ref ---------------------------- */
+
+/* Expected bytes from ggml's reference quantisers (via gguf-py's bit-exact port). */
+static const float gold_x[64] = {0.00100000005f, 0.149000004f, -0.136999995f, -0.444999993f, -0.226999998f, 1.25800002f, 0.0299999993f, 0.670000017f, -0.246000007f, -0.310000002f, 0.245000005f, 0.178000003f, 0.0529999994f, -0.465000004f, -0.0149999997f, 0.34799999f, -0.671999991f, -0.229000002f, -0.950999975f, -0.644999981f, -0.921000004f, -0.118000001f, -0.634000003f, 0.136000007f, 0.0780000016f, -0.0930000022f, -1.25800002f, -0.268999994f, -0.0240000002f, 0.057f, -0.764999986f, -0.238999993f, -2.93600011f, -2.42700005f, 3.18300009f, -2.4230001f, -0.0979999974f, 2.65300012f, -1.75100005f, -0.335000008f, 0.331f, 0.191f, -3.67499995f, 0.228f, 4.07600021f, -4.64099979f, 2.57800007f, 0.35800001f, -1.92400002f, 6.00099993f, 2.28699994f, -3.59800005f, 0.224000007f, 1.73000002f, -0.565999985f, 2.04900002f, -0.200000003f, 2.00200009f, 4.31599998f, -2.02699995f, 0.609000027f, -1.38999999f, 0.381999999f, -3.56200004f};
+static const uint8_t gold_q4_0[36] = {0x08, 0xb1, 0xc8, 0x97, 0xe9, 0xcb, 0xe9, 0x90, 0xc8, 0x74, 0x8a, 0x9a, 0xf6, 0xa7, 0x88, 0x8b, 0xd8, 0xa6, 0x00, 0xba, 0xbc, 0x0b, 0x54, 0xdb, 0x88, 0x64, 0x9a, 0x58, 0x88, 0x58, 0x2d, 0xb8, 0x73, 0xae, 0x75, 0xd8};
+static const uint8_t gold_q4_1[40] = {0x5e, 0x31, 0x08, 0xbd, 0x38, 0x68, 0x27, 0x45, 0x26, 0x7f, 0x48, 0x8b, 0x86, 0x76, 0x09, 0x69, 0x78, 0x85, 0x37, 0x6a, 0xad, 0x39, 0xa4, 0xc4, 0x42, 0xf3, 0xab, 0x13, 0x76, 0x9a, 0x64, 0x96, 0x67, 0x97, 0xd1, 0x47, 0x7c, 0x50, 0x7a, 0x27};
+static const uint8_t gold_q8_0[68] = {0x12, 0x21, 0x00, 0x0f, 0xf2, 0xd3, 0xe9, 0x7f, 0x03, 0x44, 0xe7, 0xe1, 0x19, 0x12, 0x05, 0xd1, 0xfe, 0x23, 0xbc, 0xe9, 0xa0, 0xbf, 0xa3, 0xf4, 0xc0, 0x0e, 0x08, 0xf7, 0x81, 0xe5, 0xfe, 0x06, 0xb3, 0xe8, 0x0c, 0x2a, 0xc2, 0xcd, 0x43, 0xcd, 0xfe, 0x38, 0xdb, 0xf9, 0x07, 0x04, 0xb2, 0x05, 0x56, 0x9e, 0x37, 0x08, 0xd7, 0x7f, 0x30, 0xb4, 0x05, 0x25, 0xf4, 0x2b, 0xfc, 0x2a, 0x5b, 0xd5, 0x0d, 0xe3, 0x08, 0xb5};
+
+Test(quant_quantize, bit_exact_with_ggml_reference)
+{
+    uint8_t out[68];
+    quant_quantize_row(GGUF_DTYPE_Q4_0, gold_x, out, 64);
+    cr_expect_arr_eq(out, gold_q4_0, sizeof gold_q4_0, "Q4_0 bytes");
+    quant_quantize_row(GGUF_DTYPE_Q4_1, gold_x, out, 64);
+    cr_expect_arr_eq(out, gold_q4_1, sizeof gold_q4_1, "Q4_1 bytes");
+    quant_quantize_row(GGUF_DTYPE_Q8_0, gold_x, out, 64);
+    cr_expect_arr_eq(out, gold_q8_0, sizeof gold_q8_0, "Q8_0 bytes");
+}
+
+/* A random Q6_K block and values from ggml's dequantize_row_q6_K. */
+static const uint8_t gold_q6_K[210] = {0x10, 0x97, 0xa5, 0x5b, 0x55, 0x10, 0x54, 0x3d, 0x27, 0xed, 0x60, 0x0d, 0xe3, 0x20, 0x0a, 0x67, 0x49, 0x30, 0x7f, 0xd3, 0x78, 0x99, 0xc1, 0x18, 0x81, 0x9a, 0xf6, 0x67, 0x43, 0x94, 0xc3, 0xf7, 0xaa, 0x5f, 0x93, 0xf3, 0x2c, 0x81, 0x0a, 0x37, 0xca, 0x7b, 0xf1, 0x01, 0x3c, 0xcd, 0xf8, 0xab, 0x8a, 0xb4, 0xa6, 0x03, 0x99, 0x54, 0xe8, 0x4c, 0xbe, 0x3b, 0x3f, 0x7f, 0x11, 0x83, 0xc3, 0xdf, 0x83, 0x75, 0xc5, 0x17, 0xb4, 0xe7, 0x86, 0xa9, 0xaa, 0xdf, 0x74, 0x88, 0xf8, 0x92, 0xb1, 0x21, 0x91, 0x38, 0x7a, 0xd8, 0x6a, 0xca, 0x56, 0xd8, 0x53, 0x1c, 0x92, 0x7b, 0x93, 0x1f, 0xe8, 0xf1, 0x6e, 0x79, 0x5b, 0x9b, 0x33, 0x17, 0x67, 0xe7, 0x12, 0xdb, 0xe8, 0xf5, 0x33, 0x1d, 0xd9, 0x91, 0x7f, 0x01, 0xe6, 0x47, 0x10, 0xdd, 0x3c, 0x25, 0xf4, 0xd2, 0x16, 0x90, 0xa0, 0x49, 0x45, 0x31, 0x35, 0x55, 0x0e, 0xc0, 0x19, 0x3a, 0x8b, 0xed, 0x17, 0x83, 0xd5, 0x3e, 0xc9, 0x44, 0x65, 0x8d, 0x1d, 0x28, 0x96, 0x0c, 0x44, 0xb0, 0x38, 0x2e, 0x93, 0x43, 0x8e, 0x60, 0x78, 0x8d, 0x51, 0xe2, 0x79, 0xa1, 0x31, 0xf8, 0x13, 0x0b, 0x3e, 0xa4, 0xbd, 0x2f, 0x5d, 0x95, 0xe5, 0x7b, 0xd7, 0x91, 0x43, 0x6d, 0x84, 0x0f, 0x4e, 0x66, 0x54, 0x60, 0x81, 0x35, 0xbb, 0xfb, 0x88, 0x5d, 0x34, 0x69, 0x59, 0xa4, 0x9b, 0x36, 0x40, 0x2a, 0x4f, 0x3d, 0xcc, 0x48, 0x9f, 0xb6, 0x51, 0x1f, 0xbe, 0x09, 0x4c, 0x22};
+static const int gold_q6_K_idx[14] = {0, 1, 15, 16, 31, 32, 63, 64, 100, 127, 128, 160, 200, 255};
+static const float gold_q6_K_val[14] = {-17.5131836f, -9.85116577f, -9.85116577f, 7.92028809f, -7.92028809f, 7.45294189f, -11.2901001f, 13.3808594f, -29.147644f, 21.7561951f, 8.31384277f, -16.7014771f, 25.9008179f, -1.43893433f};
+
+Test(quant_dequant, q6_K_matches_ggml)
+{
+    float y[256];
+    quant_dequant_row(GGUF_DTYPE_Q6_K, gold_q6_K, y, 256);
+    for (int i = 0; i < 14; i++)
+        cr_expect_eq(fbits(y[gold_q6_K_idx[i]]), fbits(gold_q6_K_val[i]), "elem %d: %g vs %g", gold_q6_K_idx[i],
+                     (double)y[gold_q6_K_idx[i]], (double)gold_q6_K_val[i]);
+}
+
+/* Round trip on random data, with per-type bounds on the relative RMS error and, for the
+ * 32-blocks, the worst element against the block's step. */
+Test(quant_quantize, round_trip_error_bounds)
+{
+    static const double max_rel_rms[] = {0.0, 3e-4, 2.5e-3, 0.12, 0.09, 0.006, 0.025}; /* ALL_TYPES order */
+    const int64_t n = 256 * 24;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    uint8_t *q = malloc(wrow_bytes(GGUF_DTYPE_F32, n));
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        gguf_dtype t = ALL_TYPES[ti];
+        for (int trial = 0; trial < 3; trial++) {
+            fill_normal(x, n, trial == 0 ? 1.0f : trial == 1 ? 0.01f : 300.0f, 100 + ti * 10 + (uint64_t)trial);
+            quant_quantize_row(t, x, q, n);
+            for (int64_t i = 0; i < n; i++)
+                y[i] = NAN;
+            quant_dequant_row(t, q, y, n);
+            double se = 0, sx = 0;
+            for (int64_t i = 0; i < n; i++) {
+                cr_assert(isfinite(y[i]), "%s elem %ld not written", tname(t), (long)i);
+                se += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+                sx += (double)x[i] * x[i];
+            }
+            double rel = sqrt(se / sx);
+            cr_expect(rel <= max_rel_rms[ti] + 1e-12, "%s trial %d: relative RMS error %g > %g", tname(t), trial,
+                      rel, max_rel_rms[ti]);
+            if (blk_elems(t) != 32)
+                continue;
+            for (int64_t b = 0; b < n / 32; b++) {
+                float lo = x[b * 32], hi = x[b * 32], amax = 0;
+                for (int j = 0; j < 32; j++) {
+                    float v = x[b * 32 + j];
+                    lo = fminf(lo, v);
+                    hi = fmaxf(hi, v);
+                    amax = fmaxf(amax, fabsf(v));
+                }
+                /* Q4_0's far side can clamp by a full step */
+                double step = t == GGUF_DTYPE_Q8_0 ? amax / 127.0 : t == GGUF_DTYPE_Q4_1 ? (hi - lo) / 15.0 : amax / 8.0;
+                double bound = (t == GGUF_DTYPE_Q4_0 ? 1.0 : 0.5) * step * 1.01 + amax * 2e-3;
+                for (int j = 0; j < 32; j++)
+                    cr_assert(fabs((double)y[b * 32 + j] - x[b * 32 + j]) <= bound, "%s block %ld elem %d: %g vs %g",
+                              tname(t), (long)b, j, (double)y[b * 32 + j], (double)x[b * 32 + j]);
+            }
+        }
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* ---- activation quantisation ------------------------------------------------------------- */
+
+/* llama.cpp's x86 activation quantiser rounds half to even (vroundps), unlike roundf: with
+ * amax = 127 the scale is exactly 1 and the ties show. */
+Test(quant_act, q8_rounds_half_to_even_like_llama_cpp_x86)
+{
+    float x[32];
+    for (int j = 0; j < 32; j++)
+        x[j] = (float)(j % 8) - 3.5f; /* -3.5 .. 3.5 in steps of 1: all ties */
+    x[31] = 127.0f;
+    uint8_t act[64];
+    quant_act_quantize(GGUF_DTYPE_Q8_0, x, act, 32);
+    uint16_t d;
+    memcpy(&d, act, 2);
+    cr_assert_eq(d, quant_f32_to_f16(1.0f));
+    const int8_t *qs = (const int8_t *)act + 2;
+    static const int8_t want[8] = {-4, -2, -2, 0, 0, 2, 2, 4};
+    for (int j = 0; j < 31; j++)
+        cr_expect_eq(qs[j], want[j % 8], "elem %d (%g) -> %d", j, (double)x[j], qs[j]);
+    cr_expect_eq(qs[31], 127);
+}
+
+Test(quant_act, simd_and_reference_produce_the_same_bytes)
+{
+    const gguf_dtype wt[] = {GGUF_DTYPE_Q4_0, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q6_K, GGUF_DTYPE_F16};
+    const int64_t n = 256 * 17;
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < sizeof wt / sizeof wt[0]; i++) {
+        size_t rb = quant_act_row_bytes(wt[i], n);
+        uint8_t *a = malloc(rb), *b = malloc(rb);
+        for (int trial = 0; trial < 4; trial++) {
+            fill_normal(x, n, trial == 3 ? 1e-3f : 2.0f, 500 + i * 7 + (uint64_t)trial);
+            if (trial == 2)
+                for (int64_t j = 0; j < n; j++)
+                    x[j] = nearbyintf(x[j] * 20) / 20 + 0.025f; /* many exact halves after scaling */
+            memset(a, 0xAB, rb);
+            memset(b, 0xCD, rb);
+            quant_act_quantize(wt[i], x, a, n);
+            quant_ref_act_quantize(wt[i], x, b, n);
+            cr_assert_arr_eq(a, b, rb, "%s activation bytes differ (trial %d)", tname(wt[i]), trial);
+        }
+        free(a);
+        free(b);
+    }
+    free(x);
+}
+
+/* ---- dot products ------------------------------------------------------------------------ */
+
+/* Dequantised weights · dequantised activation, in double. Also returns sum |w_i a_i|, the
+ * scale errors are measured against. */
+static double float_dot(gguf_dtype t, const void *w, const void *act, int64_t n, double *mag)
+{
+    float *wf = malloc(n * sizeof *wf), *af = malloc(n * sizeof *af);
+    quant_dequant_row(t, w, wf, n);
+    quant_act_dequant(t, act, af, n);
+    double s = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s += (double)wf[i] * af[i];
+        m += fabs((double)wf[i] * af[i]);
+    }
+    free(wf);
+    free(af);
+    *mag = m;
+    return s;
+}
+
+/* Allowed |error| / sum|w a| against the float reference. Q4_1's m*s term uses s rounded to
+ * fp16 (as llama.cpp does), hence its looser bound. */
+static double dot_tol(gguf_dtype t) { return t == GGUF_DTYPE_Q4_1 ? 2e-3 : 2e-5; }
+
+Test(quant_dot, simd_vs_scalar_vs_float_reference)
+{
+    static const int64_t sizes32[] = {32, 64, 96, 576, 1536, 4096 + 32};
+    static const int64_t sizes256[] = {256, 512, 2304, 4096 + 256};
+    static const int64_t sizes1[] = {1, 7, 8, 9, 31, 576, 4096 + 3};
+    if (!quant_cpu_has_avx2())
+        cr_log_warn("no AVX2: the SIMD path is the scalar one here");
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        gguf_dtype t = ALL_TYPES[ti];
+        const int64_t *sizes = blk_elems(t) == 256 ? sizes256 : blk_elems(t) == 32 ? sizes32 : sizes1;
+        size_t ns = blk_elems(t) == 256 ? 4 : blk_elems(t) == 32 ? 6 : 7;
+        for (size_t si = 0; si < ns; si++) {
+            const int64_t n = sizes[si];
+            float *w = malloc(n * sizeof *w), *x = malloc(n * sizeof *x);
+            uint8_t *wq = malloc(wrow_bytes(t, n)), *aq = malloc(quant_act_row_bytes(t, n));
+            for (int trial = 0; trial < 3; trial++) {
+                fill_normal(w, n, 0.05f, 1000 + ti * 100 + si * 10 + (uint64_t)trial);
+                fill_normal(x, n, 3.0f, 2000 + ti * 100 + si * 10 + (uint64_t)trial);
+                if (trial == 1) /* a bias so Q4_1's min matters and sums don't cancel */
+                    for (int64_t i = 0; i < n; i++)
+                        w[i] += 0.03f, x[i] = fabsf(x[i]);
+                quant_quantize_row(t, w, wq, n);
+                quant_act_quantize(t, x, aq, n);
+                double mag;
+                double fr = float_dot(t, wq, aq, n, &mag);
+                float ref = quant_ref_vec_dot(t, wq, aq, n);
+                float simd = quant_vec_dot(t, wq, aq, n);
+                cr_assert(mag > 0);
+                cr_expect(fabs(ref - fr) / mag < dot_tol(t), "%s n=%ld: scalar %g vs float %g (rel %g)", tname(t),
+                          (long)n, (double)ref, fr, fabs(ref - fr) / mag);
+                cr_expect(fabs(simd - fr) / mag < dot_tol(t), "%s n=%ld: simd %g vs float %g (rel %g)", tname(t),
+                          (long)n, (double)simd, fr, fabs(simd - fr) / mag);
+                cr_expect(fabs((double)simd - ref) / mag < 1e-5, "%s n=%ld: simd %g vs scalar %g", tname(t), (long)n,
+                          (double)simd, (double)ref);
+            }
+            free(w);
+            free(x);
+            free(wq);
+            free(aq);
+        }
+    }
+}
+
+/* Extreme quants: all weights at a block's limits and activations at +-127 must not
+ * overflow the int16 pair sums of maddubs. */
+Test(quant_dot, extreme_values_do_not_overflow)
+{
+    for (size_t ti = 3; ti < N_TYPES; ti++) {
+        gguf_dtype t = ALL_TYPES[ti];
+        const int64_t n = 512;
+        float w[512], x[512];
+        for (int i = 0; i < n; i++) {
+            w[i] = (i % 32 == 0) ? -1.0f : (i & 1 ? 1.0f : -1.0f) * (t == GGUF_DTYPE_Q4_1 && i % 32 == 1 ? 0.999f : 1.0f);
+            x[i] = (i & 1) ? 5.0f : -5.0f;
+        }
+        uint8_t wq[1024], aq[2048];
+        quant_quantize_row(t, w, wq, n);
+        quant_act_quantize(t, x, aq, n);
+        double mag, fr = float_dot(t, wq, aq, n, &mag);
+        float simd = quant_vec_dot(t, wq, aq, n), ref = quant_ref_vec_dot(t, wq, aq, n);
+        cr_expect(fabs(simd - fr) / mag < dot_tol(t), "%s: simd %g vs float %g", tname(t), (double)simd, fr);
+        cr_expect(fabs(ref - fr) / mag < dot_tol(t), "%s: scalar %g vs float %g", tname(t), (double)ref, fr);
+    }
+}
+
+/* ---- matmul ------------------------------------------------------------------------------ */
+
+/* A [rows × n] random weight matrix of type t and n_tok activation rows. */
+typedef struct mm_case {
+    gguf_dtype t;
+    int64_t n, rows, n_tok;
+    uint8_t *W, *act;
+    size_t arow;
+} mm_case;
+
+static void mm_setup(mm_case *c, gguf_dtype t, int64_t n, int64_t rows, int64_t n_tok, uint64_t seed)
+{
+    c->t = t;
+    c->n = n;
+    c->rows = rows;
+    c->n_tok = n_tok;
+    size_t wr = wrow_bytes(t, n);
+    c->arow = quant_act_row_bytes(t, n);
+    c->W = malloc(wr * (size_t)rows);
+    c->act = malloc(c->arow * (size_t)n_tok);
+    float *tmp = malloc(n * sizeof *tmp);
+    for (int64_t r = 0; r < rows; r++) {
+        fill_normal(tmp, n, 0.05f, seed + (uint64_t)r);
+        quant_quantize_row(t, tmp, c->W + wr * (size_t)r, n);
+    }
+    for (int64_t i = 0; i < n_tok; i++) {
+        fill_normal(tmp, n, 1.5f, seed + 7777 + (uint64_t)i);
+        quant_act_quantize(t, tmp, c->act + c->arow * (size_t)i, n);
+    }
+    free(tmp);
+}
+
+static void mm_free(mm_case *c)
+{
+    free(c->W);
+    free(c->act);
+}
+
+static float *nan_buf(size_t n)
+{
+    float *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++)
+        y[i] = NAN;
+    return y;
+}
+
+Test(quant_matmul, batched_equals_sequential_bit_for_bit)
+{
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        gguf_dtype t = ALL_TYPES[ti];
+        const int64_t n = blk_elems(t) == 256 ? 512 : blk_elems(t) == 32 ? 96 : 77;
+        const int64_t rows = 37;
+        static const int64_t ntoks[] = {7, 70};
+        for (int k = 0; k < 2; k++) {
+            const int64_t nt = ntoks[k], ldy = rows + 3;
+            mm_case c;
+            mm_setup(&c, t, n, rows, nt, 77 + ti);
+            float *yb = nan_buf((size_t)(ldy * nt)), *ys = nan_buf((size_t)(ldy * nt));
+            float *yr = nan_buf((size_t)(ldy * nt));
+            quant_matmul(t, c.W, n, 0, rows, c.act, nt, yb, ldy);
+            for (int64_t i = 0; i < nt; i++) { /* one token at a time, rows split as two threads would */
+                quant_matmul(t, c.W, n, 0, 19, c.act + c.arow * (size_t)i, 1, ys + i * ldy, ldy);
+                quant_matmul(t, c.W, n, 19, rows, c.act + c.arow * (size_t)i, 1, ys + i * ldy, ldy);
+            }
+            quant_ref_matmul(t, c.W, n, 0, rows, c.act, nt, yr, ldy);
+            for (int64_t i = 0; i < nt; i++) {
+                for (int64_t r = 0; r < ldy; r++) {
+                    float b = yb[i * ldy + r], s = ys[i * ldy + r];
+                    if (r >= rows) {
+                        cr_assert(isnan(b) && isnan(s), "%s wrote past its rows", tname(t));
+                        continue;
+                    }
+                    cr_assert_eq(fbits(b), fbits(s), "%s n_tok=%ld tok %ld row %ld: batched %a vs sequential %a",
+                                 tname(t), (long)nt, (long)i, (long)r, (double)b, (double)s);
+                    float v = quant_vec_dot(t, c.W + wrow_bytes(t, n) * (size_t)r, c.act + c.arow * (size_t)i, n);
+                    cr_assert_eq(fbits(v), fbits(b), "%s: vec_dot differs from matmul", tname(t));
+                    double mag = 0;
+                    float_dot(t, c.W + wrow_bytes(t, n) * (size_t)r, c.act + c.arow * (size_t)i, n, &mag);
+                    cr_assert(fabs((double)b - yr[i * ldy + r]) / mag < 1e-5, "%s tok %ld row %ld: %g vs ref %g",
+                              tname(t), (long)i, (long)r, (double)b, (double)yr[i * ldy + r]);
+                }
+            }
+            free(yb);
+            free(ys);
+            free(yr);
+            mm_free(&c);
+        }
+    }
+}
+
+/* ---- the default model's real tensors ---------------------------------------------------- */
+
+/* First elements of rows 0, 1 and 100 as ggml's dequantisers give them (via gguf-py). */
+static const float emb_rows[3][8] = {
+    {-0.106544495f, 0.0329780579f, 0.0481987f, -0.0228309631f, -0.0684928894f, -0.0456619263f, 0.0202941895f, -0.121765137f},
+    {-0.0238037109f, -0.0158691406f, -0.0396728516f, 0.0158691406f, -0.111083984f, -0.00793457031f, -0.0634765625f, 0.0714111328f},
+    {0.0190525055f, -0.0843753815f, -0.166028976f, -0.1007061f, 0.171472549f, -0.0027217865f, -0.1007061f, -0.032661438f}};
+static const float q_rows[3][8] = {
+    {-0.0963134766f, 0.157348633f, -0.0963134766f, -0.73046875f, 1.17199707f, -0.0963134766f, 0.0305175781f, 0.664672852f},
+    {-0.11730957f, -0.11730957f, -0.192810059f, 0.260192871f, -0.494812012f, 0.184692383f, -0.041809082f, -0.041809082f},
+    {-0.226196289f, -0.0988769531f, 0.0921020508f, 0.537719727f, 0.601379395f, -0.289855957f, 0.0921020508f, -0.0988769531f}};
+
+Test(quant_model, real_q4_1_and_q8_0_rows)
+{
+    gguf_file *f = NULL;
+    eng_err err;
+    cr_assert_eq(gguf_open(tu_default_model(), &f, &err), ENG_OK, "%s", err.msg);
+    const gguf_tensor *emb = gguf_tensor_find(f, "token_embd.weight");
+    const gguf_tensor *wq = gguf_tensor_find(f, "blk.0.attn_q.weight");
+    cr_assert(emb && wq);
+    cr_assert_eq(emb->dtype, GGUF_DTYPE_Q8_0);
+    cr_assert_eq(wq->dtype, GGUF_DTYPE_Q4_1);
+    const int64_t d = emb->ne[0], vocab = emb->ne[1];
+    cr_assert_eq(d, 576);
+    static const int64_t rows[3] = {0, 1, 100};
+    float *e = malloc(d * sizeof *e);
+    for (int k = 0; k < 3; k++) {
+        quant_dequant_row(GGUF_DTYPE_Q8_0, (const uint8_t *)emb->data + wrow_bytes(GGUF_DTYPE_Q8_0, d) * rows[k], e, d);
+        cr_expect_arr_eq(e, emb_rows[k], sizeof emb_rows[k], "token_embd row %ld", (long)rows[k]);
+        quant_dequant_row(GGUF_DTYPE_Q4_1, (const uint8_t *)wq->data + wrow_bytes(GGUF_DTYPE_Q4_1, d) * rows[k], e, d);
+        cr_expect_arr_eq(e, q_rows[k], sizeof q_rows[k], "attn_q row %ld", (long)rows[k]);
+    }
+
+    /* Real inputs: embeddings of three tokens through attn_q (Q4_1) and the tied output head
+     * (Q8_0): SIMD vs scalar vs float reference, and the head's argmax agrees with the float
+     * reference's. */
+    static const int64_t toks[3] = {504, 1789, 30000};
+    struct { const gguf_tensor *w; int64_t nrows; } mats[2] = {{wq, wq->ne[1]}, {emb, vocab}};
+    for (int m = 0; m < 2; m++) {
+        gguf_dtype t = mats[m].w->dtype;
+        const int64_t nr = mats[m].nrows;
+        size_t arow = quant_act_row_bytes(t, d), wr = wrow_bytes(t, d);
+        uint8_t *act = malloc(arow * 3);
+        for (int k = 0; k < 3; k++) {
+            quant_dequant_row(GGUF_DTYPE_Q8_0, (const uint8_t *)emb->data + wrow_bytes(GGUF_DTYPE_Q8_0, d) * toks[k], e, d);
+            for (int64_t i = 0; i < d; i++)
+                e[i] *= 10.0f; /* about the scale of a normed hidden state */
+            quant_act_quantize(t, e, act + arow * k, d);
+        }
+        float *y = nan_buf((size_t)(nr * 3)), *yr = nan_buf((size_t)(nr * 3));
+        quant_matmul(t, mats[m].w->data, d, 0, nr, act, 3, y, nr);
+        quant_ref_matmul(t, mats[m].w->data, d, 0, nr, act, 3, yr, nr);
+        for (int k = 0; k < 3; k++) {
+            int64_t best = 0, best_f = 0;
+            double bv = -1e30, bvf = -1e30, worst = 0;
+            for (int64_t r = 0; r < nr; r++) {
+                double mag, fr = float_dot(t, (const uint8_t *)mats[m].w->data + wr * r, act + arow * k, d, &mag);
+                double v = y[k * nr + r];
+                worst = fmax(worst, fabs(v - fr) / mag);
+                cr_assert(fabs(v - yr[k * nr + r]) / mag < 1e-5, "row %ld: simd %g vs scalar %g", (long)r, v,
+                          (double)yr[k * nr + r]);
+                if (v > bv)
+                    bv = v, best = r;
+                if (fr > bvf)
+                    bvf = fr, best_f = r;
+            }
+            cr_expect(worst < dot_tol(t), "%s: worst relative error %g", tname(t), worst);
+            cr_expect_eq(best, best_f, "%s token %ld: argmax %ld vs float %ld", tname(t), (long)toks[k], (long)best,
+                         (long)best_f);
+            if (t == GGUF_DTYPE_Q8_0)
+                cr_expect_eq(best, toks[k], "tied head maps an embedding back to its token");
+        }
+        free(y);
+        free(yr);
+        free(act);
+    }
+    free(e);
+    gguf_free(f);
+}
