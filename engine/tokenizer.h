@@ -20,6 +20,11 @@ void tok_vocab_free(tok_vocab *v);
 int32_t tok_n_vocab(const tok_vocab *v);
 int32_t tok_bos(const tok_vocab *v);  /* -1 when the model has none */
 int32_t tok_eos(const tok_vocab *v);
+/* tokenizer.ggml.eot_token_id, else the lowest id among llama.cpp's end-of-turn texts
+ * ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", ...); -1 when none. */
+int32_t tok_eot(const tok_vocab *v);
+int32_t tok_unk(const tok_vocab *v); /* tokenizer.ggml.unknown_token_id, or -1 */
+int32_t tok_pad(const tok_vocab *v); /* tokenizer.ggml.padding_token_id, or -1 */
 bool tok_add_bos(const tok_vocab *v); /* tokenizer.ggml.add_bos_token */
 /* End-of-generation: EOS, EOT, <|im_end|>, <|endoftext|>, <file_sep> style tokens. */
 bool tok_is_eog(const tok_vocab *v, int32_t id);
@@ -28,17 +33,32 @@ bool tok_is_special(const tok_vocab *v, int32_t id);
 /* Id of a token whose text is exactly `text` (e.g. "<fim_prefix>"), or -1. */
 int32_t tok_find(const tok_vocab *v, const char *text);
 
-/* Encodes `len` bytes of `text` (any bytes; invalid UTF-8 is kept byte-exact). When
- * `parse_special` is true, special tokens written literally in the text ("<|im_start|>") are
- * matched first and become their ids; otherwise they are tokenized as plain text.
- * Does not add BOS. Writes up to `cap` ids to `ids` and sets *n_out to the number the full
- * encoding needs; returns ENG_ERR_INVALID if that exceeds cap (call again with more room). */
+/* Encodes `len` bytes of `text` (any bytes; invalid UTF-8 is kept byte-exact: each byte that
+ * is not part of a valid sequence is its own unit, where llama.cpp would see U+FFFD). A byte
+ * the vocabulary has no token for is dropped, as llama.cpp drops it (SmolLM2 has none for 21
+ * bytes, 0xFF among them; see tok_byte_encodable). When `parse_special` is true, special
+ * tokens written literally in the text ("<|im_start|>") are matched first and become their
+ * ids; otherwise they are tokenized as plain text (user-defined tokens are matched either
+ * way, as in llama.cpp). Does not add BOS. Writes up to `cap` ids to `ids` and sets *n_out to
+ * the number the full encoding needs; returns ENG_ERR_INVALID if that exceeds cap (call again
+ * with more room). Thread-safe: the vocab is read-only; scratch is allocated per call. */
 eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
                       int32_t *ids, size_t cap, size_t *n_out);
+
+/* Whether byte b survives encoding: its byte-level token exists. decode(encode(x)) is x with
+ * the bytes for which this is false removed (given that every merge yields a token, as in
+ * real vocabularies). */
+bool tok_byte_encodable(const tok_vocab *v, uint8_t b);
 
 /* The bytes a token decodes to (byte-level BPE unmapped; special tokens give their text).
  * The pointer is owned by the vocab. Returns NULL and *len=0 for an out-of-range id. */
 const char *tok_piece(const tok_vocab *v, int32_t id, size_t *len);
+
+/* Concatenates the pieces of n ids into buf (cap bytes) and sets *len to the bytes the whole
+ * text needs. ENG_ERR_INVALID when an id is out of range or the text does not fit (then only
+ * the part that fits is written). */
+eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *buf, size_t cap,
+                      size_t *len);
 
 /* The raw vocabulary string of a token as stored in the GGUF (e.g. "Ġthe"). */
 const char *tok_text(const tok_vocab *v, int32_t id, size_t *len);
