@@ -1,0 +1,452 @@
+/* synth.c — serval-synth: writes a GGUF with a real architecture's exact tensor names, shapes
+ * and metadata, seeded random weights, and the vocabulary of an existing GGUF, for tests and
+ * throughput benchmarks (speed depends on shapes, not on what the weights learned). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gguf.h"
+#include "gguf_write.h"
+#include "quant.h"
+
+/* ---- presets ----------------------------------------------------------------------------- */
+
+typedef enum arch_kind { ARCH_LLAMA, ARCH_STARCODER } arch_kind;
+
+typedef struct preset {
+    const char *name;
+    const char *about;
+    arch_kind arch;
+    uint32_t n_layer, n_embd, n_head, n_head_kv, n_ff, n_ctx;
+    float rope_base, norm_eps;
+    bool tied; /* no output.weight: the output projection reuses token_embd */
+} preset;
+
+static const preset presets[] = {
+    {"tiny", "llama, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128 (unit tests)", ARCH_LLAMA,
+     2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true},
+    {"smollm2-135m", "SmolLM2-135M shapes: llama, 30 layers, d 576, 9 heads, 3 KV heads, ffn 1536",
+     ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true},
+    {"llama-1b", "Llama-3.2-1B shapes: llama, 16 layers, d 2048, 32 heads, 8 KV heads, ffn 8192",
+     ARCH_LLAMA, 16, 2048, 32, 8, 8192, 8192, 500000.0f, 1e-5f, true},
+    {"starcoder-1b", "StarCoder-1B shapes: starcoder (gpt_bigcode), 24 layers, d 2048, 16 heads, "
+                     "MQA, ffn 8192, learned positions, LayerNorm",
+     ARCH_STARCODER, 24, 2048, 16, 1, 8192, 8192, 0.0f, 1e-5f, false},
+};
+#define N_PRESETS (sizeof presets / sizeof presets[0])
+
+/* ---- seeded normal-ish numbers ------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+typedef struct xoshiro {
+    uint64_t s[4];
+} xoshiro;
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xo_next(xoshiro *x)
+{
+    uint64_t *s = x->s;
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Sum of four 16-bit uniforms, centred and scaled to unit variance: a bell curve on
+ * [-3.46, 3.46], cheap enough for a billion weights. */
+static float xo_normal(xoshiro *x)
+{
+    uint64_t r = xo_next(x);
+    float sum = (float)(r & 0xffff) + (float)((r >> 16) & 0xffff) + (float)((r >> 32) & 0xffff) +
+                (float)(r >> 48);
+    /* mean 4 * 32767.5, variance 4 * (65536^2 - 1) / 12 */
+    return (sum - 131070.0f) * (1.0f / 37837.23f);
+}
+
+static uint64_t hash_name(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* ---- tensors ----------------------------------------------------------------------------- */
+
+typedef enum init_kind { INIT_MATRIX, INIT_NORM, INIT_BIAS } init_kind;
+
+/* One tensor to generate. Rows are produced in order by gen_row while the file is written. */
+typedef struct tspec {
+    char name[64];
+    gguf_dtype dtype;
+    uint32_t n_dims;
+    int64_t ne[2];
+    init_kind init;
+    uint64_t seed; /* from --seed and the name, so each tensor is independent of the others */
+    xoshiro rng;
+    float *scratch; /* [ne[0]] floats, shared by all tensors */
+} tspec;
+
+typedef struct synth {
+    tspec *t;
+    size_t n_t, cap_t;
+    float *scratch;
+    int64_t max_ne0;
+    uint64_t seed;
+    uint64_t n_params;
+} synth;
+
+static eng_status gen_row(void *user, int64_t row, void *dst, eng_err *err)
+{
+    (void)err;
+    tspec *t = user;
+    if (row == 0) {
+        uint64_t s = t->seed;
+        for (int i = 0; i < 4; i++)
+            t->rng.s[i] = splitmix64(&s);
+    }
+    float *x = t->scratch;
+    for (int64_t i = 0; i < t->ne[0]; i++) {
+        float z = xo_normal(&t->rng);
+        x[i] = t->init == INIT_NORM ? 1.0f + 0.05f * z : 0.02f * z;
+    }
+    quant_quantize_row(t->dtype, x, dst, t->ne[0]);
+    return ENG_OK;
+}
+
+static int add(synth *s, gguf_dtype mat_dtype, init_kind init, int64_t ne0, int64_t ne1,
+               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Queues a tensor: 2-D matrices in mat_dtype, 1-D norms and biases in F32. */
+static int add(synth *s, gguf_dtype mat_dtype, init_kind init, int64_t ne0, int64_t ne1,
+               const char *fmt, ...)
+{
+    if (s->n_t == s->cap_t) {
+        s->cap_t = s->cap_t ? s->cap_t * 2 : 64;
+        tspec *nt = realloc(s->t, s->cap_t * sizeof *nt);
+        if (!nt)
+            return -1;
+        s->t = nt;
+    }
+    tspec *t = &s->t[s->n_t++];
+    memset(t, 0, sizeof *t);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->n_dims = ne1 > 0 ? 2 : 1;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1 > 0 ? ne1 : 1;
+    t->dtype = t->n_dims == 2 ? mat_dtype : GGUF_DTYPE_F32;
+    t->init = init;
+    t->seed = s->seed ^ hash_name(t->name);
+    if (ne0 > s->max_ne0)
+        s->max_ne0 = ne0;
+    s->n_params += (uint64_t)ne0 * (uint64_t)t->ne[1];
+    return 0;
+}
+
+static int plan_llama(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
+{
+    int64_t d = p->n_embd, hd = p->n_embd / p->n_head, kv = hd * p->n_head_kv, ff = p->n_ff;
+    int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
+    for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.attn_norm.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_q.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_k.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_v.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_gate.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_up.weight", l);
+        rc |= add(s, dt, INIT_MATRIX, ff, d, "blk.%u.ffn_down.weight", l);
+    }
+    rc |= add(s, dt, INIT_NORM, d, 0, "output_norm.weight");
+    if (!p->tied)
+        rc |= add(s, dt, INIT_MATRIX, d, n_vocab, "output.weight");
+    return rc;
+}
+
+/* llama.cpp's LLM_ARCH_STARCODER layout (what convert_hf_to_gguf writes for gpt_bigcode). */
+static int plan_starcoder(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
+{
+    int64_t d = p->n_embd, hd = p->n_embd / p->n_head, qkv = d + 2 * hd * p->n_head_kv;
+    int64_t ff = p->n_ff;
+    int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
+    rc |= add(s, dt, INIT_MATRIX, d, p->n_ctx, "position_embd.weight");
+    for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.attn_norm.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_norm.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, qkv, "blk.%u.attn_qkv.weight", l);
+        rc |= add(s, dt, INIT_BIAS, qkv, 0, "blk.%u.attn_qkv.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_output.bias", l);
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_norm.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_up.weight", l);
+        rc |= add(s, dt, INIT_BIAS, ff, 0, "blk.%u.ffn_up.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, ff, d, "blk.%u.ffn_down.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_down.bias", l);
+    }
+    rc |= add(s, dt, INIT_NORM, d, 0, "output_norm.weight");
+    rc |= add(s, dt, INIT_BIAS, d, 0, "output_norm.bias");
+    if (!p->tied)
+        rc |= add(s, dt, INIT_MATRIX, d, n_vocab, "output.weight");
+    return rc;
+}
+
+/* ---- metadata ---------------------------------------------------------------------------- */
+
+/* llama.cpp's llama_ftype for a file whose matrices are all of one type. */
+static uint32_t file_type(gguf_dtype dt)
+{
+    switch (dt) {
+    case GGUF_DTYPE_F32: return 0;
+    case GGUF_DTYPE_F16: return 1;
+    case GGUF_DTYPE_Q4_0: return 2;
+    case GGUF_DTYPE_Q4_1: return 3;
+    case GGUF_DTYPE_Q8_0: return 7;
+    case GGUF_DTYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer, gguf_dtype dt,
+                               uint32_t n_vocab, uint64_t seed)
+{
+    const char *arch = p->arch == ARCH_LLAMA ? "llama" : "starcoder";
+    char key[128], name[96];
+    eng_status s = ENG_OK;
+#define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    snprintf(name, sizeof name, "serval-synth %s", p->name);
+    s = s ? s : gguf_writer_set_str(w, "general.architecture", arch, strlen(arch));
+    s = s ? s : gguf_writer_set_str(w, "general.name", name, strlen(name));
+    s = s ? s : gguf_writer_set_u32(w, "general.file_type", file_type(dt));
+    s = s ? s : gguf_writer_set_u32(w, "general.quantization_version", 2);
+    s = s ? s : gguf_writer_set_scalar(w, "serval.synth.seed", GGUF_TYPE_UINT64, &seed);
+    s = s ? s : gguf_writer_set_u32(w, KEY("block_count"), n_layer);
+    s = s ? s : gguf_writer_set_u32(w, KEY("context_length"), p->n_ctx);
+    s = s ? s : gguf_writer_set_u32(w, KEY("embedding_length"), p->n_embd);
+    s = s ? s : gguf_writer_set_u32(w, KEY("feed_forward_length"), p->n_ff);
+    s = s ? s : gguf_writer_set_u32(w, KEY("attention.head_count"), p->n_head);
+    s = s ? s : gguf_writer_set_u32(w, KEY("attention.head_count_kv"), p->n_head_kv);
+    s = s ? s : gguf_writer_set_u32(w, KEY("vocab_size"), n_vocab);
+    if (p->arch == ARCH_LLAMA) {
+        s = s ? s : gguf_writer_set_f32(w, KEY("rope.freq_base"), p->rope_base);
+        s = s ? s : gguf_writer_set_u32(w, KEY("rope.dimension_count"), p->n_embd / p->n_head);
+        s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
+    } else {
+        s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_epsilon"), p->norm_eps);
+    }
+#undef KEY
+    return s;
+}
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: serval-synth --preset NAME --vocab-from GGUF --out PATH [options]\n"
+            "\n"
+            "Writes a GGUF with a real architecture's tensor names, shapes and metadata, seeded\n"
+            "random weights (normal-ish, sd 0.02; norms near 1.0), and the tokenizer (every\n"
+            "tokenizer.* key) of GGUF, whose token count sizes the embedding rows.\n"
+            "\n"
+            "  --preset NAME      architecture and shapes (below)\n"
+            "  --vocab-from GGUF  copy the vocabulary from this model\n"
+            "  --out PATH         file to write (written to a temporary name, then renamed)\n"
+            "  --seed N           weight seed (default 1); the same seed gives the same file\n"
+            "  --dtype T          weight matrices as q8_0 (default), q4_0, q4_1, f16 or f32;\n"
+            "                     norms and biases are always f32\n"
+            "  --layers N         override the preset's layer count\n"
+            "  --help             this text\n"
+            "\npresets:\n");
+    for (size_t i = 0; i < N_PRESETS; i++)
+        fprintf(out, "  %-14s %s\n", presets[i].name, presets[i].about);
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!*s || *s == '-')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+typedef struct opts {
+    const preset *p;
+    const char *vocab, *out;
+    uint64_t seed;
+    gguf_dtype dtype;
+    uint32_t layers; /* 0: the preset's */
+} opts;
+
+/* Returns 0 to run, 1 when --help was printed, -1 (message printed) on a usage error. */
+static int parse_args(int argc, char **argv, opts *o)
+{
+    static const struct option longopts[] = {
+        {"preset", required_argument, NULL, 'p'}, {"vocab-from", required_argument, NULL, 'v'},
+        {"out", required_argument, NULL, 'o'},    {"seed", required_argument, NULL, 's'},
+        {"dtype", required_argument, NULL, 'd'},  {"layers", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct { const char *name; gguf_dtype t; } dtypes[] = {
+        {"q8_0", GGUF_DTYPE_Q8_0}, {"q4_0", GGUF_DTYPE_Q4_0}, {"q4_1", GGUF_DTYPE_Q4_1},
+        {"f16", GGUF_DTYPE_F16},   {"f32", GGUF_DTYPE_F32}};
+    *o = (opts){.seed = 1, .dtype = GGUF_DTYPE_Q8_0};
+    const char *preset_name = NULL;
+    uint64_t v;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': preset_name = optarg; break;
+        case 'v': o->vocab = optarg; break;
+        case 'o': o->out = optarg; break;
+        case 'h': usage(stdout); return 1;
+        case 's':
+            if (parse_u64(optarg, &o->seed) != 0) {
+                fprintf(stderr, "serval-synth: --seed: '%s' is not a non-negative integer\n", optarg);
+                return -1;
+            }
+            break;
+        case 'l':
+            if (parse_u64(optarg, &v) != 0 || v < 1 || v > 1000) {
+                fprintf(stderr, "serval-synth: --layers: '%s' is not a number in 1..1000\n", optarg);
+                return -1;
+            }
+            o->layers = (uint32_t)v;
+            break;
+        case 'd': {
+            size_t i = 0;
+            while (i < sizeof dtypes / sizeof dtypes[0] && strcmp(dtypes[i].name, optarg) != 0)
+                i++;
+            if (i == sizeof dtypes / sizeof dtypes[0]) {
+                fprintf(stderr, "serval-synth: --dtype: unknown type '%s' (q8_0, q4_0, q4_1, f16, "
+                        "f32)\n", optarg);
+                return -1;
+            }
+            o->dtype = dtypes[i].t;
+            break;
+        }
+        default:
+            fprintf(stderr, "serval-synth: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "serval-synth: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (!preset_name || !o->vocab || !o->out) {
+        fprintf(stderr, "serval-synth: --preset, --vocab-from and --out are required (see "
+                "--help)\n");
+        return -1;
+    }
+    for (size_t i = 0; i < N_PRESETS; i++)
+        if (strcmp(presets[i].name, preset_name) == 0)
+            o->p = &presets[i];
+    if (!o->p) {
+        fprintf(stderr, "serval-synth: unknown preset '%s'; presets:", preset_name);
+        for (size_t i = 0; i < N_PRESETS; i++)
+            fprintf(stderr, " %s", presets[i].name);
+        fprintf(stderr, "\n");
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+
+    gguf_file *vocab = NULL;
+    gguf_writer *w = NULL;
+    synth s = {.seed = o.seed};
+    eng_err err;
+    gguf_arr tokens;
+    int status = 1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    if (gguf_open(o.vocab, &vocab, &err) != ENG_OK) {
+        fprintf(stderr, "serval-synth: --vocab-from %s: %s\n", o.vocab, err.msg);
+        goto done;
+    }
+    if (gguf_get_arr(vocab, "tokenizer.ggml.tokens", &tokens, &err) != ENG_OK ||
+        tokens.elem_type != GGUF_TYPE_STRING || tokens.n == 0 || tokens.n > INT32_MAX) {
+        fprintf(stderr, "serval-synth: --vocab-from %s: no usable tokenizer.ggml.tokens array\n",
+                o.vocab);
+        goto done;
+    }
+    preset p = *o.p;
+    if (o.layers)
+        p.n_layer = o.layers;
+    int64_t n_vocab = (int64_t)tokens.n;
+    int plan = p.arch == ARCH_LLAMA ? plan_llama(&s, &p, o.dtype, n_vocab)
+                                    : plan_starcoder(&s, &p, o.dtype, n_vocab);
+    s.scratch = malloc((size_t)s.max_ne0 * sizeof(float));
+    w = gguf_writer_create();
+    if (plan != 0 || !s.scratch || !w) {
+        fprintf(stderr, "serval-synth: out of memory\n");
+        goto done;
+    }
+    if (set_metadata(w, &p, p.n_layer, o.dtype, (uint32_t)n_vocab, o.seed) != ENG_OK ||
+        gguf_writer_copy_kv(w, vocab, "tokenizer.") != ENG_OK) {
+        fprintf(stderr, "serval-synth: cannot build the metadata (out of memory?)\n");
+        goto done;
+    }
+    for (size_t i = 0; i < s.n_t; i++) {
+        tspec *t = &s.t[i];
+        t->scratch = s.scratch;
+        eng_status st = gguf_writer_add_tensor_gen(w, t->name, t->dtype, t->n_dims, t->ne,
+                                                   gen_row, t);
+        if (st != ENG_OK) {
+            fprintf(stderr, "serval-synth: tensor %s: %s\n", t->name, eng_status_str(st));
+            goto done;
+        }
+    }
+    if (gguf_writer_write(w, o.out, &err) != ENG_OK) {
+        fprintf(stderr, "serval-synth: %s\n", err.msg);
+        goto done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("serval-synth: wrote %s: preset %s, %u layers, %zu tensors, %.1fM parameters, "
+           "vocab %" PRId64 ", %s, seed %" PRIu64 ", %.1f s\n",
+           o.out, p.name, p.n_layer, s.n_t, (double)s.n_params / 1e6, n_vocab,
+           gguf_dtype_name(o.dtype), o.seed,
+           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    status = 0;
+done:
+    gguf_writer_free(w);
+    gguf_free(vocab);
+    free(s.scratch);
+    free(s.t);
+    return status;
+}
