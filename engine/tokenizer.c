@@ -407,13 +407,15 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
         return st;
     (void)fim_pre, (void)fim_suf, (void)fim_mid, (void)dummy;
 
-    v->add_bos = v->pre.add_bos;
-    if (gguf_kv_find(f, "tokenizer.ggml.add_bos_token") >= 0 &&
-        (st = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != ENG_OK)
-        return st;
-    if (v->add_bos && v->bos < 0)
-        return eng_fail(err, ENG_ERR_FORMAT,
-                        "tokenizer.ggml.add_bos_token is true, but there is no bos_token_id");
+    /* The pre-tokenizer's default (llama3: true) applies only when the file has a BOS. */
+    v->add_bos = v->pre.add_bos && v->bos >= 0;
+    if (gguf_kv_find(f, "tokenizer.ggml.add_bos_token") >= 0) {
+        if ((st = gguf_get_bool(f, "tokenizer.ggml.add_bos_token", &v->add_bos, err)) != ENG_OK)
+            return st;
+        if (v->add_bos && v->bos < 0)
+            return eng_fail(err, ENG_ERR_FORMAT,
+                            "tokenizer.ggml.add_bos_token is true, but there is no bos_token_id");
+    }
 
     /* The FIM padding/repo/separator tokens end generation in llama.cpp; so do tokens with
      * these texts, which are also made control tokens. */
