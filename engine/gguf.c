@@ -1,5 +1,6 @@
-/* gguf.c — GGUF v2/v3 reader over mmap: validates the whole header at open, then serves
- * metadata and tensor views without further checks (see gguf.h for the byte layout). */
+/* gguf.c — GGUF v2/v3 reader over mmap: validates the whole header at open (every count,
+ * length, type, offset and size), and looks keys and tensors up by name. The accessors, typed
+ * getters and dtype table are in gguf_meta.c. */
 #include "gguf.h"
 #include "gguf_impl.h"
 
@@ -27,144 +28,6 @@
 #define GGUF_TENSOR_MIN_BYTES 33u
 /* Longest key or tensor name accepted (the GGUF spec caps keys at 65535 bytes). */
 #define GGUF_MAX_NAME 65535u
-
-/* One metadata entry. `val` points at the value in the mapping: the scalar, the string
- * payload, or an array's first element. */
-typedef struct gguf_kv {
-    gguf_str key;
-    gguf_type type;
-    gguf_type elem_type;  /* arrays */
-    uint64_t n;           /* arrays: element count; strings: byte length */
-    const uint8_t *val;
-    size_t raw_off;       /* the value as stored (array header included), for copying */
-    size_t raw_len;
-    uint64_t *str_offs;   /* string arrays: file offset of each element's u64 length */
-} gguf_kv;
-
-/* Names sorted for binary search and duplicate detection. */
-typedef struct gguf_name_ix {
-    const char *ptr;
-    uint64_t len;
-    int64_t idx;
-} gguf_name_ix;
-
-struct gguf_file {
-    const uint8_t *base;
-    size_t len;
-    bool mapped; /* base is our mmap (gguf_open) rather than the caller's buffer */
-    uint32_t version;
-    size_t alignment;
-    size_t data_start;
-    int64_t n_kv;
-    gguf_kv *kv;
-    gguf_name_ix *kv_sorted;
-    int64_t n_tensors;
-    gguf_tensor *tensors;
-    gguf_name_ix *tensor_sorted;
-};
-
-/* ---- dtype and value-type tables ------------------------------------------------------ */
-
-typedef struct dtype_info {
-    const char *name;
-    int64_t block_elems;
-    size_t block_bytes;
-} dtype_info;
-
-static const dtype_info *dtype_lookup(uint32_t t)
-{
-    static const dtype_info f32 = {"F32", 1, 4}, f16 = {"F16", 1, 2}, bf16 = {"BF16", 1, 2},
-                            q4_0 = {"Q4_0", 32, 18}, q4_1 = {"Q4_1", 32, 20},
-                            q8_0 = {"Q8_0", 32, 34}, q6_k = {"Q6_K", 256, 210};
-    switch (t) {
-    case GGUF_DTYPE_F32: return &f32;
-    case GGUF_DTYPE_F16: return &f16;
-    case GGUF_DTYPE_BF16: return &bf16;
-    case GGUF_DTYPE_Q4_0: return &q4_0;
-    case GGUF_DTYPE_Q4_1: return &q4_1;
-    case GGUF_DTYPE_Q8_0: return &q8_0;
-    case GGUF_DTYPE_Q6_K: return &q6_k;
-    default: return NULL;
-    }
-}
-
-/* GGML type names Serval knows of but does not implement, so errors can name them. */
-static const char *ggml_type_name(uint32_t t)
-{
-    static const char *const names[] = {
-        [6] = "Q5_0",     [7] = "Q5_1",    [9] = "Q8_1",     [10] = "Q2_K",  [11] = "Q3_K",
-        [12] = "Q4_K",    [13] = "Q5_K",   [15] = "Q8_K",    [16] = "IQ2_XXS",
-        [17] = "IQ2_XS",  [18] = "IQ3_XXS", [19] = "IQ1_S",  [20] = "IQ4_NL", [21] = "IQ3_S",
-        [22] = "IQ2_S",   [23] = "IQ4_XS", [24] = "I8",      [25] = "I16",   [26] = "I32",
-        [27] = "I64",     [28] = "F64",    [29] = "IQ1_M",   [34] = "TQ1_0", [35] = "TQ2_0",
-        [39] = "MXFP4",
-    };
-    return t < sizeof names / sizeof names[0] ? names[t] : NULL;
-}
-
-bool gguf_dtype_valid(uint32_t dtype) { return dtype_lookup(dtype) != NULL; }
-
-const char *gguf_dtype_name(gguf_dtype t)
-{
-    const dtype_info *d = dtype_lookup((uint32_t)t);
-    return d ? d->name : "?";
-}
-
-int64_t gguf_dtype_block_elems(gguf_dtype t)
-{
-    const dtype_info *d = dtype_lookup((uint32_t)t);
-    ENG_ASSERT(d != NULL);
-    return d->block_elems;
-}
-
-size_t gguf_dtype_block_bytes(gguf_dtype t)
-{
-    const dtype_info *d = dtype_lookup((uint32_t)t);
-    ENG_ASSERT(d != NULL);
-    return d->block_bytes;
-}
-
-size_t gguf_dtype_row_bytes(gguf_dtype t, int64_t ne0)
-{
-    const dtype_info *d = dtype_lookup((uint32_t)t);
-    ENG_ASSERT(d != NULL);
-    ENG_ASSERT(ne0 >= 0 && ne0 % d->block_elems == 0);
-    size_t bytes;
-    ENG_ASSERT(!__builtin_mul_overflow((uint64_t)(ne0 / d->block_elems), d->block_bytes, &bytes));
-    return bytes;
-}
-
-size_t gguf_type_size(gguf_type t)
-{
-    switch (t) {
-    case GGUF_TYPE_UINT8:
-    case GGUF_TYPE_INT8:
-    case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16:
-    case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32:
-    case GGUF_TYPE_INT32:
-    case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64:
-    case GGUF_TYPE_INT64:
-    case GGUF_TYPE_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
-const char *gguf_type_name(uint32_t t)
-{
-    static const char *const names[GGUF_TYPE_COUNT] = {
-        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64",
-        "f64"};
-    return t < GGUF_TYPE_COUNT ? names[t] : "unknown";
-}
-
-bool gguf_str_eq(gguf_str s, const char *c)
-{
-    size_t n = strlen(c);
-    return s.len == n && memcmp(s.ptr, c, n) == 0;
-}
 
 /* ---- parsing ---------------------------------------------------------------------------- */
 
@@ -466,9 +329,8 @@ static eng_status parse_tensor_info(reader *r, int64_t i, gguf_tensor *t, uint64
     uint32_t dtype;
     if ((s = rd_u32(r, "dtype", &dtype)) != ENG_OK)
         return s;
-    const dtype_info *di = dtype_lookup(dtype);
-    if (!di) {
-        const char *known = ggml_type_name(dtype);
+    if (!gguf_dtype_valid(dtype)) {
+        const char *known = gguf_ggml_type_name(dtype);
         if (known)
             return eng_fail(r->err, ENG_ERR_UNSUPPORTED,
                             "gguf: %s: dtype %s (%" PRIu32 ") at byte %zu is not supported",
@@ -477,18 +339,20 @@ static eng_status parse_tensor_info(reader *r, int64_t i, gguf_tensor *t, uint64
                         "gguf: %s: unknown dtype %" PRIu32 " at byte %zu", r->what, dtype, at);
     }
     t->dtype = (gguf_dtype)dtype;
-    if (t->ne[0] % di->block_elems != 0)
+    const char *dname = gguf_dtype_name(t->dtype);
+    int64_t blk = gguf_dtype_block_elems(t->dtype);
+    if (t->ne[0] % blk != 0)
         return eng_fail(r->err, ENG_ERR_FORMAT,
                         "gguf: %s: ne[0] = %" PRId64 " is not a multiple of the %s block size "
                         "(%" PRId64 ")",
-                        r->what, t->ne[0], di->name, di->block_elems);
+                        r->what, t->ne[0], dname, blk);
     uint64_t rows = (uint64_t)(t->ne[1] * t->ne[2] * t->ne[3]); /* fits: see nz_elems */
     uint64_t row_bytes, total;
-    if (__builtin_mul_overflow((uint64_t)(t->ne[0] / di->block_elems), (uint64_t)di->block_bytes,
+    if (__builtin_mul_overflow((uint64_t)(t->ne[0] / blk), (uint64_t)gguf_dtype_block_bytes(t->dtype),
                                &row_bytes) ||
         __builtin_mul_overflow(row_bytes, rows, &total) || total > SIZE_MAX)
         return eng_fail(r->err, ENG_ERR_FORMAT, "gguf: %s: data size overflows (%" PRId64
-                        " elements of %s)", r->what, n_elems, di->name);
+                        " elements of %s)", r->what, n_elems, dname);
     t->nbytes = (size_t)total;
     return rd_u64(r, "data offset", offset);
 }
@@ -763,190 +627,11 @@ void gguf_free(gguf_file *f)
     free(f);
 }
 
-/* ---- accessors -------------------------------------------------------------------------- */
-
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-size_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-int64_t gguf_kv_count(const gguf_file *f) { return f->n_kv; }
+/* ---- lookups by name ------------------------------------------------------------------- */
 
 int64_t gguf_kv_find(const gguf_file *f, const char *key)
 {
     return name_find(f->kv_sorted, f->n_kv, key);
-}
-
-gguf_str gguf_kv_key(const gguf_file *f, int64_t i)
-{
-    ENG_ASSERT(i >= 0 && i < f->n_kv);
-    return f->kv[i].key;
-}
-
-gguf_type gguf_kv_type(const gguf_file *f, int64_t i)
-{
-    ENG_ASSERT(i >= 0 && i < f->n_kv);
-    return f->kv[i].type;
-}
-
-void gguf_kv_raw(const gguf_file *f, int64_t i, const void **data, size_t *len)
-{
-    ENG_ASSERT(i >= 0 && i < f->n_kv);
-    *data = f->base + f->kv[i].raw_off;
-    *len = f->kv[i].raw_len;
-}
-
-static eng_status find_typed(const gguf_file *f, const char *key, const gguf_kv **out,
-                             eng_err *err)
-{
-    int64_t i = gguf_kv_find(f, key);
-    if (i < 0)
-        return eng_fail(err, ENG_ERR_INVALID, "gguf: key '%s' not found", key);
-    *out = &f->kv[i];
-    return ENG_OK;
-}
-
-static eng_status wrong_type(eng_err *err, const char *key, const gguf_kv *kv, const char *want)
-{
-    return eng_fail(err, ENG_ERR_FORMAT, "gguf: key '%s' has type %s (expected %s)", key,
-                    gguf_type_name(kv->type), want);
-}
-
-/* Reads an integer-typed kv as a sign flag and magnitude-free pair (u64 or i64). */
-static bool kv_int(const gguf_kv *kv, bool *neg, uint64_t *u, int64_t *s)
-{
-    const uint8_t *p = kv->val;
-    *neg = false;
-    switch (kv->type) {
-    case GGUF_TYPE_UINT8: *u = p[0]; break;
-    case GGUF_TYPE_UINT16: { uint16_t v; memcpy(&v, p, 2); *u = v; break; }
-    case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, p, 4); *u = v; break; }
-    case GGUF_TYPE_UINT64: memcpy(u, p, 8); break;
-    case GGUF_TYPE_INT8: { int8_t v; memcpy(&v, p, 1); *s = v; goto sgn; }
-    case GGUF_TYPE_INT16: { int16_t v; memcpy(&v, p, 2); *s = v; goto sgn; }
-    case GGUF_TYPE_INT32: { int32_t v; memcpy(&v, p, 4); *s = v; goto sgn; }
-    case GGUF_TYPE_INT64: memcpy(s, p, 8); goto sgn;
-    default: return false;
-    }
-    *s = *u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)*u;
-    return true;
-sgn:
-    *neg = *s < 0;
-    *u = *neg ? 0 : (uint64_t)*s;
-    return true;
-}
-
-eng_status gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    bool neg;
-    uint64_t u;
-    int64_t s;
-    if (!kv_int(kv, &neg, &u, &s))
-        return wrong_type(err, key, kv, "an integer");
-    if (neg)
-        return eng_fail(err, ENG_ERR_FORMAT, "gguf: key '%s' value %" PRId64 " does not fit u32",
-                        key, s);
-    if (u > UINT32_MAX)
-        return eng_fail(err, ENG_ERR_FORMAT, "gguf: key '%s' value %" PRIu64 " does not fit u32",
-                        key, u);
-    *out = (uint32_t)u;
-    return ENG_OK;
-}
-
-eng_status gguf_get_i64(const gguf_file *f, const char *key, int64_t *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    bool neg;
-    uint64_t u;
-    int64_t s;
-    if (!kv_int(kv, &neg, &u, &s))
-        return wrong_type(err, key, kv, "an integer");
-    if (!neg && u > (uint64_t)INT64_MAX)
-        return eng_fail(err, ENG_ERR_FORMAT, "gguf: key '%s' value %" PRIu64 " does not fit i64",
-                        key, u);
-    *out = s;
-    return ENG_OK;
-}
-
-eng_status gguf_get_f32(const gguf_file *f, const char *key, float *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    if (kv->type == GGUF_TYPE_FLOAT32) {
-        memcpy(out, kv->val, 4);
-    } else if (kv->type == GGUF_TYPE_FLOAT64) {
-        double d;
-        memcpy(&d, kv->val, 8);
-        *out = (float)d;
-    } else {
-        return wrong_type(err, key, kv, "f32");
-    }
-    return ENG_OK;
-}
-
-eng_status gguf_get_bool(const gguf_file *f, const char *key, bool *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    if (kv->type != GGUF_TYPE_BOOL)
-        return wrong_type(err, key, kv, "bool");
-    *out = kv->val[0] != 0;
-    return ENG_OK;
-}
-
-eng_status gguf_get_str(const gguf_file *f, const char *key, gguf_str *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    if (kv->type != GGUF_TYPE_STRING)
-        return wrong_type(err, key, kv, "string");
-    out->ptr = (const char *)kv->val;
-    out->len = kv->n;
-    return ENG_OK;
-}
-
-eng_status gguf_get_arr(const gguf_file *f, const char *key, gguf_arr *out, eng_err *err)
-{
-    const gguf_kv *kv = NULL;
-    eng_status st = find_typed(f, key, &kv, err);
-    if (st != ENG_OK)
-        return st;
-    if (kv->type != GGUF_TYPE_ARRAY)
-        return wrong_type(err, key, kv, "array");
-    out->elem_type = kv->elem_type;
-    out->n = kv->n;
-    out->data = kv->val;
-    out->kv_index = kv - f->kv;
-    return ENG_OK;
-}
-
-gguf_str gguf_arr_str(const gguf_file *f, const gguf_arr *a, uint64_t i)
-{
-    ENG_ASSERT(a->kv_index >= 0 && a->kv_index < f->n_kv);
-    const gguf_kv *kv = &f->kv[a->kv_index];
-    ENG_ASSERT(kv->type == GGUF_TYPE_ARRAY && kv->elem_type == GGUF_TYPE_STRING && i < kv->n);
-    gguf_str s;
-    memcpy(&s.len, f->base + kv->str_offs[i], 8);
-    s.ptr = (const char *)(f->base + kv->str_offs[i] + 8);
-    return s;
-}
-
-int64_t gguf_tensor_count(const gguf_file *f) { return f->n_tensors; }
-
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, int64_t i)
-{
-    ENG_ASSERT(i >= 0 && i < f->n_tensors);
-    return &f->tensors[i];
 }
 
 const gguf_tensor *gguf_tensor_find(const gguf_file *f, const char *name)

@@ -463,6 +463,8 @@ Test(gguf_write, round_trip_every_type)
     cr_assert_eq(gguf_get_f32(f, "t.f32", &f32, &err), ENG_OK);
     cr_assert_eq(f32, 0.1f);
     cr_assert_eq(gguf_kv_type(f, gguf_kv_find(f, "t.f64")), GGUF_TYPE_FLOAT64);
+    cr_assert_eq(gguf_get_f32(f, "t.f64", &f32, &err), ENG_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "does not fit f32"), "%s", err.msg);
     cr_assert_eq(gguf_get_bool(f, "t.bool", &b, &err), ENG_OK);
     cr_assert(b);
     cr_assert_eq(gguf_get_bool(f, "t.bool_s", &b, &err), ENG_OK);
@@ -999,6 +1001,43 @@ Test(gguf_hostile, duplicate_tensor_name)
     bb_pad(&b, 32);
     bb_zeros(&b, 384);
     expect_fail(&b, ENG_ERR_FORMAT, "duplicate tensor name 'a' (tensors 0 and 2");
+    free(b.p);
+}
+
+/* Duplicate detection and lookups sort names, so even many entries with long shared prefixes
+ * open quickly; a late duplicate among them is still found and named. */
+Test(gguf_hostile, many_entries_with_a_late_duplicate, .timeout = 20)
+{
+    enum { N = 100000 };
+    bb b = header(3, 0, N);
+    char key[96];
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "tokenizer.ggml.a.very.long.shared.prefix.to.slow.compares.%07d",
+                 i == N - 1 ? 4242 : i);
+        bb_str(&b, key);
+        bb_u32(&b, GGUF_TYPE_UINT8);
+        bb_u8(&b, 1);
+    }
+    expect_fail(&b, ENG_ERR_FORMAT, "prefix.to.slow.compares.0004242' (entries 4242 and 99999");
+    /* Without the duplicate it opens, and every key is found by name. */
+    b.n = 0;
+    bb h = header(3, 0, N);
+    bb_bytes(&b, h.p, h.n);
+    free(h.p);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "tokenizer.ggml.a.very.long.shared.prefix.to.slow.compares.%07d",
+                 i);
+        bb_str(&b, key);
+        bb_u32(&b, GGUF_TYPE_UINT8);
+        bb_u8(&b, 1);
+    }
+    gguf_file *f = expect_open(&b);
+    for (int i = 0; i < N; i += 997) {
+        snprintf(key, sizeof key, "tokenizer.ggml.a.very.long.shared.prefix.to.slow.compares.%07d",
+                 i);
+        cr_assert_eq(gguf_kv_find(f, key), i);
+    }
+    gguf_free(f);
     free(b.p);
 }
 
