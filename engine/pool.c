@@ -58,7 +58,9 @@ static void *worker_main(void *v)
     eng_pool *p = wa->p;
     int ith = wa->ith;
     free(wa);
-    unsigned seen = atomic_load(&p->gen);
+    /* Runs are counted from 0 at creation; reading `gen` here instead would miss a run
+     * published before this thread got scheduled. */
+    unsigned seen = 0;
     for (;;) {
         spin_wait_gen(p, seen);
         if (atomic_load(&p->stop))

@@ -20,7 +20,7 @@ const char *tu_default_model(void)
     const char *p = env && *env ? env : SERVAL_DEFAULT_MODEL;
     struct stat st;
     if (stat(p, &st) != 0)
-        cr_fatal("default model %s is missing: run tools/setup.sh (or set SERVAL_MODEL)", p);
+        cr_assert_fail("default model %s is missing: run tools/setup.sh (or set SERVAL_MODEL)", p);
     return p;
 }
 

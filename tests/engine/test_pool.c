@@ -39,3 +39,23 @@ Test(pool, barrier_and_split)
         eng_pool_free(p);
     }
 }
+
+static void count(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* A run published right after creation, before the workers are scheduled, must still reach
+ * every worker (it used to be missed and the caller waited forever). */
+Test(pool, first_run_right_after_create, .timeout = 20)
+{
+    for (int rep = 0; rep < 300; rep++) {
+        eng_pool *p = eng_pool_create(3);
+        atomic_int n = 0;
+        eng_pool_run(p, count, &n);
+        cr_assert_eq(atomic_load(&n), 3);
+        eng_pool_free(p);
+    }
+}
