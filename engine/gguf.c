@@ -95,11 +95,13 @@ static eng_status rd_str(reader *r, const char *field, gguf_str *out)
 {
     size_t at = r->pos;
     uint64_t n;
-    char len_field[64];
-    snprintf(len_field, sizeof len_field, "%s length", field);
-    eng_status s = rd_u64(r, len_field, &n);
-    if (s != ENG_OK)
-        return s;
+    if (r->len - r->pos < 8) {
+        char len_field[64]; /* formatted only on failure: open reads ~100k strings */
+        snprintf(len_field, sizeof len_field, "%s length", field);
+        return truncated(r, len_field, 8);
+    }
+    memcpy(&n, r->base + r->pos, 8);
+    r->pos += 8;
     if (n > r->len - r->pos)
         return eng_fail(r->err, ENG_ERR_FORMAT,
                         "gguf: %s: %s length %" PRIu64 " at byte %zu exceeds the %zu bytes left "

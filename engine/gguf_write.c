@@ -10,7 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define WRITE_ALIGNMENT 32u
+#define DEFAULT_ALIGNMENT 32u
+#define MAX_ALIGNMENT 4096u /* a page: padding is written from a static block of zeros */
 
 /* One metadata entry, its value serialised exactly as it goes into the file. */
 typedef struct wkv {
@@ -307,6 +308,7 @@ typedef struct wout {
     uint64_t pos;
     eng_err *err;
     eng_status st; /* first failure; later writes are skipped */
+    uint64_t align;
 } wout;
 
 static void out_bytes(wout *o, const void *p, size_t n)
@@ -331,12 +333,30 @@ static void out_str(wout *o, const char *s)
 
 static void out_pad(wout *o)
 {
-    static const uint8_t zeros[WRITE_ALIGNMENT];
-    size_t pad = (size_t)((WRITE_ALIGNMENT - o->pos % WRITE_ALIGNMENT) % WRITE_ALIGNMENT);
-    out_bytes(o, zeros, pad);
+    static const uint8_t zeros[MAX_ALIGNMENT];
+    out_bytes(o, zeros, (size_t)((o->align - o->pos % o->align) % o->align));
 }
 
-static uint64_t align_up(uint64_t x) { return (x + WRITE_ALIGNMENT - 1) / WRITE_ALIGNMENT * WRITE_ALIGNMENT; }
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* The alignment to write with: general.alignment when the caller set (or copied) it. */
+static eng_status write_alignment(const gguf_writer *w, uint64_t *align, eng_err *err)
+{
+    *align = DEFAULT_ALIGNMENT;
+    for (size_t i = 0; i < w->n_kv; i++) {
+        if (strcmp(w->kv[i].key, "general.alignment") != 0)
+            continue;
+        uint32_t a = 0;
+        if (w->kv[i].type == GGUF_TYPE_UINT32)
+            memcpy(&a, w->kv[i].val, 4);
+        if (a == 0 || (a & (a - 1)) != 0 || a > MAX_ALIGNMENT)
+            return eng_fail(err, ENG_ERR_INVALID,
+                            "gguf: general.alignment must be a u32 power of two up to %u",
+                            MAX_ALIGNMENT);
+        *align = a;
+    }
+    return ENG_OK;
+}
 
 static void out_tensor_data(wout *o, const wtensor *t)
 {
@@ -382,7 +402,7 @@ static void write_all(const gguf_writer *w, wout *o)
             out_u64(o, (uint64_t)t->ne[d]);
         out_u32(o, (uint32_t)t->dtype);
         out_u64(o, off);
-        off = align_up(off + t->nbytes);
+        off = align_up(off + t->nbytes, o->align);
     }
     out_pad(o);
     for (size_t i = 0; i < w->n_t; i++) {
@@ -394,6 +414,10 @@ static void write_all(const gguf_writer *w, wout *o)
 eng_status gguf_writer_write(const gguf_writer *w, const char *path, eng_err *err)
 {
     ENG_ASSERT(w != NULL && path != NULL);
+    uint64_t align;
+    eng_status ast = write_alignment(w, &align, err);
+    if (ast != ENG_OK)
+        return ast;
     size_t n = strlen(path) + 16;
     char *tmp = malloc(n);
     if (!tmp)
@@ -407,7 +431,7 @@ eng_status gguf_writer_write(const gguf_writer *w, const char *path, eng_err *er
         return s;
     }
     fchmod(fd, 0644);
-    wout o = {.fp = fdopen(fd, "wb"), .path = path, .err = err, .st = ENG_OK};
+    wout o = {.fp = fdopen(fd, "wb"), .path = path, .err = err, .st = ENG_OK, .align = align};
     if (!o.fp) {
         o.st = eng_fail(err, ENG_ERR_IO, "gguf: fdopen '%s': %s", tmp, strerror(errno));
         close(fd);

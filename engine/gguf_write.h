@@ -47,8 +47,10 @@ eng_status gguf_writer_add_tensor_gen(gguf_writer *w, const char *name, gguf_dty
                                       uint32_t n_dims, const int64_t *ne, gguf_row_gen gen,
                                       void *user);
 
-/* Writes the file (alignment 32) to a temporary name beside `path`, then renames it, so a
- * failed or interrupted write never leaves a truncated file at `path`. */
+/* Writes the file to a temporary name beside `path`, then renames it, so a failed or
+ * interrupted write never leaves a truncated file at `path`. Tensor data is aligned to 32
+ * bytes, or to general.alignment when that key was set or copied (a u32 power of two up to
+ * 4096; anything else fails with ENG_ERR_INVALID). */
 eng_status gguf_writer_write(const gguf_writer *w, const char *path, eng_err *err);
 
 #endif

@@ -587,6 +587,32 @@ Test(gguf_write, generator_failure_leaves_no_file)
     free(path);
 }
 
+Test(gguf_write, honours_general_alignment)
+{
+    gguf_writer *w = gguf_writer_create();
+    static const float data[40];
+    int64_t ne1[1] = {8}, ne2[1] = {40};
+    cr_assert_eq(gguf_writer_add_tensor(w, "a", GGUF_DTYPE_F32, 1, ne1, data, 32), ENG_OK);
+    cr_assert_eq(gguf_writer_add_tensor(w, "b", GGUF_DTYPE_F32, 1, ne2, data, 160), ENG_OK);
+    cr_assert_eq(gguf_writer_set_u32(w, "general.alignment", 256), ENG_OK);
+    char *path = tu_temp_path(".gguf");
+    eng_err err;
+    cr_assert_eq(gguf_writer_write(w, path, &err), ENG_OK, "%s", err.msg);
+    gguf_file *f = NULL;
+    cr_assert_eq(gguf_open(path, &f, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(gguf_alignment(f), 256);
+    const gguf_tensor *a = gguf_tensor_find(f, "a"), *b = gguf_tensor_find(f, "b");
+    cr_assert_eq((uintptr_t)a->data % 256, 0);
+    cr_assert_eq((const uint8_t *)b->data - (const uint8_t *)a->data, 256);
+    gguf_free(f);
+    cr_assert_eq(gguf_writer_set_u32(w, "general.alignment", 48), ENG_OK);
+    cr_assert_eq(gguf_writer_write(w, path, &err), ENG_ERR_INVALID);
+    cr_assert(strstr(err.msg, "general.alignment must be a u32 power of two"), "%s", err.msg);
+    gguf_writer_free(w);
+    unlink(path);
+    free(path);
+}
+
 /* ---- hand-made valid files ---------------------------------------------------------------- */
 
 Test(gguf_valid, version_2_and_custom_alignment)
