@@ -1,6 +1,6 @@
-/* tokenizer.c — byte-level BPE built from a GGUF's tokenizer.ggml.* metadata: loading and
- * validation, special-token splitting, BPE merging and decoding, matching llama.cpp's
- * llama-vocab.cpp token for token (pre-tokenizers are in tokenizer_pre.c). */
+/* tokenizer.c — byte-level BPE vocabularies built from a GGUF's tokenizer.ggml.* metadata:
+ * loading and validation, llama.cpp's special-token rules, lookups and decoding. Encoding is
+ * in tokenizer_encode.c, the pre-tokenizers in tokenizer_pre.c. */
 #include "tokenizer.h"
 
 #include <stdio.h>
@@ -8,52 +8,6 @@
 #include <string.h>
 
 #include "tokenizer_impl.h"
-
-/* Token attributes, as llama.cpp's llama_token_attr (a bit set). */
-enum {
-    ATTR_UNDEFINED = 0,
-    ATTR_UNKNOWN = 1 << 0,
-    ATTR_UNUSED = 1 << 1,
-    ATTR_NORMAL = 1 << 2,
-    ATTR_CONTROL = 1 << 3,
-    ATTR_USER_DEFINED = 1 << 4,
-    ATTR_BYTE = 1 << 5,
-    ATTR_EOG = 1 << 7 /* Serval's: end of generation */
-};
-
-/* Open-addressing hash tables; slots hold -1 when empty. */
-typedef struct merge_slot {
-    uint64_t key; /* (left id << 32) | right id */
-    int32_t rank;
-    int32_t merged; /* id of the concatenation, or -1 when it is not a token */
-} merge_slot;
-
-struct tok_vocab {
-    int32_t n_tokens;
-    char *text;        /* all token strings back to back */
-    size_t *text_off;  /* [n_tokens + 1] */
-    char *piece;       /* decoded bytes of every token */
-    size_t *piece_off; /* [n_tokens + 1] */
-    uint8_t *attr;     /* [n_tokens] ATTR_* */
-
-    int32_t *tok_slots; /* token text -> id */
-    size_t tok_mask;
-    merge_slot *merge_slots;
-    size_t merge_mask;
-
-    int32_t byte_id[256];   /* id of each byte's mapped character ("Ġ" for ' '), or -1 */
-    int32_t single_id[256]; /* id of the 1-byte string, or -1 (llama.cpp's last resort) */
-    char byte_map[256][2];  /* GPT-2 byte -> unicode mapping, UTF-8 encoded */
-    uint8_t byte_map_len[256];
-    int16_t unmap[0x144];   /* inverse: code point -> byte, or -1 */
-
-    int32_t *specials; /* ids tried by the special-token split, longest text first */
-    int32_t n_specials;
-
-    tok_pre_info pre;
-    bool add_bos;
-    int32_t bos, eos, eot, eom, unk, pad;
-};
 
 /* ---- hashing ------------------------------------------------------------------------------ */
 
@@ -84,7 +38,7 @@ static size_t table_size(size_t n)
     return cap;
 }
 
-static const char *tok_str(const tok_vocab *v, int32_t id, size_t *len)
+const char *tok_vocab_str(const tok_vocab *v, int32_t id, size_t *len)
 {
     *len = v->text_off[id + 1] - v->text_off[id];
     return v->text + v->text_off[id];
@@ -99,18 +53,18 @@ static size_t tok_slot(const tok_vocab *v, const char *s, size_t n)
         if (id < 0)
             return i;
         size_t len;
-        const char *t = tok_str(v, id, &len);
+        const char *t = tok_vocab_str(v, id, &len);
         if (len == n && memcmp(t, s, n) == 0)
             return i;
     }
 }
 
-static int32_t tok_lookup(const tok_vocab *v, const char *s, size_t n)
+int32_t tok_vocab_lookup(const tok_vocab *v, const char *s, size_t n)
 {
     return v->tok_slots[tok_slot(v, s, n)];
 }
 
-static const merge_slot *merge_find(const tok_vocab *v, int32_t left, int32_t right)
+const merge_slot *tok_merge_find(const tok_vocab *v, int32_t left, int32_t right)
 {
     uint64_t key = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
     for (size_t i = hash_u64(key) & v->merge_mask;; i = (i + 1) & v->merge_mask) {
@@ -202,7 +156,7 @@ static const char *const fim_sep_texts[] = {"<|file_sep|>", NULL};
 
 static int32_t find_text(const tok_vocab *v, const char *s)
 {
-    return tok_lookup(v, s, strlen(s));
+    return tok_vocab_lookup(v, s, strlen(s));
 }
 
 /* Reads an optional special-token id; -1 when absent. */
@@ -237,7 +191,7 @@ static eng_status special_id(const gguf_file *f, tok_vocab *v, const char *key,
             *out = id;
     }
     if (*out >= 0)
-        v->attr[*out] |= ATTR_CONTROL;
+        v->attr[*out] |= TOK_ATTR_CONTROL;
     return ENG_OK;
 }
 
@@ -284,7 +238,7 @@ static eng_status load_tokens(const gguf_file *f, tok_vocab *v, eng_err *err)
         }
         v->text_off[i + 1] = o;
         size_t len;
-        const char *t = tok_str(v, (int32_t)i, &len);
+        const char *t = tok_vocab_str(v, (int32_t)i, &len);
         size_t slot = tok_slot(v, t, len);
         if (v->tok_slots[slot] >= 0)
             return eng_fail(err, ENG_ERR_FORMAT,
@@ -295,7 +249,7 @@ static eng_status load_tokens(const gguf_file *f, tok_vocab *v, eng_err *err)
 
     /* Types: absent means all normal. */
     if (gguf_kv_find(f, "tokenizer.ggml.token_type") < 0) {
-        memset(v->attr, ATTR_NORMAL, n);
+        memset(v->attr, TOK_ATTR_NORMAL, n);
         return ENG_OK;
     }
     gguf_arr types;
@@ -308,12 +262,12 @@ static eng_status load_tokens(const gguf_file *f, tok_vocab *v, eng_err *err)
         return eng_fail(err, ENG_ERR_FORMAT,
                         "tokenizer.ggml.token_type has %llu entries for %llu tokens",
                         (unsigned long long)types.n, (unsigned long long)toks.n);
-    static const uint8_t type_attr[7] = {ATTR_UNDEFINED, ATTR_NORMAL,  ATTR_UNKNOWN, ATTR_CONTROL,
-                                         ATTR_USER_DEFINED, ATTR_UNUSED, ATTR_BYTE};
+    static const uint8_t type_attr[7] = {TOK_ATTR_UNDEFINED, TOK_ATTR_NORMAL,  TOK_ATTR_UNKNOWN, TOK_ATTR_CONTROL,
+                                         TOK_ATTR_USER_DEFINED, TOK_ATTR_UNUSED, TOK_ATTR_BYTE};
     for (size_t i = 0; i < n; i++) {
         int32_t t;
         memcpy(&t, (const char *)types.data + 4 * i, 4);
-        v->attr[i] = t >= 0 && t < 7 ? type_attr[t] : ATTR_UNDEFINED;
+        v->attr[i] = t >= 0 && t < 7 ? type_attr[t] : TOK_ATTR_UNDEFINED;
     }
     return ENG_OK;
 }
@@ -350,9 +304,9 @@ static eng_status load_merges(const gguf_file *f, tok_vocab *v, eng_err *err)
         int32_t left = -1, right = -1;
         if (!sp || memchr(sp + 1, ' ', (size_t)(s.ptr + s.len - sp - 1)) || s.ptr[0] == ' ')
             bad = "is not two tokens separated by one space";
-        else if ((left = tok_lookup(v, s.ptr, (size_t)(sp - s.ptr))) < 0)
+        else if ((left = tok_vocab_lookup(v, s.ptr, (size_t)(sp - s.ptr))) < 0)
             bad = "left half is not a token";
-        else if ((right = tok_lookup(v, sp + 1, (size_t)(s.ptr + s.len - sp - 1))) < 0)
+        else if ((right = tok_vocab_lookup(v, sp + 1, (size_t)(s.ptr + s.len - sp - 1))) < 0)
             bad = "right half is not a token";
         if (bad) {
             free(cat);
@@ -366,7 +320,7 @@ static eng_status load_merges(const gguf_file *f, tok_vocab *v, eng_err *err)
         if (v->merge_slots[i].rank >= 0)
             continue; /* a repeated pair keeps its first (best) rank, as llama.cpp's emplace */
         size_t ll, rl;
-        const char *lt = tok_str(v, left, &ll), *rt = tok_str(v, right, &rl);
+        const char *lt = tok_vocab_str(v, left, &ll), *rt = tok_vocab_str(v, right, &rl);
         if (ll + rl > cat_cap) {
             cat_cap = 2 * (ll + rl);
             char *grown = realloc(cat, cat_cap);
@@ -380,7 +334,7 @@ static eng_status load_merges(const gguf_file *f, tok_vocab *v, eng_err *err)
         memcpy(cat + ll, rt, rl);
         v->merge_slots[i].key = key;
         v->merge_slots[i].rank = (int32_t)r;
-        v->merge_slots[i].merged = tok_lookup(v, cat, ll + rl);
+        v->merge_slots[i].merged = tok_vocab_lookup(v, cat, ll + rl);
     }
     free(cat);
     return ENG_OK;
@@ -422,11 +376,11 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
     const int32_t fim_eog[3] = {fim_pad, fim_rep, fim_sep};
     for (int i = 0; i < 3; i++)
         if (fim_eog[i] >= 0)
-            v->attr[fim_eog[i]] |= ATTR_EOG;
+            v->attr[fim_eog[i]] |= TOK_ATTR_EOG;
     for (size_t i = 0; eog_texts[i]; i++) {
         int32_t id = find_text(v, eog_texts[i]);
         if (id >= 0)
-            v->attr[id] |= ATTR_EOG | ATTR_CONTROL;
+            v->attr[id] |= TOK_ATTR_EOG | TOK_ATTR_CONTROL;
     }
     /* gpt-oss: always rendered, so user-defined. */
     static const char *const user_texts[] = {"<|channel|>", "<|message|>", "<|start|>",
@@ -434,24 +388,24 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
     for (size_t i = 0; user_texts[i]; i++) {
         int32_t id = find_text(v, user_texts[i]);
         if (id >= 0)
-            v->attr[id] = (uint8_t)((v->attr[id] & ATTR_EOG) | ATTR_USER_DEFINED);
+            v->attr[id] = (uint8_t)((v->attr[id] & TOK_ATTR_EOG) | TOK_ATTR_USER_DEFINED);
     }
     const int32_t named_eog[3] = {v->eos, v->eot, v->eom};
     for (int i = 0; i < 3; i++)
         if (named_eog[i] >= 0)
-            v->attr[named_eog[i]] |= ATTR_EOG;
+            v->attr[named_eog[i]] |= TOK_ATTR_EOG;
 
     /* o200k_harmony / solar-open: "<|end|>" does not end generation there. */
-#define IS_EOG_TEXT(s) (find_text(v, s) >= 0 && (v->attr[find_text(v, s)] & ATTR_EOG))
+#define IS_EOG_TEXT(s) (find_text(v, s) >= 0 && (v->attr[find_text(v, s)] & TOK_ATTR_EOG))
     int32_t end_id = find_text(v, "<|end|>");
-    if (end_id >= 0 && (v->attr[end_id] & ATTR_EOG) &&
+    if (end_id >= 0 && (v->attr[end_id] & TOK_ATTR_EOG) &&
         ((IS_EOG_TEXT("<|return|>") && IS_EOG_TEXT("<|call|>")) ||
          (IS_EOG_TEXT("<|calls|>") && IS_EOG_TEXT("<|flush|>"))))
-        v->attr[end_id] = ATTR_USER_DEFINED;
+        v->attr[end_id] = TOK_ATTR_USER_DEFINED;
     /* gemma4 / paddleocr: "</s>" is an ordinary token when "<|tool_response>" ends turns. */
     int32_t s_id = find_text(v, "</s>");
-    if (s_id >= 0 && (v->attr[s_id] & ATTR_EOG) && IS_EOG_TEXT("<|tool_response>"))
-        v->attr[s_id] = ATTR_NORMAL;
+    if (s_id >= 0 && (v->attr[s_id] & TOK_ATTR_EOG) && IS_EOG_TEXT("<|tool_response>"))
+        v->attr[s_id] = TOK_ATTR_NORMAL;
 #undef IS_EOG_TEXT
     return ENG_OK;
 }
@@ -477,7 +431,7 @@ static eng_status build_tables(tok_vocab *v, eng_err *err)
     if (!v->specials || !v->piece || !v->piece_off)
         return eng_fail(err, ENG_ERR_NOMEM, "tokenizer: out of memory");
     for (size_t i = 0; i < n; i++)
-        if (v->attr[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN))
+        if (v->attr[i] & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN))
             v->specials[v->n_specials++] = (int32_t)i;
     qsort_r(v->specials, (size_t)v->n_specials, sizeof *v->specials, cmp_special, v);
 
@@ -485,13 +439,13 @@ static eng_status build_tables(tok_vocab *v, eng_err *err)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len;
-        const char *t = tok_str(v, (int32_t)i, &len);
+        const char *t = tok_vocab_str(v, (int32_t)i, &len);
         v->piece_off[i] = o;
         uint8_t a = v->attr[i];
-        if (a & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)) {
+        if (a & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) {
             memcpy(v->piece + o, t, len);
             o += len;
-        } else if ((a & ATTR_BYTE) && len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>') {
+        } else if ((a & TOK_ATTR_BYTE) && len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>') {
             char hex[3] = {t[3], t[4], 0};
             v->piece[o++] = (char)strtol(hex, NULL, 16);
         } else {
@@ -501,9 +455,9 @@ static eng_status build_tables(tok_vocab *v, eng_err *err)
     v->piece_off[n] = o;
 
     for (int b = 0; b < 256; b++) {
-        v->byte_id[b] = tok_lookup(v, v->byte_map[b], v->byte_map_len[b]);
+        v->byte_id[b] = tok_vocab_lookup(v, v->byte_map[b], v->byte_map_len[b]);
         char c = (char)b;
-        v->single_id[b] = tok_lookup(v, &c, 1);
+        v->single_id[b] = tok_vocab_lookup(v, &c, 1);
     }
     return ENG_OK;
 }
@@ -573,19 +527,19 @@ bool tok_add_bos(const tok_vocab *v) { return v->add_bos; }
 
 bool tok_is_eog(const tok_vocab *v, int32_t id)
 {
-    return id >= 0 && id < v->n_tokens && (v->attr[id] & ATTR_EOG);
+    return id >= 0 && id < v->n_tokens && (v->attr[id] & TOK_ATTR_EOG);
 }
 
 bool tok_is_special(const tok_vocab *v, int32_t id)
 {
-    return id >= 0 && id < v->n_tokens && (v->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN));
+    return id >= 0 && id < v->n_tokens && (v->attr[id] & (TOK_ATTR_CONTROL | TOK_ATTR_UNKNOWN));
 }
 
 bool tok_byte_encodable(const tok_vocab *v, uint8_t b) { return v->byte_id[b] >= 0; }
 
 int32_t tok_find(const tok_vocab *v, const char *text)
 {
-    return text ? tok_lookup(v, text, strlen(text)) : -1;
+    return text ? tok_vocab_lookup(v, text, strlen(text)) : -1;
 }
 
 const char *tok_piece(const tok_vocab *v, int32_t id, size_t *len)
@@ -604,7 +558,7 @@ const char *tok_text(const tok_vocab *v, int32_t id, size_t *len)
         *len = 0;
         return NULL;
     }
-    return tok_str(v, id, len);
+    return tok_vocab_str(v, id, len);
 }
 
 eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *buf, size_t cap,
@@ -624,303 +578,4 @@ eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *bu
     }
     *len_out = o;
     return o <= cap ? ENG_OK : ENG_ERR_INVALID;
-}
-
-/* ---- encoding ----------------------------------------------------------------------------- */
-
-typedef struct sym {
-    int32_t id; /* token of the bytes [start, start + n), or -1 */
-    uint32_t start, n;
-    int32_t prev, next;
-} sym;
-
-typedef struct bigram {
-    int32_t rank, left, right, merged;
-    uint32_t size; /* bytes the pair covered when queued: stale once either side grew */
-} bigram;
-
-/* Per-call scratch (nothing here is shared between calls). */
-typedef struct enc_state {
-    const tok_vocab *v;
-    int32_t *ids;
-    size_t cap, n;
-    tok_split_buf split;
-    uint32_t *word_len;
-    sym *syms;
-    bigram *heap;
-    size_t heap_n;
-    char *mapped; /* a word in mapped form (ignore_merges lookups) */
-    size_t word_cap;
-} enc_state;
-
-static void emit(enc_state *e, int32_t id)
-{
-    if (e->n < e->cap)
-        e->ids[e->n] = id;
-    e->n++;
-}
-
-static bool bigram_less(const bigram *a, const bigram *b)
-{
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(enc_state *e, bigram g)
-{
-    size_t i = e->heap_n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bigram_less(&g, &e->heap[p]))
-            break;
-        e->heap[i] = e->heap[p];
-        i = p;
-    }
-    e->heap[i] = g;
-}
-
-static bigram heap_pop(enc_state *e)
-{
-    bigram top = e->heap[0], last = e->heap[--e->heap_n];
-    size_t i = 0, n = e->heap_n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && bigram_less(&e->heap[c + 1], &e->heap[c]))
-            c++;
-        if (!bigram_less(&e->heap[c], &last))
-            break;
-        e->heap[i] = e->heap[c];
-        i = c;
-    }
-    if (n > 0)
-        e->heap[i] = last;
-    return top;
-}
-
-static void try_bigram(enc_state *e, int32_t left, int32_t right)
-{
-    if (left < 0 || right < 0)
-        return;
-    const sym *l = &e->syms[left], *r = &e->syms[right];
-    if (l->id < 0 || r->id < 0)
-        return; /* every merge joins two tokens */
-    const merge_slot *m = merge_find(e->v, l->id, r->id);
-    if (!m)
-        return;
-    bigram g = {m->rank, left, right, m->merged, l->n + r->n};
-    heap_push(e, g);
-}
-
-/* A symbol that is not a token: llama.cpp looks each byte of its mapped text up on its own
- * and drops the ones that are not tokens either. */
-static void emit_fallback(enc_state *e, const uint8_t *w, const sym *s)
-{
-    const tok_vocab *v = e->v;
-    for (uint32_t i = s->start; i < s->start + s->n; i++)
-        for (uint8_t k = 0; k < v->byte_map_len[w[i]]; k++) {
-            int32_t id = v->single_id[(uint8_t)v->byte_map[w[i]][k]];
-            if (id >= 0)
-                emit(e, id);
-        }
-}
-
-/* BPE over one pre-tokenized word: merge the best-ranked adjacent pair (leftmost on ties)
- * until none is left, as llm_tokenizer_bpe_session does. */
-static void bpe_word(enc_state *e, const uint8_t *w, uint32_t n)
-{
-    const tok_vocab *v = e->v;
-    if (v->pre.ignore_merges) {
-        size_t m = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            memcpy(e->mapped + m, v->byte_map[w[i]], v->byte_map_len[w[i]]);
-            m += v->byte_map_len[w[i]];
-        }
-        int32_t id = tok_lookup(v, e->mapped, m);
-        if (id >= 0) {
-            emit(e, id);
-            return;
-        }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        e->syms[i] = (sym){v->byte_id[w[i]], i, 1, (int32_t)i - 1,
-                           i + 1 < n ? (int32_t)i + 1 : -1};
-    }
-    e->heap_n = 0;
-    for (uint32_t i = 1; i < n; i++)
-        try_bigram(e, (int32_t)i - 1, (int32_t)i);
-    while (e->heap_n > 0) {
-        bigram g = heap_pop(e);
-        sym *l = &e->syms[g.left], *r = &e->syms[g.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != g.size)
-            continue;
-        l->n += r->n;
-        l->id = g.merged;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            e->syms[r->next].prev = g.left;
-        try_bigram(e, l->prev, g.left);
-        try_bigram(e, g.left, l->next);
-    }
-    for (int32_t i = 0; i >= 0; i = e->syms[i].next) {
-        const sym *s = &e->syms[i];
-        if (s->id >= 0)
-            emit(e, s->id);
-        else
-            emit_fallback(e, w, s);
-    }
-}
-
-static eng_status encode_text(enc_state *e, const uint8_t *t, size_t len)
-{
-    if (len == 0)
-        return ENG_OK;
-    size_t n_words = tok_pre_split(e->v->pre.kind, t, len, &e->split, e->word_len);
-    uint32_t longest = 0;
-    for (size_t i = 0; i < n_words; i++)
-        longest = e->word_len[i] > longest ? e->word_len[i] : longest;
-    if (longest > e->word_cap) {
-        size_t cap = longest;
-        sym *s = realloc(e->syms, cap * sizeof *s);
-        if (s)
-            e->syms = s;
-        bigram *h = realloc(e->heap, 3 * cap * sizeof *h);
-        if (h)
-            e->heap = h;
-        char *m = realloc(e->mapped, 2 * cap);
-        if (m)
-            e->mapped = m;
-        if (!s || !h || !m)
-            return ENG_ERR_NOMEM;
-        e->word_cap = cap;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n_words; i++) {
-        bpe_word(e, t + o, e->word_len[i]);
-        o += e->word_len[i];
-    }
-    return ENG_OK;
-}
-
-/* A piece of the input: raw text [off, off + len), or a special token when id >= 0. */
-typedef struct frag {
-    size_t off, len;
-    int32_t id;
-} frag;
-
-typedef struct frag_list {
-    frag *f;
-    size_t n, cap;
-} frag_list;
-
-static bool frag_push(frag_list *l, size_t off, size_t len, int32_t id)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        frag *g = realloc(l->f, cap * sizeof *g);
-        if (!g)
-            return false;
-        l->f = g;
-        l->cap = cap;
-    }
-    l->f[l->n++] = (frag){off, len, id};
-    return true;
-}
-
-/* llama.cpp's tokenizer_st_partition: for each special token, longest first, every occurrence
- * in every remaining raw fragment becomes that token. User-defined tokens are split out even
- * without parse_special; control and unknown ones only with it. */
-static eng_status split_specials(const tok_vocab *v, const char *text, size_t len,
-                                 bool parse_special, frag_list *cur, frag_list *next)
-{
-    cur->n = 0;
-    if (len > 0 && !frag_push(cur, 0, len, -1))
-        return ENG_ERR_NOMEM;
-    for (int32_t k = 0; k < v->n_specials; k++) {
-        const int32_t id = v->specials[k];
-        if (!parse_special && (v->attr[id] & (ATTR_CONTROL | ATTR_UNKNOWN)))
-            continue;
-        size_t tl;
-        const char *tt = tok_str(v, id, &tl);
-        bool any = false;
-        for (size_t i = 0; i < cur->n && !any; i++)
-            any = cur->f[i].id < 0 && memmem(text + cur->f[i].off, cur->f[i].len, tt, tl);
-        if (!any)
-            continue;
-        next->n = 0;
-        for (size_t i = 0; i < cur->n; i++) {
-            frag fr = cur->f[i];
-            if (fr.id >= 0) {
-                if (!frag_push(next, fr.off, fr.len, fr.id))
-                    return ENG_ERR_NOMEM;
-                continue;
-            }
-            size_t off = fr.off, end = fr.off + fr.len;
-            const char *hit;
-            while (off < end && (hit = memmem(text + off, end - off, tt, tl)) != NULL) {
-                size_t at = (size_t)(hit - text);
-                if ((at > off && !frag_push(next, off, at - off, -1)) ||
-                    !frag_push(next, at, tl, id))
-                    return ENG_ERR_NOMEM;
-                off = at + tl;
-            }
-            if (off < end && !frag_push(next, off, end - off, -1))
-                return ENG_ERR_NOMEM;
-        }
-        frag_list t = *cur;
-        *cur = *next;
-        *next = t;
-    }
-    return ENG_OK;
-}
-
-eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
-                      int32_t *ids, size_t cap, size_t *n_out)
-{
-    if (!v || !n_out || (!text && len > 0) || (!ids && cap > 0))
-        return ENG_ERR_INVALID;
-    *n_out = 0;
-    if (len >= UINT32_MAX)
-        return ENG_ERR_TOO_LONG;
-    enc_state e = {.v = v, .ids = ids, .cap = cap};
-    frag_list cur = {0}, next = {0};
-    eng_status st = ENG_ERR_NOMEM;
-    const size_t m = len + 1;
-    e.split.unit_off = malloc(m * sizeof(uint32_t));
-    e.split.unit_cpt = malloc(m * sizeof(uint32_t));
-    e.split.unit_cls = malloc(m);
-    e.split.seg_a = malloc(m * sizeof(uint32_t));
-    e.split.seg_b = malloc(m * sizeof(uint32_t));
-    e.word_len = malloc(m * sizeof(uint32_t));
-    if (!e.split.unit_off || !e.split.unit_cpt || !e.split.unit_cls || !e.split.seg_a ||
-        !e.split.seg_b || !e.word_len)
-        goto done;
-    if ((st = split_specials(v, text, len, parse_special, &cur, &next)) != ENG_OK)
-        goto done;
-    for (size_t i = 0; i < cur.n; i++) {
-        if (cur.f[i].id >= 0) {
-            emit(&e, cur.f[i].id);
-        } else if ((st = encode_text(&e, (const uint8_t *)text + cur.f[i].off, cur.f[i].len)) !=
-                   ENG_OK) {
-            goto done;
-        }
-    }
-    st = ENG_OK;
-    *n_out = e.n;
-    if (e.n > cap)
-        st = ENG_ERR_INVALID;
-done:
-    free(e.split.unit_off);
-    free(e.split.unit_cpt);
-    free(e.split.unit_cls);
-    free(e.split.seg_a);
-    free(e.split.seg_b);
-    free(e.word_len);
-    free(e.syms);
-    free(e.heap);
-    free(e.mapped);
-    free(cur.f);
-    free(next.f);
-    return st;
 }

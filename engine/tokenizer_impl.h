@@ -1,11 +1,14 @@
-/* tokenizer_impl.h — private to the tokenizer: the pre-tokenizers (tokenizer_pre.c) that split
- * text into words before byte-level BPE, as llama.cpp's unicode_regex_split does. */
+/* tokenizer_impl.h — private to the tokenizer: the vocabulary's layout (tokenizer.c builds it,
+ * tokenizer_encode.c reads it) and the pre-tokenizers (tokenizer_pre.c) that split text into
+ * words before byte-level BPE, as llama.cpp's unicode_regex_split does. */
 #ifndef SERVAL_TOKENIZER_IMPL_H
 #define SERVAL_TOKENIZER_IMPL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tokenizer.h"
 
 /* The pre-tokenizer regex chains Serval implements (llama.cpp's LLAMA_VOCAB_PRE_TYPE_*). */
 typedef enum tok_pre_kind {
@@ -24,6 +27,59 @@ typedef struct tok_pre_info {
 
 /* Looks up a tokenizer.ggml.pre value (len bytes, not NUL-terminated). false when unknown. */
 bool tok_pre_lookup(const char *name, size_t len, tok_pre_info *out);
+
+/* Token attributes, as llama.cpp's llama_token_attr (a bit set). */
+typedef enum tok_attr {
+    TOK_ATTR_UNDEFINED = 0,
+    TOK_ATTR_UNKNOWN = 1 << 0,
+    TOK_ATTR_UNUSED = 1 << 1,
+    TOK_ATTR_NORMAL = 1 << 2,
+    TOK_ATTR_CONTROL = 1 << 3,
+    TOK_ATTR_USER_DEFINED = 1 << 4,
+    TOK_ATTR_BYTE = 1 << 5,
+    TOK_ATTR_EOG = 1 << 7 /* Serval's: end of generation */
+} tok_attr;
+
+/* A slot of the open-addressing merge table; rank is -1 in an empty slot. */
+typedef struct merge_slot {
+    uint64_t key; /* (left id << 32) | right id */
+    int32_t rank;
+    int32_t merged; /* id of the concatenation, or -1 when it is not a token */
+} merge_slot;
+
+struct tok_vocab {
+    int32_t n_tokens;
+    char *text;        /* all token strings back to back */
+    size_t *text_off;  /* [n_tokens + 1] */
+    char *piece;       /* decoded bytes of every token */
+    size_t *piece_off; /* [n_tokens + 1] */
+    uint8_t *attr;     /* [n_tokens] TOK_ATTR_* */
+
+    int32_t *tok_slots; /* token text -> id, open addressing; -1 is an empty slot */
+    size_t tok_mask;
+    merge_slot *merge_slots;
+    size_t merge_mask;
+
+    int32_t byte_id[256];   /* id of each byte's mapped character ("Ġ" for ' '), or -1 */
+    int32_t single_id[256]; /* id of the 1-byte string, or -1 (llama.cpp's last resort) */
+    char byte_map[256][2];  /* GPT-2 byte -> unicode mapping, UTF-8 encoded */
+    uint8_t byte_map_len[256];
+    int16_t unmap[0x144];   /* inverse: code point -> byte, or -1 */
+
+    int32_t *specials; /* ids tried by the special-token split, longest text first */
+    int32_t n_specials;
+
+    tok_pre_info pre;
+    bool add_bos;
+    int32_t bos, eos, eot, eom, unk, pad;
+};
+
+/* The token string of id (not NUL-terminated); id must be in range. Owned by v. */
+const char *tok_vocab_str(const tok_vocab *v, int32_t id, size_t *len);
+/* Id of the token whose text is s[0, n), or -1. */
+int32_t tok_vocab_lookup(const tok_vocab *v, const char *s, size_t n);
+/* The merge of (left, right), or NULL when the pair does not merge. */
+const merge_slot *tok_merge_find(const tok_vocab *v, int32_t left, int32_t right);
 
 /* Scratch for splitting one fragment of n bytes: every array holds n + 1 elements.
  * Owned by the caller of tok_pre_split; one per encode call, never shared. */
