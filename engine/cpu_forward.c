@@ -422,13 +422,15 @@ static void forward_chunk(void *arg, int ith, int nth)
 
     if (!j->logits)
         return;
+    /* The output head splits tokens differently from the layers (only the last token, maybe):
+     * wait until every thread has finished its tokens' residual stream. */
+    eng_pool_barrier(c->pool);
     /* Output head: the last token only, or every token. */
     const int32_t first = j->all ? 0 : n - 1, n_out = n - first;
     long o0, o1;
     eng_pool_split(n_out, ith, nth, &o0, &o1);
     for (long t = first + o0; t < first + o1; t++)
         rmsnorm(c->xn + t * d, c->x + t * d, m->out_norm.data, (int)d, hp->norm_eps);
-    eng_pool_barrier(c->pool);
     size_t rb = quant_act_row_bytes(m->output.dtype, d);
     for (long t = first + o0; t < first + o1; t++)
         quant_act_quantize(m->output.dtype, c->xn + t * d, c->act + (size_t)(t - first) * rb, d);
