@@ -475,29 +475,28 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
-        float *td = (float *)(a + quant_q8_0_tail_off(nb));
-        int32_t *ts = (int32_t *)(td + nb);
+        uint8_t *tail = a + quant_q8_0_tail_off(nb);
         for (int64_t i = 0; i < nb; i++) {
             float d;
-            int sum = q8_block(x + i * 32, y[i].qs, &d);
+            int32_t c8 = 8 * q8_block(x + i * 32, y[i].qs, &d);
             y[i].d = f2h(d);
-            td[i] = h2f(y[i].d);
-            ts[i] = 8 * sum;
+            d = h2f(y[i].d);
+            memcpy(tail + 8 * i, &d, 4);
+            memcpy(tail + 8 * i + 4, &c8, 4);
         }
         return;
     }
     case GGUF_DTYPE_Q4_1: {
         const int64_t nb = n / QK8_1;
         block_q8_1 *y = act;
-        float *td = (float *)(a + quant_q8_1_tail_off(nb));
-        float *ts = td + nb;
+        float *tail = (float *)(a + quant_q8_1_tail_off(nb));
         for (int64_t i = 0; i < nb; i++) {
             float d;
             int sum = q8_block(x + i * 32, y[i].qs, &d);
             y[i].d = f2h(d);
             y[i].s = f2h(d * (float)sum);
-            td[i] = h2f(y[i].d);
-            ts[i] = h2f(y[i].s);
+            tail[2 * i] = h2f(y[i].d);
+            tail[2 * i + 1] = h2f(y[i].s);
         }
         return;
     }
@@ -539,45 +538,47 @@ void quant_act_dequant(gguf_dtype wtype, const void *act, float *dst, int64_t n)
 
 /* ---- scalar reference dot products ------------------------------------------------------- */
 
+/* The per-block chains of quant_impl.h; fmaf keeps them bit-identical to the SIMD tiles. */
 static float dot_q4_0_ref(const block_q4_0 *x, const block_q8_0 *y, int64_t nb)
 {
-    float sumf = 0;
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
         int sumi = 0;
         for (int j = 0; j < 16; j++)
             sumi += ((x[i].qs[j] & 0x0F) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
-        sumf += (h2f(x[i].d) * h2f(y[i].d)) * (float)sumi;
+        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
     }
-    return sumf;
+    return acc;
 }
 
 static float dot_q4_1_ref(const block_q4_1 *x, const block_q8_1 *y, int64_t nb)
 {
-    float sumf = 0;
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
         int sumi = 0;
         for (int j = 0; j < 16; j++)
             sumi += (x[i].qs[j] & 0x0F) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        sumf += (h2f(x[i].d) * h2f(y[i].d)) * (float)sumi + h2f(x[i].m) * h2f(y[i].s);
+        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
+        acc = fmaf(h2f(x[i].m), h2f(y[i].s), acc);
     }
-    return sumf;
+    return acc;
 }
 
 static float dot_q8_0_ref(const block_q8_0 *x, const block_q8_0 *y, int64_t nb)
 {
-    float sumf = 0;
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
         int sumi = 0;
         for (int j = 0; j < 32; j++)
             sumi += x[i].qs[j] * y[i].qs[j];
-        sumf += (h2f(x[i].d) * h2f(y[i].d)) * (float)sumi;
+        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
     }
-    return sumf;
+    return acc;
 }
 
 static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
 {
-    float sumf = 0;
+    float acc = 0;
     int8_t q[QK_K];
     for (int64_t i = 0; i < nb; i++) {
         const uint8_t *ql = x[i].ql, *qh = x[i].qh;
@@ -596,9 +597,9 @@ static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
                 s += q[sb * 16 + l] * y[i].qs[sb * 16 + l];
             sumi += x[i].scales[sb] * s;
         }
-        sumf += (h2f(x[i].d) * y[i].d) * (float)sumi;
+        acc = fmaf((float)sumi, h2f(x[i].d) * y[i].d, acc);
     }
-    return sumf;
+    return acc;
 }
 
 static float dot_f32_ref(gguf_dtype t, const void *w, const float *a, int64_t n)

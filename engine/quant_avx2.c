@@ -2,27 +2,35 @@
  * quant_act_quantize. Built for baseline x86-64 (per-function target attributes), so quant.c
  * calls these only after checking the CPU.
  *
- * A kernel computes a tile of R weight rows × T tokens; every (row, token) pair owns one
- * accumulator that sees the same operations in the same order whatever the tile shape, which
- * is what makes a token's result independent of how many tokens share the call. Integer dot
- * products follow llama.cpp: unsigned×signed bytes with maddubs, pairs widened with madd, one
- * int32 sum per block scaled by d_w*d_a in float. */
+ * Quantised types: each SIMD lane is one (row, token) pair running the per-block chain that
+ * quant_impl.h defines (exact int32 block sum S, then acc = fma(S, d_w*d_a, acc)), so every
+ * tile shape, the scalar reference included, gives the same bits. Block sums use llama.cpp's
+ * unsigned×signed maddubs; the partial sums of four pairs are reduced together (unpacks and
+ * adds) into [S0..S3], so one cvt, one mul and one fma serve four pairs. Prompt tiles put four
+ * tokens in the lanes (weights unpacked once per four tokens); the single-token tile puts
+ * rows in the lanes.
+ *
+ * Float types (F32/F16/BF16 × f32) use R rows × T tokens tiles of 8-lane partial sums: a
+ * result depends only on its (row, token) pair's own accumulator, so it too is independent of
+ * the batch shape (but not bit-equal to the scalar reference). */
 #include "quant_impl.h"
 
 #if defined(SERVAL_QUANT_X86)
 
 #include <immintrin.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "quant.h"
+#include "status.h"
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* Rows per tile for T tokens: enough accumulators to hide latency, few enough to stay in
- * the 16 vector registers. */
-#define ROWS_FOR(T) ((T) == 1 ? 4 : 2)
+/* Rows per prompt tile (four tokens each), and rows in the lanes of the single-token tile. */
+#define TOK4_ROWS 4
+#define ROW_LANES 8
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -46,219 +54,481 @@ AVX2_INLINE int hsum_i32_256(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-/* The fp16 pair at p (d and the next half) widened to f32 lanes 0 and 1. */
-AVX2_INLINE __m128 h2f_pair(const void *p)
-{
-    uint32_t u;
-    memcpy(&u, p, sizeof u);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)u));
-}
+AVX2_INLINE float h2f(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
-AVX2_INLINE __m128 h2f_bcast128(const uint16_t *p)
+AVX2_INLINE __m128i load_u16(const void *p)
 {
     uint16_t h;
     memcpy(&h, p, sizeof h);
-    return _mm_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+    return _mm_cvtsi32_si128(h);
 }
 
-AVX2_INLINE float h2f(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
-
-/* ---- Q4_1 × Q8_1 ------------------------------------------------------------------------- */
-
-/* 128-bit lanes: the low nibbles (elements 0..15) and high nibbles (16..31) of a block line up
- * with the two halves of the activation block, and their maddubs results can be added in
- * int16 before widening (|sum| <= 4*15*127), which saves a madd per block. The m*s term goes
- * into lane 0 of the same accumulator ([m,0,0,0] * [s,0,0,0] leaves the other lanes as they
- * are). */
-AVX2_INLINE void tile_q4_1(const int R, const int T, const uint8_t *w, size_t wrow, int64_t nb,
-                           const uint8_t *act, size_t arow, float *y, int64_t ldy)
+AVX2_INLINE __m128i load_u32(const void *p)
 {
+    uint32_t u;
+    memcpy(&u, p, sizeof u);
+    return _mm_cvtsi32_si128((int)u);
+}
+
+AVX2_INLINE __m128i load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+AVX2_INLINE __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* [s0, s1, s2, s3] from the two halves' sums u01 = [s0a, s0b, s1a, s1b], u23 likewise. */
+AVX2_INLINE __m128i pairs_to_4(__m128i u01, __m128i u23)
+{
+    const __m128 a = _mm_castsi128_ps(u01), b = _mm_castsi128_ps(u23);
+    return _mm_add_epi32(_mm_castps_si128(_mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))),
+                         _mm_castps_si128(_mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
+}
+
+/* Four pairs' int16 partial sums (|each lane| <= 7680) to their totals [S0, S1, S2, S3].
+ * Unpacks and adds rather than phadd (several uops on Zen); two int16 folding stages keep
+ * |lanes| <= 30720, so a single madd widens all four pairs at once. */
+AVX2_INLINE __m128i reduce4_i16(__m128i p0, __m128i p1, __m128i p2, __m128i p3)
+{
+    const __m128i u01 = _mm_add_epi16(_mm_unpacklo_epi64(p0, p1), _mm_unpackhi_epi64(p0, p1)); /* a0..a3 b0..b3 */
+    const __m128i u23 = _mm_add_epi16(_mm_unpacklo_epi64(p2, p3), _mm_unpackhi_epi64(p2, p3)); /* c0..c3 d0..d3 */
+    const __m128 x = _mm_castsi128_ps(u01), y = _mm_castsi128_ps(u23);
+    const __m128i z = _mm_add_epi16(_mm_castps_si128(_mm_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0))),
+                                    _mm_castps_si128(_mm_shuffle_ps(x, y, _MM_SHUFFLE(3, 1, 3, 1))));
+    return _mm_madd_epi16(z, _mm_set1_epi16(1));
+}
+
+/* Four pairs' int32 partial sums to their totals. */
+AVX2_INLINE __m128i reduce4_i32(__m128i s0, __m128i s1, __m128i s2, __m128i s3)
+{
+    const __m128i u01 = _mm_add_epi32(_mm_unpacklo_epi64(s0, s1), _mm_unpackhi_epi64(s0, s1));
+    const __m128i u23 = _mm_add_epi32(_mm_unpacklo_epi64(s2, s3), _mm_unpackhi_epi64(s2, s3));
+    return pairs_to_4(u01, u23);
+}
+
+AVX2_INLINE __m128i fold_i32(__m256i v)
+{
+    return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
+/* The fp16 scales at four addresses, widened: [d0, d1, d2, d3]. */
+AVX2_INLINE __m128 gather_d4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3)
+{
+    const __m128i a = _mm_unpacklo_epi16(load_u16(p0), load_u16(p1));
+    const __m128i b = _mm_unpacklo_epi16(load_u16(p2), load_u16(p3));
+    return _mm_cvtph_ps(_mm_unpacklo_epi32(a, b));
+}
+
+/* The fp16 (d, m) pairs at four addresses, widened into d4 and m4. */
+AVX2_INLINE void gather_dm4(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, __m128 *d4,
+                            __m128 *m4)
+{
+    const __m128i a = _mm_unpacklo_epi32(load_u32(p0), load_u32(p1));
+    const __m128i b = _mm_unpacklo_epi32(load_u32(p2), load_u32(p3));
+    const __m128 lo = _mm_cvtph_ps(a); /* d0 m0 d1 m1 */
+    const __m128 hi = _mm_cvtph_ps(b); /* d2 m2 d3 m3 */
+    *d4 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    *m4 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+/* The 8-byte tail entries {d, s} of block b of four activation rows: d4 and s4. */
+AVX2_INLINE void gather_tail4(const uint8_t *const t[4], int64_t b, __m128 *d4, __m128 *s4)
+{
+    const __m128 x0 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[0] + 8 * b)));
+    const __m128 x1 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[1] + 8 * b)));
+    const __m128 x2 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[2] + 8 * b)));
+    const __m128 x3 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[3] + 8 * b)));
+    const __m128 a = _mm_unpacklo_ps(x0, x1); /* d0 d1 s0 s1 */
+    const __m128 c = _mm_unpacklo_ps(x2, x3); /* d2 d3 s2 s3 */
+    *d4 = _mm_movelh_ps(a, c);
+    *s4 = _mm_movehl_ps(c, a);
+}
+
+/* Writes lanes [0, n) of v to p[0], p[stride], ... */
+AVX2_INLINE void store_lanes(__m128 v, float *p, int64_t stride, int n)
+{
+    float tmp[4];
+    _mm_storeu_ps(tmp, v);
+    for (int i = 0; i < n; i++)
+        p[i * stride] = tmp[i];
+}
+
+/* ---- Q4_0 / Q4_1 weights × Q8_0 / Q8_1 activations ---------------------------------------- */
+
+/* Block geometry shared by the two 4-bit formats. */
+typedef struct q4_geom {
+    size_t wblk, wqs;   /* weight block bytes, offset of its nibbles */
+    size_t ablk, aqs;   /* activation block bytes, offset of its quants */
+} q4_geom;
+
+#define Q4_GEOM(has_min)                                                                        \
+    ((has_min) ? (q4_geom){sizeof(block_q4_1), offsetof(block_q4_1, qs), sizeof(block_q8_1),   \
+                           offsetof(block_q8_1, qs)}                                             \
+               : (q4_geom){sizeof(block_q4_0), offsetof(block_q4_0, qs), sizeof(block_q8_0),   \
+                           offsetof(block_q8_0, qs)})
+
+/* int16 partials of one weight block (nibbles lo = elements 0..15, hi = 16..31, unsigned) with
+ * one activation block. The two halves can be added in int16: |sum| <= 4*15*128. */
+AVX2_INLINE __m128i q4_partial(__m128i lo, __m128i hi, const uint8_t *aq)
+{
+    return _mm_add_epi16(_mm_maddubs_epi16(lo, load128(aq)), _mm_maddubs_epi16(hi, load128(aq + 16)));
+}
+
+/* R rows × 4 tokens (a[]: activation rows, padded with repeats; results for the first T).
+ * Lanes are tokens. Q4_0's -8 comes back as the exact 8*sum(a) kept in the activation tail. */
+AVX2_INLINE void q4_tok4(const int has_min, const int R, const uint8_t *w, size_t wrow, int64_t nb,
+                         const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+{
+    const q4_geom g = Q4_GEOM(has_min);
     const __m128i m4 = _mm_set1_epi8(0x0F);
-    const __m128i ones = _mm_set1_epi16(1);
-    __m128 acc[4][4];
-    const block_q8_1 *ab[4];
-    const float *ad[4], *as[4];
-    for (int t = 0; t < T; t++) {
-        ab[t] = (const block_q8_1 *)(act + (size_t)t * arow);
-        ad[t] = (const float *)(act + (size_t)t * arow + quant_q8_1_tail_off(nb));
-        as[t] = ad[t] + nb;
-        for (int r = 0; r < R; r++)
-            acc[r][t] = _mm_setzero_ps();
-    }
+    const uint8_t *tail[4] = {a[0] + tail_off, a[1] + tail_off, a[2] + tail_off, a[3] + tail_off};
+    __m128 acc[TOK4_ROWS];
+    for (int r = 0; r < R; r++)
+        acc[r] = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
+        __m128 da4, s4;
+        gather_tail4(tail, b, &da4, &s4);
+        const size_t ao = g.ablk * (size_t)b + g.aqs;
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const block_q4_1 *x = (const block_q4_1 *)(w + (size_t)r * wrow) + b;
-            const __m128i q = _mm_loadu_si128((const __m128i *)x->qs);
+            const uint8_t *x = w + (size_t)r * wrow + g.wblk * (size_t)b;
+            const __m128i q = load128(x + g.wqs);
             const __m128i lo = _mm_and_si128(q, m4);
             const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-            const __m128 dm = h2f_pair(&x->d);
-            const __m128 dw = _mm_broadcastss_ps(dm);
-            const __m128 mw = _mm_insert_ps(dm, dm, 0x4e); /* [m, 0, 0, 0] */
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) {
-                const int8_t *aq = ab[t][b].qs;
-                const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128((const __m128i *)aq)),
-                                                _mm_maddubs_epi16(hi, _mm_loadu_si128((const __m128i *)(aq + 16))));
-                const __m128 f = _mm_cvtepi32_ps(_mm_madd_epi16(p, ones));
-                const __m128 dd = _mm_mul_ps(dw, _mm_broadcast_ss(ad[t] + b));
-                acc[r][t] = _mm_fmadd_ps(f, dd, acc[r][t]);
-                acc[r][t] = _mm_fmadd_ps(mw, _mm_load_ss(as[t] + b), acc[r][t]); /* lane 0 only */
-            }
+            __m128i S = reduce4_i16(q4_partial(lo, hi, a[0] + ao), q4_partial(lo, hi, a[1] + ao),
+                                    q4_partial(lo, hi, a[2] + ao), q4_partial(lo, hi, a[3] + ao));
+            if (!has_min)
+                S = _mm_sub_epi32(S, _mm_castps_si128(s4));
+            const __m128 dm = _mm_cvtph_ps(has_min ? load_u32(x) : load_u16(x));
+            const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(dm), da4);
+            acc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc[r]);
+            if (has_min)
+                acc[r] = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), s4, acc[r]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++)
-            y[t * ldy + r] = hsum128(acc[r][t]);
+        store_lanes(acc[r], y + r, ldy, T);
 }
 
-/* ---- Q4_0 × Q8_0 ------------------------------------------------------------------------- */
-
-/* As Q4_1 with unsigned nibbles q; the -8 offset comes back exactly as 8*sum(a) per block
- * (kept in the activation row's tail), subtracted from the int32 sum before scaling. */
-AVX2_INLINE void tile_q4_0(const int R, const int T, const uint8_t *w, size_t wrow, int64_t nb,
-                           const uint8_t *act, size_t arow, float *y, int64_t ldy)
+/* 8 rows (row pointers, repeats allowed) × 1 token; lanes are rows. */
+AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], int64_t nb, const uint8_t *a,
+                         size_t tail_off, __m128 out[2])
 {
+    const q4_geom g = Q4_GEOM(has_min);
     const __m128i m4 = _mm_set1_epi8(0x0F);
-    const __m128i ones = _mm_set1_epi16(1);
-    __m128 acc[4][4];
-    const block_q8_0 *ab[4];
-    const float *ad[4];
-    const int32_t *as8[4];
-    for (int t = 0; t < T; t++) {
-        ab[t] = (const block_q8_0 *)(act + (size_t)t * arow);
-        ad[t] = (const float *)(act + (size_t)t * arow + quant_q8_0_tail_off(nb));
-        as8[t] = (const int32_t *)(ad[t] + nb);
-        for (int r = 0; r < R; r++)
-            acc[r][t] = _mm_setzero_ps();
-    }
+    const uint8_t *tail = a + tail_off;
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *aq = a + g.ablk * (size_t)b + g.aqs;
+        const __m128i alo = load128(aq), ahi = load128(aq + 16);
+        const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
+        const __m128 s = _mm_broadcast_ss((const float *)(tail + 8 * b + 4));
+        const size_t wo = g.wblk * (size_t)b;
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *const *x = wr + 4 * h;
+            __m128i p[4];
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                const __m128i q = load128(x[j] + wo + g.wqs);
+                p[j] = _mm_add_epi16(_mm_maddubs_epi16(_mm_and_si128(q, m4), alo),
+                                     _mm_maddubs_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), m4), ahi));
+            }
+            __m128i S = reduce4_i16(p[0], p[1], p[2], p[3]);
+            __m128 d4, m4v;
+            if (has_min) {
+                gather_dm4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo, &d4, &m4v);
+            } else {
+                S = _mm_sub_epi32(S, _mm_castps_si128(s));
+                d4 = gather_d4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo);
+            }
+            acc[h] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, da), acc[h]);
+            if (has_min)
+                acc[h] = _mm_fmadd_ps(m4v, s, acc[h]);
+        }
+    }
+    out[0] = acc[0];
+    out[1] = acc[1];
+}
+
+/* ---- Q8_0 weights × Q8_0 activations ------------------------------------------------------ */
+
+/* int32 partials of one block pair: signed × signed through |w| and sign(a, w), as llama.cpp
+ * does (|w| <= 127 keeps maddubs' pair sums in int16). */
+AVX2_INLINE __m128i q8_partial(__m256i w, __m256i aw, const uint8_t *aq)
+{
+    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load256(aq), w));
+    return fold_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+
+AVX2_INLINE void q8_tok4(const int R, const uint8_t *w, size_t wrow, int64_t nb, const uint8_t *const a[4],
+                         size_t tail_off, int T, float *y, int64_t ldy)
+{
+    const uint8_t *tail[4] = {a[0] + tail_off, a[1] + tail_off, a[2] + tail_off, a[3] + tail_off};
+    __m128 acc[TOK4_ROWS];
+    for (int r = 0; r < R; r++)
+        acc[r] = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m128 da4, unused;
+        gather_tail4(tail, b, &da4, &unused);
+        const size_t ao = sizeof(block_q8_0) * (size_t)b + offsetof(block_q8_0, qs);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const block_q4_0 *x = (const block_q4_0 *)(w + (size_t)r * wrow) + b;
-            const __m128i q = _mm_loadu_si128((const __m128i *)x->qs);
-            const __m128i lo = _mm_and_si128(q, m4);
-            const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-            const __m128 dw = h2f_bcast128(&x->d);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) {
-                const int8_t *aq = ab[t][b].qs;
-                const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128((const __m128i *)aq)),
-                                                _mm_maddubs_epi16(hi, _mm_loadu_si128((const __m128i *)(aq + 16))));
-                __m128i s = _mm_madd_epi16(p, ones);
-                s = _mm_sub_epi32(s, _mm_cvtsi32_si128(as8[t][b]));
-                const __m128 dd = _mm_mul_ps(dw, _mm_broadcast_ss(ad[t] + b));
-                acc[r][t] = _mm_fmadd_ps(_mm_cvtepi32_ps(s), dd, acc[r][t]);
-            }
+            const uint8_t *x = w + (size_t)r * wrow + sizeof(block_q8_0) * (size_t)b;
+            const __m256i q = load256(x + offsetof(block_q8_0, qs));
+            const __m256i aw = _mm256_sign_epi8(q, q);
+            const __m128i S = reduce4_i32(q8_partial(q, aw, a[0] + ao), q8_partial(q, aw, a[1] + ao),
+                                          q8_partial(q, aw, a[2] + ao), q8_partial(q, aw, a[3] + ao));
+            const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(_mm_cvtph_ps(load_u16(x))), da4);
+            acc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc[r]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++)
-            y[t * ldy + r] = hsum128(acc[r][t]);
+        store_lanes(acc[r], y + r, ldy, T);
 }
 
-/* ---- Q8_0 × Q8_0 ------------------------------------------------------------------------- */
-
-/* signed × signed via |w| and sign(a, w), as llama.cpp does; |w| is computed once per row. */
-AVX2_INLINE void tile_q8_0(const int R, const int T, const uint8_t *w, size_t wrow, int64_t nb,
-                           const uint8_t *act, size_t arow, float *y, int64_t ldy)
+AVX2_INLINE void q8_row8(const uint8_t *const wr[ROW_LANES], int64_t nb, const uint8_t *a, size_t tail_off,
+                         __m128 out[2])
 {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][4];
-    const block_q8_0 *ab[4];
-    const float *ad[4];
-    for (int t = 0; t < T; t++) {
-        ab[t] = (const block_q8_0 *)(act + (size_t)t * arow);
-        ad[t] = (const float *)(act + (size_t)t * arow + quant_q8_0_tail_off(nb));
-        for (int r = 0; r < R; r++)
-            acc[r][t] = _mm256_setzero_ps();
-    }
+    const uint8_t *tail = a + tail_off;
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *aq = a + sizeof(block_q8_0) * (size_t)b + offsetof(block_q8_0, qs);
+        const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
+        const size_t wo = sizeof(block_q8_0) * (size_t)b;
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *const *x = wr + 4 * h;
+            __m128i s[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const block_q8_0 *x = (const block_q8_0 *)(w + (size_t)r * wrow) + b;
-            const __m256i q = _mm256_loadu_si256((const __m256i *)x->qs);
-            const __m256i aq_w = _mm256_sign_epi8(q, q);
-            const __m256 dw = _mm256_broadcastss_ps(h2f_bcast128(&x->d));
-#pragma GCC unroll 4
-            for (int t = 0; t < T; t++) {
-                const __m256i a = _mm256_loadu_si256((const __m256i *)ab[t][b].qs);
-                const __m256i p = _mm256_maddubs_epi16(aq_w, _mm256_sign_epi8(a, q));
-                const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                const __m256 dd = _mm256_mul_ps(dw, _mm256_broadcast_ss(ad[t] + b));
-                acc[r][t] = _mm256_fmadd_ps(f, dd, acc[r][t]);
+            for (int j = 0; j < 4; j++) {
+                const __m256i q = load256(x[j] + wo + offsetof(block_q8_0, qs));
+                s[j] = q8_partial(q, _mm256_sign_epi8(q, q), aq);
             }
+            const __m128i S = reduce4_i32(s[0], s[1], s[2], s[3]);
+            const __m128 d4 = gather_d4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo);
+            acc[h] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, da), acc[h]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++)
-            y[t * ldy + r] = hsum256(acc[r][t]);
+    out[0] = acc[0];
+    out[1] = acc[1];
 }
 
-/* ---- Q6_K × Q8_K ------------------------------------------------------------------------- */
+/* ---- Q6_K weights × Q8_K activations ------------------------------------------------------ */
 
-/* Unsigned 6-bit quants (0..63) with maddubs, scaled per 16 elements with madd, the -32
- * offset taken back through the activation's per-16 sums. One row per tile. */
-AVX2_INLINE void tile_q6_K(const int R, const int T, const uint8_t *w, size_t wrow, int64_t nb,
-                           const uint8_t *act, size_t arow, float *y, int64_t ldy)
+/* The 32 unsigned 6-bit quants (0..63) of group g (elements 32g..32g+31) of a Q6_K block. */
+AVX2_INLINE __m256i q6_group(const block_q6_K *x, int g)
 {
-    (void)R; /* always 1 */
-    (void)wrow;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i m3 = _mm256_set1_epi8(0x03);
-    __m256 acc[4];
-    const block_q8_K *ab[4];
-    for (int t = 0; t < T; t++) {
-        ab[t] = (const block_q8_K *)(act + (size_t)t * arow);
-        acc[t] = _mm256_setzero_ps();
+    const int h = g / 4, k = g % 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+    const __m256i l = load256(x->ql + 64 * h + 32 * (k & 1));
+    const __m256i low = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(load256(x->qh + 32 * h), 2 * k), m3);
+    return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+}
+
+/* Scales 2g (elements 32g..32g+15) and 2g+1 as int16 lanes matching maddubs' output. */
+AVX2_INLINE __m256i q6_scales(__m128i sc8, int g)
+{
+    const __m128i pick = _mm_set_epi64x((long long)(0x0101010101010101ULL * (uint64_t)(2 * g + 1)),
+                                        (long long)(0x0101010101010101ULL * (uint64_t)(2 * g)));
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+}
+
+/* The -32 offset of every quant, taken back through the activation's per-16 sums. */
+AVX2_INLINE __m256i q6_offset(__m128i sc8, const block_q8_K *y)
+{
+    const __m256i bs = load256(y->bsums);
+    return _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs), 5);
+}
+
+/* int32 partials of one super-block pair. */
+AVX2_INLINE __m128i q6_partial(const block_q6_K *x, const block_q8_K *y)
+{
+    const __m128i sc8 = load128(x->scales);
+    __m256i sum = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        const __m256i p = _mm256_maddubs_epi16(q6_group(x, g), load256(y->qs + 32 * g));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, q6_scales(sc8, g)));
     }
+    return fold_i32(_mm256_sub_epi32(sum, q6_offset(sc8, y)));
+}
+
+/* One row × 4 tokens, lanes are tokens; the weights are unpacked once for the four. */
+AVX2_INLINE void q6_tok4(const uint8_t *w, int64_t nb, const uint8_t *const a[4], int T, float *y, int64_t ldy)
+{
+    __m128 acc = _mm_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const block_q6_K *x = (const block_q6_K *)w + b;
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
-        const float dw = h2f(x->d);
-        __m256i sumi[4];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
-            const __m256i hb = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+        const block_q8_K *ya[4];
+        for (int t = 0; t < 4; t++)
+            ya[t] = (const block_q8_K *)a[t] + b;
+        const __m128i sc8 = load128(x->scales);
+        __m256i sum[4];
+        for (int t = 0; t < 4; t++)
+            sum[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m256i q = q6_group(x, g), sc = q6_scales(sc8, g);
 #pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) {
-                const __m256i lbits = _mm256_and_si256(k & 1 ? l1 : l0, m4);
-                const __m256i low = k < 2 ? lbits : _mm256_and_si256(_mm256_srli_epi16(k & 1 ? l1 : l0, 4), m4);
-                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3);
-                const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-                const int g = 4 * h + k; /* elements 32g..32g+31, scales 2g and 2g+1 */
-                const __m128i pick = _mm_set_epi64x((long long)(0x0101010101010101ULL * (uint64_t)(2 * g + 1)),
-                                                    (long long)(0x0101010101010101ULL * (uint64_t)(2 * g)));
-                const __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
-#pragma GCC unroll 4
-                for (int t = 0; t < T; t++) {
-                    const __m256i a = _mm256_loadu_si256((const __m256i *)(ab[t][b].qs + 32 * g));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), scv));
-                }
+            for (int t = 0; t < 4; t++) {
+                const __m256i p = _mm256_maddubs_epi16(q, load256(ya[t]->qs + 32 * g));
+                sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(p, sc));
             }
         }
-        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        for (int t = 0; t < T; t++) {
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)ab[t][b].bsums);
-            const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
-            const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], corr));
-            acc[t] = _mm256_fmadd_ps(f, _mm256_set1_ps(dw * ab[t][b].d), acc[t]);
-        }
+        __m128i s[4];
+        for (int t = 0; t < 4; t++)
+            s[t] = fold_i32(_mm256_sub_epi32(sum[t], q6_offset(sc8, ya[t])));
+        const __m128i S = reduce4_i32(s[0], s[1], s[2], s[3]);
+        const __m128 da4 = _mm_setr_ps(ya[0]->d, ya[1]->d, ya[2]->d, ya[3]->d);
+        const __m128 dd = _mm_mul_ps(_mm_set1_ps(h2f(x->d)), da4);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc);
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum256(acc[t]);
+    store_lanes(acc, y, ldy, T);
+}
+
+/* 4 rows × 1 token, lanes are rows. */
+AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t *a)
+{
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *ya = (const block_q8_K *)a + b;
+        const block_q6_K *x[4];
+        for (int j = 0; j < 4; j++)
+            x[j] = (const block_q6_K *)wr[j] + b;
+        const __m128i S = reduce4_i32(q6_partial(x[0], ya), q6_partial(x[1], ya), q6_partial(x[2], ya),
+                                      q6_partial(x[3], ya));
+        const __m128 d4 = gather_d4((const uint8_t *)&x[0]->d, (const uint8_t *)&x[1]->d,
+                                    (const uint8_t *)&x[2]->d, (const uint8_t *)&x[3]->d);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, _mm_set1_ps(ya->d)), acc);
+    }
+    return acc;
+}
+
+/* ---- row drivers for the quantised types -------------------------------------------------- */
+
+/* Rows [ra, rb) of W against four activation rows (repeats allowed), results for the first T
+ * tokens; y points at token 0, row 0. */
+typedef void (*tok4_fn)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                        const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy);
+/* Rows [ra, rb) of W against one activation row; y points at that token's row 0. */
+typedef void (*row_fn)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                       size_t tail_off, float *y);
+
+/* Row pointers for lanes starting at row r, the last valid row repeated past rb. */
+static inline void lane_rows(const uint8_t *W, size_t wrow, int64_t r, int64_t rb, int n, const uint8_t **wr)
+{
+    for (int j = 0; j < n; j++)
+        wr[j] = W + (size_t)(r + j < rb ? r + j : rb - 1) * wrow;
+}
+
+AVX2 static void tok4_q4_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+{
+    int64_t r = ra;
+    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
+        q4_tok4(0, TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+    for (; r < rb; r++)
+        q4_tok4(0, 1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+}
+
+AVX2 static void tok4_q4_1(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+{
+    int64_t r = ra;
+    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
+        q4_tok4(1, TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+    for (; r < rb; r++)
+        q4_tok4(1, 1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+}
+
+AVX2 static void tok4_q8_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+{
+    int64_t r = ra;
+    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
+        q8_tok4(TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+    for (; r < rb; r++)
+        q8_tok4(1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
+}
+
+AVX2 static void tok4_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+{
+    (void)tail_off;
+    for (int64_t r = ra; r < rb; r++)
+        q6_tok4(W + (size_t)r * wrow, nb, a, T, y + r, ldy);
+}
+
+/* Stores the lanes of a row tile that are real rows. */
+AVX2_INLINE void store_rows(const __m128 *acc, int nvec, float *y, int64_t r, int64_t rb)
+{
+    if (r + 4 * nvec <= rb) {
+        for (int h = 0; h < nvec; h++)
+            _mm_storeu_ps(y + r + 4 * h, acc[h]);
+        return;
+    }
+    for (int h = 0; h < nvec; h++)
+        if (r + 4 * h < rb)
+            store_lanes(acc[h], y + r + 4 * h, 1, (int)(rb - r - 4 * h < 4 ? rb - r - 4 * h : 4));
+}
+
+AVX2 static void row_q4_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                          size_t tail_off, float *y)
+{
+    for (int64_t r = ra; r < rb; r += ROW_LANES) {
+        const uint8_t *wr[ROW_LANES];
+        __m128 acc[2];
+        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
+        q4_row8(0, wr, nb, a, tail_off, acc);
+        store_rows(acc, 2, y, r, rb);
+    }
+}
+
+AVX2 static void row_q4_1(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                          size_t tail_off, float *y)
+{
+    for (int64_t r = ra; r < rb; r += ROW_LANES) {
+        const uint8_t *wr[ROW_LANES];
+        __m128 acc[2];
+        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
+        q4_row8(1, wr, nb, a, tail_off, acc);
+        store_rows(acc, 2, y, r, rb);
+    }
+}
+
+AVX2 static void row_q8_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                          size_t tail_off, float *y)
+{
+    for (int64_t r = ra; r < rb; r += ROW_LANES) {
+        const uint8_t *wr[ROW_LANES];
+        __m128 acc[2];
+        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
+        q8_row8(wr, nb, a, tail_off, acc);
+        store_rows(acc, 2, y, r, rb);
+    }
+}
+
+AVX2 static void row_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                          size_t tail_off, float *y)
+{
+    (void)tail_off;
+    for (int64_t r = ra; r < rb; r += 4) {
+        const uint8_t *wr[4];
+        lane_rows(W, wrow, r, rb, 4, wr);
+        const __m128 acc = q6_row4(wr, nb, a);
+        store_rows(&acc, 1, y, r, rb);
+    }
 }
 
 /* ---- F32 / F16 / BF16 × f32 -------------------------------------------------------------- */
+
+/* Rows per float tile for T tokens: enough accumulators to hide FMA latency, few enough to
+ * stay in the 16 vector registers. */
+#define FLOAT_ROWS(T) ((T) == 1 ? 4 : 2)
 
 AVX2_INLINE __m256 load8(gguf_dtype t, const uint8_t *p)
 {
     if (t == GGUF_DTYPE_F32)
         return _mm256_loadu_ps((const float *)p);
-    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    const __m128i h = load128(p);
     if (t == GGUF_DTYPE_F16)
         return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -276,8 +546,8 @@ AVX2_INLINE float load1(gguf_dtype t, const uint8_t *p)
     return t == GGUF_DTYPE_F16 ? h2f(h) : quant_bf16_to_f32(h);
 }
 
-AVX2_INLINE void tile_float(const gguf_dtype wt, const int R, const int T, const uint8_t *w, size_t wrow,
-                            int64_t n, const uint8_t *act, size_t arow, float *y, int64_t ldy)
+AVX2_INLINE void tile_float(const gguf_dtype wt, const int R, const int T, const uint8_t *w, size_t wrow, int64_t n,
+                            const uint8_t *act, size_t arow, float *y, int64_t ldy)
 {
     const size_t es = wt == GGUF_DTYPE_F32 ? 4 : 2;
     __m256 acc[4][4];
@@ -289,12 +559,21 @@ AVX2_INLINE void tile_float(const gguf_dtype wt, const int R, const int T, const
     }
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        /* each x loaded once for all R rows (256-bit loads are two uops on Zen); the empty
+         * asm keeps the compiler from folding the load back into every fma */
+        __m256 xv[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            xv[t] = _mm256_loadu_ps(x[t] + i);
+            if (R > 1)
+                __asm__("" : "+x"(xv[t]));
+        }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const __m256 wv = load8(wt, w + (size_t)r * wrow + (size_t)i * es);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++)
-                acc[r][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + i), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++) {
@@ -307,96 +586,107 @@ AVX2_INLINE void tile_float(const gguf_dtype wt, const int R, const int T, const
     }
 }
 
-AVX2_INLINE void tile_f32(const int R, const int T, const uint8_t *w, size_t wrow, int64_t n,
-                          const uint8_t *act, size_t arow, float *y, int64_t ldy)
-{
-    tile_float(GGUF_DTYPE_F32, R, T, w, wrow, n, act, arow, y, ldy);
-}
+typedef void (*float_rows_fn)(gguf_dtype wt, const uint8_t *W, size_t wrow, int64_t n, int64_t ra, int64_t rb,
+                              const uint8_t *act, size_t arow, float *y, int64_t ldy);
 
-AVX2_INLINE void tile_f16(const int R, const int T, const uint8_t *w, size_t wrow, int64_t n,
-                          const uint8_t *act, size_t arow, float *y, int64_t ldy)
-{
-    tile_float(GGUF_DTYPE_F16, R, T, w, wrow, n, act, arow, y, ldy);
-}
-
-AVX2_INLINE void tile_bf16(const int R, const int T, const uint8_t *w, size_t wrow, int64_t n,
-                           const uint8_t *act, size_t arow, float *y, int64_t ldy)
-{
-    tile_float(GGUF_DTYPE_BF16, R, T, w, wrow, n, act, arow, y, ldy);
-}
-
-/* ---- row drivers ------------------------------------------------------------------------- */
-
-/* rows [ra, rb) × T tokens: tiles of R rows, then single rows. nb counts blocks (elements for
- * the float types); y points at token 0, row 0. */
-typedef void (*rows_fn)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
-                        const uint8_t *act, size_t arow, float *y, int64_t ldy);
-
-#define DEFINE_ROWS(tile, T, R)                                                                 \
-    AVX2 static void rows_##tile##_##T(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra,   \
-                                       int64_t rb, const uint8_t *act, size_t arow, float *y,   \
-                                       int64_t ldy)                                             \
+#define DEFINE_FLOAT_ROWS(T)                                                                    \
+    AVX2 static void float_rows_##T(gguf_dtype wt, const uint8_t *W, size_t wrow, int64_t n,    \
+                                    int64_t ra, int64_t rb, const uint8_t *act, size_t arow,    \
+                                    float *y, int64_t ldy)                                      \
     {                                                                                           \
         int64_t r = ra;                                                                         \
-        for (; r + (R) <= rb; r += (R))                                                         \
-            tile((R), (T), W + (size_t)r * wrow, wrow, nb, act, arow, y + r, ldy);              \
-        for (; r < rb; r++)                                                                     \
-            tile(1, (T), W + (size_t)r * wrow, wrow, nb, act, arow, y + r, ldy);                \
+        for (; r + FLOAT_ROWS(T) <= rb; r += FLOAT_ROWS(T)) {                                   \
+            if (wt == GGUF_DTYPE_F16)                                                           \
+                tile_float(GGUF_DTYPE_F16, FLOAT_ROWS(T), T, W + (size_t)r * wrow, wrow, n, act, \
+                           arow, y + r, ldy);                                                   \
+            else if (wt == GGUF_DTYPE_BF16)                                                     \
+                tile_float(GGUF_DTYPE_BF16, FLOAT_ROWS(T), T, W + (size_t)r * wrow, wrow, n,    \
+                           act, arow, y + r, ldy);                                              \
+            else                                                                                \
+                tile_float(GGUF_DTYPE_F32, FLOAT_ROWS(T), T, W + (size_t)r * wrow, wrow, n, act, \
+                           arow, y + r, ldy);                                                   \
+        }                                                                                       \
+        for (; r < rb; r++) {                                                                   \
+            if (wt == GGUF_DTYPE_F16)                                                           \
+                tile_float(GGUF_DTYPE_F16, 1, T, W + (size_t)r * wrow, wrow, n, act, arow,      \
+                           y + r, ldy);                                                         \
+            else if (wt == GGUF_DTYPE_BF16)                                                     \
+                tile_float(GGUF_DTYPE_BF16, 1, T, W + (size_t)r * wrow, wrow, n, act, arow,     \
+                           y + r, ldy);                                                         \
+            else                                                                                \
+                tile_float(GGUF_DTYPE_F32, 1, T, W + (size_t)r * wrow, wrow, n, act, arow,      \
+                           y + r, ldy);                                                         \
+        }                                                                                       \
     }
 
-#define DEFINE_KERNEL(tile, r1, r2, r3, r4)                                                     \
-    DEFINE_ROWS(tile, 1, r1)                                                                    \
-    DEFINE_ROWS(tile, 2, r2)                                                                    \
-    DEFINE_ROWS(tile, 3, r3)                                                                    \
-    DEFINE_ROWS(tile, 4, r4)                                                                    \
-    static const rows_fn kernel_##tile[4] = {rows_##tile##_1, rows_##tile##_2, rows_##tile##_3,  \
-                                             rows_##tile##_4};
+DEFINE_FLOAT_ROWS(1)
+DEFINE_FLOAT_ROWS(2)
+DEFINE_FLOAT_ROWS(3)
+DEFINE_FLOAT_ROWS(4)
+static const float_rows_fn float_rows[4] = {float_rows_1, float_rows_2, float_rows_3, float_rows_4};
 
-DEFINE_KERNEL(tile_q4_0, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
-DEFINE_KERNEL(tile_q4_1, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
-DEFINE_KERNEL(tile_q8_0, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
-DEFINE_KERNEL(tile_q6_K, 1, 1, 1, 1)
-DEFINE_KERNEL(tile_f32, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
-DEFINE_KERNEL(tile_f16, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
-DEFINE_KERNEL(tile_bf16, ROWS_FOR(1), ROWS_FOR(2), ROWS_FOR(3), ROWS_FOR(4))
+/* ---- matmul ------------------------------------------------------------------------------ */
 
 /* Tokens per outer block: their activations stay in L2 while each weight chunk (about
- * WCHUNK_BYTES, so L1-resident) is reused by every group of 4 of them. */
+ * WCHUNK_BYTES, so L1-resident) is reused by every group of four of them. */
 #define TOK_BLOCK 64
 #define WCHUNK_BYTES 16384
 
 AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
                             const void *act, int64_t n_tok, float *y, int64_t ldy)
 {
-    const rows_fn *k = NULL;
+    tok4_fn tok4 = NULL;
+    row_fn row = NULL;
     int64_t nb = n;
+    size_t tail_off = 0;
     switch (wtype) {
-    case GGUF_DTYPE_F32: k = kernel_tile_f32; break;
-    case GGUF_DTYPE_F16: k = kernel_tile_f16; break;
-    case GGUF_DTYPE_BF16: k = kernel_tile_bf16; break;
-    case GGUF_DTYPE_Q4_0: k = kernel_tile_q4_0; nb = n / QK4_0; break;
-    case GGUF_DTYPE_Q4_1: k = kernel_tile_q4_1; nb = n / QK4_1; break;
-    case GGUF_DTYPE_Q8_0: k = kernel_tile_q8_0; nb = n / QK8_0; break;
-    case GGUF_DTYPE_Q6_K: k = kernel_tile_q6_K; nb = n / QK_K; break;
+    case GGUF_DTYPE_F32:
+    case GGUF_DTYPE_F16:
+    case GGUF_DTYPE_BF16: break;
+    case GGUF_DTYPE_Q4_0:
+        tok4 = tok4_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
+        break;
+    case GGUF_DTYPE_Q4_1:
+        tok4 = tok4_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
+        break;
+    case GGUF_DTYPE_Q8_0:
+        tok4 = tok4_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
+        break;
+    case GGUF_DTYPE_Q6_K: tok4 = tok4_q6_K, row = row_q6_K, nb = n / QK_K; break;
     }
     const size_t wrow = quant_weight_row_bytes(wtype, n);
     const size_t arow = quant_act_row_bytes(wtype, n);
     int64_t chunk = wrow ? (int64_t)(WCHUNK_BYTES / wrow) : 0;
-    chunk = chunk < 4 ? 4 : chunk & ~(int64_t)3;
+    chunk = chunk < 8 ? 8 : chunk & ~(int64_t)7;
     const uint8_t *w8 = W, *a8 = act;
     for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
         const int64_t te = tb + TOK_BLOCK < n_tok ? tb + TOK_BLOCK : n_tok;
         for (int64_t rc = r0; rc < r1; rc += chunk) {
             const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
-            for (int64_t t = tb; t < te; t += 4) {
-                const int64_t T = te - t < 4 ? te - t : 4;
-                k[T - 1](w8, wrow, nb, rc, re, a8 + (size_t)t * arow, arow, y + t * ldy, ldy);
+            int64_t t = tb;
+            if (!tok4) { /* float weights */
+                for (; t < te; t += 4) {
+                    const int T = te - t < 4 ? (int)(te - t) : 4;
+                    float_rows[T - 1](wtype, w8, wrow, n, rc, re, a8 + (size_t)t * arow, arow, y + t * ldy, ldy);
+                }
+                continue;
             }
+            for (; t + 4 <= te; t += 4) {
+                const uint8_t *a[4];
+                for (int k = 0; k < 4; k++)
+                    a[k] = a8 + (size_t)(t + k) * arow;
+                tok4(w8, wrow, nb, rc, re, a, tail_off, 4, y + t * ldy, ldy);
+            }
+            /* one to three tokens left: rows in the lanes, one token at a time */
+            for (; t < te; t++)
+                row(w8, wrow, nb, rc, re, a8 + (size_t)t * arow, tail_off, y + t * ldy);
         }
     }
 }
 
 /* ---- activation quantisation ------------------------------------------------------------- */
+
+#define Q8_ROUND (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* round half to even */
 
 /* llama.cpp's AVX2 quantize_row_q8_0/q8_1 block; returns sum(q). quant.c's q8_block computes
  * the same bytes in scalar code. */
@@ -413,11 +703,10 @@ AVX2_INLINE int q8_block_avx2(const float *x, int8_t *qs, float *d_out)
     const float amax = _mm_cvtss_f32(m4);
     const float id = amax != 0.0f ? 127.f / amax : 0.0f;
     const __m256 mul = _mm256_set1_ps(id);
-    const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
-    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
-    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), Q8_ROUND));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), Q8_ROUND));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), Q8_ROUND));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), Q8_ROUND));
     const int sum = hsum_i32_256(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
     /* packs interleave 128-bit lanes; the permute puts elements back in order */
     i0 = _mm256_packs_epi32(i0, i1);
@@ -437,23 +726,22 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
-        float *td = (float *)(a + quant_q8_0_tail_off(nb));
-        int32_t *ts = (int32_t *)(td + nb);
+        uint8_t *tail = a + quant_q8_0_tail_off(nb);
         for (int64_t i = 0; i < nb; i++) {
             float d;
-            const int sum = q8_block_avx2(x + i * 32, y[i].qs, &d);
+            const int32_t c8 = 8 * q8_block_avx2(x + i * 32, y[i].qs, &d);
             const uint16_t dh = (uint16_t)_cvtss_sh(d, 0);
             y[i].d = dh;
-            td[i] = h2f(dh);
-            ts[i] = 8 * sum;
+            d = h2f(dh);
+            memcpy(tail + 8 * i, &d, 4);
+            memcpy(tail + 8 * i + 4, &c8, 4);
         }
         return;
     }
     case GGUF_DTYPE_Q4_1: {
         const int64_t nb = n / QK8_1;
         block_q8_1 *y = act;
-        float *td = (float *)(a + quant_q8_1_tail_off(nb));
-        float *ts = td + nb;
+        float *tail = (float *)(a + quant_q8_1_tail_off(nb));
         for (int64_t i = 0; i < nb; i++) {
             float d;
             const int sum = q8_block_avx2(x + i * 32, y[i].qs, &d);
@@ -461,8 +749,8 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
             const uint16_t sh = (uint16_t)_cvtss_sh(d * (float)sum, 0);
             y[i].d = dh;
             y[i].s = sh;
-            td[i] = h2f(dh);
-            ts[i] = h2f(sh);
+            tail[2 * i] = h2f(dh);
+            tail[2 * i + 1] = h2f(sh);
         }
         return;
     }

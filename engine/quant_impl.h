@@ -3,12 +3,18 @@
  *
  * Byte layouts (GGML's; see quant.h): block structs below are exactly GGML's, checked by size.
  * An activation row of n elements for weight type t is laid out as:
- *   Q8_0 act (Q4_0, Q8_0 weights): nb × block_q8_0 | pad to 4 | nb × f32 d | nb × i32 8*sum(q)
- *   Q8_1 act (Q4_1 weights):       nb × block_q8_1 | nb × f32 d | nb × f32 s
+ *   Q8_0 act (Q4_0, Q8_0 weights): nb × block_q8_0 | pad to 4 | nb × {f32 d, i32 8*sum(q)}
+ *   Q8_1 act (Q4_1 weights):       nb × block_q8_1 | nb × {f32 d, f32 s}
  *   Q8_K act (Q6_K weights):       nb × block_q8_K
  *   f32 act  (F32, F16, BF16):     n × f32
- * The f32/i32 tails repeat what the blocks hold (d and s widened from fp16 exactly), so the
- * SIMD kernels broadcast a scale with one load instead of converting fp16 per row. */
+ * The tails repeat what the blocks hold (d and s widened from fp16 exactly), so the SIMD
+ * kernels load a scale with one load instead of converting fp16 per row.
+ *
+ * The quantised dot product is defined per block b as one exact integer S_b = sum(q_w*q_a)
+ * (the -8 of Q4_0 and the -32 of Q6_K included), then in f32
+ *   acc = fma((float)S_b, d_w*d_a, acc);   and for Q4_1:  acc = fma(m_w, s_a, acc);
+ * from acc = 0, blocks in order. The scalar reference and every SIMD tile compute exactly
+ * this per (row, token), so all paths agree bit for bit whatever the batch shape. */
 #ifndef SERVAL_QUANT_IMPL_H
 #define SERVAL_QUANT_IMPL_H
 
@@ -66,7 +72,7 @@ _Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
 
-/* Offsets of the f32 tails inside a Q8_0 / Q8_1 activation row of nb blocks. */
+/* Offsets of the tails inside a Q8_0 / Q8_1 activation row of nb blocks (8 bytes a block). */
 static inline size_t quant_q8_0_tail_off(int64_t nb) { return ((size_t)nb * sizeof(block_q8_0) + 3) & ~(size_t)3; }
 static inline size_t quant_q8_1_tail_off(int64_t nb) { return (size_t)nb * sizeof(block_q8_1); }
 
