@@ -13,10 +13,10 @@
  * activation row holds those GGML blocks followed by float copies of their scales, so use
  * quant_act_row_bytes for its size and treat it as opaque.
  *
- * Weights and activation rows must be aligned to their block's scale (2 bytes; 4 for Q8_K
- * and f32). quant_matmul and quant_vec_dot run AVX2+FMA+F16C kernels when the CPU has them
- * (checked at run time; the library itself is built for baseline x86-64) and the scalar
- * reference (quant_ref_*) otherwise. */
+ * Weight rows must be 2-byte aligned (4 for F32), activation rows 4-byte aligned (malloc'd
+ * buffers are). quant_matmul and quant_vec_dot run AVX2+FMA+F16C kernels when the CPU has
+ * them (checked at run time; the library itself builds for baseline x86-64) and the scalar
+ * reference (quant_ref_*) otherwise; on quantised weights both give the same bits. */
 #ifndef SERVAL_QUANT_H
 #define SERVAL_QUANT_H
 

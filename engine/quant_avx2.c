@@ -140,6 +140,25 @@ AVX2_INLINE void gather_tail4(const uint8_t *const t[4], int64_t b, __m128 *d4, 
     *s4 = _mm_movehl_ps(c, a);
 }
 
+/* Single-token tiles stream weights from DRAM faster than the hardware prefetcher runs ahead
+ * of eight interleaved row streams. Each tile therefore prefetches the next tile's bytes
+ * (rows are contiguous, ROW_LANES * wblk of them per block), spread evenly over its block
+ * loop: `lines` cache lines from pf + step*b while it works on block b. */
+typedef struct prefetch_plan {
+    const uint8_t *pf;
+    size_t step, last; /* bytes per block; offset of the last byte (len - 1) */
+    int lines;         /* 0: no next tile */
+} prefetch_plan;
+
+AVX2_INLINE void prefetch_step(const prefetch_plan *pp, int64_t b)
+{
+    const size_t o = pp->step * (size_t)b;
+    for (int k = 0; k < pp->lines; k++) {
+        const size_t ok = o + 64 * (size_t)k;
+        _mm_prefetch((const char *)(pp->pf + (ok < pp->last ? ok : pp->last)), _MM_HINT_T0);
+    }
+}
+
 /* Writes lanes [0, n) of v to p[0], p[stride], ... */
 AVX2_INLINE void store_lanes(__m128 v, float *p, int64_t stride, int n)
 {
@@ -207,8 +226,8 @@ AVX2_INLINE void q4_tok4(const int has_min, const int R, const uint8_t *w, size_
 }
 
 /* 8 rows (row pointers, repeats allowed) × 1 token; lanes are rows. */
-AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], int64_t nb, const uint8_t *a,
-                         size_t tail_off, __m128 out[2])
+AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], const prefetch_plan *pp, int64_t nb,
+                         const uint8_t *a, size_t tail_off, __m128 out[2])
 {
     const q4_geom g = Q4_GEOM(has_min);
     const __m128i m4 = _mm_set1_epi8(0x0F);
@@ -220,6 +239,7 @@ AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], 
         const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
         const __m128 s = _mm_broadcast_ss((const float *)(tail + 8 * b + 4));
         const size_t wo = g.wblk * (size_t)b;
+        prefetch_step(pp, b);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const uint8_t *const *x = wr + 4 * h;
@@ -250,7 +270,7 @@ AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], 
 /* ---- Q8_0 weights × Q8_0 activations ------------------------------------------------------ */
 
 /* int32 partials of one block pair: signed × signed through |w| and sign(a, w), as llama.cpp
- * does (|w| <= 127 keeps maddubs' pair sums in int16). */
+ * does (|w| <= 128 and |a| <= 127 keep maddubs' pair sums in int16). */
 AVX2_INLINE __m128i q8_partial(__m256i w, __m256i aw, const uint8_t *aq)
 {
     const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load256(aq), w));
@@ -283,8 +303,8 @@ AVX2_INLINE void q8_tok4(const int R, const uint8_t *w, size_t wrow, int64_t nb,
         store_lanes(acc[r], y + r, ldy, T);
 }
 
-AVX2_INLINE void q8_row8(const uint8_t *const wr[ROW_LANES], int64_t nb, const uint8_t *a, size_t tail_off,
-                         __m128 out[2])
+AVX2_INLINE void q8_row8(const uint8_t *const wr[ROW_LANES], const prefetch_plan *pp, int64_t nb, const uint8_t *a,
+                         size_t tail_off, __m128 out[2])
 {
     const uint8_t *tail = a + tail_off;
     __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
@@ -292,6 +312,7 @@ AVX2_INLINE void q8_row8(const uint8_t *const wr[ROW_LANES], int64_t nb, const u
         const uint8_t *aq = a + sizeof(block_q8_0) * (size_t)b + offsetof(block_q8_0, qs);
         const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
         const size_t wo = sizeof(block_q8_0) * (size_t)b;
+        prefetch_step(pp, b);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const uint8_t *const *x = wr + 4 * h;
@@ -457,6 +478,16 @@ AVX2 static void tok4_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra
         q6_tok4(W + (size_t)r * wrow, nb, a, T, y + r, ldy);
 }
 
+/* The prefetch plan for the tile after the one at row r. */
+static inline prefetch_plan next_tile(const uint8_t *W, size_t wrow, int64_t nb, int64_t r, int64_t rb)
+{
+    const int64_t n = rb - r - ROW_LANES < ROW_LANES ? rb - r - ROW_LANES : ROW_LANES;
+    if (n <= 0 || nb <= 0)
+        return (prefetch_plan){W, 0, 0, 0};
+    const size_t step = (size_t)ROW_LANES * (wrow / (size_t)nb);
+    return (prefetch_plan){W + (size_t)(r + ROW_LANES) * wrow, step, (size_t)n * wrow - 1, (int)((step + 63) / 64)};
+}
+
 /* Stores the lanes of a row tile that are real rows. */
 AVX2_INLINE void store_rows(const __m128 *acc, int nvec, float *y, int64_t r, int64_t rb)
 {
@@ -477,7 +508,8 @@ AVX2 static void row_q4_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra,
         const uint8_t *wr[ROW_LANES];
         __m128 acc[2];
         lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        q4_row8(0, wr, nb, a, tail_off, acc);
+        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
+        q4_row8(0, wr, &pp, nb, a, tail_off, acc);
         store_rows(acc, 2, y, r, rb);
     }
 }
@@ -489,7 +521,8 @@ AVX2 static void row_q4_1(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra,
         const uint8_t *wr[ROW_LANES];
         __m128 acc[2];
         lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        q4_row8(1, wr, nb, a, tail_off, acc);
+        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
+        q4_row8(1, wr, &pp, nb, a, tail_off, acc);
         store_rows(acc, 2, y, r, rb);
     }
 }
@@ -501,7 +534,8 @@ AVX2 static void row_q8_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra,
         const uint8_t *wr[ROW_LANES];
         __m128 acc[2];
         lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        q8_row8(wr, nb, a, tail_off, acc);
+        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
+        q8_row8(wr, &pp, nb, a, tail_off, acc);
         store_rows(acc, 2, y, r, rb);
     }
 }
