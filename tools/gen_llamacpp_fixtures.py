@@ -62,6 +62,12 @@ import tempfile
 
 import numpy as np
 
+# llama-cpp-python's wheel is built with OpenMP; with the default (spinning)
+# wait policy a busy machine makes --threads 2 runs ~30x slower.  Waiting
+# passively changes speed only, never results.  Must be set before libgomp
+# is loaded (i.e. before `import llama_cpp`).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "fixtures", "corpus")
 OUTDIR = os.path.join(ROOT, "tests", "fixtures", "llamacpp")
@@ -485,7 +491,7 @@ def main() -> int:
         diff_q = sum(per_pre[pre][k] != per_pre["qwen2"][k] for k in keys)
         pre_diff[pre] = {"rows": len(keys), "differing_from_smollm": ndiff,
                          "differing_from_qwen2": diff_q}
-    probe = {pre: {n: per_pre[pre][(f"edge:{n}", False)]
+    probe = {pre: {n: " ".join(map(str, per_pre[pre][(f"edge:{n}", False)]))
                    for n in ("digits_1234567", "digits_long", "IM_upper", "code_punct_newline",
                              "dot_method")}
              for pre in PRES}
@@ -529,7 +535,11 @@ def main() -> int:
         "n_batch": N_BATCH,
         "n_ubatch": N_BATCH,
         "seed": SEED,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "pre_tokenizers": PRES,
+        "greedy_first_small_margin": {
+            g["name"]: next((i for i, m in enumerate(g["margins"]) if m < 0.1), None)
+            for g in greedy},
         "pre_tokenizer_disagreement": pre_diff,
         "pre_tokenizer_probe_ids": probe,
         "consistency": consistency,
@@ -558,6 +568,14 @@ def main() -> int:
             "llama.cpp decodes invalid UTF-8 leniently: a byte that does not begin a "
             "well-formed (by lead/continuation bit pattern only) sequence becomes U+FFFD, "
             "one per byte; overlong encodings and surrogates are accepted as code points.",
+            "A 4-byte form decoding above U+10FFFF (e.g. F4 90 80 80) makes llama.cpp abort "
+            "(uncaught std::invalid_argument 'invalid codepoint' from unicode_regex_split); no "
+            "fixture contains one.",
+            "smollm and starcoder share one regex set in llama.cpp (identical rows); qwen2 and "
+            "llama-bpe differ from them but not from each other, since this vocabulary has "
+            "single-digit number tokens only (\\p{N} vs \\p{N}{1,3} gives the same ids).",
+            "OMP_WAIT_POLICY=PASSIVE is set by default (speed only; llama.cpp's OpenMP "
+            "barriers spin otherwise, which is pathological on a busy 2-core machine).",
         ],
     }
     with open(os.path.join(args.out, "meta.json"), "w") as f:
