@@ -222,7 +222,8 @@ eng_status eng_stop_create(const char *const *stops, size_t n, const char *conte
     s->cap = 256 + context_len;
     if (!(s->buf = malloc(s->cap)))
         goto nomem;
-    memcpy(s->buf, context, context_len);
+    if (context_len > 0)
+        memcpy(s->buf, context, context_len);
     s->ctx_len = s->len = context_len;
     *out = s;
     return ENG_OK;

@@ -37,11 +37,18 @@ static run_result serval(const char *model, ...)
     return r;
 }
 
+static void rr_free(run_result r)
+{
+    free(r.out);
+    free(r.err);
+}
+
 static void expect_clean_failure(run_result r, const char *fragment)
 {
     cr_assert(r.rc > 0 && r.rc < 128, "expected a clean non-zero exit, got %d; stderr: %s", r.rc,
               r.err);
     cr_assert(strstr(r.err, fragment), "stderr should mention '%s', got: %s", fragment, r.err);
+    rr_free(r);
 }
 
 Test(cli, completes_and_reports_speed, .timeout = 120)
@@ -52,6 +59,7 @@ Test(cli, completes_and_reports_speed, .timeout = 120)
     cr_assert_gt(strlen(r.out), 5, "no completion printed");
     cr_assert(strstr(r.err, "prompt:") && strstr(r.err, "decode:") && strstr(r.err, "tok/s"),
               "no speed summary: %s", r.err);
+    rr_free(r);
 }
 
 Test(cli, greedy_is_deterministic_and_seeded_sampling_reproduces, .timeout = 180)
@@ -71,6 +79,11 @@ Test(cli, greedy_is_deterministic_and_seeded_sampling_reproduces, .timeout = 180
     cr_assert_eq(s1.rc, 0);
     cr_assert_str_eq(s1.out, s2.out, "same seed gave different samples");
     cr_assert_str_neq(s1.out, s3.out, "different seeds gave the same 24 sampled tokens");
+    rr_free(a);
+    rr_free(b);
+    rr_free(s1);
+    rr_free(s2);
+    rr_free(s3);
 }
 
 Test(cli, stop_string_cuts_the_output, .timeout = 120)
@@ -85,6 +98,8 @@ Test(cli, stop_string_cuts_the_output, .timeout = 120)
     cr_assert_null(strstr(cut.out, "6"), "stop string leaked: %s", cut.out);
     cr_assert_eq(strncmp(cut.out, full.out, strlen(cut.out) - 1), 0,
                  "the stopped output is not a prefix of the full one");
+    rr_free(full);
+    rr_free(cut);
 }
 
 Test(cli, missing_model_file)
@@ -150,9 +165,13 @@ Test(cli, help_and_unknown_command)
     char *out, *err;
     cr_assert_eq(tu_run(argv, &out, &err, 10), 0);
     cr_assert(strstr(out, "--max-tokens") && strstr(out, "--model"), "help: %s", out);
+    free(out);
+    free(err);
     char *argv2[] = {argv[0], "frobnicate", NULL};
     int rc = tu_run(argv2, &out, &err, 10);
     cr_assert(rc > 0 && rc < 128);
     cr_assert(strstr(err, "unknown command"), "stderr: %s", err);
+    free(out);
+    free(err);
     free(argv[0]);
 }
