@@ -37,8 +37,9 @@ What it writes (all under tests/fixtures/llamacpp/):
 
 The script also checks that (a) tokenization does not depend on anything but
 the bytes (it is repeated after a full model load), (b) greedy tokens and
-logits are the same with n_threads 1 vs 2 and n_batch 512 vs 7 (recorded in
-meta.json, "consistency").
+logits are the same with n_threads 1 vs 2 and n_batch 512 vs 7, and measures
+(c) how much llama.cpp's flash-attention path (not used for the fixtures)
+would move them (all recorded in meta.json, "consistency").
 
 Rerun (from the repository root; takes a minute or two on 2 cores):
 
@@ -372,12 +373,12 @@ def eog_checker(llama_cpp, llm):
     return lambda t: bool(llama_cpp.llama_vocab_is_eog(vocab, t))
 
 
-def run_model(model_path: str, threads: int, n_batch: int):
+def run_model(model_path: str, threads: int, n_batch: int, flash_attn: bool = False):
     """Greedy continuations + logit snapshots with one (threads, n_batch)."""
     llama_cpp, Llama = import_llama()
     llm = Llama(model_path=model_path, n_ctx=N_CTX, n_threads=threads,
                 n_threads_batch=threads, n_batch=n_batch, n_ubatch=n_batch,
-                logits_all=True, seed=1234, verbose=False)
+                flash_attn=flash_attn, logits_all=True, seed=1234, verbose=False)
     is_eog = eog_checker(llama_cpp, llm)
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(
         llama_cpp.llama_model_get_vocab(llm._model.model)))
@@ -520,6 +521,10 @@ def main() -> int:
         consistency[f"threads_{args.threads}_vs_{other_threads}"] = compare_runs(base, r1[:2])
         r2 = run_model(args.model, args.threads, 7)
         consistency["n_batch_512_vs_7"] = compare_runs(base, r2[:2])
+        # Not a setting of the fixtures: how far llama.cpp's own flash-attention
+        # path (f16 Q, online softmax) moves the logits, for scale.
+        r3 = run_model(args.model, args.threads, N_BATCH, flash_attn=True)
+        consistency["flash_attn_off_vs_on"] = compare_runs(base, r3[:2])
 
     meta = {
         "generator": "tools/gen_llamacpp_fixtures.py",
@@ -534,6 +539,8 @@ def main() -> int:
         "n_ctx": N_CTX,
         "n_batch": N_BATCH,
         "n_ubatch": N_BATCH,
+        "flash_attn": False,
+        "kv_cache_type": "f16 K and V (llama.cpp default)",
         "seed": SEED,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "pre_tokenizers": PRES,
@@ -553,7 +560,7 @@ def main() -> int:
                 "texts containing a CONTROL/USER_DEFINED token string."),
             "greedy.jsonl": (
                 f"Llama(n_ctx={N_CTX}, n_threads={args.threads}, n_batch={N_BATCH}, "
-                "logits_all=True); prompt tokenized special=True with the model's add_bos; "
+                "flash_attn=False, logits_all=True); prompt tokenized special=True with the model's add_bos; "
                 "reset(); eval(prompt); then repeat: argmax(scores[n_tokens-1]) (first index on "
                 f"ties), eval([tok]); {GREEDY_N} tokens or up to and including the first EOG "
                 "token (llama_vocab_is_eog). text_b64 = detokenize(tokens, special=True)."),
