@@ -1,7 +1,8 @@
-/* cpu_forward.c — Llama-family forward pass on the CPU: RMSNorm, RoPE, grouped-query
- * attention over an fp16 KV cache, SwiGLU, quantised matrix products, split across a thread
- * pool. Numerics follow llama.cpp's CPU path (activations quantised to the weight's dot
- * format, Q rounded to fp16 against the fp16 cache) so outputs agree with it. */
+/* cpu_forward.c — Llama-family forward pass on the CPU for a batch of tokens from many
+ * sequences: RMSNorm, RoPE, grouped-query attention over a paged fp16 KV pool, SwiGLU and
+ * quantised matrix products, split across a thread pool. Numerics follow llama.cpp's CPU path
+ * (activations quantised to the weight's dot format, Q and the attention probabilities
+ * rounded to fp16 against the fp16 cache) so outputs agree with it. */
 #include "cpu_forward.h"
 
 #include <math.h>
@@ -17,15 +18,20 @@
 
 enum { CPU_CHUNK = 64 }; /* tokens per forward chunk: bounds the scratch buffers */
 
-struct eng_cpu_ctx {
+struct eng_cpu_kv {
+    int32_t n_blocks, block_size, n_layer;
+    size_t kv_dim;      /* n_head_kv * head_dim */
+    size_t layer_elems; /* n_blocks * block_size * kv_dim */
+    uint16_t *k;        /* [n_layer, n_blocks * block_size, kv_dim] fp16 */
+    uint16_t *v;        /* same */
+};
+
+struct eng_cpu_runner {
     const eng_model *m;
     eng_pool *pool;
-    int32_t n_ctx;
-    int32_t pos;
-    size_t kv_dim;      /* n_head_kv * head_dim */
-    uint16_t *k_cache;  /* [n_layer, n_ctx, kv_dim] fp16 */
-    uint16_t *v_cache;  /* [n_layer, n_ctx, kv_dim] fp16 */
-    /* scratch for one chunk */
+    int32_t max_pos;
+    size_t kv_dim;
+    /* scratch for one chunk of tokens */
     float *x;           /* [CHUNK, n_embd] residual stream */
     float *xn;          /* [CHUNK, n_embd] normalised input of the current block */
     float *q;           /* [CHUNK, n_head*hd] */
@@ -38,37 +44,86 @@ struct eng_cpu_ctx {
     float *rope_cs;     /* [CHUNK, hd/2, 2] cos, sin */
     uint8_t *act;       /* [CHUNK, act_stride] quantised activations */
     size_t act_stride;
-    float *scores;      /* [n_threads, n_ctx] attention scores per thread */
-    float *out_rows;    /* [CHUNK, n_vocab] when all logits are wanted: points at caller's */
+    float *scores;      /* [n_threads, max_pos] attention scores per thread */
 };
 
-/* What one pool run computes. */
+/* What one pool run computes: tokens [c0, c0 + n) of the batch. */
 typedef struct fwd_job {
-    eng_cpu_ctx *c;
-    const int32_t *tokens;
-    int32_t n;
-    int32_t pos0;
-    float *logits;  /* caller's buffer or NULL */
-    bool all;
+    eng_cpu_runner *r;
+    eng_cpu_kv *kv;
+    const eng_cpu_batch *b;
+    int32_t c0, n;
+    int32_t k0, n_out; /* logits rows [k0, k0 + n_out) fall in this chunk */
+    float *logits;     /* [n_out, n_vocab]: the caller's buffer at row k0 */
 } fwd_job;
+
+/* ---- KV pool ------------------------------------------------------------------------------ */
+
+size_t eng_cpu_kv_block_bytes(const eng_model *m, int32_t block_size)
+{
+    const eng_hparams *hp = &m->hp;
+    return 2 * sizeof(uint16_t) * (size_t)hp->n_layer * (size_t)block_size *
+           (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+}
+
+eng_status eng_cpu_kv_create(const eng_model *m, int32_t n_blocks, int32_t block_size,
+                             eng_cpu_kv **out, eng_err *err)
+{
+    *out = NULL;
+    if (n_blocks < 1 || block_size < 1 || block_size > 4096)
+        return eng_fail(err, ENG_ERR_INVALID, "kv pool: %d blocks of %d positions is not valid",
+                        n_blocks, block_size);
+    eng_cpu_kv *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return eng_fail(err, ENG_ERR_NOMEM, "kv pool: out of memory");
+    kv->n_blocks = n_blocks;
+    kv->block_size = block_size;
+    kv->n_layer = m->hp.n_layer;
+    kv->kv_dim = (size_t)m->hp.n_head_kv * (size_t)m->hp.head_dim;
+    kv->layer_elems = (size_t)n_blocks * (size_t)block_size * kv->kv_dim;
+    size_t total = kv->layer_elems * (size_t)kv->n_layer;
+    kv->k = malloc(total * sizeof(uint16_t));
+    kv->v = malloc(total * sizeof(uint16_t));
+    if (!kv->k || !kv->v) {
+        eng_cpu_kv_free(kv);
+        return eng_fail(err, ENG_ERR_NOMEM, "kv pool: cannot allocate %zu MiB for %d blocks",
+                        total * 4 >> 20, n_blocks);
+    }
+    *out = kv;
+    return ENG_OK;
+}
+
+void eng_cpu_kv_free(eng_cpu_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+int32_t eng_cpu_kv_n_blocks(const eng_cpu_kv *kv) { return kv->n_blocks; }
+int32_t eng_cpu_kv_block_size(const eng_cpu_kv *kv) { return kv->block_size; }
+
+/* Element offset of (layer, position of a sequence) in the pool. */
+static inline size_t kv_offset(const eng_cpu_kv *kv, int il, const int32_t *table, int32_t p)
+{
+    int32_t blk = table[p / kv->block_size];
+    ENG_ASSERT(blk >= 0 && blk < kv->n_blocks);
+    size_t slot = (size_t)blk * (size_t)kv->block_size + (size_t)(p % kv->block_size);
+    return (size_t)il * kv->layer_elems + slot * kv->kv_dim;
+}
+
+/* ---- runner ------------------------------------------------------------------------------- */
 
 static size_t max_act_bytes(const eng_model *m, int64_t n)
 {
-    size_t b = 0;
-    const gguf_dtype types[] = {m->layers[0].wq.dtype, m->layers[0].wk.dtype,
-                                m->layers[0].wv.dtype, m->layers[0].wo.dtype,
-                                m->layers[0].w_gate.dtype, m->layers[0].w_down.dtype,
-                                m->output.dtype};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        size_t s = quant_act_row_bytes(types[i], n);
-        if (s > b)
-            b = s;
-    }
+    size_t b = quant_act_row_bytes(m->output.dtype, n);
     /* Layers may mix types (e.g. Q6_K ffn_down in some layers): take every layer's. */
     for (int il = 0; il < m->hp.n_layer; il++) {
         const eng_layer *L = &m->layers[il];
         const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < 7; i++) {
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             size_t s = quant_act_row_bytes(ws[i]->dtype, n);
             if (s > b)
                 b = s;
@@ -77,83 +132,67 @@ static size_t max_act_bytes(const eng_model *m, int64_t n)
     return (b + 63) & ~(size_t)63;
 }
 
-eng_status eng_cpu_ctx_create(const eng_model *m, int32_t n_ctx, int n_threads,
-                              eng_cpu_ctx **out, eng_err *err)
+eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_threads,
+                                 eng_cpu_runner **out, eng_err *err)
 {
     *out = NULL;
     const eng_hparams *hp = &m->hp;
-    if (n_ctx < 1 || n_ctx > hp->n_ctx_train)
+    if (max_pos < 1 || max_pos > hp->n_ctx_train)
         return eng_fail(err, ENG_ERR_INVALID, "context size %d is outside [1, %d] for this model",
-                        n_ctx, hp->n_ctx_train);
+                        max_pos, hp->n_ctx_train);
     if (n_threads < 1 || n_threads > 256)
         return eng_fail(err, ENG_ERR_INVALID, "thread count %d is outside [1, 256]", n_threads);
-    eng_cpu_ctx *c = calloc(1, sizeof *c);
-    if (!c)
+    eng_cpu_runner *r = calloc(1, sizeof *r);
+    if (!r)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-    c->m = m;
-    c->n_ctx = n_ctx;
-    c->kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    r->m = m;
+    r->max_pos = max_pos;
+    r->kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     size_t dq = (size_t)hp->n_head * (size_t)hp->head_dim;
-    size_t kv_elems = (size_t)hp->n_layer * (size_t)n_ctx * c->kv_dim;
     int64_t act_n = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
     if ((int64_t)dq > act_n)
         act_n = (int64_t)dq;
-    c->act_stride = max_act_bytes(m, act_n);
-    c->k_cache = malloc(kv_elems * sizeof(uint16_t));
-    c->v_cache = malloc(kv_elems * sizeof(uint16_t));
-    c->x = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
-    c->xn = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
-    c->tmp = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
-    c->q = malloc(sizeof(float) * CPU_CHUNK * dq);
-    c->att = malloc(sizeof(float) * CPU_CHUNK * dq);
-    c->k = malloc(sizeof(float) * CPU_CHUNK * c->kv_dim);
-    c->v = malloc(sizeof(float) * CPU_CHUNK * c->kv_dim);
-    c->gate = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
-    c->up = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
-    c->rope_cs = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->head_dim);
-    c->act = aligned_alloc(64, CPU_CHUNK * c->act_stride);
-    c->scores = malloc(sizeof(float) * (size_t)n_threads * (size_t)n_ctx);
-    c->pool = eng_pool_create(n_threads);
-    if (!c->k_cache || !c->v_cache || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k ||
-        !c->v || !c->gate || !c->up || !c->rope_cs || !c->act || !c->scores || !c->pool) {
-        eng_cpu_ctx_free(c);
-        return eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating a %d-token context", n_ctx);
+    r->act_stride = max_act_bytes(m, act_n);
+    r->x = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
+    r->xn = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
+    r->tmp = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
+    r->q = malloc(sizeof(float) * CPU_CHUNK * dq);
+    r->att = malloc(sizeof(float) * CPU_CHUNK * dq);
+    r->k = malloc(sizeof(float) * CPU_CHUNK * r->kv_dim);
+    r->v = malloc(sizeof(float) * CPU_CHUNK * r->kv_dim);
+    r->gate = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
+    r->up = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
+    r->rope_cs = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->head_dim);
+    r->act = aligned_alloc(64, CPU_CHUNK * r->act_stride);
+    r->scores = malloc(sizeof(float) * (size_t)n_threads * (size_t)max_pos);
+    r->pool = eng_pool_create(n_threads);
+    if (!r->x || !r->xn || !r->tmp || !r->q || !r->att || !r->k || !r->v || !r->gate || !r->up ||
+        !r->rope_cs || !r->act || !r->scores || !r->pool) {
+        eng_cpu_runner_free(r);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating forward scratch");
     }
-    *out = c;
+    *out = r;
     return ENG_OK;
 }
 
-void eng_cpu_ctx_free(eng_cpu_ctx *c)
+void eng_cpu_runner_free(eng_cpu_runner *r)
 {
-    if (!c)
+    if (!r)
         return;
-    eng_pool_free(c->pool);
-    free(c->k_cache);
-    free(c->v_cache);
-    free(c->x);
-    free(c->xn);
-    free(c->tmp);
-    free(c->q);
-    free(c->att);
-    free(c->k);
-    free(c->v);
-    free(c->gate);
-    free(c->up);
-    free(c->rope_cs);
-    free(c->act);
-    free(c->scores);
-    free(c);
-}
-
-int32_t eng_cpu_ctx_pos(const eng_cpu_ctx *c) { return c->pos; }
-int32_t eng_cpu_ctx_n_ctx(const eng_cpu_ctx *c) { return c->n_ctx; }
-
-void eng_cpu_ctx_truncate(eng_cpu_ctx *c, int32_t n_keep)
-{
-    if (n_keep < 0)
-        n_keep = 0;
-    if (n_keep < c->pos)
-        c->pos = n_keep;
+    eng_pool_free(r->pool);
+    free(r->x);
+    free(r->xn);
+    free(r->tmp);
+    free(r->q);
+    free(r->att);
+    free(r->k);
+    free(r->v);
+    free(r->gate);
+    free(r->up);
+    free(r->rope_cs);
+    free(r->act);
+    free(r->scores);
+    free(r);
 }
 
 /* ---- small vector helpers ----------------------------------------------------------------- */
@@ -252,18 +291,18 @@ static void quantize_rows(gguf_dtype t, const float *x, int64_t ld, int64_t ncol
 
 static void rope_tables(const fwd_job *j, int ith, int nth)
 {
-    const eng_hparams *hp = &j->c->m->hp;
-    const int half = hp->head_dim / 2;
-    const float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->head_dim);
+    const eng_model *m = j->r->m;
+    const int half = m->hp.head_dim / 2;
+    const float theta_scale = powf(m->hp.rope_base, -2.0f / (float)m->hp.head_dim);
     long t0, t1;
     eng_pool_split(j->n, ith, nth, &t0, &t1);
     for (long t = t0; t < t1; t++) {
-        float *cs = j->c->rope_cs + t * 2 * half;
-        float theta_base = (float)(j->pos0 + t);
+        float *cs = j->r->rope_cs + t * 2 * half;
+        float theta_base = (float)j->b->pos[j->c0 + t];
         for (int i = 0; i < half; i++) {
             float theta = theta_base;
-            if (j->c->m->rope_freqs)
-                theta /= j->c->m->rope_freqs[i];
+            if (m->rope_freqs)
+                theta /= m->rope_freqs[i];
             cs[2 * i] = cosf(theta);
             cs[2 * i + 1] = sinf(theta);
             theta_base *= theta_scale;
@@ -285,32 +324,40 @@ static void rope_row(float *row, int n_heads, int hd, const float *cs)
     }
 }
 
-/* Causal attention for this thread's (token, head) pairs of layer il. */
+/* Causal attention for this thread's (token, head) pairs of layer il, reading each
+ * sequence's K/V block by block through its block table. */
 static void attention_part(const fwd_job *j, int il, int ith, int nth)
 {
-    eng_cpu_ctx *c = j->c;
-    const eng_hparams *hp = &c->m->hp;
+    eng_cpu_runner *r = j->r;
+    const eng_cpu_kv *kv = j->kv;
+    const eng_hparams *hp = &r->m->hp;
     const int hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
     const size_t dq = (size_t)n_head * (size_t)hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint16_t *kl = c->k_cache + (size_t)il * (size_t)c->n_ctx * c->kv_dim;
-    const uint16_t *vl = c->v_cache + (size_t)il * (size_t)c->n_ctx * c->kv_dim;
-    float *scores = c->scores + (size_t)ith * (size_t)c->n_ctx;
+    const int32_t bs = kv->block_size;
+    float *scores = r->scores + (size_t)ith * (size_t)r->max_pos;
     float qh[256];
     long p0, p1;
     eng_pool_split((long)j->n * n_head, ith, nth, &p0, &p1);
     for (long p = p0; p < p1; p++) {
         const int t = (int)(p / n_head), h = (int)(p % n_head), kvh = h / group;
-        const int n_kv = j->pos0 + t + 1; /* causal: positions [0, pos] */
-        const float *q = c->q + (size_t)t * dq + (size_t)h * hd;
+        const int32_t bt = j->c0 + t;
+        const int32_t *table = j->b->block_tables[j->b->seq[bt]];
+        const int n_kv = j->b->pos[bt] + 1; /* causal: positions [0, pos] */
+        const size_t head_off = (size_t)kvh * (size_t)hd;
+        const float *q = r->q + (size_t)t * dq + (size_t)h * hd;
         for (int i = 0; i < hd; i++)
             qh[i] = round_f16(q[i]);
         float mx = -INFINITY;
-        for (int s = 0; s < n_kv; s++) {
-            float sc = dot_f32_f16(qh, kl + (size_t)s * c->kv_dim + (size_t)kvh * hd, hd) * scale;
-            scores[s] = sc;
-            if (sc > mx)
-                mx = sc;
+        for (int s0 = 0; s0 < n_kv; s0 += bs) {
+            const uint16_t *kb = kv->k + kv_offset(kv, il, table, s0) + head_off;
+            const int nb = n_kv - s0 < bs ? n_kv - s0 : bs;
+            for (int o = 0; o < nb; o++) {
+                float sc = dot_f32_f16(qh, kb + (size_t)o * kv->kv_dim, hd) * scale;
+                scores[s0 + o] = sc;
+                if (sc > mx)
+                    mx = sc;
+            }
         }
         double sum = 0.0;
         for (int s = 0; s < n_kv; s++) {
@@ -319,157 +366,252 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
             sum += (double)e;
         }
         const float inv = (float)(1.0 / sum);
-        float *o = c->att + (size_t)t * dq + (size_t)h * hd;
+        float *o = r->att + (size_t)t * dq + (size_t)h * hd;
         memset(o, 0, sizeof(float) * (size_t)hd);
         /* llama.cpp multiplies V by the probabilities converted to fp16 (checked against it
          * layer by layer: with this rounding a one-layer model agrees to 1e-7). */
-        for (int s = 0; s < n_kv; s++)
-            axpy_f16(o, round_f16(scores[s] * inv), vl + (size_t)s * c->kv_dim + (size_t)kvh * hd,
-                     hd);
+        for (int s0 = 0; s0 < n_kv; s0 += bs) {
+            const uint16_t *vb = kv->v + kv_offset(kv, il, table, s0) + head_off;
+            const int nb = n_kv - s0 < bs ? n_kv - s0 : bs;
+            for (int k = 0; k < nb; k++)
+                axpy_f16(o, round_f16(scores[s0 + k] * inv), vb + (size_t)k * kv->kv_dim, hd);
+        }
     }
 }
 
 static void forward_chunk(void *arg, int ith, int nth)
 {
     const fwd_job *j = arg;
-    eng_cpu_ctx *c = j->c;
-    const eng_model *m = c->m;
+    eng_cpu_runner *r = j->r;
+    eng_cpu_kv *kv = j->kv;
+    const eng_cpu_batch *b = j->b;
+    const eng_model *m = r->m;
     const eng_hparams *hp = &m->hp;
     const int32_t n = j->n;
     const int64_t d = hp->n_embd, ff = hp->n_ff, hd = hp->head_dim;
-    const int64_t dq = (int64_t)hp->n_head * hd, dkv = (int64_t)c->kv_dim;
+    const int64_t dq = (int64_t)hp->n_head * hd, dkv = (int64_t)r->kv_dim;
     long t0, t1;
     eng_pool_split(n, ith, nth, &t0, &t1);
 
     for (long t = t0; t < t1; t++)
         quant_dequant_row(m->tok_embd.dtype,
                           (const uint8_t *)m->tok_embd.data +
-                              (size_t)j->tokens[t] * m->tok_embd.row_bytes,
-                          c->x + t * d, d);
+                              (size_t)b->tokens[j->c0 + t] * m->tok_embd.row_bytes,
+                          r->x + t * d, d);
     rope_tables(j, ith, nth);
-    eng_pool_barrier(c->pool);
+    eng_pool_barrier(r->pool);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const eng_layer *L = &m->layers[il];
         /* attention block */
         for (long t = t0; t < t1; t++)
-            rmsnorm(c->xn + t * d, c->x + t * d, L->attn_norm.data, (int)d, hp->norm_eps);
-        quantize_rows(L->wq.dtype, c->xn, d, d, n, c->act, ith, nth);
-        eng_pool_barrier(c->pool);
-        matmul_part(&L->wq, c->act, c->act_stride, n, c->q, dq, ith, nth);
+            rmsnorm(r->xn + t * d, r->x + t * d, L->attn_norm.data, (int)d, hp->norm_eps);
+        quantize_rows(L->wq.dtype, r->xn, d, d, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->wq, r->act, r->act_stride, n, r->q, dq, ith, nth);
         if (L->wk.dtype != L->wq.dtype) {
-            eng_pool_barrier(c->pool);
-            quantize_rows(L->wk.dtype, c->xn, d, d, n, c->act, ith, nth);
-            eng_pool_barrier(c->pool);
+            eng_pool_barrier(r->pool);
+            quantize_rows(L->wk.dtype, r->xn, d, d, n, r->act, ith, nth);
+            eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->wk, c->act, c->act_stride, n, c->k, dkv, ith, nth);
+        matmul_part(&L->wk, r->act, r->act_stride, n, r->k, dkv, ith, nth);
         if (L->wv.dtype != L->wk.dtype) {
-            eng_pool_barrier(c->pool);
-            quantize_rows(L->wv.dtype, c->xn, d, d, n, c->act, ith, nth);
-            eng_pool_barrier(c->pool);
+            eng_pool_barrier(r->pool);
+            quantize_rows(L->wv.dtype, r->xn, d, d, n, r->act, ith, nth);
+            eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->wv, c->act, c->act_stride, n, c->v, dkv, ith, nth);
-        eng_pool_barrier(c->pool);
+        matmul_part(&L->wv, r->act, r->act_stride, n, r->v, dkv, ith, nth);
+        eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
-            const float *cs = c->rope_cs + t * hd;
-            rope_row(c->q + t * dq, hp->n_head, (int)hd, cs);
-            rope_row(c->k + t * dkv, hp->n_head_kv, (int)hd, cs);
-            size_t at = ((size_t)il * (size_t)c->n_ctx + (size_t)(j->pos0 + t)) * c->kv_dim;
-            f32_to_f16_row(c->k_cache + at, c->k + t * dkv, (int)dkv);
-            f32_to_f16_row(c->v_cache + at, c->v + t * dkv, (int)dkv);
+            const float *cs = r->rope_cs + t * hd;
+            rope_row(r->q + t * dq, hp->n_head, (int)hd, cs);
+            rope_row(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
+            const int32_t bt = j->c0 + (int32_t)t;
+            size_t at = kv_offset(kv, il, b->block_tables[b->seq[bt]], b->pos[bt]);
+            f32_to_f16_row(kv->k + at, r->k + t * dkv, (int)dkv);
+            f32_to_f16_row(kv->v + at, r->v + t * dkv, (int)dkv);
         }
-        eng_pool_barrier(c->pool);
+        eng_pool_barrier(r->pool);
         attention_part(j, il, ith, nth);
-        eng_pool_barrier(c->pool);
-        quantize_rows(L->wo.dtype, c->att, dq, dq, n, c->act, ith, nth);
-        eng_pool_barrier(c->pool);
-        matmul_part(&L->wo, c->act, c->act_stride, n, c->tmp, d, ith, nth);
-        eng_pool_barrier(c->pool);
+        eng_pool_barrier(r->pool);
+        quantize_rows(L->wo.dtype, r->att, dq, dq, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->wo, r->act, r->act_stride, n, r->tmp, d, ith, nth);
+        eng_pool_barrier(r->pool);
 
         /* feed-forward block */
         for (long t = t0; t < t1; t++) {
-            float *x = c->x + t * d;
-            const float *o = c->tmp + t * d;
+            float *x = r->x + t * d;
+            const float *o = r->tmp + t * d;
             for (int64_t i = 0; i < d; i++)
                 x[i] += o[i];
-            rmsnorm(c->xn + t * d, x, L->ffn_norm.data, (int)d, hp->norm_eps);
+            rmsnorm(r->xn + t * d, x, L->ffn_norm.data, (int)d, hp->norm_eps);
         }
-        quantize_rows(L->w_gate.dtype, c->xn, d, d, n, c->act, ith, nth);
-        eng_pool_barrier(c->pool);
-        matmul_part(&L->w_gate, c->act, c->act_stride, n, c->gate, ff, ith, nth);
+        quantize_rows(L->w_gate.dtype, r->xn, d, d, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->w_gate, r->act, r->act_stride, n, r->gate, ff, ith, nth);
         if (L->w_up.dtype != L->w_gate.dtype) {
-            eng_pool_barrier(c->pool);
-            quantize_rows(L->w_up.dtype, c->xn, d, d, n, c->act, ith, nth);
-            eng_pool_barrier(c->pool);
+            eng_pool_barrier(r->pool);
+            quantize_rows(L->w_up.dtype, r->xn, d, d, n, r->act, ith, nth);
+            eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->w_up, c->act, c->act_stride, n, c->up, ff, ith, nth);
-        eng_pool_barrier(c->pool);
+        matmul_part(&L->w_up, r->act, r->act_stride, n, r->up, ff, ith, nth);
+        eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
-            float *g = c->gate + t * ff;
-            const float *u = c->up + t * ff;
+            float *g = r->gate + t * ff;
+            const float *u = r->up + t * ff;
             for (int64_t i = 0; i < ff; i++)
                 g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
         }
-        quantize_rows(L->w_down.dtype, c->gate, ff, ff, n, c->act, ith, nth);
-        eng_pool_barrier(c->pool);
-        matmul_part(&L->w_down, c->act, c->act_stride, n, c->tmp, d, ith, nth);
-        eng_pool_barrier(c->pool);
+        quantize_rows(L->w_down.dtype, r->gate, ff, ff, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->w_down, r->act, r->act_stride, n, r->tmp, d, ith, nth);
+        eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
-            float *x = c->x + t * d;
-            const float *o = c->tmp + t * d;
+            float *x = r->x + t * d;
+            const float *o = r->tmp + t * d;
             for (int64_t i = 0; i < d; i++)
                 x[i] += o[i];
         }
         /* The next layer's norm reads only this thread's tokens of x: no barrier needed. */
     }
 
-    if (!j->logits)
+    if (j->n_out == 0)
         return;
-    /* The output head splits tokens differently from the layers (only the last token, maybe):
-     * wait until every thread has finished its tokens' residual stream. */
-    eng_pool_barrier(c->pool);
-    /* Output head: the last token only, or every token. */
-    const int32_t first = j->all ? 0 : n - 1, n_out = n - first;
+    /* The output head takes other tokens than the layers' split: wait until every thread has
+     * finished its tokens' residual stream. Rows to project are gathered into xn[0, n_out). */
+    eng_pool_barrier(r->pool);
     long o0, o1;
-    eng_pool_split(n_out, ith, nth, &o0, &o1);
-    for (long t = first + o0; t < first + o1; t++)
-        rmsnorm(c->xn + t * d, c->x + t * d, m->out_norm.data, (int)d, hp->norm_eps);
+    eng_pool_split(j->n_out, ith, nth, &o0, &o1);
     size_t rb = quant_act_row_bytes(m->output.dtype, d);
-    for (long t = first + o0; t < first + o1; t++)
-        quant_act_quantize(m->output.dtype, c->xn + t * d, c->act + (size_t)(t - first) * rb, d);
-    eng_pool_barrier(c->pool);
-    matmul_part(&m->output, c->act, c->act_stride, n_out, j->logits, hp->n_vocab, ith, nth);
+    for (long k = o0; k < o1; k++) {
+        int32_t t = b->logits_idx[j->k0 + k] - j->c0;
+        rmsnorm(r->xn + k * d, r->x + t * d, m->out_norm.data, (int)d, hp->norm_eps);
+        quant_act_quantize(m->output.dtype, r->xn + k * d, r->act + (size_t)k * rb, d);
+    }
+    eng_pool_barrier(r->pool);
+    matmul_part(&m->output, r->act, r->act_stride, j->n_out, j->logits, hp->n_vocab, ith, nth);
+}
+
+eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_cpu_batch *b,
+                           float *logits, eng_err *err)
+{
+    const eng_hparams *hp = &r->m->hp;
+    if (b->n_tokens <= 0)
+        return eng_fail(err, ENG_ERR_INVALID, "nothing to evaluate (0 tokens)");
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
+                            b->tokens[i], i, hp->n_vocab);
+        ENG_ASSERT(b->pos[i] >= 0 && b->pos[i] < r->max_pos);
+        ENG_ASSERT(b->seq[i] >= 0 && b->seq[i] < b->n_seqs);
+    }
+    ENG_ASSERT(kv->n_layer == hp->n_layer && kv->kv_dim == r->kv_dim);
+    ENG_ASSERT(b->n_logits == 0 || logits != NULL);
+    int32_t k = 0;
+    for (int32_t c0 = 0; c0 < b->n_tokens; c0 += CPU_CHUNK) {
+        int32_t cn = b->n_tokens - c0 < CPU_CHUNK ? b->n_tokens - c0 : CPU_CHUNK;
+        int32_t k0 = k;
+        while (k < b->n_logits && b->logits_idx[k] < c0 + cn) {
+            ENG_ASSERT(b->logits_idx[k] >= c0 && (k == 0 || b->logits_idx[k] > b->logits_idx[k - 1]));
+            k++;
+        }
+        fwd_job j = {.r = r, .kv = kv, .b = b, .c0 = c0, .n = cn, .k0 = k0, .n_out = k - k0,
+                     .logits = logits ? logits + (size_t)k0 * (size_t)hp->n_vocab : NULL};
+        eng_pool_run(r->pool, forward_chunk, &j);
+    }
+    ENG_ASSERT(k == b->n_logits);
+    return ENG_OK;
+}
+
+/* ---- one sequence ------------------------------------------------------------------------- */
+
+enum { CTX_BLOCK = 16 };
+
+struct eng_cpu_ctx {
+    eng_cpu_runner *runner;
+    eng_cpu_kv *kv;
+    int32_t n_ctx, pos;
+    int32_t *table;  /* [n_blocks]: the identity, this sequence owns the whole pool */
+    int32_t *pos_buf, *seq_buf, *idx_buf; /* [n_ctx] per-call batch arrays */
+};
+
+eng_status eng_cpu_ctx_create(const eng_model *m, int32_t n_ctx, int n_threads,
+                              eng_cpu_ctx **out, eng_err *err)
+{
+    *out = NULL;
+    eng_cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    eng_status st = eng_cpu_runner_create(m, n_ctx, n_threads, &c->runner, err);
+    int32_t n_blocks = (n_ctx + CTX_BLOCK - 1) / CTX_BLOCK;
+    if (st == ENG_OK)
+        st = eng_cpu_kv_create(m, n_blocks, CTX_BLOCK, &c->kv, err);
+    if (st != ENG_OK) {
+        eng_cpu_ctx_free(c);
+        return st;
+    }
+    c->n_ctx = n_ctx;
+    c->table = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    c->pos_buf = malloc(sizeof(int32_t) * (size_t)n_ctx);
+    c->seq_buf = calloc((size_t)n_ctx, sizeof(int32_t));
+    c->idx_buf = malloc(sizeof(int32_t) * (size_t)n_ctx);
+    if (!c->table || !c->pos_buf || !c->seq_buf || !c->idx_buf) {
+        eng_cpu_ctx_free(c);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    }
+    for (int32_t i = 0; i < n_blocks; i++)
+        c->table[i] = i;
+    *out = c;
+    return ENG_OK;
+}
+
+void eng_cpu_ctx_free(eng_cpu_ctx *c)
+{
+    if (!c)
+        return;
+    eng_cpu_runner_free(c->runner);
+    eng_cpu_kv_free(c->kv);
+    free(c->table);
+    free(c->pos_buf);
+    free(c->seq_buf);
+    free(c->idx_buf);
+    free(c);
+}
+
+int32_t eng_cpu_ctx_pos(const eng_cpu_ctx *c) { return c->pos; }
+int32_t eng_cpu_ctx_n_ctx(const eng_cpu_ctx *c) { return c->n_ctx; }
+
+void eng_cpu_ctx_truncate(eng_cpu_ctx *c, int32_t n_keep)
+{
+    if (n_keep < 0)
+        n_keep = 0;
+    if (n_keep < c->pos)
+        c->pos = n_keep;
 }
 
 eng_status eng_cpu_ctx_eval(eng_cpu_ctx *c, const int32_t *tokens, int32_t n, float *logits,
                             bool all, eng_err *err)
 {
-    const eng_hparams *hp = &c->m->hp;
     if (n <= 0)
         return eng_fail(err, ENG_ERR_INVALID, "nothing to evaluate (0 tokens)");
     if ((int64_t)c->pos + n > c->n_ctx)
         return eng_fail(err, ENG_ERR_TOO_LONG,
                         "%d tokens at position %d exceed the context of %d tokens", n, c->pos,
                         c->n_ctx);
-    for (int32_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
-                            tokens[i], i, hp->n_vocab);
-    for (int32_t done = 0; done < n; done += CPU_CHUNK) {
-        int32_t cn = n - done < CPU_CHUNK ? n - done : CPU_CHUNK;
-        bool last = done + cn == n;
-        fwd_job j = {
-            .c = c,
-            .tokens = tokens + done,
-            .n = cn,
-            .pos0 = c->pos,
-            .logits = all ? logits + (size_t)done * (size_t)hp->n_vocab : (last ? logits : NULL),
-            .all = all,
-        };
-        if (!logits)
-            j.logits = NULL;
-        eng_pool_run(c->pool, forward_chunk, &j);
-        c->pos += cn;
+    const int32_t *tables[1] = {c->table};
+    for (int32_t i = 0; i < n; i++) {
+        c->pos_buf[i] = c->pos + i;
+        c->idx_buf[i] = i;
     }
-    return ENG_OK;
+    eng_cpu_batch b = {
+        .n_tokens = n, .tokens = tokens, .pos = c->pos_buf, .seq = c->seq_buf,
+        .block_tables = tables, .n_seqs = 1,
+        .logits_idx = all ? c->idx_buf : c->idx_buf + n - 1,
+        .n_logits = logits ? (all ? n : 1) : 0,
+    };
+    eng_status st = eng_cpu_forward(c->runner, c->kv, &b, logits, err);
+    if (st == ENG_OK)
+        c->pos += n;
+    return st;
 }

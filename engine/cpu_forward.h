@@ -1,15 +1,68 @@
-/* cpu_forward.h — the CPU reference backend for one sequence: a Llama-family forward pass
- * over quantised weights with a contiguous fp16 KV cache. (The paged, batched cache belongs to
- * the continuous-batching engine.) */
+/* cpu_forward.h — the CPU backend: a Llama-family forward pass over quantised weights for a
+ * batch of tokens from any number of sequences, reading and writing K/V through per-sequence
+ * block tables into a paged fp16 pool; and a single-sequence convenience context on top. */
 #ifndef SERVAL_CPU_FORWARD_H
 #define SERVAL_CPU_FORWARD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
 #include "status.h"
 
+/* ---- paged KV pool ---------------------------------------------------------------------- */
+
+/* K and V for n_blocks blocks of block_size positions, every layer: [n_layer, n_blocks *
+ * block_size, n_head_kv * head_dim] fp16 each. Which block a sequence uses is decided by the
+ * caller (engine/kv_cache.h); this is only the memory. */
+typedef struct eng_cpu_kv eng_cpu_kv;
+
+eng_status eng_cpu_kv_create(const eng_model *m, int32_t n_blocks, int32_t block_size,
+                             eng_cpu_kv **out, eng_err *err);
+void eng_cpu_kv_free(eng_cpu_kv *kv);
+/* Bytes one block takes (K and V, all layers): size a pool from a memory budget with it. */
+size_t eng_cpu_kv_block_bytes(const eng_model *m, int32_t block_size);
+int32_t eng_cpu_kv_n_blocks(const eng_cpu_kv *kv);
+int32_t eng_cpu_kv_block_size(const eng_cpu_kv *kv);
+
+/* ---- batched forward -------------------------------------------------------------------- */
+
+/* One forward step: n_tokens tokens, each at its own position of its own sequence. Token t
+ * attends to positions [0, pos[t]] of sequence seq[t], whose K/V live in the blocks listed by
+ * block_tables[seq[t]] (entry i holds positions [i*block_size, (i+1)*block_size)); the K/V of
+ * every token of the batch are written before any attention runs, so a prompt chunk and the
+ * decodes of other sequences can share one step. All arrays are owned by the caller. */
+typedef struct eng_cpu_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;              /* [n_tokens] token ids (validated) */
+    const int32_t *pos;                 /* [n_tokens] position within its sequence */
+    const int32_t *seq;                 /* [n_tokens] index into block_tables */
+    const int32_t *const *block_tables; /* [n_seqs] block ids per sequence */
+    int32_t n_seqs;
+    const int32_t *logits_idx;          /* [n_logits] ascending token indices wanting logits */
+    int32_t n_logits;
+} eng_cpu_batch;
+
+/* Threads, scratch buffers and limits for running batches of one model. */
+typedef struct eng_cpu_runner eng_cpu_runner;
+
+/* max_pos: the largest position any sequence will reach + 1 (sizes attention scratch). */
+eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_threads,
+                                 eng_cpu_runner **out, eng_err *err);
+void eng_cpu_runner_free(eng_cpu_runner *r);
+
+/* Runs the batch. logits (caller-owned, [n_logits, n_vocab]) receives the logits of the
+ * tokens named by logits_idx, in that order. Returns ENG_ERR_INVALID for an out-of-range
+ * token id (nothing is computed then); positions and block tables are the engine's own and
+ * are checked by assertions. Results for a token do not depend on what else is in the batch
+ * or on the thread count. */
+eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_cpu_batch *b,
+                           float *logits, eng_err *err);
+
+/* ---- one sequence ----------------------------------------------------------------------- */
+
+/* A single sequence with its own runner and KV pool (for `serval complete` and tests). */
 typedef struct eng_cpu_ctx eng_cpu_ctx;
 
 /* Creates a context for up to n_ctx positions run by n_threads threads. The model must
@@ -26,7 +79,7 @@ void eng_cpu_ctx_free(eng_cpu_ctx *c);
 eng_status eng_cpu_ctx_eval(eng_cpu_ctx *c, const int32_t *tokens, int32_t n, float *logits,
                             bool all, eng_err *err);
 
-/* Positions evaluated so far; forgetting them (reset, or truncate to keep the first n). */
+/* Positions evaluated so far; forgetting them (truncate to keep the first n). */
 int32_t eng_cpu_ctx_pos(const eng_cpu_ctx *c);
 int32_t eng_cpu_ctx_n_ctx(const eng_cpu_ctx *c);
 void eng_cpu_ctx_truncate(eng_cpu_ctx *c, int32_t n_keep);
