@@ -197,32 +197,48 @@ void eng_cpu_runner_free(eng_cpu_runner *r)
 
 /* ---- small vector helpers ----------------------------------------------------------------- */
 
-static inline float f16_to_f32(uint16_t h) { return quant_f16_to_f32(h); }
+static inline float f16_to_f32(uint16_t h)
+{
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    return quant_f16_to_f32(h);
+#endif
+}
 
 /* Rounds a float through fp16 (llama.cpp converts Q to the cache's type before the dot). */
 static inline float round_f16(float f) { return quant_f16_to_f32(quant_f32_to_f16(f)); }
 
+/* Sum of 8 floats in the order of an AVX 256-bit horizontal add (high half + low half, then
+ * pairs). */
+static inline float hsum8(const float v[8])
+{
+    const float t0 = v[4] + v[0], t1 = v[5] + v[1], t2 = v[6] + v[2], t3 = v[7] + v[3];
+    return (t0 + t2) + (t1 + t3);
+}
+
+/* The fp16 dot products of attention in llama.cpp's order: its CPU build runs Q·K and P·V
+ * through llamafile's tinyBLAS, one 8-lane accumulator per output (element i into lane i % 8,
+ * fused multiply-adds in order), then hsum8. Matching it bit for bit matters: over 30 layers,
+ * one-ulp differences flip roundings of the quantised activations (with this order the
+ * default model's hidden states equal llama.cpp's exactly). */
 static float dot_f32_f16(const float *a, const uint16_t *b, int n)
 {
-    int i = 0;
-    float sum = 0.0f;
+    float acc[8];
+    int i0 = 0;
 #if defined(__F16C__) && defined(__FMA__)
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        __m256 b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)));
-        __m256 b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i + 8)));
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), b0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), b1, acc1);
-    }
-    __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    sum = _mm_cvtss_f32(s);
+    __m256 v = _mm256_setzero_ps();
+    for (; i0 + 8 <= n; i0 += 8)
+        v = _mm256_fmadd_ps(_mm256_loadu_ps(a + i0),
+                            _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i0))), v);
+    _mm256_storeu_ps(acc, v);
+#else
+    for (int l = 0; l < 8; l++)
+        acc[l] = 0.0f;
 #endif
-    for (; i < n; i++)
-        sum += a[i] * f16_to_f32(b[i]);
-    return sum;
+    for (int i = i0; i < n; i++)
+        acc[i % 8] = fmaf(a[i], f16_to_f32(b[i]), acc[i % 8]);
+    return hsum8(acc);
 }
 
 /* y[i] += a * b[i] for an fp16 row b. */
@@ -250,6 +266,46 @@ static void f32_to_f16_row(uint16_t *dst, const float *src, int n)
 #endif
     for (; i < n; i++)
         dst[i] = quant_f32_to_f16(src[i]);
+}
+
+/* exp(x) the way llama.cpp's AVX2 build computes it inside softmax and SiLU: the expf scheme
+ * of Arm's optimized-routines (n = x/ln2 rounded through the 1.5*2^23 shift, the remainder
+ * b = x - n*ln2 in two parts, a degree-5 polynomial, 2^n put into the exponent bits). It is
+ * within ~1.5 ulp of expf; using it rather than libm keeps the quantised activations identical
+ * to llama.cpp's. Outside |n| <= 126 the result under/overflows and libm's expf is used. */
+static inline float exp_ggml(float x)
+{
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift;
+    if (!(fabsf(n) <= 126.0f))
+        return expf(x);
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    uint32_t zb;
+    memcpy(&zb, &z, sizeof zb);
+    const uint32_t kb = (zb << 23) + 0x3f800000u; /* 2^n */
+    float k;
+    memcpy(&k, &kb, sizeof k);
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                              fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, 0x1.ffffecp-1f * b);
+    return fmaf(j, k, k);
+}
+
+/* scores[0..n) = exp(scores - max), returning their sum as llama.cpp's softmax forms it: in
+ * groups of 8 (the last padded with zeros, as its masked positions are), each group summed in
+ * float, the groups in double. */
+static double softmax_exp(float *scores, int n, float mx)
+{
+    double sum = 0.0;
+    for (int i0 = 0; i0 < n; i0 += 8) {
+        float v[8] = {0};
+        for (int l = 0; l < 8 && i0 + l < n; l++)
+            scores[i0 + l] = v[l] = exp_ggml(scores[i0 + l] - mx);
+        sum += (double)hsum8(v);
+    }
+    return sum;
 }
 
 /* out = x / rms(x) * w, as ggml computes it (sum of squares in double). */
@@ -337,6 +393,7 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
     const int32_t bs = kv->block_size;
     float *scores = r->scores + (size_t)ith * (size_t)r->max_pos;
     float qh[256];
+    float vacc[8 * 256]; /* [8, hd] partial sums of the V product */
     long p0, p1;
     eng_pool_split((long)j->n * n_head, ith, nth, &p0, &p1);
     for (long p = p0; p < p1; p++) {
@@ -359,22 +416,26 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
                     mx = sc;
             }
         }
-        double sum = 0.0;
-        for (int s = 0; s < n_kv; s++) {
-            float e = expf(scores[s] - mx);
-            scores[s] = e;
-            sum += (double)e;
-        }
+        const double sum = softmax_exp(scores, n_kv, mx);
         const float inv = (float)(1.0 / sum);
         float *o = r->att + (size_t)t * dq + (size_t)h * hd;
-        memset(o, 0, sizeof(float) * (size_t)hd);
-        /* llama.cpp multiplies V by the probabilities converted to fp16 (checked against it
-         * layer by layer: with this rounding a one-layer model agrees to 1e-7). */
+        /* llama.cpp multiplies V by the probabilities converted to fp16, as one fp16 dot
+         * product over positions per output element: position s accumulates into partial sum
+         * s % 8, reduced with hsum8 (see dot_f32_f16). vacc holds the 8 partial sums for all
+         * hd outputs. */
+        memset(vacc, 0, sizeof(float) * 8 * (size_t)hd);
         for (int s0 = 0; s0 < n_kv; s0 += bs) {
             const uint16_t *vb = kv->v + kv_offset(kv, il, table, s0) + head_off;
             const int nb = n_kv - s0 < bs ? n_kv - s0 : bs;
             for (int k = 0; k < nb; k++)
-                axpy_f16(o, round_f16(scores[s0 + k] * inv), vb + (size_t)k * kv->kv_dim, hd);
+                axpy_f16(vacc + (size_t)((s0 + k) % 8) * hd, round_f16(scores[s0 + k] * inv),
+                         vb + (size_t)k * kv->kv_dim, hd);
+        }
+        for (int i = 0; i < hd; i++) {
+            float col[8];
+            for (int l = 0; l < 8; l++)
+                col[l] = vacc[(size_t)l * hd + i];
+            o[i] = hsum8(col);
         }
     }
 }
@@ -461,7 +522,7 @@ static void forward_chunk(void *arg, int ith, int nth)
             float *g = r->gate + t * ff;
             const float *u = r->up + t * ff;
             for (int64_t i = 0; i < ff; i++)
-                g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+                g[i] = g[i] / (1.0f + exp_ggml(-g[i])) * u[i]; /* SiLU(gate) * up */
         }
         quantize_rows(L->w_down.dtype, r->gate, ff, ff, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
