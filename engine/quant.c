@@ -406,8 +406,8 @@ size_t quant_act_row_bytes(gguf_dtype wtype, int64_t n)
     case GGUF_DTYPE_F32:
     case GGUF_DTYPE_F16:
     case GGUF_DTYPE_BF16: return (size_t)n * sizeof(float);
-    case GGUF_DTYPE_Q4_0:
-    case GGUF_DTYPE_Q8_0: return quant_q8_0_tail_off(n / QK8_0) + (size_t)(n / QK8_0) * 8;
+    case GGUF_DTYPE_Q4_0: return quant_q4_0_lane_off(n / QK8_0) + (size_t)(n / QK8_0) * 32;
+    case GGUF_DTYPE_Q8_0: return quant_q8_0_tail_off(n / QK8_0) + (size_t)(n / QK8_0) * 4;
     case GGUF_DTYPE_Q4_1: return quant_q8_1_tail_off(n / QK8_1) + (size_t)(n / QK8_1) * 8;
     case GGUF_DTYPE_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     }
@@ -475,14 +475,18 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
-        uint8_t *tail = a + quant_q8_0_tail_off(nb);
+        uint8_t *tail = a + quant_q8_0_tail_off(nb), *lanes = a + quant_q4_0_lane_off(nb);
         for (int64_t i = 0; i < nb; i++) {
             float d;
-            int32_t c8 = 8 * q8_block(x + i * 32, y[i].qs, &d);
+            (void)q8_block(x + i * 32, y[i].qs, &d);
             y[i].d = f2h(d);
             d = h2f(y[i].d);
-            memcpy(tail + 8 * i, &d, 4);
-            memcpy(tail + 8 * i + 4, &c8, 4);
+            memcpy(tail + 4 * i, &d, 4);
+            if (wtype == GGUF_DTYPE_Q4_0) {
+                int32_t off[8];
+                quant_q4_0_lane_offsets(y[i].qs, off);
+                memcpy(lanes + 32 * i, off, sizeof off);
+            }
         }
         return;
     }
@@ -538,42 +542,72 @@ void quant_act_dequant(gguf_dtype wtype, const void *act, float *dst, int64_t n)
 
 /* ---- scalar reference dot products ------------------------------------------------------- */
 
-/* The per-block chains of quant_impl.h; fmaf keeps them bit-identical to the SIMD tiles. */
-static float dot_q4_0_ref(const block_q4_0 *x, const block_q8_0 *y, int64_t nb)
+/* The 8-lane order of quant_impl.h (llama.cpp's AVX2 ggml_vec_dot_*): lane j of block i holds
+ * the exact int32 sum of elements 4j..4j+3, and acc[j] = fma((float)p_j, d_w*d_a, acc[j]). */
+static inline void lanes_fma(float acc[8], const int p[8], float d)
 {
-    float acc = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += ((x[i].qs[j] & 0x0F) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
-        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
-    }
-    return acc;
+    for (int j = 0; j < 8; j++)
+        acc[j] = fmaf((float)p[j], d, acc[j]);
 }
 
+/* hsum_float_8: (a4+a0, a5+a1, a6+a2, a7+a3), then (r0+r2) + (r1+r3). */
+static inline float lanes_hsum(const float acc[8])
+{
+    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+    const float s0 = r0 + r2, s1 = r1 + r3;
+    return s0 + s1;
+}
+
+/* Element e of a 4-bit block: low nibbles are elements 0..15, high nibbles 16..31. */
+static inline int nib(const uint8_t *qs, int e) { return e < 16 ? qs[e] & 0x0F : qs[e - 16] >> 4; }
+
+static float dot_q4_0_ref(const block_q4_0 *x, const block_q8_0 *y, int64_t nb)
+{
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += (nib(x[i].qs, e) - 8) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, h2f(x[i].d) * h2f(y[i].d));
+    }
+    return lanes_hsum(acc);
+}
+
+/* Q4_1 adds the min term as a separate scalar chain, summs = fma(m_w, s_a, summs), and returns
+ * hsum + summs: llama.cpp's `summs += m*s` (its gcc build contracts it to an fma; m*s, two fp16
+ * values, is exact in f32, so fused or not gives the same bits). */
 static float dot_q4_1_ref(const block_q4_1 *x, const block_q8_1 *y, int64_t nb)
 {
-    float acc = 0;
+    float acc[8] = {0}, summs = 0;
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++)
-            sumi += (x[i].qs[j] & 0x0F) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
-        acc = fmaf(h2f(x[i].m), h2f(y[i].s), acc);
+        summs = fmaf(h2f(x[i].m), h2f(y[i].s), summs);
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += nib(x[i].qs, e) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, h2f(x[i].d) * h2f(y[i].d));
     }
-    return acc;
+    return lanes_hsum(acc) + summs;
 }
 
 static float dot_q8_0_ref(const block_q8_0 *x, const block_q8_0 *y, int64_t nb)
 {
-    float acc = 0;
+    float acc[8] = {0};
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 32; j++)
-            sumi += x[i].qs[j] * y[i].qs[j];
-        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += x[i].qs[e] * y[i].qs[e];
+        }
+        lanes_fma(acc, p, h2f(x[i].d) * h2f(y[i].d));
     }
-    return acc;
+    return lanes_hsum(acc);
 }
 
 static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)

@@ -2,13 +2,16 @@
  * quant_act_quantize. Built for baseline x86-64 (per-function target attributes), so quant.c
  * calls these only after checking the CPU.
  *
- * Quantised types: each SIMD lane is one (row, token) pair running the per-block chain that
- * quant_impl.h defines (exact int32 block sum S, then acc = fma(S, d_w*d_a, acc)), so every
- * tile shape, the scalar reference included, gives the same bits. Block sums use llama.cpp's
- * unsigned×signed maddubs; the partial sums of four pairs are reduced together (unpacks and
- * adds) into [S0..S3], so one cvt, one mul and one fma serve four pairs. Prompt tiles put four
- * tokens in the lanes (weights unpacked once per four tokens); the single-token tile puts
- * rows in the lanes.
+ * Q4_0, Q4_1, Q8_0: llama.cpp's AVX2 order (quant_impl.h): every (row, token) pair has its own
+ * eight f32 lanes (two __m128); per block, maddubs + madd give the eight int32 lane sums, one
+ * cvt and one fma with the broadcast d_w*d_a fold them in; hsum_float_8's order finishes.
+ * Prompt tiles are one row × 4 tokens (each weight block unpacked once per four tokens); the
+ * single-token tile is ROW_LANES rows. Every tile runs the same per-pair operations as the
+ * scalar reference, so all agree bit for bit whatever the batch shape.
+ *
+ * Q6_K: each SIMD lane is one (row, token) pair running one per-block chain (exact int32 block
+ * sum S, then acc = fma(S, d_w*d_a, acc)); the partial sums of four pairs are reduced together
+ * (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
  *
  * Float types (F32/F16/BF16 × f32) use R rows × T tokens tiles of 8-lane partial sums: a
  * result depends only on its (row, token) pair's own accumulator, so it too is independent of
@@ -20,6 +23,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant.h"
@@ -28,9 +32,8 @@
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-/* Rows per prompt tile (four tokens each), and rows in the lanes of the single-token tile. */
-#define TOK4_ROWS 4
-#define ROW_LANES 8
+/* Rows of the single-token tiles (prompt tiles are one row × four tokens). */
+#define ROW_LANES 4
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -81,19 +84,6 @@ AVX2_INLINE __m128i pairs_to_4(__m128i u01, __m128i u23)
                          _mm_castps_si128(_mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
 }
 
-/* Four pairs' int16 partial sums (|each lane| <= 7680) to their totals [S0, S1, S2, S3].
- * Unpacks and adds rather than phadd (several uops on Zen); two int16 folding stages keep
- * |lanes| <= 30720, so a single madd widens all four pairs at once. */
-AVX2_INLINE __m128i reduce4_i16(__m128i p0, __m128i p1, __m128i p2, __m128i p3)
-{
-    const __m128i u01 = _mm_add_epi16(_mm_unpacklo_epi64(p0, p1), _mm_unpackhi_epi64(p0, p1)); /* a0..a3 b0..b3 */
-    const __m128i u23 = _mm_add_epi16(_mm_unpacklo_epi64(p2, p3), _mm_unpackhi_epi64(p2, p3)); /* c0..c3 d0..d3 */
-    const __m128 x = _mm_castsi128_ps(u01), y = _mm_castsi128_ps(u23);
-    const __m128i z = _mm_add_epi16(_mm_castps_si128(_mm_shuffle_ps(x, y, _MM_SHUFFLE(2, 0, 2, 0))),
-                                    _mm_castps_si128(_mm_shuffle_ps(x, y, _MM_SHUFFLE(3, 1, 3, 1))));
-    return _mm_madd_epi16(z, _mm_set1_epi16(1));
-}
-
 /* Four pairs' int32 partial sums to their totals. */
 AVX2_INLINE __m128i reduce4_i32(__m128i s0, __m128i s1, __m128i s2, __m128i s3)
 {
@@ -127,21 +117,8 @@ AVX2_INLINE void gather_dm4(const uint8_t *p0, const uint8_t *p1, const uint8_t 
     *m4 = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
 }
 
-/* The 8-byte tail entries {d, s} of block b of four activation rows: d4 and s4. */
-AVX2_INLINE void gather_tail4(const uint8_t *const t[4], int64_t b, __m128 *d4, __m128 *s4)
-{
-    const __m128 x0 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[0] + 8 * b)));
-    const __m128 x1 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[1] + 8 * b)));
-    const __m128 x2 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[2] + 8 * b)));
-    const __m128 x3 = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(t[3] + 8 * b)));
-    const __m128 a = _mm_unpacklo_ps(x0, x1); /* d0 d1 s0 s1 */
-    const __m128 c = _mm_unpacklo_ps(x2, x3); /* d2 d3 s2 s3 */
-    *d4 = _mm_movelh_ps(a, c);
-    *s4 = _mm_movehl_ps(c, a);
-}
-
 /* Single-token tiles stream weights from DRAM faster than the hardware prefetcher runs ahead
- * of eight interleaved row streams. Each tile therefore prefetches the next tile's bytes
+ * of several interleaved row streams. Each tile therefore prefetches the next tile's bytes
  * (rows are contiguous, ROW_LANES * wblk of them per block), spread evenly over its block
  * loop: `lines` cache lines from pf + step*b while it works on block b. */
 typedef struct prefetch_plan {
@@ -168,167 +145,194 @@ AVX2_INLINE void store_lanes(__m128 v, float *p, int64_t stride, int n)
         p[i * stride] = tmp[i];
 }
 
-/* ---- Q4_0 / Q4_1 weights × Q8_0 / Q8_1 activations ---------------------------------------- */
+/* ---- Q4_0 / Q4_1 / Q8_0 weights × Q8_0 / Q8_1 activations: llama.cpp's 8-lane order ------- */
 
-/* Block geometry shared by the two 4-bit formats. */
-typedef struct q4_geom {
-    size_t wblk, wqs;   /* weight block bytes, offset of its nibbles */
-    size_t ablk, aqs;   /* activation block bytes, offset of its quants */
-} q4_geom;
+/* Every (row, token) pair keeps its eight f32 lanes (quant_impl.h) in two __m128: lanes 0..3
+ * (elements 0..15: for 4-bit weights the low nibbles) and lanes 4..7 (elements 16..31). Per
+ * block, maddubs + madd over each 16-byte half leave the four int32 lane sums p_j of that half
+ * (exact), one cvt and one fma with the broadcast d_w*d_a fold them in. 128-bit halves rather
+ * than 256-bit vectors: the same work on Zen 1's 128-bit units, and one broadcast of d serves
+ * both halves. */
+enum { K_Q4_0, K_Q4_1, K_Q8_0 };
 
-#define Q4_GEOM(has_min)                                                                        \
-    ((has_min) ? (q4_geom){sizeof(block_q4_1), offsetof(block_q4_1, qs), sizeof(block_q8_1),   \
-                           offsetof(block_q8_1, qs)}                                             \
-               : (q4_geom){sizeof(block_q4_0), offsetof(block_q4_0, qs), sizeof(block_q8_0),   \
-                           offsetof(block_q8_0, qs)})
+typedef struct q_geom {
+    size_t wblk, wqs; /* weight block bytes, offset of its quants */
+    size_t ablk, aqs; /* activation block bytes, offset of its quants */
+} q_geom;
 
-/* int16 partials of one weight block (nibbles lo = elements 0..15, hi = 16..31, unsigned) with
- * one activation block. The two halves can be added in int16: |sum| <= 4*15*128. */
-AVX2_INLINE __m128i q4_partial(__m128i lo, __m128i hi, const uint8_t *aq)
+#define Q_GEOM(k)                                                                                      \
+    ((k) == K_Q4_1   ? (q_geom){sizeof(block_q4_1), offsetof(block_q4_1, qs), sizeof(block_q8_1),      \
+                              offsetof(block_q8_1, qs)}                                                \
+     : (k) == K_Q4_0 ? (q_geom){sizeof(block_q4_0), offsetof(block_q4_0, qs), sizeof(block_q8_0),      \
+                                offsetof(block_q8_0, qs)}                                              \
+                     : (q_geom){sizeof(block_q8_0), offsetof(block_q8_0, qs), sizeof(block_q8_0),      \
+                                offsetof(block_q8_0, qs)})
+
+/* One weight block as maddubs' unsigned operands for elements 0..15 (lo) and 16..31 (hi): the
+ * nibbles for Q4_0 / Q4_1 (Q4_0's -8 comes back through the activation's lane offsets), |w|
+ * for Q8_0 with the signs left in slo / shi for the activations, as llama.cpp does. */
+typedef struct wprep {
+    __m128i lo, hi, slo, shi;
+} wprep;
+
+AVX2_INLINE wprep wprepare(const int kind, const uint8_t *x)
 {
-    return _mm_add_epi16(_mm_maddubs_epi16(lo, load128(aq)), _mm_maddubs_epi16(hi, load128(aq + 16)));
+    const q_geom g = Q_GEOM(kind);
+    wprep p;
+    if (kind == K_Q8_0) {
+        p.slo = load128(x + g.wqs);
+        p.shi = load128(x + g.wqs + 16);
+    } else {
+        const __m128i q = load128(x + g.wqs), m = _mm_set1_epi8(0x0F);
+        p.lo = _mm_and_si128(q, m);
+        p.hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+        p.slo = p.shi = _mm_setzero_si128();
+        return p;
+    }
+    p.lo = _mm_abs_epi8(p.slo);
+    p.hi = _mm_abs_epi8(p.shi);
+    return p;
 }
 
-/* R rows × 4 tokens (a[]: activation rows, padded with repeats; results for the first T).
- * Lanes are tokens. Q4_0's -8 comes back as the exact 8*sum(a) kept in the activation tail. */
-AVX2_INLINE void q4_tok4(const int has_min, const int R, const uint8_t *w, size_t wrow, int64_t nb,
-                         const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
+/* The lane sums of a prepared weight block with the activation quants at aq, as floats:
+ * lanes 0..3 in *plo, 4..7 in *phi. Q4_0: off is the block's lane offsets (8 x i32). */
+AVX2_INLINE void lane_sums(const int kind, const wprep *p, const uint8_t *aq, const uint8_t *off, __m128 *plo,
+                           __m128 *phi)
 {
-    const q4_geom g = Q4_GEOM(has_min);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    const uint8_t *tail[4] = {a[0] + tail_off, a[1] + tail_off, a[2] + tail_off, a[3] + tail_off};
-    __m128 acc[TOK4_ROWS];
-    for (int r = 0; r < R; r++)
-        acc[r] = _mm_setzero_ps();
+    __m128i alo = load128(aq), ahi = load128(aq + 16);
+    if (kind == K_Q8_0) {
+        alo = _mm_sign_epi8(alo, p->slo);
+        ahi = _mm_sign_epi8(ahi, p->shi);
+    }
+    const __m128i ones = _mm_set1_epi16(1);
+    __m128i slo = _mm_madd_epi16(_mm_maddubs_epi16(p->lo, alo), ones);
+    __m128i shi = _mm_madd_epi16(_mm_maddubs_epi16(p->hi, ahi), ones);
+    if (kind == K_Q4_0) {
+        slo = _mm_sub_epi32(slo, load128(off));
+        shi = _mm_sub_epi32(shi, load128(off + 16));
+    }
+    *plo = _mm_cvtepi32_ps(slo);
+    *phi = _mm_cvtepi32_ps(shi);
+}
+
+/* hsum_float_8 of four pairs at once from r_k = hi_k + lo_k (r_k lane i = acc[i+4] + acc[i]):
+ * lane k of the result is (r_k0 + r_k2) + (r_k1 + r_k3), added in exactly that order. */
+AVX2_INLINE __m128 hsum_r4(__m128 r0, __m128 r1, __m128 r2, __m128 r3)
+{
+    const __m128 ab = _mm_add_ps(_mm_unpacklo_ps(r0, r1), _mm_unpackhi_ps(r0, r1)); /* s0 s0 s1 s1 */
+    const __m128 cd = _mm_add_ps(_mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r2, r3));
+    return _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab)); /* s0 + s1 */
+}
+
+/* Lane k of v broadcast. */
+#define BCAST4(v, k) _mm_permute_ps((v), (k) * 0x55)
+
+/* The activation scales of four token rows, block by block: sc[8b..8b+3] = d_a of tokens
+ * 0..3, sc[8b+4..8b+7] = s_a (Q8_1). */
+AVX2_INLINE void act_scales4(const int kind, const uint8_t *const t[4], int64_t nb, float *sc)
+{
     for (int64_t b = 0; b < nb; b++) {
-        __m128 da4, s4;
-        gather_tail4(tail, b, &da4, &s4);
-        const size_t ao = g.ablk * (size_t)b + g.aqs;
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const uint8_t *x = w + (size_t)r * wrow + g.wblk * (size_t)b;
-            const __m128i q = load128(x + g.wqs);
-            const __m128i lo = _mm_and_si128(q, m4);
-            const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-            __m128i S = reduce4_i16(q4_partial(lo, hi, a[0] + ao), q4_partial(lo, hi, a[1] + ao),
-                                    q4_partial(lo, hi, a[2] + ao), q4_partial(lo, hi, a[3] + ao));
-            if (!has_min)
-                S = _mm_sub_epi32(S, _mm_castps_si128(s4));
-            const __m128 dm = _mm_cvtph_ps(has_min ? load_u32(x) : load_u16(x));
-            const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(dm), da4);
-            acc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc[r]);
-            if (has_min)
-                acc[r] = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), s4, acc[r]);
+        for (int k = 0; k < 4; k++) {
+            if (kind == K_Q4_1) {
+                memcpy(sc + 8 * b + k, t[k] + 8 * b, sizeof(float));
+                memcpy(sc + 8 * b + 4 + k, t[k] + 8 * b + 4, sizeof(float));
+            } else {
+                memcpy(sc + 8 * b + k, t[k] + 4 * b, sizeof(float));
+            }
         }
     }
-    for (int r = 0; r < R; r++)
-        store_lanes(acc[r], y + r, ldy, T);
 }
 
-/* 8 rows (row pointers, repeats allowed) × 1 token; lanes are rows. */
-AVX2_INLINE void q4_row8(const int has_min, const uint8_t *const wr[ROW_LANES], const prefetch_plan *pp, int64_t nb,
-                         const uint8_t *a, size_t tail_off, __m128 out[2])
+/* One row × 4 tokens (a[]: activation rows, padded with repeats; results for the first T);
+ * sc from act_scales4. Each weight block is unpacked once for the four tokens. */
+AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint8_t *const a[4], const float *sc,
+                        int T, float *y, int64_t ldy)
 {
-    const q4_geom g = Q4_GEOM(has_min);
-    const __m128i m4 = _mm_set1_epi8(0x0F);
-    const uint8_t *tail = a + tail_off;
-    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    const q_geom g = Q_GEOM(kind);
+    const size_t lo_off = kind == K_Q4_0 ? quant_q4_0_lane_off(nb) : 0;
+    __m128 lo0 = _mm_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+    __m128 summs = lo0;
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *aq = a + g.ablk * (size_t)b + g.aqs;
-        const __m128i alo = load128(aq), ahi = load128(aq + 16);
-        const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
-        const __m128 s = _mm_broadcast_ss((const float *)(tail + 8 * b + 4));
+        const uint8_t *x = w + g.wblk * (size_t)b;
+        const size_t ao = g.ablk * (size_t)b + g.aqs;
+        const wprep p = wprepare(kind, x);
+        const __m128 dm = _mm_cvtph_ps(kind == K_Q4_1 ? load_u32(x) : load_u16(x)); /* d_w, m_w */
+        const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(dm), _mm_loadu_ps(sc + 8 * b)); /* d_w*d_a per token */
+        if (kind == K_Q4_1)
+            summs = _mm_fmadd_ps(_mm_permute_ps(dm, 0x55), _mm_loadu_ps(sc + 8 * b + 4), summs);
+        __m128 pl, ph, d;
+        lane_sums(kind, &p, a[0] + ao, a[0] + lo_off + 32 * (size_t)b, &pl, &ph);
+        d = BCAST4(dd, 0);
+        lo0 = _mm_fmadd_ps(pl, d, lo0);
+        hi0 = _mm_fmadd_ps(ph, d, hi0);
+        lane_sums(kind, &p, a[1] + ao, a[1] + lo_off + 32 * (size_t)b, &pl, &ph);
+        d = BCAST4(dd, 1);
+        lo1 = _mm_fmadd_ps(pl, d, lo1);
+        hi1 = _mm_fmadd_ps(ph, d, hi1);
+        lane_sums(kind, &p, a[2] + ao, a[2] + lo_off + 32 * (size_t)b, &pl, &ph);
+        d = BCAST4(dd, 2);
+        lo2 = _mm_fmadd_ps(pl, d, lo2);
+        hi2 = _mm_fmadd_ps(ph, d, hi2);
+        lane_sums(kind, &p, a[3] + ao, a[3] + lo_off + 32 * (size_t)b, &pl, &ph);
+        d = BCAST4(dd, 3);
+        lo3 = _mm_fmadd_ps(pl, d, lo3);
+        hi3 = _mm_fmadd_ps(ph, d, hi3);
+    }
+    __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
+    if (kind == K_Q4_1)
+        res = _mm_add_ps(res, summs);
+    store_lanes(res, y, ldy, T);
+}
+
+/* ROW_LANES (4) rows (row pointers, repeats allowed) × 1 token; lane k of the result is row k. */
+AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], const prefetch_plan *pp, int64_t nb,
+                          const uint8_t *a, size_t tail_off)
+{
+    const q_geom g = Q_GEOM(kind);
+    const uint8_t *tail = a + tail_off;
+    const size_t tstride = kind == K_Q4_1 ? 8 : 4;
+    const uint8_t *lanes = a + (kind == K_Q4_0 ? quant_q4_0_lane_off(nb) : 0);
+    __m128 lo0 = _mm_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+    __m128 summs = lo0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *aq = a + g.ablk * (size_t)b + g.aqs, *off = lanes + 32 * (size_t)b;
+        const float *ts = (const float *)(tail + tstride * (size_t)b);
         const size_t wo = g.wblk * (size_t)b;
         prefetch_step(pp, b);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *const *x = wr + 4 * h;
-            __m128i p[4];
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                const __m128i q = load128(x[j] + wo + g.wqs);
-                p[j] = _mm_add_epi16(_mm_maddubs_epi16(_mm_and_si128(q, m4), alo),
-                                     _mm_maddubs_epi16(_mm_and_si128(_mm_srli_epi16(q, 4), m4), ahi));
-            }
-            __m128i S = reduce4_i16(p[0], p[1], p[2], p[3]);
-            __m128 d4, m4v;
-            if (has_min) {
-                gather_dm4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo, &d4, &m4v);
-            } else {
-                S = _mm_sub_epi32(S, _mm_castps_si128(s));
-                d4 = gather_d4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo);
-            }
-            acc[h] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, da), acc[h]);
-            if (has_min)
-                acc[h] = _mm_fmadd_ps(m4v, s, acc[h]);
-        }
+        __m128 d4, m4 = _mm_setzero_ps();
+        if (kind == K_Q4_1)
+            gather_dm4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo, &d4, &m4);
+        else
+            d4 = gather_d4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo);
+        const __m128 dd = _mm_mul_ps(d4, _mm_broadcast_ss(ts)); /* d_w*d_a per row */
+        if (kind == K_Q4_1)
+            summs = _mm_fmadd_ps(m4, _mm_broadcast_ss(ts + 1), summs);
+        __m128 pl, ph, d;
+        wprep p = wprepare(kind, wr[0] + wo);
+        lane_sums(kind, &p, aq, off, &pl, &ph);
+        d = BCAST4(dd, 0);
+        lo0 = _mm_fmadd_ps(pl, d, lo0);
+        hi0 = _mm_fmadd_ps(ph, d, hi0);
+        p = wprepare(kind, wr[1] + wo);
+        lane_sums(kind, &p, aq, off, &pl, &ph);
+        d = BCAST4(dd, 1);
+        lo1 = _mm_fmadd_ps(pl, d, lo1);
+        hi1 = _mm_fmadd_ps(ph, d, hi1);
+        p = wprepare(kind, wr[2] + wo);
+        lane_sums(kind, &p, aq, off, &pl, &ph);
+        d = BCAST4(dd, 2);
+        lo2 = _mm_fmadd_ps(pl, d, lo2);
+        hi2 = _mm_fmadd_ps(ph, d, hi2);
+        p = wprepare(kind, wr[3] + wo);
+        lane_sums(kind, &p, aq, off, &pl, &ph);
+        d = BCAST4(dd, 3);
+        lo3 = _mm_fmadd_ps(pl, d, lo3);
+        hi3 = _mm_fmadd_ps(ph, d, hi3);
     }
-    out[0] = acc[0];
-    out[1] = acc[1];
-}
-
-/* ---- Q8_0 weights × Q8_0 activations ------------------------------------------------------ */
-
-/* int32 partials of one block pair: signed × signed through |w| and sign(a, w), as llama.cpp
- * does (|w| <= 128 and |a| <= 127 keep maddubs' pair sums in int16). */
-AVX2_INLINE __m128i q8_partial(__m256i w, __m256i aw, const uint8_t *aq)
-{
-    const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(load256(aq), w));
-    return fold_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
-
-AVX2_INLINE void q8_tok4(const int R, const uint8_t *w, size_t wrow, int64_t nb, const uint8_t *const a[4],
-                         size_t tail_off, int T, float *y, int64_t ldy)
-{
-    const uint8_t *tail[4] = {a[0] + tail_off, a[1] + tail_off, a[2] + tail_off, a[3] + tail_off};
-    __m128 acc[TOK4_ROWS];
-    for (int r = 0; r < R; r++)
-        acc[r] = _mm_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        __m128 da4, unused;
-        gather_tail4(tail, b, &da4, &unused);
-        const size_t ao = sizeof(block_q8_0) * (size_t)b + offsetof(block_q8_0, qs);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const uint8_t *x = w + (size_t)r * wrow + sizeof(block_q8_0) * (size_t)b;
-            const __m256i q = load256(x + offsetof(block_q8_0, qs));
-            const __m256i aw = _mm256_sign_epi8(q, q);
-            const __m128i S = reduce4_i32(q8_partial(q, aw, a[0] + ao), q8_partial(q, aw, a[1] + ao),
-                                          q8_partial(q, aw, a[2] + ao), q8_partial(q, aw, a[3] + ao));
-            const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(_mm_cvtph_ps(load_u16(x))), da4);
-            acc[r] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc[r]);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        store_lanes(acc[r], y + r, ldy, T);
-}
-
-AVX2_INLINE void q8_row8(const uint8_t *const wr[ROW_LANES], const prefetch_plan *pp, int64_t nb, const uint8_t *a,
-                         size_t tail_off, __m128 out[2])
-{
-    const uint8_t *tail = a + tail_off;
-    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *aq = a + sizeof(block_q8_0) * (size_t)b + offsetof(block_q8_0, qs);
-        const __m128 da = _mm_broadcast_ss((const float *)(tail + 8 * b));
-        const size_t wo = sizeof(block_q8_0) * (size_t)b;
-        prefetch_step(pp, b);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *const *x = wr + 4 * h;
-            __m128i s[4];
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                const __m256i q = load256(x[j] + wo + offsetof(block_q8_0, qs));
-                s[j] = q8_partial(q, _mm256_sign_epi8(q, q), aq);
-            }
-            const __m128i S = reduce4_i32(s[0], s[1], s[2], s[3]);
-            const __m128 d4 = gather_d4(x[0] + wo, x[1] + wo, x[2] + wo, x[3] + wo);
-            acc[h] = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, da), acc[h]);
-        }
-    }
-    out[0] = acc[0];
-    out[1] = acc[1];
+    __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
+    if (kind == K_Q4_1)
+        res = _mm_add_ps(res, summs);
+    return res;
 }
 
 /* ---- Q6_K weights × Q8_K activations ------------------------------------------------------ */
@@ -440,35 +444,28 @@ static inline void lane_rows(const uint8_t *W, size_t wrow, int64_t r, int64_t r
         wr[j] = W + (size_t)(r + j < rb ? r + j : rb - 1) * wrow;
 }
 
-AVX2 static void tok4_q4_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
-                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
-{
-    int64_t r = ra;
-    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
-        q4_tok4(0, TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-    for (; r < rb; r++)
-        q4_tok4(0, 1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-}
+/* Scale buffer for act_scales4: blocks per stack chunk (rows longer than this fall back to a
+ * heap buffer, or to the single-token path if that fails). */
+#define SC_STACK_BLOCKS 256
 
-AVX2 static void tok4_q4_1(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
-                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
-{
-    int64_t r = ra;
-    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
-        q4_tok4(1, TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-    for (; r < rb; r++)
-        q4_tok4(1, 1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-}
-
-AVX2 static void tok4_q8_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
-                           const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
-{
-    int64_t r = ra;
-    for (; r + TOK4_ROWS <= rb; r += TOK4_ROWS)
-        q8_tok4(TOK4_ROWS, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-    for (; r < rb; r++)
-        q8_tok4(1, W + (size_t)r * wrow, wrow, nb, a, tail_off, T, y + r, ldy);
-}
+#define DEFINE_Q_TOK4(name, kind)                                                                 \
+    AVX2 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,       \
+                          const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)  \
+    {                                                                                              \
+        _Alignas(32) float stack_sc[8 * SC_STACK_BLOCKS];                                          \
+        float *sc = nb <= SC_STACK_BLOCKS ? stack_sc : malloc(sizeof(float) * 8 * (size_t)nb);     \
+        if (!sc) {                                                                                 \
+            for (int t = 0; t < T; t++)                                                            \
+                name##_row1(W, wrow, nb, ra, rb, a[t], tail_off, y + t * ldy);                     \
+            return;                                                                                \
+        }                                                                                          \
+        const uint8_t *tl[4] = {a[0] + tail_off, a[1] + tail_off, a[2] + tail_off, a[3] + tail_off}; \
+        act_scales4(kind, tl, nb, sc);                                                             \
+        for (int64_t r = ra; r < rb; r++)                                                          \
+            q_tok4(kind, W + (size_t)r * wrow, nb, a, sc, T, y + r, ldy);                          \
+        if (sc != stack_sc)                                                                        \
+            free(sc);                                                                              \
+    }
 
 AVX2 static void tok4_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
                            const uint8_t *const a[4], size_t tail_off, int T, float *y, int64_t ldy)
@@ -501,44 +498,29 @@ AVX2_INLINE void store_rows(const __m128 *acc, int nvec, float *y, int64_t r, in
             store_lanes(acc[h], y + r + 4 * h, 1, (int)(rb - r - 4 * h < 4 ? rb - r - 4 * h : 4));
 }
 
-AVX2 static void row_q4_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
-                          size_t tail_off, float *y)
-{
-    for (int64_t r = ra; r < rb; r += ROW_LANES) {
-        const uint8_t *wr[ROW_LANES];
-        __m128 acc[2];
-        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
-        q4_row8(0, wr, &pp, nb, a, tail_off, acc);
-        store_rows(acc, 2, y, r, rb);
+#define DEFINE_Q_ROW(name, kind)                                                                 \
+    AVX2 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,      \
+                          const uint8_t *a, size_t tail_off, float *y)                            \
+    {                                                                                             \
+        for (int64_t r = ra; r < rb; r += ROW_LANES) {                                            \
+            const uint8_t *wr[ROW_LANES];                                                         \
+            lane_rows(W, wrow, r, rb, ROW_LANES, wr);                                             \
+            const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);                               \
+            const __m128 acc = q_row4(kind, wr, &pp, nb, a, tail_off);                            \
+            store_rows(&acc, 1, y, r, rb);                                                        \
+        }                                                                                         \
     }
-}
 
-AVX2 static void row_q4_1(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
-                          size_t tail_off, float *y)
-{
-    for (int64_t r = ra; r < rb; r += ROW_LANES) {
-        const uint8_t *wr[ROW_LANES];
-        __m128 acc[2];
-        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
-        q4_row8(1, wr, &pp, nb, a, tail_off, acc);
-        store_rows(acc, 2, y, r, rb);
-    }
-}
+DEFINE_Q_ROW(row_q4_0, K_Q4_0)
+DEFINE_Q_ROW(row_q4_1, K_Q4_1)
+DEFINE_Q_ROW(row_q8_0, K_Q8_0)
 
-AVX2 static void row_q8_0(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
-                          size_t tail_off, float *y)
-{
-    for (int64_t r = ra; r < rb; r += ROW_LANES) {
-        const uint8_t *wr[ROW_LANES];
-        __m128 acc[2];
-        lane_rows(W, wrow, r, rb, ROW_LANES, wr);
-        const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);
-        q8_row8(wr, &pp, nb, a, tail_off, acc);
-        store_rows(acc, 2, y, r, rb);
-    }
-}
+#define tok4_q4_0_row1 row_q4_0
+#define tok4_q4_1_row1 row_q4_1
+#define tok4_q8_0_row1 row_q8_0
+DEFINE_Q_TOK4(tok4_q4_0, K_Q4_0)
+DEFINE_Q_TOK4(tok4_q4_1, K_Q4_1)
+DEFINE_Q_TOK4(tok4_q8_0, K_Q8_0)
 
 AVX2 static void row_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
                           size_t tail_off, float *y)
@@ -760,15 +742,19 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
-        uint8_t *tail = a + quant_q8_0_tail_off(nb);
+        uint8_t *tail = a + quant_q8_0_tail_off(nb), *lanes = a + quant_q4_0_lane_off(nb);
         for (int64_t i = 0; i < nb; i++) {
             float d;
-            const int32_t c8 = 8 * q8_block_avx2(x + i * 32, y[i].qs, &d);
+            (void)q8_block_avx2(x + i * 32, y[i].qs, &d);
             const uint16_t dh = (uint16_t)_cvtss_sh(d, 0);
             y[i].d = dh;
             d = h2f(dh);
-            memcpy(tail + 8 * i, &d, 4);
-            memcpy(tail + 8 * i + 4, &c8, 4);
+            memcpy(tail + 4 * i, &d, 4);
+            if (wtype == GGUF_DTYPE_Q4_0) {
+                int32_t off[8];
+                quant_q4_0_lane_offsets(y[i].qs, off);
+                memcpy(lanes + 32 * i, off, sizeof off);
+            }
         }
         return;
     }

@@ -3,18 +3,27 @@
  *
  * Byte layouts (GGML's; see quant.h): block structs below are exactly GGML's, checked by size.
  * An activation row of n elements for weight type t is laid out as:
- *   Q8_0 act (Q4_0, Q8_0 weights): nb × block_q8_0 | pad to 4 | nb × {f32 d, i32 8*sum(q)}
+ *   Q8_0 act (Q8_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d
+ *   Q8_0 act (Q4_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d | nb × i32 off[8]
  *   Q8_1 act (Q4_1 weights):       nb × block_q8_1 | nb × {f32 d, f32 s}
  *   Q8_K act (Q6_K weights):       nb × block_q8_K
  *   f32 act  (F32, F16, BF16):     n × f32
  * The tails repeat what the blocks hold (d and s widened from fp16 exactly), so the SIMD
- * kernels load a scale with one load instead of converting fp16 per row.
+ * kernels load a scale with one load instead of converting fp16 per row; off[j] = 8 * (the sum
+ * of the block's quants 4j..4j+3) takes Q4_0's -8 back from lane j's sum.
  *
- * The quantised dot product is defined per block b as one exact integer S_b = sum(q_w*q_a)
- * (the -8 of Q4_0 and the -32 of Q6_K included), then in f32
- *   acc = fma((float)S_b, d_w*d_a, acc);   and for Q4_1:  acc = fma(m_w, s_a, acc);
- * from acc = 0, blocks in order. The scalar reference and every SIMD tile compute exactly
- * this per (row, token), so all paths agree bit for bit whatever the batch shape. */
+ * The dot products of Q4_0, Q4_1 and Q8_0 weights follow llama.cpp's x86 AVX2 kernels
+ * (ggml_vec_dot_q4_0_q8_0, _q4_1_q8_1, _q8_0_q8_0, and tinyBLAS's Q8_0/Q4_0 tiles), so the
+ * float rounding matches llama.cpp's bit for bit. Per (row, token), eight f32 lanes from 0:
+ * for block b, lane j takes the exact int32 p_j = sum of q_w*q_a over elements 4j..4j+3
+ * (Q4_0's -8 included; Q4_x elements 0..15 are the low nibbles, 16..31 the high), and
+ *   d = d_w * d_a;   acc[j] = fma((float)p_j, d, acc[j]);
+ * then r_i = acc[i+4] + acc[i] (i < 4), result = (r0 + r2) + (r1 + r3) (hsum_float_8).
+ * Q4_1 also runs summs = fma(m_w, s_a, summs) over the blocks and returns result + summs.
+ * (d_w*d_a and m_w*s_a multiply two fp16 values, so they are exact in f32.)
+ * Q6_K keeps one chain: S_b = sum(q_w*q_a) (-32 included), acc = fma((float)S_b, d_w*d_a, acc).
+ * The scalar reference and every SIMD tile compute exactly this per (row, token), so all
+ * paths agree bit for bit whatever the batch shape. */
 #ifndef SERVAL_QUANT_IMPL_H
 #define SERVAL_QUANT_IMPL_H
 
@@ -72,9 +81,18 @@ _Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
 
-/* Offsets of the tails inside a Q8_0 / Q8_1 activation row of nb blocks (8 bytes a block). */
+/* Offsets of the tails inside a Q8_0 / Q8_1 activation row of nb blocks (4 / 8 bytes a block),
+ * and of Q4_0's lane offsets (32 bytes a block). */
 static inline size_t quant_q8_0_tail_off(int64_t nb) { return ((size_t)nb * sizeof(block_q8_0) + 3) & ~(size_t)3; }
 static inline size_t quant_q8_1_tail_off(int64_t nb) { return (size_t)nb * sizeof(block_q8_1); }
+static inline size_t quant_q4_0_lane_off(int64_t nb) { return quant_q8_0_tail_off(nb) + (size_t)nb * 4; }
+
+/* Q4_0's lane offsets of one activation block: off[j] = 8 * (qs[4j] + ... + qs[4j+3]). */
+static inline void quant_q4_0_lane_offsets(const int8_t *qs, int32_t off[8])
+{
+    for (int j = 0; j < 8; j++)
+        off[j] = 8 * (qs[4 * j] + qs[4 * j + 1] + qs[4 * j + 2] + qs[4 * j + 3]);
+}
 
 /* Bytes of one weight row of n elements (n a multiple of the block size). */
 size_t quant_weight_row_bytes(gguf_dtype t, int64_t n);

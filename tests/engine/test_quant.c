@@ -1,7 +1,8 @@
 /* test_quant.c — GGML block formats: exact fp16/bf16 conversion, quantisers bit-exact with
  * llama.cpp's reference, activation quantisation as llama.cpp's x86 build, AVX2 kernels against
- * the scalar reference (bit for bit on quantised types) and a float reference, batched ==
- * sequential, and rows of the default model. */
+ * the scalar reference (bit for bit on quantised types) and a float reference, llama.cpp's
+ * 8-lane accumulation order pinned by hand-computed cases, batched == sequential, and rows of
+ * the default model. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdbool.h>
@@ -433,7 +434,7 @@ Test(quant_dot, simd_vs_scalar_vs_float_reference)
                           (long)n, (double)ref, fr, fabs(ref - fr) / mag);
                 cr_expect(fabs(simd - fr) / mag < dot_tol(t), "%s n=%ld: simd %g vs float %g (rel %g)", tname(t),
                           (long)n, (double)simd, fr, fabs(simd - fr) / mag);
-                if (is_quantized(t)) /* one defined per-block chain: the same bits on every path */
+                if (is_quantized(t)) /* one defined accumulation order: the same bits on every path */
                     cr_expect_eq(fbits(simd), fbits(ref), "%s n=%ld: simd %a vs scalar %a", tname(t), (long)n,
                                  (double)simd, (double)ref);
                 else
@@ -467,6 +468,84 @@ Test(quant_dot, extreme_values_do_not_overflow)
         float simd = quant_vec_dot(t, wq, aq, n), ref = quant_ref_vec_dot(t, wq, aq, n);
         cr_expect(fabs(simd - fr) / mag < dot_tol(t), "%s: simd %g vs float %g", tname(t), (double)simd, fr);
         cr_expect(fabs(ref - fr) / mag < dot_tol(t), "%s: scalar %g vs float %g", tname(t), (double)ref, fr);
+    }
+}
+
+/* ---- llama.cpp's accumulation order, pinned by hand ---------------------------------------- */
+
+/* Blocks with d_w = d_a = 1 + 2^-10 (fp16 0x3c01; activations x = q * (1 + 2^-10) with amax
+ * 127 * (1 + 2^-10) quantise to exactly q and that d), so d = d_w*d_a = 1050625 / 2^20 exactly
+ * and only the f32 roundings of the accumulation remain. Only lane 0 (elements 0..3) and lane 4
+ * (elements 16..19) are nonzero, with exact integer sums p0 and p4 per block.
+ *
+ * llama.cpp's AVX2 kernels keep eight f32 lanes, acc_j = fma(p_j, d, acc_j) block by block, and
+ * finish with hsum_float_8: with only lanes 0 and 4 set that is fl(acc4 + acc0), plus m*s for
+ * Q4_1. One fma chain over the block sums (Serval's earlier order) gives fl((p0 + p4) * d):
+ *   Q4_1: p0 = 15*(127+35) = 2430, p4 = 1*2 = 2, m = 1, s = fp16(d_a * 164) = 164.125:
+ *         acc0 = fl(2434.7484111..) = 2434.748291015625, acc4 = 2*d = 2.00390815..,
+ *         fl(acc4 + acc0) = 2436.752197265625, + 164.125 = 2600.877197265625 (0x45228e09);
+ *         one chain: fl(2432 d) = 2436.75244140625, + 164.125 = 2600.87744140625 (0x45228e0a).
+ *   Q4_0: p0 = 7*(3*127+76) = 3199, p4 = (9-8)*2 = 2:
+ *         acc0 = fl(3205.2510976..) = 3205.2509765625, + 2.00390815.. = 3207.2548828125
+ *         (0x45487414); one chain: fl(3201 d) = 3207.255126953125 (0x45487415).
+ *   Q8_0, two blocks (p0, p4) = (127*322, 3) and (127*128, 117), so lanes carry across blocks:
+ *         lanes then hsum = 57381.91015625 (0x476025e9); an hsum per block, then summed:
+ *         57381.9140625 (0x476025ea); one chain: 57381.90625 (0x476025e8). */
+typedef struct pin_case {
+    gguf_dtype t;
+    int nblk;
+    uint8_t w[2][34];   /* weight blocks as stored in GGUF */
+    int8_t q[2][32];    /* activation quants (scaled by 1 + 2^-10 into x) */
+    uint32_t want, chain;
+} pin_case;
+
+Test(quant_dot, llama_cpp_lane_order_pinned)
+{
+    static const pin_case cases[] = {
+        {GGUF_DTYPE_Q4_1, 1,
+         {{0x01, 0x3c, 0x00, 0x3c, 0x1f, 0x0f}}, /* d, m = 1; elem 0 = 15 | elem 16 = 1, elem 1 = 15 */
+         {{127, 35, [16] = 2}},
+         0x45228e09u, 0x45228e0au},
+        {GGUF_DTYPE_Q4_0, 1,
+         {{0x01, 0x3c, 0x9f, 0x8f, 0x8f, 0x8f, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88,
+           0x88}}, /* elems 0..3 = 15-8, elem 16 = 9-8, the rest 8-8 */
+         {{127, 127, 127, 76, [16] = 2}},
+         0x45487414u, 0x45487415u},
+        {GGUF_DTYPE_Q8_0, 2,
+         {{0x01, 0x3c, 127, 127, 127, 127, [18] = 1}, {0x01, 0x3c, 127, 127, 127, 127, [18] = 1}},
+         {{127, 127, 68, 0, [16] = 3}, {127, 1, 0, 0, [16] = 117}},
+         0x476025e9u, 0x476025e8u},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const pin_case *c = &cases[ci];
+        const gguf_dtype t = c->t;
+        const int64_t n = 32 * c->nblk;
+        const size_t wb = wrow_bytes(t, 32);
+        uint8_t w[68];
+        for (int b = 0; b < c->nblk; b++)
+            memcpy(w + wb * (size_t)b, c->w[b], wb);
+        float x[64], back[64];
+        for (int64_t i = 0; i < n; i++)
+            x[i] = (float)c->q[i / 32][i % 32] * (1.0f + 0x1p-10f);
+        enum { NT = 5 }; /* four tokens through the prompt tile, one through the single-token one */
+        const size_t arow = quant_act_row_bytes(t, n);
+        uint8_t *act = malloc(arow * NT);
+        for (int k = 0; k < NT; k++)
+            quant_act_quantize(t, x, act + arow * (size_t)k, n);
+        quant_act_dequant(t, act, back, n);
+        cr_assert_arr_eq(back, x, sizeof(float) * (size_t)n, "%s: activations are not exactly q * 0x3c01", tname(t));
+
+        cr_assert_neq(c->want, c->chain);
+        float ref = quant_ref_vec_dot(t, w, act, n), simd = quant_vec_dot(t, w, act, n);
+        cr_expect_eq(fbits(ref), c->want, "%s scalar reference: %a (%08x), want %a (one chain would give %a)", tname(t),
+                     (double)ref, fbits(ref), (double)ffrom(c->want), (double)ffrom(c->chain));
+        cr_expect_eq(fbits(simd), c->want, "%s SIMD: %a, want %a", tname(t), (double)simd, (double)ffrom(c->want));
+        float y[NT];
+        quant_matmul(t, w, n, 0, 1, act, NT, y, 1);
+        for (int k = 0; k < NT; k++)
+            cr_expect_eq(fbits(y[k]), c->want, "%s matmul token %d: %a, want %a", tname(t), k, (double)y[k],
+                         (double)ffrom(c->want));
+        free(act);
     }
 }
 
