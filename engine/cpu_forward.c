@@ -374,8 +374,9 @@ static void rope_row(float *row, int n_heads, int hd, const float *cs)
         for (int i = 0; i < hd / 2; i++) {
             const float c = cs[2 * i], s = cs[2 * i + 1];
             const float x0 = x[2 * i], x1 = x[2 * i + 1];
-            x[2 * i] = x0 * c - x1 * s;
-            x[2 * i + 1] = x0 * s + x1 * c;
+            /* Fused exactly as llama.cpp's build computes them, whatever the optimiser does. */
+            x[2 * i] = fmaf(x0, c, -(x1 * s));
+            x[2 * i + 1] = fmaf(x0, s, x1 * c);
         }
     }
 }
