@@ -323,12 +323,12 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
 /* ---- the forward pass --------------------------------------------------------------------- */
 
 /* y[t, rows] = W · act[t] for this thread's share of W's rows. */
-static void matmul_part(const eng_weight *w, const uint8_t *act, size_t act_stride, int32_t n,
-                        float *y, int64_t ldy, int ith, int nth)
+/* act rows are quant_act_row_bytes(w->dtype, ne0) apart, as quantize_rows packs them. */
+static void matmul_part(const eng_weight *w, const uint8_t *act, int32_t n, float *y, int64_t ldy,
+                        int ith, int nth)
 {
     long r0, r1;
     eng_pool_split((long)w->ne1, ith, nth, &r0, &r1);
-    (void)act_stride; /* rows are quant_act_row_bytes(w->dtype, ne0) apart: see quantize_rows */
     if (r1 > r0)
         quant_matmul(w->dtype, w->data, w->ne0, r0, r1, act, n, y, ldy);
 }
@@ -470,19 +470,19 @@ static void forward_chunk(void *arg, int ith, int nth)
             rmsnorm(r->xn + t * d, r->x + t * d, L->attn_norm.data, (int)d, hp->norm_eps);
         quantize_rows(L->wq.dtype, r->xn, d, d, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
-        matmul_part(&L->wq, r->act, r->act_stride, n, r->q, dq, ith, nth);
+        matmul_part(&L->wq, r->act, n, r->q, dq, ith, nth);
         if (L->wk.dtype != L->wq.dtype) {
             eng_pool_barrier(r->pool);
             quantize_rows(L->wk.dtype, r->xn, d, d, n, r->act, ith, nth);
             eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->wk, r->act, r->act_stride, n, r->k, dkv, ith, nth);
+        matmul_part(&L->wk, r->act, n, r->k, dkv, ith, nth);
         if (L->wv.dtype != L->wk.dtype) {
             eng_pool_barrier(r->pool);
             quantize_rows(L->wv.dtype, r->xn, d, d, n, r->act, ith, nth);
             eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->wv, r->act, r->act_stride, n, r->v, dkv, ith, nth);
+        matmul_part(&L->wv, r->act, n, r->v, dkv, ith, nth);
         eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
             const float *cs = r->rope_cs + t * hd;
@@ -498,7 +498,7 @@ static void forward_chunk(void *arg, int ith, int nth)
         eng_pool_barrier(r->pool);
         quantize_rows(L->wo.dtype, r->att, dq, dq, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
-        matmul_part(&L->wo, r->act, r->act_stride, n, r->tmp, d, ith, nth);
+        matmul_part(&L->wo, r->act, n, r->tmp, d, ith, nth);
         eng_pool_barrier(r->pool);
 
         /* feed-forward block */
@@ -511,13 +511,13 @@ static void forward_chunk(void *arg, int ith, int nth)
         }
         quantize_rows(L->w_gate.dtype, r->xn, d, d, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
-        matmul_part(&L->w_gate, r->act, r->act_stride, n, r->gate, ff, ith, nth);
+        matmul_part(&L->w_gate, r->act, n, r->gate, ff, ith, nth);
         if (L->w_up.dtype != L->w_gate.dtype) {
             eng_pool_barrier(r->pool);
             quantize_rows(L->w_up.dtype, r->xn, d, d, n, r->act, ith, nth);
             eng_pool_barrier(r->pool);
         }
-        matmul_part(&L->w_up, r->act, r->act_stride, n, r->up, ff, ith, nth);
+        matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
         eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
             float *g = r->gate + t * ff;
@@ -527,7 +527,7 @@ static void forward_chunk(void *arg, int ith, int nth)
         }
         quantize_rows(L->w_down.dtype, r->gate, ff, ff, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
-        matmul_part(&L->w_down, r->act, r->act_stride, n, r->tmp, d, ith, nth);
+        matmul_part(&L->w_down, r->act, n, r->tmp, d, ith, nth);
         eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
             float *x = r->x + t * d;
@@ -552,7 +552,7 @@ static void forward_chunk(void *arg, int ith, int nth)
         quant_act_quantize(m->output.dtype, r->xn + k * d, r->act + (size_t)k * rb, d);
     }
     eng_pool_barrier(r->pool);
-    matmul_part(&m->output, r->act, r->act_stride, j->n_out, j->logits, hp->n_vocab, ith, nth);
+    matmul_part(&m->output, r->act, j->n_out, j->logits, hp->n_vocab, ith, nth);
 }
 
 eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_cpu_batch *b,
