@@ -1,0 +1,187 @@
+/* serval_engine.h — the continuous-batching engine's public API: create an engine over a
+ * loaded model, submit requests from any thread, read their output through a channel or be
+ * notified by a callback, cancel them, and read the engine's stats. */
+#ifndef SERVAL_ENGINE_H
+#define SERVAL_ENGINE_H
+
+/*
+ * One engine = one model replica on one backend, driven by one step-loop thread. Each step the
+ * scheduler (engine/sched.c) picks the decodes of running sequences and chunks of waiting
+ * prompts under a token budget, the backend runs them as one batch over the paged KV cache
+ * (engine/kv_cache.h, prefix caching included), and the sampler picks each sequence's next
+ * token. Requests are tokenized on the submitting thread; eng_submit never blocks on the step
+ * loop and fails fast (ENG_ERR_OVERLOAD) when the waiting queue is full.
+ *
+ * Lifetime of a request:
+ *   eng_request *r;
+ *   eng_submit(e, &params, &r, &err);                 // returns at once
+ *   while (eng_request_read(r, buf, cap, -1, &out) == ENG_OK && !out.done) emit(buf, out.text_len);
+ *   eng_request_release(r);                           // cancels it if still running
+ *
+ * Output is text, already cut at stop strings and held back while it could still turn into a
+ * stop string or ends inside a UTF-8 sequence, so every byte read can be sent to a client.
+ * Token ids are available too (eng_request_tokens).
+ *
+ * Thread-safety: every function here may be called from any thread, except that one request
+ * must not be read by two threads at once. Callbacks run on the step-loop thread: they must be
+ * quick and must not block; they may call eng_request_read with timeout 0 and
+ * eng_request_cancel, nothing else of this API.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sampler.h"
+#include "status.h"
+
+typedef struct eng_engine eng_engine;
+typedef struct eng_request eng_request;
+
+typedef enum eng_backend_kind {
+    ENG_BACKEND_CPU = 0,
+    ENG_BACKEND_CUDA
+} eng_backend_kind;
+
+typedef struct eng_engine_config {
+    eng_backend_kind backend;
+    int n_threads;           /* CPU backend threads; 0: the number of online CPUs */
+    int64_t kv_bytes;        /* KV cache memory budget; 0: 1 GiB on the CPU */
+    int32_t block_size;      /* tokens per KV block; 0: 16 */
+    bool prefix_caching;     /* reuse cached prompt blocks (default true) */
+    int32_t max_seq_len;     /* prompt + output limit; 0: min(model's training context, 8192) */
+    int32_t max_running;     /* sequences in one batch at most; 0: 64 */
+    int32_t max_waiting;     /* submitted but not yet running, at most; 0: 256 */
+    int32_t step_tokens;     /* token budget of one step (decodes + prefill chunks); 0: 512 */
+} eng_engine_config;
+
+/* The defaults above (prefix caching on). */
+eng_engine_config eng_engine_config_defaults(void);
+
+/* Creates an engine for `model` (borrowed: it must outlive the engine) and starts its
+ * step-loop thread. Sizes the KV pool from cfg->kv_bytes; ENG_ERR_INVALID for out-of-range
+ * settings or a budget below one full-length sequence, ENG_ERR_UNSUPPORTED for a backend
+ * this build lacks. *out is owned by the caller: free it with eng_engine_free. */
+eng_status eng_engine_create(const eng_model *model, const eng_engine_config *cfg,
+                             eng_engine **out, eng_err *err);
+
+/* Stops the step loop, finishes every outstanding request as cancelled (readers wake up with
+ * done = true, finish ENG_FINISH_CANCELLED) and frees the engine. Request handles stay valid
+ * until released. eng_engine_free(NULL) does nothing. */
+void eng_engine_free(eng_engine *e);
+
+/* The model the engine serves. */
+const eng_model *eng_engine_model(const eng_engine *e);
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+/* Called on the step-loop thread whenever new output is readable or the request finished. */
+typedef void (*eng_notify_fn)(void *user, eng_request *r);
+
+typedef struct eng_request_params {
+    /* The prompt: token ids (n_tokens > 0), or else text (tokenized with special tokens such
+     * as <fim_prefix> recognised; BOS added when the model asks for it). Both are copied. */
+    const int32_t *tokens;
+    int32_t n_tokens;
+    const char *text;
+    size_t text_len;
+
+    eng_sampler_params sampling; /* eng_sampler_defaults(): greedy */
+    int32_t max_tokens;          /* most tokens to generate; clipped to max_seq_len - prompt */
+    const char *const *stop;     /* stop strings (copied); the output ends before the first */
+    size_t n_stop;
+    bool ignore_eos;             /* keep going past end-of-generation tokens */
+    int32_t priority;            /* higher runs first and is preempted last; default 0 */
+
+    eng_notify_fn notify;        /* optional */
+    void *notify_user;
+} eng_request_params;
+
+/* Zeroed params with greedy sampling and max_tokens 64. */
+eng_request_params eng_request_params_defaults(void);
+
+typedef enum eng_finish {
+    ENG_FINISH_NONE = 0,   /* still running */
+    ENG_FINISH_STOP,       /* end-of-generation token or a stop string */
+    ENG_FINISH_LENGTH,     /* max_tokens or max_seq_len reached */
+    ENG_FINISH_CANCELLED,  /* eng_request_cancel, release or engine shutdown */
+    ENG_FINISH_ERROR       /* the backend failed; see eng_request_output.error */
+} eng_finish;
+
+/* "stop", "length", "cancelled", "error" ("" for NONE). */
+const char *eng_finish_str(eng_finish f);
+
+/* Queues a request and returns its handle at once. Errors (nothing is queued then):
+ * ENG_ERR_INVALID (empty prompt, bad token id, bad sampling or max_tokens < 1),
+ * ENG_ERR_TOO_LONG (prompt >= max_seq_len, or more blocks than the whole KV pool),
+ * ENG_ERR_OVERLOAD (the waiting queue is full: retry later), ENG_ERR_CANCELLED (the engine is
+ * shutting down). *out is owned by the caller: release it with eng_request_release. */
+eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
+                      eng_err *err);
+
+/* Asks the engine to stop the request; its KV blocks are freed at the next step and readers
+ * see done with ENG_FINISH_CANCELLED (unless it finished first). Idempotent. */
+void eng_request_cancel(eng_request *r);
+
+/* Cancels (if still running) and drops the caller's handle. NULL does nothing. */
+void eng_request_release(eng_request *r);
+
+typedef struct eng_request_output {
+    size_t text_len;         /* bytes of new text written to buf */
+    int32_t n_new_tokens;    /* tokens generated since the previous read */
+    bool done;               /* finished and every byte of text has been read */
+    eng_finish finish;       /* valid when done */
+    eng_status status;       /* ENG_OK unless finish is ERROR */
+    char error[256];         /* message when finish is ERROR */
+    int32_t n_prompt_tokens;
+    int32_t n_cached_tokens; /* prompt tokens reused from the prefix cache (first admission) */
+    int32_t n_output_tokens; /* generated so far */
+    int32_t n_preemptions;
+    double queue_ms;         /* submit -> first scheduled */
+    double first_token_ms;   /* submit -> first token (0 before it) */
+    double total_ms;         /* submit -> finish (0 before it) */
+} eng_request_output;
+
+/* Copies up to cap bytes of output text not read before into buf (not NUL-terminated) and
+ * fills *out. Waits for something new up to timeout_ms (0: don't wait, < 0: wait forever);
+ * on timeout returns ENG_OK with text_len 0 and done false. */
+eng_status eng_request_read(eng_request *r, char *buf, size_t cap, int timeout_ms,
+                            eng_request_output *out);
+
+/* Copies up to cap generated token ids into ids and returns how many were generated so far. */
+int32_t eng_request_tokens(eng_request *r, int32_t *ids, int32_t cap);
+
+/* ---- stats ------------------------------------------------------------------------------ */
+
+typedef struct eng_engine_stats {
+    int32_t running;            /* sequences holding KV blocks */
+    int32_t waiting;            /* queued, incl. preempted ones */
+    int32_t kv_blocks_total;
+    int32_t kv_blocks_used;     /* referenced by running sequences */
+    int32_t kv_blocks_free;
+    int32_t kv_blocks_cached;   /* unreferenced, kept for prefix reuse */
+    int32_t block_size;
+    int64_t kv_slots_reserved;  /* token slots in running sequences' blocks */
+    int64_t kv_slots_filled;    /* of those, positions holding computed K/V */
+    double prefix_hit_rate;     /* reused prompt tokens / prompt tokens looked up */
+    int64_t requests_submitted;
+    int64_t requests_finished;  /* any finish reason */
+    int64_t requests_cancelled;
+    int64_t requests_rejected;  /* overload */
+    int64_t preemptions;
+    int64_t prompt_tokens_computed;
+    int64_t prompt_tokens_cached;
+    int64_t tokens_generated;
+    int64_t steps;
+    int32_t max_batch_seqs;     /* most sequences in one step so far */
+    int32_t max_batch_tokens;   /* most tokens in one step so far */
+    double mean_batch_seqs;     /* over steps */
+    double last_step_ms;
+    double mean_step_ms;
+    double gen_tokens_per_s;    /* generated tokens / busy time over the last steps */
+} eng_engine_stats;
+
+void eng_engine_stats_get(eng_engine *e, eng_engine_stats *out);
+
+#endif
