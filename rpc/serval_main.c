@@ -1,5 +1,5 @@
-/* serval_main.c — the `serval` command: argument parsing and the subcommands (complete; the
- * network servers join here as `serve`). Only main() exits; everything else returns errors. */
+/* serval_main.c — the `serval` command: argument parsing and the subcommands (complete, serve,
+ * help, version). Only main() exits; everything else returns errors. */
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -14,6 +14,9 @@
 #include "sampler.h"
 #include "status.h"
 #include "tokenizer.h"
+#ifdef SERVAL_HAVE_SERVE
+#include "serve.h"
+#endif
 
 #define MAX_STOPS 16
 
@@ -26,6 +29,7 @@ static void usage_main(FILE *o)
             "\n"
             "commands:\n"
             "  complete   generate a completion for a prompt on the CPU and print it\n"
+            "  serve      serve completions and chat over gRPC (see `serval serve --help`)\n"
             "  help       show this help, or `serval help <command>` for one command\n"
             "  version    print the version\n"
             "\n"
@@ -371,6 +375,15 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "complete"))
         return cmd_complete(argc - 2, argv + 2);
+    if (!strcmp(cmd, "serve")) {
+#ifdef SERVAL_HAVE_SERVE
+        return rpc_serve_main(argc - 2, argv + 2);
+#else
+        fprintf(stderr, "serval: `serve` is not built in (this is an engine-only build: "
+                        "configure without -DSERVAL_ENGINE_ONLY=ON)\n");
+        return 2;
+#endif
+    }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("serval %s\n", SERVAL_VERSION);
         return 0;
@@ -378,6 +391,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 2 && !strcmp(argv[2], "complete"))
             usage_complete(stdout);
+#ifdef SERVAL_HAVE_SERVE
+        else if (argc > 2 && !strcmp(argv[2], "serve"))
+            return rpc_serve_main(1, (char *[]){"--help", NULL});
+#endif
         else
             usage_main(stdout);
         return 0;

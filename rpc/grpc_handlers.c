@@ -1,0 +1,281 @@
+/* grpc_handlers.c — the serval.v1 RPCs: parse and validate each request, render the prompt
+ * (FIM from segments, ChatML from chat messages), submit it to the engine or answer directly. */
+#include "grpc_handlers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sampler.h"
+#include "serval.pb-c.h"
+#include "tokenizer.h"
+
+#define GS_MAX_STOPS 16
+#define GS_DEFAULT_MAX_TOKENS 64
+#define GS_DEFAULT_CHAT_TOKENS 256
+
+static const struct {
+    const char *path;
+    gs_method m;
+} methods[] = {
+    {"/serval.v1.Serval/Complete", GS_M_COMPLETE},
+    {"/serval.v1.Serval/CompleteStream", GS_M_COMPLETE_STREAM},
+    {"/serval.v1.Serval/Chat", GS_M_CHAT},
+    {"/serval.v1.Serval/Embed", GS_M_EMBED},
+    {"/serval.v1.Serval/Search", GS_M_SEARCH},
+    {"/serval.v1.Serval/Health", GS_M_HEALTH},
+    {"/serval.v1.Serval/ListModels", GS_M_LIST_MODELS},
+};
+
+gs_method gs_method_lookup(grpc_slice path)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (grpc_slice_str_cmp(path, methods[i].path) == 0) return methods[i].m;
+    return GS_M_UNKNOWN;
+}
+
+/* A growable string for prompt rendering. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static bool has_tokens(const eng_model *m, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tok_find(m->vocab, names[i]) < 0) return false;
+    return true;
+}
+
+static const char *const fim_tokens[] = {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"};
+static const char *const chat_tokens[] = {"<|im_start|>", "<|im_end|>"};
+
+/* Sampling, max_tokens, stops and model name shared by completion and chat requests. Returns
+ * NULL when valid, else a message (in msg). */
+static const char *common_params(const gs_context *ctx, const Serval__V1__SamplingParams *sp,
+                                 int32_t max_tokens, int32_t default_max, char **stop,
+                                 size_t n_stop, const char *model, eng_request_params *p,
+                                 char *msg, size_t cap)
+{
+    if (model && model[0] && strcmp(model, ctx->model_id) != 0) {
+        snprintf(msg, cap, "unknown model '%s' (this server serves '%s')", model, ctx->model_id);
+        return msg;
+    }
+    if (max_tokens < 0) {
+        snprintf(msg, cap, "max_tokens must be >= 0 (0: default %d), got %d", default_max,
+                 max_tokens);
+        return msg;
+    }
+    p->max_tokens = max_tokens ? max_tokens : default_max;
+    if (n_stop > GS_MAX_STOPS) {
+        snprintf(msg, cap, "at most %d stop strings, got %zu", GS_MAX_STOPS, n_stop);
+        return msg;
+    }
+    p->stop = (const char *const *)stop;
+    p->n_stop = n_stop;
+    p->sampling = eng_sampler_defaults();
+    if (sp) {
+        p->sampling.temperature = sp->temperature;
+        p->sampling.top_k = sp->top_k;
+        p->sampling.top_p = sp->top_p == 0.0f ? 1.0f : sp->top_p;
+        p->sampling.seed = sp->seed;
+    }
+    eng_err err = {{0}};
+    if (p->sampling.top_k > ctx->model->hp.n_vocab) p->sampling.top_k = ctx->model->hp.n_vocab;
+    if (eng_sampler_params_check(&p->sampling, &err) != ENG_OK) {
+        snprintf(msg, cap, "sampling: %.400s", err.msg);
+        return msg;
+    }
+    return NULL;
+}
+
+/* Renders segments: FIM when the model has the tokens, else the prefix alone. */
+static void render_segments(const gs_context *ctx, const Serval__V1__Segments *sg, sbuf *b)
+{
+    if (has_tokens(ctx->model, fim_tokens, 3)) {
+        sb_add(b, "<fim_prefix>");
+        sb_add(b, sg->prefix);
+        sb_add(b, "<fim_suffix>");
+        sb_add(b, sg->suffix);
+        sb_add(b, "<fim_middle>");
+    } else {
+        sb_add(b, sg->prefix);
+    }
+}
+
+static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
+{
+    const gs_context *ctx = gs_call_context(c);
+    Serval__V1__CompleteRequest *rq = serval__v1__complete_request__unpack(NULL, len, data);
+    if (!rq) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
+                       "malformed CompleteRequest (not a valid protobuf message)");
+        return;
+    }
+    char msg[512];
+    eng_request_params p = eng_request_params_defaults();
+    sbuf b = {0};
+    const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_MAX_TOKENS,
+                                    rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
+    if (!bad) {
+        if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT) {
+            sb_add(&b, rq->prompt);
+            if (b.len == 0) bad = "prompt is empty";
+        } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS) {
+            if (!rq->segments->prefix[0] && !rq->segments->suffix[0])
+                bad = "segments: prefix and suffix are both empty";
+            else
+                render_segments(ctx, rq->segments, &b);
+        } else {
+            bad = "give either segments or prompt";
+        }
+    }
+    if (!bad && b.oom) bad = "out of memory rendering the prompt";
+    if (bad) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, bad);
+    } else {
+        p.text = b.p;
+        p.text_len = b.len;
+        p.ignore_eos = rq->ignore_eos;
+        gs_call_submit(c, &p);
+    }
+    free(b.p);
+    serval__v1__complete_request__free_unpacked(rq, NULL);
+}
+
+static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
+{
+    const gs_context *ctx = gs_call_context(c);
+    Serval__V1__ChatRequest *rq = serval__v1__chat_request__unpack(NULL, len, data);
+    if (!rq) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
+                       "malformed ChatRequest (not a valid protobuf message)");
+        return;
+    }
+    char msg[512];
+    eng_request_params p = eng_request_params_defaults();
+    sbuf b = {0};
+    grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
+    const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_CHAT_TOKENS,
+                                    rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
+    if (!bad && !has_tokens(ctx->model, chat_tokens, 2)) {
+        code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(msg, sizeof msg,
+                 "model '%s' has no chat template (no <|im_start|> token): use Complete",
+                 ctx->model_id);
+        bad = msg;
+    }
+    if (!bad && rq->n_messages == 0) bad = "messages: at least one message is needed";
+    for (size_t i = 0; !bad && i < rq->n_messages; i++) {
+        const char *role = rq->messages[i]->role;
+        if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) {
+            snprintf(msg, sizeof msg,
+                     "messages[%zu].role is '%.64s': use system, user or assistant", i, role);
+            bad = msg;
+            break;
+        }
+        sb_add(&b, "<|im_start|>");
+        sb_add(&b, role);
+        sb_add(&b, "\n");
+        sb_add(&b, rq->messages[i]->content);
+        sb_add(&b, "<|im_end|>\n");
+    }
+    sb_add(&b, "<|im_start|>assistant\n");
+    if (!bad && b.oom) bad = "out of memory rendering the prompt";
+    if (bad) {
+        gs_call_finish(c, NULL, code, bad);
+    } else {
+        p.text = b.p;
+        p.text_len = b.len;
+        gs_call_submit(c, &p);
+    }
+    free(b.p);
+    serval__v1__chat_request__free_unpacked(rq, NULL);
+}
+
+static void handle_health(gs_call *c)
+{
+    const gs_context *ctx = gs_call_context(c);
+    eng_engine_stats st;
+    eng_engine_stats_get(ctx->engine, &st);
+    Serval__V1__EngineStats es = SERVAL__V1__ENGINE_STATS__INIT;
+    es.running = st.running;
+    es.waiting = st.waiting;
+    es.kv_blocks_total = st.kv_blocks_total;
+    es.kv_blocks_used = st.kv_blocks_used;
+    es.kv_blocks_free = st.kv_blocks_free;
+    es.kv_blocks_cached = st.kv_blocks_cached;
+    es.block_size = st.block_size;
+    es.requests_submitted = st.requests_submitted;
+    es.requests_finished = st.requests_finished;
+    es.requests_cancelled = st.requests_cancelled;
+    es.requests_rejected = st.requests_rejected;
+    es.tokens_generated = st.tokens_generated;
+    es.prefix_hit_rate = st.prefix_hit_rate;
+    es.in_flight_calls = gs_inflight(c);
+    Serval__V1__HealthResponse r = SERVAL__V1__HEALTH_RESPONSE__INIT;
+    r.status = gs_draining(c) ? "DRAINING" : "SERVING";
+    r.model = (char *)ctx->model_id;
+    r.version = SERVAL_VERSION;
+    r.backend = (char *)ctx->backend;
+    r.engine = &es;
+    gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+}
+
+static void handle_list_models(gs_call *c)
+{
+    const gs_context *ctx = gs_call_context(c);
+    Serval__V1__ModelInfo mi = SERVAL__V1__MODEL_INFO__INIT;
+    mi.id = (char *)ctx->model_id;
+    mi.architecture = (char *)ctx->model->hp.arch_name;
+    mi.context_length = ctx->context_length;
+    mi.vocab_size = ctx->model->hp.n_vocab;
+    mi.supports_fim = has_tokens(ctx->model, fim_tokens, 3);
+    mi.supports_chat = has_tokens(ctx->model, chat_tokens, 2);
+    Serval__V1__ModelInfo *list[1] = {&mi};
+    Serval__V1__ListModelsResponse r = SERVAL__V1__LIST_MODELS_RESPONSE__INIT;
+    r.n_models = 1;
+    r.models = list;
+    gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+}
+
+void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len)
+{
+    switch (m) {
+    case GS_M_COMPLETE:
+    case GS_M_COMPLETE_STREAM: handle_complete(c, data, len); break;
+    case GS_M_CHAT: handle_chat(c, data, len); break;
+    case GS_M_EMBED:
+        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
+                       "Embed is not available: this server has no embedding model loaded");
+        break;
+    case GS_M_SEARCH:
+        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
+                       "Search is not available: the repository indexer is not wired in yet");
+        break;
+    case GS_M_HEALTH: handle_health(c); break;
+    case GS_M_LIST_MODELS: handle_list_models(c); break;
+    default: gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED, "unknown method"); break;
+    }
+}

@@ -1,0 +1,60 @@
+/* grpc_handlers.h — private to the gRPC server: the seam between the call machinery
+ * (grpc_server.c: completion queue, sends, engine output) and the per-RPC handlers
+ * (grpc_handlers.c: parse, validate, render prompts, answer). */
+#ifndef SERVAL_RPC_GRPC_HANDLERS_H
+#define SERVAL_RPC_GRPC_HANDLERS_H
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "serval_engine.h"
+
+typedef enum gs_method {
+    GS_M_UNKNOWN = 0,
+    GS_M_COMPLETE,
+    GS_M_COMPLETE_STREAM,
+    GS_M_CHAT,
+    GS_M_EMBED,
+    GS_M_SEARCH,
+    GS_M_HEALTH,
+    GS_M_LIST_MODELS
+} gs_method;
+
+/* What handlers may read about the server (all borrowed, live as long as the server). */
+typedef struct gs_context {
+    eng_engine *engine;
+    const eng_model *model;
+    const rpc_auth *auth;
+    const char *model_id;
+    const char *backend;
+    int32_t context_length;
+} gs_context;
+
+typedef struct gs_call gs_call;
+
+/* "/serval.v1.Serval/Complete" -> GS_M_COMPLETE; unknown paths -> GS_M_UNKNOWN. */
+gs_method gs_method_lookup(grpc_slice path);
+
+/* Handles one request message (bytes borrowed for the call). Must end by exactly one of
+ * gs_call_finish or gs_call_submit. Runs on a poller with the call's lock held. */
+void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len);
+
+/* ---- provided by grpc_server.c (call's lock held) ---- */
+
+const gs_context *gs_call_context(const gs_call *c);
+uint64_t gs_call_id(const gs_call *c);
+bool gs_draining(const gs_call *c);
+int gs_inflight(const gs_call *c);
+/* Sends the message (NULL: none) and the final status. */
+void gs_call_finish(gs_call *c, const ProtobufCMessage *m, grpc_status_code code,
+                    const char *details);
+/* Submits to the engine (notify fields are set here; strings are copied by the engine) and
+ * streams its output: CompletionChunk messages for CompleteStream/Chat, one
+ * CompleteResponse for Complete. Engine errors become the matching status. */
+void gs_call_submit(gs_call *c, eng_request_params *p);
+
+#endif
