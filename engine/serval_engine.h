@@ -54,6 +54,7 @@ typedef struct eng_engine_config {
     int32_t max_running;     /* sequences in one batch at most; 0: 64 */
     int32_t max_waiting;     /* submitted but not yet running, at most; 0: 256 */
     int32_t step_tokens;     /* token budget of one step (decodes + prefill chunks); 0: 512 */
+    bool check_invariants;   /* verify the KV pool's accounting after every step (tests) */
 } eng_engine_config;
 
 /* The defaults above (prefix caching on). */

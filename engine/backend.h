@@ -1,0 +1,40 @@
+/* backend.h — what the engine needs from a compute backend: run one mixed batch over the
+ * paged KV pool it owns and return logits. The CPU backend is engine/backend_cpu.c; the CUDA
+ * backend plugs in through the same table. */
+#ifndef SERVAL_BACKEND_H
+#define SERVAL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu_forward.h"
+#include "model.h"
+#include "status.h"
+
+/* A batch: the same layout for every backend (see eng_cpu_batch in cpu_forward.h). */
+typedef eng_cpu_batch eng_batch;
+
+typedef struct eng_backend eng_backend;
+
+typedef struct eng_backend_ops {
+    const char *name;
+    /* Runs the batch; logits (host, [b->n_logits, n_vocab]) receives the requested rows.
+     * Block ids index the backend's KV pool of n_blocks blocks. */
+    eng_status (*forward)(eng_backend *be, const eng_batch *b, float *logits, eng_err *err);
+    void (*free)(eng_backend *be);
+} eng_backend_ops;
+
+struct eng_backend {
+    const eng_backend_ops *ops;
+    int32_t n_blocks;   /* KV pool size, in blocks */
+    int32_t block_size; /* positions per block */
+};
+
+/* The CPU backend: n_threads threads, a KV pool of as many blocks as kv_bytes holds (at
+ * least min_blocks, else ENG_ERR_INVALID), positions up to max_pos. The model is borrowed.
+ * *out is owned by the caller: free it with be->ops->free(be). */
+eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
+                                  int32_t min_blocks, int32_t max_pos, int n_threads,
+                                  eng_backend **out, eng_err *err);
+
+#endif

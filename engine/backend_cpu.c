@@ -1,0 +1,60 @@
+/* backend_cpu.c — the CPU backend behind engine/backend.h: a runner (threads + scratch) and a
+ * paged fp16 KV pool sized from a memory budget, running eng_cpu_forward. */
+#include "backend.h"
+
+#include <stdlib.h>
+
+typedef struct cpu_backend {
+    eng_backend base; /* first: the engine holds a pointer to it */
+    eng_cpu_runner *runner;
+    eng_cpu_kv *kv;
+} cpu_backend;
+
+static eng_status cpu_forward(eng_backend *be, const eng_batch *b, float *logits, eng_err *err)
+{
+    cpu_backend *c = (cpu_backend *)be;
+    return eng_cpu_forward(c->runner, c->kv, b, logits, err);
+}
+
+static void cpu_free(eng_backend *be)
+{
+    cpu_backend *c = (cpu_backend *)be;
+    if (!c)
+        return;
+    eng_cpu_runner_free(c->runner);
+    eng_cpu_kv_free(c->kv);
+    free(c);
+}
+
+static const eng_backend_ops cpu_ops = {.name = "cpu", .forward = cpu_forward, .free = cpu_free};
+
+eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
+                                  int32_t min_blocks, int32_t max_pos, int n_threads,
+                                  eng_backend **out, eng_err *err)
+{
+    *out = NULL;
+    size_t bb = eng_cpu_kv_block_bytes(m, block_size);
+    int64_t n_blocks = kv_bytes / (int64_t)bb;
+    if (n_blocks < min_blocks)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "KV budget of %lld bytes holds %lld blocks of %zu bytes; one sequence of "
+                        "the maximum length needs %d (raise the budget or lower max_seq_len)",
+                        (long long)kv_bytes, (long long)n_blocks, bb, min_blocks);
+    if (n_blocks > (1 << 28))
+        n_blocks = 1 << 28;
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    c->base.ops = &cpu_ops;
+    c->base.n_blocks = (int32_t)n_blocks;
+    c->base.block_size = block_size;
+    eng_status st = eng_cpu_runner_create(m, max_pos, n_threads, &c->runner, err);
+    if (st == ENG_OK)
+        st = eng_cpu_kv_create(m, (int32_t)n_blocks, block_size, &c->kv, err);
+    if (st != ENG_OK) {
+        cpu_free(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return ENG_OK;
+}

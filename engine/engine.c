@@ -1,0 +1,716 @@
+/* engine.c — the continuous-batching engine: request submission and lifecycle, the
+ * step-loop thread (plan with sched.c, run the backend, sample, publish output), stats. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_impl.h"
+
+enum {
+    MAX_STOPS = 64,
+    MAX_STOP_LEN = 1024,
+    STOP_CONTEXT_TOKENS = 32 /* prompt tail a stop string may straddle (token prompts) */
+};
+
+double eng_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+eng_engine_config eng_engine_config_defaults(void)
+{
+    return (eng_engine_config){.backend = ENG_BACKEND_CPU, .prefix_caching = true};
+}
+
+eng_request_params eng_request_params_defaults(void)
+{
+    eng_request_params p;
+    memset(&p, 0, sizeof p);
+    p.sampling = eng_sampler_defaults();
+    p.max_tokens = 64;
+    return p;
+}
+
+const char *eng_finish_str(eng_finish f)
+{
+    switch (f) {
+    case ENG_FINISH_STOP: return "stop";
+    case ENG_FINISH_LENGTH: return "length";
+    case ENG_FINISH_CANCELLED: return "cancelled";
+    case ENG_FINISH_ERROR: return "error";
+    default: return "";
+    }
+}
+
+const eng_model *eng_engine_model(const eng_engine *e) { return e->m; }
+
+/* ---- requests ------------------------------------------------------------------------------ */
+
+static void request_destroy(eng_request *r)
+{
+    free(r->tokens);
+    eng_sampler_free(r->sampler);
+    eng_stop_free(r->stop);
+    free(r->text);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+static void request_unref(eng_request *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) == 1)
+        request_destroy(r);
+}
+
+void eng_request_cancel(eng_request *r)
+{
+    if (r)
+        atomic_store(&r->cancel, true);
+}
+
+void eng_request_release(eng_request *r)
+{
+    if (!r)
+        return;
+    eng_request_cancel(r);
+    request_unref(r);
+}
+
+/* Appends output text [r->published, upto) to what readers see. */
+static void publish(eng_request *r, const char *out, size_t upto, bool new_token, double now)
+{
+    pthread_mutex_lock(&r->mu);
+    if (upto > r->published) {
+        size_t add = upto - r->published;
+        if (r->text_len + add > r->text_cap) {
+            size_t cap = r->text_cap ? r->text_cap : 256;
+            while (cap < r->text_len + add)
+                cap *= 2;
+            char *t = realloc(r->text, cap);
+            ENG_ASSERT(t != NULL); /* a few KB at most per request */
+            r->text = t;
+            r->text_cap = cap;
+        }
+        memcpy(r->text + r->text_len, out + r->published, add);
+        r->text_len += add;
+        r->published = upto;
+    }
+    if (new_token) {
+        r->n_gen++;
+        if (r->t_first == 0)
+            r->t_first = now - r->t_submit;
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Ends a request: frees its blocks, takes it off every list, wakes readers, drops the
+ * engine's reference. */
+static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, const char *msg)
+{
+    sched_remove(e, r);
+    if (r->seq) {
+        kv_seq_free(e->kv, r->seq);
+        r->seq = NULL;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->done = true;
+    r->finish = f;
+    r->status = st;
+    if (msg)
+        snprintf(r->error, sizeof r->error, "%s", msg);
+    r->t_done = eng_now_ms() - r->t_submit;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->notify)
+        r->notify(r->notify_user, r);
+    pthread_mutex_lock(&e->mu);
+    e->stats.requests_finished++;
+    if (f == ENG_FINISH_CANCELLED)
+        e->stats.requests_cancelled++;
+    pthread_mutex_unlock(&e->mu);
+    request_unref(r);
+}
+
+/* Bytes of out[0, n) that end on a UTF-8 character boundary (an incomplete trailing
+ * sequence is held back until its remaining bytes arrive). */
+static size_t utf8_complete(const char *out, size_t n)
+{
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)out[n - back];
+        if ((c & 0xC0) == 0x80)
+            continue; /* continuation byte: keep looking for the lead */
+        size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return want > back ? n - back : n;
+    }
+    return n;
+}
+
+/* Takes a sampled token: appends it, checks end-of-generation, stop strings and length, and
+ * publishes the text that can no longer become part of a stop string. */
+static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
+{
+    const tok_vocab *v = e->m->vocab;
+    r->tokens[r->n_tokens++] = t;
+    eng_finish f = ENG_FINISH_NONE;
+    bool matched = false;
+    size_t keep = 0;
+    if (!r->ignore_eos && tok_is_eog(v, t)) {
+        f = ENG_FINISH_STOP;
+    } else {
+        size_t len = 0;
+        const char *piece = tok_piece(v, t, &len);
+        matched = eng_stop_feed(r->stop, piece, len, &keep);
+        if (matched)
+            f = ENG_FINISH_STOP;
+    }
+    if (f == ENG_FINISH_NONE && r->n_tokens - r->n_prompt >= r->max_tokens)
+        f = ENG_FINISH_LENGTH;
+    size_t olen = 0;
+    const char *out = eng_stop_output(r->stop, &olen);
+    size_t upto = matched ? keep : f != ENG_FINISH_NONE ? olen : utf8_complete(out, keep);
+    publish(r, out, upto, true, now);
+    if (f != ENG_FINISH_NONE) {
+        finish(e, r, f, ENG_OK, NULL);
+    } else if (r->notify) {
+        r->notify(r->notify_user, r);
+    }
+}
+
+/* Tokenizes a text prompt (special tokens recognised, BOS when the model wants it) into a
+ * new array; *n gets its length. */
+static eng_status tokenize_prompt(const tok_vocab *v, const char *text, size_t len, int32_t **ids,
+                                  int32_t *n, eng_err *err)
+{
+    size_t cap = len + 2, got = 0;
+    int32_t *buf = malloc(cap * sizeof *buf);
+    if (!buf)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    size_t off = 0;
+    if (tok_add_bos(v) && tok_bos(v) >= 0)
+        buf[off++] = tok_bos(v);
+    if (tok_encode(v, text, len, true, buf + off, cap - off, &got) != ENG_OK) {
+        free(buf);
+        return eng_fail(err, ENG_ERR_INVALID, "cannot tokenize the prompt");
+    }
+    if (off + got > INT32_MAX / 2) {
+        free(buf);
+        return eng_fail(err, ENG_ERR_TOO_LONG, "prompt too long");
+    }
+    *ids = buf;
+    *n = (int32_t)(off + got);
+    return ENG_OK;
+}
+
+static eng_status check_params(const eng_engine *e, const eng_request_params *p, eng_err *err)
+{
+    if (p->n_tokens < 0 || (p->n_tokens > 0 && !p->tokens))
+        return eng_fail(err, ENG_ERR_INVALID, "bad token array");
+    if (p->n_tokens == 0 && (!p->text || p->text_len == 0))
+        return eng_fail(err, ENG_ERR_INVALID, "empty prompt");
+    if (p->max_tokens < 1)
+        return eng_fail(err, ENG_ERR_INVALID, "max_tokens must be at least 1 (got %d)",
+                        p->max_tokens);
+    if (p->n_stop > MAX_STOPS || (p->n_stop > 0 && !p->stop))
+        return eng_fail(err, ENG_ERR_INVALID, "at most %d stop strings", MAX_STOPS);
+    for (size_t i = 0; i < p->n_stop; i++)
+        if (!p->stop[i] || strlen(p->stop[i]) > MAX_STOP_LEN)
+            return eng_fail(err, ENG_ERR_INVALID, "stop string %zu is missing or longer than %d "
+                            "bytes", i, MAX_STOP_LEN);
+    eng_sampler_params sp = p->sampling;
+    eng_status st = eng_sampler_params_check(&sp, err);
+    if (st == ENG_OK && sp.top_k > e->m->hp.n_vocab)
+        st = eng_fail(err, ENG_ERR_INVALID, "top_k %d exceeds the vocabulary (%d)", sp.top_k,
+                      e->m->hp.n_vocab);
+    return st;
+}
+
+/* The text a stop string may start in: the prompt's last bytes. */
+static eng_status stop_create(const eng_engine *e, const eng_request_params *p,
+                              const int32_t *ids, int32_t n, eng_stop **out, eng_err *err)
+{
+    if (p->n_tokens == 0)
+        return eng_stop_create(p->stop, p->n_stop, p->text, p->text_len, out, err);
+    int32_t from = n > STOP_CONTEXT_TOKENS ? n - STOP_CONTEXT_TOKENS : 0;
+    char buf[4096];
+    size_t len = 0;
+    if (tok_decode(e->m->vocab, ids + from, (size_t)(n - from), buf, sizeof buf, &len) != ENG_OK)
+        len = 0; /* a huge special-token tail: no context, stops still work within the output */
+    return eng_stop_create(p->stop, p->n_stop, buf, len, out, err);
+}
+
+eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
+                      eng_err *err)
+{
+    *out = NULL;
+    eng_status st = check_params(e, p, err);
+    if (st != ENG_OK)
+        return st;
+    const eng_hparams *hp = &e->m->hp;
+    int32_t *ids = NULL, n = 0;
+    if (p->n_tokens > 0) {
+        for (int32_t i = 0; i < p->n_tokens; i++)
+            if (p->tokens[i] < 0 || p->tokens[i] >= hp->n_vocab)
+                return eng_fail(err, ENG_ERR_INVALID, "token %d at index %d is outside [0, %d)",
+                                p->tokens[i], i, hp->n_vocab);
+        n = p->n_tokens;
+    } else {
+        st = tokenize_prompt(e->m->vocab, p->text, p->text_len, &ids, &n, err);
+        if (st != ENG_OK)
+            return st;
+        if (n == 0) {
+            free(ids);
+            return eng_fail(err, ENG_ERR_INVALID, "the prompt has no tokens");
+        }
+    }
+    const eng_engine_config *c = &e->cfg;
+    int64_t pool_tokens = (int64_t)e->be->n_blocks * c->block_size;
+    if (n >= c->max_seq_len || n >= pool_tokens) {
+        free(ids);
+        return eng_fail(err, ENG_ERR_TOO_LONG,
+                        "the prompt has %d tokens; this server accepts at most %d (max sequence "
+                        "length %d, KV pool %lld tokens, one position is kept for the output)",
+                        n, (int32_t)(c->max_seq_len < pool_tokens ? c->max_seq_len : pool_tokens) - 1,
+                        c->max_seq_len, (long long)pool_tokens);
+    }
+    int32_t room = c->max_seq_len - n;
+    if (pool_tokens - n < room)
+        room = (int32_t)(pool_tokens - n);
+
+    eng_request *r = calloc(1, sizeof *r);
+    if (!r) {
+        free(ids);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&r->refs, 2);
+    atomic_init(&r->cancel, false);
+    r->priority = p->priority;
+    r->n_prompt = n;
+    r->max_tokens = p->max_tokens < room ? p->max_tokens : room;
+    r->ignore_eos = p->ignore_eos;
+    r->notify = p->notify;
+    r->notify_user = p->notify_user;
+    r->t_submit = eng_now_ms();
+    r->tokens = malloc(sizeof(int32_t) * (size_t)(n + r->max_tokens));
+    if (!r->tokens) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    memcpy(r->tokens, ids ? ids : p->tokens, sizeof(int32_t) * (size_t)n);
+    r->n_tokens = n;
+    st = eng_sampler_create(&p->sampling, hp->n_vocab, &r->sampler, err);
+    if (st == ENG_OK)
+        st = stop_create(e, p, r->tokens, n, &r->stop, err);
+    if (st != ENG_OK)
+        goto fail;
+    free(ids);
+    ids = NULL;
+
+    pthread_mutex_lock(&e->mu);
+    if (e->stopping) {
+        st = eng_fail(err, ENG_ERR_CANCELLED, "the engine is shutting down");
+    } else if (e->n_waiting_new >= c->max_waiting) {
+        e->stats.requests_rejected++;
+        st = eng_fail(err, ENG_ERR_OVERLOAD,
+                      "server overloaded: %d requests are already waiting; retry later",
+                      e->n_waiting_new);
+    } else {
+        r->id = e->next_id++;
+        e->inbox[e->n_inbox++] = r;
+        e->n_waiting_new++;
+        e->stats.requests_submitted++;
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (st != ENG_OK)
+        goto fail;
+    *out = r;
+    return ENG_OK;
+fail:
+    free(ids);
+    request_destroy(r);
+    return st;
+}
+
+eng_status eng_request_read(eng_request *r, char *buf, size_t cap, int timeout_ms,
+                            eng_request_output *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    if (timeout_ms != 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        if (timeout_ms > 0) {
+            until.tv_sec += timeout_ms / 1000;
+            until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+        }
+        while (!r->done && r->read_pos == r->text_len && r->n_gen == r->n_gen_read) {
+            if (timeout_ms < 0) {
+                pthread_cond_wait(&r->cv, &r->mu);
+            } else if (pthread_cond_timedwait(&r->cv, &r->mu, &until) == ETIMEDOUT) {
+                break;
+            }
+        }
+    }
+    size_t n = r->text_len - r->read_pos;
+    if (n > cap)
+        n = cap;
+    if (n > 0)
+        memcpy(buf, r->text + r->read_pos, n);
+    r->read_pos += n;
+    out->text_len = n;
+    out->n_new_tokens = r->n_gen - r->n_gen_read;
+    r->n_gen_read = r->n_gen;
+    out->done = r->done && r->read_pos == r->text_len;
+    out->finish = r->done ? r->finish : ENG_FINISH_NONE;
+    out->status = r->done ? r->status : ENG_OK;
+    if (r->done && r->finish == ENG_FINISH_ERROR)
+        snprintf(out->error, sizeof out->error, "%s", r->error);
+    out->n_prompt_tokens = r->n_prompt;
+    out->n_cached_tokens = r->n_cached;
+    out->n_output_tokens = r->n_gen;
+    out->n_preemptions = r->n_preempt;
+    out->queue_ms = r->t_sched;
+    out->first_token_ms = r->t_first;
+    out->total_ms = r->t_done;
+    pthread_mutex_unlock(&r->mu);
+    return ENG_OK;
+}
+
+int32_t eng_request_tokens(eng_request *r, int32_t *ids, int32_t cap)
+{
+    pthread_mutex_lock(&r->mu);
+    int32_t n = r->n_gen;
+    int32_t m = n < cap ? n : cap;
+    if (m > 0)
+        memcpy(ids, r->tokens + r->n_prompt, sizeof(int32_t) * (size_t)m);
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* ---- the step loop ------------------------------------------------------------------------ */
+
+static void reap_cancelled(eng_engine *e)
+{
+    for (int32_t i = e->n_running - 1; i >= 0; i--)
+        if (atomic_load(&e->running[i]->cancel))
+            finish(e, e->running[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
+    for (int32_t i = e->n_waiting - 1; i >= 0; i--)
+        if (atomic_load(&e->waiting[i]->cancel))
+            finish(e, e->waiting[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
+}
+
+static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32_t n_gen,
+                          int64_t n_prompt, double ms)
+{
+    kv_stats ks;
+    kv_cache_stats(e->kv, &ks);
+    int64_t reserved = 0, filled = 0;
+    for (int32_t i = 0; i < e->n_running; i++) {
+        reserved += (int64_t)kv_seq_n_blocks(e->running[i]->seq) * e->cfg.block_size;
+        filled += kv_seq_n_tokens(e->running[i]->seq);
+    }
+    int32_t w = (int32_t)(e->n_stat_steps % STAT_WINDOW);
+    e->win_ms[w] = ms;
+    e->win_tok[w] = n_gen;
+    e->n_stat_steps++;
+    e->sum_step_ms += ms;
+    e->sum_batch_seqs += n_seqs;
+    double wms = 0, wtok = 0;
+    for (int32_t i = 0; i < STAT_WINDOW && i < e->n_stat_steps; i++) {
+        wms += e->win_ms[i];
+        wtok += e->win_tok[i];
+    }
+
+    pthread_mutex_lock(&e->mu);
+    eng_engine_stats *s = &e->stats;
+    s->running = e->n_running;
+    s->waiting = e->n_waiting + e->n_inbox;
+    s->kv_blocks_total = ks.blocks_total;
+    s->kv_blocks_used = ks.blocks_used;
+    s->kv_blocks_free = ks.blocks_free;
+    s->kv_blocks_cached = ks.blocks_cached;
+    s->block_size = e->cfg.block_size;
+    s->kv_slots_reserved = reserved;
+    s->kv_slots_filled = filled;
+    s->prefix_hit_rate = ks.prefix_query_tokens
+                             ? (double)ks.prefix_hit_tokens / (double)ks.prefix_query_tokens
+                             : 0.0;
+    if (n_tokens > 0) {
+        s->prompt_tokens_computed += n_prompt;
+        s->tokens_generated += n_gen;
+        s->steps = e->n_stat_steps;
+        if (n_seqs > s->max_batch_seqs)
+            s->max_batch_seqs = n_seqs;
+        if (n_tokens > s->max_batch_tokens)
+            s->max_batch_tokens = n_tokens;
+        s->mean_batch_seqs = e->sum_batch_seqs / (double)e->n_stat_steps;
+        s->last_step_ms = ms;
+        s->mean_step_ms = e->sum_step_ms / (double)e->n_stat_steps;
+        s->gen_tokens_per_s = wms > 0 ? wtok * 1e3 / wms : 0.0;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Runs the planned entries as one batch, commits their K/V and samples where a sequence
+ * reached its end. */
+static void run_step(eng_engine *e)
+{
+    int32_t k = 0, nl = 0;
+    int64_t n_prompt = 0;
+    for (int32_t j = 0; j < e->n_plan; j++) {
+        const sched_entry *en = &e->plan[j];
+        eng_request *r = en->r;
+        for (int32_t t = en->start; t < en->start + en->len; t++, k++) {
+            e->b_tokens[k] = r->tokens[t];
+            e->b_pos[k] = t;
+            e->b_seq[k] = j;
+            n_prompt += t < r->n_prompt;
+        }
+        if (en->start + en->len == r->n_tokens)
+            e->b_logits_idx[nl++] = k - 1;
+        e->b_tables[j] = kv_seq_blocks(r->seq);
+    }
+    eng_batch b = {.n_tokens = k, .tokens = e->b_tokens, .pos = e->b_pos, .seq = e->b_seq,
+                   .block_tables = e->b_tables, .n_seqs = e->n_plan,
+                   .logits_idx = e->b_logits_idx, .n_logits = nl};
+    eng_err err;
+    double t0 = eng_now_ms();
+    eng_status st = e->be->ops->forward(e->be, &b, e->logits, &err);
+    double t1 = eng_now_ms();
+    int32_t n_seqs = e->n_plan, n_gen = 0;
+    if (st != ENG_OK) {
+        while (e->n_plan > 0)
+            finish(e, e->plan[0].r, ENG_FINISH_ERROR, st, err.msg);
+        publish_stats(e, n_seqs, k, 0, 0, t1 - t0);
+        return;
+    }
+    /* Entries are consumed front to back; finish() removes an entry from the plan. */
+    const int32_t n_vocab = e->m->hp.n_vocab;
+    int32_t li = 0;
+    sched_entry *done = e->plan;
+    int32_t n = e->n_plan;
+    for (int32_t j = 0; j < n; j++) {
+        sched_entry en = done[0];
+        /* drop the entry first: accept_token may finish the request */
+        memmove(done, done + 1, sizeof *done * (size_t)(e->n_plan - 1));
+        e->n_plan--;
+        eng_request *r = en.r;
+        r->n_computed = en.start + en.len;
+        kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
+        if (en.start + en.len == r->n_tokens) {
+            int32_t t = eng_sampler_sample(r->sampler, e->logits + (size_t)li * (size_t)n_vocab);
+            li++;
+            n_gen++;
+            accept_token(e, r, t, t1);
+        }
+    }
+    publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_now_ms() - t0);
+}
+
+/* Aborts with the first violated invariant: the KV pool's own accounting, and each running
+ * sequence's computed positions agreeing with its request. */
+static void check_invariants(eng_engine *e)
+{
+    eng_err err;
+    if (kv_cache_check(e->kv, &err) != ENG_OK) {
+        fprintf(stderr, "serval: KV cache invariant broken: %s\n", err.msg);
+        ENG_ASSERT(!"kv_cache_check");
+    }
+    for (int32_t i = 0; i < e->n_running; i++) {
+        const eng_request *r = e->running[i];
+        ENG_ASSERT(r->seq && kv_seq_n_tokens(r->seq) == r->n_computed);
+        ENG_ASSERT(r->n_computed < r->n_tokens);
+    }
+    for (int32_t i = 0; i < e->n_waiting; i++)
+        ENG_ASSERT(e->waiting[i]->seq == NULL);
+}
+
+static void *step_loop(void *arg)
+{
+    eng_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stopping && e->n_inbox == 0 && e->n_running == 0 && e->n_waiting == 0)
+            pthread_cond_wait(&e->cv, &e->mu);
+        if (e->stopping) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        for (int32_t i = 0; i < e->n_inbox; i++)
+            sched_waiting_insert(e, e->inbox[i]);
+        e->n_inbox = 0;
+        pthread_mutex_unlock(&e->mu);
+
+        reap_cancelled(e);
+        if (sched_step_plan(e) > 0)
+            run_step(e);
+        else
+            publish_stats(e, 0, 0, 0, 0, 0); /* everything was cancelled: show the freed blocks */
+        if (e->cfg.check_invariants)
+            check_invariants(e);
+    }
+    return NULL;
+}
+
+/* ---- engine -------------------------------------------------------------------------------- */
+
+static eng_status config_resolve(const eng_model *m, const eng_engine_config *in,
+                                 eng_engine_config *c, eng_err *err)
+{
+    *c = *in;
+    if (c->n_threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->n_threads = n > 0 ? (int)n : 1;
+    }
+    if (c->kv_bytes == 0)
+        c->kv_bytes = (int64_t)1 << 30;
+    if (c->block_size == 0)
+        c->block_size = 16;
+    if (c->max_seq_len == 0)
+        c->max_seq_len = m->hp.n_ctx_train < 8192 ? m->hp.n_ctx_train : 8192;
+    if (c->max_running == 0)
+        c->max_running = 64;
+    if (c->max_waiting == 0)
+        c->max_waiting = 256;
+    if (c->step_tokens == 0)
+        c->step_tokens = 512;
+    if (c->n_threads < 1 || c->n_threads > 256)
+        return eng_fail(err, ENG_ERR_INVALID, "threads %d outside [1, 256]", c->n_threads);
+    if (c->kv_bytes < 0)
+        return eng_fail(err, ENG_ERR_INVALID, "negative KV budget");
+    if (c->block_size < 1 || c->block_size > 1024)
+        return eng_fail(err, ENG_ERR_INVALID, "block size %d outside [1, 1024]", c->block_size);
+    if (c->max_seq_len < 2 || c->max_seq_len > m->hp.n_ctx_train)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "max sequence length %d outside [2, %d] (the model's training context)",
+                        c->max_seq_len, m->hp.n_ctx_train);
+    if (c->max_running < 1 || c->max_running > 4096)
+        return eng_fail(err, ENG_ERR_INVALID, "max running %d outside [1, 4096]", c->max_running);
+    if (c->max_waiting < 1 || c->max_waiting > 1000000)
+        return eng_fail(err, ENG_ERR_INVALID, "max waiting %d outside [1, 1000000]",
+                        c->max_waiting);
+    if (c->step_tokens < c->max_running || c->step_tokens > 65536)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "step token budget %d outside [max_running = %d, 65536]", c->step_tokens,
+                        c->max_running);
+    return ENG_OK;
+}
+
+eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, eng_engine **out,
+                             eng_err *err)
+{
+    *out = NULL;
+    eng_engine_config c;
+    eng_status st = config_resolve(m, cfg, &c, err);
+    if (st != ENG_OK)
+        return st;
+    eng_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    e->m = m;
+    e->cfg = c;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    int32_t min_blocks = (c.max_seq_len + c.block_size - 1) / c.block_size;
+    if (c.backend == ENG_BACKEND_CPU) {
+        st = eng_backend_cpu_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
+                                    c.n_threads, &e->be, err);
+    } else {
+        st = eng_fail(err, ENG_ERR_UNSUPPORTED,
+                      "the CUDA backend is not part of this build's engine yet; use the CPU "
+                      "backend");
+    }
+    if (st == ENG_OK)
+        st = kv_cache_create(e->be->n_blocks, c.block_size, c.prefix_caching, &e->kv, err);
+    if (st != ENG_OK)
+        goto fail;
+    size_t nr = (size_t)c.max_running, nt = (size_t)c.step_tokens;
+    e->inbox = calloc((size_t)c.max_waiting, sizeof *e->inbox);
+    e->waiting = calloc((size_t)c.max_waiting + nr, sizeof *e->waiting);
+    e->running = calloc(nr, sizeof *e->running);
+    e->plan = calloc(nr, sizeof *e->plan);
+    e->b_tokens = malloc(nt * sizeof(int32_t));
+    e->b_pos = malloc(nt * sizeof(int32_t));
+    e->b_seq = malloc(nt * sizeof(int32_t));
+    e->b_logits_idx = malloc(nt * sizeof(int32_t));
+    e->b_tables = calloc(nr, sizeof *e->b_tables);
+    e->logits = malloc(nr * (size_t)m->hp.n_vocab * sizeof(float));
+    if (!e->inbox || !e->waiting || !e->running || !e->plan || !e->b_tokens || !e->b_pos ||
+        !e->b_seq || !e->b_logits_idx || !e->b_tables || !e->logits) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");
+        goto fail;
+    }
+    publish_stats(e, 0, 0, 0, 0, 0);
+    if (pthread_create(&e->thread, NULL, step_loop, e) != 0) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "cannot start the step-loop thread");
+        goto fail;
+    }
+    e->thread_started = true;
+    *out = e;
+    return ENG_OK;
+fail:
+    eng_engine_free(e);
+    return st;
+}
+
+void eng_engine_free(eng_engine *e)
+{
+    if (!e)
+        return;
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = true;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->thread, NULL);
+    }
+    /* The loop has stopped: this thread owns every list now. */
+    for (int32_t i = 0; i < e->n_inbox; i++)
+        sched_waiting_insert(e, e->inbox[i]);
+    e->n_inbox = 0;
+    e->n_plan = 0;
+    while (e->n_running > 0)
+        finish(e, e->running[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
+    while (e->n_waiting > 0)
+        finish(e, e->waiting[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
+    kv_cache_free(e->kv);
+    if (e->be)
+        e->be->ops->free(e->be);
+    free(e->inbox);
+    free(e->waiting);
+    free(e->running);
+    free(e->plan);
+    free(e->b_tokens);
+    free(e->b_pos);
+    free(e->b_seq);
+    free(e->b_logits_idx);
+    free(e->b_tables);
+    free(e->logits);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+void eng_engine_stats_get(eng_engine *e, eng_engine_stats *out)
+{
+    pthread_mutex_lock(&e->mu);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->mu);
+}

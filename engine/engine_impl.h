@@ -1,0 +1,109 @@
+/* engine_impl.h — the engine's and requests' private state, shared by engine.c (API, request
+ * lifecycle, output) and sched.c (the step loop's batch planning). */
+#ifndef SERVAL_ENGINE_IMPL_H
+#define SERVAL_ENGINE_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "backend.h"
+#include "kv_cache.h"
+#include "serval_engine.h"
+
+enum { STAT_WINDOW = 32 }; /* steps averaged for gen_tokens_per_s */
+
+struct eng_request {
+    /* Set at submit, read-only afterwards. */
+    uint64_t id;             /* submission order: older requests have smaller ids */
+    int32_t priority;
+    int32_t n_prompt;
+    int32_t max_tokens;      /* after clipping to max_seq_len */
+    bool ignore_eos;
+    double t_submit;         /* ms, monotonic */
+    eng_notify_fn notify;
+    void *notify_user;
+
+    /* Step-loop only. tokens = prompt then generated, [n_prompt + max_tokens]. */
+    int32_t *tokens;
+    int32_t n_tokens;
+    int32_t n_computed;      /* positions whose K/V are in the cache (0 while waiting) */
+    kv_seq *seq;             /* NULL while waiting */
+    eng_sampler *sampler;
+    eng_stop *stop;
+    size_t published;        /* output bytes already handed to the reader side */
+    bool admitted_once;
+
+    /* Shared with readers, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *text;              /* published output text [text_len] */
+    size_t text_len, text_cap, read_pos;
+    int32_t n_gen, n_gen_read;
+    int32_t n_cached;
+    int32_t n_preempt;
+    bool done;
+    eng_finish finish;
+    eng_status status;
+    char error[256];
+    double t_sched, t_first, t_done; /* ms since submit; 0 until it happens */
+
+    atomic_bool cancel;
+    atomic_int refs;         /* the caller's handle + the engine's while it is queued */
+};
+
+/* One entry of a step's batch: positions [start, start + len) of a request. */
+typedef struct sched_entry {
+    eng_request *r;
+    int32_t start, len;
+} sched_entry;
+
+struct eng_engine {
+    const eng_model *m;
+    eng_engine_config cfg;
+    eng_backend *be;
+    kv_cache *kv;
+    pthread_t thread;
+    bool thread_started;
+
+    /* Under mu: the inbox of submitted requests, shutdown flag, published stats. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    eng_request **inbox;     /* [max_waiting] */
+    int32_t n_inbox;
+    int32_t n_waiting_new;   /* submitted, never admitted yet (inbox + waiting): the bound */
+    uint64_t next_id;
+    bool stopping;
+    eng_engine_stats stats;
+
+    /* Step-loop only. Both lists are kept in service order: priority high to low, then id. */
+    eng_request **waiting;   /* [max_waiting + max_running]: preempted requests come back */
+    int32_t n_waiting;
+    eng_request **running;   /* [max_running] */
+    int32_t n_running;
+    sched_entry *plan;       /* [max_running] */
+    int32_t n_plan;
+    int32_t *b_tokens, *b_pos, *b_seq, *b_logits_idx; /* [step_tokens] */
+    const int32_t **b_tables; /* [max_running] */
+    float *logits;           /* [max_running, n_vocab] */
+    double win_ms[STAT_WINDOW];
+    int32_t win_tok[STAT_WINDOW];
+    int64_t n_stat_steps;
+    double sum_step_ms, sum_batch_seqs;
+};
+
+/* Milliseconds on the monotonic clock. */
+double eng_now_ms(void);
+
+/* sched.c: plans the next step into e->plan (reserving KV blocks, preempting when they run
+ * out). Returns the number of tokens planned (0: nothing runnable). */
+int32_t sched_step_plan(eng_engine *e);
+
+/* sched.c: list upkeep. Waiting insert keeps service order (priority, then age); remove
+ * takes r off the running or waiting list and out of the current plan. */
+void sched_waiting_insert(eng_engine *e, eng_request *r);
+void sched_remove(eng_engine *e, eng_request *r);
+/* sched.c: frees r's blocks and puts it back in the waiting list to recompute later. */
+void engine_preempt(eng_engine *e, eng_request *r);
+bool engine_before(const eng_request *a, const eng_request *b);
+
+#endif
