@@ -131,6 +131,8 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
     if (r->notify)
         r->notify(r->notify_user, r);
     pthread_mutex_lock(&e->mu);
+    if (!r->admitted_once)
+        e->n_waiting_new--; /* cancelled before it ever ran: its queue slot is free again */
     e->stats.requests_finished++;
     if (f == ENG_FINISH_CANCELLED)
         e->stats.requests_cancelled++;
