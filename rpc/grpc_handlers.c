@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prompt.h"
 #include "sampler.h"
 #include "serval.pb-c.h"
 #include "tokenizer.h"
@@ -34,42 +35,6 @@ gs_method gs_method_lookup(grpc_slice path)
     return GS_M_UNKNOWN;
 }
 
-/* A growable string for prompt rendering. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static bool has_tokens(const eng_model *m, const char *const *names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (tok_find(m->vocab, names[i]) < 0) return false;
-    return true;
-}
-
-static const char *const fim_tokens[] = {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"};
-static const char *const chat_tokens[] = {"<|im_start|>", "<|im_end|>"};
 
 /* Sampling, max_tokens, stops and model name shared by completion and chat requests. Returns
  * NULL when valid, else a message (in msg). */
@@ -110,18 +75,47 @@ static const char *common_params(const gs_context *ctx, const Serval__V1__Sampli
     return NULL;
 }
 
-/* Renders segments: FIM when the model has the tokens, else the prefix alone. */
-static void render_segments(const gs_context *ctx, const Serval__V1__Segments *sg, sbuf *b)
+/* Engine params from a built prompt: its tokens and its stop words followed by the request's
+ * own (both arrays borrowed until gs_call_submit returns). */
+static void params_from_prompt(const prompt_result *pr, char **user_stops, size_t n_user,
+                               const char **stops, eng_request_params *p)
 {
-    if (has_tokens(ctx->model, fim_tokens, 3)) {
-        sb_add(b, "<fim_prefix>");
-        sb_add(b, sg->prefix);
-        sb_add(b, "<fim_suffix>");
-        sb_add(b, sg->suffix);
-        sb_add(b, "<fim_middle>");
-    } else {
-        sb_add(b, sg->prefix);
-    }
+    size_t n = 0;
+    for (size_t i = 0; i < pr->n_stops; i++) stops[n++] = pr->stops[i];
+    for (size_t i = 0; i < n_user; i++) stops[n++] = user_stops[i];
+    p->tokens = pr->tokens;
+    p->n_tokens = (int32_t)pr->n_tokens;
+    p->stop = stops;
+    p->n_stop = n;
+}
+
+static grpc_status_code prompt_status(eng_status st)
+{
+    return st == ENG_ERR_UNSUPPORTED ? GRPC_STATUS_FAILED_PRECONDITION
+           : st == ENG_ERR_NOMEM     ? GRPC_STATUS_INTERNAL
+                                     : GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+/* Segments -> the model's FIM prompt (engine/prompt.c: template, snippets as comments,
+ * clipping, the language's stop words). */
+static eng_status build_segments(const gs_context *ctx, const Serval__V1__Segments *sg,
+                                 prompt_result *pr, eng_err *err)
+{
+    size_t nd = sg->n_declarations, ns = sg->n_snippets;
+    prompt_snippet *sn = calloc(nd + ns + 1, sizeof *sn);
+    if (!sn) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < nd; i++)
+        sn[i] = (prompt_snippet){sg->declarations[i]->filepath, sg->declarations[i]->body};
+    for (size_t i = 0; i < ns; i++)
+        sn[nd + i] = (prompt_snippet){sg->snippets[i]->filepath, sg->snippets[i]->body};
+    prompt_completion_input in = {
+        .language = sg->language[0] ? sg->language : NULL,
+        .prefix = sg->prefix, .prefix_len = strlen(sg->prefix),
+        .suffix = sg->suffix, .suffix_len = strlen(sg->suffix),
+        .declarations = sn, .n_declarations = nd, .recent = sn + nd, .n_recent = ns};
+    eng_status st = prompt_build_completion(ctx->prompts, &in, pr, err);
+    free(sn);
+    return st;
 }
 
 static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
@@ -135,32 +129,40 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
     }
     char msg[512];
     eng_request_params p = eng_request_params_defaults();
-    sbuf b = {0};
+    prompt_result pr = {0};
+    const char *stops[GS_MAX_STOPS + 32];
+    grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
     const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_MAX_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
     if (!bad) {
         if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT) {
-            sb_add(&b, rq->prompt);
-            if (b.len == 0) bad = "prompt is empty";
+            /* Raw prompts go to the engine as text: special tokens written in them count. */
+            p.text = rq->prompt;
+            p.text_len = strlen(rq->prompt);
+            if (p.text_len == 0) bad = "prompt is empty";
         } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS) {
-            if (!rq->segments->prefix[0] && !rq->segments->suffix[0])
-                bad = "segments: prefix and suffix are both empty";
-            else
-                render_segments(ctx, rq->segments, &b);
+            eng_err err = {{0}};
+            eng_status st = build_segments(ctx, rq->segments, &pr, &err);
+            if (st != ENG_OK) {
+                code = prompt_status(st);
+                snprintf(msg, sizeof msg, "segments: %.480s", err.msg);
+                bad = msg;
+            } else if (pr.n_stops > 32) {
+                bad = "segments: too many stop words for the language";
+            } else {
+                params_from_prompt(&pr, rq->stop, rq->n_stop, stops, &p);
+            }
         } else {
             bad = "give either segments or prompt";
         }
     }
-    if (!bad && b.oom) bad = "out of memory rendering the prompt";
     if (bad) {
-        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, bad);
+        gs_call_finish(c, NULL, code, bad);
     } else {
-        p.text = b.p;
-        p.text_len = b.len;
         p.ignore_eos = rq->ignore_eos;
-        gs_call_submit(c, &p);
+        gs_call_submit(c, &p, pr.crlf);
     }
-    free(b.p);
+    prompt_result_clear(&pr);
     serval__v1__complete_request__free_unpacked(rq, NULL);
 }
 
@@ -175,17 +177,12 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
     }
     char msg[512];
     eng_request_params p = eng_request_params_defaults();
-    sbuf b = {0};
+    prompt_result pr = {0};
+    prompt_chat_message *msgs = NULL;
+    const char *stops[GS_MAX_STOPS + 32];
     grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
     const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_CHAT_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
-    if (!bad && !has_tokens(ctx->model, chat_tokens, 2)) {
-        code = GRPC_STATUS_FAILED_PRECONDITION;
-        snprintf(msg, sizeof msg,
-                 "model '%s' has no chat template (no <|im_start|> token): use Complete",
-                 ctx->model_id);
-        bad = msg;
-    }
     if (!bad && rq->n_messages == 0) bad = "messages: at least one message is needed";
     for (size_t i = 0; !bad && i < rq->n_messages; i++) {
         const char *role = rq->messages[i]->role;
@@ -193,24 +190,31 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
             snprintf(msg, sizeof msg,
                      "messages[%zu].role is '%.64s': use system, user or assistant", i, role);
             bad = msg;
-            break;
         }
-        sb_add(&b, "<|im_start|>");
-        sb_add(&b, role);
-        sb_add(&b, "\n");
-        sb_add(&b, rq->messages[i]->content);
-        sb_add(&b, "<|im_end|>\n");
     }
-    sb_add(&b, "<|im_start|>assistant\n");
-    if (!bad && b.oom) bad = "out of memory rendering the prompt";
-    if (bad) {
-        gs_call_finish(c, NULL, code, bad);
-    } else {
-        p.text = b.p;
-        p.text_len = b.len;
-        gs_call_submit(c, &p);
+    if (!bad && !(msgs = calloc(rq->n_messages, sizeof *msgs))) {
+        code = GRPC_STATUS_INTERNAL;
+        bad = "out of memory";
     }
-    free(b.p);
+    if (!bad) {
+        for (size_t i = 0; i < rq->n_messages; i++)
+            msgs[i] = (prompt_chat_message){rq->messages[i]->role, rq->messages[i]->content};
+        eng_err err = {{0}};
+        eng_status st = prompt_build_chat(ctx->prompts, msgs, rq->n_messages, &pr, &err);
+        if (st != ENG_OK) {
+            code = prompt_status(st);
+            snprintf(msg, sizeof msg, "model '%.100s': %.380s", ctx->model_id, err.msg);
+            bad = msg;
+        } else if (pr.n_stops > 32) {
+            bad = "too many chat stop words";
+        } else {
+            params_from_prompt(&pr, rq->stop, rq->n_stop, stops, &p);
+        }
+    }
+    if (bad) gs_call_finish(c, NULL, code, bad);
+    else gs_call_submit(c, &p, false);
+    free(msgs);
+    prompt_result_clear(&pr);
     serval__v1__chat_request__free_unpacked(rq, NULL);
 }
 
@@ -251,8 +255,8 @@ static void handle_list_models(gs_call *c)
     mi.architecture = (char *)ctx->model->hp.arch_name;
     mi.context_length = ctx->context_length;
     mi.vocab_size = ctx->model->hp.n_vocab;
-    mi.supports_fim = has_tokens(ctx->model, fim_tokens, 3);
-    mi.supports_chat = has_tokens(ctx->model, chat_tokens, 2);
+    mi.supports_fim = prompt_builder_fim(ctx->prompts) != PROMPT_FIM_NONE;
+    mi.supports_chat = prompt_builder_chat(ctx->prompts) != PROMPT_CHAT_NONE;
     Serval__V1__ModelInfo *list[1] = {&mi};
     Serval__V1__ListModelsResponse r = SERVAL__V1__LIST_MODELS_RESPONSE__INIT;
     r.n_models = 1;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "prompt.h"
 #include "serval_engine.h"
 
 typedef enum gs_method {
@@ -29,6 +30,7 @@ typedef struct gs_context {
     eng_engine *engine;
     const eng_model *model;
     const rpc_auth *auth;
+    const prompt_builder *prompts;
     const char *model_id;
     const char *backend;
     int32_t context_length;
@@ -52,9 +54,10 @@ int gs_inflight(const gs_call *c);
 /* Sends the message (NULL: none) and the final status. */
 void gs_call_finish(gs_call *c, const ProtobufCMessage *m, grpc_status_code code,
                     const char *details);
-/* Submits to the engine (notify fields are set here; strings are copied by the engine) and
- * streams its output: CompletionChunk messages for CompleteStream/Chat, one
- * CompleteResponse for Complete. Engine errors become the matching status. */
-void gs_call_submit(gs_call *c, eng_request_params *p);
+/* Submits to the engine (notify fields are set here; prompt and stops are copied by the
+ * engine) and streams its output: CompletionChunk messages for CompleteStream/Chat, one
+ * CompleteResponse for Complete; crlf: turn the output's "\n" into "\r\n". Engine errors
+ * become the matching status. */
+void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf);
 
 #endif

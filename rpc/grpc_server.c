@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "grpc_handlers.h"
+#include "prompt.h"
 #include "serval.pb-c.h"
 
 #define GS_REQUEST_SLOTS 16 /* grpc_server_request_call kept outstanding */
@@ -46,6 +47,7 @@ struct gs_call {
     gs_method method;
     bool counted;             /* holds an in-flight slot */
     bool md_sent, send_pending, final_sent, cancelled, logged;
+    bool crlf;                /* send "\r\n" for the output's "\n" (the editor uses CRLF) */
     eng_request *req;
     bool req_done;
     eng_request_output out;   /* last read: counts and timings */
@@ -75,6 +77,7 @@ struct rpc_grpc_server {
     int live;                 /* gs_call objects alive */
     bool shutdown_done;
     char model_id[128];
+    prompt_builder *prompts;
 };
 
 static double now_ms(void)
@@ -332,6 +335,11 @@ static bool call_progress(gs_call *c)
     timings.total_ms = c->out.total_ms;
     char id[32];
     snprintf(id, sizeof id, "cmpl-%llu", (unsigned long long)c->id);
+    char *text = c->text, *converted = NULL;
+    if (c->crlf) {
+        size_t n;
+        if ((converted = prompt_lf_to_crlf(c->text, c->text_len, &n))) text = converted;
+    }
     if (done && c->out.finish == ENG_FINISH_ERROR) {
         call_send(c, NULL, true, GRPC_STATUS_INTERNAL, c->out.error);
         return true;
@@ -339,7 +347,7 @@ static bool call_progress(gs_call *c)
     if (stream) {
         Serval__V1__CompletionChunk ch = SERVAL__V1__COMPLETION_CHUNK__INIT;
         ch.id = id;
-        ch.text = c->text;
+        ch.text = text;
         if (done) {
             ch.finish_reason = finish_reason(c->out.finish);
             ch.usage = &usage;
@@ -349,13 +357,14 @@ static bool call_progress(gs_call *c)
     } else if (done) {
         Serval__V1__CompleteResponse r = SERVAL__V1__COMPLETE_RESPONSE__INIT;
         r.id = id;
-        r.text = c->text;
+        r.text = text;
         r.finish_reason = finish_reason(c->out.finish);
         r.usage = &usage;
         r.timings = &timings;
         r.model = c->s->model_id;
         call_send(c, &r.base, true, GRPC_STATUS_OK, NULL);
     }
+    free(converted);
     return done;
 }
 
@@ -371,8 +380,9 @@ static grpc_status_code status_from_eng(eng_status st)
     }
 }
 
-void gs_call_submit(gs_call *c, eng_request_params *p)
+void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf)
 {
+    c->crlf = crlf;
     p->notify = on_notify;
     p->notify_user = c;
     eng_err err = {{0}};
@@ -597,7 +607,12 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     const eng_model *m = eng_engine_model(e);
     snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : m->hp.name);
     if (s->cfg.context_length <= 0) s->cfg.context_length = m->hp.n_ctx_train;
-    s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .model_id = s->model_id,
+    if (prompt_builder_create(m, &s->prompts, err) != ENG_OK) {
+        free(s);
+        return ENG_ERR_INVALID;
+    }
+    s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .prompts = s->prompts,
+                          .model_id = s->model_id,
                           .backend = s->cfg.backend_name, .context_length = s->cfg.context_length};
     s->t_shutdown = (gs_tag){NULL, TAG_SHUTDOWN};
     atomic_init(&s->draining, false);
@@ -638,6 +653,7 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
         }
         grpc_completion_queue_destroy(s->cq);
         grpc_shutdown();
+        prompt_builder_free(s->prompts);
         free(s);
         return ENG_ERR_IO;
     }
@@ -700,6 +716,7 @@ void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
     grpc_completion_queue_destroy(s->cq);
     grpc_shutdown();
     free(s->pollers);
+    prompt_builder_free(s->prompts);
     pthread_cond_destroy(&s->cv_ready);
     pthread_cond_destroy(&s->cv_state);
     pthread_mutex_destroy(&s->mu);
