@@ -692,7 +692,8 @@ fail:
 }
 
 eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t len,
-                            bool parse_special, prompt_result *out, eng_err *err)
+                            bool parse_special, const char *language, prompt_result *out,
+                            eng_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!text || !len)
@@ -712,8 +713,12 @@ eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t le
     }
     out->n_tokens += k;
     put_text(&p, text, len);
-    out->stops = calloc(1, sizeof *out->stops);
-    if (p.oom || !out->stops)
+    bool oom = false;
+    if (language)
+        add_completion_stops(b, language, out, &oom);
+    else
+        out->stops = calloc(1, sizeof *out->stops);
+    if (p.oom || oom || !out->stops)
         goto oom;
     return ENG_OK;
 oom:

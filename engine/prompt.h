@@ -91,9 +91,11 @@ eng_status prompt_build_completion(const prompt_builder *b, const prompt_complet
                                    prompt_result *out, eng_err *err);
 
 /* Builds a raw prompt (no template): the text tokenized without special tokens parsed when
- * parse_special is false. Stops: none. */
+ * parse_special is false. Stops: the language's completion stop words when `language` is
+ * non-NULL, none otherwise. */
 eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t len,
-                            bool parse_special, prompt_result *out, eng_err *err);
+                            bool parse_special, const char *language, prompt_result *out,
+                            eng_err *err);
 
 /* Line comment of a language ("#", "//", "--", ...) or NULL when it has none or is unknown. */
 const char *prompt_language_comment(const char *language);

@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "grpc_server.h"
+#include "http_server.h"
 #include "model.h"
 #include "serval_engine.h"
 #include "status.h"
@@ -32,6 +33,8 @@ typedef struct serve_opts {
     const char *data_dir;
     bool no_auth;
     long kv_mb, max_running, max_waiting, max_inflight, threads, max_message_mb, drain_ms;
+    long http_max_body_kb, http_timeout_s; /* HTTP shim limits */
+    double http_rate, http_burst;
     bool quiet;
 } serve_opts;
 
@@ -66,6 +69,11 @@ static void usage_serve(FILE *o)
             "  --max-message-mb N    largest request message in MiB (default 4)\n"
             "  --threads N           CPU backend threads (default: the number of online CPUs)\n"
             "  --drain-ms N          how long shutdown waits for calls in flight (default 10000)\n"
+            "  --http-max-body-kb N  largest HTTP request body in KiB; more get 413 (default 1024)\n"
+            "  --http-rate-limit R   HTTP requests per second per token; more get 429 (default\n"
+            "                        0 = no limit)\n"
+            "  --http-rate-burst B   requests a token may send at once above the rate (default 2R)\n"
+            "  --http-timeout S      HTTP generation time limit in seconds; 408 after (default 120)\n"
             "  --quiet               no per-request log lines\n",
             SERVAL_DEFAULT_MODEL);
 }
@@ -149,6 +157,14 @@ static int parse_serve(int argc, char **argv, serve_opts *o)
         else if (!strcmp(a, "--max-message-mb")) ok = parse_num(a, v, 1, 1024, &o->max_message_mb);
         else if (!strcmp(a, "--threads")) ok = parse_num(a, v, 1, 256, &o->threads);
         else if (!strcmp(a, "--drain-ms")) ok = parse_num(a, v, 0, 3600000, &o->drain_ms);
+        else if (!strcmp(a, "--http-max-body-kb"))
+            ok = parse_num(a, v, 1, 1L << 20, &o->http_max_body_kb);
+        else if (!strcmp(a, "--http-timeout")) ok = parse_num(a, v, 1, 86400, &o->http_timeout_s);
+        else if (!strcmp(a, "--http-rate-limit") || !strcmp(a, "--http-rate-burst")) {
+            long x;
+            ok = parse_num(a, v, 0, 1000000, &x);
+            *(!strcmp(a, "--http-rate-limit") ? &o->http_rate : &o->http_burst) = (double)x;
+        }
         else {
             fprintf(stderr, "serval serve: unknown option '%s' (see --help)\n", a);
             return 1;
@@ -191,6 +207,7 @@ int rpc_serve_main(int argc, char **argv)
     eng_engine *e = NULL;
     rpc_auth *auth = NULL;
     rpc_grpc_server *grpc = NULL;
+    http_server *http = NULL;
 
     const char *generated = NULL;
     const char *data_dir = o.data_dir ? o.data_dir : default_data_dir();
@@ -239,21 +256,33 @@ int rpc_serve_main(int argc, char **argv)
                                         : "serval: grpc listening on %s:%d\n",
             o.bind, grpc_port);
 
-    /* ---- HTTP shim (rpc/http_server.{h,c}) --------------------------------------------------
-     * Start it here beside gRPC with the same engine and auth: http_server_start(&cfg, e, auth,
-     * &http, &port, &err) on o.bind / o.http_port, log "serval: http listening on ADDR:PORT",
-     * and stop it below next to rpc_grpc_server_stop. */
-    (void)o.http_port;
+    /* ---- HTTP shim (rpc/http_server.{h,c}): same engine and auth as gRPC ---------------- */
+    http_server_config hc = {.bind_addr = o.bind, .port = (int)o.http_port, .data_dir = data_dir,
+                             .max_body_bytes = (size_t)o.http_max_body_kb << 10,
+                             .rate_limit_rps = o.http_rate, .rate_limit_burst = o.http_burst,
+                             .request_timeout_s = (int)o.http_timeout_s, .version = SERVAL_VERSION,
+                             .device = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda"};
+    int http_port = 0;
+    if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
+        fprintf(stderr, "serval serve: %s\n", err.msg);
+        goto out;
+    }
+    fprintf(stderr, strchr(o.bind, ':') ? "serval: http listening on [%s]:%d\n"
+                                        : "serval: http listening on %s:%d\n",
+            o.bind, http_port);
 
     int sig = 0;
     sigwait(&sigs, &sig);
     fprintf(stderr, "serval: %s: draining (up to %ld ms), then exiting\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", o.drain_ms);
+    http_server_stop(http, (int)o.drain_ms);
+    http = NULL;
     rpc_grpc_server_stop(grpc, (int)o.drain_ms);
     grpc = NULL;
     fprintf(stderr, "serval: stopped\n");
     rc = 0;
 out:
+    http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
     eng_engine_free(e);
     eng_model_free(m);

@@ -1,0 +1,161 @@
+/* http_impl.h — private pieces of the HTTP front end shared by http_server.c (daemon,
+ * auth, limits, responses), http_routes.c, http_gen.c (generation, SSE) and http_metrics.c. */
+#ifndef SERVAL_RPC_HTTP_IMPL_H
+#define SERVAL_RPC_HTTP_IMPL_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "http_server.h"
+#include "prompt.h"
+
+typedef enum http_route {
+    HTTP_ROUTE_V1_HEALTH = 0,
+    HTTP_ROUTE_SERVER_SETTING,
+    HTTP_ROUTE_V1_COMPLETIONS,
+    HTTP_ROUTE_V1_EVENTS,
+    HTTP_ROUTE_V1_CHAT,
+    HTTP_ROUTE_V1BETA_CHAT,
+    HTTP_ROUTE_V1BETA_MODELS,
+    HTTP_ROUTE_V1_MODELS,
+    HTTP_ROUTE_COMPLETION,   /* llama.cpp */
+    HTTP_ROUTE_HEALTH,       /* llama.cpp */
+    HTTP_ROUTE_TOKENIZE,
+    HTTP_ROUTE_EMBEDDINGS,
+    HTTP_ROUTE_METRICS,
+    HTTP_ROUTE_OTHER,        /* unknown paths, preflights */
+    HTTP_ROUTE_COUNT
+} http_route;
+
+const char *http_route_name(http_route r);
+
+/* ---- metrics ---------------------------------------------------------------------------- */
+
+#define HTTP_HIST_BUCKETS 14
+#define HTTP_N_STATUS 16
+
+typedef struct http_hist {
+    uint64_t counts[HTTP_HIST_BUCKETS + 1]; /* last: +Inf */
+    double sum;
+    uint64_t n;
+} http_hist;
+
+typedef struct http_metrics {
+    pthread_mutex_t mu;
+    uint64_t requests[HTTP_ROUTE_COUNT][HTTP_N_STATUS];
+    http_hist http_seconds[HTTP_ROUTE_COUNT];
+    http_hist queue_seconds, first_token_seconds, total_seconds;
+    uint64_t prompt_tokens, cached_tokens, generated_tokens;
+    uint64_t client_disconnects, rate_limited, timeouts;
+} http_metrics;
+
+void http_metrics_init(http_metrics *m);
+void http_metrics_destroy(http_metrics *m);
+void http_metrics_request(http_metrics *m, http_route r, int status, double seconds);
+/* A generation finished (any way): engine timings and token counts. */
+void http_metrics_generation(http_metrics *m, const eng_request_output *o, bool disconnected);
+/* Prometheus text (malloc'd, caller frees). */
+char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *len);
+
+/* ---- server ----------------------------------------------------------------------------- */
+
+typedef struct http_bucket {
+    uint64_t key;       /* hash of the token; 0: empty slot */
+    double tokens;
+    double last;        /* monotonic seconds */
+} http_bucket;
+
+#define HTTP_BUCKETS 1024
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    eng_engine *engine;
+    rpc_auth *auth;
+    prompt_builder *prompts;
+    http_server_config cfg;     /* strings below are owned copies */
+    char *bind_addr, *data_dir, *model_name, *version, *device;
+    char cpu_info[128];
+    int port;
+    http_metrics metrics;
+    pthread_mutex_t rl_mu;
+    http_bucket buckets[HTTP_BUCKETS];
+    pthread_mutex_t events_mu;
+    atomic_int inflight;
+    atomic_bool stopping;
+};
+
+/* One HTTP request (MHD's con_cls). */
+typedef struct http_req {
+    http_server *s;
+    struct MHD_Connection *conn;
+    http_route route;
+    const char *method;
+    const char *url;
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    bool started;
+    double t_start;             /* monotonic seconds */
+    int status;                 /* what was answered (for metrics) */
+    int fd;                     /* the client socket, to notice a disconnect while generating */
+} http_req;
+
+double http_now(void);
+/* true when the client closed its end (or the socket failed). */
+bool http_client_gone(int fd);
+/* "cmpl-" + a random UUID, into buf (>= 48 bytes). */
+void http_make_id(const char *prefix, char *buf, size_t cap);
+
+/* Responses; each returns MHD's result and records the status. `body` is stolen. */
+enum MHD_Result http_reply_json(http_req *r, int status, json_t *body);
+enum MHD_Result http_reply_text(http_req *r, int status, const char *ctype, const char *text,
+                                size_t len);
+enum MHD_Result http_reply_error(http_req *r, int status, const char *type, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* Queues a streaming (chunked, text/event-stream) response from a content reader. */
+enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader, void *cls,
+                                  MHD_ContentReaderFreeCallback free_cb);
+/* Maps an engine/prompt status to an HTTP error reply. */
+enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg);
+
+/* Routes (http_routes.c): called once the whole body is in r->body. */
+enum MHD_Result http_dispatch(http_req *r);
+
+/* ---- generation (http_gen.c) ------------------------------------------------------------ */
+
+typedef enum http_stream_kind {
+    HTTP_STREAM_NONE = 0,
+    HTTP_STREAM_OPENAI_COMPLETION,
+    HTTP_STREAM_OPENAI_CHAT,
+    HTTP_STREAM_LLAMA
+} http_stream_kind;
+
+typedef struct http_gen {
+    prompt_result prompt;       /* owned */
+    const char **extra_stops;   /* client stop strings (borrowed from the JSON) */
+    size_t n_extra_stops;
+    eng_sampler_params sampling;
+    int32_t max_tokens;
+} http_gen;
+
+typedef struct http_gen_result {
+    char *text;                 /* malloc'd, NUL-terminated */
+    size_t len;
+    eng_request_output out;     /* the final read */
+} http_gen_result;
+
+/* Runs a generation to the end while watching the client. On success fills *res (caller
+ * frees res->text) and returns MHD_YES without replying; otherwise replies with the error
+ * (408, 499-style close, 503, ...) and sets *replied. Takes ownership of g->prompt. */
+enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, bool *replied);
+
+/* Starts a generation and streams it as SSE of `kind`. Takes ownership of g->prompt. */
+enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind, const char *id);
+
+#endif

@@ -1,0 +1,682 @@
+/* http_routes.c — the HTTP routes: Tabby (health, completions with segments, events, server
+ * setting, chat, models), OpenAI (completions with prompt, chat, models), llama.cpp-server
+ * (completion, health, tokenize, embeddings) and /metrics. Parses and validates JSON bodies;
+ * unknown fields are ignored. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_impl.h"
+
+#define MAX_CLIENT_STOPS 16
+#define MAX_SNIPPETS 32
+#define MAX_MESSAGES 256
+
+/* ---- JSON field access with messages naming the field ----------------------------------- */
+
+typedef struct jerr {
+    char msg[256];
+    bool set;
+} jerr;
+
+static void jfail(jerr *e, const char *fmt, const char *field)
+{
+    if (!e->set) {
+        snprintf(e->msg, sizeof e->msg, fmt, field);
+        e->set = true;
+    }
+}
+
+/* Optional string: NULL when absent or null; a wrong type fails. */
+static const char *jstr(json_t *o, const char *key, const char *field, jerr *e)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        jfail(e, "%s must be a string", field);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static double jnum(json_t *o, const char *key, double def, double lo, double hi,
+                   const char *field, jerr *e)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return def;
+    if (!json_is_number(v)) {
+        jfail(e, "%s must be a number", field);
+        return def;
+    }
+    double d = json_number_value(v);
+    if (d < lo || d > hi) {
+        char f[128];
+        snprintf(f, sizeof f, "%s must be in [%g, %g]", field, lo, hi);
+        jfail(e, "%s", f);
+        return def;
+    }
+    return d;
+}
+
+static bool jbool(json_t *o, const char *key, bool def, const char *field, jerr *e)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return def;
+    if (!json_is_boolean(v)) {
+        jfail(e, "%s must be true or false", field);
+        return def;
+    }
+    return json_is_true(v);
+}
+
+/* "stop": a string or an array of strings. */
+static size_t jstops(json_t *o, const char **out, jerr *e)
+{
+    json_t *v = json_object_get(o, "stop");
+    if (!v || json_is_null(v))
+        return 0;
+    if (json_is_string(v)) {
+        out[0] = json_string_value(v);
+        return *out[0] ? 1 : 0;
+    }
+    if (!json_is_array(v)) {
+        jfail(e, "%s must be a string or an array of strings", "stop");
+        return 0;
+    }
+    size_t n = 0, i;
+    json_t *x;
+    json_array_foreach(v, i, x) {
+        if (!json_is_string(x)) {
+            jfail(e, "%s must be a string or an array of strings", "stop");
+            return 0;
+        }
+        if (n == MAX_CLIENT_STOPS) {
+            jfail(e, "%s has more than 16 strings", "stop");
+            return 0;
+        }
+        if (*json_string_value(x))
+            out[n++] = json_string_value(x);
+    }
+    return n;
+}
+
+static json_t *parse_body(http_req *r, enum MHD_Result *res)
+{
+    json_error_t je;
+    if (!r->len) {
+        *res = http_reply_error(r, 400, "invalid_request_error", "the request body is empty: "
+                                "send a JSON object");
+        return NULL;
+    }
+    json_t *j = json_loadb(r->body, r->len, 0, &je);
+    if (!j) {
+        *res = http_reply_error(r, 400, "invalid_request_error",
+                                "the body is not valid JSON (line %d, column %d): %s", je.line,
+                                je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        *res = http_reply_error(r, 422, "invalid_request_error", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static eng_sampler_params sampling_from(json_t *o, double def_temp, jerr *e)
+{
+    eng_sampler_params p = eng_sampler_defaults();
+    p.temperature = (float)jnum(o, "temperature", def_temp, 0, 2, "temperature", e);
+    p.top_p = (float)jnum(o, "top_p", 1, 1e-6, 1, "top_p", e);
+    p.top_k = (int32_t)jnum(o, "top_k", 0, 0, 1e6, "top_k", e);
+    p.seed = (uint64_t)jnum(o, "seed", 0, 0, 9007199254740991.0, "seed", e);
+    return p;
+}
+
+/* ---- Tabby ------------------------------------------------------------------------------ */
+
+static enum MHD_Result route_health(http_req *r)
+{
+    http_server *s = r->s;
+    char date[32] = "", stamp[48] = "";
+    json_t *cuda = json_array();
+    json_t *j = json_pack(
+        "{s:s,s:s?,s:s,s:s,s:s,s:i,s:o,s:{s:s,s:s,s:s,s:s},s:b,s:s,s:s,s:s}", "model",
+        s->model_name, "chat_model",
+        prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE ? s->model_name : NULL, "device",
+        s->device, "arch", "x86_64", "cpu_info", s->cpu_info, "cpu_count",
+        (int)sysconf(_SC_NPROCESSORS_ONLN), "cuda_devices", cuda, "version", "build_date",
+        date[0] ? date : __DATE__, "build_timestamp", stamp[0] ? stamp : __DATE__ " " __TIME__,
+        "git_sha", "", "git_describe", "v0.32.0", "webserver", 0, "serval_version", s->version,
+        "fim", prompt_fim_name(prompt_builder_fim(s->prompts)), "chat_format",
+        prompt_chat_name(prompt_builder_chat(s->prompts)));
+    return http_reply_json(r, 200, j);
+}
+
+static void snippets_from(json_t *seg, const char *key, prompt_snippet *out, size_t *n,
+                          jerr *e)
+{
+    json_t *a = json_object_get(seg, key);
+    *n = 0;
+    if (!a || json_is_null(a))
+        return;
+    char field[96];
+    snprintf(field, sizeof field, "segments.%s", key);
+    if (!json_is_array(a)) {
+        jfail(e, "%s must be an array", field);
+        return;
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(a, i, x) {
+        if (!json_is_object(x)) {
+            jfail(e, "%s must hold objects with filepath and body", field);
+            return;
+        }
+        const char *fp = jstr(x, "filepath", field, e);
+        const char *body = jstr(x, "body", field, e);
+        if (e->set)
+            return;
+        if (body && *n < MAX_SNIPPETS)
+            out[(*n)++] = (prompt_snippet){fp, body};
+    }
+}
+
+static enum MHD_Result reply_tabby_completion(http_req *r, json_t *req, http_gen *g, bool ret_prompt,
+                                              bool ret_snippets, size_t n_snip, json_t *snips)
+{
+    char *prompt_text = ret_prompt ? strndup(g->prompt.text, g->prompt.text_len) : NULL;
+    http_gen_result res;
+    bool replied;
+    enum MHD_Result m = http_gen_run(r, g, &res, &replied);
+    if (replied) {
+        free(prompt_text);
+        json_decref(snips);
+        return m;
+    }
+    char id[64];
+    http_make_id("cmpl-", id, sizeof id);
+    json_t *text = json_stringn(res.text, res.len);
+    free(res.text);
+    if (!text)
+        text = json_string("");
+    json_t *j = json_pack("{s:s,s:[{s:i,s:o}]}", "id", id, "choices", "index", 0, "text", text);
+    json_t *mode = json_object_get(req, "mode");
+    if (json_is_string(mode))
+        json_object_set(j, "mode", mode);
+    if (ret_prompt || ret_snippets) {
+        json_t *dd = json_object();
+        if (ret_prompt && prompt_text)
+            json_object_set_new(dd, "prompt", json_string(prompt_text));
+        if (ret_snippets) {
+            json_t *used = json_array();
+            for (size_t i = 0; snips && i < n_snip && i < json_array_size(snips); i++)
+                json_array_append(used, json_array_get(snips, i));
+            json_object_set_new(dd, "snippets", used);
+        }
+        json_object_set_new(j, "debug_data", dd);
+    }
+    free(prompt_text);
+    json_decref(snips);
+    return http_reply_json(r, 200, j);
+}
+
+static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
+{
+    http_server *s = r->s;
+    jerr e = {0};
+    json_t *dbg = json_object_get(req, "debug_options");
+    if (dbg && !json_is_null(dbg) && !json_is_object(dbg))
+        return http_reply_error(r, 422, "invalid_request_error", "debug_options must be an object");
+    const char *raw = dbg ? jstr(dbg, "raw_prompt", "debug_options.raw_prompt", &e) : NULL;
+    bool ret_prompt = dbg ? jbool(dbg, "return_prompt", false, "debug_options.return_prompt", &e) : false;
+    bool ret_snippets = dbg ? jbool(dbg, "return_snippets", false, "debug_options.return_snippets", &e) : false;
+    const char *language = jstr(req, "language", "language", &e);
+    json_t *seg = json_object_get(req, "segments");
+    http_gen g = {0};
+    g.sampling = sampling_from(req, 0.1, &e);
+    g.max_tokens = s->cfg.default_max_tokens;
+    if (e.set)
+        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    eng_err err = {{0}};
+    eng_status st;
+    if (raw) {
+        st = prompt_build_raw(s->prompts, raw, strlen(raw), true, language ? language : "unknown",
+                              &g.prompt, &err);
+        if (st != ENG_OK)
+            return http_reply_eng_error(r, st, err.msg);
+        return reply_tabby_completion(r, req, &g, ret_prompt, false, 0, NULL);
+    }
+    if (!seg || json_is_null(seg))
+        return http_reply_error(r, 400, "invalid_request_error",
+                                "the body needs segments (Tabby) or prompt (OpenAI)");
+    if (!json_is_object(seg))
+        return http_reply_error(r, 422, "invalid_request_error", "segments must be an object");
+    json_t *pj = json_object_get(seg, "prefix");
+    if (!json_is_string(pj))
+        return http_reply_error(r, 422, "invalid_request_error",
+                                pj ? "segments.prefix must be a string"
+                                   : "segments.prefix is required");
+    json_t *sj = json_object_get(seg, "suffix");
+    if (sj && !json_is_null(sj) && !json_is_string(sj))
+        return http_reply_error(r, 422, "invalid_request_error", "segments.suffix must be a string");
+    (void)jstr(seg, "filepath", "segments.filepath", &e);
+    (void)jstr(seg, "git_url", "segments.git_url", &e);
+    prompt_snippet decl[MAX_SNIPPETS], chg[MAX_SNIPPETS], rec[MAX_SNIPPETS];
+    prompt_completion_input in = {
+        .language = language ? language : "unknown",
+        .prefix = json_string_value(pj), .prefix_len = json_string_length(pj),
+        .suffix = json_is_string(sj) ? json_string_value(sj) : NULL,
+        .suffix_len = json_is_string(sj) ? json_string_length(sj) : 0,
+        .declarations = decl, .changed = chg, .recent = rec};
+    snippets_from(seg, "declarations", decl, &in.n_declarations, &e);
+    snippets_from(seg, "relevant_snippets_from_changed_files", chg, &in.n_changed, &e);
+    snippets_from(seg, "relevant_snippets_from_recently_opened_files", rec, &in.n_recent, &e);
+    if (e.set)
+        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    st = prompt_build_completion(s->prompts, &in, &g.prompt, &err);
+    if (st != ENG_OK)
+        return http_reply_eng_error(r, st, err.msg);
+    json_t *snips = NULL;
+    if (ret_snippets) {
+        snips = json_array();
+        const prompt_snippet *lists[3] = {decl, chg, rec};
+        size_t counts[3] = {in.n_declarations, in.n_changed, in.n_recent};
+        for (int l = 0; l < 3; l++)
+            for (size_t i = 0; i < counts[l]; i++)
+                json_array_append_new(snips, json_pack("{s:s?,s:s}", "filepath", lists[l][i].filepath,
+                                                       "body", lists[l][i].body));
+    }
+    return reply_tabby_completion(r, req, &g, ret_prompt, ret_snippets, g.prompt.n_snippets, snips);
+}
+
+static bool write_all(int fd, const char *s, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        s += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static enum MHD_Result route_events(http_req *r, json_t *req)
+{
+    http_server *s = r->s;
+    const char *sk = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "select_kind");
+    if (sk && !json_object_get(req, "select_kind"))
+        json_object_set_new(req, "select_kind", json_string(sk));
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    json_t *line = json_pack("{s:I,s:O}", "ts",
+                             (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "event", req);
+    char *text = json_dumps(line, JSON_COMPACT);
+    json_decref(line);
+    if (!text)
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    char dir[4096], path[4160];
+    snprintf(dir, sizeof dir, "%s/events", s->data_dir);
+    snprintf(path, sizeof path, "%s/%04d-%02d-%02d.jsonl", dir, tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday);
+    bool ok = false;
+    pthread_mutex_lock(&s->events_mu);
+    mkdir(s->data_dir, 0700);
+    mkdir(dir, 0700);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ok = write_all(fd, text, strlen(text)) && write_all(fd, "\n", 1);
+        close(fd);
+    }
+    pthread_mutex_unlock(&s->events_mu);
+    free(text);
+    if (!ok)
+        return http_reply_error(r, 500, "server_error", "cannot append to %s: %s", path,
+                                strerror(errno));
+    return http_reply_text(r, 200, "application/json", "", 0);
+}
+
+/* ---- OpenAI ----------------------------------------------------------------------------- */
+
+static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
+{
+    http_server *s = r->s;
+    jerr e = {0};
+    json_t *pj = json_object_get(req, "prompt");
+    if (json_is_array(pj) && json_array_size(pj) == 1)
+        pj = json_array_get(pj, 0);
+    if (!json_is_string(pj))
+        return http_reply_error(r, 422, "invalid_request_error",
+                                "prompt must be a string (or an array of one string)");
+    const char *stops[MAX_CLIENT_STOPS];
+    http_gen g = {0};
+    g.sampling = sampling_from(req, 1.0, &e);
+    g.max_tokens = (int32_t)jnum(req, "max_tokens", 16, 1, 1 << 20, "max_tokens", &e);
+    g.n_extra_stops = jstops(req, stops, &e);
+    g.extra_stops = stops;
+    bool stream = jbool(req, "stream", false, "stream", &e);
+    double n = jnum(req, "n", 1, 1, 1, "n (only 1 is supported)", &e);
+    (void)n;
+    if (e.set)
+        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    eng_err err = {{0}};
+    eng_status st = prompt_build_raw(s->prompts, json_string_value(pj), json_string_length(pj),
+                                     false, NULL, &g.prompt, &err);
+    if (st != ENG_OK)
+        return http_reply_eng_error(r, st, err.msg);
+    char id[64];
+    http_make_id("cmpl-", id, sizeof id);
+    if (stream)
+        return http_gen_stream(r, &g, HTTP_STREAM_OPENAI_COMPLETION, id);
+    http_gen_result res;
+    bool replied;
+    enum MHD_Result m = http_gen_run(r, &g, &res, &replied);
+    if (replied)
+        return m;
+    json_t *text = json_stringn(res.text, res.len);
+    free(res.text);
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:n,s:s}],s:{s:i,s:i,s:i}}", "id", id,
+                          "object", "text_completion", "created", (json_int_t)time(NULL), "model",
+                          s->model_name, "choices", "index", 0, "text",
+                          text ? text : json_string(""), "logprobs", "finish_reason",
+                          res.out.finish == ENG_FINISH_LENGTH ? "length" : "stop", "usage",
+                          "prompt_tokens", res.out.n_prompt_tokens, "completion_tokens",
+                          res.out.n_output_tokens, "total_tokens",
+                          res.out.n_prompt_tokens + res.out.n_output_tokens);
+    return http_reply_json(r, 200, j);
+}
+
+/* Message content: a string, or an array of {"type":"text","text":...} parts (joined). */
+static char *message_content(json_t *m, size_t i, jerr *e)
+{
+    json_t *c = json_object_get(m, "content");
+    char field[64];
+    snprintf(field, sizeof field, "messages[%zu].content", i);
+    if (json_is_string(c))
+        return strdup(json_string_value(c));
+    if (json_is_null(c) || !c)
+        return strdup("");
+    if (!json_is_array(c)) {
+        jfail(e, "%s must be a string or an array of text parts", field);
+        return NULL;
+    }
+    size_t k, len = 0;
+    json_t *part;
+    char *out = calloc(1, 1);
+    json_array_foreach(c, k, part) {
+        json_t *t = json_object_get(part, "text");
+        if (!json_is_string(t))
+            continue;
+        char *grown = out ? realloc(out, len + json_string_length(t) + 1) : NULL;
+        if (!grown) {
+            free(out);
+            return NULL;
+        }
+        out = grown;
+        memcpy(out + len, json_string_value(t), json_string_length(t));
+        len += json_string_length(t);
+        out[len] = 0;
+    }
+    return out;
+}
+
+static enum MHD_Result route_chat(http_req *r, json_t *req, bool always_stream)
+{
+    http_server *s = r->s;
+    jerr e = {0};
+    json_t *msgs = json_object_get(req, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return http_reply_error(r, 422, "invalid_request_error",
+                                "messages must be a non-empty array of {role, content}");
+    if (json_array_size(msgs) > MAX_MESSAGES)
+        return http_reply_error(r, 422, "invalid_request_error", "more than %d messages",
+                                MAX_MESSAGES);
+    size_t n = json_array_size(msgs);
+    prompt_chat_message pm[MAX_MESSAGES];
+    char *contents[MAX_MESSAGES] = {0};
+    enum MHD_Result res = MHD_YES;
+    bool done = false;
+    for (size_t i = 0; i < n && !e.set; i++) {
+        json_t *m = json_array_get(msgs, i);
+        if (!json_is_object(m)) {
+            jfail(&e, "%s must be an object", "messages[]");
+            break;
+        }
+        pm[i].role = jstr(m, "role", "messages[].role", &e);
+        contents[i] = message_content(m, i, &e);
+        pm[i].content = contents[i];
+    }
+    const char *stops[MAX_CLIENT_STOPS];
+    http_gen g = {0};
+    g.sampling = sampling_from(req, 0.7, &e);
+    double mt = jnum(req, "max_tokens", 0, 1, 1 << 20, "max_tokens", &e);
+    if (mt == 0)
+        mt = jnum(req, "max_completion_tokens", 512, 1, 1 << 20, "max_completion_tokens", &e);
+    g.max_tokens = (int32_t)mt;
+    g.n_extra_stops = jstops(req, stops, &e);
+    g.extra_stops = stops;
+    bool stream = always_stream || jbool(req, "stream", false, "stream", &e);
+    if (e.set) {
+        res = http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+        done = true;
+    }
+    eng_err err = {{0}};
+    eng_status st = ENG_OK;
+    if (!done && (st = prompt_build_chat(s->prompts, pm, n, &g.prompt, &err)) != ENG_OK) {
+        res = http_reply_eng_error(r, st, err.msg);
+        done = true;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(contents[i]);
+    if (done)
+        return res;
+    char id[64];
+    http_make_id("chatcmpl-", id, sizeof id);
+    if (stream)
+        return http_gen_stream(r, &g, HTTP_STREAM_OPENAI_CHAT, id);
+    http_gen_result gr;
+    bool replied;
+    enum MHD_Result m = http_gen_run(r, &g, &gr, &replied);
+    if (replied)
+        return m;
+    json_t *text = json_stringn(gr.text, gr.len);
+    free(gr.text);
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:o},s:s}],s:{s:i,s:i,s:i}}", "id", id,
+                          "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
+                          s->model_name, "choices", "index", 0, "message", "role", "assistant",
+                          "content", text ? text : json_string(""), "finish_reason",
+                          gr.out.finish == ENG_FINISH_LENGTH ? "length" : "stop", "usage",
+                          "prompt_tokens", gr.out.n_prompt_tokens, "completion_tokens",
+                          gr.out.n_output_tokens, "total_tokens",
+                          gr.out.n_prompt_tokens + gr.out.n_output_tokens);
+    return http_reply_json(r, 200, j);
+}
+
+/* ---- llama.cpp server ------------------------------------------------------------------- */
+
+static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
+{
+    http_server *s = r->s;
+    jerr e = {0};
+    json_t *pj = json_object_get(req, "prompt");
+    if (!json_is_string(pj))
+        return http_reply_error(r, 422, "invalid_request_error", "prompt must be a string");
+    const char *stops[MAX_CLIENT_STOPS];
+    http_gen g = {0};
+    g.sampling = sampling_from(req, 0.8, &e);
+    double np = jnum(req, "n_predict", -1, -1, 1 << 20, "n_predict", &e);
+    g.max_tokens = np < 0 ? 256 : np == 0 ? 1 : (int32_t)np;
+    g.n_extra_stops = jstops(req, stops, &e);
+    g.extra_stops = stops;
+    bool stream = jbool(req, "stream", false, "stream", &e);
+    if (e.set)
+        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    eng_err err = {{0}};
+    /* A backend's prompt arrives already templated: its special tokens are meant. */
+    eng_status st = prompt_build_raw(s->prompts, json_string_value(pj), json_string_length(pj),
+                                     true, NULL, &g.prompt, &err);
+    if (st != ENG_OK)
+        return http_reply_eng_error(r, st, err.msg);
+    if (stream)
+        return http_gen_stream(r, &g, HTTP_STREAM_LLAMA, "");
+    http_gen_result res;
+    bool replied;
+    enum MHD_Result m = http_gen_run(r, &g, &res, &replied);
+    if (replied)
+        return m;
+    json_t *text = json_stringn(res.text, res.len);
+    free(res.text);
+    json_t *j = json_pack("{s:o,s:b,s:s,s:i,s:i,s:b,s:b}", "content", text ? text : json_string(""),
+                          "stop", 1, "model", s->model_name, "tokens_predicted",
+                          res.out.n_output_tokens, "tokens_evaluated", res.out.n_prompt_tokens,
+                          "stopped_eos", res.out.finish == ENG_FINISH_STOP, "stopped_limit",
+                          res.out.finish == ENG_FINISH_LENGTH);
+    return http_reply_json(r, 200, j);
+}
+
+static enum MHD_Result route_tokenize(http_req *r, json_t *req)
+{
+    http_server *s = r->s;
+    json_t *c = json_object_get(req, "content");
+    if (!json_is_string(c))
+        return http_reply_error(r, 422, "invalid_request_error", "content must be a string");
+    jerr e = {0};
+    bool add_special = jbool(req, "add_special", false, "add_special", &e);
+    if (e.set)
+        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    const tok_vocab *v = eng_engine_model(s->engine)->vocab;
+    size_t len = json_string_length(c), n = 0;
+    int32_t *ids = malloc((len + 2) * sizeof *ids);
+    if (!ids)
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    size_t off = 0;
+    if (add_special && tok_add_bos(v) && tok_bos(v) >= 0)
+        ids[off++] = tok_bos(v);
+    eng_status st = tok_encode(v, json_string_value(c), len, true, ids + off, len + 1, &n);
+    if (st != ENG_OK) {
+        free(ids);
+        return http_reply_eng_error(r, st, "cannot tokenize content");
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < off + n; i++)
+        json_array_append_new(arr, json_integer(ids[i]));
+    free(ids);
+    return http_reply_json(r, 200, json_pack("{s:o}", "tokens", arr));
+}
+
+/* ---- dispatch --------------------------------------------------------------------------- */
+
+static bool is(const http_req *r, const char *m)
+{
+    return strcmp(r->method, m) == 0;
+}
+
+static enum MHD_Result method_not_allowed(http_req *r, const char *allow)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Allow", allow);
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    r->status = 405;
+    enum MHD_Result ok = MHD_queue_response(r->conn, 405, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+static enum MHD_Result with_body(http_req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *req = parse_body(r, &res);
+    if (!req)
+        return res;
+    switch (r->route) {
+    case HTTP_ROUTE_V1_COMPLETIONS:
+        /* OpenAI's body has prompt and no segments; Tabby's has segments (or raw_prompt). */
+        if (!json_object_get(req, "segments") && json_object_get(req, "prompt") &&
+            !json_object_get(req, "debug_options"))
+            res = route_openai_completion(r, req);
+        else
+            res = route_tabby_completion(r, req);
+        break;
+    case HTTP_ROUTE_V1_EVENTS: res = route_events(r, req); break;
+    case HTTP_ROUTE_V1_CHAT: res = route_chat(r, req, false); break;
+    case HTTP_ROUTE_V1BETA_CHAT: res = route_chat(r, req, true); break;
+    case HTTP_ROUTE_COMPLETION: res = route_llama_completion(r, req); break;
+    case HTTP_ROUTE_TOKENIZE: res = route_tokenize(r, req); break;
+    default: res = http_reply_error(r, 404, "not_found", "no route"); break;
+    }
+    json_decref(req);
+    return res;
+}
+
+enum MHD_Result http_dispatch(http_req *r)
+{
+    http_server *s = r->s;
+    switch (r->route) {
+    case HTTP_ROUTE_V1_HEALTH:
+        if (!is(r, "GET") && !is(r, "POST"))
+            return method_not_allowed(r, "GET, POST, OPTIONS");
+        return route_health(r);
+    case HTTP_ROUTE_HEALTH:
+        if (!is(r, "GET"))
+            return method_not_allowed(r, "GET, OPTIONS");
+        return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    case HTTP_ROUTE_SERVER_SETTING:
+        if (!is(r, "GET"))
+            return method_not_allowed(r, "GET, OPTIONS");
+        return http_reply_json(r, 200, json_pack("{s:b}", "disable_client_side_telemetry", 0));
+    case HTTP_ROUTE_V1BETA_MODELS: {
+        if (!is(r, "GET"))
+            return method_not_allowed(r, "GET, OPTIONS");
+        bool chat = prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE;
+        return http_reply_json(r, 200, json_pack("{s:[s],s:o}", "completion", s->model_name, "chat",
+                                                 chat ? json_pack("[s]", s->model_name) : json_null()));
+    }
+    case HTTP_ROUTE_V1_MODELS:
+        if (!is(r, "GET"))
+            return method_not_allowed(r, "GET, OPTIONS");
+        return http_reply_json(r, 200, json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
+                                                 "data", "id", s->model_name, "object", "model",
+                                                 "created", 0, "owned_by", "serval"));
+    case HTTP_ROUTE_METRICS: {
+        if (!is(r, "GET"))
+            return method_not_allowed(r, "GET, OPTIONS");
+        size_t len;
+        char *text = http_metrics_render(&s->metrics, s->engine, atomic_load(&s->inflight), &len);
+        if (!text)
+            return http_reply_error(r, 500, "server_error", "out of memory");
+        enum MHD_Result res = http_reply_text(r, 200, "text/plain; version=0.0.4", text, len);
+        free(text);
+        return res;
+    }
+    case HTTP_ROUTE_EMBEDDINGS:
+        return http_reply_error(r, 501, "not_implemented",
+                                "embeddings are not available: no embedding model is loaded "
+                                "(Serval serves %s, a completion model)", s->model_name);
+    case HTTP_ROUTE_V1_COMPLETIONS:
+    case HTTP_ROUTE_V1_EVENTS:
+    case HTTP_ROUTE_V1_CHAT:
+    case HTTP_ROUTE_V1BETA_CHAT:
+    case HTTP_ROUTE_COMPLETION:
+    case HTTP_ROUTE_TOKENIZE:
+        if (!is(r, "POST"))
+            return method_not_allowed(r, "POST, OPTIONS");
+        return with_body(r);
+    default:
+        return http_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->url);
+    }
+}
