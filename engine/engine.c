@@ -58,6 +58,7 @@ static void request_destroy(eng_request *r)
     eng_stop_free(r->stop);
     free(r->text);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->notify_mu);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
@@ -74,10 +75,23 @@ void eng_request_cancel(eng_request *r)
         atomic_store(&r->cancel, true);
 }
 
+/* Calls the request's notify callback unless it was released. The caller's user data may be
+ * freed as soon as eng_request_release returns, so release waits for a callback in progress. */
+static void notify(eng_request *r)
+{
+    pthread_mutex_lock(&r->notify_mu);
+    if (r->notify)
+        r->notify(r->notify_user, r);
+    pthread_mutex_unlock(&r->notify_mu);
+}
+
 void eng_request_release(eng_request *r)
 {
     if (!r)
         return;
+    pthread_mutex_lock(&r->notify_mu);
+    r->notify = NULL;
+    pthread_mutex_unlock(&r->notify_mu);
     eng_request_cancel(r);
     request_unref(r);
 }
@@ -128,8 +142,7 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
     r->t_done = eng_now_ms() - r->t_submit;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    if (r->notify)
-        r->notify(r->notify_user, r);
+    notify(r);
     pthread_mutex_lock(&e->mu);
     if (!r->admitted_once)
         e->n_waiting_new--; /* cancelled before it ever ran: its queue slot is free again */
@@ -180,8 +193,8 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
     publish(r, out, upto, true, now);
     if (f != ENG_FINISH_NONE) {
         finish(e, r, f, ENG_OK, NULL);
-    } else if (r->notify) {
-        r->notify(r->notify_user, r);
+    } else {
+        notify(r);
     }
 }
 
@@ -291,6 +304,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->notify_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

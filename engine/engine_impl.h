@@ -20,8 +20,9 @@ struct eng_request {
     int32_t max_tokens;      /* after clipping to max_seq_len */
     bool ignore_eos;
     double t_submit;         /* ms, monotonic */
-    eng_notify_fn notify;
+    eng_notify_fn notify;    /* cleared by eng_request_release, under notify_mu */
     void *notify_user;
+    pthread_mutex_t notify_mu; /* held while notify runs, so release can wait it out */
 
     /* Step-loop only. tokens = prompt then generated, [n_prompt + max_tokens]. */
     int32_t *tokens;

@@ -125,7 +125,9 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
  * see done with ENG_FINISH_CANCELLED (unless it finished first). Idempotent. */
 void eng_request_cancel(eng_request *r);
 
-/* Cancels (if still running) and drops the caller's handle. NULL does nothing. */
+/* Cancels (if still running) and drops the caller's handle. Once it returns, the request's
+ * notify callback is not running and is never called again, so its user data may be freed
+ * (do not call it from inside that callback). NULL does nothing. */
 void eng_request_release(eng_request *r);
 
 typedef struct eng_request_output {
