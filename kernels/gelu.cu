@@ -1,0 +1,32 @@
+// gelu.cu — GELU with the tanh approximation (GPT-2/StarCoder's, ggml_gelu's), elementwise.
+#include "gelu.h"
+
+#include "common.cuh"
+
+template <typename T> static __global__ void gelu_kernel(const T *x, T *out, int64_t n)
+{
+    const float c = 0.7978845608028654f; // sqrt(2/pi)
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = kn_to_f32(x[i]);
+        out[i] = kn_from_f32<T>(0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v))));
+    }
+}
+
+extern "C" kn_status kn_gelu(kn_dtype dt, const void *x, void *out, int64_t n, cudaStream_t st)
+{
+    KN_REQUIRE(x && out, "gelu: null pointer");
+    KN_REQUIRE(n >= 0, "gelu: n %lld", (long long)n);
+    if (n == 0)
+        return KN_OK;
+    // grid: enough 256-thread CTAs to cover n, at most 64k (grid-stride beyond)
+    const unsigned blocks = (unsigned)(n / 256 + 1 < 65536 ? n / 256 + 1 : 65536);
+    if (dt == KN_DTYPE_F16)
+        gelu_kernel<<<blocks, 256, 0, st>>>((const __half *)x, (__half *)out, n);
+    else if (dt == KN_DTYPE_BF16)
+        gelu_kernel<<<blocks, 256, 0, st>>>((const __nv_bfloat16 *)x, (__nv_bfloat16 *)out, n);
+    else
+        return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__, "gelu: dtype %d", (int)dt);
+    KN_LAUNCH_CHECK();
+    return KN_OK;
+}

@@ -1,0 +1,133 @@
+// prefill_attention.cu — causal attention for prompt chunks over paged KV, flash-attention
+// style: a CTA holds a tile of query rows of one head in registers, streams K/V tiles of the
+// sequence through shared memory (gathered through the block table), and keeps an online
+// softmax per row, so the score matrix never exists. Handles chunked prefill (queries that
+// start mid-sequence, earlier positions already cached). fp32 SIMT math: the first, simple
+// version; a tensor-core (mma/wgmma) variant is the next step (kernels/README.md).
+#include "prefill_attention.h"
+
+#include "attn_common.cuh"
+
+enum { PF_THREADS = 128 };
+
+template <typename KV, int HD>
+static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_attn_args a)
+{
+    constexpr int TPR = HD / 32;            // threads per query row; each owns 32 dimensions
+    constexpr int ROWS = PF_THREADS / TPR;  // query rows per CTA
+    constexpr int BK = HD <= 128 ? 32 : 16; // keys per shared-memory tile (32 KiB for K+V)
+    constexpr int VPR = HD / 8;             // 16-byte vectors per K/V row
+    __shared__ float k_s[BK][HD], v_s[BK][HD];
+
+    const int32_t s = blockIdx.z, h = blockIdx.y;
+    const int32_t kvh = h / (a.n_head / a.n_head_kv);
+    const int32_t r0 = a.q_start[s], q_len = a.q_start[s + 1] - r0;
+    const int32_t tile0 = blockIdx.x * ROWS;
+    if (tile0 >= q_len) // CTA-uniform: this sequence has fewer rows than the longest
+        return;
+    const int32_t len = a.seq_lens[s], first_pos = len - q_len;
+    const int row = threadIdx.x / TPR, j = threadIdx.x % TPR;
+    const bool valid = tile0 + row < q_len;
+    // rows past the end compute on the last row (the shuffles need every lane), write nothing
+    const int32_t qi = valid ? tile0 + row : q_len - 1;
+    const int32_t qpos = first_pos + qi;
+    const int32_t last_pos = first_pos + min(tile0 + ROWS, q_len) - 1; // CTA-uniform
+    const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
+    const KV *kc = (const KV *)a.k_cache, *vc = (const KV *)a.v_cache;
+
+    float q[32], acc[32];
+    const int64_t qo = (int64_t)(r0 + qi) * a.q_stride + (int64_t)h * HD;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        q[i] = kn_load_act(a.q_dtype, a.q, qo + j + TPR * i) * a.scale;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+
+    for (int32_t kb = 0; kb <= last_pos; kb += BK) {
+        __syncthreads(); // the previous tile is consumed
+        for (int v = threadIdx.x; v < BK * VPR; v += PF_THREADS) {
+            const int kk = v / VPR, d8 = (v % VPR) * 8;
+            const int32_t p = kb + kk;
+            float kx[8] = {0}, vx[8] = {0};
+            if (p <= last_pos) {
+                const int64_t off = kn_kv_offset(table, p, a.block_size, a.n_head_kv, kvh, HD) + d8;
+                kn_load8(kc + off, kx);
+                kn_load8(vc + off, vx);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                k_s[kk][d8 + i] = kx[i];
+                v_s[kk][d8 + i] = vx[i];
+            }
+        }
+        __syncthreads();
+        float sc[BK], tmax = -INFINITY;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk++) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 32; i++)
+                dot += q[i] * k_s[kk][j + TPR * i];
+            dot = kn_warp_sum<TPR>(dot);
+            sc[kk] = kb + kk <= qpos ? dot : -INFINITY; // causal mask
+            tmax = fmaxf(tmax, sc[kk]);
+        }
+        // m_new is finite: every row sees position 0 in the first tile
+        const float m_new = fmaxf(m, tmax), corr = __expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            acc[i] *= corr;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk++) {
+            const float pr = __expf(sc[kk] - m_new);
+            l += pr;
+#pragma unroll
+            for (int i = 0; i < 32; i++)
+                acc[i] += pr * v_s[kk][j + TPR * i];
+        }
+        m = m_new;
+    }
+    if (!valid)
+        return;
+    const int64_t oo = (int64_t)(r0 + qi) * a.out_stride + (int64_t)h * HD;
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+        kn_store_act(a.q_dtype, a.out, oo + j + TPR * i, acc[i] * inv);
+}
+
+template <typename KV, int HD> static kn_status launch(const kn_attn_args *a, cudaStream_t st)
+{
+    constexpr int ROWS = PF_THREADS / (HD / 32);
+    // grid: (query-row tile, head, sequence); CTAs past a sequence's rows exit at once
+    const dim3 grid((unsigned)((a->max_q_len + ROWS - 1) / ROWS), (unsigned)a->n_head,
+                    (unsigned)a->n_seq);
+    prefill_kernel<KV, HD><<<grid, PF_THREADS, 0, st>>>(*a);
+    KN_LAUNCH_CHECK();
+    return KN_OK;
+}
+
+template <typename KV> static kn_status launch_kv(const kn_attn_args *a, cudaStream_t st)
+{
+    switch (a->head_dim) {
+    case 32: return launch<KV, 32>(a, st);
+    case 64: return launch<KV, 64>(a, st);
+    case 128: return launch<KV, 128>(a, st);
+    case 256: return launch<KV, 256>(a, st);
+    }
+    return KN_ERR_UNSUPPORTED;
+}
+
+extern "C" kn_status kn_prefill_attn(const kn_attn_args *a, cudaStream_t st)
+{
+    kn_status s = kn_attn_check(a, false);
+    if (s != KN_OK)
+        return s;
+    KN_REQUIRE(a->max_q_len > 0 && a->max_q_len <= a->max_seq_len,
+               "prefill attention: max_q_len %d (1..max_seq_len %d)", a->max_q_len, a->max_seq_len);
+    if (a->n_seq == 0)
+        return KN_OK;
+    return a->kv_dtype == KN_DTYPE_F16 ? launch_kv<__half>(a, st) : launch_kv<__nv_bfloat16>(a, st);
+}

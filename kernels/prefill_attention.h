@@ -1,0 +1,26 @@
+/* prefill_attention.h — prefill attention over paged KV: causal, tiled, online softmax, chunked prefill (C interface). */
+#ifndef SERVAL_KN_PREFILL_ATTENTION_H
+#define SERVAL_KN_PREFILL_ATTENTION_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "kn_args.h"
+#include "kn_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Prefill (a->q_start required): sequence s owns query rows q_start[s]..q_start[s+1]-1 that
+ * sit at the end of its seq_lens[s] positions (chunked prefill: earlier positions are already
+ * in the cache, and this chunk's K/V were written with kn_kv_write before the call). Flash
+ * attention style: tiles of queries against tiles of K/V staged through shared memory with
+ * an online softmax; the score matrix is never stored. head_dim in {32, 64, 128, 256}. */
+kn_status kn_prefill_attn(const kn_attn_args *a, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,66 @@
+/* test_rope.c — GPU RoPE against the reference: interleaved and NeoX, fused-QKV row strides
+ * (the V part must stay untouched), positions 0 to 32k, frequency factors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kt.h"
+#include "ref.h"
+#include "rope.h"
+
+static void run(kn_dtype dt, kn_rope_mode mode, int32_t n_tok, int32_t n_heads, int32_t hd,
+                bool factors, uint64_t seed)
+{
+    kt_rng r = kt_rng_make(seed);
+    const int64_t stride = (int64_t)n_heads * hd + 3 * hd; /* a fused row: V heads follow */
+    const size_t n = (size_t)(n_tok * stride), bytes = n * kn_dtype_size(dt);
+    void *x = kt_host_random(dt, n, -1.0f, 1.0f, &r);
+    void *want = malloc(bytes), *got = malloc(bytes);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
+    float ff[256];
+    cr_assert(want && got && pos, "oom");
+    for (int32_t t = 0; t < n_tok; t++)
+        pos[t] = t == 0 ? 0 : t == 1 ? 32767 : kt_rng_int(&r, 4096);
+    for (int i = 0; i < hd / 2; i++)
+        ff[i] = kt_rng_uniform(&r, 1.0f, 8.0f);
+    memcpy(want, x, bytes);
+    kt_buf dx = kt_buf_upload(x, bytes), dpos = kt_buf_upload(pos, sizeof(int32_t) * (size_t)n_tok);
+    KT_OK(kn_rope(dt, dx.p, stride, dpos.p, n_tok, n_heads, hd, 10000.0f, factors ? ff : NULL, mode, 0));
+    kt_sync();
+    kt_buf_download(got, &dx);
+    kt_buf_check_guards(&dx, "rope x");
+    kn_ref_rope(dt, want, stride, pos, n_tok, n_heads, hd, 10000.0f, factors ? ff : NULL, mode);
+    /* the angle at position 32767 carries sincosf's last-bit differences: 2 output ulps */
+    kt_check_close(dt, got, want, n, 2 * kt_rtol(dt), "rope");
+    cr_assert(memcmp((char *)got + (size_t)n_heads * hd * kn_dtype_size(dt),
+                     (char *)x + (size_t)n_heads * hd * kn_dtype_size(dt),
+                     3 * (size_t)hd * kn_dtype_size(dt)) == 0,
+              "rope touched the V part of the row");
+    kt_buf_free(&dx);
+    kt_buf_free(&dpos);
+    free(x);
+    free(want);
+    free(got);
+    free(pos);
+}
+
+Test(kn_rope, interleaved_matches_reference)
+{
+    KT_REQUIRE_GPU();
+    run(KN_DTYPE_BF16, KN_ROPE_INTERLEAVED, 19, 12, 64, false, 1); /* SmolLM2 q+k heads */
+    run(KN_DTYPE_F16, KN_ROPE_INTERLEAVED, 1, 5, 128, true, 2);
+}
+
+Test(kn_rope, neox_matches_reference)
+{
+    KT_REQUIRE_GPU();
+    run(KN_DTYPE_F16, KN_ROPE_NEOX, 23, 9, 128, false, 3);
+    run(KN_DTYPE_BF16, KN_ROPE_NEOX, 2, 3, 32, true, 4);
+}
+
+Test(kn_rope, rejects_odd_head_dim)
+{
+    int32_t pos = 0;
+    uint16_t x[8] = {0};
+    cr_assert(kn_rope(KN_DTYPE_F16, x, 8, &pos, 1, 1, 7, 10000.0f, NULL, KN_ROPE_NEOX, 0) == KN_ERR_INVALID,
+              "odd head_dim accepted");
+}

@@ -1,0 +1,66 @@
+/* test_sampling.c — GPU sampler against the reference: greedy, temperature, top-k, top-p and
+ * combinations, per-row seeds, a vocabulary the size of SmolLM2's; the draw must land on the
+ * reference's token, or within float rounding of the boundary between two tokens. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "kt.h"
+#include "ref.h"
+#include "sampling.h"
+
+Test(kn_sample, matches_reference)
+{
+    KT_REQUIRE_GPU();
+    enum { ROWS = 64, V = 49152, LD = V + 3 };
+    kt_rng r = kt_rng_make(90);
+    float *logits = kt_host_random(KN_DTYPE_F32, (size_t)ROWS * LD, -8.0f, 8.0f, &r);
+    kn_sample_params p[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        const int kind = i % 8;
+        p[i].temperature = kind == 0 ? 0.0f : kt_rng_uniform(&r, 0.2f, 1.5f);
+        p[i].top_k = kind == 2 || kind == 4 ? 1 + kt_rng_int(&r, 100) : kind == 6 ? 1 : 0;
+        p[i].top_p = kind == 3 || kind == 4 ? kt_rng_uniform(&r, 0.3f, 0.95f) : kind == 7 ? 1e-6f : 1.0f;
+        p[i].reserved = 0;
+        p[i].seed = kt_rng_next(&r);
+        p[i].step = (uint64_t)i;
+    }
+    kt_buf dl = kt_buf_upload(logits, sizeof(float) * (size_t)ROWS * LD);
+    kt_buf dp = kt_buf_upload(p, sizeof p);
+    kt_buf dt = kt_buf_alloc(sizeof(int32_t) * ROWS);
+    KT_OK(kn_sample(dl.p, LD, ROWS, V, dp.p, dt.p, 0));
+    kt_sync();
+    int32_t got[ROWS];
+    kt_buf_download(got, &dt);
+    kt_buf_check_guards(&dt, "tokens");
+    int exact = 0;
+    for (int i = 0; i < ROWS; i++) {
+        const float *l = logits + (size_t)i * LD;
+        float target, mass;
+        const int32_t want = kn_ref_sample(l, V, &p[i], &target, &mass);
+        cr_assert(got[i] >= 0 && got[i] < V, "row %d: token %d out of range", i, got[i]);
+        if (got[i] == want) {
+            exact++;
+            continue;
+        }
+        cr_assert(p[i].temperature > 0.0f, "row %d greedy: %d, want %d", i, got[i], want);
+        /* a different token is only acceptable when the draw sits on the boundary between them */
+        const float inv_t = 1.0f / p[i].temperature;
+        float zmax = -INFINITY;
+        for (int j = 0; j < V; j++)
+            zmax = fmaxf(zmax, l[j] * inv_t);
+        double acc_got = 0.0, acc_want = 0.0;
+        for (int j = 0; j < V; j++) {
+            const double w = exp((double)(l[j] * inv_t) - zmax);
+            if (j < got[i]) acc_got += w;
+            if (j < want) acc_want += w;
+        }
+        const double boundary = got[i] < want ? acc_want : acc_got;
+        cr_assert(fabs(boundary - target) <= 1e-4 * mass, "row %d: token %d, want %d (draw %g of %g)",
+                  i, got[i], want, (double)target, (double)mass);
+    }
+    cr_assert(exact >= ROWS - 2, "only %d of %d rows picked the reference's token", exact, ROWS);
+    kt_buf_free(&dl);
+    kt_buf_free(&dp);
+    kt_buf_free(&dt);
+    free(logits);
+}
