@@ -33,7 +33,7 @@ typedef struct serve_opts {
     const char *data_dir;
     bool no_auth;
     long kv_mb, max_running, max_waiting, max_inflight, threads, max_message_mb, drain_ms;
-    long http_max_body_kb, http_timeout_s; /* HTTP shim limits */
+    long http_max_body_kb, http_timeout_s, http_client_timeout_s; /* HTTP shim limits */
     double http_rate, http_burst;
     bool quiet;
 } serve_opts;
@@ -74,6 +74,8 @@ static void usage_serve(FILE *o)
             "                        0 = no limit)\n"
             "  --http-rate-burst B   requests a token may send at once above the rate (default 2R)\n"
             "  --http-timeout S      HTTP generation time limit in seconds; 408 after (default 120)\n"
+            "  --http-client-timeout S  close HTTP clients idle this long, or whose request body\n"
+            "                        takes longer than this to arrive (default 30 idle, 10 body)\n"
             "  --quiet               no per-request log lines\n",
             SERVAL_DEFAULT_MODEL);
 }
@@ -160,8 +162,10 @@ static int parse_serve(int argc, char **argv, serve_opts *o)
         else if (!strcmp(a, "--http-max-body-kb"))
             ok = parse_num(a, v, 1, 1L << 20, &o->http_max_body_kb);
         else if (!strcmp(a, "--http-timeout")) ok = parse_num(a, v, 1, 86400, &o->http_timeout_s);
+        else if (!strcmp(a, "--http-client-timeout"))
+            ok = parse_num(a, v, 1, 3600, &o->http_client_timeout_s);
         else if (!strcmp(a, "--http-rate-limit") || !strcmp(a, "--http-rate-burst")) {
-            long x;
+            long x = 0;
             ok = parse_num(a, v, 0, 1000000, &x);
             *(!strcmp(a, "--http-rate-limit") ? &o->http_rate : &o->http_burst) = (double)x;
         }
@@ -261,6 +265,8 @@ int rpc_serve_main(int argc, char **argv)
                              .max_body_bytes = (size_t)o.http_max_body_kb << 10,
                              .rate_limit_rps = o.http_rate, .rate_limit_burst = o.http_burst,
                              .request_timeout_s = (int)o.http_timeout_s, .version = SERVAL_VERSION,
+                             .idle_timeout_s = (int)o.http_client_timeout_s,
+                             .body_timeout_s = (int)o.http_client_timeout_s,
                              .device = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda"};
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {

@@ -1,0 +1,816 @@
+/* test_http.c — the HTTP front end end to end: a real `serval serve` process and a raw-socket
+ * HTTP/1.1 client. Replays every request tabby-agent 1.5.0 was recorded sending, the OpenAI
+ * and llama.cpp routes, bad input, auth, limits, disconnects, slow clients, 200 clients. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tu_json.h"
+
+#define TOKEN "auth_test_token" /* the token the fixture's requests carry */
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char *log_path;
+    char *data_dir;
+} server;
+
+static server server_start(const char *const *extra)
+{
+    server s = {0};
+    signal(SIGPIPE, SIG_IGN);
+    s.log_path = tu_temp_path(".log");
+    s.data_dir = tu_temp_path(".d");
+    unlink(s.data_dir);
+    char *bin = tu_bin_path("serval");
+    const char *argv[40] = {bin, "serve", "--model", tu_default_model(), "--grpc-port", "0",
+                            "--http-port", "0", "--token", TOKEN, "--data-dir", s.data_dir,
+                            "--threads", "2", "--quiet"};
+    int n = 15;
+    for (; extra && *extra && n < 38; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    s.pid = fork();
+    cr_assert(s.pid >= 0);
+    if (s.pid == 0) {
+        int fd = open(s.log_path, O_WRONLY | O_TRUNC);
+        int dn = open("/dev/null", O_RDWR);
+        dup2(dn, 0);
+        dup2(dn, 1);
+        dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    free(bin);
+    const char *line = "serval: http listening on 127.0.0.1:";
+    for (int i = 0; i < 600 && s.port <= 0; i++) {
+        char *log = tu_read_file(s.log_path, NULL);
+        const char *p = log ? strstr(log, line) : NULL;
+        if (p)
+            s.port = atoi(p + strlen(line));
+        free(log);
+        int st;
+        if (s.port <= 0) {
+            cr_assert_eq(waitpid(s.pid, &st, WNOHANG), 0, "serval serve exited early");
+            usleep(50 * 1000);
+        }
+    }
+    cr_assert_gt(s.port, 0, "no '%sPORT' line", line);
+    return s;
+}
+
+static int server_stop(server *s)
+{
+    kill(s->pid, SIGTERM);
+    int st = 0;
+    for (int i = 0; i < 300; i++) {
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(50 * 1000);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    return -1;
+}
+
+/* ---- a small HTTP/1.1 client -------------------------------------------------------------- */
+
+typedef struct resp {
+    int status;            /* 0: no response (connection closed or timed out) */
+    char *headers;         /* raw header block */
+    char *body;
+    size_t len;
+} resp;
+
+static void resp_free(resp *r)
+{
+    free(r->headers);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+static int hc_connect(int port, int timeout_s)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect to %d", port);
+    struct timeval tv = {.tv_sec = timeout_s};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Sends a request; `headers` is extra header lines ("K: V\r\n..."), token NULL for none. */
+static bool hc_send(int fd, const char *method, const char *path, const char *token,
+                    const char *headers, const char *body, size_t len)
+{
+    char head[4096];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%s%s%s", method,
+                     path, token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "", headers ? headers : "");
+    if (body)
+        n += snprintf(head + n, sizeof head - (size_t)n,
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
+    n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
+    return send_all(fd, head, (size_t)n) && (!body || send_all(fd, body, len));
+}
+
+/* Reads one response (Content-Length, chunked, or until close). */
+static resp hc_read(int fd)
+{
+    resp r = {0};
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    char *hend = NULL;
+    for (;;) {
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+        buf[len] = 0;
+        if (!hend && (hend = strstr(buf, "\r\n\r\n")))
+            break;
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k <= 0) {
+            free(buf);
+            return r;
+        }
+        len += (size_t)k;
+    }
+    size_t hlen = (size_t)(hend - buf) + 4;
+    r.headers = strndup(buf, hlen);
+    r.status = atoi(buf + 9);
+    const char *cl = strcasestr(r.headers, "\r\ncontent-length:");
+    bool chunked = strcasestr(r.headers, "transfer-encoding: chunked") != NULL;
+    size_t have = len - hlen;
+    memmove(buf, buf + hlen, have);
+    len = have;
+    size_t want = cl ? (size_t)atol(cl + 17) : (size_t)-1;
+    if (r.status == 204 || r.status == 304)
+        want = 0;
+    for (;;) {
+        if (!chunked && len >= want)
+            break;
+        if (chunked) {
+            buf[len] = 0;
+            /* Done when the terminating zero-size chunk has arrived. */
+            if (len >= 5 && (strstr(buf, "\r\n0\r\n\r\n") || !strncmp(buf, "0\r\n\r\n", 5)))
+                break;
+        }
+        if (len + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+        if (k <= 0)
+            break;
+        len += (size_t)k;
+    }
+    if (chunked) { /* de-chunk in place */
+        size_t o = 0, i = 0;
+        while (i < len) {
+            size_t sz = strtoul(buf + i, NULL, 16);
+            char *crlf = strstr(buf + i, "\r\n");
+            if (!crlf || sz == 0)
+                break;
+            i = (size_t)(crlf - buf) + 2;
+            memmove(buf + o, buf + i, sz);
+            o += sz;
+            i += sz + 2;
+        }
+        len = o;
+    } else if (want != (size_t)-1 && len > want) {
+        len = want;
+    }
+    buf[len] = 0;
+    r.body = buf;
+    r.len = len;
+    return r;
+}
+
+static resp request(int port, const char *method, const char *path, const char *token,
+                    const char *body)
+{
+    int fd = hc_connect(port, 60);
+    cr_assert(hc_send(fd, method, path, token, NULL, body, body ? strlen(body) : 0));
+    resp r = hc_read(fd);
+    close(fd);
+    return r;
+}
+
+static tu_json *json_of(const resp *r)
+{
+    tu_json *j = tu_json_parse(r->body, r->len);
+    cr_assert_not_null(j, "not JSON (status %d): %.300s", r->status, r->body ? r->body : "");
+    return j;
+}
+
+static const char *jstr(const tu_json *o, const char *k)
+{
+    const tu_json *v = o ? tu_json_get(o, k) : NULL;
+    return v && v->type == TU_JSON_STR ? v->str : NULL;
+}
+
+/* The "data: {...}" events of an SSE body, parsed (NULL-terminated array; [DONE] skipped). */
+static tu_json **sse_events(const resp *r, size_t *n, bool *saw_done)
+{
+    tu_json **ev = calloc(4096, sizeof *ev);
+    *n = 0;
+    *saw_done = false;
+    const char *p = r->body;
+    while (p && (p = strstr(p, "data: ")) != NULL) {
+        p += 6;
+        const char *end = strstr(p, "\n\n");
+        cr_assert_not_null(end, "an SSE event without its blank line");
+        if (!strncmp(p, "[DONE]", 6)) {
+            *saw_done = true;
+        } else {
+            ev[*n] = tu_json_parse(p, (size_t)(end - p));
+            cr_assert_not_null(ev[*n], "SSE data is not JSON: %.200s", p);
+            (*n)++;
+        }
+        p = end + 2;
+    }
+    return ev;
+}
+
+static void sse_free(tu_json **ev, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tu_json_free(ev[i]);
+    free(ev);
+}
+
+/* ---- the recorded tabby-agent traffic ------------------------------------------------------ */
+
+static size_t count_lines_in_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    size_t lines = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096 + 512];
+        snprintf(path, sizeof path, "%.4000s/%.256s", dir, e->d_name);
+        size_t len;
+        char *t = tu_read_file(path, &len);
+        for (size_t i = 0; t && i < len; i++)
+            lines += t[i] == '\n';
+        free(t);
+    }
+    if (d)
+        closedir(d);
+    return lines;
+}
+
+Test(http, replays_every_recorded_tabby_agent_request, .timeout = 180)
+{
+    server s = server_start(NULL);
+    char *path = tu_source_path("tests/fixtures/tabby-agent/requests.jsonl");
+    size_t flen;
+    char *fx = tu_read_file(path, &flen);
+    cr_assert_not_null(fx, "%s", path);
+    int fd = hc_connect(s.port, 60); /* one keep-alive connection, as the agent keeps */
+    size_t n_req = 0, n_events = 0;
+    for (char *line = fx, *nl; line < fx + flen; line = nl + 1) {
+        nl = strchr(line, '\n');
+        if (!nl)
+            nl = fx + flen;
+        if (nl == line)
+            continue;
+        tu_json *rec = tu_json_parse(line, (size_t)(nl - line));
+        cr_assert_not_null(rec);
+        const char *scenario = jstr(rec, "scenario"), *method = jstr(rec, "method");
+        const char *p = jstr(rec, "path"), *query = jstr(rec, "query");
+        const tu_json *body = tu_json_get(rec, "body");
+        const tu_json *hdrs = tu_json_get(rec, "headers");
+        char extra[2048] = "", url[512];
+        snprintf(url, sizeof url, "%s%s%s", p, query && *query ? "?" : "", query ? query : "");
+        for (size_t i = 0; i < hdrs->n; i++) {
+            const char *k = hdrs->items[i]->items[0]->str, *v = hdrs->items[i]->items[1]->str;
+            if (strcasecmp(k, "content-length") == 0 || strcasecmp(k, "content-type") == 0)
+                continue;
+            size_t el = strlen(extra);
+            snprintf(extra + el, sizeof extra - el, "%s: %s\r\n", k, v);
+        }
+        bool has_body = body->str_len > 0;
+        if (!has_body) { /* the agent sends Content-Type on GETs too */
+            size_t el = strlen(extra);
+            snprintf(extra + el, sizeof extra - el, "Content-Type: application/json\r\n");
+        }
+        cr_assert(hc_send(fd, method, url, NULL, extra, has_body ? body->str : NULL, body->str_len),
+                  "%s: send", scenario);
+        resp r = hc_read(fd);
+        cr_assert(r.status >= 200 && r.status < 300, "%s: %s %s answered %d: %.300s", scenario,
+                  method, url, r.status, r.body ? r.body : "");
+        if (!strcmp(p, "/v1/events")) {
+            n_events++;
+        } else {
+            tu_json *j = json_of(&r);
+            cr_assert_eq(j->type, TU_JSON_OBJ, "%s: not a JSON object", scenario);
+            if (!strcmp(p, "/v1/health")) {
+                const tu_json *model = tu_json_get(j, "model"), *ver = tu_json_get(j, "version");
+                cr_assert(model && model->type == TU_JSON_STR && model->str_len > 0,
+                          "%s: health needs a non-empty model to enable completion", scenario);
+                cr_assert_not_null(tu_json_get(j, "device"));
+                cr_assert(ver && ver->type == TU_JSON_OBJ,
+                          "%s: version must be an object (tabby-agent 1.5.0 crashes otherwise)",
+                          scenario);
+                cr_assert_not_null(jstr(ver, "git_describe"));
+            } else if (!strcmp(p, "/v1/completions")) {
+                cr_assert(jstr(j, "id") && !strncmp(jstr(j, "id"), "cmpl-", 5), "%s: id", scenario);
+                const tu_json *ch = tu_json_get(j, "choices");
+                cr_assert(ch && ch->type == TU_JSON_ARR && ch->n >= 1, "%s: choices", scenario);
+                const char *text = jstr(ch->items[0], "text");
+                cr_assert_not_null(text, "%s: choices[0].text", scenario);
+                tu_json *req = tu_json_parse(body->str, body->str_len);
+                const char *prefix = jstr(tu_json_get(req, "segments"), "prefix");
+                cr_assert(strlen(prefix) < 12 || !strstr(text, prefix),
+                          "%s: the text repeats the prefix: %s", scenario, text);
+                tu_json_free(req);
+            }
+            tu_json_free(j);
+        }
+        resp_free(&r);
+        tu_json_free(rec);
+        n_req++;
+    }
+    close(fd);
+    cr_assert_eq(n_req, 22, "every recorded request was replayed");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/events", s.data_dir);
+    cr_assert_eq(count_lines_in_dir(dir), n_events, "each event is one line in %s", dir);
+    cr_assert_eq(server_stop(&s), 0);
+    free(fx);
+    free(path);
+}
+
+Test(http, tabby_debug_options_snippets_and_crlf, .timeout = 60)
+{
+    server s = server_start(NULL);
+    resp r = request(s.port, "POST", "/v1/completions", TOKEN,
+                     "{\"language\":\"python\",\"segments\":{\"prefix\":\"def f(x):\\r\\n    \","
+                     "\"declarations\":[{\"filepath\":\"m.py\",\"body\":\"def g(): pass\"}]},"
+                     "\"debug_options\":{\"return_prompt\":true,\"return_snippets\":true},"
+                     "\"mode\":\"standard\",\"unknown_field\":[1,2]}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    tu_json *j = json_of(&r);
+    const tu_json *dd = tu_json_get(j, "debug_data");
+    cr_assert_not_null(dd, "%s", r.body);
+    /* SmolLM2-Instruct has no FIM tokens: the prompt is the snippets plus the prefix, LF only. */
+    cr_assert_str_eq(jstr(dd, "prompt"), "# Path: m.py\n# def g(): pass\ndef f(x):\n    ");
+    cr_assert_eq(tu_json_get(dd, "snippets")->n, 1);
+    cr_assert_str_eq(jstr(j, "mode"), "standard");
+    const char *text = jstr(tu_json_get(j, "choices")->items[0], "text");
+    for (const char *c = text; *c; c++)
+        if (*c == '\n')
+            cr_assert(c > text && c[-1] == '\r', "CRLF input gets CRLF output: %s", text);
+    tu_json_free(j);
+    resp_free(&r);
+    /* raw_prompt is used as is. */
+    r = request(s.port, "POST", "/v1/completions", TOKEN,
+                "{\"debug_options\":{\"raw_prompt\":\"import os\\n\",\"return_prompt\":true}}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_of(&r);
+    cr_assert_str_eq(jstr(tu_json_get(j, "debug_data"), "prompt"), "import os\n");
+    tu_json_free(j);
+    resp_free(&r);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+/* ---- OpenAI and llama.cpp routes ----------------------------------------------------------- */
+
+Test(http, openai_completions_and_chat_both_modes, .timeout = 90)
+{
+    server s = server_start(NULL);
+    const char *body = "{\"model\":\"x\",\"prompt\":\"def add(a, b):\",\"max_tokens\":6,"
+                       "\"temperature\":0}";
+    resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    tu_json *j = json_of(&r);
+    cr_assert_str_eq(jstr(j, "object"), "text_completion");
+    const tu_json *c0 = tu_json_get(j, "choices")->items[0];
+    char *full = strdup(jstr(c0, "text"));
+    cr_assert_gt(strlen(full), 0);
+    cr_assert_eq(tu_json_get(tu_json_get(j, "usage"), "completion_tokens")->num, 6);
+    cr_assert_str_eq(jstr(c0, "finish_reason"), "length");
+    tu_json_free(j);
+    resp_free(&r);
+
+    /* Streaming gives the same greedy text, chunk by chunk, then [DONE]. */
+    r = request(s.port, "POST", "/v1/completions", TOKEN,
+                "{\"prompt\":\"def add(a, b):\",\"max_tokens\":6,\"temperature\":0,\"stream\":true}");
+    cr_assert_eq(r.status, 200);
+    cr_assert(strcasestr(r.headers, "text/event-stream"));
+    size_t n;
+    bool done;
+    tu_json **ev = sse_events(&r, &n, &done);
+    cr_assert(done && n >= 2);
+    char joined[4096] = "";
+    for (size_t i = 0; i < n; i++)
+        strcat(joined, jstr(tu_json_get(ev[i], "choices")->items[0], "text"));
+    cr_assert_str_eq(joined, full);
+    cr_assert_str_eq(jstr(tu_json_get(ev[n - 1], "choices")->items[0], "finish_reason"), "length");
+    sse_free(ev, n);
+    resp_free(&r);
+    free(full);
+
+    const char *chat = "{\"model\":\"\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],"
+                       "\"max_tokens\":5,\"temperature\":0%s}";
+    char b[512];
+    snprintf(b, sizeof b, chat, "");
+    r = request(s.port, "POST", "/v1/chat/completions", TOKEN, b);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_of(&r);
+    cr_assert_str_eq(jstr(j, "object"), "chat.completion");
+    const tu_json *msg = tu_json_get(tu_json_get(j, "choices")->items[0], "message");
+    cr_assert_str_eq(jstr(msg, "role"), "assistant");
+    full = strdup(jstr(msg, "content"));
+    cr_assert_gt(strlen(full), 0);
+    tu_json_free(j);
+    resp_free(&r);
+    snprintf(b, sizeof b, chat, ",\"stream\":true");
+    const char *paths[] = {"/v1/chat/completions", "/v1beta/chat/completions"};
+    for (int k = 0; k < 2; k++) {
+        /* /v1beta always streams (Tabby's chat), even without "stream". */
+        if (k == 1)
+            snprintf(b, sizeof b, chat, "");
+        r = request(s.port, "POST", paths[k], TOKEN, b);
+        cr_assert_eq(r.status, 200);
+        ev = sse_events(&r, &n, &done);
+        cr_assert(n >= 2, "%s: %s", paths[k], r.body);
+        joined[0] = 0;
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_str_eq(jstr(ev[i], "object"), "chat.completion.chunk");
+            const char *d = jstr(tu_json_get(tu_json_get(ev[i], "choices")->items[0], "delta"),
+                                 "content");
+            if (d)
+                strcat(joined, d);
+        }
+        cr_assert_str_eq(joined, full, "%s", paths[k]);
+        sse_free(ev, n);
+        resp_free(&r);
+    }
+    free(full);
+    r = request(s.port, "GET", "/v1/models", TOKEN, NULL);
+    j = json_of(&r);
+    cr_assert_str_eq(jstr(j, "object"), "list");
+    cr_assert_gt(strlen(jstr(tu_json_get(j, "data")->items[0], "id")), 0);
+    tu_json_free(j);
+    resp_free(&r);
+    r = request(s.port, "GET", "/v1beta/models", TOKEN, NULL);
+    j = json_of(&r);
+    cr_assert_eq(tu_json_get(j, "completion")->type, TU_JSON_ARR);
+    cr_assert_eq(tu_json_get(j, "chat")->type, TU_JSON_ARR, "SmolLM2 has a ChatML template");
+    tu_json_free(j);
+    resp_free(&r);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+Test(http, llamacpp_backend_round_trip, .timeout = 60)
+{
+    server s = server_start(NULL);
+    /* Exactly what Tabby's llama.cpp/completion backend sends (temperature 0 to compare). */
+    const char *body = "{\"seed\":0,\"prompt\":\"def fib(n):\",\"n_predict\":8,\"temperature\":0,"
+                       "\"stream\":%s,\"penalty_last_n\":0,\"presence_penalty\":0}";
+    char b[512];
+    snprintf(b, sizeof b, body, "false");
+    resp r = request(s.port, "POST", "/completion", TOKEN, b);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    tu_json *j = json_of(&r);
+    char *full = strdup(jstr(j, "content"));
+    cr_assert_eq(tu_json_get(j, "stop")->b, true);
+    tu_json_free(j);
+    resp_free(&r);
+    snprintf(b, sizeof b, body, "true");
+    r = request(s.port, "POST", "/completion", TOKEN, b);
+    cr_assert_eq(r.status, 200);
+    size_t n;
+    bool done;
+    tu_json **ev = sse_events(&r, &n, &done);
+    char joined[4096] = "";
+    for (size_t i = 0; i < n; i++) {
+        strcat(joined, jstr(ev[i], "content"));
+        cr_assert_eq(tu_json_get(ev[i], "stop")->b, i == n - 1, "only the last event stops");
+    }
+    cr_assert_str_eq(joined, full);
+    sse_free(ev, n);
+    resp_free(&r);
+    free(full);
+    r = request(s.port, "POST", "/tokenize", TOKEN, "{\"content\":\"hello world\"}");
+    j = json_of(&r);
+    cr_assert_eq(tu_json_get(j, "tokens")->n, 2);
+    tu_json_free(j);
+    resp_free(&r);
+    r = request(s.port, "POST", "/embeddings", TOKEN, "{\"content\":\"x\"}");
+    cr_assert_eq(r.status, 501);
+    cr_assert(strstr(r.body, "embedding"), "%s", r.body);
+    resp_free(&r);
+    r = request(s.port, "GET", "/health", NULL, NULL);
+    cr_assert_eq(r.status, 200);
+    cr_assert(strstr(r.body, "\"ok\""));
+    resp_free(&r);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+/* ---- bad input, auth, limits --------------------------------------------------------------- */
+
+static void expect(int port, const char *method, const char *path, const char *token,
+                   const char *body, int status, const char *needle)
+{
+    resp r = request(port, method, path, token, body);
+    cr_assert_eq(r.status, status, "%s %s %.80s: got %d: %s", method, path, body ? body : "",
+                 r.status, r.body ? r.body : "");
+    if (needle)
+        cr_assert(r.body && strstr(r.body, needle), "%s %s: '%s' not in %s", method, path,
+                  needle, r.body);
+    if (status >= 400 && status != 401 && status != 405 && r.len) {
+        tu_json *j = json_of(&r);
+        tu_json_free(j);
+    }
+    resp_free(&r);
+}
+
+Test(http, bad_requests_get_clear_errors_and_the_server_keeps_serving, .timeout = 60)
+{
+    server s = server_start(NULL);
+    int p = s.port;
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"segments\":", 400, "not valid JSON");
+    expect(p, "POST", "/v1/completions", TOKEN, "[1,2]", 422, "JSON object");
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"language\":\"python\"}", 400, "segments");
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":5}}", 422,
+           "segments.prefix must be a string");
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":\"x\"},\"temperature\":\"hot\"}",
+           422, "temperature");
+    expect(p, "POST", "/v1/completions", TOKEN,
+           "{\"segments\":{\"prefix\":\"x\",\"declarations\":{}}}", 422, "declarations");
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":\"a\xff\xfe\"}}", 400,
+           "not valid JSON");
+    expect(p, "POST", "/v1/chat/completions", TOKEN, "{\"messages\":[]}", 422, "messages");
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"prompt\":\"x\",\"max_tokens\":0}", 422,
+           "max_tokens");
+    expect(p, "POST", "/v1/completions", TOKEN, "", 400, "empty");
+    /* Auth: every /v1 route but health; 401 has an empty body. */
+    expect(p, "POST", "/v1/completions", NULL, "{\"segments\":{\"prefix\":\"x\"}}", 401, NULL);
+    expect(p, "POST", "/v1/completions", "wrong", "{\"segments\":{\"prefix\":\"x\"}}", 401, NULL);
+    expect(p, "GET", "/v1beta/server_setting", NULL, NULL, 401, NULL);
+    expect(p, "GET", "/metrics", NULL, NULL, 401, NULL);
+    expect(p, "GET", "/v1/health", NULL, NULL, 200, "version");
+    expect(p, "POST", "/v1/health", NULL, "", 200, "version");
+    expect(p, "GET", "/nope", TOKEN, NULL, 404, "no route");
+    expect(p, "GET", "/v1/completions", TOKEN, NULL, 405, NULL);
+    resp r = request(p, "POST", "/v1/completions", NULL, "{}");
+    cr_assert_eq(r.len, 0, "401 has an empty body");
+    resp_free(&r);
+
+    /* Huge bodies: refused by Content-Length before they are read, and when chunked. */
+    size_t big = 3u << 20;
+    char *huge = malloc(big + 1);
+    memset(huge, 'a', big);
+    huge[big] = 0;
+    memcpy(huge, "{\"segments\":{\"prefix\":\"", 23);
+    int fd = hc_connect(p, 10);
+    hc_send(fd, "POST", "/v1/completions", TOKEN, NULL, huge, big); /* may fail midway */
+    r = hc_read(fd);
+    cr_assert_eq(r.status, 413, "%s", r.body ? r.body : "");
+    resp_free(&r);
+    close(fd);
+    fd = hc_connect(p, 10);
+    char head[256];
+    int hn = snprintf(head, sizeof head, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer " TOKEN "\r\nTransfer-Encoding: chunked\r\n\r\n");
+    send_all(fd, head, (size_t)hn);
+    for (int i = 0; i < 3; i++) {
+        char ch[32];
+        int cn = snprintf(ch, sizeof ch, "%x\r\n", 1 << 20);
+        send_all(fd, ch, (size_t)cn);
+        send_all(fd, huge, 1 << 20);
+        send_all(fd, "\r\n", 2);
+    }
+    send_all(fd, "0\r\n\r\n", 5);
+    r = hc_read(fd);
+    cr_assert_eq(r.status, 413);
+    resp_free(&r);
+    close(fd);
+    free(huge);
+
+    /* CORS preflight without a token. */
+    fd = hc_connect(p, 10);
+    hc_send(fd, "OPTIONS", "/v1/completions", NULL,
+            "Origin: http://x\r\nAccess-Control-Request-Method: POST\r\n", NULL, 0);
+    r = hc_read(fd);
+    cr_assert_eq(r.status, 204);
+    cr_assert(strcasestr(r.headers, "Access-Control-Allow-Origin: *"));
+    cr_assert(strcasestr(r.headers, "Access-Control-Allow-Headers:"));
+    resp_free(&r);
+    close(fd);
+    expect(p, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":\"def f():\\n\"}}",
+           200, "choices");
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+Test(http, rate_limit_per_token, .timeout = 60)
+{
+    const char *extra[] = {"--token", "other", "--http-rate-limit", "1", "--http-rate-burst", "3",
+                           NULL};
+    server s = server_start(extra);
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 6; i++) {
+        resp r = request(s.port, "GET", "/v1beta/server_setting", TOKEN, NULL);
+        if (r.status == 200)
+            ok++;
+        if (r.status == 429) {
+            limited++;
+            cr_assert(strcasestr(r.headers, "Retry-After:"));
+        }
+        resp_free(&r);
+    }
+    cr_assert_geq(ok, 3);
+    cr_assert_geq(limited, 2, "a burst of 3 at 1/s lets at most 4 of 6 through");
+    expect(s.port, "GET", "/v1beta/server_setting", "other", NULL, 200, NULL);
+    expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+/* ---- disconnects and slow clients ---------------------------------------------------------- */
+
+static double metric(int port, const char *name)
+{
+    resp r = request(port, "GET", "/metrics", TOKEN, NULL);
+    cr_assert_eq(r.status, 200);
+    char key[160];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(r.body, key);
+    double v = p ? atof(p + strlen(key)) : -1;
+    resp_free(&r);
+    return v;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+Test(http, a_client_that_disconnects_cancels_its_generation, .timeout = 90)
+{
+    server s = server_start(NULL);
+    const char *bodies[] = {
+        "{\"prompt\":\"Once upon a time\",\"n_predict\":3000,\"stream\":false}",
+        "{\"prompt\":\"Once upon a time\",\"n_predict\":3000,\"stream\":true}"};
+    for (int k = 0; k < 2; k++) {
+        int fd = hc_connect(s.port, 10);
+        hc_send(fd, "POST", "/completion", TOKEN, NULL, bodies[k], strlen(bodies[k]));
+        if (k == 1) { /* wait for the first event, then go */
+            char buf[256];
+            cr_assert_gt(recv(fd, buf, sizeof buf, 0), 0);
+        }
+        double tw = now_s();
+        while (metric(s.port, "serval_running_sequences") != 1 && now_s() - tw < 10)
+            usleep(20 * 1000);
+        cr_assert_eq(metric(s.port, "serval_running_sequences"), 1, "it is generating");
+        close(fd);
+        double t0 = now_s();
+        while (metric(s.port, "serval_running_sequences") != 0 && now_s() - t0 < 5)
+            usleep(20 * 1000);
+        cr_assert_eq(metric(s.port, "serval_running_sequences"), 0,
+                     "closing the connection stops the work");
+        cr_assert_lt(now_s() - t0, 2.0, "cancelled within %f s", now_s() - t0);
+    }
+    cr_assert_geq(metric(s.port, "serval_http_client_disconnects_total"), 2);
+    expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+Test(http, slow_and_stalled_clients_are_cut_off, .timeout = 60)
+{
+    const char *extra[] = {"--http-client-timeout", "2", NULL};
+    server s = server_start(extra);
+    /* A stalled body: headers promise 100 bytes, 10 arrive. */
+    int stalled = hc_connect(s.port, 10);
+    const char *h = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+                    "\r\nContent-Length: 100\r\n\r\n{\"segments";
+    send_all(stalled, h, strlen(h));
+    /* A drip: one byte every 300 ms keeps the idle timer happy but not the body timer. */
+    int drip = hc_connect(s.port, 10);
+    h = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+        "\r\nContent-Length: 1000\r\n\r\n";
+    send_all(drip, h, strlen(h));
+    double t0 = now_s();
+    bool drip_cut = false;
+    for (int i = 0; i < 40 && !drip_cut; i++) {
+        drip_cut = !send_all(drip, " ", 1);
+        /* Others are served meanwhile. */
+        if (i == 2)
+            expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
+        usleep(300 * 1000);
+        struct pollfd pf = {.fd = drip, .events = POLLIN | POLLRDHUP};
+        if (poll(&pf, 1, 0) > 0) {
+            char c;
+            if (recv(drip, &c, 1, MSG_DONTWAIT) <= 0)
+                drip_cut = true;
+        }
+    }
+    cr_assert(drip_cut, "a slow-drip client is disconnected");
+    cr_assert_lt(now_s() - t0, 8);
+    char c;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(stalled, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cr_assert_leq(recv(stalled, &c, 1, 0), 0, "a stalled client is disconnected");
+    close(stalled);
+    close(drip);
+    expect(s.port, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":\"x = \"}}", 200,
+           "choices");
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+/* ---- many clients -------------------------------------------------------------------------- */
+
+typedef struct client_arg {
+    int port;
+    int ok;
+} client_arg;
+
+static void *client_main(void *p)
+{
+    client_arg *a = p;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)a->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = {.tv_sec = 120};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return NULL;
+    }
+    const char *body = "{\"prompt\":\"def main():\",\"max_tokens\":2}";
+    for (int i = 0; i < 2; i++) { /* two requests on one keep-alive connection */
+        char head[512];
+        int n = snprintf(head, sizeof head, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                         "Authorization: Bearer " TOKEN "\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+        if (!send_all(fd, head, (size_t)n))
+            break;
+        resp r = hc_read(fd);
+        tu_json *j = r.body ? tu_json_parse(r.body, r.len) : NULL;
+        if (r.status == 200 && j && tu_json_get(j, "choices"))
+            a->ok++;
+        tu_json_free(j);
+        resp_free(&r);
+    }
+    close(fd);
+    return NULL;
+}
+
+Test(http, two_hundred_concurrent_keep_alive_clients, .timeout = 150)
+{
+    server s = server_start(NULL);
+    enum { N = 200 };
+    pthread_t th[N];
+    client_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (client_arg){.port = s.port};
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setstacksize(&at, 256 * 1024);
+        cr_assert_eq(pthread_create(&th[i], &at, client_main, &args[i]), 0);
+        pthread_attr_destroy(&at);
+    }
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ok += args[i].ok;
+    }
+    cr_assert_eq(ok, 2 * N, "every request of every client succeeded (%d of %d)", ok, 2 * N);
+    expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
+    cr_assert_eq(server_stop(&s), 0);
+}
