@@ -37,4 +37,12 @@ eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t 
                                   int32_t min_blocks, int32_t max_pos, int n_threads,
                                   eng_backend **out, eng_err *err);
 
+/* The CUDA backend (builds with SERVAL_HAVE_CUDA only): weights dequantised to bf16 on the
+ * GPU, step buffers for max_tokens tokens and max_logits logits rows, and a KV pool of
+ * kv_bytes (0: 90% of the GPU memory still free after weights and buffers). ENG_ERR_UNSUPPORTED
+ * without a visible device or kernels for the model's shapes. */
+eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
+                                   int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
+                                   int32_t max_logits, eng_backend **out, eng_err *err);
+
 #endif

@@ -595,8 +595,8 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->n_threads = n > 0 ? (int)n : 1;
     }
-    if (c->kv_bytes == 0)
-        c->kv_bytes = (int64_t)1 << 30;
+    if (c->kv_bytes == 0 && c->backend == ENG_BACKEND_CPU)
+        c->kv_bytes = (int64_t)1 << 30; /* the CUDA backend sizes its pool from free memory */
     if (c->block_size == 0)
         c->block_size = 16;
     if (c->max_seq_len == 0)
@@ -649,9 +649,14 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
         st = eng_backend_cpu_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
                                     c.n_threads, &e->be, err);
     } else {
+#ifdef SERVAL_HAVE_CUDA
+        st = eng_backend_cuda_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
+                                     c.step_tokens, c.max_running, &e->be, err);
+#else
         st = eng_fail(err, ENG_ERR_UNSUPPORTED,
-                      "the CUDA backend is not part of this build's engine yet; use the CPU "
+                      "this build has no CUDA backend (it was built without nvcc); use the CPU "
                       "backend");
+#endif
     }
     if (st == ENG_OK)
         st = kv_cache_create(e->be->n_blocks, c.block_size, c.prefix_caching, &e->kv, err);

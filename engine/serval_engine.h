@@ -47,7 +47,7 @@ typedef enum eng_backend_kind {
 typedef struct eng_engine_config {
     eng_backend_kind backend;
     int n_threads;           /* CPU backend threads; 0: the number of online CPUs */
-    int64_t kv_bytes;        /* KV cache memory budget; 0: 1 GiB on the CPU */
+    int64_t kv_bytes;        /* KV cache memory budget; 0: 1 GiB on the CPU, 90% of free GPU memory */
     int32_t block_size;      /* tokens per KV block; 0: 16 */
     bool prefix_caching;     /* reuse cached prompt blocks (default true) */
     int32_t max_seq_len;     /* prompt + output limit; 0: min(model's training context, 8192) */

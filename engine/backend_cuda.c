@@ -1,0 +1,467 @@
+/* backend_cuda.c — the CUDA backend behind engine/backend.h: weights dequantised to bf16 on
+ * the GPU once at load (Q|K|V and gate|up fused), every per-step buffer preallocated, a paged
+ * KV pool sized from the budget or from free GPU memory, and one forward step per batch made
+ * of kernels/ launchers and cuBLAS GEMMs. Only the requested logits rows travel to the host.
+ * Built only with SERVAL_HAVE_CUDA. */
+#include "backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "dequant.h"
+#include "device.h"
+#include "embed.h"
+#include "gemm.h"
+#include "kv_write.h"
+#include "paged_attention.h"
+#include "prefill_attention.h"
+#include "rmsnorm.h"
+#include "rope.h"
+#include "swiglu.h"
+
+#define ACT KN_DTYPE_BF16 /* activations and weights */
+#define KVT KN_DTYPE_F16  /* KV cache: fp16 like the CPU backend */
+
+typedef struct cuda_layer {
+    void *attn_norm, *ffn_norm; /* [d] bf16 */
+    void *wqkv;                 /* [dq + 2*kvd, d] */
+    void *wo;                   /* [d, dq] */
+    void *wgu;                  /* [2*ff, d]: gate rows then up rows */
+    void *wdown;                /* [d, ff] */
+    void *k_cache, *v_cache;    /* [n_slots, kvd] fp16 */
+} cuda_layer;
+
+typedef struct cuda_backend {
+    eng_backend base; /* first: the engine holds a pointer to it */
+    const eng_model *m;
+    cudaStream_t st;
+    kn_gemm *gemm;
+    void *tok_embd, *out_norm, *output; /* bf16; output == tok_embd when tied */
+    cuda_layer *layers;
+    int32_t max_tokens, max_logits, max_blocks_per_seq;
+    int64_t n_slots;
+    /* per-step device buffers */
+    float *resid;          /* [T, d] fp32 residual stream */
+    void *xn, *tmp;        /* [T, d] bf16 */
+    void *qkv;             /* [T, dq + 2*kvd] */
+    void *att;             /* [T, dq] */
+    void *gu;              /* [T, 2*ff] */
+    void *xsel;            /* [max_logits, d] */
+    float *logits;         /* [max_logits, n_vocab] */
+    void *attn_ws;         /* split-K workspace */
+    size_t attn_ws_bytes;
+    int32_t *d_ints;       /* tokens, pos, slots, logits_idx, seq_lens, q_start, tables */
+    int32_t *h_ints;       /* pinned host staging of the same */
+    size_t n_ints;
+    float *h_logits;       /* pinned [max_logits, n_vocab] */
+} cuda_backend;
+
+static eng_status cuda_fail(eng_err *err, const char *what, cudaError_t e)
+{
+    return eng_fail(err, ENG_ERR_CUDA, "%s: %s", what, cudaGetErrorString(e));
+}
+
+static eng_status kn_fail(eng_err *err, const char *what, kn_status s)
+{
+    return eng_fail(err, s == KN_ERR_NOMEM ? ENG_ERR_NOMEM : ENG_ERR_CUDA, "%s: %s (%s)", what,
+                    kn_status_str(s), kn_last_error());
+}
+
+#define KN_TRY(what, call)                                                                   \
+    do {                                                                                     \
+        kn_status s_ = (call);                                                               \
+        if (s_ != KN_OK)                                                                     \
+            return kn_fail(err, what, s_);                                                   \
+    } while (0)
+
+static eng_status dev_alloc(void **p, size_t bytes, const char *what, eng_err *err)
+{
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess)
+        return eng_fail(err, ENG_ERR_NOMEM, "GPU allocation of %zu bytes for %s failed: %s",
+                        bytes, what, cudaGetErrorString(e));
+    return ENG_OK;
+}
+
+/* Uploads a GGUF weight as stored and dequantises it into dst (rows [row0, row0 + ne1) of a
+ * bf16 matrix with ne0 columns). scratch holds at least the raw bytes. */
+static eng_status upload_weight(cuda_backend *c, const eng_weight *w, void *dst, void *scratch,
+                                eng_err *err)
+{
+    size_t raw = w->row_bytes * (size_t)w->ne1;
+    cudaError_t e = cudaMemcpyAsync(scratch, w->data, raw, cudaMemcpyHostToDevice, c->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "uploading a weight", e);
+    if (!kn_dequant_supported((kn_qtype)w->dtype))
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "weight type %d has no GPU dequantiser",
+                        (int)w->dtype);
+    KN_TRY("dequantising a weight",
+           kn_dequant((kn_qtype)w->dtype, scratch, w->ne1, w->ne0, ACT, dst, c->st));
+    /* the scratch buffer is reused by the next weight: finish with it first */
+    e = cudaStreamSynchronize(c->st);
+    return e == cudaSuccess ? ENG_OK : cuda_fail(err, "dequantising a weight", e);
+}
+
+static size_t max_raw_bytes(const eng_model *m)
+{
+    size_t mx = m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1;
+    for (int32_t l = 0; l < m->hp.n_layer; l++) {
+        const eng_layer *L = &m->layers[l];
+        const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                  &L->w_down, &L->attn_norm, &L->ffn_norm};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            size_t b = ws[i]->row_bytes * (size_t)ws[i]->ne1;
+            if (b > mx)
+                mx = b;
+        }
+    }
+    size_t ob = m->output.row_bytes * (size_t)m->output.ne1;
+    return ob > mx ? ob : mx;
+}
+
+static eng_status load_weights(cuda_backend *c, eng_err *err)
+{
+    const eng_model *m = c->m;
+    const eng_hparams *hp = &m->hp;
+    const size_t bf = 2, d = (size_t)hp->n_embd, ff = (size_t)hp->n_ff;
+    const size_t dq = (size_t)hp->n_head * (size_t)hp->head_dim;
+    const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    void *scratch = NULL;
+    eng_status st = dev_alloc(&scratch, max_raw_bytes(m), "weight upload scratch", err);
+    if (st != ENG_OK)
+        return st;
+#define UP(w, dst) do { if ((st = upload_weight(c, (w), (dst), scratch, err)) != ENG_OK) goto out; } while (0)
+#define AL(p, n, what) do { if ((st = dev_alloc(&(p), (n), (what), err)) != ENG_OK) goto out; } while (0)
+    AL(c->tok_embd, (size_t)hp->n_vocab * d * bf, "token embeddings");
+    UP(&m->tok_embd, c->tok_embd);
+    AL(c->out_norm, d * bf, "output norm");
+    UP(&m->out_norm, c->out_norm);
+    if (hp->tied_output) {
+        c->output = c->tok_embd;
+    } else {
+        AL(c->output, (size_t)hp->n_vocab * d * bf, "output head");
+        UP(&m->output, c->output);
+    }
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const eng_layer *L = &m->layers[l];
+        cuda_layer *G = &c->layers[l];
+        AL(G->attn_norm, d * bf, "attention norm");
+        UP(&L->attn_norm, G->attn_norm);
+        AL(G->ffn_norm, d * bf, "FFN norm");
+        UP(&L->ffn_norm, G->ffn_norm);
+        AL(G->wqkv, (dq + 2 * kvd) * d * bf, "QKV weights");
+        UP(&L->wq, G->wqkv);
+        UP(&L->wk, (char *)G->wqkv + dq * d * bf);
+        UP(&L->wv, (char *)G->wqkv + (dq + kvd) * d * bf);
+        AL(G->wo, d * dq * bf, "attention output weights");
+        UP(&L->wo, G->wo);
+        AL(G->wgu, 2 * ff * d * bf, "gate/up weights");
+        UP(&L->w_gate, G->wgu);
+        UP(&L->w_up, (char *)G->wgu + ff * d * bf);
+        AL(G->wdown, d * ff * bf, "down weights");
+        UP(&L->w_down, G->wdown);
+    }
+#undef UP
+#undef AL
+out:
+    cudaFree(scratch);
+    return st;
+}
+
+/* Step buffers for up to max_tokens tokens and max_logits logits rows. */
+static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
+{
+    const eng_hparams *hp = &c->m->hp;
+    const size_t T = (size_t)c->max_tokens, L = (size_t)c->max_logits, bf = 2;
+    const size_t d = (size_t)hp->n_embd, ff = (size_t)hp->n_ff;
+    const size_t dq = (size_t)hp->n_head * (size_t)hp->head_dim;
+    const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    eng_status st = ENG_OK;
+    void *p;
+#define AL(field, n, what) do { if ((st = dev_alloc(&p, (n), (what), err)) != ENG_OK) return st; field = p; } while (0)
+    AL(c->resid, T * d * sizeof(float), "residual stream");
+    AL(c->xn, T * d * bf, "normed activations");
+    AL(c->tmp, T * d * bf, "projection output");
+    AL(c->qkv, T * (dq + 2 * kvd) * bf, "QKV activations");
+    AL(c->att, T * dq * bf, "attention output");
+    AL(c->gu, T * 2 * ff * bf, "gate/up activations");
+    AL(c->xsel, L * d * bf, "rows for logits");
+    AL(c->logits, L * (size_t)hp->n_vocab * sizeof(float), "logits");
+    c->max_blocks_per_seq = (max_pos + c->base.block_size - 1) / c->base.block_size;
+    /* tokens, pos, slots, logits_idx [T each]; seq_lens [T]; q_start [T+1]; tables */
+    c->n_ints = 6 * T + 1 + T * (size_t)c->max_blocks_per_seq;
+    AL(c->d_ints, c->n_ints * sizeof(int32_t), "batch metadata");
+#undef AL
+    cudaError_t e = cudaMallocHost((void **)&c->h_ints, c->n_ints * sizeof(int32_t));
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&c->h_logits, L * (size_t)hp->n_vocab * sizeof(float));
+    if (e != cudaSuccess)
+        return cuda_fail(err, "pinned host buffers", e);
+    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .n_seq = (int32_t)T, .n_head = hp->n_head,
+                      .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
+                      .block_size = c->base.block_size, .max_seq_len = max_pos,
+                      .max_blocks_per_seq = c->max_blocks_per_seq};
+    KN_TRY("sizing the attention workspace", kn_paged_attn_decode_workspace(&a, 0, &c->attn_ws_bytes));
+    if (c->attn_ws_bytes > 0 &&
+        (st = dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
+        return st;
+    return ENG_OK;
+}
+
+static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks, eng_err *err)
+{
+    const eng_hparams *hp = &c->m->hp;
+    size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
+    size_t block_bytes = 2 * 2 * (size_t)hp->n_layer * (size_t)c->base.block_size * kvd;
+    if (kv_bytes == 0) { /* 90% of what is free once weights and step buffers are in */
+        size_t free_b = 0, total_b = 0;
+        cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "cudaMemGetInfo", e);
+        kv_bytes = (int64_t)(free_b / 10 * 9);
+    }
+    int64_t n_blocks = kv_bytes / (int64_t)block_bytes;
+    if (n_blocks > (1 << 28))
+        n_blocks = 1 << 28;
+    if (n_blocks < min_blocks)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "GPU KV budget of %lld bytes holds %lld blocks; one sequence of the "
+                        "maximum length needs %d", (long long)kv_bytes, (long long)n_blocks,
+                        min_blocks);
+    c->base.n_blocks = (int32_t)n_blocks;
+    c->n_slots = n_blocks * c->base.block_size;
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        eng_status st = dev_alloc(&c->layers[l].k_cache, (size_t)c->n_slots * kvd * 2, "K cache", err);
+        if (st == ENG_OK)
+            st = dev_alloc(&c->layers[l].v_cache, (size_t)c->n_slots * kvd * 2, "V cache", err);
+        if (st != ENG_OK)
+            return st;
+    }
+    return ENG_OK;
+}
+
+/* Lays out the batch's metadata in the pinned staging buffer and copies it over in one go.
+ * Returns the device views through the out-parameters. The engine lists each sequence's
+ * tokens contiguously and in position order, which attention's q_start relies on. */
+typedef struct step_meta {
+    int32_t *tokens, *pos, *slots, *logits_idx, *seq_lens, *q_start, *tables;
+    int32_t max_q_len, max_len;
+    bool all_decode;
+} step_meta;
+
+static eng_status stage_batch(cuda_backend *c, const eng_batch *b, step_meta *dm, eng_err *err)
+{
+    const int32_t T = c->max_tokens, bs = c->base.block_size, mb = c->max_blocks_per_seq;
+    int32_t *h = c->h_ints;
+    int32_t *tokens = h, *pos = h + T, *slots = h + 2 * T, *lidx = h + 3 * T;
+    int32_t *seq_lens = h + 4 * T, *q_start = h + 5 * T, *tables = h + 6 * T + 1;
+    dm->max_q_len = 0;
+    dm->max_len = 0;
+    dm->all_decode = true;
+    for (int32_t s = 0; s <= b->n_seqs; s++)
+        q_start[s] = -1;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        int32_t s = b->seq[t], p = b->pos[t];
+        if (q_start[s] < 0)
+            q_start[s] = t;
+        else
+            ENG_ASSERT(b->seq[t - 1] == s && b->pos[t - 1] == p - 1);
+        tokens[t] = b->tokens[t];
+        pos[t] = p;
+        slots[t] = b->block_tables[s][p / bs] * bs + p % bs;
+        seq_lens[s] = p + 1;
+    }
+    q_start[b->n_seqs] = b->n_tokens;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        ENG_ASSERT(q_start[s] >= 0 && (s == 0 || q_start[s] > q_start[s - 1]));
+        int32_t ql = (s + 1 < b->n_seqs ? q_start[s + 1] : b->n_tokens) - q_start[s];
+        dm->max_q_len = ql > dm->max_q_len ? ql : dm->max_q_len;
+        dm->max_len = seq_lens[s] > dm->max_len ? seq_lens[s] : dm->max_len;
+        dm->all_decode = dm->all_decode && ql == 1;
+        int32_t nb = (seq_lens[s] + bs - 1) / bs;
+        ENG_ASSERT(nb <= mb);
+        memcpy(tables + (size_t)s * (size_t)mb, b->block_tables[s], sizeof(int32_t) * (size_t)nb);
+        for (int32_t i = nb; i < mb; i++)
+            tables[(size_t)s * (size_t)mb + (size_t)i] = -1;
+    }
+    memcpy(lidx, b->logits_idx, sizeof(int32_t) * (size_t)b->n_logits);
+    size_t n = (size_t)(6 * T + 1) + (size_t)b->n_seqs * (size_t)mb;
+    cudaError_t e = cudaMemcpyAsync(c->d_ints, h, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                    c->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "uploading batch metadata", e);
+    int32_t *d = c->d_ints;
+    *dm = (step_meta){.tokens = d, .pos = d + T, .slots = d + 2 * T, .logits_idx = d + 3 * T,
+                      .seq_lens = d + 4 * T, .q_start = d + 5 * T, .tables = d + 6 * T + 1,
+                      .max_q_len = dm->max_q_len, .max_len = dm->max_len,
+                      .all_decode = dm->all_decode};
+    return ENG_OK;
+}
+
+static eng_status cuda_forward(eng_backend *be, const eng_batch *b, float *logits, eng_err *err)
+{
+    cuda_backend *c = (cuda_backend *)be;
+    const eng_model *m = c->m;
+    const eng_hparams *hp = &m->hp;
+    const int64_t T = b->n_tokens, d = hp->n_embd, ff = hp->n_ff;
+    const int64_t dq = (int64_t)hp->n_head * hp->head_dim;
+    const int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim, qkvd = dq + 2 * kvd;
+    if (T <= 0 || T > c->max_tokens || b->n_logits > c->max_logits || b->n_seqs > c->max_tokens)
+        return eng_fail(err, ENG_ERR_INVALID, "batch of %lld tokens / %d logits exceeds the "
+                        "backend's step buffers (%d / %d)", (long long)T, b->n_logits,
+                        c->max_tokens, c->max_logits);
+    for (int64_t i = 0; i < T; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %lld is outside [0, %d)",
+                            b->tokens[i], (long long)i, hp->n_vocab);
+    step_meta dm = {0};
+    eng_status st = stage_batch(c, b, &dm, err);
+    if (st != ENG_OK)
+        return st;
+    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
+                      .block_tables = dm.tables, .max_blocks_per_seq = c->max_blocks_per_seq,
+                      .seq_lens = dm.seq_lens, .q_start = dm.all_decode ? NULL : dm.q_start,
+                      .n_seq = b->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                      .head_dim = hp->head_dim, .block_size = c->base.block_size,
+                      .max_seq_len = dm.max_len, .max_q_len = dm.max_q_len,
+                      .scale = 1.0f / sqrtf((float)hp->head_dim), .out = c->att,
+                      .out_stride = dq};
+
+    /* grid comments live with the launchers; here: one call per op over all T tokens */
+    KN_TRY("embedding", kn_embed(ACT, c->tok_embd, hp->n_vocab, d, dm.tokens, T, KN_DTYPE_F32,
+                                 c->resid, c->st));
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        cuda_layer *G = &c->layers[l];
+        /* resid += previous layer's FFN output; xn = rmsnorm(resid) */
+        KN_TRY("attention norm", kn_rmsnorm(ACT, c->resid, l ? c->tmp : NULL, G->attn_norm, c->xn,
+                                            T, d, hp->norm_eps, c->st));
+        KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, ACT, c->xn, d, G->wqkv, d, ACT,
+                                             c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
+        KN_TRY("RoPE", kn_rope(ACT, c->qkv, qkvd, dm.pos, T, hp->n_head + hp->n_head_kv,
+                               hp->head_dim, hp->rope_base, m->rope_freqs, KN_ROPE_INTERLEAVED,
+                               c->st));
+        KN_TRY("KV write", kn_kv_write(ACT, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
+                                       qkvd, dm.slots, T, kvd, KVT, G->k_cache, G->v_cache,
+                                       c->n_slots, c->st));
+        a.q = c->qkv;
+        a.k_cache = G->k_cache;
+        a.v_cache = G->v_cache;
+        if (dm.all_decode)
+            KN_TRY("decode attention", kn_paged_attn_decode(&a, 0, c->attn_ws, c->attn_ws_bytes,
+                                                            c->st));
+        else
+            KN_TRY("prefill attention", kn_prefill_attn(&a, c->st));
+        KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, ACT, c->att, dq, G->wo, dq, ACT,
+                                               c->tmp, d, T, d, dq, 1.0f, 0.0f));
+        KN_TRY("FFN norm", kn_rmsnorm(ACT, c->resid, c->tmp, G->ffn_norm, c->xn, T, d,
+                                      hp->norm_eps, c->st));
+        KN_TRY("gate/up", kn_gemm_run(c->gemm, c->st, ACT, c->xn, d, G->wgu, d, ACT, c->gu,
+                                      2 * ff, T, 2 * ff, d, 1.0f, 0.0f));
+        KN_TRY("SwiGLU", kn_swiglu(ACT, c->gu, (char *)c->gu + ff * 2, 2 * ff, c->gu, 2 * ff, T,
+                                   ff, c->st));
+        KN_TRY("down", kn_gemm_run(c->gemm, c->st, ACT, c->gu, 2 * ff, G->wdown, ff, ACT, c->tmp,
+                                   d, T, d, ff, 1.0f, 0.0f));
+    }
+    if (b->n_logits > 0) {
+        KN_TRY("output norm", kn_rmsnorm(ACT, c->resid, c->tmp, c->out_norm, c->xn, T, d,
+                                         hp->norm_eps, c->st));
+        /* gather the rows that want logits (the embedding gather over xn as its table) */
+        KN_TRY("logit rows", kn_embed(ACT, c->xn, T, d, dm.logits_idx, b->n_logits, ACT, c->xsel,
+                                      c->st));
+        KN_TRY("logits", kn_gemm_run(c->gemm, c->st, ACT, c->xsel, d, c->output, d, KN_DTYPE_F32,
+                                     c->logits, hp->n_vocab, b->n_logits, hp->n_vocab, d, 1.0f,
+                                     0.0f));
+        size_t bytes = (size_t)b->n_logits * (size_t)hp->n_vocab * sizeof(float);
+        cudaError_t e = cudaMemcpyAsync(c->h_logits, c->logits, bytes, cudaMemcpyDeviceToHost,
+                                        c->st);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(c->st);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "reading logits", e);
+        memcpy(logits, c->h_logits, bytes);
+    } else {
+        cudaError_t e = cudaStreamSynchronize(c->st);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "forward step", e);
+    }
+    return ENG_OK;
+}
+
+static void cuda_free(eng_backend *be)
+{
+    cuda_backend *c = (cuda_backend *)be;
+    if (!c)
+        return;
+    if (c->st)
+        cudaStreamSynchronize(c->st);
+    if (c->layers) {
+        for (int32_t l = 0; l < c->m->hp.n_layer; l++) {
+            cuda_layer *G = &c->layers[l];
+            void *ps[] = {G->attn_norm, G->ffn_norm, G->wqkv, G->wo, G->wgu, G->wdown,
+                          G->k_cache, G->v_cache};
+            for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+                cudaFree(ps[i]);
+        }
+        free(c->layers);
+    }
+    if (c->output != c->tok_embd)
+        cudaFree(c->output);
+    void *ps[] = {c->tok_embd, c->out_norm, c->resid, c->xn, c->tmp, c->qkv, c->att, c->gu,
+                  c->xsel, c->logits, c->attn_ws, c->d_ints};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+        cudaFree(ps[i]);
+    cudaFreeHost(c->h_ints);
+    cudaFreeHost(c->h_logits);
+    kn_gemm_free(c->gemm);
+    if (c->st)
+        cudaStreamDestroy(c->st);
+    free(c);
+}
+
+static const eng_backend_ops cuda_ops = {.name = "cuda", .forward = cuda_forward,
+                                         .free = cuda_free};
+
+eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
+                                   int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
+                                   int32_t max_logits, eng_backend **out, eng_err *err)
+{
+    *out = NULL;
+    if (kn_device_count() < 1)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "no CUDA device is visible");
+    const eng_hparams *hp = &m->hp;
+    if (hp->arch != ENG_ARCH_LLAMA || !kn_attn_supported(hp->head_dim))
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend has no kernels for this "
+                        "model (architecture %s, head size %d)", hp->arch_name, hp->head_dim);
+    cuda_backend *c = calloc(1, sizeof *c);
+    if (!c)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    c->base.ops = &cuda_ops;
+    c->base.block_size = block_size;
+    c->m = m;
+    c->max_tokens = max_tokens;
+    c->max_logits = max_logits;
+    eng_status st = ENG_OK;
+    cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess)
+        st = cuda_fail(err, "creating a stream", e);
+    kn_status ks = st == ENG_OK ? kn_gemm_create(&c->gemm) : KN_OK;
+    if (ks != KN_OK)
+        st = kn_fail(err, "creating the cuBLAS handle", ks);
+    if (st == ENG_OK && !(c->layers = calloc((size_t)hp->n_layer, sizeof *c->layers)))
+        st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    if (st == ENG_OK)
+        st = load_weights(c, err);
+    if (st == ENG_OK)
+        st = alloc_step(c, max_pos, err);
+    if (st == ENG_OK)
+        st = alloc_kv(c, kv_bytes, min_blocks, err);
+    if (st != ENG_OK) {
+        cuda_free(&c->base);
+        return st;
+    }
+    *out = &c->base;
+    return ENG_OK;
+}
