@@ -13,7 +13,7 @@
 #include "serval_engine.h"
 
 typedef struct bench_cfg {
-    int concurrency, per_worker, max_tokens, threads;
+    int concurrency, per_worker, max_tokens, threads, rounds;
     const char *model;
 } bench_cfg;
 
@@ -122,20 +122,22 @@ static double run_phase(const bench_cfg *c, int phase, eng_engine *e, rpc_client
 int main(int argc, char **argv)
 {
     bench_cfg c = {.concurrency = 64, .per_worker = 2, .max_tokens = 16, .threads = 2,
+                   .rounds = 2,
                    .model = SERVAL_DEFAULT_MODEL};
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--concurrency")) c.concurrency = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--per-worker")) c.per_worker = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--max-tokens")) c.max_tokens = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) c.threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--rounds")) c.rounds = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--model")) c.model = argv[i + 1];
         else {
             fprintf(stderr, "usage: bench_grpc [--concurrency 64] [--per-worker 2] "
-                            "[--max-tokens 16] [--threads 2] [--model PATH]\n");
+                            "[--max-tokens 16] [--threads 2] [--rounds 2] [--model PATH]\n");
             return 2;
         }
     }
-    if (c.concurrency < 1 || c.per_worker < 1 || c.max_tokens < 1) return 2;
+    if (c.concurrency < 1 || c.per_worker < 1 || c.max_tokens < 1 || c.rounds < 1) return 2;
     eng_err err = {{0}};
     eng_model *m;
     if (eng_model_load(c.model, &m, &err) != ENG_OK) {
@@ -164,19 +166,35 @@ int main(int argc, char **argv)
     printf("bench_grpc: %s, %d concurrent unary completions x %d each, %d tokens "
            "(ignore_eos), %d engine threads\n",
            m->hp.name, c.concurrency, c.per_worker, c.max_tokens, c.threads);
-    double p50[2], p95[2], rps[2];
-    int fail[2];
+    /* Warm-up (page in the weights, start the pools and the connection), then the phases
+     * alternate over `rounds` so load drift on a shared machine hits both alike. */
+    bench_cfg warm = c;
+    warm.concurrency = 4;
+    warm.per_worker = 1;
+    double p50[2], p95[2], rps[2], sum_rps[2] = {0}, sum_p50[2] = {0}, sum_p95[2] = {0};
+    int fail[2], failures = 0;
+    for (int ph = 0; ph < 2; ph++) run_phase(&warm, ph, e, cl, &p50[ph], &p95[ph], &fail[ph]);
     const char *names[2] = {"engine API", "gRPC Complete"};
-    for (int ph = 0; ph < 2; ph++) {
-        rps[ph] = run_phase(&c, ph, e, cl, &p50[ph], &p95[ph], &fail[ph]);
-        printf("%-14s %7.2f req/s  p50 %8.1f ms  p95 %8.1f ms  failures %d\n", names[ph],
-               rps[ph], p50[ph], p95[ph], fail[ph]);
+    for (int round = 0; round < c.rounds; round++) {
+        for (int ph = 0; ph < 2; ph++) {
+            rps[ph] = run_phase(&c, ph, e, cl, &p50[ph], &p95[ph], &fail[ph]);
+            printf("round %d %-14s %7.2f req/s  p50 %8.1f ms  p95 %8.1f ms  failures %d\n",
+                   round, names[ph], rps[ph], p50[ph], p95[ph], fail[ph]);
+            sum_rps[ph] += rps[ph];
+            sum_p50[ph] += p50[ph];
+            sum_p95[ph] += p95[ph];
+            failures += fail[ph];
+        }
     }
-    printf("gRPC / engine: throughput %.3fx, p50 %.3fx, p95 %.3fx\n", rps[1] / rps[0],
-           p50[1] / p50[0], p95[1] / p95[0]);
+    printf("mean over %d rounds: engine %.2f req/s p50 %.1f p95 %.1f ms; gRPC %.2f req/s "
+           "p50 %.1f p95 %.1f ms\n",
+           c.rounds, sum_rps[0] / c.rounds, sum_p50[0] / c.rounds, sum_p95[0] / c.rounds,
+           sum_rps[1] / c.rounds, sum_p50[1] / c.rounds, sum_p95[1] / c.rounds);
+    printf("gRPC / engine: throughput %.3fx, p50 %.3fx, p95 %.3fx\n", sum_rps[1] / sum_rps[0],
+           sum_p50[1] / sum_p50[0], sum_p95[1] / sum_p95[0]);
     rpc_client_free(cl);
     rpc_grpc_server_stop(srv, 1000);
     eng_engine_free(e);
     eng_model_free(m);
-    return fail[0] || fail[1] ? 1 : 0;
+    return failures ? 1 : 0;
 }

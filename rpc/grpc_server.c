@@ -672,7 +672,7 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     return ENG_OK;
 }
 
-/* Waits until no call but the request slots' ones... is alive, or the deadline passes. */
+/* Waits until every call (request slots included) is gone, or the deadline passes. */
 static bool wait_live_zero(rpc_grpc_server *s, double deadline_ms)
 {
     pthread_mutex_lock(&s->mu);
@@ -691,12 +691,17 @@ static bool wait_live_zero(rpc_grpc_server *s, double deadline_ms)
     return ok;
 }
 
+void rpc_grpc_server_stop_accepting(rpc_grpc_server *s)
+{
+    if (!s || atomic_exchange(&s->draining, true)) return;
+    /* The outstanding request slots complete unsuccessfully and go away. */
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+}
+
 void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
 {
     if (!s) return;
-    atomic_store(&s->draining, true);
-    /* Stops accepting; the outstanding request slots complete unsuccessfully and go away. */
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    rpc_grpc_server_stop_accepting(s);
     if (!wait_live_zero(s, now_ms() + (drain_ms > 0 ? drain_ms : 0))) {
         grpc_server_cancel_all_calls(s->server);
         /* Cancelled calls cancel their engine requests; those finish at the next step. */

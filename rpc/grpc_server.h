@@ -33,6 +33,10 @@ typedef struct rpc_grpc_config {
 eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, const rpc_auth *auth,
                                  rpc_grpc_server **out, int *bound_port, eng_err *err);
 
+/* Stops accepting new calls at once (calls in flight go on); rpc_grpc_server_stop then
+ * drains. Lets several front ends stop accepting together before any of them drains. */
+void rpc_grpc_server_stop_accepting(rpc_grpc_server *s);
+
 /* Graceful stop: no new calls are accepted, calls in flight get up to drain_ms to finish,
  * then the rest are cancelled (their engine requests too); frees the server. NULL does
  * nothing. The engine is left running: free it afterwards. */

@@ -281,6 +281,7 @@ int rpc_serve_main(int argc, char **argv)
     sigwait(&sigs, &sig);
     fprintf(stderr, "serval: %s: draining (up to %ld ms), then exiting\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", o.drain_ms);
+    rpc_grpc_server_stop_accepting(grpc); /* both front ends refuse new work while draining */
     http_server_stop(http, (int)o.drain_ms);
     http = NULL;
     rpc_grpc_server_stop(grpc, (int)o.drain_ms);
