@@ -32,7 +32,11 @@ static void usage(FILE *o)
             "  ttft    one --prompt-token prompt cold, then the same prompt plus a few tokens (a\n"
             "          prefix-cache hit), 1 output token; prints both times to first token.\n"
             "\n"
-            "  --threads N   CPU threads (default: online CPUs)   --kv-mb MB (default 1024)\n"
+            "  --backend cpu|cuda   (default cpu)   --bandwidth-gbs X  memory ceiling for the\n"
+            "          decode roofline (GB/s; e.g. the device's measured copy bandwidth)\n"
+            "  --threads N   CPU threads (default: online CPUs)   --kv-mb MB (default 1024;\n"
+            "          0 on cuda: 90%% of free GPU memory)\n"
+            "  --tflops X   compute ceiling for the prefill roofline (TFLOP/s)\n"
             "  --max-running N  (default 64)   --step-tokens N (default 512)\n"
             "  --no-prefix-cache   turn prefix caching off\n");
 }
@@ -42,6 +46,8 @@ typedef struct opts {
     int requests, prompt, output, devs, keystrokes, typed, threads, max_running, step_tokens;
     long kv_mb;
     int prefix;
+    const char *backend;
+    double bw_gbs, tflops;
 } opts;
 
 /* Deterministic "text": token ids spread over the vocabulary, different per stream. */
@@ -88,6 +94,20 @@ static int cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
+
+/* Bytes of weights one decode step reads: as stored on the CPU, bf16 on the GPU. */
+static double step_weight_bytes(const eng_model *m, const opts *o)
+{
+    if (strcmp(o->backend, "cuda") != 0)
+        return (double)eng_model_weight_bytes(m);
+    const eng_hparams *hp = &m->hp;
+    double d = hp->n_embd, dq = (double)hp->n_head * hp->head_dim;
+    double kvd = (double)hp->n_head_kv * hp->head_dim;
+    double per_layer = d * (dq + 2 * kvd) + dq * d + 3 * d * hp->n_ff;
+    return 2.0 * (hp->n_layer * per_layer + (double)hp->n_vocab * d);
+}
+
+static double dq_of(const eng_hparams *hp) { return (double)hp->n_head * hp->head_dim; }
 
 static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
 {
@@ -153,6 +173,36 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
            peak_used, s.kv_blocks_total, s.block_size, waste_n ? 100 * waste_sum / waste_n : 0,
            100 * last_waste, (long long)(s.preemptions - s0.preemptions));
     printf("  slowest first token %.0f ms\n", first_max);
+    /* decode roofline: each step reads all weights once plus every sequence's K/V */
+    const eng_model *mm = eng_engine_model(e);
+    const eng_hparams *hp = &mm->hp;
+    double wb = step_weight_bytes(mm, o);
+    double kv_tok = 2.0 * 2 * hp->n_layer * (double)hp->n_head_kv * hp->head_dim;
+    double mean_ctx = o->prompt + o->output / 2.0;
+    double bytes_step = wb + kv_tok * mean_ctx * m;
+    double steps_per_s = per_seq / m;
+    printf("  decode roofline: %.1f MB weights + %.1f MB KV per step at batch %d; %.1f steps/s "
+           "-> %.1f GB/s",
+           wb / 1e6, kv_tok * mean_ctx * m / 1e6, m, steps_per_s, bytes_step * steps_per_s / 1e9);
+    if (o->bw_gbs > 0)
+        printf(" = %.1f%% of %.0f GB/s", 100 * bytes_step * steps_per_s / 1e9 / o->bw_gbs,
+               o->bw_gbs);
+    printf("\n");
+    /* prefill roofline: 2 FLOPs per weight per token, plus attention (QK and PV) */
+    double params = wb / (strcmp(o->backend, "cuda") ? 1.0 : 2.0); /* bytes -> count on GPU */
+    if (strcmp(o->backend, "cuda") != 0) {
+        double d = hp->n_embd, dq = (double)hp->n_head * hp->head_dim;
+        double kvd = (double)hp->n_head_kv * hp->head_dim;
+        params = hp->n_layer * (d * (dq + 2 * kvd) + dq * d + 3 * d * hp->n_ff) +
+                 (double)hp->n_vocab * d;
+    }
+    double flop_tok = 2 * params + 2.0 * 2 * hp->n_layer * dq_of(hp) * (o->prompt / 2.0);
+    double pre_s = ((t_prefill_done > 0 ? t_prefill_done : t1) - t0) / 1e3;
+    double tf = (double)pre * flop_tok / pre_s / 1e12;
+    printf("  prefill roofline: %.2f GFLOP per token -> %.2f TFLOP/s", flop_tok / 1e9, tf);
+    if (o->tflops > 0)
+        printf(" = %.1f%% of %.0f TFLOP/s", 100 * tf / o->tflops, o->tflops);
+    printf("\n");
     free(ids);
     free(rs);
 }
@@ -238,7 +288,7 @@ int main(int argc, char **argv)
 {
     opts o = {.mode = "batch", .requests = 16, .prompt = 128, .output = 64, .devs = 8,
               .keystrokes = 8, .typed = 4, .max_running = 64, .step_tokens = 512,
-              .kv_mb = 1024, .prefix = 1};
+              .kv_mb = 1024, .prefix = 1, .backend = "cpu"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -265,6 +315,9 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--kv-mb")) o.kv_mb = atol(v);
         else if (!strcmp(a, "--max-running")) o.max_running = atoi(v);
         else if (!strcmp(a, "--step-tokens")) o.step_tokens = atoi(v);
+        else if (!strcmp(a, "--backend")) o.backend = v;
+        else if (!strcmp(a, "--bandwidth-gbs")) o.bw_gbs = atof(v);
+        else if (!strcmp(a, "--tflops")) o.tflops = atof(v);
         else {
             fprintf(stderr, "bench_engine: unknown option %s\n", a);
             usage(stderr);
@@ -289,14 +342,20 @@ int main(int argc, char **argv)
     c.max_waiting = o.requests + o.devs + 16;
     c.step_tokens = o.step_tokens;
     c.prefix_caching = o.prefix != 0;
+    if (!strcmp(o.backend, "cuda")) {
+        c.backend = ENG_BACKEND_CUDA;
+    } else if (strcmp(o.backend, "cpu") != 0) {
+        fprintf(stderr, "bench_engine: --backend is cpu or cuda\n");
+        return 2;
+    }
     eng_engine *e = NULL;
     if (eng_engine_create(m, &c, &e, &err) != ENG_OK) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         eng_model_free(m);
         return 1;
     }
-    printf("model %s, %d threads, prefix cache %s\n", m->hp.name, c.n_threads ? c.n_threads : 0,
-           o.prefix ? "on" : "off");
+    printf("model %s, backend %s, %d threads, prefix cache %s\n", m->hp.name, o.backend,
+           c.n_threads, o.prefix ? "on" : "off");
     int rc = 0;
     if (!strcmp(o.mode, "batch")) run_batch(e, &o, m->hp.n_vocab);
     else if (!strcmp(o.mode, "replay")) run_replay(e, &o, m->hp.n_vocab);
