@@ -6,6 +6,10 @@
 #   OUT=/tmp/out tools/gpu_check.sh            # build + tests + bench
 #   SANITIZE=1 tools/gpu_check.sh              # also compute-sanitizer memcheck on the tests
 #   ARCHS=90a tools/gpu_check.sh               # build only for Hopper (faster)
+#   ENGINE=1 tools/gpu_check.sh                # then the CUDA backend end to end + benchmarks
+# ENGINE=1 needs a GGUF to copy a vocabulary from (the real default model is too big to travel):
+# make one here with `build/bin/serval-synth --preset tiny --vocab-from models/SmolLM2-135M-
+# Instruct.Q4_1.gguf --out models/vocab.gguf` and name models/vocab.gguf in the device call's carry.
 set -u
 OUT=${OUT:-$PWD/gpu-check-out}
 ARCHS=${ARCHS:-90a}
@@ -49,6 +53,35 @@ fi
 
 echo "== bench_kernels"
 timeout 300 "$BUILD/bin/bench_kernels" 2>&1 | tee "$OUT/bench_kernels.txt" || fail=1
+
+if [ "${ENGINE:-0}" = 1 ]; then
+    VOCAB=${VOCAB:-models/vocab.gguf}
+    BW=${BW:-3000}        # measured copy bandwidth, GB/s (../shared/reference/performance.md)
+    TF=${TF:-790}         # measured cuBLAS bf16 TFLOP/s
+    echo "== engine: build serval-synth, serval-cuda-check, bench_engine"
+    ninja -C "$BUILD" -j "$(nproc)" serval-synth serval-cuda-check bench_engine \
+        > "$OUT/build_engine.log" 2>&1 || { tail -40 "$OUT/build_engine.log"; exit 1; }
+    for p in smollm2-135m llama-1b; do
+        [ -f "$BUILD/$p.gguf" ] || "$BUILD/bin/serval-synth" --preset $p --vocab-from "$VOCAB" \
+            --dtype q8_0 --out "$BUILD/$p.gguf" > /dev/null || { echo "synth $p failed"; exit 1; }
+    done
+    echo "== engine: CUDA backend vs CPU backend (synthetic smollm2-135m)"
+    timeout 300 "$BUILD/bin/serval-cuda-check" --model "$BUILD/smollm2-135m.gguf" 2>&1 \
+        | tee "$OUT/cuda_check.txt" || fail=1
+    echo "== engine: decode and prefill throughput, then the HF Transformers peer"
+    for p in smollm2-135m llama-1b; do
+        for b in 1 8 64 256; do
+            timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$BUILD/$p.gguf" \
+                --kv-mb 0 --max-running 256 --step-tokens 2048 --requests $b --prompt 128 \
+                --output 128 --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p b$b: /"
+        done
+        timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$BUILD/$p.gguf" --kv-mb 0 \
+            --max-running 64 --step-tokens 8192 --requests 16 --prompt 1536 --output 1 \
+            --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p prefill: /"
+        timeout 300 python3 bench/hf_peer.py --preset $p --batches 1,8,64,256 --prompt 128 \
+            --output 128 2>&1 | grep -v Warning
+    done 2>&1 | tee "$OUT/engine_bench.txt"
+fi
 
 echo "== result: $([ $fail = 0 ] && echo ALL PASSED || echo FAILURES, see $OUT)"
 exit $fail
