@@ -342,6 +342,8 @@ enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind,
     eng_status st = submit(s, g, &x->er, &err);
     prompt_result_clear(&g->prompt);
     if (st != ENG_OK || !x->model) {
+        if (st == ENG_OK)
+            eng_request_release(x->er);
         x->er = NULL;
         sse_free(x);
         return http_reply_eng_error(r, st != ENG_OK ? st : ENG_ERR_NOMEM, err.msg);

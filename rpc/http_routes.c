@@ -146,7 +146,6 @@ static eng_sampler_params sampling_from(json_t *o, double def_temp, jerr *e)
 static enum MHD_Result route_health(http_req *r)
 {
     http_server *s = r->s;
-    char date[32] = "", stamp[48] = "";
     json_t *cuda = json_array();
     json_t *j = json_pack(
         "{s:s,s:s?,s:s,s:s,s:s,s:i,s:o,s:{s:s,s:s,s:s,s:s},s:b,s:s,s:s,s:s}", "model",
@@ -154,7 +153,7 @@ static enum MHD_Result route_health(http_req *r)
         prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE ? s->model_name : NULL, "device",
         s->device, "arch", "x86_64", "cpu_info", s->cpu_info, "cpu_count",
         (int)sysconf(_SC_NPROCESSORS_ONLN), "cuda_devices", cuda, "version", "build_date",
-        date[0] ? date : __DATE__, "build_timestamp", stamp[0] ? stamp : __DATE__ " " __TIME__,
+        __DATE__, "build_timestamp", __DATE__ " " __TIME__,
         "git_sha", "", "git_describe", "v0.32.0", "webserver", 0, "serval_version", s->version,
         "fim", prompt_fim_name(prompt_builder_fim(s->prompts)), "chat_format",
         prompt_chat_name(prompt_builder_chat(s->prompts)));
