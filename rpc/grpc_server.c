@@ -174,6 +174,14 @@ static const char *status_name(grpc_status_code code)
     }
 }
 
+/* How a call that the client side ended went: its deadline passed, or it was cancelled. */
+static const char *cancel_reason(const gs_call *c)
+{
+    gpr_timespec deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+    return gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) >= 0 ? "DEADLINE_EXCEEDED"
+                                                                     : "CANCELLED";
+}
+
 /* ---- sending ----------------------------------------------------------------------------- */
 
 static grpc_byte_buffer *pack(const ProtobufCMessage *m)
@@ -315,12 +323,7 @@ static bool call_progress(gs_call *c)
         c->req = NULL;
     }
     if (c->cancelled) {
-        if (done) {
-            bool deadline = gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_convert_clock_type(c->details.deadline,
-                                                                GPR_CLOCK_MONOTONIC)) >= 0;
-            call_log(c, deadline ? "DEADLINE_EXCEEDED" : "CANCELLED");
-        }
+        if (done) call_log(c, cancel_reason(c));
         return done;
     }
     if (!done && c->text_len == 0) return false;
@@ -553,7 +556,7 @@ static void on_close(gs_call *c)
     if (c->cancelled_flag) {
         c->cancelled = true;
         if (c->req && !c->req_done) eng_request_cancel(c->req);
-        else call_log(c, "CANCELLED");
+        else call_log(c, cancel_reason(c));
     }
     pthread_mutex_unlock(&c->mu);
     call_unref(c);
