@@ -1,6 +1,6 @@
-/* bench_grpc.c — gRPC overhead: C concurrent unary completions through the engine API directly,
+/* bench_grpc.c — gRPC overhead: concurrent unary completions through the engine API directly,
  * then the same workload as Complete calls to an in-process gRPC server over loopback TCP;
- * prints req/s and p50/p95 latency for both and their ratio. */
+ * prints req/s and p50/p95 latency for both and their ratio, and the rate of bare Health calls. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ typedef struct bench_cfg {
 typedef struct bench_worker {
     const bench_cfg *cfg;
     int index;
-    int phase; /* 0: engine API, 1: gRPC */
+    int phase; /* 0: engine API, 1: gRPC Complete, 2: gRPC Health (no engine work) */
     eng_engine *e;
     rpc_client *cl;
     double *lat_ms; /* [per_worker] */
@@ -65,6 +65,11 @@ static void *worker_main(void *arg)
                 ok = o.finish == ENG_FINISH_LENGTH;
                 eng_request_release(r);
             }
+        } else if (w->phase == 2) {
+            rpc_client_result res;
+            ok = rpc_client_call(w->cl, "/serval.v1.Serval/Health", "", 0, 0, NULL, NULL,
+                                 &res) == GRPC_STATUS_OK;
+            rpc_client_result_clear(&res);
         } else {
             Serval__V1__CompleteRequest rq = SERVAL__V1__COMPLETE_REQUEST__INIT;
             rq.input_case = SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT;
@@ -190,6 +195,13 @@ int main(int argc, char **argv)
            "p50 %.1f p95 %.1f ms\n",
            c.rounds, sum_rps[0] / c.rounds, sum_p50[0] / c.rounds, sum_p95[0] / c.rounds,
            sum_rps[1] / c.rounds, sum_p50[1] / c.rounds, sum_p95[1] / c.rounds);
+    /* The cost of a call alone: Health does no engine work. */
+    bench_cfg hc = c;
+    hc.per_worker = 50;
+    double hr = run_phase(&hc, 2, e, cl, &p50[0], &p95[0], &fail[0]);
+    failures += fail[0];
+    printf("gRPC Health alone: %.0f calls/s, p50 %.2f ms, p95 %.2f ms (%d concurrent)\n", hr,
+           p50[0], p95[0], c.concurrency);
     printf("gRPC / engine: throughput %.3fx, p50 %.3fx, p95 %.3fx\n", sum_rps[1] / sum_rps[0],
            sum_p50[1] / sum_p50[0], sum_p95[1] / sum_p95[0]);
     rpc_client_free(cl);
