@@ -136,7 +136,9 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
     /* sample KV use while it runs */
     double waste_sum = 0;
     int waste_n = 0, peak_used = 0;
-    double last_waste = 0;
+    double last_waste = 0, t_dec0 = 0;
+    int n_first = 0;
+    int64_t gen_dec0 = 0;
     for (;;) {
         eng_engine_stats_get(e, &s);
         if (s.kv_slots_reserved > 0) {
@@ -146,6 +148,18 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
         }
         if (s.kv_blocks_used > peak_used)
             peak_used = s.kv_blocks_used;
+        /* the decode phase starts once every request has its first token */
+        for (; n_first < m; n_first++) {
+            char b0[1];
+            eng_request_output ro;
+            eng_request_read(rs[n_first], b0, 0, 0, &ro);
+            if (ro.n_output_tokens == 0)
+                break;
+        }
+        if (n_first == m && t_dec0 == 0) {
+            t_dec0 = now_ms();
+            gen_dec0 = s.tokens_generated - s0.tokens_generated;
+        }
         if (s.running == 0 && s.waiting == 0 &&
             s.requests_finished - s0.requests_finished >= m)
             break;
@@ -173,6 +187,10 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
     printf("  output: %lld tokens, %.1f tok/s aggregate over the run; decode %.1f tok/s per "
            "sequence (mean of %d), %.1f aggregate\n",
            (long long)gen, gen / secs, per_seq / m, m, per_seq);
+    double dec_rate = t_dec0 > 0 && t1 > t_dec0 ? (double)(gen - gen_dec0) * 1e3 / (t1 - t_dec0) : 0;
+    printf("  decode phase (every request past its first token): %lld tokens in %.2f s, %.1f tok/s "
+           "aggregate, %.1f per sequence\n",
+           (long long)(gen - gen_dec0), (t1 - t_dec0) / 1e3, dec_rate, dec_rate / m);
     printf("  batches: %lld steps, max %d sequences / %d tokens per step, mean %.1f sequences, "
            "mean step %.1f ms\n",
            (long long)(s.steps - s0.steps), s.max_batch_seqs, s.max_batch_tokens,
@@ -189,7 +207,7 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
     double kv_tok = 2.0 * 2 * hp->n_layer * (double)hp->n_head_kv * hp->head_dim;
     double mean_ctx = o->prompt + o->output / 2.0;
     double bytes_step = wb + kv_tok * mean_ctx * m;
-    double steps_per_s = per_seq / m;
+    double steps_per_s = dec_rate > 0 ? dec_rate / m : per_seq / m;
     printf("  decode roofline: %.1f MB weights + %.1f MB KV per step at batch %d; %.1f steps/s "
            "-> %.1f GB/s",
            wb / 1e6, kv_tok * mean_ctx * m / 1e6, m, steps_per_s, bytes_step * steps_per_s / 1e9);
