@@ -1,4 +1,4 @@
-// status.cu — kernel status names, dtype sizes and the per-thread record of the last failure.
+// status.cu — the per-thread record of the last failing launcher (kn_last_error) and the CUDA/cuBLAS check helpers.
 #include "common.cuh"
 
 #include <stdarg.h>
@@ -7,27 +7,7 @@
 // Thread-local like errno: launchers run on the engine's step thread, tests in forked workers.
 static thread_local char kn_err_buf[512];
 
-extern "C" const char *kn_status_str(kn_status s)
-{
-    switch (s) {
-    case KN_OK: return "KN_OK";
-    case KN_ERR_INVALID: return "KN_ERR_INVALID";
-    case KN_ERR_UNSUPPORTED: return "KN_ERR_UNSUPPORTED";
-    case KN_ERR_CUDA: return "KN_ERR_CUDA";
-    case KN_ERR_NOMEM: return "KN_ERR_NOMEM";
-    }
-    return "KN_ERR_?";
-}
-
-extern "C" size_t kn_dtype_size(kn_dtype t)
-{
-    switch (t) {
-    case KN_DTYPE_F32: return 4;
-    case KN_DTYPE_F16:
-    case KN_DTYPE_BF16: return 2;
-    }
-    return 0;
-}
+/* kn_status_str and kn_dtype_size are plain C (kernels/ref/kn_status.c): CPU-only builds use them. */
 
 extern "C" const char *kn_last_error(void) { return kn_err_buf; }
 
