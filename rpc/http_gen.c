@@ -30,6 +30,14 @@ static eng_status submit(http_server *s, http_gen *g, eng_request **er, eng_err 
     return eng_submit(s->engine, &p, er, err);
 }
 
+/* Frees the text gathered so far: every path that answers (or closes) itself drops it. */
+static void drop_text(http_gen_result *res)
+{
+    free(res->text);
+    res->text = NULL;
+    res->len = 0;
+}
+
 enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, bool *replied)
 {
     http_server *s = r->s;
@@ -58,6 +66,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
         st = eng_request_read(er, buf, sizeof buf, POLL_MS, &o);
         if (st != ENG_OK) {
             eng_request_release(er);
+            drop_text(res);
             *replied = true;
             return http_reply_eng_error(r, st, "reading the engine request failed");
         }
@@ -67,6 +76,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
             char *t = realloc(res->text, cap);
             if (!t) {
                 eng_request_release(er);
+                drop_text(res);
                 *replied = true;
                 return http_reply_error(r, 500, "server_error", "out of memory");
             }
@@ -84,6 +94,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
             (void)eng_request_read(er, buf, sizeof buf, 1000, &o);
             http_metrics_generation(&s->metrics, &o, true);
             eng_request_release(er);
+            drop_text(res);
             *replied = true;
             r->status = 499;
             return MHD_NO; /* nobody to answer: close */
@@ -91,6 +102,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
         if (http_now() > deadline) {
             eng_request_cancel(er);
             eng_request_release(er);
+            drop_text(res);
             pthread_mutex_lock(&s->metrics.mu);
             s->metrics.timeouts++;
             pthread_mutex_unlock(&s->metrics.mu);
@@ -102,14 +114,12 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
     http_metrics_generation(&s->metrics, &res->out, false);
     eng_request_release(er);
     if (res->out.finish == ENG_FINISH_ERROR) {
-        free(res->text);
-        res->text = NULL;
+        drop_text(res);
         *replied = true;
         return http_reply_error(r, 500, "server_error", "generation failed: %s", res->out.error);
     }
     if (res->out.finish == ENG_FINISH_CANCELLED) {
-        free(res->text);
-        res->text = NULL;
+        drop_text(res);
         *replied = true;
         return http_reply_eng_error(r, ENG_ERR_CANCELLED, "cancelled");
     }
