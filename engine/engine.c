@@ -96,9 +96,11 @@ void eng_request_release(eng_request *r)
     request_unref(r);
 }
 
-/* Appends output text [r->published, upto) to what readers see. */
-static void publish(eng_request *r, const char *out, size_t upto, bool new_token, double now)
+/* Appends output text [r->published, upto) to what readers see. False when the text buffer
+ * cannot grow (out of memory): the caller ends the request with an error. */
+static bool publish(eng_request *r, const char *out, size_t upto, bool new_token, double now)
 {
+    bool ok = true;
     pthread_mutex_lock(&r->mu);
     if (upto > r->published) {
         size_t add = upto - r->published;
@@ -107,13 +109,18 @@ static void publish(eng_request *r, const char *out, size_t upto, bool new_token
             while (cap < r->text_len + add)
                 cap *= 2;
             char *t = realloc(r->text, cap);
-            ENG_ASSERT(t != NULL); /* a few KB at most per request */
-            r->text = t;
-            r->text_cap = cap;
+            if (t) {
+                r->text = t;
+                r->text_cap = cap;
+            } else {
+                ok = false;
+            }
         }
-        memcpy(r->text + r->text_len, out + r->published, add);
-        r->text_len += add;
-        r->published = upto;
+        if (ok) {
+            memcpy(r->text + r->text_len, out + r->published, add);
+            r->text_len += add;
+            r->published = upto;
+        }
     }
     if (new_token) {
         r->n_gen++;
@@ -122,6 +129,7 @@ static void publish(eng_request *r, const char *out, size_t upto, bool new_token
     }
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 /* Ends a request: frees its blocks, takes it off every list, wakes readers, drops the
@@ -190,7 +198,10 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
     size_t olen = 0;
     const char *out = eng_stop_output(r->stop, &olen);
     size_t upto = matched ? keep : f != ENG_FINISH_NONE ? olen : utf8_complete(out, keep);
-    publish(r, out, upto, true, now);
+    if (!publish(r, out, upto, true, now)) {
+        finish(e, r, ENG_FINISH_ERROR, ENG_ERR_NOMEM, "out of memory for the output text");
+        return;
+    }
     if (f != ENG_FINISH_NONE) {
         finish(e, r, f, ENG_OK, NULL);
     } else {
