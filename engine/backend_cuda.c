@@ -200,11 +200,26 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
         e = cudaMallocHost((void **)&c->h_logits, L * (size_t)hp->n_vocab * sizeof(float));
     if (e != cudaSuccess)
         return cuda_fail(err, "pinned host buffers", e);
-    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .n_seq = (int32_t)T, .n_head = hp->n_head,
-                      .n_head_kv = hp->n_head_kv, .head_dim = hp->head_dim,
-                      .block_size = c->base.block_size, .max_seq_len = max_pos,
-                      .max_blocks_per_seq = c->max_blocks_per_seq};
-    KN_TRY("sizing the attention workspace", kn_paged_attn_decode_workspace(&a, 0, &c->attn_ws_bytes));
+    /* the sizing call checks its arguments like a launch: real buffers stand in for the
+     * caches (not allocated yet), nothing is read */
+    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .q = c->qkv,
+                      .q_stride = (int64_t)(dq + 2 * kvd), .k_cache = c->qkv, .v_cache = c->qkv,
+                      .n_slots = 1, .block_tables = c->d_ints, .seq_lens = c->d_ints,
+                      .n_seq = (int32_t)T, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                      .head_dim = hp->head_dim, .block_size = c->base.block_size,
+                      .max_seq_len = max_pos, .max_blocks_per_seq = c->max_blocks_per_seq,
+                      .scale = 1.0f, .out = c->att, .out_stride = (int64_t)dq};
+    /* the split count is picked per call from the grid size, so a small batch may split more:
+     * size for the largest need over batch sizes 1, 2, 4, ..., T at the longest context */
+    c->attn_ws_bytes = 0;
+    for (int32_t ns = 1;; ns = ns * 2 < (int32_t)T ? ns * 2 : (int32_t)T) {
+        size_t b = 0;
+        a.n_seq = ns;
+        KN_TRY("sizing the attention workspace", kn_paged_attn_decode_workspace(&a, 0, &b));
+        c->attn_ws_bytes = b > c->attn_ws_bytes ? b : c->attn_ws_bytes;
+        if (ns == (int32_t)T)
+            break;
+    }
     if (c->attn_ws_bytes > 0 &&
         (st = dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
         return st;
