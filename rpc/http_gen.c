@@ -93,6 +93,8 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
             eng_request_cancel(er);
             (void)eng_request_read(er, buf, sizeof buf, 1000, &o);
             http_metrics_generation(&s->metrics, &o, true);
+            r->gen = o;
+            r->has_gen = true;
             eng_request_release(er);
             drop_text(res);
             *replied = true;
@@ -112,6 +114,8 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
         }
     }
     http_metrics_generation(&s->metrics, &res->out, false);
+    r->gen = res->out;
+    r->has_gen = true;
     eng_request_release(er);
     if (res->out.finish == ENG_FINISH_ERROR) {
         drop_text(res);

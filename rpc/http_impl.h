@@ -85,6 +85,7 @@ struct http_server {
     pthread_mutex_t events_mu;
     atomic_int inflight;
     atomic_bool stopping;
+    atomic_ullong next_id;      /* request ids for the log */
 };
 
 /* One HTTP request (MHD's con_cls). */
@@ -101,6 +102,10 @@ typedef struct http_req {
     double t_start;             /* monotonic seconds */
     int status;                 /* what was answered (for metrics) */
     int fd;                     /* the client socket, to notice a disconnect while generating */
+    unsigned long long id;      /* for the log line */
+    char path[96];              /* the URL, copied (clipped) for the log line */
+    bool has_gen;               /* a non-streamed generation ran: gen is its last output */
+    eng_request_output gen;
 } http_req;
 
 double http_now(void);

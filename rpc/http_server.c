@@ -320,6 +320,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->route = route_of(url);
         r->t_start = http_now();
         r->status = 0;
+        r->id = atomic_fetch_add(&s->next_id, 1) + 1;
+        snprintf(r->path, sizeof r->path, "%s", url);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         r->fd = ci ? ci->connect_fd : -1;
@@ -369,6 +371,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->route != HTTP_ROUTE_OTHER)
         status = 499; /* the client went away during the response */
     http_metrics_request(&s->metrics, r->route, status, http_now() - r->t_start);
+    if (s->cfg.log_requests && r->route != HTTP_ROUTE_V1_HEALTH && r->route != HTTP_ROUTE_HEALTH &&
+        r->route != HTTP_ROUTE_METRICS) {
+        const eng_request_output *g = &r->gen;
+        if (r->has_gen)
+            fprintf(stderr,
+                    "serval: req %llu http %s %s status=%d prompt_tokens=%d output_tokens=%d "
+                    "cached_tokens=%d queue_ms=%.1f first_token_ms=%.1f total_ms=%.1f\n",
+                    r->id, r->method, r->path, status, g->n_prompt_tokens, g->n_output_tokens,
+                    g->n_cached_tokens, g->queue_ms, g->first_token_ms,
+                    (http_now() - r->t_start) * 1e3);
+        else
+            fprintf(stderr, "serval: req %llu http %s %s status=%d total_ms=%.1f\n", r->id,
+                    r->method, r->path, status, (http_now() - r->t_start) * 1e3);
+    }
     free(r->body);
     free(r);
     *con_cls = NULL;

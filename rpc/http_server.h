@@ -27,6 +27,7 @@ typedef struct http_server_config {
     const char *version;         /* Serval's version; NULL: "0.0.0" */
     const char *device;          /* "cpu" or "cuda"; NULL: "cpu" */
     int32_t default_max_tokens;  /* Tabby completions; 0: 64 */
+    bool log_requests;           /* one stderr line per request (health and metrics excepted) */
 } http_server_config;
 
 /* Starts the server on its own threads (one per connection). `e` and `auth` are borrowed and

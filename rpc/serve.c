@@ -267,7 +267,8 @@ int rpc_serve_main(int argc, char **argv)
                              .request_timeout_s = (int)o.http_timeout_s, .version = SERVAL_VERSION,
                              .idle_timeout_s = (int)o.http_client_timeout_s,
                              .body_timeout_s = (int)o.http_client_timeout_s,
-                             .device = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda"};
+                             .device = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda",
+                             .log_requests = !o.quiet};
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         fprintf(stderr, "serval serve: %s\n", err.msg);

@@ -31,7 +31,7 @@ typedef struct server {
     char *data_dir;
 } server;
 
-static server server_start(const char *const *extra)
+static server server_start_log(const char *const *extra, bool quiet)
 {
     server s = {0};
     signal(SIGPIPE, SIG_IGN);
@@ -41,8 +41,8 @@ static server server_start(const char *const *extra)
     char *bin = tu_bin_path("serval");
     const char *argv[40] = {bin, "serve", "--model", tu_default_model(), "--grpc-port", "0",
                             "--http-port", "0", "--token", TOKEN, "--data-dir", s.data_dir,
-                            "--threads", "2", "--quiet"};
-    int n = 15;
+                            "--threads", "2", quiet ? "--quiet" : NULL};
+    int n = quiet ? 15 : 14;
     for (; extra && *extra && n < 38; extra++)
         argv[n++] = *extra;
     argv[n] = NULL;
@@ -74,6 +74,8 @@ static server server_start(const char *const *extra)
     cr_assert_gt(s.port, 0, "no '%sPORT' line", line);
     return s;
 }
+
+static server server_start(const char *const *extra) { return server_start_log(extra, true); }
 
 static int server_stop(server *s)
 {
@@ -813,4 +815,24 @@ Test(http, two_hundred_concurrent_keep_alive_clients, .timeout = 150)
     cr_assert_eq(ok, 2 * N, "every request of every client succeeded (%d of %d)", ok, 2 * N);
     expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
     cr_assert_eq(server_stop(&s), 0);
+}
+
+/* Without --quiet every request but health and metrics gets one log line with its id, route,
+ * status and, for generations, tokens and timings (what an operator greps at 3 a.m.). */
+Test(http, one_log_line_per_request, .timeout = 90)
+{
+    server s = server_start_log(NULL, false);
+    expect(s.port, "POST", "/v1/completions", TOKEN,
+           "{\"language\":\"python\",\"segments\":{\"prefix\":\"def add(a, b):\\n    \"}}",
+           200, "choices");
+    expect(s.port, "POST", "/v1/completions", "wrong", "{}", 401, NULL);
+    expect(s.port, "GET", "/v1/health", NULL, NULL, 200, NULL);
+    cr_assert_eq(server_stop(&s), 0);
+    char *log = tu_read_file(s.log_path, NULL);
+    cr_assert_not_null(log);
+    cr_assert(strstr(log, "http POST /v1/completions status=200 prompt_tokens="), "log:\n%s", log);
+    cr_assert(strstr(log, "output_tokens=") && strstr(log, "first_token_ms="), "log:\n%s", log);
+    cr_assert(strstr(log, "http POST /v1/completions status=401 total_ms="), "log:\n%s", log);
+    cr_assert_null(strstr(log, "/v1/health status="), "health polls are not logged:\n%s", log);
+    free(log);
 }
