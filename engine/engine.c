@@ -190,6 +190,10 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
         size_t len = 0;
         const char *piece = tok_piece(v, t, &len);
         matched = eng_stop_feed(r->stop, piece, len, &keep);
+        if (eng_stop_failed(r->stop)) {
+            finish(e, r, ENG_FINISH_ERROR, ENG_ERR_NOMEM, "out of memory for the output text");
+            return;
+        }
         if (matched)
             f = ENG_FINISH_STOP;
     }

@@ -187,7 +187,10 @@ struct eng_stop {
     char *buf;       /* context tail + output */
     size_t ctx_len;  /* bytes of context at the start of buf */
     size_t len, cap;
+    bool failed;     /* an allocation failed: the output stops where it was */
 };
+
+bool eng_stop_failed(const eng_stop *s) { return s->failed; }
 
 eng_status eng_stop_create(const char *const *stops, size_t n, const char *context,
                            size_t context_len, eng_stop **out, eng_err *err)
@@ -250,7 +253,11 @@ bool eng_stop_feed(eng_stop *s, const char *piece, size_t len, size_t *keep)
     if (s->len + len + 1 > s->cap) {
         size_t cap = (s->len + len + 1) * 2;
         char *b = realloc(s->buf, cap);
-        ENG_ASSERT(b != NULL);
+        if (!b) { /* out of memory: report a stop here; eng_stop_failed tells it apart */
+            s->failed = true;
+            *keep = s->len > s->ctx_len ? s->len - s->ctx_len : 0;
+            return true;
+        }
         s->buf = b;
         s->cap = cap;
     }

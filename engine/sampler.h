@@ -46,6 +46,9 @@ void eng_stop_free(eng_stop *s);
  * start of the output) can no longer become part of a stop string. */
 bool eng_stop_feed(eng_stop *s, const char *piece, size_t len, size_t *keep);
 
+/* Whether eng_stop_feed ran out of memory (it then reported a stop at the end of what it had). */
+bool eng_stop_failed(const eng_stop *s);
+
 /* The whole output fed so far (owned by s). */
 const char *eng_stop_output(const eng_stop *s, size_t *len);
 
