@@ -836,3 +836,39 @@ Test(http, one_log_line_per_request, .timeout = 90)
     cr_assert_null(strstr(log, "/v1/health status="), "health polls are not logged:\n%s", log);
     free(log);
 }
+
+/* A full engine queue answers 503 with Retry-After at once (clients back off and retry),
+ * instead of holding the connection; the server keeps serving once the queue drains. */
+Test(http, overload_answers_503_with_retry_after, .timeout = 90)
+{
+    const char *extra[] = {"--max-running", "1", "--max-waiting", "1", NULL};
+    server s = server_start(extra);
+    const char *body = "{\"prompt\":\"Once upon a time\",\"n_predict\":4000,\"stream\":false}";
+    int fds[2];
+    for (int k = 0; k < 2; k++) { /* one running, one waiting */
+        fds[k] = hc_connect(s.port, 10);
+        hc_send(fds[k], "POST", "/completion", TOKEN, NULL, body, strlen(body));
+        double t0 = now_s();
+        while ((metric(s.port, "serval_running_sequences") + metric(s.port, "serval_queue_depth")) <
+                   k + 1 && now_s() - t0 < 10)
+            usleep(20 * 1000);
+    }
+    cr_assert_eq(metric(s.port, "serval_running_sequences"), 1);
+    cr_assert_eq(metric(s.port, "serval_queue_depth"), 1);
+    double t0 = now_s();
+    resp r = request(s.port, "POST", "/completion", TOKEN, body);
+    cr_assert_eq(r.status, 503, "a third request with a full queue: %d %s", r.status,
+                 r.body ? r.body : "");
+    cr_assert_lt(now_s() - t0, 5.0, "answered at once, not after the queue drained");
+    cr_assert(r.headers && strcasestr(r.headers, "Retry-After:"), "headers:\n%s", r.headers);
+    cr_assert(r.body && strstr(r.body, "overloaded"), "%s", r.body);
+    resp_free(&r);
+    close(fds[0]);
+    close(fds[1]);
+    t0 = now_s();
+    while (metric(s.port, "serval_running_sequences") != 0 && now_s() - t0 < 10)
+        usleep(50 * 1000);
+    expect(s.port, "POST", "/completion", TOKEN,
+           "{\"prompt\":\"Once upon a time\",\"n_predict\":2}", 200, "content");
+    cr_assert_eq(server_stop(&s), 0);
+}
