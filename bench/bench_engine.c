@@ -97,16 +97,21 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Weights in the matrices a token goes through (layers and the output head). */
+static double param_count(const eng_hparams *hp)
+{
+    double d = hp->n_embd, dq = (double)hp->n_head * hp->head_dim;
+    double kvd = (double)hp->n_head_kv * hp->head_dim;
+    double per_layer = d * (dq + 2 * kvd) + dq * d + 3 * d * hp->n_ff;
+    return hp->n_layer * per_layer + (double)hp->n_vocab * d;
+}
+
 /* Bytes of weights one decode step reads: as stored on the CPU, bf16 on the GPU. */
 static double step_weight_bytes(const eng_model *m, const opts *o)
 {
     if (strcmp(o->backend, "cuda") != 0)
         return (double)eng_model_weight_bytes(m);
-    const eng_hparams *hp = &m->hp;
-    double d = hp->n_embd, dq = (double)hp->n_head * hp->head_dim;
-    double kvd = (double)hp->n_head_kv * hp->head_dim;
-    double per_layer = d * (dq + 2 * kvd) + dq * d + 3 * d * hp->n_ff;
-    return 2.0 * (hp->n_layer * per_layer + (double)hp->n_vocab * d);
+    return 2.0 * param_count(&m->hp);
 }
 
 /* With --mixed, request i asks for between half and all of n (a fixed, uneven spread). */
@@ -117,8 +122,6 @@ static int req_len(int n, int mixed, int i)
     int l = n / 2 + (int)(((unsigned)i * 2654435761u) % (unsigned)(n / 2 + 1));
     return l > 0 ? l : 1;
 }
-
-static double dq_of(const eng_hparams *hp) { return (double)hp->n_head * hp->head_dim; }
 
 static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
 {
@@ -216,14 +219,8 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
                o->bw_gbs);
     printf("\n");
     /* prefill roofline: 2 FLOPs per weight per token, plus attention (QK and PV) */
-    double params = wb / (strcmp(o->backend, "cuda") ? 1.0 : 2.0); /* bytes -> count on GPU */
-    if (strcmp(o->backend, "cuda") != 0) {
-        double d = hp->n_embd, dq = (double)hp->n_head * hp->head_dim;
-        double kvd = (double)hp->n_head_kv * hp->head_dim;
-        params = hp->n_layer * (d * (dq + 2 * kvd) + dq * d + 3 * d * hp->n_ff) +
-                 (double)hp->n_vocab * d;
-    }
-    double flop_tok = 2 * params + 2.0 * 2 * hp->n_layer * dq_of(hp) * (o->prompt / 2.0);
+    double dq = (double)hp->n_head * hp->head_dim;
+    double flop_tok = 2 * param_count(hp) + 2.0 * 2 * hp->n_layer * dq * (o->prompt / 2.0);
     double pre_s = first_max / 1e3;
     double tf = (double)pre * flop_tok / pre_s / 1e12;
     printf("  prefill roofline: %.2f GFLOP per token -> %.2f TFLOP/s", flop_tok / 1e9, tf);

@@ -532,16 +532,12 @@ static void run_step(eng_engine *e)
         publish_stats(e, n_seqs, k, 0, 0, t1 - t0);
         return;
     }
-    /* Entries are consumed front to back; finish() removes an entry from the plan. */
+    /* The plan is emptied first, so finish() (from accept_token) has no entry to remove. */
     const int32_t n_vocab = e->m->hp.n_vocab;
-    int32_t li = 0;
-    sched_entry *done = e->plan;
-    int32_t n = e->n_plan;
+    int32_t li = 0, n = e->n_plan;
+    e->n_plan = 0;
     for (int32_t j = 0; j < n; j++) {
-        sched_entry en = done[0];
-        /* drop the entry first: accept_token may finish the request */
-        memmove(done, done + 1, sizeof *done * (size_t)(e->n_plan - 1));
-        e->n_plan--;
+        const sched_entry en = e->plan[j];
         eng_request *r = en.r;
         r->n_computed = en.start + en.len;
         kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
