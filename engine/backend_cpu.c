@@ -1,5 +1,5 @@
 /* backend_cpu.c — the CPU backend behind engine/backend.h: a runner (threads + scratch) and a
- * paged fp16 KV pool sized from a memory budget, running eng_cpu_forward. */
+ * paged fp16 KV pool sized from a memory budget, running eng_cpu_forward, then eng_sample. */
 #include "backend.h"
 
 #include <stdlib.h>
@@ -8,12 +8,31 @@ typedef struct cpu_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
     eng_cpu_runner *runner;
     eng_cpu_kv *kv;
+    int32_t n_vocab;
+    float *logits;     /* [cap_rows, n_vocab] when the caller wants tokens only */
+    int32_t cap_rows;
+    float *scratch;    /* [n_vocab] for eng_sample */
 } cpu_backend;
 
-static eng_status cpu_forward(eng_backend *be, const eng_batch *b, float *logits, eng_err *err)
+static eng_status cpu_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
+                              int32_t *tokens, float *logits, eng_err *err)
 {
     cpu_backend *c = (cpu_backend *)be;
-    return eng_cpu_forward(c->runner, c->kv, b, logits, err);
+    if (!logits && b->n_logits > c->cap_rows) { /* grows to the largest batch, once */
+        float *l = realloc(c->logits, sizeof(float) * (size_t)b->n_logits * (size_t)c->n_vocab);
+        if (!l)
+            return eng_fail(err, ENG_ERR_NOMEM, "out of memory for %d logits rows", b->n_logits);
+        c->logits = l;
+        c->cap_rows = b->n_logits;
+    }
+    float *out = logits ? logits : c->logits;
+    eng_status st = eng_cpu_forward(c->runner, c->kv, b, out, err);
+    if (st != ENG_OK || !rows || !tokens)
+        return st;
+    for (int32_t i = 0; i < b->n_logits; i++)
+        tokens[i] = eng_sample(out + (size_t)i * (size_t)c->n_vocab, c->n_vocab, &rows[i].p,
+                               rows[i].step, c->scratch);
+    return ENG_OK;
 }
 
 static void cpu_free(eng_backend *be)
@@ -23,6 +42,8 @@ static void cpu_free(eng_backend *be)
         return;
     eng_cpu_runner_free(c->runner);
     eng_cpu_kv_free(c->kv);
+    free(c->logits);
+    free(c->scratch);
     free(c);
 }
 
@@ -48,6 +69,11 @@ eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t 
     c->base.ops = &cpu_ops;
     c->base.n_blocks = (int32_t)n_blocks;
     c->base.block_size = block_size;
+    c->n_vocab = m->hp.n_vocab;
+    if (!(c->scratch = malloc(sizeof(float) * (size_t)c->n_vocab))) {
+        free(c);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    }
     eng_status st = eng_cpu_runner_create(m, max_pos, n_threads, &c->runner, err);
     if (st == ENG_OK)
         st = eng_cpu_kv_create(m, (int32_t)n_blocks, block_size, &c->kv, err);

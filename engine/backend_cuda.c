@@ -1,11 +1,14 @@
 /* backend_cuda.c — the CUDA backend behind engine/backend.h: weights dequantised to bf16 on
  * the GPU once at load (Q|K|V and gate|up fused), every per-step buffer preallocated, a paged
  * KV pool sized from the budget or from free GPU memory, and one forward step per batch made
- * of kernels/ launchers and cuBLAS GEMMs. Only the requested logits rows travel to the host.
- * Built only with SERVAL_HAVE_CUDA. */
+ * of kernels/ launchers and cuBLAS GEMMs, sampled on the GPU: only the token ids travel back,
+ * and reading them is the step's one host synchronisation. Decode steps are captured as CUDA
+ * graphs, one per (batch-size bucket, context-length bucket), padded to the bucket with rows
+ * that write a KV block outside the engine's pool. Built only with SERVAL_HAVE_CUDA. */
 #include "backend.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,10 +23,21 @@
 #include "prefill_attention.h"
 #include "rmsnorm.h"
 #include "rope.h"
+#include "sampling.h"
 #include "swiglu.h"
 
 #define ACT KN_DTYPE_BF16 /* activations and weights */
 #define KVT KN_DTYPE_F16  /* KV cache: fp16 like the CPU backend */
+
+/* Decode attention always splits contexts into partitions of this many positions, so a
+ * sequence's result does not depend on the other sequences of its batch or on the bucket. */
+enum { DEC_SPLIT = 256, MAX_GRAPHS = 256 };
+
+/* One captured decode step: nb sequences (padded), contexts up to lb positions. */
+typedef struct decode_graph {
+    int32_t nb, lb;
+    cudaGraphExec_t exec;
+} decode_graph;
 
 typedef struct cuda_layer {
     void *attn_norm, *ffn_norm; /* [d] bf16 */
@@ -42,7 +56,9 @@ typedef struct cuda_backend {
     void *tok_embd, *out_norm, *output; /* bf16; output == tok_embd when tied */
     cuda_layer *layers;
     int32_t max_tokens, max_logits, max_blocks_per_seq;
-    int64_t n_slots;
+    int32_t len_cap;       /* the largest context bucket: max_pos rounded up to DEC_SPLIT */
+    int64_t n_slots;       /* the engine's blocks and the padding block */
+    int32_t pad_block;     /* block id padding rows write their K/V into (not the engine's) */
     /* per-step device buffers */
     float *resid;          /* [T, d] fp32 residual stream */
     void *xn, *tmp;        /* [T, d] bf16 */
@@ -57,6 +73,11 @@ typedef struct cuda_backend {
     int32_t *h_ints;       /* pinned host staging of the same */
     size_t n_ints;
     float *h_logits;       /* pinned [max_logits, n_vocab] */
+    kn_sample_params *d_samp, *h_samp; /* [max_logits] each row's sampling */
+    int32_t *d_next, *h_next;          /* [max_logits] the drawn token ids */
+    bool use_graphs;
+    int32_t n_graphs;
+    decode_graph graphs[MAX_GRAPHS];
 } cuda_backend;
 
 static eng_status cuda_fail(eng_err *err, const char *what, cudaError_t e)
@@ -190,7 +211,13 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     AL(c->gu, T * 2 * ff * bf, "gate/up activations");
     AL(c->xsel, L * d * bf, "rows for logits");
     AL(c->logits, L * (size_t)hp->n_vocab * sizeof(float), "logits");
-    c->max_blocks_per_seq = (max_pos + c->base.block_size - 1) / c->base.block_size;
+    AL(c->d_samp, L * sizeof(kn_sample_params), "sampling parameters");
+    AL(c->d_next, L * sizeof(int32_t), "sampled tokens");
+    c->len_cap = (max_pos + DEC_SPLIT - 1) / DEC_SPLIT * DEC_SPLIT;
+    if (c->len_cap < 2 * DEC_SPLIT)
+        c->len_cap = 2 * DEC_SPLIT;
+    /* tables cover the largest bucket; entries past a sequence's length stay -1 */
+    c->max_blocks_per_seq = (c->len_cap + c->base.block_size - 1) / c->base.block_size;
     /* tokens, pos, slots, logits_idx [T each]; seq_lens [T]; q_start [T+1]; tables */
     c->n_ints = 6 * T + 1 + T * (size_t)c->max_blocks_per_seq;
     AL(c->d_ints, c->n_ints * sizeof(int32_t), "batch metadata");
@@ -198,6 +225,10 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     cudaError_t e = cudaMallocHost((void **)&c->h_ints, c->n_ints * sizeof(int32_t));
     if (e == cudaSuccess)
         e = cudaMallocHost((void **)&c->h_logits, L * (size_t)hp->n_vocab * sizeof(float));
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&c->h_samp, L * sizeof(kn_sample_params));
+    if (e == cudaSuccess)
+        e = cudaMallocHost((void **)&c->h_next, L * sizeof(int32_t));
     if (e != cudaSuccess)
         return cuda_fail(err, "pinned host buffers", e);
     /* the sizing call checks its arguments like a launch: real buffers stand in for the
@@ -207,19 +238,11 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
                       .n_slots = 1, .block_tables = c->d_ints, .seq_lens = c->d_ints,
                       .n_seq = (int32_t)T, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
-                      .max_seq_len = max_pos, .max_blocks_per_seq = c->max_blocks_per_seq,
+                      .max_seq_len = c->len_cap, .max_blocks_per_seq = c->max_blocks_per_seq,
                       .scale = 1.0f, .out = c->att, .out_stride = (int64_t)dq};
-    /* the split count is picked per call from the grid size, so a small batch may split more:
-     * size for the largest need over batch sizes 1, 2, 4, ..., T at the longest context */
-    c->attn_ws_bytes = 0;
-    for (int32_t ns = 1;; ns = ns * 2 < (int32_t)T ? ns * 2 : (int32_t)T) {
-        size_t b = 0;
-        a.n_seq = ns;
-        KN_TRY("sizing the attention workspace", kn_paged_attn_decode_workspace(&a, 0, &b));
-        c->attn_ws_bytes = b > c->attn_ws_bytes ? b : c->attn_ws_bytes;
-        if (ns == (int32_t)T)
-            break;
-    }
+    /* decode splits into DEC_SPLIT-long partitions: the most is T sequences at len_cap */
+    KN_TRY("sizing the attention workspace",
+           kn_paged_attn_decode_workspace(&a, c->len_cap / DEC_SPLIT, &c->attn_ws_bytes));
     if (c->attn_ws_bytes > 0 &&
         (st = dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
         return st;
@@ -238,7 +261,7 @@ static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks
             return cuda_fail(err, "cudaMemGetInfo", e);
         kv_bytes = (int64_t)(free_b / 10 * 9);
     }
-    int64_t n_blocks = kv_bytes / (int64_t)block_bytes;
+    int64_t n_blocks = kv_bytes / (int64_t)block_bytes - 1; /* one block for padding rows */
     if (n_blocks > (1 << 28))
         n_blocks = 1 << 28;
     if (n_blocks < min_blocks)
@@ -247,7 +270,8 @@ static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks
                         "maximum length needs %d", (long long)kv_bytes, (long long)n_blocks,
                         min_blocks);
     c->base.n_blocks = (int32_t)n_blocks;
-    c->n_slots = n_blocks * c->base.block_size;
+    c->pad_block = (int32_t)n_blocks;
+    c->n_slots = (n_blocks + 1) * c->base.block_size;
     for (int32_t l = 0; l < hp->n_layer; l++) {
         eng_status st = dev_alloc(&c->layers[l].k_cache, (size_t)c->n_slots * kvd * 2, "K cache", err);
         if (st == ENG_OK)
@@ -258,21 +282,48 @@ static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks
     return ENG_OK;
 }
 
-/* Lays out the batch's metadata in the pinned staging buffer and copies it over in one go.
- * Returns the device views through the out-parameters. The engine lists each sequence's
- * tokens contiguously and in position order, which attention's q_start relies on. */
+/* The batch's metadata, as device views into d_ints. The engine lists each sequence's tokens
+ * contiguously and in position order, which attention's q_start relies on. */
 typedef struct step_meta {
     int32_t *tokens, *pos, *slots, *logits_idx, *seq_lens, *q_start, *tables;
+    int32_t n_tokens, n_seqs, n_logits; /* padding rows included */
     int32_t max_q_len, max_len;
     bool all_decode;
 } step_meta;
 
-static eng_status stage_batch(cuda_backend *c, const eng_batch *b, step_meta *dm, eng_err *err)
+/* Decode batch buckets: powers of two up to 8, then multiples of 8 up to 64, then of 32; never
+ * above cap. Padding rows cost little in a decode step, which reads the weights either way. */
+static int32_t batch_bucket(int32_t n, int32_t cap)
+{
+    int32_t b = 1;
+    if (n <= 8)
+        while (b < n)
+            b *= 2;
+    else
+        b = n <= 64 ? (n + 7) / 8 * 8 : (n + 31) / 32 * 32;
+    return b < cap ? b : cap;
+}
+
+/* Context buckets: powers of two from 2 * DEC_SPLIT up to len_cap. */
+static int32_t len_bucket(int32_t len, int32_t cap)
+{
+    int32_t b = 2 * DEC_SPLIT;
+    while (b < len && b < cap)
+        b *= 2;
+    return b < cap ? b : cap;
+}
+
+/* Lays the batch out in the pinned staging buffer (padded with pad decode rows to n_pad
+ * sequences when n_pad > b->n_seqs) and copies it over in one go, with the sampling rows. */
+static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad,
+                              const eng_sample_row *rows, step_meta *dm, eng_err *err)
 {
     const int32_t T = c->max_tokens, bs = c->base.block_size, mb = c->max_blocks_per_seq;
     int32_t *h = c->h_ints;
     int32_t *tokens = h, *pos = h + T, *slots = h + 2 * T, *lidx = h + 3 * T;
     int32_t *seq_lens = h + 4 * T, *q_start = h + 5 * T, *tables = h + 6 * T + 1;
+    const int32_t n_seqs = n_pad > b->n_seqs ? n_pad : b->n_seqs;
+    const int32_t n_tok = b->n_tokens + (n_seqs - b->n_seqs);
     dm->max_q_len = 0;
     dm->max_len = 0;
     dm->all_decode = true;
@@ -289,7 +340,6 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, step_meta *dm
         slots[t] = b->block_tables[s][p / bs] * bs + p % bs;
         seq_lens[s] = p + 1;
     }
-    q_start[b->n_seqs] = b->n_tokens;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         ENG_ASSERT(q_start[s] >= 0 && (s == 0 || q_start[s] > q_start[s - 1]));
         int32_t ql = (s + 1 < b->n_seqs ? q_start[s + 1] : b->n_tokens) - q_start[s];
@@ -303,50 +353,67 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, step_meta *dm
             tables[(size_t)s * (size_t)mb + (size_t)i] = -1;
     }
     memcpy(lidx, b->logits_idx, sizeof(int32_t) * (size_t)b->n_logits);
-    size_t n = (size_t)(6 * T + 1) + (size_t)b->n_seqs * (size_t)mb;
+    /* padding rows: token 0 at position 0 of a one-block sequence in the padding block */
+    for (int32_t s = b->n_seqs, t = b->n_tokens; s < n_seqs; s++, t++) {
+        tokens[t] = 0;
+        pos[t] = 0;
+        slots[t] = c->pad_block * bs;
+        seq_lens[s] = 1;
+        q_start[s] = t;
+        lidx[b->n_logits + (s - b->n_seqs)] = t;
+        tables[(size_t)s * (size_t)mb] = c->pad_block;
+        for (int32_t i = 1; i < mb; i++)
+            tables[(size_t)s * (size_t)mb + (size_t)i] = -1;
+    }
+    q_start[n_seqs] = n_tok;
+    const int32_t n_logits = b->n_logits + (n_seqs - b->n_seqs);
+    size_t n = (size_t)(6 * T + 1) + (size_t)n_seqs * (size_t)mb;
     cudaError_t e = cudaMemcpyAsync(c->d_ints, h, n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                     c->st);
+    if (e == cudaSuccess && rows) {
+        for (int32_t i = 0; i < n_logits; i++) {
+            const eng_sampler_params *sp = i < b->n_logits ? &rows[i].p : NULL;
+            c->h_samp[i] = (kn_sample_params){
+                .temperature = sp ? sp->temperature : 0.0f, .top_k = sp ? sp->top_k : 0,
+                .top_p = sp ? sp->top_p : 1.0f, .seed = sp ? sp->seed : 0,
+                .step = i < b->n_logits ? rows[i].step : 0};
+        }
+        e = cudaMemcpyAsync(c->d_samp, c->h_samp, sizeof(kn_sample_params) * (size_t)n_logits,
+                            cudaMemcpyHostToDevice, c->st);
+    }
     if (e != cudaSuccess)
         return cuda_fail(err, "uploading batch metadata", e);
     int32_t *d = c->d_ints;
     *dm = (step_meta){.tokens = d, .pos = d + T, .slots = d + 2 * T, .logits_idx = d + 3 * T,
                       .seq_lens = d + 4 * T, .q_start = d + 5 * T, .tables = d + 6 * T + 1,
+                      .n_tokens = n_tok, .n_seqs = n_seqs, .n_logits = n_logits,
                       .max_q_len = dm->max_q_len, .max_len = dm->max_len,
                       .all_decode = dm->all_decode};
     return ENG_OK;
 }
 
-static eng_status cuda_forward(eng_backend *be, const eng_batch *b, float *logits, eng_err *err)
+/* Enqueues one forward step over the staged batch on c->st, then sampling when asked. Nothing
+ * here waits for the GPU or allocates, so it can be captured into a graph. lb: the decode
+ * context bucket (decode attention's grid), ignored for prefill. */
+static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb, bool sample,
+                               eng_err *err)
 {
-    cuda_backend *c = (cuda_backend *)be;
     const eng_model *m = c->m;
     const eng_hparams *hp = &m->hp;
-    const int64_t T = b->n_tokens, d = hp->n_embd, ff = hp->n_ff;
+    const int64_t T = dm->n_tokens, d = hp->n_embd, ff = hp->n_ff;
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim, qkvd = dq + 2 * kvd;
-    if (T <= 0 || T > c->max_tokens || b->n_logits > c->max_logits || b->n_seqs > c->max_tokens)
-        return eng_fail(err, ENG_ERR_INVALID, "batch of %lld tokens / %d logits exceeds the "
-                        "backend's step buffers (%d / %d)", (long long)T, b->n_logits,
-                        c->max_tokens, c->max_logits);
-    for (int64_t i = 0; i < T; i++)
-        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
-            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %lld is outside [0, %d)",
-                            b->tokens[i], (long long)i, hp->n_vocab);
-    step_meta dm = {0};
-    eng_status st = stage_batch(c, b, &dm, err);
-    if (st != ENG_OK)
-        return st;
     kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
-                      .block_tables = dm.tables, .max_blocks_per_seq = c->max_blocks_per_seq,
-                      .seq_lens = dm.seq_lens, .q_start = dm.all_decode ? NULL : dm.q_start,
-                      .n_seq = b->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                      .block_tables = dm->tables, .max_blocks_per_seq = c->max_blocks_per_seq,
+                      .seq_lens = dm->seq_lens, .q_start = dm->all_decode ? NULL : dm->q_start,
+                      .n_seq = dm->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
-                      .max_seq_len = dm.max_len, .max_q_len = dm.max_q_len,
-                      .scale = 1.0f / sqrtf((float)hp->head_dim), .out = c->att,
-                      .out_stride = dq};
+                      .max_seq_len = dm->all_decode ? lb : dm->max_len,
+                      .max_q_len = dm->max_q_len, .scale = 1.0f / sqrtf((float)hp->head_dim),
+                      .out = c->att, .out_stride = dq};
 
     /* grid comments live with the launchers; here: one call per op over all T tokens */
-    KN_TRY("embedding", kn_embed(ACT, c->tok_embd, hp->n_vocab, d, dm.tokens, T, KN_DTYPE_F32,
+    KN_TRY("embedding", kn_embed(ACT, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
                                  c->resid, c->st));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         cuda_layer *G = &c->layers[l];
@@ -355,18 +422,18 @@ static eng_status cuda_forward(eng_backend *be, const eng_batch *b, float *logit
                                             T, d, hp->norm_eps, c->st));
         KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, ACT, c->xn, d, G->wqkv, d, ACT,
                                              c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
-        KN_TRY("RoPE", kn_rope(ACT, c->qkv, qkvd, dm.pos, T, hp->n_head + hp->n_head_kv,
+        KN_TRY("RoPE", kn_rope(ACT, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
                                hp->head_dim, hp->rope_base, m->rope_freqs, KN_ROPE_INTERLEAVED,
                                c->st));
         KN_TRY("KV write", kn_kv_write(ACT, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
-                                       qkvd, dm.slots, T, kvd, KVT, G->k_cache, G->v_cache,
+                                       qkvd, dm->slots, T, kvd, KVT, G->k_cache, G->v_cache,
                                        c->n_slots, c->st));
         a.q = c->qkv;
         a.k_cache = G->k_cache;
         a.v_cache = G->v_cache;
-        if (dm.all_decode)
-            KN_TRY("decode attention", kn_paged_attn_decode(&a, 0, c->attn_ws, c->attn_ws_bytes,
-                                                            c->st));
+        if (dm->all_decode)
+            KN_TRY("decode attention", kn_paged_attn_decode(&a, lb / DEC_SPLIT, c->attn_ws,
+                                                            c->attn_ws_bytes, c->st));
         else
             KN_TRY("prefill attention", kn_prefill_attn(&a, c->st));
         KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, ACT, c->att, dq, G->wo, dq, ACT,
@@ -380,28 +447,123 @@ static eng_status cuda_forward(eng_backend *be, const eng_batch *b, float *logit
         KN_TRY("down", kn_gemm_run(c->gemm, c->st, ACT, c->gu, 2 * ff, G->wdown, ff, ACT, c->tmp,
                                    d, T, d, ff, 1.0f, 0.0f));
     }
-    if (b->n_logits > 0) {
-        KN_TRY("output norm", kn_rmsnorm(ACT, c->resid, c->tmp, c->out_norm, c->xn, T, d,
-                                         hp->norm_eps, c->st));
-        /* gather the rows that want logits (the embedding gather over xn as its table) */
-        KN_TRY("logit rows", kn_embed(ACT, c->xn, T, d, dm.logits_idx, b->n_logits, ACT, c->xsel,
-                                      c->st));
-        KN_TRY("logits", kn_gemm_run(c->gemm, c->st, ACT, c->xsel, d, c->output, d, KN_DTYPE_F32,
-                                     c->logits, hp->n_vocab, b->n_logits, hp->n_vocab, d, 1.0f,
-                                     0.0f));
-        size_t bytes = (size_t)b->n_logits * (size_t)hp->n_vocab * sizeof(float);
-        cudaError_t e = cudaMemcpyAsync(c->h_logits, c->logits, bytes, cudaMemcpyDeviceToHost,
-                                        c->st);
+    if (dm->n_logits == 0)
+        return ENG_OK;
+    KN_TRY("output norm", kn_rmsnorm(ACT, c->resid, c->tmp, c->out_norm, c->xn, T, d,
+                                     hp->norm_eps, c->st));
+    /* gather the rows that want logits (the embedding gather over xn as its table) */
+    KN_TRY("logit rows", kn_embed(ACT, c->xn, T, d, dm->logits_idx, dm->n_logits, ACT, c->xsel,
+                                  c->st));
+    KN_TRY("logits", kn_gemm_run(c->gemm, c->st, ACT, c->xsel, d, c->output, d, KN_DTYPE_F32,
+                                 c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, d, 1.0f,
+                                 0.0f));
+    if (sample)
+        KN_TRY("sampling", kn_sample(c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, c->d_samp,
+                                     c->d_next, c->st));
+    return ENG_OK;
+}
+
+/* Stops using graphs after a capture the driver refused: the step runs eagerly instead. */
+static void graphs_off(cuda_backend *c, const char *what, cudaError_t e)
+{
+    fprintf(stderr, "serval: CUDA graph %s failed (%s); decode steps run without graphs\n", what,
+            cudaGetErrorString(e));
+    (void)cudaGetLastError(); /* a refused capture leaves an error behind; it is handled */
+    c->use_graphs = false;
+}
+
+/* Runs the staged decode step through its bucket's graph, capturing it on first use.
+ * *ran is false when graphs turned out to be unavailable (the caller runs it eagerly). */
+static eng_status run_graph(cuda_backend *c, const step_meta *dm, int32_t lb, bool *ran,
+                            eng_err *err)
+{
+    *ran = false;
+    decode_graph *g = NULL;
+    for (int32_t i = 0; i < c->n_graphs && !g; i++)
+        if (c->graphs[i].nb == dm->n_seqs && c->graphs[i].lb == lb)
+            g = &c->graphs[i];
+    if (!g) {
+        if (c->n_graphs == MAX_GRAPHS)
+            return ENG_OK; /* every bucket pair is cached long before this; run eagerly */
+        cudaGraph_t graph = NULL;
+        cudaError_t e = cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal);
+        if (e != cudaSuccess) {
+            graphs_off(c, "capture", e);
+            return ENG_OK;
+        }
+        eng_status st = enqueue_step(c, dm, lb, true, err);
+        e = cudaStreamEndCapture(c->st, &graph);
+        if (st != ENG_OK) {
+            if (graph)
+                cudaGraphDestroy(graph);
+            return st;
+        }
+        cudaGraphExec_t exec = NULL;
         if (e == cudaSuccess)
-            e = cudaStreamSynchronize(c->st);
-        if (e != cudaSuccess)
-            return cuda_fail(err, "reading logits", e);
-        memcpy(logits, c->h_logits, bytes);
-    } else {
-        cudaError_t e = cudaStreamSynchronize(c->st);
-        if (e != cudaSuccess)
-            return cuda_fail(err, "forward step", e);
+            e = cudaGraphInstantiate(&exec, graph, 0);
+        if (graph)
+            cudaGraphDestroy(graph);
+        if (e != cudaSuccess) {
+            graphs_off(c, "capture", e);
+            return ENG_OK;
+        }
+        g = &c->graphs[c->n_graphs++];
+        *g = (decode_graph){.nb = dm->n_seqs, .lb = lb, .exec = exec};
     }
+    cudaError_t e = cudaGraphLaunch(g->exec, c->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, "launching a decode graph", e);
+    *ran = true;
+    return ENG_OK;
+}
+
+static eng_status cuda_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
+                               int32_t *tokens, float *logits, eng_err *err)
+{
+    cuda_backend *c = (cuda_backend *)be;
+    const eng_hparams *hp = &c->m->hp;
+    if (b->n_tokens <= 0 || b->n_tokens > c->max_tokens || b->n_logits > c->max_logits ||
+        b->n_seqs > c->max_tokens)
+        return eng_fail(err, ENG_ERR_INVALID, "batch of %d tokens / %d logits exceeds the "
+                        "backend's step buffers (%d / %d)", b->n_tokens, b->n_logits,
+                        c->max_tokens, c->max_logits);
+    for (int32_t i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
+                            b->tokens[i], i, hp->n_vocab);
+    const bool sample = rows && tokens;
+    /* a decode step (one token per sequence, each wanting its next token) may use a graph */
+    bool decode = b->n_tokens == b->n_seqs && b->n_logits == b->n_seqs;
+    for (int32_t i = 0; decode && i < b->n_logits; i++)
+        decode = b->logits_idx[i] == i;
+    const bool graph = decode && sample && c->use_graphs;
+    const int32_t cap = c->max_tokens < c->max_logits ? c->max_tokens : c->max_logits;
+    step_meta dm = {0};
+    eng_status st = stage_batch(c, b, graph ? batch_bucket(b->n_seqs, cap) : 0,
+                                sample ? rows : NULL, &dm, err);
+    if (st != ENG_OK)
+        return st;
+    const int32_t lb = len_bucket(dm.max_len, c->len_cap);
+    bool ran = false;
+    if (graph && (st = run_graph(c, &dm, lb, &ran, err)) != ENG_OK)
+        return st;
+    if (!ran && (st = enqueue_step(c, &dm, lb, sample, err)) != ENG_OK)
+        return st;
+    cudaError_t e = cudaSuccess;
+    const size_t lbytes = (size_t)b->n_logits * (size_t)hp->n_vocab * sizeof(float);
+    if (sample && b->n_logits > 0)
+        e = cudaMemcpyAsync(c->h_next, c->d_next, sizeof(int32_t) * (size_t)b->n_logits,
+                            cudaMemcpyDeviceToHost, c->st);
+    if (e == cudaSuccess && logits && b->n_logits > 0)
+        e = cudaMemcpyAsync(c->h_logits, c->logits, lbytes, cudaMemcpyDeviceToHost, c->st);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(c->st); /* the step's one wait: for the token ids */
+    if (e != cudaSuccess)
+        return cuda_fail(err, "forward step", e);
+    if (sample)
+        memcpy(tokens, c->h_next, sizeof(int32_t) * (size_t)b->n_logits);
+    if (logits)
+        memcpy(logits, c->h_logits, lbytes);
     return ENG_OK;
 }
 
@@ -412,6 +574,8 @@ static void cuda_free(eng_backend *be)
         return;
     if (c->st)
         cudaStreamSynchronize(c->st);
+    for (int32_t i = 0; i < c->n_graphs; i++)
+        cudaGraphExecDestroy(c->graphs[i].exec);
     if (c->layers) {
         for (int32_t l = 0; l < c->m->hp.n_layer; l++) {
             cuda_layer *G = &c->layers[l];
@@ -425,11 +589,13 @@ static void cuda_free(eng_backend *be)
     if (c->output != c->tok_embd)
         cudaFree(c->output);
     void *ps[] = {c->tok_embd, c->out_norm, c->resid, c->xn, c->tmp, c->qkv, c->att, c->gu,
-                  c->xsel, c->logits, c->attn_ws, c->d_ints};
+                  c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp, c->d_next};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         cudaFree(ps[i]);
     cudaFreeHost(c->h_ints);
     cudaFreeHost(c->h_logits);
+    cudaFreeHost(c->h_samp);
+    cudaFreeHost(c->h_next);
     kn_gemm_free(c->gemm);
     if (c->st)
         cudaStreamDestroy(c->st);
@@ -441,7 +607,8 @@ static const eng_backend_ops cuda_ops = {.name = "cuda", .forward = cuda_forward
 
 eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
                                    int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
-                                   int32_t max_logits, eng_backend **out, eng_err *err)
+                                   int32_t max_logits, bool graphs, eng_backend **out,
+                                   eng_err *err)
 {
     *out = NULL;
     if (kn_device_count() < 1)
@@ -458,6 +625,7 @@ eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t
     c->m = m;
     c->max_tokens = max_tokens;
     c->max_logits = max_logits;
+    c->use_graphs = graphs;
     eng_status st = ENG_OK;
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess)

@@ -54,7 +54,6 @@ const eng_model *eng_engine_model(const eng_engine *e) { return e->m; }
 static void request_destroy(eng_request *r)
 {
     free(r->tokens);
-    eng_sampler_free(r->sampler);
     eng_stop_free(r->stop);
     free(r->text);
     pthread_mutex_destroy(&r->mu);
@@ -341,9 +340,8 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     }
     memcpy(r->tokens, ids ? ids : p->tokens, sizeof(int32_t) * (size_t)n);
     r->n_tokens = n;
-    st = eng_sampler_create(&p->sampling, hp->n_vocab, &r->sampler, err);
-    if (st == ENG_OK)
-        st = stop_create(e, p, r->tokens, n, &r->stop, err);
+    r->sampling = p->sampling;
+    st = stop_create(e, p, r->tokens, n, &r->stop, err);
     if (st != ENG_OK)
         goto fail;
     free(ids);
@@ -514,8 +512,12 @@ static void run_step(eng_engine *e)
             e->b_seq[k] = j;
             n_prompt += t < r->n_prompt;
         }
-        if (en->start + en->len == r->n_tokens)
+        if (en->start + en->len == r->n_tokens) {
+            /* the draw's index: tokens generated so far, the same again after a preemption */
+            e->b_rows[nl] = (eng_sample_row){.p = r->sampling,
+                                             .step = (uint64_t)(r->n_tokens - r->n_prompt)};
             e->b_logits_idx[nl++] = k - 1;
+        }
         e->b_tables[j] = kv_seq_blocks(r->seq);
     }
     eng_batch b = {.n_tokens = k, .tokens = e->b_tokens, .pos = e->b_pos, .seq = e->b_seq,
@@ -523,7 +525,7 @@ static void run_step(eng_engine *e)
                    .logits_idx = e->b_logits_idx, .n_logits = nl};
     eng_err err;
     double t0 = eng_now_ms();
-    eng_status st = e->be->ops->forward(e->be, &b, e->logits, &err);
+    eng_status st = e->be->ops->forward(e->be, &b, e->b_rows, e->b_next, NULL, &err);
     double t1 = eng_now_ms();
     int32_t n_seqs = e->n_plan, n_gen = 0;
     if (st != ENG_OK) {
@@ -533,7 +535,6 @@ static void run_step(eng_engine *e)
         return;
     }
     /* The plan is emptied first, so finish() (from accept_token) has no entry to remove. */
-    const int32_t n_vocab = e->m->hp.n_vocab;
     int32_t li = 0, n = e->n_plan;
     e->n_plan = 0;
     for (int32_t j = 0; j < n; j++) {
@@ -542,10 +543,8 @@ static void run_step(eng_engine *e)
         r->n_computed = en.start + en.len;
         kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
         if (en.start + en.len == r->n_tokens) {
-            int32_t t = eng_sampler_sample(r->sampler, e->logits + (size_t)li * (size_t)n_vocab);
-            li++;
             n_gen++;
-            accept_token(e, r, t, t1);
+            accept_token(e, r, e->b_next[li++], t1);
         }
     }
     publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_now_ms() - t0);
@@ -662,7 +661,8 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     } else {
 #ifdef SERVAL_HAVE_CUDA
         st = eng_backend_cuda_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
-                                     c.step_tokens, c.max_running, &e->be, err);
+                                     c.step_tokens, c.max_running, !c.no_cuda_graphs, &e->be,
+                                     err);
 #else
         st = eng_fail(err, ENG_ERR_UNSUPPORTED,
                       "this build has no CUDA backend (it was built without nvcc); use the CPU "
@@ -683,9 +683,11 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->b_seq = malloc(nt * sizeof(int32_t));
     e->b_logits_idx = malloc(nt * sizeof(int32_t));
     e->b_tables = calloc(nr, sizeof *e->b_tables);
-    e->logits = malloc(nr * (size_t)m->hp.n_vocab * sizeof(float));
+    e->b_rows = malloc(nr * sizeof *e->b_rows);
+    e->b_next = malloc(nr * sizeof(int32_t));
     if (!e->inbox || !e->waiting || !e->running || !e->plan || !e->b_tokens || !e->b_pos ||
-        !e->b_seq || !e->b_logits_idx || !e->b_tables || !e->logits) {
+        !e->b_seq || !e->b_logits_idx || !e->b_tables || !e->b_rows ||
+        !e->b_next) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");
         goto fail;
     }
@@ -734,7 +736,8 @@ void eng_engine_free(eng_engine *e)
     free(e->b_seq);
     free(e->b_logits_idx);
     free(e->b_tables);
-    free(e->logits);
+    free(e->b_rows);
+    free(e->b_next);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);

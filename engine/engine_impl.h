@@ -29,7 +29,7 @@ struct eng_request {
     int32_t n_tokens;
     int32_t n_computed;      /* positions whose K/V are in the cache (0 while waiting) */
     kv_seq *seq;             /* NULL while waiting */
-    eng_sampler *sampler;
+    eng_sampler_params sampling;
     eng_stop *stop;
     size_t published;        /* output bytes already handed to the reader side */
     bool admitted_once;
@@ -85,7 +85,8 @@ struct eng_engine {
     int32_t n_plan;
     int32_t *b_tokens, *b_pos, *b_seq, *b_logits_idx; /* [step_tokens] */
     const int32_t **b_tables; /* [max_running] */
-    float *logits;           /* [max_running, n_vocab] */
+    eng_sample_row *b_rows;  /* [max_running] sampling of each logits row */
+    int32_t *b_next;         /* [max_running] the tokens the backend drew */
     double win_ms[STAT_WINDOW];
     int32_t win_tok[STAT_WINDOW];
     int64_t n_stat_steps;

@@ -1,10 +1,13 @@
-/* sampler.c — greedy/temperature/top-k/top-p sampling with a per-sampler xoshiro256** RNG,
- * and the stop-string matcher. */
+/* sampler.c — greedy/temperature/top-k/top-p sampling as a pure function of (logits, params,
+ * draw counter), the same rule kernels/sampling.cu follows on the GPU, and the stop-string
+ * matcher. */
 #include "sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kn_args.h" /* kn_sample_uniform: the draw both backends share */
 
 eng_sampler_params eng_sampler_defaults(void)
 {
@@ -24,42 +27,12 @@ eng_status eng_sampler_params_check(const eng_sampler_params *p, eng_err *err)
     return ENG_OK;
 }
 
-typedef struct cand {
-    float logit;
-    int32_t id;
-} cand;
-
 struct eng_sampler {
     eng_sampler_params p;
     int32_t n_vocab;
-    uint64_t rng[4];
-    cand *cands; /* [n_vocab] scratch */
+    uint64_t step;  /* draws so far: the next draw's counter */
+    float *scratch; /* [n_vocab] */
 };
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro_next(uint64_t s[4])
-{
-    const uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-/* Uniform in [0, 1). */
-static double rng_uniform(eng_sampler *s) { return (double)(xoshiro_next(s->rng) >> 11) * 0x1.0p-53; }
 
 eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_sampler **out,
                               eng_err *err)
@@ -71,15 +44,12 @@ eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_
     if (n_vocab < 1)
         return eng_fail(err, ENG_ERR_INVALID, "sampler: empty vocabulary");
     eng_sampler *s = calloc(1, sizeof *s);
-    if (!s || !(s->cands = malloc(sizeof(cand) * (size_t)n_vocab))) {
+    if (!s || !(s->scratch = malloc(sizeof(float) * (size_t)n_vocab))) {
         free(s);
         return eng_fail(err, ENG_ERR_NOMEM, "sampler: out of memory");
     }
     s->p = *p;
     s->n_vocab = n_vocab;
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++)
-        s->rng[i] = splitmix64(&x);
     *out = s;
     return ENG_OK;
 }
@@ -88,93 +58,135 @@ void eng_sampler_free(eng_sampler *s)
 {
     if (!s)
         return;
-    free(s->cands);
+    free(s->scratch);
     free(s);
-}
-
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
-}
-
-static int cand_desc(const void *a, const void *b)
-{
-    const cand *x = a, *y = b;
-    if (x->logit != y->logit)
-        return x->logit > y->logit ? -1 : 1;
-    return x->id - y->id; /* ties: lower id first, so order is deterministic */
 }
 
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits)
 {
-    const int32_t n = s->n_vocab;
-    if (s->p.temperature <= 0.0f)
-        return argmax(logits, n);
-    int32_t k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
+    return eng_sample(logits, s->n_vocab, &s->p, s->step++, s->scratch);
+}
+
+static void swapf(float *a, float *b)
+{
+    float t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Three-way partition of v[lo, hi) around pv: [lo, *gt) > pv, [*gt, *lt) == pv, [*lt, hi) < pv. */
+static void partition3(float *v, int32_t lo, int32_t hi, float pv, int32_t *gt, int32_t *lt)
+{
+    int32_t i = lo, a = lo, b = hi;
+    while (i < b) {
+        if (v[i] > pv)
+            swapf(&v[a++], &v[i++]);
+        else if (v[i] < pv)
+            swapf(&v[i], &v[--b]);
+        else
+            i++;
+    }
+    *gt = a;
+    *lt = b;
+}
+
+/* The k-th largest of v[0, n) (1 <= k <= n); reorders v. Expected O(n). */
+static float kth_largest(float *v, int32_t n, int32_t k)
+{
+    int32_t lo = 0, hi = n;
+    for (;;) {
+        float pv = v[lo + (hi - lo) / 2];
+        int32_t gt, lt;
+        partition3(v, lo, hi, pv, &gt, &lt);
+        if (k <= gt)
+            hi = gt;
+        else if (k <= lt)
+            return pv;
+        else
+            lo = lt;
+    }
+}
+
+/* The top-p threshold over the n values in v (temperature-scaled logits, zmax their maximum):
+ * walking the values from the largest down, the value at which the softmax mass first reaches
+ * top_p of the total. Ties at that value are all kept. Reorders v; expected O(n). */
+static float top_p_threshold(float *v, int32_t n, float zmax, double top_p)
+{
+    double total = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        total += exp((double)v[i] - zmax);
+    double need = top_p * total;
+    int32_t lo = 0, hi = n;
+    float last = v[0];
+    while (lo < hi) {
+        float pv = v[lo + (hi - lo) / 2];
+        int32_t gt, lt;
+        partition3(v, lo, hi, pv, &gt, &lt);
+        double m_gt = 0.0, m_eq = 0.0;
+        for (int32_t i = lo; i < gt; i++)
+            m_gt += exp((double)v[i] - zmax);
+        for (int32_t i = gt; i < lt; i++)
+            m_eq += exp((double)v[i] - zmax);
+        if (m_gt >= need && gt > lo) {
+            hi = gt;
+        } else if (m_gt + m_eq >= need) {
+            return pv;
+        } else {
+            need -= m_gt + m_eq;
+            last = pv;
+            lo = lt;
+        }
+    }
+    return last; /* rounding left the mass just short: keep everything seen */
+}
+
+int32_t eng_sample(const float *logits, int32_t n, const eng_sampler_params *p, uint64_t step,
+                   float *scratch)
+{
+    if (p->temperature <= 0.0f) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < n; i++)
+            if (logits[i] > logits[best])
+                best = i;
+        return best;
+    }
+    const float inv_t = 1.0f / p->temperature;
+    float zmax = -INFINITY;
     for (int32_t i = 0; i < n; i++) {
-        s->cands[i].logit = logits[i];
-        s->cands[i].id = i;
+        scratch[i] = logits[i] * inv_t;
+        zmax = fmaxf(zmax, scratch[i]);
     }
-    /* Top-k: a full sort is simple and fast enough for 50-150k vocabularies once per token;
-     * when k is small, partially select first to sort only k candidates. */
-    if (k < n) {
-        /* quickselect the k largest into the front */
-        int32_t lo = 0, hi = n - 1;
-        while (lo < hi) {
-            cand pivot = s->cands[(lo + hi) / 2];
-            int32_t i = lo, j = hi;
-            while (i <= j) {
-                while (cand_desc(&s->cands[i], &pivot) < 0) i++;
-                while (cand_desc(&s->cands[j], &pivot) > 0) j--;
-                if (i <= j) {
-                    cand t = s->cands[i];
-                    s->cands[i] = s->cands[j];
-                    s->cands[j] = t;
-                    i++;
-                    j--;
-                }
-            }
-            if (k - 1 <= j)
-                hi = j;
-            else if (k - 1 >= i)
-                lo = i;
-            else
-                break;
-        }
+    float thr = -INFINITY;
+    int32_t n_keep = n;
+    if (p->top_k > 0 && p->top_k < n) {
+        thr = kth_largest(scratch, n, p->top_k);
+        n_keep = 0; /* the kept values to the front, ties at the k-th value included */
+        for (int32_t i = 0; i < n; i++)
+            if (scratch[i] >= thr)
+                scratch[n_keep++] = scratch[i];
     }
-    qsort(s->cands, (size_t)k, sizeof(cand), cand_desc);
-    /* softmax with temperature over the k candidates (already sorted, max first) */
-    const float inv_t = 1.0f / s->p.temperature, mx = s->cands[0].logit;
-    double sum = 0.0;
-    for (int32_t i = 0; i < k; i++) {
-        float e = expf((s->cands[i].logit - mx) * inv_t);
-        s->cands[i].logit = e; /* reuse as unnormalised probability */
-        sum += e;
+    if (p->top_p < 1.0f)
+        thr = top_p_threshold(scratch, n_keep, zmax, (double)p->top_p);
+    /* one draw, walked over the kept tokens in vocabulary order */
+    double mass = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        const float z = logits[i] * inv_t;
+        if (z >= thr)
+            mass += exp((double)z - zmax);
     }
-    /* top-p: keep the smallest prefix whose mass reaches top_p */
-    int32_t keep = k;
-    if (s->p.top_p < 1.0f) {
-        double acc = 0.0;
-        for (int32_t i = 0; i < k; i++) {
-            acc += s->cands[i].logit;
-            if (acc >= s->p.top_p * sum) {
-                keep = i + 1;
-                sum = acc;
-                break;
-            }
-        }
+    const double target = (double)kn_sample_uniform(p->seed, step) * mass;
+    double acc = 0.0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const float z = logits[i] * inv_t;
+        if (z < thr)
+            continue;
+        acc += exp((double)z - zmax);
+        last = i;
+        if (acc > target)
+            return i;
     }
-    double r = rng_uniform(s) * sum, acc = 0.0;
-    for (int32_t i = 0; i < keep; i++) {
-        acc += s->cands[i].logit;
-        if (r < acc)
-            return s->cands[i].id;
-    }
-    return s->cands[keep - 1].id;
+    return last; /* rounding left the draw just past the end: the last kept token */
 }
 
 /* ---- stop strings ------------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
-/* sampler.h — per-request token sampling (greedy, temperature, top-k, top-p) with its own
- * seeded RNG, and stop-string matching over generated text. */
+/* sampler.h — token sampling (greedy, temperature, top-k, top-p) as a pure function of the
+ * logits, the parameters and a draw counter, and stop-string matching over generated text. */
 #ifndef SERVAL_SAMPLER_H
 #define SERVAL_SAMPLER_H
 
@@ -28,8 +28,19 @@ eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_
                               eng_err *err);
 void eng_sampler_free(eng_sampler *s);
 
-/* Picks a token from logits[n_vocab] (not modified). Same seed and logits, same tokens. */
+/* Picks a token from logits[n_vocab] (not modified) with eng_sample, counting draws from 0. */
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
+
+/* The sampling rule every backend follows (kernels/sampling.cu is its GPU twin; both follow
+ * kernels/ref/sampling.c). Greedy when temperature <= 0: the lowest index among equal maxima.
+ * Otherwise z = logits / temperature; top-k keeps the values >= the k-th largest (ties kept);
+ * top-p then raises the threshold to the value at which the softmax mass, largest first,
+ * reaches top_p (ties kept); one uniform draw kn_sample_uniform(seed, step) is walked over the
+ * kept tokens in vocabulary order. step is the draw's index within the request (0 for its
+ * first generated token), so a preempted and recomputed request draws the same tokens, and
+ * the CPU and the GPU pick the same token from the same logits. scratch: [n_vocab] floats. */
+int32_t eng_sample(const float *logits, int32_t n_vocab, const eng_sampler_params *p,
+                   uint64_t step, float *scratch);
 
 /* Stop strings: fed the generated text piece by piece, finds the first stop string that
  * appears in the output (or straddles the end of a caller-given context, e.g. the prompt,

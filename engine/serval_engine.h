@@ -55,6 +55,8 @@ typedef struct eng_engine_config {
     int32_t max_waiting;     /* submitted but not yet running, at most; 0: 256 */
     int32_t step_tokens;     /* token budget of one step (decodes + prefill chunks); 0: 512 */
     bool check_invariants;   /* verify the KV pool's accounting after every step (tests) */
+    bool no_cuda_graphs;     /* CUDA: launch decode steps kernel by kernel instead of replaying
+                              * captured graphs (debugging, comparison) */
 } eng_engine_config;
 
 /* The defaults above (prefix caching on). */

@@ -1,8 +1,11 @@
 /* cuda_check.c — serval-cuda-check: end-to-end check of the CUDA backend against the CPU
  * backend on any model (the GPU machine cannot receive the real default model, so synthetic
- * ones work too): logits of full prefills, chunked prefill and decode against full prefill,
- * and batched-equals-alone through the engine. Exit 0 pass, 1 fail, 77 no GPU. */
+ * ones work too): logits of full prefills, chunked prefill and decode against full prefill;
+ * batched decode with GPU sampling, replayed from CUDA graphs, against eager launches, the CPU
+ * backend and the CPU sampling rule; and batched-equals-alone through the engine.
+ * Exit 0 pass, 1 fail, 77 no GPU. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +48,8 @@ static int run_seq(eng_backend *be, const int32_t *tokens, int32_t n, int32_t ch
         eng_batch b = {.n_tokens = cn, .tokens = tokens + c0, .pos = pos, .seq = seq,
                        .block_tables = tables, .n_seqs = 1, .logits_idx = idx, .n_logits = cn};
         eng_err err;
-        if (be->ops->forward(be, &b, out + (size_t)c0 * (size_t)n_vocab, &err) != ENG_OK) {
+        if (be->ops->forward(be, &b, NULL, NULL, out + (size_t)c0 * (size_t)n_vocab, &err) !=
+            ENG_OK) {
             printf("FAIL  %s forward: %s\n", be->ops->name, err.msg);
             rc = 1;
         }
@@ -95,8 +99,8 @@ static void check_backend(const eng_model *m, int n_seqs, int32_t len)
     eng_err err;
     size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)nblocks;
     if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, len, len, &gpu, &err) !=
-            ENG_OK) {
+        eng_backend_cuda_create(m, (int64_t)kvb + (int64_t)kvb / nblocks, BS, nblocks, maxpos, len,
+                                len, true, &gpu, &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         if (cpu)
@@ -141,6 +145,147 @@ static void check_backend(const eng_model *m, int n_seqs, int32_t len)
     free(tok);
     gpu->ops->free(gpu);
     cpu->ops->free(cpu);
+}
+
+/* ---- batched decode with sampling ---------------------------------------------------------- */
+
+enum { N_DEC = 5, N_STEPS = 24, N_ROWS = N_DEC * (N_STEPS + 1) };
+
+/* Each sequence samples its own way: greedy, temperature, top-k, top-p, all three. */
+static eng_sample_row dec_row(int q, int32_t step)
+{
+    eng_sampler_params p = eng_sampler_defaults();
+    p.seed = 1000 + (uint64_t)q;
+    switch (q % N_DEC) {
+    case 1: p.temperature = 0.8f; break;
+    case 2: p.temperature = 1.0f; p.top_k = 20; break;
+    case 3: p.temperature = 0.7f; p.top_p = 0.9f; break;
+    case 4: p.temperature = 1.2f; p.top_k = 50; p.top_p = 0.95f; break;
+    }
+    return (eng_sample_row){.p = p, .step = (uint64_t)step};
+}
+
+/* Prefills N_DEC prompts one by one, then decodes them together for N_STEPS steps (a decode
+ * batch of N_DEC, which the CUDA backend pads to its bucket and replays from a graph). Row
+ * r = step * N_DEC + q of logits/toks holds sequence q's draw number step. gen[q][k] is the
+ * token fed at decode step k: the backend's own draws when own is set, else given (teacher
+ * forcing, so every backend sees the same sequences). Sequence q's blocks interleave with
+ * the others' (table entry i is block i * N_DEC + q). */
+static int decode_run(eng_backend *be, const int32_t *prompts, const int32_t *plen,
+                      int32_t gen[N_DEC][N_STEPS + 1], bool own, float *logits, int32_t *toks,
+                      int32_t n_vocab)
+{
+    int32_t tables[N_DEC][64], *tp[N_DEC], tok[N_DEC], pos[N_DEC], seq[N_DEC], idx[N_DEC];
+    eng_sample_row rows[N_DEC];
+    eng_err err;
+    for (int q = 0; q < N_DEC; q++) {
+        for (int i = 0; i < 64; i++)
+            tables[q][i] = i * N_DEC + q;
+        tp[q] = tables[q];
+    }
+    for (int q = 0; q < N_DEC; q++) { /* prefill alone; its last row is draw 0 */
+        int32_t *ppos = malloc(sizeof(int32_t) * (size_t)plen[q]);
+        int32_t *pseq = calloc((size_t)plen[q], sizeof(int32_t)), last = plen[q] - 1, t0;
+        for (int32_t i = 0; i < plen[q]; i++)
+            ppos[i] = i;
+        rows[0] = dec_row(q, 0);
+        eng_batch b = {.n_tokens = plen[q], .tokens = prompts + q * 256, .pos = ppos,
+                       .seq = pseq, .block_tables = (const int32_t *const *)&tp[q], .n_seqs = 1,
+                       .logits_idx = &last, .n_logits = 1};
+        eng_status st = be->ops->forward(be, &b, rows, &t0, logits + (size_t)q * n_vocab, &err);
+        free(ppos);
+        free(pseq);
+        if (st != ENG_OK) {
+            printf("FAIL  %s prefill: %s\n", be->ops->name, err.msg);
+            return 1;
+        }
+        toks[q] = t0;
+        if (own)
+            gen[q][0] = t0;
+    }
+    for (int32_t k = 1; k <= N_STEPS; k++) {
+        for (int q = 0; q < N_DEC; q++) {
+            tok[q] = gen[q][k - 1];
+            pos[q] = plen[q] + k - 1;
+            seq[q] = q;
+            idx[q] = q;
+            rows[q] = dec_row(q, k);
+        }
+        eng_batch b = {.n_tokens = N_DEC, .tokens = tok, .pos = pos, .seq = seq,
+                       .block_tables = (const int32_t *const *)tp, .n_seqs = N_DEC,
+                       .logits_idx = idx, .n_logits = N_DEC};
+        int32_t *out = toks + k * N_DEC;
+        if (be->ops->forward(be, &b, rows, out, logits + (size_t)k * N_DEC * n_vocab, &err) !=
+            ENG_OK) {
+            printf("FAIL  %s decode step %d: %s\n", be->ops->name, k, err.msg);
+            return 1;
+        }
+        if (own)
+            for (int q = 0; q < N_DEC; q++)
+                gen[q][k] = out[q];
+    }
+    return 0;
+}
+
+static void check_decode(const eng_model *m)
+{
+    const int32_t nv = m->hp.n_vocab, plen[N_DEC] = {37, 64, 100, 129, 150};
+    const int32_t maxpos = 150 + N_STEPS + 1, nblocks = N_DEC * ((maxpos + BS - 1) / BS);
+    int32_t *prompts = malloc(sizeof(int32_t) * N_DEC * 256), gen[N_DEC][N_STEPS + 1];
+    for (int q = 0; q < N_DEC; q++)
+        gen_tokens(prompts + q * 256, plen[q], 0x5eed0ULL + (uint64_t)q, nv);
+    size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)(nblocks + 1), rowsz = (size_t)N_ROWS * nv;
+    float *lg = malloc(sizeof(float) * rowsz), *le = malloc(sizeof(float) * rowsz);
+    float *lc = malloc(sizeof(float) * rowsz), *scratch = malloc(sizeof(float) * (size_t)nv);
+    int32_t tg[N_ROWS], te[N_ROWS], tc[N_ROWS];
+    eng_backend *be[3] = {NULL, NULL, NULL};
+    eng_err err;
+    if (eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, &be[0],
+                                &err) != ENG_OK ||
+        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, false, &be[1],
+                                &err) != ENG_OK ||
+        eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &be[2], &err) != ENG_OK) {
+        printf("FAIL  creating the backends: %s\n", err.msg);
+        failures++;
+        goto out;
+    }
+    if (decode_run(be[0], prompts, plen, gen, true, lg, tg, nv) ||
+        decode_run(be[1], prompts, plen, gen, false, le, te, nv) ||
+        decode_run(be[2], prompts, plen, gen, false, lc, tc, nv)) {
+        failures++;
+        goto out;
+    }
+    int rule = 0, eager_same = 0, cpu_same = 0, top1 = 0;
+    double worst_eager = 0, worst_cpu = 0;
+    for (int r = 0; r < N_ROWS; r++) {
+        const size_t o = (size_t)r * nv;
+        eng_sample_row row = dec_row(r % N_DEC, r / N_DEC);
+        rule += eng_sample(lg + o, nv, &row.p, row.step, scratch) == tg[r];
+        eager_same += te[r] == tg[r];
+        cpu_same += tc[r] == tg[r];
+        top1 += argmax(lg + o, nv) == argmax(lc + o, nv);
+        worst_eager = fmax(worst_eager, row_rel_err(le + o, lg + o, nv));
+        worst_cpu = fmax(worst_cpu, row_rel_err(lg + o, lc + o, nv));
+    }
+    printf("info  batched decode, %d sequences x %d steps, 5 sampling settings: GPU draws equal "
+           "to the CPU rule on the GPU's logits %d/%d; graph vs eager tokens %d/%d; GPU vs CPU "
+           "backend tokens %d/%d, top-1 %d/%d\n", N_DEC, N_STEPS, rule, N_ROWS, eager_same,
+           N_ROWS, cpu_same, N_ROWS, top1, N_ROWS);
+    check(rule >= N_ROWS - 1, "GPU sampling follows eng_sample's rule: %.0f rows differ (limit %.0f)",
+          N_ROWS - rule, 1);
+    check(worst_eager < 0.02, "decode from graphs vs eager launches: worst row %.4f (limit %.2f)",
+          worst_eager, 0.02);
+    check(worst_cpu < 0.05, "batched GPU decode vs CPU backend logits: worst row %.4f (limit %.2f)",
+          worst_cpu, 0.05);
+out:
+    for (int i = 0; i < 3; i++)
+        if (be[i])
+            be[i]->ops->free(be[i]);
+    free(prompts);
+    free(lg);
+    free(le);
+    free(lc);
+    free(scratch);
 }
 
 /* Greedy requests through the engine on the GPU: all at once equals each alone. */
@@ -238,6 +383,7 @@ int main(int argc, char **argv)
     }
     printf("info  %s on %s\n", m->hp.name, name);
     check_backend(m, 4, 160);
+    check_decode(m);
     check_engine(m, 8, 96, 32);
     eng_model_free(m);
     printf("%s\n", failures ? "FAILED" : "ALL PASSED");
