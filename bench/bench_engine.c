@@ -40,14 +40,16 @@ static void usage(FILE *o)
             "  --max-running N  (default 64)   --step-tokens N (default 512)\n"
             "  --no-prefix-cache   turn prefix caching off\n"
             "  --mixed   batch mode: request i asks for between half and all of --prompt and\n"
-            "          --output tokens (a mixed run)\n");
+            "          --output tokens (a mixed run)\n"
+            "  --no-graphs   cuda: launch decode steps kernel by kernel (no CUDA graphs)\n"
+            "  --fp16   cuda: fp16 weights and activations instead of bf16\n");
 }
 
 typedef struct opts {
     const char *model, *mode;
     int requests, prompt, output, devs, keystrokes, typed, threads, max_running, step_tokens;
     long kv_mb;
-    int prefix, mixed;
+    int prefix, mixed, no_graphs, fp16;
     const char *backend;
     double bw_gbs, tflops;
 } opts;
@@ -325,6 +327,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--mixed")) {
             o.mixed = 1;
             continue;
+        } else if (!strcmp(a, "--no-graphs")) {
+            o.no_graphs = 1;
+            continue;
+        } else if (!strcmp(a, "--fp16")) {
+            o.fp16 = 1;
+            continue;
         } else if (!v) {
             fprintf(stderr, "bench_engine: %s needs a value\n", a);
             return 2;
@@ -369,6 +377,8 @@ int main(int argc, char **argv)
     c.max_waiting = o.requests + o.devs + 16;
     c.step_tokens = o.step_tokens;
     c.prefix_caching = o.prefix != 0;
+    c.no_cuda_graphs = o.no_graphs != 0;
+    c.cuda_fp16 = o.fp16 != 0;
     if (!strcmp(o.backend, "cuda")) {
         c.backend = ENG_BACKEND_CUDA;
     } else if (strcmp(o.backend, "cpu") != 0) {

@@ -53,11 +53,12 @@ eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t 
  * GPU, step buffers for max_tokens tokens and max_logits logits rows, and a KV pool of
  * kv_bytes (0: 90% of the GPU memory still free after weights and buffers), one block of which
  * it keeps for padding. graphs: replay decode steps from CUDA graphs (false: launch every
- * kernel every step, for debugging and comparison). ENG_ERR_UNSUPPORTED without a visible
- * device or kernels for the model's shapes. */
+ * kernel every step, for debugging and comparison). fp16: weights and activations in fp16
+ * instead of bf16 (more mantissa, less range; the residual stream is fp32 either way).
+ * ENG_ERR_UNSUPPORTED without a visible device or kernels for the model's shapes. */
 eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
                                    int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
-                                   int32_t max_logits, bool graphs, eng_backend **out,
+                                   int32_t max_logits, bool graphs, bool fp16, eng_backend **out,
                                    eng_err *err);
 
 #endif

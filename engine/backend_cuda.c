@@ -1,5 +1,5 @@
 /* backend_cuda.c — the CUDA backend behind engine/backend.h: weights dequantised to bf16 on
- * the GPU once at load (Q|K|V and gate|up fused), every per-step buffer preallocated, a paged
+ * the GPU once at load (or fp16 when asked; Q|K|V and gate|up fused), every per-step buffer preallocated, a paged
  * KV pool sized from the budget or from free GPU memory, and one forward step per batch made
  * of kernels/ launchers and cuBLAS GEMMs, sampled on the GPU: only the token ids travel back,
  * and reading them is the step's one host synchronisation. Decode steps are captured as CUDA
@@ -26,7 +26,6 @@
 #include "sampling.h"
 #include "swiglu.h"
 
-#define ACT KN_DTYPE_BF16 /* activations and weights */
 #define KVT KN_DTYPE_F16  /* KV cache: fp16 like the CPU backend */
 
 /* Decode attention always splits contexts into partitions of this many positions, so a
@@ -51,6 +50,7 @@ typedef struct cuda_layer {
 typedef struct cuda_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
     const eng_model *m;
+    kn_dtype act;          /* weights and activations: BF16 (default) or F16 */
     cudaStream_t st;
     kn_gemm *gemm;
     void *tok_embd, *out_norm, *output; /* bf16; output == tok_embd when tied */
@@ -120,7 +120,7 @@ static eng_status upload_weight(cuda_backend *c, const eng_weight *w, void *dst,
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "weight type %d has no GPU dequantiser",
                         (int)w->dtype);
     KN_TRY("dequantising a weight",
-           kn_dequant((kn_qtype)w->dtype, scratch, w->ne1, w->ne0, ACT, dst, c->st));
+           kn_dequant((kn_qtype)w->dtype, scratch, w->ne1, w->ne0, c->act, dst, c->st));
     /* the scratch buffer is reused by the next weight: finish with it first */
     e = cudaStreamSynchronize(c->st);
     return e == cudaSuccess ? ENG_OK : cuda_fail(err, "dequantising a weight", e);
@@ -233,7 +233,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
         return cuda_fail(err, "pinned host buffers", e);
     /* the sizing call checks its arguments like a launch: real buffers stand in for the
      * caches (not allocated yet), nothing is read */
-    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .q = c->qkv,
+    kn_attn_args a = {.q_dtype = c->act, .kv_dtype = KVT, .q = c->qkv,
                       .q_stride = (int64_t)(dq + 2 * kvd), .k_cache = c->qkv, .v_cache = c->qkv,
                       .n_slots = 1, .block_tables = c->d_ints, .seq_lens = c->d_ints,
                       .n_seq = (int32_t)T, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
@@ -403,7 +403,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
     const int64_t T = dm->n_tokens, d = hp->n_embd, ff = hp->n_ff;
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim, qkvd = dq + 2 * kvd;
-    kn_attn_args a = {.q_dtype = ACT, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
+    kn_attn_args a = {.q_dtype = c->act, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
                       .block_tables = dm->tables, .max_blocks_per_seq = c->max_blocks_per_seq,
                       .seq_lens = dm->seq_lens, .q_start = dm->all_decode ? NULL : dm->q_start,
                       .n_seq = dm->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
@@ -413,19 +413,19 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                       .out = c->att, .out_stride = dq};
 
     /* grid comments live with the launchers; here: one call per op over all T tokens */
-    KN_TRY("embedding", kn_embed(ACT, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
+    KN_TRY("embedding", kn_embed(c->act, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
                                  c->resid, c->st));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         cuda_layer *G = &c->layers[l];
         /* resid += previous layer's FFN output; xn = rmsnorm(resid) */
-        KN_TRY("attention norm", kn_rmsnorm(ACT, c->resid, l ? c->tmp : NULL, G->attn_norm, c->xn,
+        KN_TRY("attention norm", kn_rmsnorm(c->act, c->resid, l ? c->tmp : NULL, G->attn_norm, c->xn,
                                             T, d, hp->norm_eps, c->st));
-        KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, ACT, c->xn, d, G->wqkv, d, ACT,
+        KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wqkv, d, c->act,
                                              c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
-        KN_TRY("RoPE", kn_rope(ACT, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
+        KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
                                hp->head_dim, hp->rope_base, m->rope_freqs, KN_ROPE_INTERLEAVED,
                                c->st));
-        KN_TRY("KV write", kn_kv_write(ACT, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
+        KN_TRY("KV write", kn_kv_write(c->act, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
                                        qkvd, dm->slots, T, kvd, KVT, G->k_cache, G->v_cache,
                                        c->n_slots, c->st));
         a.q = c->qkv;
@@ -436,25 +436,25 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                                                             c->attn_ws_bytes, c->st));
         else
             KN_TRY("prefill attention", kn_prefill_attn(&a, c->st));
-        KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, ACT, c->att, dq, G->wo, dq, ACT,
+        KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, c->act, c->att, dq, G->wo, dq, c->act,
                                                c->tmp, d, T, d, dq, 1.0f, 0.0f));
-        KN_TRY("FFN norm", kn_rmsnorm(ACT, c->resid, c->tmp, G->ffn_norm, c->xn, T, d,
+        KN_TRY("FFN norm", kn_rmsnorm(c->act, c->resid, c->tmp, G->ffn_norm, c->xn, T, d,
                                       hp->norm_eps, c->st));
-        KN_TRY("gate/up", kn_gemm_run(c->gemm, c->st, ACT, c->xn, d, G->wgu, d, ACT, c->gu,
+        KN_TRY("gate/up", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wgu, d, c->act, c->gu,
                                       2 * ff, T, 2 * ff, d, 1.0f, 0.0f));
-        KN_TRY("SwiGLU", kn_swiglu(ACT, c->gu, (char *)c->gu + ff * 2, 2 * ff, c->gu, 2 * ff, T,
+        KN_TRY("SwiGLU", kn_swiglu(c->act, c->gu, (char *)c->gu + ff * 2, 2 * ff, c->gu, 2 * ff, T,
                                    ff, c->st));
-        KN_TRY("down", kn_gemm_run(c->gemm, c->st, ACT, c->gu, 2 * ff, G->wdown, ff, ACT, c->tmp,
+        KN_TRY("down", kn_gemm_run(c->gemm, c->st, c->act, c->gu, 2 * ff, G->wdown, ff, c->act, c->tmp,
                                    d, T, d, ff, 1.0f, 0.0f));
     }
     if (dm->n_logits == 0)
         return ENG_OK;
-    KN_TRY("output norm", kn_rmsnorm(ACT, c->resid, c->tmp, c->out_norm, c->xn, T, d,
+    KN_TRY("output norm", kn_rmsnorm(c->act, c->resid, c->tmp, c->out_norm, c->xn, T, d,
                                      hp->norm_eps, c->st));
     /* gather the rows that want logits (the embedding gather over xn as its table) */
-    KN_TRY("logit rows", kn_embed(ACT, c->xn, T, d, dm->logits_idx, dm->n_logits, ACT, c->xsel,
+    KN_TRY("logit rows", kn_embed(c->act, c->xn, T, d, dm->logits_idx, dm->n_logits, c->act, c->xsel,
                                   c->st));
-    KN_TRY("logits", kn_gemm_run(c->gemm, c->st, ACT, c->xsel, d, c->output, d, KN_DTYPE_F32,
+    KN_TRY("logits", kn_gemm_run(c->gemm, c->st, c->act, c->xsel, d, c->output, d, KN_DTYPE_F32,
                                  c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, d, 1.0f,
                                  0.0f));
     if (sample)
@@ -607,8 +607,8 @@ static const eng_backend_ops cuda_ops = {.name = "cuda", .forward = cuda_forward
 
 eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
                                    int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
-                                   int32_t max_logits, bool graphs, eng_backend **out,
-                                   eng_err *err)
+                                   int32_t max_logits, bool graphs, bool fp16,
+                                   eng_backend **out, eng_err *err)
 {
     *out = NULL;
     if (kn_device_count() < 1)
@@ -626,6 +626,7 @@ eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t
     c->max_tokens = max_tokens;
     c->max_logits = max_logits;
     c->use_graphs = graphs;
+    c->act = fp16 ? KN_DTYPE_F16 : KN_DTYPE_BF16;
     eng_status st = ENG_OK;
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess)

@@ -661,8 +661,8 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     } else {
 #ifdef SERVAL_HAVE_CUDA
         st = eng_backend_cuda_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
-                                     c.step_tokens, c.max_running, !c.no_cuda_graphs, &e->be,
-                                     err);
+                                     c.step_tokens, c.max_running, !c.no_cuda_graphs,
+                                     c.cuda_fp16, &e->be, err);
 #else
         st = eng_fail(err, ENG_ERR_UNSUPPORTED,
                       "this build has no CUDA backend (it was built without nvcc); use the CPU "

@@ -57,6 +57,7 @@ typedef struct eng_engine_config {
     bool check_invariants;   /* verify the KV pool's accounting after every step (tests) */
     bool no_cuda_graphs;     /* CUDA: launch decode steps kernel by kernel instead of replaying
                               * captured graphs (debugging, comparison) */
+    bool cuda_fp16;          /* CUDA: fp16 weights and activations instead of bf16 */
 } eng_engine_config;
 
 /* The defaults above (prefix caching on). */

@@ -36,6 +36,7 @@ typedef struct serve_opts {
     long http_max_body_kb, http_timeout_s, http_client_timeout_s; /* HTTP shim limits */
     double http_rate, http_burst;
     bool quiet;
+    bool no_cuda_graphs, cuda_fp16;
 } serve_opts;
 
 static void usage_serve(FILE *o)
@@ -50,6 +51,9 @@ static void usage_serve(FILE *o)
             "\n"
             "  --model PATH          GGUF model (default: %s)\n"
             "  --backend cpu|cuda    where the model runs (default cpu; cuda needs a CUDA build)\n"
+            "  --cuda-fp16           cuda: fp16 weights and activations (default bf16)\n"
+            "  --no-cuda-graphs      cuda: launch decode steps kernel by kernel instead of\n"
+            "                        replaying CUDA graphs (slower; for debugging)\n"
             "  --bind ADDR           address to listen on (default 127.0.0.1: this machine only;\n"
             "                        0.0.0.0 or :: to serve the network)\n"
             "  --grpc-port N         gRPC port (default 50051; 0: pick a free one and log it)\n"
@@ -112,6 +116,14 @@ static int parse_serve(int argc, char **argv, serve_opts *o)
         }
         if (!strcmp(a, "--quiet")) {
             o->quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-cuda-graphs")) {
+            o->no_cuda_graphs = true;
+            continue;
+        }
+        if (!strcmp(a, "--cuda-fp16")) {
+            o->cuda_fp16 = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -233,6 +245,8 @@ int rpc_serve_main(int argc, char **argv)
     }
     eng_engine_config ec = eng_engine_config_defaults();
     ec.backend = o.backend;
+    ec.no_cuda_graphs = o.no_cuda_graphs;
+    ec.cuda_fp16 = o.cuda_fp16;
     if (o.threads) ec.n_threads = (int)o.threads;
     if (o.kv_mb) ec.kv_bytes = (int64_t)o.kv_mb << 20;
     if (o.max_running) ec.max_running = (int32_t)o.max_running;

@@ -100,7 +100,7 @@ static void check_backend(const eng_model *m, int n_seqs, int32_t len)
     size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)nblocks;
     if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
         eng_backend_cuda_create(m, (int64_t)kvb + (int64_t)kvb / nblocks, BS, nblocks, maxpos, len,
-                                len, true, &gpu, &err) != ENG_OK) {
+                                len, true, false, &gpu, &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         if (cpu)
@@ -237,26 +237,30 @@ static void check_decode(const eng_model *m)
     size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)(nblocks + 1), rowsz = (size_t)N_ROWS * nv;
     float *lg = malloc(sizeof(float) * rowsz), *le = malloc(sizeof(float) * rowsz);
     float *lc = malloc(sizeof(float) * rowsz), *scratch = malloc(sizeof(float) * (size_t)nv);
-    int32_t tg[N_ROWS], te[N_ROWS], tc[N_ROWS];
-    eng_backend *be[3] = {NULL, NULL, NULL};
+    float *lh = malloc(sizeof(float) * rowsz);
+    int32_t tg[N_ROWS], te[N_ROWS], tc[N_ROWS], th[N_ROWS];
+    eng_backend *be[4] = {NULL, NULL, NULL, NULL};
     eng_err err;
-    if (eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, &be[0],
+    if (eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, false, &be[0],
                                 &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, false, &be[1],
+        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, false, false, &be[1],
                                 &err) != ENG_OK ||
-        eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &be[2], &err) != ENG_OK) {
+        eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &be[2], &err) != ENG_OK ||
+        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, true, &be[3],
+                                &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         goto out;
     }
     if (decode_run(be[0], prompts, plen, gen, true, lg, tg, nv) ||
         decode_run(be[1], prompts, plen, gen, false, le, te, nv) ||
-        decode_run(be[2], prompts, plen, gen, false, lc, tc, nv)) {
+        decode_run(be[2], prompts, plen, gen, false, lc, tc, nv) ||
+        decode_run(be[3], prompts, plen, gen, false, lh, th, nv)) {
         failures++;
         goto out;
     }
     int rule = 0, eager_same = 0, cpu_same = 0, top1 = 0;
-    double worst_eager = 0, worst_cpu = 0;
+    double worst_eager = 0, worst_cpu = 0, worst_fp16 = 0;
     for (int r = 0; r < N_ROWS; r++) {
         const size_t o = (size_t)r * nv;
         eng_sample_row row = dec_row(r % N_DEC, r / N_DEC);
@@ -266,6 +270,7 @@ static void check_decode(const eng_model *m)
         top1 += argmax(lg + o, nv) == argmax(lc + o, nv);
         worst_eager = fmax(worst_eager, row_rel_err(le + o, lg + o, nv));
         worst_cpu = fmax(worst_cpu, row_rel_err(lg + o, lc + o, nv));
+        worst_fp16 = fmax(worst_fp16, row_rel_err(lh + o, lc + o, nv));
     }
     printf("info  batched decode, %d sequences x %d steps, 5 sampling settings: GPU draws equal "
            "to the CPU rule on the GPU's logits %d/%d; graph vs eager tokens %d/%d; GPU vs CPU "
@@ -277,14 +282,17 @@ static void check_decode(const eng_model *m)
           worst_eager, 0.02);
     check(worst_cpu < 0.05, "batched GPU decode vs CPU backend logits: worst row %.4f (limit %.2f)",
           worst_cpu, 0.05);
+    check(worst_fp16 < 0.05, "batched GPU decode in fp16 vs CPU backend: worst row %.4f (limit %.2f)",
+          worst_fp16, 0.05);
 out:
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (be[i])
             be[i]->ops->free(be[i]);
     free(prompts);
     free(lg);
     free(le);
     free(lc);
+    free(lh);
     free(scratch);
 }
 
