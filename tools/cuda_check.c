@@ -296,6 +296,97 @@ out:
     free(scratch);
 }
 
+/* ---- the llama.cpp greedy fixture ---------------------------------------------------------- */
+
+/* Reads the int array that follows "key":[ in line into out (at most cap); returns the count
+ * or -1 when the key is missing. The fixture is our own file (tools/gen_llamacpp_fixtures.py). */
+static int json_ints(const char *line, const char *key, int32_t *out, int cap)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":[", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return -1;
+    p += strlen(pat);
+    int n = 0;
+    while (*p && *p != ']' && n < cap) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            return -1;
+        out[n++] = (int32_t)v;
+        p = end + (*end == ',');
+    }
+    return n;
+}
+
+/* Teacher-forced over each fixture (prompt, then llama.cpp's greedy continuation): the GPU's
+ * argmax must reproduce llama.cpp's tokens for the first 32 (then greedy decoding on the GPU
+ * follows the same path), or agree with the CPU backend's top-1 at >= 99% of positions. */
+static void check_fixture(const eng_model *m, const char *path, int limit)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("FAIL  cannot open fixture %s\n", path);
+        failures++;
+        return;
+    }
+    const int32_t nv = m->hp.n_vocab, maxpos = 512;
+    const int32_t nblocks = 2 * (maxpos / BS) + 2;
+    size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)(nblocks + 1);
+    eng_backend *cpu = NULL, *gpu = NULL;
+    eng_err err;
+    if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
+        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, maxpos, maxpos, true,
+                                false, &gpu, &err) != ENG_OK) {
+        printf("FAIL  creating the backends: %s\n", err.msg);
+        failures++;
+        if (cpu)
+            cpu->ops->free(cpu);
+        fclose(f);
+        return;
+    }
+    float *lc = malloc(sizeof(float) * (size_t)maxpos * nv);
+    float *lg = malloc(sizeof(float) * (size_t)maxpos * nv);
+    static char line[1 << 16];
+    int32_t seq[512];
+    int n_fx = 0, short_runs = 0, agree = 0, total = 0;
+    double worst = 0;
+    while (fgets(line, sizeof line, f) && (limit <= 0 || n_fx < limit)) {
+        int np = json_ints(line, "prompt_ids", seq, 256);
+        int nt = np > 0 ? json_ints(line, "tokens", seq + np, 256) : -1;
+        if (np <= 0 || nt <= 0)
+            continue;
+        const int32_t n = np + nt - 1; /* the last token is never an input */
+        if (run_seq(cpu, seq, n, n, lc, nv) || run_seq(gpu, seq, n, n, lg, nv)) {
+            failures++;
+            break;
+        }
+        int lead = 0;
+        while (lead < nt && argmax(lg + (size_t)(np - 1 + lead) * nv, nv) == seq[np + lead])
+            lead++;
+        for (int32_t t = np - 1; t < n; t++) {
+            agree += argmax(lg + (size_t)t * nv, nv) == argmax(lc + (size_t)t * nv, nv);
+            total++;
+            worst = fmax(worst, row_rel_err(lg + (size_t)t * nv, lc + (size_t)t * nv, nv));
+        }
+        short_runs += lead < (nt < 32 ? nt : 32);
+        printf("info  fixture %-3d %3d prompt tokens: GPU greedy follows llama.cpp for %d of %d "
+               "tokens\n", n_fx, np, lead, nt);
+        n_fx++;
+    }
+    fclose(f);
+    printf("info  fixture: %d prompts, top-1 GPU vs CPU backend %d/%d, worst row rel err %.4f\n",
+           n_fx, agree, total, worst);
+    check(n_fx > 0 && (short_runs == 0 || agree >= 0.99 * total),
+          "fixture: %.0f prompts follow llama.cpp for fewer than 32 tokens and top-1 agreement is "
+          "below 99%% (limit %.0f)", short_runs, 0);
+    free(lc);
+    free(lg);
+    gpu->ops->free(gpu);
+    cpu->ops->free(cpu);
+}
+
 /* Greedy requests through the engine on the GPU: all at once equals each alone. */
 static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out_len)
 {
@@ -367,14 +458,32 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL;
-    for (int i = 1; i + 1 < argc; i += 2)
-        if (!strcmp(argv[i], "--model"))
-            model = argv[i + 1];
+    const char *model = NULL, *fixture = NULL;
+    int limit = 0;
+    bool quick = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
+            quick = true;
+        } else if (i + 1 < argc && !strcmp(argv[i], "--model")) {
+            model = argv[++i];
+        } else if (i + 1 < argc && !strcmp(argv[i], "--fixture")) {
+            fixture = argv[++i];
+        } else if (i + 1 < argc && !strcmp(argv[i], "--fixture-limit")) {
+            limit = atoi(argv[++i]);
+        } else {
+            model = NULL;
+            break;
+        }
+    }
     if (!model) {
-        fprintf(stderr, "usage: serval-cuda-check --model PATH\n"
-                        "Compares the CUDA backend with the CPU backend on MODEL; exit 0 pass, "
-                        "1 fail, 77 no GPU.\n");
+        fprintf(stderr,
+                "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--fixture-limit N]] "
+                "[--quick]\n"
+                "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
+                "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
+                "batched == alone through the engine. --fixture: also the llama.cpp greedy "
+                "fixture (tests/fixtures/llamacpp/greedy.jsonl, for the default model), first N "
+                "prompts. --quick: the fixture only. Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }
     if (kn_device_count() < 1) {
@@ -390,9 +499,13 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("info  %s on %s\n", m->hp.name, name);
-    check_backend(m, 4, 160);
-    check_decode(m);
-    check_engine(m, 8, 96, 32);
+    if (fixture)
+        check_fixture(m, fixture, limit);
+    if (!quick) {
+        check_backend(m, 4, 160);
+        check_decode(m);
+        check_engine(m, 8, 96, 32);
+    }
     eng_model_free(m);
     printf("%s\n", failures ? "FAILED" : "ALL PASSED");
     return failures ? 1 : 0;
