@@ -78,6 +78,11 @@ if [ "${ENGINE:-0}" = 1 ]; then
         timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$BUILD/$p.gguf" --kv-mb 0 \
             --max-running 64 --step-tokens 8192 --requests 16 --prompt 1536 --output 1 \
             --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p prefill: /"
+        # what the decode graphs buy: batch 64 again with every kernel launched each step
+        timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$BUILD/$p.gguf" \
+            --kv-mb 0 --max-running 256 --step-tokens 2048 --requests 64 --prompt 128 \
+            --output 128 --no-graphs --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 \
+            | sed "s/^/$p b64 no-graphs: /"
         timeout 300 python3 bench/hf_peer.py --preset $p --batches 1,8,64,256 --prompt 128 \
             --output 128 2>&1 | grep -v Warning
     done 2>&1 | tee "$OUT/engine_bench.txt"
