@@ -1,6 +1,6 @@
 /* test_engine.c — the continuous-batching engine through its public API: batched equals
- * alone (and equals llama.cpp), prefix-cache hits, preemption under a tiny KV pool, a seeded
- * submit/cancel/finish stress with invariant checks, overload, limits and stop strings. */
+ * alone (and equals llama.cpp), prefix-cache hits, preemption under a tiny KV pool, seeded
+ * sampling unchanged by batching and preemption, a seeded submit/cancel/finish stress with invariant checks, overload, limits and stop strings. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -97,44 +97,41 @@ typedef struct fixture {
     size_t text_len;
 } fixture;
 
+static void fixture_from_json(fixture *f, const tu_json *j)
+{
+    snprintf(f->name, sizeof f->name, "%s", tu_json_get(j, "name")->str);
+    const tu_json *a = tu_json_get(j, "prompt_ids");
+    cr_assert(a->n <= 256);
+    for (size_t i = 0; i < a->n; i++)
+        f->prompt[i] = (int32_t)a->items[i]->num;
+    f->n_prompt = (int32_t)a->n;
+    a = tu_json_get(j, "tokens");
+    cr_assert(a->n <= 64);
+    for (size_t i = 0; i < a->n; i++)
+        f->ref[i] = (int32_t)a->items[i]->num;
+    f->n_ref = (int32_t)a->n;
+    const tu_json *t = tu_json_get(j, "text_b64");
+    size_t tl = 0;
+    unsigned char *dec = tu_base64_decode(t->str, t->str_len, &tl);
+    cr_assert(dec && tl < sizeof f->text);
+    memcpy(f->text, dec, tl);
+    f->text_len = tl;
+    free(dec);
+}
+
+/* The first 64 lines of greedy.jsonl. */
 static fixture *load_fixtures(size_t *n_out)
 {
-    char *path = tu_source_path("tests/fixtures/llamacpp/greedy.jsonl");
-    size_t len;
-    char *text = tu_read_file(path, &len);
-    cr_assert_not_null(text, "fixture %s is missing", path);
+    size_t n_lines;
+    tu_json **lines = tu_read_jsonl("tests/fixtures/llamacpp/greedy.jsonl", &n_lines);
     fixture *fx = calloc(64, sizeof *fx);
     size_t n = 0;
-    for (char *p = text; *p && n < 64;) {
-        char *nl = strchr(p, '\n');
-        size_t l = nl ? (size_t)(nl - p) : strlen(p);
-        tu_json *j = l ? tu_json_parse(p, l) : NULL;
-        if (j) {
-            fixture *f = &fx[n++];
-            snprintf(f->name, sizeof f->name, "%s", tu_json_get(j, "name")->str);
-            const tu_json *a = tu_json_get(j, "prompt_ids");
-            cr_assert(a->n <= 256);
-            for (size_t i = 0; i < a->n; i++)
-                f->prompt[i] = (int32_t)a->items[i]->num;
-            f->n_prompt = (int32_t)a->n;
-            a = tu_json_get(j, "tokens");
-            cr_assert(a->n <= 64);
-            for (size_t i = 0; i < a->n; i++)
-                f->ref[i] = (int32_t)a->items[i]->num;
-            f->n_ref = (int32_t)a->n;
-            const tu_json *t = tu_json_get(j, "text_b64");
-            size_t tl = 0;
-            unsigned char *dec = tu_base64_decode(t->str, t->str_len, &tl);
-            cr_assert(dec && tl < sizeof f->text);
-            memcpy(f->text, dec, tl);
-            f->text_len = tl;
-            free(dec);
-            tu_json_free(j);
-        }
-        p += l + (nl ? 1 : 0);
+    for (size_t li = 0; li < n_lines; li++) {
+        if (n < 64)
+            fixture_from_json(&fx[n++], lines[li]);
+        tu_json_free(lines[li]);
     }
-    free(text);
-    free(path);
+    free(lines);
     *n_out = n;
     return fx;
 }
@@ -301,6 +298,74 @@ Test(engine, preemption_under_tiny_kv_keeps_outputs, .timeout = 600)
     cr_assert_eq(s.kv_blocks_total, 10);
     cr_assert_gt(s.preemptions, 0, "the pool was never short: the test proves nothing");
     cr_assert_eq(preempted, s.preemptions);
+    free(o);
+    eng_engine_free(e);
+    eng_model_free(m);
+    free(fx);
+}
+
+/* Seeded sampling draws token n of a request from (seed, n): the same tokens alone, batched
+ * with others, and preempted and recomputed; a different seed gives different tokens. */
+Test(engine, seeded_sampling_survives_batching_and_preemption, .timeout = 600)
+{
+    size_t nf;
+    fixture *fx = load_fixtures(&nf);
+    eng_model *m = load_model(tu_default_model());
+    enum { N = 4, OUT = 32 };
+    eng_request_params p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = eng_request_params_defaults();
+        p[i].tokens = fx[i].prompt;
+        p[i].n_tokens = fx[i].n_prompt;
+        p[i].max_tokens = OUT;
+        p[i].ignore_eos = true;
+        p[i].sampling.temperature = 0.9f;
+        p[i].sampling.top_p = 0.95f;
+        p[i].sampling.top_k = i % 2 ? 40 : 0;
+        p[i].sampling.seed = 7 + (uint64_t)i;
+    }
+    run_out *alone = malloc(sizeof *alone * N), *o = malloc(sizeof *o);
+    eng_err err = {{0}};
+    eng_engine_config c = eng_engine_config_defaults();
+    c.max_seq_len = 160;
+    eng_engine *e = make_engine(m, c); /* a roomy pool: one at a time */
+    for (int i = 0; i < N; i++) {
+        eng_request *r = NULL;
+        cr_assert_eq(eng_submit(e, &p[i], &r, &err), ENG_OK, "%s", err.msg);
+        drain(r, &alone[i], 4096);
+        cr_assert_eq(alone[i].n, OUT);
+        eng_request_release(r);
+    }
+    /* the same seed again, and another seed */
+    eng_request *r = NULL;
+    cr_assert_eq(eng_submit(e, &p[0], &r, &err), ENG_OK, "%s", err.msg);
+    drain(r, o, 4096);
+    eng_request_release(r);
+    cr_assert_arr_eq(o->toks, alone[0].toks, sizeof(int32_t) * OUT, "same seed, other tokens");
+    p[0].sampling.seed = 1234567;
+    cr_assert_eq(eng_submit(e, &p[0], &r, &err), ENG_OK, "%s", err.msg);
+    drain(r, o, 4096);
+    eng_request_release(r);
+    cr_assert(memcmp(o->toks, alone[0].toks, sizeof(int32_t) * OUT) != 0,
+              "another seed drew the same %d tokens", OUT);
+    p[0].sampling.seed = 7;
+    eng_engine_free(e);
+
+    c.kv_bytes = (int64_t)eng_cpu_kv_block_bytes(m, 16) * 10; /* too small for all: preempts */
+    e = make_engine(m, c);
+    eng_request *rs[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(eng_submit(e, &p[i], &rs[i], &err), ENG_OK, "%s", err.msg);
+    int preempted = 0;
+    for (int i = 0; i < N; i++) {
+        drain(rs[i], o, 4096);
+        preempted += o->last.n_preemptions;
+        cr_assert_arr_eq(o->toks, alone[i].toks, sizeof(int32_t) * OUT,
+                         "request %d: batched/preempted sampling differs from alone", i);
+        eng_request_release(rs[i]);
+    }
+    cr_assert_gt(preempted, 0, "the pool was never short: the test proves nothing");
+    free(alone);
     free(o);
     eng_engine_free(e);
     eng_model_free(m);
