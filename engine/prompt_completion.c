@@ -1,0 +1,291 @@
+/* prompt_completion.c — code-completion prompts: prefix and suffix clipped to token budgets,
+ * snippets injected as comments within a character budget, the model's FIM template, and the
+ * language's stop words; also raw prompts, which skip the template. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "prompt_impl.h"
+
+#define DEFAULT_SNIPPET_BUDGET 768
+#define DEFAULT_MAX_PREFIX 1024
+#define DEFAULT_MAX_SUFFIX 512
+
+/* ---- token budgets ---------------------------------------------------------------------- */
+
+/* Bytes the first n_tok tokens of ids decode to. */
+static size_t pieces_len(const tok_vocab *v, const int32_t *ids, size_t n_tok)
+{
+    size_t total = 0, len;
+    for (size_t i = 0; i < n_tok; i++)
+        if (tok_piece(v, ids[i], &len))
+            total += len;
+    return total;
+}
+
+/* Keeps at most max tokens of s: the last ones (keep_end) cut to start at a line, or the
+ * first ones cut to end at a line. Returns the kept byte range [*from, *to). */
+static eng_status clip_tokens(const tok_vocab *v, const char *s, size_t n, int32_t max,
+                              bool keep_end, size_t *from, size_t *to, bool *clipped,
+                              eng_err *err)
+{
+    *from = 0, *to = n, *clipped = false;
+    for (int round = 0; round < 6; round++) {
+        int32_t *ids;
+        size_t k;
+        eng_status st = prompt_encode(v, s + *from, *to - *from, &ids, &k, err);
+        if (st != ENG_OK)
+            return st;
+        if (k <= (size_t)max) {
+            free(ids);
+            return ENG_OK;
+        }
+        *clipped = true;
+        if (keep_end) {
+            size_t cut = *from + pieces_len(v, ids, k - (size_t)max);
+            if (cut <= *from)
+                cut = *from + 1;
+            const char *nl = memchr(s + cut, '\n', *to - cut);
+            /* Start at a whole line unless that loses more than half of what is left. */
+            if (nl && (size_t)(nl + 1 - s) - cut < (*to - cut) / 2)
+                cut = (size_t)(nl + 1 - s);
+            while (cut < *to && ((unsigned char)s[cut] & 0xC0) == 0x80)
+                cut++;
+            *from = cut;
+        } else {
+            size_t cut = *from + pieces_len(v, ids, (size_t)max);
+            if (cut >= *to)
+                cut = *to - 1;
+            size_t c = cut;
+            while (c > *from && s[c - 1] != '\n')
+                c--;
+            if (c > *from + (cut - *from) / 2)
+                cut = c;
+            while (cut > *from && ((unsigned char)s[cut] & 0xC0) == 0x80)
+                cut--;
+            *to = cut;
+        }
+        free(ids);
+    }
+    return ENG_OK;
+}
+
+/* ---- snippets and stop words ---------------------------------------------------------- */
+
+/* One commented line: "<comment> <line>\n", or "<comment>\n" for an empty line. */
+static void st_line(prompt_str *t, const char *comment, const char *s, size_t n)
+{
+    if (n && s[n - 1] == '\r')
+        n--;
+    prompt_str_put(t, comment, strlen(comment));
+    if (n) {
+        prompt_str_put(t, " ", 1);
+        prompt_str_put(t, s, n);
+    }
+    prompt_str_put(t, "\n", 1);
+}
+
+static void st_snippet(prompt_str *t, const char *comment, const prompt_snippet *sn, bool first)
+{
+    if (!first)
+        st_line(t, comment, "", 0);
+    if (sn->filepath) {
+        prompt_str_put(t, comment, strlen(comment));
+        prompt_str_put(t, " Path: ", 7);
+        prompt_str_put(t, sn->filepath, strlen(sn->filepath));
+        prompt_str_put(t, "\n", 1);
+    }
+    const char *p = sn->body, *end = sn->body + strlen(sn->body);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        st_line(t, comment, p, n);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+/* Renders the snippets that fit the budget as comments; *n_used says how many. */
+static void render_snippets(const prompt_completion_input *in, const char *comment,
+                            prompt_str *t, size_t *n_used)
+{
+    const prompt_snippet *lists[3] = {in->declarations, in->changed, in->recent};
+    size_t counts[3] = {in->n_declarations, in->n_changed, in->n_recent};
+    size_t budget = in->snippet_budget ? in->snippet_budget : DEFAULT_SNIPPET_BUDGET;
+    size_t used = 0;
+    *n_used = 0;
+    if (!comment)
+        return;
+    for (int l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++) {
+            const prompt_snippet *sn = &lists[l][i];
+            if (!sn->body || !*sn->body || !prompt_utf8_valid(sn->body, strlen(sn->body)) ||
+                (sn->filepath && !prompt_utf8_valid(sn->filepath, strlen(sn->filepath))))
+                continue;
+            size_t n = strlen(sn->body);
+            if (used + n > budget)
+                break;
+            used += n;
+            st_snippet(t, comment, sn, *n_used == 0);
+            (*n_used)++;
+        }
+    }
+}
+
+static void add_completion_stops(const prompt_builder *b, const char *language,
+                                 prompt_result *r, bool *oom)
+{
+    r->stops = calloc(PROMPT_MAX_STOPS, sizeof *r->stops);
+    if (!r->stops) {
+        *oom = true;
+        return;
+    }
+    const char *const *kw = prompt_language_keywords(language);
+    if (!kw) {
+        /* Unknown language: single-line completion. */
+        prompt_stop_add(r, "\n", NULL, oom);
+    } else {
+        prompt_stop_add(r, "\n\n", NULL, oom);
+        const char *comment = prompt_language_comment(language);
+        if (comment)
+            prompt_stop_add(r, "\n", comment, oom);
+        for (size_t i = 0; kw[i]; i++)
+            prompt_stop_add(r, "\n", kw[i], oom);
+    }
+    for (size_t i = 0; i < b->n_stops; i++)
+        prompt_stop_add(r, b->stops[i], NULL, oom);
+}
+
+/* ---- building -------------------------------------------------------------------------- */
+
+/* BOS, then the FIM template around the prefix (with the snippets before it) and the suffix;
+ * with PROMPT_FIM_NONE the snippets and prefix alone. */
+static eng_status put_fim(const prompt_builder *b, prompt_out *p, const prompt_str *snips,
+                          const char *prefix, size_t prefix_len, const char *suffix,
+                          size_t suffix_len, eng_err *err)
+{
+    eng_status st;
+    const char *pre_sp = "", *suf_sp = "";
+    if (b->fim == PROMPT_FIM_CODELLAMA)
+        pre_sp = " ", suf_sp = " ";
+    prompt_out_bos(p);
+    if (b->fim != PROMPT_FIM_NONE)
+        prompt_out_special(p, b->fim_pre);
+    /* Snippets, prefix (and CodeLlama's spaces) form one text so BPE sees them joined. */
+    prompt_str head = {0};
+    prompt_str_put(&head, pre_sp, strlen(pre_sp));
+    if (snips->len)
+        prompt_str_put(&head, snips->buf, snips->len);
+    prompt_str_put(&head, prefix, prefix_len);
+    prompt_str_put(&head, suf_sp, strlen(suf_sp));
+    if ((st = prompt_out_str(p, &head, err)) != ENG_OK || b->fim == PROMPT_FIM_NONE)
+        return st;
+    prompt_out_special(p, b->fim_suf);
+    prompt_str tail = {0};
+    prompt_str_put(&tail, suffix, suffix_len);
+    prompt_str_put(&tail, suf_sp, strlen(suf_sp));
+    if ((st = prompt_out_str(p, &tail, err)) != ENG_OK)
+        return st;
+    prompt_out_special(p, b->fim_mid);
+    return ENG_OK;
+}
+
+eng_status prompt_build_completion(const prompt_builder *b, const prompt_completion_input *in,
+                                   prompt_result *out, eng_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!in->prefix)
+        return eng_fail(err, ENG_ERR_INVALID, "segments.prefix is required");
+    if (!prompt_utf8_valid(in->prefix, in->prefix_len))
+        return eng_fail(err, ENG_ERR_INVALID, "segments.prefix is not valid UTF-8");
+    if (in->suffix && !prompt_utf8_valid(in->suffix, in->suffix_len))
+        return eng_fail(err, ENG_ERR_INVALID, "segments.suffix is not valid UTF-8");
+
+    eng_status st = ENG_OK;
+    bool crlf = false, oom = false;
+    size_t plen = 0, slen = 0;
+    char *prefix = prompt_crlf_to_lf(in->prefix, in->prefix_len, &plen, &crlf);
+    char *suffix = in->suffix && in->suffix_len
+                       ? prompt_crlf_to_lf(in->suffix, in->suffix_len, &slen, &crlf)
+                       : strdup("\n");
+    prompt_str snips = {0};
+    prompt_out p = {.v = b->vocab, .r = out};
+    if (!prefix || !suffix) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
+        goto fail;
+    }
+    if (!in->suffix || !in->suffix_len)
+        slen = 1;
+
+    size_t pf, pt, sf, stt;
+    int32_t maxp = in->max_prefix_tokens > 0 ? in->max_prefix_tokens : DEFAULT_MAX_PREFIX;
+    int32_t maxs = in->max_suffix_tokens > 0 ? in->max_suffix_tokens : DEFAULT_MAX_SUFFIX;
+    if ((st = clip_tokens(b->vocab, prefix, plen, maxp, true, &pf, &pt, &out->prefix_clipped,
+                          err)) != ENG_OK)
+        goto fail;
+    sf = 0, stt = slen;
+    if (b->fim != PROMPT_FIM_NONE &&
+        (st = clip_tokens(b->vocab, suffix, slen, maxs, false, &sf, &stt, &out->suffix_clipped,
+                          err)) != ENG_OK)
+        goto fail;
+    if (stt == sf) /* a suffix clipped to nothing is still the template's "\n" */
+        suffix[sf] = '\n', stt = sf + 1;
+
+    render_snippets(in, prompt_language_comment(in->language), &snips, &out->n_snippets);
+    if (snips.oom) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
+        goto fail;
+    }
+
+    if ((st = put_fim(b, &p, &snips, prefix + pf, pt - pf, suffix + sf, stt - sf, err)) != ENG_OK)
+        goto fail;
+    add_completion_stops(b, in->language, out, &oom);
+    if (p.oom || oom) {
+        st = eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
+        goto fail;
+    }
+    out->crlf = crlf;
+    free(prefix);
+    free(suffix);
+    free(snips.buf);
+    return ENG_OK;
+fail:
+    free(prefix);
+    free(suffix);
+    free(snips.buf);
+    prompt_result_clear(out);
+    return st;
+}
+
+eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t len,
+                            bool parse_special, const char *language, prompt_result *out,
+                            eng_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!text || !len)
+        return eng_fail(err, ENG_ERR_INVALID, "the prompt is empty");
+    if (!prompt_utf8_valid(text, len))
+        return eng_fail(err, ENG_ERR_INVALID, "the prompt is not valid UTF-8");
+    prompt_out p = {.v = b->vocab, .r = out};
+    prompt_out_bos(&p);
+    size_t cap = len + 1, k;
+    if (!prompt_out_reserve_tokens(&p, cap))
+        goto oom;
+    eng_status st = tok_encode(b->vocab, text, len, parse_special, out->tokens + out->n_tokens,
+                               cap, &k);
+    if (st != ENG_OK) {
+        prompt_result_clear(out);
+        return eng_fail(err, st, "prompt: cannot tokenize %zu bytes", len);
+    }
+    out->n_tokens += k;
+    prompt_out_text(&p, text, len);
+    bool oom = false;
+    if (language)
+        add_completion_stops(b, language, out, &oom);
+    else
+        out->stops = calloc(1, sizeof *out->stops);
+    if (p.oom || oom || !out->stops)
+        goto oom;
+    return ENG_OK;
+oom:
+    prompt_result_clear(out);
+    return eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
+}
