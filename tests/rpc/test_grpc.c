@@ -2,7 +2,6 @@
  * core) calling every RPC, cancellation and deadlines freeing KV blocks, bad input, bounds,
  * 200 concurrent streams, graceful shutdown, and the Python grpcio peer client. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +14,7 @@
 #include "grpc_client.h"
 #include "serval.pb-c.h"
 #include "testutil.h"
+#include "tu_server.h"
 
 #define M_COMPLETE "/serval.v1.Serval/Complete"
 #define M_STREAM "/serval.v1.Serval/CompleteStream"
@@ -22,70 +22,15 @@
 #define M_HEALTH "/serval.v1.Serval/Health"
 #define TOKEN "test-token-1"
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    char target[64];
-    char *log_path;
-    char *data_dir;
-} server;
+/* The server each test talks to: this file's token, started once its gRPC listener is up. */
+typedef tu_server server;
 
-/* Starts `serval serve --grpc-port 0 --http-port 0 --token T <extra...>` and waits for its
- * listening line. */
 static server server_start(const char *const *extra)
 {
-    server s = {0};
-    s.log_path = tu_temp_path(".log");
-    s.data_dir = tu_temp_path(".d");
-    unlink(s.data_dir);
-    char *bin = tu_bin_path("serval");
-    const char *argv[40] = {bin, "serve", "--model", tu_default_model(), "--grpc-port", "0",
-                            "--http-port", "0", "--token", TOKEN, "--data-dir", s.data_dir,
-                            "--threads", "2"};
-    int n = 14;
-    for (; extra && *extra && n < 38; extra++) argv[n++] = *extra;
-    argv[n] = NULL;
-    s.pid = fork();
-    cr_assert(s.pid >= 0);
-    if (s.pid == 0) {
-        int fd = open(s.log_path, O_WRONLY | O_TRUNC);
-        int dn = open("/dev/null", O_RDWR);
-        dup2(dn, 0);
-        dup2(dn, 1);
-        dup2(fd, 2);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    free(bin);
-    for (int i = 0; i < 600; i++) {
-        char *log = tu_read_file(s.log_path, NULL);
-        const char *p = log ? strstr(log, "serval: grpc listening on 127.0.0.1:") : NULL;
-        if (p) s.port = atoi(p + strlen("serval: grpc listening on 127.0.0.1:"));
-        free(log);
-        if (s.port > 0) break;
-        int st;
-        cr_assert_eq(waitpid(s.pid, &st, WNOHANG), 0, "serval serve exited early");
-        usleep(50 * 1000);
-    }
-    cr_assert_gt(s.port, 0, "no 'serval: grpc listening on 127.0.0.1:PORT' line");
-    snprintf(s.target, sizeof s.target, "127.0.0.1:%d", s.port);
-    return s;
+    return tu_server_start("grpc", TOKEN, false, extra);
 }
 
-/* SIGTERM, then the exit status (or -1 when it had to be killed). */
-static int server_stop(server *s)
-{
-    kill(s->pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(50 * 1000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    return -1;
-}
+static int server_stop(server *s) { return tu_server_stop(s); }
 
 static char *server_log(server *s) { return tu_read_file(s->log_path, NULL); }
 

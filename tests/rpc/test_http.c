@@ -4,7 +4,6 @@
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
 #include <dirent.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -15,81 +14,28 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
 #include "tu_json.h"
+#include "tu_server.h"
 
 #define TOKEN "auth_test_token" /* the token the fixture's requests carry */
 
-typedef struct server {
-    pid_t pid;
-    int port;
-    char *log_path;
-    char *data_dir;
-} server;
+/* The server each test talks to: this file's token, started once its HTTP listener is up;
+ * quiet unless a test reads the request log. */
+typedef tu_server server;
 
 static server server_start_log(const char *const *extra, bool quiet)
 {
-    server s = {0};
     signal(SIGPIPE, SIG_IGN);
-    s.log_path = tu_temp_path(".log");
-    s.data_dir = tu_temp_path(".d");
-    unlink(s.data_dir);
-    char *bin = tu_bin_path("serval");
-    const char *argv[40] = {bin, "serve", "--model", tu_default_model(), "--grpc-port", "0",
-                            "--http-port", "0", "--token", TOKEN, "--data-dir", s.data_dir,
-                            "--threads", "2", quiet ? "--quiet" : NULL};
-    int n = quiet ? 15 : 14;
-    for (; extra && *extra && n < 38; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    s.pid = fork();
-    cr_assert(s.pid >= 0);
-    if (s.pid == 0) {
-        int fd = open(s.log_path, O_WRONLY | O_TRUNC);
-        int dn = open("/dev/null", O_RDWR);
-        dup2(dn, 0);
-        dup2(dn, 1);
-        dup2(fd, 2);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    free(bin);
-    const char *line = "serval: http listening on 127.0.0.1:";
-    for (int i = 0; i < 600 && s.port <= 0; i++) {
-        char *log = tu_read_file(s.log_path, NULL);
-        const char *p = log ? strstr(log, line) : NULL;
-        if (p)
-            s.port = atoi(p + strlen(line));
-        free(log);
-        int st;
-        if (s.port <= 0) {
-            cr_assert_eq(waitpid(s.pid, &st, WNOHANG), 0, "serval serve exited early");
-            usleep(50 * 1000);
-        }
-    }
-    cr_assert_gt(s.port, 0, "no '%sPORT' line", line);
-    return s;
+    return tu_server_start("http", TOKEN, quiet, extra);
 }
 
 static server server_start(const char *const *extra) { return server_start_log(extra, true); }
 
-static int server_stop(server *s)
-{
-    kill(s->pid, SIGTERM);
-    int st = 0;
-    for (int i = 0; i < 300; i++) {
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(50 * 1000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    return -1;
-}
+static int server_stop(server *s) { return tu_server_stop(s); }
 
 /* ---- a small HTTP/1.1 client -------------------------------------------------------------- */
 
