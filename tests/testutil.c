@@ -95,6 +95,31 @@ int tu_write_file(const char *path, const void *data, size_t len)
     return (fclose(f) == 0 && w == len) ? 0 : -1;
 }
 
+tu_json **tu_read_jsonl(const char *rel, size_t *n)
+{
+    char *path = tu_source_path(rel);
+    size_t len;
+    char *text = tu_read_file(path, &len);
+    cr_assert_not_null(text, "fixture %s is missing (tests/fixtures/README.md says what writes it)",
+                       path);
+    tu_json **lines = NULL;
+    *n = 0;
+    for (char *p = text; *p;) {
+        char *e = strchr(p, '\n');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l > 0) {
+            tu_json *j = tu_json_parse(p, l);
+            cr_assert_not_null(j, "%s: line %zu is not valid JSON", path, *n + 1);
+            lines = realloc(lines, sizeof *lines * (*n + 1));
+            lines[(*n)++] = j;
+        }
+        p += l + (e ? 1 : 0);
+    }
+    free(text);
+    free(path);
+    return lines;
+}
+
 typedef struct {
     char *buf;
     size_t len, cap;

@@ -1,9 +1,12 @@
 /* testutil.h — helpers shared by the Criterion tests: paths to the default model, fixtures,
- * the built binaries, temp files, and running a command to capture its output. */
+ * the built binaries, temp files, JSONL fixtures, and running a command to capture its
+ * output. */
 #ifndef SERVAL_TESTUTIL_H
 #define SERVAL_TESTUTIL_H
 
 #include <stddef.h>
+
+#include "tu_json.h"
 
 /* Absolute path of the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf); the test
  * fails with a message pointing at tools/setup.sh when it is missing. */
@@ -19,6 +22,10 @@ char *tu_read_file(const char *path, size_t *len);
 char *tu_temp_path(const char *suffix);
 /* Writes len bytes to path; returns 0 on success. */
 int tu_write_file(const char *path, const void *data, size_t len);
+/* Reads a JSONL file under the source tree into an array of its parsed non-empty lines, *n
+ * set; the test fails when the file is missing or a line is not JSON. The array (malloc'd)
+ * and every tu_json in it are owned by the caller: tu_json_free each, then free the array. */
+tu_json **tu_read_jsonl(const char *rel, size_t *n);
 
 /* Runs argv (argv[0] a path) with stdin from /dev/null, captures stdout and stderr
  * (malloc'd, NUL-terminated; either out pointer may be NULL), kills it after timeout_s.

@@ -30,31 +30,6 @@ static eng_cpu_ctx *make_ctx(const eng_model *m, int n_ctx, int threads)
     return c;
 }
 
-/* Reads a JSONL fixture into an array of parsed lines. */
-static tu_json **read_jsonl(const char *rel, size_t *n)
-{
-    char *path = tu_source_path(rel);
-    size_t len;
-    char *text = tu_read_file(path, &len);
-    cr_assert_not_null(text, "fixture %s is missing (tools/gen_llamacpp_fixtures.py writes it)", path);
-    tu_json **lines = NULL;
-    *n = 0;
-    for (char *p = text; *p;) {
-        char *e = strchr(p, '\n');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l > 0) {
-            tu_json *j = tu_json_parse(p, l);
-            cr_assert_not_null(j, "%s: line %zu is not valid JSON", path, *n + 1);
-            lines = realloc(lines, sizeof *lines * (*n + 1));
-            lines[(*n)++] = j;
-        }
-        p += l + (e ? 1 : 0);
-    }
-    free(text);
-    free(path);
-    return lines;
-}
-
 static int32_t *int_array(const tu_json *a, size_t *n)
 {
     cr_assert(a && a->type == TU_JSON_ARR);
@@ -98,7 +73,7 @@ Test(model, default_model_hparams)
 Test(model, greedy_matches_llamacpp, .timeout = 600)
 {
     size_t n_lines;
-    tu_json **lines = read_jsonl("tests/fixtures/llamacpp/greedy.jsonl", &n_lines);
+    tu_json **lines = tu_read_jsonl("tests/fixtures/llamacpp/greedy.jsonl", &n_lines);
     cr_assert_geq(n_lines, 8);
     eng_model *m = load_default();
     float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
@@ -137,7 +112,7 @@ Test(model, greedy_matches_llamacpp, .timeout = 600)
 Test(model, logits_match_llamacpp, .timeout = 600)
 {
     size_t n_lines;
-    tu_json **lines = read_jsonl("tests/fixtures/llamacpp/logits.jsonl", &n_lines);
+    tu_json **lines = tu_read_jsonl("tests/fixtures/llamacpp/logits.jsonl", &n_lines);
     cr_assert_geq(n_lines, 1);
     eng_model *m = load_default();
     const int32_t nv = m->hp.n_vocab;
