@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpuinfo.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -228,26 +229,6 @@ static const char *type_name(gguf_dtype t)
     return "?";
 }
 
-static void cpu_name(char *out, size_t len)
-{
-    snprintf(out, len, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            char *c = strchr(line, ':');
-            if (c) {
-                snprintf(out, len, "%s", c + 2);
-                out[strcspn(out, "\n")] = 0;
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 /* The 1-minute load average: other processes on these 2-core machines skew timings. */
 static double loadavg(void)
 {
@@ -322,7 +303,8 @@ int main(int argc, char **argv)
     static const gguf_dtype types[] = {GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q4_0, GGUF_DTYPE_F16};
 
     char cpu[128];
-    cpu_name(cpu, sizeof cpu);
+    if (!eng_cpuinfo_model_name(cpu, sizeof cpu))
+        snprintf(cpu, sizeof cpu, "unknown CPU");
     printf("bench_quant: %s; kernels: %s; load average %.2f\n", cpu,
            quant_cpu_has_avx2() ? "AVX2+FMA+F16C" : "scalar reference", loadavg());
     double bw1 = copy_bandwidth(1, best), bw2 = copy_bandwidth(2, best);

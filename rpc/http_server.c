@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "cpuinfo.h"
 #include "http_impl.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
@@ -398,29 +399,6 @@ static char *dup_or(const char *s, const char *def)
     return strdup(s ? s : def);
 }
 
-static void read_cpu_info(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            char *c = strchr(line, ':');
-            if (c) {
-                c++;
-                while (*c == ' ')
-                    c++;
-                c[strcspn(c, "\n")] = 0;
-                snprintf(buf, cap, "%s", c);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 static void server_free(http_server *s)
 {
     if (!s)
@@ -477,7 +455,8 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
         s->cfg.max_connections = 1024;
     if (s->cfg.default_max_tokens <= 0)
         s->cfg.default_max_tokens = 64;
-    read_cpu_info(s->cpu_info, sizeof s->cpu_info);
+    if (!eng_cpuinfo_model_name(s->cpu_info, sizeof s->cpu_info))
+        snprintf(s->cpu_info, sizeof s->cpu_info, "unknown");
     eng_status st = prompt_builder_create(m, &s->prompts, err);
     if (st != ENG_OK) {
         server_free(s);
