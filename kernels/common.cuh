@@ -27,6 +27,21 @@ kn_status kn_record(kn_status s, const char *file, int line, const char *fmt, ..
         if (kn_e_ != cudaSuccess)                                                            \
             return kn_record_cuda(kn_e_, #expr, __FILE__, __LINE__);                         \
     } while (0)
+// Launches `kernel` (the last argument, so template arguments may hold commas) with a grid,
+// block, dynamic shared memory size and stream; the call's arguments follow:
+//     KN_LAUNCH(grid, 256, 0, st, my_kernel<T>)(x, n);
+// One spelling for nvcc (a <<<>>> launch) and the CPU emulator (kernels/emu/cuda_emu.h,
+// force-included in SERVAL_CUDA_EMU builds, whose host compiler cannot parse <<<>>>).
+#ifdef SERVAL_CUDA_EMU
+#define KN_LAUNCH(grid, block, smem, stream, ...)                                            \
+    kn_emu::make_launcher([](auto &...kn_a_) { __VA_ARGS__(kn_a_...); }, grid, block, smem,   \
+                          stream, #__VA_ARGS__, __FILE__, __LINE__)
+// Dynamic shared memory: `extern __shared__` under nvcc, the launch's buffer in the emulator.
+#define KN_DYN_SMEM(type, name) type *const name = (type *)kn_emu::dyn_smem()
+#else
+#define KN_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define KN_DYN_SMEM(type, name) extern __shared__ __align__(16) type name[]
+#endif
 // After every kernel launch: catches bad launch configurations at once.
 #define KN_LAUNCH_CHECK() KN_CUDA_CHECK(cudaGetLastError())
 #define KN_CUBLAS_CHECK(expr)                                                                \

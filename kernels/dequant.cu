@@ -73,12 +73,17 @@ extern "C" kn_status kn_dequant(kn_qtype t, const void *src, int64_t n_rows, int
     const unsigned blocks = (unsigned)(total / 256 + 1 < 65536 ? total / 256 + 1 : 65536);
     const uint8_t *s = (const uint8_t *)src;
     switch (odt) {
-    case KN_DTYPE_F32: dequant_kernel<<<blocks, 256, 0, st>>>(t, s, n_rows, n_cols, (float *)dst); break;
-    case KN_DTYPE_F16: dequant_kernel<<<blocks, 256, 0, st>>>(t, s, n_rows, n_cols, (__half *)dst); break;
-    case KN_DTYPE_BF16:
-        dequant_kernel<<<blocks, 256, 0, st>>>(t, s, n_rows, n_cols, (__nv_bfloat16 *)dst);
+    case KN_DTYPE_F32:
+        KN_LAUNCH(blocks, 256, 0, st, dequant_kernel)(t, s, n_rows, n_cols, (float *)dst);
         break;
-    default: return kn_record(KN_ERR_INVALID, __FILE__, __LINE__, "dequant: dtype %d", (int)odt);
+    case KN_DTYPE_F16:
+        KN_LAUNCH(blocks, 256, 0, st, dequant_kernel)(t, s, n_rows, n_cols, (__half *)dst);
+        break;
+    case KN_DTYPE_BF16:
+        KN_LAUNCH(blocks, 256, 0, st, dequant_kernel)(t, s, n_rows, n_cols, (__nv_bfloat16 *)dst);
+        break;
+    default:
+        return kn_record(KN_ERR_INVALID, __FILE__, __LINE__, "dequant: dtype %d", (int)odt);
     }
     KN_LAUNCH_CHECK();
     return KN_OK;

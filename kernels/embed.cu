@@ -22,14 +22,14 @@ static kn_status launch(const TT *table, int64_t n_vocab, int64_t d, const int32
     // grid: one CTA per token; 256 threads stride over the row
     switch (odt) {
     case KN_DTYPE_F32:
-        embed_kernel<<<(unsigned)n, 256, 0, st>>>(table, n_vocab, d, tokens, (float *)out);
+        KN_LAUNCH((unsigned)n, 256, 0, st, embed_kernel)(table, n_vocab, d, tokens, (float *)out);
         break;
     case KN_DTYPE_F16:
-        embed_kernel<<<(unsigned)n, 256, 0, st>>>(table, n_vocab, d, tokens, (__half *)out);
+        KN_LAUNCH((unsigned)n, 256, 0, st, embed_kernel)(table, n_vocab, d, tokens, (__half *)out);
         break;
     case KN_DTYPE_BF16:
-        embed_kernel<<<(unsigned)n, 256, 0, st>>>(table, n_vocab, d, tokens,
-                                                  (__nv_bfloat16 *)out);
+        KN_LAUNCH((unsigned)n, 256, 0, st, embed_kernel)(
+            table, n_vocab, d, tokens, (__nv_bfloat16 *)out);
         break;
     }
     KN_LAUNCH_CHECK();

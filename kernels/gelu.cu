@@ -22,9 +22,10 @@ extern "C" kn_status kn_gelu(kn_dtype dt, const void *x, void *out, int64_t n, c
     // grid: enough 256-thread CTAs to cover n, at most 64k (grid-stride beyond)
     const unsigned blocks = (unsigned)(n / 256 + 1 < 65536 ? n / 256 + 1 : 65536);
     if (dt == KN_DTYPE_F16)
-        gelu_kernel<<<blocks, 256, 0, st>>>((const __half *)x, (__half *)out, n);
+        KN_LAUNCH(blocks, 256, 0, st, gelu_kernel)((const __half *)x, (__half *)out, n);
     else if (dt == KN_DTYPE_BF16)
-        gelu_kernel<<<blocks, 256, 0, st>>>((const __nv_bfloat16 *)x, (__nv_bfloat16 *)out, n);
+        KN_LAUNCH(blocks, 256, 0, st, gelu_kernel)(
+            (const __nv_bfloat16 *)x, (__nv_bfloat16 *)out, n);
     else
         return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__, "gelu: dtype %d", (int)dt);
     KN_LAUNCH_CHECK();

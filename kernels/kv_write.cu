@@ -26,12 +26,11 @@ static kn_status launch(const ST *k, const ST *v, int64_t src_stride, const int3
 {
     // grid: one CTA per token, 128 threads over its kv_dim elements
     if (cdt == KN_DTYPE_F16)
-        kv_write_kernel<<<(unsigned)n_tok, 128, 0, st>>>(k, v, src_stride, slots, kv_dim,
-                                                         (__half *)kc, (__half *)vc, n_slots);
+        KN_LAUNCH((unsigned)n_tok, 128, 0, st, kv_write_kernel)(
+            k, v, src_stride, slots, kv_dim, (__half *)kc, (__half *)vc, n_slots);
     else
-        kv_write_kernel<<<(unsigned)n_tok, 128, 0, st>>>(k, v, src_stride, slots, kv_dim,
-                                                         (__nv_bfloat16 *)kc,
-                                                         (__nv_bfloat16 *)vc, n_slots);
+        KN_LAUNCH((unsigned)n_tok, 128, 0, st, kv_write_kernel)(
+            k, v, src_stride, slots, kv_dim, (__nv_bfloat16 *)kc, (__nv_bfloat16 *)vc, n_slots);
     KN_LAUNCH_CHECK();
     return KN_OK;
 }

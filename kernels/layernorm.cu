@@ -40,11 +40,11 @@ extern "C" kn_status kn_layernorm(kn_dtype dt, float *resid, const void *add, co
         return KN_OK;
     // grid: one CTA of 256 threads per row
     if (dt == KN_DTYPE_F16)
-        layernorm_kernel<<<(unsigned)n, 256, 0, st>>>(resid, (const __half *)add,
-                                                      (const __half *)weight,
-                                                      (const __half *)bias, (__half *)out, d, eps);
+        KN_LAUNCH((unsigned)n, 256, 0, st, layernorm_kernel)(
+            resid, (const __half *)add, (const __half *)weight, (const __half *)bias,
+            (__half *)out, d, eps);
     else if (dt == KN_DTYPE_BF16)
-        layernorm_kernel<<<(unsigned)n, 256, 0, st>>>(
+        KN_LAUNCH((unsigned)n, 256, 0, st, layernorm_kernel)(
             resid, (const __nv_bfloat16 *)add, (const __nv_bfloat16 *)weight,
             (const __nv_bfloat16 *)bias, (__nv_bfloat16 *)out, d, eps);
     else

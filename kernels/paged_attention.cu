@@ -212,11 +212,12 @@ static kn_status launch_gmax(const dec_params &p, cudaStream_t st)
     const kn_attn_args &a = p.a;
     // grid: (KV head × query group, sequence, partition); 128 threads
     const dim3 grid((unsigned)(a.n_head_kv * p.n_qg), (unsigned)a.n_seq, (unsigned)p.n_splits);
-    decode_kernel<KV, HD, GMAX><<<grid, DEC_THREADS, 0, st>>>(p);
+    KN_LAUNCH(grid, DEC_THREADS, 0, st, decode_kernel<KV, HD, GMAX>)(p);
     KN_LAUNCH_CHECK();
     if (p.n_splits > 1) {
         // grid: (head, sequence); one thread per output element of the head
-        decode_merge_kernel<HD><<<dim3((unsigned)a.n_head, (unsigned)a.n_seq), HD, 0, st>>>(p);
+        const dim3 mgrid((unsigned)a.n_head, (unsigned)a.n_seq);
+        KN_LAUNCH(mgrid, HD, 0, st, decode_merge_kernel<HD>)(p);
         KN_LAUNCH_CHECK();
     }
     return KN_OK;

@@ -104,7 +104,7 @@ template <typename KV, int HD> static kn_status launch(const kn_attn_args *a, cu
     // grid: (query-row tile, head, sequence); CTAs past a sequence's rows exit at once
     const dim3 grid((unsigned)((a->max_q_len + ROWS - 1) / ROWS), (unsigned)a->n_head,
                     (unsigned)a->n_seq);
-    prefill_kernel<KV, HD><<<grid, PF_THREADS, 0, st>>>(*a);
+    KN_LAUNCH(grid, PF_THREADS, 0, st, prefill_kernel<KV, HD>)(*a);
     KN_LAUNCH_CHECK();
     return KN_OK;
 }

@@ -34,12 +34,12 @@ extern "C" kn_status kn_rmsnorm(kn_dtype dt, float *resid, const void *add, cons
         return KN_OK;
     // grid: one CTA of 256 threads per row
     if (dt == KN_DTYPE_F16)
-        rmsnorm_kernel<<<(unsigned)n, 256, 0, st>>>(resid, (const __half *)add,
-                                                    (const __half *)weight, (__half *)out, d, eps);
+        KN_LAUNCH((unsigned)n, 256, 0, st, rmsnorm_kernel)(
+            resid, (const __half *)add, (const __half *)weight, (__half *)out, d, eps);
     else if (dt == KN_DTYPE_BF16)
-        rmsnorm_kernel<<<(unsigned)n, 256, 0, st>>>(resid, (const __nv_bfloat16 *)add,
-                                                    (const __nv_bfloat16 *)weight,
-                                                    (__nv_bfloat16 *)out, d, eps);
+        KN_LAUNCH((unsigned)n, 256, 0, st, rmsnorm_kernel)(
+            resid, (const __nv_bfloat16 *)add, (const __nv_bfloat16 *)weight,
+            (__nv_bfloat16 *)out, d, eps);
     else
         return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__, "rmsnorm: dtype %d", (int)dt);
     KN_LAUNCH_CHECK();

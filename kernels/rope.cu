@@ -57,11 +57,11 @@ extern "C" kn_status kn_rope(kn_dtype dt, void *x, int64_t row_stride, const int
     const int neox = mode == KN_ROPE_NEOX;
     // grid: one CTA per token; 128 threads over its (head, pair) rotations
     if (dt == KN_DTYPE_F16)
-        rope_kernel<<<(unsigned)n_tok, 128, 0, st>>>((__half *)x, row_stride, pos, n_heads,
-                                                     head_dim, neox, f);
+        KN_LAUNCH((unsigned)n_tok, 128, 0, st, rope_kernel)(
+            (__half *)x, row_stride, pos, n_heads, head_dim, neox, f);
     else if (dt == KN_DTYPE_BF16)
-        rope_kernel<<<(unsigned)n_tok, 128, 0, st>>>((__nv_bfloat16 *)x, row_stride, pos, n_heads,
-                                                     head_dim, neox, f);
+        KN_LAUNCH((unsigned)n_tok, 128, 0, st, rope_kernel)(
+            (__nv_bfloat16 *)x, row_stride, pos, n_heads, head_dim, neox, f);
     else
         return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__, "rope: dtype %d", (int)dt);
     KN_LAUNCH_CHECK();

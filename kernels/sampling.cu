@@ -149,7 +149,8 @@ extern "C" kn_status kn_sample(const float *logits, int64_t ld, int32_t n_rows, 
     float *z = NULL;
     KN_CUDA_CHECK(cudaMallocAsync((void **)&z, sizeof(float) * (size_t)n_rows * (size_t)n_vocab, st));
     // grid: one 512-thread CTA per row
-    sample_kernel<<<(unsigned)n_rows, SMP_THREADS, 0, st>>>(logits, ld, n_vocab, params, z, tokens);
+    KN_LAUNCH((unsigned)n_rows, SMP_THREADS, 0, st, sample_kernel)(
+        logits, ld, n_vocab, params, z, tokens);
     const cudaError_t launch = cudaGetLastError();
     KN_CUDA_CHECK(cudaFreeAsync(z, st));
     KN_CUDA_CHECK(launch);

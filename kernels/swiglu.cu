@@ -29,12 +29,12 @@ extern "C" kn_status kn_swiglu(kn_dtype dt, const void *gate, const void *up, in
     // grid: enough 256-thread CTAs to cover the elements, at most 64k (grid-stride beyond)
     const unsigned blocks = (unsigned)(total / 256 + 1 < 65536 ? total / 256 + 1 : 65536);
     if (dt == KN_DTYPE_F16)
-        swiglu_kernel<<<blocks, 256, 0, st>>>((const __half *)gate, (const __half *)up, in_stride,
-                                              (__half *)out, out_stride, n, ff);
+        KN_LAUNCH(blocks, 256, 0, st, swiglu_kernel)(
+            (const __half *)gate, (const __half *)up, in_stride, (__half *)out, out_stride, n, ff);
     else if (dt == KN_DTYPE_BF16)
-        swiglu_kernel<<<blocks, 256, 0, st>>>((const __nv_bfloat16 *)gate,
-                                              (const __nv_bfloat16 *)up, in_stride,
-                                              (__nv_bfloat16 *)out, out_stride, n, ff);
+        KN_LAUNCH(blocks, 256, 0, st, swiglu_kernel)(
+            (const __nv_bfloat16 *)gate, (const __nv_bfloat16 *)up, in_stride, (__nv_bfloat16 *)out,
+            out_stride, n, ff);
     else
         return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__, "swiglu: dtype %d", (int)dt);
     KN_LAUNCH_CHECK();
