@@ -435,7 +435,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
             KN_TRY("decode attention", kn_paged_attn_decode(&a, lb / DEC_SPLIT, c->attn_ws,
                                                             c->attn_ws_bytes, c->st));
         else
-            KN_TRY("prefill attention", kn_prefill_attn(&a, c->st));
+            KN_TRY("prefill attention", kn_prefill_attn_tc(&a, c->st));
         KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, c->act, c->att, dq, G->wo, dq, c->act,
                                                c->tmp, d, T, d, dq, 1.0f, 0.0f));
         KN_TRY("FFN norm", kn_rmsnorm(c->act, c->resid, c->tmp, G->ffn_norm, c->xn, T, d,

@@ -19,6 +19,12 @@ extern "C" {
  * an online softmax; the score matrix is never stored. head_dim in {32, 64, 128, 256}. */
 kn_status kn_prefill_attn(const kn_attn_args *a, cudaStream_t st);
 
+/* The same on tensor cores (prefill_attention_tc.cu, sm_80+): Q·K^T and P·V as WMMA
+ * products in the KV cache's 16-bit type with fp32 accumulation (queries and the softmax
+ * weights P are rounded to that type), 64 query rows per CTA. What the CUDA backend runs;
+ * kn_prefill_attn (fp32 SIMT) stays as the simpler twin it is tested beside. */
+kn_status kn_prefill_attn_tc(const kn_attn_args *a, cudaStream_t st);
+
 #ifdef __cplusplus
 }
 #endif

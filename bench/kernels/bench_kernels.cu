@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string>
 #include <vector>
 
 #include "dequant.h"
@@ -133,12 +134,15 @@ static void bench_attention(bench_ctx &c, const char *name, int n_seq, int len, 
     a.out = out;
     a.out_stride = a.q_stride;
     if (prefill) {
-        const double ms = time_ms(c, 10, [&] { KN(kn_prefill_attn(&a, c.st)); });
         // QK^T and PV over the causal triangle of each chunk (chunk at the end of len)
         double pairs = 0;
         for (int i = 0; i < q_len; i++)
             pairs += len - q_len + i + 1;
-        report_flops(c, name, ms, 4.0 * n_seq * n_head * hd * pairs);
+        const double ms = time_ms(c, 10, [&] { KN(kn_prefill_attn(&a, c.st)); });
+        report_flops(c, (std::string(name) + " SIMT").c_str(), ms, 4.0 * n_seq * n_head * hd * pairs);
+        const double ms_tc = time_ms(c, 10, [&] { KN(kn_prefill_attn_tc(&a, c.st)); });
+        report_flops(c, (std::string(name) + " tensor cores").c_str(), ms_tc,
+                     4.0 * n_seq * n_head * hd * pairs);
     } else {
         size_t ws_bytes = 0;
         KN(kn_paged_attn_decode_workspace(&a, 0, &ws_bytes));

@@ -1,5 +1,5 @@
 /* test_attention.c — GPU decode (single pass and split-K) and prefill (full and chunked)
- * attention against the reference: shuffled block tables with holes, sequence lengths 1 to
+ * attention (the SIMT kernel and the tensor-core one) against the reference: shuffled block tables with holes, sequence lengths 1 to
  * the maximum, GQA/MQA/MHA, every head size built, all q/kv dtype pairs, padded rows that
  * must stay NaN. */
 #include <math.h>
@@ -11,8 +11,12 @@
 #include "prefill_attention.h"
 #include "ref.h"
 
-/* Runs the case on the GPU (decode with n_splits when q_start is NULL) and compares. */
-static void run_case(attn_case *c, int32_t n_splits, const char *what)
+typedef kn_status (*prefill_fn)(const kn_attn_args *a, cudaStream_t st);
+
+/* Runs the case on the GPU (decode with n_splits when q_start is NULL, else prefill through
+ * pf) and compares with relative tolerance rtol. */
+static void run_case_with(attn_case *c, int32_t n_splits, prefill_fn pf, double rtol,
+                          const char *what)
 {
     const kn_attn_args *h = &c->a;
     const size_t qb = kn_dtype_size(h->q_dtype), kvb = kn_dtype_size(h->kv_dtype);
@@ -35,7 +39,7 @@ static void run_case(attn_case *c, int32_t n_splits, const char *what)
     a.out = dout.p;
     kt_buf ws = {0};
     if (c->q_start) {
-        KT_OK(kn_prefill_attn(&a, 0));
+        KT_OK(pf(&a, 0));
     } else {
         size_t bytes = 0;
         KT_OK(kn_paged_attn_decode_workspace(&a, n_splits, &bytes));
@@ -56,7 +60,7 @@ static void run_case(attn_case *c, int32_t n_splits, const char *what)
     for (int32_t r = 0; r < c->n_tok; r++) {
         kt_check_close(h->q_dtype, (char *)got + (size_t)(r * h->out_stride) * qb,
                        (char *)c->out + (size_t)(r * h->out_stride) * qb, (size_t)row,
-                       kt_rtol(h->q_dtype), what);
+                       rtol, what);
         for (int64_t i = row; i < h->out_stride; i++)
             cr_assert(isnan(kn_ref_load(h->q_dtype, got, (size_t)(r * h->out_stride + i))),
                       "%s: row %d padding %lld written", what, r, (long long)i);
@@ -72,6 +76,11 @@ static void run_case(attn_case *c, int32_t n_splits, const char *what)
         kt_buf_free(&dqs);
     if (ws.base)
         kt_buf_free(&ws);
+}
+
+static void run_case(attn_case *c, int32_t n_splits, const char *what)
+{
+    run_case_with(c, n_splits, kn_prefill_attn, kt_rtol(c->a.q_dtype), what);
 }
 
 typedef struct shape {
@@ -126,6 +135,24 @@ Test(kn_prefill_attn, matches_reference)
         attn_case c = attn_case_make(s->qdt, s->kvdt, 5, lens, q_lens, s->n_head, s->n_head_kv,
                                      s->head_dim, s->block_size, &r);
         run_case(&c, 0, "prefill");
+        attn_case_free(&c);
+    }
+}
+
+Test(kn_prefill_attn_tc, matches_reference)
+{
+    KT_REQUIRE_GPU();
+    /* the same cases on tensor cores, plus a chunk longer than one 64-row tile that starts
+     * mid-tile of the keys (tile edges of both queries and keys) */
+    const int32_t lens[] = {1, 300, 77, 512, 40, 200}, q_lens[] = {1, 300, 13, 200, 1, 131};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const shape *s = &shapes[i];
+        kt_rng r = kt_rng_make(60 + i);
+        attn_case c = attn_case_make(s->qdt, s->kvdt, 6, lens, q_lens, s->n_head, s->n_head_kv,
+                                     s->head_dim, s->block_size, &r);
+        /* queries are rounded to the cache's type: the coarser tolerance of the two */
+        const double rtol = fmax(kt_rtol(s->qdt), kt_rtol(s->kvdt));
+        run_case_with(&c, 0, kn_prefill_attn_tc, rtol, "prefill on tensor cores");
         attn_case_free(&c);
     }
 }
