@@ -11,7 +11,9 @@ enum { GEMM_WORKSPACE_BYTES = 32 << 20 }; // what cuBLAS asks for on Hopper
 
 struct kn_gemm {
     cublasHandle_t handle;
-    void *workspace; // [GEMM_WORKSPACE_BYTES] device
+    void *workspace;    // [GEMM_WORKSPACE_BYTES] device
+    cudaStream_t bound; // the stream the handle is set to (with our workspace)
+    bool bound_once;
 };
 
 extern "C" kn_status kn_gemm_create(kn_gemm **out)
@@ -80,7 +82,14 @@ extern "C" kn_status kn_gemm_run(kn_gemm *g, cudaStream_t st, kn_dtype idt, cons
                (long long)ldc);
     if (m == 0)
         return KN_OK;
-    KN_CUBLAS_CHECK(cublasSetStream(g->handle, st));
+    // cublasSetStream also puts the handle back on cuBLAS's default workspace pool, which may
+    // allocate; a graph capture must not: rebind our workspace whenever the stream changes
+    if (!g->bound_once || g->bound != st) {
+        KN_CUBLAS_CHECK(cublasSetStream(g->handle, st));
+        KN_CUBLAS_CHECK(cublasSetWorkspace(g->handle, g->workspace, GEMM_WORKSPACE_BYTES));
+        g->bound = st;
+        g->bound_once = true;
+    }
     // Row-major C[m, n] = X[m, k] · W[n, k]^T is column-major C^T[n, m] = W^T... i.e. cuBLAS
     // sees W as a k×n column-major matrix to transpose and X as k×m untransposed.
     KN_CUBLAS_CHECK(cublasGemmEx(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k,

@@ -14,7 +14,8 @@ extern "C" {
 typedef struct kn_gemm kn_gemm;
 
 /* Creates a cuBLAS handle with its own workspace (so products can be captured in CUDA
- * graphs). *out is owned by the caller: kn_gemm_free. */
+ * graphs). One thread at a time may use it (like the cuBLAS handle inside). *out is owned by
+ * the caller: kn_gemm_free. */
 kn_status kn_gemm_create(kn_gemm **out);
 void kn_gemm_free(kn_gemm *g);
 
