@@ -67,6 +67,7 @@ typedef struct cuda_backend {
     void *gu;              /* [T, 2*ff] */
     void *xsel;            /* [max_logits, d] */
     float *logits;         /* [max_logits, n_vocab] */
+    float *samp_scratch;   /* [max_logits, n_vocab] the sampler's scaled logits */
     void *attn_ws;         /* split-K workspace */
     size_t attn_ws_bytes;
     int32_t *d_ints;       /* tokens, pos, slots, logits_idx, seq_lens, q_start, tables */
@@ -211,6 +212,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     AL(c->gu, T * 2 * ff * bf, "gate/up activations");
     AL(c->xsel, L * d * bf, "rows for logits");
     AL(c->logits, L * (size_t)hp->n_vocab * sizeof(float), "logits");
+    AL(c->samp_scratch, L * (size_t)hp->n_vocab * sizeof(float), "sampling scratch");
     AL(c->d_samp, L * sizeof(kn_sample_params), "sampling parameters");
     AL(c->d_next, L * sizeof(int32_t), "sampled tokens");
     c->len_cap = (max_pos + DEC_SPLIT - 1) / DEC_SPLIT * DEC_SPLIT;
@@ -459,7 +461,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                                  0.0f));
     if (sample)
         KN_TRY("sampling", kn_sample(c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, c->d_samp,
-                                     c->d_next, c->st));
+                                     c->d_next, c->samp_scratch, c->st));
     return ENG_OK;
 }
 
@@ -589,7 +591,7 @@ static void cuda_free(eng_backend *be)
     if (c->output != c->tok_embd)
         cudaFree(c->output);
     void *ps[] = {c->tok_embd, c->out_norm, c->resid, c->xn, c->tmp, c->qkv, c->att, c->gu,
-                  c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp, c->d_next};
+                  c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp, c->d_next, c->samp_scratch};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         cudaFree(ps[i]);
     cudaFreeHost(c->h_ints);

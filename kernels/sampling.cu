@@ -137,22 +137,25 @@ static __global__ void __launch_bounds__(SMP_THREADS)
 }
 
 extern "C" kn_status kn_sample(const float *logits, int64_t ld, int32_t n_rows, int32_t n_vocab,
-                               const kn_sample_params *params, int32_t *tokens, cudaStream_t st)
+                               const kn_sample_params *params, int32_t *tokens, float *scratch,
+                               cudaStream_t st)
 {
     KN_REQUIRE(logits && params && tokens, "sample: null pointer");
     KN_REQUIRE(n_rows >= 0 && n_vocab > 0 && n_vocab < (1 << 24) && ld >= n_vocab,
                "sample: n_rows %d n_vocab %d ld %lld", n_rows, n_vocab, (long long)ld);
     if (n_rows == 0)
         return KN_OK;
-    // z = logits / T needs a row of scratch; stream-ordered allocation keeps the launcher
-    // self-contained (the engine's pool will pass one in when it captures graphs)
-    float *z = NULL;
-    KN_CUDA_CHECK(cudaMallocAsync((void **)&z, sizeof(float) * (size_t)n_rows * (size_t)n_vocab, st));
+    // z = logits / T needs a row of scratch: the caller's (the engine preallocates it), or a
+    // stream-ordered allocation that keeps one-off callers simple
+    float *z = scratch;
+    if (!z)
+        KN_CUDA_CHECK(cudaMallocAsync((void **)&z, sizeof(float) * (size_t)n_rows * (size_t)n_vocab, st));
     // grid: one 512-thread CTA per row
     KN_LAUNCH((unsigned)n_rows, SMP_THREADS, 0, st, sample_kernel)(
         logits, ld, n_vocab, params, z, tokens);
     const cudaError_t launch = cudaGetLastError();
-    KN_CUDA_CHECK(cudaFreeAsync(z, st));
+    if (!scratch)
+        KN_CUDA_CHECK(cudaFreeAsync(z, st));
     KN_CUDA_CHECK(launch);
     return KN_OK;
 }

@@ -16,9 +16,12 @@ extern "C" {
  * kn_args.h), for r < n_rows. One block per row: the top-k and top-p thresholds are found by
  * bisection over the float ordering (no sort), the draw kn_sample_uniform(seed, step) walks
  * the kept tokens in vocabulary order. logits: [n_rows, n_vocab] fp32 rows ld elements apart;
- * params: [n_rows]; tokens: [n_rows] int32. Device memory, owned by the caller. */
+ * params: [n_rows]; tokens: [n_rows] int32; scratch: [n_rows, n_vocab] fp32, or NULL to have
+ * the launcher allocate it stream-ordered (pass one when capturing graphs or in a hot loop).
+ * Device memory, owned by the caller. */
 kn_status kn_sample(const float *logits, int64_t ld, int32_t n_rows, int32_t n_vocab,
-                    const kn_sample_params *params, int32_t *tokens, cudaStream_t st);
+                    const kn_sample_params *params, int32_t *tokens, float *scratch,
+                    cudaStream_t st);
 
 #ifdef __cplusplus
 }

@@ -267,7 +267,7 @@ int main(void)
         CHECK(cudaMalloc(&dt, rows * 4));
         CHECK(cudaMemcpy(dl, l.data(), l.size() * 4, cudaMemcpyHostToDevice));
         CHECK(cudaMemcpy(dp, p.data(), p.size() * sizeof(kn_sample_params), cudaMemcpyHostToDevice));
-        const double ms = time_ms(c, 10, [&] { KN(kn_sample(dl, V, rows, V, dp, dt, c.st)); });
+        const double ms = time_ms(c, 10, [&] { KN(kn_sample(dl, V, rows, V, dp, dt, NULL, c.st)); });
         report_bw(c, "sample 256 x 49152 top-k 50 top-p 0.9", ms, (double)rows * V * 4);
         cudaFree(dl), cudaFree(dp), cudaFree(dt);
     }

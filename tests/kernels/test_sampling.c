@@ -27,7 +27,7 @@ Test(kn_sample, matches_reference)
     kt_buf dl = kt_buf_upload(logits, sizeof(float) * (size_t)ROWS * LD);
     kt_buf dp = kt_buf_upload(p, sizeof p);
     kt_buf dt = kt_buf_alloc(sizeof(int32_t) * ROWS);
-    KT_OK(kn_sample(dl.p, LD, ROWS, V, dp.p, dt.p, 0));
+    KT_OK(kn_sample(dl.p, LD, ROWS, V, dp.p, dt.p, NULL, 0));
     kt_sync();
     int32_t got[ROWS];
     kt_buf_download(got, &dt);
