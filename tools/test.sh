@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # test.sh — sets everything up (tools/setup.sh) and runs the whole test suite with CTest.
-#   tools/test.sh              release build, warnings as errors
-#   tools/test.sh --asan       the AddressSanitizer + UBSan build instead
+#   tools/test.sh              release build, warnings as errors; then the CUDA emulator build
+#   tools/test.sh --asan       the AddressSanitizer + UBSan builds instead (emulator included)
+#   tools/test.sh --emu        only the CUDA emulator build (preset emu, build-emu/): the CUDA
+#                              kernels and their GPU tests on the CPU (kernels/emu/)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
-preset=release
-if [ "${1:-}" = "--asan" ]; then preset=asan; fi
-SERVAL_BUILD_PRESET=$preset tools/setup.sh
-echo "test: running the suite (preset $preset)" >&2
-ctest --preset "$preset"
+case "${1:-}" in
+"") presets="release emu" ;;
+--asan) presets="asan emu-asan" ;;
+--emu) presets="emu" ;;
+*) echo "usage: tools/test.sh [--asan | --emu]" >&2; exit 2 ;;
+esac
+for preset in $presets; do
+  # the emulator needs the CUDA headers (not a GPU, not the CUDA libraries)
+  if [[ $preset == emu* ]] && ! command -v nvcc >/dev/null &&
+    [ ! -f /usr/local/cuda/include/cuda_runtime_api.h ]; then
+    echo "test: no CUDA toolkit headers: skipping preset $preset" >&2
+    continue
+  fi
+  SERVAL_BUILD_PRESET=$preset tools/setup.sh
+  echo "test: running the suite (preset $preset)" >&2
+  ctest --preset "$preset"
+done

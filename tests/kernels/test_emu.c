@@ -1,0 +1,306 @@
+/* test_emu.c — the CPU emulator itself (SERVAL_CUDA_EMU builds only): warp shuffles against
+ * the CUDA programming guide's definitions, barriers and poisoned shared memory, WMMA, the
+ * diagnoses of deadlocks and bad masks, stream capture and graph replay (arguments by value,
+ * memory read at replay, capture-illegal calls rejected), deferred stream work, cuBLAS GEMM
+ * semantics and argument checks, and the memory checks on copies and kernel arguments. The
+ * kernel tests are only as good as these semantics. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "emu_probe.h"
+#include "kt.h"
+#include "ref.h"
+
+#define CUDA_OK(call)                                                                         \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        cr_assert(e_ == cudaSuccess, "%s: %s", #call, cudaGetErrorName(e_));                 \
+    } while (0)
+
+/* The guide's words: xor reads earlier width-groups but not later ones; down/up stay inside
+ * the group; an index wraps modulo width inside it. */
+static int src_lane(int kind, int lane, int b, int width)
+{
+    const int g = lane / width * width;
+    int j;
+    switch (kind) {
+    case 0: j = lane ^ b; return j / width > lane / width ? lane : j;
+    case 1: j = lane + b; return j >= g + width ? lane : j;
+    case 2: j = lane - b; return j < g ? lane : j;
+    default: return g + b % width;
+    }
+}
+
+Test(emu, shuffles_follow_cuda)
+{
+    enum { WARPS = 2, N = WARPS * 32 * 8 };
+    const int widths[] = {32, 16, 8, 4, 2, 1};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        const int width = widths[w];
+        kt_buf d = kt_buf_alloc(sizeof(int32_t) * N);
+        CUDA_OK(emu_probe_shfl(d.p, WARPS, width));
+        int32_t got[N];
+        kt_buf_download(got, &d);
+        for (int wp = 0; wp < WARPS; wp++)
+            for (int l = 0; l < 32; l++) {
+                const int32_t *o = got + (wp * 32 + l) * 8;
+#define V(j) (100 * wp + (j))
+                cr_assert(o[0] == V(src_lane(0, l, 1, width)), "xor 1 width %d lane %d: %d", width, l, o[0]);
+                cr_assert(o[1] == V(src_lane(0, l, 5, width)), "xor 5 width %d lane %d: %d", width, l, o[1]);
+                cr_assert(o[2] == V(src_lane(1, l, 3, width)), "down 3 width %d lane %d: %d", width, l, o[2]);
+                cr_assert(o[3] == V(src_lane(2, l, 2, width)), "up 2 width %d lane %d: %d", width, l, o[3]);
+                cr_assert(o[4] == V(src_lane(3, l, 7, width)), "idx 7 width %d lane %d: %d", width, l, o[4]);
+                cr_assert(o[5] == V(src_lane(3, l, l + 1, width)), "idx lane+1 width %d lane %d: %d", width, l, o[5]);
+#undef V
+                cr_assert((uint32_t)o[6] == 0x49249249u, "ballot of lane %% 3 == 0: 0x%08x", (unsigned)o[6]);
+                cr_assert(o[7] == 3200 * wp + 496, "warp sum %d", o[7]);
+            }
+        kt_buf_free(&d);
+    }
+}
+
+Test(emu, block_reductions_and_poisoned_shared_memory)
+{
+    const int threads[] = {32, 96, 256, 1024};
+    for (size_t i = 0; i < sizeof threads / sizeof threads[0]; i++) {
+        const int n = threads[i];
+        kt_buf d = kt_buf_alloc(3 * sizeof(float));
+        CUDA_OK(emu_probe_block(d.p, n));
+        float got[3];
+        kt_buf_download(got, &d);
+        cr_assert(got[0] == (float)n * (n + 1) / 2 && got[1] == (float)n, "%d threads: sum %g max %g",
+                  n, (double)got[0], (double)got[1]);
+        cr_assert(isnan(got[2]), "unwritten shared memory reads %g, not the poison", (double)got[2]);
+        kt_buf_free(&d);
+    }
+}
+
+Test(emu, divergent_barrier_is_a_launch_failure)
+{
+    kt_buf d = kt_buf_alloc(64 * sizeof(float));
+    CUDA_OK(emu_probe_misuse(0, d.p));
+    cr_assert(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "deadlock not reported");
+    void *p;
+    cr_assert(cudaMalloc(&p, 16) == cudaErrorLaunchFailure, "the failure is not sticky");
+}
+
+Test(emu, shuffle_naming_an_exited_lane_is_a_launch_failure)
+{
+    kt_buf d = kt_buf_alloc(64 * sizeof(float));
+    CUDA_OK(emu_probe_misuse(1, d.p));
+    cr_assert(cudaDeviceSynchronize() == cudaErrorLaunchFailure, "bad mask not reported");
+}
+
+Test(emu, wmma_product)
+{
+    uint16_t a[256], b[256]; /* fp16 */
+    float want[256];
+    for (int i = 0; i < 256; i++) { /* small integers: every product and sum is exact */
+        a[i] = kn_ref_f32_to_f16((float)(i % 7 - 3));
+        b[i] = kn_ref_f32_to_f16((float)(i % 5 - 2));
+    }
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) {
+            float s = 1.0f;
+            for (int k = 0; k < 16; k++) /* a row-major, b column-major */
+                s += kn_ref_f16_to_f32(a[r * 16 + k]) * kn_ref_f16_to_f32(b[c * 16 + k]);
+            want[r * 16 + c] = s;
+        }
+    kt_buf da = kt_buf_upload(a, sizeof a), db = kt_buf_upload(b, sizeof b);
+    kt_buf dc = kt_buf_alloc(sizeof want);
+    CUDA_OK(emu_probe_wmma(da.p, db.p, dc.p));
+    float got[256];
+    kt_buf_download(got, &dc);
+    for (int i = 0; i < 256; i++)
+        cr_assert(got[i] == want[i], "C[%d][%d] = %g, want %g", i / 16, i % 16, (double)got[i], (double)want[i]);
+}
+
+Test(emu, graph_replays_captured_work)
+{
+    enum { N = 100 };
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    float zero[N] = {0}, *h = NULL;
+    kt_buf x = kt_buf_upload(zero, sizeof zero);
+    CUDA_OK(cudaMallocHost((void **)&h, sizeof(float) * N));
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CUDA_OK(emu_probe_add(x.p, 1.5f, N, s));
+    CUDA_OK(cudaMemcpyAsync(h, x.p, sizeof(float) * N, cudaMemcpyDeviceToHost, s));
+    enum cudaStreamCaptureStatus cs;
+    CUDA_OK(cudaStreamIsCapturing(s, &cs));
+    cr_assert(cs == cudaStreamCaptureStatusActive, "not capturing");
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CUDA_OK(cudaStreamEndCapture(s, &g));
+    CUDA_OK(cudaGraphInstantiate(&ge, g, 0));
+    float got[N];
+    kt_buf_download(got, &x);
+    cr_assert(got[0] == 0.0f, "captured work ran at capture time");
+    CUDA_OK(cudaGraphLaunch(ge, s));
+    CUDA_OK(cudaGraphLaunch(ge, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    cr_assert(h[0] == 3.0f && h[N - 1] == 3.0f, "two replays: %g", (double)h[0]);
+    float ten[N];
+    for (int i = 0; i < N; i++)
+        ten[i] = 10.0f;
+    CUDA_OK(cudaMemcpy(x.p, ten, sizeof ten, cudaMemcpyHostToDevice));
+    CUDA_OK(cudaGraphLaunch(ge, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    cr_assert(h[N - 1] == 11.5f, "a replay reads memory as it is then: %g", (double)h[N - 1]);
+    CUDA_OK(cudaGraphExecDestroy(ge));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaFreeHost(h));
+    CUDA_OK(cudaStreamDestroy(s));
+}
+
+/* Begins a capture on s, makes the call, checks it fails like CUDA and that the capture ends
+ * invalidated without a graph. */
+#define CAPTURE_REJECTS(s, call, want)                                                        \
+    do {                                                                                      \
+        CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));                     \
+        cudaError_t e_ = (call);                                                              \
+        cr_assert(e_ == (want), "%s during capture: %s", #call, cudaGetErrorName(e_));       \
+        cudaGraph_t g_ = (cudaGraph_t)1;                                                      \
+        cr_assert(cudaStreamEndCapture(s, &g_) == cudaErrorStreamCaptureInvalidated && !g_,   \
+                  "capture not invalidated by %s", #call);                                    \
+    } while (0)
+
+Test(emu, capture_rejects_what_cuda_rejects)
+{
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    kt_buf x = kt_buf_alloc(64);
+    float host[16] = {0};
+    void *p = NULL;
+    CAPTURE_REJECTS(s, cudaMalloc(&p, 64), cudaErrorStreamCaptureUnsupported);
+    CAPTURE_REJECTS(s, cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+    CAPTURE_REJECTS(s, cudaMemcpy(x.p, host, sizeof host, cudaMemcpyHostToDevice),
+                    cudaErrorStreamCaptureUnsupported);
+    CAPTURE_REJECTS(s, cudaDeviceSynchronize(), cudaErrorStreamCaptureUnsupported);
+    cr_assert(cudaStreamBeginCapture(0, cudaStreamCaptureModeGlobal) != cudaSuccess,
+              "the legacy stream was captured");
+    cudaGetLastError();
+    /* a blocking stream's capture is broken by work on the legacy stream */
+    cudaStream_t b;
+    CUDA_OK(cudaStreamCreate(&b));
+    CAPTURE_REJECTS(b, cudaMemsetAsync(x.p, 0, 64, 0), cudaErrorStreamCaptureImplicit);
+    /* after all that, the stream still works */
+    cudaGetLastError();
+    CUDA_OK(emu_probe_add(x.p, 1.0f, 16, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    cudaGetLastError();
+}
+
+Test(emu, stream_work_waits_for_synchronisation)
+{
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    const float five = 5.0f;
+    kt_buf x = kt_buf_upload(&five, sizeof five);
+    float *h;
+    CUDA_OK(cudaMallocHost((void **)&h, sizeof *h));
+    *h = 0.0f;
+    CUDA_OK(cudaMemcpyAsync(h, x.p, sizeof *h, cudaMemcpyDeviceToHost, s));
+    cr_assert(*h == 0.0f, "an async copy into pinned memory completed before any synchronisation");
+    CUDA_OK(cudaStreamSynchronize(s));
+    cr_assert(*h == 5.0f, "the copy did not happen: %g", (double)*h);
+}
+
+Test(emu, memory_checks)
+{
+    size_t free0, free1, total;
+    CUDA_OK(cudaMemGetInfo(&free0, &total));
+    kt_buf x = kt_buf_alloc(1 << 20);
+    CUDA_OK(cudaMemGetInfo(&free1, &total));
+    cr_assert(free0 - free1 >= (1 << 20) && free1 < total, "allocation not accounted");
+    float host[4] = {0};
+    /* a copy running past the end of an allocation, and one from the wrong side */
+    cr_assert(cudaMemcpy((char *)x.p + x.bytes + 256 - 8, host, sizeof host, cudaMemcpyHostToDevice) ==
+                  cudaErrorInvalidValue, "overrunning copy accepted");
+    cr_assert(cudaMemcpy(host, host + 2, 8, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue,
+              "host pointer accepted as the device side");
+    cudaGetLastError();
+    /* a kernel given host memory fails when it runs, as the GPU's access would */
+    float *hp = calloc(64, sizeof(float));
+    cr_assert(hp, "oom");
+    CUDA_OK(emu_probe_add(hp, 1.0f, 64, 0));
+    cr_assert(cudaDeviceSynchronize() == cudaErrorIllegalAddress, "host pointer kernel argument ran");
+    free(hp);
+}
+
+/* C = alpha op(A) op(B) + beta C, column-major, by the book. */
+static void naive_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                       const float *b, int ldb, float beta, float *c, int ldc)
+{
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double s = 0.0;
+            for (int l = 0; l < k; l++)
+                s += (double)(ta ? a[l + i * lda] : a[i + l * lda]) * (tb ? b[j + l * ldb] : b[l + j * ldb]);
+            c[i + j * ldc] = (float)(alpha * s + (beta == 0.0f ? 0.0 : beta * c[i + j * ldc]));
+        }
+}
+
+Test(emu, cublas_gemm_semantics)
+{
+    enum { M = 5, N = 7, K = 3, LD = 9 };
+    kt_rng r = kt_rng_make(7);
+    float *a = kt_host_random(KN_DTYPE_F32, LD * LD, -1, 1, &r), *b = kt_host_random(KN_DTYPE_F32, LD * LD, -1, 1, &r);
+    float *c0 = kt_host_random(KN_DTYPE_F32, LD * N, -1, 1, &r);
+    kt_buf da = kt_buf_upload(a, sizeof(float) * LD * LD), db = kt_buf_upload(b, sizeof(float) * LD * LD);
+    kt_buf dc = kt_buf_alloc(sizeof(float) * LD * N);
+    cublasHandle_t h;
+    cr_assert(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS, "create");
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bz = 0; bz < 2; bz++) {
+                const float alpha = 0.5f, beta = bz ? 0.0f : 2.0f;
+                float want[LD * N], got[LD * N];
+                memcpy(want, c0, sizeof want);
+                if (bz) /* beta = 0: C is never read, even when it is NaN */
+                    memset(want, 0xff, sizeof want);
+                CUDA_OK(cudaMemcpy(dc.p, want, sizeof want, cudaMemcpyHostToDevice));
+                naive_gemm(ta, tb, M, N, K, alpha, a, LD, b, LD, beta, want, LD);
+                cr_assert(cublasGemmEx(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, M, N,
+                                       K, &alpha, da.p, CUDA_R_32F, LD, db.p, CUDA_R_32F, LD, &beta, dc.p,
+                                       CUDA_R_32F, LD, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) ==
+                              CUBLAS_STATUS_SUCCESS, "gemm");
+                CUDA_OK(cudaMemcpy(got, dc.p, sizeof got, cudaMemcpyDeviceToHost));
+                for (int j = 0; j < N; j++)
+                    for (int i = 0; i < LD; i++) {
+                        const float g = got[i + j * LD], w = want[i + j * LD];
+                        if (i >= M) /* rows past m are untouched */
+                            cr_assert(memcmp(&g, &w, sizeof g) == 0, "ta %d tb %d: C[%d][%d] written", ta, tb, i, j);
+                        else
+                            cr_assert(fabsf(g - w) <= 1e-5f, "ta %d tb %d beta %g: C[%d][%d] %g want %g", ta, tb,
+                                      (double)beta, i, j, (double)g, (double)w);
+                    }
+            }
+    const float one = 1.0f;
+    /* lda below the rows of op(A), ldc below m */
+    cr_assert(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, da.p, CUDA_R_32F, M - 1, db.p,
+                           CUDA_R_32F, LD, &one, dc.p, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE, "lda < m accepted");
+    cr_assert(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, da.p, CUDA_R_32F, K - 1, db.p,
+                           CUDA_R_32F, LD, &one, dc.p, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE, "lda < k accepted");
+    cr_assert(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, da.p, CUDA_R_32F, LD, db.p,
+                           CUDA_R_32F, LD, &one, dc.p, CUDA_R_32F, M - 1, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE, "ldc < m accepted");
+    cr_assert(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, da.p, CUDA_R_16F, LD, db.p,
+                           CUDA_R_32F, LD, &one, dc.p, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED, "mixed A/B types accepted");
+    /* a leading dimension that walks B past its allocation fails like the GPU's access */
+    cr_assert(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, da.p, CUDA_R_32F, LD, db.p,
+                           CUDA_R_32F, 4 * LD, &one, dc.p, CUDA_R_32F, LD, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS, "launch");
+    cr_assert(cudaDeviceSynchronize() == cudaErrorIllegalAddress, "out-of-allocation B read");
+    cublasDestroy(h);
+    free(a);
+    free(b);
+    free(c0);
+}
