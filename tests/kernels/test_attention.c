@@ -150,8 +150,11 @@ Test(kn_prefill_attn_tc, matches_reference)
         kt_rng r = kt_rng_make(60 + i);
         attn_case c = attn_case_make(s->qdt, s->kvdt, 6, lens, q_lens, s->n_head, s->n_head_kv,
                                      s->head_dim, s->block_size, &r);
-        /* queries are rounded to the cache's type: the coarser tolerance of the two */
-        const double rtol = fmax(kt_rtol(s->qdt), kt_rtol(s->kvdt));
+        /* Q and the softmax weights P are rounded to the cache's type for the tensor-core
+         * products. Against the fp32 reference that alone costs up to 0.054 (relative, with
+         * the 5%-of-max floor) in bf16 and 0.0053 in fp16: a reference that rounds P and Q
+         * the same way differs from the exact one by that much on these cases. */
+        const double rtol = s->kvdt == KN_DTYPE_BF16 ? 0.08 : 0.01;
         run_case_with(&c, 0, kn_prefill_attn_tc, rtol, "prefill on tensor cores");
         attn_case_free(&c);
     }
