@@ -90,9 +90,42 @@ static void partition3(float *v, int32_t lo, int32_t hi, float pv, int32_t *gt, 
     *lt = b;
 }
 
-/* The k-th largest of v[0, n) (1 <= k <= n); reorders v. Expected O(n). */
+/* Restores the min-heap h[0, k) below position i. */
+static void heap_sift_down(float *h, int32_t k, int32_t i)
+{
+    for (;;) {
+        int32_t c = 2 * i + 1;
+        if (c >= k)
+            return;
+        if (c + 1 < k && h[c + 1] < h[c])
+            c++;
+        if (h[i] <= h[c])
+            return;
+        swapf(&h[i], &h[c]);
+        i = c;
+    }
+}
+
+enum { HEAP_K_MAX = 256 };
+
+/* The k-th largest of v[0, n) (1 <= k <= n); may reorder v. Small k (the usual top-k) keeps
+ * a min-heap of the k largest seen: one predictable pass, since few values beat its root.
+ * Larger k partitions around pivots: expected O(n), but a mispredicted branch per element. */
 static float kth_largest(float *v, int32_t n, int32_t k)
 {
+    if (k <= HEAP_K_MAX) {
+        float h[HEAP_K_MAX];
+        for (int32_t i = 0; i < k; i++)
+            h[i] = v[i];
+        for (int32_t i = k / 2 - 1; i >= 0; i--)
+            heap_sift_down(h, k, i);
+        for (int32_t i = k; i < n; i++)
+            if (v[i] > h[0]) {
+                h[0] = v[i];
+                heap_sift_down(h, k, 0);
+            }
+        return h[0];
+    }
     int32_t lo = 0, hi = n;
     for (;;) {
         float pv = v[lo + (hi - lo) / 2];
