@@ -6,6 +6,7 @@
 // Not emulated: cuBLAS's algorithms, tensor cores and their summation order.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <string.h>
 
 #include "emu_impl.h"
 
@@ -74,29 +75,56 @@ struct gemm_args {
     const float *dalpha, *dbeta; // device pointer mode: read when the GEMM runs
 };
 
+// A row of op(A) or a column of op(B) as transa/transb lay it out: `step` elements apart
+// along k, `next` elements to the following row (column).
+struct strided {
+    cudaDataType t;
+    const void *p;
+    int64_t step, next; // along k, and to the next row (op(A)) or column (op(B))
+};
+
+void fetch(const strided &s, int64_t row, int k, float *out)
+{
+    const int64_t base = row * s.next;
+    if (s.t == CUDA_R_32F && s.step == 1) {
+        memcpy(out, (const float *)s.p + base, sizeof(float) * (size_t)k);
+        return;
+    }
+    for (int l = 0; l < k; l++)
+        out[l] = load(s.t, s.p, base + l * s.step);
+}
+
+// Eight partial sums in a fixed order: fp32 accumulation, like cuBLAS (whose order differs).
+float dot(const float *x, const float *y, int k)
+{
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int l = 0;
+    for (; l + 8 <= k; l += 8)
+        for (int u = 0; u < 8; u++)
+            acc[u] += x[l + u] * y[l + u];
+    for (; l < k; l++)
+        acc[l % 8] += x[l] * y[l];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 cudaError_t gemm_run(const gemm_args &g)
 {
     const float alpha = g.dalpha ? *g.dalpha : g.alpha, beta = g.dbeta ? *g.dbeta : g.beta;
-    // op(A) as rows of k and op(B) as columns of k, so each output is one contiguous dot
-    std::vector<float> a((size_t)g.m * g.k), b((size_t)g.n * g.k);
-    for (int i = 0; i < g.m; i++)
-        for (int l = 0; l < g.k; l++)
-            a[(size_t)i * g.k + l] =
-                load(g.at, g.A, g.ta ? (int64_t)i * g.lda + l : (int64_t)l * g.lda + i);
+    const strided sa{g.at, g.A, g.ta ? 1 : (int64_t)g.lda, g.ta ? (int64_t)g.lda : 1};
+    const strided sb{g.bt, g.B, g.tb ? (int64_t)g.ldb : 1, g.tb ? 1 : (int64_t)g.ldb};
+    // every column of op(B) once, then one row of op(A) at a time against all of them
+    std::vector<float> b((size_t)g.n * g.k), a((size_t)g.k);
     for (int j = 0; j < g.n; j++)
-        for (int l = 0; l < g.k; l++)
-            b[(size_t)j * g.k + l] =
-                load(g.bt, g.B, g.tb ? (int64_t)l * g.ldb + j : (int64_t)j * g.ldb + l);
-    for (int j = 0; j < g.n; j++)
-        for (int i = 0; i < g.m; i++) {
-            const float *x = &a[(size_t)i * g.k], *y = &b[(size_t)j * g.k];
-            float acc = 0.0f;
-            for (int l = 0; l < g.k; l++)
-                acc += x[l] * y[l];
+        fetch(sb, j, g.k, &b[(size_t)j * g.k]);
+    for (int i = 0; i < g.m; i++) {
+        fetch(sa, i, g.k, a.data());
+        for (int j = 0; j < g.n; j++) {
+            const float acc = dot(a.data(), &b[(size_t)j * g.k], g.k);
             const int64_t c = (int64_t)j * g.ldc + i;
             // beta == 0: C is not read (it may hold NaN), as BLAS specifies
             store(g.ct, g.C, c, beta == 0.0f ? alpha * acc : alpha * acc + beta * load(g.ct, g.C, c));
         }
+    }
     return cudaSuccess;
 }
 
@@ -130,6 +158,8 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t st)
     if (!stream_of(st))
         return CUBLAS_STATUS_INVALID_VALUE;
     h->st = st;
+    h->ws = nullptr; // as documented: back to cuBLAS's default workspace pool
+    h->ws_bytes = 0;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -273,6 +303,13 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOp
         g.dbeta = (const float *)beta;
     }
     op o{[g] { return gemm_run(g); }, "cublasGemmEx"};
+    CUstream_st *cs = stream_of(h->st);
+    static bool warned;
+    if (cs && cs->cap && !h->ws && !warned) {
+        say("cublasGemmEx captured with cuBLAS's default workspace (cublasSetStream resets the "
+            "one cublasSetWorkspace set): real cuBLAS may allocate it inside the capture");
+        warned = true;
+    }
     if (!extent_ok("A", A, Atype, a_rows, a_cols, lda) || !extent_ok("B", B, Btype, b_rows, b_cols, ldb) ||
         !extent_ok("C", C, Ctype, m, n, ldc))
         o.run = [] { return cudaErrorIllegalAddress; }; // what the GPU would report
