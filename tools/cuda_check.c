@@ -18,6 +18,7 @@
 enum { BS = 16 };
 
 static int failures;
+static bool fixture_fp16; /* --fp16: the fixture check runs the GPU in fp16 instead of bf16 */
 
 static void check(int ok, const char *fmt, double v, double limit)
 {
@@ -298,37 +299,51 @@ out:
 
 /* ---- the llama.cpp greedy fixture ---------------------------------------------------------- */
 
-/* Reads the int array that follows "key":[ in line into out (at most cap); returns the count
+/* Reads the int array that follows "key": [ in line into out (at most cap); returns the count
  * or -1 when the key is missing. The fixture is our own file (tools/gen_llamacpp_fixtures.py). */
 static int json_ints(const char *line, const char *key, int32_t *out, int cap)
 {
     char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":[", key);
+    snprintf(pat, sizeof pat, "\"%s\"", key);
     const char *p = strstr(line, pat);
     if (!p)
         return -1;
     p += strlen(pat);
+    p += strspn(p, " \t");
+    if (*p++ != ':')
+        return -1;
+    p += strspn(p, " \t");
+    if (*p++ != '[')
+        return -1;
     int n = 0;
-    while (*p && *p != ']' && n < cap) {
+    for (;;) {
+        p += strspn(p, " \t,");
+        if (*p == ']' || !*p || n == cap)
+            break;
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p)
             return -1;
         out[n++] = (int32_t)v;
-        p = end + (*end == ',');
+        p = end;
     }
     return n;
 }
 
 /* Teacher-forced over each fixture (prompt, then llama.cpp's greedy continuation): the GPU's
  * argmax must reproduce llama.cpp's tokens for the first 32 (then greedy decoding on the GPU
- * follows the same path), or agree with the CPU backend's top-1 at >= 99% of positions. */
-static void check_fixture(const eng_model *m, const char *path, int limit)
+ * follows the same path), or agree at >= 99% of positions with the exact argmax (exact_path:
+ * tools/ref_forward.py's float64 top-1 per position, one JSON line per fixture) or, without
+ * that file, with the CPU backend's top-1. llama.cpp and the CPU backend quantise activations
+ * to 8 bits; where the exact answer is a near tie they pick differently from exact arithmetic. */
+static void check_fixture(const eng_model *m, const char *path, const char *exact_path, int limit)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        printf("FAIL  cannot open fixture %s\n", path);
+    FILE *f = fopen(path, "r"), *fe = exact_path ? fopen(exact_path, "r") : NULL;
+    if (!f || (exact_path && !fe)) {
+        printf("FAIL  cannot open fixture %s\n", !f ? path : exact_path);
         failures++;
+        if (f)
+            fclose(f);
         return;
     }
     const int32_t nv = m->hp.n_vocab, maxpos = 512;
@@ -338,25 +353,30 @@ static void check_fixture(const eng_model *m, const char *path, int limit)
     eng_err err;
     if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
         eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, maxpos, maxpos, true,
-                                false, &gpu, &err) != ENG_OK) {
+                                fixture_fp16, &gpu, &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         if (cpu)
             cpu->ops->free(cpu);
         fclose(f);
+        if (fe)
+            fclose(fe);
         return;
     }
     float *lc = malloc(sizeof(float) * (size_t)maxpos * nv);
     float *lg = malloc(sizeof(float) * (size_t)maxpos * nv);
-    static char line[1 << 16];
-    int32_t seq[512];
-    int n_fx = 0, short_runs = 0, agree = 0, total = 0;
+    static char line[1 << 16], eline[1 << 16];
+    int32_t seq[512], exact[256];
+    int n_fx = 0, short_runs = 0, agree = 0, total = 0, agree_x = 0, total_x = 0;
     double worst = 0;
     while (fgets(line, sizeof line, f) && (limit <= 0 || n_fx < limit)) {
         int np = json_ints(line, "prompt_ids", seq, 256);
         int nt = np > 0 ? json_ints(line, "tokens", seq + np, 256) : -1;
         if (np <= 0 || nt <= 0)
             continue;
+        int ne = -1;
+        if (fe && fgets(eline, sizeof eline, fe))
+            ne = json_ints(eline, "top1", exact, 256);
         const int32_t n = np + nt - 1; /* the last token is never an input */
         if (run_seq(cpu, seq, n, n, lc, nv) || run_seq(gpu, seq, n, n, lg, nv)) {
             failures++;
@@ -369,6 +389,10 @@ static void check_fixture(const eng_model *m, const char *path, int limit)
             agree += argmax(lg + (size_t)t * nv, nv) == argmax(lc + (size_t)t * nv, nv);
             total++;
             worst = fmax(worst, row_rel_err(lg + (size_t)t * nv, lc + (size_t)t * nv, nv));
+            if (t - (np - 1) < ne) {
+                agree_x += argmax(lg + (size_t)t * nv, nv) == exact[t - (np - 1)];
+                total_x++;
+            }
         }
         short_runs += lead < (nt < 32 ? nt : 32);
         printf("info  fixture %-3d %3d prompt tokens: GPU greedy follows llama.cpp for %d of %d "
@@ -376,11 +400,22 @@ static void check_fixture(const eng_model *m, const char *path, int limit)
         n_fx++;
     }
     fclose(f);
+    if (fe)
+        fclose(fe);
     printf("info  fixture: %d prompts, top-1 GPU vs CPU backend %d/%d, worst row rel err %.4f\n",
            n_fx, agree, total, worst);
-    check(n_fx > 0 && (short_runs == 0 || agree >= 0.99 * total),
-          "fixture: %.0f prompts follow llama.cpp for fewer than 32 tokens and top-1 agreement is "
-          "below 99%% (limit %.0f)", short_runs, 0);
+    if (fe)
+        printf("info  fixture: top-1 GPU vs exact float64 argmax %d/%d\n", agree_x, total_x);
+    printf("info  fixture: %d of %d prompts leave llama.cpp's greedy path within 32 tokens\n",
+           short_runs, n_fx);
+    /* on llama.cpp's path for 32 tokens everywhere, or else top-1 agreement decides */
+    const double pct = short_runs == 0 ? 100.0
+                       : fe            ? (total_x ? 100.0 * agree_x / total_x : 0.0)
+                                       : (total ? 100.0 * agree / total : 0.0);
+    check(n_fx > 0 && pct >= 99.0,
+          fe ? "fixture: GPU top-1 equals the exact argmax at %.1f%% of positions (limit %.0f%%)"
+             : "fixture: GPU top-1 equals the CPU backend's at %.1f%% of positions (limit %.0f%%)",
+          pct, 99.0);
     free(lc);
     free(lg);
     gpu->ops->free(gpu);
@@ -458,16 +493,20 @@ out:
 
 int main(int argc, char **argv)
 {
-    const char *model = NULL, *fixture = NULL;
+    const char *model = NULL, *fixture = NULL, *exact = NULL;
     int limit = 0;
     bool quick = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             quick = true;
+        } else if (!strcmp(argv[i], "--fp16")) {
+            fixture_fp16 = true;
         } else if (i + 1 < argc && !strcmp(argv[i], "--model")) {
             model = argv[++i];
         } else if (i + 1 < argc && !strcmp(argv[i], "--fixture")) {
             fixture = argv[++i];
+        } else if (i + 1 < argc && !strcmp(argv[i], "--exact")) {
+            exact = argv[++i];
         } else if (i + 1 < argc && !strcmp(argv[i], "--fixture-limit")) {
             limit = atoi(argv[++i]);
         } else {
@@ -477,13 +516,16 @@ int main(int argc, char **argv)
     }
     if (!model) {
         fprintf(stderr,
-                "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--fixture-limit N]] "
-                "[--quick]\n"
+                "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--exact "
+                "greedy_exact_top1.jsonl] [--fixture-limit N]] "
+                "[--quick] [--fp16]\n"
                 "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
                 "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
                 "batched == alone through the engine. --fixture: also the llama.cpp greedy "
                 "fixture (tests/fixtures/llamacpp/greedy.jsonl, for the default model), first N "
-                "prompts. --quick: the fixture only. Exit 0 pass, 1 fail, 77 no GPU.\n");
+                "prompts (--fp16: with fp16 weights and activations; --exact: judge the GPU's top-1 "
+                "against tools/ref_forward.py's float64 argmax). --quick: the fixture only. "
+                "Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }
     if (kn_device_count() < 1) {
@@ -500,7 +542,7 @@ int main(int argc, char **argv)
     }
     printf("info  %s on %s\n", m->hp.name, name);
     if (fixture)
-        check_fixture(m, fixture, limit);
+        check_fixture(m, fixture, exact, limit);
     if (!quick) {
         check_backend(m, 4, 160);
         check_decode(m);
