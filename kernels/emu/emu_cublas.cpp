@@ -83,15 +83,47 @@ struct strided {
     int64_t step, next; // along k, and to the next row (op(A)) or column (op(B))
 };
 
+// fp16 -> fp32 for every bit pattern (the conversion dominates a GEMM over fp16 weights)
+const float *f16_table()
+{
+    static const float *t = [] {
+        float *v = new float[65536];
+        for (uint32_t i = 0; i < 65536; i++) {
+            __half_raw r;
+            r.x = (unsigned short)i;
+            v[i] = __half2float(__half(r));
+        }
+        return v;
+    }();
+    return t;
+}
+
 void fetch(const strided &s, int64_t row, int k, float *out)
 {
-    const int64_t base = row * s.next;
-    if (s.t == CUDA_R_32F && s.step == 1) {
-        memcpy(out, (const float *)s.p + base, sizeof(float) * (size_t)k);
-        return;
+    const int64_t base = row * s.next, st = s.step;
+    switch (s.t) {
+    case CUDA_R_32F: {
+        const float *p = (const float *)s.p + base;
+        for (int l = 0; l < k; l++)
+            out[l] = p[l * st];
+        break;
     }
-    for (int l = 0; l < k; l++)
-        out[l] = load(s.t, s.p, base + l * s.step);
+    case CUDA_R_16BF: { // bf16 is fp32's top half
+        const uint16_t *p = (const uint16_t *)s.p + base;
+        for (int l = 0; l < k; l++) {
+            const uint32_t u = (uint32_t)p[l * st] << 16;
+            memcpy(&out[l], &u, 4);
+        }
+        break;
+    }
+    default: {
+        const uint16_t *p = (const uint16_t *)s.p + base;
+        const float *t = f16_table();
+        for (int l = 0; l < k; l++)
+            out[l] = t[p[l * st]];
+        break;
+    }
+    }
 }
 
 // Eight partial sums in a fixed order: fp32 accumulation, like cuBLAS (whose order differs).

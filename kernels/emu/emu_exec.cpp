@@ -222,13 +222,13 @@ std::string where_str()
     abort(); // not reached: a faulted launch never resumes its fibers
 }
 
+// Wakes the threads parked in `state`: the whole block, or one warp's lanes.
 void release(int state, int warp)
 {
-    for (int i = 0; i < X.n; i++) {
-        fiber &f = X.th[i];
-        if (f.state == state && (warp < 0 || (int)(f.ctx.lin / 32) == warp))
-            f.state = T_RUN;
-    }
+    const int i0 = warp < 0 ? 0 : warp * 32, i1 = warp < 0 ? X.n : std::min(X.n, i0 + 32);
+    for (int i = i0; i < i1; i++)
+        if (X.th[i].state == state)
+            X.th[i].state = T_RUN;
 }
 
 void thread_exit()
