@@ -4,7 +4,6 @@
 // Deadlocks (threads parked at different barriers) and undefined warp-intrinsic use (a mask
 // naming an exited lane, lanes meeting at different intrinsics) stop the launch with a
 // diagnosis instead of hanging or silently computing.
-#include <dlfcn.h>
 #include <link.h>
 #include <signal.h>
 #include <stdio.h>

@@ -4,6 +4,8 @@
 // the same ops again, so a replay reads memory as it is then, as on the GPU. Calls that CUDA
 // forbids while capturing (cudaMalloc, synchronous copies, synchronising the stream)
 // invalidate the capture and fail the same way, so capture-unsafe code shows here.
+#include <time.h>
+
 #include <thread>
 
 #include "emu_impl.h"
@@ -51,8 +53,6 @@ bool event_live(CUevent_st *e)
     return false;
 }
 } // namespace
-
-bool capturing_any() { return !active.empty(); }
 
 bool capture_take(CUstream_st *s, op &o, cudaError_t *err)
 {

@@ -67,7 +67,6 @@ cudaError_t capture_invalidate(CUstream_st *s, const char *api);
 cudaError_t capture_check_legacy(const char *api);
 // Registers a cudaMallocAsync made while st captures, so the graph owns it.
 void capture_own(CUstream_st *s, void *p);
-bool capturing_any();
 
 // ---- memory (emu_runtime.cpp) ------------------------------------------------------------
 enum mem_kind { MEM_HOST, MEM_DEVICE, MEM_PINNED };

@@ -3,12 +3,10 @@
 // outside them are caught), errors with CUDA's sticky semantics, streams and events over one
 // in-order work queue run by a "device" thread, copies, memsets and kernel launches.
 // The real cuda_runtime_api.h declares every function here, so the signatures are CUDA's.
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -58,13 +56,6 @@ state &S()
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
-
-double now_ms()
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
 
 void device_loop()
 {
