@@ -68,4 +68,15 @@ static inline kn_status kn_attn_check(const kn_attn_args *a, bool decode)
     return KN_OK;
 }
 
+// What both prefill launchers (SIMT and tensor-core) check before launching.
+static inline kn_status kn_prefill_check(const kn_attn_args *a)
+{
+    kn_status s = kn_attn_check(a, false);
+    if (s != KN_OK)
+        return s;
+    KN_REQUIRE(a->max_q_len > 0 && a->max_q_len <= a->max_seq_len,
+               "prefill attention: max_q_len %d (1..max_seq_len %d)", a->max_q_len, a->max_seq_len);
+    return KN_OK;
+}
+
 #endif

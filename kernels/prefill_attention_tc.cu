@@ -199,11 +199,9 @@ template <typename T> static kn_status launch_t(const kn_attn_args *a, cudaStrea
 
 extern "C" kn_status kn_prefill_attn_tc(const kn_attn_args *a, cudaStream_t st)
 {
-    kn_status s = kn_attn_check(a, false);
+    kn_status s = kn_prefill_check(a);
     if (s != KN_OK)
         return s;
-    KN_REQUIRE(a->max_q_len > 0 && a->max_q_len <= a->max_seq_len,
-               "prefill attention: max_q_len %d (1..max_seq_len %d)", a->max_q_len, a->max_seq_len);
     if (a->n_seq == 0)
         return KN_OK;
     return a->kv_dtype == KN_DTYPE_F16 ? launch_t<__half>(a, st) : launch_t<__nv_bfloat16>(a, st);
