@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 
     printf("bench_grpc: %s, %d concurrent unary completions x %d each, %d tokens "
            "(ignore_eos), %d engine threads\n",
-           m->hp.name, c.concurrency, c.per_worker, c.max_tokens, c.threads);
+           eng_model_name(m), c.concurrency, c.per_worker, c.max_tokens, c.threads);
     /* Warm-up (page in the weights, start the pools and the connection), then the phases
      * alternate over `rounds` so load drift on a shared machine hits both alike. */
     bench_cfg warm = c;

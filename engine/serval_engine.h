@@ -32,10 +32,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
-#include "sampler.h"
 #include "status.h"
 
+typedef struct eng_model eng_model;
 typedef struct eng_engine eng_engine;
 typedef struct eng_request eng_request;
 
@@ -60,6 +59,53 @@ typedef struct eng_engine_config {
     bool cuda_fp16;          /* CUDA: fp16 weights and activations instead of bf16 */
 } eng_engine_config;
 
+/* ---- models ----------------------------------------------------------------------------- */
+
+/* Loads and validates a GGUF model (any supported architecture). On failure *out is NULL and
+ * err says what was wrong (missing tensor, wrong shape or type, unsupported architecture, ...).
+ * *out is owned by the caller: free it with eng_model_free (NULL does nothing). */
+eng_status eng_model_load(const char *path, eng_model **out, eng_err *err);
+void eng_model_free(eng_model *m);
+
+/* What front ends may know of a model. Strings are owned by the model. */
+const char *eng_model_name(const eng_model *m);       /* general.name, or the file name */
+const char *eng_model_arch_name(const eng_model *m);  /* GGUF architecture ("llama", ...) */
+int32_t eng_model_n_vocab(const eng_model *m);
+int32_t eng_model_n_layer(const eng_model *m);
+int32_t eng_model_n_ctx_train(const eng_model *m);    /* the context it was trained for */
+uint64_t eng_model_weight_bytes(const eng_model *m);  /* bytes one decode step reads */
+/* FIM and chat capabilities come from the prompt builder (prompt/prompt.h), which detects the
+ * model's templates. */
+
+/* Tokenizes a prompt the way the model expects, the one place that decides it: BOS first when
+ * add_special and the model asks for one (tokenizer.ggml.add_bos_token), special tokens
+ * written in the text (<fim_prefix>, <|im_start|>) recognised when parse_special. *ids is a
+ * new array owned by the caller (free()), *n its length (0 for empty text without BOS).
+ * ENG_ERR_INVALID when the text cannot be tokenized, ENG_ERR_NOMEM. */
+eng_status eng_model_tokenize(const eng_model *m, const char *text, size_t len, bool add_special,
+                              bool parse_special, int32_t **ids, int32_t *n, eng_err *err);
+
+/* ---- sampling parameters ---------------------------------------------------------------- */
+
+typedef struct eng_sampler_params {
+    float temperature; /* <= 0: greedy (argmax) */
+    int32_t top_k;     /* 0: off; >= the vocabulary: off too (every token kept) */
+    float top_p;       /* 1: off; in (0, 1] */
+    uint64_t seed;
+} eng_sampler_params;
+
+/* Greedy, top-k off, top-p off, seed 0. */
+eng_sampler_params eng_sampler_defaults(void);
+
+/* The one policy for sampling parameters, applied by eng_submit for every front end:
+ * temperature in [0, 100], top_k >= 0, top_p in (0, 1]; anything else is ENG_ERR_INVALID with
+ * a message naming the parameter. A top_k above n_vocab (the model's vocabulary) is clipped to
+ * n_vocab, which keeps every token (as llama.cpp and vLLM do): that is the only change made to
+ * *p, and only on ENG_OK. */
+eng_status eng_sampler_params_check(eng_sampler_params *p, int32_t n_vocab, eng_err *err);
+
+/* ---- engines ---------------------------------------------------------------------------- */
+
 /* The defaults above (prefix caching on). */
 eng_engine_config eng_engine_config_defaults(void);
 
@@ -77,6 +123,9 @@ void eng_engine_free(eng_engine *e);
 
 /* The model the engine serves. */
 const eng_model *eng_engine_model(const eng_engine *e);
+
+/* The prompt + output limit in effect (max_seq_len after defaults were applied). */
+int32_t eng_engine_max_seq_len(const eng_engine *e);
 
 /* ---- requests --------------------------------------------------------------------------- */
 

@@ -1,5 +1,5 @@
 /* kn_args.h — argument structs shared by the GPU launchers and their plain-C references:
- * paged attention and sampling parameters, and the counter-based RNG both sides draw from.
+ * paged attention and sampling parameters (the random draw itself is engine/util/sample_rng.h).
  * Plain C, no CUDA headers, so kernels/ref/ builds without the toolkit. */
 #ifndef SERVAL_KN_ARGS_H
 #define SERVAL_KN_ARGS_H
@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "kn_status.h"
+/* eng_sample_uniform: the draw the CPU sampler and the GPU kernel share (header-only) */
+#include "../engine/util/sample_rng.h"
 
 #ifdef __CUDACC__
 #define KN_HOST_DEVICE __host__ __device__
@@ -52,21 +54,6 @@ typedef struct kn_sample_params {
     uint64_t seed; /* per sequence */
     uint64_t step; /* per generated token: (seed, step) picks the uniform draw */
 } kn_sample_params;
-
-/* splitmix64's finaliser: a counter-based generator, so GPU and CPU draw the same numbers. */
-static inline KN_HOST_DEVICE uint64_t kn_mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* Uniform draw in [0, 1) with 24 bits, exact in float on every device. */
-static inline KN_HOST_DEVICE float kn_sample_uniform(uint64_t seed, uint64_t step)
-{
-    return (float)(kn_mix64(seed ^ kn_mix64(step)) >> 40) * (1.0f / 16777216.0f);
-}
 
 /* Monotone map of a float to an unsigned key (larger float, larger key; -0 < +0). */
 static inline KN_HOST_DEVICE uint32_t kn_float_key(uint32_t bits)

@@ -116,7 +116,7 @@ static __global__ void __launch_bounds__(SMP_THREADS)
     }
     const int32_t last_any = (int32_t)kn_block_max((float)last, scratch + 1);
     const float total = scratch[0];
-    const float target = kn_sample_uniform(p.seed, p.step) * total;
+    const float target = eng_sample_uniform(p.seed, p.step) * total;
     const float e0 = scan_s[threadIdx.x];
     if (own > 0.0f && target >= e0 && target < e0 + own) {
         float acc = e0;

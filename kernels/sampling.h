@@ -14,7 +14,7 @@ extern "C" {
 
 /* tokens[r] = the token drawn from logits row r with params[r] (see kn_sample_params in
  * kn_args.h), for r < n_rows. One block per row: the top-k and top-p thresholds are found by
- * bisection over the float ordering (no sort), the draw kn_sample_uniform(seed, step) walks
+ * bisection over the float ordering (no sort), the draw eng_sample_uniform(seed, step) walks
  * the kept tokens in vocabulary order. logits: [n_rows, n_vocab] fp32 rows ld elements apart;
  * params: [n_rows]; tokens: [n_rows] int32; scratch: [n_rows, n_vocab] fp32, or NULL to have
  * the launcher allocate it stream-ordered (pass one when capturing graphs or in a hot loop).

@@ -7,9 +7,7 @@
 #include <string.h>
 
 #include "prompt.h"
-#include "sampler.h"
 #include "serval.pb-c.h"
-#include "tokenizer.h"
 
 #define GS_MAX_STOPS 16
 #define GS_DEFAULT_MAX_TOKENS 64
@@ -67,8 +65,7 @@ static const char *common_params(const gs_context *ctx, const Serval__V1__Sampli
         p->sampling.seed = sp->seed;
     }
     eng_err err = {{0}};
-    if (p->sampling.top_k > ctx->model->hp.n_vocab) p->sampling.top_k = ctx->model->hp.n_vocab;
-    if (eng_sampler_params_check(&p->sampling, &err) != ENG_OK) {
+    if (eng_sampler_params_check(&p->sampling, eng_model_n_vocab(ctx->model), &err) != ENG_OK) {
         snprintf(msg, cap, "sampling: %.400s", err.msg);
         return msg;
     }
@@ -252,9 +249,9 @@ static void handle_list_models(gs_call *c)
     const gs_context *ctx = gs_call_context(c);
     Serval__V1__ModelInfo mi = SERVAL__V1__MODEL_INFO__INIT;
     mi.id = (char *)ctx->model_id;
-    mi.architecture = (char *)ctx->model->hp.arch_name;
+    mi.architecture = (char *)eng_model_arch_name(ctx->model);
     mi.context_length = ctx->context_length;
-    mi.vocab_size = ctx->model->hp.n_vocab;
+    mi.vocab_size = eng_model_n_vocab(ctx->model);
     mi.supports_fim = prompt_builder_fim(ctx->prompts) != PROMPT_FIM_NONE;
     mi.supports_chat = prompt_builder_chat(ctx->prompts) != PROMPT_CHAT_NONE;
     Serval__V1__ModelInfo *list[1] = {&mi};

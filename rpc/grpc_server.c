@@ -608,8 +608,8 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     if (s->cfg.max_message_bytes <= 0) s->cfg.max_message_bytes = 4 << 20;
     if (!s->cfg.backend_name) s->cfg.backend_name = "cpu";
     const eng_model *m = eng_engine_model(e);
-    snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : m->hp.name);
-    if (s->cfg.context_length <= 0) s->cfg.context_length = m->hp.n_ctx_train;
+    snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : eng_model_name(m));
+    if (s->cfg.context_length <= 0) s->cfg.context_length = eng_model_n_ctx_train(m);
     if (prompt_builder_create(m, &s->prompts, err) != ENG_OK) {
         free(s);
         return ENG_ERR_INVALID;

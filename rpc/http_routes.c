@@ -556,21 +556,14 @@ static enum MHD_Result route_tokenize(http_req *r, json_t *req)
     bool add_special = jbool(req, "add_special", false, "add_special", &e);
     if (e.set)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
-    const tok_vocab *v = eng_engine_model(s->engine)->vocab;
-    size_t len = json_string_length(c), n = 0;
-    int32_t *ids = malloc((len + 2) * sizeof *ids);
-    if (!ids)
-        return http_reply_error(r, 500, "server_error", "out of memory");
-    size_t off = 0;
-    if (add_special && tok_add_bos(v) && tok_bos(v) >= 0)
-        ids[off++] = tok_bos(v);
-    eng_status st = tok_encode(v, json_string_value(c), len, true, ids + off, len + 1, &n);
-    if (st != ENG_OK) {
-        free(ids);
-        return http_reply_eng_error(r, st, "cannot tokenize content");
-    }
+    int32_t *ids = NULL, n = 0;
+    eng_err err = {{0}};
+    eng_status st = eng_model_tokenize(eng_engine_model(s->engine), json_string_value(c),
+                                       json_string_length(c), add_special, true, &ids, &n, &err);
+    if (st != ENG_OK)
+        return http_reply_eng_error(r, st, err.msg);
     json_t *arr = json_array();
-    for (size_t i = 0; i < off + n; i++)
+    for (int32_t i = 0; i < n; i++)
         json_array_append_new(arr, json_integer(ids[i]));
     free(ids);
     return http_reply_json(r, 200, json_pack("{s:o}", "tokens", arr));

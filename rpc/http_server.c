@@ -436,7 +436,7 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     const eng_model *m = eng_engine_model(e);
     s->bind_addr = dup_or(cfg->bind_addr, "127.0.0.1");
     s->data_dir = dup_or(cfg->data_dir, ".");
-    s->model_name = dup_or(cfg->model_name, m->hp.name);
+    s->model_name = dup_or(cfg->model_name, eng_model_name(m));
     s->version = dup_or(cfg->version, "0.0.0");
     s->device = dup_or(cfg->device, "cpu");
     if (!s->bind_addr || !s->data_dir || !s->model_name || !s->version || !s->device) {

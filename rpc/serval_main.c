@@ -219,7 +219,7 @@ static int parse_complete(int argc, char **argv, complete_opts *o)
         return 1;
     }
     eng_err err = {{0}};
-    if (eng_sampler_params_check(&o->sp, &err) != ENG_OK) {
+    if (eng_sampler_params_check(&o->sp, 0, &err) != ENG_OK) {
         fprintf(stderr, "serval complete: %s\n", err.msg);
         return 1;
     }

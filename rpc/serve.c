@@ -15,7 +15,6 @@
 #include "auth.h"
 #include "grpc_server.h"
 #include "http_server.h"
-#include "model.h"
 #include "serval_engine.h"
 #include "status.h"
 
@@ -255,10 +254,9 @@ int rpc_serve_main(int argc, char **argv)
         fprintf(stderr, "serval serve: cannot start the engine: %s\n", err.msg);
         goto out;
     }
-    int32_t ctx_len = ec.max_seq_len ? ec.max_seq_len
-                                     : (m->hp.n_ctx_train < 8192 ? m->hp.n_ctx_train : 8192);
-    fprintf(stderr, "serval: model %s (%s, %d layers, context %d) on %s\n", m->hp.name,
-            m->hp.arch_name, m->hp.n_layer, ctx_len, o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda");
+    int32_t ctx_len = eng_engine_max_seq_len(e);
+    fprintf(stderr, "serval: model %s (%s, %d layers, context %d) on %s\n", eng_model_name(m),
+            eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda");
 
     rpc_grpc_config gc = {.bind = o.bind, .port = (int)o.grpc_port,
                           .max_inflight = (int)o.max_inflight,

@@ -1,5 +1,5 @@
 /* sampling.c — reference sampler: greedy argmax, temperature, top-k and top-p by sorting,
- * then one draw (kn_sample_uniform) walked over the kept tokens in vocabulary order. */
+ * then one draw (eng_sample_uniform) walked over the kept tokens in vocabulary order. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -59,7 +59,7 @@ int32_t kn_ref_sample(const float *logits, int32_t n_vocab, const kn_sample_para
         if (z >= thr)
             mass += exp((double)z - zmax);
     }
-    const double target = kn_sample_uniform(p->seed, p->step) * mass;
+    const double target = eng_sample_uniform(p->seed, p->step) * mass;
     if (u_out)
         *u_out = (float)target;
     if (mass_out)

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine_impl.h"
 
 enum {
@@ -14,13 +15,6 @@ enum {
     MAX_STOP_LEN = 1024,
     STOP_CONTEXT_TOKENS = 32 /* prompt tail a stop string may straddle (token prompts) */
 };
-
-double eng_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 eng_engine_config eng_engine_config_defaults(void)
 {
@@ -48,6 +42,7 @@ const char *eng_finish_str(eng_finish f)
 }
 
 const eng_model *eng_engine_model(const eng_engine *e) { return e->m; }
+int32_t eng_engine_max_seq_len(const eng_engine *e) { return e->cfg.max_seq_len; }
 
 /* ---- requests ------------------------------------------------------------------------------ */
 
@@ -146,7 +141,7 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
     r->status = st;
     if (msg)
         snprintf(r->error, sizeof r->error, "%s", msg);
-    r->t_done = eng_now_ms() - r->t_submit;
+    r->t_done = eng_clock_ms() - r->t_submit;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     notify(r);
@@ -212,32 +207,9 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
     }
 }
 
-/* Tokenizes a text prompt (special tokens recognised, BOS when the model wants it) into a
- * new array; *n gets its length. */
-static eng_status tokenize_prompt(const tok_vocab *v, const char *text, size_t len, int32_t **ids,
-                                  int32_t *n, eng_err *err)
-{
-    size_t cap = len + 2, got = 0;
-    int32_t *buf = malloc(cap * sizeof *buf);
-    if (!buf)
-        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-    size_t off = 0;
-    if (tok_add_bos(v) && tok_bos(v) >= 0)
-        buf[off++] = tok_bos(v);
-    if (tok_encode(v, text, len, true, buf + off, cap - off, &got) != ENG_OK) {
-        free(buf);
-        return eng_fail(err, ENG_ERR_INVALID, "cannot tokenize the prompt");
-    }
-    if (off + got > INT32_MAX / 2) {
-        free(buf);
-        return eng_fail(err, ENG_ERR_TOO_LONG, "prompt too long");
-    }
-    *ids = buf;
-    *n = (int32_t)(off + got);
-    return ENG_OK;
-}
-
-static eng_status check_params(const eng_engine *e, const eng_request_params *p, eng_err *err)
+/* Validates a request; *sp gets its sampling parameters as the engine will use them. */
+static eng_status check_params(const eng_engine *e, const eng_request_params *p,
+                               eng_sampler_params *sp, eng_err *err)
 {
     if (p->n_tokens < 0 || (p->n_tokens > 0 && !p->tokens))
         return eng_fail(err, ENG_ERR_INVALID, "bad token array");
@@ -252,12 +224,8 @@ static eng_status check_params(const eng_engine *e, const eng_request_params *p,
         if (!p->stop[i] || strlen(p->stop[i]) > MAX_STOP_LEN)
             return eng_fail(err, ENG_ERR_INVALID, "stop string %zu is missing or longer than %d "
                             "bytes", i, MAX_STOP_LEN);
-    eng_sampler_params sp = p->sampling;
-    eng_status st = eng_sampler_params_check(&sp, err);
-    if (st == ENG_OK && sp.top_k > e->m->hp.n_vocab)
-        st = eng_fail(err, ENG_ERR_INVALID, "top_k %d exceeds the vocabulary (%d)", sp.top_k,
-                      e->m->hp.n_vocab);
-    return st;
+    *sp = p->sampling;
+    return eng_sampler_params_check(sp, e->m->hp.n_vocab, err);
 }
 
 /* The text a stop string may start in: the prompt's last bytes. */
@@ -278,7 +246,8 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
                       eng_err *err)
 {
     *out = NULL;
-    eng_status st = check_params(e, p, err);
+    eng_sampler_params sp;
+    eng_status st = check_params(e, p, &sp, err);
     if (st != ENG_OK)
         return st;
     const eng_hparams *hp = &e->m->hp;
@@ -290,7 +259,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
                                 p->tokens[i], i, hp->n_vocab);
         n = p->n_tokens;
     } else {
-        st = tokenize_prompt(e->m->vocab, p->text, p->text_len, &ids, &n, err);
+        st = eng_model_tokenize(e->m, p->text, p->text_len, true, true, &ids, &n, err);
         if (st != ENG_OK)
             return st;
         if (n == 0) {
@@ -332,7 +301,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     r->ignore_eos = p->ignore_eos;
     r->notify = p->notify;
     r->notify_user = p->notify_user;
-    r->t_submit = eng_now_ms();
+    r->t_submit = eng_clock_ms();
     r->tokens = malloc(sizeof(int32_t) * (size_t)(n + r->max_tokens));
     if (!r->tokens) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
@@ -340,7 +309,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     }
     memcpy(r->tokens, ids ? ids : p->tokens, sizeof(int32_t) * (size_t)n);
     r->n_tokens = n;
-    r->sampling = p->sampling;
+    r->sampling = sp;
     st = stop_create(e, p, r->tokens, n, &r->stop, err);
     if (st != ENG_OK)
         goto fail;
@@ -379,16 +348,7 @@ eng_status eng_request_read(eng_request *r, char *buf, size_t cap, int timeout_m
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
     if (timeout_ms != 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        if (timeout_ms > 0) {
-            until.tv_sec += timeout_ms / 1000;
-            until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-        }
+        struct timespec until = eng_clock_deadline(timeout_ms);
         while (!r->done && r->read_pos == r->text_len && r->n_gen == r->n_gen_read) {
             if (timeout_ms < 0) {
                 pthread_cond_wait(&r->cv, &r->mu);
@@ -524,9 +484,9 @@ static void run_step(eng_engine *e)
                    .block_tables = e->b_tables, .n_seqs = e->n_plan,
                    .logits_idx = e->b_logits_idx, .n_logits = nl};
     eng_err err;
-    double t0 = eng_now_ms();
+    double t0 = eng_clock_ms();
     eng_status st = e->be->ops->forward(e->be, &b, e->b_rows, e->b_next, NULL, &err);
-    double t1 = eng_now_ms();
+    double t1 = eng_clock_ms();
     int32_t n_seqs = e->n_plan, n_gen = 0;
     if (st != ENG_OK) {
         while (e->n_plan > 0)
@@ -547,7 +507,7 @@ static void run_step(eng_engine *e)
             accept_token(e, r, e->b_next[li++], t1);
         }
     }
-    publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_now_ms() - t0);
+    publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_clock_ms() - t0);
 }
 
 /* Aborts with the first violated invariant: the KV pool's own accounting, and each running

@@ -93,9 +93,6 @@ struct eng_engine {
     double sum_step_ms, sum_batch_seqs;
 };
 
-/* Milliseconds on the monotonic clock. */
-double eng_now_ms(void);
-
 /* sched.c: plans the next step into e->plan (reserving KV blocks, preempting when they run
  * out). Returns the number of tokens planned (0: nothing runnable). */
 int32_t sched_step_plan(eng_engine *e);

@@ -3,6 +3,7 @@
  * reserves their KV blocks and preempts the newest running sequences when blocks run out. */
 #include <string.h>
 
+#include "clock.h"
 #include "engine_impl.h"
 
 /* Service order: higher priority first, then older (smaller id) first. */
@@ -119,7 +120,7 @@ static bool admit_one(eng_engine *e, int32_t budget)
         r->admitted_once = true;
         pthread_mutex_lock(&r->mu);
         r->n_cached = cached;
-        r->t_sched = eng_now_ms() - r->t_submit;
+        r->t_sched = eng_clock_ms() - r->t_submit;
         pthread_mutex_unlock(&r->mu);
         pthread_mutex_lock(&e->mu);
         e->n_waiting_new--;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kn_args.h" /* kn_sample_uniform: the draw both backends share */
+#include "sample_rng.h" /* eng_sample_uniform: the draw the GPU kernel shares */
 
 eng_sampler_params eng_sampler_defaults(void)
 {
@@ -15,7 +15,7 @@ eng_sampler_params eng_sampler_defaults(void)
     return p;
 }
 
-eng_status eng_sampler_params_check(const eng_sampler_params *p, eng_err *err)
+eng_status eng_sampler_params_check(eng_sampler_params *p, int32_t n_vocab, eng_err *err)
 {
     if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
         return eng_fail(err, ENG_ERR_INVALID, "temperature %g is outside [0, 100]",
@@ -24,6 +24,8 @@ eng_status eng_sampler_params_check(const eng_sampler_params *p, eng_err *err)
         return eng_fail(err, ENG_ERR_INVALID, "top_k %d is negative", p->top_k);
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
         return eng_fail(err, ENG_ERR_INVALID, "top_p %g is outside (0, 1]", (double)p->top_p);
+    if (n_vocab > 0 && p->top_k > n_vocab)
+        p->top_k = n_vocab;
     return ENG_OK;
 }
 
@@ -38,17 +40,18 @@ eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_
                               eng_err *err)
 {
     *out = NULL;
-    eng_status st = eng_sampler_params_check(p, err);
-    if (st != ENG_OK)
-        return st;
     if (n_vocab < 1)
         return eng_fail(err, ENG_ERR_INVALID, "sampler: empty vocabulary");
+    eng_sampler_params checked = *p;
+    eng_status st = eng_sampler_params_check(&checked, n_vocab, err);
+    if (st != ENG_OK)
+        return st;
     eng_sampler *s = calloc(1, sizeof *s);
     if (!s || !(s->scratch = malloc(sizeof(float) * (size_t)n_vocab))) {
         free(s);
         return eng_fail(err, ENG_ERR_NOMEM, "sampler: out of memory");
     }
-    s->p = *p;
+    s->p = checked;
     s->n_vocab = n_vocab;
     *out = s;
     return ENG_OK;
@@ -207,7 +210,7 @@ int32_t eng_sample(const float *logits, int32_t n, const eng_sampler_params *p, 
         if (z >= thr)
             mass += exp((double)z - zmax);
     }
-    const double target = (double)kn_sample_uniform(p->seed, step) * mass;
+    const double target = (double)eng_sample_uniform(p->seed, step) * mass;
     double acc = 0.0;
     int32_t last = 0;
     for (int32_t i = 0; i < n; i++) {

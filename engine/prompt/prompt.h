@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "serval_engine.h" /* eng_model */
 #include "status.h"
 
 typedef enum prompt_fim_kind {

@@ -235,3 +235,34 @@ uint64_t eng_model_weight_bytes(const eng_model *m)
     }
     return b;
 }
+
+const char *eng_model_name(const eng_model *m) { return m->hp.name; }
+const char *eng_model_arch_name(const eng_model *m) { return m->hp.arch_name; }
+int32_t eng_model_n_vocab(const eng_model *m) { return m->hp.n_vocab; }
+int32_t eng_model_n_layer(const eng_model *m) { return m->hp.n_layer; }
+int32_t eng_model_n_ctx_train(const eng_model *m) { return m->hp.n_ctx_train; }
+
+eng_status eng_model_tokenize(const eng_model *m, const char *text, size_t len, bool add_special,
+                              bool parse_special, int32_t **ids, int32_t *n, eng_err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    /* Byte-level and SentencePiece BPE give at most one token per byte, plus BOS. */
+    if (len > (size_t)INT32_MAX / 2)
+        return eng_fail(err, ENG_ERR_TOO_LONG, "prompt of %zu bytes is too long", len);
+    size_t cap = len + 2, off = 0, got = 0;
+    int32_t *buf = malloc(cap * sizeof *buf);
+    if (!buf)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory for %zu prompt tokens", cap);
+    int32_t bos = add_special ? tok_prompt_bos(m->vocab) : -1;
+    if (bos >= 0)
+        buf[off++] = bos;
+    if (len > 0 && tok_encode(m->vocab, text, len, parse_special, buf + off, cap - off, &got) !=
+                       ENG_OK) {
+        free(buf);
+        return eng_fail(err, ENG_ERR_INVALID, "cannot tokenize the prompt (%zu bytes)", len);
+    }
+    *ids = buf;
+    *n = (int32_t)(off + got);
+    return ENG_OK;
+}

@@ -120,8 +120,9 @@ void prompt_result_clear(prompt_result *r)
 
 void prompt_out_bos(prompt_out *p)
 {
-    if (tok_add_bos(p->v) && tok_bos(p->v) >= 0)
-        prompt_out_special(p, tok_bos(p->v));
+    int32_t bos = tok_prompt_bos(p->v);
+    if (bos >= 0)
+        prompt_out_special(p, bos);
 }
 
 eng_status prompt_out_str(prompt_out *p, prompt_str *t, eng_err *err)

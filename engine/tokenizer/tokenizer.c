@@ -524,6 +524,7 @@ int32_t tok_eot(const tok_vocab *v) { return v->eot; }
 int32_t tok_unk(const tok_vocab *v) { return v->unk; }
 int32_t tok_pad(const tok_vocab *v) { return v->pad; }
 bool tok_add_bos(const tok_vocab *v) { return v->add_bos; }
+int32_t tok_prompt_bos(const tok_vocab *v) { return v->add_bos && v->bos >= 0 ? v->bos : -1; }
 
 bool tok_is_eog(const tok_vocab *v, int32_t id)
 {

@@ -7,20 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "serval_engine.h" /* eng_sampler_params */
 #include "status.h"
-
-typedef struct eng_sampler_params {
-    float temperature; /* <= 0: greedy (argmax) */
-    int32_t top_k;     /* 0: off */
-    float top_p;       /* 1: off; in (0, 1] */
-    uint64_t seed;
-} eng_sampler_params;
-
-/* Greedy, top-k off, top-p off, seed 0. */
-eng_sampler_params eng_sampler_defaults(void);
-
-/* Checks ranges: temperature in [0, 100], top_k in [0, n_vocab], top_p in (0, 1]. */
-eng_status eng_sampler_params_check(const eng_sampler_params *p, eng_err *err);
 
 typedef struct eng_sampler eng_sampler;
 
@@ -35,7 +23,7 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits);
  * kernels/ref/sampling.c). Greedy when temperature <= 0: the lowest index among equal maxima.
  * Otherwise z = logits / temperature; top-k keeps the values >= the k-th largest (ties kept);
  * top-p then raises the threshold to the value at which the softmax mass, largest first,
- * reaches top_p (ties kept); one uniform draw kn_sample_uniform(seed, step) is walked over the
+ * reaches top_p (ties kept); one uniform draw eng_sample_uniform(seed, step) is walked over the
  * kept tokens in vocabulary order. step is the draw's index within the request (0 for its
  * first generated token), so a preempted and recomputed request draws the same tokens, and
  * the CPU and the GPU pick the same token from the same logits. scratch: [n_vocab] floats. */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "gguf.h"
+#include "serval_engine.h" /* eng_model (opaque there), eng_model_load/free and accessors */
 #include "status.h"
 #include "tokenizer.h"
 
@@ -52,7 +53,7 @@ typedef struct eng_layer {
     eng_weight w_down;    /* [n_embd, n_ff] */
 } eng_layer;
 
-typedef struct eng_model {
+struct eng_model {
     gguf_file *gguf;      /* owned */
     tok_vocab *vocab;     /* owned */
     eng_hparams hp;
@@ -61,14 +62,9 @@ typedef struct eng_model {
     eng_weight output;    /* [n_vocab, n_embd]; == tok_embd when tied */
     const float *rope_freqs; /* [head_dim/2] frequency divisors (Llama 3.1+), or NULL */
     eng_layer *layers;    /* [n_layer], owned */
-} eng_model;
+};
 
-/* Loads and validates a model. On failure *out is NULL and err says what was wrong
- * (missing tensor, wrong shape or type, unsupported architecture, ...). */
-eng_status eng_model_load(const char *path, eng_model **out, eng_err *err);
-void eng_model_free(eng_model *m);
-
-/* Bytes of weights one decode step reads (every matrix once, plus one embedding row). */
-uint64_t eng_model_weight_bytes(const eng_model *m);
+/* eng_model_load, eng_model_free, the accessors and eng_model_tokenize are declared in
+ * serval_engine.h (the front ends' view of a model); the struct is the engine's inside. */
 
 #endif

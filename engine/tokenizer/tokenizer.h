@@ -26,6 +26,10 @@ int32_t tok_eot(const tok_vocab *v);
 int32_t tok_unk(const tok_vocab *v); /* tokenizer.ggml.unknown_token_id, or -1 */
 int32_t tok_pad(const tok_vocab *v); /* tokenizer.ggml.padding_token_id, or -1 */
 bool tok_add_bos(const tok_vocab *v); /* tokenizer.ggml.add_bos_token */
+/* The token every prompt starts with: BOS when the vocabulary asks for it (add_bos_token) and
+ * has one, else -1. The one place that decides; eng_model_tokenize and the prompt builder
+ * call it. */
+int32_t tok_prompt_bos(const tok_vocab *v);
 /* End-of-generation: EOS, EOT, <|im_end|>, <|endoftext|>, <file_sep> style tokens. */
 bool tok_is_eog(const tok_vocab *v, int32_t id);
 /* Control/special token (never produced by BPE of ordinary text). */
