@@ -5,18 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "model.h"
 #include "serval_engine.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 static void usage(FILE *o)
 {
@@ -134,7 +127,7 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
         fill_tokens(ids + (size_t)i * (size_t)o->prompt, o->prompt, (uint64_t)i + 1, n_vocab);
     eng_engine_stats s0, s;
     eng_engine_stats_get(e, &s0);
-    double t0 = now_ms();
+    double t0 = eng_clock_ms();
     for (int i = 0; i < m; i++)
         rs[i] = submit(e, ids + (size_t)i * (size_t)o->prompt, req_len(o->prompt, o->mixed, i),
                        req_len(o->output, o->mixed, i + 7));
@@ -162,7 +155,7 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
                 break;
         }
         if (n_first == m && t_dec0 == 0) {
-            t_dec0 = now_ms();
+            t_dec0 = eng_clock_ms();
             gen_dec0 = s.tokens_generated - s0.tokens_generated;
         }
         if (s.running == 0 && s.waiting == 0 &&
@@ -170,7 +163,7 @@ static void run_batch(eng_engine *e, const opts *o, int32_t n_vocab)
             break;
         usleep(2000);
     }
-    double t1 = now_ms();
+    double t1 = eng_clock_ms();
     double first_max = 0, per_seq = 0;
     for (int i = 0; i < m; i++) {
         eng_request_output out = wait_done(rs[i]);
@@ -244,7 +237,7 @@ static void run_replay(eng_engine *e, const opts *o, int32_t n_vocab)
     int nt = 0;
     eng_engine_stats s0, s;
     eng_engine_stats_get(e, &s0);
-    double t0 = now_ms();
+    double t0 = eng_clock_ms();
     int64_t cached = 0, prompt_total = 0;
     /* every developer has one request in flight; the next keystroke follows its answer */
     eng_request **cur = calloc((size_t)d, sizeof *cur);
@@ -272,7 +265,7 @@ static void run_replay(eng_engine *e, const opts *o, int32_t n_vocab)
                 left--;
         }
     }
-    double secs = (now_ms() - t0) / 1e3;
+    double secs = (eng_clock_ms() - t0) / 1e3;
     eng_engine_stats_get(e, &s);
     qsort(ttft, (size_t)nt, sizeof *ttft, cmp_double);
     int64_t gen = s.tokens_generated - s0.tokens_generated;

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "grpc_client.h"
 #include "grpc_server.h"
 #include "serval.pb-c.h"
@@ -27,13 +27,6 @@ typedef struct bench_worker {
     int failures;
 } bench_worker;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 /* Distinct prompts per phase and request, so neither phase reuses the other's prefix cache. */
 static void make_prompt(char *buf, size_t cap, int phase, int worker, int i)
 {
@@ -48,7 +41,7 @@ static void *worker_main(void *arg)
     char prompt[256], text[4096];
     for (int i = 0; i < c->per_worker; i++) {
         make_prompt(prompt, sizeof prompt, w->phase, w->index, i);
-        double t0 = now_ms();
+        double t0 = eng_clock_ms();
         bool ok = false;
         if (w->phase == 0) {
             eng_request_params p = eng_request_params_defaults();
@@ -83,7 +76,7 @@ static void *worker_main(void *arg)
                                  &res) == GRPC_STATUS_OK;
             rpc_client_result_clear(&res);
         }
-        w->lat_ms[i] = now_ms() - t0;
+        w->lat_ms[i] = eng_clock_ms() - t0;
         if (!ok) w->failures++;
     }
     return NULL;
@@ -103,7 +96,7 @@ static double run_phase(const bench_cfg *c, int phase, eng_engine *e, rpc_client
     double *lat = calloc((size_t)n, sizeof *lat);
     bench_worker *w = calloc((size_t)c->concurrency, sizeof *w);
     pthread_t *th = calloc((size_t)c->concurrency, sizeof *th);
-    double t0 = now_ms();
+    double t0 = eng_clock_ms();
     for (int i = 0; i < c->concurrency; i++) {
         w[i] = (bench_worker){.cfg = c, .index = i, .phase = phase, .e = e, .cl = cl,
                               .lat_ms = lat + (size_t)i * c->per_worker};
@@ -114,7 +107,7 @@ static double run_phase(const bench_cfg *c, int phase, eng_engine *e, rpc_client
         pthread_join(th[i], NULL);
         *failures += w[i].failures;
     }
-    double wall = now_ms() - t0;
+    double wall = eng_clock_ms() - t0;
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
     *p50 = lat[n / 2];
     *p95 = lat[(n * 95) / 100 < n ? (n * 95) / 100 : n - 1];

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "clock.h"
 #include "http_server.h"
 #include "prompt.h"
 #include "serval_engine.h"
@@ -41,13 +41,6 @@ typedef struct worker {
     double *lat_ms;
     int failures;
 } worker;
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* The i-th request of a worker: a fixture body whose prefix starts with a line unique to
  * (phase, worker, i), so neither phase reuses the other's prefix cache. */
@@ -164,9 +157,9 @@ static void *worker_main(void *arg)
     int fd = w->phase == 1 ? connect_to(sh->port) : -1;
     for (int i = 0; i < sh->cfg->per_worker; i++) {
         json_t *b = make_body(sh, w->phase, w->index, i);
-        double t0 = now_ms();
+        double t0 = eng_clock_ms();
         bool ok = w->phase == 0 ? run_engine(sh, b) : (fd >= 0 && run_http(fd, b));
-        w->lat_ms[i] = now_ms() - t0;
+        w->lat_ms[i] = eng_clock_ms() - t0;
         w->failures += !ok;
         json_decref(b);
     }
@@ -187,7 +180,7 @@ static double run_phase(shared *sh, int phase, double *p50, double *p95, int *fa
     worker *ws = calloc((size_t)c, sizeof *ws);
     pthread_t *th = calloc((size_t)c, sizeof *th);
     double *lat = calloc((size_t)n, sizeof *lat);
-    double t0 = now_ms();
+    double t0 = eng_clock_ms();
     for (int i = 0; i < c; i++) {
         ws[i] = (worker){.sh = sh, .index = i, .phase = phase, .lat_ms = lat + (size_t)i * k};
         pthread_create(&th[i], NULL, worker_main, &ws[i]);
@@ -197,7 +190,7 @@ static double run_phase(shared *sh, int phase, double *p50, double *p95, int *fa
         pthread_join(th[i], NULL);
         *failures += ws[i].failures;
     }
-    double secs = (now_ms() - t0) / 1e3;
+    double secs = (eng_clock_ms() - t0) / 1e3;
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
     *p50 = lat[n / 2];
     *p95 = lat[(n * 95) / 100 < n ? (n * 95) / 100 : n - 1];

@@ -12,20 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "cpuinfo.h"
 #include "pool.h"
 #include "quant.h"
 
 #define REPEATS 7
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -92,7 +85,7 @@ static double copy_bandwidth(int threads, bool best)
     memset(b, 2, len);
     double t[REPEATS];
     for (int rep = -1; rep < REPEATS; rep++) {
-        double t0 = now_s();
+        double t0 = eng_clock_ms() / 1e3;
         pthread_t th;
         copy_arg half = {b + len / 2, a + len / 2, len / 2};
         if (threads == 2)
@@ -101,7 +94,7 @@ static double copy_bandwidth(int threads, bool best)
         if (threads == 2)
             pthread_join(th, NULL);
         if (rep >= 0)
-            t[rep] = now_s() - t0;
+            t[rep] = eng_clock_ms() / 1e3 - t0;
     }
     free(a);
     free(b);
@@ -179,26 +172,26 @@ static stats time_matmul(eng_pool *pool, gguf_dtype t, const uint8_t *W, int cop
     const size_t one = weight_bytes(t, n) * (size_t)rows;
     mm_job j = {t, W, n, rows, act, n_tok, y};
     /* warm-up, and size the inner loop to about budget_s / REPEATS */
-    double t0 = now_s();
+    double t0 = eng_clock_ms() / 1e3;
     int calls = 0;
     do {
         j.W = W + one * (size_t)(calls % copies);
         matmul_all(pool, &j);
         calls++;
-    } while (now_s() - t0 < 0.05 && calls < 100000);
-    double per = (now_s() - t0) / calls;
+    } while (eng_clock_ms() / 1e3 - t0 < 0.05 && calls < 100000);
+    double per = (eng_clock_ms() / 1e3 - t0) / calls;
     int inner = (int)(budget_s / REPEATS / per);
     inner = inner < 1 ? 1 : inner;
     if (copies > 1 && inner % copies)
         inner += copies - inner % copies;
     double ts[REPEATS];
     for (int rep = 0; rep < REPEATS; rep++) {
-        double s0 = now_s();
+        double s0 = eng_clock_ms() / 1e3;
         for (int k = 0; k < inner; k++) {
             j.W = W + one * (size_t)(k % copies);
             matmul_all(pool, &j);
         }
-        ts[rep] = (now_s() - s0) / inner;
+        ts[rep] = (eng_clock_ms() / 1e3 - s0) / inner;
     }
     return summarize(ts, REPEATS);
 }
@@ -333,13 +326,13 @@ int main(int argc, char **argv)
         uint8_t *W = make_weights(GGUF_DTYPE_Q4_1, n, rows, 1);
         uint8_t *act = make_act(GGUF_DTYPE_Q4_1, n, nt);
         float *y = malloc((size_t)(rows * nt) * sizeof *y);
-        double t0 = now_s();
+        double t0 = eng_clock_ms() / 1e3;
         int calls = 0;
         do {
             quant_ref_matmul(GGUF_DTYPE_Q4_1, W, n, 0, rows, act, nt, y, rows);
             calls++;
-        } while (now_s() - t0 < 0.5);
-        double per = (now_s() - t0) / calls;
+        } while (eng_clock_ms() / 1e3 - t0 < 0.5);
+        double per = (eng_clock_ms() / 1e3 - t0) / calls;
         printf("\nscalar reference, Q4_1 576->1536, 64 tokens, 1 thread: %.2f GFLOP/s\n",
                2.0 * (double)n * (double)rows * (double)nt / per / 1e9);
         printf("load average at the end: %.2f\n", loadavg());

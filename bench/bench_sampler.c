@@ -2,16 +2,9 @@
  * sampling setting; the CPU backend pays it once per sequence per step. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "clock.h"
 #include "sampler.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 int main(int argc, char **argv)
 {
@@ -40,10 +33,10 @@ int main(int argc, char **argv)
     printf("eng_sample over %d logits, %d draws each\n", n_vocab, draws);
     long sink = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const double t0 = now_ms();
+        const double t0 = eng_clock_ms();
         for (int d = 0; d < draws; d++)
             sink += eng_sample(logits, n_vocab, &cases[c].p, (uint64_t)d, scratch);
-        printf("  %-24s %8.3f ms per draw\n", cases[c].name, (now_ms() - t0) / draws);
+        printf("  %-24s %8.3f ms per draw\n", cases[c].name, (eng_clock_ms() - t0) / draws);
     }
     free(logits);
     free(scratch);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "grpc_handlers.h"
 #include "prompt.h"
 #include "serval.pb-c.h"
@@ -79,13 +80,6 @@ struct rpc_grpc_server {
     char model_id[128];
     prompt_builder *prompts;
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* ---- call lifetime ----------------------------------------------------------------------- */
 
@@ -679,14 +673,8 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
 static bool wait_live_zero(rpc_grpc_server *s, double deadline_ms)
 {
     pthread_mutex_lock(&s->mu);
-    while (s->live > 0 && now_ms() < deadline_ms) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (s->live > 0 && eng_clock_ms() < deadline_ms) {
+        struct timespec ts = eng_clock_deadline(20);
         pthread_cond_timedwait(&s->cv_state, &s->mu, &ts);
     }
     bool ok = s->live == 0;
@@ -705,10 +693,10 @@ void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
 {
     if (!s) return;
     rpc_grpc_server_stop_accepting(s);
-    if (!wait_live_zero(s, now_ms() + (drain_ms > 0 ? drain_ms : 0))) {
+    if (!wait_live_zero(s, eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0))) {
         grpc_server_cancel_all_calls(s->server);
         /* Cancelled calls cancel their engine requests; those finish at the next step. */
-        wait_live_zero(s, now_ms() + 10000);
+        wait_live_zero(s, eng_clock_ms() + 10000);
     }
     pthread_mutex_lock(&s->mu);
     while (!s->shutdown_done) pthread_cond_wait(&s->cv_state, &s->mu);
