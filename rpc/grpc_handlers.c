@@ -7,10 +7,9 @@
 #include <string.h>
 
 #include "prompt.h"
+#include "rpc_request.h"
 #include "serval.pb-c.h"
 
-#define GS_MAX_STOPS 16
-#define GS_DEFAULT_MAX_TOKENS 64
 #define GS_DEFAULT_CHAT_TOKENS 256
 
 static const struct {
@@ -51,10 +50,7 @@ static const char *common_params(const gs_context *ctx, const Serval__V1__Sampli
         return msg;
     }
     p->max_tokens = max_tokens ? max_tokens : default_max;
-    if (n_stop > GS_MAX_STOPS) {
-        snprintf(msg, cap, "at most %d stop strings, got %zu", GS_MAX_STOPS, n_stop);
-        return msg;
-    }
+    if (rpc_stops_check(n_stop, msg, cap)) return msg;
     p->stop = (const char *const *)stop;
     p->n_stop = n_stop;
     p->sampling = eng_sampler_defaults();
@@ -73,17 +69,14 @@ static const char *common_params(const gs_context *ctx, const Serval__V1__Sampli
 }
 
 /* Engine params from a built prompt: its tokens and its stop words followed by the request's
- * own (both arrays borrowed until gs_call_submit returns). */
+ * own (stops holds RPC_MAX_STOPS; both borrowed until gs_call_submit returns). */
 static void params_from_prompt(const prompt_result *pr, char **user_stops, size_t n_user,
                                const char **stops, eng_request_params *p)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < pr->n_stops; i++) stops[n++] = pr->stops[i];
-    for (size_t i = 0; i < n_user; i++) stops[n++] = user_stops[i];
     p->tokens = pr->tokens;
     p->n_tokens = (int32_t)pr->n_tokens;
     p->stop = stops;
-    p->n_stop = n;
+    p->n_stop = rpc_stops_merge(pr, (const char *const *)user_stops, n_user, stops);
 }
 
 static grpc_status_code prompt_status(eng_status st)
@@ -127,9 +120,9 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
     char msg[512];
     eng_request_params p = eng_request_params_defaults();
     prompt_result pr = {0};
-    const char *stops[GS_MAX_STOPS + 32];
+    const char *stops[RPC_MAX_STOPS];
     grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
-    const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_MAX_TOKENS,
+    const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, RPC_DEFAULT_COMPLETION_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
     if (!bad) {
         if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT) {
@@ -144,8 +137,6 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
                 code = prompt_status(st);
                 snprintf(msg, sizeof msg, "segments: %.480s", err.msg);
                 bad = msg;
-            } else if (pr.n_stops > 32) {
-                bad = "segments: too many stop words for the language";
             } else {
                 params_from_prompt(&pr, rq->stop, rq->n_stop, stops, &p);
             }
@@ -176,7 +167,7 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
     eng_request_params p = eng_request_params_defaults();
     prompt_result pr = {0};
     prompt_chat_message *msgs = NULL;
-    const char *stops[GS_MAX_STOPS + 32];
+    const char *stops[RPC_MAX_STOPS];
     grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
     const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_CHAT_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
@@ -202,8 +193,6 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
             code = prompt_status(st);
             snprintf(msg, sizeof msg, "model '%.100s': %.380s", ctx->model_id, err.msg);
             bad = msg;
-        } else if (pr.n_stops > 32) {
-            bad = "too many chat stop words";
         } else {
             params_from_prompt(&pr, rq->stop, rq->n_stop, stops, &p);
         }

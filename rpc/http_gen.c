@@ -7,19 +7,15 @@
 #include <time.h>
 
 #include "http_impl.h"
+#include "rpc_request.h"
 
 #define POLL_MS 25
-#define MAX_ALL_STOPS 80
 
 /* Submits g (prompt tokens, stops) to the engine. */
 static eng_status submit(http_server *s, http_gen *g, eng_request **er, eng_err *err)
 {
-    const char *stops[MAX_ALL_STOPS];
-    size_t n = 0;
-    for (size_t i = 0; i < g->prompt.n_stops && n < MAX_ALL_STOPS; i++)
-        stops[n++] = g->prompt.stops[i];
-    for (size_t i = 0; i < g->n_extra_stops && n < MAX_ALL_STOPS; i++)
-        stops[n++] = g->extra_stops[i];
+    const char *stops[RPC_MAX_STOPS];
+    size_t n = rpc_stops_merge(&g->prompt, g->extra_stops, g->n_extra_stops, stops);
     eng_request_params p = eng_request_params_defaults();
     p.tokens = g->prompt.tokens;
     p.n_tokens = (int32_t)g->prompt.n_tokens;
@@ -59,7 +55,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
         *replied = true;
         return http_reply_error(r, 500, "server_error", "out of memory");
     }
-    double deadline = r->t_start + s->cfg.request_timeout_s;
+    double deadline_ms = r->t_start_ms + s->cfg.request_timeout_s * 1e3;
     char buf[4096];
     for (;;) {
         eng_request_output o;
@@ -101,7 +97,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
             r->status = 499;
             return MHD_NO; /* nobody to answer: close */
         }
-        if (http_now() > deadline) {
+        if (eng_clock_ms() > deadline_ms) {
             eng_request_cancel(er);
             eng_request_release(er);
             drop_text(res);
@@ -154,7 +150,7 @@ typedef struct sse {
     bool finished;      /* the final event is queued */
     bool ended;         /* everything written */
     bool gone;
-    double deadline;
+    double deadline_ms;         /* eng_clock_ms() after which the stream is cut */
     char *pend;         /* bytes waiting to be written */
     size_t pend_len, pend_off, pend_cap;
     eng_request_output last;
@@ -299,7 +295,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        if (http_client_gone(x->fd) || atomic_load(&x->s->stopping) || http_now() > x->deadline) {
+        if (http_client_gone(x->fd) || atomic_load(&x->s->stopping) || eng_clock_ms() > x->deadline_ms) {
             x->gone = true;
             eng_request_cancel(x->er);
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -351,7 +347,7 @@ enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind,
     snprintf(x->id, sizeof x->id, "%s", id);
     x->model = strdup(s->model_name);
     x->created = (long)time(NULL);
-    x->deadline = r->t_start + s->cfg.request_timeout_s;
+    x->deadline_ms = r->t_start_ms + s->cfg.request_timeout_s * 1e3;
     eng_err err = {{0}};
     eng_status st = submit(s, g, &x->er, &err);
     prompt_result_clear(&g->prompt);

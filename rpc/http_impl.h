@@ -9,9 +9,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "clock.h"
 #include "http_server.h"
 #include "prompt.h"
 
+/* The routes. Each has one row in http_routes.c's table (path, methods, auth, body, handler);
+ * dispatch, 404/405 answers, auth, the log line and the metrics label all come from it. */
 typedef enum http_route {
     HTTP_ROUTE_V1_HEALTH = 0,
     HTTP_ROUTE_SERVER_SETTING,
@@ -26,10 +29,38 @@ typedef enum http_route {
     HTTP_ROUTE_TOKENIZE,
     HTTP_ROUTE_EMBEDDINGS,
     HTTP_ROUTE_METRICS,
-    HTTP_ROUTE_OTHER,        /* unknown paths, preflights */
+    HTTP_ROUTE_OTHER,        /* unknown paths */
     HTTP_ROUTE_COUNT
 } http_route;
 
+/* Methods a route answers (OPTIONS, the CORS preflight, is answered for every path). */
+typedef enum http_method {
+    HTTP_METHOD_GET = 1u << 0,
+    HTTP_METHOD_POST = 1u << 1,
+    HTTP_METHOD_ANY = 0xFFu      /* not checked: every method reaches the handler */
+} http_method;
+
+typedef struct http_req http_req;
+
+/* A route's handler; `body` is the parsed JSON object for routes with json_body (borrowed:
+ * the dispatcher frees it), NULL otherwise. Replies exactly once. */
+typedef enum MHD_Result (*http_handler)(http_req *r, json_t *body);
+
+typedef struct http_route_def {
+    const char *path;        /* NULL for HTTP_ROUTE_OTHER, which no path names */
+    const char *alias;       /* a second path served the same way, or NULL */
+    unsigned methods;        /* http_method bits; others get 405 with an Allow header */
+    bool auth;               /* bearer token and per-token rate limit */
+    bool json_body;          /* the body must be a JSON object, parsed before the handler */
+    bool logged;             /* one log line per request (not probes nor scrapes) */
+    http_handler handler;
+} http_route_def;
+
+/* The route's row (every route has one; out-of-range values get HTTP_ROUTE_OTHER's). */
+const http_route_def *http_route_get(http_route r);
+/* The route a request path names (exact match on path or alias); HTTP_ROUTE_OTHER if none. */
+http_route http_route_find(const char *url);
+/* The metrics label: the route's path, "other" for HTTP_ROUTE_OTHER. */
 const char *http_route_name(http_route r);
 
 /* ---- metrics ---------------------------------------------------------------------------- */
@@ -65,7 +96,7 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
 typedef struct http_bucket {
     uint64_t key;       /* hash of the token; 0: empty slot */
     double tokens;
-    double last;        /* monotonic seconds */
+    double last_ms;     /* eng_clock_ms() of the last refill */
 } http_bucket;
 
 #define HTTP_BUCKETS 1024
@@ -89,7 +120,7 @@ struct http_server {
 };
 
 /* One HTTP request (MHD's con_cls). */
-typedef struct http_req {
+struct http_req {
     http_server *s;
     struct MHD_Connection *conn;
     http_route route;
@@ -99,16 +130,15 @@ typedef struct http_req {
     size_t len, cap;
     bool too_big;
     bool started;
-    double t_start;             /* monotonic seconds */
+    double t_start_ms;          /* eng_clock_ms() when the headers arrived */
     int status;                 /* what was answered (for metrics) */
     int fd;                     /* the client socket, to notice a disconnect while generating */
     unsigned long long id;      /* for the log line */
     char path[96];              /* the URL, copied (clipped) for the log line */
     bool has_gen;               /* a non-streamed generation ran: gen is its last output */
     eng_request_output gen;
-} http_req;
+};
 
-double http_now(void);
 /* true when the client closed its end (or the socket failed). */
 bool http_client_gone(int fd);
 /* "cmpl-" + a random UUID, into buf (>= 48 bytes). */
@@ -129,7 +159,11 @@ enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader,
 /* Maps an engine/prompt status to an HTTP error reply. */
 enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg);
 
-/* Routes (http_routes.c): called once the whole body is in r->body. */
+/* Sends an empty-bodied reply with one extra header (NULL: none): 401, 405. */
+enum MHD_Result http_reply_empty(http_req *r, int status, const char *header, const char *value);
+
+/* Routes (http_routes.c): called once the whole body is in r->body. Answers from the route's
+ * row: 405 for a method it does not take, 400/422 for a body that is not a JSON object. */
 enum MHD_Result http_dispatch(http_req *r);
 
 /* ---- generation (http_gen.c) ------------------------------------------------------------ */

@@ -4,6 +4,8 @@
  * unknown fields are ignored. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +14,8 @@
 #include <unistd.h>
 
 #include "http_impl.h"
+#include "rpc_request.h"
 
-#define MAX_CLIENT_STOPS 16
 #define MAX_SNIPPETS 32
 #define MAX_MESSAGES 256
 
@@ -45,8 +47,8 @@ static const char *jstr(json_t *o, const char *key, const char *field, jerr *e)
     return json_string_value(v);
 }
 
-static double jnum(json_t *o, const char *key, double def, double lo, double hi,
-                   const char *field, jerr *e)
+/* Optional number, any value. */
+static double jnumber(json_t *o, const char *key, double def, const char *field, jerr *e)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v))
@@ -55,7 +57,14 @@ static double jnum(json_t *o, const char *key, double def, double lo, double hi,
         jfail(e, "%s must be a number", field);
         return def;
     }
-    double d = json_number_value(v);
+    return json_number_value(v);
+}
+
+/* Optional number in [lo, hi]. */
+static double jnum(json_t *o, const char *key, double def, double lo, double hi,
+                   const char *field, jerr *e)
+{
+    double d = jnumber(o, key, def, field, e);
     if (d < lo || d > hi) {
         char f[128];
         snprintf(f, sizeof f, "%s must be in [%g, %g]", field, lo, hi);
@@ -77,7 +86,20 @@ static bool jbool(json_t *o, const char *key, bool def, const char *field, jerr 
     return json_is_true(v);
 }
 
-/* "stop": a string or an array of strings. */
+/* Optional integer (a number with no fraction); beyond int32 it saturates, which only ever
+ * meets a limit that clips (top_k above the vocabulary) or rejects (a negative). */
+static int32_t jint32(json_t *o, const char *key, int32_t def, const char *field, jerr *e)
+{
+    double d = jnumber(o, key, def, field, e);
+    if (d != floor(d)) {
+        jfail(e, "%s must be an integer", field);
+        return def;
+    }
+    return d < INT32_MIN ? INT32_MIN : d > INT32_MAX ? INT32_MAX : (int32_t)d;
+}
+
+/* "stop": a string or an array of strings (at most RPC_MAX_CLIENT_STOPS); empty ones are
+ * dropped. out holds RPC_MAX_CLIENT_STOPS. */
 static size_t jstops(json_t *o, const char **out, jerr *e)
 {
     json_t *v = json_object_get(o, "stop");
@@ -91,15 +113,16 @@ static size_t jstops(json_t *o, const char **out, jerr *e)
         jfail(e, "%s must be a string or an array of strings", "stop");
         return 0;
     }
+    char msg[128];
+    if (rpc_stops_check(json_array_size(v), msg, sizeof msg)) {
+        jfail(e, "%s", msg);
+        return 0;
+    }
     size_t n = 0, i;
     json_t *x;
     json_array_foreach(v, i, x) {
         if (!json_is_string(x)) {
             jfail(e, "%s must be a string or an array of strings", "stop");
-            return 0;
-        }
-        if (n == MAX_CLIENT_STOPS) {
-            jfail(e, "%s has more than 16 strings", "stop");
             return 0;
         }
         if (*json_string_value(x))
@@ -131,20 +154,30 @@ static json_t *parse_body(http_req *r, enum MHD_Result *res)
     return j;
 }
 
-static eng_sampler_params sampling_from(json_t *o, double def_temp, jerr *e)
+/* Sampling fields. Their JSON types are checked here; their ranges are the engine's one
+ * policy (eng_sampler_params_check: a top_k above the vocabulary clipped, a negative one
+ * rejected, ...), so HTTP takes exactly what gRPC and the engine take, with the same message. */
+static eng_sampler_params sampling_from(const http_server *s, json_t *o, double def_temp,
+                                        jerr *e)
 {
     eng_sampler_params p = eng_sampler_defaults();
-    p.temperature = (float)jnum(o, "temperature", def_temp, 0, 2, "temperature", e);
-    p.top_p = (float)jnum(o, "top_p", 1, 1e-6, 1, "top_p", e);
-    p.top_k = (int32_t)jnum(o, "top_k", 0, 0, 1e6, "top_k", e);
+    p.temperature = (float)jnumber(o, "temperature", def_temp, "temperature", e);
+    p.top_p = (float)jnumber(o, "top_p", 1, "top_p", e);
+    p.top_k = jint32(o, "top_k", 0, "top_k", e);
     p.seed = (uint64_t)jnum(o, "seed", 0, 0, 9007199254740991.0, "seed", e);
+    eng_err err = {{0}};
+    if (!e->set &&
+        eng_sampler_params_check(&p, eng_model_n_vocab(eng_engine_model(s->engine)), &err) !=
+            ENG_OK)
+        jfail(e, "%.255s", err.msg);
     return p;
 }
 
 /* ---- Tabby ------------------------------------------------------------------------------ */
 
-static enum MHD_Result route_health(http_req *r)
+static enum MHD_Result route_health(http_req *r, json_t *body)
 {
+    (void)body;
     http_server *s = r->s;
     json_t *cuda = json_array();
     json_t *j = json_pack(
@@ -241,7 +274,7 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     const char *language = jstr(req, "language", "language", &e);
     json_t *seg = json_object_get(req, "segments");
     http_gen g = {0};
-    g.sampling = sampling_from(req, 0.1, &e);
+    g.sampling = sampling_from(s, req, 0.1, &e);
     g.max_tokens = s->cfg.default_max_tokens;
     if (e.set)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
@@ -360,9 +393,9 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
     if (!json_is_string(pj))
         return http_reply_error(r, 422, "invalid_request_error",
                                 "prompt must be a string (or an array of one string)");
-    const char *stops[MAX_CLIENT_STOPS];
+    const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
-    g.sampling = sampling_from(req, 1.0, &e);
+    g.sampling = sampling_from(s, req, 1.0, &e);
     g.max_tokens = (int32_t)jnum(req, "max_tokens", 16, 1, 1 << 20, "max_tokens", &e);
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
@@ -432,7 +465,7 @@ static char *message_content(json_t *m, size_t i, jerr *e)
     return out;
 }
 
-static enum MHD_Result route_chat(http_req *r, json_t *req, bool always_stream)
+static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
 {
     http_server *s = r->s;
     jerr e = {0};
@@ -458,9 +491,9 @@ static enum MHD_Result route_chat(http_req *r, json_t *req, bool always_stream)
         contents[i] = message_content(m, i, &e);
         pm[i].content = contents[i];
     }
-    const char *stops[MAX_CLIENT_STOPS];
+    const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
-    g.sampling = sampling_from(req, 0.7, &e);
+    g.sampling = sampling_from(s, req, 0.7, &e);
     double mt = jnum(req, "max_tokens", 0, 1, 1 << 20, "max_tokens", &e);
     if (mt == 0)
         mt = jnum(req, "max_completion_tokens", 512, 1, 1 << 20, "max_completion_tokens", &e);
@@ -513,9 +546,9 @@ static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
     json_t *pj = json_object_get(req, "prompt");
     if (!json_is_string(pj))
         return http_reply_error(r, 422, "invalid_request_error", "prompt must be a string");
-    const char *stops[MAX_CLIENT_STOPS];
+    const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
-    g.sampling = sampling_from(req, 0.8, &e);
+    g.sampling = sampling_from(s, req, 0.8, &e);
     double np = jnum(req, "n_predict", -1, -1, 1 << 20, "n_predict", &e);
     g.max_tokens = np < 0 ? 256 : np == 0 ? 1 : (int32_t)np;
     g.n_extra_stops = jstops(req, stops, &e);
@@ -569,106 +602,158 @@ static enum MHD_Result route_tokenize(http_req *r, json_t *req)
     return http_reply_json(r, 200, json_pack("{s:o}", "tokens", arr));
 }
 
-/* ---- dispatch --------------------------------------------------------------------------- */
-
-static bool is(const http_req *r, const char *m)
+/* Tabby's /v1beta/chat/completions always streams; OpenAI's only when asked. */
+static enum MHD_Result route_openai_chat(http_req *r, json_t *req)
 {
-    return strcmp(r->method, m) == 0;
+    return chat(r, req, false);
 }
 
-static enum MHD_Result method_not_allowed(http_req *r, const char *allow)
+static enum MHD_Result route_tabby_chat(http_req *r, json_t *req)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Allow", allow);
-    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
-    r->status = 405;
-    enum MHD_Result ok = MHD_queue_response(r->conn, 405, resp);
-    MHD_destroy_response(resp);
-    return ok;
+    return chat(r, req, true);
 }
 
-static enum MHD_Result with_body(http_req *r)
+/* One path, two shapes: OpenAI's body has prompt and no segments; Tabby's has segments (or
+ * debug_options.raw_prompt). */
+static enum MHD_Result route_v1_completions(http_req *r, json_t *req)
 {
-    enum MHD_Result res = MHD_YES;
-    json_t *req = parse_body(r, &res);
-    if (!req)
-        return res;
-    switch (r->route) {
-    case HTTP_ROUTE_V1_COMPLETIONS:
-        /* OpenAI's body has prompt and no segments; Tabby's has segments (or raw_prompt). */
-        if (!json_object_get(req, "segments") && json_object_get(req, "prompt") &&
-            !json_object_get(req, "debug_options"))
-            res = route_openai_completion(r, req);
-        else
-            res = route_tabby_completion(r, req);
-        break;
-    case HTTP_ROUTE_V1_EVENTS: res = route_events(r, req); break;
-    case HTTP_ROUTE_V1_CHAT: res = route_chat(r, req, false); break;
-    case HTTP_ROUTE_V1BETA_CHAT: res = route_chat(r, req, true); break;
-    case HTTP_ROUTE_COMPLETION: res = route_llama_completion(r, req); break;
-    case HTTP_ROUTE_TOKENIZE: res = route_tokenize(r, req); break;
-    default: res = http_reply_error(r, 404, "not_found", "no route"); break;
-    }
-    json_decref(req);
+    if (!json_object_get(req, "segments") && json_object_get(req, "prompt") &&
+        !json_object_get(req, "debug_options"))
+        return route_openai_completion(r, req);
+    return route_tabby_completion(r, req);
+}
+
+static enum MHD_Result route_server_setting(http_req *r, json_t *body)
+{
+    (void)body;
+    return http_reply_json(r, 200, json_pack("{s:b}", "disable_client_side_telemetry", 0));
+}
+
+static enum MHD_Result route_tabby_models(http_req *r, json_t *body)
+{
+    (void)body;
+    http_server *s = r->s;
+    bool chat_ok = prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE;
+    return http_reply_json(r, 200, json_pack("{s:[s],s:o}", "completion", s->model_name, "chat",
+                                             chat_ok ? json_pack("[s]", s->model_name)
+                                                     : json_null()));
+}
+
+static enum MHD_Result route_openai_models(http_req *r, json_t *body)
+{
+    (void)body;
+    return http_reply_json(r, 200, json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
+                                             "data", "id", r->s->model_name, "object", "model",
+                                             "created", 0, "owned_by", "serval"));
+}
+
+static enum MHD_Result route_llama_health(http_req *r, json_t *body)
+{
+    (void)body;
+    return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static enum MHD_Result route_embeddings(http_req *r, json_t *body)
+{
+    (void)body;
+    return http_reply_error(r, 501, "not_implemented",
+                            "embeddings are not available: no embedding model is loaded "
+                            "(Serval serves %s, a completion model)", r->s->model_name);
+}
+
+static enum MHD_Result route_metrics(http_req *r, json_t *body)
+{
+    (void)body;
+    http_server *s = r->s;
+    size_t len;
+    char *text = http_metrics_render(&s->metrics, s->engine, atomic_load(&s->inflight), &len);
+    if (!text)
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    enum MHD_Result res = http_reply_text(r, 200, "text/plain; version=0.0.4", text, len);
+    free(text);
     return res;
+}
+
+static enum MHD_Result route_not_found(http_req *r, json_t *body)
+{
+    (void)body;
+    return http_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->url);
+}
+
+/* ---- the route table -------------------------------------------------------------------- */
+
+enum { GET = HTTP_METHOD_GET, POST = HTTP_METHOD_POST, ANY = HTTP_METHOD_ANY };
+
+/* One row per route: everything about a route is decided here. Health probes are open (no
+ * token) and unlogged; unknown paths need a token too, so a 404 tells a stranger nothing. */
+static const http_route_def routes[HTTP_ROUTE_COUNT] = {
+    /* [route]                  = {path,                     alias,            methods,    auth,  json,  logged, handler} */
+    [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, route_health},
+    [HTTP_ROUTE_SERVER_SETTING] = {"/v1beta/server_setting",   NULL,             GET,        true,  false, true,  route_server_setting},
+    [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       true,  true,  true,  route_v1_completions},
+    [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       true,  true,  true,  route_events},
+    [HTTP_ROUTE_V1_CHAT]        = {"/v1/chat/completions",     NULL,             POST,       true,  true,  true,  route_openai_chat},
+    [HTTP_ROUTE_V1BETA_CHAT]    = {"/v1beta/chat/completions", NULL,             POST,       true,  true,  true,  route_tabby_chat},
+    [HTTP_ROUTE_V1BETA_MODELS]  = {"/v1beta/models",           NULL,             GET,        true,  false, true,  route_tabby_models},
+    [HTTP_ROUTE_V1_MODELS]      = {"/v1/models",               NULL,             GET,        true,  false, true,  route_openai_models},
+    [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       true,  true,  true,  route_llama_completion},
+    [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, route_llama_health},
+    [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  route_tokenize},
+    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        true,  false, true,  route_embeddings},
+    [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        true,  false, false, route_metrics},
+    [HTTP_ROUTE_OTHER]          = {NULL,                       NULL,             ANY,        true,  false, true,  route_not_found},
+};
+
+const http_route_def *http_route_get(http_route r)
+{
+    return &routes[(unsigned)r < HTTP_ROUTE_COUNT ? r : HTTP_ROUTE_OTHER];
+}
+
+http_route http_route_find(const char *url)
+{
+    for (int i = 0; i < HTTP_ROUTE_COUNT; i++) {
+        const http_route_def *d = &routes[i];
+        if ((d->path && strcmp(url, d->path) == 0) || (d->alias && strcmp(url, d->alias) == 0))
+            return (http_route)i;
+    }
+    return HTTP_ROUTE_OTHER;
+}
+
+const char *http_route_name(http_route r)
+{
+    const char *path = http_route_get(r)->path;
+    return path ? path : "other";
+}
+
+/* "GET, POST, OPTIONS": the Allow header of a 405. */
+static void allow_header(unsigned methods, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%s%s", methods & HTTP_METHOD_GET ? "GET, " : "",
+             methods & HTTP_METHOD_POST ? "POST, " : "", "OPTIONS");
+}
+
+static unsigned method_bit(const char *method)
+{
+    return strcmp(method, "GET") == 0 ? HTTP_METHOD_GET
+           : strcmp(method, "POST") == 0 ? HTTP_METHOD_POST
+                                         : 0;
 }
 
 enum MHD_Result http_dispatch(http_req *r)
 {
-    http_server *s = r->s;
-    switch (r->route) {
-    case HTTP_ROUTE_V1_HEALTH:
-        if (!is(r, "GET") && !is(r, "POST"))
-            return method_not_allowed(r, "GET, POST, OPTIONS");
-        return route_health(r);
-    case HTTP_ROUTE_HEALTH:
-        if (!is(r, "GET"))
-            return method_not_allowed(r, "GET, OPTIONS");
-        return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
-    case HTTP_ROUTE_SERVER_SETTING:
-        if (!is(r, "GET"))
-            return method_not_allowed(r, "GET, OPTIONS");
-        return http_reply_json(r, 200, json_pack("{s:b}", "disable_client_side_telemetry", 0));
-    case HTTP_ROUTE_V1BETA_MODELS: {
-        if (!is(r, "GET"))
-            return method_not_allowed(r, "GET, OPTIONS");
-        bool chat = prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE;
-        return http_reply_json(r, 200, json_pack("{s:[s],s:o}", "completion", s->model_name, "chat",
-                                                 chat ? json_pack("[s]", s->model_name) : json_null()));
+    const http_route_def *d = http_route_get(r->route);
+    if (d->methods != HTTP_METHOD_ANY && !(d->methods & method_bit(r->method))) {
+        char allow[32];
+        allow_header(d->methods, allow, sizeof allow);
+        return http_reply_empty(r, 405, "Allow", allow);
     }
-    case HTTP_ROUTE_V1_MODELS:
-        if (!is(r, "GET"))
-            return method_not_allowed(r, "GET, OPTIONS");
-        return http_reply_json(r, 200, json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
-                                                 "data", "id", s->model_name, "object", "model",
-                                                 "created", 0, "owned_by", "serval"));
-    case HTTP_ROUTE_METRICS: {
-        if (!is(r, "GET"))
-            return method_not_allowed(r, "GET, OPTIONS");
-        size_t len;
-        char *text = http_metrics_render(&s->metrics, s->engine, atomic_load(&s->inflight), &len);
-        if (!text)
-            return http_reply_error(r, 500, "server_error", "out of memory");
-        enum MHD_Result res = http_reply_text(r, 200, "text/plain; version=0.0.4", text, len);
-        free(text);
+    if (!d->json_body)
+        return d->handler(r, NULL);
+    enum MHD_Result res = MHD_YES;
+    json_t *req = parse_body(r, &res);
+    if (!req)
         return res;
-    }
-    case HTTP_ROUTE_EMBEDDINGS:
-        return http_reply_error(r, 501, "not_implemented",
-                                "embeddings are not available: no embedding model is loaded "
-                                "(Serval serves %s, a completion model)", s->model_name);
-    case HTTP_ROUTE_V1_COMPLETIONS:
-    case HTTP_ROUTE_V1_EVENTS:
-    case HTTP_ROUTE_V1_CHAT:
-    case HTTP_ROUTE_V1BETA_CHAT:
-    case HTTP_ROUTE_COMPLETION:
-    case HTTP_ROUTE_TOKENIZE:
-        if (!is(r, "POST"))
-            return method_not_allowed(r, "POST, OPTIONS");
-        return with_body(r);
-    default:
-        return http_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->url);
-    }
+    res = d->handler(r, req);
+    json_decref(req);
+    return res;
 }

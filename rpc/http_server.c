@@ -10,22 +10,15 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "cpuinfo.h"
 #include "http_impl.h"
+#include "rpc_request.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
-
-double http_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 bool http_client_gone(int fd)
 {
@@ -40,7 +33,7 @@ void http_make_id(const char *prefix, char *buf, size_t cap)
 {
     unsigned char u[16];
     if (getrandom(u, sizeof u, 0) != (ssize_t)sizeof u) {
-        uint64_t t = (uint64_t)(http_now() * 1e9);
+        uint64_t t = (uint64_t)(eng_clock_ms() * 1e6);
         for (int i = 0; i < 16; i++)
             u[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)(i * 37);
     }
@@ -50,25 +43,6 @@ void http_make_id(const char *prefix, char *buf, size_t cap)
              "%s%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", prefix,
              u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
              u[13], u[14], u[15]);
-}
-
-const char *http_route_name(http_route r)
-{
-    static const char *const names[HTTP_ROUTE_COUNT] = {
-        "/v1/health", "/v1beta/server_setting", "/v1/completions", "/v1/events",
-        "/v1/chat/completions", "/v1beta/chat/completions", "/v1beta/models", "/v1/models",
-        "/completion", "/health", "/tokenize", "/embeddings", "/metrics", "other"};
-    return (unsigned)r < HTTP_ROUTE_COUNT ? names[r] : "other";
-}
-
-static http_route route_of(const char *url)
-{
-    for (int i = 0; i < HTTP_ROUTE_OTHER; i++)
-        if (strcmp(url, http_route_name((http_route)i)) == 0)
-            return (http_route)i;
-    if (strcmp(url, "/v1/embeddings") == 0)
-        return HTTP_ROUTE_EMBEDDINGS;
-    return HTTP_ROUTE_OTHER;
 }
 
 /* ---- responses -------------------------------------------------------------------------- */
@@ -97,6 +71,15 @@ enum MHD_Result http_reply_text(http_req *r, int status, const char *ctype, cons
         MHD_create_response_from_buffer(len, (void *)(len ? text : ""), MHD_RESPMEM_MUST_COPY);
     if (resp && ctype)
         MHD_add_response_header(resp, "Content-Type", ctype);
+    return queue(r, status, resp);
+}
+
+enum MHD_Result http_reply_empty(http_req *r, int status, const char *header, const char *value)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (resp && header)
+        MHD_add_response_header(resp, header, value);
     return queue(r, status, resp);
 }
 
@@ -173,14 +156,6 @@ enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg
 
 /* ---- auth, rate limit ------------------------------------------------------------------- */
 
-static bool needs_auth(http_route route, const char *url)
-{
-    if (route == HTTP_ROUTE_V1_HEALTH || route == HTTP_ROUTE_HEALTH)
-        return false;
-    (void)url;
-    return true; /* /v1*, /v1beta*, llama.cpp routes, /metrics and unknown paths */
-}
-
 static uint64_t fnv1a(const char *s, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
@@ -197,7 +172,7 @@ static bool rate_ok(http_server *s, const char *authz)
     uint64_t key = fnv1a(authz ? authz : "", authz ? strlen(authz) : 0);
     double burst = s->cfg.rate_limit_burst > 0 ? s->cfg.rate_limit_burst
                                                : (s->cfg.rate_limit_rps * 2 > 1 ? s->cfg.rate_limit_rps * 2 : 1);
-    double now = http_now();
+    double now = eng_clock_ms();
     bool ok = false;
     pthread_mutex_lock(&s->rl_mu);
     size_t i = key & (HTTP_BUCKETS - 1), probes = 0;
@@ -207,12 +182,12 @@ static bool rate_ok(http_server *s, const char *authz)
     if (b->key != key) { /* new token (or a full table: the slot is reused) */
         b->key = key;
         b->tokens = burst;
-        b->last = now;
+        b->last_ms = now;
     }
-    b->tokens += (now - b->last) * s->cfg.rate_limit_rps;
+    b->tokens += (now - b->last_ms) / 1e3 * s->cfg.rate_limit_rps;
     if (b->tokens > burst)
         b->tokens = burst;
-    b->last = now;
+    b->last_ms = now;
     if (b->tokens >= 1) {
         b->tokens -= 1;
         ok = true;
@@ -241,15 +216,13 @@ static bool first_call_checks(http_req *r, enum MHD_Result *res)
 {
     http_server *s = r->s;
     const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    if (needs_auth(r->route, r->url) && !rpc_auth_disabled(s->auth) &&
+    bool auth = http_route_get(r->route)->auth;
+    if (auth && !rpc_auth_disabled(s->auth) &&
         !rpc_auth_check_header(s->auth, authz, authz ? strlen(authz) : 0)) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-        if (resp)
-            MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-        *res = queue(r, 401, resp);
+        *res = http_reply_empty(r, 401, "WWW-Authenticate", "Bearer");
         return true;
     }
-    if (needs_auth(r->route, r->url) && !rate_ok(s, authz)) {
+    if (auth && !rate_ok(s, authz)) {
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.rate_limited++;
         pthread_mutex_unlock(&s->metrics.mu);
@@ -318,8 +291,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->conn = conn;
         r->method = method;
         r->url = url;
-        r->route = route_of(url);
-        r->t_start = http_now();
+        r->route = http_route_find(url);
+        r->t_start_ms = eng_clock_ms();
         r->status = 0;
         r->id = atomic_fetch_add(&s->next_id, 1) + 1;
         snprintf(r->path, sizeof r->path, "%s", url);
@@ -341,8 +314,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     if (*upload_data_size) {
-        int bt = s->cfg.body_timeout_s;
-        if (http_now() - r->t_start > bt) {
+        if (eng_clock_ms() - r->t_start_ms > s->cfg.body_timeout_s * 1e3) {
             /* A slow-drip client: close rather than hold a thread for it. */
             r->status = 408;
             return MHD_NO;
@@ -371,20 +343,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && status == 200 &&
         r->route != HTTP_ROUTE_OTHER)
         status = 499; /* the client went away during the response */
-    http_metrics_request(&s->metrics, r->route, status, http_now() - r->t_start);
-    if (s->cfg.log_requests && r->route != HTTP_ROUTE_V1_HEALTH && r->route != HTTP_ROUTE_HEALTH &&
-        r->route != HTTP_ROUTE_METRICS) {
+    double ms = eng_clock_ms() - r->t_start_ms;
+    http_metrics_request(&s->metrics, r->route, status, ms / 1e3);
+    if (s->cfg.log_requests && http_route_get(r->route)->logged) {
         const eng_request_output *g = &r->gen;
         if (r->has_gen)
             fprintf(stderr,
                     "serval: req %llu http %s %s status=%d prompt_tokens=%d output_tokens=%d "
                     "cached_tokens=%d queue_ms=%.1f first_token_ms=%.1f total_ms=%.1f\n",
                     r->id, r->method, r->path, status, g->n_prompt_tokens, g->n_output_tokens,
-                    g->n_cached_tokens, g->queue_ms, g->first_token_ms,
-                    (http_now() - r->t_start) * 1e3);
+                    g->n_cached_tokens, g->queue_ms, g->first_token_ms, ms);
         else
             fprintf(stderr, "serval: req %llu http %s %s status=%d total_ms=%.1f\n", r->id,
-                    r->method, r->path, status, (http_now() - r->t_start) * 1e3);
+                    r->method, r->path, status, ms);
     }
     free(r->body);
     free(r);
@@ -454,7 +425,7 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     if (!s->cfg.max_connections)
         s->cfg.max_connections = 1024;
     if (s->cfg.default_max_tokens <= 0)
-        s->cfg.default_max_tokens = 64;
+        s->cfg.default_max_tokens = RPC_DEFAULT_COMPLETION_TOKENS;
     if (!eng_cpuinfo_model_name(s->cpu_info, sizeof s->cpu_info))
         snprintf(s->cpu_info, sizeof s->cpu_info, "unknown");
     eng_status st = prompt_builder_create(m, &s->prompts, err);
@@ -510,8 +481,8 @@ void http_server_stop(http_server *s, int drain_ms)
     MHD_socket l = MHD_quiesce_daemon(s->daemon);
     if (l != MHD_INVALID_SOCKET)
         close(l);
-    double until = http_now() + (drain_ms > 0 ? drain_ms : 0) / 1000.0;
-    while (atomic_load(&s->inflight) > 0 && http_now() < until)
+    double until = eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0);
+    while (atomic_load(&s->inflight) > 0 && eng_clock_ms() < until)
         usleep(10000);
     /* Generations still running see `stopping` and end; MHD joins the connection threads. */
     MHD_stop_daemon(s->daemon);

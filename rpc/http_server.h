@@ -26,7 +26,7 @@ typedef struct http_server_config {
     const char *model_name;      /* NULL: the model's general.name */
     const char *version;         /* Serval's version; NULL: "0.0.0" */
     const char *device;          /* "cpu" or "cuda"; NULL: "cpu" */
-    int32_t default_max_tokens;  /* Tabby completions; 0: 64 */
+    int32_t default_max_tokens;  /* Tabby completions; 0: RPC_DEFAULT_COMPLETION_TOKENS (64) */
     bool log_requests;           /* one stderr line per request (health and metrics excepted) */
 } http_server_config;
 

@@ -14,9 +14,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "http_impl.h"
 #include "testutil.h"
 #include "tu_json.h"
 #include "tu_server.h"
@@ -507,6 +508,75 @@ static void expect(int port, const char *method, const char *path, const char *t
     resp_free(&r);
 }
 
+/* ---- sampling: the engine's one policy -------------------------------------------------- */
+
+/* The text of a non-streamed answer: choices[0].text (OpenAI) or content (llama.cpp). */
+static char *generated_text(int port, const char *path, const char *body)
+{
+    resp r = request(port, "POST", path, TOKEN, body);
+    cr_assert_eq(r.status, 200, "%s %s: %d %s", path, body, r.status, r.body ? r.body : "");
+    tu_json *j = json_of(&r);
+    const char *t = strcmp(path, "/completion") == 0
+                        ? jstr(j, "content")
+                        : jstr(tu_json_get(j, "choices")->items[0], "text");
+    cr_assert_not_null(t, "%s: no text in %s", path, r.body);
+    char *out = strdup(t);
+    tu_json_free(j);
+    resp_free(&r);
+    return out;
+}
+
+Test(http, top_k_above_the_vocabulary_is_clipped_like_grpc_and_the_engine, .timeout = 90)
+{
+    server s = server_start(NULL);
+    /* Both shapes that carry top_k: OpenAI's completions and llama.cpp's /completion. */
+    const struct {
+        const char *path, *fmt;
+    } shapes[] = {
+        {"/v1/completions", "{\"prompt\":\"def fib(n):\",\"max_tokens\":8,\"temperature\":%s,"
+                            "\"seed\":7,\"top_k\":%s}"},
+        {"/completion", "{\"prompt\":\"def fib(n):\",\"n_predict\":8,\"temperature\":%s,"
+                        "\"seed\":7,\"top_k\":%s}"},
+    };
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        /* Greedy, then seeded sampling: 10^7 keeps every token, exactly as top_k 0 (off). */
+        const char *temps[] = {"0", "0.9"};
+        for (int t = 0; t < 2; t++) {
+            char b0[256], b1[256];
+            snprintf(b0, sizeof b0, shapes[k].fmt, temps[t], "0");
+            snprintf(b1, sizeof b1, shapes[k].fmt, temps[t], "10000000");
+            char *off = generated_text(s.port, shapes[k].path, b0);
+            char *huge = generated_text(s.port, shapes[k].path, b1);
+            cr_assert_gt(strlen(off), 0, "%s", b0);
+            cr_assert_str_eq(huge, off, "%s: top_k 10^7 (temperature %s) differs from top_k 0",
+                             shapes[k].path, temps[t]);
+            free(off);
+            free(huge);
+        }
+        /* Rejected with the engine's message, which names top_k. */
+        char b[256];
+        snprintf(b, sizeof b, shapes[k].fmt, "0", "-1");
+        expect(s.port, "POST", shapes[k].path, TOKEN, b, 422, "top_k -1 is negative");
+        snprintf(b, sizeof b, shapes[k].fmt, "0", "2.5");
+        expect(s.port, "POST", shapes[k].path, TOKEN, b, 422, "top_k must be an integer");
+        snprintf(b, sizeof b, shapes[k].fmt, "0", "\"40\"");
+        expect(s.port, "POST", shapes[k].path, TOKEN, b, 422, "top_k must be a number");
+        /* Any non-negative 32-bit integer is taken; larger ones too (they keep every token). */
+        snprintf(b, sizeof b, shapes[k].fmt, "0", "2147483647");
+        expect(s.port, "POST", shapes[k].path, TOKEN, b, 200, NULL);
+        snprintf(b, sizeof b, shapes[k].fmt, "0", "1e12");
+        expect(s.port, "POST", shapes[k].path, TOKEN, b, 200, NULL);
+    }
+    /* The other ranges are the engine's too: its message, on HTTP as on gRPC. */
+    expect(s.port, "POST", "/completion", TOKEN, "{\"prompt\":\"x\",\"temperature\":-1}", 422,
+           "temperature -1 is outside [0, 100]");
+    expect(s.port, "POST", "/completion", TOKEN, "{\"prompt\":\"x\",\"top_p\":0}", 422,
+           "top_p 0 is outside (0, 1]");
+    cr_assert_eq(server_stop(&s), 0);
+}
+
+
+
 Test(http, bad_requests_get_clear_errors_and_the_server_keeps_serving, .timeout = 60)
 {
     server s = server_start(NULL);
@@ -585,6 +655,68 @@ Test(http, bad_requests_get_clear_errors_and_the_server_keeps_serving, .timeout 
     cr_assert_eq(server_stop(&s), 0);
 }
 
+/* ---- the route table ----------------------------------------------------------------------- */
+
+Test(http, every_route_answers_its_methods_and_refuses_the_others_with_405, .timeout = 60)
+{
+    /* What each route takes, written here independently of rpc/http_routes.c's table (NULL:
+     * every method reaches the handler). Adding a route fails this test until it is listed. */
+    static const struct {
+        http_route route;
+        const char *path;
+        const char *allow;
+    } want[] = {
+        {HTTP_ROUTE_V1_HEALTH, "/v1/health", "GET, POST, OPTIONS"},
+        {HTTP_ROUTE_SERVER_SETTING, "/v1beta/server_setting", "GET, OPTIONS"},
+        {HTTP_ROUTE_V1_COMPLETIONS, "/v1/completions", "POST, OPTIONS"},
+        {HTTP_ROUTE_V1_EVENTS, "/v1/events", "POST, OPTIONS"},
+        {HTTP_ROUTE_V1_CHAT, "/v1/chat/completions", "POST, OPTIONS"},
+        {HTTP_ROUTE_V1BETA_CHAT, "/v1beta/chat/completions", "POST, OPTIONS"},
+        {HTTP_ROUTE_V1BETA_MODELS, "/v1beta/models", "GET, OPTIONS"},
+        {HTTP_ROUTE_V1_MODELS, "/v1/models", "GET, OPTIONS"},
+        {HTTP_ROUTE_COMPLETION, "/completion", "POST, OPTIONS"},
+        {HTTP_ROUTE_HEALTH, "/health", "GET, OPTIONS"},
+        {HTTP_ROUTE_TOKENIZE, "/tokenize", "POST, OPTIONS"},
+        {HTTP_ROUTE_EMBEDDINGS, "/embeddings", NULL},
+        {HTTP_ROUTE_EMBEDDINGS, "/v1/embeddings", NULL},
+        {HTTP_ROUTE_METRICS, "/metrics", "GET, OPTIONS"},
+    };
+    bool seen[HTTP_ROUTE_COUNT] = {false};
+    server s = server_start(NULL);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        cr_assert_eq(http_route_find(want[i].path), want[i].route, "%s", want[i].path);
+        seen[want[i].route] = true;
+        resp r = request(s.port, "DELETE", want[i].path, TOKEN, NULL);
+        if (want[i].allow) {
+            char allow[64];
+            snprintf(allow, sizeof allow, "\nAllow: %s\r", want[i].allow);
+            cr_assert_eq(r.status, 405, "DELETE %s: %d", want[i].path, r.status);
+            cr_assert(strcasestr(r.headers, allow), "DELETE %s: no '%s' in %s", want[i].path,
+                      want[i].allow, r.headers);
+            cr_assert_eq(r.len, 0, "405 has an empty body");
+        } else {
+            cr_assert_eq(r.status, 501, "DELETE %s: %d %s", want[i].path, r.status, r.body);
+        }
+        resp_free(&r);
+    }
+    for (int r = 0; r < HTTP_ROUTE_OTHER; r++)
+        cr_assert(seen[r], "route %s is not listed in this test", http_route_name((http_route)r));
+    cr_assert_eq(http_route_find("/nope"), HTTP_ROUTE_OTHER);
+    cr_assert_eq(http_route_find("/v1/health/"), HTTP_ROUTE_OTHER, "paths match exactly");
+    expect(s.port, "DELETE", "/nope", TOKEN, NULL, 404, "no route for DELETE /nope");
+    expect(s.port, "DELETE", "/nope", NULL, NULL, 401, NULL);
+    /* The metrics label is the route's path (the alias counts as its route). */
+    resp r = request(s.port, "GET", "/metrics", TOKEN, NULL);
+    cr_assert(strstr(r.body, "serval_http_requests_total{route=\"/v1/models\",status=\"405\"} 1\n"),
+              "%s", r.body);
+    cr_assert(strstr(r.body, "serval_http_requests_total{route=\"/embeddings\",status=\"501\"} 2\n"),
+              "%s", r.body);
+    cr_assert(strstr(r.body, "serval_http_requests_total{route=\"other\",status=\"404\"} 1\n"),
+              "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(server_stop(&s), 0);
+}
+
 Test(http, rate_limit_per_token, .timeout = 60)
 {
     const char *extra[] = {"--token", "other", "--http-rate-limit", "1", "--http-rate-burst", "3",
@@ -622,12 +754,8 @@ static double metric(int port, const char *name)
     return v;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+/* Seconds on the engine's monotonic clock. */
+static double now_s(void) { return eng_clock_ms() / 1e3; }
 
 Test(http, a_client_that_disconnects_cancels_its_generation, .timeout = 90)
 {
