@@ -1,9 +1,7 @@
-/* serve.c — `serval serve`: flags, model and engine set-up, the gRPC listener (and the HTTP
- * shim beside it), auth, signal handling and graceful shutdown. */
+/* serve.c — `serval serve`: its flag table, model and engine set-up, the gRPC listener (and
+ * the HTTP shim beside it), auth, signal handling and graceful shutdown. */
 #include "serve.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -13,6 +11,8 @@
 #include <string.h>
 
 #include "auth.h"
+#include "engine_flags.h"
+#include "flags.h"
 #include "grpc_server.h"
 #include "http_server.h"
 #include "serval_engine.h"
@@ -22,171 +22,84 @@
 
 typedef struct serve_opts {
     const char *model;
-    eng_backend_kind backend;
+    cli_engine_opts eng;
     const char *bind;
     long grpc_port;
     long http_port; /* the HTTP shim's port (rpc/http_server.c); parsed here for it */
-    const char *tokens[SERVE_MAX_TOKENS];
-    size_t n_tokens;
+    const char *token_items[SERVE_MAX_TOKENS];
+    cli_list tokens;
     const char *token_file;
     const char *data_dir;
     bool no_auth;
-    long kv_mb, max_running, max_waiting, max_inflight, threads, max_message_mb, drain_ms;
+    long max_running, max_waiting, max_inflight, max_message_mb, drain_ms;
     long http_max_body_kb, http_timeout_s, http_client_timeout_s; /* HTTP shim limits */
-    double http_rate, http_burst;
+    long http_rate, http_burst;
     bool quiet;
-    bool no_cuda_graphs, cuda_fp16;
 } serve_opts;
 
-static void usage_serve(FILE *o)
-{
-    fprintf(o,
-            "usage: serval serve [options]\n"
-            "\n"
-            "Serves completions and chat over gRPC (proto/serval.proto, package serval.v1) from\n"
-            "one model. Logs go to stderr: one 'listening' line per listener, one line per\n"
-            "request. SIGTERM or SIGINT stops accepting, lets calls in flight finish (up to\n"
-            "--drain-ms), and exits 0.\n"
-            "\n"
-            "  --model PATH          GGUF model (default: %s)\n"
-            "  --backend cpu|cuda    where the model runs (default cpu; cuda needs a CUDA build)\n"
-            "  --cuda-fp16           cuda: fp16 weights and activations (default bf16)\n"
-            "  --no-cuda-graphs      cuda: launch decode steps kernel by kernel instead of\n"
-            "                        replaying CUDA graphs (slower; for debugging)\n"
-            "  --bind ADDR           address to listen on (default 127.0.0.1: this machine only;\n"
-            "                        0.0.0.0 or :: to serve the network)\n"
-            "  --grpc-port N         gRPC port (default 50051; 0: pick a free one and log it)\n"
-            "  --http-port N         HTTP port for the Tabby/OpenAI routes (default 8080; 0: pick)\n"
-            "  --token T             accept bearer token T (repeatable)\n"
-            "  --token-file PATH     accept the tokens in PATH (one per line, '#' comments)\n"
-            "  --data-dir DIR        state directory (default $SERVAL_DATA_DIR or ~/.serval);\n"
-            "                        without --token/--token-file a token is generated into\n"
-            "                        DIR/token at first start and printed\n"
-            "  --no-auth             accept every request without a token (local use only)\n"
-            "  --kv-mb N             KV cache memory in MiB (default 1024)\n"
-            "  --max-running N       sequences decoded together at most (default 64)\n"
-            "  --max-waiting N       requests queued for the engine at most; more get\n"
-            "                        RESOURCE_EXHAUSTED (default 256)\n"
-            "  --max-inflight N      gRPC calls served at once; more get RESOURCE_EXHAUSTED\n"
-            "                        (default 512)\n"
-            "  --max-message-mb N    largest request message in MiB (default 4)\n"
-            "  --threads N           CPU backend threads (default: the number of online CPUs)\n"
-            "  --drain-ms N          how long shutdown waits for calls in flight (default 10000)\n"
-            "  --http-max-body-kb N  largest HTTP request body in KiB; more get 413 (default 1024)\n"
-            "  --http-rate-limit R   HTTP requests per second per token; more get 429 (default\n"
-            "                        0 = no limit)\n"
-            "  --http-rate-burst B   requests a token may send at once above the rate (default 2R)\n"
-            "  --http-timeout S      HTTP generation time limit in seconds; 408 after (default 120)\n"
-            "  --http-client-timeout S  close HTTP clients idle this long, or whose request body\n"
-            "                        takes longer than this to arrive (default 30 idle, 10 body)\n"
-            "  --quiet               no per-request log lines\n",
-            SERVAL_DEFAULT_MODEL);
-}
-
-static bool parse_num(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "serval serve: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo,
-                hi, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-/* Returns 0 when parsed, 1 on bad usage, 2 when help was printed. */
+/* Returns the exit code for a finished parse (0 help, 2 usage), or -1 to go on. */
 static int parse_serve(int argc, char **argv, serve_opts *o)
 {
-    *o = (serve_opts){.model = SERVAL_DEFAULT_MODEL, .backend = ENG_BACKEND_CPU,
-                      .bind = "127.0.0.1", .grpc_port = 50051, .http_port = 8080,
-                      .max_message_mb = 4, .drain_ms = 10000};
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage_serve(stdout);
-            return 2;
-        }
-        if (!strcmp(a, "--no-auth")) {
-            o->no_auth = true;
-            continue;
-        }
-        if (!strcmp(a, "--quiet")) {
-            o->quiet = true;
-            continue;
-        }
-        if (!strcmp(a, "--no-cuda-graphs")) {
-            o->no_cuda_graphs = true;
-            continue;
-        }
-        if (!strcmp(a, "--cuda-fp16")) {
-            o->cuda_fp16 = true;
-            continue;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "serval serve: unexpected argument '%s' (see --help)\n", a);
-            return 1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "serval serve: %s needs a value (see --help)\n", a);
-            return 1;
-        }
-        const char *v = argv[++i];
-        bool ok = true;
-        if (!strcmp(a, "--model")) o->model = v;
-        else if (!strcmp(a, "--bind")) o->bind = v;
-        else if (!strcmp(a, "--token-file")) o->token_file = v;
-        else if (!strcmp(a, "--data-dir")) o->data_dir = v;
-        else if (!strcmp(a, "--token")) {
-            if (o->n_tokens == SERVE_MAX_TOKENS) {
-                fprintf(stderr, "serval serve: at most %d --token flags (use --token-file)\n",
-                        SERVE_MAX_TOKENS);
-                return 1;
-            }
-            o->tokens[o->n_tokens++] = v;
-        } else if (!strcmp(a, "--backend")) {
-            if (!strcmp(v, "cpu")) {
-                o->backend = ENG_BACKEND_CPU;
-            } else if (!strcmp(v, "cuda")) {
-#ifdef SERVAL_HAVE_CUDA
-                o->backend = ENG_BACKEND_CUDA;
-#else
-                fprintf(stderr, "serval serve: --backend cuda: this serval was built without CUDA "
-                                "(rebuild with -DSERVAL_CUDA=ON on a machine with nvcc)\n");
-                return 1;
-#endif
-            } else {
-                fprintf(stderr, "serval serve: --backend is cpu or cuda, got '%s'\n", v);
-                return 1;
-            }
-        } else if (!strcmp(a, "--grpc-port")) ok = parse_num(a, v, 0, 65535, &o->grpc_port);
-        else if (!strcmp(a, "--http-port")) ok = parse_num(a, v, 0, 65535, &o->http_port);
-        else if (!strcmp(a, "--kv-mb")) ok = parse_num(a, v, 1, 1L << 20, &o->kv_mb);
-        else if (!strcmp(a, "--max-running")) ok = parse_num(a, v, 1, 4096, &o->max_running);
-        else if (!strcmp(a, "--max-waiting")) ok = parse_num(a, v, 1, 1 << 20, &o->max_waiting);
-        else if (!strcmp(a, "--max-inflight")) ok = parse_num(a, v, 1, 1 << 20, &o->max_inflight);
-        else if (!strcmp(a, "--max-message-mb")) ok = parse_num(a, v, 1, 1024, &o->max_message_mb);
-        else if (!strcmp(a, "--threads")) ok = parse_num(a, v, 1, 256, &o->threads);
-        else if (!strcmp(a, "--drain-ms")) ok = parse_num(a, v, 0, 3600000, &o->drain_ms);
-        else if (!strcmp(a, "--http-max-body-kb"))
-            ok = parse_num(a, v, 1, 1L << 20, &o->http_max_body_kb);
-        else if (!strcmp(a, "--http-timeout")) ok = parse_num(a, v, 1, 86400, &o->http_timeout_s);
-        else if (!strcmp(a, "--http-client-timeout"))
-            ok = parse_num(a, v, 1, 3600, &o->http_client_timeout_s);
-        else if (!strcmp(a, "--http-rate-limit") || !strcmp(a, "--http-rate-burst")) {
-            long x = 0;
-            ok = parse_num(a, v, 0, 1000000, &x);
-            *(!strcmp(a, "--http-rate-limit") ? &o->http_rate : &o->http_burst) = (double)x;
-        }
-        else {
-            fprintf(stderr, "serval serve: unknown option '%s' (see --help)\n", a);
-            return 1;
-        }
-        if (!ok) return 1;
-    }
-    return 0;
+    *o = (serve_opts){0};
+    o->tokens = (cli_list){.items = o->token_items, .cap = SERVE_MAX_TOKENS};
+    const cli_flag flags[] = {
+        {"--model", "PATH", CLI_FLAG_STRING, &o->model, SERVAL_DEFAULT_MODEL, 0, 0, NULL,
+         "GGUF model"},
+        {"--bind", "ADDR", CLI_FLAG_STRING, &o->bind, "127.0.0.1", 0, 0, NULL,
+         "address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 or :: serves the "
+         "network"},
+        {"--grpc-port", "N", CLI_FLAG_INT, &o->grpc_port, "50051", 0, 65535, NULL,
+         "gRPC port; 0 picks a free one and logs it"},
+        {"--http-port", "N", CLI_FLAG_INT, &o->http_port, "8080", 0, 65535, NULL,
+         "HTTP port for the Tabby/OpenAI routes; 0 picks a free one and logs it"},
+        {"--token", "T", CLI_FLAG_LIST, &o->tokens, NULL, 0, 0, NULL,
+         "accept bearer token T (repeatable, up to 64; more with --token-file)"},
+        {"--token-file", "PATH", CLI_FLAG_STRING, &o->token_file, NULL, 0, 0, NULL,
+         "accept the tokens in PATH (one per line, '#' comments)"},
+        {"--data-dir", "DIR", CLI_FLAG_STRING, &o->data_dir, NULL, 0, 0, NULL,
+         "state directory (default $SERVAL_DATA_DIR or ~/.serval); without --token/--token-file "
+         "a token is generated into DIR/token at first start and printed"},
+        {"--no-auth", NULL, CLI_FLAG_BOOL, &o->no_auth, NULL, 0, 0, NULL,
+         "accept every request without a token (local use only)"},
+        CLI_ENGINE_FLAGS(&o->eng),
+        {"--max-running", "N", CLI_FLAG_INT, &o->max_running, NULL, 1, 4096, NULL,
+         "sequences decoded together at most (default 64)"},
+        {"--max-waiting", "N", CLI_FLAG_INT, &o->max_waiting, NULL, 1, 1L << 20, NULL,
+         "requests queued for the engine at most; more get RESOURCE_EXHAUSTED (default 256)"},
+        {"--max-inflight", "N", CLI_FLAG_INT, &o->max_inflight, NULL, 1, 1L << 20, NULL,
+         "gRPC calls served at once; more get RESOURCE_EXHAUSTED (default 512)"},
+        {"--max-message-mb", "N", CLI_FLAG_INT, &o->max_message_mb, "4", 1, 1024, NULL,
+         "largest request message in MiB"},
+        {"--drain-ms", "N", CLI_FLAG_INT, &o->drain_ms, "10000", 0, 3600000, NULL,
+         "how long shutdown waits for calls in flight"},
+        {"--http-max-body-kb", "N", CLI_FLAG_INT, &o->http_max_body_kb, NULL, 1, 1L << 20, NULL,
+         "largest HTTP request body in KiB; more get 413 (default 1024)"},
+        {"--http-rate-limit", "R", CLI_FLAG_INT, &o->http_rate, "0", 0, 1000000, NULL,
+         "HTTP requests per second per token, more get 429; 0 is no limit"},
+        {"--http-rate-burst", "B", CLI_FLAG_INT, &o->http_burst, NULL, 0, 1000000, NULL,
+         "requests a token may send at once above the rate (default 2R)"},
+        {"--http-timeout", "S", CLI_FLAG_INT, &o->http_timeout_s, NULL, 1, 86400, NULL,
+         "HTTP generation time limit in seconds; 408 after (default 120)"},
+        {"--http-client-timeout", "S", CLI_FLAG_INT, &o->http_client_timeout_s, NULL, 1, 3600,
+         NULL,
+         "close HTTP clients idle this long, or whose request body takes longer than this to "
+         "arrive (default 30 idle, 10 body)"},
+        {"--quiet", NULL, CLI_FLAG_BOOL, &o->quiet, NULL, 0, 0, NULL, "no per-request log lines"},
+    };
+    const cli_command cmd = {
+        .prog = "serval serve",
+        .usage = "[options]",
+        .about = "Serves completions and chat over gRPC (proto/serval.proto, package serval.v1) "
+                 "and HTTP (the Tabby, OpenAI and llama.cpp routes) from one model. Logs go to "
+                 "stderr: one 'listening' line per listener, one line per request. SIGTERM or "
+                 "SIGINT stops accepting, lets calls in flight finish (up to --drain-ms), and "
+                 "exits 0.",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof flags[0]};
+    cli_parse_result pr = cli_parse(&cmd, argc, argv);
+    if (pr == CLI_PARSE_OK)
+        pr = cli_engine_opts_check(&cmd, &o->eng);
+    return pr == CLI_PARSE_OK ? -1 : pr == CLI_PARSE_HELP ? 0 : 2;
 }
 
 /* $SERVAL_DATA_DIR, else ~/.serval (static buffer; NULL when neither can be formed). */
@@ -201,11 +114,11 @@ static const char *default_data_dir(void)
     return buf;
 }
 
-int rpc_serve_main(int argc, char **argv)
+int cli_serve_main(int argc, char **argv)
 {
     serve_opts o;
     int pr = parse_serve(argc, argv, &o);
-    if (pr) return pr == 2 ? 0 : 2;
+    if (pr >= 0) return pr;
 
     /* Every thread started below inherits this mask; the main thread takes the signals. */
     sigset_t sigs;
@@ -226,7 +139,7 @@ int rpc_serve_main(int argc, char **argv)
 
     const char *generated = NULL;
     const char *data_dir = o.data_dir ? o.data_dir : default_data_dir();
-    rpc_auth_config ac = {.tokens = o.tokens, .n_tokens = o.n_tokens,
+    rpc_auth_config ac = {.tokens = o.tokens.items, .n_tokens = o.tokens.n,
                           .token_file = o.token_file, .data_dir = data_dir, .no_auth = o.no_auth};
     if (rpc_auth_create(&ac, &auth, &generated, &err) != ENG_OK) {
         fprintf(stderr, "serval serve: auth: %s\n", err.msg);
@@ -242,12 +155,7 @@ int rpc_serve_main(int argc, char **argv)
         fprintf(stderr, "serval serve: cannot load model '%s': %s\n", o.model, err.msg);
         goto out;
     }
-    eng_engine_config ec = eng_engine_config_defaults();
-    ec.backend = o.backend;
-    ec.no_cuda_graphs = o.no_cuda_graphs;
-    ec.cuda_fp16 = o.cuda_fp16;
-    if (o.threads) ec.n_threads = (int)o.threads;
-    if (o.kv_mb) ec.kv_bytes = (int64_t)o.kv_mb << 20;
+    eng_engine_config ec = cli_engine_config(&o.eng);
     if (o.max_running) ec.max_running = (int32_t)o.max_running;
     if (o.max_waiting) ec.max_waiting = (int32_t)o.max_waiting;
     if (eng_engine_create(m, &ec, &e, &err) != ENG_OK) {
@@ -256,12 +164,12 @@ int rpc_serve_main(int argc, char **argv)
     }
     int32_t ctx_len = eng_engine_max_seq_len(e);
     fprintf(stderr, "serval: model %s (%s, %d layers, context %d) on %s\n", eng_model_name(m),
-            eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda");
+            eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
 
     rpc_grpc_config gc = {.bind = o.bind, .port = (int)o.grpc_port,
                           .max_inflight = (int)o.max_inflight,
                           .max_message_bytes = (int64_t)o.max_message_mb << 20,
-                          .backend_name = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda",
+                          .backend_name = cli_backend_name(&o.eng),
                           .context_length = ctx_len, .log_requests = !o.quiet};
     int grpc_port = 0;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
@@ -275,11 +183,12 @@ int rpc_serve_main(int argc, char **argv)
     /* ---- HTTP shim (rpc/http_server.{h,c}): same engine and auth as gRPC ---------------- */
     http_server_config hc = {.bind_addr = o.bind, .port = (int)o.http_port, .data_dir = data_dir,
                              .max_body_bytes = (size_t)o.http_max_body_kb << 10,
-                             .rate_limit_rps = o.http_rate, .rate_limit_burst = o.http_burst,
+                             .rate_limit_rps = (double)o.http_rate,
+                             .rate_limit_burst = (double)o.http_burst,
                              .request_timeout_s = (int)o.http_timeout_s, .version = SERVAL_VERSION,
                              .idle_timeout_s = (int)o.http_client_timeout_s,
                              .body_timeout_s = (int)o.http_client_timeout_s,
-                             .device = o.backend == ENG_BACKEND_CPU ? "cpu" : "cuda",
+                             .device = cli_backend_name(&o.eng),
                              .log_requests = !o.quiet};
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {

@@ -1,5 +1,6 @@
-/* test_serval_cli.c — `serval complete` end to end: real completions, reproducible sampling,
- * and a clear message with a non-zero exit (never a crash) for every kind of bad input. */
+/* test_serval_cli.c — `serval complete` end to end: real completions (llama.cpp's text for
+ * greedy), reproducible sampling, the flag parser's forms and messages, and a clear message
+ * with a non-zero exit (never a crash) for every kind of bad input. */
 #include <criterion/criterion.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "tu_json.h"
 
 typedef struct {
     int rc;
@@ -174,4 +176,158 @@ Test(cli, help_and_unknown_command)
     free(out);
     free(err);
     free(argv[0]);
+}
+
+/* Greedy output through the engine is llama.cpp's text, byte for byte: every prompt of the
+ * fixture, each token's piece as llama.cpp detokenizes it, end-of-generation not printed. */
+Test(cli, greedy_prints_llamacpps_text, .timeout = 600)
+{
+    size_t n_lines;
+    tu_json **lines = tu_read_jsonl("tests/fixtures/llamacpp/greedy.jsonl", &n_lines);
+    cr_assert_geq(n_lines, 8);
+    char *prompt_path = tu_temp_path(".txt");
+    for (size_t li = 0; li < n_lines; li++) {
+        const tu_json *j = lines[li];
+        const char *name = tu_json_get(j, "name")->str;
+        const tu_json *pj = tu_json_get(j, "prompt_b64"), *tj = tu_json_get(j, "text_b64");
+        size_t plen, tlen;
+        unsigned char *prompt = tu_base64_decode(pj->str, pj->str_len, &plen);
+        unsigned char *text = tu_base64_decode(tj->str, tj->str_len, &tlen);
+        cr_assert(prompt && text);
+        cr_assert_eq(tu_write_file(prompt_path, prompt, plen), 0);
+        char n_tok[16];
+        snprintf(n_tok, sizeof n_tok, "%zu", tu_json_get(j, "tokens")->n);
+        run_result r = serval(tu_default_model(), "--prompt-file", prompt_path, "--max-tokens",
+                              n_tok, "--threads", "2", "--quiet", NULL);
+        cr_assert_eq(r.rc, 0, "'%s': stderr: %s", name, r.err);
+        size_t olen = strlen(r.out);
+        cr_assert(olen > 0 && r.out[olen - 1] == '\n', "'%s': no final newline", name);
+        olen--;
+        cr_assert(olen <= tlen && memcmp(r.out, text, olen) == 0,
+                  "'%s': serval printed\n%.*s\nllama.cpp's text is\n%.*s", name, (int)olen,
+                  r.out, (int)tlen, (const char *)text);
+        /* What is left is llama.cpp's end-of-generation piece, if it stopped. */
+        const char *rest = (const char *)text + olen;
+        size_t rlen = tlen - olen;
+        if (tu_json_get(j, "stopped")->b)
+            cr_assert(rlen > 4 && !strncmp(rest, "<|", 2) && !strncmp(rest + rlen - 2, "|>", 2),
+                      "'%s': after serval's text llama.cpp has '%.*s', not just its "
+                      "end-of-generation piece", name, (int)rlen, rest);
+        else
+            cr_assert_eq(rlen, 0, "'%s': output cut short, missing '%.*s'", name, (int)rlen,
+                         rest);
+        rr_free(r);
+        free(prompt);
+        free(text);
+        tu_json_free(lines[li]);
+    }
+    unlink(prompt_path);
+    free(prompt_path);
+    free(lines);
+}
+
+Test(cli, flags_take_their_value_after_an_equals_sign_too, .timeout = 120)
+{
+    run_result a = serval(tu_default_model(), "--prompt", "def add(a, b):", "--max-tokens", "8",
+                          "--quiet", NULL);
+    run_result b = serval(tu_default_model(), "--prompt=def add(a, b):", "--max-tokens=8",
+                          "--quiet", NULL);
+    cr_assert_eq(a.rc, 0, "stderr: %s", a.err);
+    cr_assert_eq(b.rc, 0, "stderr: %s", b.err);
+    cr_assert_str_eq(a.out, b.out);
+    rr_free(a);
+    rr_free(b);
+}
+
+Test(cli, flag_errors_name_the_flag)
+{
+    const char *m = tu_default_model();
+    expect_clean_failure(serval(m, "--prompt", "x", "--max-tokens=0", NULL),
+                         "--max-tokens expects an integer in [1, ");
+    expect_clean_failure(serval(m, "--prompt", "x", "--top-k", "-1", NULL), "--top-k");
+    expect_clean_failure(serval(m, "--prompt", "x", "--seed", "-3", NULL), "--seed");
+    expect_clean_failure(serval(m, "--prompt", "x", "--ignore-eos=yes", NULL),
+                         "--ignore-eos takes no value");
+    expect_clean_failure(serval(m, "--prompt", "x", "--backend", "tpu", NULL),
+                         "--backend expects one of cpu|cuda, got 'tpu'");
+    expect_clean_failure(serval(m, "--prompt", "x", "--bogus=1", NULL), "unknown option '--bogus'");
+    expect_clean_failure(serval(m, "--prompt", "x", "stray", NULL), "unexpected argument 'stray'");
+    run_result r = serval(m, "--prompt", "x", "--stop", "a", "--stop", "b", "--stop", "c",
+                          "--stop", "d", "--stop", "e", "--stop", "f", "--stop", "g", "--stop",
+                          "h", "--stop", "i", "--stop", "j", "--stop", "k", "--stop", "l",
+                          "--stop", "m", "--stop", "n", "--stop", "o", "--stop", "p", "--stop",
+                          "q", NULL);
+    expect_clean_failure(r, "--stop may be given at most 16 times");
+}
+
+/* Without a GPU (or a CUDA build) --backend cuda is a clear error, never a crash; with one it
+ * completes. */
+Test(cli, cuda_backend_completes_or_says_why_not, .timeout = 120)
+{
+    run_result r = serval(tu_default_model(), "--prompt", "def f(x):", "--max-tokens", "4",
+                          "--backend", "cuda", "--quiet", NULL);
+    if (r.rc == 0) {
+        cr_assert_gt(strlen(r.out), 1);
+        rr_free(r);
+        return;
+    }
+    expect_clean_failure(r, "cuda");
+}
+
+/* --help is generated from each command's flag table: every flag is there once. */
+Test(cli, help_lists_every_flag)
+{
+    static const char *const complete_flags[] = {
+        "--model", "--prompt ", "--prompt-file", "--max-tokens", "--temperature", "--top-k",
+        "--top-p", "--seed", "--stop", "--ctx", "--ignore-eos", "--quiet", "--backend",
+        "--threads", "--kv-mb", "--cuda-fp16", "--no-cuda-graphs"};
+    char *bin = tu_bin_path("serval");
+    char *argv[] = {bin, "help", "complete", NULL};
+    char *out, *err;
+    cr_assert_eq(tu_run(argv, &out, &err, 10), 0);
+    for (size_t i = 0; i < sizeof complete_flags / sizeof complete_flags[0]; i++)
+        cr_assert(strstr(out, complete_flags[i]), "no %s in: %s", complete_flags[i], out);
+    cr_assert(strstr(out, "(default 64)"), "the default of --max-tokens is not shown: %s", out);
+    free(out);
+    free(err);
+    char *argv2[] = {bin, "serve", "--help", NULL};
+    int rc = tu_run(argv2, &out, &err, 10);
+    if (strstr(err, "not built in")) { /* engine-only build */
+        cr_assert_eq(rc, 2);
+    } else {
+        static const char *const serve_flags[] = {
+            "--bind", "--grpc-port", "--http-port", "--token ", "--token-file", "--data-dir",
+            "--no-auth", "--kv-mb", "--max-running", "--max-waiting", "--max-inflight",
+            "--max-message-mb", "--threads", "--drain-ms", "--http-max-body-kb",
+            "--http-rate-limit", "--http-rate-burst", "--http-timeout", "--http-client-timeout",
+            "--quiet", "--backend", "--cuda-fp16", "--no-cuda-graphs", "--model"};
+        cr_assert_eq(rc, 0, "stderr: %s", err);
+        for (size_t i = 0; i < sizeof serve_flags / sizeof serve_flags[0]; i++)
+            cr_assert(strstr(out, serve_flags[i]), "no %s in: %s", serve_flags[i], out);
+    }
+    free(out);
+    free(err);
+    free(bin);
+}
+
+Test(cli, serve_flag_errors_name_the_flag)
+{
+    char *bin = tu_bin_path("serval");
+    char *argv[] = {bin, "serve", "--grpc-port=70000", NULL};
+    char *out, *err;
+    int rc = tu_run(argv, &out, &err, 10);
+    cr_assert_eq(rc, 2, "stderr: %s", err);
+    cr_assert(strstr(err, "not built in") ||
+                  strstr(err, "--grpc-port expects an integer in [0, 65535], got '70000'"),
+              "stderr: %s", err);
+    free(out);
+    free(err);
+    char *argv2[] = {bin, "serve", "--tokn", "x", NULL};
+    rc = tu_run(argv2, &out, &err, 10);
+    cr_assert_eq(rc, 2, "stderr: %s", err);
+    cr_assert(strstr(err, "not built in") || strstr(err, "unknown option '--tokn'"), "stderr: %s",
+              err);
+    free(out);
+    free(err);
+    free(bin);
 }

@@ -1,0 +1,44 @@
+/* engine_flags.h — the engine flags every `serval` command that runs a model shares (--backend,
+ * --threads, --kv-mb, the CUDA switches): their table entries, their check, and how they
+ * become an eng_engine_config. */
+#ifndef SERVAL_CLI_ENGINE_FLAGS_H
+#define SERVAL_CLI_ENGINE_FLAGS_H
+
+#include <stdbool.h>
+
+#include "flags.h"
+#include "serval_engine.h"
+
+typedef struct cli_engine_opts {
+    int backend;         /* eng_backend_kind, by its index in "cpu|cuda" */
+    long threads;        /* 0: the engine's default (the number of online CPUs) */
+    long kv_mb;          /* 0: the engine's default (1 GiB on the CPU, 90% of free GPU memory) */
+    bool cuda_fp16;
+    bool no_cuda_graphs;
+} cli_engine_opts;
+
+/* The table entries, to put inside a command's cli_flag array; o points to its opts. */
+#define CLI_ENGINE_FLAGS(o)                                                                   \
+    {"--backend", "cpu|cuda", CLI_FLAG_CHOICE, &(o)->backend, "cpu", 0, 0, "cpu|cuda",        \
+     "where the model runs; cuda needs a CUDA build and an NVIDIA GPU"},                      \
+    {"--cuda-fp16", NULL, CLI_FLAG_BOOL, &(o)->cuda_fp16, NULL, 0, 0, NULL,                   \
+     "cuda: fp16 weights and activations (default bf16)"},                                    \
+    {"--no-cuda-graphs", NULL, CLI_FLAG_BOOL, &(o)->no_cuda_graphs, NULL, 0, 0, NULL,         \
+     "cuda: launch decode steps kernel by kernel instead of replaying CUDA graphs (slower; "  \
+     "for debugging)"},                                                                       \
+    {"--threads", "N", CLI_FLAG_INT, &(o)->threads, NULL, 1, 256, NULL,                       \
+     "CPU backend threads (default: the number of online CPUs)"},                             \
+    {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
+     "KV cache memory in MiB (default 1024 on the CPU, 90% of free GPU memory on cuda)"}
+
+/* After parsing: a usage error (printed, CLI_PARSE_USAGE) when the flags ask for what this
+ * build cannot do, --backend cuda without the CUDA backend. */
+cli_parse_result cli_engine_opts_check(const cli_command *c, const cli_engine_opts *o);
+
+/* The engine configuration the flags describe, over eng_engine_config_defaults(). */
+eng_engine_config cli_engine_config(const cli_engine_opts *o);
+
+/* "cpu" or "cuda". */
+const char *cli_backend_name(const cli_engine_opts *o);
+
+#endif
