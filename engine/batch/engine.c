@@ -130,7 +130,7 @@ static bool publish(eng_request *r, const char *out, size_t upto, bool new_token
  * engine's reference. */
 static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, const char *msg)
 {
-    sched_remove(e, r);
+    sched_remove(e->sched, r);
     if (r->seq) {
         kv_seq_free(e->kv, r->seq);
         r->seq = NULL;
@@ -395,14 +395,44 @@ int32_t eng_request_tokens(eng_request *r, int32_t *ids, int32_t cap)
 
 /* ---- the step loop ------------------------------------------------------------------------ */
 
+/* Scheduler hook: the first admission ends the request's time in the queue and frees its
+ * place in the max_waiting bound. */
+static void on_admit(void *user, eng_request *r, int32_t n_cached)
+{
+    eng_engine *e = user;
+    if (r->admitted_once)
+        return;
+    r->admitted_once = true;
+    pthread_mutex_lock(&r->mu);
+    r->n_cached = n_cached;
+    r->t_sched = eng_clock_ms() - r->t_submit;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&e->mu);
+    e->n_waiting_new--;
+    e->stats.prompt_tokens_cached += n_cached;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Scheduler hook: counts a preemption for the request's reader and the engine's stats. */
+static void on_preempt(void *user, eng_request *r)
+{
+    eng_engine *e = user;
+    pthread_mutex_lock(&r->mu);
+    r->n_preempt++;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&e->mu);
+    e->stats.preemptions++;
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void reap_cancelled(eng_engine *e)
 {
-    for (int32_t i = e->n_running - 1; i >= 0; i--)
-        if (atomic_load(&e->running[i]->cancel))
-            finish(e, e->running[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
-    for (int32_t i = e->n_waiting - 1; i >= 0; i--)
-        if (atomic_load(&e->waiting[i]->cancel))
-            finish(e, e->waiting[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
+    for (int32_t i = e->sched->n_running - 1; i >= 0; i--)
+        if (atomic_load(&e->sched->running[i]->cancel))
+            finish(e, e->sched->running[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
+    for (int32_t i = e->sched->n_waiting - 1; i >= 0; i--)
+        if (atomic_load(&e->sched->waiting[i]->cancel))
+            finish(e, e->sched->waiting[i], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "cancelled");
 }
 
 static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32_t n_gen,
@@ -411,9 +441,9 @@ static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32
     kv_stats ks;
     kv_cache_stats(e->kv, &ks);
     int64_t reserved = 0, filled = 0;
-    for (int32_t i = 0; i < e->n_running; i++) {
-        reserved += (int64_t)kv_seq_n_blocks(e->running[i]->seq) * e->cfg.block_size;
-        filled += kv_seq_n_tokens(e->running[i]->seq);
+    for (int32_t i = 0; i < e->sched->n_running; i++) {
+        reserved += (int64_t)kv_seq_n_blocks(e->sched->running[i]->seq) * e->cfg.block_size;
+        filled += kv_seq_n_tokens(e->sched->running[i]->seq);
     }
     int32_t w = (int32_t)(e->n_stat_steps % STAT_WINDOW);
     e->win_ms[w] = ms;
@@ -429,8 +459,8 @@ static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32
 
     pthread_mutex_lock(&e->mu);
     eng_engine_stats *s = &e->stats;
-    s->running = e->n_running;
-    s->waiting = e->n_waiting + e->n_inbox;
+    s->running = e->sched->n_running;
+    s->waiting = e->sched->n_waiting + e->n_inbox;
     s->kv_blocks_total = ks.blocks_total;
     s->kv_blocks_used = ks.blocks_used;
     s->kv_blocks_free = ks.blocks_free;
@@ -463,8 +493,8 @@ static void run_step(eng_engine *e)
 {
     int32_t k = 0, nl = 0;
     int64_t n_prompt = 0;
-    for (int32_t j = 0; j < e->n_plan; j++) {
-        const sched_entry *en = &e->plan[j];
+    for (int32_t j = 0; j < e->sched->n_plan; j++) {
+        const sched_entry *en = &e->sched->plan[j];
         eng_request *r = en->r;
         for (int32_t t = en->start; t < en->start + en->len; t++, k++) {
             e->b_tokens[k] = r->tokens[t];
@@ -481,24 +511,24 @@ static void run_step(eng_engine *e)
         e->b_tables[j] = kv_seq_blocks(r->seq);
     }
     eng_batch b = {.n_tokens = k, .tokens = e->b_tokens, .pos = e->b_pos, .seq = e->b_seq,
-                   .block_tables = e->b_tables, .n_seqs = e->n_plan,
+                   .block_tables = e->b_tables, .n_seqs = e->sched->n_plan,
                    .logits_idx = e->b_logits_idx, .n_logits = nl};
     eng_err err;
     double t0 = eng_clock_ms();
     eng_status st = e->be->ops->forward(e->be, &b, e->b_rows, e->b_next, NULL, &err);
     double t1 = eng_clock_ms();
-    int32_t n_seqs = e->n_plan, n_gen = 0;
+    int32_t n_seqs = e->sched->n_plan, n_gen = 0;
     if (st != ENG_OK) {
-        while (e->n_plan > 0)
-            finish(e, e->plan[0].r, ENG_FINISH_ERROR, st, err.msg);
+        while (e->sched->n_plan > 0)
+            finish(e, e->sched->plan[0].r, ENG_FINISH_ERROR, st, err.msg);
         publish_stats(e, n_seqs, k, 0, 0, t1 - t0);
         return;
     }
     /* The plan is emptied first, so finish() (from accept_token) has no entry to remove. */
-    int32_t li = 0, n = e->n_plan;
-    e->n_plan = 0;
+    int32_t li = 0, n = e->sched->n_plan;
+    e->sched->n_plan = 0;
     for (int32_t j = 0; j < n; j++) {
-        const sched_entry en = e->plan[j];
+        const sched_entry en = e->sched->plan[j];
         eng_request *r = en.r;
         r->n_computed = en.start + en.len;
         kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
@@ -519,13 +549,13 @@ static void check_invariants(eng_engine *e)
         fprintf(stderr, "serval: KV cache invariant broken: %s\n", err.msg);
         ENG_ASSERT(!"kv_cache_check");
     }
-    for (int32_t i = 0; i < e->n_running; i++) {
-        const eng_request *r = e->running[i];
+    for (int32_t i = 0; i < e->sched->n_running; i++) {
+        const eng_request *r = e->sched->running[i];
         ENG_ASSERT(r->seq && kv_seq_n_tokens(r->seq) == r->n_computed);
         ENG_ASSERT(r->n_computed < r->n_tokens);
     }
-    for (int32_t i = 0; i < e->n_waiting; i++)
-        ENG_ASSERT(e->waiting[i]->seq == NULL);
+    for (int32_t i = 0; i < e->sched->n_waiting; i++)
+        ENG_ASSERT(e->sched->waiting[i]->seq == NULL);
 }
 
 static void *step_loop(void *arg)
@@ -533,19 +563,20 @@ static void *step_loop(void *arg)
     eng_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);
-        while (!e->stopping && e->n_inbox == 0 && e->n_running == 0 && e->n_waiting == 0)
+        while (!e->stopping && e->n_inbox == 0 && e->sched->n_running == 0 &&
+               e->sched->n_waiting == 0)
             pthread_cond_wait(&e->cv, &e->mu);
         if (e->stopping) {
             pthread_mutex_unlock(&e->mu);
             break;
         }
         for (int32_t i = 0; i < e->n_inbox; i++)
-            sched_waiting_insert(e, e->inbox[i]);
+            sched_waiting_insert(e->sched, e->inbox[i]);
         e->n_inbox = 0;
         pthread_mutex_unlock(&e->mu);
 
         reap_cancelled(e);
-        if (sched_step_plan(e) > 0)
+        if (sched_step_plan(e->sched) > 0)
             run_step(e);
         else
             publish_stats(e, 0, 0, 0, 0, 0); /* everything was cancelled: show the freed blocks */
@@ -631,13 +662,16 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     }
     if (st == ENG_OK)
         st = kv_cache_create(e->be->n_blocks, c.block_size, c.prefix_caching, &e->kv, err);
+    if (st == ENG_OK) {
+        sched_config sc = {.step_tokens = c.step_tokens, .max_running = c.max_running,
+                           .max_waiting = c.max_waiting, .on_admit = on_admit,
+                           .on_preempt = on_preempt, .user = e};
+        st = sched_create(e->kv, &sc, &e->sched, err);
+    }
     if (st != ENG_OK)
         goto fail;
     size_t nr = (size_t)c.max_running, nt = (size_t)c.step_tokens;
     e->inbox = calloc((size_t)c.max_waiting, sizeof *e->inbox);
-    e->waiting = calloc((size_t)c.max_waiting + nr, sizeof *e->waiting);
-    e->running = calloc(nr, sizeof *e->running);
-    e->plan = calloc(nr, sizeof *e->plan);
     e->b_tokens = malloc(nt * sizeof(int32_t));
     e->b_pos = malloc(nt * sizeof(int32_t));
     e->b_seq = malloc(nt * sizeof(int32_t));
@@ -645,9 +679,8 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->b_tables = calloc(nr, sizeof *e->b_tables);
     e->b_rows = malloc(nr * sizeof *e->b_rows);
     e->b_next = malloc(nr * sizeof(int32_t));
-    if (!e->inbox || !e->waiting || !e->running || !e->plan || !e->b_tokens || !e->b_pos ||
-        !e->b_seq || !e->b_logits_idx || !e->b_tables || !e->b_rows ||
-        !e->b_next) {
+    if (!e->inbox || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_logits_idx || !e->b_tables ||
+        !e->b_rows || !e->b_next) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");
         goto fail;
     }
@@ -676,21 +709,22 @@ void eng_engine_free(eng_engine *e)
         pthread_join(e->thread, NULL);
     }
     /* The loop has stopped: this thread owns every list now. */
-    for (int32_t i = 0; i < e->n_inbox; i++)
-        sched_waiting_insert(e, e->inbox[i]);
-    e->n_inbox = 0;
-    e->n_plan = 0;
-    while (e->n_running > 0)
-        finish(e, e->running[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
-    while (e->n_waiting > 0)
-        finish(e, e->waiting[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
+    if (e->sched) {
+        sched_state *s = e->sched;
+        for (int32_t i = 0; i < e->n_inbox; i++)
+            sched_waiting_insert(s, e->inbox[i]);
+        e->n_inbox = 0;
+        s->n_plan = 0;
+        while (s->n_running > 0)
+            finish(e, s->running[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
+        while (s->n_waiting > 0)
+            finish(e, s->waiting[0], ENG_FINISH_CANCELLED, ENG_ERR_CANCELLED, "engine shut down");
+        sched_free(s);
+    }
     kv_cache_free(e->kv);
     if (e->be)
         e->be->ops->free(e->be);
     free(e->inbox);
-    free(e->waiting);
-    free(e->running);
-    free(e->plan);
     free(e->b_tokens);
     free(e->b_pos);
     free(e->b_seq);

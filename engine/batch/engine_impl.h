@@ -1,5 +1,5 @@
 /* engine_impl.h — the engine's and requests' private state, shared by engine.c (API, request
- * lifecycle, output) and sched.c (the step loop's batch planning). */
+ * lifecycle, output) and sched.c (the step loop's batch planning, scheduler.h). */
 #ifndef SERVAL_ENGINE_IMPL_H
 #define SERVAL_ENGINE_IMPL_H
 
@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "kv_cache.h"
+#include "scheduler.h"
 #include "serval_engine.h"
 
 enum { STAT_WINDOW = 32 }; /* steps averaged for gen_tokens_per_s */
@@ -52,12 +53,6 @@ struct eng_request {
     atomic_int refs;         /* the caller's handle + the engine's while it is queued */
 };
 
-/* One entry of a step's batch: positions [start, start + len) of a request. */
-typedef struct sched_entry {
-    eng_request *r;
-    int32_t start, len;
-} sched_entry;
-
 struct eng_engine {
     const eng_model *m;
     eng_engine_config cfg;
@@ -76,13 +71,8 @@ struct eng_engine {
     bool stopping;
     eng_engine_stats stats;
 
-    /* Step-loop only. Both lists are kept in service order: priority high to low, then id. */
-    eng_request **waiting;   /* [max_waiting + max_running]: preempted requests come back */
-    int32_t n_waiting;
-    eng_request **running;   /* [max_running] */
-    int32_t n_running;
-    sched_entry *plan;       /* [max_running] */
-    int32_t n_plan;
+    /* Step-loop only. */
+    sched_state *sched;      /* the waiting and running lists and the step's plan */
     int32_t *b_tokens, *b_pos, *b_seq, *b_logits_idx; /* [step_tokens] */
     const int32_t **b_tables; /* [max_running] */
     eng_sample_row *b_rows;  /* [max_running] sampling of each logits row */
@@ -92,17 +82,5 @@ struct eng_engine {
     int64_t n_stat_steps;
     double sum_step_ms, sum_batch_seqs;
 };
-
-/* sched.c: plans the next step into e->plan (reserving KV blocks, preempting when they run
- * out). Returns the number of tokens planned (0: nothing runnable). */
-int32_t sched_step_plan(eng_engine *e);
-
-/* sched.c: list upkeep. Waiting insert keeps service order (priority, then age); remove
- * takes r off the running or waiting list and out of the current plan. */
-void sched_waiting_insert(eng_engine *e, eng_request *r);
-void sched_remove(eng_engine *e, eng_request *r);
-/* sched.c: frees r's blocks and puts it back in the waiting list to recompute later. */
-void engine_preempt(eng_engine *e, eng_request *r);
-bool engine_before(const eng_request *a, const eng_request *b);
 
 #endif

@@ -1,13 +1,14 @@
-/* sched.c — the iteration-level scheduler: each step it plans the decodes of running
- * sequences, then prefill chunks of running and waiting prompts, under a token budget;
+/* sched.c — the iteration-level scheduler (scheduler.h): each step it plans the decodes of
+ * running sequences, then prefill chunks of running and waiting prompts, under a token budget;
  * reserves their KV blocks and preempts the newest running sequences when blocks run out. */
+#include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
 #include "engine_impl.h"
+#include "scheduler.h"
 
 /* Service order: higher priority first, then older (smaller id) first. */
-bool engine_before(const eng_request *a, const eng_request *b)
+static bool sched_before(const eng_request *a, const eng_request *b)
 {
     if (a->priority != b->priority)
         return a->priority > b->priority;
@@ -18,7 +19,7 @@ bool engine_before(const eng_request *a, const eng_request *b)
 static void list_insert(eng_request **list, int32_t *n, eng_request *r)
 {
     int32_t i = *n;
-    while (i > 0 && engine_before(r, list[i - 1])) {
+    while (i > 0 && sched_before(r, list[i - 1])) {
         list[i] = list[i - 1];
         i--;
     }
@@ -38,20 +39,56 @@ static bool list_remove(eng_request **list, int32_t *n, const eng_request *r)
     return false;
 }
 
-void sched_waiting_insert(eng_engine *e, eng_request *r)
+eng_status sched_create(kv_cache *kv, const sched_config *cfg, sched_state **out, eng_err *err)
 {
-    ENG_ASSERT(e->n_waiting < e->cfg.max_waiting + e->cfg.max_running);
-    list_insert(e->waiting, &e->n_waiting, r);
+    *out = NULL;
+    if (cfg->max_running < 1 || cfg->max_waiting < 1 || cfg->step_tokens < cfg->max_running)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "scheduler limits: max_running %d and max_waiting %d must be >= 1, "
+                        "step_tokens %d >= max_running", cfg->max_running, cfg->max_waiting,
+                        cfg->step_tokens);
+    sched_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    s->cfg = *cfg;
+    s->kv = kv;
+    size_t nr = (size_t)cfg->max_running;
+    s->waiting = calloc((size_t)cfg->max_waiting + nr, sizeof *s->waiting);
+    s->running = calloc(nr, sizeof *s->running);
+    s->plan = calloc(nr, sizeof *s->plan);
+    if (!s->waiting || !s->running || !s->plan) {
+        sched_free(s);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating the scheduler's lists");
+    }
+    *out = s;
+    return ENG_OK;
 }
 
-void sched_remove(eng_engine *e, eng_request *r)
+void sched_free(sched_state *s)
 {
-    if (!list_remove(e->running, &e->n_running, r))
-        list_remove(e->waiting, &e->n_waiting, r);
-    for (int32_t i = 0; i < e->n_plan; i++) {
-        if (e->plan[i].r == r) {
-            memmove(e->plan + i, e->plan + i + 1, sizeof *e->plan * (size_t)(e->n_plan - i - 1));
-            e->n_plan--;
+    if (!s)
+        return;
+    free(s->waiting);
+    free(s->running);
+    free(s->plan);
+    free(s);
+}
+
+void sched_waiting_insert(sched_state *s, eng_request *r)
+{
+    ENG_ASSERT(s->n_waiting < s->cfg.max_waiting + s->cfg.max_running);
+    ENG_ASSERT(r->seq == NULL && r->n_computed == 0);
+    list_insert(s->waiting, &s->n_waiting, r);
+}
+
+void sched_remove(sched_state *s, eng_request *r)
+{
+    if (!list_remove(s->running, &s->n_running, r))
+        list_remove(s->waiting, &s->n_waiting, r);
+    for (int32_t i = 0; i < s->n_plan; i++) {
+        if (s->plan[i].r == r) {
+            memmove(s->plan + i, s->plan + i + 1, sizeof *s->plan * (size_t)(s->n_plan - i - 1));
+            s->n_plan--;
             break;
         }
     }
@@ -59,88 +96,75 @@ void sched_remove(eng_engine *e, eng_request *r)
 
 /* Frees a running request's blocks and puts it back in the waiting list: it will recompute
  * its prompt and the tokens it generated so far (mostly from the prefix cache) and go on. */
-void engine_preempt(eng_engine *e, eng_request *r)
+static void preempt(sched_state *s, eng_request *r)
 {
-    sched_remove(e, r);
-    kv_seq_free(e->kv, r->seq);
+    sched_remove(s, r);
+    kv_seq_free(s->kv, r->seq);
     r->seq = NULL;
     r->n_computed = 0;
-    pthread_mutex_lock(&r->mu);
-    r->n_preempt++;
-    pthread_mutex_unlock(&r->mu);
-    pthread_mutex_lock(&e->mu);
-    e->stats.preemptions++;
-    pthread_mutex_unlock(&e->mu);
-    sched_waiting_insert(e, r);
+    if (s->cfg.on_preempt)
+        s->cfg.on_preempt(s->cfg.user, r);
+    sched_waiting_insert(s, r);
 }
 
 /* Reserves blocks for r to hold n positions, preempting the newest running requests until it
  * fits. Returns false when r itself was the newest and got preempted. */
-static bool reserve_or_preempt(eng_engine *e, eng_request *r, int32_t n)
+static bool reserve_or_preempt(sched_state *s, eng_request *r, int32_t n)
 {
     for (;;) {
-        eng_status st = kv_seq_reserve(e->kv, r->seq, n);
+        eng_status st = kv_seq_reserve(s->kv, r->seq, n);
         if (st == ENG_OK)
             return true;
-        ENG_ASSERT(st == ENG_ERR_OVERLOAD && e->n_running > 0);
-        eng_request *victim = e->running[e->n_running - 1];
-        engine_preempt(e, victim);
+        ENG_ASSERT(st == ENG_ERR_OVERLOAD && s->n_running > 0);
+        eng_request *victim = s->running[s->n_running - 1];
+        preempt(s, victim);
         if (victim == r)
             return false;
     }
 }
 
-static void plan_add(eng_engine *e, eng_request *r, int32_t len)
+static void plan_add(sched_state *s, eng_request *r, int32_t len)
 {
-    e->plan[e->n_plan++] = (sched_entry){.r = r, .start = r->n_computed, .len = len};
+    s->plan[s->n_plan++] = (sched_entry){.r = r, .start = r->n_computed, .len = len};
 }
 
 /* Admits the oldest waiting request when its first chunk fits, keeping one free block of
  * headroom per running sequence so that admissions don't immediately force preemptions. */
-static bool admit_one(eng_engine *e, int32_t budget)
+static bool admit_one(sched_state *s, int32_t budget)
 {
-    eng_request *r = e->waiting[0];
-    kv_seq *s = NULL;
-    if (kv_seq_create(e->kv, r->n_prompt + r->max_tokens, &s, NULL) != ENG_OK)
+    eng_request *r = s->waiting[0];
+    kv_seq *q = NULL;
+    if (kv_seq_create(s->kv, r->n_prompt + r->max_tokens, &q, NULL) != ENG_OK)
         return false;
-    int32_t cached = kv_seq_match_prefix(e->kv, s, r->tokens, r->n_tokens);
+    int32_t cached = kv_seq_match_prefix(s->kv, q, r->tokens, r->n_tokens);
     int32_t need = r->n_tokens - cached;
     int32_t len = need < budget ? need : budget;
-    int32_t blocks = kv_seq_blocks_needed(e->kv, s, cached + len);
-    if ((e->n_running > 0 && blocks + e->n_running > kv_cache_n_available(e->kv)) ||
-        kv_seq_reserve(e->kv, s, cached + len) != ENG_OK) {
-        kv_seq_free(e->kv, s);
+    int32_t blocks = kv_seq_blocks_needed(s->kv, q, cached + len);
+    if ((s->n_running > 0 && blocks + s->n_running > kv_cache_n_available(s->kv)) ||
+        kv_seq_reserve(s->kv, q, cached + len) != ENG_OK) {
+        kv_seq_free(s->kv, q);
         return false;
     }
-    list_remove(e->waiting, &e->n_waiting, r);
-    r->seq = s;
+    list_remove(s->waiting, &s->n_waiting, r);
+    r->seq = q;
     r->n_computed = cached;
-    list_insert(e->running, &e->n_running, r);
-    if (!r->admitted_once) {
-        r->admitted_once = true;
-        pthread_mutex_lock(&r->mu);
-        r->n_cached = cached;
-        r->t_sched = eng_clock_ms() - r->t_submit;
-        pthread_mutex_unlock(&r->mu);
-        pthread_mutex_lock(&e->mu);
-        e->n_waiting_new--;
-        e->stats.prompt_tokens_cached += cached;
-        pthread_mutex_unlock(&e->mu);
-    }
-    plan_add(e, r, len);
+    list_insert(s->running, &s->n_running, r);
+    if (s->cfg.on_admit)
+        s->cfg.on_admit(s->cfg.user, r, cached);
+    plan_add(s, r, len);
     return true;
 }
 
-int32_t sched_step_plan(eng_engine *e)
+int32_t sched_step_plan(sched_state *s)
 {
-    int32_t budget = e->cfg.step_tokens;
-    e->n_plan = 0;
+    int32_t budget = s->cfg.step_tokens;
+    s->n_plan = 0;
     /* Pass 0: one token for every decoding sequence; pass 1: prefill chunks of running ones
      * (a preempted-and-readmitted or chunked prompt), oldest first. */
     for (int pass = 0; pass < 2; pass++) {
         int32_t i = 0;
-        while (i < e->n_running && budget > 0) {
-            eng_request *r = e->running[i];
+        while (i < s->n_running && budget > 0) {
+            eng_request *r = s->running[i];
             int32_t need = r->n_tokens - r->n_computed;
             ENG_ASSERT(need >= 1);
             if ((pass == 0) != (need == 1)) {
@@ -148,22 +172,22 @@ int32_t sched_step_plan(eng_engine *e)
                 continue;
             }
             int32_t len = need < budget ? need : budget;
-            if (!reserve_or_preempt(e, r, r->n_computed + len))
+            if (!reserve_or_preempt(s, r, r->n_computed + len))
                 continue; /* r was the last; the loop ends */
-            plan_add(e, r, len);
+            plan_add(s, r, len);
             budget -= len;
             i++;
         }
     }
     /* Pass 2: admit waiting requests while budget, batch slots and blocks last. */
-    while (budget > 0 && e->n_waiting > 0 && e->n_running < e->cfg.max_running) {
-        if (!admit_one(e, budget))
+    while (budget > 0 && s->n_waiting > 0 && s->n_running < s->cfg.max_running) {
+        if (!admit_one(s, budget))
             break;
-        budget -= e->plan[e->n_plan - 1].len;
+        budget -= s->plan[s->n_plan - 1].len;
     }
     /* Preemption may have dropped entries planned earlier in this step: count what is left. */
     int32_t n = 0;
-    for (int32_t i = 0; i < e->n_plan; i++)
-        n += e->plan[i].len;
+    for (int32_t i = 0; i < s->n_plan; i++)
+        n += s->plan[i].len;
     return n;
 }

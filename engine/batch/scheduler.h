@@ -1,0 +1,117 @@
+/* scheduler.h — the iteration-level scheduler: which sequences run in the next step, how many
+ * of their tokens, and which give their KV blocks back when the pool runs out. (Not sched.h:
+ * engine/batch is on the include path, and a sched.h there would shadow the system <sched.h>
+ * that <pthread.h> includes.) */
+#ifndef SERVAL_SCHEDULER_H
+#define SERVAL_SCHEDULER_H
+
+/*
+ * The scheduler plans over its own state, not the engine: a KV cache, two lists of requests
+ * and a plan. A test builds one from a kv_cache and a few hand-filled eng_request structs; the
+ * engine's step loop owns one per engine. Not thread-safe: one thread (the step loop) calls
+ * everything here.
+ *
+ * Every request the scheduler holds is in exactly one list:
+ *   waiting — r->seq == NULL and r->n_computed == 0: nothing of it is in the KV cache. It may
+ *             have generated tokens already (a preempted request); they are recomputed.
+ *   running — r->seq holds its blocks and kv_seq_n_tokens(r->seq) == r->n_computed <
+ *             r->n_tokens: at least one token (the next to feed the model) is left to compute.
+ *             Decoding when exactly one is left, prefilling when more are.
+ * Both lists are kept in service order: higher r->priority first, then older (smaller r->id)
+ * first. So running[n_running - 1] is the newest of the lowest priority: the preemption victim.
+ *
+ * Of a request the scheduler reads id, priority, n_prompt, max_tokens, tokens[0, n_tokens)
+ * and writes seq and n_computed; it takes no lock and touches nothing else. What the engine
+ * counts or shows to readers (queue time, cached tokens, preemptions) it does in the hooks.
+ *
+ * A step (the engine's loop; a test plays the backend by hand):
+ *   sched_step_plan(s)                -> plan[0, n_plan): positions [start, start + len) of r,
+ *                                        blocks reserved for them
+ *   the backend computes the plan;  for each entry: r->n_computed = start + len;
+ *   kv_seq_commit(kv, r->seq, r->tokens, r->n_computed); a sampled token is appended when
+ *   start + len == r->n_tokens;  then s->n_plan = 0.
+ * A finished or cancelled request leaves with sched_remove, and its owner frees r->seq.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kv_cache.h"
+#include "serval_engine.h"
+#include "status.h"
+
+/* One entry of a step's batch: positions [start, start + len) of a running request. */
+typedef struct sched_entry {
+    eng_request *r;
+    int32_t start, len;
+} sched_entry;
+
+typedef struct sched_config {
+    int32_t step_tokens; /* tokens one step may plan, >= max_running */
+    int32_t max_running; /* requests running at once, and entries in one plan, >= 1 */
+    int32_t max_waiting; /* requests submitted and never admitted; the waiting list holds
+                            max_waiting + max_running (preempted requests come back to it) */
+    /* Called (when set) right after r was admitted (it is running, r->seq set, n_cached of
+     * its tokens reused from the prefix cache), every time: a preempted request is admitted
+     * again. */
+    void (*on_admit)(void *user, eng_request *r, int32_t n_cached);
+    /* Called (when set) right after r was preempted, before it is back in the waiting list. */
+    void (*on_preempt)(void *user, eng_request *r);
+    void *user;
+} sched_config;
+
+/* The state one plan is made over. The engine and tests read every field; only the functions
+ * here change them, except n_plan, which the caller sets to 0 once it has run the plan. */
+typedef struct sched_state {
+    sched_config cfg;
+    kv_cache *kv;           /* borrowed: it must outlive the scheduler */
+    eng_request **waiting;  /* [max_waiting + max_running], service order */
+    int32_t n_waiting;
+    eng_request **running;  /* [max_running], service order */
+    int32_t n_running;
+    sched_entry *plan;      /* [max_running], in the order planned: decodes, prefill chunks of
+                               running requests, admissions */
+    int32_t n_plan;
+} sched_state;
+
+/* Creates an empty scheduler over kv (borrowed, not freed here). ENG_ERR_INVALID when a limit
+ * is out of range (step_tokens < max_running, max_running or max_waiting < 1), ENG_ERR_NOMEM
+ * when the lists cannot be allocated; *out is NULL then. Allocates the lists and plan up
+ * front: O(max_waiting + max_running). *out is owned by the caller; free it with sched_free. */
+eng_status sched_create(kv_cache *kv, const sched_config *cfg, sched_state **out, eng_err *err);
+
+/* Frees the lists and the state; the requests in them and their blocks are the caller's.
+ * sched_free(NULL) does nothing. */
+void sched_free(sched_state *s);
+
+/* Puts r in the waiting list at its place in service order. r must be in no list, with
+ * r->seq == NULL and r->n_computed == 0, and there must be room (asserted). O(n_waiting). */
+void sched_waiting_insert(sched_state *s, eng_request *r);
+
+/* Takes r off whichever list holds it and out of the current plan (no-op where it is not).
+ * r's blocks are not freed: the caller frees r->seq. O(n_running + n_waiting + n_plan). */
+void sched_remove(sched_state *s, eng_request *r);
+
+/* Plans the next step into plan[0, n_plan) (any earlier plan is dropped), under a budget of
+ * step_tokens tokens:
+ *   pass 0 — one token for every decoding running request, in list order;
+ *   pass 1 — the next chunk of every prefilling running request (a long prompt, or a
+ *            readmitted one recomputing), in list order, each as much as the budget leaves;
+ *   pass 2 — admits waiting requests from the head of the list while budget, max_running
+ *            slots and blocks last, stopping at the first that does not fit (no skipping
+ *            ahead of it). An admitted request first takes the longest cached prefix of its
+ *            tokens (kv_seq_match_prefix), so only the tail is planned, and is admitted only
+ *            if, after its first chunk's blocks, one free block per running request is left
+ *            (headroom, so the next decodes do not immediately force a preemption).
+ * Each running entry's blocks are reserved (kv_seq_reserve); when the pool cannot give them,
+ * the last running request (lowest priority, newest) is preempted, repeatedly: its blocks are
+ * freed (full ones stay in the prefix cache), n_computed becomes 0, and it goes back to the
+ * waiting list with all its tokens (prompt and generated), leaving the plan if it was already
+ * in it. A request never preempts one ahead of it in service order.
+ * Returns the tokens planned: the sum of the entries' len, <= step_tokens; 0 when nothing is
+ * runnable (nothing running, and the head of the waiting list does not fit or the list is
+ * empty). O(n_running + admitted * their cached prefix + preemptions * list length).
+ */
+int32_t sched_step_plan(sched_state *s);
+
+#endif
