@@ -7,7 +7,7 @@
 // Thread-local like errno: launchers run on the engine's step thread, tests in forked workers.
 static thread_local char kn_err_buf[512];
 
-/* kn_status_str and kn_dtype_size are plain C (kernels/ref/kn_status.c): CPU-only builds use them. */
+/* kn_status_str and kn_dtype_size are plain C (kernels/kn_status.c): CPU-only builds use them. */
 
 extern "C" const char *kn_last_error(void) { return kn_err_buf; }
 

@@ -11,6 +11,10 @@
 #include "kn_args.h"
 #include "kn_status.h"
 
+#ifdef __cplusplus
+extern "C" { /* bench/kernels (C++) calls them too */
+#endif
+
 /* ---- element access (convert.c) --------------------------------------------------------- */
 float kn_ref_f16_to_f32(uint16_t h);
 uint16_t kn_ref_f32_to_f16(float f);  /* round to nearest even */
@@ -78,5 +82,9 @@ int32_t kn_ref_sample(const float *logits, int32_t n_vocab, const kn_sample_para
 /* C[m, n] = alpha * X[m, k] · W[n, k]^T + beta * C (all row-major). X, W of idt; C of odt. */
 void kn_ref_gemm(kn_dtype idt, const void *X, const void *W, kn_dtype odt, void *C, int64_t m,
                  int64_t n, int64_t k, float alpha, float beta);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

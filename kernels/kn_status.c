@@ -1,5 +1,6 @@
-/* kn_status.c — the plain-C parts of kernels/kn_status.h (status names, dtype sizes), here so
- * that builds without CUDA (the references and their tests) have them too. */
+/* kn_status.c — the plain-C parts of kernels/kn_status.h (status names, dtype sizes): in their
+ * own library so that the kernels and the references (and builds without CUDA) share them
+ * without the kernels linking the references. */
 #include "kn_status.h"
 
 const char *kn_status_str(kn_status s)
