@@ -8,7 +8,7 @@
 
 #include "attn_common.cuh"
 
-enum { DEC_THREADS = 128, DEC_WARPS = DEC_THREADS / 32, DEC_GMAX_ALL = 8, DEC_PARTITION = 512 };
+enum { DEC_THREADS = 128, DEC_WARPS = DEC_THREADS / 32, DEC_GMAX_ALL = 8 };
 
 struct dec_params {
     kn_attn_args a;
@@ -165,15 +165,15 @@ template <int HD> static __global__ void decode_merge_kernel(const dec_params p)
     kn_store_act(a.q_dtype, a.out, (int64_t)s * a.out_stride + (int64_t)h * HD + d, o / sum);
 }
 
-// How many partitions: enough CTAs to fill the GPU twice over, each at least DEC_PARTITION
-// tokens long; 1 when the batch alone fills it or the contexts are short.
+// How many partitions: enough CTAs to fill the GPU twice over, each at least KN_DECODE_SPLIT
+// tokens long (paged_attention.h); 1 when the batch alone fills it or the contexts are short.
 static void plan_splits(const kn_attn_args *a, int32_t forced, int32_t *n_splits,
                         int32_t *split_len)
 {
     const int32_t group = a->n_head / a->n_head_kv;
     const int32_t n_qg = (group + DEC_GMAX_ALL - 1) / DEC_GMAX_ALL;
     const int64_t ctas = (int64_t)a->n_seq * a->n_head_kv * n_qg;
-    const int32_t max_parts = (a->max_seq_len + DEC_PARTITION - 1) / DEC_PARTITION;
+    const int32_t max_parts = (a->max_seq_len + KN_DECODE_SPLIT - 1) / KN_DECODE_SPLIT;
     int32_t n = forced;
     if (n <= 0) {
         const int64_t want = 2 * (int64_t)kn_sm_count();

@@ -28,9 +28,10 @@
 
 #define KVT KN_DTYPE_F16  /* KV cache: fp16 like the CPU backend */
 
-/* Decode attention always splits contexts into partitions of this many positions, so a
- * sequence's result does not depend on the other sequences of its batch or on the bucket. */
-enum { DEC_SPLIT = 256, MAX_GRAPHS = 256 };
+/* Decode attention always splits contexts into partitions of KN_DECODE_SPLIT positions
+ * (paged_attention.h), so a sequence's result does not depend on the other sequences of its
+ * batch or on the bucket. */
+enum { MAX_GRAPHS = 256 };
 
 /* One captured decode step: nb sequences (padded), contexts up to lb positions. */
 typedef struct decode_graph {
@@ -56,7 +57,7 @@ typedef struct cuda_backend {
     void *tok_embd, *out_norm, *output; /* bf16; output == tok_embd when tied */
     cuda_layer *layers;
     int32_t max_tokens, max_logits, max_blocks_per_seq;
-    int32_t len_cap;       /* the largest context bucket: max_pos rounded up to DEC_SPLIT */
+    int32_t len_cap;       /* the largest context bucket: max_pos rounded up to KN_DECODE_SPLIT */
     int64_t n_slots;       /* the engine's blocks and the padding block */
     int32_t pad_block;     /* block id padding rows write their K/V into (not the engine's) */
     /* per-step device buffers */
@@ -215,9 +216,9 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     AL(c->samp_scratch, L * (size_t)hp->n_vocab * sizeof(float), "sampling scratch");
     AL(c->d_samp, L * sizeof(kn_sample_params), "sampling parameters");
     AL(c->d_next, L * sizeof(int32_t), "sampled tokens");
-    c->len_cap = (max_pos + DEC_SPLIT - 1) / DEC_SPLIT * DEC_SPLIT;
-    if (c->len_cap < 2 * DEC_SPLIT)
-        c->len_cap = 2 * DEC_SPLIT;
+    c->len_cap = (max_pos + KN_DECODE_SPLIT - 1) / KN_DECODE_SPLIT * KN_DECODE_SPLIT;
+    if (c->len_cap < 2 * KN_DECODE_SPLIT)
+        c->len_cap = 2 * KN_DECODE_SPLIT;
     /* tables cover the largest bucket; entries past a sequence's length stay -1 */
     c->max_blocks_per_seq = (c->len_cap + c->base.block_size - 1) / c->base.block_size;
     /* tokens, pos, slots, logits_idx [T each]; seq_lens [T]; q_start [T+1]; tables */
@@ -242,9 +243,9 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
                       .max_seq_len = c->len_cap, .max_blocks_per_seq = c->max_blocks_per_seq,
                       .scale = 1.0f, .out = c->att, .out_stride = (int64_t)dq};
-    /* decode splits into DEC_SPLIT-long partitions: the most is T sequences at len_cap */
+    /* decode splits into KN_DECODE_SPLIT-long partitions: the most is T sequences at len_cap */
     KN_TRY("sizing the attention workspace",
-           kn_paged_attn_decode_workspace(&a, c->len_cap / DEC_SPLIT, &c->attn_ws_bytes));
+           kn_paged_attn_decode_workspace(&a, c->len_cap / KN_DECODE_SPLIT, &c->attn_ws_bytes));
     if (c->attn_ws_bytes > 0 &&
         (st = dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
         return st;
@@ -306,10 +307,10 @@ static int32_t batch_bucket(int32_t n, int32_t cap)
     return b < cap ? b : cap;
 }
 
-/* Context buckets: powers of two from 2 * DEC_SPLIT up to len_cap. */
+/* Context buckets: powers of two from 2 * KN_DECODE_SPLIT up to len_cap. */
 static int32_t len_bucket(int32_t len, int32_t cap)
 {
-    int32_t b = 2 * DEC_SPLIT;
+    int32_t b = 2 * KN_DECODE_SPLIT;
     while (b < len && b < cap)
         b *= 2;
     return b < cap ? b : cap;
@@ -434,7 +435,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
         a.k_cache = G->k_cache;
         a.v_cache = G->v_cache;
         if (dm->all_decode)
-            KN_TRY("decode attention", kn_paged_attn_decode(&a, lb / DEC_SPLIT, c->attn_ws,
+            KN_TRY("decode attention", kn_paged_attn_decode(&a, lb / KN_DECODE_SPLIT, c->attn_ws,
                                                             c->attn_ws_bytes, c->st));
         else
             KN_TRY("prefill attention", kn_prefill_attn_tc(&a, c->st));
