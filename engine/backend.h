@@ -1,6 +1,8 @@
 /* backend.h — what the engine needs from a compute backend: run one mixed batch over the
  * paged KV pool it owns and sample the next token of every sequence that reached its end.
- * The CPU backend is engine/backend_cpu.c; the CUDA backend plugs in through the same table. */
+ * The CPU backend is engine/cpu/backend_cpu.c, the CUDA backend engine/cuda/backend_cuda.c;
+ * both are created from one eng_backend_config and read the model's architecture
+ * descriptor (model/arch.h), answering ENG_ERR_UNSUPPORTED for what they cannot run. */
 #ifndef SERVAL_BACKEND_H
 #define SERVAL_BACKEND_H
 
@@ -8,13 +10,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cpu_forward.h"
 #include "model.h"
 #include "sampler.h"
 #include "status.h"
 
-/* A batch: the same layout for every backend (see eng_cpu_batch in cpu_forward.h). */
-typedef eng_cpu_batch eng_batch;
+/* One forward step, the same layout for every backend: n_tokens tokens, each at its own
+ * position of its own sequence. Token t attends to positions [0, pos[t]] of sequence seq[t],
+ * whose K/V live in the blocks listed by block_tables[seq[t]] (entry i holds positions
+ * [i*block_size, (i+1)*block_size)); the K/V of every token of the batch are written before any
+ * attention runs, so a prompt chunk and the decodes of other sequences can share one step. All
+ * arrays are owned by the caller (host memory). */
+typedef struct eng_batch {
+    int32_t n_tokens;
+    const int32_t *tokens;              /* [n_tokens] token ids (validated) */
+    const int32_t *pos;                 /* [n_tokens] position within its sequence */
+    const int32_t *seq;                 /* [n_tokens] index into block_tables */
+    const int32_t *const *block_tables; /* [n_seqs] block ids per sequence */
+    int32_t n_seqs;
+    const int32_t *logits_idx;          /* [n_logits] ascending token indices wanting logits */
+    int32_t n_logits;
+} eng_batch;
 
 typedef struct eng_backend eng_backend;
 
@@ -42,23 +57,33 @@ struct eng_backend {
     int32_t block_size; /* positions per block */
 };
 
-/* The CPU backend: n_threads threads, a KV pool of as many blocks as kv_bytes holds (at
- * least min_blocks, else ENG_ERR_INVALID), positions up to max_pos. The model is borrowed.
- * *out is owned by the caller: free it with be->ops->free(be). */
-eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
-                                  int32_t min_blocks, int32_t max_pos, int n_threads,
+/* What a backend is created with. Zero means "the backend's default" where a default is
+ * stated. */
+typedef struct eng_backend_config {
+    int64_t kv_bytes;   /* KV pool budget. 0: CPU 1 GiB is the engine's default (required
+                         * here); CUDA: 90% of the GPU memory still free after weights and
+                         * buffers, one block of which it keeps for padding */
+    int32_t block_size; /* positions per KV block (> 0) */
+    int32_t min_blocks; /* a pool smaller than this is ENG_ERR_INVALID (one full sequence) */
+    int32_t max_pos;    /* the largest position any sequence reaches + 1 */
+    int32_t max_tokens; /* most tokens in one batch (CUDA step buffers; CPU grows on demand) */
+    int32_t max_logits; /* most logits rows in one batch (CUDA) */
+    int n_threads;      /* CPU threads; 0: the online CPUs */
+    bool cuda_graphs;   /* CUDA: replay decode steps from CUDA graphs (false: launch every
+                         * kernel every step, for debugging and comparison) */
+    bool cuda_fp16;     /* CUDA: fp16 weights and activations instead of bf16 (more mantissa,
+                         * less range; the residual stream is fp32 either way) */
+} eng_backend_config;
+
+/* The CPU backend: cfg->n_threads threads, a KV pool of as many blocks as cfg->kv_bytes holds.
+ * The model is borrowed. *out is owned by the caller: free it with be->ops->free(be). */
+eng_status eng_backend_cpu_create(const eng_model *m, const eng_backend_config *cfg,
                                   eng_backend **out, eng_err *err);
 
-/* The CUDA backend (builds with SERVAL_HAVE_CUDA only): weights dequantised to bf16 on the
- * GPU, step buffers for max_tokens tokens and max_logits logits rows, and a KV pool of
- * kv_bytes (0: 90% of the GPU memory still free after weights and buffers), one block of which
- * it keeps for padding. graphs: replay decode steps from CUDA graphs (false: launch every
- * kernel every step, for debugging and comparison). fp16: weights and activations in fp16
- * instead of bf16 (more mantissa, less range; the residual stream is fp32 either way).
- * ENG_ERR_UNSUPPORTED without a visible device or kernels for the model's shapes. */
-eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
-                                   int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
-                                   int32_t max_logits, bool graphs, bool fp16, eng_backend **out,
-                                   eng_err *err);
+/* The CUDA backend (builds with SERVAL_HAVE_CUDA only): weights dequantised to bf16 (fp16) on
+ * the GPU, step buffers for cfg->max_tokens tokens and cfg->max_logits rows. ENG_ERR_UNSUPPORTED
+ * without a visible device or kernels for the model's architecture and shapes. */
+eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config *cfg,
+                                   eng_backend **out, eng_err *err);
 
 #endif

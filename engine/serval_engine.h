@@ -6,7 +6,7 @@
 
 /*
  * One engine = one model replica on one backend, driven by one step-loop thread. Each step the
- * scheduler (engine/sched.c) picks the decodes of running sequences and chunks of waiting
+ * scheduler (engine/batch/sched.c) picks the decodes of running sequences and chunks of waiting
  * prompts under a token budget, the backend runs them as one batch over the paged KV cache
  * (engine/kv_cache.h, prefix caching included), and the sampler picks each sequence's next
  * token. Requests are tokenized on the submitting thread; eng_submit never blocks on the step

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu_forward.h" /* eng_cpu_kv_block_bytes: sizing pools like the CPU backend */
 #include "device.h"
 #include "model.h"
 #include "serval_engine.h"
@@ -92,6 +93,16 @@ static void gen_tokens(int32_t *t, int32_t n, uint64_t seed, int32_t n_vocab)
     }
 }
 
+/* A backend config for these checks: 4 CPU threads, BS-position blocks. */
+static eng_backend_config bcfg(int64_t kv_bytes, int32_t min_blocks, int32_t max_pos,
+                               int32_t max_tokens, int32_t max_logits, bool graphs, bool fp16)
+{
+    return (eng_backend_config){.kv_bytes = kv_bytes, .block_size = BS, .min_blocks = min_blocks,
+                                .max_pos = max_pos, .max_tokens = max_tokens,
+                                .max_logits = max_logits, .n_threads = 4, .cuda_graphs = graphs,
+                                .cuda_fp16 = fp16};
+}
+
 static void check_backend(const eng_model *m, int n_seqs, int32_t len)
 {
     const int32_t nv = m->hp.n_vocab, maxpos = len + BS;
@@ -99,9 +110,11 @@ static void check_backend(const eng_model *m, int n_seqs, int32_t len)
     eng_backend *cpu = NULL, *gpu = NULL;
     eng_err err;
     size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)nblocks;
-    if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb + (int64_t)kvb / nblocks, BS, nblocks, maxpos, len,
-                                len, true, false, &gpu, &err) != ENG_OK) {
+    eng_backend_config cc = bcfg((int64_t)kvb, nblocks, maxpos, len, len, true, false),
+                       gc = bcfg((int64_t)kvb + (int64_t)kvb / nblocks, nblocks, maxpos, len, len,
+                                 true, false);
+    if (eng_backend_cpu_create(m, &cc, &cpu, &err) != ENG_OK ||
+        eng_backend_cuda_create(m, &gc, &gpu, &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         if (cpu)
@@ -242,13 +255,13 @@ static void check_decode(const eng_model *m)
     int32_t tg[N_ROWS], te[N_ROWS], tc[N_ROWS], th[N_ROWS];
     eng_backend *be[4] = {NULL, NULL, NULL, NULL};
     eng_err err;
-    if (eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, false, &be[0],
-                                &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, false, false, &be[1],
-                                &err) != ENG_OK ||
-        eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &be[2], &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, 256, 64, true, true, &be[3],
-                                &err) != ENG_OK) {
+    const eng_backend_config graphs = bcfg((int64_t)kvb, nblocks, maxpos, 256, 64, true, false),
+                             eager = bcfg((int64_t)kvb, nblocks, maxpos, 256, 64, false, false),
+                             fp16 = bcfg((int64_t)kvb, nblocks, maxpos, 256, 64, true, true);
+    if (eng_backend_cuda_create(m, &graphs, &be[0], &err) != ENG_OK ||
+        eng_backend_cuda_create(m, &eager, &be[1], &err) != ENG_OK ||
+        eng_backend_cpu_create(m, &graphs, &be[2], &err) != ENG_OK ||
+        eng_backend_cuda_create(m, &fp16, &be[3], &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         goto out;
@@ -353,9 +366,10 @@ static void check_fixture(const eng_model *m, const char *path, const char *exac
     size_t kvb = eng_cpu_kv_block_bytes(m, BS) * (size_t)(nblocks + 1);
     eng_backend *cpu = NULL, *gpu = NULL;
     eng_err err;
-    if (eng_backend_cpu_create(m, (int64_t)kvb, BS, nblocks, maxpos, 4, &cpu, &err) != ENG_OK ||
-        eng_backend_cuda_create(m, (int64_t)kvb, BS, nblocks, maxpos, maxpos, maxpos, true,
-                                fixture_fp16, &gpu, &err) != ENG_OK) {
+    const eng_backend_config fc = bcfg((int64_t)kvb, nblocks, maxpos, maxpos, maxpos, true,
+                                       fixture_fp16);
+    if (eng_backend_cpu_create(m, &fc, &cpu, &err) != ENG_OK ||
+        eng_backend_cuda_create(m, &fc, &gpu, &err) != ENG_OK) {
         printf("FAIL  creating the backends: %s\n", err.msg);
         failures++;
         if (cpu)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# gen_unicode_tables.py — writes engine/unicode_tables.c, the code point classes the tokenizer's pre-tokenizers need.
-"""Generates the compact code point class table used by engine/tokenizer_pre.c.
+# gen_unicode_tables.py — writes engine/tokenizer/unicode_tables.c, the code point classes the tokenizer's pre-tokenizers need.
+"""Generates the compact code point class table used by engine/tokenizer/tokenizer_pre.c.
 
 Every code point gets one class, with the precedence llama.cpp's pre-tokenizer regexes see:
 
@@ -17,7 +17,7 @@ a lookup is a binary search. Data comes from Python's unicodedata; llama.cpp gen
 table with another Python, so code points assigned in one Unicode version and not the other
 classify differently (only exotic, recently added code points).
 
-Usage: python3 tools/gen_unicode_tables.py [--out engine/unicode_tables.c]
+Usage: python3 tools/gen_unicode_tables.py [--out engine/tokenizer/unicode_tables.c]
 """
 import argparse
 import os
@@ -66,7 +66,7 @@ def check_contractions():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--out", default=os.path.join(here, "..", "engine", "unicode_tables.c"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "engine", "tokenizer", "unicode_tables.c"))
     args = ap.parse_args()
 
     ws = white_space()

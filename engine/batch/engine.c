@@ -645,15 +645,20 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->cfg = c;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    int32_t min_blocks = (c.max_seq_len + c.block_size - 1) / c.block_size;
+    eng_backend_config bc = {.kv_bytes = c.kv_bytes,
+                             .block_size = c.block_size,
+                             .min_blocks = (c.max_seq_len + c.block_size - 1) / c.block_size,
+                             .max_pos = c.max_seq_len,
+                             .max_tokens = c.step_tokens,
+                             .max_logits = c.max_running,
+                             .n_threads = c.n_threads,
+                             .cuda_graphs = !c.no_cuda_graphs,
+                             .cuda_fp16 = c.cuda_fp16};
     if (c.backend == ENG_BACKEND_CPU) {
-        st = eng_backend_cpu_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
-                                    c.n_threads, &e->be, err);
+        st = eng_backend_cpu_create(m, &bc, &e->be, err);
     } else {
 #ifdef SERVAL_HAVE_CUDA
-        st = eng_backend_cuda_create(m, c.kv_bytes, c.block_size, min_blocks, c.max_seq_len,
-                                     c.step_tokens, c.max_running, !c.no_cuda_graphs,
-                                     c.cuda_fp16, &e->be, err);
+        st = eng_backend_cuda_create(m, &bc, &e->be, err);
 #else
         st = eng_fail(err, ENG_ERR_UNSUPPORTED,
                       "this build has no CUDA backend (it was built without nvcc); use the CPU "

@@ -1,6 +1,7 @@
 /* backend_cpu.c — the CPU backend behind engine/backend.h: a runner (threads + scratch) and a
  * paged fp16 KV pool sized from a memory budget, running eng_cpu_forward, then eng_sample. */
 #include "backend.h"
+#include "cpu_forward.h"
 
 #include <stdlib.h>
 
@@ -49,11 +50,12 @@ static void cpu_free(eng_backend *be)
 
 static const eng_backend_ops cpu_ops = {.name = "cpu", .forward = cpu_forward, .free = cpu_free};
 
-eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
-                                  int32_t min_blocks, int32_t max_pos, int n_threads,
+eng_status eng_backend_cpu_create(const eng_model *m, const eng_backend_config *cfg,
                                   eng_backend **out, eng_err *err)
 {
     *out = NULL;
+    const int64_t kv_bytes = cfg->kv_bytes;
+    const int32_t block_size = cfg->block_size, min_blocks = cfg->min_blocks;
     size_t bb = eng_cpu_kv_block_bytes(m, block_size);
     int64_t n_blocks = kv_bytes / (int64_t)bb;
     if (n_blocks < min_blocks)
@@ -74,7 +76,7 @@ eng_status eng_backend_cpu_create(const eng_model *m, int64_t kv_bytes, int32_t 
         free(c);
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     }
-    eng_status st = eng_cpu_runner_create(m, max_pos, n_threads, &c->runner, err);
+    eng_status st = eng_cpu_runner_create(m, cfg->max_pos, cfg->n_threads, &c->runner, err);
     if (st == ENG_OK)
         st = eng_cpu_kv_create(m, (int32_t)n_blocks, block_size, &c->kv, err);
     if (st != ENG_OK) {

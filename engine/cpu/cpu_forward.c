@@ -51,7 +51,7 @@ struct eng_cpu_runner {
 typedef struct fwd_job {
     eng_cpu_runner *r;
     eng_cpu_kv *kv;
-    const eng_cpu_batch *b;
+    const eng_batch *b;
     int32_t c0, n;
     int32_t k0, n_out; /* logits rows [k0, k0 + n_out) fall in this chunk */
     float *logits;     /* [n_out, n_vocab]: the caller's buffer at row k0 */
@@ -137,6 +137,13 @@ eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_thre
 {
     *out = NULL;
     const eng_hparams *hp = &m->hp;
+    const eng_arch_desc *d = m->desc;
+    /* What this forward pass computes; other families need their ops here first. */
+    if (d->norm != ENG_ARCH_NORM_RMS || d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED ||
+        d->ffn != ENG_ARCH_FFN_SWIGLU || d->attn_bias || d->out_bias)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CPU backend cannot run architecture %s "
+                        "yet (it runs RMSNorm, interleaved RoPE and SwiGLU without biases)",
+                        hp->arch_name);
     if (max_pos < 1 || max_pos > hp->n_ctx_train)
         return eng_fail(err, ENG_ERR_INVALID, "context size %d is outside [1, %d] for this model",
                         max_pos, hp->n_ctx_train);
@@ -446,7 +453,7 @@ static void forward_chunk(void *arg, int ith, int nth)
     const fwd_job *j = arg;
     eng_cpu_runner *r = j->r;
     eng_cpu_kv *kv = j->kv;
-    const eng_cpu_batch *b = j->b;
+    const eng_batch *b = j->b;
     const eng_model *m = r->m;
     const eng_hparams *hp = &m->hp;
     const int32_t n = j->n;
@@ -555,7 +562,7 @@ static void forward_chunk(void *arg, int ith, int nth)
     matmul_part(&m->output, r->act, j->n_out, j->logits, hp->n_vocab, ith, nth);
 }
 
-eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_cpu_batch *b,
+eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_batch *b,
                            float *logits, eng_err *err)
 {
     const eng_hparams *hp = &r->m->hp;
@@ -666,7 +673,7 @@ eng_status eng_cpu_ctx_eval(eng_cpu_ctx *c, const int32_t *tokens, int32_t n, fl
         c->pos_buf[i] = c->pos + i;
         c->idx_buf[i] = i;
     }
-    eng_cpu_batch b = {
+    eng_batch b = {
         .n_tokens = n, .tokens = tokens, .pos = c->pos_buf, .seq = c->seq_buf,
         .block_tables = tables, .n_seqs = 1,
         .logits_idx = all ? c->idx_buf : c->idx_buf + n - 1,

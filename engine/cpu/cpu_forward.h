@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h" /* eng_batch */
 #include "model.h"
 #include "status.h"
 
@@ -15,7 +16,7 @@
 
 /* K and V for n_blocks blocks of block_size positions, every layer: [n_layer, n_blocks *
  * block_size, n_head_kv * head_dim] fp16 each. Which block a sequence uses is decided by the
- * caller (engine/kv_cache.h); this is only the memory. */
+ * caller (engine/batch/kv_cache.h); this is only the memory. */
 typedef struct eng_cpu_kv eng_cpu_kv;
 
 eng_status eng_cpu_kv_create(const eng_model *m, int32_t n_blocks, int32_t block_size,
@@ -27,22 +28,6 @@ int32_t eng_cpu_kv_n_blocks(const eng_cpu_kv *kv);
 int32_t eng_cpu_kv_block_size(const eng_cpu_kv *kv);
 
 /* ---- batched forward -------------------------------------------------------------------- */
-
-/* One forward step: n_tokens tokens, each at its own position of its own sequence. Token t
- * attends to positions [0, pos[t]] of sequence seq[t], whose K/V live in the blocks listed by
- * block_tables[seq[t]] (entry i holds positions [i*block_size, (i+1)*block_size)); the K/V of
- * every token of the batch are written before any attention runs, so a prompt chunk and the
- * decodes of other sequences can share one step. All arrays are owned by the caller. */
-typedef struct eng_cpu_batch {
-    int32_t n_tokens;
-    const int32_t *tokens;              /* [n_tokens] token ids (validated) */
-    const int32_t *pos;                 /* [n_tokens] position within its sequence */
-    const int32_t *seq;                 /* [n_tokens] index into block_tables */
-    const int32_t *const *block_tables; /* [n_seqs] block ids per sequence */
-    int32_t n_seqs;
-    const int32_t *logits_idx;          /* [n_logits] ascending token indices wanting logits */
-    int32_t n_logits;
-} eng_cpu_batch;
 
 /* Threads, scratch buffers and limits for running batches of one model. */
 typedef struct eng_cpu_runner eng_cpu_runner;
@@ -57,7 +42,7 @@ void eng_cpu_runner_free(eng_cpu_runner *r);
  * token id (nothing is computed then); positions and block tables are the engine's own and
  * are checked by assertions. Results for a token do not depend on what else is in the batch
  * or on the thread count. */
-eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_cpu_batch *b,
+eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_batch *b,
                            float *logits, eng_err *err);
 
 /* ---- one sequence ----------------------------------------------------------------------- */

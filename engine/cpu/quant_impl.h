@@ -1,4 +1,4 @@
-/* quant_impl.h — private to quant.c and quant_avx2.c: GGML block structs, the activation row
+/* quant_impl.h — private to quant*.c: GGML block structs, the activation row
  * layouts (GGML blocks followed by float copies of their scales), and the AVX2 entry points.
  *
  * Byte layouts (GGML's; see quant.h): block structs below are exactly GGML's, checked by size.
@@ -31,7 +31,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "gguf.h"
+#include "quant.h"
+#include "status.h"
 
 #define QK4_0 32
 #define QK4_1 32
@@ -96,6 +100,42 @@ static inline void quant_q4_0_lane_offsets(const int8_t *qs, int32_t off[8])
 
 /* Bytes of one weight row of n elements (n a multiple of the block size). */
 size_t quant_weight_row_bytes(gguf_dtype t, int64_t n);
+
+/* ---- helpers shared by quant.c, quant_write.c and quant_scalar.c ------------------------- */
+
+static inline int64_t quant_block_elems(gguf_dtype t)
+{
+    switch (t) {
+    case GGUF_DTYPE_F32:
+    case GGUF_DTYPE_F16:
+    case GGUF_DTYPE_BF16: return 1;
+    case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q4_1:
+    case GGUF_DTYPE_Q8_0: return 32;
+    case GGUF_DTYPE_Q6_K: return QK_K;
+    }
+    return 0;
+}
+
+/* Internal invariant: callers pass a supported type and a whole number of blocks. */
+static inline void quant_check_row(gguf_dtype t, int64_t n)
+{
+    int64_t be = quant_block_elems(t);
+    ENG_ASSERT(be > 0);
+    ENG_ASSERT(n >= 0 && n % be == 0);
+}
+
+/* Round to nearest, ties to even, for |f| < 2^22 (GGML's nearest_int). */
+static inline int quant_nearest_int(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static inline float quant_h2f(uint16_t h) { return quant_f16_to_f32(h); }
+static inline uint16_t quant_f2h(float f) { return quant_f32_to_f16(f); }
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SERVAL_QUANT_X86 1

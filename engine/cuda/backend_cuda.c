@@ -426,7 +426,9 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
         KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wqkv, d, c->act,
                                              c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
         KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
-                               hp->head_dim, hp->rope_base, m->rope_freqs, KN_ROPE_INTERLEAVED,
+                               hp->head_dim, hp->rope_base, m->rope_freqs,
+                               m->desc->pos == ENG_ARCH_POS_ROPE_NEOX ? KN_ROPE_NEOX
+                                                                       : KN_ROPE_INTERLEAVED,
                                c->st));
         KN_TRY("KV write", kn_kv_write(c->act, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
                                        qkvd, dm->slots, T, kvd, KVT, G->k_cache, G->v_cache,
@@ -608,28 +610,34 @@ static void cuda_free(eng_backend *be)
 static const eng_backend_ops cuda_ops = {.name = "cuda", .forward = cuda_forward,
                                          .free = cuda_free};
 
-eng_status eng_backend_cuda_create(const eng_model *m, int64_t kv_bytes, int32_t block_size,
-                                   int32_t min_blocks, int32_t max_pos, int32_t max_tokens,
-                                   int32_t max_logits, bool graphs, bool fp16,
+eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config *cfg,
                                    eng_backend **out, eng_err *err)
 {
     *out = NULL;
+    const int64_t kv_bytes = cfg->kv_bytes;
+    const int32_t block_size = cfg->block_size, min_blocks = cfg->min_blocks,
+                  max_pos = cfg->max_pos;
     if (kn_device_count() < 1)
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "no CUDA device is visible");
     const eng_hparams *hp = &m->hp;
-    if (hp->arch != ENG_ARCH_LLAMA || !kn_attn_supported(hp->head_dim))
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend has no kernels for this "
-                        "model (architecture %s, head size %d)", hp->arch_name, hp->head_dim);
+    const eng_arch_desc *d = m->desc;
+    if (d->norm != ENG_ARCH_NORM_RMS || d->ffn != ENG_ARCH_FFN_SWIGLU ||
+        (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX) ||
+        d->attn_bias || d->out_bias || !kn_attn_supported(hp->head_dim))
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend cannot run this model yet "
+                        "(architecture %s: it runs RMSNorm, RoPE and SwiGLU without biases; "
+                        "head size %d: it has kernels for 32, 64, 128, 256)", hp->arch_name,
+                        hp->head_dim);
     cuda_backend *c = calloc(1, sizeof *c);
     if (!c)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     c->base.ops = &cuda_ops;
     c->base.block_size = block_size;
     c->m = m;
-    c->max_tokens = max_tokens;
-    c->max_logits = max_logits;
-    c->use_graphs = graphs;
-    c->act = fp16 ? KN_DTYPE_F16 : KN_DTYPE_BF16;
+    c->max_tokens = cfg->max_tokens;
+    c->max_logits = cfg->max_logits;
+    c->use_graphs = cfg->cuda_graphs;
+    c->act = cfg->cuda_fp16 ? KN_DTYPE_F16 : KN_DTYPE_BF16;
     eng_status st = ENG_OK;
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess)

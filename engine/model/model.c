@@ -55,7 +55,8 @@ static eng_status get_dim(const gguf_file *f, const char *arch, const char *suff
     return ENG_OK;
 }
 
-static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, eng_err *err)
+static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, const eng_arch_desc **desc,
+                               eng_err *err)
 {
     gguf_str arch;
     eng_status st = gguf_get_str(f, "general.architecture", &arch, err);
@@ -65,12 +66,15 @@ static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, eng_err *err
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: architecture name too long");
     memcpy(hp->arch_name, arch.ptr, arch.len);
     hp->arch_name[arch.len] = '\0';
-    if (!strcmp(hp->arch_name, "llama"))
-        hp->arch = ENG_ARCH_LLAMA;
-    else
+    *desc = eng_arch_find(hp->arch_name);
+    if (!*desc) {
+        char names[256];
+        eng_arch_supported_names(names, sizeof names);
         return eng_fail(err, ENG_ERR_UNSUPPORTED,
-                        "model: architecture '%s' is not supported yet (supported: llama)",
-                        hp->arch_name);
+                        "model: architecture '%s' is not supported yet (supported: %s)",
+                        hp->arch_name, names);
+    }
+    hp->arch = (*desc)->arch;
     const char *a = hp->arch_name;
     if ((st = get_dim(f, a, "block_count", &hp->n_layer, err)) ||
         (st = get_dim(f, a, "embedding_length", &hp->n_embd, err)) ||
@@ -129,30 +133,37 @@ static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, eng_err *err
     return ENG_OK;
 }
 
+static int64_t dim_value(const eng_hparams *hp, eng_arch_dim d)
+{
+    switch (d) {
+    case ENG_ARCH_DIM_ONE: return 1;
+    case ENG_ARCH_DIM_EMBD: return hp->n_embd;
+    case ENG_ARCH_DIM_Q: return (int64_t)hp->n_head * hp->head_dim;
+    case ENG_ARCH_DIM_KV: return (int64_t)hp->n_head_kv * hp->head_dim;
+    case ENG_ARCH_DIM_FF: return hp->n_ff;
+    case ENG_ARCH_DIM_VOCAB: return hp->n_vocab;
+    }
+    ENG_ASSERT(!"unknown eng_arch_dim");
+    return 0;
+}
+
+/* Binds every layer's weights from the descriptor's table. */
 static eng_status bind_layers(eng_model *m, eng_err *err)
 {
     const eng_hparams *hp = &m->hp;
-    const gguf_file *f = m->gguf;
-    int64_t d = hp->n_embd, dq = (int64_t)hp->n_head * hp->head_dim,
-            dkv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->n_ff;
     for (int il = 0; il < hp->n_layer; il++) {
-        eng_layer *L = &m->layers[il];
-        char nm[96];
-        eng_status st;
-#define BIND(field, tname, ne0, ne1, vec)                                     \
-    snprintf(nm, sizeof nm, "blk.%d." tname ".weight", il);                 \
-    if ((st = bind_weight(f, nm, ne0, ne1, vec, &L->field, err)) != ENG_OK) \
-        return st;
-        BIND(attn_norm, "attn_norm", d, 1, true);
-        BIND(wq, "attn_q", d, dq, false);
-        BIND(wk, "attn_k", d, dkv, false);
-        BIND(wv, "attn_v", d, dkv, false);
-        BIND(wo, "attn_output", dq, d, false);
-        BIND(ffn_norm, "ffn_norm", d, 1, true);
-        BIND(w_gate, "ffn_gate", d, ff, false);
-        BIND(w_up, "ffn_up", d, ff, false);
-        BIND(w_down, "ffn_down", ff, d, false);
-#undef BIND
+        for (size_t i = 0; i < m->desc->n_layer_tensors; i++) {
+            const eng_arch_tensor *t = &m->desc->layer_tensors[i];
+            eng_weight *w = (eng_weight *)((char *)&m->layers[il] + t->field);
+            char nm[96];
+            snprintf(nm, sizeof nm, "blk.%d.%s", il, t->name);
+            if (t->optional && !gguf_tensor_find(m->gguf, nm))
+                continue;
+            eng_status st = bind_weight(m->gguf, nm, dim_value(hp, t->ne0), dim_value(hp, t->ne1),
+                                        t->vector_f32, w, err);
+            if (st != ENG_OK)
+                return st;
+        }
     }
     return ENG_OK;
 }
@@ -166,7 +177,7 @@ eng_status eng_model_load(const char *path, eng_model **out, eng_err *err)
     eng_status st = gguf_open(path, &m->gguf, err);
     if (st != ENG_OK)
         goto fail;
-    if ((st = read_hparams(m->gguf, &m->hp, err)) != ENG_OK)
+    if ((st = read_hparams(m->gguf, &m->hp, &m->desc, err)) != ENG_OK)
         goto fail;
     if (!m->hp.name[0]) {
         const char *base = strrchr(path, '/');
@@ -182,7 +193,7 @@ eng_status eng_model_load(const char *path, eng_model **out, eng_err *err)
         (st = bind_weight(f, "output_norm.weight", hp->n_embd, 1, true, &m->out_norm, err)) !=
             ENG_OK)
         goto fail;
-    if (gguf_tensor_find(f, "output.weight")) {
+    if (gguf_tensor_find(f, "output.weight") || !m->desc->tied_head_allowed) {
         if ((st = bind_weight(f, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output,
                               err)) != ENG_OK)
             goto fail;

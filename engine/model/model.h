@@ -6,17 +6,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arch.h"
 #include "gguf.h"
 #include "serval_engine.h" /* eng_model (opaque there), eng_model_load/free and accessors */
 #include "status.h"
 #include "tokenizer.h"
 
-typedef enum eng_arch {
-    ENG_ARCH_LLAMA = 0 /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder, Qwen2 without bias */
-} eng_arch;
-
 typedef struct eng_hparams {
-    eng_arch arch;
+    eng_arch arch;        /* == desc->arch */
     char arch_name[32];
     char name[128];       /* general.name, or the file name */
     int32_t n_layer;
@@ -54,6 +51,7 @@ typedef struct eng_layer {
 } eng_layer;
 
 struct eng_model {
+    const eng_arch_desc *desc; /* the family's descriptor (static) */
     gguf_file *gguf;      /* owned */
     tok_vocab *vocab;     /* owned */
     eng_hparams hp;

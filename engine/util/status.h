@@ -24,7 +24,8 @@ typedef struct eng_err {
     char msg[512];
 } eng_err;
 
-/* Returns a constant name for a status ("ENG_ERR_FORMAT" style, lower-case words). */
+/* A constant, lower-case description of a status for messages ("bad format" for
+ * ENG_ERR_FORMAT, "ok" for ENG_OK). */
 const char *eng_status_str(eng_status s);
 
 /* Formats `fmt` into `err` (when non-NULL) and returns `s`, so failures read

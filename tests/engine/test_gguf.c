@@ -840,7 +840,6 @@ Test(gguf_hostile, array_count_overflow)
     bb_u64(&b, (uint64_t)1 << 62);
     bb_zeros(&b, 16);
     expect_fail(&b, ENG_ERR_FORMAT, "key 'big': array count 4611686018427387904");
-    cr_assert(1);
     free(b.p);
 
     b = header(3, 0, 1);

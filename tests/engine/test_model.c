@@ -279,7 +279,7 @@ Test(model, multi_sequence_batch_equals_alone, .timeout = 300)
             pos[n] = i;
             seq[n++] = s;
         }
-    eng_cpu_batch b = {.n_tokens = n, .tokens = tk, .pos = pos, .seq = seq,
+    eng_batch b = {.n_tokens = n, .tokens = tk, .pos = pos, .seq = seq,
                        .block_tables = tables, .n_seqs = NS};
     cr_assert_eq(eng_cpu_forward(r, kv, &b, NULL, NULL), ENG_OK);
     /* step 2: the rest of every prompt, logits for each sequence's last token */
@@ -294,7 +294,7 @@ Test(model, multi_sequence_batch_equals_alone, .timeout = 300)
         idx[s] = n - 1;
     }
     float *got = malloc(sizeof(float) * (size_t)nv * NS);
-    b = (eng_cpu_batch){.n_tokens = n, .tokens = tk, .pos = pos, .seq = seq, .block_tables = tables,
+    b = (eng_batch){.n_tokens = n, .tokens = tk, .pos = pos, .seq = seq, .block_tables = tables,
                         .n_seqs = NS, .logits_idx = idx, .n_logits = NS};
     cr_assert_eq(eng_cpu_forward(r, kv, &b, got, NULL), ENG_OK);
     for (int s = 0; s < NS; s++) {
