@@ -1,4 +1,6 @@
-/* gelu.h — GELU activation, tanh approximation (C interface). */
+/* gelu.h — GELU activation, tanh approximation (C interface). Not called by the engine: the
+ * models it serves (llama-style) use SwiGLU; kept, tested and benchmarked for GELU models
+ * (StarCoder, GPT-2 style) when the CUDA backend gains them. */
 #ifndef SERVAL_KN_GELU_H
 #define SERVAL_KN_GELU_H
 

@@ -1,4 +1,6 @@
-/* layernorm.h — LayerNorm with the residual add fused in (C interface). */
+/* layernorm.h — LayerNorm with the residual add fused in (C interface). Not called by the
+ * engine: the models it serves use RMSNorm; kept, tested and benchmarked for LayerNorm models
+ * (StarCoder, GPT-2 style) when the CUDA backend gains them. */
 #ifndef SERVAL_KN_LAYERNORM_H
 #define SERVAL_KN_LAYERNORM_H
 

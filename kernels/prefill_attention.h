@@ -12,7 +12,9 @@
 extern "C" {
 #endif
 
-/* Prefill (a->q_start required): sequence s owns query rows q_start[s]..q_start[s+1]-1 that
+/* Not called by the engine (it runs kn_prefill_attn_tc below): the fp32 SIMT kernel is the
+ * simpler twin the tensor-core one is tested and benchmarked beside.
+ * Prefill (a->q_start required): sequence s owns query rows q_start[s]..q_start[s+1]-1 that
  * sit at the end of its seq_lens[s] positions (chunked prefill: earlier positions are already
  * in the cache, and this chunk's K/V were written with kn_kv_write before the call). Flash
  * attention style: tiles of queries against tiles of K/V staged through shared memory with

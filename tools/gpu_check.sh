@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# tools/gpu_check.sh — what a session with a GPU runs first: builds the engine-only `gpu`
-# preset with the kernel tests (standalone runner, no Criterion needed), runs every kernel
-# test against its CPU reference, optionally under compute-sanitizer, then the kernel
-# benchmarks. Writes logs under $OUT (default ./gpu-check-out). Run from the repo root:
+# tools/gpu_check.sh — what a session with a GPU runs first, in one go and within 10 minutes
+# including the build: builds the engine-only `gpu` preset with the kernel tests (standalone
+# runner, no Criterion needed), runs every kernel test against its CPU reference, optionally
+# under compute-sanitizer, records ptxas' registers/spills/shared memory per kernel, then the
+# kernel workbench (bench_kernels: every model-sized case validated against kernels/ref, then
+# timed with an L2 flush, as a fraction of the device's ceilings). Writes logs and results
+# under $OUT (default ./gpu-check-out): gpu_check.log, <test>.log, resources.txt,
+# bench_kernels.txt (and with ENGINE=1 cuda_check*.txt, engine_bench.txt). From the repo root:
 #   OUT=/tmp/out tools/gpu_check.sh            # build + tests + bench
 #   SANITIZE=1 tools/gpu_check.sh              # also compute-sanitizer memcheck on the tests
 #   ARCHS=90a tools/gpu_check.sh               # build only for Hopper (faster)
-#   ENGINE=1 tools/gpu_check.sh                # then the CUDA backend end to end + benchmarks
+#   ENGINE=1 tools/gpu_check.sh                # then the CUDA backend end to end (serval-cuda-check:
+#                                              # vs the CPU backend; on the default model too when
+#                                              # it is there) + engine benchmarks
 # ENGINE=1 needs a GGUF to copy a vocabulary from (the real default model is too big to travel):
 # make one here with `build/bin/serval-synth --preset tiny --vocab-from models/SmolLM2-135M-
 # Instruct.Q4_1.gguf --out models/vocab.gguf` and name models/vocab.gguf in the device call's carry.
@@ -51,8 +57,13 @@ if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer > /dev/null; then
     done
 fi
 
-echo "== bench_kernels"
-timeout 300 "$BUILD/bin/bench_kernels" 2>&1 | tee "$OUT/bench_kernels.txt" || fail=1
+echo "== kernel resources (ptxas: registers, spills, shared memory; sm_90a and sm_80)"
+JOBS=$(nproc) timeout 300 tools/kernel_resources.sh > "$OUT/resources.txt" 2>&1 || fail=1
+tail -1 "$OUT/resources.txt"
+
+echo "== bench_kernels (validate each case against kernels/ref, then time)"
+timeout 420 "$BUILD/bin/bench_kernels" 2>&1 | tee "$OUT/bench_kernels.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || fail=1
 
 if [ "${ENGINE:-0}" = 1 ]; then
     VOCAB=${VOCAB:-models/vocab.gguf}
@@ -67,7 +78,16 @@ if [ "${ENGINE:-0}" = 1 ]; then
     done
     echo "== engine: CUDA backend vs CPU backend (synthetic smollm2-135m)"
     timeout 300 "$BUILD/bin/serval-cuda-check" --model "$BUILD/smollm2-135m.gguf" 2>&1 \
-        | tee "$OUT/cuda_check.txt" || fail=1
+        | tee "$OUT/cuda_check.txt"
+    [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    # what tests/engine/test_backend_cuda.c ran (it could only skip on the CPU machines)
+    DEFAULT_MODEL=${DEFAULT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+    if [ -f "$DEFAULT_MODEL" ]; then
+        echo "== engine: CUDA backend vs CPU backend ($DEFAULT_MODEL)"
+        timeout 300 "$BUILD/bin/serval-cuda-check" --model "$DEFAULT_MODEL" 2>&1 \
+            | tee "$OUT/cuda_check_default.txt"
+        [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    fi
     echo "== engine: decode and prefill throughput, then the HF Transformers peer"
     for p in smollm2-135m llama-1b; do
         for b in 1 8 64 256; do

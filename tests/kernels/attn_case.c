@@ -22,8 +22,7 @@ attn_case attn_case_make(kn_dtype qdt, kn_dtype kvdt, int32_t n_seq, const int32
     }
     const int32_t max_blocks = (max_len + block_size - 1) / block_size + 1; /* a spare column */
     const int32_t n_blocks = used + used / 2 + 3;                          /* holes */
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_blocks);
-    cr_assert(perm, "oom");
+    int32_t *perm = kt_xmalloc(sizeof(int32_t) * (size_t)n_blocks);
     for (int32_t i = 0; i < n_blocks; i++)
         perm[i] = i;
     for (int32_t i = n_blocks - 1; i > 0; i--) { /* shuffle: tables point all over the pool */
@@ -31,9 +30,8 @@ attn_case attn_case_make(kn_dtype qdt, kn_dtype kvdt, int32_t n_seq, const int32
         perm[i] = perm[j];
         perm[j] = t;
     }
-    c.tables = malloc(sizeof(int32_t) * (size_t)n_seq * (size_t)max_blocks + 4);
-    c.lens = malloc(sizeof(int32_t) * (size_t)n_seq + 4);
-    cr_assert(c.tables && c.lens, "oom");
+    c.tables = kt_xmalloc(sizeof(int32_t) * (size_t)n_seq * (size_t)max_blocks + 4);
+    c.lens = kt_xmalloc(sizeof(int32_t) * (size_t)n_seq + 4);
     int32_t next = 0;
     c.n_tok = 0;
     for (int32_t s = 0; s < n_seq; s++) {
@@ -45,8 +43,7 @@ attn_case attn_case_make(kn_dtype qdt, kn_dtype kvdt, int32_t n_seq, const int32
     }
     free(perm);
     if (q_lens) {
-        c.q_start = malloc(sizeof(int32_t) * (size_t)(n_seq + 1));
-        cr_assert(c.q_start, "oom");
+        c.q_start = kt_xmalloc(sizeof(int32_t) * (size_t)(n_seq + 1));
         c.q_start[0] = 0;
         for (int32_t s = 0; s < n_seq; s++)
             c.q_start[s + 1] = c.q_start[s] + q_lens[s];
@@ -61,8 +58,7 @@ attn_case attn_case_make(kn_dtype qdt, kn_dtype kvdt, int32_t n_seq, const int32
     /* keys larger than queries so the softmax is far from uniform */
     c.k = kt_host_random(kvdt, c.kv_elems, -2.0f, 2.0f, r);
     c.v = kt_host_random(kvdt, c.kv_elems, -1.0f, 1.0f, r);
-    c.out = malloc(kn_dtype_size(qdt) * c.out_elems);
-    cr_assert(c.out, "oom");
+    c.out = kt_xmalloc(kn_dtype_size(qdt) * c.out_elems);
     memset(c.out, 0xff, kn_dtype_size(qdt) * c.out_elems); /* NaN: unwritten stays visible */
 
     kn_attn_args *a = &c.a;

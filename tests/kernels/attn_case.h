@@ -1,6 +1,6 @@
-/* attn_case.h — builds random paged-attention inputs on the host for the attention tests:
- * shuffled physical blocks with unused ones in between (holes), -1 past each table's end,
- * padded query/output rows, every cache slot filled with random values. */
+/* attn_case.h — builds random paged-attention inputs on the host for the attention tests and
+ * bench/kernels: shuffled physical blocks with unused ones in between (holes), -1 past each
+ * table's end, padded query/output rows, every cache slot filled with random values. */
 #ifndef SERVAL_ATTN_CASE_H
 #define SERVAL_ATTN_CASE_H
 
@@ -8,7 +8,11 @@
 #include <stdint.h>
 
 #include "kn_args.h"
-#include "kt.h"
+#include "kt_data.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct attn_case {
     kn_attn_args a; /* host pointers into the arrays below */
@@ -24,5 +28,9 @@ attn_case attn_case_make(kn_dtype qdt, kn_dtype kvdt, int32_t n_seq, const int32
                          const int32_t *q_lens, int32_t n_head, int32_t n_head_kv,
                          int32_t head_dim, int32_t block_size, kt_rng *r);
 void attn_case_free(attn_case *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "kn_status.h"
+#include "kt_data.h"
 
 #ifdef KT_STANDALONE
 typedef void (*kt_fn)(void);
@@ -49,19 +50,6 @@ void kt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn
 
 int kt_gpu_count(void);
 
-/* xorshift64*: tests seed it with a constant (KT_SEED in the environment overrides it). */
-typedef struct kt_rng {
-    uint64_t s;
-} kt_rng;
-kt_rng kt_rng_make(uint64_t seed);
-uint64_t kt_rng_next(kt_rng *r);
-float kt_rng_uniform(kt_rng *r, float lo, float hi); /* never exactly 0 */
-int32_t kt_rng_int(kt_rng *r, int32_t n);              /* [0, n) */
-
-/* Host array of n elements of dt, uniform in [lo, hi) away from zero, rounded to dt.
- * Caller frees. */
-void *kt_host_random(kn_dtype dt, size_t n, float lo, float hi, kt_rng *r);
-
 /* A device buffer with 256 guard bytes on both sides, all poisoned with 0xff (NaN in fp32,
  * fp16 and bf16) so unwritten outputs and stray writes show. */
 typedef struct kt_buf {
@@ -76,11 +64,9 @@ void kt_buf_check_guards(const kt_buf *b, const char *what); /* asserts guards u
 void kt_buf_free(kt_buf *b);
 void kt_sync(void); /* cudaDeviceSynchronize, asserting success */
 
-/* Relative error per element: |got - want| / max(|want|, 0.05 * max|want|); asserts no NaN
- * in got and every error <= rtol. Returns the largest error. */
+/* Asserts kt_compare finds no NaN in got and no error over rtol; names the first bad element.
+ * Returns the largest error. */
 double kt_check_close(kn_dtype dt, const void *got, const void *want, size_t n, double rtol,
                       const char *what);
-/* Usual tolerance of an output rounded to dt after fp32 math. */
-double kt_rtol(kn_dtype dt);
 
 #endif

@@ -1,12 +1,14 @@
 /* test_attention.c — GPU decode (single pass and split-K) and prefill (full and chunked)
- * attention (the SIMT kernel and the tensor-core one) against the reference: shuffled block tables with holes, sequence lengths 1 to
- * the maximum, GQA/MQA/MHA, every head size built, all q/kv dtype pairs, padded rows that
- * must stay NaN. */
+ * attention (the SIMT kernel and the tensor-core one) against the reference: shuffled block
+ * tables with holes, sequence lengths 1 to the maximum, GQA/MQA/MHA, every head size built,
+ * all q/kv dtype pairs, padded rows that must stay NaN (the cases: kt_cases.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attn_case.h"
+#include "kt.h"
+#include "kt_cases.h"
 #include "paged_attention.h"
 #include "prefill_attention.h"
 #include "ref.h"
@@ -83,79 +85,57 @@ static void run_case(attn_case *c, int32_t n_splits, const char *what)
     run_case_with(c, n_splits, kn_prefill_attn, kt_rtol(c->a.q_dtype), what);
 }
 
-typedef struct shape {
-    int32_t n_head, n_head_kv, head_dim, block_size;
-    kn_dtype qdt, kvdt;
-} shape;
+static attn_case make(const kt_attn_case *k)
+{
+    kt_rng r = kt_rng_make(k->seed);
+    int32_t *lens = kt_xmalloc(sizeof(int32_t) * (size_t)k->n_seq);
+    int32_t *q_lens = kt_xmalloc(sizeof(int32_t) * (size_t)k->n_seq);
+    kt_attn_lens(k, lens, q_lens);
+    attn_case c = attn_case_make(k->q_dt, k->kv_dt, k->n_seq, lens, k->q_lens[0] ? q_lens : NULL,
+                                 k->n_head, k->n_head_kv, k->head_dim, k->block_size, &r);
+    free(lens);
+    free(q_lens);
+    return c;
+}
 
-static const shape shapes[] = {
-    {9, 3, 64, 16, KN_DTYPE_BF16, KN_DTYPE_F16},    /* SmolLM2-135M: GQA 3 */
-    {16, 1, 128, 16, KN_DTYPE_F16, KN_DTYPE_F16},   /* StarCoder-1B: MQA, 2 query groups of 8 */
-    {4, 4, 32, 8, KN_DTYPE_BF16, KN_DTYPE_BF16},    /* MHA, small heads */
-    {8, 2, 256, 32, KN_DTYPE_F16, KN_DTYPE_BF16},   /* GQA 4, big heads */
-    {14, 2, 64, 16, KN_DTYPE_BF16, KN_DTYPE_BF16},  /* GQA 7 (Qwen2.5-Coder-1.5B-like) */
-};
-
+/* every decode case, each with one pass, 5 forced splits and the launcher's choice */
 Test(kn_paged_attn_decode, matches_reference)
 {
     KT_REQUIRE_GPU();
-    const int32_t lens[] = {1, 17, 300, 2048, 5, 16}; /* 1 and the maximum */
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const shape *s = &shapes[i];
-        kt_rng r = kt_rng_make(20 + i);
-        attn_case c = attn_case_make(s->qdt, s->kvdt, 6, lens, NULL, s->n_head, s->n_head_kv,
-                                     s->head_dim, s->block_size, &r);
-        run_case(&c, 1, "decode, one pass");
-        memset(c.out, 0xff, c.out_elems * kn_dtype_size(s->qdt));
-        run_case(&c, 5, "decode, 5 splits");
-        memset(c.out, 0xff, c.out_elems * kn_dtype_size(s->qdt));
-        run_case(&c, 0, "decode, automatic splits");
+    for (size_t i = 0; i < kt_decode_cases_count; i++) {
+        if (!(kt_decode_cases[i].use & KT_TEST))
+            continue;
+        attn_case c = make(&kt_decode_cases[i]);
+        for (size_t j = 0; j < kt_decode_splits_count; j++) {
+            memset(c.out, 0xff, c.out_elems * kn_dtype_size(c.a.q_dtype));
+            run_case(&c, kt_decode_splits[j], kt_decode_cases[i].name);
+        }
         attn_case_free(&c);
     }
-}
-
-Test(kn_paged_attn_decode, one_sequence_many_splits)
-{
-    KT_REQUIRE_GPU();
-    const int32_t lens[] = {4096};
-    kt_rng r = kt_rng_make(30);
-    attn_case c = attn_case_make(KN_DTYPE_BF16, KN_DTYPE_F16, 1, lens, NULL, 9, 3, 64, 16, &r);
-    run_case(&c, 0, "decode, long context, automatic splits");
-    attn_case_free(&c);
 }
 
 Test(kn_prefill_attn, matches_reference)
 {
     KT_REQUIRE_GPU();
-    /* full prompts, a one-token chunk, chunks starting mid-sequence, and the longest */
-    const int32_t lens[] = {1, 300, 77, 512, 40}, q_lens[] = {1, 300, 13, 200, 1};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const shape *s = &shapes[i];
-        kt_rng r = kt_rng_make(40 + i);
-        attn_case c = attn_case_make(s->qdt, s->kvdt, 5, lens, q_lens, s->n_head, s->n_head_kv,
-                                     s->head_dim, s->block_size, &r);
-        run_case(&c, 0, "prefill");
+    for (size_t i = 0; i < kt_prefill_cases_count; i++) {
+        if (!(kt_prefill_cases[i].use & KT_TEST))
+            continue;
+        attn_case c = make(&kt_prefill_cases[i]);
+        run_case(&c, 0, kt_prefill_cases[i].name);
         attn_case_free(&c);
     }
 }
 
+/* the same cases on tensor cores (kt_prefill_tc_rtol: Q and P rounded to the cache's type) */
 Test(kn_prefill_attn_tc, matches_reference)
 {
     KT_REQUIRE_GPU();
-    /* the same cases on tensor cores, plus a chunk longer than one 64-row tile that starts
-     * mid-tile of the keys (tile edges of both queries and keys) */
-    const int32_t lens[] = {1, 300, 77, 512, 40, 200}, q_lens[] = {1, 300, 13, 200, 1, 131};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        const shape *s = &shapes[i];
-        kt_rng r = kt_rng_make(60 + i);
-        attn_case c = attn_case_make(s->qdt, s->kvdt, 6, lens, q_lens, s->n_head, s->n_head_kv,
-                                     s->head_dim, s->block_size, &r);
-        /* Q and the softmax weights P are rounded to the cache's type for the tensor-core
-         * products. Against the fp32 reference that alone costs up to 0.054 (relative, with
-         * the 5%-of-max floor) in bf16 and 0.0053 in fp16: a reference that rounds P and Q
-         * the same way differs from the exact one by that much on these cases. */
-        const double rtol = s->kvdt == KN_DTYPE_BF16 ? 0.08 : 0.01;
-        run_case_with(&c, 0, kn_prefill_attn_tc, rtol, "prefill on tensor cores");
+    for (size_t i = 0; i < kt_prefill_cases_count; i++) {
+        if (!(kt_prefill_cases[i].use & KT_TEST))
+            continue;
+        attn_case c = make(&kt_prefill_cases[i]);
+        run_case_with(&c, 0, kn_prefill_attn_tc, kt_prefill_tc_rtol(c.a.kv_dtype),
+                      kt_prefill_cases[i].name);
         attn_case_free(&c);
     }
 }

@@ -1,46 +1,50 @@
 /* test_embed.c — GPU embedding gather against the reference: every table/output dtype pair,
- * an odd width, first/last/out-of-range token ids. */
+ * an odd width, first/last/out-of-range token ids (the cases: kt_cases.c). */
 #include <stdlib.h>
 
 #include "embed.h"
 #include "kt.h"
+#include "kt_cases.h"
 #include "ref.h"
+
+static void run(const kt_embed_case *c)
+{
+    kt_rng r = kt_rng_make(c->seed);
+    const int64_t n_vocab = c->n_vocab, d = c->d, n = c->n;
+    int32_t *tok = kt_xmalloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        tok[i] = kt_rng_int(&r, (int32_t)n_vocab);
+    tok[0] = 0;
+    tok[1] = (int32_t)n_vocab - 1;
+    tok[2] = -1;               /* out of range: a zero row */
+    tok[3] = (int32_t)n_vocab; /* out of range: a zero row */
+    const size_t ob = kn_dtype_size(c->out_dt) * (size_t)(n * d);
+    void *table = kt_host_random(c->table_dt, (size_t)(n_vocab * d), -1.0f, 1.0f, &r);
+    void *want = kt_xmalloc(ob), *got = kt_xmalloc(ob);
+    kt_buf dtok = kt_buf_upload(tok, sizeof(int32_t) * (size_t)n);
+    kt_buf dt = kt_buf_upload(table, kn_dtype_size(c->table_dt) * (size_t)(n_vocab * d));
+    kt_buf dout = kt_buf_alloc(ob);
+    KT_OK(kn_embed(c->table_dt, dt.p, n_vocab, d, dtok.p, n, c->out_dt, dout.p, 0));
+    kt_sync();
+    kt_buf_download(got, &dout);
+    kt_buf_check_guards(&dout, c->name);
+    kn_ref_embed(c->table_dt, table, n_vocab, d, tok, n, c->out_dt, want);
+    kt_check_close(c->out_dt, got, want, (size_t)(n * d), 0.0, c->name);
+    kt_buf_free(&dtok);
+    kt_buf_free(&dt);
+    kt_buf_free(&dout);
+    free(tok);
+    free(table);
+    free(want);
+    free(got);
+}
 
 Test(kn_embed, matches_reference)
 {
     KT_REQUIRE_GPU();
-    kt_rng r = kt_rng_make(1);
-    const int64_t n_vocab = 1001, d = 579, n = 41;
-    int32_t tok[41];
-    for (int i = 0; i < n; i++)
-        tok[i] = kt_rng_int(&r, (int32_t)n_vocab);
-    tok[0] = 0;
-    tok[1] = (int32_t)n_vocab - 1;
-    tok[2] = -1;              /* out of range: a zero row */
-    tok[3] = (int32_t)n_vocab; /* out of range: a zero row */
-    const kn_dtype dts[] = {KN_DTYPE_F32, KN_DTYPE_F16, KN_DTYPE_BF16};
-    kt_buf dtok = kt_buf_upload(tok, sizeof tok);
-    for (int a = 0; a < 3; a++)
-        for (int b = 0; b < 3; b++) {
-            void *table = kt_host_random(dts[a], (size_t)(n_vocab * d), -1.0f, 1.0f, &r);
-            void *want = malloc(kn_dtype_size(dts[b]) * (size_t)(n * d));
-            void *got = malloc(kn_dtype_size(dts[b]) * (size_t)(n * d));
-            cr_assert(want && got, "oom");
-            kt_buf dt = kt_buf_upload(table, kn_dtype_size(dts[a]) * (size_t)(n_vocab * d));
-            kt_buf dout = kt_buf_alloc(kn_dtype_size(dts[b]) * (size_t)(n * d));
-            KT_OK(kn_embed(dts[a], dt.p, n_vocab, d, dtok.p, n, dts[b], dout.p, 0));
-            kt_sync();
-            kt_buf_download(got, &dout);
-            kt_buf_check_guards(&dout, "embed out");
-            kn_ref_embed(dts[a], table, n_vocab, d, tok, n, dts[b], want);
-            kt_check_close(dts[b], got, want, (size_t)(n * d), 0.0, "embed");
-            kt_buf_free(&dt);
-            kt_buf_free(&dout);
-            free(table);
-            free(want);
-            free(got);
-        }
-    kt_buf_free(&dtok);
+    for (size_t i = 0; i < kt_embed_cases_count; i++)
+        if (kt_embed_cases[i].use & KT_TEST)
+            run(&kt_embed_cases[i]);
 }
 
 Test(kn_embed, rejects_bad_arguments)

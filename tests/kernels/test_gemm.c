@@ -1,15 +1,19 @@
 /* test_gemm.c — cuBLAS products against the reference: bf16 and fp16 in, same-type and fp32
- * out, odd shapes, one token (decode) and many (prefill), beta accumulation. */
+ * out, odd shapes, one token (decode) and many (prefill), beta accumulation (the cases:
+ * kt_cases.c). */
 #include <stdlib.h>
 
 #include "gemm.h"
 #include "kt.h"
+#include "kt_cases.h"
 #include "ref.h"
 
-static void run(kn_gemm *g, kn_dtype idt, kn_dtype odt, int64_t m, int64_t n, int64_t k, float beta,
-                uint64_t seed)
+static void run(kn_gemm *g, const kt_gemm_case *gc)
 {
-    kt_rng r = kt_rng_make(seed);
+    const kn_dtype idt = gc->in_dt, odt = gc->out_dt;
+    const int64_t m = gc->m, n = gc->n, k = gc->k;
+    const float beta = gc->beta;
+    kt_rng r = kt_rng_make(gc->seed);
     void *x = kt_host_random(idt, (size_t)(m * k), -1.0f, 1.0f, &r);
     void *w = kt_host_random(idt, (size_t)(n * k), -1.0f, 1.0f, &r);
     void *c = kt_host_random(odt, (size_t)(m * n), -1.0f, 1.0f, &r);
@@ -24,8 +28,7 @@ static void run(kn_gemm *g, kn_dtype idt, kn_dtype odt, int64_t m, int64_t n, in
     kt_buf_download(got, &dc);
     kt_buf_check_guards(&dc, "gemm C");
     kn_ref_gemm(idt, x, w, odt, c, m, n, k, 1.0f, beta);
-    /* fp32 sums of k products in different orders: loosen fp32 outputs to 1e-3 */
-    kt_check_close(odt, got, c, (size_t)(m * n), odt == KN_DTYPE_F32 ? 1e-3 : kt_rtol(odt), "gemm");
+    kt_check_close(odt, got, c, (size_t)(m * n), kt_gemm_rtol(odt), gc->name);
     kt_buf_free(&dx);
     kt_buf_free(&dw);
     kt_buf_free(&dc);
@@ -40,9 +43,8 @@ Test(kn_gemm, matches_reference)
     KT_REQUIRE_GPU();
     kn_gemm *g = NULL;
     KT_OK(kn_gemm_create(&g));
-    run(g, KN_DTYPE_BF16, KN_DTYPE_BF16, 1, 1536, 576, 0.0f, 1);   /* decode, SmolLM2 up proj */
-    run(g, KN_DTYPE_F16, KN_DTYPE_F16, 37, 577, 192, 0.0f, 2);     /* odd shapes */
-    run(g, KN_DTYPE_BF16, KN_DTYPE_F32, 5, 4099, 576, 0.0f, 3);    /* logits in fp32 */
-    run(g, KN_DTYPE_F16, KN_DTYPE_F32, 64, 256, 1024, 1.0f, 4);    /* accumulate into C */
+    for (size_t i = 0; i < kt_gemm_cases_count; i++)
+        if (kt_gemm_cases[i].use & KT_TEST)
+            run(g, &kt_gemm_cases[i]);
     kn_gemm_free(g);
 }

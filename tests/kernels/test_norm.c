@@ -1,16 +1,20 @@
 /* test_norm.c — GPU RMSNorm and LayerNorm (with and without the fused residual add) against
- * the references: both dtypes, odd widths, one row and many. */
+ * the references: both dtypes, odd widths, one row and many (the cases: kt_cases.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kt.h"
+#include "kt_cases.h"
 #include "layernorm.h"
 #include "ref.h"
 #include "rmsnorm.h"
 
-static void run(kn_dtype dt, int64_t n, int64_t d, bool with_add, bool layer, uint64_t seed)
+static void run(const kt_norm_case *c, bool layer)
 {
-    kt_rng r = kt_rng_make(seed);
+    const kn_dtype dt = c->dt;
+    const int64_t n = c->n, d = c->d;
+    const bool with_add = c->add;
+    kt_rng r = kt_rng_make(c->seed);
     float *resid = kt_host_random(KN_DTYPE_F32, (size_t)(n * d), -2.0f, 2.0f, &r);
     void *add = kt_host_random(dt, (size_t)(n * d), -1.0f, 1.0f, &r);
     void *w = kt_host_random(dt, (size_t)d, 0.5f, 1.5f, &r);
@@ -38,7 +42,7 @@ static void run(kn_dtype dt, int64_t n, int64_t d, bool with_add, bool layer, ui
     kt_buf_check_guards(&dout, "norm out");
     kt_buf_check_guards(&dres, "norm resid");
     kt_check_close(KN_DTYPE_F32, resid_got, resid, (size_t)(n * d), 1e-6, "updated residual");
-    kt_check_close(dt, got, want, (size_t)(n * d), kt_rtol(dt), layer ? "layernorm" : "rmsnorm");
+    kt_check_close(dt, got, want, (size_t)(n * d), kt_rtol(dt), c->name);
     kt_buf_free(&dres);
     kt_buf_free(&dadd);
     kt_buf_free(&dw);
@@ -56,15 +60,15 @@ static void run(kn_dtype dt, int64_t n, int64_t d, bool with_add, bool layer, ui
 Test(kn_rmsnorm, matches_reference)
 {
     KT_REQUIRE_GPU();
-    run(KN_DTYPE_BF16, 1, 576, true, false, 1);
-    run(KN_DTYPE_F16, 37, 2049, true, false, 2);
-    run(KN_DTYPE_BF16, 5, 131, false, false, 3);
+    for (size_t i = 0; i < kt_rmsnorm_cases_count; i++)
+        if (kt_rmsnorm_cases[i].use & KT_TEST)
+            run(&kt_rmsnorm_cases[i], false);
 }
 
 Test(kn_layernorm, matches_reference)
 {
     KT_REQUIRE_GPU();
-    run(KN_DTYPE_F16, 1, 2048, true, true, 4);
-    run(KN_DTYPE_BF16, 33, 577, true, true, 5);
-    run(KN_DTYPE_F16, 3, 97, false, true, 6);
+    for (size_t i = 0; i < kt_layernorm_cases_count; i++)
+        if (kt_layernorm_cases[i].use & KT_TEST)
+            run(&kt_layernorm_cases[i], true);
 }

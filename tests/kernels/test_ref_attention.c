@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "attn_case.h"
+#include "kt.h"
 #include "ref.h"
 
 /* Dense attention of query row r (sequence s, position pos) head h, in double. */

@@ -1,16 +1,21 @@
 /* test_rope.c — GPU RoPE against the reference: interleaved and NeoX, fused-QKV row strides
- * (the V part must stay untouched), positions 0 to 32k, frequency factors. */
+ * (the V part must stay untouched), positions 0 to 32k, frequency factors (the cases:
+ * kt_cases.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kt.h"
+#include "kt_cases.h"
 #include "ref.h"
 #include "rope.h"
 
-static void run(kn_dtype dt, kn_rope_mode mode, int32_t n_tok, int32_t n_heads, int32_t hd,
-                bool factors, uint64_t seed)
+static void run(const kt_rope_case *c)
 {
-    kt_rng r = kt_rng_make(seed);
+    const kn_dtype dt = c->dt;
+    const kn_rope_mode mode = c->mode;
+    const int32_t n_tok = c->n_tok, n_heads = c->n_heads, hd = c->head_dim;
+    const bool factors = c->factors;
+    kt_rng r = kt_rng_make(c->seed);
     const int64_t stride = (int64_t)n_heads * hd + 3 * hd; /* a fused row: V heads follow */
     const size_t n = (size_t)(n_tok * stride), bytes = n * kn_dtype_size(dt);
     void *x = kt_host_random(dt, n, -1.0f, 1.0f, &r);
@@ -29,8 +34,7 @@ static void run(kn_dtype dt, kn_rope_mode mode, int32_t n_tok, int32_t n_heads, 
     kt_buf_download(got, &dx);
     kt_buf_check_guards(&dx, "rope x");
     kn_ref_rope(dt, want, stride, pos, n_tok, n_heads, hd, 10000.0f, factors ? ff : NULL, mode);
-    /* the angle at position 32767 carries sincosf's last-bit differences: 2 output ulps */
-    kt_check_close(dt, got, want, n, 2 * kt_rtol(dt), "rope");
+    kt_check_close(dt, got, want, n, kt_rope_rtol(dt), c->name);
     cr_assert(memcmp((char *)got + (size_t)n_heads * hd * kn_dtype_size(dt),
                      (char *)x + (size_t)n_heads * hd * kn_dtype_size(dt),
                      3 * (size_t)hd * kn_dtype_size(dt)) == 0,
@@ -43,18 +47,23 @@ static void run(kn_dtype dt, kn_rope_mode mode, int32_t n_tok, int32_t n_heads, 
     free(pos);
 }
 
+static void run_mode(kn_rope_mode mode)
+{
+    for (size_t i = 0; i < kt_rope_cases_count; i++)
+        if ((kt_rope_cases[i].use & KT_TEST) && kt_rope_cases[i].mode == mode)
+            run(&kt_rope_cases[i]);
+}
+
 Test(kn_rope, interleaved_matches_reference)
 {
     KT_REQUIRE_GPU();
-    run(KN_DTYPE_BF16, KN_ROPE_INTERLEAVED, 19, 12, 64, false, 1); /* SmolLM2 q+k heads */
-    run(KN_DTYPE_F16, KN_ROPE_INTERLEAVED, 1, 5, 128, true, 2);
+    run_mode(KN_ROPE_INTERLEAVED);
 }
 
 Test(kn_rope, neox_matches_reference)
 {
     KT_REQUIRE_GPU();
-    run(KN_DTYPE_F16, KN_ROPE_NEOX, 23, 9, 128, false, 3);
-    run(KN_DTYPE_BF16, KN_ROPE_NEOX, 2, 3, 32, true, 4);
+    run_mode(KN_ROPE_NEOX);
 }
 
 Test(kn_rope, rejects_odd_head_dim)

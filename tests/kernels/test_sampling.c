@@ -1,35 +1,29 @@
 /* test_sampling.c — GPU sampler against the reference: greedy, temperature, top-k, top-p and
  * combinations, per-row seeds, a vocabulary the size of SmolLM2's; the draw must land on the
- * reference's token, or within float rounding of the boundary between two tokens. */
+ * reference's token, or within float rounding of the boundary between two tokens (the
+ * cases: kt_cases.c). */
 #include <math.h>
 #include <stdlib.h>
 
 #include "kt.h"
+#include "kt_cases.h"
 #include "ref.h"
 #include "sampling.h"
 
-Test(kn_sample, matches_reference)
+static void run(const kt_sample_case *c)
 {
-    KT_REQUIRE_GPU();
-    enum { ROWS = 64, V = 49152, LD = V + 3 };
-    kt_rng r = kt_rng_make(90);
+    const int32_t ROWS = c->n_rows, V = c->n_vocab, LD = V + 3;
+    kt_rng r = kt_rng_make(c->seed);
     float *logits = kt_host_random(KN_DTYPE_F32, (size_t)ROWS * LD, -8.0f, 8.0f, &r);
-    kn_sample_params p[ROWS];
-    for (int i = 0; i < ROWS; i++) {
-        const int kind = i % 8;
-        p[i].temperature = kind == 0 ? 0.0f : kt_rng_uniform(&r, 0.2f, 1.5f);
-        p[i].top_k = kind == 2 || kind == 4 ? 1 + kt_rng_int(&r, 100) : kind == 6 ? 1 : 0;
-        p[i].top_p = kind == 3 || kind == 4 ? kt_rng_uniform(&r, 0.3f, 0.95f) : kind == 7 ? 1e-6f : 1.0f;
-        p[i].reserved = 0;
-        p[i].seed = kt_rng_next(&r);
-        p[i].step = (uint64_t)i;
-    }
+    kn_sample_params *p = kt_xmalloc(sizeof(kn_sample_params) * (size_t)ROWS);
+    int32_t *got = kt_xmalloc(sizeof(int32_t) * (size_t)ROWS);
+    for (int i = 0; i < ROWS; i++)
+        p[i] = kt_sample_params(i, &r);
     kt_buf dl = kt_buf_upload(logits, sizeof(float) * (size_t)ROWS * LD);
-    kt_buf dp = kt_buf_upload(p, sizeof p);
-    kt_buf dt = kt_buf_alloc(sizeof(int32_t) * ROWS);
+    kt_buf dp = kt_buf_upload(p, sizeof(kn_sample_params) * (size_t)ROWS);
+    kt_buf dt = kt_buf_alloc(sizeof(int32_t) * (size_t)ROWS);
     KT_OK(kn_sample(dl.p, LD, ROWS, V, dp.p, dt.p, NULL, 0));
     kt_sync();
-    int32_t got[ROWS];
     kt_buf_download(got, &dt);
     kt_buf_check_guards(&dt, "tokens");
     int exact = 0;
@@ -63,6 +57,16 @@ Test(kn_sample, matches_reference)
     kt_buf_free(&dp);
     kt_buf_free(&dt);
     free(logits);
+    free(p);
+    free(got);
+}
+
+Test(kn_sample, matches_reference)
+{
+    KT_REQUIRE_GPU();
+    for (size_t i = 0; i < kt_sample_cases_count; i++)
+        if (kt_sample_cases[i].use & KT_TEST)
+            run(&kt_sample_cases[i]);
 }
 
 /* Vocabularies below, at and just past one chunk per thread (512), many tied logits (top-k
