@@ -157,16 +157,26 @@ static bool ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-bool rpc_auth_check_header(const rpc_auth *a, const char *value, size_t len)
+int rpc_auth_match(const rpc_auth *a, const char *value, size_t len)
 {
-    if (a->disabled) return true;
-    if (!value || len < 7 || strncasecmp(value, "Bearer ", 7) != 0) return false;
+    if (a->disabled) return RPC_AUTH_ANONYMOUS;
+    if (!value || len < 7 || strncasecmp(value, "Bearer ", 7) != 0) return RPC_AUTH_NONE;
     const char *t = value + 7;
     size_t tlen = len - 7;
     while (tlen > 0 && *t == ' ') t++, tlen--;
     while (tlen > 0 && t[tlen - 1] == ' ') tlen--;
-    bool ok = false;
-    for (size_t i = 0; i < a->n; i++)
-        ok |= ct_equal(t, tlen, a->tokens[i], strlen(a->tokens[i]));
-    return ok;
+    int match = RPC_AUTH_NONE;
+    /* Every token is compared (no early exit), so timing does not tell which one matched. */
+    for (size_t i = 0; i < a->n; i++) {
+        bool eq = ct_equal(t, tlen, a->tokens[i], strlen(a->tokens[i]));
+        match = eq && match == RPC_AUTH_NONE ? (int)i : match;
+    }
+    return match;
 }
+
+bool rpc_auth_check_header(const rpc_auth *a, const char *value, size_t len)
+{
+    return rpc_auth_match(a, value, len) != RPC_AUTH_NONE;
+}
+
+size_t rpc_auth_n_tokens(const rpc_auth *a) { return a->n; }

@@ -29,9 +29,18 @@ void rpc_auth_free(rpc_auth *a);
 /* Whether auth is off (no_auth). */
 bool rpc_auth_disabled(const rpc_auth *a);
 
-/* Checks an "Authorization" header or metadata value ("Bearer <token>", scheme
- * case-insensitive); NULL or malformed values fail. Constant time in the token length.
- * Thread-safe. */
+/* Which configured token an "Authorization" header or metadata value ("Bearer <token>",
+ * scheme case-insensitive) carries: its index in [0, rpc_auth_n_tokens), the identity that
+ * rate limits, per-token caps and per-token prefix caches key on (never the header's
+ * spelling); RPC_AUTH_ANONYMOUS when auth is disabled; RPC_AUTH_NONE for NULL, malformed or
+ * unknown values. Compares against every token in constant time per token. Thread-safe. */
+enum { RPC_AUTH_NONE = -1, RPC_AUTH_ANONYMOUS = -2 };
+int rpc_auth_match(const rpc_auth *a, const char *value, size_t len);
+
+/* rpc_auth_match(...) != RPC_AUTH_NONE. Thread-safe. */
 bool rpc_auth_check_header(const rpc_auth *a, const char *value, size_t len);
+
+/* How many tokens are configured (0 with auth disabled). */
+size_t rpc_auth_n_tokens(const rpc_auth *a);
 
 #endif
