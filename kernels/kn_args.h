@@ -61,7 +61,7 @@ static inline KN_HOST_DEVICE uint32_t kn_float_key(uint32_t bits)
     return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
 }
 
-/* GGML quantised block types, numbered as in GGUF (engine/gguf.h). */
+/* GGML quantised block types, numbered as in GGUF (engine/gguf/gguf.h). */
 typedef enum kn_qtype {
     KN_QTYPE_F32 = 0,
     KN_QTYPE_F16 = 1,

@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || tru
 nvcc --version | tail -2
 
 echo "== configure ($BUILD, CUDA archs $ARCHS)"
-cmake --preset gpu -B "$BUILD" -DSERVAL_KERNEL_TESTS=ON -DSERVAL_WERROR=ON \
+cmake --preset gpu -B "$BUILD" -DSERVAL_TESTS=KERNELS -DSERVAL_WERROR=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > "$OUT/configure.log" 2>&1 || {
     tail -30 "$OUT/configure.log"; echo "configure failed"; exit 1; }
 

@@ -1,5 +1,5 @@
 /* dequant.c — reference dequantisation of GGML blocks (Q4_0, Q4_1, Q8_0, Q6_K, F16, BF16,
- * F32), byte by byte from the packed layout described in engine/quant.h. */
+ * F32), byte by byte from the packed layout described in engine/cpu/quant.h. */
 #include <string.h>
 
 #include "ref.h"

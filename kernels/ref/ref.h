@@ -67,7 +67,7 @@ void kn_ref_swiglu(kn_dtype dt, const void *gate, const void *up, int64_t in_str
 void kn_ref_gelu(kn_dtype dt, const void *x, void *out, int64_t n);
 
 /* Dequantises one row of n elements (a whole number of blocks) of type t to fp32, in the
- * same operation order as engine/quant.c's quant_dequant_row. */
+ * same operation order as engine/cpu/quant.c's quant_dequant_row. */
 void kn_ref_dequant_row(kn_qtype t, const void *src, float *dst, int64_t n);
 /* dst [n_rows, n_cols] of odt (F16/BF16/F32) = dequantised src rows (packed, no padding). */
 void kn_ref_dequant(kn_qtype t, const void *src, int64_t n_rows, int64_t n_cols, kn_dtype odt,

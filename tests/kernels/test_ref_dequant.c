@@ -1,5 +1,5 @@
 /* test_ref_dequant.c — CPU: the kernels' reference dequantisation and fp16/bf16 conversions
- * equal engine/quant.c's bit for bit, on blocks quantised from random rows. */
+ * equal engine/cpu/quant.c's bit for bit, on blocks quantised from random rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -81,7 +81,7 @@ Test(ref_sampling, frequencies_follow_softmax)
                   cnt[i] / (double)DRAWS, want[i]);
 }
 
-/* The engine's CPU sampler (engine/sampler.c, selection without sorting) follows the same rule
+/* The engine's CPU sampler (engine/batch/sampler.c, selection without sorting) follows the same rule
  * as this reference (which sorts), so the CPU and GPU backends draw the same tokens. */
 Test(ref_sampling, engine_sampler_follows_the_reference_rule)
 {
