@@ -689,6 +689,23 @@ void rpc_grpc_server_stop_accepting(rpc_grpc_server *s)
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
 }
 
+bool rpc_grpc_server_drain_wait(rpc_grpc_server *s, int drain_ms)
+{
+    if (!s) return true;
+    rpc_grpc_server_stop_accepting(s);
+    double deadline = eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0);
+    while (atomic_load(&s->inflight) > 0 && eng_clock_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(&s->inflight) == 0;
+}
+
+void rpc_grpc_server_drain_abort(rpc_grpc_server *s)
+{
+    if (s) grpc_server_cancel_all_calls(s->server);
+}
+
 void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
 {
     if (!s) return;

@@ -25,6 +25,27 @@ typedef struct rpc_grpc_config {
     int32_t context_length;    /* the engine's prompt + output limit, for ListModels; 0: the
                                 * model's training context */
     bool log_requests;         /* one line per finished call on stderr */
+
+    /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
+    int request_message_timeout_ms; /* call start to its request message; slower calls are
+                                     * cancelled (DEADLINE_EXCEEDED); 0: 10000; <0: none */
+    int max_streams_per_connection; /* HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; 0: 64 */
+    int max_inflight_per_token;     /* calls one bearer token may have in flight (keyed on
+                                     * rpc_auth_match's index); more get RESOURCE_EXHAUSTED;
+                                     * 0: 16; <0: no per-token cap */
+    int generation_timeout_ms;      /* server-side limit on one generation, like HTTP's
+                                     * --http-timeout (DEADLINE_EXCEEDED); 0: none */
+    int keepalive_time_ms;          /* server pings an idle connection this often; 0: 2 h */
+    int keepalive_timeout_ms;       /* ...and drops it when the ack is this late; 0: 20000 */
+    int min_recv_ping_interval_ms;  /* client pings closer than this are strikes; 0: 60000 */
+    int max_ping_strikes;           /* strikes before GOAWAY; 0: 2 */
+    int max_connection_idle_ms;     /* close connections idle this long; 0: 30 min; <0: never */
+    int max_connection_age_ms;      /* GOAWAY connections older than this; 0 or <0: never */
+    int max_connection_age_grace_ms;/* then their calls get this long; 0: 30000 */
+
+    /* ---- TLS: both set (PEM file paths) serve TLS only; both NULL serve plaintext ---- */
+    const char *tls_cert_file;      /* certificate chain, PEM */
+    const char *tls_key_file;       /* its private key, PEM */
 } rpc_grpc_config;
 
 /* Starts listening and serving. `e` and `auth` are borrowed and must outlive the server
@@ -33,12 +54,24 @@ typedef struct rpc_grpc_config {
 eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, const rpc_auth *auth,
                                  rpc_grpc_server **out, int *bound_port, eng_err *err);
 
-/* Stops accepting new calls at once (calls in flight go on); rpc_grpc_server_stop then
- * drains. Lets several front ends stop accepting together before any of them drains. */
+/* Starts draining at once: Health reports "DRAINING", every other new call gets UNAVAILABLE,
+ * calls in flight go on. Lets several front ends stop accepting together before any of them
+ * drains. Idempotent; NULL does nothing. */
 void rpc_grpc_server_stop_accepting(rpc_grpc_server *s);
 
-/* Graceful stop: no new calls are accepted, calls in flight get up to drain_ms to finish,
- * then the rest are cancelled (their engine requests too); frees the server. NULL does
+/* Waits until no call is in flight or drain_ms passes (calls stop_accepting first if it was
+ * not). Returns whether every call finished. Returns at once (false unless idle) once
+ * rpc_grpc_server_drain_abort was called. */
+bool rpc_grpc_server_drain_wait(rpc_grpc_server *s, int drain_ms);
+
+/* Ends a drain now, from any thread (e.g. a second SIGINT handled by the main loop): a
+ * drain_wait in progress returns at once and calls in flight are cancelled (their engine
+ * requests too). Does not free anything; rpc_grpc_server_stop still must be called. */
+void rpc_grpc_server_drain_abort(rpc_grpc_server *s);
+
+/* Graceful stop: stop_accepting, drain_wait(drain_ms), then cancels what is left (engine
+ * requests cancelled and released before their calls are freed, so the engine never points
+ * at a freed call) and frees the server. Never hangs on a slow engine step. NULL does
  * nothing. The engine is left running: free it afterwards. */
 void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms);
 
