@@ -1,0 +1,151 @@
+/* quant_scalar.c — the scalar dot products and matrix multiply of quantised weights with
+ * quantised activations, in exactly the lane order of llama.cpp's AVX2 kernels (quant_impl.h):
+ * the portable path on CPUs without AVX2 and the reference the tests hold the SIMD kernels to. */
+#include <math.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_impl.h"
+#include "status.h"
+
+/* ---- scalar reference dot products ------------------------------------------------------- */
+
+/* The 8-lane order of quant_impl.h (llama.cpp's AVX2 ggml_vec_dot_*): lane j of block i holds
+ * the exact int32 sum of elements 4j..4j+3, and acc[j] = fma((float)p_j, d_w*d_a, acc[j]). */
+static inline void lanes_fma(float acc[8], const int p[8], float d)
+{
+    for (int j = 0; j < 8; j++)
+        acc[j] = fmaf((float)p[j], d, acc[j]);
+}
+
+/* hsum_float_8: (a4+a0, a5+a1, a6+a2, a7+a3), then (r0+r2) + (r1+r3). */
+static inline float lanes_hsum(const float acc[8])
+{
+    const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+    const float s0 = r0 + r2, s1 = r1 + r3;
+    return s0 + s1;
+}
+
+/* Element e of a 4-bit block: low nibbles are elements 0..15, high nibbles 16..31. */
+static inline int nib(const uint8_t *qs, int e) { return e < 16 ? qs[e] & 0x0F : qs[e - 16] >> 4; }
+
+static float dot_q4_0_ref(const block_q4_0 *x, const block_q8_0 *y, int64_t nb)
+{
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += (nib(x[i].qs, e) - 8) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+    }
+    return lanes_hsum(acc);
+}
+
+/* Q4_1 adds the min term as a separate scalar chain, summs = fma(m_w, s_a, summs), and returns
+ * hsum + summs: llama.cpp's `summs += m*s` (its gcc build contracts it to an fma; m*s, two fp16
+ * values, is exact in f32, so fused or not gives the same bits). */
+static float dot_q4_1_ref(const block_q4_1 *x, const block_q8_1 *y, int64_t nb)
+{
+    float acc[8] = {0}, summs = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        summs = fmaf(quant_h2f(x[i].m), quant_h2f(y[i].s), summs);
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += nib(x[i].qs, e) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+    }
+    return lanes_hsum(acc) + summs;
+}
+
+static float dot_q8_0_ref(const block_q8_0 *x, const block_q8_0 *y, int64_t nb)
+{
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += x[i].qs[e] * y[i].qs[e];
+        }
+        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+    }
+    return lanes_hsum(acc);
+}
+
+static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
+{
+    float acc = 0;
+    int8_t q[QK_K];
+    for (int64_t i = 0; i < nb; i++) {
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
+            for (int l = 0; l < 32; l++) {
+                q[j + l] = (int8_t)(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+                q[j + l + 32] = (int8_t)(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                q[j + l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                q[j + l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        int32_t sumi = 0;
+        for (int sb = 0; sb < QK_K / 16; sb++) {
+            int32_t s = 0;
+            for (int l = 0; l < 16; l++)
+                s += q[sb * 16 + l] * y[i].qs[sb * 16 + l];
+            sumi += x[i].scales[sb] * s;
+        }
+        acc = fmaf((float)sumi, quant_h2f(x[i].d) * y[i].d, acc);
+    }
+    return acc;
+}
+
+static float dot_f32_ref(gguf_dtype t, const void *w, const float *a, int64_t n)
+{
+    const uint8_t *p = w;
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float wi;
+        if (t == GGUF_DTYPE_F32) {
+            memcpy(&wi, p + 4 * i, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            wi = t == GGUF_DTYPE_F16 ? quant_h2f(h) : quant_bf16_to_f32(h);
+        }
+        sum += wi * a[i];
+    }
+    return sum;
+}
+
+float quant_ref_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int64_t n)
+{
+    quant_check_row(wtype, n);
+    switch (wtype) {
+    case GGUF_DTYPE_F32:
+    case GGUF_DTYPE_F16:
+    case GGUF_DTYPE_BF16: return dot_f32_ref(wtype, wrow, act, n);
+    case GGUF_DTYPE_Q4_0: return dot_q4_0_ref(wrow, act, n / QK4_0);
+    case GGUF_DTYPE_Q4_1: return dot_q4_1_ref(wrow, act, n / QK4_1);
+    case GGUF_DTYPE_Q8_0: return dot_q8_0_ref(wrow, act, n / QK8_0);
+    case GGUF_DTYPE_Q6_K: return dot_q6_K_ref(wrow, act, n / QK_K);
+    }
+    return 0;
+}
+
+void quant_ref_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
+                      const void *act, int64_t n_tok, float *y, int64_t ldy)
+{
+    quant_check_row(wtype, n);
+    const size_t wrow = quant_weight_row_bytes(wtype, n);
+    const size_t arow = quant_act_row_bytes(wtype, n);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = (const uint8_t *)W + (size_t)r * wrow;
+        for (int64_t t = 0; t < n_tok; t++)
+            y[t * ldy + r] = quant_ref_vec_dot(wtype, w, (const uint8_t *)act + (size_t)t * arow, n);
+    }
+}

@@ -1,0 +1,59 @@
+/* arch.c — the architecture descriptors (arch.h): one table per family. */
+#include "arch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+
+#define LAYER_W(nm, d0, d1, fld) {nm, d0, d1, offsetof(eng_layer, fld), false, false}
+#define LAYER_V(nm, d0, fld) {nm, d0, ENG_ARCH_DIM_ONE, offsetof(eng_layer, fld), true, false}
+
+/* Llama: pre-norm RMSNorm, RoPE, SwiGLU, no biases, GQA. */
+static const eng_arch_tensor llama_layer[] = {
+    LAYER_V("attn_norm.weight", ENG_ARCH_DIM_EMBD, attn_norm),
+    LAYER_W("attn_q.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_Q, wq),
+    LAYER_W("attn_k.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wk),
+    LAYER_W("attn_v.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wv),
+    LAYER_W("attn_output.weight", ENG_ARCH_DIM_Q, ENG_ARCH_DIM_EMBD, wo),
+    LAYER_V("ffn_norm.weight", ENG_ARCH_DIM_EMBD, ffn_norm),
+    LAYER_W("ffn_gate.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_gate),
+    LAYER_W("ffn_up.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_up),
+    LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
+};
+
+static const eng_arch_desc archs[] = {
+    {
+        .arch = ENG_ARCH_LLAMA,
+        .gguf_name = "llama",
+        .families = "Llama, SmolLM2, CodeLlama, DeepSeek-Coder",
+        .norm = ENG_ARCH_NORM_RMS,
+        .pos = ENG_ARCH_POS_ROPE_INTERLEAVED,
+        .ffn = ENG_ARCH_FFN_SWIGLU,
+        .tied_head_allowed = true,
+        .layer_tensors = llama_layer,
+        .n_layer_tensors = sizeof llama_layer / sizeof llama_layer[0],
+    },
+};
+
+const eng_arch_desc *eng_arch_find(const char *gguf_name)
+{
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (!strcmp(archs[i].gguf_name, gguf_name))
+            return &archs[i];
+    return NULL;
+}
+
+void eng_arch_supported_names(char *buf, size_t cap)
+{
+    size_t off = 0;
+    if (cap == 0)
+        return;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0] && off < cap; i++) {
+        int n = snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", archs[i].gguf_name);
+        if (n < 0)
+            break;
+        off += (size_t)n;
+    }
+}
