@@ -115,7 +115,8 @@ struct http_server {
     http_bucket buckets[HTTP_BUCKETS];
     pthread_mutex_t events_mu;
     atomic_int inflight;
-    atomic_bool stopping;
+    atomic_bool draining;       /* http_server_drain_begin: new requests get 503 */
+    atomic_bool stopping;       /* drain aborted or stop: in-flight generations are cancelled */
     atomic_ullong next_id;      /* request ids for the log */
 };
 

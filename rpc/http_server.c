@@ -210,6 +210,24 @@ static enum MHD_Result preflight(http_req *r)
     return queue(r, 204, resp);
 }
 
+/* A request that arrives while draining: 503 and close the connection; health routes say
+ * "draining" so load balancers take this instance out. */
+static enum MHD_Result reply_draining(http_req *r)
+{
+    bool health = r->route == HTTP_ROUTE_V1_HEALTH || r->route == HTTP_ROUTE_HEALTH;
+    const char *body = health ? "{\"status\":\"draining\"}"
+                              : "{\"error\":{\"message\":\"server is shutting down: retry on "
+                                "another instance\",\"type\":\"unavailable\",\"code\":503}}";
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (resp) {
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+        MHD_add_response_header(resp, "Connection", "close");
+        MHD_add_response_header(resp, "Retry-After", "1");
+    }
+    return queue(r, 503, resp);
+}
+
 /* Checks that happen once the headers are in: auth, rate limit, declared body size.
  * Returns true when a reply has been queued. */
 static bool first_call_checks(http_req *r, enum MHD_Result *res)
@@ -301,6 +319,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->fd = ci ? ci->connect_fd : -1;
         atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
+        if (atomic_load(&s->draining))
+            return reply_draining(r);
         if (strcmp(method, "OPTIONS") == 0)
             return preflight(r);
         enum MHD_Result res;
@@ -456,7 +476,7 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(2u << 20),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
         MHD_OPTION_END);
     if (!s->daemon) {
@@ -473,18 +493,45 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     return ENG_OK;
 }
 
+void http_server_drain_begin(http_server *s)
+{
+    if (s)
+        atomic_store(&s->draining, true);
+}
+
+bool http_server_drain_wait(http_server *s, int drain_ms)
+{
+    if (!s)
+        return true;
+    http_server_drain_begin(s);
+    double until = eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0);
+    while (atomic_load(&s->inflight) > 0 && !atomic_load(&s->stopping) &&
+           eng_clock_ms() < until)
+        usleep(5000);
+    return atomic_load(&s->inflight) == 0;
+}
+
+void http_server_drain_abort(http_server *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->draining, true);
+    /* Generations poll `stopping` every few ms (http_gen.c) and cancel their engine request. */
+    atomic_store(&s->stopping, true);
+}
+
 void http_server_stop(http_server *s, int drain_ms)
 {
     if (!s)
         return;
+    (void)http_server_drain_wait(s, drain_ms);
     atomic_store(&s->stopping, true);
     MHD_socket l = MHD_quiesce_daemon(s->daemon);
     if (l != MHD_INVALID_SOCKET)
         close(l);
-    double until = eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0);
-    while (atomic_load(&s->inflight) > 0 && eng_clock_ms() < until)
-        usleep(10000);
-    /* Generations still running see `stopping` and end; MHD joins the connection threads. */
+    /* Generations still running see `stopping`, cancel and release their engine requests on
+     * their own connection threads; MHD joins those threads before returning, so nothing the
+     * engine points at is freed below. */
     MHD_stop_daemon(s->daemon);
     server_free(s);
 }

@@ -28,6 +28,20 @@ typedef struct http_server_config {
     const char *device;          /* "cpu" or "cuda"; NULL: "cpu" */
     int32_t default_max_tokens;  /* Tabby completions; 0: RPC_DEFAULT_COMPLETION_TOKENS (64) */
     bool log_requests;           /* one stderr line per request (health and metrics excepted) */
+
+    /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
+    unsigned per_ip_connections; /* connections one client address may hold; 0: 64 */
+    int max_inflight_per_token;  /* requests one bearer token (rpc_auth_match's index) may have
+                                  * in flight; more get 429 + Retry-After; 0: 16; <0: no cap */
+    size_t events_max_bytes_per_day; /* the day's events file stops growing here (429);
+                                      * 0: 64 MiB */
+
+    /* ---- exposure ---- */
+    const char *cors_origins;    /* comma-separated origins allowed by CORS; NULL: none */
+    const char *metrics_token;   /* a bearer token that opens /metrics only (API tokens open it
+                                  * too); NULL: API tokens only */
+    const char *tls_cert_file;   /* both set (PEM paths): serve HTTPS only; both NULL: HTTP */
+    const char *tls_key_file;
 } http_server_config;
 
 /* Starts the server on its own threads (one per connection). `e` and `auth` are borrowed and
@@ -36,8 +50,28 @@ typedef struct http_server_config {
 eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_auth *auth,
                              http_server **out, int *bound_port, eng_err *err);
 
-/* Stops accepting, waits up to drain_ms for in-flight requests, cancels what is left, and
- * frees the server. NULL does nothing. */
+/* Starts draining at once: every new request gets 503 with a JSON error and
+ * "Connection: close"; /v1/health and /health answer 503 {"status":"draining"} so load
+ * balancers stop sending; requests in flight (SSE streams too) go on. Idempotent; NULL does
+ * nothing. Thread-safe. */
+void http_server_drain_begin(http_server *s);
+
+/* Waits until no request is in flight or drain_ms passes (begins the drain if it was not).
+ * Returns whether every request finished. Returns at once (false unless idle) once
+ * http_server_drain_abort was called. Thread-safe. */
+bool http_server_drain_wait(http_server *s, int drain_ms);
+
+/* Ends a drain now, from any thread (e.g. on a second signal): a drain_wait in progress
+ * returns at once and in-flight generations are cancelled (blocking ones close their
+ * connection, streams end). Frees nothing: http_server_stop still must be called. */
+void http_server_drain_abort(http_server *s);
+
+/* Graceful stop, safe in any state (never started draining, draining, aborted): drain_begin,
+ * drain_wait(drain_ms), then cancels what is left and frees the server. Every engine request
+ * is cancelled and released by the connection thread that owns it before that thread ends,
+ * and MHD joins those threads before anything is freed, so the engine never points at freed
+ * memory; never hangs on a slow engine step beyond that step. NULL does nothing. The engine
+ * is left running: free it afterwards. */
 void http_server_stop(http_server *s, int drain_ms);
 
 #endif
