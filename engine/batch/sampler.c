@@ -227,9 +227,15 @@ int32_t eng_sample(const float *logits, int32_t n, const eng_sampler_params *p, 
 
 /* ---- stop strings ------------------------------------------------------------------------- */
 
+/* Each stop string is matched with Knuth-Morris-Pratt: state[i] is the length of the longest
+ * suffix of the text so far that is a proper prefix of stop i, carried from feed to feed, so
+ * every byte is looked at once per stop string (amortised O(1) each) however the output is
+ * cut into pieces. The longest held-back tail is the largest state. */
 struct eng_stop {
     char **stops;
     size_t *lens;
+    size_t **fail;   /* fail[i][q]: longest proper border of stops[i][0 .. q), q in [1, lens[i]] */
+    size_t *state;   /* [n] matched prefix length of each stop, < lens[i] */
     size_t n;
     size_t max_len;
     char *buf;       /* context tail + output */
@@ -240,6 +246,49 @@ struct eng_stop {
 
 bool eng_stop_failed(const eng_stop *s) { return s->failed; }
 
+/* The KMP state after byte c from state q of pattern p (length l, failure table f). */
+static size_t stop_step(const char *p, size_t l, const size_t *f, size_t q, char c)
+{
+    for (;;) {
+        if (q < l && p[q] == c)
+            return q + 1;
+        if (q == 0)
+            return 0;
+        q = f[q];
+    }
+}
+
+static void stop_fail_init(const char *p, size_t l, size_t *f)
+{
+    f[0] = 0;
+    if (l >= 1)
+        f[1] = 0;
+    for (size_t q = 1; q < l; q++) /* f[q + 1] = the state after p[q] from f[q] */
+        f[q + 1] = stop_step(p, l, f, f[q], p[q]);
+}
+
+/* Advances every stop's state over b[0 .. n), the bytes at buffer offsets [at, at + n).
+ * Returns the earliest start (buffer offset) of a stop string ending in them, or SIZE_MAX
+ * (a longer stop ending later may start before a shorter one that ends first). */
+static size_t stop_scan(eng_stop *s, const char *b, size_t n, size_t at)
+{
+    size_t best = SIZE_MAX;
+    for (size_t j = 0; j < n; j++) {
+        for (size_t i = 0; i < s->n; i++) {
+            size_t l = s->lens[i];
+            size_t q = stop_step(s->stops[i], l, s->fail[i], s->state[i], b[j]);
+            if (q == l) {
+                size_t start = at + j + 1 - l;
+                if (start < best)
+                    best = start;
+                q = s->fail[i][l];
+            }
+            s->state[i] = q;
+        }
+    }
+    return best;
+}
+
 eng_status eng_stop_create(const char *const *stops, size_t n, const char *context,
                            size_t context_len, eng_stop **out, eng_err *err)
 {
@@ -249,15 +298,18 @@ eng_status eng_stop_create(const char *const *stops, size_t n, const char *conte
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     s->stops = calloc(n ? n : 1, sizeof *s->stops);
     s->lens = calloc(n ? n : 1, sizeof *s->lens);
-    if (!s->stops || !s->lens)
+    s->fail = calloc(n ? n : 1, sizeof *s->fail);
+    s->state = calloc(n ? n : 1, sizeof *s->state);
+    if (!s->stops || !s->lens || !s->fail || !s->state)
         goto nomem;
     for (size_t i = 0; i < n; i++) {
         size_t l = strlen(stops[i]);
         if (l == 0)
             continue;
-        if (!(s->stops[s->n] = malloc(l + 1)))
-            goto nomem;
+        if (!(s->stops[s->n] = malloc(l + 1)) || !(s->fail[s->n] = malloc((l + 1) * sizeof(size_t))))
+            goto nomem_n;
         memcpy(s->stops[s->n], stops[i], l + 1);
+        stop_fail_init(s->stops[s->n], l, s->fail[s->n]);
         s->lens[s->n++] = l;
         if (l > s->max_len)
             s->max_len = l;
@@ -276,8 +328,18 @@ eng_status eng_stop_create(const char *const *stops, size_t n, const char *conte
     if (context_len > 0)
         memcpy(s->buf, context, context_len);
     s->ctx_len = s->len = context_len;
+    /* The states start where the context leaves them; a stop wholly inside it does not count
+     * (it is shorter than max_len, and the scan only reports matches, which are dropped). */
+    for (size_t j = 0; j < context_len; j++)
+        for (size_t i = 0; i < s->n; i++) {
+            size_t q = stop_step(s->stops[i], s->lens[i], s->fail[i], s->state[i], context[j]);
+            s->state[i] = q == s->lens[i] ? s->fail[i][q] : q;
+        }
     *out = s;
     return ENG_OK;
+nomem_n:
+    free(s->stops[s->n]); /* the one half-made entry; the rest are counted in s->n */
+    s->stops[s->n] = NULL;
 nomem:
     eng_stop_free(s);
     return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
@@ -287,10 +349,14 @@ void eng_stop_free(eng_stop *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->stops[i]);
+        free(s->fail[i]);
+    }
     free(s->stops);
     free(s->lens);
+    free(s->fail);
+    free(s->state);
     free(s->buf);
     free(s);
 }
@@ -312,38 +378,17 @@ bool eng_stop_feed(eng_stop *s, const char *piece, size_t len, size_t *keep)
     memcpy(s->buf + s->len, piece, len);
     s->len += len;
     s->buf[s->len] = '\0';
-    /* A new match must end inside the new bytes, so it starts at or after old - max_len + 1. */
-    size_t best_start = SIZE_MAX;
-    for (size_t i = 0; i < s->n; i++) {
-        size_t l = s->lens[i];
-        if (l > s->len)
-            continue;
-        size_t from = old + 1 > l ? old + 1 - l : 0;
-        for (size_t p = from; p + l <= s->len; p++) {
-            if (p + l <= s->ctx_len)
-                continue; /* lies wholly inside the context */
-            if (memcmp(s->buf + p, s->stops[i], l) == 0) {
-                if (p < best_start)
-                    best_start = p;
-                break;
-            }
-        }
-    }
+    /* Every match found here ends in the new bytes, so it is not wholly inside the context. */
+    size_t best_start = stop_scan(s, s->buf + old, len, old);
     if (best_start != SIZE_MAX) {
         *keep = best_start > s->ctx_len ? best_start - s->ctx_len : 0;
         return true;
     }
     /* Hold back the longest tail that is a prefix of some stop string. */
     size_t hold = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        size_t l = s->lens[i];
-        for (size_t h = l - 1; h > hold; h--) {
-            if (h <= s->len && memcmp(s->buf + s->len - h, s->stops[i], h) == 0) {
-                hold = h;
-                break;
-            }
-        }
-    }
+    for (size_t i = 0; i < s->n; i++)
+        if (s->state[i] > hold)
+            hold = s->state[i];
     size_t out_len = s->len - s->ctx_len;
     *keep = hold < out_len ? out_len - hold : 0;
     return false;

@@ -200,3 +200,114 @@ Test(stop, no_stops_keeps_everything)
     cr_assert_str_eq(r, "ab");
     free(r);
 }
+
+/* The rule eng_stop_feed must follow, the slow way: over context tail + output fed so far, the
+ * earliest start of any stop string that ends after the context (and after `old`, the bytes
+ * before this feed), and otherwise the longest tail that is a proper prefix of a stop. */
+static bool ref_stop(const char *const *stops, size_t n, const char *buf, size_t ctx_len,
+                     size_t old, size_t len, size_t *keep)
+{
+    size_t best = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(stops[i]);
+        for (size_t p = 0; l && p + l <= len; p++)
+            if (p + l > old && p + l > ctx_len && memcmp(buf + p, stops[i], l) == 0 && p < best)
+                best = p;
+    }
+    if (best != SIZE_MAX) {
+        *keep = best > ctx_len ? best - ctx_len : 0;
+        return true;
+    }
+    size_t hold = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t h = 1; h < strlen(stops[i]) && h <= len; h++)
+            if (h > hold && memcmp(buf + len - h, stops[i], h) == 0)
+                hold = h;
+    *keep = hold < len - ctx_len ? len - ctx_len - hold : 0;
+    return false;
+}
+
+Test(stop, matches_the_slow_rule_on_random_overlapping_text)
+{
+    /* A two-letter alphabet makes stops overlap, share borders and straddle pieces. */
+    unsigned x = 12345;
+    for (int round = 0; round < 2000; round++) {
+        char stop_buf[4][8], *stops[4], ctx[8], text[64];
+        size_t n = 1 + (x = x * 1103515245u + 12345u) % 4;
+        for (size_t i = 0; i < n; i++) {
+            size_t l = (x = x * 1103515245u + 12345u) % 7; /* 0: ignored empty stop */
+            for (size_t j = 0; j < l; j++)
+                stop_buf[i][j] = "ab"[(x = x * 1103515245u + 12345u) >> 16 & 1];
+            stop_buf[i][l] = '\0';
+            stops[i] = stop_buf[i];
+        }
+        size_t cl = (x = x * 1103515245u + 12345u) % 7, tl = (x = x * 1103515245u + 12345u) % 60;
+        for (size_t j = 0; j < cl; j++)
+            ctx[j] = "ab"[(x = x * 1103515245u + 12345u) >> 16 & 1];
+        for (size_t j = 0; j < tl; j++)
+            text[j] = "ab"[(x = x * 1103515245u + 12345u) >> 16 & 1];
+        /* The reference sees the context cut as eng_stop_create cuts it (max_len - 1 bytes). */
+        size_t max_len = 0;
+        for (size_t i = 0; i < n; i++)
+            max_len = strlen(stops[i]) > max_len ? strlen(stops[i]) : max_len;
+        size_t rc = cl < (max_len ? max_len - 1 : 0) ? cl : (max_len ? max_len - 1 : 0);
+        char all[80];
+        memcpy(all, ctx + cl - rc, rc);
+        memcpy(all + rc, text, tl);
+        eng_stop *s = NULL;
+        cr_assert_eq(eng_stop_create((const char *const *)stops, n, ctx, cl, &s, NULL), ENG_OK);
+        for (size_t at = 0; at < tl;) {
+            size_t k = 1 + (x = x * 1103515245u + 12345u) % 5;
+            if (k > tl - at)
+                k = tl - at;
+            size_t keep, want_keep;
+            bool m = eng_stop_feed(s, text + at, k, &keep);
+            bool want = ref_stop((const char *const *)stops, n, all, rc, rc + at, rc + at + k,
+                                 &want_keep);
+            cr_assert_eq(m, want, "round %d at %zu", round, at);
+            cr_assert_eq(keep, want_keep, "round %d at %zu: keep %zu, want %zu", round, at, keep,
+                         want_keep);
+            at += k;
+            if (m)
+                break;
+        }
+        eng_stop_free(s);
+    }
+}
+
+/* 64 stops of 1024 bytes that share a 1023-byte prefix, against 1 MiB of output fed one byte
+ * at a time that keeps almost matching them: the old matcher compared ~10^11 bytes here. */
+Test(stop, a_megabyte_fed_bytewise_against_64_long_stops_is_linear, .timeout = 60)
+{
+    enum { N_STOPS = 64, STOP_LEN = 1024, OUT = 1 << 20 };
+    char *mem = malloc((size_t)N_STOPS * (STOP_LEN + 1));
+    const char *stops[N_STOPS];
+    for (int i = 0; i < N_STOPS; i++) {
+        char *p = mem + (size_t)i * (STOP_LEN + 1);
+        memset(p, 'a', STOP_LEN - 1);
+        p[STOP_LEN - 1] = (char)(0x80 + i); /* a byte the output never has until the end */
+        p[STOP_LEN] = '\0';
+        stops[i] = p;
+    }
+    eng_stop *s = NULL;
+    cr_assert_eq(eng_stop_create(stops, N_STOPS, NULL, 0, &s, NULL), ENG_OK);
+    size_t run = 0, keep = 0;
+    for (size_t i = 0; i < OUT - 1; i++) {
+        /* runs of 'a' of varying length (some past 1023) broken by a byte no stop ends in */
+        char c = (i * 2654435761u >> 7) % 1500 == 0 ? 'x' : 'a';
+        cr_assert(!eng_stop_feed(s, &c, 1, &keep), "no stop at byte %zu", i);
+        run = c == 'a' ? run + 1 : 0;
+        size_t hold = run < STOP_LEN - 1 ? run : STOP_LEN - 1;
+        if (keep != i + 1 - hold)
+            cr_assert_fail("byte %zu: keep %zu, want %zu", i, keep, i + 1 - hold);
+    }
+    /* top the run up to 1023 'a', then the byte that completes stop 37 */
+    for (; run < STOP_LEN - 1; run++)
+        cr_assert(!eng_stop_feed(s, "a", 1, &keep));
+    size_t len;
+    eng_stop_output(s, &len);
+    cr_assert(eng_stop_feed(s, "\xA5", 1, &keep)); /* 0x80 + 37: completes stop 37 */
+    cr_assert_eq(keep, len - (STOP_LEN - 1));
+    eng_stop_free(s);
+    free(mem);
+}
