@@ -10,7 +10,7 @@
  * prompts under a token budget, the backend runs them as one batch over the paged KV cache
  * (engine/kv_cache.h, prefix caching included), and the sampler picks each sequence's next
  * token. Requests are tokenized on the submitting thread; eng_submit never blocks on the step
- * loop and fails fast (ENG_ERR_OVERLOAD) when the waiting queue is full.
+ * loop and fails fast (ENG_ERR_OVERLOAD) when the waiting queue is full, before tokenizing.
  *
  * Lifetime of a request:
  *   eng_request *r;
@@ -167,9 +167,12 @@ const char *eng_finish_str(eng_finish f);
 
 /* Queues a request and returns its handle at once. Errors (nothing is queued then):
  * ENG_ERR_INVALID (empty prompt, bad token id, bad sampling or max_tokens < 1),
- * ENG_ERR_TOO_LONG (prompt >= max_seq_len, or more blocks than the whole KV pool),
+ * ENG_ERR_TOO_LONG (prompt >= max_seq_len, or more blocks than the whole KV pool; a text
+ * prompt of 64 bytes or more per position that would fit is refused without tokenizing it),
  * ENG_ERR_OVERLOAD (the waiting queue is full: retry later), ENG_ERR_CANCELLED (the engine is
- * shutting down). *out is owned by the caller: release it with eng_request_release. */
+ * shutting down). Overload, shutdown and the text length are checked before the prompt is
+ * tokenized, so refusing a flood of huge prompts costs O(1) each; the overload check is made
+ * again when queueing. *out is owned by the caller: release it with eng_request_release. */
 eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
                       eng_err *err);
 

@@ -13,7 +13,11 @@
 enum {
     MAX_STOPS = 64,
     MAX_STOP_LEN = 1024,
-    STOP_CONTEXT_TOKENS = 32 /* prompt tail a stop string may straddle (token prompts) */
+    STOP_CONTEXT_TOKENS = 32, /* prompt tail a stop string may straddle (token prompts) */
+    /* A text prompt longer than this many bytes per position the server accepts is refused
+     * without tokenizing it: real text averages 3-5 bytes per token, and only a vocabulary
+     * with very long tokens (runs of 64+ spaces) could fit more. */
+    MAX_PROMPT_BYTES_PER_TOKEN = 64
 };
 
 eng_engine_config eng_engine_config_defaults(void)
@@ -242,6 +246,21 @@ static eng_status stop_create(const eng_engine *e, const eng_request_params *p,
     return eng_stop_create(p->stop, p->n_stop, buf, len, out, err);
 }
 
+/* Whether a new request may wait now (the caller holds e->mu): ENG_ERR_CANCELLED while
+ * shutting down, ENG_ERR_OVERLOAD (counted as rejected) when max_waiting requests wait. */
+static eng_status admission_locked(eng_engine *e, eng_err *err)
+{
+    if (e->stopping)
+        return eng_fail(err, ENG_ERR_CANCELLED, "the engine is shutting down");
+    if (e->n_waiting_new >= e->cfg.max_waiting) {
+        e->stats.requests_rejected++;
+        return eng_fail(err, ENG_ERR_OVERLOAD,
+                        "server overloaded: %d requests are already waiting; retry later",
+                        e->n_waiting_new);
+    }
+    return ENG_OK;
+}
+
 eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
                       eng_err *err)
 {
@@ -251,6 +270,21 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     if (st != ENG_OK)
         return st;
     const eng_hparams *hp = &e->m->hp;
+    const eng_engine_config *c = &e->cfg;
+    int64_t pool_tokens = (int64_t)e->be->n_blocks * c->block_size;
+    /* Cheap refusals first, so a flood of huge prompts costs no tokenizing: a full queue (it
+     * is checked again when queueing), then text too long to fit whatever it tokenizes to. */
+    pthread_mutex_lock(&e->mu);
+    st = admission_locked(e, err);
+    pthread_mutex_unlock(&e->mu);
+    if (st != ENG_OK)
+        return st;
+    int64_t max_positions = c->max_seq_len < pool_tokens ? c->max_seq_len : pool_tokens;
+    if (p->n_tokens == 0 && p->text_len / MAX_PROMPT_BYTES_PER_TOKEN >= (uint64_t)max_positions)
+        return eng_fail(err, ENG_ERR_TOO_LONG,
+                        "the prompt is %zu bytes of text; this server accepts at most %lld "
+                        "tokens, and refuses text over %d bytes per token without tokenizing it",
+                        p->text_len, (long long)max_positions - 1, MAX_PROMPT_BYTES_PER_TOKEN);
     int32_t *ids = NULL, n = 0;
     if (p->n_tokens > 0) {
         for (int32_t i = 0; i < p->n_tokens; i++)
@@ -267,8 +301,6 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
             return eng_fail(err, ENG_ERR_INVALID, "the prompt has no tokens");
         }
     }
-    const eng_engine_config *c = &e->cfg;
-    int64_t pool_tokens = (int64_t)e->be->n_blocks * c->block_size;
     if (n >= c->max_seq_len || n >= pool_tokens) {
         free(ids);
         return eng_fail(err, ENG_ERR_TOO_LONG,
@@ -316,15 +348,9 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     free(ids);
     ids = NULL;
 
+    /* Checked again under the lock that queues: others may have filled the queue meanwhile. */
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
-        st = eng_fail(err, ENG_ERR_CANCELLED, "the engine is shutting down");
-    } else if (e->n_waiting_new >= c->max_waiting) {
-        e->stats.requests_rejected++;
-        st = eng_fail(err, ENG_ERR_OVERLOAD,
-                      "server overloaded: %d requests are already waiting; retry later",
-                      e->n_waiting_new);
-    } else {
+    if ((st = admission_locked(e, err)) == ENG_OK) {
         r->id = e->next_id++;
         e->inbox[e->n_inbox++] = r;
         e->n_waiting_new++;

@@ -87,6 +87,54 @@ static void wait_idle(eng_engine *e, eng_engine_stats *s)
     cr_assert_fail("engine still busy after 20 s: %d running, %d waiting", s->running, s->waiting);
 }
 
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* n bytes of C source, repeated lines (a new string owned by the caller). */
+static char *code_text(size_t n)
+{
+    static const char line[] = "    for (int i = 0; i < n; i++) total += values[i] * 3;\n";
+    char *t = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        t[i] = line[i % (sizeof line - 1)];
+    t[n] = '\0';
+    return t;
+}
+
+/* The fastest of three submits of text (each must fail with want), in ms. */
+static double refusal_ms(eng_engine *e, const char *text, size_t len, eng_status want)
+{
+    eng_request_params p = eng_request_params_defaults();
+    p.text = text;
+    p.text_len = len;
+    double best = 1e30;
+    for (int i = 0; i < 3; i++) {
+        eng_request *r = NULL;
+        eng_err err = {{0}};
+        double t0 = wall_ms();
+        eng_status st = eng_submit(e, &p, &r, &err);
+        double dt = wall_ms() - t0;
+        cr_assert_eq(st, want, "%s: %s", eng_status_str(st), err.msg);
+        cr_assert_null(r);
+        best = dt < best ? dt : best;
+    }
+    return best;
+}
+
+static double tokenize_ms(const eng_model *m, const char *text, size_t len)
+{
+    int32_t *ids = NULL, n = 0;
+    double t0 = wall_ms();
+    cr_assert_eq(eng_model_tokenize(m, text, len, true, true, &ids, &n, NULL), ENG_OK);
+    double dt = wall_ms() - t0;
+    free(ids);
+    return dt;
+}
+
 /* ---- llama.cpp greedy fixture ---------------------------------------------------------- */
 
 typedef struct fixture {
@@ -549,6 +597,18 @@ Test(engine, overload_returns_promptly, .timeout = 120)
     cr_assert_null(x);
     cr_assert(strstr(err.msg, "overloaded"), "message: %s", err.msg);
     cr_assert_lt((double)clock() / CLOCKS_PER_SEC - t0, 1.0);
+    /* Text prompts are refused before they are tokenized: a 4 MiB one (which would otherwise
+     * be too long), and a 256 KiB one (which would be tokenized), each in a small fraction of
+     * the time tokenizing it takes. */
+    char *big = code_text(4u << 20);
+    double t_big = refusal_ms(e, big, 4u << 20, ENG_ERR_OVERLOAD);
+    double t_mid = refusal_ms(e, big, 256u << 10, ENG_ERR_OVERLOAD);
+    double t_tok = tokenize_ms(m, big, 256u << 10);
+    cr_log_info("full queue: 4 MiB refused in %.3f ms, 256 KiB in %.3f ms; tokenizing 256 KiB "
+                "takes %.1f ms", t_big, t_mid, t_tok);
+    cr_assert_lt(t_mid * 10, t_tok, "refused in %.3f ms, tokenizing takes %.3f ms", t_mid, t_tok);
+    cr_assert_lt(t_big * 10, t_tok, "refused in %.3f ms, tokenizing takes %.3f ms", t_big, t_tok);
+    free(big);
     for (int i = 0; i < 4; i++)
         eng_request_cancel(r[i]);
     for (int i = 0; i < 4; i++) {
@@ -560,7 +620,7 @@ Test(engine, overload_returns_promptly, .timeout = 120)
     }
     eng_engine_stats s;
     wait_idle(e, &s);
-    cr_assert_eq(s.requests_rejected, 1);
+    cr_assert_eq(s.requests_rejected, 7, "the token prompt and six text prompts");
     cr_assert_eq(s.requests_cancelled, 4);
     /* cancelled waiting requests give their queue slots back (they once leaked, and the
      * engine refused everything after a while) */
@@ -602,6 +662,42 @@ Test(engine, max_seq_len_enforced, .timeout = 120)
     eng_request_release(r);
     free(o);
     free(ids);
+    eng_engine_free(e);
+    eng_model_free(m);
+}
+
+/* A text prompt over 64 bytes per position the server accepts is ENG_ERR_TOO_LONG without
+ * being tokenized: a 4 MiB one is refused in a small fraction of the time tokenizing it takes,
+ * and one just under the bound is still tokenized (and then refused by its token count). */
+Test(engine, huge_text_prompt_refused_without_tokenizing, .timeout = 120)
+{
+    eng_model *m = load_model(tu_default_model());
+    eng_engine_config c = eng_engine_config_defaults();
+    c.max_seq_len = 1024; /* the byte bound: 64 KiB */
+    eng_engine *e = make_engine(m, c);
+    size_t n = 4u << 20;
+    char *big = code_text(n);
+    double t_ref = refusal_ms(e, big, n, ENG_ERR_TOO_LONG);
+    double t_tok = tokenize_ms(m, big, n);
+    cr_log_info("idle engine: 4 MiB refused in %.3f ms; tokenizing it takes %.1f ms", t_ref,
+                t_tok);
+    cr_assert_lt(t_ref * 10, t_tok, "refused in %.3f ms, tokenizing takes %.3f ms", t_ref, t_tok);
+    eng_request_params p = eng_request_params_defaults();
+    p.text = big;
+    p.text_len = n;
+    eng_request *r = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_ERR_TOO_LONG);
+    cr_assert(strstr(err.msg, "bytes of text") && strstr(err.msg, "at most 1023 tokens"), "%s",
+              err.msg);
+    p.text_len = 64 * 1024 - 1; /* under the bound: tokenized, ~4k tokens, too many */
+    cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_ERR_TOO_LONG);
+    cr_assert(strstr(err.msg, "tokens; this server accepts at most 1023"), "%s", err.msg);
+    p.text_len = 2000; /* a few hundred tokens: accepted */
+    p.max_tokens = 1;
+    cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_OK, "%s", err.msg);
+    eng_request_release(r);
+    free(big);
     eng_engine_free(e);
     eng_model_free(m);
 }
