@@ -147,6 +147,18 @@ typedef struct eng_request_params {
     bool ignore_eos;             /* keep going past end-of-generation tokens */
     int32_t priority;            /* higher runs first and is preempted last; default 0 */
 
+    /* Which prefix cache the prompt may reuse and fill: requests share cached prompt blocks
+     * only with requests of the same salt; 0 (the default) is the cache every unsalted request
+     * shares. With one shared cache, a client can tell from n_cached_tokens or from the time to
+     * its first token whether someone else recently sent a prompt that starts like its own,
+     * i.e. learn about other users' prompts. A deployment where that matters gives each API
+     * token (or tenant) its own salt, e.g. a keyed hash of its identity: then only that
+     * token's own earlier requests speed it up. The cost: no reuse across salts (a system
+     * prompt or file shared by many users is computed and cached once per salt), and the same
+     * KV pool holds every salt's cached blocks, so more salts mean fewer hits for each.
+     * Unguessable salts are not needed for isolation, only distinct ones. */
+    uint64_t cache_salt;
+
     eng_notify_fn notify;        /* optional */
     void *notify_user;
 } eng_request_params;

@@ -328,6 +328,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     atomic_init(&r->refs, 2);
     atomic_init(&r->cancel, false);
     r->priority = p->priority;
+    r->cache_salt = p->cache_salt;
     r->n_prompt = n;
     r->max_tokens = p->max_tokens < room ? p->max_tokens : room;
     r->ignore_eos = p->ignore_eos;

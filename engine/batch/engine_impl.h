@@ -17,6 +17,7 @@ struct eng_request {
     /* Set at submit, read-only afterwards. */
     uint64_t id;             /* submission order: older requests have smaller ids */
     int32_t priority;
+    uint64_t cache_salt;     /* the prefix cache it may share (kv_seq_create) */
     int32_t n_prompt;
     int32_t max_tokens;      /* after clipping to max_seq_len */
     bool ignore_eos;

@@ -16,8 +16,9 @@ struct kv_seq {
     int32_t n_tokens;   /* positions computed */
     int32_t n_blocks;   /* entries of table in use (reserved) */
     /* The first n_tokens / block_size blocks are full and have been hashed (registered or
-     * not); chain_hash is the last one's hash (KV_HASH_ROOT when none). */
+     * not); chain_hash is the last one's hash (root when none). */
     uint64_t chain_hash;
+    uint64_t root; /* kv_hash_root(the sequence's salt) */
     int32_t table[]; /* [max_blocks] block ids */
 };
 
@@ -61,6 +62,9 @@ struct kv_cache {
 #define KV_P4 UINT64_C(0x85EBCA77C2B2AE63)
 #define KV_P5 UINT64_C(0x27D4EB2F165667C5)
 
+/* The parent hash salted roots are hashed under: never the parent of a stored block. */
+#define KV_SALT_ROOT UINT64_C(0x53616c7465644b56)
+
 static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
 static uint64_t xx_lane(uint64_t h, uint64_t lane)
@@ -87,6 +91,14 @@ uint64_t kv_block_hash(uint64_t parent, const int32_t *tokens, int32_t n)
     h *= KV_P3;
     h ^= h >> 32;
     return h;
+}
+
+uint64_t kv_hash_root(uint64_t salt)
+{
+    if (salt == 0)
+        return KV_HASH_ROOT;
+    const int32_t halves[2] = {(int32_t)(uint32_t)salt, (int32_t)(uint32_t)(salt >> 32)};
+    return kv_block_hash(KV_SALT_ROOT, halves, 2);
 }
 
 /* ---- hash map: hash -> registered block id ------------------------------------------------ */
@@ -312,7 +324,8 @@ void kv_cache_stats(const kv_cache *c, kv_stats *out)
 
 /* ---- sequences ---------------------------------------------------------------------------- */
 
-eng_status kv_seq_create(kv_cache *c, int32_t max_tokens, kv_seq **out, eng_err *err)
+eng_status kv_seq_create(kv_cache *c, int32_t max_tokens, uint64_t salt, kv_seq **out,
+                         eng_err *err)
 {
     *out = NULL;
     if (max_tokens < 1)
@@ -329,7 +342,8 @@ eng_status kv_seq_create(kv_cache *c, int32_t max_tokens, kv_seq **out, eng_err 
     s->max_blocks = max_blocks;
     s->n_tokens = 0;
     s->n_blocks = 0;
-    s->chain_hash = KV_HASH_ROOT;
+    s->root = kv_hash_root(salt);
+    s->chain_hash = s->root;
     s->prev = NULL;
     s->next = c->seqs;
     if (c->seqs)
@@ -383,7 +397,7 @@ int32_t kv_seq_match_prefix(kv_cache *c, kv_seq *s, const int32_t *tokens, int32
         n_full = s->max_tokens / bs;
     if (n_full > s->max_blocks)
         n_full = s->max_blocks;
-    uint64_t parent = KV_HASH_ROOT;
+    uint64_t parent = s->root;
     int32_t i = 0;
     for (; i < n_full; i++) {
         const int32_t *blk = tokens + (size_t)i * (size_t)bs;
@@ -527,7 +541,7 @@ static eng_status check_seqs(const kv_cache *c, const uint8_t *mark, int32_t *re
             return eng_fail(err, ENG_ERR_INVALID,
                             "kv check: sequence %d has %d tokens in %d blocks (max %d, %d)", n_seqs,
                             s->n_tokens, s->n_blocks, s->max_tokens, s->max_blocks);
-        if (s->n_tokens < bs && s->chain_hash != KV_HASH_ROOT)
+        if (s->n_tokens < bs && s->chain_hash != s->root)
             return eng_fail(err, ENG_ERR_INVALID, "kv check: sequence %d has no full block but "
                             "a chain hash", n_seqs);
         for (int32_t i = 0; i < s->n_blocks; i++) {

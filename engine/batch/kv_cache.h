@@ -16,9 +16,11 @@
  *             evicted (oldest first) when the free list is empty and a block is needed.
  *
  * Prefix caching: a full block is named by kv_block_hash(parent's hash, its tokens), where the
- * parent is the previous block of the same sequence (KV_HASH_ROOT for block 0), so a hash
+ * parent is the previous block of the same sequence (the root for block 0), so a hash
  * names the whole prefix up to the end of that block. A lookup also compares the stored
  * parent hash and tokens, so a false reuse needs a 64-bit collision of a parent hash.
+ * A sequence created with a salt (kv_hash_root) starts its chain from a different root, so
+ * its blocks are never found by sequences with another salt (a per-tenant cache).
  * Only full blocks are ever shared, and a sequence writes only into its last partial block or
  * into fresh blocks, so shared blocks are never written and no copy-on-write is needed.
  *
@@ -41,8 +43,13 @@
 typedef struct kv_cache kv_cache;
 typedef struct kv_seq kv_seq;
 
-/* Parent hash of a sequence's first block. */
+/* Parent hash of a sequence's first block (salt 0: the shared cache). */
 #define KV_HASH_ROOT UINT64_C(0x53657276616c4b56)
+
+/* The parent hash of the first block of a sequence created with this salt: KV_HASH_ROOT for
+ * 0, otherwise a hash of the salt under a root of its own (so no salted root equals the hash
+ * of an unsalted block). Different salts give different roots barring a 64-bit collision. */
+uint64_t kv_hash_root(uint64_t salt);
 
 typedef struct kv_stats {
     int32_t blocks_total;
@@ -88,9 +95,12 @@ void kv_cache_stats(const kv_cache *c, kv_stats *out);
 eng_status kv_cache_check(const kv_cache *c, eng_err *err);
 
 /* Creates an empty sequence that can grow to max_tokens positions (>= 1). Its block table is
- * allocated here, sized min(ceil(max_tokens / block_size), n_blocks). *out is owned by the
- * caller and must be freed with kv_seq_free on the same cache. */
-eng_status kv_seq_create(kv_cache *c, int32_t max_tokens, kv_seq **out, eng_err *err);
+ * allocated here, sized min(ceil(max_tokens / block_size), n_blocks). Its prefix-cache chain
+ * starts at kv_hash_root(salt): it shares cached blocks only with sequences of the same salt
+ * (0: the shared cache). *out is owned by the caller and must be freed with kv_seq_free on the
+ * same cache. */
+eng_status kv_seq_create(kv_cache *c, int32_t max_tokens, uint64_t salt, kv_seq **out,
+                         eng_err *err);
 
 /* Drops the sequence's references (blocks of its table that reach refcount 0 go to the LRU
  * list when they are registered full blocks, else to the free list) and frees it. Blocks go

@@ -134,7 +134,7 @@ static bool admit_one(sched_state *s, int32_t budget)
 {
     eng_request *r = s->waiting[0];
     kv_seq *q = NULL;
-    if (kv_seq_create(s->kv, r->n_prompt + r->max_tokens, &q, NULL) != ENG_OK)
+    if (kv_seq_create(s->kv, r->n_prompt + r->max_tokens, r->cache_salt, &q, NULL) != ENG_OK)
         return false;
     int32_t cached = kv_seq_match_prefix(s->kv, q, r->tokens, r->n_tokens);
     int32_t need = r->n_tokens - cached;

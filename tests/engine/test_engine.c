@@ -318,6 +318,45 @@ Test(engine, prefix_hit_same_output_and_skips_cached_prefill, .timeout = 600)
     eng_model_free(m);
 }
 
+/* Per-token caches: the same prompt under the same salt reports cached tokens, under another
+ * salt (or none) it reports none, and the output is the same either way. */
+Test(engine, prefix_cache_is_shared_only_within_a_salt, .timeout = 600)
+{
+    eng_model *m = load_model(tu_default_model());
+    int32_t n;
+    int32_t *ids = corpus_prompt(m, "c_ring_buffer.c", 100, &n);
+    eng_engine *e = make_engine(m, eng_engine_config_defaults());
+    const struct { uint64_t salt; int32_t want; } runs[] = {
+        {11, 0}, {11, 96}, {12, 0}, {0, 0}, {0, 96}, {12, 96}, {11, 96}};
+    run_out *o = malloc(sizeof *o), *first = malloc(sizeof *first);
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        eng_request_params p = eng_request_params_defaults();
+        p.tokens = ids;
+        p.n_tokens = n;
+        p.max_tokens = 4;
+        p.cache_salt = runs[i].salt;
+        eng_request *r = NULL;
+        eng_err err = {{0}};
+        cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_OK, "%s", err.msg);
+        drain(r, i == 0 ? first : o, 4096);
+        eng_request_release(r);
+        eng_engine_stats s;
+        wait_idle(e, &s);
+        if (i == 0)
+            continue;
+        cr_assert_eq(o->last.n_cached_tokens, runs[i].want, "run %zu (salt %llu): %d cached",
+                     i, (unsigned long long)runs[i].salt, o->last.n_cached_tokens);
+        cr_assert(o->n == first->n && !memcmp(o->toks, first->toks, sizeof(int32_t) * (size_t)o->n),
+                  "run %zu: the output changed", i);
+    }
+    cr_assert_eq(first->last.n_cached_tokens, 0);
+    free(o);
+    free(first);
+    free(ids);
+    eng_engine_free(e);
+    eng_model_free(m);
+}
+
 /* A KV pool of ten blocks for six concurrent requests: sequences are preempted and recomputed,
  * and every output is still exactly llama.cpp's. */
 Test(engine, preemption_under_tiny_kv_keeps_outputs, .timeout = 600)

@@ -42,7 +42,7 @@ static kv_seq *mk_seq(kv_cache *c, int32_t max_tokens)
 {
     kv_seq *s = NULL;
     eng_err err = {{0}};
-    cr_assert_eq(kv_seq_create(c, max_tokens, &s, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(kv_seq_create(c, max_tokens, 0, &s, &err), ENG_OK, "%s", err.msg);
     CHECK(c);
     return s;
 }
@@ -79,7 +79,7 @@ Test(kv_cache, create_rejects_bad_arguments)
     cr_assert(strstr(err.msg, "block_size"), "%s", err.msg);
     c = mk_cache(8, 16, true);
     kv_seq *s = (kv_seq *)1;
-    cr_assert_eq(kv_seq_create(c, 0, &s, &err), ENG_ERR_INVALID);
+    cr_assert_eq(kv_seq_create(c, 0, 0, &s, &err), ENG_ERR_INVALID);
     cr_assert_null(s);
     kv_seq_free(c, NULL);
     kv_cache_free(c);
@@ -309,6 +309,53 @@ Test(kv_cache, same_block_under_a_different_parent_is_not_reused)
     cr_assert_eq(kv_seq_match_prefix(c, d, b_tok, 65), 0);
     kv_seq_free(c, d);
     CHECK(c);
+    kv_cache_free(c);
+}
+
+static kv_seq *mk_seq_salted(kv_cache *c, int32_t max_tokens, uint64_t salt)
+{
+    kv_seq *s = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(kv_seq_create(c, max_tokens, salt, &s, &err), ENG_OK, "%s", err.msg);
+    CHECK(c);
+    return s;
+}
+
+/* A salted sequence finds the blocks of its own salt only: same prompt, same salt -> reused;
+ * another salt or the shared cache (salt 0) -> nothing, either way round. */
+Test(kv_cache, a_salted_prefix_is_found_only_under_the_same_salt)
+{
+    kv_cache *c = mk_cache(64, 16, true);
+    uint64_t rng = 9;
+    int32_t tok[65];
+    fill_tokens(tok, 65, &rng);
+    kv_seq *a = mk_seq_salted(c, 65, 7);
+    cr_assert_eq(run_prompt(c, a, tok, 65), 0);
+    kv_seq_free(c, a);
+    const struct { uint64_t salt; int32_t want; } look[] = {
+        {7, 64}, {8, 0}, {0, 0}, {UINT64_C(7) << 32, 0}, {UINT64_MAX, 0}};
+    for (size_t i = 0; i < sizeof look / sizeof look[0]; i++) {
+        kv_seq *d = mk_seq_salted(c, 65, look[i].salt);
+        cr_assert_eq(kv_seq_match_prefix(c, d, tok, 65), look[i].want, "salt %llu",
+                     (unsigned long long)look[i].salt);
+        kv_seq_free(c, d);
+    }
+    /* the shared cache's blocks are not found by a salted sequence either */
+    int32_t tok2[65];
+    fill_tokens(tok2, 65, &rng);
+    kv_seq *b = mk_seq(c, 65);
+    cr_assert_eq(run_prompt(c, b, tok2, 65), 0);
+    kv_seq_free(c, b);
+    kv_seq *d = mk_seq_salted(c, 65, 7);
+    cr_assert_eq(kv_seq_match_prefix(c, d, tok2, 65), 0);
+    kv_seq_free(c, d);
+    d = mk_seq(c, 65);
+    cr_assert_eq(kv_seq_match_prefix(c, d, tok2, 65), 64);
+    kv_seq_free(c, d);
+    CHECK(c);
+    cr_assert_eq(kv_hash_root(0), KV_HASH_ROOT);
+    cr_assert_neq(kv_hash_root(1), kv_hash_root(2));
+    cr_assert_neq(kv_hash_root(1), KV_HASH_ROOT);
     kv_cache_free(c);
 }
 

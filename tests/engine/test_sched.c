@@ -91,7 +91,7 @@ static void put_running(world *w, eng_request *r, int32_t n_computed)
 {
     cr_assert(n_computed < r->n_tokens);
     eng_err err = {{0}};
-    cr_assert_eq(kv_seq_create(w->kv, r->n_prompt + r->max_tokens, &r->seq, &err), ENG_OK, "%s",
+    cr_assert_eq(kv_seq_create(w->kv, r->n_prompt + r->max_tokens, 0, &r->seq, &err), ENG_OK, "%s",
                  err.msg);
     cr_assert_eq(kv_seq_reserve(w->kv, r->seq, n_computed), ENG_OK);
     kv_seq_commit(w->kv, r->seq, r->tokens, n_computed);
@@ -428,7 +428,7 @@ Test(sched, nothing_is_planned_when_nothing_is_runnable)
     /* Every block is held by a sequence outside the scheduler: the waiting request cannot
      * get its first block, and stays waiting without leaving anything in the cache. */
     kv_seq *held = NULL;
-    cr_assert_eq(kv_seq_create(w->kv, 16, &held, NULL), ENG_OK);
+    cr_assert_eq(kv_seq_create(w->kv, 16, 0, &held, NULL), ENG_OK);
     cr_assert_eq(kv_seq_reserve(w->kv, held, 16), ENG_OK);
     eng_request *r = req_new(w, 1, 0, 3, 0);
     sched_waiting_insert(w->s, r);
