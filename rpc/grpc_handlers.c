@@ -86,12 +86,30 @@ static grpc_status_code prompt_status(eng_status st)
                                      : GRPC_STATUS_INVALID_ARGUMENT;
 }
 
+/* The byte caps of rpc_request.h on segments, checked before anything is tokenized. NULL when
+ * they hold, else a message in msg. */
+static const char *segments_check(const Serval__V1__Segments *sg, char *msg, size_t cap)
+{
+    const char *bad = rpc_bytes_check("segments.prefix + suffix",
+                                      strlen(sg->prefix) + strlen(sg->suffix),
+                                      RPC_MAX_PROMPT_BYTES, msg, cap);
+    for (size_t i = 0; !bad && i < sg->n_declarations && i < RPC_MAX_SNIPPETS; i++)
+        bad = rpc_bytes_check("a declaration's body", strlen(sg->declarations[i]->body),
+                              RPC_MAX_SNIPPET_BYTES, msg, cap);
+    for (size_t i = 0; !bad && i < sg->n_snippets && i < RPC_MAX_SNIPPETS; i++)
+        bad = rpc_bytes_check("a snippet's body", strlen(sg->snippets[i]->body),
+                              RPC_MAX_SNIPPET_BYTES, msg, cap);
+    return bad;
+}
+
 /* Segments -> the model's FIM prompt (engine/prompt.c: template, snippets as comments,
  * clipping, the language's stop words). */
 static eng_status build_segments(const gs_context *ctx, const Serval__V1__Segments *sg,
                                  prompt_result *pr, eng_err *err)
 {
     size_t nd = sg->n_declarations, ns = sg->n_snippets;
+    if (nd > RPC_MAX_SNIPPETS) nd = RPC_MAX_SNIPPETS; /* the rest are dropped, as on HTTP */
+    if (ns > RPC_MAX_SNIPPETS) ns = RPC_MAX_SNIPPETS;
     prompt_snippet *sn = calloc(nd + ns + 1, sizeof *sn);
     if (!sn) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < nd; i++)
@@ -130,6 +148,12 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
             p.text = rq->prompt;
             p.text_len = strlen(rq->prompt);
             if (p.text_len == 0) bad = "prompt is empty";
+            else if ((bad = rpc_bytes_check("prompt", p.text_len, RPC_MAX_PROMPT_BYTES, msg,
+                                            sizeof msg)))
+                code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS &&
+                   (bad = segments_check(rq->segments, msg, sizeof msg))) {
+            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS) {
             eng_err err = {{0}};
             eng_status st = build_segments(ctx, rq->segments, &pr, &err);
@@ -172,6 +196,16 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
     const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, GS_DEFAULT_CHAT_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
     if (!bad && rq->n_messages == 0) bad = "messages: at least one message is needed";
+    if (!bad && rq->n_messages > RPC_MAX_CHAT_MESSAGES) {
+        snprintf(msg, sizeof msg, "messages: at most %d messages, got %zu", RPC_MAX_CHAT_MESSAGES,
+                 rq->n_messages);
+        bad = msg;
+    }
+    size_t total = 0;
+    for (size_t i = 0; !bad && i < rq->n_messages; i++) total += strlen(rq->messages[i]->content);
+    if (!bad && (bad = rpc_bytes_check("messages' contents together", total,
+                                       RPC_MAX_PROMPT_BYTES, msg, sizeof msg)))
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     for (size_t i = 0; !bad && i < rq->n_messages; i++) {
         const char *role = rq->messages[i]->role;
         if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) {
@@ -204,9 +238,17 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
     serval__v1__chat_request__free_unpacked(rq, NULL);
 }
 
+/* With a valid token (or auth off): status, model, version, backend and the engine's load.
+ * Without: liveness only (the status), so probes work and nothing about load leaks. */
 static void handle_health(gs_call *c)
 {
     const gs_context *ctx = gs_call_context(c);
+    if (!gs_call_authorized(c)) {
+        Serval__V1__HealthResponse r = SERVAL__V1__HEALTH_RESPONSE__INIT;
+        r.status = gs_draining(c) ? "DRAINING" : "SERVING";
+        gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+        return;
+    }
     eng_engine_stats st;
     eng_engine_stats_get(ctx->engine, &st);
     Serval__V1__EngineStats es = SERVAL__V1__ENGINE_STATS__INIT;

@@ -41,21 +41,25 @@ typedef struct gs_call gs_call;
 /* "/serval.v1.Serval/Complete" -> GS_M_COMPLETE; unknown paths -> GS_M_UNKNOWN. */
 gs_method gs_method_lookup(grpc_slice path);
 
-/* Handles one request message (bytes borrowed for the call). Must end by exactly one of
- * gs_call_finish or gs_call_submit. Runs on a poller with the call's lock held. */
+/* Handles one request message (bytes borrowed for the call). Ends by exactly one of
+ * gs_call_finish or gs_call_submit. Runs without the call's lock: on a worker thread for
+ * Complete, CompleteStream and Chat (parsing and tokenizing never hold up the pollers), on a
+ * poller for the cheap methods. */
 void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len);
 
-/* ---- provided by grpc_server.c (call's lock held) ---- */
+/* ---- provided by grpc_server.c / grpc_lifecycle.c (take the call's lock themselves) ---- */
 
 const gs_context *gs_call_context(const gs_call *c);
 uint64_t gs_call_id(const gs_call *c);
+/* Whether the call carried a valid bearer token (always, with auth off). */
+bool gs_call_authorized(const gs_call *c);
 bool gs_draining(const gs_call *c);
 int gs_inflight(const gs_call *c);
-/* Sends the message (NULL: none) and the final status. */
+/* Sends the message (NULL: none) and the final status (nothing when the call already ended). */
 void gs_call_finish(gs_call *c, const ProtobufCMessage *m, grpc_status_code code,
                     const char *details);
 /* Submits to the engine (notify fields are set here; prompt and stops are copied by the
- * engine) and streams its output: CompletionChunk messages for CompleteStream/Chat, one
+ * engine; text is tokenized here, on the calling thread) and streams its output: CompletionChunk messages for CompleteStream/Chat, one
  * CompleteResponse for Complete; crlf: turn the output's "\n" into "\r\n". Engine errors
  * become the matching status. */
 void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf);

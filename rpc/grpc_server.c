@@ -1,7 +1,9 @@
-/* grpc_server.c — the serval.v1 gRPC server: a completion queue served by a few poller threads,
- * one state machine per call, engine output pushed to calls by a pump thread that the
- * engine's notify callback wakes (pollers never wait on the engine). */
-#include "grpc_server.h"
+/* grpc_server.c — the serval.v1 gRPC call machinery: a completion queue served by a few poller
+ * threads that only move events, one state machine per call, request parsing and tokenizing on
+ * a small worker pool, engine output pushed to calls by a pump thread that the engine's notify
+ * callback wakes (pollers never wait on the engine or a tokenizer). Start, limits, drain and
+ * stop: grpc_lifecycle.c. */
+#include "grpc_impl.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -16,70 +18,8 @@
 #include <time.h>
 
 #include "clock.h"
-#include "grpc_handlers.h"
 #include "prompt.h"
 #include "serval.pb-c.h"
-
-#define GS_REQUEST_SLOTS 16 /* grpc_server_request_call kept outstanding */
-
-typedef enum gs_tag_kind { TAG_NEW, TAG_RECV, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN } gs_tag_kind;
-
-typedef struct gs_tag {
-    gs_call *c; /* NULL for TAG_SHUTDOWN */
-    gs_tag_kind kind;
-} gs_tag;
-
-struct gs_call {
-    rpc_grpc_server *s;
-    grpc_call *call;
-    grpc_call_details details;
-    grpc_metadata_array md;
-    grpc_byte_buffer *recv_bb; /* request message, owned until parsed */
-    grpc_byte_buffer *send_bb; /* message of the send in flight */
-    grpc_slice status_details;
-    bool has_status_details;
-    int cancelled_flag; /* RECV_CLOSE_ON_SERVER output */
-    gs_tag t_new, t_recv, t_send, t_close;
-    atomic_int refs;          /* outstanding batches + engine request + ready-list entry */
-    atomic_bool in_ready;     /* queued for the pump */
-    gs_call *ready_next;
-    pthread_mutex_t mu;       /* guards everything below and the engine request's reads */
-    uint64_t id;
-    gs_method method;
-    bool counted;             /* holds an in-flight slot */
-    bool md_sent, send_pending, final_sent, cancelled, logged;
-    bool crlf;                /* send "\r\n" for the output's "\n" (the editor uses CRLF) */
-    eng_request *req;
-    bool req_done;
-    eng_request_output out;   /* last read: counts and timings */
-    char *text;               /* unary: whole output; stream: the chunk being sent */
-    size_t text_len, text_cap;
-    grpc_status_code status;  /* final status, for the log */
-};
-
-struct rpc_grpc_server {
-    rpc_grpc_config cfg;
-    gs_context ctx;
-    grpc_server *server;
-    grpc_completion_queue *cq;
-    pthread_t *pollers;
-    int n_pollers;
-    pthread_t pump;
-    bool pump_started;
-    gs_tag t_shutdown;
-    atomic_bool draining;
-    atomic_int inflight;      /* counted calls */
-    atomic_uint_fast64_t next_id;
-    pthread_mutex_t mu;       /* guards ready list, live count, shutdown flag */
-    pthread_cond_t cv_ready;  /* pump wakes */
-    pthread_cond_t cv_state;  /* live count / shutdown tag changes */
-    gs_call *ready_head, *ready_tail;
-    bool pump_stop;
-    int live;                 /* gs_call objects alive */
-    bool shutdown_done;
-    char model_id[128];
-    prompt_builder *prompts;
-};
 
 /* ---- call lifetime ----------------------------------------------------------------------- */
 
@@ -98,8 +38,13 @@ static gs_call *call_new(rpc_grpc_server *s)
     atomic_init(&c->in_ready, false);
     pthread_mutex_init(&c->mu, NULL);
     c->status = GRPC_STATUS_OK;
+    c->token = RPC_AUTH_NONE;
+    atomic_init(&c->phase, GS_PHASE_SLOT);
     pthread_mutex_lock(&s->mu);
     s->live++;
+    c->live_next = s->live_head;
+    if (s->live_head) s->live_head->live_prev = c;
+    s->live_head = c;
     pthread_mutex_unlock(&s->mu);
     return c;
 }
@@ -115,13 +60,18 @@ static void call_free(gs_call *c)
     if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
     if (c->has_status_details) grpc_slice_unref(c->status_details);
     if (c->counted) atomic_fetch_sub(&s->inflight, 1);
-    pthread_mutex_destroy(&c->mu);
-    free(c->text);
-    free(c);
+    if (c->token_counted) atomic_fetch_sub(&s->token_inflight[c->token], 1);
+    /* Unlinked last: a scan holding s->mu may still look at c (and skip it: refs are 0). */
     pthread_mutex_lock(&s->mu);
+    if (c->live_prev) c->live_prev->live_next = c->live_next;
+    else s->live_head = c->live_next;
+    if (c->live_next) c->live_next->live_prev = c->live_prev;
     s->live--;
     pthread_cond_broadcast(&s->cv_state);
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_destroy(&c->mu);
+    free(c->text);
+    free(c);
 }
 
 static void call_ref(gs_call *c) { atomic_fetch_add(&c->refs, 1); }
@@ -130,6 +80,24 @@ static void call_ref(gs_call *c) { atomic_fetch_add(&c->refs, 1); }
 static void call_unref(gs_call *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) == 1) call_free(c);
+}
+
+void gs_call_unref(gs_call *c) { call_unref(c); }
+
+gs_call **gs_live_calls(rpc_grpc_server *s, size_t *n)
+{
+    *n = 0;
+    pthread_mutex_lock(&s->mu);
+    gs_call **v = malloc((size_t)(s->live > 0 ? s->live : 1) * sizeof *v);
+    for (gs_call *c = s->live_head; v && c; c = c->live_next) {
+        if (atomic_load(&c->phase) == GS_PHASE_SLOT) continue;
+        int r = atomic_load(&c->refs);
+        while (r > 0 && !atomic_compare_exchange_weak(&c->refs, &r, r + 1)) {
+        }
+        if (r > 0) v[(*n)++] = c;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return v;
 }
 
 /* ---- logging ----------------------------------------------------------------------------- */
@@ -171,6 +139,7 @@ static const char *status_name(grpc_status_code code)
 /* How a call that the client side ended went: its deadline passed, or it was cancelled. */
 static const char *cancel_reason(const gs_call *c)
 {
+    if (atomic_load(&c->phase) == GS_PHASE_TIMED_OUT) return "DEADLINE_EXCEEDED";
     gpr_timespec deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
     return gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), deadline) >= 0 ? "DEADLINE_EXCEEDED"
                                                                      : "CANCELLED";
@@ -236,10 +205,14 @@ static void call_send(gs_call *c, const ProtobufCMessage *m, bool final, grpc_st
 void gs_call_finish(gs_call *c, const ProtobufCMessage *m, grpc_status_code code,
                     const char *details)
 {
-    call_send(c, m, true, code, details);
+    pthread_mutex_lock(&c->mu);
+    if (!c->final_sent && !c->send_pending) call_send(c, m, true, code, details);
+    pthread_mutex_unlock(&c->mu);
 }
 
 const gs_context *gs_call_context(const gs_call *c) { return &c->s->ctx; }
+
+bool gs_call_authorized(const gs_call *c) { return c->token != RPC_AUTH_NONE; }
 
 uint64_t gs_call_id(const gs_call *c) { return c->id; }
 
@@ -320,6 +293,14 @@ static bool call_progress(gs_call *c)
         if (done) call_log(c, cancel_reason(c));
         return done;
     }
+    if (done && c->gen_timed_out && c->out.finish == ENG_FINISH_CANCELLED) {
+        /* As when the client's own deadline passes: what was streamed stays sent, no more. */
+        char msg[128];
+        snprintf(msg, sizeof msg, "generation took longer than the server's limit of %d ms",
+                 c->s->cfg.generation_timeout_ms);
+        call_send(c, NULL, true, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
+        return true;
+    }
     if (!done && c->text_len == 0) return false;
 
     Serval__V1__Usage usage = SERVAL__V1__USAGE__INIT;
@@ -379,28 +360,84 @@ static grpc_status_code status_from_eng(eng_status st)
 
 void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf)
 {
+    rpc_grpc_server *s = c->s;
+    pthread_mutex_lock(&c->mu);
+    bool gone = c->cancelled || c->final_sent || atomic_load(&s->aborted);
     c->crlf = crlf;
+    pthread_mutex_unlock(&c->mu);
+    if (gone) return; /* the call ends through its close */
     p->notify = on_notify;
     p->notify_user = c;
     eng_err err = {{0}};
+    eng_request *r = NULL;
     call_ref(c); /* the engine request's reference, dropped when it is done */
-    eng_status st = eng_submit(c->s->ctx.engine, p, &c->req, &err);
+    /* Tokenizes here, on a worker, without the call's lock (a poller may want it). Output
+     * notifications before c->req is set find nothing to read; the push below looks again. */
+    eng_status st = eng_submit(s->ctx.engine, p, &r, &err);
+    pthread_mutex_lock(&c->mu);
     if (st != ENG_OK) {
-        c->req = NULL;
-        atomic_fetch_sub(&c->refs, 1); /* the call still holds the recv reference */
-        gs_call_finish(c, NULL, status_from_eng(st), err.msg);
+        atomic_fetch_sub(&c->refs, 1); /* the caller still holds its reference */
+        if (!c->final_sent) call_send(c, NULL, true, status_from_eng(st), err.msg);
+        pthread_mutex_unlock(&c->mu);
         return;
     }
-    /* Output may already be readable: let the pump look (it waits for c->mu). */
+    c->req = r;
+    c->t_gen = eng_clock_ms();
+    atomic_store(&c->phase, GS_PHASE_GENERATING);
+    if (c->cancelled || atomic_load(&s->aborted)) eng_request_cancel(r);
+    pthread_mutex_unlock(&c->mu);
     ready_push(c);
 }
 
-static void *pump_main(void *arg)
+void gs_call_gen_timeout(gs_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->req && !c->req_done) {
+        c->gen_timed_out = true;
+        eng_request_cancel(c->req);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void gs_call_abort(gs_call *c, bool release)
+{
+    bool drop = false;
+    pthread_mutex_lock(&c->mu);
+    if (!c->final_sent)
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE,
+                                     "the server is shutting down", NULL);
+    if (c->req && !c->req_done) {
+        if (release) {
+            /* After release the engine never calls on_notify for c again (nor is it running). */
+            eng_request_release(c->req);
+            c->req = NULL;
+            c->req_done = true;
+            drop = true;
+        } else {
+            eng_request_cancel(c->req);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (drop) call_unref(c); /* the engine request's reference */
+}
+
+void *gs_pump_main(void *arg)
 {
     rpc_grpc_server *s = arg;
+    double next_watch = eng_clock_ms() + 100;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->ready_head && !s->pump_stop) pthread_cond_wait(&s->cv_ready, &s->mu);
+        while (!s->ready_head && !s->pump_stop && eng_clock_ms() < next_watch) {
+            struct timespec ts = eng_clock_deadline(100);
+            pthread_cond_timedwait(&s->cv_ready, &s->mu, &ts);
+        }
+        if (eng_clock_ms() >= next_watch) {
+            pthread_mutex_unlock(&s->mu);
+            gs_watchdog(s);
+            next_watch = eng_clock_ms() + 100;
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         if (!s->ready_head) break;
         gs_call *list = s->ready_head;
         s->ready_head = s->ready_tail = NULL;
@@ -423,9 +460,9 @@ static void *pump_main(void *arg)
 
 /* ---- accepting and dispatching ------------------------------------------------------------ */
 
-static void request_next(rpc_grpc_server *s)
+void gs_request_next(rpc_grpc_server *s)
 {
-    if (atomic_load(&s->draining)) return;
+    if (atomic_load(&s->shut_down)) return;
     gs_call *c = call_new(s);
     if (!c) return;
     grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq,
@@ -436,17 +473,18 @@ static void request_next(rpc_grpc_server *s)
     }
 }
 
-static bool authorized(gs_call *c)
+/* Which configured token the call carries (rpc_auth_match). */
+static int call_token(gs_call *c)
 {
     const rpc_auth *auth = c->s->ctx.auth;
-    if (!auth) return true;
+    if (!auth) return RPC_AUTH_ANONYMOUS;
     for (size_t i = 0; i < c->md.count; i++) {
         if (grpc_slice_str_cmp(c->md.metadata[i].key, "authorization") != 0) continue;
         const grpc_slice *v = &c->md.metadata[i].value;
-        return rpc_auth_check_header(auth, (const char *)GRPC_SLICE_START_PTR(*v),
-                                     GRPC_SLICE_LENGTH(*v));
+        return rpc_auth_match(auth, (const char *)GRPC_SLICE_START_PTR(*v),
+                              GRPC_SLICE_LENGTH(*v));
     }
-    return rpc_auth_check_header(auth, NULL, 0);
+    return rpc_auth_match(auth, NULL, 0);
 }
 
 /* A new call arrived (c->mu not held; no other thread knows c yet). */
@@ -457,9 +495,11 @@ static void on_new_call(gs_call *c, bool ok)
         call_unref(c);
         return;
     }
-    request_next(s);
+    gs_request_next(s);
     c->id = atomic_fetch_add(&s->next_id, 1);
     c->method = gs_method_lookup(c->details.method);
+    c->token = call_token(c);
+    c->t_start = eng_clock_ms();
     pthread_mutex_lock(&c->mu);
     /* RECV_CLOSE first, so cancellation is seen whatever state the call is in. */
     grpc_op op;
@@ -475,10 +515,11 @@ static void on_new_call(gs_call *c, bool ok)
         code = GRPC_STATUS_UNIMPLEMENTED;
         reject = "unknown method: serval.v1.Serval has Complete, CompleteStream, Chat, Embed, "
                  "Search, Health, ListModels";
-    } else if (c->method != GS_M_HEALTH && !authorized(c)) {
+    } else if (c->method != GS_M_HEALTH && !gs_call_authorized(c)) {
         code = GRPC_STATUS_UNAUTHENTICATED;
         reject = "missing or invalid bearer token (send metadata 'authorization: Bearer <token>')";
-    } else if (atomic_load(&s->draining)) {
+    } else if (c->method != GS_M_HEALTH && atomic_load(&s->draining)) {
+        /* Health still answers while draining: it says DRAINING. */
         code = GRPC_STATUS_UNAVAILABLE;
         reject = "the server is shutting down";
     } else if (c->method != GS_M_HEALTH) {
@@ -487,8 +528,18 @@ static void on_new_call(gs_call *c, bool ok)
         if (n >= s->cfg.max_inflight) {
             code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             reject = "too many calls in flight: retry later";
+        } else if (c->token >= 0 && (size_t)c->token < s->n_tokens &&
+                   s->cfg.max_inflight_per_token > 0) {
+            n = atomic_fetch_add(&s->token_inflight[c->token], 1);
+            c->token_counted = true;
+            if (n >= s->cfg.max_inflight_per_token) {
+                code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+                reject = "too many calls in flight for this token (max_inflight_per_token): "
+                         "retry later";
+            }
         }
     }
+    if (!reject) atomic_store(&c->phase, GS_PHASE_WAIT_MSG); /* before the recv can complete */
     if (reject) {
         call_send(c, NULL, true, code, reject);
     } else {
@@ -505,27 +556,71 @@ static void on_new_call(gs_call *c, bool ok)
     call_unref(c); /* the request slot */
 }
 
+/* Parses and answers the request message. Runs without c->mu on a worker (or, for the cheap
+ * methods, on a poller); the caller holds a ref. */
+static void handle_message(gs_call *c)
+{
+    grpc_byte_buffer_reader rd;
+    grpc_slice all = grpc_empty_slice();
+    if (grpc_byte_buffer_reader_init(&rd, c->recv_bb)) {
+        all = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+    }
+    grpc_byte_buffer_destroy(c->recv_bb);
+    c->recv_bb = NULL;
+    gs_handle(c, c->method, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
+    grpc_slice_unref(all);
+}
+
 static void on_recv(gs_call *c, bool ok)
 {
+    rpc_grpc_server *s = c->s;
+    int expect = GS_PHASE_WAIT_MSG; /* else the watchdog ended the call first */
+    bool mine = atomic_compare_exchange_strong(&c->phase, &expect, GS_PHASE_HANDLING);
     pthread_mutex_lock(&c->mu);
-    if (ok && !c->cancelled && !c->final_sent) {
-        if (!c->recv_bb) {
-            call_send(c, NULL, true, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
-        } else {
-            grpc_byte_buffer_reader rd;
-            grpc_slice all = grpc_empty_slice();
-            if (grpc_byte_buffer_reader_init(&rd, c->recv_bb)) {
-                all = grpc_byte_buffer_reader_readall(&rd);
-                grpc_byte_buffer_reader_destroy(&rd);
-            }
-            grpc_byte_buffer_destroy(c->recv_bb);
-            c->recv_bb = NULL;
-            gs_handle(c, c->method, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all));
-            grpc_slice_unref(all);
-        }
+    bool go = mine && ok && !c->cancelled && !c->final_sent;
+    if (go && !c->recv_bb) {
+        call_send(c, NULL, true, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+        go = false;
     }
     pthread_mutex_unlock(&c->mu);
-    call_unref(c);
+    if (!go) {
+        call_unref(c);
+        return;
+    }
+    if (c->method != GS_M_COMPLETE && c->method != GS_M_COMPLETE_STREAM &&
+        c->method != GS_M_CHAT) {
+        handle_message(c); /* cheap: answered from memory */
+        call_unref(c);
+        return;
+    }
+    /* The recv reference moves to the work queue. */
+    pthread_mutex_lock(&s->mu);
+    c->work_next = NULL;
+    if (s->work_tail) s->work_tail->work_next = c;
+    else s->work_head = c;
+    s->work_tail = c;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void *gs_worker_main(void *arg)
+{
+    rpc_grpc_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->work_head && !s->work_stop) pthread_cond_wait(&s->cv_work, &s->mu);
+        gs_call *c = s->work_head;
+        if (!c) break;
+        s->work_head = c->work_next;
+        if (!s->work_head) s->work_tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (!atomic_load(&s->aborted)) handle_message(c);
+        call_unref(c);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 static void on_send(gs_call *c)
@@ -556,7 +651,7 @@ static void on_close(gs_call *c)
     call_unref(c);
 }
 
-static void *poller_main(void *arg)
+void *gs_poller_main(void *arg)
 {
     rpc_grpc_server *s = arg;
     for (;;) {
@@ -581,157 +676,3 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
-/* ---- start / stop -------------------------------------------------------------------------- */
-
-bool gs_draining(const gs_call *c) { return atomic_load(&c->s->draining); }
-
-int gs_inflight(const gs_call *c) { return atomic_load(&c->s->inflight); }
-
-eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, const rpc_auth *auth,
-                                 rpc_grpc_server **out, int *bound_port, eng_err *err)
-{
-    *out = NULL;
-    if (cfg->port < 0 || cfg->port > 65535)
-        return eng_fail(err, ENG_ERR_INVALID, "gRPC port %d is out of range", cfg->port);
-    rpc_grpc_server *s = calloc(1, sizeof *s);
-    if (!s) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-    s->cfg = *cfg;
-    if (!s->cfg.bind) s->cfg.bind = "127.0.0.1";
-    if (s->cfg.n_pollers <= 0) s->cfg.n_pollers = 2;
-    if (s->cfg.max_inflight <= 0) s->cfg.max_inflight = 512;
-    if (s->cfg.max_message_bytes <= 0) s->cfg.max_message_bytes = 4 << 20;
-    if (!s->cfg.backend_name) s->cfg.backend_name = "cpu";
-    const eng_model *m = eng_engine_model(e);
-    snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : eng_model_name(m));
-    if (s->cfg.context_length <= 0) s->cfg.context_length = eng_model_n_ctx_train(m);
-    if (prompt_builder_create(m, &s->prompts, err) != ENG_OK) {
-        free(s);
-        return ENG_ERR_INVALID;
-    }
-    s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .prompts = s->prompts,
-                          .model_id = s->model_id,
-                          .backend = s->cfg.backend_name, .context_length = s->cfg.context_length};
-    s->t_shutdown = (gs_tag){NULL, TAG_SHUTDOWN};
-    atomic_init(&s->draining, false);
-    atomic_init(&s->inflight, 0);
-    atomic_init(&s->next_id, 1);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv_ready, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv_state, &ca);
-    pthread_condattr_destroy(&ca);
-
-    grpc_init();
-    grpc_arg args[1];
-    memset(args, 0, sizeof args);
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = s->cfg.max_message_bytes > INT32_MAX ? INT32_MAX
-                                                                 : (int)s->cfg.max_message_bytes;
-    grpc_channel_args chargs = {1, args};
-    s->server = grpc_server_create(&chargs, NULL);
-    s->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->server, s->cq, NULL);
-    char addr[300];
-    bool v6 = strchr(s->cfg.bind, ':') != NULL;
-    snprintf(addr, sizeof addr, v6 ? "[%s]:%d" : "%s:%d", s->cfg.bind, s->cfg.port);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    int port = grpc_server_add_http2_port(s->server, addr, creds);
-    grpc_server_credentials_release(creds);
-    if (port <= 0) {
-        eng_fail(err, ENG_ERR_IO, "gRPC: cannot listen on %s (address in use or not local?)",
-                 addr);
-        grpc_server_destroy(s->server);
-        grpc_completion_queue_shutdown(s->cq);
-        while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN) {
-        }
-        grpc_completion_queue_destroy(s->cq);
-        grpc_shutdown();
-        prompt_builder_free(s->prompts);
-        free(s);
-        return ENG_ERR_IO;
-    }
-    grpc_server_start(s->server);
-    s->pollers = calloc((size_t)s->cfg.n_pollers, sizeof *s->pollers);
-    ENG_ASSERT(s->pollers != NULL);
-    ENG_ASSERT(pthread_create(&s->pump, NULL, pump_main, s) == 0);
-    s->pump_started = true;
-    for (int i = 0; i < s->cfg.n_pollers; i++) {
-        ENG_ASSERT(pthread_create(&s->pollers[i], NULL, poller_main, s) == 0);
-        s->n_pollers++;
-    }
-    for (int i = 0; i < GS_REQUEST_SLOTS; i++) request_next(s);
-    if (bound_port) *bound_port = port;
-    *out = s;
-    return ENG_OK;
-}
-
-/* Waits until every call (request slots included) is gone, or the deadline passes. */
-static bool wait_live_zero(rpc_grpc_server *s, double deadline_ms)
-{
-    pthread_mutex_lock(&s->mu);
-    while (s->live > 0 && eng_clock_ms() < deadline_ms) {
-        struct timespec ts = eng_clock_deadline(20);
-        pthread_cond_timedwait(&s->cv_state, &s->mu, &ts);
-    }
-    bool ok = s->live == 0;
-    pthread_mutex_unlock(&s->mu);
-    return ok;
-}
-
-void rpc_grpc_server_stop_accepting(rpc_grpc_server *s)
-{
-    if (!s || atomic_exchange(&s->draining, true)) return;
-    /* The outstanding request slots complete unsuccessfully and go away. */
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
-}
-
-bool rpc_grpc_server_drain_wait(rpc_grpc_server *s, int drain_ms)
-{
-    if (!s) return true;
-    rpc_grpc_server_stop_accepting(s);
-    double deadline = eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0);
-    while (atomic_load(&s->inflight) > 0 && eng_clock_ms() < deadline) {
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return atomic_load(&s->inflight) == 0;
-}
-
-void rpc_grpc_server_drain_abort(rpc_grpc_server *s)
-{
-    if (s) grpc_server_cancel_all_calls(s->server);
-}
-
-void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
-{
-    if (!s) return;
-    rpc_grpc_server_stop_accepting(s);
-    if (!wait_live_zero(s, eng_clock_ms() + (drain_ms > 0 ? drain_ms : 0))) {
-        grpc_server_cancel_all_calls(s->server);
-        /* Cancelled calls cancel their engine requests; those finish at the next step. */
-        wait_live_zero(s, eng_clock_ms() + 10000);
-    }
-    pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done) pthread_cond_wait(&s->cv_state, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-    grpc_server_destroy(s->server);
-    grpc_completion_queue_shutdown(s->cq);
-    for (int i = 0; i < s->n_pollers; i++) pthread_join(s->pollers[i], NULL);
-    pthread_mutex_lock(&s->mu);
-    s->pump_stop = true;
-    pthread_cond_signal(&s->cv_ready);
-    pthread_mutex_unlock(&s->mu);
-    if (s->pump_started) pthread_join(s->pump, NULL);
-    grpc_completion_queue_destroy(s->cq);
-    grpc_shutdown();
-    free(s->pollers);
-    prompt_builder_free(s->prompts);
-    pthread_cond_destroy(&s->cv_ready);
-    pthread_cond_destroy(&s->cv_state);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
-}

@@ -11,6 +11,15 @@ const char *rpc_stops_check(size_t n, char *msg, size_t cap)
     return msg;
 }
 
+const char *rpc_bytes_check(const char *field, size_t len, size_t cap, char *msg, size_t msg_cap)
+{
+    if (len <= cap)
+        return NULL;
+    snprintf(msg, msg_cap, "%s is %zu bytes, over the server's limit of %zu bytes", field, len,
+             cap);
+    return msg;
+}
+
 size_t rpc_stops_merge(const prompt_result *pr, const char *const *client, size_t n_client,
                        const char **out)
 {

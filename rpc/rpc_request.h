@@ -1,6 +1,7 @@
 /* rpc_request.h — request rules the gRPC and HTTP front ends must agree on and that are not
  * the engine's to make: a code completion's default length, how many stop strings a client
- * may send, and how the client's stops join the prompt's. Sampling limits are the engine's
+ * may send, how the client's stops join the prompt's, and the input size caps checked before
+ * tokenizing. Sampling limits are the engine's
  * (eng_sampler_params_check), prompt rendering the prompt builder's (prompt.h). */
 #ifndef SERVAL_RPC_REQUEST_H
 #define SERVAL_RPC_REQUEST_H
@@ -18,6 +19,23 @@
 /* The prompt's stop words kept at most; with the client's they fill an array of RPC_MAX_STOPS. */
 #define RPC_MAX_PROMPT_STOPS 32
 #define RPC_MAX_STOPS (RPC_MAX_PROMPT_STOPS + RPC_MAX_CLIENT_STOPS)
+
+/* Input caps both front ends apply before any tokenizing, so a huge request is refused for
+ * the cost of a length check (the message-size limit bounds the rest):
+ *   RPC_MAX_PROMPT_BYTES   a raw prompt; a completion's prefix + suffix; a chat's contents
+ *                          together. More: refused (gRPC RESOURCE_EXHAUSTED, HTTP 413).
+ *   RPC_MAX_SNIPPET_BYTES  one snippet's or declaration's body. More: refused likewise.
+ *   RPC_MAX_SNIPPETS       snippets per list (declarations, snippets, changed, recent); the
+ *                          ones past it are dropped, as Tabby's server does.
+ *   RPC_MAX_CHAT_MESSAGES  messages in one chat; more: refused (INVALID_ARGUMENT, HTTP 400). */
+#define RPC_MAX_PROMPT_BYTES ((size_t)1 << 20)
+#define RPC_MAX_SNIPPET_BYTES ((size_t)64 << 10)
+#define RPC_MAX_SNIPPETS 32
+#define RPC_MAX_CHAT_MESSAGES 256
+
+/* NULL when len bytes of `field` fit under cap, else a message naming the field and both
+ * sizes, written to msg (msg_cap bytes) and returned. */
+const char *rpc_bytes_check(const char *field, size_t len, size_t cap, char *msg, size_t msg_cap);
 
 /* NULL when n client stop strings are allowed, else a message naming the limit, written to
  * msg (cap bytes) and returned. */

@@ -30,7 +30,9 @@ def main():
             return e.details()
         raise AssertionError(f"{fn} succeeded, wanted {code}")
 
-    h = st.Health(pb.HealthRequest(), timeout=10)
+    h = st.Health(pb.HealthRequest(), timeout=10)  # no token: liveness only
+    assert h.status == "SERVING" and not h.HasField("engine") and not h.model, h
+    h = st.Health(pb.HealthRequest(), metadata=md, timeout=10)
     assert h.status == "SERVING" and h.engine.kv_blocks_total > 0, h
 
     models = st.ListModels(pb.ListModelsRequest(), metadata=md, timeout=10)
@@ -77,7 +79,7 @@ def main():
     next(it)
     it.cancel()
     for _ in range(100):
-        e = st.Health(pb.HealthRequest(), timeout=10).engine
+        e = st.Health(pb.HealthRequest(), metadata=md, timeout=10).engine
         if e.running == 0 and e.kv_blocks_used == 0:
             break
         time.sleep(0.05)

@@ -137,6 +137,19 @@ static Serval__V1__EngineStats *health(rpc_client *cl, Serval__V1__HealthRespons
     return (*keep)->engine;
 }
 
+/* Health without a token: liveness only. */
+static Serval__V1__HealthResponse *health_anon(rpc_client *cl)
+{
+    rpc_client_result res;
+    uint8_t empty = 0;
+    cr_assert_eq(rpc_client_call(cl, M_HEALTH, &empty, 0, 5000, NULL, NULL, &res), GRPC_STATUS_OK,
+                 "Health: %s", res.details);
+    Serval__V1__HealthResponse *h = serval__v1__health_response__unpack(NULL, res.last_len, res.last);
+    rpc_client_result_clear(&res);
+    cr_assert_not_null(h);
+    return h;
+}
+
 /* Polls Health until no sequence runs, no KV block is referenced and every submitted request
  * has finished. */
 static void expect_engine_idle(rpc_client *cl, const char *what)
@@ -220,9 +233,13 @@ Test(grpc, every_rpc_answers, .timeout = 120)
     rpc_client *anon = rpc_client_create(s.target, NULL);
     rpc_client_result res;
 
-    /* Health needs no token and reports the engine. */
-    Serval__V1__HealthResponse *h;
-    Serval__V1__EngineStats *es = health(anon, &h);
+    /* Health needs no token but then says only whether it serves; with one, the engine too. */
+    Serval__V1__HealthResponse *h = health_anon(anon);
+    cr_assert_str_eq(h->status, "SERVING");
+    cr_assert_null(h->engine, "Health without a token reports the engine's load");
+    cr_assert_str_eq(h->model, "");
+    serval__v1__health_response__free_unpacked(h, NULL);
+    Serval__V1__EngineStats *es = health(cl, &h);
     cr_assert_str_eq(h->status, "SERVING");
     cr_assert_gt(es->kv_blocks_total, 0);
     cr_assert_gt(strlen(h->model), 0);
@@ -486,10 +503,24 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* 200 streams at once from 16 clients, each with its own token: under the per-token cap
+ * (16 calls in flight per token by default), so none is refused. */
 Test(grpc, two_hundred_concurrent_streams_match_their_solo_runs, .timeout = 180)
 {
-    server s = server_start(NULL);
+    enum { N_TOK = 16 };
+    char toks[N_TOK][32], file[N_TOK * 32] = "";
+    for (int i = 0; i < N_TOK; i++) {
+        snprintf(toks[i], sizeof toks[i], "conc-token-%d", i);
+        strcat(file, toks[i]);
+        strcat(file, "\n");
+    }
+    char *token_file = tu_temp_path(".tokens");
+    cr_assert_eq(tu_write_file(token_file, file, strlen(file)), 0);
+    const char *extra[] = {"--token-file", token_file, NULL};
+    server s = server_start(extra);
     rpc_client *cl = rpc_client_create(s.target, TOKEN);
+    rpc_client *cls[N_TOK];
+    for (int i = 0; i < N_TOK; i++) cls[i] = rpc_client_create(s.target, toks[i]);
     char *solo[N_PROMPTS];
     for (int i = 0; i < N_PROMPTS; i++) {
         gen g = {.prompt = conc_prompts[i], .max_tokens = 6};
@@ -504,7 +535,7 @@ Test(grpc, two_hundred_concurrent_streams_match_their_solo_runs, .timeout = 180)
     worker *w = calloc(N, sizeof *w);
     pthread_t th[N];
     for (int i = 0; i < N; i++) {
-        w[i] = (worker){.cl = cl, .which = i % N_PROMPTS, .max_tokens = 6};
+        w[i] = (worker){.cl = cls[i % N_TOK], .which = i % N_PROMPTS, .max_tokens = 6};
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setstacksize(&at, 256 << 10);
@@ -525,7 +556,10 @@ Test(grpc, two_hundred_concurrent_streams_match_their_solo_runs, .timeout = 180)
     expect_engine_idle(cl, "after 200 streams");
     for (int i = 0; i < N_PROMPTS; i++) free(solo[i]);
     free(w);
+    for (int i = 0; i < N_TOK; i++) rpc_client_free(cls[i]);
     rpc_client_free(cl);
+    unlink(token_file);
+    free(token_file);
     cr_assert_eq(server_stop(&s), 0);
 }
 
