@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "prompt_impl.h"
+#include "utf8.h"
 
 /* ---- detection -------------------------------------------------------------------------- */
 
@@ -175,7 +176,7 @@ eng_status prompt_build_chat(const prompt_builder *b, const prompt_chat_message 
                             "messages[%zu].role must be a word such as \"user\"", i);
         if (!msgs[i].content)
             return eng_fail(err, ENG_ERR_INVALID, "messages[%zu].content is missing", i);
-        if (!prompt_utf8_valid(msgs[i].content, strlen(msgs[i].content)))
+        if (!eng_utf8_valid(msgs[i].content, strlen(msgs[i].content), NULL))
             return eng_fail(err, ENG_ERR_INVALID, "messages[%zu].content is not valid UTF-8", i);
     }
     prompt_out p = {.v = b->vocab, .r = out};

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "prompt_impl.h"
+#include "utf8.h"
 
 #define DEFAULT_SNIPPET_BUDGET 768
 #define DEFAULT_MAX_PREFIX 1024
@@ -40,10 +41,18 @@ static eng_status clip_tokens(const tok_vocab *v, const char *s, size_t n, int32
             return ENG_OK;
         }
         *clipped = true;
+        /* A piece may decode to more bytes than the text it was matched in (a user-defined or
+         * control token reached through merges is its raw text), so the pieces only estimate
+         * where to cut: past the end, the text is cut in proportion to max / k instead, and
+         * the cut always stays inside [from, to]. */
+        const size_t have = *to - *from;
         if (keep_end) {
-            size_t cut = *from + pieces_len(v, ids, k - (size_t)max);
-            if (cut <= *from)
-                cut = *from + 1;
+            size_t drop = pieces_len(v, ids, k - (size_t)max);
+            if (drop >= have)
+                drop = have - (size_t)((double)have * (double)max / (double)k);
+            size_t cut = *from + (drop > 0 ? drop : 1);
+            if (cut > *to)
+                cut = *to;
             const char *nl = memchr(s + cut, '\n', *to - cut);
             /* Start at a whole line unless that loses more than half of what is left. */
             if (nl && (size_t)(nl + 1 - s) - cut < (*to - cut) / 2)
@@ -52,9 +61,10 @@ static eng_status clip_tokens(const tok_vocab *v, const char *s, size_t n, int32
                 cut++;
             *from = cut;
         } else {
-            size_t cut = *from + pieces_len(v, ids, (size_t)max);
-            if (cut >= *to)
-                cut = *to - 1;
+            size_t keep = pieces_len(v, ids, (size_t)max);
+            if (keep >= have)
+                keep = (size_t)((double)have * (double)max / (double)k);
+            size_t cut = *from + (keep < have ? keep : have - 1);
             size_t c = cut;
             while (c > *from && s[c - 1] != '\n')
                 c--;
@@ -117,8 +127,8 @@ static void render_snippets(const prompt_completion_input *in, const char *comme
     for (int l = 0; l < 3; l++) {
         for (size_t i = 0; i < counts[l]; i++) {
             const prompt_snippet *sn = &lists[l][i];
-            if (!sn->body || !*sn->body || !prompt_utf8_valid(sn->body, strlen(sn->body)) ||
-                (sn->filepath && !prompt_utf8_valid(sn->filepath, strlen(sn->filepath))))
+            if (!sn->body || !*sn->body || !eng_utf8_valid(sn->body, strlen(sn->body), NULL) ||
+                (sn->filepath && !eng_utf8_valid(sn->filepath, strlen(sn->filepath), NULL)))
                 continue;
             size_t n = strlen(sn->body);
             if (used + n > budget)
@@ -194,9 +204,9 @@ eng_status prompt_build_completion(const prompt_builder *b, const prompt_complet
     memset(out, 0, sizeof *out);
     if (!in->prefix)
         return eng_fail(err, ENG_ERR_INVALID, "segments.prefix is required");
-    if (!prompt_utf8_valid(in->prefix, in->prefix_len))
+    if (!eng_utf8_valid(in->prefix, in->prefix_len, NULL))
         return eng_fail(err, ENG_ERR_INVALID, "segments.prefix is not valid UTF-8");
-    if (in->suffix && !prompt_utf8_valid(in->suffix, in->suffix_len))
+    if (in->suffix && !eng_utf8_valid(in->suffix, in->suffix_len, NULL))
         return eng_fail(err, ENG_ERR_INVALID, "segments.suffix is not valid UTF-8");
 
     eng_status st = ENG_OK;
@@ -262,7 +272,7 @@ eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t le
     memset(out, 0, sizeof *out);
     if (!text || !len)
         return eng_fail(err, ENG_ERR_INVALID, "the prompt is empty");
-    if (!prompt_utf8_valid(text, len))
+    if (!eng_utf8_valid(text, len, NULL))
         return eng_fail(err, ENG_ERR_INVALID, "the prompt is not valid UTF-8");
     prompt_out p = {.v = b->vocab, .r = out};
     prompt_out_bos(&p);

@@ -37,9 +37,6 @@ const char *const *prompt_language_keywords(const char *language);
 
 /* ---- prompt_text.c ---------------------------------------------------------------------- */
 
-/* Whether n bytes are well-formed UTF-8 (no overlongs, surrogates or code points past
- * U+10FFFF). */
-bool prompt_utf8_valid(const char *s, size_t n);
 /* Copies s with every "\r\n" turned into "\n"; sets *had_crlf when there was one. Returns a
  * malloc'd NUL-terminated string (*out_len set), owned by the caller; NULL on OOM. */
 char *prompt_crlf_to_lf(const char *s, size_t n, size_t *out_len, bool *had_crlf);

@@ -1,43 +1,9 @@
-/* prompt_text.c — byte-level text helpers of the prompt builder: UTF-8 validation, CRLF and
- * LF conversion, and a growable string. */
+/* prompt_text.c — byte-level text helpers of the prompt builder: CRLF and LF conversion, and
+ * a growable string (UTF-8 validation is util/utf8.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "prompt_impl.h"
-
-bool prompt_utf8_valid(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = u[i];
-        size_t k;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            k = 1, min = 0x80, c &= 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            k = 2, min = 0x800, c &= 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            k = 3, min = 0x10000, c &= 0x07;
-        } else {
-            return false;
-        }
-        if (i + k >= n)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((u[i + j] & 0xC0) != 0x80)
-                return false;
-            c = (c << 6) | (u[i + j] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
 
 char *prompt_crlf_to_lf(const char *s, size_t n, size_t *out_len, bool *had_crlf)
 {

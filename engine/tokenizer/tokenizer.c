@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tokenizer_impl.h"
+#include "utf8.h"
 
 /* ---- hashing ------------------------------------------------------------------------------ */
 
@@ -229,6 +230,15 @@ static eng_status load_tokens(const gguf_file *f, tok_vocab *v, eng_err *err)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         gguf_str s = gguf_arr_str(f, &toks, i);
+        /* GGUF strings are UTF-8, and byte-level BPE writes every byte as a printable
+         * character, so a real vocabulary is valid UTF-8; the prompt builder relies on it
+         * (a token's piece is then never longer than the text it was matched in). */
+        size_t bad;
+        if (!eng_utf8_valid(s.ptr, (size_t)s.len, &bad))
+            return eng_fail(err, ENG_ERR_FORMAT,
+                            "tokenizer.ggml.tokens: token %zu is not valid UTF-8 (byte %zu of %llu "
+                            "is 0x%02X)", i, bad, (unsigned long long)s.len,
+                            (unsigned)(unsigned char)s.ptr[bad]);
         v->text_off[i] = o;
         if (s.len) {
             memcpy(v->text + o, s.ptr, (size_t)s.len);

@@ -256,6 +256,90 @@ Test(prompt, long_prefix_and_suffix_are_clipped_by_tokens_keeping_the_template)
     fx_close(&x);
 }
 
+/* The default model's tokenizer with StarCoder's FIM texts, where every token made only of
+ * 'Ġ' (a space in GPT-2's byte map) twice or more is USER_DEFINED: BPE still reaches those
+ * tokens through merges, and a user-defined token's piece is its raw text, so a run of n
+ * spaces decodes to 2n bytes. */
+static void fx_wide_spaces(fixture *x)
+{
+    gguf_file *src = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(gguf_open(tu_default_model(), &src, &err), ENG_OK, "%s", err.msg);
+    gguf_arr toks, types;
+    cr_assert_eq(gguf_get_arr(src, "tokenizer.ggml.tokens", &toks, &err), ENG_OK);
+    cr_assert_eq(gguf_get_arr(src, "tokenizer.ggml.token_type", &types, &err), ENG_OK);
+    cr_assert_eq(types.elem_type, GGUF_TYPE_INT32);
+    gguf_str *strs = calloc(toks.n, sizeof *strs);
+    int32_t *ty = malloc(toks.n * sizeof *ty);
+    memcpy(ty, types.data, toks.n * sizeof *ty);
+    int n_wide = 0;
+    for (uint64_t i = 0; i < toks.n; i++) {
+        strs[i] = gguf_arr_str(src, &toks, i);
+        for (size_t r = 0; star[r]; r += 2)
+            if (gguf_str_eq(strs[i], star[r]))
+                strs[i] = (gguf_str){star[r + 1], strlen(star[r + 1])};
+        bool spaces = strs[i].len >= 4 && strs[i].len % 2 == 0;
+        for (uint64_t j = 0; spaces && j < strs[i].len; j += 2)
+            spaces = strs[i].ptr[j] == '\xC4' && strs[i].ptr[j + 1] == '\xA0';
+        if (spaces) {
+            ty[i] = 4;
+            n_wide++;
+        }
+    }
+    cr_assert_geq(n_wide, 3, "the vocabulary has runs of spaces");
+    gguf_writer *w = gguf_writer_create();
+    cr_assert_eq(gguf_writer_copy_kv(w, src, "tokenizer."), ENG_OK);
+    cr_assert_eq(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", strs, toks.n), ENG_OK);
+    cr_assert_eq(gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, ty, toks.n),
+                 ENG_OK);
+    char *path = tu_temp_path(".gguf");
+    cr_assert_eq(gguf_writer_write(w, path, &err), ENG_OK, "%s", err.msg);
+    gguf_writer_free(w);
+    free(strs);
+    free(ty);
+    gguf_free(src);
+    fx_open(x, path);
+    unlink(path);
+    free(path);
+}
+
+/* Clipping estimates where to cut from the pieces' lengths; with pieces twice as long as their
+ * text the estimate lands past the end of the text, and clipping once read past its buffer
+ * there (caught by the asan preset). Now it stays inside and the budgets still hold. */
+Test(prompt, pieces_longer_than_their_text_clip_inside_the_buffer)
+{
+    fixture x;
+    fx_wide_spaces(&x);
+    size_t n_sp = 5000;
+    char *pre = malloc(n_sp + 3), *suf = malloc(n_sp + 3);
+    memcpy(pre, "a\n", 2);
+    memset(pre + 2, ' ', n_sp);
+    pre[n_sp + 2] = '\0';
+    memset(suf, ' ', n_sp);
+    memcpy(suf + n_sp, "\nb", 3);
+    { /* the premise: a run of spaces encodes to tokens whose pieces are longer than it */
+        size_t len;
+        const char *piece = tok_piece(x.v, tok_find(x.v, "\xC4\xA0\xC4\xA0"), &len);
+        cr_assert(piece && len == 4, "a user-defined token's piece is its raw text");
+    }
+    for (int32_t max = 1; max <= 64; max = max * 2 + 1) {
+        prompt_completion_input in = {.language = "python", .prefix = pre, .prefix_len = n_sp + 2,
+                                      .suffix = suf, .suffix_len = n_sp + 2,
+                                      .max_prefix_tokens = max, .max_suffix_tokens = max};
+        prompt_result r;
+        eng_err err = {{0}};
+        cr_assert_eq(prompt_build_completion(x.b, &in, &r, &err), ENG_OK, "%s", err.msg);
+        cr_assert(r.prefix_clipped && r.suffix_clipped);
+        cr_assert_leq(r.n_tokens, (size_t)(2 * max + 4), "max %d: %zu tokens: %s", max, r.n_tokens, r.text);
+        for (size_t i = 0; i < r.n_tokens; i++)
+            cr_assert(r.tokens[i] >= 0 && r.tokens[i] < tok_n_vocab(x.v));
+        prompt_result_clear(&r);
+    }
+    free(pre);
+    free(suf);
+    fx_close(&x);
+}
+
 Test(prompt, invalid_input_is_rejected_with_a_reason)
 {
     fixture x;

@@ -739,3 +739,29 @@ Test(tokenizer, rejects_bad_metadata)
     tiny_init(&t, (const char *[]){"ab", "ab", NULL}, NULL);
     expect_error(&t, "gpt-2", NULL, ENG_ERR_FORMAT, "duplicates token 256");
 }
+
+/* Token texts must be valid UTF-8 (GGUF strings are; byte-level BPE writes every byte as a
+ * printable character): a raw byte, a truncated sequence, an overlong form or a surrogate is
+ * ENG_ERR_FORMAT naming the token. Such tokens once let a prompt's pieces decode to more bytes
+ * than the text they came from. */
+Test(tokenizer, rejects_token_texts_that_are_not_utf8)
+{
+    static const struct { const char *text; const char *needle; } bad[] = {
+        {"\xC4", "token 256 is not valid UTF-8 (byte 0 of 1 is 0xC4)"},
+        {"ab\xA0", "token 256 is not valid UTF-8 (byte 2 of 3 is 0xA0)"},
+        {"\xE2\x82", "token 256"},
+        {"\xC0\xA0", "token 256"},
+        {"\xED\xA0\x80", "token 256"},
+        {"\xF4\x90\x80\x80", "token 256"},
+        {"\xFF", "token 256"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tiny_vocab t;
+        tiny_init(&t, (const char *[]){bad[i].text, NULL}, NULL);
+        expect_error(&t, "gpt-2", NULL, ENG_ERR_FORMAT, bad[i].needle);
+    }
+    /* valid multi-byte texts (and the default model's vocabulary) load */
+    unload(tiny_ok((const char *[]){"\xE2\x82\xAC", "\xF0\x9F\x91\x8B", "\xC4\xA0\xC4\xA0", NULL},
+                   NULL));
+    unload(load_path(tu_default_model()));
+}
