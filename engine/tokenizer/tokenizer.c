@@ -231,8 +231,8 @@ static eng_status load_tokens(const gguf_file *f, tok_vocab *v, eng_err *err)
     for (size_t i = 0; i < n; i++) {
         gguf_str s = gguf_arr_str(f, &toks, i);
         /* GGUF strings are UTF-8, and byte-level BPE writes every byte as a printable
-         * character, so a real vocabulary is valid UTF-8; the prompt builder relies on it
-         * (a token's piece is then never longer than the text it was matched in). */
+         * character, so a real vocabulary is valid UTF-8. A raw-byte token text ("\xC4") is
+         * not, and the byte fallback would emit two such one-byte pieces for one input byte. */
         size_t bad;
         if (!eng_utf8_valid(s.ptr, (size_t)s.len, &bad))
             return eng_fail(err, ENG_ERR_FORMAT,
