@@ -1,5 +1,6 @@
 /* auth.c — bearer-token store: tokens from flags and a token file, or one generated into the
- * data directory at first start; checks compare in constant time. */
+ * data directory at first start; token files must be private; checks compare in constant
+ * time. */
 #include "auth.h"
 
 #include <errno.h>
@@ -16,9 +17,11 @@
 
 struct rpc_auth {
     bool disabled;
+    bool per_token_cache;
     size_t n;
     char **tokens;
-    char *generated; /* points into tokens[0] when generated/loaded from data_dir */
+    char *generated;  /* tokens[0] when this start generated it, else NULL */
+    char *data_token; /* <data_dir>/token when the tokens came from there (malloc'd) */
 };
 
 /* Tokens are printable ASCII without spaces, so they survive headers and files unchanged. */
@@ -45,8 +48,23 @@ static eng_status add_token(rpc_auth *a, const char *t, size_t len, const char *
     return ENG_OK;
 }
 
+/* A token file others can read leaks every token in it; one others can write lets them add
+ * their own. Checked on the open file, so a rename in between cannot swap it. */
+static eng_status check_private(FILE *f, const char *path, bool allow, eng_err *err)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0)
+        return eng_fail(err, ENG_ERR_IO, "token file %s: %s", path, strerror(errno));
+    if (allow || (st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) == 0) return ENG_OK;
+    return eng_fail(err, ENG_ERR_INVALID,
+                    "token file %s can be read or written by other users (mode %04o); make it "
+                    "private with 'chmod 600 %s' (or accept it with --allow-readable-token-file)",
+                    path, (unsigned)(st.st_mode & 07777), path);
+}
+
 /* Reads one token per line; blank lines and '#' comments are skipped. */
-static eng_status load_file(rpc_auth *a, const char *path, bool required, eng_err *err)
+static eng_status load_file(rpc_auth *a, const char *path, bool required, bool allow_readable,
+                            eng_err *err)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -54,7 +72,7 @@ static eng_status load_file(rpc_auth *a, const char *path, bool required, eng_er
         return eng_fail(err, ENG_ERR_IO, "token file %s: %s", path, strerror(errno));
     }
     char line[AUTH_MAX_TOKEN_LEN + 64];
-    eng_status st = ENG_OK;
+    eng_status st = check_private(f, path, allow_readable, err);
     int lineno = 0;
     while (st == ENG_OK && fgets(line, sizeof line, f)) {
         lineno++;
@@ -77,7 +95,7 @@ static eng_status load_file(rpc_auth *a, const char *path, bool required, eng_er
     return st;
 }
 
-static eng_status generate(rpc_auth *a, const char *dir, eng_err *err)
+static eng_status generate(rpc_auth *a, const char *dir, const char *path, eng_err *err)
 {
     unsigned char rnd[24];
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -91,16 +109,15 @@ static eng_status generate(rpc_auth *a, const char *dir, eng_err *err)
 
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return eng_fail(err, ENG_ERR_IO, "data directory %s: %s", dir, strerror(errno));
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/token", dir) >= (int)sizeof path)
-        return eng_fail(err, ENG_ERR_INVALID, "data directory path too long");
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return eng_fail(err, ENG_ERR_IO, "cannot create %s: %s", path, strerror(errno));
     size_t len = strlen(tok);
     bool ok = write(fd, tok, len) == (ssize_t)len && write(fd, "\n", 1) == 1;
     ok = (close(fd) == 0) && ok;
     if (!ok) return eng_fail(err, ENG_ERR_IO, "cannot write %s", path);
-    return add_token(a, tok, len, path, err);
+    eng_status st = add_token(a, tok, len, path, err);
+    if (st == ENG_OK) a->generated = a->tokens[a->n - 1];
+    return st;
 }
 
 eng_status rpc_auth_create(const rpc_auth_config *cfg, rpc_auth **out, const char **generated,
@@ -115,18 +132,21 @@ eng_status rpc_auth_create(const rpc_auth_config *cfg, rpc_auth **out, const cha
     }
     eng_status st = ENG_OK;
     a->disabled = cfg->no_auth;
+    a->per_token_cache = cfg->prefix_cache_per_token;
+    const char *origin = cfg->tokens_origin ? cfg->tokens_origin : "--token";
     for (size_t i = 0; st == ENG_OK && i < cfg->n_tokens; i++)
-        st = add_token(a, cfg->tokens[i], strlen(cfg->tokens[i]), "--token", err);
-    if (st == ENG_OK && cfg->token_file) st = load_file(a, cfg->token_file, true, err);
+        st = add_token(a, cfg->tokens[i], strlen(cfg->tokens[i]), origin, err);
+    if (st == ENG_OK && cfg->token_file)
+        st = load_file(a, cfg->token_file, true, cfg->allow_readable_token_file, err);
     if (st == ENG_OK && a->n == 0 && !a->disabled) {
         if (!cfg->data_dir) {
             st = eng_fail(err, ENG_ERR_INVALID, "no token configured and no data directory");
+        } else if (asprintf(&a->data_token, "%s/token", cfg->data_dir) < 0) {
+            a->data_token = NULL;
+            st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
         } else {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/token", cfg->data_dir);
-            st = load_file(a, path, false, err);
-            if (st == ENG_OK && a->n == 0) st = generate(a, cfg->data_dir, err);
-            if (st == ENG_OK) a->generated = a->tokens[0];
+            st = load_file(a, a->data_token, false, cfg->allow_readable_token_file, err);
+            if (st == ENG_OK && a->n == 0) st = generate(a, cfg->data_dir, a->data_token, err);
         }
     }
     if (st != ENG_OK) {
@@ -143,6 +163,7 @@ void rpc_auth_free(rpc_auth *a)
     if (!a) return;
     for (size_t i = 0; i < a->n; i++) free(a->tokens[i]);
     free(a->tokens);
+    free(a->data_token);
     free(a);
 }
 
@@ -180,3 +201,11 @@ bool rpc_auth_check_header(const rpc_auth *a, const char *value, size_t len)
 }
 
 size_t rpc_auth_n_tokens(const rpc_auth *a) { return a->n; }
+
+const char *rpc_auth_data_token_path(const rpc_auth *a) { return a->data_token; }
+
+uint64_t rpc_auth_cache_salt(const rpc_auth *a, int identity)
+{
+    if (!a || !a->per_token_cache || identity < 0 || (size_t)identity >= a->n) return 0;
+    return (uint64_t)identity + 1;
+}
