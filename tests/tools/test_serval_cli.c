@@ -1,11 +1,22 @@
 /* test_serval_cli.c — `serval complete` end to end: real completions (llama.cpp's text for
  * greedy), reproducible sampling, the flag parser's forms and messages, and a clear message
- * with a non-zero exit (never a crash) for every kind of bad input. */
+ * with a non-zero exit (never a crash) for every kind of bad input. `serval serve`: where its
+ * tokens come from and what it prints of them, its flag checks, and its shutdown (drain on the
+ * first SIGTERM, prompt exit on the second) against a real process. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -300,7 +311,10 @@ Test(cli, help_lists_every_flag)
             "--no-auth", "--kv-mb", "--max-running", "--max-waiting", "--max-inflight",
             "--max-message-mb", "--threads", "--drain-ms", "--http-max-body-kb",
             "--http-rate-limit", "--http-rate-burst", "--http-timeout", "--http-client-timeout",
-            "--quiet", "--backend", "--cuda-fp16", "--no-cuda-graphs", "--model"};
+            "--quiet", "--backend", "--cuda-fp16", "--no-cuda-graphs", "--model",
+            "--allow-readable-token-file", "--tls-cert", "--tls-key", "--cors-origin",
+            "--metrics-token", "--per-ip-connections", "--max-inflight-per-token",
+            "--generation-timeout-ms", "--max-streams-per-connection", "SERVAL_TOKEN"};
         cr_assert_eq(rc, 0, "stderr: %s", err);
         for (size_t i = 0; i < sizeof serve_flags / sizeof serve_flags[0]; i++)
             cr_assert(strstr(out, serve_flags[i]), "no %s in: %s", serve_flags[i], out);
@@ -330,4 +344,384 @@ Test(cli, serve_flag_errors_name_the_flag)
     free(out);
     free(err);
     free(bin);
+}
+
+/* ---- serval serve ------------------------------------------------------------------------ */
+
+/* True when this build has no `serve` (engine-only): the serve tests then have nothing to run. */
+static bool serve_missing(void)
+{
+    char *bin = tu_bin_path("serval");
+    char *argv[] = {bin, "serve", "--help", NULL};
+    char *out, *err;
+    tu_run(argv, &out, &err, 10);
+    bool missing = strstr(err, "not built in") != NULL;
+    free(out);
+    free(err);
+    free(bin);
+    return missing;
+}
+
+/* Runs `serval serve <args...>` (NULL-terminated) to its exit with $SERVAL_TOKEN unset. */
+static run_result serve_run(const char *first, ...)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = tu_bin_path("serval");
+    argv[n++] = "serve";
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = (char *)a;
+    va_end(ap);
+    argv[n] = NULL;
+    unsetenv("SERVAL_TOKEN");
+    run_result r;
+    r.rc = tu_run(argv, &r.out, &r.err, 60);
+    free(argv[0]);
+    return r;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The server's log so far, for failure messages (static buffer). */
+static const char *log_text(const char *path)
+{
+    static char buf[8192];
+    char *log = tu_read_file(path, NULL);
+    snprintf(buf, sizeof buf, "%s", log ? log : "(no log)");
+    free(log);
+    return buf;
+}
+
+/* Waits up to timeout_s for `what` in the file at path; returns whether it appeared. */
+static bool log_has(const char *path, const char *what, double timeout_s)
+{
+    for (double t0 = now_s();;) {
+        char *log = tu_read_file(path, NULL);
+        bool found = log && strstr(log, what);
+        free(log);
+        if (found || now_s() - t0 > timeout_s)
+            return found;
+        usleep(20 * 1000);
+    }
+}
+
+typedef struct served {
+    pid_t pid;
+    int http_port;
+    char *log;
+} served;
+
+/* Starts `serval serve` on the default model and free ports with the extra args (NULL-ended)
+ * and $SERVAL_TOKEN = env_token (unset when NULL); waits for the HTTP listener. */
+static served serve_start(const char *env_token, const char *const *extra)
+{
+    served s = {0};
+    s.log = tu_temp_path(".log");
+    char *bin = tu_bin_path("serval");
+    const char *argv[32] = {bin, "serve", "--model", tu_default_model(), "--grpc-port", "0",
+                            "--http-port", "0", "--threads", "2"};
+    int n = 10;
+    for (; extra && *extra && n < 31; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    s.pid = fork();
+    cr_assert(s.pid >= 0);
+    if (s.pid == 0) {
+        int fd = open(s.log, O_WRONLY | O_TRUNC);
+        int dn = open("/dev/null", O_RDWR);
+        dup2(dn, 0);
+        dup2(dn, 1);
+        dup2(fd, 2);
+        if (env_token)
+            setenv("SERVAL_TOKEN", env_token, 1);
+        else
+            unsetenv("SERVAL_TOKEN");
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    free(bin);
+    const char *line = "serval: http listening on 127.0.0.1:";
+    for (double t0 = now_s(); s.http_port <= 0 && now_s() - t0 < 30;) {
+        char *log = tu_read_file(s.log, NULL);
+        const char *p = log ? strstr(log, line) : NULL;
+        if (p)
+            s.http_port = atoi(p + strlen(line));
+        free(log);
+        int st;
+        cr_assert_eq(waitpid(s.pid, &st, WNOHANG), 0, "serval serve exited early");
+        usleep(50 * 1000);
+    }
+    cr_assert_gt(s.http_port, 0, "no '%sPORT' line", line);
+    return s;
+}
+
+/* Waits up to timeout_s for the server to exit: its exit status, 128+signal, or -1 (then it
+ * is killed). */
+static int serve_wait(served *s, double timeout_s)
+{
+    int st = 0;
+    for (double t0 = now_s(); now_s() - t0 < timeout_s; usleep(10 * 1000))
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &st, 0);
+    return -1;
+}
+
+static void served_free(served *s)
+{
+    unlink(s->log);
+    free(s->log);
+}
+
+/* Connects to 127.0.0.1:port and sends a POST with a JSON body ("Connection: close"). */
+static int http_post(int port, const char *path, const char *token, const char *body)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect to %d", port);
+    struct timeval tv = {.tv_sec = 60};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                     path, strlen(body), token ? "Authorization: Bearer " : "",
+                     token ? token : "", token ? "\r\n" : "");
+    cr_assert_eq(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+    cr_assert_eq(send(fd, body, strlen(body), MSG_NOSIGNAL), (ssize_t)strlen(body));
+    return fd;
+}
+
+/* Reads what is left on fd until the server closes it (malloc'd, NUL-terminated). */
+static char *read_to_close(int fd)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (ssize_t k; (k = recv(fd, buf + len, cap - len - 1, 0)) > 0;) {
+        len += (size_t)k;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[len] = 0;
+    close(fd);
+    return buf;
+}
+
+/* Reads a streaming response until its second SSE event: the generation is running, and
+ * the engine's stats (updated after each step) count it. */
+static void wait_generating(int fd)
+{
+    char buf[8192];
+    size_t len = 0;
+    while (len + 1 < sizeof buf) {
+        ssize_t k = recv(fd, buf + len, sizeof buf - len - 1, 0);
+        cr_assert_gt(k, 0, "the stream ended early: %.*s", (int)len, buf);
+        len += (size_t)k;
+        buf[len] = 0;
+        const char *first = strstr(buf, "data: ");
+        if (first && strstr(first + 1, "data: "))
+            return;
+    }
+    cr_assert_fail("no events in: %s", buf);
+}
+
+/* The status code of a whole request/response. */
+static int http_status(int port, const char *path, const char *token, const char *body)
+{
+    char *r = read_to_close(http_post(port, path, token, body));
+    int status = strncmp(r, "HTTP/1.1 ", 9) ? 0 : atoi(r + 9);
+    free(r);
+    return status;
+}
+
+Test(serve, a_generated_token_is_printed_once_then_only_its_path, .timeout = 60)
+{
+    if (serve_missing())
+        return;
+    char *dir = tu_temp_path(".d");
+    unlink(dir);
+    run_result r = serve_run("--model", "/nonexistent/m.gguf", "--data-dir", dir, NULL);
+    cr_assert_eq(r.rc, 1, "stderr: %s", r.err);
+    char path[512];
+    snprintf(path, sizeof path, "%s/token", dir);
+    char *tok = tu_read_file(path, NULL);
+    cr_assert_not_null(tok, "the token is kept in %s", path);
+    tok[strcspn(tok, "\n")] = 0;
+    cr_assert_geq(strlen(tok), 32);
+    cr_assert(strstr(r.err, tok) && strstr(r.err, path),
+              "the first start prints the new token and where it is kept: %s", r.err);
+    rr_free(r);
+    for (int i = 0; i < 2; i++) {
+        r = serve_run("--model", "/nonexistent/m.gguf", "--data-dir", dir, NULL);
+        cr_assert_eq(r.rc, 1, "stderr: %s", r.err);
+        cr_assert_null(strstr(r.err, tok), "restart %d printed the secret again: %s", i, r.err);
+        cr_assert(strstr(r.err, path), "restart %d names the token file: %s", i, r.err);
+        rr_free(r);
+    }
+    /* A data-dir token others can read is refused with the fix. */
+    cr_assert_eq(chmod(path, 0644), 0);
+    r = serve_run("--model", "/nonexistent/m.gguf", "--data-dir", dir, NULL);
+    char fix[600];
+    snprintf(fix, sizeof fix, "chmod 600 %s", path);
+    cr_assert(strstr(r.err, fix), "stderr: %s", r.err);
+    cr_assert_null(strstr(r.err, tok), "%s", r.err);
+    expect_clean_failure(r, "other users");
+    unlink(path);
+    rmdir(dir);
+    free(tok);
+    free(dir);
+}
+
+Test(serve, a_token_file_others_can_read_is_refused_with_the_chmod_to_run, .timeout = 60)
+{
+    if (serve_missing())
+        return;
+    char *path = tu_temp_path(".tokens");
+    cr_assert_eq(tu_write_file(path, "tok-1\n", 6), 0);
+    cr_assert_eq(chmod(path, 0644), 0);
+    char fix[600];
+    snprintf(fix, sizeof fix, "chmod 600 %s", path);
+    run_result r = serve_run("--model", "/nonexistent/m.gguf", "--token-file", path, NULL);
+    cr_assert(strstr(r.err, fix) && strstr(r.err, "--allow-readable-token-file"), "stderr: %s",
+              r.err);
+    expect_clean_failure(r, path);
+    /* The opt-out gets past auth (to the missing model). */
+    r = serve_run("--model", "/nonexistent/m.gguf", "--token-file", path,
+                  "--allow-readable-token-file", NULL);
+    expect_clean_failure(r, "cannot load model");
+    cr_assert_eq(chmod(path, 0600), 0);
+    r = serve_run("--model", "/nonexistent/m.gguf", "--token-file", path, NULL);
+    expect_clean_failure(r, "cannot load model");
+    unlink(path);
+    free(path);
+}
+
+Test(serve, no_auth_on_a_network_address_warns_loudly, .timeout = 60)
+{
+    if (serve_missing())
+        return;
+    run_result r = serve_run("--model", "/nonexistent/m.gguf", "--no-auth", "--bind", "0.0.0.0",
+                             NULL);
+    cr_assert(strstr(r.err, "WARNING") && strstr(r.err, "--no-auth") &&
+                  strstr(r.err, "0.0.0.0"),
+              "stderr: %s", r.err);
+    expect_clean_failure(r, "cannot load model");
+    const char *loopback[] = {"127.0.0.1", "::1", "127.0.0.2"};
+    for (size_t i = 0; i < 3; i++) {
+        r = serve_run("--model", "/nonexistent/m.gguf", "--no-auth", "--bind", loopback[i], NULL);
+        cr_assert_null(strstr(r.err, "WARNING"), "--bind %s: %s", loopback[i], r.err);
+        expect_clean_failure(r, "cannot load model");
+    }
+}
+
+Test(serve, tls_needs_both_files_and_cors_origins_are_checked)
+{
+    if (serve_missing())
+        return;
+    char *cert = tu_temp_path(".pem");
+    run_result r = serve_run("--tls-cert", cert, NULL);
+    cr_assert_eq(r.rc, 2, "stderr: %s", r.err);
+    expect_clean_failure(r, "--tls-cert needs --tls-key");
+    r = serve_run("--tls-key", cert, NULL);
+    cr_assert_eq(r.rc, 2, "stderr: %s", r.err);
+    expect_clean_failure(r, "--tls-key needs --tls-cert");
+    r = serve_run("--tls-cert", cert, "--tls-key", "/nonexistent/key.pem", NULL);
+    cr_assert_eq(r.rc, 2, "stderr: %s", r.err);
+    expect_clean_failure(r, "--tls-key /nonexistent/key.pem");
+    r = serve_run("--cors-origin", "https://a.example,,https://b.example", NULL);
+    cr_assert_eq(r.rc, 2, "stderr: %s", r.err);
+    expect_clean_failure(r, "--cors-origin");
+    r = serve_run("--max-inflight-per-token", "-1", NULL);
+    expect_clean_failure(r, "--max-inflight-per-token");
+    unlink(cert);
+    free(cert);
+}
+
+Test(serve, the_token_in_SERVAL_TOKEN_is_accepted_and_not_printed, .timeout = 90)
+{
+    if (serve_missing())
+        return;
+    const char *const extra[] = {"--quiet", NULL};
+    served s = serve_start("env-token-123", extra);
+    const char *body = "{\"prompt\":\"def f(x):\",\"max_tokens\":2,\"temperature\":0}";
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", "env-token-123", body), 200);
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", "other", body), 401);
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", NULL, body), 401);
+    kill(s.pid, SIGTERM);
+    cr_assert_eq(serve_wait(&s, 15), 0);
+    char *log = tu_read_file(s.log, NULL);
+    cr_assert(strstr(log, "$SERVAL_TOKEN"), "the log says where the token came from: %s", log);
+    cr_assert_null(strstr(log, "env-token-123"), "the secret is not logged: %s", log);
+    free(log);
+    served_free(&s);
+
+    /* --token wins over the environment. */
+    const char *const flag[] = {"--quiet", "--token", "flag-token", NULL};
+    s = serve_start("env-token-123", flag);
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", "flag-token", body), 200);
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", "env-token-123", body), 401);
+    kill(s.pid, SIGTERM);
+    cr_assert_eq(serve_wait(&s, 15), 0);
+    served_free(&s);
+}
+
+/* A counting prompt keeps greedy decoding going to max_tokens. */
+#define STREAM_BODY(n)                                                                     \
+    "{\"prompt\":\"1, 2, 3, 4,\",\"max_tokens\":" n ",\"temperature\":0,\"stream\":true}"
+
+Test(serve, sigterm_lets_a_stream_finish_refuses_new_requests_then_exits_0, .timeout = 120)
+{
+    if (serve_missing())
+        return;
+    const char *const extra[] = {"--token", "t", "--drain-ms", "60000", NULL};
+    served s = serve_start(NULL, extra);
+    int fd = http_post(s.http_port, "/v1/completions", "t", STREAM_BODY("120"));
+    wait_generating(fd);
+    kill(s.pid, SIGTERM);
+    cr_assert(log_has(s.log, "draining 1 in flight, up to 60000 ms", 10), "no drain line: %s",
+              log_text(s.log));
+    cr_assert_eq(http_status(s.http_port, "/v1/completions", "t",
+                             "{\"prompt\":\"x\",\"max_tokens\":2}"),
+                 503, "a new request during the drain is refused");
+    char *rest = read_to_close(fd);
+    cr_assert(strstr(rest, "\"finish_reason\":\"length\"") && strstr(rest, "[DONE]"),
+              "the stream in flight ran to its end: ...%s",
+              rest + (strlen(rest) > 400 ? strlen(rest) - 400 : 0));
+    free(rest);
+    cr_assert_eq(serve_wait(&s, 20), 0);
+    cr_assert(log_has(s.log, "serval: drained", 0), "no 'drained' line");
+    cr_assert(log_has(s.log, "serval: stopped", 0));
+    served_free(&s);
+}
+
+Test(serve, a_second_sigterm_ends_a_long_drain_at_once, .timeout = 120)
+{
+    if (serve_missing())
+        return;
+    const char *const extra[] = {"--token", "t", "--drain-ms", "600000", NULL};
+    served s = serve_start(NULL, extra);
+    int fd = http_post(s.http_port, "/v1/completions", "t", STREAM_BODY("4000"));
+    wait_generating(fd);
+    kill(s.pid, SIGTERM);
+    cr_assert(log_has(s.log, "draining 1 in flight", 10), "no drain line: %s", log_text(s.log));
+    usleep(300 * 1000);
+    double t0 = now_s();
+    kill(s.pid, SIGTERM);
+    int rc = serve_wait(&s, 10);
+    double took = now_s() - t0;
+    cr_assert_eq(rc, 0, "exit status %d", rc);
+    cr_assert_lt(took, 3.0, "the second signal took %.2f s to end the process", took);
+    cr_assert(log_has(s.log, "second signal (SIGTERM): ending drain now", 0));
+    free(read_to_close(fd)); /* the stream ended with the process */
+    served_free(&s);
 }
