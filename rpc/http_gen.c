@@ -277,7 +277,28 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             x->ended = true;
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
+        if (http_client_gone(x->fd) || atomic_load(&x->s->stopping)) {
+            x->gone = true;
+            eng_request_cancel(x->er);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
         eng_request_output o;
+        if (eng_clock_ms() > x->deadline_ms) {
+            /* --http-timeout holds for streams too, however steadily they produce: cut it
+             * and say why in a last event. */
+            eng_request_cancel(x->er);
+            (void)eng_request_read(x->er, text, sizeof text, 0, &o);
+            x->last = o;
+            x->finished = true;
+            pthread_mutex_lock(&x->s->metrics.mu);
+            x->s->metrics.timeouts++;
+            pthread_mutex_unlock(&x->s->metrics.mu);
+            char msg[96];
+            snprintf(msg, sizeof msg, "generation took longer than %d s",
+                     x->s->cfg.request_timeout_s);
+            pend_event(x, json_pack("{s:{s:s,s:s}}", "error", "message", msg, "type", "timeout"));
+            continue;
+        }
         eng_status st = eng_request_read(x->er, text, sizeof text, POLL_MS, &o);
         if (st != ENG_OK)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -293,12 +314,6 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             }
             if (!sse_emit(x, text, o.text_len, &o))
                 return MHD_CONTENT_READER_END_WITH_ERROR;
-            continue;
-        }
-        if (http_client_gone(x->fd) || atomic_load(&x->s->stopping) || eng_clock_ms() > x->deadline_ms) {
-            x->gone = true;
-            eng_request_cancel(x->er);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
         }
     }
     size_t n = x->pend_len - x->pend_off;

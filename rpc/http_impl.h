@@ -46,6 +46,8 @@ typedef struct http_req http_req;
  * the dispatcher frees it), NULL otherwise. Replies exactly once. */
 typedef enum MHD_Result (*http_handler)(http_req *r, json_t *body);
 
+enum { HTTP_BODY_NONE = -1, HTTP_BODY_SERVER = 0 };
+
 typedef struct http_route_def {
     const char *path;        /* NULL for HTTP_ROUTE_OTHER, which no path names */
     const char *alias;       /* a second path served the same way, or NULL */
@@ -53,6 +55,8 @@ typedef struct http_route_def {
     bool auth;               /* bearer token and per-token rate limit */
     bool json_body;          /* the body must be a JSON object, parsed before the handler */
     bool logged;             /* one log line per request (not probes nor scrapes) */
+    long max_body;           /* body bytes taken: HTTP_BODY_NONE, HTTP_BODY_SERVER (the
+                              * server's max_body_bytes) or a smaller cap */
     http_handler handler;
 } http_route_def;
 
@@ -94,12 +98,28 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
 /* ---- server ----------------------------------------------------------------------------- */
 
 typedef struct http_bucket {
-    uint64_t key;       /* hash of the token; 0: empty slot */
+    bool used;
     double tokens;
     double last_ms;     /* eng_clock_ms() of the last refill */
 } http_bucket;
 
-#define HTTP_BUCKETS 1024
+/* Where a connection is (http_limits.c's watchdog gives READING and IDLE a deadline). */
+typedef enum http_conn_phase {
+    HTTP_CONN_READING = 0,  /* request line, headers, body: body_timeout_s in all */
+    HTTP_CONN_SERVING,      /* the request is in; generation limits apply instead */
+    HTTP_CONN_IDLE,         /* between keep-alive requests: idle_timeout_s */
+    HTTP_CONN_CUT           /* shut down by the watchdog */
+} http_conn_phase;
+
+typedef struct http_conn http_conn;
+
+/* The JSON nesting cap of every JSON body (checked on the raw bytes before parsing). */
+#define HTTP_MAX_JSON_DEPTH 64
+/* Text a request may carry for the model (prompt, messages, segments, /tokenize content):
+ * at most this many bytes per context position, checked before tokenizing. */
+#define HTTP_BYTES_PER_POSITION 8
+/* One /v1/events body at most (Tabby's are under 2 KiB). */
+#define HTTP_EVENT_MAX_BYTES 8192
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -111,8 +131,17 @@ struct http_server {
     char cpu_info[128];
     int port;
     http_metrics metrics;
+    char *cors_origins, *metrics_token; /* owned copies; NULL: none */
+    char *tls_cert, *tls_key;   /* PEM text read at start; NULL: plain HTTP */
     pthread_mutex_t rl_mu;
-    http_bucket buckets[HTTP_BUCKETS];
+    int n_token_slots;          /* configured tokens + 1 (anonymous / no auth) */
+    http_bucket *buckets;       /* [n_token_slots], under rl_mu */
+    atomic_int *tok_inflight;   /* [n_token_slots] */
+    pthread_mutex_t conns_mu;
+    http_conn *conns;           /* every open connection, under conns_mu */
+    pthread_t watchdog;
+    bool watchdog_started;
+    atomic_bool watchdog_stop;
     pthread_mutex_t events_mu;
     atomic_int inflight;
     atomic_bool draining;       /* http_server_drain_begin: new requests get 503 */
@@ -131,11 +160,13 @@ struct http_req {
     size_t len, cap;
     bool too_big;
     bool started;
+    int token_idx;              /* rpc_auth_match's index (RPC_AUTH_NONE: no valid token) */
+    bool token_held;            /* counted in tok_inflight until on_completed */
     double t_start_ms;          /* eng_clock_ms() when the headers arrived */
     int status;                 /* what was answered (for metrics) */
     int fd;                     /* the client socket, to notice a disconnect while generating */
     unsigned long long id;      /* for the log line */
-    char path[96];              /* the URL, copied (clipped) for the log line */
+    char path[96];              /* the URL, control bytes escaped and clipped, for the log */
     bool has_gen;               /* a non-streamed generation ran: gen is its last output */
     eng_request_output gen;
 };
@@ -160,12 +191,59 @@ enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader,
 /* Maps an engine/prompt status to an HTTP error reply. */
 enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg);
 
+/* Like http_reply_error with a Retry-After: 1 header (429, 503). */
+enum MHD_Result http_reply_retry(http_req *r, int status, const char *type, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* An invalid parameter: on OpenAI routes (openai true) 400 with OpenAI's body
+ * {"error":{"message","type":"invalid_request_error","param","code":null}}; elsewhere the
+ * server's 422 invalid_request_error. */
+enum MHD_Result http_reply_invalid(http_req *r, bool openai, const char *param, const char *fmt,
+                                   ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* Queues resp (consumed) with the common headers; records the status. */
+enum MHD_Result http_queue(http_req *r, int status, struct MHD_Response *resp);
+/* 204 to an OPTIONS; CORS headers only for an allow-listed Origin. */
+enum MHD_Result http_reply_preflight(http_req *r);
+/* 503 + Connection: close while draining; health routes say {"status":"draining"}. */
+enum MHD_Result http_reply_draining(http_req *r);
+
 /* Sends an empty-bodied reply with one extra header (NULL: none): 401, 405. */
 enum MHD_Result http_reply_empty(http_req *r, int status, const char *header, const char *value);
+
+/* ---- limits (http_limits.c) ------------------------------------------------------------ */
+
+/* Whether a JSON text nests arrays/objects at most max_depth deep (strings skipped). O(n). */
+bool http_json_depth_ok(const char *p, size_t n, int max_depth);
+/* Whether a Content-Type is application/json (parameters such as charset allowed). */
+bool http_ctype_is_json(const char *ct);
+/* The URL for a log line: control bytes, DEL, non-ASCII and backslashes as \xNN. */
+void http_log_path(char *out, size_t cap, const char *url);
+/* Whether an Origin is on the cors_origins allow-list (exact match). */
+bool http_origin_allowed(const http_server *s, const char *origin);
+/* Token bucket of a token index: true when the request may go on. */
+bool http_rate_ok(http_server *s, int token_idx);
+/* Counts a request against its token's in-flight cap; false (nothing counted) when full. */
+bool http_token_acquire(http_server *s, int token_idx);
+void http_token_release(http_server *s, int token_idx);
+/* MHD callbacks (NOTIFY_CONNECTION, URI_LOG) and phase changes feeding the watchdog. */
+void http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                      enum MHD_ConnectionNotificationCode toe);
+void *http_uri_log(void *cls, const char *uri, struct MHD_Connection *c);
+void http_conn_phase_set(http_server *s, struct MHD_Connection *c, http_conn_phase phase);
+bool http_watchdog_start(http_server *s);
+void http_watchdog_stop(http_server *s);
 
 /* Routes (http_routes.c): called once the whole body is in r->body. Answers from the route's
  * row: 405 for a method it does not take, 400/422 for a body that is not a JSON object. */
 enum MHD_Result http_dispatch(http_req *r);
+/* POST /v1/events (http_events.c). */
+enum MHD_Result http_route_events(http_req *r, json_t *req);
 
 /* ---- generation (http_gen.c) ------------------------------------------------------------ */
 

@@ -2,14 +2,11 @@
  * setting, chat, models), OpenAI (completions with prompt, chat, models), llama.cpp-server
  * (completion, health, tokenize, embeddings) and /metrics. Parses and validates JSON bodies;
  * unknown fields are ignored. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +20,7 @@
 
 typedef struct jerr {
     char msg[256];
+    char param[64];  /* the field's top-level name, OpenAI's "param" */
     bool set;
 } jerr;
 
@@ -30,8 +28,32 @@ static void jfail(jerr *e, const char *fmt, const char *field)
 {
     if (!e->set) {
         snprintf(e->msg, sizeof e->msg, fmt, field);
+        size_t n = strcspn(field, " .[");
+        snprintf(e->param, sizeof e->param, "%.*s", (int)(n < 63 ? n : 63), field);
         e->set = true;
     }
+}
+
+/* The text a request may carry for the model, in bytes (see HTTP_BYTES_PER_POSITION). */
+static size_t text_cap(const http_server *s)
+{
+    return (size_t)HTTP_BYTES_PER_POSITION * (size_t)eng_engine_max_seq_len(s->engine);
+}
+
+/* Refuses text longer than text_cap before anything tokenizes it: OpenAI's 400 naming the
+ * param on OpenAI routes, 413 elsewhere. */
+static enum MHD_Result reply_text_too_long(http_req *r, bool openai, const char *param,
+                                           size_t bytes)
+{
+    size_t cap = text_cap(r->s);
+    if (openai)
+        return http_reply_invalid(r, true, param,
+                                  "%s is %zu bytes, more than the %zu bytes the context of %d "
+                                  "tokens can hold", param, bytes, cap,
+                                  eng_engine_max_seq_len(r->s->engine));
+    return http_reply_error(r, 413, "request_too_large",
+                            "%s is %zu bytes, more than the %zu bytes the context of %d tokens "
+                            "can hold", param, bytes, cap, eng_engine_max_seq_len(r->s->engine));
 }
 
 /* Optional string: NULL when absent or null; a wrong type fails. */
@@ -139,6 +161,13 @@ static json_t *parse_body(http_req *r, enum MHD_Result *res)
                                 "send a JSON object");
         return NULL;
     }
+    /* Before the parser: jansson takes 2,048 levels, and what walks the tree recurses. */
+    if (!http_json_depth_ok(r->body, r->len, HTTP_MAX_JSON_DEPTH)) {
+        *res = http_reply_error(r, 400, "invalid_request_error",
+                                "the JSON body nests deeper than %d levels",
+                                HTTP_MAX_JSON_DEPTH);
+        return NULL;
+    }
     json_t *j = json_loadb(r->body, r->len, 0, &je);
     if (!j) {
         *res = http_reply_error(r, 400, "invalid_request_error",
@@ -148,7 +177,8 @@ static json_t *parse_body(http_req *r, enum MHD_Result *res)
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        *res = http_reply_error(r, 422, "invalid_request_error", "the body must be a JSON object");
+        *res = http_reply_invalid(r, r->route == HTTP_ROUTE_V1_CHAT, NULL,
+                                  "the body must be a JSON object");
         return NULL;
     }
     return j;
@@ -175,10 +205,14 @@ static eng_sampler_params sampling_from(const http_server *s, json_t *o, double 
 
 /* ---- Tabby ------------------------------------------------------------------------------ */
 
+/* Tabby's health body (model, device, version: what tabby-agent needs to enable completion)
+ * for a caller with a token; liveness only for anyone else. */
 static enum MHD_Result route_health(http_req *r, json_t *body)
 {
     (void)body;
     http_server *s = r->s;
+    if (r->token_idx == RPC_AUTH_NONE)
+        return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
     json_t *cuda = json_array();
     json_t *j = json_pack(
         "{s:s,s:s?,s:s,s:s,s:s,s:i,s:o,s:{s:s,s:s,s:s,s:s},s:b,s:s,s:s,s:s}", "model",
@@ -280,6 +314,8 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
     eng_err err = {{0}};
     eng_status st;
+    if (raw && strlen(raw) > text_cap(s))
+        return reply_text_too_long(r, false, "debug_options.raw_prompt", strlen(raw));
     if (raw) {
         st = prompt_build_raw(s->prompts, raw, strlen(raw), true, language ? language : "unknown",
                               &g.prompt, &err);
@@ -314,6 +350,16 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     snippets_from(seg, "relevant_snippets_from_recently_opened_files", rec, &in.n_recent, &e);
     if (e.set)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+    size_t text_bytes = in.prefix_len + in.suffix_len;
+    const char *keys[3] = {"declarations", "relevant_snippets_from_changed_files",
+                           "relevant_snippets_from_recently_opened_files"};
+    for (int l = 0; l < 3; l++) { /* every snippet sent counts, used or not */
+        json_t *a = json_object_get(seg, keys[l]);
+        for (size_t i = 0; json_is_array(a) && i < json_array_size(a); i++)
+            text_bytes += json_string_length(json_object_get(json_array_get(a, i), "body"));
+    }
+    if (text_bytes > text_cap(s))
+        return reply_text_too_long(r, false, "segments", text_bytes);
     st = prompt_build_completion(s->prompts, &in, &g.prompt, &err);
     if (st != ENG_OK)
         return http_reply_eng_error(r, st, err.msg);
@@ -330,58 +376,24 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     return reply_tabby_completion(r, req, &g, ret_prompt, ret_snippets, g.prompt.n_snippets, snips);
 }
 
-static bool write_all(int fd, const char *s, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        s += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static enum MHD_Result route_events(http_req *r, json_t *req)
-{
-    http_server *s = r->s;
-    const char *sk = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "select_kind");
-    if (sk && !json_object_get(req, "select_kind"))
-        json_object_set_new(req, "select_kind", json_string(sk));
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    json_t *line = json_pack("{s:I,s:O}", "ts",
-                             (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "event", req);
-    char *text = json_dumps(line, JSON_COMPACT);
-    json_decref(line);
-    if (!text)
-        return http_reply_error(r, 500, "server_error", "out of memory");
-    char dir[4096], path[4160];
-    snprintf(dir, sizeof dir, "%s/events", s->data_dir);
-    snprintf(path, sizeof path, "%s/%04d-%02d-%02d.jsonl", dir, tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday);
-    bool ok = false;
-    pthread_mutex_lock(&s->events_mu);
-    mkdir(s->data_dir, 0700);
-    mkdir(dir, 0700);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        ok = write_all(fd, text, strlen(text)) && write_all(fd, "\n", 1);
-        close(fd);
-    }
-    pthread_mutex_unlock(&s->events_mu);
-    free(text);
-    if (!ok)
-        return http_reply_error(r, 500, "server_error", "cannot append to %s: %s", path,
-                                strerror(errno));
-    return http_reply_text(r, 200, "application/json", "", 0);
-}
-
 /* ---- OpenAI ----------------------------------------------------------------------------- */
+
+/* OpenAI's n: one choice per request is what Serval generates. */
+static void check_n(json_t *req, jerr *e)
+{
+    json_t *v = json_object_get(req, "n");
+    if (v && !json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) == 1))
+        jfail(e, "%s must be 1 (one choice per request)", "n");
+}
+
+/* OpenAI's max_tokens (or max_completion_tokens): an integer in [1, 2^20]. */
+static int32_t openai_max_tokens(json_t *req, const char *key, int32_t def, jerr *e)
+{
+    int32_t v = jint32(req, key, def, key, e);
+    if (!e->set && (v < 1 || v > (1 << 20)))
+        jfail(e, "%s must be an integer in [1, 1048576]", key);
+    return v;
+}
 
 static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
 {
@@ -391,19 +403,20 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
     if (json_is_array(pj) && json_array_size(pj) == 1)
         pj = json_array_get(pj, 0);
     if (!json_is_string(pj))
-        return http_reply_error(r, 422, "invalid_request_error",
-                                "prompt must be a string (or an array of one string)");
+        return http_reply_invalid(r, true, "prompt",
+                                  "prompt must be a string (or an array of one string)");
+    if (json_string_length(pj) > text_cap(s))
+        return reply_text_too_long(r, true, "prompt", json_string_length(pj));
     const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 1.0, &e);
-    g.max_tokens = (int32_t)jnum(req, "max_tokens", 16, 1, 1 << 20, "max_tokens", &e);
+    g.max_tokens = openai_max_tokens(req, "max_tokens", 16, &e);
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
     bool stream = jbool(req, "stream", false, "stream", &e);
-    double n = jnum(req, "n", 1, 1, 1, "n (only 1 is supported)", &e);
-    (void)n;
+    check_n(req, &e);
     if (e.set)
-        return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+        return http_reply_invalid(r, true, e.param, "%s", e.msg);
     eng_err err = {{0}};
     eng_status st = prompt_build_raw(s->prompts, json_string_value(pj), json_string_length(pj),
                                      false, NULL, &g.prompt, &err);
@@ -469,13 +482,23 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
 {
     http_server *s = r->s;
     jerr e = {0};
+    bool openai = !always_stream; /* /v1beta/chat/completions is Tabby's */
     json_t *msgs = json_object_get(req, "messages");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
-        return http_reply_error(r, 422, "invalid_request_error",
-                                "messages must be a non-empty array of {role, content}");
+        return http_reply_invalid(r, openai, "messages",
+                                  "messages must be a non-empty array of {role, content}");
     if (json_array_size(msgs) > MAX_MESSAGES)
-        return http_reply_error(r, 422, "invalid_request_error", "more than %d messages",
-                                MAX_MESSAGES);
+        return http_reply_invalid(r, openai, "messages", "more than %d messages", MAX_MESSAGES);
+    size_t text_bytes = 0;
+    for (size_t i = 0; i < json_array_size(msgs); i++) {
+        json_t *c = json_object_get(json_array_get(msgs, i), "content");
+        if (json_is_string(c))
+            text_bytes += json_string_length(c);
+        for (size_t k = 0; json_is_array(c) && k < json_array_size(c); k++)
+            text_bytes += json_string_length(json_object_get(json_array_get(c, k), "text"));
+    }
+    if (text_bytes > text_cap(s))
+        return reply_text_too_long(r, openai, "messages", text_bytes);
     size_t n = json_array_size(msgs);
     prompt_chat_message pm[MAX_MESSAGES];
     char *contents[MAX_MESSAGES] = {0};
@@ -494,15 +517,16 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
     const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 0.7, &e);
-    double mt = jnum(req, "max_tokens", 0, 1, 1 << 20, "max_tokens", &e);
-    if (mt == 0)
-        mt = jnum(req, "max_completion_tokens", 512, 1, 1 << 20, "max_completion_tokens", &e);
-    g.max_tokens = (int32_t)mt;
+    g.max_tokens = json_object_get(req, "max_tokens")
+                       ? openai_max_tokens(req, "max_tokens", 512, &e)
+                       : openai_max_tokens(req, "max_completion_tokens", 512, &e);
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
     bool stream = always_stream || jbool(req, "stream", false, "stream", &e);
+    if (openai)
+        check_n(req, &e);
     if (e.set) {
-        res = http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
+        res = http_reply_invalid(r, openai, e.param, "%s", e.msg);
         done = true;
     }
     eng_err err = {{0}};
@@ -546,6 +570,8 @@ static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
     json_t *pj = json_object_get(req, "prompt");
     if (!json_is_string(pj))
         return http_reply_error(r, 422, "invalid_request_error", "prompt must be a string");
+    if (json_string_length(pj) > text_cap(s))
+        return reply_text_too_long(r, false, "prompt", json_string_length(pj));
     const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 0.8, &e);
@@ -585,6 +611,8 @@ static enum MHD_Result route_tokenize(http_req *r, json_t *req)
     json_t *c = json_object_get(req, "content");
     if (!json_is_string(c))
         return http_reply_error(r, 422, "invalid_request_error", "content must be a string");
+    if (json_string_length(c) > text_cap(s))
+        return reply_text_too_long(r, false, "content", json_string_length(c));
     jerr e = {0};
     bool add_special = jbool(req, "add_special", false, "add_special", &e);
     if (e.set)
@@ -687,21 +715,21 @@ enum { GET = HTTP_METHOD_GET, POST = HTTP_METHOD_POST, ANY = HTTP_METHOD_ANY };
 /* One row per route: everything about a route is decided here. Health probes are open (no
  * token) and unlogged; unknown paths need a token too, so a 404 tells a stranger nothing. */
 static const http_route_def routes[HTTP_ROUTE_COUNT] = {
-    /* [route]                  = {path,                     alias,            methods,    auth,  json,  logged, handler} */
-    [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, route_health},
-    [HTTP_ROUTE_SERVER_SETTING] = {"/v1beta/server_setting",   NULL,             GET,        true,  false, true,  route_server_setting},
-    [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       true,  true,  true,  route_v1_completions},
-    [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       true,  true,  true,  route_events},
-    [HTTP_ROUTE_V1_CHAT]        = {"/v1/chat/completions",     NULL,             POST,       true,  true,  true,  route_openai_chat},
-    [HTTP_ROUTE_V1BETA_CHAT]    = {"/v1beta/chat/completions", NULL,             POST,       true,  true,  true,  route_tabby_chat},
-    [HTTP_ROUTE_V1BETA_MODELS]  = {"/v1beta/models",           NULL,             GET,        true,  false, true,  route_tabby_models},
-    [HTTP_ROUTE_V1_MODELS]      = {"/v1/models",               NULL,             GET,        true,  false, true,  route_openai_models},
-    [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       true,  true,  true,  route_llama_completion},
-    [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, route_llama_health},
-    [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  route_tokenize},
-    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        true,  false, true,  route_embeddings},
-    [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        true,  false, false, route_metrics},
-    [HTTP_ROUTE_OTHER]          = {NULL,                       NULL,             ANY,        true,  false, true,  route_not_found},
+    /* [route]                  = {path,                     alias,            methods,    auth,  json,  logged, max_body,             handler} */
+    [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, HTTP_BODY_NONE,       route_health},
+    [HTTP_ROUTE_SERVER_SETTING] = {"/v1beta/server_setting",   NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_server_setting},
+    [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_v1_completions},
+    [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       true,  true,  true,  HTTP_EVENT_MAX_BYTES, http_route_events},
+    [HTTP_ROUTE_V1_CHAT]        = {"/v1/chat/completions",     NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_openai_chat},
+    [HTTP_ROUTE_V1BETA_CHAT]    = {"/v1beta/chat/completions", NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tabby_chat},
+    [HTTP_ROUTE_V1BETA_MODELS]  = {"/v1beta/models",           NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_tabby_models},
+    [HTTP_ROUTE_V1_MODELS]      = {"/v1/models",               NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_openai_models},
+    [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_llama_completion},
+    [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, HTTP_BODY_NONE,       route_llama_health},
+    [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tokenize},
+    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        true,  false, true,  HTTP_BODY_SERVER,     route_embeddings},
+    [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        true,  false, false, HTTP_BODY_NONE,       route_metrics},
+    [HTTP_ROUTE_OTHER]          = {NULL,                       NULL,             ANY,        true,  false, true,  HTTP_BODY_SERVER,     route_not_found},
 };
 
 const http_route_def *http_route_get(http_route r)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -19,6 +20,12 @@
 #include "rpc_request.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
+/* Connections one client address may hold: a quarter of the default connection limit, and
+ * above the 200 keep-alive clients one proxy or test host is expected to bring. */
+#define DEFAULT_PER_IP 256u
+/* Requests one token may have in flight: a team often shares one token, so the same bound
+ * as one address (the engine's waiting queue still bounds what is queued). */
+#define DEFAULT_PER_TOKEN 256
 
 bool http_client_gone(int fd)
 {
@@ -45,236 +52,105 @@ void http_make_id(const char *prefix, char *buf, size_t cap)
              u[13], u[14], u[15]);
 }
 
-/* ---- responses -------------------------------------------------------------------------- */
-
-static void add_common_headers(struct MHD_Response *resp)
-{
-    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
-    MHD_add_response_header(resp, "Server", "serval");
-}
-
-static enum MHD_Result queue(http_req *r, int status, struct MHD_Response *resp)
-{
-    if (!resp)
-        return MHD_NO;
-    add_common_headers(resp);
-    r->status = status;
-    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return ok;
-}
-
-enum MHD_Result http_reply_text(http_req *r, int status, const char *ctype, const char *text,
-                                size_t len)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)(len ? text : ""), MHD_RESPMEM_MUST_COPY);
-    if (resp && ctype)
-        MHD_add_response_header(resp, "Content-Type", ctype);
-    return queue(r, status, resp);
-}
-
-enum MHD_Result http_reply_empty(http_req *r, int status, const char *header, const char *value)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (resp && header)
-        MHD_add_response_header(resp, header, value);
-    return queue(r, status, resp);
-}
-
-enum MHD_Result http_reply_json(http_req *r, int status, json_t *body)
-{
-    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(body);
-    if (!s)
-        return http_reply_text(r, 500, "text/plain", "out of memory\n", 14);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(s), s, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(s);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    return queue(r, status, resp);
-}
-
-enum MHD_Result http_reply_error(http_req *r, int status, const char *type, const char *fmt, ...)
-{
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "message", msg, "type", type, "code",
-                          status);
-    return http_reply_json(r, status, j);
-}
-
-enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader, void *cls,
-                                  MHD_ContentReaderFreeCallback free_cb)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, cls, free_cb);
-    if (!resp) {
-        free_cb(cls);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-    MHD_add_response_header(resp, "Cache-Control", "no-cache");
-    return queue(r, 200, resp);
-}
-
-enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg)
-{
-    switch (st) {
-    case ENG_ERR_OVERLOAD:
-    case ENG_ERR_CANCELLED: {
-        char body[512];
-        int n = snprintf(body, sizeof body,
-                         "{\"error\":{\"message\":\"server overloaded: %s\",\"type\":"
-                         "\"overloaded\",\"code\":503}}",
-                         st == ENG_ERR_CANCELLED ? "shutting down" : "request queue is full");
-        struct MHD_Response *resp =
-            MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
-        if (resp) {
-            MHD_add_response_header(resp, "Content-Type", "application/json");
-            MHD_add_response_header(resp, "Retry-After", "1");
-        }
-        return queue(r, 503, resp);
-    }
-    case ENG_ERR_TOO_LONG:
-        return http_reply_error(r, 400, "context_length_exceeded", "%s", msg);
-    case ENG_ERR_INVALID:
-        return http_reply_error(r, 422, "invalid_request_error", "%s", msg);
-    case ENG_ERR_UNSUPPORTED:
-        return http_reply_error(r, 501, "not_implemented", "%s", msg);
-    default:
-        return http_reply_error(r, 500, "server_error", "%s: %s", eng_status_str(st), msg);
-    }
-}
-
-/* ---- auth, rate limit ------------------------------------------------------------------- */
-
-static uint64_t fnv1a(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ? h : 1;
-}
-
-/* Token bucket per bearer token: true when the request may go on. */
-static bool rate_ok(http_server *s, const char *authz)
-{
-    if (s->cfg.rate_limit_rps <= 0)
-        return true;
-    uint64_t key = fnv1a(authz ? authz : "", authz ? strlen(authz) : 0);
-    double burst = s->cfg.rate_limit_burst > 0 ? s->cfg.rate_limit_burst
-                                               : (s->cfg.rate_limit_rps * 2 > 1 ? s->cfg.rate_limit_rps * 2 : 1);
-    double now = eng_clock_ms();
-    bool ok = false;
-    pthread_mutex_lock(&s->rl_mu);
-    size_t i = key & (HTTP_BUCKETS - 1), probes = 0;
-    while (s->buckets[i].key && s->buckets[i].key != key && probes < HTTP_BUCKETS)
-        i = (i + 1) & (HTTP_BUCKETS - 1), probes++;
-    http_bucket *b = &s->buckets[i];
-    if (b->key != key) { /* new token (or a full table: the slot is reused) */
-        b->key = key;
-        b->tokens = burst;
-        b->last_ms = now;
-    }
-    b->tokens += (now - b->last_ms) / 1e3 * s->cfg.rate_limit_rps;
-    if (b->tokens > burst)
-        b->tokens = burst;
-    b->last_ms = now;
-    if (b->tokens >= 1) {
-        b->tokens -= 1;
-        ok = true;
-    }
-    pthread_mutex_unlock(&s->rl_mu);
-    return ok;
-}
-
 /* ---- the MHD callbacks ------------------------------------------------------------------ */
 
-static enum MHD_Result preflight(http_req *r)
+/* The body bytes a request's route takes. */
+static size_t route_body_cap(const http_req *r)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                            "Authorization, Content-Type, Accept");
-    MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
-    return queue(r, 204, resp);
+    long m = http_route_get(r->route)->max_body;
+    if (m == HTTP_BODY_NONE)
+        return 0;
+    if (m == HTTP_BODY_SERVER || (size_t)m > r->s->cfg.max_body_bytes)
+        return r->s->cfg.max_body_bytes;
+    return (size_t)m;
 }
 
-/* A request that arrives while draining: 503 and close the connection; health routes say
- * "draining" so load balancers take this instance out. */
-static enum MHD_Result reply_draining(http_req *r)
+/* Who the request is: API tokens open every auth route; the metrics token opens /metrics. */
+static bool authorize(http_req *r, const char *authz)
 {
-    bool health = r->route == HTTP_ROUTE_V1_HEALTH || r->route == HTTP_ROUTE_HEALTH;
-    const char *body = health ? "{\"status\":\"draining\"}"
-                              : "{\"error\":{\"message\":\"server is shutting down: retry on "
-                                "another instance\",\"type\":\"unavailable\",\"code\":503}}";
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (resp) {
-        MHD_add_response_header(resp, "Content-Type", "application/json");
-        MHD_add_response_header(resp, "Connection", "close");
-        MHD_add_response_header(resp, "Retry-After", "1");
+    http_server *s = r->s;
+    r->token_idx = rpc_auth_match(s->auth, authz, authz ? strlen(authz) : 0);
+    if (r->token_idx != RPC_AUTH_NONE || !http_route_get(r->route)->auth)
+        return true;
+    if (r->route == HTTP_ROUTE_METRICS && s->metrics_token && authz &&
+        strncasecmp(authz, "Bearer ", 7) == 0) {
+        const char *t = authz + 7;
+        while (*t == ' ')
+            t++;
+        size_t n = strlen(t), m = strlen(s->metrics_token);
+        unsigned char diff = (unsigned char)(n != m);
+        for (size_t i = 0; i < m; i++) /* constant time in the token's length */
+            diff |= (unsigned char)(s->metrics_token[i] ^ (i < n ? t[i] : 0));
+        return diff == 0;
     }
-    return queue(r, 503, resp);
+    return false;
 }
 
-/* Checks that happen once the headers are in: auth, rate limit, declared body size.
- * Returns true when a reply has been queued. */
+/* Checks that happen once the headers are in: auth, rate limit, per-token in-flight cap,
+ * declared body size, Content-Type. Returns true when a reply has been queued. */
 static bool first_call_checks(http_req *r, enum MHD_Result *res)
 {
     http_server *s = r->s;
+    const http_route_def *d = http_route_get(r->route);
     const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    bool auth = http_route_get(r->route)->auth;
-    if (auth && !rpc_auth_disabled(s->auth) &&
-        !rpc_auth_check_header(s->auth, authz, authz ? strlen(authz) : 0)) {
+    if (!authorize(r, authz)) {
         *res = http_reply_empty(r, 401, "WWW-Authenticate", "Bearer");
         return true;
     }
-    if (auth && !rate_ok(s, authz)) {
+    if (d->auth && !http_rate_ok(s, r->token_idx)) {
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.rate_limited++;
         pthread_mutex_unlock(&s->metrics.mu);
-        char body[160];
-        int n = snprintf(body, sizeof body,
-                         "{\"error\":{\"message\":\"rate limit exceeded (%.3g requests/s per "
-                         "token)\",\"type\":\"rate_limited\",\"code\":429}}",
-                         s->cfg.rate_limit_rps);
-        struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
-        if (resp) {
-            MHD_add_response_header(resp, "Content-Type", "application/json");
-            MHD_add_response_header(resp, "Retry-After", "1");
-        }
-        *res = queue(r, 429, resp);
+        *res = http_reply_retry(r, 429, "rate_limited",
+                                "rate limit exceeded (%.3g requests/s per token)",
+                                s->cfg.rate_limit_rps);
         return true;
     }
+    /* With auth off nobody has an identity: one cap for everyone would be a global limit. */
+    if (d->auth && r->token_idx != RPC_AUTH_ANONYMOUS) {
+        if (!http_token_acquire(s, r->token_idx)) {
+            pthread_mutex_lock(&s->metrics.mu);
+            s->metrics.rate_limited++;
+            pthread_mutex_unlock(&s->metrics.mu);
+            *res = http_reply_retry(r, 429, "rate_limited",
+                                    "too many requests in flight for this token (at most %d)",
+                                    s->cfg.max_inflight_per_token);
+            return true;
+        }
+        r->token_held = true;
+    }
+    size_t cap = route_body_cap(r);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (d->max_body == HTTP_BODY_NONE && ((cl && strtoull(cl, NULL, 10) > 0) || te)) {
+        *res = http_reply_error(r, 400, "invalid_request_error", "%s takes no request body",
+                                http_route_name(r->route));
+        return true;
+    }
     if (cl) {
         char *end;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno || end == cl || n > s->cfg.max_body_bytes) {
+        if (errno || end == cl || n > cap) {
             *res = http_reply_error(r, 413, "request_too_large",
-                                    "request body of %s bytes exceeds the limit of %zu bytes",
-                                    cl, s->cfg.max_body_bytes);
+                                    "request body of %.20s bytes exceeds the limit of %zu bytes "
+                                    "for %s", cl, cap, http_route_name(r->route));
             return true;
         }
+    }
+    if (d->json_body && strcmp(r->method, "POST") == 0 &&
+        !http_ctype_is_json(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                        "Content-Type"))) {
+        *res = http_reply_error(r, 415, "invalid_request_error",
+                                "the body must be sent as Content-Type: application/json");
+        return true;
     }
     return false;
 }
 
 static bool body_append(http_req *r, const char *data, size_t n)
 {
-    if (r->too_big || r->len + n > r->s->cfg.max_body_bytes) {
+    if (r->too_big || r->len + n > route_body_cap(r)) {
         r->too_big = true;
         return true;
     }
@@ -294,6 +170,28 @@ static bool body_append(http_req *r, const char *data, size_t n)
     return true;
 }
 
+static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char *url,
+                         const char *method)
+{
+    http_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->s = s;
+    r->conn = conn;
+    r->method = method;
+    r->url = url;
+    r->route = http_route_find(url);
+    r->t_start_ms = eng_clock_ms();
+    r->token_idx = RPC_AUTH_NONE;
+    r->id = atomic_fetch_add(&s->next_id, 1) + 1;
+    http_log_path(r->path, sizeof r->path, url);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
+    atomic_fetch_add(&s->inflight, 1);
+    return r;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -302,27 +200,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     http_server *s = cls;
     http_req *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r)
+        if (!(r = req_new(s, conn, url, method)))
             return MHD_NO;
-        r->s = s;
-        r->conn = conn;
-        r->method = method;
-        r->url = url;
-        r->route = http_route_find(url);
-        r->t_start_ms = eng_clock_ms();
-        r->status = 0;
-        r->id = atomic_fetch_add(&s->next_id, 1) + 1;
-        snprintf(r->path, sizeof r->path, "%s", url);
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        r->fd = ci ? ci->connect_fd : -1;
-        atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
         if (atomic_load(&s->draining))
-            return reply_draining(r);
+            return http_reply_draining(r);
         if (strcmp(method, "OPTIONS") == 0)
-            return preflight(r);
+            return http_reply_preflight(r);
         enum MHD_Result res;
         if (first_call_checks(r, &res))
             return res;
@@ -346,15 +230,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->too_big)
         return http_reply_error(r, 413, "request_too_large",
-                                "request body exceeds the limit of %zu bytes",
-                                s->cfg.max_body_bytes);
+                                "request body exceeds the limit of %zu bytes for %s",
+                                route_body_cap(r), http_route_name(r->route));
+    http_conn_phase_set(s, conn, HTTP_CONN_SERVING);
     return http_dispatch(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     http_server *s = cls;
     http_req *r = *con_cls;
     if (!r)
@@ -377,9 +261,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             fprintf(stderr, "serval: req %llu http %s %s status=%d total_ms=%.1f\n", r->id,
                     r->method, r->path, status, ms);
     }
+    if (r->token_held)
+        http_token_release(s, r->token_idx);
     free(r->body);
     free(r);
     *con_cls = NULL;
+    http_conn_phase_set(s, conn, HTTP_CONN_IDLE);
     atomic_fetch_sub(&s->inflight, 1);
 }
 
@@ -394,16 +281,107 @@ static void server_free(http_server *s)
 {
     if (!s)
         return;
+    http_watchdog_stop(s);
     prompt_builder_free(s->prompts);
     http_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->rl_mu);
+    pthread_mutex_destroy(&s->conns_mu);
     pthread_mutex_destroy(&s->events_mu);
+    free(s->buckets);
+    free(s->tok_inflight);
     free(s->bind_addr);
     free(s->data_dir);
     free(s->model_name);
     free(s->version);
     free(s->device);
+    free(s->cors_origins);
+    free(s->metrics_token);
+    free(s->tls_cert);
+    free(s->tls_key);
     free(s);
+}
+
+/* Reads a PEM file whole (at most 1 MiB); NULL with err set when it cannot. */
+static char *read_pem(const char *path, const char *what, eng_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        eng_fail(err, ENG_ERR_IO, "http: cannot open the TLS %s %s: %s", what, path,
+                 strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1u << 20;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n > cap || !strstr(buf, "-----BEGIN")) {
+        if (buf)
+            buf[n > cap ? cap : n] = 0;
+        bool pem = buf && n && n <= cap && strstr(buf, "-----BEGIN");
+        free(buf);
+        if (!pem)
+            eng_fail(err, ENG_ERR_FORMAT, "http: the TLS %s %s is not a PEM file", what, path);
+        else
+            eng_fail(err, ENG_ERR_NOMEM, "http: out of memory");
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* Defaults for every 0 in the config, owned copies of its strings, the per-token tables. */
+static eng_status server_setup(http_server *s, const http_server_config *cfg, eng_err *err)
+{
+    const eng_model *m = eng_engine_model(s->engine);
+    s->cfg = *cfg;
+    s->bind_addr = dup_or(cfg->bind_addr, "127.0.0.1");
+    s->data_dir = dup_or(cfg->data_dir, ".");
+    s->model_name = dup_or(cfg->model_name, eng_model_name(m));
+    s->version = dup_or(cfg->version, "0.0.0");
+    s->device = dup_or(cfg->device, "cpu");
+    s->cors_origins = cfg->cors_origins && *cfg->cors_origins ? strdup(cfg->cors_origins) : NULL;
+    s->metrics_token = cfg->metrics_token && *cfg->metrics_token ? strdup(cfg->metrics_token) : NULL;
+    s->n_token_slots = (int)rpc_auth_n_tokens(s->auth) + 1;
+    s->buckets = calloc((size_t)s->n_token_slots, sizeof *s->buckets);
+    s->tok_inflight = calloc((size_t)s->n_token_slots, sizeof *s->tok_inflight);
+    if (!s->bind_addr || !s->data_dir || !s->model_name || !s->version || !s->device ||
+        !s->buckets || !s->tok_inflight || (cfg->cors_origins && *cfg->cors_origins && !s->cors_origins) ||
+        (cfg->metrics_token && *cfg->metrics_token && !s->metrics_token))
+        return eng_fail(err, ENG_ERR_NOMEM, "http: out of memory");
+    if (!s->cfg.max_body_bytes)
+        s->cfg.max_body_bytes = DEFAULT_MAX_BODY;
+    if (s->cfg.idle_timeout_s <= 0)
+        s->cfg.idle_timeout_s = 30;
+    if (s->cfg.body_timeout_s <= 0)
+        s->cfg.body_timeout_s = 10;
+    if (s->cfg.request_timeout_s <= 0)
+        s->cfg.request_timeout_s = 120;
+    if (!s->cfg.max_connections)
+        s->cfg.max_connections = 1024;
+    if (!s->cfg.per_ip_connections)
+        s->cfg.per_ip_connections = DEFAULT_PER_IP;
+    if (s->cfg.max_inflight_per_token == 0)
+        s->cfg.max_inflight_per_token = DEFAULT_PER_TOKEN;
+    if (!s->cfg.events_max_bytes_per_day)
+        s->cfg.events_max_bytes_per_day = (size_t)64 << 20;
+    if (s->cfg.default_max_tokens <= 0)
+        s->cfg.default_max_tokens = RPC_DEFAULT_COMPLETION_TOKENS;
+    if (!eng_cpuinfo_model_name(s->cpu_info, sizeof s->cpu_info))
+        snprintf(s->cpu_info, sizeof s->cpu_info, "unknown");
+    if (!cfg->tls_cert_file != !cfg->tls_key_file)
+        return eng_fail(err, ENG_ERR_INVALID,
+                        "http: TLS needs both a certificate and a key file (got only the %s)",
+                        cfg->tls_cert_file ? "certificate" : "key");
+    if (cfg->tls_cert_file) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return eng_fail(err, ENG_ERR_UNSUPPORTED,
+                            "http: TLS was asked for, but this libmicrohttpd was built without "
+                            "TLS support (GnuTLS)");
+        if (!(s->tls_cert = read_pem(cfg->tls_cert_file, "certificate", err)) ||
+            !(s->tls_key = read_pem(cfg->tls_key_file, "key", err)))
+            return err->msg[0] ? ENG_ERR_IO : ENG_ERR_NOMEM;
+    }
+    return prompt_builder_create(m, &s->prompts, err);
 }
 
 eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_auth *auth,
@@ -420,35 +398,11 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
         return eng_fail(err, ENG_ERR_NOMEM, "http: out of memory");
     http_metrics_init(&s->metrics);
     pthread_mutex_init(&s->rl_mu, NULL);
+    pthread_mutex_init(&s->conns_mu, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
     s->engine = e;
     s->auth = auth;
-    s->cfg = *cfg;
-    const eng_model *m = eng_engine_model(e);
-    s->bind_addr = dup_or(cfg->bind_addr, "127.0.0.1");
-    s->data_dir = dup_or(cfg->data_dir, ".");
-    s->model_name = dup_or(cfg->model_name, eng_model_name(m));
-    s->version = dup_or(cfg->version, "0.0.0");
-    s->device = dup_or(cfg->device, "cpu");
-    if (!s->bind_addr || !s->data_dir || !s->model_name || !s->version || !s->device) {
-        server_free(s);
-        return eng_fail(err, ENG_ERR_NOMEM, "http: out of memory");
-    }
-    if (!s->cfg.max_body_bytes)
-        s->cfg.max_body_bytes = DEFAULT_MAX_BODY;
-    if (s->cfg.idle_timeout_s <= 0)
-        s->cfg.idle_timeout_s = 30;
-    if (s->cfg.body_timeout_s <= 0)
-        s->cfg.body_timeout_s = 10;
-    if (s->cfg.request_timeout_s <= 0)
-        s->cfg.request_timeout_s = 120;
-    if (!s->cfg.max_connections)
-        s->cfg.max_connections = 1024;
-    if (s->cfg.default_max_tokens <= 0)
-        s->cfg.default_max_tokens = RPC_DEFAULT_COMPLETION_TOKENS;
-    if (!eng_cpuinfo_model_name(s->cpu_info, sizeof s->cpu_info))
-        snprintf(s->cpu_info, sizeof s->cpu_info, "unknown");
-    eng_status st = prompt_builder_create(m, &s->prompts, err);
+    eng_status st = server_setup(s, cfg, err);
     if (st != ENG_OK) {
         server_free(s);
         return st;
@@ -470,20 +424,34 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
         addr = (struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
     }
+    if (s->tls_cert)
+        flags |= MHD_USE_TLS;
+    /* The TLS options come last: with no TLS they are the end of the list. */
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_access, s,
         MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.per_ip_connections,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, s,
+        MHD_OPTION_URI_LOG_CALLBACK, http_uri_log, s,
+        /* jansson, the prompt builder and the tokenizer run on these threads. */
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(2u << 20),
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
+        s->tls_cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, s->tls_key,
+        MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert,
         MHD_OPTION_END);
     if (!s->daemon) {
-        eng_fail(err, ENG_ERR_IO, "http: cannot listen on %s:%d (%s)", s->bind_addr, cfg->port,
-                 strerror(errno));
+        eng_fail(err, ENG_ERR_IO, "http: cannot listen on %s:%d%s (%s)", s->bind_addr, cfg->port,
+                 s->tls_cert ? " with TLS (is the key the certificate's?)" : "", strerror(errno));
         server_free(s);
         return ENG_ERR_IO;
+    }
+    if (!http_watchdog_start(s)) {
+        MHD_stop_daemon(s->daemon);
+        server_free(s);
+        return eng_fail(err, ENG_ERR_NOMEM, "http: cannot start the connection watchdog");
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;

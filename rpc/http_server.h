@@ -20,8 +20,10 @@ typedef struct http_server_config {
     double rate_limit_rps;       /* per bearer token; 0: no limit */
     double rate_limit_burst;     /* bucket size; 0: max(1, 2 * rps) */
     int idle_timeout_s;          /* a connection silent this long is closed; 0: 30 */
-    int body_timeout_s;          /* a request body must arrive within this; 0: 10 */
-    int request_timeout_s;       /* generation longer than this answers 408; 0: 120 */
+    int body_timeout_s;          /* request line + headers + body must arrive within this,
+                                  * however steadily bytes trickle in; 0: 10 */
+    int request_timeout_s;       /* generation longer than this answers 408 (a stream ends
+                                  * with a timeout event); 0: 120 */
     unsigned max_connections;    /* 0: 1024 */
     const char *model_name;      /* NULL: the model's general.name */
     const char *version;         /* Serval's version; NULL: "0.0.0" */
@@ -30,9 +32,10 @@ typedef struct http_server_config {
     bool log_requests;           /* one stderr line per request (health and metrics excepted) */
 
     /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
-    unsigned per_ip_connections; /* connections one client address may hold; 0: 64 */
+    unsigned per_ip_connections; /* connections one client address may hold; 0: 256 */
     int max_inflight_per_token;  /* requests one bearer token (rpc_auth_match's index) may have
-                                  * in flight; more get 429 + Retry-After; 0: 16; <0: no cap */
+                                  * in flight; more get 429 + Retry-After; 0: 256 (teams share
+                                  * tokens); <0: no cap */
     size_t events_max_bytes_per_day; /* the day's events file stops growing here (429);
                                       * 0: 64 MiB */
 
