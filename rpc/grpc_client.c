@@ -20,13 +20,18 @@ rpc_client *rpc_client_create(const char *target, const char *token)
     rpc_client *cl = calloc(1, sizeof *cl);
     if (!cl) return NULL;
     grpc_init();
-    /* Clients in tests send oversized messages on purpose: no client-side send limit. */
-    grpc_arg args[1];
+    /* Clients in tests send oversized messages on purpose: no client-side send limit. Each
+     * client has a connection of its own (grpc shares one per target across channels by
+     * default), so tests can tell per-connection limits from per-server ones. */
+    grpc_arg args[2];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = -1;
-    grpc_channel_args chargs = {1, args};
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+    args[1].value.integer = 1;
+    grpc_channel_args chargs = {2, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     cl->ch = grpc_channel_create(target, creds, &chargs);
     grpc_channel_credentials_release(creds);
@@ -142,6 +147,72 @@ grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void 
     grpc_slice_unref(details);
 
     grpc_byte_buffer_destroy(send);
+    grpc_slice_unref(md.value);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return code;
+}
+
+grpc_status_code rpc_client_call_silent(rpc_client *cl, const char *method, int timeout_ms,
+                                        rpc_client_result *res)
+{
+    memset(res, 0, sizeof *res);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_slice path = grpc_slice_from_copied_string(method);
+    grpc_call *call = grpc_channel_create_call(cl->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path,
+                                               NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    grpc_slice_unref(path);
+    grpc_metadata md;
+    memset(&md, 0, sizeof md);
+    md.key = grpc_slice_from_static_string("authorization");
+    md.value = grpc_slice_from_copied_string(cl->auth ? cl->auth : "");
+    grpc_metadata_array initial, trailing;
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_byte_buffer *bb = NULL;
+    /* Status is only delivered once initial metadata and messages are being read too. */
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = cl->auth ? 1 : 0;
+    ops[0].data.send_initial_metadata.metadata = &md;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[2].op = GRPC_OP_RECV_MESSAGE;
+    ops[2].data.recv_message.recv_message = &bb;
+    ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[3].data.recv_status_on_client.trailing_metadata = &trailing;
+    ops[3].data.recv_status_on_client.status = &code;
+    ops[3].data.recv_status_on_client.status_details = &details;
+    bool started = grpc_call_start_batch(call, ops, 2, (void *)1, NULL) == GRPC_CALL_OK &&
+                   grpc_call_start_batch(call, ops + 2, 1, (void *)2, NULL) == GRPC_CALL_OK &&
+                   grpc_call_start_batch(call, ops + 3, 1, (void *)3, NULL) == GRPC_CALL_OK;
+    if (started) {
+        gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_pluck(cq, (void *)3, until, NULL);
+        if (ev.type != GRPC_OP_COMPLETE) {
+            grpc_call_cancel(call, NULL);
+            grpc_completion_queue_pluck(cq, (void *)3, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        }
+        for (intptr_t t = 1; t <= 2; t++)
+            grpc_completion_queue_pluck(cq, (void *)t, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    if (bb) grpc_byte_buffer_destroy(bb);
+    res->code = code;
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n >= sizeof res->details) n = sizeof res->details - 1;
+    memcpy(res->details, GRPC_SLICE_START_PTR(details), n);
+    res->details[n] = '\0';
+    grpc_slice_unref(details);
     grpc_slice_unref(md.value);
     grpc_metadata_array_destroy(&initial);
     grpc_metadata_array_destroy(&trailing);

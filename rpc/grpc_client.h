@@ -34,6 +34,13 @@ grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void 
                                  size_t req_len, int timeout_ms, rpc_client_msg_fn on_msg,
                                  void *user, rpc_client_result *res);
 
+/* Opens a call to `method`, sends its metadata and then nothing (no message, no half-close),
+ * and waits up to timeout_ms for the server's status (a client that tries to hold a call open:
+ * tests of request_message_timeout_ms). Returns the status code (also in res); after
+ * timeout_ms without a status the call is cancelled and the code reads CANCELLED. */
+grpc_status_code rpc_client_call_silent(rpc_client *cl, const char *method, int timeout_ms,
+                                        rpc_client_result *res);
+
 void rpc_client_result_clear(rpc_client_result *res);
 
 #endif
