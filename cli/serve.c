@@ -342,7 +342,11 @@ static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_engine 
 
     watchdog w = {.deadline_ms = eng_clock_ms() + drain_ms + SERVE_STOP_GRACE_MS};
     pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
+    pthread_condattr_t ca; /* eng_clock_deadline is on CLOCK_MONOTONIC, so is this wait */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_t wt;
     bool have_wt = pthread_create(&wt, NULL, watchdog_main, &w) == 0;
 
