@@ -115,8 +115,8 @@ static int parse_serve(int argc, char **argv, serve_opts *o)
          "accept bearer token T (repeatable, up to 64; more with --token-file); other users of "
          "this machine can read command lines: prefer --token-file or $SERVAL_TOKEN"},
         {"--token-file", "PATH", CLI_FLAG_STRING, &o->token_file, NULL, 0, 0, NULL,
-         "accept the tokens in PATH (one per line, '#' comments); the file must be private "
-         "(chmod 600): one group or others may read is refused"},
+         "accept the tokens in PATH (one per line, '#' comments); a file group or others may "
+         "read or write is refused (chmod 600 it, or see --allow-readable-token-file)"},
         {"--allow-readable-token-file", NULL, CLI_FLAG_BOOL, &o->allow_readable_token_file, NULL,
          0, 0, NULL,
          "accept token files group or others may read (a mounted secret whose mode you cannot "
