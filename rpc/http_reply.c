@@ -74,6 +74,26 @@ enum MHD_Result http_reply_json(http_req *r, int status, json_t *body)
     return reply_json_h(r, status, body, NULL, NULL);
 }
 
+/* {"error":{...}}: the server's shape (code = the status) or OpenAI's (param, code null).
+ * A message quoting client bytes that are not UTF-8 (a path, a clipped quote) would make
+ * jansson refuse it: then its unsafe bytes are escaped, so an error never turns into a 500. */
+static json_t *error_json(int status, const char *type, const char *param, bool openai,
+                          const char *msg)
+{
+    char safe[768 * 4 + 1];
+    for (int attempt = 0; attempt < 2; attempt++) {
+        json_t *j = openai ? json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type",
+                                       type, "param", param, "code")
+                           : json_pack("{s:{s:s,s:s,s:i}}", "error", "message", msg, "type",
+                                       type, "code", status);
+        if (j || attempt)
+            return j;
+        http_log_path(safe, sizeof safe, msg);
+        msg = safe;
+    }
+    return NULL;
+}
+
 enum MHD_Result http_reply_error(http_req *r, int status, const char *type, const char *fmt, ...)
 {
     char msg[768];
@@ -81,9 +101,7 @@ enum MHD_Result http_reply_error(http_req *r, int status, const char *type, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "message", msg, "type", type, "code",
-                          status);
-    return http_reply_json(r, status, j);
+    return http_reply_json(r, status, error_json(status, type, NULL, false, msg));
 }
 
 enum MHD_Result http_reply_retry(http_req *r, int status, const char *type, const char *fmt, ...)
@@ -93,9 +111,8 @@ enum MHD_Result http_reply_retry(http_req *r, int status, const char *type, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:s,s:i}}", "error", "message", msg, "type", type, "code",
-                          status);
-    return reply_json_h(r, status, j, "Retry-After", "1");
+    return reply_json_h(r, status, error_json(status, type, NULL, false, msg), "Retry-After",
+                        "1");
 }
 
 enum MHD_Result http_reply_invalid(http_req *r, bool openai, const char *param, const char *fmt,
@@ -109,9 +126,7 @@ enum MHD_Result http_reply_invalid(http_req *r, bool openai, const char *param, 
     if (!openai)
         return http_reply_error(r, 422, "invalid_request_error", "%s", msg);
     /* OpenAI's and vLLM's shape: the official clients raise BadRequestError from it. */
-    json_t *j = json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type",
-                          "invalid_request_error", "param", param, "code");
-    return http_reply_json(r, 400, j);
+    return http_reply_json(r, 400, error_json(400, "invalid_request_error", param, true, msg));
 }
 
 enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader, void *cls,

@@ -705,7 +705,7 @@ static enum MHD_Result route_metrics(http_req *r, json_t *body)
 static enum MHD_Result route_not_found(http_req *r, json_t *body)
 {
     (void)body;
-    return http_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->url);
+    return http_reply_error(r, 404, "not_found", "no route for %s %s", r->method, r->path);
 }
 
 /* ---- the route table -------------------------------------------------------------------- */
