@@ -215,8 +215,8 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0) {
-        eng_fail(err, ENG_ERR_IO, "gRPC: cannot listen on %s (address in use or not local?)",
-                 addr);
+        eng_fail(err, ENG_ERR_IO, "gRPC: cannot listen on %s (address in use or not local?%s)",
+                 addr, c->tls_cert_file ? " or the TLS certificate and key do not load" : "");
         grpc_server_destroy(s->server);
         grpc_completion_queue_shutdown(s->cq);
         while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=

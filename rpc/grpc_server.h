@@ -31,8 +31,8 @@ typedef struct rpc_grpc_config {
                                      * cancelled (DEADLINE_EXCEEDED); 0: 10000; <0: none */
     int max_streams_per_connection; /* HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS; 0: 64 */
     int max_inflight_per_token;     /* calls one bearer token may have in flight (keyed on
-                                     * rpc_auth_match's index); more get RESOURCE_EXHAUSTED;
-                                     * 0: 16; <0: no per-token cap */
+                                     * rpc_auth_match's index; none with auth off); more get
+                                     * RESOURCE_EXHAUSTED; 0: 16; <0: no per-token cap */
     int generation_timeout_ms;      /* server-side limit on one generation, like HTTP's
                                      * --http-timeout (DEADLINE_EXCEEDED); 0: none */
     int keepalive_time_ms;          /* server pings an idle connection this often; 0: 2 h */

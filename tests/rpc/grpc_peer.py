@@ -6,21 +6,40 @@ import sys
 import time
 
 
+def tls_checks(st, pb, md):
+    h = st.Health(pb.HealthRequest(), timeout=10)
+    assert h.status == "SERVING" and not h.HasField("engine"), h
+    h = st.Health(pb.HealthRequest(), metadata=md, timeout=10)
+    assert h.engine.kv_blocks_total > 0, h
+    r = st.Complete(pb.CompleteRequest(prompt="def f(x):", max_tokens=2), metadata=md, timeout=60)
+    assert r.usage.output_tokens >= 1, r
+    print("peer: tls ok")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", required=True)
     ap.add_argument("--token", required=True)
     ap.add_argument("--stubs", required=True, help="directory with serval_pb2*.py")
+    ap.add_argument("--tls-root", help="PEM certificate to trust: connect with TLS, run a few RPCs")
     a = ap.parse_args()
     sys.path.insert(0, a.stubs)
     import grpc
     import serval_pb2 as pb
     import serval_pb2_grpc as pbg
 
-    ch = grpc.insecure_channel(a.target)
+    if a.tls_root:
+        with open(a.tls_root, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ch = grpc.secure_channel(a.target, creds)
+    else:
+        ch = grpc.insecure_channel(a.target)
     grpc.channel_ready_future(ch).result(timeout=20)
     st = pbg.ServalStub(ch)
     md = [("authorization", "Bearer " + a.token)]
+    if a.tls_root:
+        tls_checks(st, pb, md)
+        return
 
     def expect_code(code, fn, *args, **kw):
         try:
