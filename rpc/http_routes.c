@@ -712,11 +712,15 @@ static enum MHD_Result route_not_found(http_req *r, json_t *body)
 
 enum { GET = HTTP_METHOD_GET, POST = HTTP_METHOD_POST, ANY = HTTP_METHOD_ANY };
 
+/* Older Tabby clients POST /v1/health, some with a small body: read (at most this) and
+ * ignored. Every other route without a JSON body takes none. */
+#define HTTP_HEALTH_MAX_BYTES 1024
+
 /* One row per route: everything about a route is decided here. Health probes are open (no
  * token) and unlogged; unknown paths need a token too, so a 404 tells a stranger nothing. */
 static const http_route_def routes[HTTP_ROUTE_COUNT] = {
     /* [route]                  = {path,                     alias,            methods,    auth,  json,  logged, max_body,             handler} */
-    [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, HTTP_BODY_NONE,       route_health},
+    [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, HTTP_HEALTH_MAX_BYTES, route_health},
     [HTTP_ROUTE_SERVER_SETTING] = {"/v1beta/server_setting",   NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_server_setting},
     [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_v1_completions},
     [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       true,  true,  true,  HTTP_EVENT_MAX_BYTES, http_route_events},
