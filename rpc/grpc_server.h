@@ -50,7 +50,9 @@ typedef struct rpc_grpc_config {
 
 /* Starts listening and serving. `e` and `auth` are borrowed and must outlive the server
  * (auth NULL: every call passes). *out is owned by the caller: stop it with
- * rpc_grpc_server_stop. Errors: the address cannot be bound, bad config. */
+ * rpc_grpc_server_stop. Threads: n_pollers pollers (only move completion-queue events), 2
+ * workers (parse, tokenize, submit), one pump (engine output, timeouts). Errors: the address
+ * cannot be bound, bad config, a TLS file missing, unreadable or not PEM (named). */
 eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, const rpc_auth *auth,
                                  rpc_grpc_server **out, int *bound_port, eng_err *err);
 
@@ -71,8 +73,10 @@ void rpc_grpc_server_drain_abort(rpc_grpc_server *s);
 
 /* Graceful stop: stop_accepting, drain_wait(drain_ms), then cancels what is left (engine
  * requests cancelled and released before their calls are freed, so the engine never points
- * at a freed call) and frees the server. Never hangs on a slow engine step. NULL does
- * nothing. The engine is left running: free it afterwards. */
+ * at a freed call) and frees the server. Never waits for an engine step: release is the
+ * sync point. Should grpc still hold a call 10 s after the cancel, the server is left
+ * allocated (and says so on stderr) rather than freed under it. NULL does nothing. The engine
+ * is left running: free it afterwards. */
 void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms);
 
 #endif
