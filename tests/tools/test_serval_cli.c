@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -435,6 +436,7 @@ static served serve_start(const char *env_token, const char *const *extra)
     s.pid = fork();
     cr_assert(s.pid >= 0);
     if (s.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion ends the test, and the server */
         int fd = open(s.log, O_WRONLY | O_TRUNC);
         int dn = open("/dev/null", O_RDWR);
         dup2(dn, 0);
