@@ -4,6 +4,10 @@
 #   tools/test.sh --asan       the AddressSanitizer + UBSan builds instead (emulator included)
 #   tools/test.sh --emu        only the CUDA emulator build (preset emu, build-emu/): the CUDA
 #                              kernels and their GPU tests on the CPU (kernels/emu/)
+#   tools/test.sh --tsan       ThreadSanitizer (preset tsan, build-tsan/): `serval` built with
+#                              TSan, driven by the release build's test_grpc and test_http
+#                              (Criterion cannot start under TSan); every report lands in
+#                              build-tsan/tsan-report.<pid> and fails the run
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$top"
@@ -11,7 +15,8 @@ case "${1:-}" in
 "") presets="release emu" ;;
 --asan) presets="asan emu-asan" ;;
 --emu) presets="emu" ;;
-*) echo "usage: tools/test.sh [--asan | --emu]" >&2; exit 2 ;;
+--tsan) presets="tsan" ;;
+*) echo "usage: tools/test.sh [--asan | --emu | --tsan]" >&2; exit 2 ;;
 esac
 for preset in $presets; do
   # the emulator needs the CUDA headers (not a GPU, not the CUDA libraries)
@@ -22,5 +27,11 @@ for preset in $presets; do
   fi
   SERVAL_BUILD_PRESET=$preset tools/setup.sh
   echo "test: running the suite (preset $preset)" >&2
+  if [ "$preset" = tsan ]; then
+    # the Criterion runners come from the release build, uninstrumented
+    [ -f build/build.ninja ] || SERVAL_BUILD_PRESET=release tools/setup.sh
+    cmake --build build --target test_grpc test_http serval_py_stubs
+    rm -f build-tsan/tsan-report.*
+  fi
   ctest --preset "$preset"
 done
