@@ -368,6 +368,7 @@ void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf)
     if (gone) return; /* the call ends through its close */
     p->notify = on_notify;
     p->notify_user = c;
+    p->cache_salt = rpc_auth_cache_salt(s->ctx.auth, c->token);
     eng_err err = {{0}};
     eng_request *r = NULL;
     call_ref(c); /* the engine request's reference, dropped when it is done */

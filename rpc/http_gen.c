@@ -11,9 +11,11 @@
 
 #define POLL_MS 25
 
-/* Submits g (prompt tokens, stops) to the engine. */
-static eng_status submit(http_server *s, http_gen *g, eng_request **er, eng_err *err)
+/* Submits g (prompt tokens, stops) to the engine, in the prefix cache of r's token when the
+ * server keeps one per token. */
+static eng_status submit(http_req *r, http_gen *g, eng_request **er, eng_err *err)
 {
+    http_server *s = r->s;
     const char *stops[RPC_MAX_STOPS];
     size_t n = rpc_stops_merge(&g->prompt, g->extra_stops, g->n_extra_stops, stops);
     eng_request_params p = eng_request_params_defaults();
@@ -23,6 +25,7 @@ static eng_status submit(http_server *s, http_gen *g, eng_request **er, eng_err 
     p.max_tokens = g->max_tokens;
     p.stop = stops;
     p.n_stop = n;
+    p.cache_salt = rpc_auth_cache_salt(s->auth, r->token_idx);
     return eng_submit(s->engine, &p, er, err);
 }
 
@@ -41,7 +44,7 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
     *replied = false;
     eng_request *er = NULL;
     eng_err err = {{0}};
-    eng_status st = submit(s, g, &er, &err);
+    eng_status st = submit(r, g, &er, &err);
     bool crlf = g->prompt.crlf;
     prompt_result_clear(&g->prompt);
     if (st != ENG_OK) {
@@ -364,7 +367,7 @@ enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind,
     x->created = (long)time(NULL);
     x->deadline_ms = r->t_start_ms + s->cfg.request_timeout_s * 1e3;
     eng_err err = {{0}};
-    eng_status st = submit(s, g, &x->er, &err);
+    eng_status st = submit(r, g, &x->er, &err);
     prompt_result_clear(&g->prompt);
     if (st != ENG_OK || !x->model) {
         if (st == ENG_OK)

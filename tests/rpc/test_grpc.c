@@ -662,3 +662,36 @@ Test(grpc, python_grpcio_peer_calls_every_rpc, .timeout = 120)
     free(script);
     cr_assert_eq(server_stop(&s), 0);
 }
+
+/* With --prefix-cache-per-token, a prompt one token cached is reused by that token only: the
+ * same request from another token recomputes every block (no timing signal between users). */
+Test(grpc, prefix_cache_per_token_keeps_each_tokens_prompts_to_itself, .timeout = 120)
+{
+    const char *extra[] = {"--token", "test-token-2", "--prefix-cache-per-token", NULL};
+    server s = server_start(extra);
+    rpc_client *a = rpc_client_create(s.target, TOKEN);
+    rpc_client *b = rpc_client_create(s.target, "test-token-2");
+    /* long enough for several full 16-token blocks */
+    const char *prompt = "import os\nimport sys\n\ndef read_config(path):\n    \"\"\"Reads a key=value "
+                         "file into a dict, skipping comments and blank lines.\"\"\"\n    out = {}\n"
+                         "    with open(path) as f:\n        for line in f:\n";
+    gen g = {.prompt = prompt, .max_tokens = 2};
+    rpc_client_result res;
+    int32_t cached[3];
+    rpc_client *order[3] = {a, a, b};
+    for (int i = 0; i < 3; i++) {
+        Serval__V1__CompleteResponse *r = complete(order[i], &g, 60000, &res);
+        cr_assert_not_null(r, "Complete %d: %d %s", i, res.code, res.details);
+        cr_assert_gt(r->usage->prompt_tokens, 48);
+        cached[i] = r->usage->cached_tokens;
+        serval__v1__complete_response__free_unpacked(r, NULL);
+        rpc_client_result_clear(&res);
+    }
+    cr_assert_eq(cached[0], 0, "the first request found %d cached tokens", cached[0]);
+    cr_assert_geq(cached[1], 32, "the same token's second request reused only %d", cached[1]);
+    cr_assert_eq(cached[2], 0, "another token reused %d cached tokens of the first's prompt",
+                 cached[2]);
+    rpc_client_free(a);
+    rpc_client_free(b);
+    cr_assert_eq(server_stop(&s), 0);
+}

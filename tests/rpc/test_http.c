@@ -1544,3 +1544,39 @@ Test(http, tls_serves_https_to_a_real_client, .timeout = 60)
     cr_assert(strstr(e.msg, "both"), "%s", e.msg);
     inproc_stop(&q, 0);
 }
+
+/* serval_prompt_tokens_cached_total from /metrics. */
+static long long metrics_cached(int port)
+{
+    resp m = request(port, "GET", "/metrics", TOKEN, NULL);
+    cr_assert_eq(m.status, 200);
+    const char *p = strstr(m.body, "\nserval_prompt_tokens_cached_total ");
+    cr_assert_not_null(p, "%s", m.body);
+    long long v = atoll(p + strlen("\nserval_prompt_tokens_cached_total "));
+    resp_free(&m);
+    return v;
+}
+
+/* With --prefix-cache-per-token, HTTP requests reuse only their own token's cached prompts. */
+Test(http, prefix_cache_per_token_keeps_each_tokens_prompts_to_itself, .timeout = 120)
+{
+    const char *extra[] = {"--token", "test-token-2", "--prefix-cache-per-token", NULL};
+    server s = server_start(extra);
+    const char *body = "{\"prompt\":\"import os\\nimport sys\\n\\ndef read_config(path):\\n    "
+                       "\\\"\\\"\\\"Reads a key=value file into a dict, skipping comments and blank "
+                       "lines.\\\"\\\"\\\"\\n    out = {}\\n    with open(path) as f:\\n        for "
+                       "line in f:\\n\",\"max_tokens\":2,\"temperature\":0}";
+    const char *who[3] = {TOKEN, TOKEN, "test-token-2"};
+    long long after[3];
+    for (int i = 0; i < 3; i++) {
+        resp r = request(s.port, "POST", "/v1/completions", who[i], body);
+        cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+        resp_free(&r);
+        after[i] = metrics_cached(s.port);
+    }
+    cr_assert_eq(after[0], 0, "the first request found %lld cached tokens", after[0]);
+    cr_assert_geq(after[1], 32, "the same token's second request reused only %lld", after[1]);
+    cr_assert_eq(after[2], after[1], "another token reused %lld cached tokens of the first's",
+                 after[2] - after[1]);
+    cr_assert_eq(server_stop(&s), 0);
+}
