@@ -127,6 +127,17 @@ const eng_model *eng_engine_model(const eng_engine *e);
 /* The prompt + output limit in effect (max_seq_len after defaults were applied). */
 int32_t eng_engine_max_seq_len(const eng_engine *e);
 
+/* The longest text prompt eng_submit will tokenize, in bytes: 64 bytes per position the engine
+ * can hold (real text averages 3-5 bytes per token). Longer text is ENG_ERR_TOO_LONG without
+ * tokenizing; front ends refuse request text over it before building a prompt. */
+size_t eng_engine_max_text_bytes(const eng_engine *e);
+
+/* Whether eng_submit would queue a request now: ENG_ERR_OVERLOAD (counted as rejected) when
+ * max_waiting requests already wait, ENG_ERR_CANCELLED while shutting down. Front ends call it
+ * before building and tokenizing a prompt, so an overloaded server refuses for the cost of a
+ * lock; eng_submit checks again. */
+eng_status eng_engine_admission_check(eng_engine *e, eng_err *err);
+
 /* ---- requests --------------------------------------------------------------------------- */
 
 /* Called on the step-loop thread whenever new output is readable or the request finished. */

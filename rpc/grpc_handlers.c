@@ -86,13 +86,28 @@ static grpc_status_code prompt_status(eng_status st)
                                      : GRPC_STATUS_INVALID_ARGUMENT;
 }
 
-/* The byte caps of rpc_request.h on segments, checked before anything is tokenized. NULL when
- * they hold, else a message in msg. */
-static const char *segments_check(const Serval__V1__Segments *sg, char *msg, size_t cap)
+/* Whether the engine would queue a request now (eng_engine_admission_check), asked before a
+ * prompt is built and tokenized. NULL when it would, else the engine's message in msg and
+ * *code the status an overload or shutdown answers. */
+static const char *admission(const gs_context *ctx, char *msg, size_t cap,
+                             grpc_status_code *code)
+{
+    eng_err err = {{0}};
+    eng_status st = eng_engine_admission_check(ctx->engine, &err);
+    if (st == ENG_OK) return NULL;
+    *code = st == ENG_ERR_OVERLOAD ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE;
+    snprintf(msg, cap, "%s", err.msg);
+    return msg;
+}
+
+/* The byte caps on segments (the engine's text cap on prefix + suffix, rpc_request.h's on
+ * snippets), checked before anything is tokenized. NULL when they hold, else a message in msg. */
+static const char *segments_check(const gs_context *ctx, const Serval__V1__Segments *sg,
+                                  char *msg, size_t cap)
 {
     const char *bad = rpc_bytes_check("segments.prefix + suffix",
                                       strlen(sg->prefix) + strlen(sg->suffix),
-                                      RPC_MAX_PROMPT_BYTES, msg, cap);
+                                      eng_engine_max_text_bytes(ctx->engine), msg, cap);
     for (size_t i = 0; !bad && i < sg->n_declarations && i < RPC_MAX_SNIPPETS; i++)
         bad = rpc_bytes_check("a declaration's body", strlen(sg->declarations[i]->body),
                               RPC_MAX_SNIPPET_BYTES, msg, cap);
@@ -148,12 +163,16 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
             p.text = rq->prompt;
             p.text_len = strlen(rq->prompt);
             if (p.text_len == 0) bad = "prompt is empty";
-            else if ((bad = rpc_bytes_check("prompt", p.text_len, RPC_MAX_PROMPT_BYTES, msg,
+            else if ((bad = rpc_bytes_check("prompt", p.text_len,
+                                            eng_engine_max_text_bytes(ctx->engine), msg,
                                             sizeof msg)))
                 code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS &&
-                   (bad = segments_check(rq->segments, msg, sizeof msg))) {
+                   (bad = segments_check(ctx, rq->segments, msg, sizeof msg))) {
             code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS &&
+                   (bad = admission(ctx, msg, sizeof msg, &code))) {
+            /* overloaded or stopping: refused before building the prompt */
         } else if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS) {
             eng_err err = {{0}};
             eng_status st = build_segments(ctx, rq->segments, &pr, &err);
@@ -204,7 +223,7 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
     size_t total = 0;
     for (size_t i = 0; !bad && i < rq->n_messages; i++) total += strlen(rq->messages[i]->content);
     if (!bad && (bad = rpc_bytes_check("messages' contents together", total,
-                                       RPC_MAX_PROMPT_BYTES, msg, sizeof msg)))
+                                       eng_engine_max_text_bytes(ctx->engine), msg, sizeof msg)))
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     for (size_t i = 0; !bad && i < rq->n_messages; i++) {
         const char *role = rq->messages[i]->role;
@@ -214,6 +233,7 @@ static void handle_chat(gs_call *c, const uint8_t *data, size_t len)
             bad = msg;
         }
     }
+    if (!bad) bad = admission(ctx, msg, sizeof msg, &code);
     if (!bad && !(msgs = calloc(rq->n_messages, sizeof *msgs))) {
         code = GRPC_STATUS_INTERNAL;
         bad = "out of memory";

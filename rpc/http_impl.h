@@ -115,9 +115,6 @@ typedef struct http_conn http_conn;
 
 /* The JSON nesting cap of every JSON body (checked on the raw bytes before parsing). */
 #define HTTP_MAX_JSON_DEPTH 64
-/* Text a request may carry for the model (prompt, messages, segments, /tokenize content):
- * at most this many bytes per context position, checked before tokenizing. */
-#define HTTP_BYTES_PER_POSITION 8
 /* One /v1/events body at most (Tabby's are under 2 KiB). */
 #define HTTP_EVENT_MAX_BYTES 8192
 

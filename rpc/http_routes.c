@@ -13,8 +13,6 @@
 #include "http_impl.h"
 #include "rpc_request.h"
 
-#define MAX_SNIPPETS 32
-#define MAX_MESSAGES 256
 
 /* ---- JSON field access with messages naming the field ----------------------------------- */
 
@@ -34,26 +32,34 @@ static void jfail(jerr *e, const char *fmt, const char *field)
     }
 }
 
-/* The text a request may carry for the model, in bytes (see HTTP_BYTES_PER_POSITION). */
-static size_t text_cap(const http_server *s)
+/* The cheap refusals before anything tokenizes a request's text (true: *ret holds the reply):
+ * text over the engine's cap (eng_engine_max_text_bytes: 413, or OpenAI's 400 naming the param
+ * on OpenAI routes) and, for a generation, an engine that would refuse it anyway (overloaded
+ * or shutting down: eng_engine_admission_check, 503). */
+static bool refused_before_tokenizing(http_req *r, bool openai, const char *param, size_t bytes,
+                                      bool generates, enum MHD_Result *ret)
 {
-    return (size_t)HTTP_BYTES_PER_POSITION * (size_t)eng_engine_max_seq_len(s->engine);
-}
-
-/* Refuses text longer than text_cap before anything tokenizes it: OpenAI's 400 naming the
- * param on OpenAI routes, 413 elsewhere. */
-static enum MHD_Result reply_text_too_long(http_req *r, bool openai, const char *param,
-                                           size_t bytes)
-{
-    size_t cap = text_cap(r->s);
-    if (openai)
-        return http_reply_invalid(r, true, param,
-                                  "%s is %zu bytes, more than the %zu bytes the context of %d "
-                                  "tokens can hold", param, bytes, cap,
-                                  eng_engine_max_seq_len(r->s->engine));
-    return http_reply_error(r, 413, "request_too_large",
-                            "%s is %zu bytes, more than the %zu bytes the context of %d tokens "
-                            "can hold", param, bytes, cap, eng_engine_max_seq_len(r->s->engine));
+    eng_engine *e = r->s->engine;
+    size_t cap = eng_engine_max_text_bytes(e);
+    if (bytes > cap) {
+        if (openai)
+            *ret = http_reply_invalid(r, true, param,
+                                      "%s is %zu bytes, more than the %zu bytes the context of %d "
+                                      "tokens can hold", param, bytes, cap,
+                                      eng_engine_max_seq_len(e));
+        else
+            *ret = http_reply_error(r, 413, "request_too_large",
+                                    "%s is %zu bytes, more than the %zu bytes the context of %d "
+                                    "tokens can hold", param, bytes, cap, eng_engine_max_seq_len(e));
+        return true;
+    }
+    eng_err err = {{0}};
+    eng_status st = generates ? eng_engine_admission_check(e, &err) : ENG_OK;
+    if (st != ENG_OK) {
+        *ret = http_reply_eng_error(r, st, err.msg);
+        return true;
+    }
+    return false;
 }
 
 /* Optional string: NULL when absent or null; a wrong type fails. */
@@ -251,7 +257,7 @@ static void snippets_from(json_t *seg, const char *key, prompt_snippet *out, siz
         const char *body = jstr(x, "body", field, e);
         if (e->set)
             return;
-        if (body && *n < MAX_SNIPPETS)
+        if (body && *n < RPC_MAX_SNIPPETS)
             out[(*n)++] = (prompt_snippet){fp, body};
     }
 }
@@ -314,8 +320,10 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
     eng_err err = {{0}};
     eng_status st;
-    if (raw && strlen(raw) > text_cap(s))
-        return reply_text_too_long(r, false, "debug_options.raw_prompt", strlen(raw));
+    enum MHD_Result refused;
+    if (raw && refused_before_tokenizing(r, false, "debug_options.raw_prompt", strlen(raw), true,
+                                         &refused))
+        return refused;
     if (raw) {
         st = prompt_build_raw(s->prompts, raw, strlen(raw), true, language ? language : "unknown",
                               &g.prompt, &err);
@@ -338,7 +346,7 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
         return http_reply_error(r, 422, "invalid_request_error", "segments.suffix must be a string");
     (void)jstr(seg, "filepath", "segments.filepath", &e);
     (void)jstr(seg, "git_url", "segments.git_url", &e);
-    prompt_snippet decl[MAX_SNIPPETS], chg[MAX_SNIPPETS], rec[MAX_SNIPPETS];
+    prompt_snippet decl[RPC_MAX_SNIPPETS], chg[RPC_MAX_SNIPPETS], rec[RPC_MAX_SNIPPETS];
     prompt_completion_input in = {
         .language = language ? language : "unknown",
         .prefix = json_string_value(pj), .prefix_len = json_string_length(pj),
@@ -358,8 +366,8 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
         for (size_t i = 0; json_is_array(a) && i < json_array_size(a); i++)
             text_bytes += json_string_length(json_object_get(json_array_get(a, i), "body"));
     }
-    if (text_bytes > text_cap(s))
-        return reply_text_too_long(r, false, "segments", text_bytes);
+    if (refused_before_tokenizing(r, false, "segments", text_bytes, true, &refused))
+        return refused;
     st = prompt_build_completion(s->prompts, &in, &g.prompt, &err);
     if (st != ENG_OK)
         return http_reply_eng_error(r, st, err.msg);
@@ -405,8 +413,9 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
     if (!json_is_string(pj))
         return http_reply_invalid(r, true, "prompt",
                                   "prompt must be a string (or an array of one string)");
-    if (json_string_length(pj) > text_cap(s))
-        return reply_text_too_long(r, true, "prompt", json_string_length(pj));
+    enum MHD_Result refused;
+    if (refused_before_tokenizing(r, true, "prompt", json_string_length(pj), true, &refused))
+        return refused;
     const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 1.0, &e);
@@ -487,8 +496,9 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return http_reply_invalid(r, openai, "messages",
                                   "messages must be a non-empty array of {role, content}");
-    if (json_array_size(msgs) > MAX_MESSAGES)
-        return http_reply_invalid(r, openai, "messages", "more than %d messages", MAX_MESSAGES);
+    if (json_array_size(msgs) > RPC_MAX_CHAT_MESSAGES)
+        return http_reply_invalid(r, openai, "messages", "more than %d messages",
+                                  RPC_MAX_CHAT_MESSAGES);
     size_t text_bytes = 0;
     for (size_t i = 0; i < json_array_size(msgs); i++) {
         json_t *c = json_object_get(json_array_get(msgs, i), "content");
@@ -497,11 +507,12 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
         for (size_t k = 0; json_is_array(c) && k < json_array_size(c); k++)
             text_bytes += json_string_length(json_object_get(json_array_get(c, k), "text"));
     }
-    if (text_bytes > text_cap(s))
-        return reply_text_too_long(r, openai, "messages", text_bytes);
+    enum MHD_Result refused;
+    if (refused_before_tokenizing(r, openai, "messages", text_bytes, true, &refused))
+        return refused;
     size_t n = json_array_size(msgs);
-    prompt_chat_message pm[MAX_MESSAGES];
-    char *contents[MAX_MESSAGES] = {0};
+    prompt_chat_message pm[RPC_MAX_CHAT_MESSAGES];
+    char *contents[RPC_MAX_CHAT_MESSAGES] = {0};
     enum MHD_Result res = MHD_YES;
     bool done = false;
     for (size_t i = 0; i < n && !e.set; i++) {
@@ -570,8 +581,9 @@ static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
     json_t *pj = json_object_get(req, "prompt");
     if (!json_is_string(pj))
         return http_reply_error(r, 422, "invalid_request_error", "prompt must be a string");
-    if (json_string_length(pj) > text_cap(s))
-        return reply_text_too_long(r, false, "prompt", json_string_length(pj));
+    enum MHD_Result refused;
+    if (refused_before_tokenizing(r, false, "prompt", json_string_length(pj), true, &refused))
+        return refused;
     const char *stops[RPC_MAX_CLIENT_STOPS];
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 0.8, &e);
@@ -611,8 +623,9 @@ static enum MHD_Result route_tokenize(http_req *r, json_t *req)
     json_t *c = json_object_get(req, "content");
     if (!json_is_string(c))
         return http_reply_error(r, 422, "invalid_request_error", "content must be a string");
-    if (json_string_length(c) > text_cap(s))
-        return reply_text_too_long(r, false, "content", json_string_length(c));
+    enum MHD_Result refused;
+    if (refused_before_tokenizing(r, false, "content", json_string_length(c), false, &refused))
+        return refused;
     jerr e = {0};
     bool add_special = jbool(req, "add_special", false, "add_special", &e);
     if (e.set)

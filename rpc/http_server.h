@@ -50,7 +50,7 @@ typedef struct http_server_config {
 /* What every route holds to, whatever a client sends: a JSON body nested deeper than 64
  * levels is refused before parsing (400); POST bodies must be Content-Type application/json
  * (415); each route has its own body cap (413; GET routes take none, /v1/events 8 KiB); text
- * meant for the model longer than 8 bytes per context position is refused before tokenizing
+ * meant for the model longer than eng_engine_max_text_bytes is refused before tokenizing
  * (413, or OpenAI's 400 naming the param on OpenAI routes); health without a token says only
  * {"status":"ok"}; CORS headers go only to cors_origins; error bodies name no server path.
  * With auth off nobody has an identity, so max_inflight_per_token does not apply. */

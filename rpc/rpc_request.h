@@ -21,14 +21,13 @@
 #define RPC_MAX_STOPS (RPC_MAX_PROMPT_STOPS + RPC_MAX_CLIENT_STOPS)
 
 /* Input caps both front ends apply before any tokenizing, so a huge request is refused for
- * the cost of a length check (the message-size limit bounds the rest):
- *   RPC_MAX_PROMPT_BYTES   a raw prompt; a completion's prefix + suffix; a chat's contents
- *                          together. More: refused (gRPC RESOURCE_EXHAUSTED, HTTP 413).
+ * the cost of a length check (the message-size limit bounds the rest). The text meant for the
+ * model (a raw prompt; a completion's prefix + suffix; a chat's contents together) is capped by
+ * the engine's eng_engine_max_text_bytes (gRPC RESOURCE_EXHAUSTED, HTTP 413); here:
  *   RPC_MAX_SNIPPET_BYTES  one snippet's or declaration's body. More: refused likewise.
  *   RPC_MAX_SNIPPETS       snippets per list (declarations, snippets, changed, recent); the
  *                          ones past it are dropped, as Tabby's server does.
  *   RPC_MAX_CHAT_MESSAGES  messages in one chat; more: refused (INVALID_ARGUMENT, HTTP 400). */
-#define RPC_MAX_PROMPT_BYTES ((size_t)1 << 20)
 #define RPC_MAX_SNIPPET_BYTES ((size_t)64 << 10)
 #define RPC_MAX_SNIPPETS 32
 #define RPC_MAX_CHAT_MESSAGES 256

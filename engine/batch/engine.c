@@ -261,6 +261,26 @@ static eng_status admission_locked(eng_engine *e, eng_err *err)
     return ENG_OK;
 }
 
+eng_status eng_engine_admission_check(eng_engine *e, eng_err *err)
+{
+    pthread_mutex_lock(&e->mu);
+    eng_status st = admission_locked(e, err);
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
+/* Positions a prompt + output can reach: max_seq_len, or the whole KV pool if smaller. */
+static int64_t max_positions(const eng_engine *e)
+{
+    int64_t pool_tokens = (int64_t)e->be->n_blocks * e->cfg.block_size;
+    return e->cfg.max_seq_len < pool_tokens ? e->cfg.max_seq_len : pool_tokens;
+}
+
+size_t eng_engine_max_text_bytes(const eng_engine *e)
+{
+    return (size_t)MAX_PROMPT_BYTES_PER_TOKEN * (size_t)max_positions(e) - 1;
+}
+
 eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
                       eng_err *err)
 {
@@ -274,17 +294,14 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     int64_t pool_tokens = (int64_t)e->be->n_blocks * c->block_size;
     /* Cheap refusals first, so a flood of huge prompts costs no tokenizing: a full queue (it
      * is checked again when queueing), then text too long to fit whatever it tokenizes to. */
-    pthread_mutex_lock(&e->mu);
-    st = admission_locked(e, err);
-    pthread_mutex_unlock(&e->mu);
+    st = eng_engine_admission_check(e, err);
     if (st != ENG_OK)
         return st;
-    int64_t max_positions = c->max_seq_len < pool_tokens ? c->max_seq_len : pool_tokens;
-    if (p->n_tokens == 0 && p->text_len / MAX_PROMPT_BYTES_PER_TOKEN >= (uint64_t)max_positions)
+    if (p->n_tokens == 0 && p->text_len > eng_engine_max_text_bytes(e))
         return eng_fail(err, ENG_ERR_TOO_LONG,
                         "the prompt is %zu bytes of text; this server accepts at most %lld "
                         "tokens, and refuses text over %d bytes per token without tokenizing it",
-                        p->text_len, (long long)max_positions - 1, MAX_PROMPT_BYTES_PER_TOKEN);
+                        p->text_len, (long long)max_positions(e) - 1, MAX_PROMPT_BYTES_PER_TOKEN);
     int32_t *ids = NULL, n = 0;
     if (p->n_tokens > 0) {
         for (int32_t i = 0; i < p->n_tokens; i++)

@@ -630,6 +630,9 @@ Test(engine, overload_returns_promptly, .timeout = 120)
     while (out.n_output_tokens == 0);
     for (int i = 1; i < 4; i++)
         cr_assert_eq(eng_submit(e, &p, &r[i], &err), ENG_OK, "%s", err.msg);
+    /* What front ends ask before building a prompt says the same as eng_submit. */
+    cr_assert_eq(eng_engine_admission_check(e, &err), ENG_ERR_OVERLOAD);
+    cr_assert(strstr(err.msg, "overloaded"), "message: %s", err.msg);
     eng_request *x = NULL;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
     cr_assert_eq(eng_submit(e, &p, &x, &err), ENG_ERR_OVERLOAD);
@@ -659,7 +662,8 @@ Test(engine, overload_returns_promptly, .timeout = 120)
     }
     eng_engine_stats s;
     wait_idle(e, &s);
-    cr_assert_eq(s.requests_rejected, 7, "the token prompt and six text prompts");
+    cr_assert_eq(s.requests_rejected, 8, "the admission check, the token prompt and six text "
+                 "prompts: each was a request refused");
     cr_assert_eq(s.requests_cancelled, 4);
     /* cancelled waiting requests give their queue slots back (they once leaked, and the
      * engine refused everything after a while) */
@@ -729,6 +733,11 @@ Test(engine, huge_text_prompt_refused_without_tokenizing, .timeout = 120)
     cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_ERR_TOO_LONG);
     cr_assert(strstr(err.msg, "bytes of text") && strstr(err.msg, "at most 1023 tokens"), "%s",
               err.msg);
+    /* The bound front ends check before building prompts is the one eng_submit applies. */
+    cr_assert_eq(eng_engine_max_text_bytes(e), 64 * 1024 - 1);
+    p.text_len = 64 * 1024; /* one byte over it: refused without tokenizing */
+    cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_ERR_TOO_LONG);
+    cr_assert(strstr(err.msg, "bytes of text"), "%s", err.msg);
     p.text_len = 64 * 1024 - 1; /* under the bound: tokenized, ~4k tokens, too many */
     cr_assert_eq(eng_submit(e, &p, &r, &err), ENG_ERR_TOO_LONG);
     cr_assert(strstr(err.msg, "tokens; this server accepts at most 1023"), "%s", err.msg);

@@ -1298,11 +1298,11 @@ Test(http, oversized_text_is_refused_before_tokenizing, .timeout = 60)
         cr_assert_lt(now_s() - t0, 2.0, "%s: answered in %.2f s", cases[i].path, now_s() - t0);
         free(body);
     }
-    /* /tokenize: up to 8 bytes per context position (2048 here). */
-    char *ok = big_body("{\"content\":\"%s\"}", 8 * 2048);
+    /* /tokenize: up to the engine's text cap, 64 bytes per context position (2048 here). */
+    char *ok = big_body("{\"content\":\"%s\"}", 64 * 2048 - 1);
     expect(p.port, "POST", "/tokenize", TOKEN, ok, 200, "tokens");
     free(ok);
-    char *over = big_body("{\"content\":\"%s\"}", 8 * 2048 + 1);
+    char *over = big_body("{\"content\":\"%s\"}", 64 * 2048);
     expect(p.port, "POST", "/tokenize", TOKEN, over, 413, "the context of 2048 tokens");
     free(over);
     inproc_stop(&p, 0);
