@@ -41,7 +41,7 @@ typedef struct serve_opts {
     cli_list tokens;
     const char *token_file;
     const char *data_dir;
-    bool no_auth, allow_readable_token_file;
+    bool no_auth, allow_readable_token_file, prefix_cache_per_token;
     long max_running, max_waiting, max_inflight, max_message_mb, drain_ms;
     long http_max_body_kb, http_timeout_s, http_client_timeout_s; /* HTTP shim limits */
     long http_rate, http_burst;
@@ -129,6 +129,11 @@ static int parse_serve(int argc, char **argv, serve_opts *o)
          "accept every request without a token (local use only; a loud warning with a --bind "
          "other than loopback)"},
         CLI_ENGINE_FLAGS(&o->eng),
+        {"--prefix-cache-per-token", NULL, CLI_FLAG_BOOL, &o->prefix_cache_per_token, NULL, 0, 0,
+         NULL,
+         "keep the prefix cache apart per token, so no user can tell from response times what "
+         "others sent; the cost: no reuse across tokens (a repository's context shared by many "
+         "users is computed once per token, and the KV cache holds every token's copy)"},
         {"--max-running", "N", CLI_FLAG_INT, &o->max_running, NULL, 1, 4096, NULL,
          "sequences decoded together at most (default 64)"},
         {"--max-waiting", "N", CLI_FLAG_INT, &o->max_waiting, NULL, 1, 1L << 20, NULL,
@@ -236,7 +241,8 @@ static eng_status setup_auth(const serve_opts *o, const char *data_dir, rpc_auth
     rpc_auth_config ac = {.tokens = o->tokens.items, .n_tokens = o->tokens.n,
                           .token_file = o->token_file, .data_dir = data_dir,
                           .no_auth = o->no_auth,
-                          .allow_readable_token_file = o->allow_readable_token_file};
+                          .allow_readable_token_file = o->allow_readable_token_file,
+                          .prefix_cache_per_token = o->prefix_cache_per_token};
     bool use_env = !o->no_auth && o->tokens.n == 0 && !o->token_file && env && *env;
     if (use_env) {
         ac.tokens = env_tokens;
@@ -254,6 +260,9 @@ static eng_status setup_auth(const serve_opts *o, const char *data_dir, rpc_auth
         fprintf(stderr, "serval: clients send the bearer token kept in %s\n", path);
     else if (use_env)
         fprintf(stderr, "serval: clients send the bearer token from $SERVAL_TOKEN\n");
+    if (o->no_auth && o->prefix_cache_per_token)
+        fprintf(stderr, "serval: --prefix-cache-per-token does nothing with --no-auth: without "
+                        "tokens every request shares one cache\n");
     if (o->no_auth && bind_is_loopback(o->bind))
         fprintf(stderr, "serval: --no-auth: every request is accepted without a token\n");
     else if (o->no_auth)

@@ -316,7 +316,8 @@ Test(cli, help_lists_every_flag)
             "--quiet", "--backend", "--cuda-fp16", "--no-cuda-graphs", "--model",
             "--allow-readable-token-file", "--tls-cert", "--tls-key", "--cors-origin",
             "--metrics-token", "--per-ip-connections", "--max-inflight-per-token",
-            "--generation-timeout-ms", "--max-streams-per-connection", "SERVAL_TOKEN"};
+            "--generation-timeout-ms", "--max-streams-per-connection", "SERVAL_TOKEN",
+            "--prefix-cache-per-token"};
         cr_assert_eq(rc, 0, "stderr: %s", err);
         for (size_t i = 0; i < sizeof serve_flags / sizeof serve_flags[0]; i++)
             cr_assert(strstr(out, serve_flags[i]), "no %s in: %s", serve_flags[i], out);
@@ -799,4 +800,54 @@ Test(serve, a_second_sigterm_ends_a_long_drain_at_once, .timeout = 120)
     cr_assert(log_has(s.log, "second signal (SIGTERM): ending drain now", 0));
     free(read_to_close(fd)); /* the stream ended with the process */
     served_free(&s);
+}
+
+/* The cached_tokens of the n-th logged HTTP generation (0-based), waiting for its line. */
+static int logged_cached_tokens(const char *log_path, int n)
+{
+    for (double t0 = now_s(); now_s() - t0 < 10; usleep(20 * 1000)) {
+        char *log = tu_read_file(log_path, NULL);
+        const char *p = log;
+        for (int i = 0; p && (p = strstr(p, "cached_tokens=")) && i < n; i++)
+            p++;
+        int v = p ? atoi(p + strlen("cached_tokens=")) : -1;
+        free(log);
+        if (p)
+            return v;
+    }
+    cr_assert_fail("no request line %d in: %s", n, log_text(log_path));
+    return -1;
+}
+
+/* Two tokens send the same long prompt: with --prefix-cache-per-token the second token reuses
+ * nothing of the first one's cache (it cannot learn from timing what the first sent), while
+ * each token still reuses its own; without the flag the second token reuses the first's. */
+Test(serve, prefix_cache_per_token_keeps_tokens_apart, .timeout = 120)
+{
+    if (serve_missing())
+        return;
+    const char *body = "{\"prompt\":\"def quicksort(items):\\n    if len(items) <= 1:\\n        "
+                       "return items\\n    pivot = items[len(items) // 2]\\n    left = [x for x "
+                       "in items if x < pivot]\\n    middle = [x for x in items if x == pivot]"
+                       "\\n\",\"max_tokens\":1,\"temperature\":0}";
+    for (int per_token = 0; per_token < 2; per_token++) {
+        const char *const extra[] = {"--token", "alice", "--token", "bob",
+                                     per_token ? "--prefix-cache-per-token" : NULL, NULL};
+        served s = serve_start(NULL, extra);
+        cr_assert_eq(http_status(s.http_port, "/v1/completions", "alice", body), 200);
+        cr_assert_eq(logged_cached_tokens(s.log, 0), 0, "a cold cache");
+        cr_assert_eq(http_status(s.http_port, "/v1/completions", "bob", body), 200);
+        int bob = logged_cached_tokens(s.log, 1);
+        cr_assert_eq(http_status(s.http_port, "/v1/completions", "alice", body), 200);
+        int alice_again = logged_cached_tokens(s.log, 2);
+        cr_assert_geq(alice_again, 32, "a token reuses its own prompt's blocks: %s",
+                      log_text(s.log));
+        if (per_token)
+            cr_assert_eq(bob, 0, "bob reused alice's cache: %s", log_text(s.log));
+        else
+            cr_assert_geq(bob, 32, "by default tokens share the cache: %s", log_text(s.log));
+        kill(s.pid, SIGTERM);
+        cr_assert_eq(serve_wait(&s, 15), 0);
+        served_free(&s);
+    }
 }
