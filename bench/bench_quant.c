@@ -2,7 +2,9 @@
  * cache) in GB/s of weight bytes next to this machine's measured copy bandwidth, and prompt
  * matmuls (n_tok=64, 512) in GFLOP/s, on SmolLM2-135M and 1B-class shapes, 1 and 2 threads.
  *
- * usage: bench_quant [--quick] [--best] [--type Q4_1|Q8_0|Q4_0|F16|...]
+ * usage: bench_quant [--quick] [--best] [--type Q4_1|Q8_0|Q4_0|Q5_0|Q4_K|F16|...]...
+ * (--type repeats; the types run in that order. The last columns are ns per weight row of the
+ * single-token matvec, 1 thread.)
  * Each figure is the median of REPEATS timed runs after warm-up (--best: the fastest run, the
  * steadier figure when other processes share the machine); 2 threads split the rows with the
  * engine's pool. */
@@ -119,6 +121,10 @@ static size_t weight_bytes(gguf_dtype t, int64_t n)
     case GGUF_DTYPE_Q4_1: return (size_t)n / 32 * 20;
     case GGUF_DTYPE_Q8_0: return (size_t)n / 32 * 34;
     case GGUF_DTYPE_Q6_K: return (size_t)n / 256 * 210;
+    case GGUF_DTYPE_Q5_0: return (size_t)n / 32 * 22;
+    case GGUF_DTYPE_Q5_1: return (size_t)n / 32 * 24;
+    case GGUF_DTYPE_Q4_K: return (size_t)n / 256 * 144;
+    case GGUF_DTYPE_Q5_K: return (size_t)n / 256 * 176;
     }
     return 0;
 }
@@ -200,7 +206,8 @@ static gguf_dtype parse_type(const char *s)
 {
     static const struct { const char *n; gguf_dtype t; } k[] = {
         {"F32", GGUF_DTYPE_F32},   {"F16", GGUF_DTYPE_F16},   {"BF16", GGUF_DTYPE_BF16}, {"Q4_0", GGUF_DTYPE_Q4_0},
-        {"Q4_1", GGUF_DTYPE_Q4_1}, {"Q8_0", GGUF_DTYPE_Q8_0}, {"Q6_K", GGUF_DTYPE_Q6_K}};
+        {"Q4_1", GGUF_DTYPE_Q4_1}, {"Q8_0", GGUF_DTYPE_Q8_0}, {"Q6_K", GGUF_DTYPE_Q6_K}, {"Q5_0", GGUF_DTYPE_Q5_0},
+        {"Q5_1", GGUF_DTYPE_Q5_1}, {"Q4_K", GGUF_DTYPE_Q4_K}, {"Q5_K", GGUF_DTYPE_Q5_K}};
     for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
         if (strcmp(s, k[i].n) == 0)
             return k[i].t;
@@ -218,6 +225,10 @@ static const char *type_name(gguf_dtype t)
     case GGUF_DTYPE_Q4_1: return "Q4_1";
     case GGUF_DTYPE_Q8_0: return "Q8_0";
     case GGUF_DTYPE_Q6_K: return "Q6_K";
+    case GGUF_DTYPE_Q5_0: return "Q5_0";
+    case GGUF_DTYPE_Q5_1: return "Q5_1";
+    case GGUF_DTYPE_Q4_K: return "Q4_K";
+    case GGUF_DTYPE_Q5_K: return "Q5_K";
     }
     return "?";
 }
@@ -248,6 +259,7 @@ static void bench_one(gguf_dtype t, const shape *sh, bool quick, bool best)
     float *y = malloc((size_t)(rows * max_tok) * sizeof *y);
     const double budget = quick ? 0.2 : 0.7;
     printf("%-5s %-14s %7.2f MB |", type_name(t), sh->name, (double)one / 1e6);
+    double ns_row[2] = {0, 0}; /* 1 thread: dram, hot */
     for (int threads = 1; threads <= 2; threads++) {
         eng_pool *pool = eng_pool_create(threads);
         if (!pool) {
@@ -258,12 +270,19 @@ static void bench_one(gguf_dtype t, const shape *sh, bool quick, bool best)
         stats hot = time_matmul(pool, t, W, 1, n, rows, act, 1, y, budget);
         printf(" %5.1f %5.1f", (double)one / (best ? cold.min : cold.med) / 1e9,
                (double)one / (best ? hot.min : hot.med) / 1e9);
+        if (threads == 1) {
+            ns_row[0] = (best ? cold.min : cold.med) * 1e9 / (double)rows;
+            ns_row[1] = (best ? hot.min : hot.med) * 1e9 / (double)rows;
+        }
         for (int64_t nt = 64; nt <= max_tok; nt *= 8) {
             stats mm = time_matmul(pool, t, W, 1, n, rows, act, nt, y, budget);
             printf(" %6.1f", 2.0 * (double)n * (double)rows * (double)nt / (best ? mm.min : mm.med) / 1e9);
         }
         eng_pool_free(pool);
-        printf(threads == 1 ? " |" : "\n");
+        if (threads == 1)
+            printf(" |");
+        else
+            printf(" | %6.1f %6.1f\n", ns_row[0], ns_row[1]);
         fflush(stdout);
     }
     free(W);
@@ -274,24 +293,24 @@ static void bench_one(gguf_dtype t, const shape *sh, bool quick, bool best)
 int main(int argc, char **argv)
 {
     bool quick = false, best = false;
-    gguf_dtype only = GGUF_DTYPE_F32;
-    bool have_only = false;
+    gguf_dtype only[16];
+    size_t n_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
         } else if (strcmp(argv[i], "--best") == 0) {
             best = true;
-        } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc) {
-            only = parse_type(argv[++i]);
-            have_only = true;
+        } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc && n_only < 16) {
+            only[n_only++] = parse_type(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--best] [--type Q4_1|Q8_0|Q4_0|F16|BF16|F32|Q6_K]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--best] [--type T]... (T: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32)\n",
+                    argv[0]);
             return 2;
         }
     }
     static const shape shapes[] = {
         {"576->576", 576, 576},     {"576->1536", 576, 1536},   {"1536->576", 1536, 576},
-        {"576->49152", 576, 49152}, {"2048->8192", 2048, 8192},
+        {"576->49152", 576, 49152}, {"2048->8192", 2048, 8192}, {"8192->2048", 8192, 2048},
     };
     static const gguf_dtype types[] = {GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q4_0, GGUF_DTYPE_F16};
 
@@ -306,19 +325,17 @@ int main(int argc, char **argv)
     printf("matvec GB/s of weight bytes (dram = weights streamed past the caches, hot = cache-resident);\n"
            "matmul GFLOP/s for 64 and 512 tokens; %s of %d repeats after warm-up\n", best ? "best" : "median",
            REPEATS);
-    printf("%-5s %-14s %10s | %23s | %23s\n", "type", "[in->out]", "weights", "1 thread", "2 threads");
-    printf("%-5s %-14s %10s | %5s %5s %6s %6s | %5s %5s %6s %6s\n", "", "", "", "dram", "hot", "mm64", "mm512",
-           "dram", "hot", "mm64", "mm512");
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        if (have_only && types[ti] != only)
-            continue;
+    printf("%-5s %-14s %10s | %23s | %23s | %13s\n", "type", "[in->out]", "weights", "1 thread", "2 threads",
+           "ns/row 1 thr");
+    printf("%-5s %-14s %10s | %5s %5s %6s %6s | %5s %5s %6s %6s | %6s %6s\n", "", "", "", "dram", "hot", "mm64",
+           "mm512", "dram", "hot", "mm64", "mm512", "dram", "hot");
+    /* --type (repeatable) picks the types and their order; the default is the four below */
+    const gguf_dtype *run = n_only ? only : types;
+    const size_t n_run = n_only ? n_only : sizeof types / sizeof types[0];
+    for (size_t ti = 0; ti < n_run; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            bench_one(types[ti], &shapes[si], quick, best);
-    }
-    if (have_only && only != GGUF_DTYPE_Q4_1 && only != GGUF_DTYPE_Q8_0 && only != GGUF_DTYPE_Q4_0 &&
-        only != GGUF_DTYPE_F16)
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            bench_one(only, &shapes[si], quick, best);
+            if (shapes[si].n % gguf_dtype_block_elems(run[ti]) == 0) /* K-quants: rows of 256s */
+                bench_one(run[ti], &shapes[si], quick, best);
 
     /* the scalar reference, for scale */
     {

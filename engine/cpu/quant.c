@@ -89,6 +89,10 @@ size_t quant_weight_row_bytes(gguf_dtype t, int64_t n)
     case GGUF_DTYPE_Q4_1: return (size_t)(n / QK4_1) * sizeof(block_q4_1);
     case GGUF_DTYPE_Q8_0: return (size_t)(n / QK8_0) * sizeof(block_q8_0);
     case GGUF_DTYPE_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q6_K);
+    case GGUF_DTYPE_Q5_0: return (size_t)(n / QK5_0) * sizeof(block_q5_0);
+    case GGUF_DTYPE_Q5_1: return (size_t)(n / QK5_1) * sizeof(block_q5_1);
+    case GGUF_DTYPE_Q4_K: return (size_t)(n / QK_K) * sizeof(block_q4_K);
+    case GGUF_DTYPE_Q5_K: return (size_t)(n / QK_K) * sizeof(block_q5_K);
     }
     ENG_ASSERT(!"unknown dtype");
     return 0;
@@ -120,6 +124,56 @@ static void dequant_q6_K(const block_q6_K *x, float *y, int64_t nb)
             ql += 64;
             qh += 32;
             sc += 8;
+        }
+    }
+}
+
+/* Q5_0 (min == NULL: x = d*(q-16)) and Q5_1 (x = d*q + m) share the 5-bit packing. */
+static void dequant_q5(const uint8_t *blk, size_t bsize, bool has_min, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, blk += bsize, y += 32) {
+        uint16_t dh, mh = 0;
+        memcpy(&dh, blk, 2);
+        if (has_min)
+            memcpy(&mh, blk + 2, 2);
+        const uint8_t *p = blk + (has_min ? 4 : 2);
+        uint32_t qh;
+        memcpy(&qh, p, 4);
+        const uint8_t *qs = p + 4;
+        const float d = quant_h2f(dh), m = quant_h2f(mh);
+        const int off = has_min ? 0 : 16;
+        for (int j = 0; j < 16; j++) {
+            const int x0 = (int)((qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - off;
+            const int x1 = (int)((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - off;
+            y[j] = has_min ? x0 * d + m : x0 * d;
+            y[j + 16] = has_min ? x1 * d + m : x1 * d;
+        }
+    }
+}
+
+/* Q4_K and Q5_K (qh == NULL for Q4_K): x = d*sc*q - dmin*m per sub-block of 32. */
+static void dequant_k45(const uint8_t *blk, size_t bsize, bool five, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, blk += bsize) {
+        uint16_t dh, mh;
+        memcpy(&dh, blk, 2);
+        memcpy(&mh, blk + 2, 2);
+        const float d = quant_h2f(dh), dmin = quant_h2f(mh);
+        const uint8_t *scales = blk + 4;
+        const uint8_t *qh = blk + 4 + K_SCALE_SIZE;
+        const uint8_t *q = five ? qh + QK_K / 8 : qh;
+        for (int g = 0; g < 4; g++, q += 32, y += 64) {
+            uint8_t sc, m;
+            quant_k_scale_min(2 * g, scales, &sc, &m);
+            const float d1 = d * sc, m1 = dmin * m;
+            quant_k_scale_min(2 * g + 1, scales, &sc, &m);
+            const float d2 = d * sc, m2 = dmin * m;
+            for (int l = 0; l < 32; l++) {
+                const int h1 = five ? ((qh[l] >> (2 * g)) & 1) << 4 : 0;
+                const int h2 = five ? ((qh[l] >> (2 * g + 1)) & 1) << 4 : 0;
+                y[l] = d1 * ((q[l] & 0xF) + h1) - m1;
+                y[l + 32] = d2 * ((q[l] >> 4) + h2) - m2;
+            }
         }
     }
 }
@@ -184,6 +238,10 @@ void quant_dequant_row(gguf_dtype t, const void *src, float *dst, int64_t n)
     case GGUF_DTYPE_Q6_K:
         dequant_q6_K(src, dst, nb);
         return;
+    case GGUF_DTYPE_Q5_0: dequant_q5(src, sizeof(block_q5_0), false, dst, nb); return;
+    case GGUF_DTYPE_Q5_1: dequant_q5(src, sizeof(block_q5_1), true, dst, nb); return;
+    case GGUF_DTYPE_Q4_K: dequant_k45(src, sizeof(block_q4_K), false, dst, nb); return;
+    case GGUF_DTYPE_Q5_K: dequant_k45(src, sizeof(block_q5_K), true, dst, nb); return;
     }
 }
 /* ---- activation quantisation ------------------------------------------------------------- */
@@ -196,8 +254,12 @@ size_t quant_act_row_bytes(gguf_dtype wtype, int64_t n)
     case GGUF_DTYPE_F16:
     case GGUF_DTYPE_BF16: return (size_t)n * sizeof(float);
     case GGUF_DTYPE_Q4_0: return quant_q4_0_lane_off(n / QK8_0) + (size_t)(n / QK8_0) * 32;
+    case GGUF_DTYPE_Q5_0:
     case GGUF_DTYPE_Q8_0: return quant_q8_0_tail_off(n / QK8_0) + (size_t)(n / QK8_0) * 4;
+    case GGUF_DTYPE_Q5_1:
     case GGUF_DTYPE_Q4_1: return quant_q8_1_tail_off(n / QK8_1) + (size_t)(n / QK8_1) * 8;
+    case GGUF_DTYPE_Q4_K:
+    case GGUF_DTYPE_Q5_K:
     case GGUF_DTYPE_Q6_K: return (size_t)(n / QK_K) * sizeof(block_q8_K);
     }
     return 0;
@@ -261,6 +323,7 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
         memcpy(act, x, (size_t)n * sizeof(float));
         return;
     case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q5_0:
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
@@ -279,7 +342,8 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
         }
         return;
     }
-    case GGUF_DTYPE_Q4_1: {
+    case GGUF_DTYPE_Q4_1:
+    case GGUF_DTYPE_Q5_1: {
         const int64_t nb = n / QK8_1;
         block_q8_1 *y = act;
         float *tail = (float *)(a + quant_q8_1_tail_off(nb));
@@ -293,6 +357,8 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
         }
         return;
     }
+    case GGUF_DTYPE_Q4_K:
+    case GGUF_DTYPE_Q5_K:
     case GGUF_DTYPE_Q6_K:
         act_q8_K(x, act, n / QK_K);
         return;
@@ -309,16 +375,20 @@ void quant_act_dequant(gguf_dtype wtype, const void *act, float *dst, int64_t n)
         memcpy(dst, act, (size_t)n * sizeof(float));
         return;
     case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q5_0:
     case GGUF_DTYPE_Q8_0:
         quant_dequant_row(GGUF_DTYPE_Q8_0, act, dst, n);
         return;
-    case GGUF_DTYPE_Q4_1: {
+    case GGUF_DTYPE_Q4_1:
+    case GGUF_DTYPE_Q5_1: {
         const block_q8_1 *y = act;
         for (int64_t i = 0; i < n / 32; i++)
             for (int j = 0; j < 32; j++)
                 dst[i * 32 + j] = y[i].qs[j] * quant_h2f(y[i].d);
         return;
     }
+    case GGUF_DTYPE_Q4_K:
+    case GGUF_DTYPE_Q5_K:
     case GGUF_DTYPE_Q6_K: {
         const block_q8_K *y = act;
         for (int64_t i = 0; i < n / QK_K; i++)

@@ -5,10 +5,15 @@
  *   Q4_0: 32 elems, 18 B = d | 16 B nibbles (low nibbles = elems 0..15, high = 16..31), x = d*(q-8)
  *   Q4_1: 32 elems, 20 B = d | m | 16 B nibbles,                                  x = d*q + m
  *   Q8_0: 32 elems, 34 B = d | 32 × int8,                                          x = d*q
+ *   Q5_0: 32 elems, 22 B = d | qh[4] | 16 B nibbles; bit e of qh (u32) is bit 4 of elem e, x = d*(q-16)
+ *   Q5_1: 32 elems, 24 B = d | m | qh[4] | 16 B nibbles,                            x = d*q + m
+ *   Q4_K: 256 elems, 144 B = d | dmin | scales[12] (8 × 6-bit scale and min) | qs[128],
+ *         x = d*sc*q - dmin*m per sub-block of 32
+ *   Q5_K: 256 elems, 176 B = d | dmin | scales[12] | qh[32] | qs[128] (Q4_K plus a 5th bit)
  *   Q6_K: 256 elems, 210 B = ql[128] | qh[64] | scales[16] int8 | d (fp16)
  * Activations are quantised per row to the format each weight type multiplies against, as
- * llama.cpp does (so results agree with it): Q8_0 for Q4_0/Q8_0, Q8_1 (d | s=d*sum(q) | 32 × int8,
- * 36 B) for Q4_1, Q8_K for Q6_K, plain f32 for F32/F16/BF16 weights. Activation quantisation
+ * llama.cpp does (so results agree with it): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 (d | s=d*sum(q) |
+ * 32 × int8, 36 B) for Q4_1/Q5_1, Q8_K for Q4_K/Q5_K/Q6_K, plain f32 for F32/F16/BF16 weights. Activation quantisation
  * reproduces llama.cpp's x86 build (d = amax/127, q = round-half-even(x * 127/amax)); an
  * activation row holds those GGML blocks followed by float copies of their scales, so use
  * quant_act_row_bytes for its size and treat it as opaque.
@@ -34,7 +39,7 @@ uint16_t quant_f32_to_bf16(float f); /* round to nearest even */
 /* Dequantises n elements (n a multiple of the block size) of `src` to f32. */
 void quant_dequant_row(gguf_dtype t, const void *src, float *dst, int64_t n);
 
-/* Quantises n floats to dtype t (F32, F16, BF16, Q4_0, Q4_1, Q8_0; Q6_K too). */
+/* Quantises n floats to dtype t (any type above) with llama.cpp's quantize_row_*_ref. */
 void quant_quantize_row(gguf_dtype t, const float *src, void *dst, int64_t n);
 
 /* Bytes one activation row of n elements takes once quantised for weights of type t. */

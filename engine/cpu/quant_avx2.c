@@ -9,6 +9,13 @@
  * single-token tile is ROW_LANES rows. Every tile runs the same per-pair operations as the
  * scalar reference, so all agree bit for bit whatever the batch shape.
  *
+ * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0
+ * as signed bytes, like Q8_0).
+ *
+ * Q4_K, Q5_K: llama.cpp's 256-bit per-pair kernel (eight int32 lanes per super-block, one fma),
+ * one row × 4 tokens for prompts (weights unpacked once per four tokens), one row at a time
+ * for a single token.
+ *
  * Q6_K: each SIMD lane is one (row, token) pair running one per-block chain (exact int32 block
  * sum S, then acc = fma(S, d_w*d_a, acc)); the partial sums of four pairs are reduced together
  * (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
@@ -153,7 +160,12 @@ AVX2_INLINE void store_lanes(__m128 v, float *p, int64_t stride, int n)
  * (exact), one cvt and one fma with the broadcast d_w*d_a fold them in. 128-bit halves rather
  * than 256-bit vectors: the same work on Zen 1's 128-bit units, and one broadcast of d serves
  * both halves. */
-enum { K_Q4_0, K_Q4_1, K_Q8_0 };
+enum { K_Q4_0, K_Q4_1, K_Q8_0, K_Q5_0, K_Q5_1 };
+
+/* Kinds whose blocks carry a min (d | m | ...) and whose activations are Q8_1. */
+#define HAS_MIN(k) ((k) == K_Q4_1 || (k) == K_Q5_1)
+/* Kinds whose weights are signed bytes (|w| to maddubs, the sign moved onto the activation). */
+#define SIGNED_W(k) ((k) == K_Q8_0 || (k) == K_Q5_0)
 
 typedef struct q_geom {
     size_t wblk, wqs; /* weight block bytes, offset of its quants */
@@ -161,7 +173,11 @@ typedef struct q_geom {
 } q_geom;
 
 #define Q_GEOM(k)                                                                                      \
-    ((k) == K_Q4_1   ? (q_geom){sizeof(block_q4_1), offsetof(block_q4_1, qs), sizeof(block_q8_1),      \
+    ((k) == K_Q5_0   ? (q_geom){sizeof(block_q5_0), offsetof(block_q5_0, qs), sizeof(block_q8_0),      \
+                                offsetof(block_q8_0, qs)}                                              \
+     : (k) == K_Q5_1 ? (q_geom){sizeof(block_q5_1), offsetof(block_q5_1, qs), sizeof(block_q8_1),      \
+                                offsetof(block_q8_1, qs)}                                              \
+     : (k) == K_Q4_1 ? (q_geom){sizeof(block_q4_1), offsetof(block_q4_1, qs), sizeof(block_q8_1),      \
                               offsetof(block_q8_1, qs)}                                                \
      : (k) == K_Q4_0 ? (q_geom){sizeof(block_q4_0), offsetof(block_q4_0, qs), sizeof(block_q8_0),      \
                                 offsetof(block_q8_0, qs)}                                              \
@@ -169,8 +185,9 @@ typedef struct q_geom {
                                 offsetof(block_q8_0, qs)})
 
 /* One weight block as maddubs' unsigned operands for elements 0..15 (lo) and 16..31 (hi): the
- * nibbles for Q4_0 / Q4_1 (Q4_0's -8 comes back through the activation's lane offsets), |w|
- * for Q8_0 with the signs left in slo / shi for the activations, as llama.cpp does. */
+ * nibbles for Q4_0 / Q4_1 (Q4_0's -8 comes back through the activation's lane offsets), the
+ * 5-bit values for Q5_1, |w| for Q8_0 and Q5_0 (q - 16) with the signs left in slo / shi for
+ * the activations, as llama.cpp does. */
 typedef struct wprep {
     __m128i lo, hi, slo, shi;
 } wprep;
@@ -182,6 +199,26 @@ AVX2_INLINE wprep wprepare(const int kind, const uint8_t *x)
     if (kind == K_Q8_0) {
         p.slo = load128(x + g.wqs);
         p.shi = load128(x + g.wqs + 16);
+    } else if (kind == K_Q5_0 || kind == K_Q5_1) {
+        /* bit e of qh to byte e: 0xFF where set (llama.cpp's bytes_from_bits_32, per half) */
+        const __m128i qh = load_u32(x + g.wqs - 4), bm = _mm_set1_epi64x((long long)0x8040201008040201ULL);
+        const __m128i blo = _mm_cmpeq_epi8(
+            _mm_and_si128(_mm_shuffle_epi8(qh, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bm), bm);
+        const __m128i bhi = _mm_cmpeq_epi8(
+            _mm_and_si128(_mm_shuffle_epi8(qh, _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bm), bm);
+        const __m128i q = load128(x + g.wqs), m = _mm_set1_epi8(0x0F);
+        const __m128i nlo = _mm_and_si128(q, m), nhi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+        if (kind == K_Q5_1) {
+            const __m128i b4 = _mm_set1_epi8(0x10);
+            p.lo = _mm_or_si128(nlo, _mm_and_si128(blo, b4));
+            p.hi = _mm_or_si128(nhi, _mm_and_si128(bhi, b4));
+            p.slo = p.shi = _mm_setzero_si128();
+            return p;
+        }
+        /* q - 16 as a signed byte: the nibble, with 0xF0 where bit 4 is clear */
+        const __m128i f0 = _mm_set1_epi8((char)0xF0);
+        p.slo = _mm_or_si128(nlo, _mm_andnot_si128(blo, f0));
+        p.shi = _mm_or_si128(nhi, _mm_andnot_si128(bhi, f0));
     } else {
         const __m128i q = load128(x + g.wqs), m = _mm_set1_epi8(0x0F);
         p.lo = _mm_and_si128(q, m);
@@ -200,7 +237,7 @@ AVX2_INLINE void lane_sums(const int kind, const wprep *p, const uint8_t *aq, co
                            __m128 *phi)
 {
     __m128i alo = load128(aq), ahi = load128(aq + 16);
-    if (kind == K_Q8_0) {
+    if (SIGNED_W(kind)) {
         alo = _mm_sign_epi8(alo, p->slo);
         ahi = _mm_sign_epi8(ahi, p->shi);
     }
@@ -233,7 +270,7 @@ AVX2_INLINE void act_scales4(const int kind, const uint8_t *const t[4], int64_t 
 {
     for (int64_t b = 0; b < nb; b++) {
         for (int k = 0; k < 4; k++) {
-            if (kind == K_Q4_1) {
+            if (HAS_MIN(kind)) {
                 memcpy(sc + 8 * b + k, t[k] + 8 * b, sizeof(float));
                 memcpy(sc + 8 * b + 4 + k, t[k] + 8 * b + 4, sizeof(float));
             } else {
@@ -256,9 +293,9 @@ AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint
         const uint8_t *x = w + g.wblk * (size_t)b;
         const size_t ao = g.ablk * (size_t)b + g.aqs;
         const wprep p = wprepare(kind, x);
-        const __m128 dm = _mm_cvtph_ps(kind == K_Q4_1 ? load_u32(x) : load_u16(x)); /* d_w, m_w */
+        const __m128 dm = _mm_cvtph_ps(HAS_MIN(kind) ? load_u32(x) : load_u16(x)); /* d_w, m_w */
         const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(dm), _mm_loadu_ps(sc + 8 * b)); /* d_w*d_a per token */
-        if (kind == K_Q4_1)
+        if (HAS_MIN(kind))
             summs = _mm_fmadd_ps(_mm_permute_ps(dm, 0x55), _mm_loadu_ps(sc + 8 * b + 4), summs);
         __m128 pl, ph, d;
         lane_sums(kind, &p, a[0] + ao, a[0] + lo_off + 32 * (size_t)b, &pl, &ph);
@@ -279,7 +316,7 @@ AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint
         hi3 = _mm_fmadd_ps(ph, d, hi3);
     }
     __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
-    if (kind == K_Q4_1)
+    if (HAS_MIN(kind))
         res = _mm_add_ps(res, summs);
     store_lanes(res, y, ldy, T);
 }
@@ -290,7 +327,7 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
 {
     const q_geom g = Q_GEOM(kind);
     const uint8_t *tail = a + tail_off;
-    const size_t tstride = kind == K_Q4_1 ? 8 : 4;
+    const size_t tstride = HAS_MIN(kind) ? 8 : 4;
     const uint8_t *lanes = a + (kind == K_Q4_0 ? quant_q4_0_lane_off(nb) : 0);
     __m128 lo0 = _mm_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
     __m128 summs = lo0;
@@ -300,12 +337,12 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
         const size_t wo = g.wblk * (size_t)b;
         prefetch_step(pp, b);
         __m128 d4, m4 = _mm_setzero_ps();
-        if (kind == K_Q4_1)
+        if (HAS_MIN(kind))
             gather_dm4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo, &d4, &m4);
         else
             d4 = gather_d4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo);
         const __m128 dd = _mm_mul_ps(d4, _mm_broadcast_ss(ts)); /* d_w*d_a per row */
-        if (kind == K_Q4_1)
+        if (HAS_MIN(kind))
             summs = _mm_fmadd_ps(m4, _mm_broadcast_ss(ts + 1), summs);
         __m128 pl, ph, d;
         wprep p = wprepare(kind, wr[0] + wo);
@@ -330,7 +367,7 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
         hi3 = _mm_fmadd_ps(ph, d, hi3);
     }
     __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
-    if (kind == K_Q4_1)
+    if (HAS_MIN(kind))
         res = _mm_add_ps(res, summs);
     return res;
 }
@@ -425,6 +462,84 @@ AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t
         acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, _mm_set1_ps(ya->d)), acc);
     }
     return acc;
+}
+
+/* ---- Q4_K / Q5_K weights × Q8_K activations ------------------------------------------------ */
+
+/* One row × NT tokens (NT = 1 or 4; a[]: activation rows, repeats allowed; results for the
+ * first T), in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order (quant_impl.h): per super-block and
+ * token, eight int32 lanes sumi (maddubs, madd with the sub-block's scale), one fma with
+ * d = d_a*d_w; the mins through the activation's bsums. The weight sub-blocks are unpacked once
+ * for the NT tokens. */
+AVX2_INLINE void k_tile(const int five, const int NT, const uint8_t *w, int64_t nb, const uint8_t *const a[4], int T,
+                        float *y, int64_t ldy)
+{
+    const size_t bsize = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256 acc[4];
+    __m128 accm[4];
+    float summs[4];
+    for (int t = 0; t < NT; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = _mm_setzero_ps();
+        summs[t] = 0.0f;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *x = w + bsize * (size_t)b;
+        uint16_t dh, mh;
+        memcpy(&dh, x, 2);
+        memcpy(&mh, x + 2, 2);
+        const float dw = h2f(dh), mw = h2f(mh);
+        /* the 12 scale bytes to 8 scales | 8 mins (llama.cpp's utmp shuffle) */
+        uint32_t utmp[4];
+        memcpy(utmp, x + 4, K_SCALE_SIZE);
+        utmp[3] = ((utmp[2] >> 4) & 0x0f0f0f0fu) | (((utmp[1] >> 6) & 0x03030303u) << 4);
+        const uint32_t uaux = utmp[1] & 0x3f3f3f3fu;
+        utmp[1] = (utmp[2] & 0x0f0f0f0fu) | (((utmp[0] >> 6) & 0x03030303u) << 4);
+        utmp[2] = uaux;
+        utmp[0] &= 0x3f3f3f3fu;
+        uint8_t scb[16];
+        memcpy(scb, utmp, 16);
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(scb + 8)));
+        const uint8_t *qh = x + 4 + K_SCALE_SIZE, *qs = five ? qh + QK_K / 8 : qh;
+        const __m256i hb = five ? load256(qh) : _mm256_setzero_si256();
+        const block_q8_K *ya[4];
+        __m256i sumi[4];
+        for (int t = 0; t < NT; t++) {
+            ya[t] = (const block_q8_K *)a[t] + b;
+            sumi[t] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; s++) {
+            const __m256i l = load256(qs + 32 * (s / 2));
+            __m256i q = (s & 1) ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+            if (five) {
+                const __m256i h = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(s)), one);
+                q = _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+            }
+            const __m256i sc = _mm256_set1_epi16((short)scb[s]);
+            for (int t = 0; t < NT; t++) {
+                const __m256i p = _mm256_maddubs_epi16(q, load256(ya[t]->qs + 32 * s));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+            }
+        }
+        for (int t = 0; t < NT; t++) {
+            const float d = ya[t]->d * dw, dmin = -ya[t]->d * mw;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            const __m256i bs = load256(ya[t]->bsums);
+            const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            const __m128i prod = _mm_madd_epi16(mins16, q8s);
+            if (five) {
+                __m128i m = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+                m = _mm_add_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
+                summs[t] = fmaf(dmin, (float)_mm_cvtsi128_si32(m), summs[t]);
+            } else {
+                accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        y[t * ldy] = hsum256(acc[t]) + (five ? summs[t] : hsum128(accm[t]));
 }
 
 /* ---- row drivers for the quantised types -------------------------------------------------- */
@@ -533,6 +648,34 @@ AVX2 static void row_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra,
         store_rows(&acc, 1, y, r, rb);
     }
 }
+
+DEFINE_Q_ROW(row_q5_0, K_Q5_0)
+DEFINE_Q_ROW(row_q5_1, K_Q5_1)
+#define tok4_q5_0_row1 row_q5_0
+#define tok4_q5_1_row1 row_q5_1
+DEFINE_Q_TOK4(tok4_q5_0, K_Q5_0)
+DEFINE_Q_TOK4(tok4_q5_1, K_Q5_1)
+
+#define DEFINE_K(name, five)                                                                      \
+    AVX2 static void tok4_##name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, \
+                                 const uint8_t *const a[4], size_t tail_off, int T, float *y,       \
+                                 int64_t ldy)                                                       \
+    {                                                                                               \
+        (void)tail_off;                                                                             \
+        for (int64_t r = ra; r < rb; r++)                                                           \
+            k_tile(five, 4, W + (size_t)r * wrow, nb, a, T, y + r, ldy);                            \
+    }                                                                                               \
+    AVX2 static void row_##name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,  \
+                                const uint8_t *a, size_t tail_off, float *y)                        \
+    {                                                                                               \
+        (void)tail_off;                                                                             \
+        const uint8_t *const aa[4] = {a, a, a, a};                                                  \
+        for (int64_t r = ra; r < rb; r++)                                                           \
+            k_tile(five, 1, W + (size_t)r * wrow, nb, aa, 1, y + r, 1);                             \
+    }
+
+DEFINE_K(q4_K, 0)
+DEFINE_K(q5_K, 1)
 
 /* ---- F32 / F16 / BF16 × f32 -------------------------------------------------------------- */
 
@@ -669,6 +812,14 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
         tok4 = tok4_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q6_K: tok4 = tok4_q6_K, row = row_q6_K, nb = n / QK_K; break;
+    case GGUF_DTYPE_Q5_0:
+        tok4 = tok4_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
+        break;
+    case GGUF_DTYPE_Q5_1:
+        tok4 = tok4_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
+        break;
+    case GGUF_DTYPE_Q4_K: tok4 = tok4_q4_K, row = row_q4_K, nb = n / QK_K; break;
+    case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;
     }
     const size_t wrow = quant_weight_row_bytes(wtype, n);
     const size_t arow = quant_act_row_bytes(wtype, n);
@@ -739,6 +890,7 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
     uint8_t *a = act;
     switch (wtype) {
     case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q5_0:
     case GGUF_DTYPE_Q8_0: {
         const int64_t nb = n / QK8_0;
         block_q8_0 *y = act;
@@ -758,7 +910,8 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
         }
         return;
     }
-    case GGUF_DTYPE_Q4_1: {
+    case GGUF_DTYPE_Q4_1:
+    case GGUF_DTYPE_Q5_1: {
         const int64_t nb = n / QK8_1;
         block_q8_1 *y = act;
         float *tail = (float *)(a + quant_q8_1_tail_off(nb));

@@ -5,8 +5,9 @@
  * An activation row of n elements for weight type t is laid out as:
  *   Q8_0 act (Q8_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d
  *   Q8_0 act (Q4_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d | nb × i32 off[8]
- *   Q8_1 act (Q4_1 weights):       nb × block_q8_1 | nb × {f32 d, f32 s}
- *   Q8_K act (Q6_K weights):       nb × block_q8_K
+ *   Q8_0 act (Q5_0 weights):       as for Q8_0 weights
+ *   Q8_1 act (Q4_1, Q5_1 weights): nb × block_q8_1 | nb × {f32 d, f32 s}
+ *   Q8_K act (Q4_K, Q5_K, Q6_K):   nb × block_q8_K
  *   f32 act  (F32, F16, BF16):     n × f32
  * The tails repeat what the blocks hold (d and s widened from fp16 exactly), so the SIMD
  * kernels load a scale with one load instead of converting fp16 per row; off[j] = 8 * (the sum
@@ -22,6 +23,26 @@
  * Q4_1 also runs summs = fma(m_w, s_a, summs) over the blocks and returns result + summs.
  * (d_w*d_a and m_w*s_a multiply two fp16 values, so they are exact in f32.)
  * Q6_K keeps one chain: S_b = sum(q_w*q_a) (-32 included), acc = fma((float)S_b, d_w*d_a, acc).
+ *
+ * Q5_0 × Q8_0 and Q5_1 × Q8_1 follow ggml_vec_dot_q5_0_q8_0 / _q5_1_q8_1 (AVX2): the same eight
+ * lanes as Q4_0 / Q4_1, p_j over elements 4j..4j+3 of the 5-bit values (Q5_0's -16 included;
+ * bit e of qh is bit 4 of element e), acc[j] = fma((float)p_j, d_w*d_a, acc[j]), hsum_float_8;
+ * Q5_1 adds summs = fma(m_w, s_a, summs) as Q4_1 does.
+ *
+ * Q4_K × Q8_K and Q5_K × Q8_K follow ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K (AVX2). A super-block
+ * is eight sub-blocks of 32 with 6-bit scales sc[s] and mins m[s] (get_scale_min_k4). Per block:
+ *   sumi[j] = sum over s of sc[s] * (sum of q_w*q_a over elements 32s+4j..32s+4j+3), exact int32
+ *   d = d_a * d_w (f32 product, rounded);  acc[j] = fma(d, (float)sumi[j], acc[j])  (j < 8)
+ *   dmin = -(d_a * dmin_w);  S[s] = sum of the activation quants of sub-block s (from bsums)
+ *   Q4_K: prod[k] = m[2k]*S[2k] + m[2k+1]*S[2k+1] (k < 4), accm[k] = fma(dmin, (float)prod[k], accm[k])
+ *   Q5_K: M = sum of m[s]*S[s],                  summs = fma(dmin, (float)M, summs)
+ * and the result is hsum_float_8(acc) + ((accm0 + accm2) + (accm1 + accm3)) for Q4_K,
+ * hsum_float_8(acc) + summs for Q5_K. (llama.cpp writes Q5_K's `summs += dmin * M` in C; its
+ * -march=native gcc build contracts that to an fma, which is what we reproduce. That and the
+ * whole order above come from reading llama.cpp's kernels: no llama.cpp binary was available
+ * to compare bits against when these were written, so the tests hold them to a float64
+ * reference; see tests/engine/test_quant.c.)
+ *
  * The scalar reference and every SIMD tile compute exactly this per (row, token), so all
  * paths agree bit for bit whatever the batch shape. */
 #ifndef SERVAL_QUANT_IMPL_H
@@ -41,6 +62,8 @@
 #define QK4_1 32
 #define QK8_0 32
 #define QK8_1 32
+#define QK5_0 32
+#define QK5_1 32
 #define QK_K 256
 
 typedef struct block_q4_0 {
@@ -72,6 +95,39 @@ typedef struct block_q6_K {
     uint16_t d;                /* fp16 super-block scale */
 } block_q6_K;
 
+typedef struct block_q5_0 {
+    uint16_t d;             /* fp16 scale */
+    uint8_t qh[4];          /* bit e (little-endian u32) = bit 4 of element e */
+    uint8_t qs[QK5_0 / 2];  /* low 4 bits: low nibbles = elems 0..15, high = 16..31 */
+} block_q5_0;
+
+typedef struct block_q5_1 {
+    uint16_t d; /* fp16 scale */
+    uint16_t m; /* fp16 min */
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
+
+/* K-quant 6-bit scales and mins of 8 sub-blocks in 12 bytes (get_scale_min_k4):
+ * j < 4: sc = s[j] & 63, m = s[j+4] & 63;
+ * j >= 4: sc = (s[j+4] & 15) | (s[j-4] >> 6) << 4, m = (s[j+4] >> 4) | (s[j] >> 6) << 4. */
+#define K_SCALE_SIZE 12
+
+typedef struct block_q4_K {
+    uint16_t d;                     /* fp16 super-block scale of the scales */
+    uint16_t dmin;                  /* fp16 super-block scale of the mins */
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];           /* per 64 elems: 32 bytes, low nibbles = first 32 */
+} block_q4_K;
+
+typedef struct block_q5_K {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];           /* bit 2i / 2i+1 of qh[l]: bit 4 of elem 64i+l / 64i+32+l */
+    uint8_t qs[QK_K / 2];           /* as Q4_K */
+} block_q5_K;
+
 typedef struct block_q8_K {
     float d;
     int8_t qs[QK_K];
@@ -84,6 +140,22 @@ _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 layout");
 _Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 layout");
 _Static_assert(sizeof(block_q6_K) == 210, "block_q6_K layout");
 _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K layout");
+_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 layout");
+_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 layout");
+_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K layout");
+_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K layout");
+
+/* Scale and min of sub-block j (0..7) of a K-quant super-block (GGML's get_scale_min_k4). */
+static inline void quant_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
 
 /* Offsets of the tails inside a Q8_0 / Q8_1 activation row of nb blocks (4 / 8 bytes a block),
  * and of Q4_0's lane offsets (32 bytes a block). */
@@ -111,7 +183,11 @@ static inline int64_t quant_block_elems(gguf_dtype t)
     case GGUF_DTYPE_BF16: return 1;
     case GGUF_DTYPE_Q4_0:
     case GGUF_DTYPE_Q4_1:
+    case GGUF_DTYPE_Q5_0:
+    case GGUF_DTYPE_Q5_1:
     case GGUF_DTYPE_Q8_0: return 32;
+    case GGUF_DTYPE_Q4_K:
+    case GGUF_DTYPE_Q5_K:
     case GGUF_DTYPE_Q6_K: return QK_K;
     }
     return 0;

@@ -104,6 +104,96 @@ static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
     return acc;
 }
 
+/* Element e (0..31) of a 5-bit block: nibble as for 4 bits, bit 4 from bit e of qh. */
+static inline int q5_elem(const uint8_t *qs, uint32_t qh, int e) { return nib(qs, e) | (int)(((qh >> e) & 1) << 4); }
+
+/* Q5_0: the 8-lane order of Q4_0 (ggml_vec_dot_q5_0_q8_0), values q - 16. */
+static float dot_q5_0_ref(const block_q5_0 *x, const block_q8_0 *y, int64_t nb)
+{
+    float acc[8] = {0};
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, 4);
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += (q5_elem(x[i].qs, qh, e) - 16) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+    }
+    return lanes_hsum(acc);
+}
+
+/* Q5_1: the order of Q4_1 (ggml_vec_dot_q5_1_q8_1), min term in its own fma chain. */
+static float dot_q5_1_ref(const block_q5_1 *x, const block_q8_1 *y, int64_t nb)
+{
+    float acc[8] = {0}, summs = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        summs = fmaf(quant_h2f(x[i].m), quant_h2f(y[i].s), summs);
+        uint32_t qh;
+        memcpy(&qh, x[i].qh, 4);
+        int p[8];
+        for (int j = 0; j < 8; j++) {
+            p[j] = 0;
+            for (int e = 4 * j; e < 4 * j + 4; e++)
+                p[j] += q5_elem(x[i].qs, qh, e) * y[i].qs[e];
+        }
+        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+    }
+    return lanes_hsum(acc) + summs;
+}
+
+/* Q4_K / Q5_K (qh == NULL for Q4_K) × Q8_K in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order
+ * (quant_impl.h): eight int32 lanes of scaled sums per super-block, one fma per lane; the mins
+ * as four lanes (Q4_K) or one exact int32 sum per block (Q5_K). */
+static float dot_k45_ref(const uint8_t *xb, size_t bsize, bool five, const block_q8_K *y, int64_t nb)
+{
+    float acc[8] = {0}, accm[4] = {0}, summs = 0;
+    for (int64_t i = 0; i < nb; i++, xb += bsize) {
+        uint16_t dh, mh;
+        memcpy(&dh, xb, 2);
+        memcpy(&mh, xb + 2, 2);
+        const uint8_t *scales = xb + 4, *qh = xb + 4 + K_SCALE_SIZE, *qs = five ? qh + QK_K / 8 : qh;
+        uint8_t sc[8], m[8];
+        for (int s = 0; s < 8; s++)
+            quant_k_scale_min(s, scales, &sc[s], &m[s]);
+        int32_t sumi[8] = {0};
+        for (int s = 0; s < 8; s++) {
+            const int g = s / 2, hi = s & 1; /* 64-element group, which nibble */
+            for (int j = 0; j < 8; j++) {
+                int32_t p = 0;
+                for (int e = 4 * j; e < 4 * j + 4; e++) {
+                    int q = hi ? qs[32 * g + e] >> 4 : qs[32 * g + e] & 0xF;
+                    if (five)
+                        q |= ((qh[e] >> s) & 1) << 4;
+                    p += q * y[i].qs[32 * s + e];
+                }
+                sumi[j] += sc[s] * p;
+            }
+        }
+        const float d = y[i].d * quant_h2f(dh);
+        const float dmin = -y[i].d * quant_h2f(mh);
+        for (int j = 0; j < 8; j++)
+            acc[j] = fmaf(d, (float)sumi[j], acc[j]);
+        int32_t S[8];
+        for (int s = 0; s < 8; s++)
+            S[s] = y[i].bsums[2 * s] + y[i].bsums[2 * s + 1];
+        if (five) {
+            int32_t M = 0;
+            for (int s = 0; s < 8; s++)
+                M += m[s] * S[s];
+            summs = fmaf(dmin, (float)M, summs);
+        } else {
+            for (int k = 0; k < 4; k++)
+                accm[k] = fmaf(dmin, (float)(m[2 * k] * S[2 * k] + m[2 * k + 1] * S[2 * k + 1]), accm[k]);
+        }
+    }
+    if (five)
+        return lanes_hsum(acc) + summs;
+    return lanes_hsum(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
+}
+
 static float dot_f32_ref(gguf_dtype t, const void *w, const float *a, int64_t n)
 {
     const uint8_t *p = w;
@@ -133,6 +223,10 @@ float quant_ref_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int
     case GGUF_DTYPE_Q4_1: return dot_q4_1_ref(wrow, act, n / QK4_1);
     case GGUF_DTYPE_Q8_0: return dot_q8_0_ref(wrow, act, n / QK8_0);
     case GGUF_DTYPE_Q6_K: return dot_q6_K_ref(wrow, act, n / QK_K);
+    case GGUF_DTYPE_Q5_0: return dot_q5_0_ref(wrow, act, n / QK5_0);
+    case GGUF_DTYPE_Q5_1: return dot_q5_1_ref(wrow, act, n / QK5_1);
+    case GGUF_DTYPE_Q4_K: return dot_k45_ref(wrow, sizeof(block_q4_K), false, act, n / QK_K);
+    case GGUF_DTYPE_Q5_K: return dot_k45_ref(wrow, sizeof(block_q5_K), true, act, n / QK_K);
     }
     return 0;
 }

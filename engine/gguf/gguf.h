@@ -42,7 +42,11 @@ typedef enum gguf_dtype {
     GGUF_DTYPE_F16 = 1,
     GGUF_DTYPE_Q4_0 = 2,
     GGUF_DTYPE_Q4_1 = 3,
+    GGUF_DTYPE_Q5_0 = 6,
+    GGUF_DTYPE_Q5_1 = 7,
     GGUF_DTYPE_Q8_0 = 8,
+    GGUF_DTYPE_Q4_K = 12,
+    GGUF_DTYPE_Q5_K = 13,
     GGUF_DTYPE_Q6_K = 14,
     GGUF_DTYPE_BF16 = 30
 } gguf_dtype;

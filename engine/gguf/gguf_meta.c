@@ -20,7 +20,9 @@ static const dtype_info *dtype_lookup(uint32_t t)
 {
     static const dtype_info f32 = {"F32", 1, 4}, f16 = {"F16", 1, 2}, bf16 = {"BF16", 1, 2},
                             q4_0 = {"Q4_0", 32, 18}, q4_1 = {"Q4_1", 32, 20},
-                            q8_0 = {"Q8_0", 32, 34}, q6_k = {"Q6_K", 256, 210};
+                            q8_0 = {"Q8_0", 32, 34}, q6_k = {"Q6_K", 256, 210},
+                            q5_0 = {"Q5_0", 32, 22}, q5_1 = {"Q5_1", 32, 24},
+                            q4_k = {"Q4_K", 256, 144}, q5_k = {"Q5_K", 256, 176};
     switch (t) {
     case GGUF_DTYPE_F32: return &f32;
     case GGUF_DTYPE_F16: return &f16;
@@ -29,6 +31,10 @@ static const dtype_info *dtype_lookup(uint32_t t)
     case GGUF_DTYPE_Q4_1: return &q4_1;
     case GGUF_DTYPE_Q8_0: return &q8_0;
     case GGUF_DTYPE_Q6_K: return &q6_k;
+    case GGUF_DTYPE_Q5_0: return &q5_0;
+    case GGUF_DTYPE_Q5_1: return &q5_1;
+    case GGUF_DTYPE_Q4_K: return &q4_k;
+    case GGUF_DTYPE_Q5_K: return &q5_k;
     default: return NULL;
     }
 }

@@ -25,7 +25,8 @@ static eng_status bind_weight(const gguf_file *f, const char *name, int64_t ne0,
                         gguf_dtype_name(t->dtype));
     switch (t->dtype) {
     case GGUF_DTYPE_F32: case GGUF_DTYPE_F16: case GGUF_DTYPE_BF16: case GGUF_DTYPE_Q4_0:
-    case GGUF_DTYPE_Q4_1: case GGUF_DTYPE_Q8_0: case GGUF_DTYPE_Q6_K:
+    case GGUF_DTYPE_Q4_1: case GGUF_DTYPE_Q8_0: case GGUF_DTYPE_Q6_K: case GGUF_DTYPE_Q5_0:
+    case GGUF_DTYPE_Q5_1: case GGUF_DTYPE_Q4_K: case GGUF_DTYPE_Q5_K:
         break;
     default:
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: tensor '%s' has unsupported type %s",

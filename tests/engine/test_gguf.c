@@ -291,7 +291,9 @@ Test(gguf_dtype, table)
         {GGUF_DTYPE_F32, "F32", 1, 4},      {GGUF_DTYPE_F16, "F16", 1, 2},
         {GGUF_DTYPE_BF16, "BF16", 1, 2},    {GGUF_DTYPE_Q4_0, "Q4_0", 32, 18},
         {GGUF_DTYPE_Q4_1, "Q4_1", 32, 20},  {GGUF_DTYPE_Q8_0, "Q8_0", 32, 34},
-        {GGUF_DTYPE_Q6_K, "Q6_K", 256, 210},
+        {GGUF_DTYPE_Q6_K, "Q6_K", 256, 210}, {GGUF_DTYPE_Q5_0, "Q5_0", 32, 22},
+        {GGUF_DTYPE_Q5_1, "Q5_1", 32, 24},  {GGUF_DTYPE_Q4_K, "Q4_K", 256, 144},
+        {GGUF_DTYPE_Q5_K, "Q5_K", 256, 176},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         cr_assert(gguf_dtype_valid(want[i].t));
@@ -301,7 +303,7 @@ Test(gguf_dtype, table)
         cr_assert_eq(gguf_dtype_row_bytes(want[i].t, 512), 512 / want[i].elems * want[i].bytes);
     }
     cr_assert_not(gguf_dtype_valid(4));
-    cr_assert_not(gguf_dtype_valid(12)); /* Q4_K: real GGML type, not implemented */
+    cr_assert_not(gguf_dtype_valid(10)); /* Q2_K: real GGML type, not implemented */
     cr_assert_not(gguf_dtype_valid(1000));
 }
 
@@ -907,8 +909,8 @@ Test(gguf_hostile, unknown_tensor_dtype)
     bb b = one_tensor_file(1, ne, 1000, 0, 128);
     expect_fail(&b, ENG_ERR_FORMAT, "tensor 'blk.0.attn_q.weight': unknown dtype 1000 at byte");
     free(b.p);
-    b = one_tensor_file(1, ne, 12, 0, 144);
-    expect_fail(&b, ENG_ERR_UNSUPPORTED, "dtype Q4_K (12)");
+    b = one_tensor_file(1, ne, 10, 0, 84);
+    expect_fail(&b, ENG_ERR_UNSUPPORTED, "dtype Q2_K (10)");
     free(b.p);
 }
 
