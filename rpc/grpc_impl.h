@@ -21,10 +21,28 @@
 
 typedef enum gs_tag_kind { TAG_NEW, TAG_RECV, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN } gs_tag_kind;
 
+/* A completion-queue tag. The thread that hands one to grpc has written the call it points at;
+ * the poller that gets it back reads that call. grpc's queue orders the two, but libgrpc is not
+ * built with ThreadSanitizer, so the order is also published on the tag itself: gs_tag_arm
+ * (release) right before the tag goes to grpc, gs_tag_take (acquire) when a poller gets it. */
 typedef struct gs_tag {
     gs_call *c; /* NULL for TAG_SHUTDOWN */
     gs_tag_kind kind;
+    atomic_uint armed; /* times handed to grpc: the release/acquire pair above */
 } gs_tag;
+
+static inline void *gs_tag_arm(gs_tag *t)
+{
+    atomic_fetch_add_explicit(&t->armed, 1, memory_order_release);
+    return t;
+}
+
+static inline gs_tag *gs_tag_take(void *tag)
+{
+    gs_tag *t = tag;
+    (void)atomic_load_explicit(&t->armed, memory_order_acquire);
+    return t;
+}
 
 /* Where a call is; moves forward only (the watchdog and on_recv race with compare-exchange). */
 typedef enum gs_phase {

@@ -173,7 +173,7 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .prompts = s->prompts,
                           .model_id = s->model_id,
                           .backend = s->cfg.backend_name, .context_length = s->cfg.context_length};
-    s->t_shutdown = (gs_tag){NULL, TAG_SHUTDOWN};
+    s->t_shutdown = (gs_tag){.c = NULL, .kind = TAG_SHUTDOWN};
     atomic_init(&s->draining, false);
     atomic_init(&s->shut_down, false);
     atomic_init(&s->aborted, false);
@@ -309,7 +309,7 @@ void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
     bool clean = rpc_grpc_server_drain_wait(s, drain_ms);
     atomic_store(&s->shut_down, true);
     /* The outstanding request slots complete unsuccessfully and go away. */
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    grpc_server_shutdown_and_notify(s->server, s->cq, gs_tag_arm(&s->t_shutdown));
     if (!clean) atomic_store(&s->aborted, true);
     abort_calls(s, false);
     grpc_server_cancel_all_calls(s->server);

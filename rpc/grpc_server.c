@@ -30,10 +30,10 @@ static gs_call *call_new(rpc_grpc_server *s)
     c->s = s;
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
-    c->t_new = (gs_tag){c, TAG_NEW};
-    c->t_recv = (gs_tag){c, TAG_RECV};
-    c->t_send = (gs_tag){c, TAG_SEND};
-    c->t_close = (gs_tag){c, TAG_CLOSE};
+    c->t_new = (gs_tag){.c = c, .kind = TAG_NEW};
+    c->t_recv = (gs_tag){.c = c, .kind = TAG_RECV};
+    c->t_send = (gs_tag){.c = c, .kind = TAG_SEND};
+    c->t_close = (gs_tag){.c = c, .kind = TAG_CLOSE};
     atomic_init(&c->refs, 1); /* the request-call slot */
     atomic_init(&c->in_ready, false);
     pthread_mutex_init(&c->mu, NULL);
@@ -198,7 +198,7 @@ static void call_send(gs_call *c, const ProtobufCMessage *m, bool final, grpc_st
     }
     c->send_pending = true;
     call_ref(c);
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL);
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, gs_tag_arm(&c->t_send), NULL);
     ENG_ASSERT(e == GRPC_CALL_OK);
 }
 
@@ -467,7 +467,7 @@ void gs_request_next(rpc_grpc_server *s)
     gs_call *c = call_new(s);
     if (!c) return;
     grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq,
-                                                 s->cq, &c->t_new);
+                                                 s->cq, gs_tag_arm(&c->t_new));
     if (e != GRPC_CALL_OK) {
         c->call = NULL;
         call_unref(c);
@@ -508,7 +508,7 @@ static void on_new_call(gs_call *c, bool ok)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->cancelled_flag;
     call_ref(c);
-    ENG_ASSERT(grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) == GRPC_CALL_OK);
+    ENG_ASSERT(grpc_call_start_batch(c->call, &op, 1, gs_tag_arm(&c->t_close), NULL) == GRPC_CALL_OK);
 
     const char *reject = NULL;
     grpc_status_code code = GRPC_STATUS_OK;
@@ -551,7 +551,7 @@ static void on_new_call(gs_call *c, bool ok)
         ops[1].data.recv_message.recv_message = &c->recv_bb;
         c->md_sent = true;
         call_ref(c);
-        ENG_ASSERT(grpc_call_start_batch(c->call, ops, 2, &c->t_recv, NULL) == GRPC_CALL_OK);
+        ENG_ASSERT(grpc_call_start_batch(c->call, ops, 2, gs_tag_arm(&c->t_recv), NULL) == GRPC_CALL_OK);
     }
     pthread_mutex_unlock(&c->mu);
     call_unref(c); /* the request slot */
@@ -660,7 +660,7 @@ void *gs_poller_main(void *arg)
                                                    NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
-        gs_tag *t = ev.tag;
+        gs_tag *t = gs_tag_take(ev.tag);
         switch (t->kind) {
         case TAG_NEW: on_new_call(t->c, ev.success); break;
         case TAG_RECV: on_recv(t->c, ev.success); break;
