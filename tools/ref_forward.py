@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""ref_forward.py — dev-time float64 reference of a llama-architecture GGUF model (numpy and
-the `gguf` package; never a run-time dependency): teacher-forced over the llama.cpp greedy
-fixture, it says where exact arithmetic picks a different argmax than llama.cpp (whose
-quantised-activation CPU path Serval's CPU backend reproduces bit for bit), so a GPU backend
-that disagrees with llama.cpp can be judged against the exact answer instead.
+"""ref_forward.py — dev-time float64 reference of a llama or qwen2 GGUF model (numpy and the
+`gguf` package; never a run-time dependency). Weights are dequantised to float64 and every
+activation stays float64: no activation quantisation, no fp16 cache.
+
+Teacher-forced over the llama.cpp greedy fixture, it says where exact arithmetic picks a
+different argmax than llama.cpp (whose quantised-activation CPU path Serval's CPU backend
+reproduces bit for bit), so a GPU backend that disagrees with llama.cpp can be judged against
+the exact answer instead:
 
     pip install gguf numpy
     python3 tools/ref_forward.py models/SmolLM2-135M-Instruct.Q4_1.gguf \
@@ -11,6 +14,15 @@ that disagrees with llama.cpp can be judged against the exact answer instead.
 
 --top1-out writes one JSON line per fixture: the exact argmax at every predicted position
 (prompt end onwards), for comparing with another backend's.
+
+For a family llama.cpp's fixtures do not cover (qwen2), --arch-fixture writes the reference
+logits of a synthetic model over a few token sequences, which tests/engine/test_arch.c
+compares with the CPU backend after regenerating the same model with serval-synth:
+
+    build/bin/serval-synth --preset qwen2-tiny --seed 7 \
+        --vocab-from models/SmolLM2-135M-Instruct.Q4_1.gguf --out /tmp/qwen2-tiny.gguf
+    python3 tools/ref_forward.py /tmp/qwen2-tiny.gguf --arch-fixture \
+        tests/fixtures/arch/qwen2_tiny_ref.jsonl --preset qwen2-tiny --seed 7
 """
 import argparse
 import json
@@ -34,12 +46,16 @@ def field(reader, key):
 def load(path):
     r = gguf.GGUFReader(path)
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-    if arch != "llama":
-        sys.exit(f"ref_forward.py: architecture {arch}, only llama is written")
-    hp = {k: field(r, f"llama.{k}") for k in
+    if arch not in ("llama", "qwen2"):
+        sys.exit(f"ref_forward.py: architecture {arch}, only llama and qwen2 are written")
+    hp = {k: field(r, f"{arch}.{k}") for k in
           ("embedding_length", "block_count", "attention.head_count", "attention.head_count_kv",
            "attention.layer_norm_rms_epsilon")}
-    hp["rope_base"] = field(r, "llama.rope.freq_base") if "llama.rope.freq_base" in r.fields else 10000.0
+    key = f"{arch}.rope.freq_base"
+    hp["rope_base"] = field(r, key) if key in r.fields else 10000.0
+    # llama.cpp: LLAMA_ROPE_TYPE_NORM (adjacent pairs) for llama, NEOX (halves) for qwen2
+    hp["neox"] = arch == "qwen2"
+    hp["arch"] = arch
     w = {}
     for t in r.tensors:
         a = quants.dequantize(t.data, t.tensor_type).astype(np.float64)
@@ -67,6 +83,23 @@ def rope(x, pos, base):
     return out
 
 
+def rope_neox(x, pos, base):
+    # llama.cpp's NeoX mode (qwen2): pairs (x[i], x[i + hd/2]) rotate by pos * base^(-2i/hd)
+    hd = x.shape[-1]
+    h = hd // 2
+    inv = base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+    ang = pos[:, None, None] * inv[None, None, :]
+    c, s = np.cos(ang), np.sin(ang)
+    x0, x1 = x[..., :h], x[..., h:]
+    return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1)
+
+
+def linear(h, w, p, name):
+    y = h @ w[p + name + ".weight"].T
+    b = w.get(p + name + ".bias")
+    return y if b is None else y + b
+
+
 def forward(hp, w, ids):
     d, nl = hp["embedding_length"], hp["block_count"]
     nh, nkv, eps = hp["attention.head_count"], hp["attention.head_count_kv"], \
@@ -78,10 +111,11 @@ def forward(hp, w, ids):
     for l in range(nl):
         p = f"blk.{l}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], eps)
-        q = (h @ w[p + "attn_q.weight"].T).reshape(n, nh, hd)
-        k = (h @ w[p + "attn_k.weight"].T).reshape(n, nkv, hd)
-        v = (h @ w[p + "attn_v.weight"].T).reshape(n, nkv, hd)
-        q, k = rope(q, pos, hp["rope_base"]), rope(k, pos, hp["rope_base"])
+        q = linear(h, w, p, "attn_q").reshape(n, nh, hd)
+        k = linear(h, w, p, "attn_k").reshape(n, nkv, hd)
+        v = linear(h, w, p, "attn_v").reshape(n, nkv, hd)
+        rp = rope_neox if hp["neox"] else rope
+        q, k = rp(q, pos, hp["rope_base"]), rp(k, pos, hp["rope_base"])
         g = nh // nkv
         att = np.empty((n, nh, hd))
         for hh in range(nh):
@@ -95,14 +129,53 @@ def forward(hp, w, ids):
     return rmsnorm(x, w["output_norm.weight"], eps) @ w["output.weight"].T
 
 
+# Token sequences of the architecture fixtures: fixed, spread over the vocabulary, lengths
+# that cross the CPU path's 16-position KV blocks.
+ARCH_SEQS = [
+    [1, 504, 3120, 17, 905, 28, 44, 9127, 331, 2048, 77, 15, 6001, 283, 12, 49000, 7, 1034, 88,
+     260, 3, 999, 41234, 58, 1200, 61, 30, 4096, 5, 314, 2718, 100],
+    [(i * 7919 + 13) % 40000 + 100 for i in range(40)],
+    [(i * 104729 + 11) % 45000 + 50 for i in range(24)],
+    [42] * 8 + [(i * 31 + 7) % 49152 for i in range(20)],
+]
+
+
+def arch_fixture(hp, w, a):
+    """One JSON line of provenance, then one per sequence: at every position the reference's
+    top-k (id, logit) and the row's rms (the scale for relative errors)."""
+    with open(a.arch_fixture, "w") as out:
+        out.write(json.dumps({"arch": hp["arch"], "preset": a.preset, "seed": a.seed,
+                              "dtype": a.dtype, "vocab_from": "default model",
+                              "generator": "tools/ref_forward.py --arch-fixture",
+                              "top_k": a.top_k}) + "\n")
+        for ids in ARCH_SEQS:
+            logits = forward(hp, w, np.array(ids))
+            rows = []
+            for p, row in enumerate(logits):
+                order = np.argsort(-row)[:a.top_k]
+                rows.append({"pos": p, "rms": float(np.sqrt(np.mean(row * row))),
+                             "top": [[int(i), float(row[i])] for i in order]})
+            out.write(json.dumps({"ids": ids, "positions": rows}) + "\n")
+    print(f"wrote {a.arch_fixture}: {len(ARCH_SEQS)} sequences")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
-    ap.add_argument("fixture")
+    ap.add_argument("fixture", nargs="?")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--top1-out")
+    ap.add_argument("--arch-fixture", help="write reference logits over fixed sequences here")
+    ap.add_argument("--preset", help="serval-synth preset of the model (recorded in the fixture)")
+    ap.add_argument("--seed", type=int, help="serval-synth seed of the model (recorded)")
+    ap.add_argument("--dtype", default="q8_0", help="serval-synth dtype of the model (recorded)")
+    ap.add_argument("--top-k", type=int, default=16)
     a = ap.parse_args()
     hp, w = load(a.model)
+    if a.arch_fixture:
+        return arch_fixture(hp, w, a)
+    if not a.fixture:
+        ap.error("a fixture (or --arch-fixture) is needed")
     out = open(a.top1_out, "w") if a.top1_out else None
     agree = total = 0
     for i, line in enumerate(open(a.fixture)):

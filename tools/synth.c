@@ -16,7 +16,7 @@
 
 /* ---- presets ----------------------------------------------------------------------------- */
 
-typedef enum arch_kind { ARCH_LLAMA, ARCH_STARCODER } arch_kind;
+typedef enum arch_kind { ARCH_LLAMA, ARCH_QWEN2, ARCH_STARCODER } arch_kind;
 
 typedef struct preset {
     const char *name;
@@ -25,18 +25,28 @@ typedef struct preset {
     uint32_t n_layer, n_embd, n_head, n_head_kv, n_ff, n_ctx;
     float rope_base, norm_eps;
     bool tied; /* no output.weight: the output projection reuses token_embd */
+    /* sd of the weight matrices (0: 0.02, what trained models of these widths roughly have);
+     * Q/K/V biases get 5x it. Tiny presets checked against a reference take ~1/sqrt(n_embd)
+     * so that every layer, not just the embedding, shapes the logits. */
+    float w_sd;
 } preset;
 
 static const preset presets[] = {
     {"tiny", "llama, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128 (unit tests)", ARCH_LLAMA,
-     2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true},
+     2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true, 0.0f},
     {"smollm2-135m", "SmolLM2-135M shapes: llama, 30 layers, d 576, 9 heads, 3 KV heads, ffn 1536",
-     ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true},
+     ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true, 0.0f},
     {"llama-1b", "Llama-3.2-1B shapes: llama, 16 layers, d 2048, 32 heads, 8 KV heads, ffn 8192",
-     ARCH_LLAMA, 16, 2048, 32, 8, 8192, 8192, 500000.0f, 1e-5f, true},
+     ARCH_LLAMA, 16, 2048, 32, 8, 8192, 8192, 500000.0f, 1e-5f, true, 0.0f},
+    {"qwen2-tiny", "qwen2, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128, Q/K/V biases, "
+                   "NeoX RoPE (unit tests)",
+     ARCH_QWEN2, 2, 64, 4, 2, 128, 2048, 1000000.0f, 1e-6f, true, 0.125f},
+    {"qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B shapes: qwen2, 24 layers, d 896, 14 heads, 2 KV "
+                           "heads, ffn 4864, Q/K/V biases",
+     ARCH_QWEN2, 24, 896, 14, 2, 4864, 32768, 1000000.0f, 1e-6f, true, 0.0f},
     {"starcoder-1b", "StarCoder-1B shapes: starcoder (gpt_bigcode), 24 layers, d 2048, 16 heads, "
                      "MQA, ffn 8192, learned positions, LayerNorm",
-     ARCH_STARCODER, 24, 2048, 16, 1, 8192, 8192, 0.0f, 1e-5f, false},
+     ARCH_STARCODER, 24, 2048, 16, 1, 8192, 8192, 0.0f, 1e-5f, false, 0.0f},
 };
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
@@ -90,7 +100,7 @@ static uint64_t hash_name(const char *s)
 
 /* ---- tensors ----------------------------------------------------------------------------- */
 
-typedef enum init_kind { INIT_MATRIX, INIT_NORM, INIT_BIAS } init_kind;
+typedef enum init_kind { INIT_MATRIX, INIT_NORM, INIT_BIAS, INIT_BIAS_QKV } init_kind;
 
 /* One tensor to generate. Rows are produced in order by gen_row while the file is written. */
 typedef struct tspec {
@@ -99,6 +109,7 @@ typedef struct tspec {
     uint32_t n_dims;
     int64_t ne[2];
     init_kind init;
+    float sd;      /* of the random part */
     uint64_t seed; /* from --seed and the name, so each tensor is independent of the others */
     xoshiro rng;
     float *scratch; /* [ne[0]] floats, shared by all tensors */
@@ -110,6 +121,7 @@ typedef struct synth {
     float *scratch;
     int64_t max_ne0;
     uint64_t seed;
+    float w_sd;    /* the preset's matrix sd */
     uint64_t n_params;
 } synth;
 
@@ -125,7 +137,7 @@ static eng_status gen_row(void *user, int64_t row, void *dst, eng_err *err)
     float *x = t->scratch;
     for (int64_t i = 0; i < t->ne[0]; i++) {
         float z = xo_normal(&t->rng);
-        x[i] = t->init == INIT_NORM ? 1.0f + 0.05f * z : 0.02f * z;
+        x[i] = t->init == INIT_NORM ? 1.0f + t->sd * z : t->sd * z;
     }
     quant_quantize_row(t->dtype, x, dst, t->ne[0]);
     return ENG_OK;
@@ -156,6 +168,9 @@ static int add(synth *s, gguf_dtype mat_dtype, init_kind init, int64_t ne0, int6
     t->ne[1] = ne1 > 0 ? ne1 : 1;
     t->dtype = t->n_dims == 2 ? mat_dtype : GGUF_DTYPE_F32;
     t->init = init;
+    /* Qwen2's Q/K/V biases are large next to the products: 5x the matrices' sd. */
+    t->sd = init == INIT_NORM ? 0.05f : init == INIT_BIAS ? 0.02f
+          : init == INIT_BIAS_QKV ? 5.0f * s->w_sd : s->w_sd;
     t->seed = s->seed ^ hash_name(t->name);
     if (ne0 > s->max_ne0)
         s->max_ne0 = ne0;
@@ -163,8 +178,10 @@ static int add(synth *s, gguf_dtype mat_dtype, init_kind init, int64_t ne0, int6
     return 0;
 }
 
+/* llama.cpp's LLM_ARCH_LLAMA layout, and LLM_ARCH_QWEN2's: the same plus Q/K/V biases. */
 static int plan_llama(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
 {
+    const bool qkv_bias = p->arch == ARCH_QWEN2;
     int64_t d = p->n_embd, hd = p->n_embd / p->n_head, kv = hd * p->n_head_kv, ff = p->n_ff;
     int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
     for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
@@ -172,6 +189,11 @@ static int plan_llama(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
         rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_q.weight", l);
         rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_k.weight", l);
         rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_v.weight", l);
+        if (qkv_bias) {
+            rc |= add(s, dt, INIT_BIAS_QKV, d, 0, "blk.%u.attn_q.bias", l);
+            rc |= add(s, dt, INIT_BIAS_QKV, kv, 0, "blk.%u.attn_k.bias", l);
+            rc |= add(s, dt, INIT_BIAS_QKV, kv, 0, "blk.%u.attn_v.bias", l);
+        }
         rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
         rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
         rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_gate.weight", l);
@@ -231,7 +253,9 @@ static uint32_t file_type(gguf_dtype dt)
 static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer, gguf_dtype dt,
                                uint32_t n_vocab, uint64_t seed)
 {
-    const char *arch = p->arch == ARCH_LLAMA ? "llama" : "starcoder";
+    const char *arch = p->arch == ARCH_LLAMA   ? "llama"
+                       : p->arch == ARCH_QWEN2 ? "qwen2"
+                                               : "starcoder";
     char key[128], name[96];
     eng_status s = ENG_OK;
 #define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
@@ -248,9 +272,11 @@ static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer
     s = s ? s : gguf_writer_set_u32(w, KEY("attention.head_count"), p->n_head);
     s = s ? s : gguf_writer_set_u32(w, KEY("attention.head_count_kv"), p->n_head_kv);
     s = s ? s : gguf_writer_set_u32(w, KEY("vocab_size"), n_vocab);
-    if (p->arch == ARCH_LLAMA) {
+    if (p->arch == ARCH_LLAMA || p->arch == ARCH_QWEN2) {
         s = s ? s : gguf_writer_set_f32(w, KEY("rope.freq_base"), p->rope_base);
-        s = s ? s : gguf_writer_set_u32(w, KEY("rope.dimension_count"), p->n_embd / p->n_head);
+        /* convert_hf_to_gguf writes the rotary dimensions for llama, not for qwen2. */
+        if (p->arch == ARCH_LLAMA)
+            s = s ? s : gguf_writer_set_u32(w, KEY("rope.dimension_count"), p->n_embd / p->n_head);
         s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
     } else {
         s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_epsilon"), p->norm_eps);
@@ -267,8 +293,9 @@ static void usage(FILE *out)
             "usage: serval-synth --preset NAME --vocab-from GGUF --out PATH [options]\n"
             "\n"
             "Writes a GGUF with a real architecture's tensor names, shapes and metadata, seeded\n"
-            "random weights (normal-ish, sd 0.02; norms near 1.0), and the tokenizer (every\n"
-            "tokenizer.* key) of GGUF, whose token count sizes the embedding rows.\n"
+            "random weights (normal-ish, sd 0.02 or the preset's; norms near 1.0), and the\n"
+            "tokenizer (every tokenizer.* key) of GGUF, whose token count sizes the embedding\n"
+            "rows.\n"
             "\n"
             "  --preset NAME      architecture and shapes (below)\n"
             "  --vocab-from GGUF  copy the vocabulary from this model\n"
@@ -280,7 +307,7 @@ static void usage(FILE *out)
             "  --help             this text\n"
             "\npresets:\n");
     for (size_t i = 0; i < N_PRESETS; i++)
-        fprintf(out, "  %-14s %s\n", presets[i].name, presets[i].about);
+        fprintf(out, "  %-18s %s\n", presets[i].name, presets[i].about);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -409,8 +436,9 @@ int main(int argc, char **argv)
     if (o.layers)
         p.n_layer = o.layers;
     int64_t n_vocab = (int64_t)tokens.n;
-    int plan = p.arch == ARCH_LLAMA ? plan_llama(&s, &p, o.dtype, n_vocab)
-                                    : plan_starcoder(&s, &p, o.dtype, n_vocab);
+    s.w_sd = p.w_sd > 0.0f ? p.w_sd : 0.02f;
+    int plan = p.arch == ARCH_STARCODER ? plan_starcoder(&s, &p, o.dtype, n_vocab)
+                                        : plan_llama(&s, &p, o.dtype, n_vocab);
     s.scratch = malloc((size_t)s.max_ne0 * sizeof(float));
     w = gguf_writer_create();
     if (plan != 0 || !s.scratch || !w) {

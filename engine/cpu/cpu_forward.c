@@ -1,6 +1,7 @@
 /* cpu_forward.c — Llama-family forward pass on the CPU for a batch of tokens from many
- * sequences: RMSNorm, RoPE, grouped-query attention over a paged fp16 KV pool, SwiGLU and
- * quantised matrix products, split across a thread pool. Numerics follow llama.cpp's CPU path
+ * sequences: RMSNorm, RoPE (interleaved or NeoX, from the model's descriptor), optional Q/K/V
+ * biases (Qwen2), grouped-query attention over a paged fp16 KV pool, SwiGLU and quantised
+ * matrix products, split across a thread pool. Numerics follow llama.cpp's CPU path
  * (activations quantised to the weight's dot format, Q and the attention probabilities
  * rounded to fp16 against the fp16 cache) so outputs agree with it. */
 #include "cpu_forward.h"
@@ -139,11 +140,12 @@ eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_thre
     const eng_hparams *hp = &m->hp;
     const eng_arch_desc *d = m->desc;
     /* What this forward pass computes; other families need their ops here first. */
-    if (d->norm != ENG_ARCH_NORM_RMS || d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED ||
-        d->ffn != ENG_ARCH_FFN_SWIGLU || d->attn_bias || d->out_bias)
+    if (d->norm != ENG_ARCH_NORM_RMS ||
+        (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX) ||
+        d->ffn != ENG_ARCH_FFN_SWIGLU || d->out_bias)
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CPU backend cannot run architecture %s "
-                        "yet (it runs RMSNorm, interleaved RoPE and SwiGLU without biases)",
-                        hp->arch_name);
+                        "yet (it runs RMSNorm, RoPE (interleaved or NeoX), SwiGLU and Q/K/V "
+                        "biases)", hp->arch_name);
     if (max_pos < 1 || max_pos > hp->n_ctx_train)
         return eng_fail(err, ENG_ERR_INVALID, "context size %d is outside [1, %d] for this model",
                         max_pos, hp->n_ctx_train);
@@ -388,6 +390,30 @@ static void rope_row(float *row, int n_heads, int hd, const float *cs)
     }
 }
 
+/* Rotates halves (x[i], x[i + hd/2]) of every head of a row (llama.cpp's NeoX RoPE, Qwen2):
+ * the same angles as rope_row, pair i at pos * base^(-2i/hd). */
+static void rope_row_neox(float *row, int n_heads, int hd, const float *cs)
+{
+    const int half = hd / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = row + h * hd;
+        for (int i = 0; i < half; i++) {
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const float x0 = x[i], x1 = x[i + half];
+            x[i] = fmaf(x0, c, -(x1 * s));
+            x[i + half] = fmaf(x0, s, x1 * c);
+        }
+    }
+}
+
+/* y[i] += b[i] (a bias; llama.cpp adds it to the F32 product, before RoPE). */
+static void add_bias(float *y, const eng_weight *b, int64_t n)
+{
+    const float *bb = b->data;
+    for (int64_t i = 0; i < n; i++)
+        y[i] += bb[i];
+}
+
 /* Causal attention for this thread's (token, head) pairs of layer il, reading each
  * sequence's K/V block by block through its block table. */
 static void attention_part(const fwd_job *j, int il, int ith, int nth)
@@ -459,6 +485,7 @@ static void forward_chunk(void *arg, int ith, int nth)
     const int32_t n = j->n;
     const int64_t d = hp->n_embd, ff = hp->n_ff, hd = hp->head_dim;
     const int64_t dq = (int64_t)hp->n_head * hd, dkv = (int64_t)r->kv_dim;
+    const bool neox = m->desc->pos == ENG_ARCH_POS_ROPE_NEOX;
     long t0, t1;
     eng_pool_split(n, ith, nth, &t0, &t1);
 
@@ -493,8 +520,19 @@ static void forward_chunk(void *arg, int ith, int nth)
         eng_pool_barrier(r->pool);
         for (long t = t0; t < t1; t++) {
             const float *cs = r->rope_cs + t * hd;
-            rope_row(r->q + t * dq, hp->n_head, (int)hd, cs);
-            rope_row(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
+            if (L->bq.data)
+                add_bias(r->q + t * dq, &L->bq, dq);
+            if (L->bk.data)
+                add_bias(r->k + t * dkv, &L->bk, dkv);
+            if (L->bv.data)
+                add_bias(r->v + t * dkv, &L->bv, dkv);
+            if (neox) {
+                rope_row_neox(r->q + t * dq, hp->n_head, (int)hd, cs);
+                rope_row_neox(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
+            } else {
+                rope_row(r->q + t * dq, hp->n_head, (int)hd, cs);
+                rope_row(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
+            }
             const int32_t bt = j->c0 + (int32_t)t;
             size_t at = kv_offset(kv, il, b->block_tables[b->seq[bt]], b->pos[bt]);
             f32_to_f16_row(kv->k + at, r->k + t * dkv, (int)dkv);

@@ -1,6 +1,7 @@
-/* cpu_forward.h — the CPU backend: a Llama-family forward pass over quantised weights for a
- * batch of tokens from any number of sequences, reading and writing K/V through per-sequence
- * block tables into a paged fp16 pool; and a single-sequence convenience context on top. */
+/* cpu_forward.h — the CPU backend: a Llama-family forward pass (Llama, Qwen2: whatever the
+ * model's descriptor, arch.h, asks for) over quantised weights for a batch of tokens from any
+ * number of sequences, reading and writing K/V through per-sequence block tables into a paged
+ * fp16 pool; and a single-sequence convenience context on top. */
 #ifndef SERVAL_CPU_FORWARD_H
 #define SERVAL_CPU_FORWARD_H
 

@@ -22,6 +22,23 @@ static const eng_arch_tensor llama_layer[] = {
     LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
 };
 
+/* Qwen2 (llama.cpp's LLM_ARCH_QWEN2): Llama's layer plus F32 biases on Q, K and V, RoPE on
+ * halves (LLAMA_ROPE_TYPE_NEOX); the small sizes (0.5B, 1.5B, 3B) tie the head. */
+static const eng_arch_tensor qwen2_layer[] = {
+    LAYER_V("attn_norm.weight", ENG_ARCH_DIM_EMBD, attn_norm),
+    LAYER_W("attn_q.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_Q, wq),
+    LAYER_V("attn_q.bias", ENG_ARCH_DIM_Q, bq),
+    LAYER_W("attn_k.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wk),
+    LAYER_V("attn_k.bias", ENG_ARCH_DIM_KV, bk),
+    LAYER_W("attn_v.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wv),
+    LAYER_V("attn_v.bias", ENG_ARCH_DIM_KV, bv),
+    LAYER_W("attn_output.weight", ENG_ARCH_DIM_Q, ENG_ARCH_DIM_EMBD, wo),
+    LAYER_V("ffn_norm.weight", ENG_ARCH_DIM_EMBD, ffn_norm),
+    LAYER_W("ffn_gate.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_gate),
+    LAYER_W("ffn_up.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_up),
+    LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
+};
+
 static const eng_arch_desc archs[] = {
     {
         .arch = ENG_ARCH_LLAMA,
@@ -33,6 +50,18 @@ static const eng_arch_desc archs[] = {
         .tied_head_allowed = true,
         .layer_tensors = llama_layer,
         .n_layer_tensors = sizeof llama_layer / sizeof llama_layer[0],
+    },
+    {
+        .arch = ENG_ARCH_QWEN2,
+        .gguf_name = "qwen2",
+        .families = "Qwen2, Qwen2.5, Qwen2.5-Coder",
+        .norm = ENG_ARCH_NORM_RMS,
+        .pos = ENG_ARCH_POS_ROPE_NEOX,
+        .ffn = ENG_ARCH_FFN_SWIGLU,
+        .attn_bias = true,
+        .tied_head_allowed = true,
+        .layer_tensors = qwen2_layer,
+        .n_layer_tensors = sizeof qwen2_layer / sizeof qwen2_layer[0],
     },
 };
 

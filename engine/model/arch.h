@@ -11,7 +11,8 @@
 #include <stdint.h>
 
 typedef enum eng_arch {
-    ENG_ARCH_LLAMA = 0 /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder */
+    ENG_ARCH_LLAMA = 0, /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder */
+    ENG_ARCH_QWEN2      /* Qwen2, Qwen2.5, Qwen2.5-Coder */
 } eng_arch;
 
 typedef enum eng_arch_norm {

@@ -243,7 +243,8 @@ uint64_t eng_model_weight_bytes(const eng_model *m)
         const eng_layer *L = &m->layers[il];
         b += weight_bytes(&L->attn_norm) + weight_bytes(&L->wq) + weight_bytes(&L->wk) +
              weight_bytes(&L->wv) + weight_bytes(&L->wo) + weight_bytes(&L->ffn_norm) +
-             weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down);
+             weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down) +
+             weight_bytes(&L->bq) + weight_bytes(&L->bk) + weight_bytes(&L->bv);
     }
     return b;
 }

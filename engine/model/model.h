@@ -1,5 +1,5 @@
 /* model.h — a loaded model: hyper-parameters, weights (views into the mapped GGUF, still
- * quantised) and its tokenizer. Architecture descriptors live in model.c. */
+ * quantised) and its tokenizer. Architecture descriptors live in arch.c. */
 #ifndef SERVAL_MODEL_H
 #define SERVAL_MODEL_H
 
@@ -43,6 +43,11 @@ typedef struct eng_layer {
     eng_weight wq;        /* [n_head*hd, n_embd] */
     eng_weight wk;        /* [n_head_kv*hd, n_embd] */
     eng_weight wv;        /* [n_head_kv*hd, n_embd] */
+    /* Biases the descriptor's table binds (arch.h, attn_bias); data NULL where the family has
+     * none (Llama). */
+    eng_weight bq;        /* [n_head*hd] f32 */
+    eng_weight bk;        /* [n_head_kv*hd] f32 */
+    eng_weight bv;        /* [n_head_kv*hd] f32 */
     eng_weight wo;        /* [n_embd, n_head*hd] */
     eng_weight ffn_norm;  /* [n_embd] f32 */
     eng_weight w_gate;    /* [n_ff, n_embd] */
