@@ -303,7 +303,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc && n_only < 16) {
             only[n_only++] = parse_type(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--best] [--type T]... (T: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32)\n",
+            fprintf(stderr,
+                    "usage: %s [--quick] [--best] [--type T]...\n"
+                    "  T: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32 (repeatable)\n",
                     argv[0]);
             return 2;
         }

@@ -253,8 +253,8 @@ size_t quant_act_row_bytes(gguf_dtype wtype, int64_t n)
     case GGUF_DTYPE_F32:
     case GGUF_DTYPE_F16:
     case GGUF_DTYPE_BF16: return (size_t)n * sizeof(float);
-    case GGUF_DTYPE_Q4_0: return quant_q4_0_lane_off(n / QK8_0) + (size_t)(n / QK8_0) * 32;
-    case GGUF_DTYPE_Q5_0:
+    case GGUF_DTYPE_Q4_0:
+    case GGUF_DTYPE_Q5_0: return quant_q4_0_lane_off(n / QK8_0) + (size_t)(n / QK8_0) * 32;
     case GGUF_DTYPE_Q8_0: return quant_q8_0_tail_off(n / QK8_0) + (size_t)(n / QK8_0) * 4;
     case GGUF_DTYPE_Q5_1:
     case GGUF_DTYPE_Q4_1: return quant_q8_1_tail_off(n / QK8_1) + (size_t)(n / QK8_1) * 8;
@@ -334,7 +334,7 @@ void quant_ref_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t
             y[i].d = quant_f2h(d);
             d = quant_h2f(y[i].d);
             memcpy(tail + 4 * i, &d, 4);
-            if (wtype == GGUF_DTYPE_Q4_0) {
+            if (wtype != GGUF_DTYPE_Q8_0) {
                 int32_t off[8];
                 quant_q4_0_lane_offsets(y[i].qs, off);
                 memcpy(lanes + 32 * i, off, sizeof off);

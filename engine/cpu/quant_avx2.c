@@ -9,8 +9,8 @@
  * single-token tile is ROW_LANES rows. Every tile runs the same per-pair operations as the
  * scalar reference, so all agree bit for bit whatever the batch shape.
  *
- * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0
- * as signed bytes, like Q8_0).
+ * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0's
+ * -16 taken back through the activation's lane offsets, twice Q4_0's).
  *
  * Q4_K, Q5_K: llama.cpp's 256-bit per-pair kernel (eight int32 lanes per super-block, one fma),
  * one row × 4 tokens for prompts (weights unpacked once per four tokens), one row at a time
@@ -165,7 +165,9 @@ enum { K_Q4_0, K_Q4_1, K_Q8_0, K_Q5_0, K_Q5_1 };
 /* Kinds whose blocks carry a min (d | m | ...) and whose activations are Q8_1. */
 #define HAS_MIN(k) ((k) == K_Q4_1 || (k) == K_Q5_1)
 /* Kinds whose weights are signed bytes (|w| to maddubs, the sign moved onto the activation). */
-#define SIGNED_W(k) ((k) == K_Q8_0 || (k) == K_Q5_0)
+#define SIGNED_W(k) ((k) == K_Q8_0)
+/* Kinds whose offset (-8, -16) comes back through the activation's lane offsets. */
+#define LANE_OFF(k) ((k) == K_Q4_0 || (k) == K_Q5_0)
 
 typedef struct q_geom {
     size_t wblk, wqs; /* weight block bytes, offset of its quants */
@@ -185,9 +187,9 @@ typedef struct q_geom {
                                 offsetof(block_q8_0, qs)})
 
 /* One weight block as maddubs' unsigned operands for elements 0..15 (lo) and 16..31 (hi): the
- * nibbles for Q4_0 / Q4_1 (Q4_0's -8 comes back through the activation's lane offsets), the
- * 5-bit values for Q5_1, |w| for Q8_0 and Q5_0 (q - 16) with the signs left in slo / shi for
- * the activations, as llama.cpp does. */
+ * nibbles for Q4_0 / Q4_1, the 5-bit values for Q5_0 / Q5_1 (Q4_0's -8 and Q5_0's -16 come
+ * back through the activation's lane offsets), |w| for Q8_0 with the signs left in slo / shi
+ * for the activations, as llama.cpp does. */
 typedef struct wprep {
     __m128i lo, hi, slo, shi;
 } wprep;
@@ -208,17 +210,11 @@ AVX2_INLINE wprep wprepare(const int kind, const uint8_t *x)
             _mm_and_si128(_mm_shuffle_epi8(qh, _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bm), bm);
         const __m128i q = load128(x + g.wqs), m = _mm_set1_epi8(0x0F);
         const __m128i nlo = _mm_and_si128(q, m), nhi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
-        if (kind == K_Q5_1) {
-            const __m128i b4 = _mm_set1_epi8(0x10);
-            p.lo = _mm_or_si128(nlo, _mm_and_si128(blo, b4));
-            p.hi = _mm_or_si128(nhi, _mm_and_si128(bhi, b4));
-            p.slo = p.shi = _mm_setzero_si128();
-            return p;
-        }
-        /* q - 16 as a signed byte: the nibble, with 0xF0 where bit 4 is clear */
-        const __m128i f0 = _mm_set1_epi8((char)0xF0);
-        p.slo = _mm_or_si128(nlo, _mm_andnot_si128(blo, f0));
-        p.shi = _mm_or_si128(nhi, _mm_andnot_si128(bhi, f0));
+        const __m128i b4 = _mm_set1_epi8(0x10);
+        p.lo = _mm_or_si128(nlo, _mm_and_si128(blo, b4));
+        p.hi = _mm_or_si128(nhi, _mm_and_si128(bhi, b4));
+        p.slo = p.shi = _mm_setzero_si128();
+        return p;
     } else {
         const __m128i q = load128(x + g.wqs), m = _mm_set1_epi8(0x0F);
         p.lo = _mm_and_si128(q, m);
@@ -247,6 +243,9 @@ AVX2_INLINE void lane_sums(const int kind, const wprep *p, const uint8_t *aq, co
     if (kind == K_Q4_0) {
         slo = _mm_sub_epi32(slo, load128(off));
         shi = _mm_sub_epi32(shi, load128(off + 16));
+    } else if (kind == K_Q5_0) { /* -16 = twice Q4_0's -8 */
+        slo = _mm_sub_epi32(slo, _mm_slli_epi32(load128(off), 1));
+        shi = _mm_sub_epi32(shi, _mm_slli_epi32(load128(off + 16), 1));
     }
     *plo = _mm_cvtepi32_ps(slo);
     *phi = _mm_cvtepi32_ps(shi);
@@ -286,7 +285,7 @@ AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint
                         int T, float *y, int64_t ldy)
 {
     const q_geom g = Q_GEOM(kind);
-    const size_t lo_off = kind == K_Q4_0 ? quant_q4_0_lane_off(nb) : 0;
+    const size_t lo_off = LANE_OFF(kind) ? quant_q4_0_lane_off(nb) : 0;
     __m128 lo0 = _mm_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
     __m128 summs = lo0;
     for (int64_t b = 0; b < nb; b++) {
@@ -328,7 +327,7 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
     const q_geom g = Q_GEOM(kind);
     const uint8_t *tail = a + tail_off;
     const size_t tstride = HAS_MIN(kind) ? 8 : 4;
-    const uint8_t *lanes = a + (kind == K_Q4_0 ? quant_q4_0_lane_off(nb) : 0);
+    const uint8_t *lanes = a + (LANE_OFF(kind) ? quant_q4_0_lane_off(nb) : 0);
     __m128 lo0 = _mm_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
     __m128 summs = lo0;
     for (int64_t b = 0; b < nb; b++) {
@@ -902,7 +901,7 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
             y[i].d = dh;
             d = h2f(dh);
             memcpy(tail + 4 * i, &d, 4);
-            if (wtype == GGUF_DTYPE_Q4_0) {
+            if (wtype != GGUF_DTYPE_Q8_0) {
                 int32_t off[8];
                 quant_q4_0_lane_offsets(y[i].qs, off);
                 memcpy(lanes + 32 * i, off, sizeof off);

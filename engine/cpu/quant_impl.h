@@ -4,14 +4,13 @@
  * Byte layouts (GGML's; see quant.h): block structs below are exactly GGML's, checked by size.
  * An activation row of n elements for weight type t is laid out as:
  *   Q8_0 act (Q8_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d
- *   Q8_0 act (Q4_0 weights):       nb × block_q8_0 | pad to 4 | nb × f32 d | nb × i32 off[8]
- *   Q8_0 act (Q5_0 weights):       as for Q8_0 weights
+ *   Q8_0 act (Q4_0, Q5_0 weights): nb × block_q8_0 | pad to 4 | nb × f32 d | nb × i32 off[8]
  *   Q8_1 act (Q4_1, Q5_1 weights): nb × block_q8_1 | nb × {f32 d, f32 s}
  *   Q8_K act (Q4_K, Q5_K, Q6_K):   nb × block_q8_K
  *   f32 act  (F32, F16, BF16):     n × f32
  * The tails repeat what the blocks hold (d and s widened from fp16 exactly), so the SIMD
  * kernels load a scale with one load instead of converting fp16 per row; off[j] = 8 * (the sum
- * of the block's quants 4j..4j+3) takes Q4_0's -8 back from lane j's sum.
+ * of the block's quants 4j..4j+3) takes Q4_0's -8 back from lane j's sum (2 * off[j]: Q5_0's -16).
  *
  * The dot products of Q4_0, Q4_1 and Q8_0 weights follow llama.cpp's x86 AVX2 kernels
  * (ggml_vec_dot_q4_0_q8_0, _q4_1_q8_1, _q8_0_q8_0, and tinyBLAS's Q8_0/Q4_0 tiles), so the

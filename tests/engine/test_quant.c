@@ -770,9 +770,9 @@ Test(quant_new_types, row_bytes_match_gguf_and_ggml)
         }
         cr_expect_str_eq(gguf_dtype_name(k[i].t), tname(k[i].t));
     }
-    /* activation formats: Q8_0 (34 B + f32 tail) for Q5_0, Q8_1 (36 B + 2 f32) for Q5_1,
+    /* activation formats: Q8_0 with Q4_0's lane offsets for Q5_0, Q8_1 (36 B + 2 f32) for Q5_1,
      * Q8_K (292 B) for the K-quants */
-    cr_expect_eq(quant_act_row_bytes(GGUF_DTYPE_Q5_0, 64), quant_act_row_bytes(GGUF_DTYPE_Q8_0, 64));
+    cr_expect_eq(quant_act_row_bytes(GGUF_DTYPE_Q5_0, 64), quant_act_row_bytes(GGUF_DTYPE_Q4_0, 64));
     cr_expect_eq(quant_act_row_bytes(GGUF_DTYPE_Q5_1, 64), 2 * (36 + 8));
     cr_expect_eq(quant_act_row_bytes(GGUF_DTYPE_Q4_K, 512), 2 * 292);
     cr_expect_eq(quant_act_row_bytes(GGUF_DTYPE_Q5_K, 512), 2 * 292);
@@ -937,7 +937,9 @@ static void write_tiny_pair(gguf_dtype t, char **qpath, char **fpath)
     const int64_t V = (int64_t)toks.n;
     tiny_tensor tt[2 + 9 * NL];
     int nt = 0;
-#define TT(nm, a, b, v) (snprintf(tt[nt].name, sizeof tt[nt].name, "%s", nm), tt[nt].ne[0] = (a), tt[nt].ne[1] = (b), tt[nt].vec = (v), nt++)
+#define TT(nm, a, b, v)                                                                                     \
+    (snprintf(tt[nt].name, sizeof tt[nt].name, "%s", nm), tt[nt].ne[0] = (a), tt[nt].ne[1] = (b),            \
+     tt[nt].vec = (v), nt++)
     TT("token_embd.weight", D, V, false);
     TT("output_norm.weight", D, 1, true);
     for (int il = 0; il < NL; il++) {
