@@ -13,8 +13,8 @@
  * -16 taken back through the activation's lane offsets, twice Q4_0's).
  *
  * Q4_K, Q5_K: llama.cpp's 256-bit per-pair kernel (eight int32 lanes per super-block, one fma),
- * one row × 4 tokens for prompts (weights unpacked once per four tokens), one row at a time
- * for a single token.
+ * one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1 token
+ * for decoding (each activation group loaded once per four rows).
  *
  * Q6_K: each SIMD lane is one (row, token) pair running one per-block chain (exact int32 block
  * sum S, then acc = fma(S, d_w*d_a, acc)); the partial sums of four pairs are reduced together
@@ -465,80 +465,97 @@ AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t
 
 /* ---- Q4_K / Q5_K weights × Q8_K activations ------------------------------------------------ */
 
-/* One row × NT tokens (NT = 1 or 4; a[]: activation rows, repeats allowed; results for the
- * first T), in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order (quant_impl.h): per super-block and
- * token, eight int32 lanes sumi (maddubs, madd with the sub-block's scale), one fma with
- * d = d_a*d_w; the mins through the activation's bsums. The weight sub-blocks are unpacked once
- * for the NT tokens. */
-AVX2_INLINE void k_tile(const int five, const int NT, const uint8_t *w, int64_t nb, const uint8_t *const a[4], int T,
-                        float *y, int64_t ldy)
+/* NR rows × NT tokens (NR * NT <= 4: one row × 4 tokens for prompts, 4 rows × 1 token for
+ * decoding; wr[] and a[] may repeat), in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order
+ * (quant_impl.h): per super-block and (row, token) pair, eight int32 lanes sumi (maddubs, madd
+ * with the sub-block's scale), one fma with d = d_a*d_w; the mins through the activation's
+ * bsums. Each weight sub-block is unpacked once for the NT tokens, each activation group
+ * loaded once for the NR rows. out[r * NT + t] gets pair (r, t)'s result. */
+AVX2_INLINE void k_tile(const int five, const int NR, const int NT, const uint8_t *const wr[4], int64_t nb,
+                        const uint8_t *const a[4], float *out)
 {
     const size_t bsize = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     __m256 acc[4];
     __m128 accm[4];
     float summs[4];
-    for (int t = 0; t < NT; t++) {
-        acc[t] = _mm256_setzero_ps();
-        accm[t] = _mm_setzero_ps();
-        summs[t] = 0.0f;
+    for (int p = 0; p < NR * NT; p++) {
+        acc[p] = _mm256_setzero_ps();
+        accm[p] = _mm_setzero_ps();
+        summs[p] = 0.0f;
     }
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *x = w + bsize * (size_t)b;
-        uint16_t dh, mh;
-        memcpy(&dh, x, 2);
-        memcpy(&mh, x + 2, 2);
-        const float dw = h2f(dh), mw = h2f(mh);
-        /* the 12 scale bytes to 8 scales | 8 mins (llama.cpp's utmp shuffle) */
-        uint32_t utmp[4];
-        memcpy(utmp, x + 4, K_SCALE_SIZE);
-        utmp[3] = ((utmp[2] >> 4) & 0x0f0f0f0fu) | (((utmp[1] >> 6) & 0x03030303u) << 4);
-        const uint32_t uaux = utmp[1] & 0x3f3f3f3fu;
-        utmp[1] = (utmp[2] & 0x0f0f0f0fu) | (((utmp[0] >> 6) & 0x03030303u) << 4);
-        utmp[2] = uaux;
-        utmp[0] &= 0x3f3f3f3fu;
-        uint8_t scb[16];
-        memcpy(scb, utmp, 16);
-        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(scb + 8)));
-        const uint8_t *qh = x + 4 + K_SCALE_SIZE, *qs = five ? qh + QK_K / 8 : qh;
-        const __m256i hb = five ? load256(qh) : _mm256_setzero_si256();
+        float dw[4], mw[4];
+        _Alignas(16) uint8_t scb[4][16]; /* 8 scales | 8 mins per row */
+        const uint8_t *qs[4];
+        __m256i hb[4];
+        for (int r = 0; r < NR; r++) {
+            const uint8_t *x = wr[r] + bsize * (size_t)b;
+            uint16_t dh, mh;
+            memcpy(&dh, x, 2);
+            memcpy(&mh, x + 2, 2);
+            dw[r] = h2f(dh);
+            mw[r] = h2f(mh);
+            /* the 12 scale bytes to 8 scales | 8 mins (llama.cpp's utmp shuffle) */
+            uint32_t utmp[4];
+            memcpy(utmp, x + 4, K_SCALE_SIZE);
+            utmp[3] = ((utmp[2] >> 4) & 0x0f0f0f0fu) | (((utmp[1] >> 6) & 0x03030303u) << 4);
+            const uint32_t uaux = utmp[1] & 0x3f3f3f3fu;
+            utmp[1] = (utmp[2] & 0x0f0f0f0fu) | (((utmp[0] >> 6) & 0x03030303u) << 4);
+            utmp[2] = uaux;
+            utmp[0] &= 0x3f3f3f3fu;
+            memcpy(scb[r], utmp, 16);
+            const uint8_t *qh = x + 4 + K_SCALE_SIZE;
+            qs[r] = five ? qh + QK_K / 8 : qh;
+            hb[r] = five ? load256(qh) : _mm256_setzero_si256();
+        }
         const block_q8_K *ya[4];
         __m256i sumi[4];
-        for (int t = 0; t < NT; t++) {
+        for (int t = 0; t < NT; t++)
             ya[t] = (const block_q8_K *)a[t] + b;
-            sumi[t] = _mm256_setzero_si256();
-        }
+        for (int p = 0; p < NR * NT; p++)
+            sumi[p] = _mm256_setzero_si256();
 #pragma GCC unroll 8
         for (int s = 0; s < 8; s++) {
-            const __m256i l = load256(qs + 32 * (s / 2));
-            __m256i q = (s & 1) ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
-            if (five) {
-                const __m256i h = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(s)), one);
-                q = _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+            __m256i q[4], sc[4];
+            for (int r = 0; r < NR; r++) {
+                const __m256i l = load256(qs[r] + 32 * (s / 2));
+                q[r] = (s & 1) ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m4) : _mm256_and_si256(l, m4);
+                if (five) {
+                    const __m256i h = _mm256_and_si256(_mm256_srl_epi16(hb[r], _mm_cvtsi32_si128(s)), one);
+                    q[r] = _mm256_or_si256(q[r], _mm256_slli_epi16(h, 4));
+                }
+                sc[r] = _mm256_set1_epi16((short)scb[r][s]);
             }
-            const __m256i sc = _mm256_set1_epi16((short)scb[s]);
             for (int t = 0; t < NT; t++) {
-                const __m256i p = _mm256_maddubs_epi16(q, load256(ya[t]->qs + 32 * s));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                const __m256i av = load256(ya[t]->qs + 32 * s);
+                for (int r = 0; r < NR; r++) {
+                    const __m256i pr = _mm256_maddubs_epi16(q[r], av);
+                    sumi[r * NT + t] = _mm256_add_epi32(sumi[r * NT + t], _mm256_madd_epi16(pr, sc[r]));
+                }
             }
         }
         for (int t = 0; t < NT; t++) {
-            const float d = ya[t]->d * dw, dmin = -ya[t]->d * mw;
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
             const __m256i bs = load256(ya[t]->bsums);
             const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i prod = _mm_madd_epi16(mins16, q8s);
-            if (five) {
-                __m128i m = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
-                m = _mm_add_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
-                summs[t] = fmaf(dmin, (float)_mm_cvtsi128_si32(m), summs[t]);
-            } else {
-                accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[t]);
+            for (int r = 0; r < NR; r++) {
+                const int p = r * NT + t;
+                const float d = ya[t]->d * dw[r], dmin = -ya[t]->d * mw[r];
+                acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[p]), acc[p]);
+                const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(scb[r] + 8)));
+                const __m128i prod = _mm_madd_epi16(mins16, q8s);
+                if (five) {
+                    __m128i m = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+                    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
+                    summs[p] = fmaf(dmin, (float)_mm_cvtsi128_si32(m), summs[p]);
+                } else {
+                    accm[p] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[p]);
+                }
             }
         }
     }
-    for (int t = 0; t < T; t++)
-        y[t * ldy] = hsum256(acc[t]) + (five ? summs[t] : hsum128(accm[t]));
+    for (int p = 0; p < NR * NT; p++)
+        out[p] = hsum256(acc[p]) + (five ? summs[p] : hsum128(accm[p]));
 }
 
 /* ---- row drivers for the quantised types -------------------------------------------------- */
@@ -661,16 +678,27 @@ DEFINE_Q_TOK4(tok4_q5_1, K_Q5_1)
                                  int64_t ldy)                                                       \
     {                                                                                               \
         (void)tail_off;                                                                             \
-        for (int64_t r = ra; r < rb; r++)                                                           \
-            k_tile(five, 4, W + (size_t)r * wrow, nb, a, T, y + r, ldy);                            \
+        for (int64_t r = ra; r < rb; r++) {                                                         \
+            const uint8_t *const wr[4] = {W + (size_t)r * wrow, NULL, NULL, NULL};                  \
+            float out[4];                                                                           \
+            k_tile(five, 1, 4, wr, nb, a, out);                                                     \
+            for (int t = 0; t < T; t++)                                                             \
+                y[t * ldy + r] = out[t];                                                            \
+        }                                                                                           \
     }                                                                                               \
     AVX2 static void row_##name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,  \
                                 const uint8_t *a, size_t tail_off, float *y)                        \
     {                                                                                               \
         (void)tail_off;                                                                             \
         const uint8_t *const aa[4] = {a, a, a, a};                                                  \
-        for (int64_t r = ra; r < rb; r++)                                                           \
-            k_tile(five, 1, W + (size_t)r * wrow, nb, aa, 1, y + r, 1);                             \
+        for (int64_t r = ra; r < rb; r += 4) {                                                      \
+            const uint8_t *wr[4];                                                                   \
+            lane_rows(W, wrow, r, rb, 4, wr);                                                       \
+            float out[4];                                                                           \
+            k_tile(five, 4, 1, wr, nb, aa, out);                                                    \
+            for (int k = 0; k < 4 && r + k < rb; k++)                                               \
+                y[r + k] = out[k];                                                                  \
+        }                                                                                           \
     }
 
 DEFINE_K(q4_K, 0)
