@@ -1057,3 +1057,34 @@ Test(quant_new_types, tiny_model_logits_match_its_f32_twin, .timeout = 120)
         free(fp);
     }
 }
+
+/* The largest K-quant blocks (every 6-bit scale and min 63, every quant 15 or 31) against
+ * activations at +-127: maddubs' int16 pairs (2 * 31 * 127) and the int32 lane sums stay in
+ * range, so SIMD, scalar and the float64 dot of the dequantised rows agree. */
+Test(quant_new_types, k_quants_at_their_limits_do_not_overflow)
+{
+    const int sc[8] = {63, 63, 63, 63, 63, 63, 63, 63};
+    for (int five = 0; five < 2; five++) {
+        const gguf_dtype t = five ? GGUF_DTYPE_Q5_K : GGUF_DTYPE_Q4_K;
+        const size_t bb = five ? 176 : 144;
+        uint8_t w[2 * 176];
+        for (int b = 0; b < 2; b++) {
+            uint8_t *x = w + bb * (size_t)b;
+            put16(x, 0x3c00);
+            put16(x + 2, b ? 0x0000 : 0x3c00); /* second block: no min, so the sums don't cancel */
+            pack_k_scales(sc, sc, x + 4);
+            memset(x + 16, 0xFF, bb - 16);  /* qh (Q5_K) and qs: every quant at its maximum */
+        }
+        float xs[512];
+        for (int i = 0; i < 512; i++)
+            xs[i] = (i & 1) ? 127.0f : (i % 4 == 0 ? 127.0f : -127.0f);
+        const size_t arow = quant_act_row_bytes(t, 512);
+        uint8_t *act = malloc(arow);
+        quant_act_quantize(t, xs, act, 512);
+        double mag, fr = float_dot(t, w, act, 512, &mag);
+        const float ref = quant_ref_vec_dot(t, w, act, 512), simd = quant_vec_dot(t, w, act, 512);
+        cr_expect_eq(fbits(simd), fbits(ref), "%s: simd %a vs scalar %a", tname(t), (double)simd, (double)ref);
+        cr_expect(fabs(ref - fr) / mag < dot_tol(t), "%s: scalar %g vs float64 %g", tname(t), (double)ref, fr);
+        free(act);
+    }
+}
