@@ -2,7 +2,7 @@
  * front end (http_server_start, the public API) runs in this process on 127.0.0.1, port 0,
  * over the default model; each input becomes one request — method, path (a route of the
  * table, or fuzzed bytes), headers (auth, Content-Type, Origin, fuzzed extras) and body —
- * sent on a fresh loopback connection, so MHD's parsing, the route dispatch, auth, the JSON
+ * sent on a fresh loopback connection (tests/tu_http.c, compiled in), so MHD's parsing, the route dispatch, auth, the JSON
  * nesting pre-scan, jansson and every route's body validation run under ASan/UBSan.
  *
  * Must never crash, hang (an answer within 10 s) or answer 500; the status line must be
@@ -17,10 +17,7 @@
  * header, bit 3 the rest starts with one extra header line up to '\n'); then the body.
  * The server's threads allocate across inputs: if LSan reports a leak from MHD or grpc
  * internals, run with -detect_leaks=0. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -29,12 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "clock.h"
 #include "http_server.h"
 #include "serval_engine.h"
+#include "tu_http.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -90,24 +88,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         }                                                                                    \
     } while (0)
 
-static bool send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return eng_clock_ms() / 1e3; }
 
 /* A path, method, header or header value must not carry CR/LF/NUL of its own: the request
  * would be a different one (those are MHD's to reject, and are fuzzed in the body). */
@@ -198,17 +179,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hn <= 0 || (size_t)hn >= sizeof head)
         return 0;
 
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FUZZ_CHECK(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s",
-               strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int fd = tu_http_connect(port, 0, 0);
+    FUZZ_CHECK(fd >= 0, "connect: %s", strerror(errno));
     /* the server may answer (413, 401) and close before the body is all sent */
-    if (send_all(fd, head, (size_t)hn))
-        send_all(fd, rest, n);
+    if (tu_http_send_all(fd, head, (size_t)hn))
+        tu_http_send_all(fd, rest, n);
     shutdown(fd, SHUT_WR);
     char buf[4096];
     size_t got = 0;

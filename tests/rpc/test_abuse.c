@@ -29,7 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "testutil.h"
+#include "tu_http.h"
 #include "tu_server.h"
 
 #define TOKEN "abuse_test_token"   /* the attacker's */
@@ -60,12 +62,7 @@ typedef struct target {
     int restarts;
 } target;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return eng_clock_ms() / 1e3; }
 
 static void target_start(target *t)
 {
@@ -110,85 +107,27 @@ static void target_rss(const target *t, double *rss, double *hwm)
     free(s);
 }
 
-/* ---- a small HTTP/1.1 client ------------------------------------------------------------- */
+/* ---- requests (the tu_http.h client) -------------------------------------------------------- */
 
+/* A connection whose receive and send (and connect) time out after timeout_s; -1 if none. */
 static int hc_connect(int port, double timeout_s)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(fd >= 0, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    struct timeval tv = {.tv_sec = (time_t)timeout_s,
-                         .tv_usec = (suseconds_t)((timeout_s - (double)(time_t)timeout_s) * 1e6)};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    return tu_http_connect(port, timeout_s, timeout_s);
 }
 
-static bool send_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return false;
-        c += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
+/* The head of a JSON POST by the attacker. */
 static int head_format(char *buf, size_t cap, const char *path, size_t body_len)
 {
-    return snprintf(buf, cap,
-                    "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " TOKEN
-                    "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                    path, body_len);
+    return tu_http_head(buf, cap, "POST", path, TOKEN, NULL, body_len);
 }
 
-/* Reads one response (headers, then Content-Length bytes or until close) on a blocking fd
- * with its receive timeout; the status, 0 when nothing complete came back. */
-static int hc_read(int fd, char **body_out)
+/* Reads one response; its status, 0 when nothing complete came back. */
+static int hc_read(int fd)
 {
-    size_t cap = 8192, len = 0;
-    char *buf = malloc(cap);
-    char *hend = NULL;
-    int status = 0;
-    for (;;) {
-        if (len + 1 >= cap)
-            buf = realloc(buf, cap *= 2);
-        buf[len] = 0;
-        if (!hend && (hend = strstr(buf, "\r\n\r\n")) != NULL) {
-            status = atoi(buf + 9);
-            const char *cl = strcasestr(buf, "\r\ncontent-length:");
-            size_t want = cl ? (size_t)atol(cl + 17) : 0;
-            size_t hlen = (size_t)(hend - buf) + 4;
-            while (len < hlen + want) {
-                if (len + 1 >= cap)
-                    buf = realloc(buf, cap *= 2);
-                ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-                if (k <= 0)
-                    break;
-                len += (size_t)k;
-            }
-            buf[len] = 0;
-            if (body_out)
-                *body_out = strdup(buf + hlen);
-            break;
-        }
-        ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
-        if (k <= 0)
-            break;
-        len += (size_t)k;
-    }
-    free(buf);
-    return status;
+    tu_http_resp r = tu_http_read(fd);
+    int st = r.status;
+    tu_http_resp_free(&r);
+    return st;
 }
 
 /* One POST on a fresh connection; the status (0: none within timeout_s). */
@@ -200,8 +139,8 @@ static int post(int port, const char *path, const char *body, size_t len, double
     char head[512];
     int n = head_format(head, sizeof head, path, len);
     int st = 0;
-    if (send_all(fd, head, (size_t)n) && send_all(fd, body, len))
-        st = hc_read(fd, NULL);
+    if (tu_http_send_all(fd, head, (size_t)n) && tu_http_send_all(fd, body, len))
+        st = hc_read(fd);
     close(fd);
     return st;
 }
@@ -324,7 +263,7 @@ static void attack_slowloris(target *t)
         if (i >= SLOW_N) {
             char head[512];
             int n = head_format(head, sizeof head, "/v1/completions", 100000);
-            send_all(fd[i], head, (size_t)n);
+            tu_http_send_all(fd[i], head, (size_t)n);
         }
     }
     while (now_s() - t0 < SLOW_WAIT_S) {
@@ -556,7 +495,7 @@ static int post_big(int port, const char *path, const char *body, size_t len, do
     }
     char head[512];
     int n = head_format(head, sizeof head, path, len);
-    send_all(fd, head, (size_t)n);
+    tu_http_send_all(fd, head, (size_t)n);
     size_t off = 0;
     while (off < len) {
         struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
@@ -571,7 +510,7 @@ static int post_big(int port, const char *path, const char *body, size_t len, do
         if (w > 0)
             off += (size_t)w;
     }
-    int st = hc_read(fd, NULL);
+    int st = hc_read(fd);
     close(fd);
     *secs = now_s() - t0;
     return st;
@@ -744,8 +683,8 @@ static void attack_events(target *t)
         if (fd < 0 && (fd = hc_connect(t->http, 10)) < 0)
             break;
         int st = 0;
-        if (send_all(fd, head, (size_t)hn) && send_all(fd, body, EVENTS_BYTES))
-            st = hc_read(fd, NULL);
+        if (tu_http_send_all(fd, head, (size_t)hn) && tu_http_send_all(fd, body, EVENTS_BYTES))
+            st = hc_read(fd);
         codes[st]++;
         if (st == 0) { /* closed: a new connection next time */
             close(fd);

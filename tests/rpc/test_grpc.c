@@ -12,14 +12,11 @@
 
 #include "clock.h"
 #include "grpc_client.h"
+#include "grpc_test_util.h"
 #include "serval.pb-c.h"
 #include "testutil.h"
 #include "tu_server.h"
 
-#define M_COMPLETE "/serval.v1.Serval/Complete"
-#define M_STREAM "/serval.v1.Serval/CompleteStream"
-#define M_CHAT "/serval.v1.Serval/Chat"
-#define M_HEALTH "/serval.v1.Serval/Health"
 #define TOKEN "test-token-1"
 
 /* The server each test talks to: this file's token, started once its gRPC listener is up. */
@@ -35,14 +32,6 @@ static int server_stop(server *s) { return tu_server_stop(s); }
 static char *server_log(server *s) { return tu_read_file(s->log_path, NULL); }
 
 /* ---- request helpers ---------------------------------------------------------------------- */
-
-static uint8_t *pack_msg(const ProtobufCMessage *m, size_t *len)
-{
-    *len = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(*len + 1);
-    protobuf_c_message_pack(m, b);
-    return b;
-}
 
 typedef struct gen {
     const char *prompt;
@@ -69,7 +58,7 @@ static uint8_t *complete_req(const gen *g, size_t *len)
     rq.stop = g->stop;
     rq.n_stop = g->n_stop;
     rq.sampling = &sp;
-    return pack_msg(&rq.base, len);
+    return gt_pack(&rq.base, len);
 }
 
 /* Concatenates stream chunks; remembers the last one's finish reason and usage. */
@@ -126,28 +115,9 @@ static grpc_status_code stream(rpc_client *cl, const gen *g, stream_acc *a, int 
 
 static Serval__V1__EngineStats *health(rpc_client *cl, Serval__V1__HealthResponse **keep)
 {
-    rpc_client_result res;
-    uint8_t empty = 0;
-    cr_assert_eq(rpc_client_call(cl, M_HEALTH, &empty, 0, 5000, NULL, NULL, &res), GRPC_STATUS_OK,
-                 "Health: %s", res.details);
-    *keep = serval__v1__health_response__unpack(NULL, res.last_len, res.last);
-    rpc_client_result_clear(&res);
-    cr_assert_not_null(*keep);
+    *keep = gt_health(cl);
     cr_assert_not_null((*keep)->engine);
     return (*keep)->engine;
-}
-
-/* Health without a token: liveness only. */
-static Serval__V1__HealthResponse *health_anon(rpc_client *cl)
-{
-    rpc_client_result res;
-    uint8_t empty = 0;
-    cr_assert_eq(rpc_client_call(cl, M_HEALTH, &empty, 0, 5000, NULL, NULL, &res), GRPC_STATUS_OK,
-                 "Health: %s", res.details);
-    Serval__V1__HealthResponse *h = serval__v1__health_response__unpack(NULL, res.last_len, res.last);
-    rpc_client_result_clear(&res);
-    cr_assert_not_null(h);
-    return h;
 }
 
 /* Polls Health until no sequence runs, no KV block is referenced and every submitted request
@@ -234,7 +204,7 @@ Test(grpc, every_rpc_answers, .timeout = 120)
     rpc_client_result res;
 
     /* Health needs no token but then says only whether it serves; with one, the engine too. */
-    Serval__V1__HealthResponse *h = health_anon(anon);
+    Serval__V1__HealthResponse *h = gt_health(anon);
     cr_assert_str_eq(h->status, "SERVING");
     cr_assert_null(h->engine, "Health without a token reports the engine's load");
     cr_assert_str_eq(h->model, "");
@@ -247,7 +217,7 @@ Test(grpc, every_rpc_answers, .timeout = 120)
 
     Serval__V1__ListModelsRequest lm = SERVAL__V1__LIST_MODELS_REQUEST__INIT;
     size_t len;
-    uint8_t *b = pack_msg(&lm.base, &len);
+    uint8_t *b = gt_pack(&lm.base, &len);
     cr_assert_eq(rpc_client_call(cl, "/serval.v1.Serval/ListModels", b, len, 5000, NULL, NULL,
                                  &res), GRPC_STATUS_OK);
     free(b);
@@ -271,7 +241,7 @@ Test(grpc, every_rpc_answers, .timeout = 120)
     cr.messages = msgs;
     cr.n_messages = 2;
     cr.max_tokens = 8;
-    b = pack_msg(&cr.base, &len);
+    b = gt_pack(&cr.base, &len);
     stream_acc chat = {0};
     cr_assert_eq(rpc_client_call(cl, M_CHAT, b, len, 60000, acc_chunk, &chat, &res),
                  GRPC_STATUS_OK, "Chat: %s", res.details);
@@ -287,7 +257,7 @@ Test(grpc, every_rpc_answers, .timeout = 120)
     rpc_client_result_clear(&res);
     m1.role = "wizard";
     free(b);
-    b = pack_msg(&cr.base, &len);
+    b = gt_pack(&cr.base, &len);
     cr_assert_eq(rpc_client_call(cl, M_CHAT, b, len, 5000, NULL, NULL, &res),
                  GRPC_STATUS_INVALID_ARGUMENT);
     cr_assert(strstr(res.details, "wizard"), "%s", res.details);
@@ -302,7 +272,7 @@ Test(grpc, every_rpc_answers, .timeout = 120)
     rq.input_case = SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS;
     rq.segments = &sg;
     rq.max_tokens = 4;
-    b = pack_msg(&rq.base, &len);
+    b = gt_pack(&rq.base, &len);
     cr_assert_eq(rpc_client_call(cl, M_COMPLETE, b, len, 60000, NULL, NULL, &res),
                  GRPC_STATUS_OK, "segments: %s", res.details);
     r = serval__v1__complete_response__unpack(NULL, res.last_len, res.last);

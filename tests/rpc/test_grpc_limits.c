@@ -14,14 +14,11 @@
 #include "clock.h"
 #include "grpc_client.h"
 #include "grpc_server.h"
+#include "grpc_test_util.h"
 #include "serval.pb-c.h"
 #include "serval_engine.h"
 #include "testutil.h"
 
-#define M_COMPLETE "/serval.v1.Serval/Complete"
-#define M_STREAM "/serval.v1.Serval/CompleteStream"
-#define M_CHAT "/serval.v1.Serval/Chat"
-#define M_HEALTH "/serval.v1.Serval/Health"
 #define TOKEN "limits-token-1"
 #define TOKEN2 "limits-token-2"
 
@@ -76,30 +73,6 @@ static void fx_stop(fixture *f)
     free(f->data_dir);
 }
 
-static uint8_t *pack_complete(const char *prompt, int max_tokens, size_t *len)
-{
-    Serval__V1__CompleteRequest rq = SERVAL__V1__COMPLETE_REQUEST__INIT;
-    rq.input_case = SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT;
-    rq.prompt = (char *)prompt;
-    rq.max_tokens = max_tokens;
-    rq.ignore_eos = true;
-    *len = protobuf_c_message_get_packed_size(&rq.base);
-    uint8_t *b = malloc(*len + 1);
-    protobuf_c_message_pack(&rq.base, b);
-    return b;
-}
-
-static Serval__V1__HealthResponse *health(rpc_client *cl)
-{
-    rpc_client_result res;
-    cr_assert_eq(rpc_client_call(cl, M_HEALTH, "", 0, 5000, NULL, NULL, &res), GRPC_STATUS_OK,
-                 "Health: %s", res.details);
-    Serval__V1__HealthResponse *h = serval__v1__health_response__unpack(NULL, res.last_len, res.last);
-    rpc_client_result_clear(&res);
-    cr_assert_not_null(h);
-    return h;
-}
-
 /* A call on its own thread: a stream of `max_tokens` (ignore_eos), its status and chunks. */
 typedef struct bg_call {
     rpc_client *cl;
@@ -123,7 +96,7 @@ static void *bg_main(void *arg)
 {
     bg_call *b = arg;
     size_t len;
-    uint8_t *req = pack_complete("Once upon a time", b->max_tokens, &len);
+    uint8_t *req = gt_pack_complete("Once upon a time", b->max_tokens, &len);
     rpc_client_call(b->cl, b->method, req, len, b->timeout_ms, count_chunk, b, &b->res);
     free(req);
     return NULL;
@@ -174,16 +147,16 @@ Test(grpc_limits, a_stream_in_flight_finishes_while_draining_and_health_says_so,
     bg_wait_chunks(&b, 1);
     rpc_grpc_server_stop_accepting(f.s);
 
-    Serval__V1__HealthResponse *h = health(anon);
+    Serval__V1__HealthResponse *h = gt_health(anon);
     cr_assert_str_eq(h->status, "DRAINING");
     serval__v1__health_response__free_unpacked(h, NULL);
-    h = health(cl);
+    h = gt_health(cl);
     cr_assert_str_eq(h->status, "DRAINING");
     cr_assert_not_null(h->engine);
     serval__v1__health_response__free_unpacked(h, NULL);
 
     size_t len;
-    uint8_t *req = pack_complete("x", 2, &len);
+    uint8_t *req = gt_pack_complete("x", 2, &len);
     rpc_client_result res;
     cr_assert_eq(rpc_client_call(cl, M_COMPLETE, req, len, 5000, NULL, NULL, &res),
                  GRPC_STATUS_UNAVAILABLE, "a new call while draining: %s", res.details);
@@ -286,7 +259,7 @@ Test(grpc_limits, stop_returns_while_one_engine_step_outlasts_the_drain, .timeou
     text[n] = '\0';
     size_t len;
     big_call b = {.cl = cl};
-    b.req = pack_complete(text, 4, &len);
+    b.req = gt_pack_complete(text, 4, &len);
     b.len = len;
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, big_main, &b), 0);
@@ -337,7 +310,7 @@ Test(grpc_limits, a_call_that_never_sends_its_message_is_cancelled, .timeout = 6
     /* It holds no slot afterwards. */
     int inflight = -1;
     for (int i = 0; i < 50 && inflight != 0; i++) {
-        Serval__V1__HealthResponse *h = health(cl);
+        Serval__V1__HealthResponse *h = gt_health(cl);
         inflight = h->engine->in_flight_calls;
         serval__v1__health_response__free_unpacked(h, NULL);
         usleep(20 * 1000);
@@ -379,7 +352,7 @@ Test(grpc_limits, one_token_gets_at_most_max_inflight_per_token, .timeout = 120)
     for (int i = 0; i < 2; i++) bg_start(&b[i], cl, M_STREAM, 4000);
     for (int i = 0; i < 2; i++) bg_wait_chunks(&b[i], 1);
     size_t len;
-    uint8_t *req = pack_complete("def f(x):", 2, &len);
+    uint8_t *req = gt_pack_complete("def f(x):", 2, &len);
     rpc_client_result res;
     cr_assert_eq(rpc_client_call(cl, M_COMPLETE, req, len, 10000, NULL, NULL, &res),
                  GRPC_STATUS_RESOURCE_EXHAUSTED, "%d %s", res.code, res.details);
@@ -439,7 +412,7 @@ Test(grpc_limits, a_4_mib_prompt_is_refused_before_tokenizing, .timeout = 60)
     memset(huge, 'a', big);
     huge[big] = '\0';
     size_t len;
-    uint8_t *req = pack_complete(huge, 2, &len);
+    uint8_t *req = gt_pack_complete(huge, 2, &len);
     rpc_client_result res;
     double t0 = eng_clock_ms();
     cr_assert_eq(rpc_client_call(cl, M_COMPLETE, req, len, 30000, NULL, NULL, &res),
@@ -500,7 +473,7 @@ Test(grpc_limits, a_4_mib_prompt_is_refused_before_tokenizing, .timeout = 60)
     cr_assert(strstr(res.details, "at most 256 messages"), "%s", res.details);
     free(req);
 
-    Serval__V1__HealthResponse *h = health(cl);
+    Serval__V1__HealthResponse *h = gt_health(cl);
     cr_assert_eq(h->engine->requests_submitted, 0, "a refused request reached the engine");
     serval__v1__health_response__free_unpacked(h, NULL);
     rpc_client_result_clear(&res);
@@ -581,7 +554,7 @@ Test(grpc_limits, health_answers_while_big_prompts_are_tokenized, .timeout = 120
     for (size_t i = 0; i < big; i++) text[i] = "ab cd\n"[i % 6];
     text[big] = '\0';
     size_t len;
-    uint8_t *req = pack_complete(text, 2, &len);
+    uint8_t *req = gt_pack_complete(text, 2, &len);
     enum { NB = 4 };
     big_call b[NB];
     pthread_t th[NB];
@@ -593,7 +566,7 @@ Test(grpc_limits, health_answers_while_big_prompts_are_tokenized, .timeout = 120
     double worst = 0;
     for (int i = 0; i < 5; i++) {
         double t0 = eng_clock_ms();
-        Serval__V1__HealthResponse *h = health(cl);
+        Serval__V1__HealthResponse *h = gt_health(cl);
         serval__v1__health_response__free_unpacked(h, NULL);
         double ms = eng_clock_ms() - t0;
         if (ms > worst) worst = ms;

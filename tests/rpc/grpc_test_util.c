@@ -1,0 +1,36 @@
+/* grpc_test_util.c — the gRPC tests' shared helpers (grpc_test_util.h). */
+#include "grpc_test_util.h"
+
+#include <criterion/criterion.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+uint8_t *gt_pack(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(*len + 1);
+    protobuf_c_message_pack(m, b);
+    return b;
+}
+
+uint8_t *gt_pack_complete(const char *prompt, int max_tokens, size_t *len)
+{
+    Serval__V1__CompleteRequest rq = SERVAL__V1__COMPLETE_REQUEST__INIT;
+    rq.input_case = SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT;
+    rq.prompt = (char *)prompt;
+    rq.max_tokens = max_tokens;
+    rq.ignore_eos = true;
+    return gt_pack(&rq.base, len);
+}
+
+Serval__V1__HealthResponse *gt_health(rpc_client *cl)
+{
+    rpc_client_result res;
+    uint8_t empty = 0;
+    cr_assert_eq(rpc_client_call(cl, M_HEALTH, &empty, 0, 5000, NULL, NULL, &res), GRPC_STATUS_OK,
+                 "Health: %s", res.details);
+    Serval__V1__HealthResponse *h = serval__v1__health_response__unpack(NULL, res.last_len, res.last);
+    rpc_client_result_clear(&res);
+    cr_assert_not_null(h);
+    return h;
+}
