@@ -1,4 +1,4 @@
-// dequant.cu — GGML blocks (Q4_0, Q4_1, Q8_0, Q6_K, F16, BF16, F32) to fp16/bf16/fp32 at load
+// dequant.cu — GGML blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F16, BF16, F32) to fp16/bf16/fp32 at load
 // time. One thread per output element (coalesced writes; the block bytes come through L1),
 // with the products rounded in the reference's order (no FMA contraction), so the result
 // equals kernels/ref/dequant.c bit for bit.
@@ -9,6 +9,36 @@
 static __device__ __forceinline__ float half_at(const uint8_t *p)
 {
     return __half2float(__ushort_as_half((unsigned short)(p[0] | (p[1] << 8))));
+}
+
+// K-quant 6-bit scale (or min, mins = 1) of sub-block s (0..7): GGML's get_scale_min_k4
+static __device__ __forceinline__ int k_scale_min(const uint8_t *q, int s, int mins)
+{
+    if (s < 4)
+        return q[s + 4 * mins] & 63;
+    return mins ? (q[s + 4] >> 4) | ((q[s] >> 6) << 4) : (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
+}
+
+// Q5_0 / Q5_1 quant j (0..31) of a block whose qh starts at p: low nibbles are elements 0..15,
+// high nibbles 16..31; bit j of the little-endian u32 qh is bit 4 of element j
+static __device__ __forceinline__ int q5_at(const uint8_t *p, int j)
+{
+    const int nib = j < 16 ? p[4 + j] & 0x0F : p[4 + j - 16] >> 4;
+    return nib | (((p[j / 8] >> (j % 8)) & 1) << 4);
+}
+
+// Q4_K / Q5_K element j (0..255): group g of 64, sub-block s = 2g (+1 for the high nibbles),
+// x = (d*sc) * q - (dmin*m), each product rounded as the reference does
+static __device__ __forceinline__ float k45_at(const uint8_t *b, int j, bool five)
+{
+    const int g = j / 64, hi = (j % 64) / 32, l = j % 32, s = 2 * g + hi;
+    const uint8_t *qs = b + 4 + 12 + (five ? 32 : 0) + 32 * g;
+    int q = hi ? qs[l] >> 4 : qs[l] & 0xF;
+    if (five)
+        q += ((b[16 + l] >> s) & 1) << 4;
+    const float d1 = __fmul_rn(half_at(b), (float)k_scale_min(b + 4, s, 0));
+    const float m1 = __fmul_rn(half_at(b + 2), (float)k_scale_min(b + 4, s, 1));
+    return __fsub_rn(__fmul_rn(d1, (float)q), m1);
 }
 
 static __device__ __forceinline__ float dequant_elem(kn_qtype t, const uint8_t *b, int j)
@@ -25,7 +55,11 @@ static __device__ __forceinline__ float dequant_elem(kn_qtype t, const uint8_t *
         const int q = j < 16 ? (b[4 + j] & 0x0F) : (b[4 + j - 16] >> 4);
         return __fadd_rn(__fmul_rn((float)q, half_at(b)), half_at(b + 2));
     }
+    case KN_QTYPE_Q5_0: return __fmul_rn((float)(q5_at(b + 2, j) - 16), half_at(b));
+    case KN_QTYPE_Q5_1: return __fadd_rn(__fmul_rn((float)q5_at(b + 4, j), half_at(b)), half_at(b + 2));
     case KN_QTYPE_Q8_0: return __fmul_rn((float)(int8_t)b[2 + j], half_at(b));
+    case KN_QTYPE_Q4_K: return k45_at(b, j, false);
+    case KN_QTYPE_Q5_K: return k45_at(b, j, true);
     case KN_QTYPE_Q6_K: {
         // element j: half h of 128, quarter qr of 32, lane l (see ggml's dequantize_row_q6_K)
         const int h = j / 128, qr = (j % 128) / 32, l = j % 32;

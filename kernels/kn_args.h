@@ -67,7 +67,11 @@ typedef enum kn_qtype {
     KN_QTYPE_F16 = 1,
     KN_QTYPE_Q4_0 = 2,
     KN_QTYPE_Q4_1 = 3,
+    KN_QTYPE_Q5_0 = 6,
+    KN_QTYPE_Q5_1 = 7,
     KN_QTYPE_Q8_0 = 8,
+    KN_QTYPE_Q4_K = 12,
+    KN_QTYPE_Q5_K = 13,
     KN_QTYPE_Q6_K = 14,
     KN_QTYPE_BF16 = 30
 } kn_qtype;
@@ -81,7 +85,11 @@ static inline KN_HOST_DEVICE int kn_qtype_block_elems(kn_qtype t)
     case KN_QTYPE_BF16: return 1;
     case KN_QTYPE_Q4_0:
     case KN_QTYPE_Q4_1:
+    case KN_QTYPE_Q5_0:
+    case KN_QTYPE_Q5_1:
     case KN_QTYPE_Q8_0: return 32;
+    case KN_QTYPE_Q4_K:
+    case KN_QTYPE_Q5_K:
     case KN_QTYPE_Q6_K: return 256;
     }
     return 0;
@@ -94,7 +102,11 @@ static inline KN_HOST_DEVICE int kn_qtype_block_bytes(kn_qtype t)
     case KN_QTYPE_BF16: return 2;
     case KN_QTYPE_Q4_0: return 18;
     case KN_QTYPE_Q4_1: return 20;
+    case KN_QTYPE_Q5_0: return 22;
+    case KN_QTYPE_Q5_1: return 24;
     case KN_QTYPE_Q8_0: return 34;
+    case KN_QTYPE_Q4_K: return 144;
+    case KN_QTYPE_Q5_K: return 176;
     case KN_QTYPE_Q6_K: return 210;
     }
     return 0;

@@ -43,5 +43,6 @@ Test(kn_dequant, rejects_partial_blocks)
     uint8_t src[64] = {0};
     uint16_t dst[64] = {0};
     cr_assert(kn_dequant(KN_QTYPE_Q4_0, src, 1, 31, KN_DTYPE_F16, dst, 0) == KN_ERR_INVALID, "31 cols");
-    cr_assert(kn_dequant((kn_qtype)12, src, 1, 256, KN_DTYPE_F16, dst, 0) == KN_ERR_UNSUPPORTED, "Q4_K");
+    cr_assert(kn_dequant((kn_qtype)10, src, 1, 256, KN_DTYPE_F16, dst, 0) == KN_ERR_UNSUPPORTED, "Q2_K");
+    cr_assert(kn_dequant(KN_QTYPE_Q4_K, src, 1, 128, KN_DTYPE_F16, dst, 0) == KN_ERR_INVALID, "half a Q4_K block");
 }

@@ -38,6 +38,10 @@ Test(ref_dequant, equals_engine_quant_bit_for_bit)
     check_type(GGUF_DTYPE_Q4_1, KN_QTYPE_Q4_1, 32 * 37);
     check_type(GGUF_DTYPE_Q8_0, KN_QTYPE_Q8_0, 32 * 37);
     check_type(GGUF_DTYPE_Q6_K, KN_QTYPE_Q6_K, 256 * 5);
+    check_type(GGUF_DTYPE_Q5_0, KN_QTYPE_Q5_0, 32 * 37);
+    check_type(GGUF_DTYPE_Q5_1, KN_QTYPE_Q5_1, 32 * 37);
+    check_type(GGUF_DTYPE_Q4_K, KN_QTYPE_Q4_K, 256 * 5);
+    check_type(GGUF_DTYPE_Q5_K, KN_QTYPE_Q5_K, 256 * 5);
     check_type(GGUF_DTYPE_F16, KN_QTYPE_F16, 301);
     check_type(GGUF_DTYPE_BF16, KN_QTYPE_BF16, 301);
     check_type(GGUF_DTYPE_F32, KN_QTYPE_F32, 301);
