@@ -511,10 +511,12 @@ int main(int argc, char **argv)
 {
     const char *model = NULL, *fixture = NULL, *exact = NULL;
     int limit = 0;
-    bool quick = false;
+    bool quick = false, small = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             quick = true;
+        } else if (!strcmp(argv[i], "--small")) {
+            small = true;
         } else if (!strcmp(argv[i], "--fp16")) {
             fixture_fp16 = true;
         } else if (i + 1 < argc && !strcmp(argv[i], "--model")) {
@@ -534,13 +536,14 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--exact "
                 "greedy_exact_top1.jsonl] [--fixture-limit N]] "
-                "[--quick] [--fp16]\n"
+                "[--quick | --small] [--fp16]\n"
                 "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
                 "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
                 "batched == alone through the engine. --fixture: also the llama.cpp greedy "
                 "fixture (tests/fixtures/llamacpp/greedy.jsonl, for the default model), first N "
                 "prompts (--fp16: with fp16 weights and activations; --exact: judge the GPU's top-1 "
-                "against tools/ref_forward.py's float64 argmax). --quick: the fixture only. "
+                "against tools/ref_forward.py's float64 argmax). --quick: the fixture only. --small: "
+                "fewer and shorter sequences in the prefill and engine checks (the emulator). "
                 "Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }
@@ -560,9 +563,12 @@ int main(int argc, char **argv)
     if (fixture)
         check_fixture(m, fixture, exact, limit);
     if (!quick) {
-        check_backend(m, 4, 160);
+        check_backend(m, small ? 2 : 4, small ? 64 : 160);
         check_decode(m);
-        check_engine(m, 8, 96, 32);
+        if (small)
+            check_engine(m, 4, 40, 12);
+        else
+            check_engine(m, 8, 96, 32);
     }
     eng_model_free(m);
     printf("%s\n", failures ? "FAILED" : "ALL PASSED");

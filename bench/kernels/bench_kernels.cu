@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attn_case.h"
+#include "bias_add.h"
 #include "dequant.h"
 #include "device.h"
 #include "embed.h"
@@ -331,6 +332,34 @@ static void bench_activation(bench &b, bool gelu)
         if (gelu)
             cudaFree(dout);
         free(x), free(want), free(got);
+    }
+}
+
+// Qwen2's Q/K/V biases on fused QKV rows (rows ff + 5 apart, as the test), in place
+static void bench_bias_add(bench &b)
+{
+    for (size_t i = 0; i < kt_bias_add_cases_count; i++) {
+        const kt_act_case *c = &kt_bias_add_cases[i];
+        if (!selected(b, c->use, c->name))
+            continue;
+        kt_rng r = kt_rng_make(c->seed);
+        const size_t es = kn_dtype_size(c->dt);
+        const int64_t stride = c->ff + 5;
+        const size_t n = (size_t)(c->n * stride);
+        void *x = kt_host_random(c->dt, n, -4.0f, 4.0f, &r);
+        float *bias = (float *)kt_host_random(KN_DTYPE_F32, (size_t)c->ff, -2.0f, 2.0f, &r);
+        void *want = kt_xmalloc(n * es);
+        memcpy(want, x, n * es);
+        void *dx = dev_upload(x, n * es), *db = dev_upload(bias, sizeof(float) * (size_t)c->ff);
+        auto run = [&] { KN(kn_bias_add(c->dt, dx, stride, (const float *)db, c->n, c->ff, b.st)); };
+        run();
+        void *got = host_download(dx, n * es);
+        kn_ref_bias_add(c->dt, want, stride, bias, c->n, c->ff);
+        // later runs add the bias again: time only after the one checked run
+        if (check_bytes(b, c->name, got, want, n * es))
+            time_report(b, c->name, "", 2.0 * c->n * c->ff * es + 4.0 * c->ff, 0, run);
+        cudaFree(dx), cudaFree(db);
+        free(x), free(bias), free(want), free(got);
     }
 }
 
@@ -673,6 +702,7 @@ int main(int argc, char **argv)
     bench_kv_write(b);
     bench_activation(b, false);
     bench_activation(b, true); // GELU: not called by the engine
+    bench_bias_add(b);
     bench_dequant(b);
     bench_decode(b);
     bench_prefill(b); // the SIMT variant is not called by the engine

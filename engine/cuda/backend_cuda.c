@@ -14,6 +14,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "bias_add.h"
 #include "dequant.h"
 #include "device.h"
 #include "embed.h"
@@ -42,6 +43,7 @@ typedef struct decode_graph {
 typedef struct cuda_layer {
     void *attn_norm, *ffn_norm; /* [d] bf16 */
     void *wqkv;                 /* [dq + 2*kvd, d] */
+    float *bqkv;                /* [dq + 2*kvd] fp32 bq|bk|bv (Qwen2), NULL without biases */
     void *wo;                   /* [d, dq] */
     void *wgu;                  /* [2*ff, d]: gate rows then up rows */
     void *wdown;                /* [d, ff] */
@@ -107,6 +109,26 @@ static eng_status dev_alloc(void **p, size_t bytes, const char *what, eng_err *e
         return eng_fail(err, ENG_ERR_NOMEM, "GPU allocation of %zu bytes for %s failed: %s",
                         bytes, what, cudaGetErrorString(e));
     return ENG_OK;
+}
+
+/* Copies an fp32 bias vector (NULL data: zeros) of n values to dst. */
+static eng_status upload_bias(cuda_backend *c, const eng_weight *w, int64_t n, float *dst,
+                              eng_err *err)
+{
+    cudaError_t e;
+    if (!w->data) {
+        e = cudaMemsetAsync(dst, 0, (size_t)n * sizeof(float), c->st);
+    } else {
+        if (w->dtype != GGUF_DTYPE_F32 || w->ne0 * w->ne1 != n)
+            return eng_fail(err, ENG_ERR_UNSUPPORTED, "bias of type %d with %lld values (want "
+                            "%lld fp32)", (int)w->dtype, (long long)(w->ne0 * w->ne1),
+                            (long long)n);
+        e = cudaMemcpyAsync(dst, w->data, (size_t)n * sizeof(float), cudaMemcpyHostToDevice,
+                            c->st);
+    }
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(c->st); /* w->data is pageable host memory */
+    return e == cudaSuccess ? ENG_OK : cuda_fail(err, "uploading a bias", e);
 }
 
 /* Uploads a GGUF weight as stored and dequantises it into dst (rows [row0, row0 + ne1) of a
@@ -179,6 +201,16 @@ static eng_status load_weights(cuda_backend *c, eng_err *err)
         UP(&L->wq, G->wqkv);
         UP(&L->wk, (char *)G->wqkv + dq * d * bf);
         UP(&L->wv, (char *)G->wqkv + (dq + kvd) * d * bf);
+        if (m->desc->attn_bias) {
+            void *b;
+            AL(b, (dq + 2 * kvd) * sizeof(float), "QKV biases");
+            G->bqkv = b;
+#define UB(w, off, n) do { if ((st = upload_bias(c, (w), (int64_t)(n), G->bqkv + (off), err)) != ENG_OK) goto out; } while (0)
+            UB(&L->bq, 0, dq);
+            UB(&L->bk, dq, kvd);
+            UB(&L->bv, dq + kvd, kvd);
+#undef UB
+        }
         AL(G->wo, d * dq * bf, "attention output weights");
         UP(&L->wo, G->wo);
         AL(G->wgu, 2 * ff * d * bf, "gate/up weights");
@@ -425,6 +457,8 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                                             T, d, hp->norm_eps, c->st));
         KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wqkv, d, c->act,
                                              c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
+        if (G->bqkv) /* Qwen2: q|k|v += bq|bk|bv before RoPE */
+            KN_TRY("QKV bias", kn_bias_add(c->act, c->qkv, qkvd, G->bqkv, T, qkvd, c->st));
         KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
                                hp->head_dim, hp->rope_base, m->rope_freqs,
                                m->desc->pos == ENG_ARCH_POS_ROPE_NEOX ? KN_ROPE_NEOX
@@ -584,7 +618,7 @@ static void cuda_free(eng_backend *be)
     if (c->layers) {
         for (int32_t l = 0; l < c->m->hp.n_layer; l++) {
             cuda_layer *G = &c->layers[l];
-            void *ps[] = {G->attn_norm, G->ffn_norm, G->wqkv, G->wo, G->wgu, G->wdown,
+            void *ps[] = {G->attn_norm, G->ffn_norm, G->wqkv, G->bqkv, G->wo, G->wgu, G->wdown,
                           G->k_cache, G->v_cache};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
                 cudaFree(ps[i]);
@@ -623,9 +657,10 @@ eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config 
     const eng_arch_desc *d = m->desc;
     if (d->norm != ENG_ARCH_NORM_RMS || d->ffn != ENG_ARCH_FFN_SWIGLU ||
         (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX) ||
-        d->attn_bias || d->out_bias || !kn_attn_supported(hp->head_dim))
+        d->out_bias || !kn_attn_supported(hp->head_dim))
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend cannot run this model yet "
-                        "(architecture %s: it runs RMSNorm, RoPE and SwiGLU without biases; "
+                        "(architecture %s: it runs RMSNorm, RoPE and SwiGLU, biases only on "
+                        "Q/K/V; "
                         "head size %d: it has kernels for 32, 64, 128, 256)", hp->arch_name,
                         hp->head_dim);
     cuda_backend *c = calloc(1, sizeof *c);

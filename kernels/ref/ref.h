@@ -63,6 +63,9 @@ void kn_ref_paged_attention(const kn_attn_args *a);
  * out: [n, ff] rows out_stride apart (may alias gate). */
 void kn_ref_swiglu(kn_dtype dt, const void *gate, const void *up, int64_t in_stride, void *out,
                    int64_t out_stride, int64_t n, int64_t ff);
+/* x[i, j] = round(x[i, j] + bias[j]) for i < n, j < width; x rows stride apart, bias fp32. */
+void kn_ref_bias_add(kn_dtype dt, void *x, int64_t stride, const float *bias, int64_t n,
+                     int64_t width);
 /* out = gelu(x) with the tanh approximation (GPT-2, StarCoder, ggml_gelu). x, out: [n]. */
 void kn_ref_gelu(kn_dtype dt, const void *x, void *out, int64_t n);
 

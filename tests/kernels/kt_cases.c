@@ -76,6 +76,16 @@ const kt_act_case kt_gelu_cases[] = {
 };
 COUNT(kt_gelu_cases);
 
+/* Qwen2 QKV rows: 0.5B (dq 896 + 2 * 128), 7B (3584 + 2 * 512); odd widths */
+const kt_act_case kt_bias_add_cases[] = {
+    {"bias_add 7x1152 f16", T, F16, 7, 1152, 73},
+    {"bias_add 13x1001 bf16", T, BF16, 13, 1001, 74},
+    {"bias_add 1x4608 bf16", T, BF16, 1, 4608, 75},
+    {"bias_add 4096x1152 bf16", B, BF16, 4096, 1152, 76},
+    {"bias_add 4096x4608 bf16", B, BF16, 4096, 4608, 77},
+};
+COUNT(kt_bias_add_cases);
+
 /* whole blocks of every type (3 * 256 columns), to every output type */
 #define DQ(name, t, seed)                                                                      \
     {"dequant " name " -> f16", T, t, F16, 13, 768, seed},                                     \
@@ -85,12 +95,20 @@ const kt_dequant_case kt_dequant_cases[] = {
     DQ("q4_0", KN_QTYPE_Q4_0, 80),
     DQ("q4_1", KN_QTYPE_Q4_1, 83),
     DQ("q8_0", KN_QTYPE_Q8_0, 86),
+    DQ("q5_0", KN_QTYPE_Q5_0, 110),
+    DQ("q5_1", KN_QTYPE_Q5_1, 113),
+    DQ("q4_k", KN_QTYPE_Q4_K, 116),
+    DQ("q5_k", KN_QTYPE_Q5_K, 119),
     DQ("q6_k", KN_QTYPE_Q6_K, 89),
     DQ("f16", KN_QTYPE_F16, 92),
     DQ("bf16", KN_QTYPE_BF16, 95),
     DQ("f32", KN_QTYPE_F32, 98),
     {"dequant q4_1 8192x2048 -> bf16", B, KN_QTYPE_Q4_1, BF16, 8192, 2048, 101},
     {"dequant q8_0 8192x2048 -> bf16", B, KN_QTYPE_Q8_0, BF16, 8192, 2048, 102},
+    {"dequant q5_0 8192x2048 -> bf16", B, KN_QTYPE_Q5_0, BF16, 8192, 2048, 103},
+    {"dequant q5_1 8192x2048 -> bf16", B, KN_QTYPE_Q5_1, BF16, 8192, 2048, 104},
+    {"dequant q4_k 8192x2048 -> bf16", B, KN_QTYPE_Q4_K, BF16, 8192, 2048, 105},
+    {"dequant q5_k 8192x2048 -> bf16", B, KN_QTYPE_Q5_K, BF16, 8192, 2048, 106},
 };
 COUNT(kt_dequant_cases);
 
@@ -208,8 +226,8 @@ void *kt_dequant_source(const kt_dequant_case *c, kt_rng *r, size_t *bytes)
     const int d_off = t == KN_QTYPE_Q6_K ? 208 : 0;
     for (size_t b = 0; b < *bytes; b += (size_t)bb) {
         src[b + (size_t)d_off + 1] &= 0x3b; /* |d| < 2: exponent never all ones */
-        if (t == KN_QTYPE_Q4_1)
-            src[b + 3] &= 0x3b;
+        if (t == KN_QTYPE_Q4_1 || t == KN_QTYPE_Q5_1 || t == KN_QTYPE_Q4_K || t == KN_QTYPE_Q5_K)
+            src[b + 3] &= 0x3b; /* the min / dmin too */
     }
     return src;
 }

@@ -114,6 +114,8 @@ KT_TABLE(kt_rope_case, kt_rope_cases)
 KT_TABLE(kt_kv_write_case, kt_kv_write_cases)
 KT_TABLE(kt_act_case, kt_swiglu_cases)
 KT_TABLE(kt_act_case, kt_gelu_cases)
+/* bias add: n rows of ff columns, rows ff + 5 apart (a fused QKV row with bq|bk|bv) */
+KT_TABLE(kt_act_case, kt_bias_add_cases)
 KT_TABLE(kt_dequant_case, kt_dequant_cases)
 KT_TABLE(kt_attn_case, kt_decode_cases)
 KT_TABLE(kt_attn_case, kt_prefill_cases)
