@@ -10,6 +10,8 @@
 #include "serval_engine.h" /* eng_sampler_params */
 #include "status.h"
 
+/* A stateful sampler counting its own draws (tests; the engine calls eng_sample with each
+ * request's draw index). */
 typedef struct eng_sampler eng_sampler;
 
 eng_status eng_sampler_create(const eng_sampler_params *p, int32_t n_vocab, eng_sampler **out,

@@ -48,7 +48,8 @@ eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_batch *b
 
 /* ---- one sequence ----------------------------------------------------------------------- */
 
-/* A single sequence with its own runner and KV pool (for `serval complete` and tests). */
+/* A single sequence with its own runner and KV pool: tests and checks only (every front end,
+ * `serval complete` included, runs through the engine). */
 typedef struct eng_cpu_ctx eng_cpu_ctx;
 
 /* Creates a context for up to n_ctx positions run by n_threads threads. The model must

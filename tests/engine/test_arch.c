@@ -40,6 +40,19 @@ static char *synth_from_fixture(const tu_json *meta)
     return path;
 }
 
+/* The fixture's tiny qwen2 model, written by serval-synth from the fixture's first line;
+ * returns the temp path (caller unlinks and frees). */
+static char *qwen2_tiny_model(void)
+{
+    size_t n_lines;
+    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
+    char *path = synth_from_fixture(lines[0]);
+    for (size_t i = 0; i < n_lines; i++)
+        tu_json_free(lines[i]);
+    free(lines);
+    return path;
+}
+
 static eng_model *load(const char *path)
 {
     eng_model *m = NULL;
@@ -59,9 +72,7 @@ static int32_t argmax(const float *x, int32_t n)
 
 Test(arch, qwen2_descriptor_and_hparams, .timeout = 120)
 {
-    size_t n_lines;
-    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
-    char *path = synth_from_fixture(lines[0]);
+    char *path = qwen2_tiny_model();
     eng_model *m = load(path);
     const eng_hparams *hp = &m->hp;
     cr_assert_eq(hp->arch, ENG_ARCH_QWEN2);
@@ -86,9 +97,6 @@ Test(arch, qwen2_descriptor_and_hparams, .timeout = 120)
     eng_model_free(m);
     unlink(path);
     free(path);
-    for (size_t i = 0; i < n_lines; i++)
-        tu_json_free(lines[i]);
-    free(lines);
 }
 
 /* The Qwen2.5-Coder-0.5B preset (one layer of it) loads with the real model's shapes. */
@@ -222,9 +230,7 @@ Test(arch, qwen2_tiny_matches_float64_reference, .timeout = 300)
  * bit for bit (the bias and NeoX paths keep the CPU backend's batch independence). */
 Test(arch, qwen2_chunked_equals_sequential, .timeout = 120)
 {
-    size_t n_lines;
-    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
-    char *path = synth_from_fixture(lines[0]);
+    char *path = qwen2_tiny_model();
     eng_model *m = load(path);
     const int32_t nv = m->hp.n_vocab;
     int32_t toks[70];
@@ -248,9 +254,6 @@ Test(arch, qwen2_chunked_equals_sequential, .timeout = 120)
     eng_model_free(m);
     unlink(path);
     free(path);
-    for (size_t i = 0; i < n_lines; i++)
-        tu_json_free(lines[i]);
-    free(lines);
 }
 
 /* Copies src's metadata and every tensor but `drop` into a new GGUF; returns its temp path. */
@@ -284,9 +287,7 @@ static char *copy_without(const char *src_path, const char *drop)
  * refused at load, naming the tensor, rather than run as if the bias were zero. */
 Test(arch, qwen2_without_a_bias_is_refused_naming_it, .timeout = 120)
 {
-    size_t n_lines;
-    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
-    char *full = synth_from_fixture(lines[0]);
+    char *full = qwen2_tiny_model();
     const char *drops[] = {"blk.0.attn_q.bias", "blk.1.attn_k.bias", "blk.1.attn_v.bias"};
     for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++) {
         char *path = copy_without(full, drops[i]);
@@ -301,9 +302,6 @@ Test(arch, qwen2_without_a_bias_is_refused_naming_it, .timeout = 120)
     }
     unlink(full);
     free(full);
-    for (size_t i = 0; i < n_lines; i++)
-        tu_json_free(lines[i]);
-    free(lines);
 }
 
 /* The CPU backend runs qwen2. The CUDA backend runs qwen2 too (Q/K/V biases:
@@ -312,9 +310,7 @@ Test(arch, qwen2_without_a_bias_is_refused_naming_it, .timeout = 120)
  * say why rather than compute anything. Without a device it says that first. */
 Test(arch, qwen2_backends_run_it_or_refuse_it, .timeout = 120)
 {
-    size_t n_lines;
-    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
-    char *path = synth_from_fixture(lines[0]);
+    char *path = qwen2_tiny_model();
     eng_model *m = load(path);
     eng_backend_config cfg = {.kv_bytes = 16 << 20, .block_size = 16, .min_blocks = 8,
                               .max_pos = 128, .max_tokens = 128, .max_logits = 8,
@@ -337,18 +333,13 @@ Test(arch, qwen2_backends_run_it_or_refuse_it, .timeout = 120)
     eng_model_free(m);
     unlink(path);
     free(path);
-    for (size_t i = 0; i < n_lines; i++)
-        tu_json_free(lines[i]);
-    free(lines);
 }
 
 /* `serval complete` loads and runs a synthetic qwen2 model end to end (prompt, FIM markers
  * absent from this vocabulary are just text, greedy decode). */
 Test(arch, serval_complete_runs_a_qwen2_model, .timeout = 120)
 {
-    size_t n_lines;
-    tu_json **lines = tu_read_jsonl(QWEN2_FIXTURE, &n_lines);
-    char *path = synth_from_fixture(lines[0]);
+    char *path = qwen2_tiny_model();
     char *bin = tu_bin_path("serval");
     char *argv[] = {bin, "complete", "--model", path, "--prompt", "def fib(n):",
                     "--max-tokens", "8", "--ignore-eos", "--threads", "1", NULL};
@@ -361,7 +352,4 @@ Test(arch, serval_complete_runs_a_qwen2_model, .timeout = 120)
     free(bin);
     unlink(path);
     free(path);
-    for (size_t i = 0; i < n_lines; i++)
-        tu_json_free(lines[i]);
-    free(lines);
 }
