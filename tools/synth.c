@@ -16,7 +16,7 @@
 
 /* ---- presets ----------------------------------------------------------------------------- */
 
-typedef enum arch_kind { ARCH_LLAMA, ARCH_QWEN2, ARCH_STARCODER } arch_kind;
+typedef enum arch_kind { ARCH_LLAMA, ARCH_QWEN2, ARCH_STARCODER, ARCH_STARCODER2 } arch_kind;
 
 typedef struct preset {
     const char *name;
@@ -29,24 +29,44 @@ typedef struct preset {
      * Q/K/V biases get 5x it. Tiny presets checked against a reference take ~1/sqrt(n_embd)
      * so that every layer, not just the embedding, shapes the logits. */
     float w_sd;
+    float rope_scale; /* linear RoPE scaling factor (DeepSeek-Coder: 4); 0: none */
+    uint32_t n_swa;   /* sliding window written as <arch>.attention.sliding_window; 0: none */
 } preset;
 
 static const preset presets[] = {
     {"tiny", "llama, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128 (unit tests)", ARCH_LLAMA,
-     2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true, 0.0f},
+     2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true, 0.0f, 0.0f, 0},
     {"smollm2-135m", "SmolLM2-135M shapes: llama, 30 layers, d 576, 9 heads, 3 KV heads, ffn 1536",
-     ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true, 0.0f},
+     ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true, 0.0f, 0.0f, 0},
     {"llama-1b", "Llama-3.2-1B shapes: llama, 16 layers, d 2048, 32 heads, 8 KV heads, ffn 8192",
-     ARCH_LLAMA, 16, 2048, 32, 8, 8192, 8192, 500000.0f, 1e-5f, true, 0.0f},
+     ARCH_LLAMA, 16, 2048, 32, 8, 8192, 8192, 500000.0f, 1e-5f, true, 0.0f, 0.0f, 0},
     {"qwen2-tiny", "qwen2, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128, Q/K/V biases, "
                    "NeoX RoPE (unit tests)",
-     ARCH_QWEN2, 2, 64, 4, 2, 128, 2048, 1000000.0f, 1e-6f, true, 0.125f},
+     ARCH_QWEN2, 2, 64, 4, 2, 128, 2048, 1000000.0f, 1e-6f, true, 0.125f, 0.0f, 0},
     {"qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B shapes: qwen2, 24 layers, d 896, 14 heads, 2 KV "
                            "heads, ffn 4864, Q/K/V biases",
-     ARCH_QWEN2, 24, 896, 14, 2, 4864, 32768, 1000000.0f, 1e-6f, true, 0.0f},
+     ARCH_QWEN2, 24, 896, 14, 2, 4864, 32768, 1000000.0f, 1e-6f, true, 0.0f, 0.0f, 0},
     {"starcoder-1b", "StarCoder-1B shapes: starcoder (gpt_bigcode), 24 layers, d 2048, 16 heads, "
                      "MQA, ffn 8192, learned positions, LayerNorm",
-     ARCH_STARCODER, 24, 2048, 16, 1, 8192, 8192, 0.0f, 1e-5f, false, 0.0f},
+     ARCH_STARCODER, 24, 2048, 16, 1, 8192, 8192, 0.0f, 1e-5f, false, 0.0f, 0.0f, 0},
+    {"starcoder-tiny", "starcoder, 2 layers, d 64, 4 heads x 16, MQA, ffn 256, learned "
+                       "positions, LayerNorm, GELU (unit tests)",
+     ARCH_STARCODER, 2, 64, 4, 1, 256, 2048, 0.0f, 1e-5f, false, 0.125f, 0.0f, 0},
+    {"starcoder2-tiny", "starcoder2, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 256, NeoX "
+                        "RoPE, LayerNorm, GELU, sliding window 32 (unit tests)",
+     ARCH_STARCODER2, 2, 64, 4, 2, 256, 2048, 100000.0f, 1e-5f, true, 0.125f, 0.0f, 32},
+    {"starcoder2-3b", "StarCoder2-3B shapes: starcoder2, 30 layers, d 3072, 24 heads, 2 KV "
+                      "heads, ffn 12288, biases, sliding window 4096",
+     ARCH_STARCODER2, 30, 3072, 24, 2, 12288, 16384, 999999.4f, 1e-5f, true, 0.0f, 0.0f, 4096},
+    {"qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B shapes: qwen2, 28 layers, d 1536, 12 heads, 2 KV "
+                           "heads, ffn 8960, Q/K/V biases",
+     ARCH_QWEN2, 28, 1536, 12, 2, 8960, 32768, 1000000.0f, 1e-6f, true, 0.0f, 0.0f, 0},
+    {"deepseek-coder-1.3b", "DeepSeek-Coder-1.3B shapes: llama, 24 layers, d 2048, 16 heads, "
+                            "16 KV heads, ffn 5504, linear RoPE scaling x4",
+     ARCH_LLAMA, 24, 2048, 16, 16, 5504, 16384, 100000.0f, 1e-6f, false, 0.0f, 4.0f, 0},
+    {"codellama-7b", "CodeLlama-7B shapes: llama, 32 layers, d 4096, 32 heads, 32 KV heads, "
+                     "ffn 11008",
+     ARCH_LLAMA, 32, 4096, 32, 32, 11008, 16384, 1000000.0f, 1e-5f, false, 0.0f, 0.0f, 0},
 };
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
@@ -234,6 +254,37 @@ static int plan_starcoder(synth *s, const preset *p, gguf_dtype dt, int64_t n_vo
     return rc;
 }
 
+/* llama.cpp's LLM_ARCH_STARCODER2 layout: Llama's attention (separate Q/K/V) with biases on
+ * every product, LayerNorm with bias, an FFN without a gate. */
+static int plan_starcoder2(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
+{
+    int64_t d = p->n_embd, hd = p->n_embd / p->n_head, kv = hd * p->n_head_kv, ff = p->n_ff;
+    int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
+    for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.attn_norm.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_norm.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_q.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_q.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_k.weight", l);
+        rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_k.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_v.weight", l);
+        rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_v.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_output.bias", l);
+        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_norm.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_up.weight", l);
+        rc |= add(s, dt, INIT_BIAS, ff, 0, "blk.%u.ffn_up.bias", l);
+        rc |= add(s, dt, INIT_MATRIX, ff, d, "blk.%u.ffn_down.weight", l);
+        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_down.bias", l);
+    }
+    rc |= add(s, dt, INIT_NORM, d, 0, "output_norm.weight");
+    rc |= add(s, dt, INIT_BIAS, d, 0, "output_norm.bias");
+    if (!p->tied)
+        rc |= add(s, dt, INIT_MATRIX, d, n_vocab, "output.weight");
+    return rc;
+}
+
 /* ---- metadata ---------------------------------------------------------------------------- */
 
 /* llama.cpp's llama_ftype for a file whose matrices are all of one type. */
@@ -253,9 +304,10 @@ static uint32_t file_type(gguf_dtype dt)
 static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer, gguf_dtype dt,
                                uint32_t n_vocab, uint64_t seed)
 {
-    const char *arch = p->arch == ARCH_LLAMA   ? "llama"
-                       : p->arch == ARCH_QWEN2 ? "qwen2"
-                                               : "starcoder";
+    const char *arch = p->arch == ARCH_LLAMA       ? "llama"
+                       : p->arch == ARCH_QWEN2     ? "qwen2"
+                       : p->arch == ARCH_STARCODER ? "starcoder"
+                                                   : "starcoder2";
     char key[128], name[96];
     eng_status s = ENG_OK;
 #define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
@@ -278,9 +330,18 @@ static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer
         if (p->arch == ARCH_LLAMA)
             s = s ? s : gguf_writer_set_u32(w, KEY("rope.dimension_count"), p->n_embd / p->n_head);
         s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
+        if (p->rope_scale > 0.0f) {
+            s = s ? s : gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear", 6);
+            s = s ? s : gguf_writer_set_f32(w, KEY("rope.scaling.factor"), p->rope_scale);
+        }
     } else {
+        /* starcoder (learned positions) and starcoder2 (RoPE): LayerNorm */
+        if (p->arch == ARCH_STARCODER2)
+            s = s ? s : gguf_writer_set_f32(w, KEY("rope.freq_base"), p->rope_base);
         s = s ? s : gguf_writer_set_f32(w, KEY("attention.layer_norm_epsilon"), p->norm_eps);
     }
+    if (p->n_swa)
+        s = s ? s : gguf_writer_set_u32(w, KEY("attention.sliding_window"), p->n_swa);
 #undef KEY
     return s;
 }
@@ -437,8 +498,9 @@ int main(int argc, char **argv)
         p.n_layer = o.layers;
     int64_t n_vocab = (int64_t)tokens.n;
     s.w_sd = p.w_sd > 0.0f ? p.w_sd : 0.02f;
-    int plan = p.arch == ARCH_STARCODER ? plan_starcoder(&s, &p, o.dtype, n_vocab)
-                                        : plan_llama(&s, &p, o.dtype, n_vocab);
+    int plan = p.arch == ARCH_STARCODER    ? plan_starcoder(&s, &p, o.dtype, n_vocab)
+               : p.arch == ARCH_STARCODER2 ? plan_starcoder2(&s, &p, o.dtype, n_vocab)
+                                           : plan_llama(&s, &p, o.dtype, n_vocab);
     s.scratch = malloc((size_t)s.max_ne0 * sizeof(float));
     w = gguf_writer_create();
     if (plan != 0 || !s.scratch || !w) {

@@ -39,6 +39,46 @@ static const eng_arch_tensor qwen2_layer[] = {
     LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
 };
 
+/* StarCoder (llama.cpp's LLM_ARCH_STARCODER, HF gpt_bigcode): LayerNorm with bias, one fused
+ * Q|K|V projection with bias (multi-query: one K/V head), learned absolute positions (the
+ * model-level position_embd.weight), GELU FFN without a gate, biases on every product. */
+static const eng_arch_tensor starcoder_layer[] = {
+    LAYER_V("attn_norm.weight", ENG_ARCH_DIM_EMBD, attn_norm),
+    LAYER_V("attn_norm.bias", ENG_ARCH_DIM_EMBD, attn_norm_b),
+    LAYER_W("attn_qkv.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_QKV, wqkv),
+    LAYER_V("attn_qkv.bias", ENG_ARCH_DIM_QKV, bqkv),
+    LAYER_W("attn_output.weight", ENG_ARCH_DIM_Q, ENG_ARCH_DIM_EMBD, wo),
+    LAYER_V("attn_output.bias", ENG_ARCH_DIM_EMBD, bo),
+    LAYER_V("ffn_norm.weight", ENG_ARCH_DIM_EMBD, ffn_norm),
+    LAYER_V("ffn_norm.bias", ENG_ARCH_DIM_EMBD, ffn_norm_b),
+    LAYER_W("ffn_up.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_up),
+    LAYER_V("ffn_up.bias", ENG_ARCH_DIM_FF, b_up),
+    LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
+    LAYER_V("ffn_down.bias", ENG_ARCH_DIM_EMBD, b_down),
+};
+
+/* StarCoder2 (llama.cpp's LLM_ARCH_STARCODER2): LayerNorm with bias, separate Q/K/V with
+ * biases (grouped-query), RoPE on halves, GELU FFN without a gate, biases on every product,
+ * sliding-window attention where the file says so (hparams n_swa). */
+static const eng_arch_tensor starcoder2_layer[] = {
+    LAYER_V("attn_norm.weight", ENG_ARCH_DIM_EMBD, attn_norm),
+    LAYER_V("attn_norm.bias", ENG_ARCH_DIM_EMBD, attn_norm_b),
+    LAYER_W("attn_q.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_Q, wq),
+    LAYER_V("attn_q.bias", ENG_ARCH_DIM_Q, bq),
+    LAYER_W("attn_k.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wk),
+    LAYER_V("attn_k.bias", ENG_ARCH_DIM_KV, bk),
+    LAYER_W("attn_v.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wv),
+    LAYER_V("attn_v.bias", ENG_ARCH_DIM_KV, bv),
+    LAYER_W("attn_output.weight", ENG_ARCH_DIM_Q, ENG_ARCH_DIM_EMBD, wo),
+    LAYER_V("attn_output.bias", ENG_ARCH_DIM_EMBD, bo),
+    LAYER_V("ffn_norm.weight", ENG_ARCH_DIM_EMBD, ffn_norm),
+    LAYER_V("ffn_norm.bias", ENG_ARCH_DIM_EMBD, ffn_norm_b),
+    LAYER_W("ffn_up.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_up),
+    LAYER_V("ffn_up.bias", ENG_ARCH_DIM_FF, b_up),
+    LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
+    LAYER_V("ffn_down.bias", ENG_ARCH_DIM_EMBD, b_down),
+};
+
 static const eng_arch_desc archs[] = {
     {
         .arch = ENG_ARCH_LLAMA,
@@ -62,6 +102,33 @@ static const eng_arch_desc archs[] = {
         .tied_head_allowed = true,
         .layer_tensors = qwen2_layer,
         .n_layer_tensors = sizeof qwen2_layer / sizeof qwen2_layer[0],
+    },
+    {
+        .arch = ENG_ARCH_STARCODER,
+        .gguf_name = "starcoder",
+        .families = "StarCoder, StarCoderBase, SantaCoder-like (gpt_bigcode)",
+        .norm = ENG_ARCH_NORM_LAYER,
+        .pos = ENG_ARCH_POS_LEARNED,
+        .ffn = ENG_ARCH_FFN_GELU,
+        .attn_bias = true,
+        .out_bias = true,
+        .fused_qkv = true,
+        .tied_head_allowed = true,
+        .layer_tensors = starcoder_layer,
+        .n_layer_tensors = sizeof starcoder_layer / sizeof starcoder_layer[0],
+    },
+    {
+        .arch = ENG_ARCH_STARCODER2,
+        .gguf_name = "starcoder2",
+        .families = "StarCoder2",
+        .norm = ENG_ARCH_NORM_LAYER,
+        .pos = ENG_ARCH_POS_ROPE_NEOX,
+        .ffn = ENG_ARCH_FFN_GELU,
+        .attn_bias = true,
+        .out_bias = true,
+        .tied_head_allowed = true,
+        .layer_tensors = starcoder2_layer,
+        .n_layer_tensors = sizeof starcoder2_layer / sizeof starcoder2_layer[0],
     },
 };
 

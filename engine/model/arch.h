@@ -12,7 +12,9 @@
 
 typedef enum eng_arch {
     ENG_ARCH_LLAMA = 0, /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder */
-    ENG_ARCH_QWEN2      /* Qwen2, Qwen2.5, Qwen2.5-Coder */
+    ENG_ARCH_QWEN2,     /* Qwen2, Qwen2.5, Qwen2.5-Coder */
+    ENG_ARCH_STARCODER, /* StarCoder, StarCoderBase, SantaCoder-like (HF gpt_bigcode) */
+    ENG_ARCH_STARCODER2 /* StarCoder2 */
 } eng_arch;
 
 typedef enum eng_arch_norm {
@@ -28,7 +30,7 @@ typedef enum eng_arch_pos {
 
 typedef enum eng_arch_ffn {
     ENG_ARCH_FFN_SWIGLU = 0, /* down(silu(gate(x)) * up(x)) */
-    ENG_ARCH_FFN_GELU        /* down(gelu(up(x))) */
+    ENG_ARCH_FFN_GELU        /* down(gelu(up(x))), ggml_gelu: the tanh approximation */
 } eng_arch_ffn;
 
 /* A dimension of a weight, resolved from the hyper-parameters at load. */
@@ -38,7 +40,8 @@ typedef enum eng_arch_dim {
     ENG_ARCH_DIM_Q,       /* n_head * head_dim */
     ENG_ARCH_DIM_KV,      /* n_head_kv * head_dim */
     ENG_ARCH_DIM_FF,      /* n_ff */
-    ENG_ARCH_DIM_VOCAB    /* n_vocab */
+    ENG_ARCH_DIM_VOCAB,   /* n_vocab */
+    ENG_ARCH_DIM_QKV      /* n_head * head_dim + 2 * n_head_kv * head_dim (fused Q|K|V) */
 } eng_arch_dim;
 
 /* One weight of a layer: GGUF name "blk.<i>.<name>", shape [ne1 rows, ne0 columns], where it
@@ -59,8 +62,11 @@ typedef struct eng_arch_desc {
     eng_arch_norm norm;
     eng_arch_pos pos;
     eng_arch_ffn ffn;
-    bool attn_bias;              /* biases on Q, K, V (Qwen2) */
-    bool out_bias;               /* biases on the attention output and FFN products */
+    bool attn_bias;              /* biases on Q, K, V (Qwen2, StarCoder, StarCoder2) */
+    bool out_bias;               /* biases on the attention output and FFN products (bo,
+                                    b_up, b_down) */
+    bool fused_qkv;              /* one attn_qkv weight (and bias): the loader splits it into
+                                    wq/wk/wv (bq/bk/bv) row views, so backends never see it */
     bool tied_head_allowed;      /* output.weight may be absent: the head is token_embd */
     const eng_arch_tensor *layer_tensors;
     size_t n_layer_tensors;

@@ -113,18 +113,47 @@ static eng_status read_hparams(const gguf_file *f, eng_hparams *hp, const eng_ar
     snprintf(key, sizeof key, "%s.rope.freq_base", a);
     if (gguf_kv_find(f, key) >= 0 && (st = gguf_get_f32(f, key, &hp->rope_base, err)))
         return st;
-    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
+    /* The descriptor's norm decides which epsilon key the converter wrote. */
+    snprintf(key, sizeof key, "%s.attention.%s", a,
+             (*desc)->norm == ENG_ARCH_NORM_LAYER ? "layer_norm_epsilon"
+                                                  : "layer_norm_rms_epsilon");
     if ((st = gguf_get_f32(f, key, &hp->norm_eps, err)))
         return st;
     if (!(hp->rope_base > 0.0f) || !(hp->norm_eps > 0.0f && hp->norm_eps < 1.0f))
         return eng_fail(err, ENG_ERR_FORMAT, "model: rope base %g or norm epsilon %g out of range",
                         (double)hp->rope_base, (double)hp->norm_eps);
+    /* Linear RoPE scaling (DeepSeek-Coder: factor 4) divides positions by the factor, as
+     * llama.cpp's freq_scale = 1 / factor; other scalings are refused, not ignored. */
+    hp->rope_freq_scale = 1.0f;
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
     gguf_str scaling;
-    if (gguf_kv_find(f, key) >= 0 && gguf_get_str(f, key, &scaling, NULL) == ENG_OK &&
-        !gguf_str_eq(scaling, "none") && !gguf_str_eq(scaling, "linear"))
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "model: rope scaling '%.*s' is not supported",
-                        (int)scaling.len, scaling.ptr);
+    bool linear = false;
+    if (gguf_kv_find(f, key) >= 0 && gguf_get_str(f, key, &scaling, NULL) == ENG_OK) {
+        if (gguf_str_eq(scaling, "linear"))
+            linear = true;
+        else if (!gguf_str_eq(scaling, "none"))
+            return eng_fail(err, ENG_ERR_UNSUPPORTED,
+                            "model: rope scaling '%.*s' is not supported (none, linear are)",
+                            (int)scaling.len, scaling.ptr);
+    }
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    if (linear && gguf_kv_find(f, key) >= 0) {
+        float factor = 0.0f;
+        if ((st = gguf_get_f32(f, key, &factor, err)))
+            return st;
+        if (!(factor >= 1.0f && factor <= 1024.0f))
+            return eng_fail(err, ENG_ERR_FORMAT, "model: %s = %g is out of range [1, 1024]", key,
+                            (double)factor);
+        hp->rope_freq_scale = 1.0f / factor;
+    }
+    /* Sliding-window attention (StarCoder2's config.sliding_window), where the file has it. */
+    snprintf(key, sizeof key, "%s.attention.sliding_window", a);
+    hp->n_swa = 0;
+    if (gguf_kv_find(f, key) >= 0 && (st = get_dim(f, a, "attention.sliding_window", &hp->n_swa,
+                                                   err)))
+        return st;
+    if (hp->n_swa >= hp->n_ctx_train)
+        hp->n_swa = 0; /* a window as wide as the context is full attention */
     gguf_str name;
     if (gguf_get_str(f, "general.name", &name, NULL) == ENG_OK) {
         size_t n = name.len < sizeof hp->name - 1 ? name.len : sizeof hp->name - 1;
@@ -143,9 +172,44 @@ static int64_t dim_value(const eng_hparams *hp, eng_arch_dim d)
     case ENG_ARCH_DIM_KV: return (int64_t)hp->n_head_kv * hp->head_dim;
     case ENG_ARCH_DIM_FF: return hp->n_ff;
     case ENG_ARCH_DIM_VOCAB: return hp->n_vocab;
+    case ENG_ARCH_DIM_QKV: return (int64_t)(hp->n_head + 2 * hp->n_head_kv) * hp->head_dim;
     }
     ENG_ASSERT(!"unknown eng_arch_dim");
     return 0;
+}
+
+/* Rows [r0, r0 + n) of a bound matrix, or values [r0, r0 + n) of a bound f32 vector. */
+static eng_weight row_view(const eng_weight *w, int64_t r0, int64_t n)
+{
+    eng_weight v = *w;
+    if (w->ne1 == 1 && w->dtype == GGUF_DTYPE_F32) {
+        v.ne0 = n;
+        v.row_bytes = (size_t)n * sizeof(float);
+        v.data = (const float *)w->data + r0;
+    } else {
+        v.ne1 = n;
+        v.data = (const char *)w->data + (size_t)r0 * w->row_bytes;
+    }
+    return v;
+}
+
+/* A fused Q|K|V (and its bias) becomes wq/wk/wv (bq/bk/bv) row views, so the backends see the
+ * same layer whether the file fuses it or not. */
+static void split_fused_qkv(eng_model *m)
+{
+    const eng_hparams *hp = &m->hp;
+    int64_t dq = (int64_t)hp->n_head * hp->head_dim, kv = (int64_t)hp->n_head_kv * hp->head_dim;
+    for (int il = 0; il < hp->n_layer; il++) {
+        eng_layer *L = &m->layers[il];
+        L->wq = row_view(&L->wqkv, 0, dq);
+        L->wk = row_view(&L->wqkv, dq, kv);
+        L->wv = row_view(&L->wqkv, dq + kv, kv);
+        if (L->bqkv.data) {
+            L->bq = row_view(&L->bqkv, 0, dq);
+            L->bk = row_view(&L->bqkv, dq, kv);
+            L->bv = row_view(&L->bqkv, dq + kv, kv);
+        }
+    }
 }
 
 /* Binds every layer's weights from the descriptor's table. */
@@ -194,6 +258,14 @@ eng_status eng_model_load(const char *path, eng_model **out, eng_err *err)
         (st = bind_weight(f, "output_norm.weight", hp->n_embd, 1, true, &m->out_norm, err)) !=
             ENG_OK)
         goto fail;
+    if (m->desc->norm == ENG_ARCH_NORM_LAYER &&
+        (st = bind_weight(f, "output_norm.bias", hp->n_embd, 1, true, &m->out_norm_b, err)) !=
+            ENG_OK)
+        goto fail;
+    if (m->desc->pos == ENG_ARCH_POS_LEARNED &&
+        (st = bind_weight(f, "position_embd.weight", hp->n_embd, hp->n_ctx_train, false,
+                          &m->pos_embd, err)) != ENG_OK)
+        goto fail;
     if (gguf_tensor_find(f, "output.weight") || !m->desc->tied_head_allowed) {
         if ((st = bind_weight(f, "output.weight", hp->n_embd, hp->n_vocab, false, &m->output,
                               err)) != ENG_OK)
@@ -217,6 +289,8 @@ eng_status eng_model_load(const char *path, eng_model **out, eng_err *err)
     }
     if ((st = bind_layers(m, err)) != ENG_OK)
         goto fail;
+    if (m->desc->fused_qkv)
+        split_fused_qkv(m);
     *out = m;
     return ENG_OK;
 fail:
@@ -238,13 +312,20 @@ static uint64_t weight_bytes(const eng_weight *w) { return (uint64_t)w->row_byte
 
 uint64_t eng_model_weight_bytes(const eng_model *m)
 {
-    uint64_t b = m->tok_embd.row_bytes + weight_bytes(&m->out_norm) + weight_bytes(&m->output);
+    /* What one decoded token reads: one embedding row (and position row), every layer, the
+     * head. Unbound weights (data NULL) have ne1 = 0 and count nothing; fused Q|K|V is counted
+     * through its views wq/wk/wv/bq/bk/bv, not twice. */
+    uint64_t b = m->tok_embd.row_bytes + (m->pos_embd.data ? m->pos_embd.row_bytes : 0) +
+                 weight_bytes(&m->out_norm) + weight_bytes(&m->out_norm_b) +
+                 weight_bytes(&m->output);
     for (int il = 0; il < m->hp.n_layer; il++) {
         const eng_layer *L = &m->layers[il];
-        b += weight_bytes(&L->attn_norm) + weight_bytes(&L->wq) + weight_bytes(&L->wk) +
-             weight_bytes(&L->wv) + weight_bytes(&L->wo) + weight_bytes(&L->ffn_norm) +
-             weight_bytes(&L->w_gate) + weight_bytes(&L->w_up) + weight_bytes(&L->w_down) +
-             weight_bytes(&L->bq) + weight_bytes(&L->bk) + weight_bytes(&L->bv);
+        const eng_weight *ws[] = {&L->attn_norm, &L->attn_norm_b, &L->wq, &L->wk, &L->wv,
+                                  &L->bq, &L->bk, &L->bv, &L->wo, &L->bo, &L->ffn_norm,
+                                  &L->ffn_norm_b, &L->w_gate, &L->w_up, &L->b_up, &L->w_down,
+                                  &L->b_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            b += weight_bytes(ws[i]);
     }
     return b;
 }
