@@ -365,6 +365,8 @@ static void usage(FILE *out)
             "  --dtype T          weight matrices as q8_0 (default), q4_0, q4_1, f16 or f32;\n"
             "                     norms and biases are always f32\n"
             "  --layers N         override the preset's layer count\n"
+            "  --sliding-window N write <arch>.attention.sliding_window = N (0: leave it out);\n"
+            "                     default: the preset's (llama.cpp ignores it for starcoder2)\n"
             "  --help             this text\n"
             "\npresets:\n");
     for (size_t i = 0; i < N_PRESETS; i++)
@@ -390,6 +392,7 @@ typedef struct opts {
     uint64_t seed;
     gguf_dtype dtype;
     uint32_t layers; /* 0: the preset's */
+    int64_t swa;     /* -1: the preset's sliding window; 0: none; else the window */
 } opts;
 
 /* Returns 0 to run, 1 when --help was printed, -1 (message printed) on a usage error. */
@@ -399,11 +402,12 @@ static int parse_args(int argc, char **argv, opts *o)
         {"preset", required_argument, NULL, 'p'}, {"vocab-from", required_argument, NULL, 'v'},
         {"out", required_argument, NULL, 'o'},    {"seed", required_argument, NULL, 's'},
         {"dtype", required_argument, NULL, 'd'},  {"layers", required_argument, NULL, 'l'},
+        {"sliding-window", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     static const struct { const char *name; gguf_dtype t; } dtypes[] = {
         {"q8_0", GGUF_DTYPE_Q8_0}, {"q4_0", GGUF_DTYPE_Q4_0}, {"q4_1", GGUF_DTYPE_Q4_1},
         {"f16", GGUF_DTYPE_F16},   {"f32", GGUF_DTYPE_F32}};
-    *o = (opts){.seed = 1, .dtype = GGUF_DTYPE_Q8_0};
+    *o = (opts){.seed = 1, .dtype = GGUF_DTYPE_Q8_0, .swa = -1};
     const char *preset_name = NULL;
     uint64_t v;
     int c;
@@ -426,6 +430,14 @@ static int parse_args(int argc, char **argv, opts *o)
                 return -1;
             }
             o->layers = (uint32_t)v;
+            break;
+        case 'w':
+            if (parse_u64(optarg, &v) != 0 || v > (1u << 24)) {
+                fprintf(stderr, "serval-synth: --sliding-window: '%s' is not a number in "
+                        "0..16777216\n", optarg);
+                return -1;
+            }
+            o->swa = (int64_t)v;
             break;
         case 'd': {
             size_t i = 0;
@@ -496,6 +508,8 @@ int main(int argc, char **argv)
     preset p = *o.p;
     if (o.layers)
         p.n_layer = o.layers;
+    if (o.swa >= 0)
+        p.n_swa = (uint32_t)o.swa;
     int64_t n_vocab = (int64_t)tokens.n;
     s.w_sd = p.w_sd > 0.0f ? p.w_sd : 0.02f;
     int plan = p.arch == ARCH_STARCODER    ? plan_starcoder(&s, &p, o.dtype, n_vocab)
