@@ -129,6 +129,10 @@ def main() -> int:
     ap.add_argument("--n-batch", type=int, default=512)
     ap.add_argument("--membw", action="store_true",
                     help="only measure memory copy bandwidth (numpy, 256 MB, median of 5)")
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="let llama.cpp use its extra CPU buffer types (REPACK, AMX); off by "
+                         "default: llama-cpp-python 0.3.36 built natively on an AVX-512/AMX Xeon "
+                         "segfaults on the first eval with them (seen 2026-12-05, Q4_0/Q4_1/Q8_0)")
     ap.add_argument("--omp-passive", action="store_true",
                     help="set OMP_WAIT_POLICY=PASSIVE (llama.cpp's wheel uses OpenMP; its "
                          "default spinning barriers collapse on a busy machine)")
@@ -148,6 +152,18 @@ def main() -> int:
         from llama_cpp import Llama
     except ImportError:
         sys.exit("llama-cpp-python is not installed (pip install llama-cpp-python)")
+    if not args.extra_bufts:
+        default_params = llama_cpp.llama_model_default_params
+
+        def no_extra_bufts():
+            p = default_params()
+            p.use_extra_bufts = False
+            return p
+
+        llama_cpp.llama_model_default_params = no_extra_bufts
+        llama_cpp.llama.llama_cpp.llama_model_default_params = no_extra_bufts
+    print(f"llama.cpp: {llama_cpp.llama_print_system_info().decode().strip()}; extra buffer "
+          f"types {'on' if args.extra_bufts else 'off'}", file=sys.stderr)
 
     if args.prompt_file:
         with open(args.prompt_file, "rb") as f:
