@@ -1,15 +1,26 @@
-/* cpu_forward.c — Llama-family forward pass on the CPU for a batch of tokens from many
- * sequences: RMSNorm, RoPE (interleaved or NeoX, from the model's descriptor), optional Q/K/V
- * biases (Qwen2), grouped-query attention over a paged fp16 KV pool, SwiGLU and quantised
- * matrix products, split across a thread pool. Numerics follow llama.cpp's CPU path
- * (activations quantised to the weight's dot format, Q and the attention probabilities
- * rounded to fp16 against the fp16 cache) so outputs agree with it. */
+/* cpu_forward.c — the decoder forward pass on the CPU for a batch of tokens from many
+ * sequences, for every family with a descriptor (arch.h): Llama, Qwen2, StarCoder, StarCoder2.
+ * What a layer computes comes from the descriptor and the bound weights:
+ *   norm       RMSNorm (Llama, Qwen2) or LayerNorm with bias (StarCoder, StarCoder2)
+ *   positions  RoPE on adjacent pairs (Llama) or halves (Qwen2, StarCoder2), with linear
+ *              scaling (hp.rope_freq_scale, DeepSeek-Coder); or learned absolute positions
+ *              added to the token embedding (StarCoder)
+ *   attention  multi-head, grouped-query or multi-query over a paged fp16 KV pool, causal,
+ *              optionally within a sliding window (hp.n_swa, StarCoder2); Q/K/V biases where
+ *              bound (Qwen2, StarCoder's fused Q|K|V is split into views at load)
+ *   FFN        SwiGLU (gate, up, down) or GELU (up, down) with biases where bound
+ * The products are quantised matrix products split across a thread pool. Numerics follow
+ * llama.cpp's AVX2 CPU build step by step (activations quantised to the weight's dot format,
+ * Q and the attention probabilities rounded to fp16 against the fp16 cache, its summation
+ * orders, exp and GELU table, biases added in its order) so outputs agree with it bit for bit;
+ * the row ops (norms, GELU) are in cpu_ops.c. */
 #include "cpu_forward.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_ops.h"
 #include "pool.h"
 #include "quant.h"
 
@@ -40,8 +51,9 @@ struct eng_cpu_runner {
     float *v;           /* [CHUNK, kv_dim] */
     float *att;         /* [CHUNK, n_head*hd] attention output */
     float *tmp;         /* [CHUNK, n_embd] block output before the residual add */
-    float *gate;        /* [CHUNK, n_ff] */
+    float *gate;        /* [CHUNK, n_ff] (SwiGLU only) */
     float *up;          /* [CHUNK, n_ff] */
+    float *gelu_tab;    /* [CPU_GELU_TABLE_SIZE] GELU of every fp16 value (GELU FFN only) */
     float *rope_cs;     /* [CHUNK, hd/2, 2] cos, sin */
     uint8_t *act;       /* [CHUNK, act_stride] quantised activations */
     size_t act_stride;
@@ -125,6 +137,8 @@ static size_t max_act_bytes(const eng_model *m, int64_t n)
         const eng_layer *L = &m->layers[il];
         const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            if (!ws[i]->data)
+                continue; /* not in this family (w_gate of a GELU FFN) */
             size_t s = quant_act_row_bytes(ws[i]->dtype, n);
             if (s > b)
                 b = s;
@@ -139,13 +153,17 @@ eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_thre
     *out = NULL;
     const eng_hparams *hp = &m->hp;
     const eng_arch_desc *d = m->desc;
-    /* What this forward pass computes; other families need their ops here first. */
-    if (d->norm != ENG_ARCH_NORM_RMS ||
-        (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX) ||
-        d->ffn != ENG_ARCH_FFN_SWIGLU || d->out_bias)
+    /* What this forward pass computes; a family with other ops needs them here first. */
+    if ((d->norm != ENG_ARCH_NORM_RMS && d->norm != ENG_ARCH_NORM_LAYER) ||
+        (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX &&
+         d->pos != ENG_ARCH_POS_LEARNED) ||
+        (d->ffn != ENG_ARCH_FFN_SWIGLU && d->ffn != ENG_ARCH_FFN_GELU))
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CPU backend cannot run architecture %s "
-                        "yet (it runs RMSNorm, RoPE (interleaved or NeoX), SwiGLU and Q/K/V "
-                        "biases)", hp->arch_name);
+                        "(it runs RMSNorm or LayerNorm, RoPE or learned positions, SwiGLU or "
+                        "GELU)", hp->arch_name);
+    /* The loader binds what the descriptor names; the pass relies on it. */
+    ENG_ASSERT(d->pos != ENG_ARCH_POS_LEARNED || m->pos_embd.data);
+    ENG_ASSERT(d->norm != ENG_ARCH_NORM_LAYER || m->out_norm_b.data);
     if (max_pos < 1 || max_pos > hp->n_ctx_train)
         return eng_fail(err, ENG_ERR_INVALID, "context size %d is outside [1, %d] for this model",
                         max_pos, hp->n_ctx_train);
@@ -169,13 +187,17 @@ eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_thre
     r->att = malloc(sizeof(float) * CPU_CHUNK * dq);
     r->k = malloc(sizeof(float) * CPU_CHUNK * r->kv_dim);
     r->v = malloc(sizeof(float) * CPU_CHUNK * r->kv_dim);
-    r->gate = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
+    if (d->ffn == ENG_ARCH_FFN_SWIGLU)
+        r->gate = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
     r->up = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_ff);
+    if (d->ffn == ENG_ARCH_FFN_GELU && (r->gelu_tab = malloc(sizeof(float) * CPU_GELU_TABLE_SIZE)))
+        cpu_gelu_table_fill(r->gelu_tab);
     r->rope_cs = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->head_dim);
     r->act = aligned_alloc(64, CPU_CHUNK * r->act_stride);
     r->scores = malloc(sizeof(float) * (size_t)n_threads * (size_t)max_pos);
     r->pool = eng_pool_create(n_threads);
-    if (!r->x || !r->xn || !r->tmp || !r->q || !r->att || !r->k || !r->v || !r->gate || !r->up ||
+    if (!r->x || !r->xn || !r->tmp || !r->q || !r->att || !r->k || !r->v || !r->up ||
+        (d->ffn == ENG_ARCH_FFN_SWIGLU && !r->gate) || (d->ffn == ENG_ARCH_FFN_GELU && !r->gelu_tab) ||
         !r->rope_cs || !r->act || !r->scores || !r->pool) {
         eng_cpu_runner_free(r);
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating forward scratch");
@@ -198,6 +220,7 @@ void eng_cpu_runner_free(eng_cpu_runner *r)
     free(r->v);
     free(r->gate);
     free(r->up);
+    free(r->gelu_tab);
     free(r->rope_cs);
     free(r->act);
     free(r->scores);
@@ -217,14 +240,6 @@ static inline float f16_to_f32(uint16_t h)
 
 /* Rounds a float through fp16 (llama.cpp converts Q to the cache's type before the dot). */
 static inline float round_f16(float f) { return quant_f16_to_f32(quant_f32_to_f16(f)); }
-
-/* Sum of 8 floats in the order of an AVX 256-bit horizontal add (high half + low half, then
- * pairs). */
-static inline float hsum8(const float v[8])
-{
-    const float t0 = v[4] + v[0], t1 = v[5] + v[1], t2 = v[6] + v[2], t3 = v[7] + v[3];
-    return (t0 + t2) + (t1 + t3);
-}
 
 /* The fp16 dot products of attention in llama.cpp's order: its CPU build runs Q·K and P·V
  * through llamafile's tinyBLAS, one 8-lane accumulator per output (element i into lane i % 8,
@@ -247,7 +262,7 @@ static float dot_f32_f16(const float *a, const uint16_t *b, int n)
 #endif
     for (int i = i0; i < n; i++)
         acc[i % 8] = fmaf(a[i], f16_to_f32(b[i]), acc[i % 8]);
-    return hsum8(acc);
+    return cpu_hsum8(acc);
 }
 
 /* y[i] += a * b[i] for an fp16 row b. */
@@ -302,31 +317,21 @@ static inline float exp_ggml(float x)
     return fmaf(j, k, k);
 }
 
-/* scores[0..n) = exp(scores - max), returning their sum as llama.cpp's softmax forms it: in
- * groups of 8 (the last padded with zeros, as its masked positions are), each group summed in
- * float, the groups in double. */
-static double softmax_exp(float *scores, int n, float mx)
+/* scores[lo..n) = exp(scores - max), returning their sum as llama.cpp's softmax forms it over
+ * a row whose positions outside [lo, n) are masked: in groups of 8 from position 0 (the masked
+ * lanes are zeros; groups entirely masked add nothing), each group summed in float, the groups
+ * in double. */
+static double softmax_exp(float *scores, int lo, int n, float mx)
 {
     double sum = 0.0;
-    for (int i0 = 0; i0 < n; i0 += 8) {
+    for (int i0 = lo & ~7; i0 < n; i0 += 8) {
         float v[8] = {0};
         for (int l = 0; l < 8 && i0 + l < n; l++)
-            scores[i0 + l] = v[l] = exp_ggml(scores[i0 + l] - mx);
-        sum += (double)hsum8(v);
+            if (i0 + l >= lo)
+                scores[i0 + l] = v[l] = exp_ggml(scores[i0 + l] - mx);
+        sum += (double)cpu_hsum8(v);
     }
     return sum;
-}
-
-/* out = x / rms(x) * w, as ggml computes it (sum of squares in double). */
-static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
-{
-    double sum = 0.0;
-    for (int i = 0; i < n; i++)
-        sum += (double)(x[i] * x[i]);
-    const float mean = (float)(sum / n);
-    const float scale = 1.0f / sqrtf(mean + eps);
-    for (int i = 0; i < n; i++)
-        out[i] = (x[i] * scale) * w[i];
 }
 
 /* ---- the forward pass --------------------------------------------------------------------- */
@@ -368,6 +373,9 @@ static void rope_tables(const fwd_job *j, int ith, int nth)
             float theta = theta_base;
             if (m->rope_freqs)
                 theta /= m->rope_freqs[i];
+            /* Linear scaling (ggml's rope_yarn with ext_factor 0): the angle times freq_scale,
+             * exact when it is 1. */
+            theta = m->hp.rope_freq_scale * theta;
             cs[2 * i] = cosf(theta);
             cs[2 * i + 1] = sinf(theta);
             theta_base *= theta_scale;
@@ -415,7 +423,9 @@ static void add_bias(float *y, const eng_weight *b, int64_t n)
 }
 
 /* Causal attention for this thread's (token, head) pairs of layer il, reading each
- * sequence's K/V block by block through its block table. */
+ * sequence's K/V block by block through its block table. A query at position p sees keys
+ * [0, p], or (p - n_swa, p] with a sliding window; positions outside are skipped, which is
+ * exact: llama.cpp's mask makes their probabilities zero. */
 static void attention_part(const fwd_job *j, int il, int ith, int nth)
 {
     eng_cpu_runner *r = j->r;
@@ -434,15 +444,16 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
         const int t = (int)(p / n_head), h = (int)(p % n_head), kvh = h / group;
         const int32_t bt = j->c0 + t;
         const int32_t *table = j->b->block_tables[j->b->seq[bt]];
-        const int n_kv = j->b->pos[bt] + 1; /* causal: positions [0, pos] */
+        const int n_kv = j->b->pos[bt] + 1; /* causal: positions [lo, pos] */
+        const int lo = hp->n_swa > 0 && n_kv > hp->n_swa ? n_kv - hp->n_swa : 0;
         const size_t head_off = (size_t)kvh * (size_t)hd;
         const float *q = r->q + (size_t)t * dq + (size_t)h * hd;
         for (int i = 0; i < hd; i++)
             qh[i] = round_f16(q[i]);
         float mx = -INFINITY;
-        for (int s0 = 0; s0 < n_kv; s0 += bs) {
+        for (int s0 = lo, nb; s0 < n_kv; s0 += nb) { /* runs of positions within a block */
             const uint16_t *kb = kv->k + kv_offset(kv, il, table, s0) + head_off;
-            const int nb = n_kv - s0 < bs ? n_kv - s0 : bs;
+            nb = n_kv - s0 < bs - s0 % bs ? n_kv - s0 : bs - s0 % bs;
             for (int o = 0; o < nb; o++) {
                 float sc = dot_f32_f16(qh, kb + (size_t)o * kv->kv_dim, hd) * scale;
                 scores[s0 + o] = sc;
@@ -450,7 +461,7 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
                     mx = sc;
             }
         }
-        const double sum = softmax_exp(scores, n_kv, mx);
+        const double sum = softmax_exp(scores, lo, n_kv, mx);
         const float inv = (float)(1.0 / sum);
         float *o = r->att + (size_t)t * dq + (size_t)h * hd;
         /* llama.cpp multiplies V by the probabilities converted to fp16, as one fp16 dot
@@ -458,9 +469,9 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
          * s % 8, reduced with hsum8 (see dot_f32_f16). vacc holds the 8 partial sums for all
          * hd outputs. */
         memset(vacc, 0, sizeof(float) * 8 * (size_t)hd);
-        for (int s0 = 0; s0 < n_kv; s0 += bs) {
+        for (int s0 = lo, nb; s0 < n_kv; s0 += nb) {
             const uint16_t *vb = kv->v + kv_offset(kv, il, table, s0) + head_off;
-            const int nb = n_kv - s0 < bs ? n_kv - s0 : bs;
+            nb = n_kv - s0 < bs - s0 % bs ? n_kv - s0 : bs - s0 % bs;
             for (int k = 0; k < nb; k++)
                 axpy_f16(vacc + (size_t)((s0 + k) % 8) * hd, round_f16(scores[s0 + k] * inv),
                          vb + (size_t)k * kv->kv_dim, hd);
@@ -469,9 +480,77 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
             float col[8];
             for (int l = 0; l < 8; l++)
                 col[l] = vacc[(size_t)l * hd + i];
-            o[i] = hsum8(col);
+            o[i] = cpu_hsum8(col);
         }
     }
+}
+
+/* out = the family's norm of x: RMSNorm with weight w, or LayerNorm with weight w and bias b. */
+static void norm_row(const eng_model *m, float *out, const float *x, const eng_weight *w,
+                     const eng_weight *b)
+{
+    if (m->desc->norm == ENG_ARCH_NORM_LAYER)
+        cpu_layernorm_row(out, x, w->data, b->data, (int)m->hp.n_embd, m->hp.norm_eps);
+    else
+        cpu_rmsnorm_row(out, x, w->data, (int)m->hp.n_embd, m->hp.norm_eps);
+}
+
+/* x += y + bias (the bias where bound): llama.cpp adds a product's bias first, then the
+ * residual. */
+static void add_residual(float *x, const float *y, const eng_weight *bias, int64_t n)
+{
+    if (bias->data) {
+        const float *bb = bias->data;
+        for (int64_t i = 0; i < n; i++)
+            x[i] += y[i] + bb[i];
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            x[i] += y[i];
+    }
+}
+
+/* The feed-forward products of the chunk from the normalised rows in xn into tmp (before
+ * b_down and the residual): down(silu(gate(xn)) * up(xn)) for SwiGLU, down(gelu(up(xn) +
+ * b_up)) for GELU. This thread quantises and activates tokens [t0, t1). */
+static void ffn_part(const fwd_job *j, const eng_layer *L, long t0, long t1, int ith, int nth)
+{
+    eng_cpu_runner *r = j->r;
+    const int64_t d = r->m->hp.n_embd, ff = r->m->hp.n_ff;
+    const int32_t n = j->n;
+    float *h = r->up; /* [n, ff] the activated hidden rows */
+    if (L->w_gate.data) {
+        quantize_rows(L->w_gate.dtype, r->xn, d, d, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->w_gate, r->act, n, r->gate, ff, ith, nth);
+        if (L->w_up.dtype != L->w_gate.dtype) {
+            eng_pool_barrier(r->pool);
+            quantize_rows(L->w_up.dtype, r->xn, d, d, n, r->act, ith, nth);
+            eng_pool_barrier(r->pool);
+        }
+        matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
+        eng_pool_barrier(r->pool);
+        h = r->gate;
+        for (long t = t0; t < t1; t++) {
+            float *g = r->gate + t * ff;
+            const float *u = r->up + t * ff;
+            for (int64_t i = 0; i < ff; i++)
+                g[i] = g[i] / (1.0f + exp_ggml(-g[i])) * u[i]; /* SiLU(gate) * up */
+        }
+    } else {
+        quantize_rows(L->w_up.dtype, r->xn, d, d, n, r->act, ith, nth);
+        eng_pool_barrier(r->pool);
+        matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
+        eng_pool_barrier(r->pool);
+        for (long t = t0; t < t1; t++) {
+            if (L->b_up.data)
+                add_bias(r->up + t * ff, &L->b_up, ff);
+            cpu_gelu_row(r->up + t * ff, ff, r->gelu_tab);
+        }
+    }
+    quantize_rows(L->w_down.dtype, h, ff, ff, n, r->act, ith, nth);
+    eng_pool_barrier(r->pool);
+    matmul_part(&L->w_down, r->act, n, r->tmp, d, ith, nth);
+    eng_pool_barrier(r->pool);
 }
 
 static void forward_chunk(void *arg, int ith, int nth)
@@ -483,25 +562,37 @@ static void forward_chunk(void *arg, int ith, int nth)
     const eng_model *m = r->m;
     const eng_hparams *hp = &m->hp;
     const int32_t n = j->n;
-    const int64_t d = hp->n_embd, ff = hp->n_ff, hd = hp->head_dim;
+    const int64_t d = hp->n_embd, hd = hp->head_dim;
     const int64_t dq = (int64_t)hp->n_head * hd, dkv = (int64_t)r->kv_dim;
-    const bool neox = m->desc->pos == ENG_ARCH_POS_ROPE_NEOX;
+    const eng_arch_pos pos_kind = m->desc->pos;
     long t0, t1;
     eng_pool_split(n, ith, nth, &t0, &t1);
 
-    for (long t = t0; t < t1; t++)
+    for (long t = t0; t < t1; t++) {
+        float *x = r->x + t * d;
         quant_dequant_row(m->tok_embd.dtype,
                           (const uint8_t *)m->tok_embd.data +
                               (size_t)b->tokens[j->c0 + t] * m->tok_embd.row_bytes,
-                          r->x + t * d, d);
-    rope_tables(j, ith, nth);
+                          x, d);
+        if (pos_kind == ENG_ARCH_POS_LEARNED) { /* + row pos of the position embeddings */
+            float *pe = r->xn + t * d;
+            quant_dequant_row(m->pos_embd.dtype,
+                              (const uint8_t *)m->pos_embd.data +
+                                  (size_t)b->pos[j->c0 + t] * m->pos_embd.row_bytes,
+                              pe, d);
+            for (int64_t i = 0; i < d; i++)
+                x[i] += pe[i];
+        }
+    }
+    if (pos_kind != ENG_ARCH_POS_LEARNED)
+        rope_tables(j, ith, nth);
     eng_pool_barrier(r->pool);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const eng_layer *L = &m->layers[il];
         /* attention block */
         for (long t = t0; t < t1; t++)
-            rmsnorm(r->xn + t * d, r->x + t * d, L->attn_norm.data, (int)d, hp->norm_eps);
+            norm_row(m, r->xn + t * d, r->x + t * d, &L->attn_norm, &L->attn_norm_b);
         quantize_rows(L->wq.dtype, r->xn, d, d, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
         matmul_part(&L->wq, r->act, n, r->q, dq, ith, nth);
@@ -526,10 +617,10 @@ static void forward_chunk(void *arg, int ith, int nth)
                 add_bias(r->k + t * dkv, &L->bk, dkv);
             if (L->bv.data)
                 add_bias(r->v + t * dkv, &L->bv, dkv);
-            if (neox) {
+            if (pos_kind == ENG_ARCH_POS_ROPE_NEOX) {
                 rope_row_neox(r->q + t * dq, hp->n_head, (int)hd, cs);
                 rope_row_neox(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
-            } else {
+            } else if (pos_kind == ENG_ARCH_POS_ROPE_INTERLEAVED) {
                 rope_row(r->q + t * dq, hp->n_head, (int)hd, cs);
                 rope_row(r->k + t * dkv, hp->n_head_kv, (int)hd, cs);
             }
@@ -548,38 +639,12 @@ static void forward_chunk(void *arg, int ith, int nth)
 
         /* feed-forward block */
         for (long t = t0; t < t1; t++) {
-            float *x = r->x + t * d;
-            const float *o = r->tmp + t * d;
-            for (int64_t i = 0; i < d; i++)
-                x[i] += o[i];
-            rmsnorm(r->xn + t * d, x, L->ffn_norm.data, (int)d, hp->norm_eps);
+            add_residual(r->x + t * d, r->tmp + t * d, &L->bo, d);
+            norm_row(m, r->xn + t * d, r->x + t * d, &L->ffn_norm, &L->ffn_norm_b);
         }
-        quantize_rows(L->w_gate.dtype, r->xn, d, d, n, r->act, ith, nth);
-        eng_pool_barrier(r->pool);
-        matmul_part(&L->w_gate, r->act, n, r->gate, ff, ith, nth);
-        if (L->w_up.dtype != L->w_gate.dtype) {
-            eng_pool_barrier(r->pool);
-            quantize_rows(L->w_up.dtype, r->xn, d, d, n, r->act, ith, nth);
-            eng_pool_barrier(r->pool);
-        }
-        matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
-        eng_pool_barrier(r->pool);
-        for (long t = t0; t < t1; t++) {
-            float *g = r->gate + t * ff;
-            const float *u = r->up + t * ff;
-            for (int64_t i = 0; i < ff; i++)
-                g[i] = g[i] / (1.0f + exp_ggml(-g[i])) * u[i]; /* SiLU(gate) * up */
-        }
-        quantize_rows(L->w_down.dtype, r->gate, ff, ff, n, r->act, ith, nth);
-        eng_pool_barrier(r->pool);
-        matmul_part(&L->w_down, r->act, n, r->tmp, d, ith, nth);
-        eng_pool_barrier(r->pool);
-        for (long t = t0; t < t1; t++) {
-            float *x = r->x + t * d;
-            const float *o = r->tmp + t * d;
-            for (int64_t i = 0; i < d; i++)
-                x[i] += o[i];
-        }
+        ffn_part(j, L, t0, t1, ith, nth);
+        for (long t = t0; t < t1; t++)
+            add_residual(r->x + t * d, r->tmp + t * d, &L->b_down, d);
         /* The next layer's norm reads only this thread's tokens of x: no barrier needed. */
     }
 
@@ -593,7 +658,7 @@ static void forward_chunk(void *arg, int ith, int nth)
     size_t rb = quant_act_row_bytes(m->output.dtype, d);
     for (long k = o0; k < o1; k++) {
         int32_t t = b->logits_idx[j->k0 + k] - j->c0;
-        rmsnorm(r->xn + k * d, r->x + t * d, m->out_norm.data, (int)d, hp->norm_eps);
+        norm_row(m, r->xn + k * d, r->x + t * d, &m->out_norm, &m->out_norm_b);
         quant_act_quantize(m->output.dtype, r->xn + k * d, r->act + (size_t)k * rb, d);
     }
     eng_pool_barrier(r->pool);

@@ -1,7 +1,8 @@
-/* cpu_forward.h — the CPU backend: a Llama-family forward pass (Llama, Qwen2: whatever the
- * model's descriptor, arch.h, asks for) over quantised weights for a batch of tokens from any
- * number of sequences, reading and writing K/V through per-sequence block tables into a paged
- * fp16 pool; and a single-sequence convenience context on top. */
+/* cpu_forward.h — the CPU backend: the decoder forward pass of every family with a
+ * descriptor (Llama, Qwen2, StarCoder, StarCoder2: whatever the model's descriptor, arch.h,
+ * asks for) over quantised weights for a batch of tokens from any number of sequences, reading
+ * and writing K/V through per-sequence block tables into a paged fp16 pool; and a
+ * single-sequence convenience context on top. */
 #ifndef SERVAL_CPU_FORWARD_H
 #define SERVAL_CPU_FORWARD_H
 
@@ -33,7 +34,9 @@ int32_t eng_cpu_kv_block_size(const eng_cpu_kv *kv);
 /* Threads, scratch buffers and limits for running batches of one model. */
 typedef struct eng_cpu_runner eng_cpu_runner;
 
-/* max_pos: the largest position any sequence will reach + 1 (sizes attention scratch). */
+/* max_pos: the largest position any sequence will reach + 1 (sizes attention scratch); at
+ * most the model's n_ctx_train (learned position embeddings have no row beyond it). Returns
+ * ENG_ERR_UNSUPPORTED for a descriptor whose ops the pass lacks, naming the architecture. */
 eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_threads,
                                  eng_cpu_runner **out, eng_err *err);
 void eng_cpu_runner_free(eng_cpu_runner *r);
