@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "gguf.h"
@@ -36,6 +37,9 @@ typedef struct preset {
 static const preset presets[] = {
     {"tiny", "llama, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128 (unit tests)", ARCH_LLAMA,
      2, 64, 4, 2, 128, 2048, 10000.0f, 1e-5f, true, 0.0f, 0.0f, 0},
+    {"deepseek-coder-tiny", "llama, 2 layers, d 64, 4 heads x 16, 2 KV heads, ffn 128, linear "
+                            "RoPE scaling x4 (unit tests)",
+     ARCH_LLAMA, 2, 64, 4, 2, 128, 2048, 100000.0f, 1e-6f, true, 0.125f, 4.0f, 0},
     {"smollm2-135m", "SmolLM2-135M shapes: llama, 30 layers, d 576, 9 heads, 3 KV heads, ffn 1536",
      ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 100000.0f, 1e-5f, true, 0.0f, 0.0f, 0},
     {"llama-1b", "Llama-3.2-1B shapes: llama, 16 layers, d 2048, 32 heads, 8 KV heads, ffn 8192",
@@ -67,6 +71,24 @@ static const preset presets[] = {
     {"codellama-7b", "CodeLlama-7B shapes: llama, 32 layers, d 4096, 32 heads, 32 KV heads, "
                      "ffn 11008",
      ARCH_LLAMA, 32, 4096, 32, 32, 11008, 16384, 1000000.0f, 1e-5f, false, 0.0f, 0.0f, 0},
+    /* Parity presets: checked bit for bit against llama.cpp (tests/engine/test_families.c).
+     * Real head sizes, every row length a multiple of 256 (K-quants), weights of sd
+     * 1/sqrt(n_embd) so that both layers shape the logits. */
+    {"llama-parity", "llama, 2 layers, d 256, 4 heads x 64, 2 KV heads, ffn 768, untied head "
+                     "(llama.cpp parity tests)",
+     ARCH_LLAMA, 2, 256, 4, 2, 768, 4096, 10000.0f, 1e-5f, false, 0.0625f, 0.0f, 0},
+    {"deepseek-coder-parity", "llama, 2 layers, d 256, 2 heads x 128, 2 KV heads, ffn 768, "
+                              "linear RoPE scaling x4 (llama.cpp parity tests)",
+     ARCH_LLAMA, 2, 256, 2, 2, 768, 4096, 100000.0f, 1e-6f, false, 0.0625f, 4.0f, 0},
+    {"qwen2-parity", "qwen2, 2 layers, d 256, 4 heads x 64, 2 KV heads, ffn 768, Q/K/V biases, "
+                     "tied head (llama.cpp parity tests)",
+     ARCH_QWEN2, 2, 256, 4, 2, 768, 4096, 1000000.0f, 1e-6f, true, 0.0625f, 0.0f, 0},
+    {"starcoder-parity", "starcoder, 2 layers, d 256, 4 heads x 64, MQA, ffn 1024, learned "
+                         "positions (512), untied head (llama.cpp parity tests)",
+     ARCH_STARCODER, 2, 256, 4, 1, 1024, 512, 0.0f, 1e-5f, false, 0.0625f, 0.0f, 0},
+    {"starcoder2-parity", "starcoder2, 2 layers, d 256, 2 heads x 128, 1 KV head, ffn 1024, "
+                          "tied head, sliding window 4096 (llama.cpp parity tests)",
+     ARCH_STARCODER2, 2, 256, 2, 1, 1024, 4096, 100000.0f, 1e-5f, true, 0.0625f, 0.0f, 4096},
 };
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
@@ -131,6 +153,7 @@ typedef struct tspec {
     init_kind init;
     float sd;      /* of the random part */
     uint64_t seed; /* from --seed and the name, so each tensor is independent of the others */
+    bool round_f16; /* round every value through fp16 before storing it (--from-f16) */
     xoshiro rng;
     float *scratch; /* [ne[0]] floats, shared by all tensors */
 } tspec;
@@ -158,6 +181,8 @@ static eng_status gen_row(void *user, int64_t row, void *dst, eng_err *err)
     for (int64_t i = 0; i < t->ne[0]; i++) {
         float z = xo_normal(&t->rng);
         x[i] = t->init == INIT_NORM ? 1.0f + t->sd * z : t->sd * z;
+        if (t->round_f16)
+            x[i] = quant_f16_to_f32(quant_f32_to_f16(x[i]));
     }
     quant_quantize_row(t->dtype, x, dst, t->ne[0]);
     return ENG_OK;
@@ -287,7 +312,9 @@ static int plan_starcoder2(synth *s, const preset *p, gguf_dtype dt, int64_t n_v
 
 /* ---- metadata ---------------------------------------------------------------------------- */
 
-/* llama.cpp's llama_ftype for a file whose matrices are all of one type. */
+/* llama.cpp's llama_ftype for a file whose matrices are all of one type. For the K-quants
+ * that is the _M mixture's number (LLAMA_FTYPE_MOSTLY_Q4_K_M, _Q5_K_M): what llama.cpp
+ * writes when asked for that preset with every matrix forced to the one type (pure). */
 static uint32_t file_type(gguf_dtype dt)
 {
     switch (dt) {
@@ -296,9 +323,14 @@ static uint32_t file_type(gguf_dtype dt)
     case GGUF_DTYPE_Q4_0: return 2;
     case GGUF_DTYPE_Q4_1: return 3;
     case GGUF_DTYPE_Q8_0: return 7;
+    case GGUF_DTYPE_Q5_0: return 8;
+    case GGUF_DTYPE_Q5_1: return 9;
+    case GGUF_DTYPE_Q4_K: return 15;
+    case GGUF_DTYPE_Q5_K: return 17;
+    case GGUF_DTYPE_Q6_K: return 18;
     case GGUF_DTYPE_BF16: return 32;
-    default: return 0;
     }
+    return 0;
 }
 
 static eng_status set_metadata(gguf_writer *w, const preset *p, uint32_t n_layer, gguf_dtype dt,
@@ -362,8 +394,18 @@ static void usage(FILE *out)
             "  --vocab-from GGUF  copy the vocabulary from this model\n"
             "  --out PATH         file to write (written to a temporary name, then renamed)\n"
             "  --seed N           weight seed (default 1); the same seed gives the same file\n"
-            "  --dtype T          weight matrices as q8_0 (default), q4_0, q4_1, f16 or f32;\n"
-            "                     norms and biases are always f32\n"
+            "  --dtype T          weight matrices as q8_0 (default), q4_0, q4_1, q5_0, q5_1,\n"
+            "                     q4_k, q5_k, q6_k, f16, bf16 or f32 (K-quants need rows that\n"
+            "                     are multiples of 256: the *-parity presets); norms and\n"
+            "                     biases are always f32; quantised with llama.cpp's\n"
+            "                     quantize_row_*_ref\n"
+            "  --from-f16         write the file llama.cpp's quantize (no importance matrix,\n"
+            "                     every matrix of --dtype: params.pure) makes from this\n"
+            "                     command's --dtype f16 file: every value rounded through fp16\n"
+            "                     before it is quantised, and what llama.cpp does not\n"
+            "                     quantise (position_embd) kept in f16\n"
+            "  --tensor-type NAME=T  store matrix NAME as T instead of --dtype (repeatable;\n"
+            "                     reproduces a mixed file such as llama.cpp's Q4_K_M)\n"
             "  --layers N         override the preset's layer count\n"
             "  --sliding-window N write <arch>.attention.sliding_window = N (0: leave it out);\n"
             "                     default: the preset's (llama.cpp ignores it for starcoder2)\n"
@@ -386,6 +428,15 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+#define MAX_TENSOR_TYPES 256
+
+typedef struct type_override {
+    const char *name; /* points into argv */
+    size_t name_len;
+    gguf_dtype t;
+    bool used;
+} type_override;
+
 typedef struct opts {
     const preset *p;
     const char *vocab, *out;
@@ -393,7 +444,33 @@ typedef struct opts {
     gguf_dtype dtype;
     uint32_t layers; /* 0: the preset's */
     int64_t swa;     /* -1: the preset's sliding window; 0: none; else the window */
+    bool from_f16;
+    type_override over[MAX_TENSOR_TYPES];
+    size_t n_over;
 } opts;
+
+static const struct { const char *name; gguf_dtype t; } dtypes[] = {
+    {"q8_0", GGUF_DTYPE_Q8_0}, {"q4_0", GGUF_DTYPE_Q4_0}, {"q4_1", GGUF_DTYPE_Q4_1},
+    {"q5_0", GGUF_DTYPE_Q5_0}, {"q5_1", GGUF_DTYPE_Q5_1}, {"q4_k", GGUF_DTYPE_Q4_K},
+    {"q5_k", GGUF_DTYPE_Q5_K}, {"q6_k", GGUF_DTYPE_Q6_K}, {"f16", GGUF_DTYPE_F16},
+    {"bf16", GGUF_DTYPE_BF16}, {"f32", GGUF_DTYPE_F32}};
+#define N_DTYPES (sizeof dtypes / sizeof dtypes[0])
+
+/* Looks a --dtype name up (case-insensitive: q4_K as llama.cpp prints it works too). */
+static int dtype_parse(const char *s, gguf_dtype *t)
+{
+    for (size_t i = 0; i < N_DTYPES; i++) {
+        if (strcasecmp(dtypes[i].name, s) == 0) {
+            *t = dtypes[i].t;
+            return 0;
+        }
+    }
+    fprintf(stderr, "serval-synth: unknown type '%s' (", s);
+    for (size_t i = 0; i < N_DTYPES; i++)
+        fprintf(stderr, "%s%s", i ? ", " : "", dtypes[i].name);
+    fprintf(stderr, ")\n");
+    return -1;
+}
 
 /* Returns 0 to run, 1 when --help was printed, -1 (message printed) on a usage error. */
 static int parse_args(int argc, char **argv, opts *o)
@@ -403,11 +480,12 @@ static int parse_args(int argc, char **argv, opts *o)
         {"out", required_argument, NULL, 'o'},    {"seed", required_argument, NULL, 's'},
         {"dtype", required_argument, NULL, 'd'},  {"layers", required_argument, NULL, 'l'},
         {"sliding-window", required_argument, NULL, 'w'},
+        {"from-f16", no_argument, NULL, 'f'},    {"tensor-type", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
-    static const struct { const char *name; gguf_dtype t; } dtypes[] = {
-        {"q8_0", GGUF_DTYPE_Q8_0}, {"q4_0", GGUF_DTYPE_Q4_0}, {"q4_1", GGUF_DTYPE_Q4_1},
-        {"f16", GGUF_DTYPE_F16},   {"f32", GGUF_DTYPE_F32}};
-    *o = (opts){.seed = 1, .dtype = GGUF_DTYPE_Q8_0, .swa = -1};
+    memset(o, 0, sizeof *o);
+    o->seed = 1;
+    o->dtype = GGUF_DTYPE_Q8_0;
+    o->swa = -1;
     const char *preset_name = NULL;
     uint64_t v;
     int c;
@@ -439,16 +517,26 @@ static int parse_args(int argc, char **argv, opts *o)
             }
             o->swa = (int64_t)v;
             break;
-        case 'd': {
-            size_t i = 0;
-            while (i < sizeof dtypes / sizeof dtypes[0] && strcmp(dtypes[i].name, optarg) != 0)
-                i++;
-            if (i == sizeof dtypes / sizeof dtypes[0]) {
-                fprintf(stderr, "serval-synth: --dtype: unknown type '%s' (q8_0, q4_0, q4_1, f16, "
-                        "f32)\n", optarg);
+        case 'd':
+            if (dtype_parse(optarg, &o->dtype) != 0)
+                return -1;
+            break;
+        case 'f': o->from_f16 = true; break;
+        case 't': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg) {
+                fprintf(stderr, "serval-synth: --tensor-type: '%s' is not NAME=TYPE\n", optarg);
                 return -1;
             }
-            o->dtype = dtypes[i].t;
+            if (o->n_over == MAX_TENSOR_TYPES) {
+                fprintf(stderr, "serval-synth: --tensor-type: more than %d\n", MAX_TENSOR_TYPES);
+                return -1;
+            }
+            type_override *ov = &o->over[o->n_over++];
+            ov->name = optarg;
+            ov->name_len = (size_t)(eq - optarg);
+            if (dtype_parse(eq + 1, &ov->t) != 0)
+                return -1;
             break;
         }
         default:
@@ -475,6 +563,55 @@ static int parse_args(int argc, char **argv, opts *o)
             fprintf(stderr, " %s", presets[i].name);
         fprintf(stderr, "\n");
         return -1;
+    }
+    return 0;
+}
+
+/* What llama.cpp's quantize leaves in its source type whatever the target (llama-quant.cpp's
+ * tensor_allows_quantization, for the names these presets write): 1-D tensors, norms, and the
+ * learned position embeddings. */
+static bool llamacpp_quantises(const tspec *t)
+{
+    return t->n_dims == 2 && strcmp(t->name, "position_embd.weight") != 0 &&
+           strstr(t->name, "_norm.weight") == NULL;
+}
+
+/* Applies --tensor-type and --from-f16 to the planned tensors and checks that every matrix's
+ * rows are whole blocks of its type. Returns 0, or -1 with a message printed. */
+static int finish_plan(synth *s, opts *o)
+{
+    for (size_t i = 0; i < s->n_t; i++) {
+        tspec *t = &s->t[i];
+        /* The F16 file holds norms and biases in f32, so only matrices are rounded. */
+        t->round_f16 = o->from_f16 && t->n_dims == 2;
+        if (o->from_f16 && t->n_dims == 2 && !llamacpp_quantises(t))
+            t->dtype = GGUF_DTYPE_F16;
+        for (size_t k = 0; k < o->n_over; k++) {
+            type_override *ov = &o->over[k];
+            if (strlen(t->name) == ov->name_len && memcmp(t->name, ov->name, ov->name_len) == 0) {
+                if (t->n_dims != 2) {
+                    fprintf(stderr, "serval-synth: --tensor-type: %s is not a matrix (norms and "
+                            "biases stay f32)\n", t->name);
+                    return -1;
+                }
+                t->dtype = ov->t;
+                ov->used = true;
+            }
+        }
+        int64_t blk = gguf_dtype_block_elems(t->dtype);
+        if (blk <= 0 || t->ne[0] % blk != 0) {
+            fprintf(stderr, "serval-synth: %s has rows of %" PRId64 " values, not a multiple of "
+                    "%s's block of %" PRId64 " (K-quants need the *-parity presets)\n", t->name, t->ne[0],
+                    gguf_dtype_name(t->dtype), blk);
+            return -1;
+        }
+    }
+    for (size_t k = 0; k < o->n_over; k++) {
+        if (!o->over[k].used) {
+            fprintf(stderr, "serval-synth: --tensor-type: no tensor named '%.*s' in this "
+                    "preset\n", (int)o->over[k].name_len, o->over[k].name);
+            return -1;
+        }
     }
     return 0;
 }
@@ -521,6 +658,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "serval-synth: out of memory\n");
         goto done;
     }
+    if (finish_plan(&s, &o) != 0)
+        goto done;
     if (set_metadata(w, &p, p.n_layer, o.dtype, (uint32_t)n_vocab, o.seed) != ENG_OK ||
         gguf_writer_copy_kv(w, vocab, "tokenizer.") != ENG_OK) {
         fprintf(stderr, "serval-synth: cannot build the metadata (out of memory?)\n");
@@ -542,9 +681,10 @@ int main(int argc, char **argv)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     printf("serval-synth: wrote %s: preset %s, %u layers, %zu tensors, %.1fM parameters, "
-           "vocab %" PRId64 ", %s, seed %" PRIu64 ", %.1f s\n",
+           "vocab %" PRId64 ", %s%s%s, seed %" PRIu64 ", %.1f s\n",
            o.out, p.name, p.n_layer, s.n_t, (double)s.n_params / 1e6, n_vocab,
-           gguf_dtype_name(o.dtype), o.seed,
+           gguf_dtype_name(o.dtype), o.from_f16 ? " from f16" : "",
+           o.n_over ? " with per-tensor types" : "", o.seed,
            (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     status = 0;
 done:

@@ -72,9 +72,12 @@ static void quantize_q8_0(const float *x, block_q8_0 *y, int64_t nb)
     }
 }
 
-/* Best scale for n values on the grid [-nmax, nmax-1] (GGML's make_qx_quants, weighted by x^2):
- * start from the extreme value, then try nearby grid stretches and keep the least-squares best.
- * Writes L[i] in [0, 2*nmax) (offset by nmax). */
+/* Best scale for n values on the grid [-nmax, nmax-1] (GGML's make_qx_quants with rmse_type 1,
+ * weights x^2): start from the extreme value's grid, then try the stretches nmax + 0.1*is
+ * (is = -9..9, 0 skipped) and keep one only when it reduces the weighted squared error
+ * (sumlx^2/suml2, compared as llama.cpp compares it). Writes L[i] in [0, 2*nmax) (offset by
+ * nmax). The order matters: it decides which of two near-equal candidates wins, and so the
+ * bytes of the block. */
 static float q6_sub_scale(int n, int nmax, const float *x, int8_t *L)
 {
     float max = 0, amax = 0;
@@ -88,10 +91,23 @@ static float q6_sub_scale(int n, int nmax, const float *x, int8_t *L)
         memset(L, 0, (size_t)n);
         return 0.f;
     }
-    float best_scale = 0, best = -1;
+    float iscale = -nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = quant_nearest_int(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        L[i] = (int8_t)(l + nmax);
+        const float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    float scale = suml2 ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
-        const float iscale = -(nmax + 0.1f * is) / max;
-        float sumlx = 0, suml2 = 0;
+        if (is == 0)
+            continue;
+        iscale = -(nmax + 0.1f * is) / max;
+        sumlx = suml2 = 0;
         for (int i = 0; i < n; i++) {
             int l = quant_nearest_int(iscale * x[i]);
             l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
@@ -100,17 +116,17 @@ static float q6_sub_scale(int n, int nmax, const float *x, int8_t *L)
             suml2 += w * l * l;
         }
         /* sumlx^2/suml2 is the error reduction of the least-squares scale sumlx/suml2 */
-        if (suml2 > 0 && (best < 0 || sumlx * sumlx > best * suml2)) {
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
             for (int i = 0; i < n; i++) {
                 int l = quant_nearest_int(iscale * x[i]);
                 l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
                 L[i] = (int8_t)(l + nmax);
             }
-            best_scale = sumlx / suml2;
-            best = best_scale * sumlx;
+            scale = sumlx / suml2;
+            best = scale * sumlx;
         }
     }
-    return best_scale;
+    return scale;
 }
 
 static void quantize_q6_K(const float *x, block_q6_K *y, int64_t nb)

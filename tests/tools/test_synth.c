@@ -269,6 +269,141 @@ Test(synth, starcoder_layout)
     free(path);
 }
 
+/* The parity presets' small vocabulary (4096 tokens) keeps these runs fast. */
+#define PARITY_VOCAB "tests/fixtures/families/vocab-smollm-4096.gguf"
+
+static bool same_bytes(const gguf_tensor *a, const gguf_tensor *b)
+{
+    return a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0;
+}
+
+/* Every new --dtype writes llama.cpp's file_type and stores every matrix in the type, norms
+ * and biases in f32. */
+Test(synth, parity_presets_take_every_quant_type, .timeout = 120)
+{
+    static const struct { const char *name; gguf_dtype t; uint32_t ftype; } types[] = {
+        {"q5_0", GGUF_DTYPE_Q5_0, 8}, {"q5_1", GGUF_DTYPE_Q5_1, 9},
+        {"q4_k", GGUF_DTYPE_Q4_K, 15}, {"q5_k", GGUF_DTYPE_Q5_K, 17},
+        {"Q6_K", GGUF_DTYPE_Q6_K, 18}, {"bf16", GGUF_DTYPE_BF16, 32}};
+    char *vocab = tu_source_path(PARITY_VOCAB);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char *path;
+        cr_assert_eq(synth(&path, NULL, "qwen2-parity", "--vocab-from", vocab, "--dtype",
+                           types[i].name, NULL), 0, "%s", types[i].name);
+        gguf_file *f = open_ok(path);
+        cr_assert_eq(get_u32(f, "general.file_type"), types[i].ftype, "%s", types[i].name);
+        expect_shape(f, "token_embd.weight", types[i].t, 256, 4096);
+        expect_shape(f, "blk.1.ffn_down.weight", types[i].t, 768, 256);
+        expect_shape(f, "blk.1.attn_k.weight", types[i].t, 256, 128);
+        expect_shape(f, "blk.1.attn_k.bias", GGUF_DTYPE_F32, 128, 0);
+        expect_shape(f, "output_norm.weight", GGUF_DTYPE_F32, 256, 0);
+        double mean, sd, zf;
+        stats(gguf_tensor_find(f, "blk.0.attn_q.weight"), &mean, &sd, &zf);
+        cr_assert(sd > 0.055 && sd < 0.07 && fabs(mean) < 0.005, "%s: sd %g mean %g",
+                  types[i].name, sd, mean);
+        gguf_free(f);
+        unlink(path);
+        free(path);
+    }
+    free(vocab);
+}
+
+/* --from-f16 is the f16 file requantised: with --dtype f16 it is the f16 file itself, its
+ * matrices differ from a direct quantisation only through the fp16 rounding, and the learned
+ * positions stay f16 as llama.cpp's quantize leaves them. */
+Test(synth, from_f16_rounds_matrices_through_fp16_and_keeps_positions, .timeout = 120)
+{
+    char *vocab = tu_source_path(PARITY_VOCAB);
+    char *plain, *f16, *direct, *via;
+    cr_assert_eq(synth(&plain, NULL, "starcoder-parity", "--vocab-from", vocab, "--dtype", "f16",
+                       NULL), 0);
+    cr_assert_eq(synth(&f16, NULL, "starcoder-parity", "--vocab-from", vocab, "--dtype", "f16",
+                       "--from-f16", NULL), 0);
+    cr_assert_eq(synth(&direct, NULL, "starcoder-parity", "--vocab-from", vocab, "--dtype",
+                       "q8_0", NULL), 0);
+    cr_assert_eq(synth(&via, NULL, "starcoder-parity", "--vocab-from", vocab, "--dtype", "q8_0",
+                       "--from-f16", NULL), 0);
+    gguf_file *a = open_ok(plain), *b = open_ok(f16), *d = open_ok(direct), *v = open_ok(via);
+    int n_diff = 0;
+    for (int64_t i = 0; i < gguf_tensor_count(a); i++) {
+        const gguf_tensor *ta = gguf_tensor_at(a, i);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)ta->name.len, ta->name.ptr);
+        cr_assert(same_bytes(ta, gguf_tensor_find(b, name)), "%s: f16 --from-f16 differs", name);
+        const gguf_tensor *td = gguf_tensor_find(d, name), *tv = gguf_tensor_find(v, name);
+        if (ta->n_dims == 1)
+            cr_assert(same_bytes(td, tv), "%s: f32 vectors are not rounded", name);
+        else if (!same_bytes(td, tv))
+            n_diff++;
+    }
+    cr_assert_geq(n_diff, 10, "the fp16 rounding changes some Q8_0 blocks of most matrices");
+    expect_shape(v, "position_embd.weight", GGUF_DTYPE_F16, 256, 512);
+    expect_shape(d, "position_embd.weight", GGUF_DTYPE_Q8_0, 256, 512);
+    cr_assert(same_bytes(gguf_tensor_find(v, "position_embd.weight"),
+                         gguf_tensor_find(a, "position_embd.weight")));
+    expect_shape(v, "blk.0.attn_qkv.weight", GGUF_DTYPE_Q8_0, 256, 256 + 2 * 64);
+    gguf_free(a);
+    gguf_free(b);
+    gguf_free(d);
+    gguf_free(v);
+    char *paths[] = {plain, f16, direct, via};
+    for (int i = 0; i < 4; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
+    free(vocab);
+}
+
+Test(synth, tensor_type_overrides_one_matrix_and_names_mistakes, .timeout = 120)
+{
+    char *vocab = tu_source_path(PARITY_VOCAB);
+    char *path, *err;
+    cr_assert_eq(synth(&path, NULL, "llama-parity", "--vocab-from", vocab, "--dtype", "q4_k",
+                       "--tensor-type", "output.weight=q6_k", "--tensor-type",
+                       "blk.1.attn_v.weight=Q8_0", NULL), 0);
+    gguf_file *f = open_ok(path);
+    expect_shape(f, "output.weight", GGUF_DTYPE_Q6_K, 256, 4096);
+    expect_shape(f, "blk.1.attn_v.weight", GGUF_DTYPE_Q8_0, 256, 128);
+    expect_shape(f, "blk.0.attn_v.weight", GGUF_DTYPE_Q4_K, 256, 128);
+    gguf_free(f);
+    unlink(path);
+    free(path);
+
+    cr_assert_eq(synth(&path, &err, "llama-parity", "--vocab-from", vocab, "--tensor-type",
+                       "blk.9.attn_v.weight=q6_k", NULL), 1);
+    cr_assert(strstr(err, "no tensor named 'blk.9.attn_v.weight'"), "stderr: %s", err);
+    free(err);
+    unlink(path);
+    free(path);
+    cr_assert_eq(synth(&path, &err, "llama-parity", "--vocab-from", vocab, "--tensor-type",
+                       "output_norm.weight=q8_0", NULL), 1);
+    cr_assert(strstr(err, "output_norm.weight is not a matrix"), "stderr: %s", err);
+    free(err);
+    unlink(path);
+    free(path);
+    cr_assert_eq(synth(&path, &err, "llama-parity", "--tensor-type", "output.weight", NULL), 2);
+    cr_assert(strstr(err, "is not NAME=TYPE"), "stderr: %s", err);
+    free(err);
+    unlink(path);
+    free(path);
+    free(vocab);
+}
+
+/* K-quant blocks are 256 wide: the tiny presets' 64-wide rows are refused, naming the tensor,
+ * and nothing is written. */
+Test(synth, k_quants_refuse_rows_that_are_not_whole_blocks)
+{
+    char *path, *err;
+    cr_assert_eq(synth(&path, &err, "tiny", "--dtype", "q4_k", NULL), 1);
+    cr_assert(strstr(err, "token_embd.weight has rows of 64 values") && strstr(err, "256"),
+              "stderr: %s", err);
+    struct stat st;
+    cr_assert(stat(path, &st) != 0 || st.st_size == 0, "nothing may be written on failure");
+    free(err);
+    unlink(path);
+    free(path);
+}
+
 Test(synth, unknown_preset_fails_clearly)
 {
     char *path, *err;
@@ -304,8 +439,8 @@ Test(synth, missing_vocab_file_fails_clearly)
 Test(synth, bad_options_and_help)
 {
     char *path, *err;
-    cr_assert_eq(synth(&path, &err, "tiny", "--dtype", "q5_k", NULL), 2);
-    cr_assert(strstr(err, "unknown type 'q5_k'"), "stderr: %s", err);
+    cr_assert_eq(synth(&path, &err, "tiny", "--dtype", "q3_k", NULL), 2);
+    cr_assert(strstr(err, "unknown type 'q3_k'") && strstr(err, "q6_k"), "stderr: %s", err);
     free(err);
     unlink(path);
     free(path);
