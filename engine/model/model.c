@@ -341,10 +341,10 @@ eng_status eng_model_tokenize(const eng_model *m, const char *text, size_t len, 
 {
     *ids = NULL;
     *n = 0;
-    /* Byte-level and SentencePiece BPE give at most one token per byte, plus BOS. */
-    if (len > (size_t)INT32_MAX / 2)
+    /* At most tok_encode_bound ids (one per byte for byte-level BPE), plus BOS. */
+    if (len > (size_t)INT32_MAX / 8)
         return eng_fail(err, ENG_ERR_TOO_LONG, "prompt of %zu bytes is too long", len);
-    size_t cap = len + 2, off = 0, got = 0;
+    size_t cap = tok_encode_bound(m->vocab, len) + 1, off = 0, got = 0;
     int32_t *buf = malloc(cap * sizeof *buf);
     if (!buf)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory for %zu prompt tokens", cap);

@@ -1,8 +1,11 @@
-/* tokenizer.c — byte-level BPE vocabularies built from a GGUF's tokenizer.ggml.* metadata:
- * loading and validation, llama.cpp's special-token rules, lookups and decoding. Encoding is
- * in tokenizer_encode.c, the pre-tokenizers in tokenizer_pre.c. */
+/* tokenizer.c — vocabularies built from a GGUF's tokenizer.ggml.* metadata (byte-level BPE and
+ * SentencePiece): loading and validation, llama.cpp's special-token rules, lookups and
+ * decoding. Encoding is in tokenizer_encode.c and tokenizer_spm.c, the pre-tokenizers in
+ * tokenizer_pre.c. */
 #include "tokenizer.h"
 
+#include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,10 +353,26 @@ static eng_status load_merges(const gguf_file *f, tok_vocab *v, eng_err *err)
     return ENG_OK;
 }
 
+/* A FIM id: the fim_* key, overridden by the older key CodeLlama's converter writes (llama.cpp
+ * reads both, the older one last), else found by text. */
+static eng_status fim_id(const gguf_file *f, tok_vocab *v, const char *key, const char *old_key,
+                         const char *const *texts, int32_t *out, eng_err *err)
+{
+    int32_t old = -1;
+    eng_status st = old_key ? read_id(f, v, old_key, &old, err) : ENG_OK;
+    if (st != ENG_OK)
+        return st;
+    if (old >= 0) {
+        *out = old;
+        return read_id(f, v, key, &old, err); /* still validated */
+    }
+    return special_id(f, v, key, texts, out, err);
+}
+
 /* Special ids, end-of-generation set and the attribute fix-ups llama.cpp applies by text. */
 static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
 {
-    int32_t fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep, dummy;
+    int32_t dummy;
     eng_status st;
     if ((st = read_id(f, v, "tokenizer.ggml.bos_token_id", &v->bos, err)) != ENG_OK ||
         (st = read_id(f, v, "tokenizer.ggml.eos_token_id", &v->eos, err)) != ENG_OK ||
@@ -362,14 +381,26 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
         (st = read_id(f, v, "tokenizer.ggml.unknown_token_id", &v->unk, err)) != ENG_OK ||
         (st = read_id(f, v, "tokenizer.ggml.padding_token_id", &v->pad, err)) != ENG_OK ||
         (st = read_id(f, v, "tokenizer.ggml.seperator_token_id", &dummy, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_pre_token_id", fim_pre_texts, &fim_pre, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_suf_token_id", fim_suf_texts, &fim_suf, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_mid_token_id", fim_mid_texts, &fim_mid, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_pad_token_id", fim_pad_texts, &fim_pad, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_rep_token_id", fim_rep_texts, &fim_rep, err)) != ENG_OK ||
-        (st = special_id(f, v, "tokenizer.ggml.fim_sep_token_id", fim_sep_texts, &fim_sep, err)) != ENG_OK)
+        (st = fim_id(f, v, "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id",
+                     fim_pre_texts, &v->fim_pre, err)) != ENG_OK ||
+        (st = fim_id(f, v, "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id",
+                     fim_suf_texts, &v->fim_suf, err)) != ENG_OK ||
+        (st = fim_id(f, v, "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id",
+                     fim_mid_texts, &v->fim_mid, err)) != ENG_OK ||
+        (st = special_id(f, v, "tokenizer.ggml.fim_pad_token_id", fim_pad_texts, &v->fim_pad, err)) != ENG_OK ||
+        (st = special_id(f, v, "tokenizer.ggml.fim_rep_token_id", fim_rep_texts, &v->fim_rep, err)) != ENG_OK ||
+        (st = special_id(f, v, "tokenizer.ggml.fim_sep_token_id", fim_sep_texts, &v->fim_sep, err)) != ENG_OK)
         return st;
-    (void)fim_pre, (void)fim_suf, (void)fim_mid, (void)dummy;
+    (void)dummy;
+    /* SentencePiece's defaults when the file names none (llama.cpp: <unk> 0, <s> 1, </s> 2). */
+    if (v->type == TOK_TYPE_SPM) {
+        if (gguf_kv_find(f, "tokenizer.ggml.bos_token_id") < 0 && v->n_tokens > 1)
+            v->bos = 1;
+        if (gguf_kv_find(f, "tokenizer.ggml.eos_token_id") < 0 && v->n_tokens > 2)
+            v->eos = 2;
+        if (gguf_kv_find(f, "tokenizer.ggml.unknown_token_id") < 0)
+            v->unk = 0;
+    }
 
     /* The pre-tokenizer's default (llama3: true) applies only when the file has a BOS. */
     v->add_bos = v->pre.add_bos && v->bos >= 0;
@@ -383,7 +414,7 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
 
     /* The FIM padding/repo/separator tokens end generation in llama.cpp; so do tokens with
      * these texts, which are also made control tokens. */
-    const int32_t fim_eog[3] = {fim_pad, fim_rep, fim_sep};
+    const int32_t fim_eog[3] = {v->fim_pad, v->fim_rep, v->fim_sep};
     for (int i = 0; i < 3; i++)
         if (fim_eog[i] >= 0)
             v->attr[fim_eog[i]] |= TOK_ATTR_EOG;
@@ -420,6 +451,71 @@ static eng_status load_specials(const gguf_file *f, tok_vocab *v, eng_err *err)
     return ENG_OK;
 }
 
+/* "<0xXX>" with two hex digits: the text of a byte token. */
+static bool is_byte_text(const char *t, size_t len)
+{
+    return len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>' && isxdigit((unsigned char)t[3]) &&
+           isxdigit((unsigned char)t[4]);
+}
+
+/* SentencePiece's U+2581 back to a space; returns the bytes written (<= n). */
+static size_t unescape_spaces(const char *s, size_t n, char *dst)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (i + 3 <= n && memcmp(s + i, "\xE2\x96\x81", 3) == 0) {
+            dst[o++] = ' ';
+            i += 3;
+        } else {
+            dst[o++] = s[i++];
+        }
+    }
+    return o;
+}
+
+/* SentencePiece piece scores: one float (or int, as llama.cpp accepts) per token. */
+static eng_status load_scores(const gguf_file *f, tok_vocab *v, eng_err *err)
+{
+    gguf_arr sc;
+    if (gguf_kv_find(f, "tokenizer.ggml.scores") < 0)
+        return eng_fail(err, ENG_ERR_FORMAT,
+                        "tokenizer.ggml.scores is missing (a SentencePiece vocabulary merges by "
+                        "piece score)");
+    eng_status st = gguf_get_arr(f, "tokenizer.ggml.scores", &sc, err);
+    if (st != ENG_OK)
+        return st;
+    if (sc.elem_type != GGUF_TYPE_FLOAT32 && sc.elem_type != GGUF_TYPE_INT32)
+        return eng_fail(err, ENG_ERR_FORMAT,
+                        "tokenizer.ggml.scores is not a float32 (or int32) array");
+    if (sc.n != (uint64_t)v->n_tokens)
+        return eng_fail(err, ENG_ERR_FORMAT, "tokenizer.ggml.scores has %llu entries for %d tokens",
+                        (unsigned long long)sc.n, v->n_tokens);
+    v->score = malloc((size_t)v->n_tokens * sizeof *v->score);
+    if (!v->score)
+        return eng_fail(err, ENG_ERR_NOMEM, "tokenizer: out of memory for %d scores", v->n_tokens);
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        if (sc.elem_type == GGUF_TYPE_FLOAT32) {
+            memcpy(&v->score[i], (const char *)sc.data + 4 * (size_t)i, 4);
+        } else {
+            int32_t x;
+            memcpy(&x, (const char *)sc.data + 4 * (size_t)i, 4);
+            v->score[i] = (float)x;
+        }
+        if (isnan(v->score[i]))
+            return eng_fail(err, ENG_ERR_FORMAT, "tokenizer.ggml.scores[%d] is NaN", i);
+    }
+    /* A byte token that is not "<0xXX>" would decode to a byte llama.cpp makes up. */
+    for (int32_t i = 0; i < v->n_tokens; i++) {
+        size_t len;
+        const char *t = tok_vocab_str(v, i, &len);
+        if ((v->attr[i] & TOK_ATTR_BYTE) && !is_byte_text(t, len))
+            return eng_fail(err, ENG_ERR_FORMAT,
+                            "tokenizer.ggml.token_type: token %d '%.*s' is a byte token, but its "
+                            "text is not <0xXX>", i, (int)(len > 32 ? 32 : len), t);
+    }
+    return ENG_OK;
+}
+
 static int cmp_special(const void *a, const void *b, void *ctx)
 {
     const tok_vocab *v = ctx;
@@ -445,7 +541,7 @@ static eng_status build_tables(tok_vocab *v, eng_err *err)
             v->specials[v->n_specials++] = (int32_t)i;
     qsort_r(v->specials, (size_t)v->n_specials, sizeof *v->specials, cmp_special, v);
 
-    /* Pieces: special tokens are their text, the rest is unmapped to bytes (never longer). */
+    /* Pieces (never longer than the text): llama.cpp's token_to_piece(special = true). */
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len;
@@ -455,19 +551,36 @@ static eng_status build_tables(tok_vocab *v, eng_err *err)
         if (a & (TOK_ATTR_CONTROL | TOK_ATTR_USER_DEFINED | TOK_ATTR_UNKNOWN)) {
             memcpy(v->piece + o, t, len);
             o += len;
-        } else if ((a & TOK_ATTR_BYTE) && len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>') {
+        } else if (a & TOK_ATTR_NORMAL) {
+            o += v->type == TOK_TYPE_SPM ? unescape_spaces(t, len, v->piece + o)
+                                         : unmap_text(v, t, len, v->piece + o);
+        } else if ((a & TOK_ATTR_BYTE) && is_byte_text(t, len)) {
             char hex[3] = {t[3], t[4], 0};
             v->piece[o++] = (char)strtol(hex, NULL, 16);
-        } else {
+        } else if ((a & TOK_ATTR_BYTE) && v->type == TOK_TYPE_BPE) {
             o += unmap_text(v, t, len, v->piece + o);
-        }
+        } /* unused and undefined tokens decode to nothing */
     }
     v->piece_off[n] = o;
 
     for (int b = 0; b < 256; b++) {
-        v->byte_id[b] = tok_vocab_lookup(v, v->byte_map[b], v->byte_map_len[b]);
         char c = (char)b;
         v->single_id[b] = tok_vocab_lookup(v, &c, 1);
+        if (v->type == TOK_TYPE_BPE) {
+            v->byte_id[b] = tok_vocab_lookup(v, v->byte_map[b], v->byte_map_len[b]);
+            continue;
+        }
+        /* llama.cpp's byte_to_token: "<0xXX>", else the one-byte text; it throws when neither
+         * exists, so such a vocabulary is refused here instead. */
+        char hex[7];
+        snprintf(hex, sizeof hex, "<0x%02X>", b);
+        v->byte_id[b] = tok_vocab_lookup(v, hex, 6);
+        if (v->byte_id[b] < 0)
+            v->byte_id[b] = v->single_id[b];
+        if (v->byte_id[b] < 0)
+            return eng_fail(err, ENG_ERR_FORMAT,
+                            "tokenizer.ggml.tokens: SentencePiece vocabulary has no token for "
+                            "byte 0x%02X ('%s'), which its byte fallback needs", b, hex);
     }
     return ENG_OK;
 }
@@ -483,24 +596,41 @@ eng_status tok_vocab_from_gguf(const gguf_file *f, tok_vocab **out, eng_err *err
     eng_status st = gguf_get_str(f, "tokenizer.ggml.model", &model, err);
     if (st != ENG_OK)
         return st;
-    if (!gguf_str_eq(model, "gpt2"))
+    tok_type type;
+    if (gguf_str_eq(model, "gpt2"))
+        type = TOK_TYPE_BPE;
+    else if (gguf_str_eq(model, "llama"))
+        type = TOK_TYPE_SPM;
+    else
         return eng_fail(err, ENG_ERR_UNSUPPORTED,
-                        "tokenizer.ggml.model '%.*s' is not supported (only 'gpt2', byte-level BPE)",
+                        "tokenizer.ggml.model '%.*s' is not supported (only 'gpt2', byte-level "
+                        "BPE, and 'llama', SentencePiece)",
                         (int)(model.len > 64 ? 64 : model.len), model.ptr);
-    if (gguf_kv_find(f, "tokenizer.ggml.pre") >= 0 &&
+    if (type == TOK_TYPE_BPE && gguf_kv_find(f, "tokenizer.ggml.pre") >= 0 &&
         (st = gguf_get_str(f, "tokenizer.ggml.pre", &pre, err)) != ENG_OK)
         return st;
 
     tok_vocab *v = calloc(1, sizeof *v);
     if (!v)
         return eng_fail(err, ENG_ERR_NOMEM, "tokenizer: out of memory");
-    if (!tok_pre_lookup(pre.ptr, (size_t)pre.len, &v->pre)) {
+    v->type = type;
+    if (type == TOK_TYPE_SPM) {
+        /* llama.cpp ignores tokenizer.ggml.pre for SentencePiece; BOS and the space prefix are
+         * on unless the file says otherwise. */
+        v->pre = (tok_pre_info){TOK_PRE_DEFAULT, false, true};
+        v->add_space_prefix = true;
+        if (gguf_kv_find(f, "tokenizer.ggml.add_space_prefix") >= 0 &&
+            (st = gguf_get_bool(f, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix,
+                                err)) != ENG_OK)
+            goto fail;
+    } else if (!tok_pre_lookup(pre.ptr, (size_t)pre.len, &v->pre)) {
         st = eng_fail(err, ENG_ERR_UNSUPPORTED, "tokenizer.ggml.pre '%.*s' is not supported",
                       (int)(pre.len > 64 ? 64 : pre.len), pre.ptr);
         goto fail;
     }
     byte_map_init(v);
-    if ((st = load_tokens(f, v, err)) != ENG_OK || (st = load_merges(f, v, err)) != ENG_OK ||
+    if ((st = load_tokens(f, v, err)) != ENG_OK ||
+        (st = type == TOK_TYPE_SPM ? load_scores(f, v, err) : load_merges(f, v, err)) != ENG_OK ||
         (st = load_specials(f, v, err)) != ENG_OK || (st = build_tables(v, err)) != ENG_OK)
         goto fail;
     *out = v;
@@ -519,6 +649,7 @@ void tok_vocab_free(tok_vocab *v)
     free(v->piece);
     free(v->piece_off);
     free(v->attr);
+    free(v->score);
     free(v->tok_slots);
     free(v->merge_slots);
     free(v->specials);
@@ -534,6 +665,13 @@ int32_t tok_eot(const tok_vocab *v) { return v->eot; }
 int32_t tok_unk(const tok_vocab *v) { return v->unk; }
 int32_t tok_pad(const tok_vocab *v) { return v->pad; }
 bool tok_add_bos(const tok_vocab *v) { return v->add_bos; }
+bool tok_add_space_prefix(const tok_vocab *v) { return v->add_space_prefix; }
+int32_t tok_fim_pre(const tok_vocab *v) { return v->fim_pre; }
+int32_t tok_fim_suf(const tok_vocab *v) { return v->fim_suf; }
+int32_t tok_fim_mid(const tok_vocab *v) { return v->fim_mid; }
+int32_t tok_fim_pad(const tok_vocab *v) { return v->fim_pad; }
+int32_t tok_fim_rep(const tok_vocab *v) { return v->fim_rep; }
+int32_t tok_fim_sep(const tok_vocab *v) { return v->fim_sep; }
 int32_t tok_prompt_bos(const tok_vocab *v) { return v->add_bos && v->bos >= 0 ? v->bos : -1; }
 
 bool tok_is_eog(const tok_vocab *v, int32_t id)
@@ -572,8 +710,8 @@ const char *tok_text(const tok_vocab *v, int32_t id, size_t *len)
     return tok_vocab_str(v, id, len);
 }
 
-eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *buf, size_t cap,
-                      size_t *len_out)
+static eng_status decode_pieces(const tok_vocab *v, const int32_t *ids, size_t n, bool lstrip,
+                                char *buf, size_t cap, size_t *len_out)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -583,10 +721,26 @@ eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *bu
             *len_out = o;
             return ENG_ERR_INVALID;
         }
+        if (i == 0 && lstrip && len > 0 && p[0] == ' ') {
+            p++;
+            len--;
+        }
         if (len > 0 && o + len <= cap)
             memcpy(buf + o, p, len);
         o += len;
     }
     *len_out = o;
     return o <= cap ? ENG_OK : ENG_ERR_INVALID;
+}
+
+eng_status tok_decode(const tok_vocab *v, const int32_t *ids, size_t n, char *buf, size_t cap,
+                      size_t *len_out)
+{
+    return decode_pieces(v, ids, n, false, buf, cap, len_out);
+}
+
+eng_status tok_decode_text(const tok_vocab *v, const int32_t *ids, size_t n, char *buf,
+                           size_t cap, size_t *len_out)
+{
+    return decode_pieces(v, ids, n, v->add_space_prefix, buf, cap, len_out);
 }

@@ -1,6 +1,7 @@
 /* tokenizer_encode.c — tok_encode: special-token splitting as llama.cpp's
- * tokenizer_st_partition, then per word the pre-tokenizer's split and byte-level BPE merging
- * by rank (a heap of candidate pairs per word, as llm_tokenizer_bpe_session). */
+ * tokenizer_st_partition, then per raw fragment either SentencePiece (tokenizer_spm.c) or, per
+ * word of the pre-tokenizer's split, byte-level BPE merging by rank (a heap of candidate pairs
+ * per word, as llm_tokenizer_bpe_session). */
 #include "tokenizer.h"
 
 #include <stdlib.h>
@@ -22,9 +23,9 @@ typedef struct bigram {
 /* Per-call scratch (nothing here is shared between calls). */
 typedef struct enc_state {
     const tok_vocab *v;
-    int32_t *ids;
-    size_t cap, n;
+    tok_out out;
     tok_split_buf split;
+    tok_spm_buf spm;
     uint32_t *word_len;
     sym *syms;
     bigram *heap;
@@ -33,12 +34,7 @@ typedef struct enc_state {
     size_t word_cap;
 } enc_state;
 
-static void emit(enc_state *e, int32_t id)
-{
-    if (e->n < e->cap)
-        e->ids[e->n] = id;
-    e->n++;
-}
+static void emit(enc_state *e, int32_t id) { tok_out_push(&e->out, id); }
 
 static bool bigram_less(const bigram *a, const bigram *b)
 {
@@ -255,40 +251,63 @@ static eng_status split_specials(const tok_vocab *v, const char *text, size_t le
     return ENG_OK;
 }
 
+size_t tok_encode_bound(const tok_vocab *v, size_t len)
+{
+    if (v->type == TOK_TYPE_BPE)
+        return len;
+    /* A raw fragment of m bytes escapes to at most 3m + 3 (spaces and the prefix), each escaped
+     * byte at most one token; a special fragment is one token for at least one byte; raw
+     * fragments are at most one more than special ones. So at most 4 * len + 3. */
+    return len > (SIZE_MAX - 3) / 4 ? SIZE_MAX : 4 * len + 3;
+}
+
 eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
                       int32_t *ids, size_t cap, size_t *n_out)
 {
     if (!v || !n_out || (!text && len > 0) || (!ids && cap > 0))
         return ENG_ERR_INVALID;
     *n_out = 0;
-    if (len >= UINT32_MAX)
+    if (len >= UINT32_MAX / 4)
         return ENG_ERR_TOO_LONG;
-    enc_state e = {.v = v, .ids = ids, .cap = cap};
+    enc_state e = {.v = v, .out = {ids, cap, 0}};
     frag_list cur = {0}, next = {0};
     eng_status st = ENG_ERR_NOMEM;
-    const size_t m = len + 1;
-    e.split.unit_off = malloc(m * sizeof(uint32_t));
-    e.split.unit_cpt = malloc(m * sizeof(uint32_t));
-    e.split.unit_cls = malloc(m);
-    e.split.seg_a = malloc(m * sizeof(uint32_t));
-    e.split.seg_b = malloc(m * sizeof(uint32_t));
-    e.word_len = malloc(m * sizeof(uint32_t));
-    if (!e.split.unit_off || !e.split.unit_cpt || !e.split.unit_cls || !e.split.seg_a ||
-        !e.split.seg_b || !e.word_len)
-        goto done;
+    if (v->type == TOK_TYPE_BPE) {
+        const size_t m = len + 1;
+        e.split.unit_off = malloc(m * sizeof(uint32_t));
+        e.split.unit_cpt = malloc(m * sizeof(uint32_t));
+        e.split.unit_cls = malloc(m);
+        e.split.seg_a = malloc(m * sizeof(uint32_t));
+        e.split.seg_b = malloc(m * sizeof(uint32_t));
+        e.word_len = malloc(m * sizeof(uint32_t));
+        if (!e.split.unit_off || !e.split.unit_cpt || !e.split.unit_cls || !e.split.seg_a ||
+            !e.split.seg_b || !e.word_len)
+            goto done;
+    }
     if ((st = split_specials(v, text, len, parse_special, &cur, &next)) != ENG_OK)
         goto done;
+    /* SentencePiece puts a space before the text at the start and after every special token
+     * (llama.cpp's is_prev_special, true before the first fragment). */
+    bool prev_special = true;
     for (size_t i = 0; i < cur.n; i++) {
-        if (cur.f[i].id >= 0) {
-            emit(&e, cur.f[i].id);
-        } else if ((st = encode_text(&e, (const uint8_t *)text + cur.f[i].off, cur.f[i].len)) !=
-                   ENG_OK) {
-            goto done;
+        const frag *f = &cur.f[i];
+        if (f->id >= 0) {
+            emit(&e, f->id);
+            prev_special = true;
+            continue;
         }
+        if (v->type == TOK_TYPE_SPM)
+            st = tok_spm_encode(v, text + f->off, f->len, v->add_space_prefix && prev_special,
+                                &e.spm, &e.out);
+        else
+            st = encode_text(&e, (const uint8_t *)text + f->off, f->len);
+        if (st != ENG_OK)
+            goto done;
+        prev_special = false;
     }
     st = ENG_OK;
-    *n_out = e.n;
-    if (e.n > cap)
+    *n_out = e.out.n;
+    if (e.out.n > cap)
         st = ENG_ERR_INVALID;
 done:
     free(e.split.unit_off);
@@ -300,6 +319,7 @@ done:
     free(e.syms);
     free(e.heap);
     free(e.mapped);
+    tok_spm_buf_free(&e.spm);
     free(cur.f);
     free(next.f);
     return st;

@@ -51,6 +51,7 @@ static const struct {
     {"megrez", TOK_PRE_QWEN2, false, false},
     {"stablelm2", TOK_PRE_QWEN2, false, false},
     {"hunyuan", TOK_PRE_QWEN2, false, false},
+    {"deepseek-coder", TOK_PRE_DEEPSEEK_CODER, false, false},
 };
 
 bool tok_pre_lookup(const char *name, size_t len, tok_pre_info *out)
@@ -345,6 +346,41 @@ static bool pred_default_punct(uint32_t cpt, uint8_t cls)
 
 static bool is_ascii_digit(uint32_t c) { return c >= '0' && c <= '9'; }
 
+static bool pred_cr_lf(uint32_t cpt, uint8_t cls)
+{
+    (void)cls;
+    return cpt == '\r' || cpt == '\n';
+}
+
+/* [一-龥ࠀ-一가-퟿]: U+0800..U+9FA5 and U+AC00..U+D7FF, matched by llama.cpp's std::wregex on
+ * code points with every non-ASCII whitespace replaced by U+000B, so those never match. */
+static bool pred_deepseek_cjk(uint32_t cpt, uint8_t cls)
+{
+    return ((cpt >= 0x0800 && cpt <= 0x9FA5) || (cpt >= 0xAC00 && cpt <= 0xD7FF)) &&
+           cls != UNI_WHITESPACE;
+}
+
+/* \s?<class>+ as std::regex runs it on llama.cpp's collapsed text (one byte per code point:
+ * ASCII as is, every non-ASCII whitespace 0x0B, letters 0xD2, punctuation 0xD3, ...): a match
+ * starts at the first unit of the class, or at a whitespace unit right before one; the
+ * stretches between matches are words too. */
+static void split_space_run(seg_ctx *s, uint8_t want)
+{
+    for (size_t pos = s->ini; pos < s->end;) {
+        bool lead_ws = s->cls[pos] == UNI_WHITESPACE && get_cls(s, pos + 1) == want;
+        if (s->cls[pos] != want && !lead_ws) {
+            pos++;
+            continue;
+        }
+        add_word(s, pos);
+        pos += 1 + lead_ws;
+        while (pos < s->end && s->cls[pos] == want)
+            pos++;
+        add_word(s, pos);
+    }
+    add_word(s, s->end);
+}
+
 /* [0-9][0-9][0-9], leftmost matches. */
 static void split_digit3(seg_ctx *s)
 {
@@ -368,7 +404,11 @@ typedef enum pass_kind {
     PASS_EACH_NUMBER,
     PASS_NUMBER_RUNS,
     PASS_DEFAULT_PUNCT,
-    PASS_DIGIT3
+    PASS_DIGIT3,
+    PASS_CR_LF,
+    PASS_SPACE_LETTERS,
+    PASS_SPACE_PUNCT,
+    PASS_DEEPSEEK_CJK
 } pass_kind;
 
 static size_t run_pass(pass_kind p, const tok_split_buf *b, const uint32_t *in, size_t n_in,
@@ -389,6 +429,10 @@ static size_t run_pass(pass_kind p, const tok_split_buf *b, const uint32_t *in, 
         case PASS_NUMBER_RUNS: split_class(&s, pred_number, true); break;
         case PASS_DEFAULT_PUNCT: split_class(&s, pred_default_punct, true); break;
         case PASS_DIGIT3: split_digit3(&s); break;
+        case PASS_CR_LF: split_class(&s, pred_cr_lf, false); break;
+        case PASS_SPACE_LETTERS: split_space_run(&s, UNI_LETTER); break;
+        case PASS_SPACE_PUNCT: split_space_run(&s, UNI_PUNCT); break;
+        case PASS_DEEPSEEK_CJK: split_class(&s, pred_deepseek_cjk, true); break;
         }
         ENG_ASSERT(s.prev_end == s.end);
     }
@@ -408,6 +452,11 @@ size_t tok_pre_split(tok_pre_kind kind, const uint8_t *text, size_t len, tok_spl
     static const pass_kind chain_starcoder[] = {PASS_EACH_NUMBER, PASS_GPT2};
     static const pass_kind chain_llama3[] = {PASS_LLAMA3};
     static const pass_kind chain_qwen2[] = {PASS_QWEN2};
+    /* llama-vocab.cpp's LLAMA_VOCAB_PRE_TYPE_DEEPSEEK_CODER: [\r\n], \s?\p{L}+, \s?\p{P}+,
+     * [一-龥ࠀ-一가-퟿]+, \p{N} */
+    static const pass_kind chain_deepseek_coder[] = {PASS_CR_LF, PASS_SPACE_LETTERS,
+                                                     PASS_SPACE_PUNCT, PASS_DEEPSEEK_CJK,
+                                                     PASS_EACH_NUMBER};
     const pass_kind *chain = chain_gpt2;
     size_t n_chain = 1;
     switch (kind) {
@@ -416,6 +465,7 @@ size_t tok_pre_split(tok_pre_kind kind, const uint8_t *text, size_t len, tok_spl
     case TOK_PRE_STARCODER: chain = chain_starcoder; n_chain = 2; break;
     case TOK_PRE_LLAMA3: chain = chain_llama3; n_chain = 1; break;
     case TOK_PRE_QWEN2: chain = chain_qwen2; n_chain = 1; break;
+    case TOK_PRE_DEEPSEEK_CODER: chain = chain_deepseek_coder; n_chain = 5; break;
     }
 
     uint32_t *in = buf->seg_a, *out = buf->seg_b;
