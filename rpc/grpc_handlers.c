@@ -305,6 +305,8 @@ static void handle_list_models(gs_call *c)
     mi.vocab_size = eng_model_n_vocab(ctx->model);
     mi.supports_fim = prompt_builder_fim(ctx->prompts) != PROMPT_FIM_NONE;
     mi.supports_chat = prompt_builder_chat(ctx->prompts) != PROMPT_CHAT_NONE;
+    mi.fim_template = (char *)prompt_fim_name(prompt_builder_fim(ctx->prompts));
+    mi.chat_template = (char *)prompt_chat_name(prompt_builder_chat(ctx->prompts));
     Serval__V1__ModelInfo *list[1] = {&mi};
     Serval__V1__ListModelsResponse r = SERVAL__V1__LIST_MODELS_RESPONSE__INIT;
     r.n_models = 1;

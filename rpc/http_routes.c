@@ -212,7 +212,10 @@ static eng_sampler_params sampling_from(const http_server *s, json_t *o, double 
 /* ---- Tabby ------------------------------------------------------------------------------ */
 
 /* Tabby's health body (model, device, version: what tabby-agent needs to enable completion)
- * for a caller with a token; liveness only for anyone else. */
+ * for a caller with a token; liveness only for anyone else. Tabby's fields keep Tabby's
+ * meaning ("arch" is the CPU's); Serval's own follow: the model's GGUF architecture, whether
+ * completions use fill-in-the-middle and with which template ("none" without), and the chat
+ * template kind ("none": chat answers 501). */
 static enum MHD_Result route_health(http_req *r, json_t *body)
 {
     (void)body;
@@ -220,16 +223,18 @@ static enum MHD_Result route_health(http_req *r, json_t *body)
     if (r->token_idx == RPC_AUTH_NONE)
         return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
     json_t *cuda = json_array();
+    prompt_fim_kind fim = prompt_builder_fim(s->prompts);
+    prompt_chat_kind chat = prompt_builder_chat(s->prompts);
     json_t *j = json_pack(
-        "{s:s,s:s?,s:s,s:s,s:s,s:i,s:o,s:{s:s,s:s,s:s,s:s},s:b,s:s,s:s,s:s}", "model",
-        s->model_name, "chat_model",
-        prompt_builder_chat(s->prompts) != PROMPT_CHAT_NONE ? s->model_name : NULL, "device",
+        "{s:s,s:s?,s:s,s:s,s:s,s:i,s:o,s:{s:s,s:s,s:s,s:s},s:b,s:s,s:s,s:b,s:s,s:s}", "model",
+        s->model_name, "chat_model", chat != PROMPT_CHAT_NONE ? s->model_name : NULL, "device",
         s->device, "arch", "x86_64", "cpu_info", s->cpu_info, "cpu_count",
         (int)sysconf(_SC_NPROCESSORS_ONLN), "cuda_devices", cuda, "version", "build_date",
         __DATE__, "build_timestamp", __DATE__ " " __TIME__,
         "git_sha", "", "git_describe", "v0.32.0", "webserver", 0, "serval_version", s->version,
-        "fim", prompt_fim_name(prompt_builder_fim(s->prompts)), "chat_format",
-        prompt_chat_name(prompt_builder_chat(s->prompts)));
+        "model_architecture", eng_model_arch_name(eng_engine_model(s->engine)),
+        "supports_fim", fim != PROMPT_FIM_NONE, "fim", prompt_fim_name(fim), "chat_format",
+        prompt_chat_name(chat));
     return http_reply_json(r, 200, j);
 }
 

@@ -72,13 +72,61 @@ static void detect_fim(prompt_builder *b)
 }
 
 
-static void add_stop_if_token(prompt_builder *b, const char *text)
+/* A stop string for token id: what the engine sees when the model emits it (its piece), once.
+ * Short lower-case tags ("</s>", "<s>", "<eos>") are left to the engine's end-of-generation
+ * check by id: as text they occur in ordinary code (HTML). */
+static void add_stop_id(prompt_builder *b, int32_t id)
 {
-    if (b->n_stops < sizeof b->stops / sizeof b->stops[0] && tok_find(b->vocab, text) >= 0) {
-        char *s = strdup(text);
-        if (s)
-            b->stops[b->n_stops++] = s;
-    }
+    size_t n;
+    const char *piece = id >= 0 ? tok_piece(b->vocab, id, &n) : NULL;
+    if (!piece || n == 0 || n > 64 || !tok_is_special(b->vocab, id) ||
+        b->n_stops == sizeof b->stops / sizeof b->stops[0])
+        return;
+    bool tag = n <= 5 && piece[0] == '<' && piece[n - 1] == '>';
+    for (size_t i = 1; tag && i + 1 < n; i++)
+        tag = (piece[i] >= 'a' && piece[i] <= 'z') || piece[i] == '/';
+    if (tag)
+        return;
+    for (size_t i = 0; i < b->n_stops; i++)
+        if (strlen(b->stops[i]) == n && !memcmp(b->stops[i], piece, n))
+            return;
+    char *s = strndup(piece, n);
+    if (s)
+        b->stops[b->n_stops++] = s;
+}
+
+/* The special tokens that end any completion or answer: every family's end-of-text,
+ * end-of-turn and FIM/repository markers that the vocabulary has (by text, as llama.cpp's
+ * vocabulary loader finds them), then the ids the metadata names (EOS, EOT, FIM pad / repo /
+ * file separator). The engine also stops on end-of-generation ids (tok_is_eog); these make the
+ * same tokens stop strings for the output text. */
+static void detect_stops(prompt_builder *b)
+{
+    static const char *const texts[] = {
+        /* StarCoder, StarCoder2, SmolLM */
+        "<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>",
+        "<file_sep>", "<reponame>",
+        /* Qwen2.5-Coder */
+        "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|file_sep|>",
+        "<|repo_name|>", "<|im_end|>", "<|im_start|>",
+        /* Llama-3 */
+        "<|eot_id|>",
+        /* DeepSeek-Coder */
+        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>", "<|EOT|>",
+        "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
+        /* CodeLlama */
+        "\xE2\x96\x81<EOT>", "<EOT>", NULL};
+    for (size_t i = 0; texts[i]; i++)
+        add_stop_id(b, tok_find(b->vocab, texts[i]));
+    add_stop_id(b, tok_eos(b->vocab));
+    add_stop_id(b, tok_eot(b->vocab));
+    static const char *const keys[] = {"tokenizer.ggml.fim_pad_token_id",
+                                       "tokenizer.ggml.fim_rep_token_id",
+                                       "tokenizer.ggml.fim_sep_token_id", NULL};
+    for (size_t i = 0; keys[i]; i++)
+        add_stop_id(b, meta_id(b->model, keys[i]));
 }
 
 eng_status prompt_builder_create(const eng_model *m, prompt_builder **out, eng_err *err)
@@ -93,15 +141,7 @@ eng_status prompt_builder_create(const eng_model *m, prompt_builder **out, eng_e
     b->vocab = m->vocab;
     detect_fim(b);
     prompt_chat_detect(b);
-    static const char *const stop_texts[] = {
-        "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|fim_prefix|>", "<|fim_suffix|>",
-        "<|fim_middle|>", "<|fim_pad|>", "<file_sep>", "<|file_sep|>", "<|endoftext|>",
-        "<|im_end|>", "<|im_start|>", "<|eot_id|>", "<|repo_name|>", "<reponame>",
-        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
-        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>",
-        "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>", "<EOT>", NULL};
-    for (size_t i = 0; stop_texts[i]; i++)
-        add_stop_if_token(b, stop_texts[i]);
+    detect_stops(b);
     *out = b;
     return ENG_OK;
 }
@@ -135,6 +175,8 @@ const char *prompt_chat_name(prompt_chat_kind k)
     switch (k) {
     case PROMPT_CHAT_CHATML: return "chatml";
     case PROMPT_CHAT_LLAMA3: return "llama3";
+    case PROMPT_CHAT_LLAMA2: return "llama2";
+    case PROMPT_CHAT_DEEPSEEK: return "deepseek";
     default: return "none";
     }
 }

@@ -19,10 +19,17 @@ typedef enum prompt_fim_kind {
     PROMPT_FIM_DEEPSEEK    /* <｜fim▁begin｜>P<｜fim▁hole｜>S<｜fim▁end｜> */
 } prompt_fim_kind;
 
+/* The chat formats Serval renders, each recognised in the GGUF's tokenizer.chat_template by
+ * the markers of the real template and rendered as that template renders (Jinja with
+ * Transformers' settings; tests/fixtures/chat/ holds the expected texts). */
 typedef enum prompt_chat_kind {
     PROMPT_CHAT_NONE = 0,  /* no template, or one Serval cannot render */
-    PROMPT_CHAT_CHATML,    /* <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen) */
-    PROMPT_CHAT_LLAMA3     /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+    PROMPT_CHAT_CHATML,    /* <|im_start|>role\ncontent<|im_end|>\n (SmolLM2, Qwen2.5-Coder) */
+    PROMPT_CHAT_LLAMA3,    /* <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|> */
+    PROMPT_CHAT_LLAMA2,    /* <s>[INST] <<SYS>>\nsys\n<</SYS>>\n\nuser [/INST] answer </s>
+                              (Llama-2-chat, CodeLlama-Instruct) */
+    PROMPT_CHAT_DEEPSEEK   /* <bos>sys### Instruction:\nuser\n### Response:\nanswer\n<|EOT|>\n
+                              (DeepSeek-Coder-Instruct) */
 } prompt_chat_kind;
 
 /* Per-model state: the FIM template and chat format detected from the vocabulary and
@@ -37,7 +44,8 @@ void prompt_builder_free(prompt_builder *b);
 
 prompt_fim_kind prompt_builder_fim(const prompt_builder *b);
 prompt_chat_kind prompt_builder_chat(const prompt_builder *b);
-/* "starcoder", "qwen", "codellama", "deepseek", "none" / "chatml", "llama3", "none". */
+/* "starcoder", "qwen", "codellama", "deepseek", "none" / "chatml", "llama3", "llama2",
+ * "deepseek", "none". */
 const char *prompt_fim_name(prompt_fim_kind k);
 const char *prompt_chat_name(prompt_chat_kind k);
 

@@ -276,7 +276,7 @@ eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t le
         return eng_fail(err, ENG_ERR_INVALID, "the prompt is not valid UTF-8");
     prompt_out p = {.v = b->vocab, .r = out};
     prompt_out_bos(&p);
-    size_t cap = len + 1, k;
+    size_t cap = tok_encode_bound(b->vocab, len) + 1, k;
     if (!prompt_out_reserve_tokens(&p, cap))
         goto oom;
     eng_status st = tok_encode(b->vocab, text, len, parse_special, out->tokens + out->n_tokens,

@@ -19,9 +19,10 @@ struct prompt_builder {
     prompt_fim_kind fim;
     int32_t fim_pre, fim_suf, fim_mid;
     prompt_chat_kind chat;
-    char chat_error[256];       /* why chat is PROMPT_CHAT_NONE */
-    char *default_system;       /* ChatML default system prompt from the template, or NULL */
-    char *stops[24];            /* special-token texts that end any completion */
+    char chat_error[512];       /* why chat is PROMPT_CHAT_NONE */
+    char *default_system;       /* the template's default system prompt (ChatML, DeepSeek), used
+                                   when the conversation has no system message; or NULL */
+    char *stops[32];            /* pieces of the special tokens that end any completion */
     size_t n_stops;
 };
 

@@ -59,7 +59,7 @@ void prompt_out_special(prompt_out *p, int32_t id)
 eng_status prompt_encode(const tok_vocab *v, const char *s, size_t n, int32_t **ids,
                          size_t *n_ids, eng_err *err)
 {
-    size_t cap = n + 1;
+    size_t cap = tok_encode_bound(v, n) + 1;
     *ids = malloc(cap * sizeof **ids);
     if (!*ids)
         return eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
