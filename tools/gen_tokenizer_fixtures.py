@@ -20,9 +20,10 @@ Llama(model_path, vocab_only=True), one JSON object per line:
 Texts: tools/gen_llamacpp_fixtures.py's corpus set (its EDGE_CASES, whole files of
 tests/fixtures/corpus/, lines, seeded substrings, byte-cut substrings) plus FAMILY_CASES below.
 Every text is tokenized with parse_special=false, and texts that hold a special or user-defined
-token's text also with parse_special=true.  `codellama-spm` and `deepseek-coder` (new tokenizer
-code paths) get the whole set; `qwen2.5-coder` and `starcoder` (pre-tokenizers already covered by
-tokenize.jsonl) the smaller one without whole files.
+token's text also with parse_special=true.  `codellama-spm`, `deepseek-coder` and
+`deepseek-coder-probe` (new tokenizer code paths; the probe's merges cross every word boundary,
+so it shows the pre-tokenizer's exact split) get the whole set; `qwen2.5-coder` and `starcoder`
+(pre-tokenizers already covered by tokenize.jsonl) the smaller one without whole files.
 
 Rerun (from the repository root; under a minute):
 
@@ -46,8 +47,8 @@ ROOT = base.ROOT
 VOCAB_DIR = os.path.join(ROOT, "tests", "fixtures", "vocab")
 OUT = os.path.join(ROOT, "tests", "fixtures", "llamacpp", "tokenize_families.jsonl")
 
-VOCABS = [("codellama-spm", True), ("deepseek-coder", True), ("qwen2.5-coder", False),
-          ("starcoder", False)]
+VOCABS = [("codellama-spm", True), ("deepseek-coder", True), ("deepseek-coder-probe", True),
+          ("qwen2.5-coder", False), ("starcoder", False)]
 
 BOS_DS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>".encode()
 FIM_DS = ("<\uff5cfim\u2581begin\uff5c>def f(x):\n    <\uff5cfim\u2581hole\uff5c>\n    return y"

@@ -23,6 +23,13 @@ has, with a vocabulary of a few thousand tokens trained here on code instead of 
   starcoder.gguf        byte-level BPE, digits split then GPT-2 regex, pre "starcoder",
                         StarCoder's 19 special tokens at ids 0-18 as the real vocabulary has
                         them plus StarCoder2's <file_sep> at 19, no chat template (base model).
+  deepseek-coder-probe.gguf
+                        not a family: deepseek-coder.gguf's metadata with a byte-level BPE trained
+                        on whole lines (no pre-tokenizer; tests/fixtures/corpus weighted four
+                        times), so its merges cross every boundary the
+                        deepseek-coder regexes draw and a pre-tokenizer that splits one place
+                        differently from llama.cpp changes the ids (with the real pre-tokenizer's
+                        training, a wrong split is often invisible).
 
 Training text (sorted, so the result is deterministic for a given machine image): the top-level
 *.py files of this Python's standard library, /usr/include/*.h and tests/fixtures/corpus/*, each
@@ -67,9 +74,9 @@ CORPUS_CAPS = [
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
-def corpus_texts() -> list[str]:
+def corpus_texts(caps=None) -> list[str]:
     texts = []
-    for pattern, cap in CORPUS_CAPS:
+    for pattern, cap in caps or CORPUS_CAPS:
         used = 0
         for path in sorted(glob.glob(pattern)):
             if used >= cap or not os.path.isfile(path):
@@ -204,6 +211,8 @@ def pre_tokenizer(kind: str):
         return pt.Sequence([pt.Split(Regex(r), behavior="isolated") for r in splits] + [byte_level])
     if kind == "qwen2":
         return pt.Sequence([pt.Split(Regex(QWEN2_REGEX), behavior="isolated"), byte_level])
+    if kind == "lines":
+        return byte_level
     if kind == "starcoder":
         return pt.Sequence([pt.Digits(individual_digits=True),
                             pt.ByteLevel(add_prefix_space=False, use_regex=True)])
@@ -213,6 +222,8 @@ def pre_tokenizer(kind: str):
 def train_bpe(texts: list[str], kind: str) -> tuple[list[str], list[str]]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    if kind == "lines":  # every line (newline included) is one word
+        texts = [line for t in texts for line in t.splitlines(keepends=True)]
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizer(kind)
     tk.decoder = decoders.ByteLevel()
@@ -234,8 +245,8 @@ def bpe_vocab(trained: list[str], before: list[tuple[str, int]], after: list[tup
     return tokens, types
 
 
-def build_deepseek(texts: list[str], out: str) -> None:
-    trained, merges = train_bpe(texts, "deepseek-coder")
+def build_deepseek(texts: list[str], out: str, kind: str = "deepseek-coder") -> None:
+    trained, merges = train_bpe(texts, kind)
     # deepseek-coder-*-instruct: ids 32013.. in the real vocabulary (after 13 byte characters
     # the real one adds as plain tokens; here the trained vocabulary has every byte already).
     B, E = "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"
@@ -253,6 +264,21 @@ def build_deepseek(texts: list[str], out: str) -> None:
         "add_bos": True, "add_eos": False,
         "chat_template": template("deepseek-coder-instruct.jinja"),
     })
+
+
+# Boundaries the deepseek-coder regexes draw that code rarely shows: non-ASCII spaces inside the
+# CJK range's span, the range's edges, marks, full-width punctuation.
+PROBE_EXTRA = ("a\u2003b\u3000c\u2028d\u1680e\u205ff\u00a0g\n"
+               "\u07ff\u0800\u0801 \u0915\u094d\u0937 \u0e44\u0e17\u0e22\n"
+               "\uabff\uac00\ud7a3\ud7ff \u9fa5\u9fa6 \u4e00\n"
+               " \u4e2d\u6587\u3002 \uff08x\uff09\u3001y\n")
+
+
+def build_probe(texts: list[str], out: str) -> None:
+    # The test corpus four times over, so that its lines' own boundaries (a space before CJK,
+    # a combining mark, a non-ASCII space) become merges.
+    corpus = [t for t in corpus_texts(CORPUS_CAPS[2:])]
+    build_deepseek(texts + 4 * corpus + 300 * [PROBE_EXTRA], out, kind="lines")
 
 
 def build_qwen(texts: list[str], out: str) -> None:
@@ -319,7 +345,8 @@ def main() -> int:
     for name, build in (("codellama-spm.gguf", build_codellama),
                         ("deepseek-coder.gguf", build_deepseek),
                         ("qwen2.5-coder.gguf", build_qwen),
-                        ("starcoder.gguf", build_starcoder)):
+                        ("starcoder.gguf", build_starcoder),
+                        ("deepseek-coder-probe.gguf", build_probe)):
         path = os.path.join(args.out, name)
         build(texts, path)
         print("%s: %d bytes" % (path, os.path.getsize(path)))

@@ -183,6 +183,12 @@ Test(tokenizer_families, deepseek_coder_matches_llamacpp, .timeout = 120)
 {
     check_family("deepseek-coder", 400);
 }
+/* Merges across every boundary: any split unlike llama.cpp's shows in the ids. */
+Test(tokenizer_families, deepseek_coder_split_matches_llamacpp_under_crossing_merges,
+     .timeout = 120)
+{
+    check_family("deepseek-coder-probe", 400);
+}
 Test(tokenizer_families, qwen25_coder_matches_llamacpp, .timeout = 120)
 {
     check_family("qwen2.5-coder", 200);
@@ -373,7 +379,10 @@ static void assert_words(const char *text, const char *want)
 }
 
 /* llama-vocab.cpp's DEEPSEEK_CODER chain: [\r\n], \s?\p{L}+, \s?\p{P}+, [一-龥ࠀ-一가-퟿]+, \p{N},
- * each pass splitting the words of the one before. */
+ * each pass splitting the words of the one before. The CJK and whitespace cases were checked
+ * against llama.cpp with a throwaway vocabulary whose merges join across exactly these
+ * boundaries ("\u2003b" and "\u3000c" stay one word, " 中" and " क" do not); the fixture's
+ * probe vocabulary has too few such merges to show them. */
 Test(tokenizer_families, deepseek_coder_splits_as_its_regexes)
 {
     /* every CR and LF alone; one space joins the letters or punctuation after it */
