@@ -102,10 +102,10 @@ static inline void tok_out_push(tok_out *o, int32_t id)
 
 /* SentencePiece scratch, grown by tok_spm_encode as fragments need; owned by one encode call. */
 typedef struct tok_spm_buf {
-    char *text;    /* the escaped fragment */
-    void *syms;    /* symbols, one per UTF-8 character of text */
-    void *heap;    /* candidate pairs */
-    size_t cap;    /* bytes of text the arrays have room for */
+    char *text; /* the escaped fragment */
+    void *syms; /* symbols, one per UTF-8 character of text */
+    void *heap; /* candidate pairs */
+    size_t text_cap, sym_cap, heap_cap;
 } tok_spm_buf;
 
 /* Encodes one raw fragment with llm_tokenizer_spm's rules: a leading space when prefix_space,

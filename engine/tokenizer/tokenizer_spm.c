@@ -25,7 +25,7 @@ typedef struct spm_state {
     const tok_vocab *v;
     const char *text;
     spm_sym *syms;
-    spm_pair *heap;
+    tok_spm_buf *buf; /* owns the heap, which grows */
     size_t heap_n;
 } spm_state;
 
@@ -35,49 +35,62 @@ static bool pair_before(const spm_pair *a, const spm_pair *b)
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void heap_push(spm_state *s, spm_pair p)
+static bool heap_push(spm_state *s, spm_pair p)
 {
+    tok_spm_buf *b = s->buf;
+    if (s->heap_n == b->heap_cap) {
+        size_t cap = b->heap_cap ? 2 * b->heap_cap : 64;
+        spm_pair *h = realloc(b->heap, cap * sizeof *h);
+        if (!h)
+            return false;
+        b->heap = h;
+        b->heap_cap = cap;
+    }
+    spm_pair *heap = b->heap;
     size_t i = s->heap_n++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &s->heap[parent]))
+        if (!pair_before(&p, &heap[parent]))
             break;
-        s->heap[i] = s->heap[parent];
+        heap[i] = heap[parent];
         i = parent;
     }
-    s->heap[i] = p;
+    heap[i] = p;
+    return true;
 }
 
 static spm_pair heap_pop(spm_state *s)
 {
-    spm_pair top = s->heap[0], last = s->heap[--s->heap_n];
+    spm_pair *heap = s->buf->heap;
+    spm_pair top = heap[0], last = heap[--s->heap_n];
     size_t i = 0, n = s->heap_n;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n)
             break;
-        if (c + 1 < n && pair_before(&s->heap[c + 1], &s->heap[c]))
+        if (c + 1 < n && pair_before(&heap[c + 1], &heap[c]))
             c++;
-        if (!pair_before(&s->heap[c], &last))
+        if (!pair_before(&heap[c], &last))
             break;
-        s->heap[i] = s->heap[c];
+        heap[i] = heap[c];
         i = c;
     }
     if (n > 0)
-        s->heap[i] = last;
+        heap[i] = last;
     return top;
 }
 
-/* Queues (left, right) when their concatenation is a token (of any type, as llama.cpp). */
-static void try_pair(spm_state *s, int32_t left, int32_t right)
+/* Queues (left, right) when their concatenation is a token (of any type, as llama.cpp).
+ * false when the queue cannot grow. */
+static bool try_pair(spm_state *s, int32_t left, int32_t right)
 {
     if (left < 0 || right < 0)
-        return;
+        return true;
     const spm_sym *l = &s->syms[left], *r = &s->syms[right];
     int32_t id = tok_vocab_lookup(s->v, s->text + l->start, l->n + r->n);
     if (id < 0)
-        return;
-    heap_push(s, (spm_pair){s->v->score[id], left, right, l->n + r->n});
+        return true;
+    return heap_push(s, (spm_pair){s->v->score[id], left, right, l->n + r->n});
 }
 
 /* The length llama.cpp's unicode_len_utf8 gives a character from its first byte alone: a
@@ -88,24 +101,17 @@ static uint32_t utf8_len_from_lead(uint8_t b)
     return len[b >> 4];
 }
 
-static bool buf_reserve(tok_spm_buf *b, size_t bytes)
+/* Grows *p (elem bytes each) to hold n; false when out of memory. */
+static bool grow(void **p, size_t *cap, size_t n, size_t elem)
 {
-    if (bytes <= b->cap)
+    if (n <= *cap)
         return true;
-    size_t cap = bytes < 64 ? 64 : bytes;
-    char *t = realloc(b->text, cap);
-    if (t)
-        b->text = t;
-    spm_sym *s = realloc(b->syms, cap * sizeof *s);
-    if (s)
-        b->syms = s;
-    /* n - 1 initial pairs plus at most two per merge */
-    spm_pair *h = realloc(b->heap, 3 * cap * sizeof *h);
-    if (h)
-        b->heap = h;
-    if (!t || !s || !h)
+    size_t c = n < 64 ? 64 : n;
+    void *q = realloc(*p, c * elem);
+    if (!q)
         return false;
-    b->cap = cap;
+    *p = q;
+    *cap = c;
     return true;
 }
 
@@ -120,28 +126,36 @@ void tok_spm_buf_free(tok_spm_buf *buf)
 eng_status tok_spm_encode(const tok_vocab *v, const char *text, size_t len, bool prefix_space,
                           tok_spm_buf *buf, tok_out *out)
 {
-    /* Escaping: every byte may become three, plus the prefix. */
-    if (len > (SIZE_MAX - 3) / 3 || len + 1 > UINT32_MAX / 3)
+    size_t n = prefix_space ? 3 : 0;
+    for (size_t i = 0; i < len; i++)
+        n += text[i] == ' ' ? 3 : 1;
+    if (n == 0)
+        return ENG_OK;
+    if (n > INT32_MAX)
         return ENG_ERR_TOO_LONG;
-    if (!buf_reserve(buf, 3 * len + 3))
+    if (!grow((void **)&buf->text, &buf->text_cap, n, 1))
         return ENG_ERR_NOMEM;
-    size_t n = 0;
+    /* Spaces become U+2581, after the prefix one. */
+    size_t o = 0;
     if (prefix_space) {
         memcpy(buf->text, SPM_SPACE, 3);
-        n = 3;
+        o = 3;
     }
     for (size_t i = 0; i < len; i++) {
         if (text[i] == ' ') {
-            memcpy(buf->text + n, SPM_SPACE, 3);
-            n += 3;
+            memcpy(buf->text + o, SPM_SPACE, 3);
+            o += 3;
         } else {
-            buf->text[n++] = text[i];
+            buf->text[o++] = text[i];
         }
     }
-    if (n == 0)
-        return ENG_OK;
 
-    spm_state s = {.v = v, .text = buf->text, .syms = buf->syms, .heap = buf->heap};
+    size_t n_chars = 0;
+    for (size_t off = 0; off < n; n_chars++)
+        off += utf8_len_from_lead((uint8_t)buf->text[off]);
+    if (!grow(&buf->syms, &buf->sym_cap, n_chars, sizeof(spm_sym)))
+        return ENG_ERR_NOMEM;
+    spm_state s = {.v = v, .text = buf->text, .syms = buf->syms, .buf = buf};
     int32_t n_syms = 0;
     for (size_t off = 0; off < n; n_syms++) {
         uint32_t w = utf8_len_from_lead((uint8_t)buf->text[off]);
@@ -153,7 +167,8 @@ eng_status tok_spm_encode(const tok_vocab *v, const char *text, size_t len, bool
         off += w;
     }
     for (int32_t i = 1; i < n_syms; i++)
-        try_pair(&s, i - 1, i);
+        if (!try_pair(&s, i - 1, i))
+            return ENG_ERR_NOMEM;
     while (s.heap_n > 0) {
         spm_pair p = heap_pop(&s);
         spm_sym *l = &s.syms[p.left], *r = &s.syms[p.right];
@@ -164,8 +179,8 @@ eng_status tok_spm_encode(const tok_vocab *v, const char *text, size_t len, bool
         l->next = r->next;
         if (r->next >= 0)
             s.syms[r->next].prev = p.left;
-        try_pair(&s, l->prev, p.left);
-        try_pair(&s, p.left, l->next);
+        if (!try_pair(&s, l->prev, p.left) || !try_pair(&s, p.left, l->next))
+            return ENG_ERR_NOMEM;
     }
 
     /* A merged symbol is always a token (pairs are queued only then). A symbol that is not one
