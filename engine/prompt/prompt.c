@@ -8,69 +8,43 @@
 
 /* ---- detection -------------------------------------------------------------------------- */
 
-static int32_t meta_id(const eng_model *m, const char *key)
-{
-    uint32_t id;
-    if (gguf_kv_find(m->gguf, key) < 0 || gguf_get_u32(m->gguf, key, &id, NULL) != ENG_OK ||
-        id >= (uint32_t)tok_n_vocab(m->vocab))
-        return -1;
-    return (int32_t)id;
-}
-
-static bool piece_is(const tok_vocab *v, int32_t id, const char *a, const char *b)
+/* Whether token id's vocabulary text is a or b (b may be NULL). */
+static bool text_is(const tok_vocab *v, int32_t id, const char *a, const char *b)
 {
     size_t n;
-    const char *p = tok_piece(v, id, &n);
+    const char *p = tok_text(v, id, &n);
     return p && ((n == strlen(a) && !memcmp(p, a, n)) || (b && n == strlen(b) && !memcmp(p, b, n)));
 }
 
+/* The FIM tokens are the tokenizer's (tokenizer.ggml.fim_*_token_id or the older
+ * prefix/suffix/middle keys when present, else the texts llama.cpp recognises); the family,
+ * and so the template around them, is read off the prefix token's text. */
 static void detect_fim(prompt_builder *b)
 {
     static const struct {
         prompt_fim_kind kind;
-        const char *pre, *suf, *mid, *alt_pre, *alt_suf, *alt_mid;
+        const char *pre, *spaced_pre;
     } fams[] = {
-        {PROMPT_FIM_STARCODER, "<fim_prefix>", "<fim_suffix>", "<fim_middle>", NULL, NULL, NULL},
-        {PROMPT_FIM_QWEN, "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", NULL, NULL, NULL},
-        {PROMPT_FIM_DEEPSEEK, "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
-         "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "hole\xEF\xBD\x9C>",
-         "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>", NULL, NULL, NULL},
-        {PROMPT_FIM_CODELLAMA, "<PRE>", "<SUF>", "<MID>", "\xE2\x96\x81<PRE>",
-         "\xE2\x96\x81<SUF>", "\xE2\x96\x81<MID>"},
+        {PROMPT_FIM_STARCODER, "<fim_prefix>", NULL},
+        {PROMPT_FIM_QWEN, "<|fim_prefix|>", NULL},
+        {PROMPT_FIM_DEEPSEEK, "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>", NULL},
+        {PROMPT_FIM_CODELLAMA, "<PRE>", "\xE2\x96\x81<PRE>"},
     };
     const tok_vocab *v = b->vocab;
-    /* Ids named in the metadata win; the family is then read off the prefix token's text. */
-    int32_t mp = meta_id(b->model, "tokenizer.ggml.fim_pre_token_id");
-    int32_t ms = meta_id(b->model, "tokenizer.ggml.fim_suf_token_id");
-    int32_t mm = meta_id(b->model, "tokenizer.ggml.fim_mid_token_id");
-    if (mp < 0) {
-        mp = meta_id(b->model, "tokenizer.ggml.prefix_token_id");
-        ms = meta_id(b->model, "tokenizer.ggml.suffix_token_id");
-        mm = meta_id(b->model, "tokenizer.ggml.middle_token_id");
-    }
-    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
-        int32_t p, s, m;
-        if (mp >= 0 && ms >= 0 && mm >= 0) {
-            if (!piece_is(v, mp, fams[i].pre, fams[i].alt_pre))
-                continue;
-            p = mp, s = ms, m = mm;
-        } else {
-            p = tok_find(v, fams[i].pre), s = tok_find(v, fams[i].suf), m = tok_find(v, fams[i].mid);
-            if (fams[i].alt_pre && (p < 0 || s < 0 || m < 0)) {
-                p = tok_find(v, fams[i].alt_pre), s = tok_find(v, fams[i].alt_suf);
-                m = tok_find(v, fams[i].alt_mid);
-            }
-            if (p < 0 || s < 0 || m < 0)
-                continue;
-        }
-        b->fim = fams[i].kind;
-        b->fim_pre = p, b->fim_suf = s, b->fim_mid = m;
-        return;
-    }
+    int32_t p = tok_fim_pre(v), s = tok_fim_suf(v), m = tok_fim_mid(v);
     b->fim = PROMPT_FIM_NONE;
     b->fim_pre = b->fim_suf = b->fim_mid = -1;
+    if (p < 0 || s < 0 || m < 0)
+        return;
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        if (!text_is(v, p, fams[i].pre, fams[i].spaced_pre))
+            continue;
+        b->fim = fams[i].kind;
+        b->fim_pre = p, b->fim_suf = s, b->fim_mid = m;
+        b->fim_spaced = fams[i].spaced_pre && text_is(v, p, fams[i].spaced_pre, NULL);
+        return;
+    }
 }
-
 
 /* A stop string for token id: what the engine sees when the model emits it (its piece), once.
  * Short lower-case tags ("</s>", "<s>", "<eos>") are left to the engine's end-of-generation
@@ -97,8 +71,8 @@ static void add_stop_id(prompt_builder *b, int32_t id)
 
 /* The special tokens that end any completion or answer: every family's end-of-text,
  * end-of-turn and FIM/repository markers that the vocabulary has (by text, as llama.cpp's
- * vocabulary loader finds them), then the ids the metadata names (EOS, EOT, FIM pad / repo /
- * file separator). The engine also stops on end-of-generation ids (tok_is_eog); these make the
+ * vocabulary loader finds them), then the tokenizer's EOS, EOT and FIM pad / repo / file
+ * separator ids. The engine also stops on end-of-generation ids (tok_is_eog); these make the
  * same tokens stop strings for the output text. */
 static void detect_stops(prompt_builder *b)
 {
@@ -122,11 +96,9 @@ static void detect_stops(prompt_builder *b)
         add_stop_id(b, tok_find(b->vocab, texts[i]));
     add_stop_id(b, tok_eos(b->vocab));
     add_stop_id(b, tok_eot(b->vocab));
-    static const char *const keys[] = {"tokenizer.ggml.fim_pad_token_id",
-                                       "tokenizer.ggml.fim_rep_token_id",
-                                       "tokenizer.ggml.fim_sep_token_id", NULL};
-    for (size_t i = 0; keys[i]; i++)
-        add_stop_id(b, meta_id(b->model, keys[i]));
+    add_stop_id(b, tok_fim_pad(b->vocab));
+    add_stop_id(b, tok_fim_rep(b->vocab));
+    add_stop_id(b, tok_fim_sep(b->vocab));
 }
 
 eng_status prompt_builder_create(const eng_model *m, prompt_builder **out, eng_err *err)

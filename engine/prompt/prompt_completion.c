@@ -167,34 +167,54 @@ static void add_completion_stops(const prompt_builder *b, const char *language,
 /* ---- building -------------------------------------------------------------------------- */
 
 /* BOS, then the FIM template around the prefix (with the snippets before it) and the suffix;
- * with PROMPT_FIM_NONE the snippets and prefix alone. */
+ * with PROMPT_FIM_NONE the snippets and prefix alone. CodeLlama's template is Tabby's text
+ * "<PRE> {prefix} <SUF>{suffix} <MID>"; with its real tokens ▁<PRE>, ▁<SUF>, ▁<MID> the
+ * spaces before <SUF> and <MID> are those tokens' ▁, and the one after <PRE> is the prefix's
+ * own first space (SentencePiece's dummy prefix), so in tokens it is Meta's
+ * infilling_prompt_tokens: ▁<PRE>, encode(" " + prefix), ▁<SUF>, the suffix encoded with no
+ * leading space (encode_infilling), ▁<MID>. (llama.cpp's /infill gives the suffix a leading
+ * space too; the model was not trained so.) */
 static eng_status put_fim(const prompt_builder *b, prompt_out *p, const prompt_str *snips,
                           const char *prefix, size_t prefix_len, const char *suffix,
                           size_t suffix_len, eng_err *err)
 {
     eng_status st;
-    const char *pre_sp = "", *suf_sp = "";
-    if (b->fim == PROMPT_FIM_CODELLAMA)
-        pre_sp = " ", suf_sp = " ";
+    bool cl = b->fim == PROMPT_FIM_CODELLAMA, spaced = cl && b->fim_spaced;
     prompt_out_bos(p);
-    if (b->fim != PROMPT_FIM_NONE)
+    if (cl)
+        prompt_out_special_as(p, b->fim_pre, "<PRE>");
+    else if (b->fim != PROMPT_FIM_NONE)
         prompt_out_special(p, b->fim_pre);
-    /* Snippets, prefix (and CodeLlama's spaces) form one text so BPE sees them joined. */
+    /* Snippets, prefix (and CodeLlama's spaces) form one text so the tokenizer sees them
+     * joined. */
     prompt_str head = {0};
-    prompt_str_put(&head, pre_sp, strlen(pre_sp));
+    if (cl)
+        prompt_str_put(&head, " ", 1);
     if (snips->len)
         prompt_str_put(&head, snips->buf, snips->len);
     prompt_str_put(&head, prefix, prefix_len);
-    prompt_str_put(&head, suf_sp, strlen(suf_sp));
-    if ((st = prompt_out_str(p, &head, err)) != ENG_OK || b->fim == PROMPT_FIM_NONE)
+    if (cl && !spaced)
+        prompt_str_put(&head, " ", 1);
+    if (b->fim == PROMPT_FIM_NONE)
+        return prompt_out_str(p, &head, err);
+    if ((st = cl ? prompt_out_str_continued(p, &head, err) : prompt_out_str(p, &head, err)) !=
+        ENG_OK)
         return st;
-    prompt_out_special(p, b->fim_suf);
+    if (cl)
+        prompt_out_special_as(p, b->fim_suf, spaced ? " <SUF>" : "<SUF>");
+    else
+        prompt_out_special(p, b->fim_suf);
     prompt_str tail = {0};
     prompt_str_put(&tail, suffix, suffix_len);
-    prompt_str_put(&tail, suf_sp, strlen(suf_sp));
-    if ((st = prompt_out_str(p, &tail, err)) != ENG_OK)
+    if (cl && !spaced)
+        prompt_str_put(&tail, " ", 1);
+    if ((st = cl ? prompt_out_str_continued(p, &tail, err) : prompt_out_str(p, &tail, err)) !=
+        ENG_OK)
         return st;
-    prompt_out_special(p, b->fim_mid);
+    if (cl)
+        prompt_out_special_as(p, b->fim_mid, spaced ? " <MID>" : "<MID>");
+    else
+        prompt_out_special(p, b->fim_mid);
     return ENG_OK;
 }
 

@@ -18,6 +18,8 @@ struct prompt_builder {
     const tok_vocab *vocab;
     prompt_fim_kind fim;
     int32_t fim_pre, fim_suf, fim_mid;
+    bool fim_spaced;            /* CodeLlama's infill tokens carry the template's spaces
+                                   ("▁<PRE>", "▁<SUF>", "▁<MID>") */
     prompt_chat_kind chat;
     char chat_error[512];       /* why chat is PROMPT_CHAT_NONE */
     char *default_system;       /* the template's default system prompt (ChatML, DeepSeek), used
@@ -68,6 +70,8 @@ bool prompt_out_reserve_tokens(prompt_out *p, size_t more);
 void prompt_out_text(prompt_out *p, const char *s, size_t n);
 /* A special token: its id, and its piece as text. */
 void prompt_out_special(prompt_out *p, int32_t id);
+/* A special token shown as `text` (CodeLlama's ▁<SUF> is " <SUF>" in the template's text). */
+void prompt_out_special_as(prompt_out *p, int32_t id, const char *text);
 /* The BOS token when the model adds one. */
 void prompt_out_bos(prompt_out *p);
 /* User text: tokenized without parsing special tokens, and as text. */
@@ -75,6 +79,9 @@ eng_status prompt_out_plain(prompt_out *p, const char *s, size_t n, eng_err *err
 /* prompt_out_plain of t's text as one piece (BPE sees it joined), then frees and empties t;
  * ENG_ERR_NOMEM when t ran out of memory. */
 eng_status prompt_out_str(prompt_out *p, prompt_str *t, eng_err *err);
+/* prompt_out_str for text that continues the prompt: no SentencePiece space before it
+ * (tok_encode_continued). */
+eng_status prompt_out_str_continued(prompt_out *p, prompt_str *t, eng_err *err);
 
 /* Encodes n bytes of user text (special tokens are never parsed) into a fresh array *ids
  * (malloc'd, owned by the caller), *n_ids set. */

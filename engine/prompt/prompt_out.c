@@ -46,6 +46,14 @@ void prompt_out_text(prompt_out *p, const char *s, size_t n)
     p->r->text[p->r->text_len] = 0;
 }
 
+void prompt_out_special_as(prompt_out *p, int32_t id, const char *text)
+{
+    if (!prompt_out_reserve_tokens(p, 1))
+        return;
+    p->r->tokens[p->r->n_tokens++] = id;
+    prompt_out_text(p, text, strlen(text));
+}
+
 void prompt_out_special(prompt_out *p, int32_t id)
 {
     size_t n;
@@ -56,14 +64,15 @@ void prompt_out_special(prompt_out *p, int32_t id)
     prompt_out_text(p, s ? s : "", s ? n : 0);
 }
 
-eng_status prompt_encode(const tok_vocab *v, const char *s, size_t n, int32_t **ids,
-                         size_t *n_ids, eng_err *err)
+static eng_status encode(const tok_vocab *v, const char *s, size_t n, bool continued,
+                         int32_t **ids, size_t *n_ids, eng_err *err)
 {
     size_t cap = tok_encode_bound(v, n) + 1;
     *ids = malloc(cap * sizeof **ids);
     if (!*ids)
         return eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory");
-    eng_status st = tok_encode(v, s, n, false, *ids, cap, n_ids);
+    eng_status st = continued ? tok_encode_continued(v, s, n, false, *ids, cap, n_ids)
+                              : tok_encode(v, s, n, false, *ids, cap, n_ids);
     if (st != ENG_OK) {
         free(*ids);
         *ids = NULL;
@@ -72,13 +81,19 @@ eng_status prompt_encode(const tok_vocab *v, const char *s, size_t n, int32_t **
     return ENG_OK;
 }
 
-eng_status prompt_out_plain(prompt_out *p, const char *s, size_t n, eng_err *err)
+eng_status prompt_encode(const tok_vocab *v, const char *s, size_t n, int32_t **ids,
+                         size_t *n_ids, eng_err *err)
+{
+    return encode(v, s, n, false, ids, n_ids, err);
+}
+
+static eng_status out_plain(prompt_out *p, const char *s, size_t n, bool continued, eng_err *err)
 {
     if (!n)
         return ENG_OK;
     int32_t *ids;
     size_t k;
-    eng_status st = prompt_encode(p->v, s, n, &ids, &k, err);
+    eng_status st = encode(p->v, s, n, continued, &ids, &k, err);
     if (st != ENG_OK)
         return st;
     if (prompt_out_reserve_tokens(p, k)) {
@@ -88,6 +103,11 @@ eng_status prompt_out_plain(prompt_out *p, const char *s, size_t n, eng_err *err
     free(ids);
     prompt_out_text(p, s, n);
     return ENG_OK;
+}
+
+eng_status prompt_out_plain(prompt_out *p, const char *s, size_t n, eng_err *err)
+{
+    return out_plain(p, s, n, false, err);
 }
 
 void prompt_stop_add(prompt_result *r, const char *a, const char *b, bool *oom)
@@ -125,11 +145,21 @@ void prompt_out_bos(prompt_out *p)
         prompt_out_special(p, bos);
 }
 
-eng_status prompt_out_str(prompt_out *p, prompt_str *t, eng_err *err)
+static eng_status out_str(prompt_out *p, prompt_str *t, bool continued, eng_err *err)
 {
     eng_status st = t->oom ? eng_fail(err, ENG_ERR_NOMEM, "prompt: out of memory")
-                           : prompt_out_plain(p, t->buf, t->len, err);
+                           : out_plain(p, t->buf, t->len, continued, err);
     free(t->buf);
     *t = (prompt_str){0};
     return st;
+}
+
+eng_status prompt_out_str(prompt_out *p, prompt_str *t, eng_err *err)
+{
+    return out_str(p, t, false, err);
+}
+
+eng_status prompt_out_str_continued(prompt_out *p, prompt_str *t, eng_err *err)
+{
+    return out_str(p, t, true, err);
 }

@@ -70,6 +70,12 @@ int32_t tok_find(const tok_vocab *v, const char *text);
 eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
                       int32_t *ids, size_t cap, size_t *n_out);
 
+/* tok_encode for text that continues what precedes it: no SentencePiece space before its
+ * start (special tokens inside it still get theirs). CodeLlama's infill suffix is encoded so
+ * (Meta's encode_infilling). Byte-level BPE: the same as tok_encode. */
+eng_status tok_encode_continued(const tok_vocab *v, const char *text, size_t len,
+                                bool parse_special, int32_t *ids, size_t cap, size_t *n_out);
+
 /* The most ids tok_encode can give for len bytes: len for byte-level BPE, 4 * len + 3 for
  * SentencePiece (its space prefixes, and spaces that become three byte tokens where U+2581 is
  * swallowed by a broken UTF-8 sequence or is no piece). */

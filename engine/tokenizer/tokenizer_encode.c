@@ -261,8 +261,9 @@ size_t tok_encode_bound(const tok_vocab *v, size_t len)
     return len > (SIZE_MAX - 3) / 4 ? SIZE_MAX : 4 * len + 3;
 }
 
-eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
-                      int32_t *ids, size_t cap, size_t *n_out)
+/* tok_encode; `at_start`: the text starts a sequence (SentencePiece's leading space). */
+static eng_status encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
+                         bool at_start, int32_t *ids, size_t cap, size_t *n_out)
 {
     if (!v || !n_out || (!text && len > 0) || (!ids && cap > 0))
         return ENG_ERR_INVALID;
@@ -288,7 +289,7 @@ eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool par
         goto done;
     /* SentencePiece puts a space before the text at the start and after every special token
      * (llama.cpp's is_prev_special, true before the first fragment). */
-    bool prev_special = true;
+    bool prev_special = at_start;
     for (size_t i = 0; i < cur.n; i++) {
         const frag *f = &cur.f[i];
         if (f->id >= 0) {
@@ -323,4 +324,16 @@ done:
     free(cur.f);
     free(next.f);
     return st;
+}
+
+eng_status tok_encode(const tok_vocab *v, const char *text, size_t len, bool parse_special,
+                      int32_t *ids, size_t cap, size_t *n_out)
+{
+    return encode(v, text, len, parse_special, true, ids, cap, n_out);
+}
+
+eng_status tok_encode_continued(const tok_vocab *v, const char *text, size_t len,
+                                bool parse_special, int32_t *ids, size_t cap, size_t *n_out)
+{
+    return encode(v, text, len, parse_special, false, ids, cap, n_out);
 }
