@@ -540,6 +540,24 @@ Test(tokenizer_families, spm_without_add_space_prefix_adds_no_space)
     unload(l);
 }
 
+/* Text that continues a sequence (CodeLlama's infill suffix): no space before its start, but
+ * one after each special token inside it, as at the start of a sequence. */
+Test(tokenizer_families, spm_continued_text_gets_no_leading_space)
+{
+    loaded l = spm_ok((const char *[]){"_=-1", "a=-1", "_a=-2", NULL}, NULL);
+    int32_t ids[8];
+    size_t n;
+    cr_assert_eq(tok_encode_continued(l.v, "a a", 3, false, ids, 8, &n), ENG_OK);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(ids[0], tok_find(l.v, "a"));
+    cr_assert_eq(ids[1], tok_find(l.v, "\xE2\x96\x81" "a"));
+    cr_assert_eq(tok_encode_continued(l.v, "a</s>a", 6, true, ids, 8, &n), ENG_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(ids[1], 2);
+    cr_assert_eq(ids[2], tok_find(l.v, "\xE2\x96\x81" "a"), "a space after the special token");
+    unload(l);
+}
+
 static void expect_spm_error(const char *const *pieces, spm_tweak tweak, bool with_scores,
                              const char *needle)
 {
