@@ -181,7 +181,8 @@ void prompt_chat_detect(prompt_builder *b)
         if (tok_bos(v) < 0 || tok_eos(v) < 0) {
             snprintf(b->chat_error, sizeof b->chat_error,
                      "the model's chat template is Llama-2 '[INST]', which writes BOS and EOS "
-                     "tokens, but its vocabulary names no %s token", tok_bos(v) < 0 ? "BOS" : "EOS");
+                     "tokens, but its vocabulary names no %s token",
+                     tok_bos(v) < 0 ? "BOS" : "EOS");
             return;
         }
         b->chat = PROMPT_CHAT_LLAMA2;

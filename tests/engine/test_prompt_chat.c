@@ -1,9 +1,9 @@
 /* test_prompt_chat.c — chat templates against the real ones: every case of
- * tests/fixtures/prompt/chat_templates.jsonl (each family's real tokenizer.chat_template rendered by
- * Jinja through llama-cpp-python, tools/gen_chat_fixtures.py) rendered by the prompt builder
- * byte for byte, with llama.cpp's token ids on the family vocabularies; templates Serval does
- * not render refused with a message that names them; the templates' own rules (alternating
- * roles, trimming, default system messages) kept. */
+ * tests/fixtures/prompt/chat_templates.jsonl (each family's real tokenizer.chat_template
+ * rendered by Jinja through llama-cpp-python, tools/gen_prompt_fixtures.py) rendered by the
+ * prompt builder byte for byte, with llama.cpp's token ids on the family vocabularies;
+ * templates Serval does not render refused with a message that names them; the templates' own
+ * rules (alternating roles, trimming, default system messages) kept. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,7 +135,7 @@ Test(prompt_chat, each_real_template_renders_as_jinja_does)
 {
     size_t n_cases;
     tu_json **cases = tu_read_jsonl("tests/fixtures/prompt/chat_templates.jsonl", &n_cases);
-    cr_assert(cases && n_cases >= 18, "fixture missing (tools/gen_chat_fixtures.py)");
+    cr_assert(cases && n_cases >= 18, "fixture missing (tools/gen_prompt_fixtures.py)");
     for (size_t i = 0; i < n_cases; i++) {
         const tu_json *c = cases[i];
         const char *kind = jstr(c, "kind"), *tmpl = jstr(c, "template");
@@ -186,8 +186,9 @@ Test(prompt_chat, family_vocabularies_give_llama_cpps_token_ids)
         cr_assert_eq(r.n_tokens, ids->n, "%s: %zu tokens, llama.cpp %zu", jstr(c, "name"),
                      r.n_tokens, ids->n);
         for (size_t t = 0; t < ids->n; t++)
-            cr_assert_eq(r.tokens[t], (int32_t)ids->items[t]->num, "%s: token %zu: %d, llama.cpp %d",
-                         jstr(c, "name"), t, r.tokens[t], (int32_t)ids->items[t]->num);
+            cr_assert_eq(r.tokens[t], (int32_t)ids->items[t]->num,
+                         "%s: token %zu: %d, llama.cpp %d", jstr(c, "name"), t, r.tokens[t],
+                         (int32_t)ids->items[t]->num);
         prompt_result_clear(&r);
         fx_close(&x);
         free(path);

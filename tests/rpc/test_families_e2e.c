@@ -1,9 +1,9 @@
 /* test_families_e2e.c — end to end per model family: `serval serve` on a synthetic model of the
  * family's architecture carrying the family's real vocabulary (tests/fixtures/vocab/, written
- * with serval-synth --vocab-from), then: /v1/health reports the architecture, FIM and chat
- * template, and so does gRPC ListModels; a Tabby /v1/completions request renders exactly the family's FIM prompt
- * (debug_options.return_prompt, compared with tests/fixtures/prompt/fim.jsonl, whose token ids
- * come from llama.cpp); generation stops on each of the family's stop tokens (the model's head
+ * with serval-synth --vocab-from), then: /v1/health and gRPC ListModels report the
+ * architecture, FIM and chat template; a Tabby /v1/completions request renders exactly the
+ * family's FIM prompt (debug_options.return_prompt, compared with
+ * tests/fixtures/prompt/fim.jsonl, whose token ids test_prompt_fim checks); generation stops on each of the family's stop tokens (the model's head
  * is rewritten so that its first token is forced); and models of an unsupported architecture
  * or tensor type are refused with an error that names it. */
 #include <criterion/criterion.h>
@@ -203,11 +203,12 @@ static void check_health(const char *model, const family *f)
     tu_http_resp_free(&r);
 
     /* gRPC ListModels says the same. The server logs its gRPC port too. */
+    static const char listening[] = "serval: grpc listening on 127.0.0.1:";
     char *log = tu_read_file(s.log_path, NULL);
-    const char *g = log ? strstr(log, "serval: grpc listening on 127.0.0.1:") : NULL;
+    const char *g = log ? strstr(log, listening) : NULL;
     cr_assert_not_null(g, "%s", log);
     char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", atoi(g + strlen("serval: grpc listening on 127.0.0.1:")));
+    snprintf(target, sizeof target, "127.0.0.1:%d", atoi(g + strlen(listening)));
     free(log);
     rpc_client *cl = rpc_client_create(target, TOKEN);
     Serval__V1__ListModelsRequest lm = SERVAL__V1__LIST_MODELS_REQUEST__INIT;
