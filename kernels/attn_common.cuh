@@ -29,9 +29,17 @@ static __device__ __forceinline__ void kn_store_act(kn_dtype t, void *p, int64_t
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
 
+// The first KV position a query at position pos sees: 0, or with a sliding window of n_swa
+// positions, pos - n_swa + 1 (kn_attn_args).
+static __host__ __device__ __forceinline__ int32_t kn_attn_first_key(int32_t n_swa, int32_t pos)
+{
+    return n_swa > 0 && pos - n_swa + 1 > 0 ? pos - n_swa + 1 : 0;
+}
+
+// 16 serves the tiny test presets (serval-synth's *-tiny: 4 heads of 16); real models use 64+.
 static inline int kn_attn_head_dim_ok(int32_t hd)
 {
-    return hd == 32 || hd == 64 || hd == 128 || hd == 256;
+    return hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256;
 }
 
 // Checks what both attention launchers need; decode says whether q_start must be NULL.
@@ -48,7 +56,7 @@ static inline kn_status kn_attn_check(const kn_attn_args *a, bool decode)
                "attention: kv dtype %d (F16/BF16)", (int)a->kv_dtype);
     if (!kn_attn_head_dim_ok(a->head_dim))
         return kn_record(KN_ERR_UNSUPPORTED, __FILE__, __LINE__,
-                         "attention: head_dim %d (built: 32, 64, 128, 256)", a->head_dim);
+                         "attention: head_dim %d (built: 16, 32, 64, 128, 256)", a->head_dim);
     KN_REQUIRE(a->n_seq >= 0 && a->n_seq < 65536 && a->n_head > 0 && a->n_head_kv > 0 &&
                    a->n_head % a->n_head_kv == 0,
                "attention: n_seq %d n_head %d n_head_kv %d", a->n_seq, a->n_head, a->n_head_kv);
@@ -65,6 +73,7 @@ static inline kn_status kn_attn_check(const kn_attn_args *a, bool decode)
                    KN_ALIGNED(a->v_cache, 16),
                "attention: q, out and caches must be 16-byte aligned");
     KN_REQUIRE(a->scale > 0.0f, "attention: scale %g", (double)a->scale);
+    KN_REQUIRE(a->n_swa >= 0, "attention: sliding window %d", a->n_swa);
     return KN_OK;
 }
 

@@ -97,7 +97,15 @@ template <typename T> __device__ __forceinline__ void kn_store8(T *p, const floa
     *reinterpret_cast<uint4 *>(p) = u;
 }
 
+// Threads for a kernel with one CTA per row of d elements: d rounded up to a whole warp, at
+// most 256 (small rows, e.g. the tiny test models' 64, leave no idle warps in a block sum).
+static inline unsigned kn_row_threads(int64_t d)
+{
+    return d >= 256 ? 256u : (unsigned)((d + 31) / 32 * 32);
+}
+
 // ---- reductions --------------------------------------------------------------------------
+
 // Over `width` consecutive lanes (a power of two ≤ 32); every lane gets the result.
 template <int width = 32> __device__ __forceinline__ float kn_warp_sum(float v)
 {

@@ -38,13 +38,13 @@ extern "C" kn_status kn_layernorm(kn_dtype dt, float *resid, const void *add, co
                (long long)n, (long long)d);
     if (n == 0)
         return KN_OK;
-    // grid: one CTA of 256 threads per row
+    // grid: one CTA per row, d rounded up to a warp but at most 256 threads
     if (dt == KN_DTYPE_F16)
-        KN_LAUNCH((unsigned)n, 256, 0, st, layernorm_kernel)(
+        KN_LAUNCH((unsigned)n, kn_row_threads(d), 0, st, layernorm_kernel)(
             resid, (const __half *)add, (const __half *)weight, (const __half *)bias,
             (__half *)out, d, eps);
     else if (dt == KN_DTYPE_BF16)
-        KN_LAUNCH((unsigned)n, 256, 0, st, layernorm_kernel)(
+        KN_LAUNCH((unsigned)n, kn_row_threads(d), 0, st, layernorm_kernel)(
             resid, (const __nv_bfloat16 *)add, (const __nv_bfloat16 *)weight,
             (const __nv_bfloat16 *)bias, (__nv_bfloat16 *)out, d, eps);
     else

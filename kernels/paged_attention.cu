@@ -3,7 +3,8 @@
 // read from memory once per group, not once per query head. Within a CTA, lane groups of
 // head_dim/8 lanes take one token each (one 16-byte load per lane per row) and keep their
 // own online-softmax state; the CTA merges them at the end. Long contexts are split into
-// partitions across CTAs (flash decoding) and merged by a second kernel.
+// partitions across CTAs (flash decoding) and merged by a second kernel. With a sliding
+// window only the last n_swa positions are read; partitions wholly before it exit at once.
 #include "paged_attention.h"
 
 #include "attn_common.cuh"
@@ -36,10 +37,12 @@ static __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_pa
     const int32_t h0 = kvh * group + qg * GMAX;
     const int32_t ng = min(GMAX, group - qg * GMAX);
     const int32_t len = a.seq_lens[s];
-    const int32_t t0 = split * p.split_len, t1 = min(len, t0 + p.split_len);
+    // this partition's positions that the query (at len - 1) sees: [t0, t1)
+    const int32_t t1 = min(len, (split + 1) * p.split_len);
+    const int32_t t0 = max(split * p.split_len, kn_attn_first_key(a.n_swa, len - 1));
     const int64_t ml_base = ((int64_t)s * a.n_head) * p.n_splits;
 
-    if (t0 >= len) { // an empty partition of a shorter sequence: contributes nothing
+    if (t0 >= t1) { // past a shorter sequence's end, or before its window: contributes nothing
         if (p.n_splits == 1) { // seq_lens[s] < 1 breaks the contract: write zeros, not garbage
             for (int i = threadIdx.x; i < ng * HD; i += blockDim.x)
                 kn_store_act(a.q_dtype, a.out,
@@ -240,6 +243,7 @@ template <typename KV, int HD> static kn_status launch_hd(dec_params &p, cudaStr
 template <typename KV> static kn_status launch_kv(dec_params &p, cudaStream_t st)
 {
     switch (p.a.head_dim) {
+    case 16: return launch_hd<KV, 16>(p, st);
     case 32: return launch_hd<KV, 32>(p, st);
     case 64: return launch_hd<KV, 64>(p, st);
     case 128: return launch_hd<KV, 128>(p, st);

@@ -24,8 +24,9 @@ extern "C" {
  * partitions whose partial softmax states a second kernel merges (flash decoding); the
  * workspace holds them. n_splits 0 picks the count from the grid size and the SM count
  * (partitions of at least KN_DECODE_SPLIT positions);
- * anything else forces it (tests). head_dim in {32, 64, 128, 256}; q, out, caches 16-byte
- * aligned, strides multiples of 8 elements. */
+ * anything else forces it (tests). With a sliding window (a->n_swa) only the last n_swa
+ * positions are read: partitions wholly before them exit at once. head_dim in {16, 32, 64,
+ * 128, 256}; q, out, caches 16-byte aligned, strides multiples of 8 elements. */
 kn_status kn_paged_attn_decode_workspace(const kn_attn_args *a, int32_t n_splits,
                                          size_t *bytes);
 kn_status kn_paged_attn_decode(const kn_attn_args *a, int32_t n_splits, void *workspace,

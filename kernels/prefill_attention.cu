@@ -2,7 +2,8 @@
 // style: a CTA holds a tile of query rows of one head in registers, streams K/V tiles of the
 // sequence through shared memory (gathered through the block table), and keeps an online
 // softmax per row, so the score matrix never exists. Handles chunked prefill (queries that
-// start mid-sequence, earlier positions already cached). fp32 SIMT math: the first, simple
+// start mid-sequence, earlier positions already cached) and sliding windows (key tiles start
+// at the tile's first window, older keys are masked per row). fp32 SIMT math: the first, simple
 // version; a tensor-core (mma/wgmma) variant is the next step (kernels/README.md).
 #include "prefill_attention.h"
 
@@ -13,7 +14,8 @@ enum { PF_THREADS = 128 };
 template <typename KV, int HD>
 static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_attn_args a)
 {
-    constexpr int TPR = HD / 32;            // threads per query row; each owns 32 dimensions
+    constexpr int DPT = HD < 32 ? HD : 32;  // dimensions per thread
+    constexpr int TPR = HD / DPT;           // threads per query row
     constexpr int ROWS = PF_THREADS / TPR;  // query rows per CTA
     constexpr int BK = HD <= 128 ? 32 : 16; // keys per shared-memory tile (32 KiB for K+V)
     constexpr int VPR = HD / 8;             // 16-byte vectors per K/V row
@@ -32,19 +34,22 @@ static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_att
     const int32_t qi = valid ? tile0 + row : q_len - 1;
     const int32_t qpos = first_pos + qi;
     const int32_t last_pos = first_pos + min(tile0 + ROWS, q_len) - 1; // CTA-uniform
+    // the first key any row of the tile sees (its first row's window start); CTA-uniform
+    const int32_t first_key = kn_attn_first_key(a.n_swa, first_pos + tile0);
+    const int32_t win_lo = a.n_swa > 0 ? qpos - a.n_swa : -1; // keys above it are in the window
     const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
     const KV *kc = (const KV *)a.k_cache, *vc = (const KV *)a.v_cache;
 
-    float q[32], acc[32];
+    float q[DPT], acc[DPT];
     const int64_t qo = (int64_t)(r0 + qi) * a.q_stride + (int64_t)h * HD;
 #pragma unroll
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < DPT; i++) {
         q[i] = kn_load_act(a.q_dtype, a.q, qo + j + TPR * i) * a.scale;
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
 
-    for (int32_t kb = 0; kb <= last_pos; kb += BK) {
+    for (int32_t kb = first_key; kb <= last_pos; kb += BK) {
         __syncthreads(); // the previous tile is consumed
         for (int v = threadIdx.x; v < BK * VPR; v += PF_THREADS) {
             const int kk = v / VPR, d8 = (v % VPR) * 8;
@@ -67,24 +72,26 @@ static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_att
         for (int kk = 0; kk < BK; kk++) {
             float dot = 0.0f;
 #pragma unroll
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < DPT; i++)
                 dot += q[i] * k_s[kk][j + TPR * i];
             dot = kn_warp_sum<TPR>(dot);
-            sc[kk] = kb + kk <= qpos ? dot : -INFINITY; // causal mask
+            sc[kk] = kb + kk <= qpos && kb + kk > win_lo ? dot : -INFINITY; // causal, window
             tmax = fmaxf(tmax, sc[kk]);
         }
-        // m_new is finite: every row sees position 0 in the first tile
-        const float m_new = fmaxf(m, tmax), corr = __expf(m - m_new);
+        // A row whose window starts after this tile has seen nothing yet (m_new = -inf): it
+        // takes exp(-inf) = 0 for everything instead of exp(-inf - -inf) = NaN.
+        const float m_new = fmaxf(m, tmax), m_ref = m_new == -INFINITY ? 0.0f : m_new;
+        const float corr = __expf(m - m_ref);
         l *= corr;
 #pragma unroll
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < DPT; i++)
             acc[i] *= corr;
 #pragma unroll
         for (int kk = 0; kk < BK; kk++) {
-            const float pr = __expf(sc[kk] - m_new);
+            const float pr = __expf(sc[kk] - m_ref);
             l += pr;
 #pragma unroll
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < DPT; i++)
                 acc[i] += pr * v_s[kk][j + TPR * i];
         }
         m = m_new;
@@ -94,13 +101,13 @@ static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_att
     const int64_t oo = (int64_t)(r0 + qi) * a.out_stride + (int64_t)h * HD;
     const float inv = 1.0f / l;
 #pragma unroll
-    for (int i = 0; i < 32; i++)
+    for (int i = 0; i < DPT; i++)
         kn_store_act(a.q_dtype, a.out, oo + j + TPR * i, acc[i] * inv);
 }
 
 template <typename KV, int HD> static kn_status launch(const kn_attn_args *a, cudaStream_t st)
 {
-    constexpr int ROWS = PF_THREADS / (HD / 32);
+    constexpr int ROWS = PF_THREADS / (HD < 32 ? 1 : HD / 32);
     // grid: (query-row tile, head, sequence); CTAs past a sequence's rows exit at once
     const dim3 grid((unsigned)((a->max_q_len + ROWS - 1) / ROWS), (unsigned)a->n_head,
                     (unsigned)a->n_seq);
@@ -112,6 +119,7 @@ template <typename KV, int HD> static kn_status launch(const kn_attn_args *a, cu
 template <typename KV> static kn_status launch_kv(const kn_attn_args *a, cudaStream_t st)
 {
     switch (a->head_dim) {
+    case 16: return launch<KV, 16>(a, st);
     case 32: return launch<KV, 32>(a, st);
     case 64: return launch<KV, 64>(a, st);
     case 128: return launch<KV, 128>(a, st);

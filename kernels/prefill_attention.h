@@ -18,7 +18,9 @@ extern "C" {
  * sit at the end of its seq_lens[s] positions (chunked prefill: earlier positions are already
  * in the cache, and this chunk's K/V were written with kn_kv_write before the call). Flash
  * attention style: tiles of queries against tiles of K/V staged through shared memory with
- * an online softmax; the score matrix is never stored. head_dim in {32, 64, 128, 256}. */
+ * an online softmax; the score matrix is never stored. A sliding window (a->n_swa) starts
+ * each tile's keys at its first row's window and masks older keys per row. head_dim in {16,
+ * 32, 64, 128, 256}. */
 kn_status kn_prefill_attn(const kn_attn_args *a, cudaStream_t st);
 
 /* The same on tensor cores (prefill_attention_tc.cu, sm_80+): Q·K^T and P·V as WMMA

@@ -5,6 +5,7 @@
 // table into shared memory; each warp keeps its rows' online softmax (max, sum) and fp32
 // output in shared memory, because a WMMA accumulator's element-to-row mapping is opaque and
 // the per-row rescale needs rows. The score tile is per CTA and never leaves shared memory.
+// Sliding windows: key tiles start at the first row's window, older keys are masked per row.
 #include <mma.h>
 
 #include "attn_common.cuh"
@@ -58,6 +59,8 @@ static __global__ void __launch_bounds__(TC_THREADS) prefill_tc_kernel(const kn_
     const int32_t len = a.seq_lens[s], first_pos = len - q_len;
     const int32_t n_rows = min(TC_BM, q_len - tile0);
     const int32_t last_pos = first_pos + tile0 + n_rows - 1; // CTA-uniform
+    // the first key any row of the tile sees (its first row's window start); CTA-uniform
+    const int32_t first_key = kn_attn_first_key(a.n_swa, first_pos + tile0);
     const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
     const T *kc = (const T *)a.k_cache, *vc = (const T *)a.v_cache;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -78,7 +81,7 @@ static __global__ void __launch_bounds__(TC_THREADS) prefill_tc_kernel(const kn_
     }
 
     const int wr = warp * 16; // this warp's first row in the tile
-    for (int32_t kb = 0; kb <= last_pos; kb += BN) {
+    for (int32_t kb = first_key; kb <= last_pos; kb += BN) {
         __syncthreads(); // Q is in, or the previous K/V tile is consumed
         for (int v = threadIdx.x; v < BN * VPR; v += TC_THREADS) {
             const int kk = v / VPR, d8 = (v % VPR) * 8;
@@ -115,21 +118,25 @@ static __global__ void __launch_bounds__(TC_THREADS) prefill_tc_kernel(const kn_
             const int r = wr + rr;
             // rows past the chunk mask like the chunk's last row; their output is dropped
             const int32_t qpos = first_pos + tile0 + min(r, n_rows - 1);
+            const int32_t win_lo = a.n_swa > 0 ? qpos - a.n_swa : -1; // window: keys above it
             float sc[BN / 32], tmax = -INFINITY;
 #pragma unroll
             for (int j = 0; j < BN / 32; j++) {
                 const int col = lane + 32 * j;
-                sc[j] = kb + col <= qpos ? s_s[r * SM::LD_S + col] * a.scale : -INFINITY;
+                sc[j] = kb + col <= qpos && kb + col > win_lo ? s_s[r * SM::LD_S + col] * a.scale
+                                                              : -INFINITY;
                 tmax = fmaxf(tmax, sc[j]);
             }
             tmax = kn_warp_max(tmax);
-            // finite: every row sees position 0 in the first tile
+            // a row whose window starts after this tile has seen nothing yet (m_new = -inf):
+            // exp(-inf) = 0 for everything rather than exp(-inf - -inf) = NaN
             const float m_old = m_s[r], m_new = fmaxf(m_old, tmax);
-            const float corr = __expf(m_old - m_new);
+            const float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+            const float corr = __expf(m_old - m_ref);
             float sum = 0.0f;
 #pragma unroll
             for (int j = 0; j < BN / 32; j++) {
-                const float pr = __expf(sc[j] - m_new);
+                const float pr = __expf(sc[j] - m_ref);
                 sum += pr;
                 p_s[r * SM::LD_P + lane + 32 * j] = kn_from_f32<T>(pr);
             }
@@ -187,6 +194,7 @@ template <typename T, int HD> static kn_status launch(const kn_attn_args *a, cud
 template <typename T> static kn_status launch_t(const kn_attn_args *a, cudaStream_t st)
 {
     switch (a->head_dim) {
+    case 16: return launch<T, 16>(a, st);
     case 32: return launch<T, 32>(a, st);
     case 64: return launch<T, 64>(a, st);
     case 128: return launch<T, 128>(a, st);

@@ -32,12 +32,12 @@ extern "C" kn_status kn_rmsnorm(kn_dtype dt, float *resid, const void *add, cons
                (long long)n, (long long)d);
     if (n == 0)
         return KN_OK;
-    // grid: one CTA of 256 threads per row
+    // grid: one CTA per row, d rounded up to a warp but at most 256 threads
     if (dt == KN_DTYPE_F16)
-        KN_LAUNCH((unsigned)n, 256, 0, st, rmsnorm_kernel)(
+        KN_LAUNCH((unsigned)n, kn_row_threads(d), 0, st, rmsnorm_kernel)(
             resid, (const __half *)add, (const __half *)weight, (__half *)out, d, eps);
     else if (dt == KN_DTYPE_BF16)
-        KN_LAUNCH((unsigned)n, 256, 0, st, rmsnorm_kernel)(
+        KN_LAUNCH((unsigned)n, kn_row_threads(d), 0, st, rmsnorm_kernel)(
             resid, (const __nv_bfloat16 *)add, (const __nv_bfloat16 *)weight,
             (__nv_bfloat16 *)out, d, eps);
     else

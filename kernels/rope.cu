@@ -1,6 +1,7 @@
-// rope.cu — rotary position embedding in place, interleaved (llama) or NeoX pairs. The
-// frequency table is computed on the host exactly as kernels/ref/rope.c does and passed by
-// value, so the only difference from the reference is sincosf's last bit.
+// rope.cu — rotary position embedding in place, interleaved (llama) or NeoX pairs, with linear
+// position scaling. The frequency table (scaling folded in) is computed on the host exactly as
+// kernels/ref/rope.c does and passed by value, so the only difference from the reference is
+// sincosf's last bit.
 #include "rope.h"
 
 #include <math.h>
@@ -34,7 +35,8 @@ static __global__ void rope_kernel(T *x, int64_t row_stride, const int32_t *pos,
 
 extern "C" kn_status kn_rope(kn_dtype dt, void *x, int64_t row_stride, const int32_t *pos,
                              int64_t n_tok, int32_t n_heads, int32_t head_dim, float base,
-                             const float *freq_factors, kn_rope_mode mode, cudaStream_t st)
+                             float freq_scale, const float *freq_factors, kn_rope_mode mode,
+                             cudaStream_t st)
 {
     KN_REQUIRE(x && pos, "rope: null pointer");
     KN_REQUIRE(head_dim > 0 && head_dim % 2 == 0 && head_dim / 2 <= ROPE_MAX_HALF,
@@ -45,6 +47,8 @@ extern "C" kn_status kn_rope(kn_dtype dt, void *x, int64_t row_stride, const int
                (long long)row_stride);
     KN_REQUIRE(mode == KN_ROPE_INTERLEAVED || mode == KN_ROPE_NEOX, "rope: mode %d", (int)mode);
     KN_REQUIRE(base > 0.0f, "rope: base %g", (double)base);
+    KN_REQUIRE(freq_scale > 0.0f && freq_scale <= 1.0f, "rope: freq_scale %g (0, 1]",
+               (double)freq_scale);
     if (n_tok == 0)
         return KN_OK;
     rope_freqs f;
@@ -52,7 +56,7 @@ extern "C" kn_status kn_rope(kn_dtype dt, void *x, int64_t row_stride, const int
         double v = pow((double)base, -2.0 * i / (double)head_dim);
         if (freq_factors)
             v /= freq_factors[i];
-        f.inv_freq[i] = (float)v;
+        f.inv_freq[i] = (float)(v * freq_scale); // (p * scale) * f = p * (f * scale)
     }
     const int neox = mode == KN_ROPE_NEOX;
     // grid: one CTA per token; 128 threads over its (head, pair) rotations

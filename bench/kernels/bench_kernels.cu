@@ -188,6 +188,38 @@ static void bench_embed(bench &b)
     }
 }
 
+static void bench_embed_add(bench &b)
+{
+    for (size_t i = 0; i < kt_embed_add_cases_count; i++) {
+        const kt_embed_case *c = &kt_embed_add_cases[i];
+        if (!selected(b, c->use, c->name))
+            continue;
+        kt_rng r = kt_rng_make(c->seed);
+        std::vector<int32_t> idx((size_t)c->n);
+        for (size_t t = 0; t < idx.size(); t++)
+            idx[t] = (int32_t)(t % (size_t)c->n_vocab);
+        void *table = kt_host_random(c->table_dt, (size_t)(c->n_vocab * c->d), -1.0f, 1.0f, &r);
+        const size_t tb = kn_dtype_size(c->table_dt) * (size_t)(c->n_vocab * c->d);
+        const size_t ob = sizeof(float) * (size_t)(c->n * c->d);
+        float *want = (float *)kt_host_random(KN_DTYPE_F32, (size_t)(c->n * c->d), -3.0f, 3.0f, &r);
+        void *dtab = dev_upload(table, tb), *didx = dev_upload(idx.data(), idx.size() * 4);
+        void *dout = dev_upload(want, ob);
+        auto run = [&] {
+            KN(kn_embed_add(c->table_dt, dtab, c->n_vocab, c->d, (const int32_t *)didx, c->n,
+                            (float *)dout, b.st));
+        };
+        run(); // once: the timed calls keep adding, only this one is checked
+        void *got = host_download(dout, ob);
+        kn_ref_embed_add(c->table_dt, table, c->n_vocab, c->d, idx.data(), c->n, want);
+        // table rows read, the fp32 stream read and written
+        const double bytes = (double)c->n * c->d * kn_dtype_size(c->table_dt) + 2.0 * ob;
+        if (check(b, c->name, "", KN_DTYPE_F32, got, want, (size_t)(c->n * c->d), 0.0))
+            time_report(b, c->name, "", bytes, 0, run);
+        cudaFree(dtab), cudaFree(didx), cudaFree(dout);
+        free(table), free(want), free(got);
+    }
+}
+
 static void bench_norm(bench &b, bool layer)
 {
     const kt_norm_case *cases = layer ? kt_layernorm_cases : kt_rmsnorm_cases;
@@ -248,12 +280,12 @@ static void bench_rope(bench &b)
         void *dx = dev_upload(x, bytes), *dpos = dev_upload(pos.data(), pos.size() * 4);
         auto run = [&] {
             KN(kn_rope(c->dt, dx, stride, (const int32_t *)dpos, c->n_tok, c->n_heads,
-                       c->head_dim, 10000.0f, factors, c->mode, b.st));
+                       c->head_dim, 10000.0f, c->freq_scale, factors, c->mode, b.st));
         };
         run();
         void *got = host_download(dx, bytes);
         kn_ref_rope(c->dt, x, stride, pos.data(), c->n_tok, c->n_heads, c->head_dim, 10000.0f,
-                    factors, c->mode);
+                    c->freq_scale, factors, c->mode);
         const double moved = 2.0 * c->n_tok * c->n_heads * c->head_dim * kn_dtype_size(c->dt);
         if (check(b, c->name, "", c->dt, got, x, n, kt_rope_rtol(c->dt)))
             time_report(b, c->name, "", moved, 0, run);
@@ -422,9 +454,11 @@ static attn_case attn_make(const kt_attn_case *k)
     kt_rng r = kt_rng_make(k->seed);
     std::vector<int32_t> lens((size_t)k->n_seq), q_lens((size_t)k->n_seq);
     kt_attn_lens(k, lens.data(), q_lens.data());
-    return attn_case_make(k->q_dt, k->kv_dt, k->n_seq, lens.data(),
-                          k->q_lens[0] ? q_lens.data() : NULL, k->n_head, k->n_head_kv,
-                          k->head_dim, k->block_size, &r);
+    attn_case c = attn_case_make(k->q_dt, k->kv_dt, k->n_seq, lens.data(),
+                                 k->q_lens[0] ? q_lens.data() : NULL, k->n_head, k->n_head_kv,
+                                 k->head_dim, k->block_size, &r);
+    c.a.n_swa = k->n_swa;
+    return c;
 }
 
 // The reference over the first n_ref sequences (on model-sized cases the whole batch would take
@@ -471,9 +505,11 @@ static void bench_decode(bench &b)
         attn_case c = attn_make(k);
         const int32_t rows = attn_reference(c, 16);
         dev_attn d = attn_upload(c);
-        double kv_bytes = 0; // K and V of every context position, once
-        for (int32_t s = 0; s < c.a.n_seq; s++)
-            kv_bytes += 2.0 * c.lens[s] * c.a.n_head_kv * c.a.head_dim * kn_dtype_size(c.a.kv_dtype);
+        double kv_bytes = 0; // K and V of every visible context position, once
+        for (int32_t s = 0; s < c.a.n_seq; s++) {
+            const int32_t seen = c.a.n_swa > 0 ? std::min(c.lens[s], c.a.n_swa) : c.lens[s];
+            kv_bytes += 2.0 * seen * c.a.n_head_kv * c.a.head_dim * kn_dtype_size(c.a.kv_dtype);
+        }
         // the split-count sweep: one pass, forced splits, and the launcher's own choice (0); the
         // test-sized cases take the tests' counts (the emulator runs those)
         static const int32_t sweep[] = {1, 2, 4, 8, 16, 32, 0};
@@ -509,11 +545,13 @@ static void bench_prefill(bench &b)
         attn_case c = attn_make(k);
         const int32_t rows = attn_reference(c, (k->use & KT_TEST) ? c.a.n_seq : 1);
         dev_attn d = attn_upload(c);
-        double pairs = 0; // causal (query, key) pairs: each chunk sits at the end of its context
+        double pairs = 0; // visible (query, key) pairs: each chunk sits at the end of its context
         for (int32_t s = 0; s < c.a.n_seq; s++) {
             const int32_t q = c.q_start[s + 1] - c.q_start[s];
-            for (int32_t j = 0; j < q; j++)
-                pairs += c.lens[s] - q + j + 1;
+            for (int32_t j = 0; j < q; j++) {
+                const int32_t keys = c.lens[s] - q + j + 1;
+                pairs += c.a.n_swa > 0 ? std::min(keys, c.a.n_swa) : keys;
+            }
         }
         const double flops = 4.0 * c.a.n_head * c.a.head_dim * pairs; // Q·Kᵀ and P·V
         for (int tc = 0; tc < 2; tc++) {
@@ -696,12 +734,13 @@ int main(int argc, char **argv)
            b.validate_only ? "against kernels/ref" : "median of timed calls");
 
     bench_embed(b);
+    bench_embed_add(b);
     bench_norm(b, false);
-    bench_norm(b, true); // LayerNorm: not called by the engine
+    bench_norm(b, true); // LayerNorm (StarCoder, StarCoder2)
     bench_rope(b);
     bench_kv_write(b);
     bench_activation(b, false);
-    bench_activation(b, true); // GELU: not called by the engine
+    bench_activation(b, true); // GELU (StarCoder, StarCoder2)
     bench_bias_add(b);
     bench_dequant(b);
     bench_decode(b);

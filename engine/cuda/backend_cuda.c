@@ -460,7 +460,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
         if (G->bqkv) /* Qwen2: q|k|v += bq|bk|bv before RoPE */
             KN_TRY("QKV bias", kn_bias_add(c->act, c->qkv, qkvd, G->bqkv, T, qkvd, c->st));
         KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
-                               hp->head_dim, hp->rope_base, m->rope_freqs,
+                               hp->head_dim, hp->rope_base, hp->rope_freq_scale, m->rope_freqs,
                                m->desc->pos == ENG_ARCH_POS_ROPE_NEOX ? KN_ROPE_NEOX
                                                                        : KN_ROPE_INTERLEAVED,
                                c->st));

@@ -31,6 +31,10 @@ float kn_ref_round(kn_dtype t, float v);
  * table: [n_vocab, d] of tdt; out: [n, d] of odt. */
 void kn_ref_embed(kn_dtype tdt, const void *table, int64_t n_vocab, int64_t d,
                   const int32_t *tokens, int64_t n, kn_dtype odt, void *out);
+/* out[i, :] += table[idx[i], :] in fp32; an index outside [0, n_rows) adds nothing.
+ * table: [n_rows, d] of tdt; out: [n, d] fp32. */
+void kn_ref_embed_add(kn_dtype tdt, const void *table, int64_t n_rows, int64_t d,
+                      const int32_t *idx, int64_t n, float *out);
 
 /* resid += add (when add is non-NULL), then out = resid / rms(resid) * weight.
  * resid: [n, d] fp32 (the residual stream); add, out: [n, d] of dt; weight: [d] of dt. */
@@ -40,15 +44,16 @@ void kn_ref_rmsnorm(kn_dtype dt, float *resid, const void *add, const void *weig
 void kn_ref_layernorm(kn_dtype dt, float *resid, const void *add, const void *weight,
                       const void *bias, void *out, int64_t n, int64_t d, float eps);
 
-/* inv_freq[i] = base^(-2i/head_dim) / freq_factors[i] (factors may be NULL), i < head_dim/2.
- * The launcher computes the same table on the host the same way. */
-void kn_ref_rope_inv_freq(int32_t head_dim, float base, const float *freq_factors,
-                          float *inv_freq);
+/* inv_freq[i] = base^(-2i/head_dim) / freq_factors[i] * freq_scale (factors may be NULL),
+ * i < head_dim/2: linear scaling multiplies positions by freq_scale, the same as scaling the
+ * frequencies. The launcher computes the same table on the host the same way. */
+void kn_ref_rope_inv_freq(int32_t head_dim, float base, float freq_scale,
+                          const float *freq_factors, float *inv_freq);
 /* In place: x [n_tok, n_heads, head_dim], rows row_stride elements apart; token t rotates by
  * angle pos[t] * inv_freq[i]. */
 void kn_ref_rope(kn_dtype dt, void *x, int64_t row_stride, const int32_t *pos, int64_t n_tok,
-                 int32_t n_heads, int32_t head_dim, float base, const float *freq_factors,
-                 kn_rope_mode mode);
+                 int32_t n_heads, int32_t head_dim, float base, float freq_scale,
+                 const float *freq_factors, kn_rope_mode mode);
 
 /* k_cache[slots[t], :] = k[t, :], same for v; slots[t] < 0 skips token t.
  * k, v: [n_tok, kv_dim] of sdt, rows src_stride apart; caches: [n_slots, kv_dim] of cdt. */

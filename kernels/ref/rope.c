@@ -1,26 +1,27 @@
-/* rope.c — reference rotary position embedding, interleaved (llama) and NeoX pairings. */
+/* rope.c — reference rotary position embedding, interleaved (llama) and NeoX pairings, with
+ * linear position scaling. */
 #include <math.h>
 
 #include "ref.h"
 
-void kn_ref_rope_inv_freq(int32_t head_dim, float base, const float *freq_factors,
-                          float *inv_freq)
+void kn_ref_rope_inv_freq(int32_t head_dim, float base, float freq_scale,
+                          const float *freq_factors, float *inv_freq)
 {
     for (int32_t i = 0; i < head_dim / 2; i++) {
         double f = pow((double)base, -2.0 * i / (double)head_dim);
         if (freq_factors)
             f /= freq_factors[i];
-        inv_freq[i] = (float)f;
+        inv_freq[i] = (float)(f * freq_scale);
     }
 }
 
 void kn_ref_rope(kn_dtype dt, void *x, int64_t row_stride, const int32_t *pos, int64_t n_tok,
-                 int32_t n_heads, int32_t head_dim, float base, const float *freq_factors,
-                 kn_rope_mode mode)
+                 int32_t n_heads, int32_t head_dim, float base, float freq_scale,
+                 const float *freq_factors, kn_rope_mode mode)
 {
     float inv_freq[512];
     const int32_t half = head_dim / 2;
-    kn_ref_rope_inv_freq(head_dim, base, freq_factors, inv_freq);
+    kn_ref_rope_inv_freq(head_dim, base, freq_scale, freq_factors, inv_freq);
     for (int64_t t = 0; t < n_tok; t++) {
         for (int32_t h = 0; h < n_heads; h++) {
             const size_t row = (size_t)(t * row_stride + (int64_t)h * head_dim);

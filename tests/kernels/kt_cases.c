@@ -25,6 +25,15 @@ const kt_embed_case kt_embed_cases[] = {
 };
 COUNT(kt_embed_cases);
 
+/* StarCoder's learned positions onto the residual stream: every table dtype, an odd width */
+const kt_embed_case kt_embed_add_cases[] = {
+    {"embed_add f32", T, F32, F32, 2048, 579, 41, 11},
+    {"embed_add f16", T, F16, F32, 2048, 579, 41, 12},
+    {"embed_add bf16", T, BF16, F32, 2048, 64, 77, 13},
+    {"embed_add 4096 pos x 2048 bf16", B, BF16, F32, 8192, 2048, 4096, 14},
+};
+COUNT(kt_embed_add_cases);
+
 const kt_norm_case kt_rmsnorm_cases[] = {
     {"rmsnorm+add 1x576 bf16", T, BF16, 1, 576, 1, 1},
     {"rmsnorm+add 37x2049 f16", T, F16, 37, 2049, 1, 2},
@@ -38,17 +47,24 @@ const kt_norm_case kt_layernorm_cases[] = {
     {"layernorm+add 1x2048 f16", T, F16, 1, 2048, 1, 4},
     {"layernorm+add 33x577 bf16", T, BF16, 33, 577, 1, 5},
     {"layernorm 3x97 f16", T, F16, 3, 97, 0, 6},
+    {"layernorm+add 7x64 bf16 (tiny models: 64 threads)", T, BF16, 7, 64, 1, 8},
     {"layernorm+add 4096x2048 bf16", B, BF16, 4096, 2048, 1, 7},
+    {"layernorm+add 64x3072 bf16 (decode)", B, BF16, 64, 3072, 1, 9},
+
 };
 COUNT(kt_layernorm_cases);
 
+/* linear scaling: DeepSeek-Coder's 0.25 (interleaved, MHA), 0.5 on NeoX, head size 16 */
 const kt_rope_case kt_rope_cases[] = {
-    {"rope interleaved 19 tok x 12 x 64 bf16", T, BF16, KN_ROPE_INTERLEAVED, 19, 12, 64, 0, 1},
-    {"rope interleaved 1 tok x 5 x 128 f16 factors", T, F16, KN_ROPE_INTERLEAVED, 1, 5, 128, 1, 2},
-    {"rope neox 23 tok x 9 x 128 f16", T, F16, KN_ROPE_NEOX, 23, 9, 128, 0, 3},
-    {"rope neox 2 tok x 3 x 32 bf16 factors", T, BF16, KN_ROPE_NEOX, 2, 3, 32, 1, 4},
-    {"rope neox 4096 tok x 17 x 128 bf16", B, BF16, KN_ROPE_NEOX, 4096, 17, 128, 0, 5},
-    {"rope interleaved 4096 tok x 12 x 64 bf16", B, BF16, KN_ROPE_INTERLEAVED, 4096, 12, 64, 0, 6},
+    {"rope interleaved 19 tok x 12 x 64 bf16", T, BF16, KN_ROPE_INTERLEAVED, 19, 12, 64, 0, 1.0f, 1},
+    {"rope interleaved 1 tok x 5 x 128 f16 factors", T, F16, KN_ROPE_INTERLEAVED, 1, 5, 128, 1, 1.0f, 2},
+    {"rope neox 23 tok x 9 x 128 f16", T, F16, KN_ROPE_NEOX, 23, 9, 128, 0, 1.0f, 3},
+    {"rope neox 2 tok x 3 x 32 bf16 factors", T, BF16, KN_ROPE_NEOX, 2, 3, 32, 1, 1.0f, 4},
+    {"rope interleaved 17 tok x 32 x 128 bf16 linear 0.25", T, BF16, KN_ROPE_INTERLEAVED, 17, 32, 128, 0, 0.25f, 7},
+    {"rope neox 9 tok x 6 x 16 f16 linear 0.5", T, F16, KN_ROPE_NEOX, 9, 6, 16, 0, 0.5f, 8},
+    {"rope neox 4096 tok x 17 x 128 bf16", B, BF16, KN_ROPE_NEOX, 4096, 17, 128, 0, 1.0f, 5},
+    {"rope interleaved 4096 tok x 12 x 64 bf16", B, BF16, KN_ROPE_INTERLEAVED, 4096, 12, 64, 0, 1.0f, 6},
+    {"rope interleaved 4096 tok x 48 x 128 bf16 linear 0.25", B, BF16, KN_ROPE_INTERLEAVED, 4096, 48, 128, 0, 0.25f, 9},
 };
 COUNT(kt_rope_cases);
 
@@ -112,19 +128,26 @@ const kt_dequant_case kt_dequant_cases[] = {
 };
 COUNT(kt_dequant_cases);
 
-/* decode: lengths 1 to the maximum; GQA 3 and 7, MQA, MHA with small heads, big heads */
+/* decode: lengths 1 to the maximum; GQA 3 and 7, MQA, MHA with small heads, big heads, the
+ * tiny test models' head size 16; sliding windows of 32 positions (most partitions of the
+ * 2048-long sequence are empty) and of 300 (across the 256-position split boundary) */
+
 #define DEC_LENS 6, {1, 17, 300, 2048, 5, 16}, {0}
 const kt_attn_case kt_decode_cases[] = {
-    {"decode SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, DEC_LENS, 20},
-    {"decode StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, DEC_LENS, 21},
-    {"decode MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, DEC_LENS, 22},
-    {"decode GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, DEC_LENS, 23},
-    {"decode GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, DEC_LENS, 24},
-    {"decode one sequence of 4096", T, BF16, F16, 9, 3, 64, 16, 1, 1, {4096}, {0}, 30},
-    {"decode StarCoder-1B B=256 ctx 1024", B, BF16, F16, 16, 1, 128, 16, 256, 1, {1024}, {0}, 31},
-    {"decode SmolLM2 B=64 ctx 2048", B, BF16, F16, 9, 3, 64, 16, 64, 1, {2048}, {0}, 32},
-    {"decode SmolLM2 B=1 ctx 8192", B, BF16, F16, 9, 3, 64, 16, 1, 1, {8192}, {0}, 33},
-    {"decode SmolLM2 B=64 ctx 2048 block 32", B, BF16, F16, 9, 3, 64, 32, 64, 1, {2048}, {0}, 34},
+    {"decode SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, DEC_LENS, 20, 0},
+    {"decode StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, DEC_LENS, 21, 0},
+    {"decode MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, DEC_LENS, 22, 0},
+    {"decode GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, DEC_LENS, 23, 0},
+    {"decode GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, DEC_LENS, 24, 0},
+    {"decode StarCoder-tiny MQA hd 16", T, F16, F16, 4, 1, 16, 16, 6, DEC_LENS, 25, 0},
+    {"decode StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, DEC_LENS, 26, 32},
+    {"decode MQA hd 128 window 300", T, BF16, F16, 8, 1, 128, 16, 6, DEC_LENS, 27, 300},
+    {"decode one sequence of 4096", T, BF16, F16, 9, 3, 64, 16, 1, 1, {4096}, {0}, 30, 0},
+    {"decode StarCoder-1B B=256 ctx 1024", B, BF16, F16, 16, 1, 128, 16, 256, 1, {1024}, {0}, 31, 0},
+    {"decode SmolLM2 B=64 ctx 2048", B, BF16, F16, 9, 3, 64, 16, 64, 1, {2048}, {0}, 32, 0},
+    {"decode SmolLM2 B=1 ctx 8192", B, BF16, F16, 9, 3, 64, 16, 1, 1, {8192}, {0}, 33, 0},
+    {"decode SmolLM2 B=64 ctx 2048 block 32", B, BF16, F16, 9, 3, 64, 32, 64, 1, {2048}, {0}, 34, 0},
+    {"decode StarCoder2-3B B=16 ctx 16384 window 4096", B, BF16, F16, 24, 2, 128, 16, 16, 1, {16384}, {0}, 35, 4096},
 };
 COUNT(kt_decode_cases);
 
@@ -132,17 +155,23 @@ const int32_t kt_decode_splits[] = {1, 5, 0};
 const size_t kt_decode_splits_count = sizeof kt_decode_splits / sizeof kt_decode_splits[0];
 
 /* prefill: full prompts, a one-token chunk, chunks starting mid-sequence, and a chunk longer
- * than one 64-row tile that starts mid-tile of the keys */
+ * than one 64-row tile that starts mid-tile of the keys; head size 16; sliding windows
+ * narrower than a query tile (its last rows see nothing in the first key tile) and wider */
 #define PRE_LENS 6, {1, 300, 77, 512, 40, 200}, {1, 300, 13, 200, 1, 131}
 const kt_attn_case kt_prefill_cases[] = {
-    {"prefill SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, PRE_LENS, 60},
-    {"prefill StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, PRE_LENS, 61},
-    {"prefill MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, PRE_LENS, 62},
-    {"prefill GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, PRE_LENS, 63},
-    {"prefill GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, PRE_LENS, 64},
-    {"prefill StarCoder-1B 1x1536", B, BF16, F16, 16, 1, 128, 16, 1, 1, {1536}, {1536}, 65},
-    {"prefill StarCoder-1B 8 chunks of 512 at 2048", B, BF16, F16, 16, 1, 128, 16, 8, 1, {2048}, {512}, 66},
-    {"prefill SmolLM2 4x1024", B, BF16, F16, 9, 3, 64, 16, 4, 1, {1024}, {1024}, 67},
+    {"prefill SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, PRE_LENS, 60, 0},
+    {"prefill StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, PRE_LENS, 61, 0},
+    {"prefill MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, PRE_LENS, 62, 0},
+    {"prefill GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, PRE_LENS, 63, 0},
+    {"prefill GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, PRE_LENS, 64, 0},
+    {"prefill StarCoder-tiny MQA hd 16 block 8", T, F16, BF16, 4, 1, 16, 8, 6, PRE_LENS, 68, 0},
+    {"prefill StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, PRE_LENS, 69, 32},
+    {"prefill GQA 3 hd 64 window 7", T, BF16, BF16, 9, 3, 64, 16, 6, PRE_LENS, 70, 7},
+    {"prefill GQA 2 hd 128 window 100", T, F16, F16, 4, 2, 128, 16, 6, PRE_LENS, 71, 100},
+    {"prefill StarCoder-1B 1x1536", B, BF16, F16, 16, 1, 128, 16, 1, 1, {1536}, {1536}, 65, 0},
+    {"prefill StarCoder-1B 8 chunks of 512 at 2048", B, BF16, F16, 16, 1, 128, 16, 8, 1, {2048}, {512}, 66, 0},
+    {"prefill SmolLM2 4x1024", B, BF16, F16, 9, 3, 64, 16, 4, 1, {1024}, {1024}, 67, 0},
+    {"prefill StarCoder2-3B 2 chunks of 2048 at 8192 window 4096", B, BF16, F16, 24, 2, 128, 16, 2, 1, {8192}, {2048}, 72, 4096},
 };
 COUNT(kt_prefill_cases);
 

@@ -36,7 +36,8 @@ typedef struct kt_norm_case {
     uint64_t seed;
 } kt_norm_case;
 
-/* x [n_tok, n_heads + 3, head_dim] rows (the 3 trailing heads stand for V: never rotated) */
+/* x [n_tok, n_heads + 3, head_dim] rows (the 3 trailing heads stand for V: never rotated);
+ * freq_scale: linear RoPE scaling (1: none) */
 typedef struct kt_rope_case {
     const char *name;
     unsigned use;
@@ -44,6 +45,7 @@ typedef struct kt_rope_case {
     kn_rope_mode mode;
     int32_t n_tok, n_heads, head_dim;
     int factors;
+    float freq_scale;
     uint64_t seed;
 } kt_rope_case;
 
@@ -75,7 +77,8 @@ typedef struct kt_dequant_case {
 } kt_dequant_case;
 
 /* Paged attention over n_seq sequences: sequence s has KV length lens[s % n_pattern] and (for
- * prefill, q_lens[0] != 0) a chunk of q_lens[s % n_pattern] query rows at its end. */
+ * prefill, q_lens[0] != 0) a chunk of q_lens[s % n_pattern] query rows at its end; n_swa > 0:
+ * a sliding window of that many positions (kn_attn_args). */
 enum { KT_ATTN_PATTERN = 8 };
 typedef struct kt_attn_case {
     const char *name;
@@ -85,6 +88,7 @@ typedef struct kt_attn_case {
     int32_t n_seq, n_pattern;
     int32_t lens[KT_ATTN_PATTERN], q_lens[KT_ATTN_PATTERN];
     uint64_t seed;
+    int32_t n_swa;
 } kt_attn_case;
 
 typedef struct kt_gemm_case {
@@ -108,6 +112,8 @@ typedef struct kt_sample_case {
     extern const type name[];                                                                 \
     extern const size_t name##_count;
 KT_TABLE(kt_embed_case, kt_embed_cases)
+/* position rows added to an fp32 stream: n_vocab is the table's rows, out_dt F32 */
+KT_TABLE(kt_embed_case, kt_embed_add_cases)
 KT_TABLE(kt_norm_case, kt_rmsnorm_cases)
 KT_TABLE(kt_norm_case, kt_layernorm_cases)
 KT_TABLE(kt_rope_case, kt_rope_cases)

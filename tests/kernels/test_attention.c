@@ -1,7 +1,8 @@
 /* test_attention.c — GPU decode (single pass and split-K) and prefill (full and chunked)
  * attention (the SIMT kernel and the tensor-core one) against the reference: shuffled block
  * tables with holes, sequence lengths 1 to the maximum, GQA/MQA/MHA, every head size built,
- * all q/kv dtype pairs, padded rows that must stay NaN (the cases: kt_cases.c). */
+ * sliding windows, all q/kv dtype pairs, padded rows that must stay NaN (the cases:
+ * kt_cases.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,37 @@ static void run_case(attn_case *c, int32_t n_splits, const char *what)
     run_case_with(c, n_splits, kn_prefill_attn, kt_rtol(c->a.q_dtype), what);
 }
 
+/* Points every table entry wholly before the window of its sequence's first query row at one
+ * unused block whose K and V are NaN: a kernel that reads where a server may have freed the
+ * blocks returns NaN there (the reference never reads them: test_ref_attention.c). */
+static void poison_before_window(attn_case *c)
+{
+    const kn_attn_args *a = &c->a;
+    const int32_t bs = a->block_size, mb = a->max_blocks_per_seq;
+    const int64_t n_blocks = a->n_slots / bs;
+    const size_t block_bytes = (size_t)bs * (size_t)(a->n_head_kv * a->head_dim) *
+                               kn_dtype_size(a->kv_dtype);
+    bool *used = calloc((size_t)n_blocks, sizeof(bool));
+    cr_assert(used, "oom");
+    for (int32_t i = 0; i < a->n_seq * mb; i++)
+        if (c->tables[i] >= 0)
+            used[c->tables[i]] = true;
+    int64_t spare = 0;
+    while (spare < n_blocks && used[spare])
+        spare++;
+    cr_assert(spare < n_blocks, "no unused block to poison");
+    memset((char *)c->k + (size_t)spare * block_bytes, 0xff, block_bytes);
+    memset((char *)c->v + (size_t)spare * block_bytes, 0xff, block_bytes);
+    for (int32_t s = 0; s < a->n_seq; s++) {
+        const int32_t q_len = c->q_start ? c->q_start[s + 1] - c->q_start[s] : 1;
+        const int32_t first = c->lens[s] - q_len; /* the first query row's position */
+        const int32_t lo = first - a->n_swa + 1;  /* its first visible key */
+        for (int32_t b = 0; (int64_t)(b + 1) * bs <= lo; b++)
+            c->tables[s * mb + b] = (int32_t)spare;
+    }
+    free(used);
+}
+
 static attn_case make(const kt_attn_case *k)
 {
     kt_rng r = kt_rng_make(k->seed);
@@ -93,6 +125,9 @@ static attn_case make(const kt_attn_case *k)
     kt_attn_lens(k, lens, q_lens);
     attn_case c = attn_case_make(k->q_dt, k->kv_dt, k->n_seq, lens, k->q_lens[0] ? q_lens : NULL,
                                  k->n_head, k->n_head_kv, k->head_dim, k->block_size, &r);
+    c.a.n_swa = k->n_swa;
+    if (k->n_swa > 0)
+        poison_before_window(&c);
     free(lens);
     free(q_lens);
     return c;
@@ -149,8 +184,12 @@ Test(kn_attention, rejects_unsupported_and_bad_args)
     size_t bytes;
     c.a.head_dim = 96;
     cr_assert(kn_paged_attn_decode_workspace(&c.a, 1, &bytes) == KN_ERR_UNSUPPORTED, "head_dim 96");
-    cr_assert(!kn_attn_supported(96) && kn_attn_supported(128), "capability");
+    cr_assert(!kn_attn_supported(96) && kn_attn_supported(128) && kn_attn_supported(16),
+              "capability");
     c.a.head_dim = 64;
+    c.a.n_swa = -1;
+    cr_assert(kn_paged_attn_decode_workspace(&c.a, 1, &bytes) == KN_ERR_INVALID, "window -1");
+    c.a.n_swa = 0;
     c.a.n_head = 3; /* not a multiple of n_head_kv... 3 % 1 == 0, so break n_head_kv instead */
     c.a.n_head_kv = 2;
     cr_assert(kn_paged_attn_decode_workspace(&c.a, 1, &bytes) == KN_ERR_INVALID, "3 heads over 2 kv heads");

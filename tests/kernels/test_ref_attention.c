@@ -1,6 +1,6 @@
 /* test_ref_attention.c — CPU: the reference paged attention equals a naive dense attention
  * in double precision (K/V gathered into contiguous arrays first), for decode, full prefill
- * and chunked prefill, with shuffled block tables, GQA and MQA. */
+ * and chunked prefill, with shuffled block tables, GQA and MQA, and sliding windows. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -20,6 +20,11 @@ static void dense_row(const attn_case *c, int32_t s, int32_t r, int32_t pos, int
     double *w = malloc(sizeof(double) * (size_t)(pos + 1));
     cr_assert(kd && vd && w, "oom");
     for (int32_t p = 0; p <= pos; p++) {
+        if (a->n_swa > 0 && pos - p >= a->n_swa) { /* outside the window: its block may be gone */
+            for (int32_t i = 0; i < hd; i++)
+                kd[p * hd + i] = vd[p * hd + i] = 0.0;
+            continue;
+        }
         const int32_t blk = a->block_tables[s * a->max_blocks_per_seq + p / a->block_size];
         const size_t slot = (size_t)blk * (size_t)a->block_size + (size_t)(p % a->block_size);
         for (int32_t i = 0; i < hd; i++) {
@@ -33,7 +38,8 @@ static void dense_row(const attn_case *c, int32_t s, int32_t r, int32_t pos, int
         double dot = 0.0;
         for (int32_t i = 0; i < hd; i++)
             dot += kn_ref_load(a->q_dtype, a->q, (size_t)(r * a->q_stride + h * hd + i)) * kd[p * hd + i];
-        w[p] = dot * a->scale;
+        /* a sliding window hides the keys n_swa or more positions back */
+        w[p] = a->n_swa > 0 && pos - p >= a->n_swa ? -INFINITY : dot * a->scale;
         mx = fmax(mx, w[p]);
     }
     for (int32_t p = 0; p <= pos; p++)
@@ -88,6 +94,29 @@ Test(ref_attention, chunked_prefill_equals_dense)
     kt_rng r = kt_rng_make(12);
     const int32_t lens[] = {1, 40, 33}, q_lens[] = {1, 7, 33}; /* mid-sequence chunk, full prompt */
     attn_case c = attn_case_make(KN_DTYPE_BF16, KN_DTYPE_F16, 3, lens, q_lens, 4, 1, 32, 8, &r);
+    check_against_dense(&c);
+    attn_case_free(&c);
+}
+
+/* windows shorter than a block, spanning blocks, and wider than some sequences; one sequence
+ * whose table holds -1 before its window (blocks a server may free) */
+Test(ref_attention, sliding_window_equals_dense)
+{
+    kt_rng r = kt_rng_make(13);
+    const int32_t lens[] = {1, 40, 33, 100}, q_lens[] = {1, 7, 33, 100};
+    const int32_t windows[] = {1, 5, 32, 37};
+    for (int w = 0; w < 4; w++) {
+        attn_case c = attn_case_make(KN_DTYPE_BF16, KN_DTYPE_F16, 4, lens, w % 2 ? q_lens : NULL,
+                                     4, 1, 16, 8, &r);
+        c.a.n_swa = windows[w];
+        check_against_dense(&c);
+        attn_case_free(&c);
+    }
+    const int32_t one[] = {90};
+    attn_case c = attn_case_make(KN_DTYPE_F16, KN_DTYPE_F16, 1, one, NULL, 2, 2, 32, 16, &r);
+    c.a.n_swa = 20; /* the query at 89 sees 70..89: blocks 4 and 5 */
+    for (int b = 0; b < 4; b++)
+        c.tables[b] = -1;
     check_against_dense(&c);
     attn_case_free(&c);
 }
