@@ -1,0 +1,137 @@
+/* bench.h — serval-bench's shared types: the run configuration, the source corpus, one record
+ * per request, and the functions each file of bench/serval_bench/ exports (see README). */
+#ifndef SERVAL_BENCH_H
+#define SERVAL_BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum bench_target { BENCH_TARGET_TABBY, BENCH_TARGET_OPENAI } bench_target;
+typedef enum bench_mode { BENCH_MODE_DEVELOPER, BENCH_MODE_CLASSIC } bench_mode;
+typedef enum bench_outcome {
+    BENCH_OUTCOME_ANSWERED,   /* a 2xx with a well-formed completion */
+    BENCH_OUTCOME_SUPERSEDED, /* aborted (connection closed) because the developer typed on */
+    BENCH_OUTCOME_ERROR       /* anything else: non-2xx, malformed body, timeout, cut off */
+} bench_outcome;
+
+/* Everything the command line sets (main.c parses it; every knob is in --help). */
+typedef struct bench_cfg {
+    bench_target target;
+    bench_mode mode;
+    char host[256];
+    int port;
+    char base_path[256]; /* URL path before /v1/... (usually empty) */
+    const char *token, *repos, *out, *exts, *git_url, *model;
+    int developers;
+    double duration_s, session_s, grace_s, timeout_s;
+    double keystroke_ms, jitter, pause_prob, pause_ms, debounce_ms, accept_ms;
+    int prefix_lines, suffix_lines, hole_lines;
+    /* classic */
+    int concurrency;
+    double rate;
+    bool gamma;
+    double gamma_shape;
+    int prompt_chars, max_tokens, max_inflight;
+    bool stream;
+    double slo_ms;
+    uint64_t seed;
+    bool quiet;
+} bench_cfg;
+
+typedef struct bench_file {
+    char *rel;        /* path relative to --repos (malloc'd) */
+    const char *lang; /* Tabby language id (static string) */
+    char *git_url;    /* the repository's remote, or NULL (malloc'd) */
+    char *text;       /* whole file, NUL-terminated (malloc'd) */
+    size_t len;
+} bench_file;
+
+typedef struct bench_corpus {
+    bench_file *files;
+    size_t n;
+} bench_corpus;
+
+/* One request as requests.jsonl writes it. Times are ms since the run started. */
+typedef struct bench_rec {
+    int session;           /* developer session or classic worker */
+    bench_outcome outcome;
+    int status;            /* HTTP status, 0 when none came */
+    double t_key;          /* keystroke that triggered it (developer mode; else = t_intended) */
+    double t_intended, t_sent;
+    double ttft_ms, e2e_ms; /* from t_intended; < 0 when not reached */
+    double k2s_ms;         /* keystroke to suggestion (answered only), else < 0 */
+    int prompt_tokens, completion_tokens; /* server's usage; -1 when it sent none */
+    double em, es;         /* exact match, edit similarity vs the text typed next; < 0: none */
+    bool accepted;
+    int prompt_chars;
+    char *error;           /* malloc'd or NULL */
+    char id[64];           /* the server's completion id */
+    const char *file;      /* corpus file (borrowed) */
+} bench_rec;
+
+/* The run: config, corpus, records (appended under lock), live counters for progress. */
+typedef struct bench_run {
+    const bench_cfg *cfg;
+    const bench_corpus *corpus;
+    double t0;             /* bench_now_ms() at start */
+    pthread_mutex_t lock;
+    bench_rec *recs;
+    size_t n_recs, cap_recs;
+    atomic_int sessions_live, inflight;
+    atomic_long sent, answered, superseded, errors;
+    atomic_bool stop;
+} bench_run;
+
+/* ---- util (report.c) ---- */
+double bench_now_ms(void);                   /* CLOCK_MONOTONIC in ms */
+void bench_sleep_until(const bench_run *r, double t_ms); /* t in run time */
+double bench_rand01(uint64_t *s);            /* splitmix64 in [0,1) */
+double bench_rand_exp(uint64_t *s, double mean);
+double bench_rand_gamma(uint64_t *s, double shape, double mean);
+/* Appends a record (takes ownership of rec->error); false when out of memory. */
+bool bench_record(bench_run *r, const bench_rec *rec);
+/* Exact match and edit similarity of suggestion s against `truth` (the text that follows the
+ * cursor): the reference is truth cut to as many lines as s has, both with trailing
+ * whitespace trimmed. *accept: s is non-empty and truth starts with it. */
+void bench_quality(const char *s, const char *truth, size_t truth_len, double *em, double *es,
+                   bool *accept);
+/* Writes requests.jsonl, summary.json, summary.csv under cfg->out and prints the summary's
+ * headline to stdout; returns 0, or 1 with a message on stderr. */
+int bench_report(bench_run *r, double wall_s, double cpu_s);
+/* `serval-bench compare A B`: prints B/A for every numeric key; returns an exit status. */
+int bench_compare(const char *a, const char *b);
+
+/* ---- corpus (corpus.c) ---- */
+/* Walks dir for files whose extension is in exts (comma list, NULL: the default code set),
+ * reads them (text only, 64 B..512 KiB), sorted by path. Returns 0, or -1 with a message. */
+int bench_corpus_load(bench_corpus *c, const char *dir, const char *exts, const char *git_url);
+void bench_corpus_free(bench_corpus *c);
+
+/* ---- HTTP (http.c) ---- */
+typedef struct bench_http_result {
+    int status;
+    double t_sent, t_first_byte, t_first_token, t_done; /* absolute ms; < 0 when not reached */
+    bool aborted;           /* abort_at came first: the connection was closed */
+    bool complete;          /* the whole response (and [DONE] for streams) arrived */
+    char *text;             /* the completion text (malloc'd) */
+    int prompt_tokens, completion_tokens;
+    char id[64];
+    char error[160];
+} bench_http_result;
+
+/* POSTs body to path and reads the reply until it ends, abort_at_ms (absolute; the
+ * connection is closed: the abort tabby-agent does) or deadline_ms (an error). *fd: a
+ * kept-alive connection or -1; on return the connection to reuse, or -1. */
+void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char *body,
+                     bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out);
+/* GET path; the status (0 when none) and, when body is not NULL, the body (malloc'd). */
+int bench_http_get(const bench_cfg *cfg, const char *path, char **body);
+
+/* ---- workloads (workload.c) ---- */
+/* Runs the configured workload to its end; returns when every session/worker has joined. */
+int bench_run_workload(bench_run *r);
+
+#endif

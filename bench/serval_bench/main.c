@@ -1,0 +1,324 @@
+/* main.c — serval-bench: the command line (every knob in --help), the run (health check,
+ * workload, progress line on stderr, the client's own CPU) and `serval-bench compare`. */
+#include "bench.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static const char *const USAGE[] = {
+"usage: serval-bench --target tabby|openai --url URL [--token T] --developers N --duration S\n"
+"                    --repos DIR --out DIR [options]\n"
+"       serval-bench compare A/summary.json B/summary.json\n"
+"\n"
+"Load generator for code-completion servers. The default workload simulates developers:\n"
+"each types through a real source file from --repos, and after Tabby's debounce sends a\n"
+"Tabby-shaped completion request; when the developer types on before the answer came, the\n"
+"request is aborted by closing the connection (as tabby-agent does) and counted superseded.\n"
+"A suggestion equal to what the developer types next is accepted (Tab) and skipped over.\n"
+"Sessions arrive open-loop (Poisson); each session is closed-loop. Latencies count from the\n"
+"intended send time, so a late client never hides server delay (no coordinated omission).\n"
+"\n",
+"Target and output (the stable contract):\n"
+"  --target tabby|openai  tabby: POST /v1/completions with {language, segments: {prefix,\n"
+"                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
+"                         {prompt, max_tokens, stream} (the prefix window as the prompt)\n"
+"  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
+"  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
+"  --developers N         developers typing at once, on average (default 4)\n"
+"  --duration S           seconds of load; no request starts after it (default 30)\n"
+"  --repos DIR            directory of source trees to type through (required)\n"
+"  --out DIR              where requests.jsonl, summary.json, summary.csv go (required)\n"
+"  --mode developer|classic  workload (default developer)\n"
+"\n",
+"Developer sessions:\n"
+"  --session S            a session types for S seconds (default 60); sessions start at\n"
+"                         --developers/S per second, Poisson, and the run opens with\n"
+"                         --developers sessions part-way through, so concurrency is steady\n"
+"  --keystroke-ms MS      mean time between keystrokes (default 120)\n"
+"  --jitter F             keystroke times vary uniformly by +-F of the mean (default 0.5)\n"
+"  --pause-prob P         chance of a thinking pause after a space, '(', '.' or newline\n"
+"                         (default 0.3)\n"
+"  --pause-ms MS          mean of those pauses, exponential (default 1500)\n"
+"  --debounce-ms MS       a request goes out this long after the last keystroke if no other\n"
+"                         came (tabby-agent: adaptive 100-1000; default 150)\n"
+"  --accept-ms MS         time to press Tab on a correct suggestion (default 200)\n"
+"  --prefix-lines N       lines before the cursor sent as the prefix (tabby-agent: 20)\n"
+"  --suffix-lines N       lines after the hole sent as the suffix (tabby-agent: 20)\n"
+"  --hole-lines N         lines a developer writes in one place before switching file\n"
+"                         (default 3); the file's text after the hole is the suffix, the\n"
+"                         text of the hole itself the ground truth for quality\n"
+"  --ext LIST             file extensions to use, comma-separated (default: common code)\n"
+"  --git-url URL          git_url for every request (default: each repository's remote from\n"
+"                         its .git/config; none when there is no .git)\n"
+"\n",
+"Classic mode (--mode classic; prompts are slices of --repos files):\n"
+"  --concurrency C        closed loop: C clients, each sends its next request when the last\n"
+"                         is answered (default 4)\n"
+"  --rate R               open loop instead: R requests/s on a precomputed seeded schedule\n"
+"  --arrival poisson|gamma  gaps of the open loop (default poisson)\n"
+"  --gamma-shape K        gamma shape (K < 1 burstier, default 0.5)\n"
+"  --max-inflight N       open loop: client connections at most; a request due while all are\n"
+"                         busy goes late and its latency still counts from its due time\n"
+"                         (default 256)\n"
+"  --prompt-chars N       prompt length in characters (default 600, ~150 tokens of code)\n"
+"  --max-tokens N         openai: max_tokens (default 32); tabby: the server's default\n"
+"  --stream               openai: stream (SSE); time to first token is the first text piece\n"
+"  --model NAME           openai: the model field (default \"\")\n"
+"\n",
+"Common:\n"
+"  --slo-ms MS            goodput counts answers within MS (keystroke-to-suggestion for\n"
+"                         developers, end-to-end for classic; default 2000)\n"
+"  --timeout S            a request running longer is an error (default 120, tabby-agent's)\n"
+"  --grace S              after --duration, requests in flight get S seconds more before\n"
+"                         they are cut off and counted as errors (default 30)\n"
+"  --seed N               seeds files, holes, keystrokes, arrivals (default 1)\n"
+"  --quiet                no progress line\n"
+"  --help                 this text\n"
+"\n",
+"Outputs (see bench/README.md for every key): requests.jsonl (one line per request:\n"
+"intended and actual send time, ttft, e2e, keystroke-to-suggestion, superseded, tokens from\n"
+"the server's usage field, status, error, exact match and edit similarity of the suggestion\n"
+"against the text typed next), summary.json (counts, superseded_fraction, p50/p90/p95/p99/max\n"
+"of ttft_ms, e2e_ms, keystroke_to_suggestion_ms, throughput, goodput under --slo-ms, quality,\n"
+"the client's CPU and a warning when the client is the bottleneck), summary.csv (the same,\n"
+"flattened). Exit status: 0 when the run completed (errors are data), 2 on usage errors or\n"
+"an unreachable server.\n",
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "serval-bench: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see --help)\n");
+    return 2;
+}
+
+static bool parse_num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int parse_url(bench_cfg *c, const char *url)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return usage_error("--url %s: only http:// URLs are supported", url);
+    const char *h = url + 7, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    const char *colon = memchr(h, ':', hl);
+    size_t name_len = colon ? (size_t)(colon - h) : hl;
+    if (name_len == 0 || name_len >= sizeof c->host)
+        return usage_error("--url %s: no host", url);
+    memcpy(c->host, h, name_len);
+    c->host[name_len] = 0;
+    c->port = colon ? atoi(colon + 1) : 80;
+    if (c->port <= 0 || c->port > 65535)
+        return usage_error("--url %s: bad port", url);
+    snprintf(c->base_path, sizeof c->base_path, "%s", slash ? slash : "");
+    size_t bl = strlen(c->base_path);
+    if (bl && c->base_path[bl - 1] == '/')
+        c->base_path[bl - 1] = 0;
+    return 0;
+}
+
+/* One numeric flag: name, where it goes, its range. */
+typedef struct num_flag {
+    const char *name;
+    double *d;
+    int *i;
+    double lo, hi;
+} num_flag;
+
+static int parse_args(bench_cfg *c, int argc, char **argv)
+{
+    double seed = 1, devs = 4, conc = 4, pl = 20, sl = 20, hl = 3, pc = 600, mt = 32, mi = 256;
+    num_flag nums[] = {
+        {"--duration", &c->duration_s, NULL, 0.1, 1e6}, {"--session", &c->session_s, NULL, 0.1, 1e6},
+        {"--keystroke-ms", &c->keystroke_ms, NULL, 1, 1e5}, {"--jitter", &c->jitter, NULL, 0, 0.99},
+        {"--pause-prob", &c->pause_prob, NULL, 0, 1}, {"--pause-ms", &c->pause_ms, NULL, 0, 1e6},
+        {"--debounce-ms", &c->debounce_ms, NULL, 0, 1e5}, {"--accept-ms", &c->accept_ms, NULL, 0, 1e5},
+        {"--rate", &c->rate, NULL, 0.001, 1e6}, {"--gamma-shape", &c->gamma_shape, NULL, 0.01, 100},
+        {"--slo-ms", &c->slo_ms, NULL, 1, 1e7}, {"--timeout", &c->timeout_s, NULL, 0.01, 1e5},
+        {"--grace", &c->grace_s, NULL, 0, 1e5}, {"--seed", &seed, NULL, 0, 1e15},
+        {"--developers", &devs, NULL, 1, 100000}, {"--concurrency", &conc, NULL, 1, 100000},
+        {"--prefix-lines", &pl, NULL, 0, 10000}, {"--suffix-lines", &sl, NULL, 0, 10000},
+        {"--hole-lines", &hl, NULL, 1, 10000}, {"--prompt-chars", &pc, NULL, 1, 1e7},
+        {"--max-tokens", &mt, NULL, 1, 1e6}, {"--max-inflight", &mi, NULL, 1, 100000},
+    };
+    const char *url = "http://127.0.0.1:8080", *target = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+        bool matched = false;
+        for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
+            if (strcmp(a, nums[k].name) != 0)
+                continue;
+            if (!has_val || !parse_num(argv[i + 1], nums[k].lo, nums[k].hi, nums[k].d))
+                return usage_error("%s needs a number in its range", a);
+            i++;
+            matched = true;
+        }
+        if (matched)
+            continue;
+#define STR_FLAG(flag, dst)                                     \
+    if (strcmp(a, flag) == 0) {                                 \
+        if (!has_val)                                           \
+            return usage_error("%s needs a value", a);          \
+        dst = argv[++i];                                        \
+        continue;                                               \
+    }
+        STR_FLAG("--target", target)
+        STR_FLAG("--url", url)
+        STR_FLAG("--token", c->token)
+        STR_FLAG("--repos", c->repos)
+        STR_FLAG("--out", c->out)
+        STR_FLAG("--ext", c->exts)
+        STR_FLAG("--git-url", c->git_url)
+        STR_FLAG("--model", c->model)
+#undef STR_FLAG
+        if (strcmp(a, "--mode") == 0 && has_val) {
+            const char *m = argv[++i];
+            if (strcmp(m, "developer") == 0)
+                c->mode = BENCH_MODE_DEVELOPER;
+            else if (strcmp(m, "classic") == 0)
+                c->mode = BENCH_MODE_CLASSIC;
+            else
+                return usage_error("--mode %s: developer or classic", m);
+        } else if (strcmp(a, "--arrival") == 0 && has_val) {
+            const char *m = argv[++i];
+            if (strcmp(m, "gamma") != 0 && strcmp(m, "poisson") != 0)
+                return usage_error("--arrival %s: poisson or gamma", m);
+            c->gamma = strcmp(m, "gamma") == 0;
+        } else if (strcmp(a, "--stream") == 0) {
+            c->stream = true;
+        } else if (strcmp(a, "--quiet") == 0) {
+            c->quiet = true;
+        } else {
+            return usage_error("unknown argument %s", a);
+        }
+    }
+    if (!target)
+        return usage_error("%s", "--target tabby|openai is required");
+    if (strcmp(target, "tabby") == 0)
+        c->target = BENCH_TARGET_TABBY;
+    else if (strcmp(target, "openai") == 0)
+        c->target = BENCH_TARGET_OPENAI;
+    else
+        return usage_error("--target %s: tabby or openai (llamacpp and grpc are not built yet)", target);
+    if (!c->repos || !c->out)
+        return usage_error("%s", "--repos DIR and --out DIR are required");
+    if (c->stream && c->target == BENCH_TARGET_TABBY)
+        return usage_error("%s", "--stream: Tabby's /v1/completions does not stream");
+    c->seed = (uint64_t)seed;
+    c->developers = (int)devs;
+    c->concurrency = (int)conc;
+    c->prefix_lines = (int)pl;
+    c->suffix_lines = (int)sl;
+    c->hole_lines = (int)hl;
+    c->prompt_chars = (int)pc;
+    c->max_tokens = (int)mt;
+    c->max_inflight = (int)mi;
+    if (!c->token)
+        c->token = getenv("SERVAL_TOKEN");
+    return parse_url(c, url);
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* The progress line: once a second while the workload runs. */
+static void *progress_main(void *arg)
+{
+    bench_run *r = arg;
+    bool tty = isatty(2);
+    double next = 1000;
+    while (!atomic_load(&r->stop)) {
+        bench_sleep_until(r, next);
+        if (atomic_load(&r->stop))
+            break;
+        next += 1000;
+        double t = (bench_now_ms() - r->t0) / 1000.0;
+        fprintf(stderr, "%s[serval-bench] %5.1f/%.0f s  %s %d  sent %ld  answered %ld  superseded %ld"
+                "  errors %ld  in flight %d  client cpu %.0f%%%s",
+                tty ? "\r" : "", t, r->cfg->duration_s,
+                r->cfg->mode == BENCH_MODE_DEVELOPER ? "developers" : "clients",
+                atomic_load(&r->sessions_live), atomic_load(&r->sent), atomic_load(&r->answered),
+                atomic_load(&r->superseded), atomic_load(&r->errors), atomic_load(&r->inflight),
+                100 * cpu_seconds() / (t > 0 ? t : 1), tty ? "   " : "\n");
+    }
+    if (tty)
+        fputc('\n', stderr);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            for (size_t k = 0; k < sizeof USAGE / sizeof USAGE[0]; k++)
+                fputs(USAGE[k], stdout);
+            return 0;
+        }
+    if (argc >= 2 && strcmp(argv[1], "compare") == 0) {
+        if (argc != 4)
+            return usage_error("%s", "compare needs two summary.json paths");
+        return bench_compare(argv[2], argv[3]);
+    }
+    bench_cfg cfg = {.duration_s = 30, .session_s = 60, .grace_s = 30, .timeout_s = 120,
+                     .keystroke_ms = 120, .jitter = 0.5, .pause_prob = 0.3, .pause_ms = 1500,
+                     .debounce_ms = 150, .accept_ms = 200, .gamma_shape = 0.5, .slo_ms = 2000};
+    int rc = parse_args(&cfg, argc, argv);
+    if (rc)
+        return rc;
+    bench_corpus corpus;
+    if (bench_corpus_load(&corpus, cfg.repos, cfg.exts, cfg.git_url) != 0) {
+        bench_corpus_free(&corpus);
+        return 2;
+    }
+    /* Fail fast on a wrong URL or token instead of a run full of errors. */
+    const char *probe = cfg.target == BENCH_TARGET_TABBY ? "/v1/health" : "/v1/models";
+    int st = bench_http_get(&cfg, probe, NULL);
+    if (st / 100 != 2) {
+        fprintf(stderr, "serval-bench: GET %s%s on %s:%d answered %d%s\n", cfg.base_path, probe,
+                cfg.host, cfg.port, st, st == 0 ? " (no answer: is the server up?)"
+                                        : st == 401 || st == 403 ? " (check --token)" : "");
+        bench_corpus_free(&corpus);
+        return 2;
+    }
+    bench_run run = {.cfg = &cfg, .corpus = &corpus};
+    pthread_mutex_init(&run.lock, NULL);
+    double cpu0 = cpu_seconds();
+    run.t0 = bench_now_ms();
+    pthread_t prog;
+    bool have_prog = !cfg.quiet && pthread_create(&prog, NULL, progress_main, &run) == 0;
+    rc = bench_run_workload(&run);
+    double wall = (bench_now_ms() - run.t0) / 1000.0;
+    double cpu = cpu_seconds() - cpu0;
+    atomic_store(&run.stop, true);
+    if (have_prog)
+        pthread_join(prog, NULL);
+    if (rc != 0)
+        fprintf(stderr, "serval-bench: the workload could not start (out of memory)\n");
+    else
+        rc = bench_report(&run, wall, cpu);
+    for (size_t i = 0; i < run.n_recs; i++)
+        free(run.recs[i].error);
+    free(run.recs);
+    pthread_mutex_destroy(&run.lock);
+    bench_corpus_free(&corpus);
+    return rc;
+}

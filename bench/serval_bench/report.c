@@ -1,0 +1,440 @@
+/* report.c — serval-bench's clocks and random numbers, the per-request records, quality
+ * against the file, and the outputs: requests.jsonl, summary.json, summary.csv, `compare`. */
+#include "bench.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- clocks and random numbers ----------------------------------------------------------- */
+
+double bench_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void bench_sleep_until(const bench_run *r, double t_ms)
+{
+    double left = r->t0 + t_ms - bench_now_ms();
+    while (left > 0 && !atomic_load(&r->stop)) {
+        double step = left < 100 ? left : 100; /* wake up to notice a stop */
+        struct timespec ts = {(time_t)(step / 1e3), (long)(fmod(step, 1e3) * 1e6)};
+        nanosleep(&ts, NULL);
+        left = r->t0 + t_ms - bench_now_ms();
+    }
+}
+
+double bench_rand01(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
+double bench_rand_exp(uint64_t *s, double mean)
+{
+    return -mean * log(1.0 - bench_rand01(s));
+}
+
+static double rand_normal(uint64_t *s)
+{
+    double u = 1.0 - bench_rand01(s), v = bench_rand01(s);
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+/* Marsaglia–Tsang for Gamma(shape, 1) (shape < 1 boosted with U^(1/shape)), scaled so that
+ * the mean is `mean`. */
+double bench_rand_gamma(uint64_t *s, double shape, double mean)
+{
+    double k = shape, boost = 1.0;
+    if (k < 1.0) {
+        boost = pow(1.0 - bench_rand01(s), 1.0 / k);
+        k += 1.0;
+    }
+    double d = k - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (;;) {
+        double x = rand_normal(s), v = 1.0 + c * x;
+        if (v <= 0)
+            continue;
+        v = v * v * v;
+        double u = bench_rand01(s);
+        if (log(u) < 0.5 * x * x + d - d * v + d * log(v))
+            return d * v * boost * mean / shape;
+    }
+}
+
+/* ---- records and quality ----------------------------------------------------------------- */
+
+bool bench_record(bench_run *r, const bench_rec *rec)
+{
+    pthread_mutex_lock(&r->lock);
+    if (r->n_recs == r->cap_recs) {
+        size_t cap = r->cap_recs ? r->cap_recs * 2 : 1024;
+        bench_rec *p = realloc(r->recs, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&r->lock);
+            free(rec->error);
+            return false;
+        }
+        r->recs = p;
+        r->cap_recs = cap;
+    }
+    r->recs[r->n_recs++] = *rec;
+    pthread_mutex_unlock(&r->lock);
+    return true;
+}
+
+#define QUALITY_MAX 512 /* characters compared; longer suggestions are cut */
+
+static size_t rtrim(const char *s, size_t n)
+{
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n--;
+    return n;
+}
+
+static size_t levenshtein(const char *a, size_t n, const char *b, size_t m)
+{
+    size_t row[QUALITY_MAX + 1];
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+void bench_quality(const char *s, const char *truth, size_t truth_len, double *em, double *es,
+                   bool *accept)
+{
+    size_t n = rtrim(s, strlen(s));
+    *accept = n > 0 && strlen(s) <= truth_len && memcmp(s, truth, strlen(s)) == 0;
+    if (n == 0) { /* no suggestion: nothing to score */
+        *em = *es = -1;
+        return;
+    }
+    size_t lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += s[i] == '\n';
+    size_t m = 0;
+    for (size_t seen = 0; m < truth_len; m++)
+        if (truth[m] == '\n' && seen++ == lines)
+            break;
+    m = rtrim(truth, m);
+    *em = n == m && memcmp(s, truth, n) == 0;
+    size_t nn = n < QUALITY_MAX ? n : QUALITY_MAX, mm = m < QUALITY_MAX ? m : QUALITY_MAX;
+    size_t big = nn > mm ? nn : mm;
+    *es = big ? 1.0 - (double)levenshtein(s, nn, truth, mm) / (double)big : 1.0;
+}
+
+/* ---- summary ----------------------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, size_t n, double p)
+{
+    double k = p * (double)(n - 1);
+    size_t i = (size_t)k;
+    return i + 1 < n ? v[i] + (k - (double)i) * (v[i + 1] - v[i]) : v[n - 1];
+}
+
+/* {"n", "mean", "p50", "p90", "p95", "p99", "max"} of v (sorted here); nulls when n = 0. */
+static json_t *dist(double *v, size_t n)
+{
+    if (!n)
+        return json_pack("{s:i,s:n,s:n,s:n,s:n,s:n,s:n}", "n", 0, "mean", "p50", "p90", "p95",
+                         "p99", "max");
+    qsort(v, n, sizeof *v, cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += v[i];
+    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f}", "n", (json_int_t)n, "mean", sum / (double)n,
+                     "p50", pct(v, n, 0.5), "p90", pct(v, n, 0.9), "p95", pct(v, n, 0.95), "p99",
+                     pct(v, n, 0.99), "max", v[n - 1]);
+}
+
+static json_t *num_or_null(bool ok, double v)
+{
+    return ok ? json_real(v) : json_null();
+}
+
+static const char *OUTCOME[] = {"answered", "superseded", "error"};
+
+static int write_jsonl(bench_run *r, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    for (size_t i = 0; i < r->n_recs; i++) {
+        const bench_rec *x = &r->recs[i];
+        json_t *j = json_pack("{s:I,s:i,s:s,s:i,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:i,s:s?,s:s?,s:o}",
+            "index", (json_int_t)i, "session", x->session, "outcome", OUTCOME[x->outcome],
+            "status", x->status, "t_key_ms", x->t_key, "t_intended_ms", x->t_intended,
+            "t_sent_ms", x->t_sent, "ttft_ms", num_or_null(x->ttft_ms >= 0, x->ttft_ms),
+            "e2e_ms", num_or_null(x->e2e_ms >= 0, x->e2e_ms), "keystroke_to_suggestion_ms",
+            num_or_null(x->k2s_ms >= 0, x->k2s_ms), "superseded",
+            json_boolean(x->outcome == BENCH_OUTCOME_SUPERSEDED), "prompt_tokens",
+            x->prompt_tokens >= 0 ? json_integer(x->prompt_tokens) : json_null(), "completion_tokens",
+            x->completion_tokens >= 0 ? json_integer(x->completion_tokens) : json_null(),
+            "exact_match", x->em >= 0 ? json_boolean(x->em > 0) : json_null(), "accepted", x->accepted,
+            "prompt_chars", x->prompt_chars, "file", x->file, "id", x->id[0] ? x->id : NULL,
+            "error", x->error ? json_string(x->error) : json_null());
+        if (j && x->es >= 0)
+            json_object_set_new(j, "edit_similarity", json_real(x->es));
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!s) {
+            fclose(f);
+            return -1;
+        }
+        fprintf(f, "%s\n", s);
+        free(s);
+    }
+    return fclose(f);
+}
+
+static void csv_cell(FILE *f, bool first, const char *key, const char *k2, json_t *v, int row)
+{
+    if (!first)
+        fputc(',', f);
+    if (row == 0)
+        fprintf(f, k2 ? "%s.%s" : "%s", key, k2);
+    else if (json_is_number(v))
+        fprintf(f, "%.6g", json_number_value(v));
+    else if (json_is_string(v))
+        fputs(json_string_value(v), f); /* keys' values hold no commas or quotes */
+    else if (json_is_boolean(v))
+        fputc(json_is_true(v) ? '1' : '0', f);
+}
+
+/* summary.csv: one header row of flattened keys ("ttft_ms.p95"), one row of values; empty
+ * cells for null; the warnings array is left out (it is in summary.json). */
+static int write_csv(json_t *sum, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    for (int row = 0; row < 2; row++) {
+        const char *key, *k2;
+        json_t *v, *v2;
+        bool first = true;
+        json_object_foreach(sum, key, v) {
+            if (json_is_array(v))
+                continue;
+            if (!json_is_object(v)) {
+                csv_cell(f, first, key, NULL, v, row);
+                first = false;
+                continue;
+            }
+            json_object_foreach(v, k2, v2) {
+                csv_cell(f, first, key, k2, v2, row);
+                first = false;
+            }
+        }
+        fputc('\n', f);
+    }
+    return fclose(f);
+}
+
+static json_t *config_json(const bench_cfg *c)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:I}", "target",
+                          c->target == BENCH_TARGET_TABBY ? "tabby" : "openai", "mode",
+                          c->mode == BENCH_MODE_DEVELOPER ? "developer" : "classic", "host",
+                          c->host, "port", c->port, "developers", c->developers, "duration_s",
+                          c->duration_s, "session_s", c->session_s, "keystroke_ms", c->keystroke_ms,
+                          "debounce_ms", c->debounce_ms, "seed", (json_int_t)c->seed);
+    if (j && c->mode == BENCH_MODE_CLASSIC)
+        json_object_update_new(j, json_pack("{s:i,s:f,s:s,s:i,s:i,s:b}", "concurrency", c->concurrency,
+                                            "rate", c->rate, "arrival", c->gamma ? "gamma" : "poisson",
+                                            "prompt_chars", c->prompt_chars, "max_tokens", c->max_tokens,
+                                            "stream", c->stream));
+    return j;
+}
+
+int bench_report(bench_run *r, double wall_s, double cpu_s)
+{
+    const bench_cfg *cfg = r->cfg;
+    size_t n = r->n_recs;
+    double *ttft = malloc((n + 1) * sizeof *ttft), *e2e = malloc((n + 1) * sizeof *e2e);
+    double *k2s = malloc((n + 1) * sizeof *k2s), *lag = malloc((n + 1) * sizeof *lag);
+    if (!ttft || !e2e || !k2s || !lag) {
+        fprintf(stderr, "serval-bench: out of memory\n");
+        return 1;
+    }
+    size_t nt = 0, ne = 0, nk = 0, nl = 0, cnt[3] = {0}, cut = 0, good = 0, usage = 0, scored = 0;
+    size_t exact = 0, accepted = 0;
+    double es_sum = 0;
+    long long ptok = 0, ctok = 0;
+    bool dev = cfg->mode == BENCH_MODE_DEVELOPER;
+    for (size_t i = 0; i < n; i++) {
+        const bench_rec *x = &r->recs[i];
+        cnt[x->outcome]++;
+        lag[nl++] = x->t_sent - x->t_intended;
+        if (x->error && strncmp(x->error, "cut off", 7) == 0)
+            cut++;
+        if (x->outcome != BENCH_OUTCOME_ANSWERED)
+            continue;
+        if (x->ttft_ms >= 0)
+            ttft[nt++] = x->ttft_ms;
+        e2e[ne++] = x->e2e_ms;
+        k2s[nk++] = x->k2s_ms;
+        if ((dev ? x->k2s_ms : x->e2e_ms) <= cfg->slo_ms)
+            good++;
+        if (x->completion_tokens >= 0) {
+            usage++;
+            ctok += x->completion_tokens;
+            ptok += x->prompt_tokens > 0 ? x->prompt_tokens : 0;
+        }
+        if (x->em >= 0) {
+            scored++;
+            exact += x->em > 0;
+            es_sum += x->es;
+        }
+        accepted += x->accepted;
+    }
+    double dur = cfg->duration_s;
+    json_t *lagd = dist(lag, nl);
+    double lag_p99 = nl ? pct(lag, nl, 0.99) : 0; /* sorted by dist */
+    double cpu_frac = wall_s > 0 ? cpu_s / wall_s : 0;
+    json_t *warnings = json_array();
+    if (cpu_frac > 0.5)
+        json_array_append_new(warnings, json_sprintf(
+            "the client used %.0f%% of a core: on a shared machine it competes with the server "
+            "(the client may be the bottleneck)", 100 * cpu_frac));
+    if (lag_p99 > 20)
+        json_array_append_new(warnings, json_sprintf(
+            "p99 send lag %.1f ms: the client sent late (the client is the bottleneck; latencies "
+            "still count from the intended time)", lag_p99));
+    size_t non_sup = cnt[BENCH_OUTCOME_ANSWERED] + cnt[BENCH_OUTCOME_ERROR];
+    json_t *s = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "schema", "serval-bench/1",
+        "requests", (json_int_t)n, "answered", (json_int_t)cnt[0], "superseded", (json_int_t)cnt[1],
+        "errors", (json_int_t)cnt[2], "cut_off", (json_int_t)cut, "superseded_fraction",
+        n ? (double)cnt[1] / (double)n : 0.0, "error_fraction", n ? (double)cnt[2] / (double)n : 0.0,
+        "duration_s", dur, "wall_s", wall_s, "throughput_rps", (double)cnt[0] / dur);
+    json_object_set_new(s, "requests_per_s", json_real((double)n / dur));
+    json_object_set_new(s, "ttft_ms", dist(ttft, nt));
+    json_object_set_new(s, "e2e_ms", dist(e2e, ne));
+    json_object_set_new(s, "keystroke_to_suggestion_ms", dist(k2s, nk));
+    json_object_set_new(s, "send_lag_ms", lagd);
+    json_object_set_new(s, "slo_ms", json_real(cfg->slo_ms));
+    json_object_set_new(s, "slo_metric", json_string(dev ? "keystroke_to_suggestion_ms" : "e2e_ms"));
+    json_object_set_new(s, "goodput_rps", json_real((double)good / dur));
+    json_object_set_new(s, "slo_attainment", num_or_null(non_sup > 0, (double)good / (double)(non_sup ? non_sup : 1)));
+    json_object_set_new(s, "usage_reported", json_integer((json_int_t)usage));
+    json_object_set_new(s, "prompt_tokens", usage ? json_integer(ptok) : json_null());
+    json_object_set_new(s, "completion_tokens", usage ? json_integer(ctok) : json_null());
+    json_object_set_new(s, "output_tokens_per_s", num_or_null(usage > 0, (double)ctok / dur));
+    json_object_set_new(s, "suggestions_scored", json_integer((json_int_t)scored));
+    json_object_set_new(s, "exact_match", num_or_null(scored > 0, (double)exact / (double)(scored ? scored : 1)));
+    json_object_set_new(s, "edit_similarity", num_or_null(scored > 0, es_sum / (double)(scored ? scored : 1)));
+    json_object_set_new(s, "accepted", json_integer((json_int_t)accepted));
+    json_object_set_new(s, "client_cpu_s", json_real(cpu_s));
+    json_object_set_new(s, "client_cpu_fraction", json_real(cpu_frac));
+    json_object_set_new(s, "client_bottleneck", json_boolean(json_array_size(warnings) > 0));
+    json_object_set_new(s, "warnings", warnings);
+    json_object_set_new(s, "config", config_json(cfg));
+    free(ttft);
+    free(e2e);
+    free(k2s);
+    free(lag);
+
+    char path[4096];
+    int rc = 0;
+    if (mkdir(cfg->out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "serval-bench: cannot create --out %s: %s\n", cfg->out, strerror(errno));
+        json_decref(s);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/requests.jsonl", cfg->out);
+    if (write_jsonl(r, path) != 0)
+        rc = 1;
+    snprintf(path, sizeof path, "%s/summary.json", cfg->out);
+    if (rc == 0 && json_dump_file(s, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) != 0)
+        rc = 1;
+    snprintf(path, sizeof path, "%s/summary.csv", cfg->out);
+    if (rc == 0 && write_csv(s, path) != 0)
+        rc = 1;
+    if (rc)
+        fprintf(stderr, "serval-bench: cannot write %s: %s\n", path, strerror(errno));
+    json_t *k = json_object_get(s, dev ? "keystroke_to_suggestion_ms" : "e2e_ms");
+    printf("serval-bench: %zu requests (%zu answered, %zu superseded, %zu errors) in %.1f s; "
+           "%.2f answered/s; %s p50 %.0f p95 %.0f p99 %.0f ms; exact match %.2f; client CPU %.0f%%\n",
+           n, cnt[0], cnt[1], cnt[2], dur, (double)cnt[0] / dur,
+           dev ? "keystroke-to-suggestion" : "e2e", json_real_value(json_object_get(k, "p50")),
+           json_real_value(json_object_get(k, "p95")), json_real_value(json_object_get(k, "p99")),
+           scored ? (double)exact / (double)scored : 0.0, 100 * cpu_frac);
+    for (size_t i = 0; i < json_array_size(warnings); i++)
+        fprintf(stderr, "serval-bench: warning: %s\n", json_string_value(json_array_get(warnings, i)));
+    json_decref(s);
+    return rc;
+}
+
+/* ---- compare ----------------------------------------------------------------------------- */
+
+static void compare_obj(const char *prefix, json_t *a, json_t *b)
+{
+    const char *key;
+    json_t *va;
+    json_object_foreach(a, key, va) {
+        json_t *vb = json_object_get(b, key);
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, key);
+        if (json_is_object(va) && json_is_object(vb) && strcmp(key, "config") != 0) {
+            char p2[300];
+            snprintf(p2, sizeof p2, "%s.", name);
+            compare_obj(p2, va, vb);
+        } else if (json_is_number(va) && json_is_number(vb)) {
+            double x = json_number_value(va), y = json_number_value(vb);
+            if (x != 0)
+                printf("%-40s %14.4g %14.4g %9.3fx\n", name, x, y, y / x);
+            else
+                printf("%-40s %14.4g %14.4g %10s\n", name, x, y, y == 0 ? "=" : "n/a");
+        }
+    }
+}
+
+int bench_compare(const char *a, const char *b)
+{
+    json_error_t e;
+    json_t *ja = json_load_file(a, 0, &e);
+    if (!ja) {
+        fprintf(stderr, "serval-bench compare: %s: %s (line %d)\n", a, e.text, e.line);
+        return 1;
+    }
+    json_t *jb = json_load_file(b, 0, &e);
+    if (!jb) {
+        fprintf(stderr, "serval-bench compare: %s: %s (line %d)\n", b, e.text, e.line);
+        json_decref(ja);
+        return 1;
+    }
+    printf("%-40s %14s %14s %10s\n", "key", "A", "B", "B/A");
+    compare_obj("", ja, jb);
+    json_decref(ja);
+    json_decref(jb);
+    return 0;
+}

@@ -1,0 +1,281 @@
+/* test_serval_bench.c — serval-bench's CI smoke run: `serval serve` on a tiny synthetic model,
+ * serval-bench for a couple of seconds per mode (developer sessions, classic closed and open
+ * loop) against the Tabby and OpenAI targets; the outputs must be well-formed and add up. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "tu_server.h"
+
+#define TOKEN "bench-token"
+
+/* serval-synth --preset tiny with the default model's vocabulary (FIM tokens included). */
+static char *tiny_model(void)
+{
+    char *bin = tu_bin_path("serval-synth"), *out = tu_temp_path(".gguf");
+    char *argv[] = {bin, "--preset", "tiny", "--vocab-from", (char *)tu_default_model(), "--out",
+                    out, NULL};
+    char *err = NULL;
+    int rc = tu_run(argv, NULL, &err, 60);
+    cr_assert_eq(rc, 0, "serval-synth: %s", err ? err : "");
+    free(err);
+    free(bin);
+    return out;
+}
+
+static tu_server start_server(const char *model)
+{
+    const char *extra[] = {"--model", model, NULL};
+    return tu_server_start("http", TOKEN, true, extra);
+}
+
+/* A fresh output directory path (not created: serval-bench makes it). */
+static char *out_dir(void)
+{
+    char *p = tu_temp_path(".out");
+    unlink(p);
+    return p;
+}
+
+/* Runs serval-bench with the common flags plus `extra` (NULL-terminated); returns stdout. */
+static char *bench(const tu_server *s, const char *target, const char *out, const char *const *extra)
+{
+    char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine");
+    char url[96];
+    snprintf(url, sizeof url, "http://%s", s->target);
+    const char *argv[40] = {bin, "--target", target, "--url", url, "--token", TOKEN, "--repos",
+                            repos, "--out", out, "--grace", "5", "--quiet"};
+    int n = 14;
+    for (; extra && *extra && n < 38; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    char *o = NULL, *e = NULL;
+    int rc = tu_run((char *const *)argv, &o, &e, 60);
+    cr_assert_eq(rc, 0, "serval-bench %s exited %d: %s", target, rc, e ? e : "");
+    cr_assert(strstr(o, "serval-bench: "), "the headline on stdout: %s", o);
+    free(e);
+    free(bin);
+    free(repos);
+    return o;
+}
+
+static const tu_json *need(const tu_json *obj, const char *key)
+{
+    const tu_json *v = tu_json_get(obj, key);
+    cr_assert_not_null(v, "summary.json has no \"%s\"", key);
+    return v;
+}
+
+static double num(const tu_json *obj, const char *key)
+{
+    const tu_json *v = need(obj, key);
+    cr_assert_eq(v->type, TU_JSON_NUM, "\"%s\" is not a number", key);
+    return v->num;
+}
+
+static tu_json *read_json(const char *dir, const char *name, char **text_out)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t len;
+    char *text = tu_read_file(path, &len);
+    cr_assert_not_null(text, "%s was not written", path);
+    tu_json *j = name[strlen(name) - 1] == 'n' ? tu_json_parse(text, len) : NULL;
+    if (text_out)
+        *text_out = text;
+    else
+        free(text);
+    return j;
+}
+
+/* A latency distribution: n, and p50 <= p90 <= p95 <= p99 <= max when n > 0. */
+static void check_dist(const tu_json *sum, const char *key, double n_expected)
+{
+    const tu_json *d = need(sum, key);
+    cr_assert_eq(num(d, "n"), n_expected, "%s.n", key);
+    if (n_expected == 0)
+        return;
+    const char *order[] = {"p50", "p90", "p95", "p99", "max"};
+    for (int i = 1; i < 5; i++)
+        cr_assert_leq(num(d, order[i - 1]), num(d, order[i]) + 1e-6, "%s: %s > %s", key,
+                      order[i - 1], order[i]);
+    cr_assert_geq(num(d, "p50"), 0, "%s.p50 is negative", key);
+}
+
+/* Checks one run's outputs; returns the summary (caller frees). usage: the target reports
+ * token counts. */
+static tu_json *check_run(const char *dir, bool developer, bool usage)
+{
+    tu_json *sum = read_json(dir, "summary.json", NULL);
+    cr_assert_not_null(sum, "summary.json is not JSON");
+    char *lines = NULL;
+    read_json(dir, "requests.jsonl", &lines);
+    double count[3] = {0}, tokens = 0, ttft_n = 0;
+    size_t n = 0;
+    for (char *line = strtok(lines, "\n"); line; line = strtok(NULL, "\n"), n++) {
+        tu_json *r = tu_json_parse(line, strlen(line));
+        cr_assert_not_null(r, "requests.jsonl line %zu is not JSON: %s", n + 1, line);
+        const char *outcome = need(r, "outcome")->str;
+        int k = strcmp(outcome, "answered") == 0     ? 0
+                : strcmp(outcome, "superseded") == 0 ? 1
+                : strcmp(outcome, "error") == 0      ? 2
+                                                     : -1;
+        cr_assert_geq(k, 0, "line %zu: outcome %s", n + 1, outcome);
+        count[k]++;
+        cr_assert_eq(need(r, "superseded")->b, k == 1, "line %zu: superseded flag", n + 1);
+        cr_assert_geq(num(r, "t_sent_ms"), num(r, "t_intended_ms") - 1e-6,
+                      "line %zu: sent before it was due", n + 1);
+        cr_assert_geq(num(r, "t_intended_ms"), num(r, "t_key_ms"), "line %zu", n + 1);
+        if (k == 0) {
+            double ttft = num(r, "ttft_ms"), e2e = num(r, "e2e_ms");
+            double k2s = num(r, "keystroke_to_suggestion_ms");
+            cr_assert(ttft >= 0 && ttft <= e2e + 1e-6, "line %zu: ttft %g e2e %g", n + 1, ttft, e2e);
+            cr_assert_geq(k2s, e2e - 1e-6, "line %zu: keystroke-to-suggestion < e2e", n + 1);
+            cr_assert_eq(num(r, "status"), 200, "line %zu", n + 1);
+            cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
+            ttft_n++;
+            if (usage)
+                tokens += num(r, "completion_tokens");
+            else
+                cr_assert_eq(need(r, "completion_tokens")->type, TU_JSON_NULL,
+                             "line %zu: tokens without a usage field", n + 1);
+        } else {
+            cr_assert_eq(need(r, "e2e_ms")->type, TU_JSON_NULL, "line %zu: e2e", n + 1);
+        }
+        if (k == 2)
+            cr_assert_eq(need(r, "error")->type, TU_JSON_STR, "line %zu: error says why", n + 1);
+        tu_json_free(r);
+    }
+    free(lines);
+    double req = num(sum, "requests");
+    cr_assert_eq(req, (double)n, "requests %g, requests.jsonl has %zu lines", req, n);
+    cr_assert_gt(req, 0, "no requests were sent");
+    cr_assert_eq(num(sum, "answered"), count[0]);
+    cr_assert_eq(num(sum, "superseded"), count[1]);
+    cr_assert_eq(num(sum, "errors"), count[2]);
+    cr_assert_eq(count[0] + count[1] + count[2], req);
+    cr_assert_gt(count[0], 0, "nothing was answered");
+    cr_assert_eq(count[2], 0, "errors against a healthy server");
+    cr_assert_float_eq(num(sum, "superseded_fraction"), count[1] / req, 1e-6);
+    if (!developer)
+        cr_assert_eq(count[1], 0, "classic requests are never superseded");
+    check_dist(sum, "ttft_ms", ttft_n);
+    check_dist(sum, "e2e_ms", count[0]);
+    check_dist(sum, "keystroke_to_suggestion_ms", count[0]);
+    cr_assert_float_eq(num(sum, "throughput_rps"), count[0] / num(sum, "duration_s"), 1e-6);
+    cr_assert_leq(num(sum, "goodput_rps"), num(sum, "throughput_rps") + 1e-9);
+    cr_assert_geq(num(sum, "client_cpu_s"), 0);
+    cr_assert_eq(need(sum, "client_bottleneck")->type, TU_JSON_BOOL);
+    cr_assert_eq(need(sum, "warnings")->type, TU_JSON_ARR);
+    if (usage)
+        cr_assert_eq(num(sum, "completion_tokens"), tokens, "summary tokens = the lines' sum");
+    const tu_json *em = need(sum, "exact_match");
+    cr_assert(em->type == TU_JSON_NULL || (em->num >= 0 && em->num <= 1), "exact_match in [0,1]");
+
+    /* summary.csv: a header and one row, as many cells in each. */
+    char *csv = NULL;
+    read_json(dir, "summary.csv", &csv);
+    char *nl = strchr(csv, '\n');
+    cr_assert(nl && nl[1] && strchr(nl + 1, '\n'), "summary.csv has a header and a row");
+    size_t c0 = 0, c1 = 0;
+    for (char *p = csv; p < nl; p++)
+        c0 += *p == ',';
+    for (char *p = nl + 1; *p && *p != '\n'; p++)
+        c1 += *p == ',';
+    cr_assert_eq(c0, c1, "summary.csv: %zu header commas, %zu row commas", c0, c1);
+    cr_assert(strstr(csv, "keystroke_to_suggestion_ms.p95"));
+    free(csv);
+    return sum;
+}
+
+Test(serval_bench, tabby_developer_sessions_and_classic_runs_are_well_formed_and_add_up)
+{
+    char *model = tiny_model();
+    tu_server s = start_server(model);
+    char *dev = out_dir(), *cls = out_dir();
+    const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", NULL};
+    free(bench(&s, "tabby", dev, dev_args));
+    tu_json *a = check_run(dev, true, false);
+    const tu_json *cfg = need(a, "config");
+    cr_assert_str_eq(need(cfg, "mode")->str, "developer");
+    cr_assert_geq(num(a, "suggestions_scored"), 1, "answered suggestions are scored");
+    const char *cls_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1.5", NULL};
+    free(bench(&s, "tabby", cls, cls_args));
+    tu_json_free(check_run(cls, false, false));
+    tu_json_free(a);
+
+    /* compare prints B/A per key. */
+    char *bin = tu_bin_path("serval-bench"), pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/summary.json", dev);
+    snprintf(pb, sizeof pb, "%s/summary.json", cls);
+    char *argv[] = {bin, "compare", pa, pb, NULL}, *out = NULL;
+    cr_assert_eq(tu_run(argv, &out, NULL, 10), 0);
+    cr_assert(strstr(out, "e2e_ms.p95") && strstr(out, "x\n"), "compare: %s", out);
+    free(out);
+    free(bin);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(dev);
+    free(cls);
+    free(model);
+}
+
+Test(serval_bench, openai_streamed_sessions_and_open_and_closed_loops_count_server_tokens)
+{
+    char *model = tiny_model();
+    tu_server s = start_server(model);
+    char *dev = out_dir(), *open = out_dir(), *closed = out_dir();
+    const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", "--stream", "--max-tokens", "8", NULL};
+    free(bench(&s, "openai", dev, dev_args));
+    tu_json_free(check_run(dev, true, true));
+    const char *open_args[] = {"--mode", "classic", "--rate", "8", "--arrival", "gamma",
+                               "--duration", "1.5", "--stream", "--max-tokens", "8", NULL};
+    free(bench(&s, "openai", open, open_args));
+    tu_json_free(check_run(open, false, true));
+    const char *closed_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1.5",
+                                 "--max-tokens", "8", NULL};
+    free(bench(&s, "openai", closed, closed_args));
+    tu_json *c = check_run(closed, false, true);
+    /* Non-streamed, max_tokens 8: each answer reports at most 8 tokens. */
+    cr_assert_leq(num(c, "completion_tokens"), 8 * num(c, "answered"));
+    tu_json_free(c);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(dev);
+    free(open);
+    free(closed);
+    free(model);
+}
+
+Test(serval_bench, a_server_that_is_not_there_exits_2_and_says_so)
+{
+    char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine"), *out = out_dir();
+    char *argv[] = {bin, "--target", "tabby", "--url", "http://127.0.0.1:1", "--repos", repos,
+                    "--out", out, "--duration", "1", NULL};
+    char *err = NULL;
+    cr_assert_eq(tu_run(argv, NULL, &err, 10), 2);
+    cr_assert(strstr(err, "is the server up?"), "stderr: %s", err);
+    free(err);
+    free(bin);
+    free(repos);
+    free(out);
+}
+
+Test(serval_bench, help_explains_every_flag_of_the_contract)
+{
+    char *bin = tu_bin_path("serval-bench");
+    char *argv[] = {bin, "--help", NULL}, *out = NULL;
+    cr_assert_eq(tu_run(argv, &out, NULL, 10), 0);
+    const char *flags[] = {"--target", "--url", "--token", "--developers", "--duration", "--repos",
+                           "--out", "--mode", "--session", "--keystroke-ms", "--debounce-ms",
+                           "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
+                           "--max-tokens", "--prompt-chars", "compare"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
+    free(out);
+    free(bin);
+}
