@@ -1,6 +1,5 @@
-/* gelu.h — GELU activation, tanh approximation (C interface). Not called by the engine: the
- * models it serves (llama-style) use SwiGLU; kept, tested and benchmarked for GELU models
- * (StarCoder, GPT-2 style) when the CUDA backend gains them. */
+/* gelu.h — GELU activation, tanh approximation (ggml_gelu's; C interface): the FFN of
+ * StarCoder and StarCoder2 (up, GELU, down; no gate). */
 #ifndef SERVAL_KN_GELU_H
 #define SERVAL_KN_GELU_H
 

@@ -1,6 +1,5 @@
-/* layernorm.h — LayerNorm with the residual add fused in (C interface). Not called by the
- * engine: the models it serves use RMSNorm; kept, tested and benchmarked for LayerNorm models
- * (StarCoder, GPT-2 style) when the CUDA backend gains them. */
+/* layernorm.h — LayerNorm with the residual add fused in (C interface): StarCoder's and
+ * StarCoder2's norms (the CUDA backend picks it from the model's descriptor). */
 #ifndef SERVAL_KN_LAYERNORM_H
 #define SERVAL_KN_LAYERNORM_H
 

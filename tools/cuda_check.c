@@ -20,6 +20,11 @@ enum { BS = 16 };
 
 static int failures;
 static bool fixture_fp16; /* --fp16: the fixture check runs the GPU in fp16 instead of bf16 */
+/* --fp16-limit: the batched fp16 decode's worst row against the CPU backend. With fp16
+ * weights both backends multiply fp16 by fp16 (the CPU's products take fp16 activations), so
+ * what is left is summation order and where each rounds: a tight limit catches an op that
+ * differs (a GELU variant, a window one position off) that bf16's noise would hide. */
+static double fp16_limit = 0.05;
 
 static void check(int ok, const char *fmt, double v, double limit)
 {
@@ -298,8 +303,9 @@ static void check_decode(const eng_model *m)
           worst_eager, 0.02);
     check(worst_cpu < 0.05, "batched GPU decode vs CPU backend logits: worst row %.4f (limit %.2f)",
           worst_cpu, 0.05);
-    check(worst_fp16 < 0.05, "batched GPU decode in fp16 vs CPU backend: worst row %.4f (limit %.2f)",
-          worst_fp16, 0.05);
+    check(worst_fp16 < fp16_limit,
+          "batched GPU decode in fp16 vs CPU backend: worst row %.4f (limit %.3f)", worst_fp16,
+          fp16_limit);
 out:
     for (int i = 0; i < 4; i++)
         if (be[i])
@@ -519,6 +525,8 @@ int main(int argc, char **argv)
             small = true;
         } else if (!strcmp(argv[i], "--fp16")) {
             fixture_fp16 = true;
+        } else if (i + 1 < argc && !strcmp(argv[i], "--fp16-limit")) {
+            fp16_limit = atof(argv[++i]);
         } else if (i + 1 < argc && !strcmp(argv[i], "--model")) {
             model = argv[++i];
         } else if (i + 1 < argc && !strcmp(argv[i], "--fixture")) {
@@ -536,7 +544,7 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--exact "
                 "greedy_exact_top1.jsonl] [--fixture-limit N]] "
-                "[--quick | --small] [--fp16]\n"
+                "[--quick | --small] [--fp16] [--fp16-limit L]\n"
                 "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
                 "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
                 "batched == alone through the engine. --fixture: also the llama.cpp greedy "
@@ -544,6 +552,8 @@ int main(int argc, char **argv)
                 "prompts (--fp16: with fp16 weights and activations; --exact: judge the GPU's top-1 "
                 "against tools/ref_forward.py's float64 argmax). --quick: the fixture only. --small: "
                 "fewer and shorter sequences in the prefill and engine checks (the emulator). "
+                "--fp16-limit: the batched fp16 decode's limit against the CPU backend (default "
+                "0.05; about 0.01 for a model with f16 weights). "
                 "Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }

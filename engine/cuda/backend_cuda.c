@@ -1,10 +1,13 @@
 /* backend_cuda.c — the CUDA backend behind engine/backend.h: weights dequantised to bf16 on
- * the GPU once at load (or fp16 when asked; Q|K|V and gate|up fused), every per-step buffer preallocated, a paged
- * KV pool sized from the budget or from free GPU memory, and one forward step per batch made
- * of kernels/ launchers and cuBLAS GEMMs, sampled on the GPU: only the token ids travel back,
- * and reading them is the step's one host synchronisation. Decode steps are captured as CUDA
- * graphs, one per (batch-size bucket, context-length bucket), padded to the bucket with rows
- * that write a KV block outside the engine's pool. Built only with SERVAL_HAVE_CUDA. */
+ * the GPU once at load (or fp16 when asked; Q|K|V and gate|up fused), every per-step buffer
+ * preallocated, a paged KV pool sized from the budget or from free GPU memory, and one forward
+ * step per batch made of kernels/ launchers and cuBLAS GEMMs, sampled on the GPU: only the
+ * token ids travel back, and reading them is the step's one host synchronisation. Decode steps
+ * are captured as CUDA graphs, one per (batch-size bucket, context-length bucket), padded to
+ * the bucket with rows that write a KV block outside the engine's pool. The model's descriptor
+ * picks the ops: RMSNorm or LayerNorm, RoPE (interleaved or NeoX, linearly scaled) or learned
+ * positions, SwiGLU or GELU, biases where the layer binds them, sliding-window attention.
+ * Built only with SERVAL_HAVE_CUDA. */
 #include "backend.h"
 
 #include <math.h>
@@ -18,8 +21,10 @@
 #include "dequant.h"
 #include "device.h"
 #include "embed.h"
+#include "gelu.h"
 #include "gemm.h"
 #include "kv_write.h"
+#include "layernorm.h"
 #include "paged_attention.h"
 #include "prefill_attention.h"
 #include "rmsnorm.h"
@@ -41,13 +46,17 @@ typedef struct decode_graph {
 } decode_graph;
 
 typedef struct cuda_layer {
-    void *attn_norm, *ffn_norm; /* [d] bf16 */
-    void *wqkv;                 /* [dq + 2*kvd, d] */
-    float *bqkv;                /* [dq + 2*kvd] fp32 bq|bk|bv (Qwen2), NULL without biases */
-    void *wo;                   /* [d, dq] */
-    void *wgu;                  /* [2*ff, d]: gate rows then up rows */
-    void *wdown;                /* [d, ff] */
-    void *k_cache, *v_cache;    /* [n_slots, kvd] fp16 */
+    void *attn_norm, *ffn_norm;     /* [d] bf16 */
+    void *attn_norm_b, *ffn_norm_b; /* [d] bf16 LayerNorm biases; NULL with RMSNorm */
+    void *wqkv;                     /* [dq + 2*kvd, d] */
+    float *bqkv;                    /* [dq + 2*kvd] fp32 bq|bk|bv, NULL without biases */
+    void *wo;                       /* [d, dq] */
+    float *bo;                      /* [d] fp32 attention output bias, or NULL */
+    void *wgu;                      /* SwiGLU: [2*ff, d], gate rows then up rows; GELU: [ff, d] */
+    float *b_up;                    /* [ff] fp32 up bias (GELU families), or NULL */
+    void *wdown;                    /* [d, ff] */
+    float *b_down;                  /* [d] fp32 down bias, or NULL */
+    void *k_cache, *v_cache;        /* [n_slots, kvd] fp16 */
 } cuda_layer;
 
 typedef struct cuda_backend {
@@ -57,6 +66,10 @@ typedef struct cuda_backend {
     cudaStream_t st;
     kn_gemm *gemm;
     void *tok_embd, *out_norm, *output; /* bf16; output == tok_embd when tied */
+    void *out_norm_b;      /* [d] bf16 LayerNorm bias; NULL with RMSNorm */
+    void *pos_embd;        /* [n_pos, d] bf16 learned positions (StarCoder); NULL with RoPE */
+    int64_t n_pos;
+    bool gated;            /* SwiGLU on fused gate|up, else GELU on up alone */
     cuda_layer *layers;
     int32_t max_tokens, max_logits, max_blocks_per_seq;
     int32_t len_cap;       /* the largest context bucket: max_pos rounded up to KN_DECODE_SPLIT */
@@ -67,7 +80,7 @@ typedef struct cuda_backend {
     void *xn, *tmp;        /* [T, d] bf16 */
     void *qkv;             /* [T, dq + 2*kvd] */
     void *att;             /* [T, dq] */
-    void *gu;              /* [T, 2*ff] */
+    void *gu;              /* [T, 2*ff] (SwiGLU) or [T, ff] (GELU) */
     void *xsel;            /* [max_logits, d] */
     float *logits;         /* [max_logits, n_vocab] */
     float *samp_scratch;   /* [max_logits, n_vocab] the sampler's scaled logits */
@@ -152,19 +165,59 @@ static eng_status upload_weight(cuda_backend *c, const eng_weight *w, void *dst,
 
 static size_t max_raw_bytes(const eng_model *m)
 {
-    size_t mx = m->tok_embd.row_bytes * (size_t)m->tok_embd.ne1;
+    size_t mx = 0;
+    const eng_weight *top[] = {&m->tok_embd, &m->output, &m->pos_embd, &m->out_norm,
+                               &m->out_norm_b};
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+        size_t b = top[i]->row_bytes * (size_t)top[i]->ne1;
+        mx = b > mx ? b : mx;
+    }
     for (int32_t l = 0; l < m->hp.n_layer; l++) {
         const eng_layer *L = &m->layers[l];
         const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
-                                  &L->w_down, &L->attn_norm, &L->ffn_norm};
+                                  &L->w_down, &L->attn_norm, &L->ffn_norm, &L->attn_norm_b,
+                                  &L->ffn_norm_b};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             size_t b = ws[i]->row_bytes * (size_t)ws[i]->ne1;
             if (b > mx)
                 mx = b;
         }
     }
-    size_t ob = m->output.row_bytes * (size_t)m->output.ne1;
-    return ob > mx ? ob : mx;
+    return mx;
+}
+
+/* Allocates *dst and uploads the fp32 bias w of n values into it; *dst stays NULL when the
+ * layer has no such bias (w->data NULL). */
+static eng_status upload_opt_bias(cuda_backend *c, const eng_weight *w, int64_t n, float **dst,
+                                  const char *what, eng_err *err)
+{
+    if (!w->data)
+        return ENG_OK;
+    void *p;
+    eng_status st = dev_alloc(&p, (size_t)n * sizeof(float), what, err);
+    if (st != ENG_OK)
+        return st;
+    *dst = p;
+    return upload_bias(c, w, n, *dst, err);
+}
+
+/* What the forward pass needs of every layer, checked before anything is allocated: a gate
+ * exactly for SwiGLU, LayerNorm biases with LayerNorm. */
+static eng_status check_layers(const eng_model *m, eng_err *err)
+{
+    const bool gated = m->desc->ffn == ENG_ARCH_FFN_SWIGLU;
+    const bool layer_norm = m->desc->norm == ENG_ARCH_NORM_LAYER;
+    if (layer_norm && !m->out_norm_b.data)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "LayerNorm model without output_norm.bias");
+    for (int32_t l = 0; l < m->hp.n_layer; l++) {
+        const eng_layer *L = &m->layers[l];
+        if ((L->w_gate.data != NULL) != gated)
+            return eng_fail(err, ENG_ERR_UNSUPPORTED, "layer %d: the %s FFN %s a gate", l,
+                            gated ? "SwiGLU" : "GELU", gated ? "lacks" : "has");
+        if (layer_norm && (!L->attn_norm_b.data || !L->ffn_norm_b.data))
+            return eng_fail(err, ENG_ERR_UNSUPPORTED, "layer %d: LayerNorm without a bias", l);
+    }
+    return ENG_OK;
 }
 
 static eng_status load_weights(cuda_backend *c, eng_err *err)
@@ -180,10 +233,19 @@ static eng_status load_weights(cuda_backend *c, eng_err *err)
         return st;
 #define UP(w, dst) do { if ((st = upload_weight(c, (w), (dst), scratch, err)) != ENG_OK) goto out; } while (0)
 #define AL(p, n, what) do { if ((st = dev_alloc(&(p), (n), (what), err)) != ENG_OK) goto out; } while (0)
+/* an optional vector (a LayerNorm bias) in the activation type: p stays NULL without one */
+#define UPV(w, p, what) do { if ((w)->data) { AL(p, d * bf, what); UP((w), (p)); } } while (0)
+#define UB(w, p, n, what) do { if ((st = upload_opt_bias(c, (w), (int64_t)(n), &(p), (what), err)) != ENG_OK) goto out; } while (0)
     AL(c->tok_embd, (size_t)hp->n_vocab * d * bf, "token embeddings");
     UP(&m->tok_embd, c->tok_embd);
+    if (m->pos_embd.data) { /* dequantised like the token embeddings, whatever its type */
+        c->n_pos = m->pos_embd.ne1;
+        AL(c->pos_embd, (size_t)c->n_pos * d * bf, "position embeddings");
+        UP(&m->pos_embd, c->pos_embd);
+    }
     AL(c->out_norm, d * bf, "output norm");
     UP(&m->out_norm, c->out_norm);
+    UPV(&m->out_norm_b, c->out_norm_b, "output norm bias");
     if (hp->tied_output) {
         c->output = c->tok_embd;
     } else {
@@ -195,8 +257,11 @@ static eng_status load_weights(cuda_backend *c, eng_err *err)
         cuda_layer *G = &c->layers[l];
         AL(G->attn_norm, d * bf, "attention norm");
         UP(&L->attn_norm, G->attn_norm);
+        UPV(&L->attn_norm_b, G->attn_norm_b, "attention norm bias");
         AL(G->ffn_norm, d * bf, "FFN norm");
         UP(&L->ffn_norm, G->ffn_norm);
+        UPV(&L->ffn_norm_b, G->ffn_norm_b, "FFN norm bias");
+        /* Q|K|V fused; StarCoder's file fuses them already (wq/wk/wv are row views of it) */
         AL(G->wqkv, (dq + 2 * kvd) * d * bf, "QKV weights");
         UP(&L->wq, G->wqkv);
         UP(&L->wk, (char *)G->wqkv + dq * d * bf);
@@ -205,22 +270,32 @@ static eng_status load_weights(cuda_backend *c, eng_err *err)
             void *b;
             AL(b, (dq + 2 * kvd) * sizeof(float), "QKV biases");
             G->bqkv = b;
-#define UB(w, off, n) do { if ((st = upload_bias(c, (w), (int64_t)(n), G->bqkv + (off), err)) != ENG_OK) goto out; } while (0)
-            UB(&L->bq, 0, dq);
-            UB(&L->bk, dq, kvd);
-            UB(&L->bv, dq + kvd, kvd);
-#undef UB
+#define UQ(w, off, n) do { if ((st = upload_bias(c, (w), (int64_t)(n), G->bqkv + (off), err)) != ENG_OK) goto out; } while (0)
+            UQ(&L->bq, 0, dq);
+            UQ(&L->bk, dq, kvd);
+            UQ(&L->bv, dq + kvd, kvd);
+#undef UQ
         }
         AL(G->wo, d * dq * bf, "attention output weights");
         UP(&L->wo, G->wo);
-        AL(G->wgu, 2 * ff * d * bf, "gate/up weights");
-        UP(&L->w_gate, G->wgu);
-        UP(&L->w_up, (char *)G->wgu + ff * d * bf);
+        UB(&L->bo, G->bo, d, "attention output bias");
+        if (c->gated) {
+            AL(G->wgu, 2 * ff * d * bf, "gate/up weights");
+            UP(&L->w_gate, G->wgu);
+            UP(&L->w_up, (char *)G->wgu + ff * d * bf);
+        } else {
+            AL(G->wgu, ff * d * bf, "up weights");
+            UP(&L->w_up, G->wgu);
+        }
+        UB(&L->b_up, G->b_up, ff, "up bias");
         AL(G->wdown, d * ff * bf, "down weights");
         UP(&L->w_down, G->wdown);
+        UB(&L->b_down, G->b_down, d, "down bias");
     }
 #undef UP
 #undef AL
+#undef UPV
+#undef UB
 out:
     cudaFree(scratch);
     return st;
@@ -242,7 +317,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     AL(c->tmp, T * d * bf, "projection output");
     AL(c->qkv, T * (dq + 2 * kvd) * bf, "QKV activations");
     AL(c->att, T * dq * bf, "attention output");
-    AL(c->gu, T * 2 * ff * bf, "gate/up activations");
+    AL(c->gu, T * (c->gated ? 2 : 1) * ff * bf, "FFN activations");
     AL(c->xsel, L * d * bf, "rows for logits");
     AL(c->logits, L * (size_t)hp->n_vocab * sizeof(float), "logits");
     AL(c->samp_scratch, L * (size_t)hp->n_vocab * sizeof(float), "sampling scratch");
@@ -274,7 +349,8 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
                       .n_seq = (int32_t)T, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
                       .max_seq_len = c->len_cap, .max_blocks_per_seq = c->max_blocks_per_seq,
-                      .scale = 1.0f, .out = c->att, .out_stride = (int64_t)dq};
+                      .n_swa = hp->n_swa, .scale = 1.0f, .out = c->att,
+                      .out_stride = (int64_t)dq};
     /* decode splits into KN_DECODE_SPLIT-long partitions: the most is T sequences at len_cap */
     KN_TRY("sizing the attention workspace",
            kn_paged_attn_decode_workspace(&a, c->len_cap / KN_DECODE_SPLIT, &c->attn_ws_bytes));
@@ -427,6 +503,43 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
     return ENG_OK;
 }
 
+/* resid += add (add NULL: nothing to add), then xn = norm(resid): LayerNorm with its bias for
+ * the families that have one, else RMSNorm. */
+static kn_status norm_into_xn(cuda_backend *c, const void *add, const void *w, const void *bias,
+                              int64_t T)
+{
+    const eng_hparams *hp = &c->m->hp;
+    if (c->m->desc->norm == ENG_ARCH_NORM_LAYER)
+        return kn_layernorm(c->act, c->resid, add, w, bias, c->xn, T, hp->n_embd, hp->norm_eps,
+                            c->st);
+    return kn_rmsnorm(c->act, c->resid, add, w, c->xn, T, hp->n_embd, hp->norm_eps, c->st);
+}
+
+/* The FFN block of layer G over xn into tmp (the next norm adds tmp to the residual stream):
+ * down(silu(gate) * up), or down(gelu(up + b_up)) + b_down for the GELU families. */
+static eng_status enqueue_ffn(cuda_backend *c, const cuda_layer *G, int64_t T, eng_err *err)
+{
+    const int64_t d = c->m->hp.n_embd, ff = c->m->hp.n_ff;
+    if (c->gated) {
+        KN_TRY("gate/up", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wgu, d, c->act, c->gu,
+                                      2 * ff, T, 2 * ff, d, 1.0f, 0.0f));
+        KN_TRY("SwiGLU", kn_swiglu(c->act, c->gu, (char *)c->gu + ff * 2, 2 * ff, c->gu, 2 * ff, T,
+                                   ff, c->st));
+    } else {
+        KN_TRY("up", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wgu, d, c->act, c->gu, ff, T,
+                                 ff, d, 1.0f, 0.0f));
+        if (G->b_up)
+            KN_TRY("up bias", kn_bias_add(c->act, c->gu, ff, G->b_up, T, ff, c->st));
+        KN_TRY("GELU", kn_gelu(c->act, c->gu, c->gu, T * ff, c->st));
+    }
+    const int64_t ld = c->gated ? 2 * ff : ff; /* SwiGLU's output sits in the gate half */
+    KN_TRY("down", kn_gemm_run(c->gemm, c->st, c->act, c->gu, ld, G->wdown, ff, c->act, c->tmp, d,
+                               T, d, ff, 1.0f, 0.0f));
+    if (G->b_down)
+        KN_TRY("down bias", kn_bias_add(c->act, c->tmp, d, G->b_down, T, d, c->st));
+    return ENG_OK;
+}
+
 /* Enqueues one forward step over the staged batch on c->st, then sampling when asked. Nothing
  * here waits for the GPU or allocates, so it can be captured into a graph. lb: the decode
  * context bucket (decode attention's grid), ignored for prefill. */
@@ -435,7 +548,7 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
 {
     const eng_model *m = c->m;
     const eng_hparams *hp = &m->hp;
-    const int64_t T = dm->n_tokens, d = hp->n_embd, ff = hp->n_ff;
+    const int64_t T = dm->n_tokens, d = hp->n_embd;
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim, qkvd = dq + 2 * kvd;
     kn_attn_args a = {.q_dtype = c->act, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
@@ -444,26 +557,31 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                       .n_seq = dm->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
                       .max_seq_len = dm->all_decode ? lb : dm->max_len,
-                      .max_q_len = dm->max_q_len, .scale = 1.0f / sqrtf((float)hp->head_dim),
-                      .out = c->att, .out_stride = dq};
+                      .max_q_len = dm->max_q_len, .n_swa = hp->n_swa,
+                      .scale = 1.0f / sqrtf((float)hp->head_dim), .out = c->att, .out_stride = dq};
 
     /* grid comments live with the launchers; here: one call per op over all T tokens */
     KN_TRY("embedding", kn_embed(c->act, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
                                  c->resid, c->st));
+    if (c->pos_embd) /* StarCoder: + the learned row of each token's position */
+        KN_TRY("position embedding", kn_embed_add(c->act, c->pos_embd, c->n_pos, d, dm->pos, T,
+                                                  c->resid, c->st));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         cuda_layer *G = &c->layers[l];
-        /* resid += previous layer's FFN output; xn = rmsnorm(resid) */
-        KN_TRY("attention norm", kn_rmsnorm(c->act, c->resid, l ? c->tmp : NULL, G->attn_norm, c->xn,
-                                            T, d, hp->norm_eps, c->st));
+        /* resid += previous layer's FFN output; xn = norm(resid) */
+        KN_TRY("attention norm", norm_into_xn(c, l ? c->tmp : NULL, G->attn_norm, G->attn_norm_b,
+                                              T));
         KN_TRY("QKV projection", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wqkv, d, c->act,
                                              c->qkv, qkvd, T, qkvd, d, 1.0f, 0.0f));
-        if (G->bqkv) /* Qwen2: q|k|v += bq|bk|bv before RoPE */
+        if (G->bqkv) /* q|k|v += bq|bk|bv before RoPE */
             KN_TRY("QKV bias", kn_bias_add(c->act, c->qkv, qkvd, G->bqkv, T, qkvd, c->st));
-        KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
-                               hp->head_dim, hp->rope_base, hp->rope_freq_scale, m->rope_freqs,
-                               m->desc->pos == ENG_ARCH_POS_ROPE_NEOX ? KN_ROPE_NEOX
-                                                                       : KN_ROPE_INTERLEAVED,
-                               c->st));
+        if (m->desc->pos != ENG_ARCH_POS_LEARNED)
+            KN_TRY("RoPE", kn_rope(c->act, c->qkv, qkvd, dm->pos, T, hp->n_head + hp->n_head_kv,
+                                   hp->head_dim, hp->rope_base, hp->rope_freq_scale,
+                                   m->rope_freqs,
+                                   m->desc->pos == ENG_ARCH_POS_ROPE_NEOX ? KN_ROPE_NEOX
+                                                                           : KN_ROPE_INTERLEAVED,
+                                   c->st));
         KN_TRY("KV write", kn_kv_write(c->act, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
                                        qkvd, dm->slots, T, kvd, KVT, G->k_cache, G->v_cache,
                                        c->n_slots, c->st));
@@ -477,19 +595,16 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
             KN_TRY("prefill attention", kn_prefill_attn_tc(&a, c->st));
         KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, c->act, c->att, dq, G->wo, dq, c->act,
                                                c->tmp, d, T, d, dq, 1.0f, 0.0f));
-        KN_TRY("FFN norm", kn_rmsnorm(c->act, c->resid, c->tmp, G->ffn_norm, c->xn, T, d,
-                                      hp->norm_eps, c->st));
-        KN_TRY("gate/up", kn_gemm_run(c->gemm, c->st, c->act, c->xn, d, G->wgu, d, c->act, c->gu,
-                                      2 * ff, T, 2 * ff, d, 1.0f, 0.0f));
-        KN_TRY("SwiGLU", kn_swiglu(c->act, c->gu, (char *)c->gu + ff * 2, 2 * ff, c->gu, 2 * ff, T,
-                                   ff, c->st));
-        KN_TRY("down", kn_gemm_run(c->gemm, c->st, c->act, c->gu, 2 * ff, G->wdown, ff, c->act, c->tmp,
-                                   d, T, d, ff, 1.0f, 0.0f));
+        if (G->bo)
+            KN_TRY("attention output bias", kn_bias_add(c->act, c->tmp, d, G->bo, T, d, c->st));
+        KN_TRY("FFN norm", norm_into_xn(c, c->tmp, G->ffn_norm, G->ffn_norm_b, T));
+        eng_status st = enqueue_ffn(c, G, T, err);
+        if (st != ENG_OK)
+            return st;
     }
     if (dm->n_logits == 0)
         return ENG_OK;
-    KN_TRY("output norm", kn_rmsnorm(c->act, c->resid, c->tmp, c->out_norm, c->xn, T, d,
-                                     hp->norm_eps, c->st));
+    KN_TRY("output norm", norm_into_xn(c, c->tmp, c->out_norm, c->out_norm_b, T));
     /* gather the rows that want logits (the embedding gather over xn as its table) */
     KN_TRY("logit rows", kn_embed(c->act, c->xn, T, d, dm->logits_idx, dm->n_logits, c->act, c->xsel,
                                   c->st));
@@ -618,7 +733,8 @@ static void cuda_free(eng_backend *be)
     if (c->layers) {
         for (int32_t l = 0; l < c->m->hp.n_layer; l++) {
             cuda_layer *G = &c->layers[l];
-            void *ps[] = {G->attn_norm, G->ffn_norm, G->wqkv, G->bqkv, G->wo, G->wgu, G->wdown,
+            void *ps[] = {G->attn_norm, G->ffn_norm, G->attn_norm_b, G->ffn_norm_b, G->wqkv,
+                          G->bqkv, G->wo, G->bo, G->wgu, G->b_up, G->wdown, G->b_down,
                           G->k_cache, G->v_cache};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
                 cudaFree(ps[i]);
@@ -627,8 +743,9 @@ static void cuda_free(eng_backend *be)
     }
     if (c->output != c->tok_embd)
         cudaFree(c->output);
-    void *ps[] = {c->tok_embd, c->out_norm, c->resid, c->xn, c->tmp, c->qkv, c->att, c->gu,
-                  c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp, c->d_next, c->samp_scratch};
+    void *ps[] = {c->tok_embd, c->out_norm, c->out_norm_b, c->pos_embd, c->resid, c->xn, c->tmp,
+                  c->qkv, c->att, c->gu, c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp,
+                  c->d_next, c->samp_scratch};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         cudaFree(ps[i]);
     cudaFreeHost(c->h_ints);
@@ -654,15 +771,16 @@ eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config 
     if (kn_device_count() < 1)
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "no CUDA device is visible");
     const eng_hparams *hp = &m->hp;
-    const eng_arch_desc *d = m->desc;
-    if (d->norm != ENG_ARCH_NORM_RMS || d->ffn != ENG_ARCH_FFN_SWIGLU ||
-        (d->pos != ENG_ARCH_POS_ROPE_INTERLEAVED && d->pos != ENG_ARCH_POS_ROPE_NEOX) ||
-        d->out_bias || !kn_attn_supported(hp->head_dim))
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend cannot run this model yet "
-                        "(architecture %s: it runs RMSNorm, RoPE and SwiGLU, biases only on "
-                        "Q/K/V; "
-                        "head size %d: it has kernels for 32, 64, 128, 256)", hp->arch_name,
-                        hp->head_dim);
+    if (!kn_attn_supported(hp->head_dim))
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend cannot run this model "
+                        "(architecture %s): head size %d (it has attention kernels for 16, 32, "
+                        "64, 128, 256)", hp->arch_name, hp->head_dim);
+    if (m->desc->pos == ENG_ARCH_POS_LEARNED && (!m->pos_embd.data || max_pos > m->pos_embd.ne1))
+        return eng_fail(err, ENG_ERR_INVALID, "sequences of up to %d positions, but the model "
+                        "learned %lld", max_pos, (long long)m->pos_embd.ne1);
+    eng_status st = check_layers(m, err);
+    if (st != ENG_OK)
+        return st;
     cuda_backend *c = calloc(1, sizeof *c);
     if (!c)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
@@ -673,7 +791,7 @@ eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config 
     c->max_logits = cfg->max_logits;
     c->use_graphs = cfg->cuda_graphs;
     c->act = cfg->cuda_fp16 ? KN_DTYPE_F16 : KN_DTYPE_BF16;
-    eng_status st = ENG_OK;
+    c->gated = m->desc->ffn == ENG_ARCH_FFN_SWIGLU;
     cudaError_t e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking);
     if (e != cudaSuccess)
         st = cuda_fail(err, "creating a stream", e);

@@ -63,7 +63,7 @@ Test(kn_swiglu, matches_reference)
             run_swiglu(&kt_swiglu_cases[i]);
 }
 
-/* GELU is not called by the engine (kernels/README.md): kept tested for GELU models */
+/* the tanh approximation (ggml_gelu), what StarCoder and StarCoder2 run */
 Test(kn_gelu, matches_reference)
 {
     KT_REQUIRE_GPU();
