@@ -12,7 +12,9 @@
 #   ARCHS=90a tools/gpu_check.sh               # build only for Hopper (faster)
 #   ENGINE=1 tools/gpu_check.sh                # then the CUDA backend end to end (serval-cuda-check:
 #                                              # vs the CPU backend; on the default model too when
-#                                              # it is there) + engine benchmarks
+#                                              # it is there; starcoder, starcoder2 and linear
+#                                              # RoPE scaling, tiny and real shapes) + engine
+#                                              # benchmarks (StarCoder-1B, StarCoder2-3B too)
 # ENGINE=1 needs a GGUF to copy a vocabulary from (the real default model is too big to travel):
 # make one here with `build/bin/serval-synth --preset tiny --vocab-from models/SmolLM2-135M-
 # Instruct.Q4_1.gguf --out models/vocab.gguf` and name models/vocab.gguf in the device call's carry.
@@ -80,6 +82,23 @@ if [ "${ENGINE:-0}" = 1 ]; then
     timeout 300 "$BUILD/bin/serval-cuda-check" --model "$BUILD/smollm2-135m.gguf" 2>&1 \
         | tee "$OUT/cuda_check.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    # issue #13's families: the tiny presets the emulator checks (f16 weights: the fp16 run is
+    # held to 1% of the CPU backend) and real shapes at 4 layers (Q8_0), on the committed
+    # 4096-token vocabulary, which travels with the tree
+    FAM_VOCAB=tests/fixtures/families/vocab-smollm-4096.gguf
+    echo "== engine: CUDA backend vs CPU backend (starcoder, starcoder2, linear RoPE scaling)"
+    for spec in starcoder-tiny:f16 starcoder2-tiny:f16 deepseek-coder-tiny:f16 \
+                starcoder-1b:q8_0:4 starcoder2-3b:q8_0:4 deepseek-coder-1.3b:q8_0:4; do
+        IFS=: read -r p dt nl <<< "$spec"
+        f="$BUILD/fam-$p.gguf"
+        [ -f "$f" ] || "$BUILD/bin/serval-synth" --preset "$p" --dtype "$dt" ${nl:+--layers $nl} \
+            --vocab-from "$FAM_VOCAB" --out "$f" > /dev/null || { echo "synth $p failed"; fail=1; continue; }
+        lim=""
+        [ "$dt" = f16 ] && lim="--fp16-limit 0.01"
+        timeout 300 "$BUILD/bin/serval-cuda-check" --model "$f" $lim 2>&1 | sed "s/^/$p: /" \
+            | tee -a "$OUT/cuda_check_families.txt"
+        [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    done
     # what tests/engine/test_backend_cuda.c ran (it could only skip on the CPU machines)
     DEFAULT_MODEL=${DEFAULT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
     if [ -f "$DEFAULT_MODEL" ]; then
@@ -106,6 +125,23 @@ if [ "${ENGINE:-0}" = 1 ]; then
         timeout 300 python3 bench/hf_peer.py --preset $p --batches 1,8,64,256 --prompt 128 \
             --output 128 2>&1 | grep -v Warning
     done 2>&1 | tee "$OUT/engine_bench.txt"
+    # StarCoder-1B whole, StarCoder2-3B at 8 of its 30 layers (the synthetic file of all 30 takes
+    # minutes to write): decode at batch 1 and 64, one prefill run (LayerNorm, GELU and the bias
+    # launches are what differs from the llama presets above)
+    for spec in starcoder-1b:24 starcoder2-3b:8; do
+        IFS=: read -r p nl <<< "$spec"
+        f="$BUILD/$p-$nl.gguf"
+        [ -f "$f" ] || "$BUILD/bin/serval-synth" --preset "$p" --layers "$nl" --vocab-from "$VOCAB" \
+            --dtype q8_0 --out "$f" > /dev/null || { echo "synth $p failed"; continue; }
+        for b in 1 64; do
+            timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$f" --kv-mb 0 \
+                --max-running 256 --step-tokens 2048 --requests $b --prompt 128 --output 128 \
+                --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p-$nl b$b: /"
+        done
+        timeout 120 "$BUILD/bin/bench_engine" --backend cuda --model "$f" --kv-mb 0 \
+            --max-running 64 --step-tokens 8192 --requests 16 --prompt 1536 --output 1 \
+            --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p-$nl prefill: /"
+    done 2>&1 | tee -a "$OUT/engine_bench.txt"
 fi
 
 echo "== result: $([ $fail = 0 ] && echo ALL PASSED || echo FAILURES, see $OUT)"
