@@ -9,7 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum bench_target { BENCH_TARGET_TABBY, BENCH_TARGET_OPENAI } bench_target;
+typedef enum bench_target {
+    BENCH_TARGET_TABBY,   /* POST /v1/completions, Tabby's segments */
+    BENCH_TARGET_OPENAI,  /* POST /v1/completions, OpenAI's prompt */
+    BENCH_TARGET_LLAMACPP /* POST /completion, llama.cpp server's prompt/n_predict */
+} bench_target;
 typedef enum bench_mode { BENCH_MODE_DEVELOPER, BENCH_MODE_CLASSIC } bench_mode;
 typedef enum bench_outcome {
     BENCH_OUTCOME_ANSWERED,   /* a 2xx with a well-formed completion */
@@ -62,6 +66,7 @@ typedef struct bench_rec {
     double t_key;          /* keystroke that triggered it (developer mode; else = t_intended) */
     double t_intended, t_sent;
     double ttft_ms, e2e_ms; /* from t_intended; < 0 when not reached */
+    double itl_ms;         /* mean gap between streamed text pieces; < 0 without two pieces */
     double k2s_ms;         /* keystroke to suggestion (answered only), else < 0 */
     int prompt_tokens, completion_tokens; /* server's usage; -1 when it sent none */
     double em, es;         /* exact match, edit similarity vs the text typed next; < 0: none */
@@ -114,6 +119,8 @@ void bench_corpus_free(bench_corpus *c);
 typedef struct bench_http_result {
     int status;
     double t_sent, t_first_byte, t_first_token, t_done; /* absolute ms; < 0 when not reached */
+    double t_last_token; /* the last text piece of a stream */
+    int pieces;          /* streamed events that carried text */
     bool aborted;           /* abort_at came first: the connection was closed */
     bool complete;          /* the whole response (and [DONE] for streams) arrived */
     char *text;             /* the completion text (malloc'd) */
@@ -122,7 +129,7 @@ typedef struct bench_http_result {
     char error[160];
 } bench_http_result;
 
-/* POSTs body to path and reads the reply until it ends, abort_at_ms (absolute; the
+/* POSTs body to path and reads the reply (the target's shape; SSE when stream) until it ends, abort_at_ms (absolute; the
  * connection is closed: the abort tabby-agent does) or deadline_ms (an error). *fd: a
  * kept-alive connection or -1; on return the connection to reuse, or -1. */
 void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char *body,

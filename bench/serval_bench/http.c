@@ -109,6 +109,7 @@ typedef struct reader {
     size_t hdr_end;   /* 0 until the header block is in */
     long content_len; /* -1: none */
     bool chunked, keep_alive, done;
+    bool llama;       /* llama.cpp server shapes: content, tokens_predicted, stop */
     size_t pos;       /* chunked: next raw byte to decode */
     long chunk_left;  /* chunked: -1 size line next, 0 CRLF next, >0 data bytes */
     size_t sse_pos;   /* stream: next body byte to scan for events */
@@ -181,6 +182,11 @@ static bool advance_body(reader *rd)
 
 static void take_usage(json_t *j, bench_http_result *out)
 {
+    json_t *tp = json_object_get(j, "tokens_predicted"), *te = json_object_get(j, "tokens_evaluated");
+    if (json_is_integer(tp)) /* llama.cpp server's usage */
+        out->completion_tokens = (int)json_integer_value(tp);
+    if (json_is_integer(te))
+        out->prompt_tokens = (int)json_integer_value(te);
     json_t *u = json_object_get(j, "usage");
     if (json_is_object(u)) {
         json_t *pt = json_object_get(u, "prompt_tokens"), *ct = json_object_get(u, "completion_tokens");
@@ -194,9 +200,12 @@ static void take_usage(json_t *j, bench_http_result *out)
         snprintf(out->id, sizeof out->id, "%s", json_string_value(id));
 }
 
-/* choices[0].text of an OpenAI/Tabby completion object (NULL when absent). */
-static const char *choice_text(json_t *j)
+/* choices[0].text of an OpenAI/Tabby completion object, content of a llama.cpp one (NULL when
+ * absent). */
+static const char *choice_text(json_t *j, bool llama)
 {
+    if (llama)
+        return json_string_value(json_object_get(j, "content"));
     json_t *c = json_object_get(j, "choices");
     if (!json_is_array(c))
         return NULL;
@@ -228,12 +237,16 @@ static bool scan_sse(reader *rd, buf *text, bench_http_result *out)
             snprintf(out->error, sizeof out->error, "malformed SSE event");
             return false;
         }
-        const char *t = choice_text(j);
+        const char *t = choice_text(j, rd->llama);
         if (t && *t) {
+            out->t_last_token = bench_now_ms();
             if (out->t_first_token < 0)
-                out->t_first_token = bench_now_ms();
+                out->t_first_token = out->t_last_token;
+            out->pieces++;
             buf_put(text, t, strlen(t));
         }
+        if (rd->llama && json_is_true(json_object_get(j, "stop")))
+            out->complete = true; /* llama.cpp's last event; no [DONE] */
         take_usage(j, out);
         json_decref(j);
     }
@@ -247,9 +260,10 @@ static void finish_plain(reader *rd, buf *text, bench_http_result *out)
         return;
     }
     if (out->status / 100 == 2) {
-        const char *t = choice_text(j);
+        const char *t = choice_text(j, rd->llama);
         if (!t)
-            snprintf(out->error, sizeof out->error, "no choices[0].text in the reply");
+            snprintf(out->error, sizeof out->error, "no %s in the reply",
+                     rd->llama ? "content" : "choices[0].text");
         else {
             buf_put(text, t, strlen(t));
             out->complete = true;
@@ -275,11 +289,11 @@ void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char
                      bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out)
 {
     memset(out, 0, sizeof *out);
-    out->t_first_byte = out->t_first_token = out->t_done = -1;
+    out->t_first_byte = out->t_first_token = out->t_last_token = out->t_done = -1;
     out->prompt_tokens = out->completion_tokens = -1;
     size_t blen = strlen(body);
     char *req = malloc(blen + 1024);
-    reader rd = {0};
+    reader rd = {.llama = cfg->target == BENCH_TARGET_LLAMACPP};
     buf text = {0};
     if (!req) {
         snprintf(out->error, sizeof out->error, "out of memory");
@@ -377,7 +391,8 @@ void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char
         close_fd(fd);
     if (stream && out->status / 100 == 2) {
         if (!out->complete)
-            snprintf(out->error, sizeof out->error, "stream ended without [DONE]");
+            snprintf(out->error, sizeof out->error, "stream ended without %s",
+                     rd.llama ? "a stop event" : "[DONE]");
     } else {
         finish_plain(&rd, &text, out);
     }

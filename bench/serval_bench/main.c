@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 static const char *const USAGE[] = {
-"usage: serval-bench --target tabby|openai --url URL [--token T] --developers N --duration S\n"
+"usage: serval-bench --target tabby|openai|llamacpp --url URL [--token T] --developers N --duration S\n"
 "                    --repos DIR --out DIR [options]\n"
 "       serval-bench compare A/summary.json B/summary.json\n"
 "\n"
@@ -23,9 +23,13 @@ static const char *const USAGE[] = {
 "intended send time, so a late client never hides server delay (no coordinated omission).\n"
 "\n",
 "Target and output (the stable contract):\n"
-"  --target tabby|openai  tabby: POST /v1/completions with {language, segments: {prefix,\n"
+"  --target tabby|openai|llamacpp\n"
+"                         tabby: POST /v1/completions with {language, segments: {prefix,\n"
 "                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
-"                         {prompt, max_tokens, stream} (the prefix window as the prompt)\n"
+"                         {prompt, max_tokens, stream}; llamacpp: POST /completion with\n"
+"                         {prompt, n_predict, stream, cache_prompt} (llama.cpp's server, the\n"
+"                         engine Tabby runs); openai and llamacpp send the prefix window as\n"
+"                         the prompt\n"
 "  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
 "  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
 "  --developers N         developers typing at once, on average (default 4)\n"
@@ -65,8 +69,10 @@ static const char *const USAGE[] = {
 "                         busy goes late and its latency still counts from its due time\n"
 "                         (default 256)\n"
 "  --prompt-chars N       prompt length in characters (default 600, ~150 tokens of code)\n"
-"  --max-tokens N         openai: max_tokens (default 32); tabby: the server's default\n"
-"  --stream               openai: stream (SSE); time to first token is the first text piece\n"
+"  --max-tokens N         openai: max_tokens, llamacpp: n_predict (default 32); tabby: the\n"
+"                         server's default (applies to developer sessions too)\n"
+"  --stream               openai, llamacpp: stream (SSE); time to first token is the first\n"
+"                         text piece, inter-token latency the mean gap between pieces\n"
 "  --model NAME           openai: the model field (default \"\")\n"
 "\n",
 "Common:\n"
@@ -212,8 +218,10 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         c->target = BENCH_TARGET_TABBY;
     else if (strcmp(target, "openai") == 0)
         c->target = BENCH_TARGET_OPENAI;
+    else if (strcmp(target, "llamacpp") == 0)
+        c->target = BENCH_TARGET_LLAMACPP;
     else
-        return usage_error("--target %s: tabby or openai (llamacpp and grpc are not built yet)", target);
+        return usage_error("--target %s: tabby, openai or llamacpp (grpc is not built yet)", target);
     if (!c->repos || !c->out)
         return usage_error("%s", "--repos DIR and --out DIR are required");
     if (c->stream && c->target == BENCH_TARGET_TABBY)
@@ -290,7 +298,9 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Fail fast on a wrong URL or token instead of a run full of errors. */
-    const char *probe = cfg.target == BENCH_TARGET_TABBY ? "/v1/health" : "/v1/models";
+    const char *probe = cfg.target == BENCH_TARGET_TABBY    ? "/v1/health"
+                        : cfg.target == BENCH_TARGET_OPENAI ? "/v1/models"
+                                                            : "/health";
     int st = bench_http_get(&cfg, probe, NULL);
     if (st / 100 != 2) {
         fprintf(stderr, "serval-bench: GET %s%s on %s:%d answered %d%s\n", cfg.base_path, probe,

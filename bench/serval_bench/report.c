@@ -205,6 +205,8 @@ static int write_jsonl(bench_run *r, const char *path)
             "error", x->error ? json_string(x->error) : json_null());
         if (j && x->es >= 0)
             json_object_set_new(j, "edit_similarity", json_real(x->es));
+        if (j && x->itl_ms >= 0)
+            json_object_set_new(j, "itl_ms", json_real(x->itl_ms));
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (!s) {
@@ -263,7 +265,9 @@ static int write_csv(json_t *sum, const char *path)
 static json_t *config_json(const bench_cfg *c)
 {
     json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:I}", "target",
-                          c->target == BENCH_TARGET_TABBY ? "tabby" : "openai", "mode",
+                          c->target == BENCH_TARGET_TABBY    ? "tabby"
+                          : c->target == BENCH_TARGET_OPENAI ? "openai"
+                                                             : "llamacpp", "mode",
                           c->mode == BENCH_MODE_DEVELOPER ? "developer" : "classic", "host",
                           c->host, "port", c->port, "developers", c->developers, "duration_s",
                           c->duration_s, "session_s", c->session_s, "keystroke_ms", c->keystroke_ms,
@@ -282,11 +286,12 @@ int bench_report(bench_run *r, double wall_s, double cpu_s)
     size_t n = r->n_recs;
     double *ttft = malloc((n + 1) * sizeof *ttft), *e2e = malloc((n + 1) * sizeof *e2e);
     double *k2s = malloc((n + 1) * sizeof *k2s), *lag = malloc((n + 1) * sizeof *lag);
-    if (!ttft || !e2e || !k2s || !lag) {
+    double *itl = malloc((n + 1) * sizeof *itl);
+    if (!ttft || !e2e || !k2s || !lag || !itl) {
         fprintf(stderr, "serval-bench: out of memory\n");
         return 1;
     }
-    size_t nt = 0, ne = 0, nk = 0, nl = 0, cnt[3] = {0}, cut = 0, good = 0, usage = 0, scored = 0;
+    size_t ni = 0, nt = 0, ne = 0, nk = 0, nl = 0, cnt[3] = {0}, cut = 0, good = 0, usage = 0, scored = 0;
     size_t exact = 0, accepted = 0;
     double es_sum = 0;
     long long ptok = 0, ctok = 0;
@@ -302,6 +307,8 @@ int bench_report(bench_run *r, double wall_s, double cpu_s)
         if (x->ttft_ms >= 0)
             ttft[nt++] = x->ttft_ms;
         e2e[ne++] = x->e2e_ms;
+        if (x->itl_ms >= 0)
+            itl[ni++] = x->itl_ms;
         k2s[nk++] = x->k2s_ms;
         if ((dev ? x->k2s_ms : x->e2e_ms) <= cfg->slo_ms)
             good++;
@@ -340,6 +347,7 @@ int bench_report(bench_run *r, double wall_s, double cpu_s)
     json_object_set_new(s, "ttft_ms", dist(ttft, nt));
     json_object_set_new(s, "e2e_ms", dist(e2e, ne));
     json_object_set_new(s, "keystroke_to_suggestion_ms", dist(k2s, nk));
+    json_object_set_new(s, "itl_ms", dist(itl, ni));
     json_object_set_new(s, "send_lag_ms", lagd);
     json_object_set_new(s, "slo_ms", json_real(cfg->slo_ms));
     json_object_set_new(s, "slo_metric", json_string(dev ? "keystroke_to_suggestion_ms" : "e2e_ms"));
@@ -362,6 +370,7 @@ int bench_report(bench_run *r, double wall_s, double cpu_s)
     free(e2e);
     free(k2s);
     free(lag);
+    free(itl);
 
     char path[4096];
     int rc = 0;

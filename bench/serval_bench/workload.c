@@ -27,6 +27,9 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
                 json_object_set_new(seg, "git_url", json_string(f->git_url));
         }
         j = json_pack("{s:s,s:o}", "language", f ? f->lang : "unknown", "segments", seg);
+    } else if (cfg->target == BENCH_TARGET_LLAMACPP) {
+        j = json_pack("{s:s%,s:i,s:b,s:f,s:b}", "prompt", prefix, prefix_len, "n_predict",
+                      cfg->max_tokens, "stream", cfg->stream, "temperature", 0.0, "cache_prompt", 1);
     } else {
         j = json_pack("{s:s,s:s%,s:i,s:b,s:f}", "model", cfg->model ? cfg->model : "", "prompt",
                       prefix, prefix_len, "max_tokens", cfg->max_tokens, "stream", cfg->stream,
@@ -45,7 +48,7 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
 {
     const bench_cfg *cfg = r->cfg;
     bench_rec rec = {.session = session, .t_key = t_key, .t_intended = t_intended,
-                     .ttft_ms = -1, .e2e_ms = -1, .k2s_ms = -1, .em = -1, .es = -1,
+                     .ttft_ms = -1, .e2e_ms = -1, .itl_ms = -1, .k2s_ms = -1, .em = -1, .es = -1,
                      .prompt_chars = (int)plen, .file = f ? f->rel : NULL};
     char *body = request_body(cfg, f, prefix, plen, suffix, slen);
     if (!body) {
@@ -64,8 +67,8 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
     bench_http_result res;
     atomic_fetch_add(&r->sent, 1);
     atomic_fetch_add(&r->inflight, 1);
-    bench_http_post(cfg, fd, "/v1/completions", body,
-                    cfg->target == BENCH_TARGET_OPENAI && cfg->stream, abort_at, deadline, &res);
+    bench_http_post(cfg, fd, cfg->target == BENCH_TARGET_LLAMACPP ? "/completion" : "/v1/completions",
+                    body, cfg->stream, abort_at, deadline, &res);
     atomic_fetch_sub(&r->inflight, 1);
     free(body);
     double t_int_abs = r->t0 + t_intended;
@@ -87,6 +90,8 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
     } else {
         rec.outcome = BENCH_OUTCOME_ANSWERED;
         rec.ttft_ms = res.t_first_token - t_int_abs;
+        if (res.pieces >= 2)
+            rec.itl_ms = (res.t_last_token - res.t_first_token) / (res.pieces - 1);
         rec.e2e_ms = res.t_done - t_int_abs;
         rec.k2s_ms = res.t_done - (r->t0 + t_key);
         bench_quality(res.text, truth, tlen, &rec.em, &rec.es, &rec.accepted);

@@ -1,6 +1,7 @@
 /* test_serval_bench.c — serval-bench's CI smoke run: `serval serve` on a tiny synthetic model,
  * serval-bench for a couple of seconds per mode (developer sessions, classic closed and open
- * loop) against the Tabby and OpenAI targets; the outputs must be well-formed and add up. */
+ * loop) against the Tabby, OpenAI and llama.cpp targets; the outputs must be well-formed and
+ * add up. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -106,9 +107,15 @@ static void check_dist(const tu_json *sum, const char *key, double n_expected)
     cr_assert_geq(num(d, "p50"), 0, "%s.p50 is negative", key);
 }
 
-/* Checks one run's outputs; returns the summary (caller frees). usage: the target reports
- * token counts. */
-static tu_json *check_run(const char *dir, bool developer, bool usage)
+/* What a target's replies carry besides the text. */
+enum {
+    USAGE_NONE = 0,      /* Tabby: an id, no token counts */
+    USAGE_TOKENS = 1,    /* OpenAI: an id and usage */
+    USAGE_NONE_NO_ID = 2 /* llama.cpp: tokens_predicted, no id */
+};
+
+/* Checks one run's outputs; returns the summary (caller frees). */
+static tu_json *check_run(const char *dir, bool developer, int usage)
 {
     tu_json *sum = read_json(dir, "summary.json", NULL);
     cr_assert_not_null(sum, "summary.json is not JSON");
@@ -136,9 +143,10 @@ static tu_json *check_run(const char *dir, bool developer, bool usage)
             cr_assert(ttft >= 0 && ttft <= e2e + 1e-6, "line %zu: ttft %g e2e %g", n + 1, ttft, e2e);
             cr_assert_geq(k2s, e2e - 1e-6, "line %zu: keystroke-to-suggestion < e2e", n + 1);
             cr_assert_eq(num(r, "status"), 200, "line %zu", n + 1);
-            cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
+            if (usage != USAGE_NONE_NO_ID)
+                cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
             ttft_n++;
-            if (usage)
+            if (usage != USAGE_NONE)
                 tokens += num(r, "completion_tokens");
             else
                 cr_assert_eq(need(r, "completion_tokens")->type, TU_JSON_NULL,
@@ -171,7 +179,7 @@ static tu_json *check_run(const char *dir, bool developer, bool usage)
     cr_assert_geq(num(sum, "client_cpu_s"), 0);
     cr_assert_eq(need(sum, "client_bottleneck")->type, TU_JSON_BOOL);
     cr_assert_eq(need(sum, "warnings")->type, TU_JSON_ARR);
-    if (usage)
+    if (usage != USAGE_NONE)
         cr_assert_eq(num(sum, "completion_tokens"), tokens, "summary tokens = the lines' sum");
     const tu_json *em = need(sum, "exact_match");
     cr_assert(em->type == TU_JSON_NULL || (em->num >= 0 && em->num <= 1), "exact_match in [0,1]");
@@ -200,13 +208,13 @@ Test(serval_bench, tabby_developer_sessions_and_classic_runs_are_well_formed_and
     const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
                               "--debounce-ms", "100", NULL};
     free(bench(&s, "tabby", dev, dev_args));
-    tu_json *a = check_run(dev, true, false);
+    tu_json *a = check_run(dev, true, USAGE_NONE);
     const tu_json *cfg = need(a, "config");
     cr_assert_str_eq(need(cfg, "mode")->str, "developer");
     cr_assert_geq(num(a, "suggestions_scored"), 1, "answered suggestions are scored");
     const char *cls_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1.5", NULL};
     free(bench(&s, "tabby", cls, cls_args));
-    tu_json_free(check_run(cls, false, false));
+    tu_json_free(check_run(cls, false, USAGE_NONE));
     tu_json_free(a);
 
     /* compare prints B/A per key. */
@@ -232,21 +240,45 @@ Test(serval_bench, openai_streamed_sessions_and_open_and_closed_loops_count_serv
     const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
                               "--debounce-ms", "100", "--stream", "--max-tokens", "8", NULL};
     free(bench(&s, "openai", dev, dev_args));
-    tu_json_free(check_run(dev, true, true));
+    tu_json_free(check_run(dev, true, USAGE_TOKENS));
     const char *open_args[] = {"--mode", "classic", "--rate", "8", "--arrival", "gamma",
                                "--duration", "1.5", "--stream", "--max-tokens", "8", NULL};
     free(bench(&s, "openai", open, open_args));
-    tu_json_free(check_run(open, false, true));
+    tu_json_free(check_run(open, false, USAGE_TOKENS));
     const char *closed_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1.5",
                                  "--max-tokens", "8", NULL};
     free(bench(&s, "openai", closed, closed_args));
-    tu_json *c = check_run(closed, false, true);
+    tu_json *c = check_run(closed, false, USAGE_TOKENS);
     /* Non-streamed, max_tokens 8: each answer reports at most 8 tokens. */
     cr_assert_leq(num(c, "completion_tokens"), 8 * num(c, "answered"));
     tu_json_free(c);
     cr_assert_eq(tu_server_stop(&s), 0);
     free(dev);
     free(open);
+    free(closed);
+    free(model);
+}
+
+Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_predicted)
+{
+    char *model = tiny_model();
+    tu_server s = start_server(model);
+    char *dev = out_dir(), *closed = out_dir();
+    const char *dev_args[] = {"--developers", "4", "--duration", "2", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", "--stream", "--max-tokens", "8", NULL};
+    free(bench(&s, "llamacpp", dev, dev_args));
+    tu_json *d = check_run(dev, true, USAGE_NONE_NO_ID);
+    /* Streams of 8 tokens have pieces to time: inter-token latency is measured. */
+    cr_assert_gt(num(need(d, "itl_ms"), "n"), 0, "no inter-token latency from the streams");
+    tu_json_free(d);
+    const char *closed_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1",
+                                 "--max-tokens", "8", NULL};
+    free(bench(&s, "llamacpp", closed, closed_args));
+    tu_json *c = check_run(closed, false, USAGE_NONE_NO_ID);
+    cr_assert_leq(num(c, "completion_tokens"), 8 * num(c, "answered"));
+    tu_json_free(c);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(dev);
     free(closed);
     free(model);
 }
