@@ -43,7 +43,17 @@ typedef struct bench_cfg {
     double slo_ms;
     uint64_t seed;
     bool quiet;
+    /* developers-at-SLO search */
+    bool search;
+    int search_max, search_repeats;
+    double min_answered;
 } bench_cfg;
+
+/* What a search needs from one run's summary. */
+typedef struct bench_headline {
+    size_t requests, answered, superseded, errors;
+    double k2s_p95; /* < 0 when nothing was answered */
+} bench_headline;
 
 typedef struct bench_file {
     char *rel;        /* path relative to --repos (malloc'd) */
@@ -104,8 +114,8 @@ bool bench_record(bench_run *r, const bench_rec *rec);
 void bench_quality(const char *s, const char *truth, size_t truth_len, double *em, double *es,
                    bool *accept);
 /* Writes requests.jsonl, summary.json, summary.csv under cfg->out and prints the summary's
- * headline to stdout; returns 0, or 1 with a message on stderr. */
-int bench_report(bench_run *r, double wall_s, double cpu_s);
+ * headline to stdout (and into *h when not NULL); returns 0, or 1 with a message on stderr. */
+int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h);
 /* `serval-bench compare A B`: prints B/A for every numeric key; returns an exit status. */
 int bench_compare(const char *a, const char *b);
 
@@ -136,6 +146,14 @@ void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char
                      bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out);
 /* GET path; the status (0 when none) and, when body is not NULL, the body (malloc'd). */
 int bench_http_get(const bench_cfg *cfg, const char *path, char **body);
+
+/* ---- runs (main.c) and the developers-at-SLO search (search.c) ---- */
+/* One run of cfg's workload with its outputs under cfg->out; 0, or an exit status. */
+int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headline *h);
+/* Grows, then bisects --developers for the most whose p95 keystroke-to-suggestion stays within
+ * --slo-ms with at least --min-answered of the non-superseded requests answered, repeated
+ * --search-repeats times; writes out/search.json and each trial under out/search/. */
+int bench_search(const bench_cfg *cfg, const bench_corpus *corpus);
 
 /* ---- workloads (workload.c) ---- */
 /* Runs the configured workload to its end; returns when every session/worker has joined. */

@@ -75,6 +75,18 @@ static const char *const USAGE[] = {
 "                         text piece, inter-token latency the mean gap between pieces\n"
 "  --model NAME           openai: the model field (default \"\")\n"
 "\n",
+"Developers at SLO (--search):\n"
+"  --search               instead of one run: the largest --developers whose p95\n"
+"                         keystroke-to-suggestion stays within --slo-ms with at least\n"
+"                         --min-answered of the requests that were not superseded answered:\n"
+"                         grow 1, 2, 4, ... until one fails, then bisect, each trial a run of\n"
+"                         --duration; repeated with other seeds for a 95% confidence\n"
+"                         interval. Writes DIR/search.json and every trial's outputs under\n"
+"                         DIR/search/rep<R>-dev<N>/\n"
+"  --search-max N         developers tried at most (default 256)\n"
+"  --search-repeats R     searches, seeds --seed, --seed+1, ... (default 3)\n"
+"  --min-answered F       answered share of non-superseded requests to pass (default 0.99)\n"
+"\n",
 "Common:\n"
 "  --slo-ms MS            goodput counts answers within MS (keystroke-to-suggestion for\n"
 "                         developers, end-to-end for classic; default 2000)\n"
@@ -146,6 +158,7 @@ typedef struct num_flag {
 
 static int parse_args(bench_cfg *c, int argc, char **argv)
 {
+    double smax = 256, sreps = 3;
     double seed = 1, devs = 4, conc = 4, pl = 20, sl = 20, hl = 3, pc = 600, mt = 32, mi = 256;
     num_flag nums[] = {
         {"--duration", &c->duration_s, NULL, 0.1, 1e6}, {"--session", &c->session_s, NULL, 0.1, 1e6},
@@ -159,6 +172,8 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         {"--prefix-lines", &pl, NULL, 0, 10000}, {"--suffix-lines", &sl, NULL, 0, 10000},
         {"--hole-lines", &hl, NULL, 1, 10000}, {"--prompt-chars", &pc, NULL, 1, 1e7},
         {"--max-tokens", &mt, NULL, 1, 1e6}, {"--max-inflight", &mi, NULL, 1, 100000},
+        {"--search-max", &smax, NULL, 1, 100000}, {"--search-repeats", &sreps, NULL, 1, 30},
+        {"--min-answered", &c->min_answered, NULL, 0, 1},
     };
     const char *url = "http://127.0.0.1:8080", *target = NULL;
     for (int i = 1; i < argc; i++) {
@@ -206,6 +221,8 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
             c->gamma = strcmp(m, "gamma") == 0;
         } else if (strcmp(a, "--stream") == 0) {
             c->stream = true;
+        } else if (strcmp(a, "--search") == 0) {
+            c->search = true;
         } else if (strcmp(a, "--quiet") == 0) {
             c->quiet = true;
         } else {
@@ -226,6 +243,10 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         return usage_error("%s", "--repos DIR and --out DIR are required");
     if (c->stream && c->target == BENCH_TARGET_TABBY)
         return usage_error("%s", "--stream: Tabby's /v1/completions does not stream");
+    if (c->search && c->mode != BENCH_MODE_DEVELOPER)
+        return usage_error("%s", "--search runs developer sessions (leave out --mode classic)");
+    c->search_max = (int)smax;
+    c->search_repeats = (int)sreps;
     c->seed = (uint64_t)seed;
     c->developers = (int)devs;
     c->concurrency = (int)conc;
@@ -273,6 +294,31 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
+int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headline *h)
+{
+    bench_run run = {.cfg = cfg, .corpus = corpus};
+    pthread_mutex_init(&run.lock, NULL);
+    double cpu0 = cpu_seconds();
+    run.t0 = bench_now_ms();
+    pthread_t prog;
+    bool have_prog = !cfg->quiet && pthread_create(&prog, NULL, progress_main, &run) == 0;
+    int rc = bench_run_workload(&run);
+    double wall = (bench_now_ms() - run.t0) / 1000.0;
+    double cpu = cpu_seconds() - cpu0;
+    atomic_store(&run.stop, true);
+    if (have_prog)
+        pthread_join(prog, NULL);
+    if (rc != 0)
+        fprintf(stderr, "serval-bench: the workload could not start (out of memory)\n");
+    else
+        rc = bench_report(&run, wall, cpu, h);
+    for (size_t i = 0; i < run.n_recs; i++)
+        free(run.recs[i].error);
+    free(run.recs);
+    pthread_mutex_destroy(&run.lock);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
@@ -288,7 +334,8 @@ int main(int argc, char **argv)
     }
     bench_cfg cfg = {.duration_s = 30, .session_s = 60, .grace_s = 30, .timeout_s = 120,
                      .keystroke_ms = 120, .jitter = 0.5, .pause_prob = 0.3, .pause_ms = 1500,
-                     .debounce_ms = 150, .accept_ms = 200, .gamma_shape = 0.5, .slo_ms = 2000};
+                     .debounce_ms = 150, .accept_ms = 200, .gamma_shape = 0.5, .slo_ms = 2000,
+                     .min_answered = 0.99};
     int rc = parse_args(&cfg, argc, argv);
     if (rc)
         return rc;
@@ -309,26 +356,7 @@ int main(int argc, char **argv)
         bench_corpus_free(&corpus);
         return 2;
     }
-    bench_run run = {.cfg = &cfg, .corpus = &corpus};
-    pthread_mutex_init(&run.lock, NULL);
-    double cpu0 = cpu_seconds();
-    run.t0 = bench_now_ms();
-    pthread_t prog;
-    bool have_prog = !cfg.quiet && pthread_create(&prog, NULL, progress_main, &run) == 0;
-    rc = bench_run_workload(&run);
-    double wall = (bench_now_ms() - run.t0) / 1000.0;
-    double cpu = cpu_seconds() - cpu0;
-    atomic_store(&run.stop, true);
-    if (have_prog)
-        pthread_join(prog, NULL);
-    if (rc != 0)
-        fprintf(stderr, "serval-bench: the workload could not start (out of memory)\n");
-    else
-        rc = bench_report(&run, wall, cpu);
-    for (size_t i = 0; i < run.n_recs; i++)
-        free(run.recs[i].error);
-    free(run.recs);
-    pthread_mutex_destroy(&run.lock);
+    rc = cfg.search ? bench_search(&cfg, &corpus) : bench_run_once(&cfg, &corpus, NULL);
     bench_corpus_free(&corpus);
     return rc;
 }

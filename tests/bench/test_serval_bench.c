@@ -283,6 +283,60 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
     free(model);
 }
 
+/* Runs a search and checks search.json; returns the developers found per repetition. */
+static void search(const tu_server *s, const char *slo_ms, int repeats, int *found)
+{
+    char *out = out_dir(), reps[8];
+    snprintf(reps, sizeof reps, "%d", repeats);
+    const char *args[] = {"--search", "--search-max", "2", "--search-repeats", reps, "--slo-ms",
+                          slo_ms, "--duration", "1.2", "--keystroke-ms", "40", "--jitter", "0",
+                          "--pause-prob", "1", "--pause-ms", "400", "--debounce-ms", "100", NULL};
+    free(bench(s, "tabby", out, args));
+    tu_json *j = read_json(out, "search.json", NULL);
+    cr_assert_not_null(j, "search.json is not JSON");
+    const tu_json *per = need(j, "developers_at_slo"), *trials = need(j, "trials");
+    cr_assert_eq(per->n, (size_t)repeats);
+    cr_assert_leq(num(j, "ci95_low"), num(j, "mean") + 1e-9);
+    cr_assert_leq(num(j, "mean"), num(j, "ci95_high") + 1e-9);
+    for (int r = 0; r < repeats; r++) {
+        found[r] = (int)per->items[r]->num;
+        /* The answer passed, and one more developer failed (or was past --search-max). */
+        bool answer_passed = found[r] == 0, next_failed = found[r] == 2;
+        for (size_t t = 0; t < trials->n; t++) {
+            const tu_json *x = trials->items[t];
+            if ((int)num(x, "rep") != r)
+                continue;
+            int n = (int)num(x, "developers");
+            if (n == found[r])
+                answer_passed = need(x, "pass")->b;
+            if (n == found[r] + 1)
+                next_failed = !need(x, "pass")->b;
+            tu_json *sum = read_json(need(x, "dir")->str, "summary.json", NULL);
+            cr_assert_not_null(sum, "trial %zu: summary.json", t);
+            cr_assert_eq(num(sum, "requests"),
+                         num(sum, "answered") + num(sum, "superseded") + num(sum, "errors"));
+            cr_assert_eq(num(sum, "requests"), num(x, "requests"), "trial %zu", t);
+            tu_json_free(sum);
+        }
+        cr_assert(answer_passed && next_failed, "rep %d: found %d", r, found[r]);
+    }
+    tu_json_free(j);
+    free(out);
+}
+
+Test(serval_bench, developers_at_slo_search_grows_until_a_trial_fails_and_reports_each_trial)
+{
+    char *model = tiny_model();
+    tu_server s = start_server(model);
+    int found[2];
+    search(&s, "60000", 2, found); /* every trial passes: the answer is --search-max */
+    cr_assert(found[0] == 2 && found[1] == 2, "found %d, %d", found[0], found[1]);
+    search(&s, "1", 1, found); /* no answer comes within 1 ms: none pass */
+    cr_assert_eq(found[0], 0);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(model);
+}
+
 Test(serval_bench, a_server_that_is_not_there_exits_2_and_says_so)
 {
     char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine"), *out = out_dir();
@@ -305,7 +359,8 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
     const char *flags[] = {"--target", "--url", "--token", "--developers", "--duration", "--repos",
                            "--out", "--mode", "--session", "--keystroke-ms", "--debounce-ms",
                            "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
-                           "--max-tokens", "--prompt-chars", "compare"};
+                           "--max-tokens", "--prompt-chars", "--search", "--search-repeats",
+                           "--min-answered", "compare"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);

@@ -1,0 +1,132 @@
+/* search.c — "developers at SLO": the largest number of simulated developers whose p95
+ * keystroke-to-suggestion stays within --slo-ms with enough requests answered; grow, then
+ * bisect, repeated with other seeds for a confidence interval (out/search.json). */
+#include "bench.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Student's t, two-sided 95%, for 1..30 degrees of freedom. */
+static const double T95[31] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
+                               2.262, 2.228,  2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110,
+                               2.101, 2.093,  2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+                               2.052, 2.048,  2.045, 2.042};
+
+typedef struct search_ctx {
+    const bench_cfg *base;
+    const bench_corpus *corpus;
+    json_t *trials;
+    int rep;
+} search_ctx;
+
+/* One trial at n developers: 1 pass, 0 fail, -1 the run itself failed. */
+static int trial(search_ctx *x, int n)
+{
+    bench_cfg cfg = *x->base;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/search/rep%d-dev%d", x->base->out, x->rep, n);
+    cfg.out = dir;
+    cfg.developers = n;
+    cfg.seed = x->base->seed + (uint64_t)x->rep;
+    cfg.quiet = true;
+    bench_headline h;
+    if (bench_run_once(&cfg, x->corpus, &h) != 0)
+        return -1;
+    size_t settled = h.answered + h.errors;
+    double answered = settled ? (double)h.answered / (double)settled : 0;
+    bool pass = h.answered > 0 && h.k2s_p95 >= 0 && h.k2s_p95 <= cfg.slo_ms &&
+                answered >= cfg.min_answered;
+    fprintf(stderr, "[serval-bench search] rep %d: %d developers: p95 keystroke-to-suggestion %.0f ms, "
+            "%.1f%% of %zu non-superseded answered: %s\n", x->rep, n, h.k2s_p95, 100 * answered,
+            settled, pass ? "pass" : "fail");
+    json_array_append_new(x->trials, json_pack("{s:i,s:i,s:b,s:o,s:f,s:I,s:I,s:I,s:s}", "rep", x->rep,
+        "developers", n, "pass", pass, "p95_keystroke_to_suggestion_ms",
+        h.k2s_p95 >= 0 ? json_real(h.k2s_p95) : json_null(), "answered_fraction", answered,
+        "requests", (json_int_t)h.requests, "superseded", (json_int_t)h.superseded, "errors",
+        (json_int_t)h.errors, "dir", dir));
+    usleep(500 * 1000); /* let the server finish what the last trial aborted */
+    return pass;
+}
+
+/* One search: grow by doubling to the first failure (or --search-max), then bisect. */
+static int search_once(search_ctx *x, int *found)
+{
+    int lo = 0, hi = 0, n = 1;
+    for (;;) {
+        int p = trial(x, n);
+        if (p < 0)
+            return -1;
+        if (!p) {
+            hi = n;
+            break;
+        }
+        lo = n;
+        if (n >= x->base->search_max)
+            break;
+        n = n * 2 < x->base->search_max ? n * 2 : x->base->search_max;
+    }
+    while (hi && hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        int p = trial(x, mid);
+        if (p < 0)
+            return -1;
+        if (p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *found = lo;
+    return 0;
+}
+
+int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/search", cfg->out);
+    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+        fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    search_ctx x = {cfg, corpus, json_array(), 0};
+    int reps = cfg->search_repeats;
+    double found[30], sum = 0;
+    json_t *per = json_array();
+    for (x.rep = 0; x.rep < reps; x.rep++) {
+        int f;
+        if (search_once(&x, &f) != 0) {
+            json_decref(x.trials);
+            json_decref(per);
+            return 1;
+        }
+        found[x.rep] = f;
+        sum += f;
+        json_array_append_new(per, json_integer(f));
+    }
+    double mean = sum / reps, var = 0;
+    for (int i = 0; i < reps; i++)
+        var += (found[i] - mean) * (found[i] - mean);
+    double sd = reps > 1 ? sqrt(var / (reps - 1)) : 0;
+    double half = reps > 1 ? T95[reps - 1 < 30 ? reps - 1 : 30] * sd / sqrt(reps) : 0;
+    json_t *s = json_pack("{s:s,s:f,s:s,s:f,s:o,s:f,s:f,s:f,s:f,s:i,s:f,s:o}", "schema",
+        "serval-bench-search/1", "slo_ms", cfg->slo_ms, "slo_metric",
+        "p95 keystroke_to_suggestion_ms", "min_answered", cfg->min_answered,
+        "developers_at_slo", per, "mean", mean, "sd", sd, "ci95_low", mean - half, "ci95_high",
+        mean + half, "search_max", cfg->search_max, "trial_duration_s", cfg->duration_s,
+        "trials", x.trials);
+    snprintf(dir, sizeof dir, "%s/search.json", cfg->out);
+    int rc = json_dump_file(s, dir, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
+    json_decref(s);
+    if (rc != 0) {
+        fprintf(stderr, "serval-bench: cannot write %s\n", dir);
+        return 1;
+    }
+    printf("serval-bench search: developers at p95 keystroke-to-suggestion <= %.0f ms: mean %.1f, "
+           "95%% CI [%.1f, %.1f] over %d searches\n", cfg->slo_ms, mean, mean - half, mean + half, reps);
+    return 0;
+}
