@@ -42,7 +42,7 @@ typedef struct bench_cfg {
     bool stream;
     double slo_ms;
     uint64_t seed;
-    bool quiet;
+    bool quiet, plot;
     /* developers-at-SLO search */
     bool search;
     int search_max, search_repeats;
@@ -53,6 +53,7 @@ typedef struct bench_cfg {
 typedef struct bench_headline {
     size_t requests, answered, superseded, errors;
     double k2s_p95; /* < 0 when nothing was answered */
+    double throughput; /* answered per second of the duration */
 } bench_headline;
 
 typedef struct bench_file {
@@ -154,6 +155,12 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
  * --slo-ms with at least --min-answered of the non-superseded requests answered, repeated
  * --search-repeats times; writes out/search.json and each trial under out/search/. */
 int bench_search(const bench_cfg *cfg, const bench_corpus *corpus);
+
+/* ---- plots (plot.c): gnuplot into cfg->out; 0 when drawn (or nothing to draw) ---- */
+int bench_plot_run(const bench_run *r);
+/* The search's trials: developers, answered/s, p95 keystroke-to-suggestion (< 0: none), rep. */
+int bench_plot_search(const char *out, double slo_ms, const double *devs, const double *tput,
+                      const double *p95, const int *rep, size_t n);
 
 /* ---- workloads (workload.c) ---- */
 /* Runs the configured workload to its end; returns when every session/worker has joined. */

@@ -95,6 +95,10 @@ static const char *const USAGE[] = {
 "                         they are cut off and counted as errors (default 30)\n"
 "  --seed N               seeds files, holes, keystrokes, arrivals (default 1)\n"
 "  --quiet                no progress line\n"
+"  --plot                 draw PNGs with gnuplot (apt install gnuplot-nox): latency_cdf.png\n"
+"                         (ttft, e2e, keystroke-to-suggestion CDFs); with --search,\n"
+"                         search.png (p95 against developers and against throughput, the\n"
+"                         SLO line); the .dat and .gp files stay beside them\n"
 "  --help                 this text\n"
 "\n",
 "Outputs (see bench/README.md for every key): requests.jsonl (one line per request:\n"
@@ -221,6 +225,8 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
             c->gamma = strcmp(m, "gamma") == 0;
         } else if (strcmp(a, "--stream") == 0) {
             c->stream = true;
+        } else if (strcmp(a, "--plot") == 0) {
+            c->plot = true;
         } else if (strcmp(a, "--search") == 0) {
             c->search = true;
         } else if (strcmp(a, "--quiet") == 0) {
@@ -312,6 +318,8 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
         fprintf(stderr, "serval-bench: the workload could not start (out of memory)\n");
     else
         rc = bench_report(&run, wall, cpu, h);
+    if (rc == 0 && cfg->plot)
+        bench_plot_run(&run); /* optional: a missing gnuplot is said, not an error */
     for (size_t i = 0; i < run.n_recs; i++)
         free(run.recs[i].error);
     free(run.recs);

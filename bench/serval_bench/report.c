@@ -393,7 +393,8 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     json_t *k = json_object_get(s, dev ? "keystroke_to_suggestion_ms" : "e2e_ms");
     if (h) {
         json_t *p95 = json_object_get(json_object_get(s, "keystroke_to_suggestion_ms"), "p95");
-        *h = (bench_headline){n, cnt[0], cnt[1], cnt[2], json_is_number(p95) ? json_number_value(p95) : -1};
+        *h = (bench_headline){n, cnt[0], cnt[1], cnt[2], json_is_number(p95) ? json_number_value(p95) : -1,
+                              (double)cnt[0] / dur};
     }
     printf("serval-bench: %zu requests (%zu answered, %zu superseded, %zu errors) in %.1f s; "
            "%.2f answered/s; %s p50 %.0f p95 %.0f p99 %.0f ms; exact match %.2f; client CPU %.0f%%\n",

@@ -18,11 +18,17 @@ static const double T95[31] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447,
                                2.101, 2.093,  2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
                                2.052, 2.048,  2.045, 2.042};
 
+#define SEARCH_MAX_TRIALS 2048
+
 typedef struct search_ctx {
     const bench_cfg *base;
     const bench_corpus *corpus;
     json_t *trials;
     int rep;
+    /* for the plot */
+    double devs[SEARCH_MAX_TRIALS], tput[SEARCH_MAX_TRIALS], p95[SEARCH_MAX_TRIALS];
+    int reps[SEARCH_MAX_TRIALS];
+    size_t n;
 } search_ctx;
 
 /* One trial at n developers: 1 pass, 0 fail, -1 the run itself failed. */
@@ -35,6 +41,7 @@ static int trial(search_ctx *x, int n)
     cfg.developers = n;
     cfg.seed = x->base->seed + (uint64_t)x->rep;
     cfg.quiet = true;
+    cfg.plot = false;
     bench_headline h;
     if (bench_run_once(&cfg, x->corpus, &h) != 0)
         return -1;
@@ -45,6 +52,12 @@ static int trial(search_ctx *x, int n)
     fprintf(stderr, "[serval-bench search] rep %d: %d developers: p95 keystroke-to-suggestion %.0f ms, "
             "%.1f%% of %zu non-superseded answered: %s\n", x->rep, n, h.k2s_p95, 100 * answered,
             settled, pass ? "pass" : "fail");
+    if (x->n < SEARCH_MAX_TRIALS) {
+        x->devs[x->n] = n;
+        x->tput[x->n] = h.throughput;
+        x->p95[x->n] = h.k2s_p95;
+        x->reps[x->n++] = x->rep;
+    }
     json_array_append_new(x->trials, json_pack("{s:i,s:i,s:b,s:o,s:f,s:I,s:I,s:I,s:s}", "rep", x->rep,
         "developers", n, "pass", pass, "p95_keystroke_to_suggestion_ms",
         h.k2s_p95 >= 0 ? json_real(h.k2s_p95) : json_null(), "answered_fraction", answered,
@@ -93,18 +106,25 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
         fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
     }
-    search_ctx x = {cfg, corpus, json_array(), 0};
+    search_ctx *xp = calloc(1, sizeof *xp);
+    if (!xp)
+        return 1;
+    search_ctx *x = xp;
+    x->base = cfg;
+    x->corpus = corpus;
+    x->trials = json_array();
     int reps = cfg->search_repeats;
     double found[30], sum = 0;
     json_t *per = json_array();
-    for (x.rep = 0; x.rep < reps; x.rep++) {
+    for (x->rep = 0; x->rep < reps; x->rep++) {
         int f;
-        if (search_once(&x, &f) != 0) {
-            json_decref(x.trials);
+        if (search_once(x, &f) != 0) {
+            json_decref(x->trials);
             json_decref(per);
+            free(xp);
             return 1;
         }
-        found[x.rep] = f;
+        found[x->rep] = f;
         sum += f;
         json_array_append_new(per, json_integer(f));
     }
@@ -118,7 +138,10 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
         "p95 keystroke_to_suggestion_ms", "min_answered", cfg->min_answered,
         "developers_at_slo", per, "mean", mean, "sd", sd, "ci95_low", mean - half, "ci95_high",
         mean + half, "search_max", cfg->search_max, "trial_duration_s", cfg->duration_s,
-        "trials", x.trials);
+        "trials", x->trials);
+    if (cfg->plot)
+        bench_plot_search(cfg->out, cfg->slo_ms, x->devs, x->tput, x->p95, x->reps, x->n);
+    free(xp);
     snprintf(dir, sizeof dir, "%s/search.json", cfg->out);
     int rc = json_dump_file(s, dir, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
     json_decref(s);

@@ -238,9 +238,17 @@ Test(serval_bench, openai_streamed_sessions_and_open_and_closed_loops_count_serv
     tu_server s = start_server(model);
     char *dev = out_dir(), *open = out_dir(), *closed = out_dir();
     const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
-                              "--debounce-ms", "100", "--stream", "--max-tokens", "8", NULL};
+                              "--debounce-ms", "100", "--stream", "--max-tokens", "8", "--plot", NULL};
     free(bench(&s, "openai", dev, dev_args));
     tu_json_free(check_run(dev, true, USAGE_TOKENS));
+    /* --plot: the data and the gnuplot script always, the PNG where gnuplot is installed. */
+    char path[512];
+    const char *plot_files[] = {"latency_cdf.dat", "latency_cdf.gp", "latency_cdf.png"};
+    bool have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
+    for (int i = 0; i < (have_gnuplot ? 3 : 2); i++) {
+        snprintf(path, sizeof path, "%s/%s", dev, plot_files[i]);
+        cr_assert_eq(access(path, R_OK), 0, "--plot did not write %s", path);
+    }
     const char *open_args[] = {"--mode", "classic", "--rate", "8", "--arrival", "gamma",
                                "--duration", "1.5", "--stream", "--max-tokens", "8", NULL};
     free(bench(&s, "openai", open, open_args));
@@ -360,7 +368,7 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
                            "--out", "--mode", "--session", "--keystroke-ms", "--debounce-ms",
                            "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
                            "--max-tokens", "--prompt-chars", "--search", "--search-repeats",
-                           "--min-answered", "compare"};
+                           "--min-answered", "--plot", "compare"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
