@@ -444,6 +444,23 @@ static void check_fixture(const eng_model *m, const char *path, const char *exac
     cpu->ops->free(cpu);
 }
 
+/* A model with learned positions has a row for each position it was trained on: a backend
+ * asked for more must refuse at creation rather than read past the table. */
+static void check_position_limit(const eng_model *m)
+{
+    if (!m->pos_embd.data)
+        return;
+    const int32_t rows = (int32_t)m->pos_embd.ne1;
+    eng_backend_config c = bcfg((int64_t)1 << 26, 1, rows + 1, 16, 4, false, false);
+    eng_backend *be = NULL;
+    eng_err err;
+    eng_status st = eng_backend_cuda_create(m, &c, &be, &err);
+    check(st == ENG_ERR_INVALID, "learned positions: a backend for %.0f positions is refused "
+          "(the model has %.0f)", rows + 1, rows);
+    if (be)
+        be->ops->free(be);
+}
+
 /* Greedy requests through the engine on the GPU: all at once equals each alone. */
 static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out_len)
 {
@@ -573,6 +590,7 @@ int main(int argc, char **argv)
     if (fixture)
         check_fixture(m, fixture, exact, limit);
     if (!quick) {
+        check_position_limit(m);
         check_backend(m, small ? 2 : 4, small ? 64 : 160);
         check_decode(m);
         if (small)

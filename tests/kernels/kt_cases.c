@@ -50,7 +50,6 @@ const kt_norm_case kt_layernorm_cases[] = {
     {"layernorm+add 7x64 bf16 (tiny models: 64 threads)", T, BF16, 7, 64, 1, 8},
     {"layernorm+add 4096x2048 bf16", B, BF16, 4096, 2048, 1, 7},
     {"layernorm+add 64x3072 bf16 (decode)", B, BF16, 64, 3072, 1, 9},
-
 };
 COUNT(kt_layernorm_cases);
 
@@ -131,7 +130,6 @@ COUNT(kt_dequant_cases);
 /* decode: lengths 1 to the maximum; GQA 3 and 7, MQA, MHA with small heads, big heads, the
  * tiny test models' head size 16; sliding windows of 32 positions (most partitions of the
  * 2048-long sequence are empty) and of 300 (across the 256-position split boundary) */
-
 #define DEC_LENS 6, {1, 17, 300, 2048, 5, 16}, {0}
 const kt_attn_case kt_decode_cases[] = {
     {"decode SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, DEC_LENS, 20, 0},
@@ -171,7 +169,7 @@ const kt_attn_case kt_prefill_cases[] = {
     {"prefill StarCoder-1B 1x1536", B, BF16, F16, 16, 1, 128, 16, 1, 1, {1536}, {1536}, 65, 0},
     {"prefill StarCoder-1B 8 chunks of 512 at 2048", B, BF16, F16, 16, 1, 128, 16, 8, 1, {2048}, {512}, 66, 0},
     {"prefill SmolLM2 4x1024", B, BF16, F16, 9, 3, 64, 16, 4, 1, {1024}, {1024}, 67, 0},
-    {"prefill StarCoder2-3B 2 chunks of 2048 at 8192 window 4096", B, BF16, F16, 24, 2, 128, 16, 2, 1, {8192}, {2048}, 72, 4096},
+    {"prefill StarCoder2-3B 2 chunks of 256 at 6144 window 4096", B, BF16, F16, 24, 2, 128, 16, 2, 1, {6144}, {256}, 72, 4096},
 };
 COUNT(kt_prefill_cases);
 
