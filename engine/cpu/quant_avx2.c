@@ -2,22 +2,26 @@
  * quant_act_quantize. Built for baseline x86-64 (per-function target attributes), so quant.c
  * calls these only after checking the CPU.
  *
- * Q4_0, Q4_1, Q8_0: llama.cpp's AVX2 order (quant_impl.h): every (row, token) pair has its own
- * eight f32 lanes (two __m128); per block, maddubs + madd give the eight int32 lane sums, one
- * cvt and one fma with the broadcast d_w*d_a fold them in; hsum_float_8's order finishes.
+ * The per-(row, token) arithmetic of every type is quant_impl.h's (llama.cpp's x86 batch path).
+ *
+ * Q4_1, Q8_0: every (row, token) pair has its own eight f32 lanes (two __m128); per block,
+ * maddubs + madd give the eight int32 lane sums, one cvt and one fma with the broadcast d_w*d_a
+ * fold them in; hsum_float_8's order finishes. Q4_0 uses the same tiles but adds each pair's
+ * lanes up to the block's exact sum first (four pairs at once) and keeps one chain.
  * Prompt tiles are one row × 4 tokens (each weight block unpacked once per four tokens); the
  * single-token tile is ROW_LANES rows. Every tile runs the same per-pair operations as the
  * scalar reference, so all agree bit for bit whatever the batch shape.
  *
  * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0's
- * -16 taken back through the activation's lane offsets, twice Q4_0's).
+ * -16 taken back through the activation's lane offsets, twice Q4_0's) and Q4_1's 8-lane order.
  *
- * Q4_K, Q5_K: llama.cpp's 256-bit per-pair kernel (eight int32 lanes per super-block, one fma),
- * one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1 token
- * for decoding (each activation group loaded once per four rows).
+ * Q4_K, Q5_K: one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1
+ * token for decoding (each activation group loaded once per four rows); eight int32 lanes per
+ * pair, reduced four pairs at a time to exact sums (per 64-element chunk for Q4_K, per
+ * super-block for Q5_K), then the float chains on those four-pair vectors.
  *
  * Q6_K: each SIMD lane is one (row, token) pair running one per-block chain (exact int32 block
- * sum S, then acc = fma(S, d_w*d_a, acc)); the partial sums of four pairs are reduced together
+ * sum S, r = d_w*S, acc = fma(r, d_a, acc)); the partial sums of four pairs are reduced together
  * (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
  *
  * Float types (F32/F16/BF16 × f32) use R rows × T tokens tiles of 8-lane partial sums: a
@@ -97,6 +101,13 @@ AVX2_INLINE __m128i reduce4_i32(__m128i s0, __m128i s1, __m128i s2, __m128i s3)
     const __m128i u01 = _mm_add_epi32(_mm_unpacklo_epi64(s0, s1), _mm_unpackhi_epi64(s0, s1));
     const __m128i u23 = _mm_add_epi32(_mm_unpacklo_epi64(s2, s3), _mm_unpackhi_epi64(s2, s3));
     return pairs_to_4(u01, u23);
+}
+
+/* The totals of four 8-lane int32 vectors: lane k of the result is the sum of v_k's lanes. */
+AVX2_INLINE __m128i reduce4_i32_256(__m256i v0, __m256i v1, __m256i v2, __m256i v3)
+{
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
 AVX2_INLINE __m128i fold_i32(__m256i v)
@@ -251,6 +262,16 @@ AVX2_INLINE void lane_sums(const int kind, const wprep *p, const uint8_t *aq, co
     *phi = _mm_cvtepi32_ps(shi);
 }
 
+/* A prepared Q4_0 block's exact sum with the activation quants at aq, spread over four int32
+ * lanes (lane j: elements 4j..4j+3 and 16+4j..16+4j+3), offsets included. */
+AVX2_INLINE __m128i lane_isums_q4_0(const wprep *p, const uint8_t *aq, const uint8_t *off)
+{
+    const __m128i ones = _mm_set1_epi16(1);
+    const __m128i slo = _mm_madd_epi16(_mm_maddubs_epi16(p->lo, load128(aq)), ones);
+    const __m128i shi = _mm_madd_epi16(_mm_maddubs_epi16(p->hi, load128(aq + 16)), ones);
+    return _mm_sub_epi32(_mm_add_epi32(slo, shi), _mm_add_epi32(load128(off), load128(off + 16)));
+}
+
 /* hsum_float_8 of four pairs at once from r_k = hi_k + lo_k (r_k lane i = acc[i+4] + acc[i]):
  * lane k of the result is (r_k0 + r_k2) + (r_k1 + r_k3), added in exactly that order. */
 AVX2_INLINE __m128 hsum_r4(__m128 r0, __m128 r1, __m128 r2, __m128 r3)
@@ -294,6 +315,15 @@ AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint
         const wprep p = wprepare(kind, x);
         const __m128 dm = _mm_cvtph_ps(HAS_MIN(kind) ? load_u32(x) : load_u16(x)); /* d_w, m_w */
         const __m128 dd = _mm_mul_ps(_mm_broadcastss_ps(dm), _mm_loadu_ps(sc + 8 * b)); /* d_w*d_a per token */
+        if (kind == K_Q4_0) { /* one chain per pair (lo0's lanes are the tokens) */
+            const __m128i S = reduce4_i32(
+                lane_isums_q4_0(&p, a[0] + ao, a[0] + lo_off + 32 * (size_t)b),
+                lane_isums_q4_0(&p, a[1] + ao, a[1] + lo_off + 32 * (size_t)b),
+                lane_isums_q4_0(&p, a[2] + ao, a[2] + lo_off + 32 * (size_t)b),
+                lane_isums_q4_0(&p, a[3] + ao, a[3] + lo_off + 32 * (size_t)b));
+            lo0 = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, lo0);
+            continue;
+        }
         if (HAS_MIN(kind))
             summs = _mm_fmadd_ps(_mm_permute_ps(dm, 0x55), _mm_loadu_ps(sc + 8 * b + 4), summs);
         __m128 pl, ph, d;
@@ -313,6 +343,10 @@ AVX2_INLINE void q_tok4(const int kind, const uint8_t *w, int64_t nb, const uint
         d = BCAST4(dd, 3);
         lo3 = _mm_fmadd_ps(pl, d, lo3);
         hi3 = _mm_fmadd_ps(ph, d, hi3);
+    }
+    if (kind == K_Q4_0) {
+        store_lanes(lo0, y, ldy, T);
+        return;
     }
     __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
     if (HAS_MIN(kind))
@@ -345,6 +379,17 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
             summs = _mm_fmadd_ps(m4, _mm_broadcast_ss(ts + 1), summs);
         __m128 pl, ph, d;
         wprep p = wprepare(kind, wr[0] + wo);
+        if (kind == K_Q4_0) { /* one chain per pair (lo0's lanes are the rows) */
+            const __m128i i0 = lane_isums_q4_0(&p, aq, off);
+            p = wprepare(kind, wr[1] + wo);
+            const __m128i i1 = lane_isums_q4_0(&p, aq, off);
+            p = wprepare(kind, wr[2] + wo);
+            const __m128i i2 = lane_isums_q4_0(&p, aq, off);
+            p = wprepare(kind, wr[3] + wo);
+            const __m128i i3 = lane_isums_q4_0(&p, aq, off);
+            lo0 = _mm_fmadd_ps(_mm_cvtepi32_ps(reduce4_i32(i0, i1, i2, i3)), dd, lo0);
+            continue;
+        }
         lane_sums(kind, &p, aq, off, &pl, &ph);
         d = BCAST4(dd, 0);
         lo0 = _mm_fmadd_ps(pl, d, lo0);
@@ -365,6 +410,8 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
         lo3 = _mm_fmadd_ps(pl, d, lo3);
         hi3 = _mm_fmadd_ps(ph, d, hi3);
     }
+    if (kind == K_Q4_0)
+        return lo0;
     __m128 res = hsum_r4(_mm_add_ps(hi0, lo0), _mm_add_ps(hi1, lo1), _mm_add_ps(hi2, lo2), _mm_add_ps(hi3, lo3));
     if (HAS_MIN(kind))
         res = _mm_add_ps(res, summs);
@@ -439,8 +486,8 @@ AVX2_INLINE void q6_tok4(const uint8_t *w, int64_t nb, const uint8_t *const a[4]
             s[t] = fold_i32(_mm256_sub_epi32(sum[t], q6_offset(sc8, ya[t])));
         const __m128i S = reduce4_i32(s[0], s[1], s[2], s[3]);
         const __m128 da4 = _mm_setr_ps(ya[0]->d, ya[1]->d, ya[2]->d, ya[3]->d);
-        const __m128 dd = _mm_mul_ps(_mm_set1_ps(h2f(x->d)), da4);
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S), dd, acc);
+        const __m128 r = _mm_mul_ps(_mm_set1_ps(h2f(x->d)), _mm_cvtepi32_ps(S));
+        acc = _mm_fmadd_ps(r, da4, acc);
     }
     store_lanes(acc, y, ldy, T);
 }
@@ -458,7 +505,7 @@ AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t
                                       q6_partial(x[3], ya));
         const __m128 d4 = gather_d4((const uint8_t *)&x[0]->d, (const uint8_t *)&x[1]->d,
                                     (const uint8_t *)&x[2]->d, (const uint8_t *)&x[3]->d);
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S), _mm_mul_ps(d4, _mm_set1_ps(ya->d)), acc);
+        acc = _mm_fmadd_ps(_mm_mul_ps(d4, _mm_cvtepi32_ps(S)), _mm_set1_ps(ya->d), acc);
     }
     return acc;
 }
@@ -466,24 +513,19 @@ AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t
 /* ---- Q4_K / Q5_K weights × Q8_K activations ------------------------------------------------ */
 
 /* NR rows × NT tokens (NR * NT <= 4: one row × 4 tokens for prompts, 4 rows × 1 token for
- * decoding; wr[] and a[] may repeat), in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order
- * (quant_impl.h): per super-block and (row, token) pair, eight int32 lanes sumi (maddubs, madd
- * with the sub-block's scale), one fma with d = d_a*d_w; the mins through the activation's
- * bsums. Each weight sub-block is unpacked once for the NT tokens, each activation group
- * loaded once for the NR rows. out[r * NT + t] gets pair (r, t)'s result. */
+ * decoding; wr[] and a[] may repeat) in llama.cpp's orders (quant_impl.h). Per super-block and
+ * (row, token) pair p, eight int32 lanes (maddubs, then madd with the sub-block's scale) are
+ * reduced to exact sums four pairs to a vector (lane p), and the float chains run on those
+ * vectors: Q4_K folds each 64-element chunk c in (S1_c = sc*P of sub-blocks 2c and 2c+1,
+ * S2_c = m*S of the same, both exact); Q5_K the whole super-block. Each weight sub-block is
+ * unpacked once for the NT tokens, each activation group loaded once for the NR rows.
+ * out[r * NT + t] gets pair (r, t)'s result. */
 AVX2_INLINE void k_tile(const int five, const int NR, const int NT, const uint8_t *const wr[4], int64_t nb,
                         const uint8_t *const a[4], float *out)
 {
     const size_t bsize = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    __m256 acc[4];
-    __m128 accm[4];
-    float summs[4];
-    for (int p = 0; p < NR * NT; p++) {
-        acc[p] = _mm256_setzero_ps();
-        accm[p] = _mm_setzero_ps();
-        summs[p] = 0.0f;
-    }
+    __m128 acc = _mm_setzero_ps(), accm = _mm_setzero_ps(); /* lane p: pair p */
     for (int64_t b = 0; b < nb; b++) {
         float dw[4], mw[4];
         _Alignas(16) uint8_t scb[4][16]; /* 8 scales | 8 mins per row */
@@ -510,10 +552,20 @@ AVX2_INLINE void k_tile(const int five, const int NR, const int NT, const uint8_
             hb[r] = five ? load256(qh) : _mm256_setzero_si256();
         }
         const block_q8_K *ya[4];
-        __m256i sumi[4];
+        _Alignas(16) float dwp[4] = {0}, mwp[4] = {0}, dap[4] = {0};
         for (int t = 0; t < NT; t++)
             ya[t] = (const block_q8_K *)a[t] + b;
-        for (int p = 0; p < NR * NT; p++)
+        for (int r = 0; r < NR; r++) {
+            for (int t = 0; t < NT; t++) {
+                dwp[r * NT + t] = dw[r];
+                mwp[r * NT + t] = mw[r];
+                dap[r * NT + t] = ya[t]->d;
+            }
+        }
+        const __m128 dw4 = _mm_load_ps(dwp), mw4 = _mm_load_ps(mwp), da4 = _mm_load_ps(dap);
+        const __m128 dd4 = _mm_mul_ps(dw4, da4); /* Q4_K: d_w*d_a per pair */
+        __m256i sumi[4];
+        for (int p = 0; p < 4; p++)
             sumi[p] = _mm256_setzero_si256();
 #pragma GCC unroll 8
         for (int s = 0; s < 8; s++) {
@@ -534,28 +586,46 @@ AVX2_INLINE void k_tile(const int five, const int NR, const int NT, const uint8_
                     sumi[r * NT + t] = _mm256_add_epi32(sumi[r * NT + t], _mm256_madd_epi16(pr, sc[r]));
                 }
             }
+            if (!five && (s & 1)) { /* end of chunk s/2: fold it into Q4_K's chain */
+                const __m128i S1 = reduce4_i32_256(sumi[0], sumi[1], sumi[2], sumi[3]);
+                acc = _mm_fmadd_ps(_mm_cvtepi32_ps(S1), dd4, acc);
+                for (int p = 0; p < 4; p++)
+                    sumi[p] = _mm256_setzero_si256();
+            }
         }
+        /* The mins: lane c of m2[p] = m[2c]*S[2c] + m[2c+1]*S[2c+1] for pair p. */
+        __m128i m2[4];
+        for (int p = NR * NT; p < 4; p++)
+            m2[p] = _mm_setzero_si128();
         for (int t = 0; t < NT; t++) {
             const __m256i bs = load256(ya[t]->bsums);
             const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
             for (int r = 0; r < NR; r++) {
-                const int p = r * NT + t;
-                const float d = ya[t]->d * dw[r], dmin = -ya[t]->d * mw[r];
-                acc[p] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[p]), acc[p]);
                 const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(scb[r] + 8)));
-                const __m128i prod = _mm_madd_epi16(mins16, q8s);
-                if (five) {
-                    __m128i m = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
-                    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, _MM_SHUFFLE(2, 3, 0, 1)));
-                    summs[p] = fmaf(dmin, (float)_mm_cvtsi128_si32(m), summs[p]);
-                } else {
-                    accm[p] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[p]);
-                }
+                m2[r * NT + t] = _mm_madd_epi16(mins16, q8s);
             }
         }
+        if (five) {
+            const __m128 S1 = _mm_cvtepi32_ps(reduce4_i32_256(sumi[0], sumi[1], sumi[2], sumi[3]));
+            const __m128 S2 = _mm_cvtepi32_ps(reduce4_i32(m2[0], m2[1], m2[2], m2[3]));
+            const __m128 r = _mm_fnmadd_ps(mw4, S2, _mm_mul_ps(dw4, S1));
+            acc = _mm_fmadd_ps(r, da4, acc);
+        } else {
+            /* transpose: chunk c's vector holds the four pairs' lane c */
+            __m128 c0 = _mm_castsi128_ps(m2[0]), c1 = _mm_castsi128_ps(m2[1]);
+            __m128 c2 = _mm_castsi128_ps(m2[2]), c3 = _mm_castsi128_ps(m2[3]);
+            _MM_TRANSPOSE4_PS(c0, c1, c2, c3);
+            const __m128 dm4 = _mm_mul_ps(mw4, da4);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_castps_si128(c0)), dm4, accm);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_castps_si128(c1)), dm4, accm);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_castps_si128(c2)), dm4, accm);
+            accm = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_castps_si128(c3)), dm4, accm);
+        }
     }
+    _Alignas(16) float res[4];
+    _mm_store_ps(res, five ? acc : _mm_sub_ps(acc, accm));
     for (int p = 0; p < NR * NT; p++)
-        out[p] = hsum256(acc[p]) + (five ? summs[p] : hsum128(accm[p]));
+        out[p] = res[p];
 }
 
 /* ---- row drivers for the quantised types -------------------------------------------------- */

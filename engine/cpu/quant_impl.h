@@ -12,35 +12,45 @@
  * kernels load a scale with one load instead of converting fp16 per row; off[j] = 8 * (the sum
  * of the block's quants 4j..4j+3) takes Q4_0's -8 back from lane j's sum (2 * off[j]: Q5_0's -16).
  *
- * The dot products of Q4_0, Q4_1 and Q8_0 weights follow llama.cpp's x86 AVX2 kernels
- * (ggml_vec_dot_q4_0_q8_0, _q4_1_q8_1, _q8_0_q8_0, and tinyBLAS's Q8_0/Q4_0 tiles), so the
- * float rounding matches llama.cpp's bit for bit. Per (row, token), eight f32 lanes from 0:
- * for block b, lane j takes the exact int32 p_j = sum of q_w*q_a over elements 4j..4j+3
- * (Q4_0's -8 included; Q4_x elements 0..15 are the low nibbles, 16..31 the high), and
+ * Every dot product follows what llama.cpp's x86 AVX2 build (no AVX-512, no AMX) runs for a
+ * batch of tokens, checked bit for bit against it (tests/engine/test_families.c with
+ * tests/fixtures/families/, written by tools/gen_family_fixtures.py). Below, d_w and m_w are
+ * the weight block's fp16 scale and min widened to f32, d_a (s_a) the activation block's, and
+ * S an exact int32 sum of q_w*q_a.
+ *
+ * Q4_1, Q8_0, Q5_0, Q5_1: the 8-lane order of ggml_vec_dot_q4_1_q8_1 / _q8_0_q8_0 /
+ * _q5_0_q8_0 / _q5_1_q8_1 and of tinyBLAS's Q8_0 / Q5_0 tiles (llamafile's sgemm, which llama.cpp
+ * runs for two tokens or more; same bits). Per (row, token), eight f32 lanes from 0: for block b,
+ * lane j takes the exact int32 p_j = sum of q_w*q_a over elements 4j..4j+3 (Q5_0's -16
+ * included; 4-bit elements 0..15 are the low nibbles, 16..31 the high; bit e of a Q5 block's qh
+ * is bit 4 of element e), and
  *   d = d_w * d_a;   acc[j] = fma((float)p_j, d, acc[j]);
  * then r_i = acc[i+4] + acc[i] (i < 4), result = (r0 + r2) + (r1 + r3) (hsum_float_8).
- * Q4_1 also runs summs = fma(m_w, s_a, summs) over the blocks and returns result + summs.
+ * Q4_1 and Q5_1 also run summs = fma(m_w, s_a, summs) over the blocks and return result + summs.
  * (d_w*d_a and m_w*s_a multiply two fp16 values, so they are exact in f32.)
- * Q6_K keeps one chain: S_b = sum(q_w*q_a) (-32 included), acc = fma((float)S_b, d_w*d_a, acc).
  *
- * Q5_0 × Q8_0 and Q5_1 × Q8_1 follow ggml_vec_dot_q5_0_q8_0 / _q5_1_q8_1 (AVX2): the same eight
- * lanes as Q4_0 / Q4_1, p_j over elements 4j..4j+3 of the 5-bit values (Q5_0's -16 included;
- * bit e of qh is bit 4 of element e), acc[j] = fma((float)p_j, d_w*d_a, acc[j]), hsum_float_8;
- * Q5_1 adds summs = fma(m_w, s_a, summs) as Q4_1 does.
+ * Q4_0: llama.cpp repacks Q4_0 matrices whose row count is a multiple of 8 (every real model's)
+ * and runs ggml_gemv/gemm_q4_0_8x8_q8_0 (same arithmetic for one token or four): one chain,
+ *   acc = fma((float)S_b, d_w*d_a, acc)    (S_b: block b's 32 products, the -8 included)
  *
- * Q4_K × Q8_K and Q5_K × Q8_K follow ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K (AVX2). A super-block
- * is eight sub-blocks of 32 with 6-bit scales sc[s] and mins m[s] (get_scale_min_k4). Per block:
- *   sumi[j] = sum over s of sc[s] * (sum of q_w*q_a over elements 32s+4j..32s+4j+3), exact int32
- *   d = d_a * d_w (f32 product, rounded);  acc[j] = fma(d, (float)sumi[j], acc[j])  (j < 8)
- *   dmin = -(d_a * dmin_w);  S[s] = sum of the activation quants of sub-block s (from bsums)
- *   Q4_K: prod[k] = m[2k]*S[2k] + m[2k+1]*S[2k+1] (k < 4), accm[k] = fma(dmin, (float)prod[k], accm[k])
- *   Q5_K: M = sum of m[s]*S[s],                  summs = fma(dmin, (float)M, summs)
- * and the result is hsum_float_8(acc) + ((accm0 + accm2) + (accm1 + accm3)) for Q4_K,
- * hsum_float_8(acc) + summs for Q5_K. (llama.cpp writes Q5_K's `summs += dmin * M` in C; its
- * -march=native gcc build contracts that to an fma, which is what we reproduce. That and the
- * whole order above come from reading llama.cpp's kernels: no llama.cpp binary was available
- * to compare bits against when these were written, so the tests hold them to a float64
- * reference; see tests/engine/test_quant.c.)
+ * Q4_K: repacked too (ggml_gemm_q4_K_8x8_q8_K, four tokens at a time): per super-block, for each
+ * 64-element chunk c (sub-blocks 2c, 2c+1, 6-bit scales sc and mins m from get_scale_min_k4,
+ * S_s the activation quants' sum over sub-block s from bsums):
+ *   acc  = fma((float)(sc[2c]*P[2c] + sc[2c+1]*P[2c+1]), d_w*d_a,    acc)
+ *   accm = fma((float)(m[2c]*S[2c]  + m[2c+1]*S[2c+1]),  dmin_w*d_a, accm)
+ * result acc - accm (P[s]: sub-block s's S). llama.cpp's single-token ggml_gemv_q4_K_8x8_q8_K
+ * (also the tokens left over when a batch is not a multiple of four) steps once per
+ * super-block instead, so its decode rounds differently from its own prompt path; Serval,
+ * whose results never depend on the batch, follows the prompt path.
+ *
+ * Q5_K, Q6_K: llama.cpp's tiled K-quant matmul (ggml-cpu/tiled, AVX2 microtile; it runs for
+ * eight tokens or more, ggml_vec_dot_* below that): per super-block
+ *   Q5_K: r = d_w * (float)S1;  r = fma(-dmin_w, (float)S2, r);  acc = fma(r, d_a, acc)
+ *   Q6_K: r = d_w * (float)S1;                                   acc = fma(r, d_a, acc)
+ * with S1 = sum over sub-blocks of sc * P (Q6_K: the -32 included, int8 scales per 16) and
+ * S2 = sum of m * S. (Serval's earlier 8-lane vec_dot order for these and Q4_K, read from the
+ * kernels without a llama.cpp binary to compare with, is what llama.cpp runs for fewer than
+ * eight tokens on matrices it does not repack; on a prompt it differed in the last bits.)
  *
  * The scalar reference and every SIMD tile compute exactly this per (row, token), so all
  * paths agree bit for bit whatever the batch shape. */

@@ -1,6 +1,7 @@
 /* quant_scalar.c — the scalar dot products and matrix multiply of quantised weights with
- * quantised activations, in exactly the lane order of llama.cpp's AVX2 kernels (quant_impl.h):
- * the portable path on CPUs without AVX2 and the reference the tests hold the SIMD kernels to. */
+ * quantised activations, in exactly the order of llama.cpp's x86 AVX2 batch kernels
+ * (quant_impl.h): the portable path on CPUs without AVX2 and the reference the tests hold the
+ * SIMD kernels to. */
 #include <math.h>
 #include <string.h>
 
@@ -29,19 +30,21 @@ static inline float lanes_hsum(const float acc[8])
 /* Element e of a 4-bit block: low nibbles are elements 0..15, high nibbles 16..31. */
 static inline int nib(const uint8_t *qs, int e) { return e < 16 ? qs[e] & 0x0F : qs[e - 16] >> 4; }
 
+/* Q4_0 in the order of llama.cpp's repacked Q4_0 (ggml_gemv/gemm_q4_0_8x8_q8_0, what its x86
+ * build runs for every matrix whose row count is a multiple of 8): one chain per (row, token),
+ * acc = fma((float)S_b, d_w*d_a, acc) with S_b the block's exact sum. */
 static float dot_q4_0_ref(const block_q4_0 *x, const block_q8_0 *y, int64_t nb)
 {
-    float acc[8] = {0};
+    float acc = 0;
     for (int64_t i = 0; i < nb; i++) {
-        int p[8];
-        for (int j = 0; j < 8; j++) {
-            p[j] = 0;
-            for (int e = 4 * j; e < 4 * j + 4; e++)
-                p[j] += (nib(x[i].qs, e) - 8) * y[i].qs[e];
-        }
-        lanes_fma(acc, p, quant_h2f(x[i].d) * quant_h2f(y[i].d));
+        /* Low nibbles then high nibbles, not nib(e) over 0..31: gcc 12 -O3 miscompiles that
+         * loop (vectorised, wrong sums). The sum is exact, so the order does not matter. */
+        int32_t S = 0;
+        for (int j = 0; j < 16; j++)
+            S += ((x[i].qs[j] & 0x0F) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        acc = fmaf((float)S, quant_h2f(x[i].d) * quant_h2f(y[i].d), acc);
     }
-    return lanes_hsum(acc);
+    return acc;
 }
 
 /* Q4_1 adds the min term as a separate scalar chain, summs = fma(m_w, s_a, summs), and returns
@@ -78,6 +81,8 @@ static float dot_q8_0_ref(const block_q8_0 *x, const block_q8_0 *y, int64_t nb)
     return lanes_hsum(acc);
 }
 
+/* Q6_K in the order of llama.cpp's tiled K-quant matmul (ggml-cpu/tiled, AVX2 microtile): per
+ * super-block r = d_w * (float)S (rounded), acc = fma(r, d_a, acc). */
 static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
 {
     float acc = 0;
@@ -99,7 +104,7 @@ static float dot_q6_K_ref(const block_q6_K *x, const block_q8_K *y, int64_t nb)
                 s += q[sb * 16 + l] * y[i].qs[sb * 16 + l];
             sumi += x[i].scales[sb] * s;
         }
-        acc = fmaf((float)sumi, quant_h2f(x[i].d) * y[i].d, acc);
+        acc = fmaf(quant_h2f(x[i].d) * (float)sumi, y[i].d, acc);
     }
     return acc;
 }
@@ -144,54 +149,68 @@ static float dot_q5_1_ref(const block_q5_1 *x, const block_q8_1 *y, int64_t nb)
     return lanes_hsum(acc) + summs;
 }
 
-/* Q4_K / Q5_K (qh == NULL for Q4_K) × Q8_K in ggml_vec_dot_q4_K_q8_K / _q5_K_q8_K's order
- * (quant_impl.h): eight int32 lanes of scaled sums per super-block, one fma per lane; the mins
- * as four lanes (Q4_K) or one exact int32 sum per block (Q5_K). */
-static float dot_k45_ref(const uint8_t *xb, size_t bsize, bool five, const block_q8_K *y, int64_t nb)
+/* Q4_K / Q5_K sums over the 64-element chunk c (sub-blocks 2c, 2c+1) of a super-block:
+ * S1 = sum of sc[s] * (sum of q_w*q_a over sub-block s), S2 = sum of m[s] * (the activation
+ * quants' sum over s, from bsums); both exact. */
+static void k45_chunk_sums(const uint8_t *xb, bool five, const block_q8_K *y, int c, int32_t *S1, int32_t *S2)
 {
-    float acc[8] = {0}, accm[4] = {0}, summs = 0;
-    for (int64_t i = 0; i < nb; i++, xb += bsize) {
-        uint16_t dh, mh;
-        memcpy(&dh, xb, 2);
-        memcpy(&mh, xb + 2, 2);
-        const uint8_t *scales = xb + 4, *qh = xb + 4 + K_SCALE_SIZE, *qs = five ? qh + QK_K / 8 : qh;
-        uint8_t sc[8], m[8];
-        for (int s = 0; s < 8; s++)
-            quant_k_scale_min(s, scales, &sc[s], &m[s]);
-        int32_t sumi[8] = {0};
-        for (int s = 0; s < 8; s++) {
-            const int g = s / 2, hi = s & 1; /* 64-element group, which nibble */
-            for (int j = 0; j < 8; j++) {
-                int32_t p = 0;
-                for (int e = 4 * j; e < 4 * j + 4; e++) {
-                    int q = hi ? qs[32 * g + e] >> 4 : qs[32 * g + e] & 0xF;
-                    if (five)
-                        q |= ((qh[e] >> s) & 1) << 4;
-                    p += q * y[i].qs[32 * s + e];
-                }
-                sumi[j] += sc[s] * p;
-            }
+    const uint8_t *scales = xb + 4, *qh = xb + 4 + K_SCALE_SIZE, *qs = five ? qh + QK_K / 8 : qh;
+    int32_t s1 = 0, s2 = 0;
+    for (int s = 2 * c; s < 2 * c + 2; s++) {
+        uint8_t sc, m;
+        quant_k_scale_min(s, scales, &sc, &m);
+        const int hi = s & 1; /* which nibble of the chunk's 32 bytes */
+        int32_t p = 0;
+        for (int e = 0; e < 32; e++) {
+            int q = hi ? qs[32 * c + e] >> 4 : qs[32 * c + e] & 0xF;
+            if (five)
+                q |= ((qh[e] >> s) & 1) << 4;
+            p += q * y->qs[32 * s + e];
         }
-        const float d = y[i].d * quant_h2f(dh);
-        const float dmin = -y[i].d * quant_h2f(mh);
-        for (int j = 0; j < 8; j++)
-            acc[j] = fmaf(d, (float)sumi[j], acc[j]);
-        int32_t S[8];
-        for (int s = 0; s < 8; s++)
-            S[s] = y[i].bsums[2 * s] + y[i].bsums[2 * s + 1];
-        if (five) {
-            int32_t M = 0;
-            for (int s = 0; s < 8; s++)
-                M += m[s] * S[s];
-            summs = fmaf(dmin, (float)M, summs);
-        } else {
-            for (int k = 0; k < 4; k++)
-                accm[k] = fmaf(dmin, (float)(m[2 * k] * S[2 * k] + m[2 * k + 1] * S[2 * k + 1]), accm[k]);
+        s1 += sc * p;
+        s2 += m * (y->bsums[2 * s] + y->bsums[2 * s + 1]);
+    }
+    *S1 = s1;
+    *S2 = s2;
+}
+
+/* Q4_K in the order of llama.cpp's repacked Q4_K for a batch (ggml_gemm_q4_K_8x8_q8_K: every
+ * matrix whose row count is a multiple of 8, four tokens at a time): two chains, one step per
+ * 64-element chunk, acc = fma(S1_c, d_w*d_a, acc) and accm = fma(S2_c, dmin_w*d_a, accm), result
+ * acc - accm. (Its single-token ggml_gemv_q4_K_8x8_q8_K steps once per super-block instead.) */
+static float dot_q4_K_ref(const block_q4_K *x, const block_q8_K *y, int64_t nb)
+{
+    float acc = 0, accm = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const float dd = quant_h2f(x[i].d) * y[i].d, dm = quant_h2f(x[i].dmin) * y[i].d;
+        for (int c = 0; c < 4; c++) {
+            int32_t S1, S2;
+            k45_chunk_sums((const uint8_t *)&x[i], false, &y[i], c, &S1, &S2);
+            acc = fmaf((float)S1, dd, acc);
+            accm = fmaf((float)S2, dm, accm);
         }
     }
-    if (five)
-        return lanes_hsum(acc) + summs;
-    return lanes_hsum(acc) + ((accm[0] + accm[2]) + (accm[1] + accm[3]));
+    return acc - accm;
+}
+
+/* Q5_K in the order of llama.cpp's tiled K-quant matmul: r = d_w * (float)S1 (rounded),
+ * r = fma(-dmin_w, (float)S2, r), acc = fma(r, d_a, acc). */
+static float dot_q5_K_ref(const block_q5_K *x, const block_q8_K *y, int64_t nb)
+{
+    float acc = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int32_t S1 = 0, S2 = 0;
+        for (int c = 0; c < 4; c++) {
+            int32_t s1, s2;
+            k45_chunk_sums((const uint8_t *)&x[i], true, &y[i], c, &s1, &s2);
+            S1 += s1;
+            S2 += s2;
+        }
+        float r = quant_h2f(x[i].d) * (float)S1;
+        r = fmaf(-quant_h2f(x[i].dmin), (float)S2, r);
+        acc = fmaf(r, y[i].d, acc);
+    }
+    return acc;
 }
 
 static float dot_f32_ref(gguf_dtype t, const void *w, const float *a, int64_t n)
@@ -225,8 +244,8 @@ float quant_ref_vec_dot(gguf_dtype wtype, const void *wrow, const void *act, int
     case GGUF_DTYPE_Q6_K: return dot_q6_K_ref(wrow, act, n / QK_K);
     case GGUF_DTYPE_Q5_0: return dot_q5_0_ref(wrow, act, n / QK5_0);
     case GGUF_DTYPE_Q5_1: return dot_q5_1_ref(wrow, act, n / QK5_1);
-    case GGUF_DTYPE_Q4_K: return dot_k45_ref(wrow, sizeof(block_q4_K), false, act, n / QK_K);
-    case GGUF_DTYPE_Q5_K: return dot_k45_ref(wrow, sizeof(block_q5_K), true, act, n / QK_K);
+    case GGUF_DTYPE_Q4_K: return dot_q4_K_ref(wrow, act, n / QK_K);
+    case GGUF_DTYPE_Q5_K: return dot_q5_K_ref(wrow, act, n / QK_K);
     }
     return 0;
 }

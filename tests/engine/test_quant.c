@@ -509,7 +509,10 @@ Test(quant_dot, extreme_values_do_not_overflow)
  *         one chain: fl(2432 d) = 2436.75244140625, + 164.125 = 2600.87744140625 (0x45228e0a).
  *   Q4_0: p0 = 7*(3*127+76) = 3199, p4 = (9-8)*2 = 2:
  *         acc0 = fl(3205.2510976..) = 3205.2509765625, + 2.00390815.. = 3207.2548828125
- *         (0x45487414); one chain: fl(3201 d) = 3207.255126953125 (0x45487415).
+ *         (0x45487414); one chain: fl(3201 d) = 3207.255126953125 (0x45487415). Q4_0 is the
+ *         other way round: llama.cpp's x86 build repacks Q4_0 matrices (rows a multiple of 8)
+ *         and its ggml_gemv/gemm_q4_0_8x8_q8_0 run one chain per (row, token), so "want" is
+ *         the chain and the lanes are what must not come out.
  *   Q8_0, two blocks (p0, p4) = (127*322, 3) and (127*128, 117), so lanes carry across blocks:
  *         lanes then hsum = 57381.91015625 (0x476025e9); an hsum per block, then summed:
  *         57381.9140625 (0x476025ea); one chain: 57381.90625 (0x476025e8). */
@@ -532,7 +535,7 @@ Test(quant_dot, llama_cpp_lane_order_pinned)
          {{0x01, 0x3c, 0x9f, 0x8f, 0x8f, 0x8f, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88, 0x88,
            0x88}}, /* elems 0..3 = 15-8, elem 16 = 9-8, the rest 8-8 */
          {{127, 127, 127, 76, [16] = 2}},
-         0x45487414u, 0x45487415u},
+         0x45487415u, 0x45487414u},
         {GGUF_DTYPE_Q8_0, 2,
          {{0x01, 0x3c, 127, 127, 127, 127, [18] = 1}, {0x01, 0x3c, 127, 127, 127, 127, [18] = 1}},
          {{127, 127, 68, 0, [16] = 3}, {127, 1, 0, 0, [16] = 117}},
@@ -559,7 +562,7 @@ Test(quant_dot, llama_cpp_lane_order_pinned)
 
         cr_assert_neq(c->want, c->chain);
         float ref = quant_ref_vec_dot(t, w, act, n), simd = quant_vec_dot(t, w, act, n);
-        cr_expect_eq(fbits(ref), c->want, "%s scalar reference: %a (%08x), want %a (one chain would give %a)", tname(t),
+        cr_expect_eq(fbits(ref), c->want, "%s scalar reference: %a (%08x), want %a (the other order gives %a)", tname(t),
                      (double)ref, fbits(ref), (double)ffrom(c->want), (double)ffrom(c->chain));
         cr_expect_eq(fbits(simd), c->want, "%s SIMD: %a, want %a", tname(t), (double)simd, (double)ffrom(c->want));
         float y[NT];

@@ -1,0 +1,421 @@
+/* test_families.c — every model family and quantisation type against llama.cpp
+ * (tests/fixtures/families/, written by tools/gen_family_fixtures.py). For each fixture line
+ * serval-synth regenerates the parity model from its preset, seed and type (--from-f16, plus
+ * per-tensor types for llama.cpp's mixed presets) and:
+ *   1. every tensor's bytes hash to what llama.cpp's quantize wrote from the f16 file:
+ *      Serval's quantisers are llama.cpp's, bit for bit;
+ *   2. the CPU backend evaluates the fixture's prompt, and every position's logit row hashes
+ *      to llama.cpp's where Serval follows llama.cpp's arithmetic (EXPECT below says where),
+ *      else stays within the tolerance stated there;
+ *   3. the greedy continuation (decoded one token at a time) is llama.cpp's. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu_forward.h"
+#include "gguf.h"
+#include "model.h"
+#include "testutil.h"
+#include "tu_json.h"
+
+#define FIXTURE "tests/fixtures/families/parity.jsonl"
+#define VOCAB "tests/fixtures/families/vocab-smollm-4096.gguf"
+
+/* ---- SHA-256 (FIPS 180-4), for tensor bytes and logit rows ------------------------------- */
+
+typedef struct sha256 {
+    uint32_t h[8];
+    uint8_t buf[64];
+    size_t n_buf;
+    uint64_t n_bytes;
+} sha256;
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+static uint32_t ror(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static void sha_block(sha256 *s, const uint8_t *p)
+{
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ror(w[i - 15], 7) ^ ror(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ror(w[i - 2], 17) ^ ror(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5],
+             g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ror(e, 6) ^ ror(e, 11) ^ ror(e, 25)) + ((e & f) ^ (~e & g)) +
+                      sha_k[i] + w[i];
+        uint32_t t2 = (ror(a, 2) ^ ror(a, 13) ^ ror(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    s->h[0] += a;
+    s->h[1] += b;
+    s->h[2] += c;
+    s->h[3] += d;
+    s->h[4] += e;
+    s->h[5] += f;
+    s->h[6] += g;
+    s->h[7] += h;
+}
+
+static void sha_init(sha256 *s)
+{
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->n_buf = 0;
+    s->n_bytes = 0;
+}
+
+static void sha_update(sha256 *s, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    s->n_bytes += n;
+    while (n > 0) {
+        size_t k = 64 - s->n_buf < n ? 64 - s->n_buf : n;
+        memcpy(s->buf + s->n_buf, p, k);
+        s->n_buf += k;
+        p += k;
+        n -= k;
+        if (s->n_buf == 64) {
+            sha_block(s, s->buf);
+            s->n_buf = 0;
+        }
+    }
+}
+
+/* Writes the 64 lowercase hex digits and a NUL to hex[65]. */
+static void sha_hex(sha256 *s, char hex[65])
+{
+    uint64_t bits = s->n_bytes * 8;
+    uint8_t pad = 0x80;
+    sha_update(s, &pad, 1);
+    pad = 0;
+    while (s->n_buf != 56)
+        sha_update(s, &pad, 1);
+    uint8_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha_update(s, len, 8);
+    for (int i = 0; i < 8; i++)
+        snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
+}
+
+static void sha_of(const void *data, size_t n, char hex[65])
+{
+    sha256 s;
+    sha_init(&s);
+    sha_update(&s, data, n);
+    sha_hex(&s, hex);
+}
+
+Test(families, sha256_matches_the_standard_vectors)
+{
+    char hex[65];
+    sha_of("abc", 3, hex);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sha_of("", 0, hex);
+    cr_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha_of(two, strlen(two), hex);
+    cr_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+/* ---- what is expected of each (preset, type) ---------------------------------------------- */
+
+/* BIT: every logit row of the prompt bit-identical to llama.cpp's, and the same greedy tokens,
+ * except that a greedy step may differ where llama.cpp's top-1/top-2 margin is under
+ * `tie` (logit units; the rows' std is about 1).
+ * TOL: |logit - llama.cpp's| <= tol * (the row's std) over the recorded top-32s, and the same
+ * greedy tokens up to the first step whose llama.cpp margin is under 2 * tol * std.
+ *
+ * Why Q4_K needs `tie`: llama.cpp's x86 build repacks Q4_K matrices (row counts that are
+ * multiples of 8) and multiplies them four tokens at a time (ggml_gemm_q4_K_8x8_q8_K, one fma per
+ * 64-element chunk, which Serval follows), but the tokens left over when the batch is not a
+ * multiple of four go through ggml_gemv_q4_K_8x8_q8_K, whose chain steps once per super-block.
+ * The fixture's prompt is 44 tokens (all in fours), so its rows are bit-identical; each greedy
+ * step re-evaluates 44 + k tokens, and for k not a multiple of four llama.cpp's last row came
+ * from gemv: it differs from Serval's in the last bits, which can flip a near tie. */
+typedef enum expect_kind { EXPECT_BIT, EXPECT_TOL } expect_kind;
+
+typedef struct expectation {
+    const char *preset, *type; /* type NULL: every type of the preset */
+    expect_kind kind;
+    double tol, tie;
+    const char *why;
+} expectation;
+
+#define Q4K_TIE 0.01
+
+static const expectation EXPECT[] = {
+    {"llama-parity", "Q4_K", EXPECT_BIT, 0, Q4K_TIE, "llama.cpp's arithmetic, every op"},
+    {"llama-parity", "Q4_K_M", EXPECT_BIT, 0, Q4K_TIE, "llama.cpp's Q4_K_M mixture (Q4_K, Q6_K)"},
+    {"llama-parity", NULL, EXPECT_BIT, 0, 0, "llama.cpp's arithmetic, every op"},
+    {"deepseek-coder-parity", "Q4_K", EXPECT_BIT, 0, Q4K_TIE, "llama with linear RoPE scaling"},
+    {"deepseek-coder-parity", NULL, EXPECT_BIT, 0, 0, "llama with linear RoPE scaling"},
+    {"qwen2-parity", "Q4_K", EXPECT_BIT, 0, Q4K_TIE, "llama plus Q/K/V biases, NeoX RoPE"},
+    {"qwen2-parity", NULL, EXPECT_BIT, 0, 0, "llama plus Q/K/V biases, NeoX RoPE"},
+    {"starcoder-parity", "Q4_K", EXPECT_BIT, 0, Q4K_TIE, "LayerNorm, learned positions, GELU"},
+    {"starcoder-parity", NULL, EXPECT_BIT, 0, 0, "LayerNorm, learned positions, GELU"},
+    {"starcoder2-parity", "Q4_K", EXPECT_BIT, 0, Q4K_TIE, "LayerNorm, NeoX RoPE, GELU"},
+    {"starcoder2-parity", NULL, EXPECT_BIT, 0, 0, "LayerNorm, NeoX RoPE, GELU"},
+};
+
+static const expectation *expectation_for(const char *preset, const char *type)
+{
+    for (size_t i = 0; i < sizeof EXPECT / sizeof EXPECT[0]; i++)
+        if (strcmp(EXPECT[i].preset, preset) == 0 &&
+            (!EXPECT[i].type || strcmp(EXPECT[i].type, type) == 0))
+            return &EXPECT[i];
+    cr_assert_fail("no expectation for %s %s: add one to EXPECT", preset, type);
+    return NULL;
+}
+
+/* ---- one fixture line ---------------------------------------------------------------------- */
+
+/* serval-synth's file for the line: the preset, seed and type, requantised from f16 as
+ * llama.cpp does, with the line's per-tensor types for a mixed preset. Returns the temp path
+ * (caller unlinks and frees). */
+static char *synth_line(const tu_json *line)
+{
+    const tu_json *types = tu_json_get(line, "tensor_types");
+    char seed[32];
+    snprintf(seed, sizeof seed, "%.0f", tu_json_get(line, "seed")->num);
+    char *path = tu_temp_path(".gguf"), *bin = tu_bin_path("serval-synth");
+    char *vocab = tu_source_path(VOCAB);
+    size_t n_types = types ? types->n : 0;
+    char **argv = calloc(16 + 2 * n_types, sizeof *argv);
+    char **owned = calloc(n_types + 1, sizeof *owned);
+    int a = 0;
+    argv[a++] = bin;
+    argv[a++] = "--preset";
+    argv[a++] = tu_json_get(line, "preset")->str;
+    argv[a++] = "--seed";
+    argv[a++] = seed;
+    argv[a++] = "--vocab-from";
+    argv[a++] = vocab;
+    argv[a++] = "--out";
+    argv[a++] = path;
+    argv[a++] = "--from-f16";
+    argv[a++] = "--dtype";
+    argv[a++] = types ? "q8_0" : tu_json_get(line, "type")->str;
+    for (size_t i = 0; i < n_types; i++) {
+        size_t len = strlen(types->keys[i]) + strlen(types->items[i]->str) + 2;
+        owned[i] = malloc(len);
+        snprintf(owned[i], len, "%s=%s", types->keys[i], types->items[i]->str);
+        argv[a++] = "--tensor-type";
+        argv[a++] = owned[i];
+    }
+    argv[a] = NULL;
+    char *err = NULL;
+    int rc = tu_run(argv, NULL, &err, 120);
+    cr_assert_eq(rc, 0, "serval-synth failed (%d): %s", rc, err ? err : "");
+    free(err);
+    for (size_t i = 0; i < n_types; i++)
+        free(owned[i]);
+    free(owned);
+    free(argv);
+    free(vocab);
+    free(bin);
+    return path;
+}
+
+/* Every tensor of the fixture line has llama.cpp's type and bytes in serval-synth's file. */
+static void check_tensors(const tu_json *line, const char *path, const char *what)
+{
+    gguf_file *f = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(gguf_open(path, &f, &err), ENG_OK, "%s", err.msg);
+    const tu_json *tensors = tu_json_get(line, "tensors");
+    cr_assert_eq((size_t)gguf_tensor_count(f), tensors->n, "%s: tensor count", what);
+    for (size_t i = 0; i < tensors->n; i++) {
+        const char *name = tensors->keys[i];
+        const gguf_tensor *t = gguf_tensor_find(f, name);
+        cr_assert_not_null(t, "%s: no tensor %s", what, name);
+        cr_assert_str_eq(gguf_dtype_name(t->dtype), tensors->items[i]->items[0]->str,
+                         "%s: %s type", what, name);
+        char hex[65];
+        sha_of(t->data, t->nbytes, hex);
+        cr_expect_str_eq(hex, tensors->items[i]->items[1]->str,
+                         "%s: %s (%s) bytes differ from llama.cpp's quantize", what, name,
+                         gguf_dtype_name(t->dtype));
+    }
+    gguf_free(f);
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+static double row_std(const float *x, int32_t n)
+{
+    double s = 0, s2 = 0;
+    for (int32_t i = 0; i < n; i++) {
+        s += x[i];
+        s2 += (double)x[i] * x[i];
+    }
+    double m = s / n;
+    return sqrt(s2 / n - m * m);
+}
+
+typedef struct line_result {
+    int rows, rows_same;   /* logit rows, and those bit-identical to llama.cpp's */
+    double max_rel;        /* max |logit - llama.cpp's| / row std over the top-32s */
+    int greedy_n, greedy_same; /* greedy tokens, and the leading ones equal to llama.cpp's */
+    bool greedy_near_tie;  /* the first different one came where llama.cpp's margin was small */
+} line_result;
+
+/* Evaluates the fixture's prompt and greedy continuation on the CPU backend and compares
+ * them with llama.cpp's. */
+static line_result check_logits(const tu_json *line, const char *path, const expectation *ex,
+                                const char *what)
+{
+    line_result r = {0};
+    eng_model *m = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_model_load(path, &m, &err), ENG_OK, "%s: %s", what, err.msg);
+    const int32_t nv = m->hp.n_vocab;
+    const tu_json *jp = tu_json_get(line, "prompt_ids");
+    const tu_json *jg = tu_json_get(tu_json_get(line, "greedy"), "tokens");
+    const tu_json *jm = tu_json_get(tu_json_get(line, "greedy"), "margins");
+    const int32_t n = (int32_t)jp->n;
+    int32_t *toks = malloc(sizeof(int32_t) * (jp->n + jg->n + 1));
+    for (int32_t i = 0; i < n; i++)
+        toks[i] = (int32_t)jp->items[i]->num;
+    float *logits = malloc(sizeof(float) * (size_t)nv * (size_t)n);
+    eng_cpu_ctx *c = NULL;
+    cr_assert_eq(eng_cpu_ctx_create(m, n + (int32_t)jg->n + 1, 2, &c, &err), ENG_OK, "%s",
+                 err.msg);
+    cr_assert_eq(eng_cpu_ctx_eval(c, toks, n, logits, true, &err), ENG_OK, "%s", err.msg);
+
+    const tu_json *shas = tu_json_get(line, "row_sha");
+    cr_assert_eq(shas->n, (size_t)n);
+    r.rows = n;
+    for (int32_t p = 0; p < n; p++) {
+        char hex[65];
+        sha_of(logits + (size_t)p * (size_t)nv, sizeof(float) * (size_t)nv, hex);
+        r.rows_same += strncmp(hex, shas->items[p]->str, 16) == 0;
+    }
+    const tu_json *pos = tu_json_get(line, "positions");
+    double std_min = INFINITY;
+    for (size_t k = 0; k < pos->n; k++) {
+        int p = (int)tu_json_get(pos->items[k], "pos")->num;
+        const float *row = logits + (size_t)p * (size_t)nv;
+        double sd = row_std(row, nv);
+        double want_sd = tu_json_get(pos->items[k], "std")->num;
+        cr_expect(fabs(sd - want_sd) <= 1e-3 * want_sd, "%s pos %d: row std %g vs llama.cpp %g",
+                  what, p, sd, want_sd);
+        if (want_sd < std_min)
+            std_min = want_sd;
+        const tu_json *top = tu_json_get(pos->items[k], "top");
+        for (size_t t = 0; t < top->n; t++) {
+            int32_t id = (int32_t)top->items[t]->items[0]->num;
+            double d = fabs((double)row[id] - top->items[t]->items[1]->num) / want_sd;
+            if (d > r.max_rel)
+                r.max_rel = d;
+        }
+    }
+
+    /* Greedy: the last prompt row, then one decoded token at a time. */
+    float *last = logits + (size_t)(n - 1) * (size_t)nv;
+    r.greedy_n = (int)jg->n;
+    for (int i = 0; i < r.greedy_n; i++) {
+        int32_t t = argmax(last, nv);
+        if (t != (int32_t)jg->items[i]->num) {
+            const double margin = jm->items[i]->num;
+            r.greedy_near_tie = ex->kind == EXPECT_TOL ? margin < 2 * ex->tol * std_min
+                                                       : margin < ex->tie;
+            break;
+        }
+        r.greedy_same++;
+        if (i + 1 < r.greedy_n)
+            cr_assert_eq(eng_cpu_ctx_eval(c, &t, 1, last, false, &err), ENG_OK, "%s", err.msg);
+    }
+    eng_cpu_ctx_free(c);
+    free(logits);
+    free(toks);
+    eng_model_free(m);
+    return r;
+}
+
+/* Runs every fixture line of one preset (type NULL) or of one preset and type. */
+static void check_preset(const char *preset, const char *only_type)
+{
+    size_t n_lines;
+    tu_json **lines = tu_read_jsonl(FIXTURE, &n_lines);
+    int done = 0;
+    for (size_t li = 0; li < n_lines; li++) {
+        const tu_json *line = lines[li];
+        const char *type = tu_json_get(line, "type")->str;
+        if (strcmp(tu_json_get(line, "preset")->str, preset) != 0 ||
+            (only_type && strcmp(type, only_type) != 0))
+            continue;
+        char what[96];
+        snprintf(what, sizeof what, "%s %s", preset, type);
+        const expectation *ex = expectation_for(preset, type);
+        char *path = synth_line(line);
+        check_tensors(line, path, what);
+        line_result r = check_logits(line, path, ex, what);
+        cr_log_info("%s: %d/%d logit rows bit-identical to llama.cpp, max |diff| %.3g x row "
+                    "std over the top-32s, greedy %d/%d%s", what, r.rows_same, r.rows,
+                    r.max_rel, r.greedy_same, r.greedy_n,
+                    r.greedy_near_tie ? " (then a near tie went the other way)" : "");
+        if (ex->kind == EXPECT_BIT) {
+            cr_expect_eq(r.rows_same, r.rows, "%s (%s): %d of %d logit rows differ from "
+                         "llama.cpp's bits (max |diff| %.3g x row std)", what, ex->why,
+                         r.rows - r.rows_same, r.rows, r.max_rel);
+        } else {
+            cr_expect_leq(r.max_rel, ex->tol, "%s (%s): max |logit diff| %.3g x row std > %.3g",
+                          what, ex->why, r.max_rel, ex->tol);
+        }
+        cr_expect(r.greedy_same == r.greedy_n || r.greedy_near_tie, "%s: greedy token %d of %d "
+                  "differs from llama.cpp's", what, r.greedy_same, r.greedy_n);
+        unlink(path);
+        free(path);
+        done++;
+    }
+    for (size_t li = 0; li < n_lines; li++)
+        tu_json_free(lines[li]);
+    free(lines);
+    cr_assert_gt(done, 0, "no fixture line for %s %s", preset, only_type ? only_type : "");
+}
+
+Test(families, llama_every_type_matches_llamacpp, .timeout = 300) { check_preset("llama-parity", NULL); }
+Test(families, deepseek_coder_rope_scaling_matches_llamacpp, .timeout = 300)
+{
+    check_preset("deepseek-coder-parity", NULL);
+}
+Test(families, qwen2_every_type_matches_llamacpp, .timeout = 300) { check_preset("qwen2-parity", NULL); }
+Test(families, starcoder_matches_llamacpp, .timeout = 300) { check_preset("starcoder-parity", NULL); }
+Test(families, starcoder2_matches_llamacpp, .timeout = 300) { check_preset("starcoder2-parity", NULL); }
