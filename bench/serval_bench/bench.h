@@ -39,6 +39,8 @@ typedef struct bench_cfg {
     bool gamma;
     double gamma_shape;
     int prompt_chars, max_tokens, max_inflight;
+    int prefix_groups, shared_chars; /* shared-prefix groups (0: none) */
+    const char *sweep;               /* comma list of loads, or NULL */
     bool stream;
     double slo_ms;
     uint64_t seed;
@@ -54,6 +56,8 @@ typedef struct bench_headline {
     size_t requests, answered, superseded, errors;
     double k2s_p95; /* < 0 when nothing was answered */
     double throughput; /* answered per second of the duration */
+    double lat_p50, lat_p95; /* the SLO metric (keystroke-to-suggestion / e2e); < 0: none */
+    double ttft_p95;
 } bench_headline;
 
 typedef struct bench_file {
@@ -83,6 +87,7 @@ typedef struct bench_rec {
     double em, es;         /* exact match, edit similarity vs the text typed next; < 0: none */
     bool accepted;
     int prompt_chars;
+    int group;             /* classic shared-prefix group, -1 for none */
     char *error;           /* malloc'd or NULL */
     char id[64];           /* the server's completion id */
     const char *file;      /* corpus file (borrowed) */
@@ -155,12 +160,18 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
  * --slo-ms with at least --min-answered of the non-superseded requests answered, repeated
  * --search-repeats times; writes out/search.json and each trial under out/search/. */
 int bench_search(const bench_cfg *cfg, const bench_corpus *corpus);
+/* One run per load in --sweep (developers, concurrency, or rate with --rate), each under
+ * out/sweep/<load>/; out/sweep.json (and sweep.png with --plot): latency against throughput. */
+int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus);
 
 /* ---- plots (plot.c): gnuplot into cfg->out; 0 when drawn (or nothing to draw) ---- */
 int bench_plot_run(const bench_run *r);
 /* The search's trials: developers, answered/s, p95 keystroke-to-suggestion (< 0: none), rep. */
 int bench_plot_search(const char *out, double slo_ms, const double *devs, const double *tput,
                       const double *p95, const int *rep, size_t n);
+/* The sweep: per load, answered/s, p50 and p95 of the SLO metric (named by metric). */
+int bench_plot_sweep(const char *out, const char *metric, const double *tput, const double *p50,
+                     const double *p95, size_t n);
 
 /* ---- workloads (workload.c) ---- */
 /* Runs the configured workload to its end; returns when every session/worker has joined. */

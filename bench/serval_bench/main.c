@@ -69,6 +69,10 @@ static const char *const USAGE[] = {
 "                         busy goes late and its latency still counts from its due time\n"
 "                         (default 256)\n"
 "  --prompt-chars N       prompt length in characters (default 600, ~150 tokens of code)\n"
+"  --prefix-groups G      shared-prefix groups: each prompt starts with the head of one of G\n"
+"                         files (picked per request), as developers of one repository share\n"
+"                         its context, then its own slice (default 0: none)\n"
+"  --shared-prefix-chars N  length of that shared head (default 400)\n"
 "  --max-tokens N         openai: max_tokens, llamacpp: n_predict (default 32); tabby: the\n"
 "                         server's default (applies to developer sessions too)\n"
 "  --stream               openai, llamacpp: stream (SSE); time to first token is the first\n"
@@ -86,6 +90,13 @@ static const char *const USAGE[] = {
 "  --search-max N         developers tried at most (default 256)\n"
 "  --search-repeats R     searches, seeds --seed, --seed+1, ... (default 3)\n"
 "  --min-answered F       answered share of non-superseded requests to pass (default 0.99)\n"
+"\n",
+"Sweep (--sweep):\n"
+"  --sweep LIST           one run per load in the comma list: --developers (developer\n"
+"                         mode), --rate (classic with --rate) or --concurrency (classic);\n"
+"                         each run's outputs in DIR/sweep/<load>/, the curve in\n"
+"                         DIR/sweep.json (and sweep.png, latency against throughput, with\n"
+"                         --plot)\n"
 "\n",
 "Common:\n"
 "  --slo-ms MS            goodput counts answers within MS (keystroke-to-suggestion for\n"
@@ -162,7 +173,7 @@ typedef struct num_flag {
 
 static int parse_args(bench_cfg *c, int argc, char **argv)
 {
-    double smax = 256, sreps = 3;
+    double smax = 256, sreps = 3, groups = 0, shared = 400;
     double seed = 1, devs = 4, conc = 4, pl = 20, sl = 20, hl = 3, pc = 600, mt = 32, mi = 256;
     num_flag nums[] = {
         {"--duration", &c->duration_s, NULL, 0.1, 1e6}, {"--session", &c->session_s, NULL, 0.1, 1e6},
@@ -178,6 +189,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         {"--max-tokens", &mt, NULL, 1, 1e6}, {"--max-inflight", &mi, NULL, 1, 100000},
         {"--search-max", &smax, NULL, 1, 100000}, {"--search-repeats", &sreps, NULL, 1, 30},
         {"--min-answered", &c->min_answered, NULL, 0, 1},
+        {"--prefix-groups", &groups, NULL, 0, 100000}, {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
     };
     const char *url = "http://127.0.0.1:8080", *target = NULL;
     for (int i = 1; i < argc; i++) {
@@ -209,6 +221,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         STR_FLAG("--ext", c->exts)
         STR_FLAG("--git-url", c->git_url)
         STR_FLAG("--model", c->model)
+        STR_FLAG("--sweep", c->sweep)
 #undef STR_FLAG
         if (strcmp(a, "--mode") == 0 && has_val) {
             const char *m = argv[++i];
@@ -251,6 +264,10 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         return usage_error("%s", "--stream: Tabby's /v1/completions does not stream");
     if (c->search && c->mode != BENCH_MODE_DEVELOPER)
         return usage_error("%s", "--search runs developer sessions (leave out --mode classic)");
+    if (c->search && c->sweep)
+        return usage_error("%s", "--search and --sweep: one at a time");
+    c->prefix_groups = (int)groups;
+    c->shared_chars = (int)shared;
     c->search_max = (int)smax;
     c->search_repeats = (int)sreps;
     c->seed = (uint64_t)seed;
@@ -364,7 +381,9 @@ int main(int argc, char **argv)
         bench_corpus_free(&corpus);
         return 2;
     }
-    rc = cfg.search ? bench_search(&cfg, &corpus) : bench_run_once(&cfg, &corpus, NULL);
+    rc = cfg.search  ? bench_search(&cfg, &corpus)
+         : cfg.sweep ? bench_sweep(&cfg, &corpus)
+                     : bench_run_once(&cfg, &corpus, NULL);
     bench_corpus_free(&corpus);
     return rc;
 }

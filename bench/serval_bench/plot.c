@@ -132,3 +132,29 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
     fclose(g);
     return run_gnuplot(out, "search.gp");
 }
+
+int bench_plot_sweep(const char *out, const char *metric, const double *tput, const double *p50,
+                     const double *p95, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/sweep.dat", out);
+    FILE *d = fopen(path, "w");
+    if (!d)
+        return 1;
+    fprintf(d, "# answered_per_s p50_ms p95_ms (%s)\n", metric);
+    for (size_t i = 0; i < n; i++)
+        if (p50[i] >= 0)
+            fprintf(d, "%.4f %.3f %.3f\n", tput[i], p50[i], p95[i]);
+    fclose(d);
+    snprintf(path, sizeof path, "%s/sweep.gp", out);
+    FILE *g = fopen(path, "w");
+    if (!g)
+        return 1;
+    fprintf(g, "set terminal png size 900,600\nset output 'sweep.png'\nset grid\nset key top left\n"
+               "set title 'latency against throughput (one point per load)'\n"
+               "set xlabel 'answered requests per second'\nset ylabel '%s'\n"
+               "plot 'sweep.dat' using 1:2 with linespoints lw 2 pt 7 title 'p50', "
+               "'sweep.dat' using 1:3 with linespoints lw 2 pt 5 title 'p95'\n", metric);
+    fclose(g);
+    return run_gnuplot(out, "sweep.gp");
+}

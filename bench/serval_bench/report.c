@@ -205,6 +205,8 @@ static int write_jsonl(bench_run *r, const char *path)
             "error", x->error ? json_string(x->error) : json_null());
         if (j && x->es >= 0)
             json_object_set_new(j, "edit_similarity", json_real(x->es));
+        if (j && x->group >= 0)
+            json_object_set_new(j, "group", json_integer(x->group));
         if (j && x->itl_ms >= 0)
             json_object_set_new(j, "itl_ms", json_real(x->itl_ms));
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -273,10 +275,12 @@ static json_t *config_json(const bench_cfg *c)
                           c->duration_s, "session_s", c->session_s, "keystroke_ms", c->keystroke_ms,
                           "debounce_ms", c->debounce_ms, "seed", (json_int_t)c->seed);
     if (j && c->mode == BENCH_MODE_CLASSIC)
-        json_object_update_new(j, json_pack("{s:i,s:f,s:s,s:i,s:i,s:b}", "concurrency", c->concurrency,
-                                            "rate", c->rate, "arrival", c->gamma ? "gamma" : "poisson",
-                                            "prompt_chars", c->prompt_chars, "max_tokens", c->max_tokens,
-                                            "stream", c->stream));
+        json_object_update_new(j, json_pack("{s:i,s:f,s:s,s:i,s:i,s:b,s:i,s:i}", "concurrency",
+                                            c->concurrency, "rate", c->rate, "arrival",
+                                            c->gamma ? "gamma" : "poisson", "prompt_chars",
+                                            c->prompt_chars, "max_tokens", c->max_tokens, "stream",
+                                            c->stream, "prefix_groups", c->prefix_groups,
+                                            "shared_prefix_chars", c->shared_chars));
     return j;
 }
 
@@ -393,8 +397,12 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     json_t *k = json_object_get(s, dev ? "keystroke_to_suggestion_ms" : "e2e_ms");
     if (h) {
         json_t *p95 = json_object_get(json_object_get(s, "keystroke_to_suggestion_ms"), "p95");
+        json_t *tp = json_object_get(json_object_get(s, "ttft_ms"), "p95");
+        json_t *l50 = json_object_get(k, "p50"), *l95 = json_object_get(k, "p95");
         *h = (bench_headline){n, cnt[0], cnt[1], cnt[2], json_is_number(p95) ? json_number_value(p95) : -1,
-                              (double)cnt[0] / dur};
+                              (double)cnt[0] / dur, json_is_number(l50) ? json_number_value(l50) : -1,
+                              json_is_number(l95) ? json_number_value(l95) : -1,
+                              json_is_number(tp) ? json_number_value(tp) : -1};
     }
     printf("serval-bench: %zu requests (%zu answered, %zu superseded, %zu errors) in %.1f s; "
            "%.2f answered/s; %s p50 %.0f p95 %.0f p99 %.0f ms; exact match %.2f; client CPU %.0f%%\n",

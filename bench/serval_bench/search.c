@@ -1,6 +1,7 @@
-/* search.c — "developers at SLO": the largest number of simulated developers whose p95
- * keystroke-to-suggestion stays within --slo-ms with enough requests answered; grow, then
- * bisect, repeated with other seeds for a confidence interval (out/search.json). */
+/* search.c — runs of many loads: "developers at SLO" (the largest number of simulated
+ * developers whose p95 keystroke-to-suggestion stays within --slo-ms with enough requests
+ * answered; grow, then bisect, repeated with other seeds for a confidence interval;
+ * out/search.json) and --sweep (one run per load; latency against throughput, out/sweep.json). */
 #include "bench.h"
 
 #include <errno.h>
@@ -151,5 +152,75 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
     }
     printf("serval-bench search: developers at p95 keystroke-to-suggestion <= %.0f ms: mean %.1f, "
            "95%% CI [%.1f, %.1f] over %d searches\n", cfg->slo_ms, mean, mean - half, mean + half, reps);
+    return 0;
+}
+
+#define SWEEP_MAX 256
+
+int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
+{
+    bool dev = cfg->mode == BENCH_MODE_DEVELOPER, rate = !dev && cfg->rate > 0;
+    const char *what = dev ? "developers" : rate ? "rate" : "concurrency";
+    const char *metric = dev ? "keystroke_to_suggestion_ms" : "e2e_ms";
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/sweep", cfg->out);
+    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+        fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    double tput[SWEEP_MAX], p50[SWEEP_MAX], p95[SWEEP_MAX];
+    size_t n = 0;
+    json_t *points = json_array();
+    for (const char *p = cfg->sweep; p && *p && n < SWEEP_MAX;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v > 0) || (!rate && v != (int)v)) {
+            fprintf(stderr, "serval-bench: --sweep %s: loads are positive numbers (whole for %s)\n",
+                    cfg->sweep, what);
+            json_decref(points);
+            return 2;
+        }
+        bench_cfg c = *cfg;
+        char out[4096];
+        snprintf(out, sizeof out, "%s/sweep/%s-%g", cfg->out, what, v);
+        c.out = out;
+        c.plot = false;
+        if (dev)
+            c.developers = (int)v;
+        else if (rate)
+            c.rate = v;
+        else
+            c.concurrency = (int)v;
+        fprintf(stderr, "[serval-bench sweep] %s %g\n", what, v);
+        bench_headline h;
+        if (bench_run_once(&c, corpus, &h) != 0) {
+            json_decref(points);
+            return 1;
+        }
+        tput[n] = h.throughput;
+        p50[n] = h.lat_p50;
+        p95[n] = h.lat_p95;
+        json_array_append_new(points, json_pack("{s:f,s:f,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s}", "load", v,
+            "throughput_rps", h.throughput, "p50_ms", h.lat_p50 >= 0 ? json_real(h.lat_p50) : json_null(),
+            "p95_ms", h.lat_p95 >= 0 ? json_real(h.lat_p95) : json_null(), "ttft_p95_ms",
+            h.ttft_p95 >= 0 ? json_real(h.ttft_p95) : json_null(), "requests", (json_int_t)h.requests,
+            "answered", (json_int_t)h.answered, "superseded", (json_int_t)h.superseded, "errors",
+            (json_int_t)h.errors, "dir", out));
+        n++;
+        p = *end == ',' ? end + 1 : end;
+        if (*p)
+            usleep(500 * 1000);
+    }
+    json_t *s = json_pack("{s:s,s:s,s:s,s:o}", "schema", "serval-bench-sweep/1", "load", what,
+                          "metric", metric, "points", points);
+    snprintf(dir, sizeof dir, "%s/sweep.json", cfg->out);
+    int rc = json_dump_file(s, dir, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
+    json_decref(s);
+    if (rc != 0) {
+        fprintf(stderr, "serval-bench: cannot write %s\n", dir);
+        return 1;
+    }
+    if (cfg->plot)
+        bench_plot_sweep(cfg->out, metric, tput, p50, p95, n);
     return 0;
 }

@@ -44,12 +44,12 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
  * Returns the suggestion to accept (malloc'd) or NULL. */
 static char *do_request(bench_run *r, int session, int *fd, const bench_file *f, double t_key,
                         double t_intended, double abort_at, const char *prefix, size_t plen,
-                        const char *suffix, size_t slen, const char *truth, size_t tlen)
+                        const char *suffix, size_t slen, const char *truth, size_t tlen, int group)
 {
     const bench_cfg *cfg = r->cfg;
     bench_rec rec = {.session = session, .t_key = t_key, .t_intended = t_intended,
                      .ttft_ms = -1, .e2e_ms = -1, .itl_ms = -1, .k2s_ms = -1, .em = -1, .es = -1,
-                     .prompt_chars = (int)plen, .file = f ? f->rel : NULL};
+                     .prompt_chars = (int)plen, .file = f ? f->rel : NULL, .group = group};
     char *body = request_body(cfg, f, prefix, plen, suffix, slen);
     if (!body) {
         rec.outcome = BENCH_OUTCOME_ERROR;
@@ -185,7 +185,7 @@ static void *session_main(void *arg)
             bench_sleep_until(r, t_int);
             size_t s1 = lines_fwd(f->text, f->len, hole_end, cfg->suffix_lines);
             char *acc = do_request(r, a->id, &fd, f, t_key, t_int, r->t0 + t, f->text + p0, c - p0,
-                                   f->text + hole_end, s1 - hole_end, f->text + c, f->len - c);
+                                   f->text + hole_end, s1 - hole_end, f->text + c, f->len - c, -1);
             if (acc) { /* Tab: the suggestion is what the developer was about to type */
                 double now = bench_now_ms() - r->t0;
                 c += strlen(acc);
@@ -274,23 +274,56 @@ typedef struct worker_arg {
     uint64_t rng;
 } worker_arg;
 
-/* A prompt of prompt_chars from a seeded file and offset; the truth is what follows. */
+/* n bytes of t, shortened to end on a UTF-8 boundary. */
+static size_t utf8_cut(const char *t, size_t n, size_t len)
+{
+    while (n > 0 && n < len && (t[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* A prompt of prompt_chars from a seeded file and offset; the truth is what follows. With
+ * shared-prefix groups, the prompt starts with its group's shared_chars (the head of the
+ * group's file, as developers of one repository share its context) and the rest is the slice. */
 static void classic_one(classic_ctx *x, worker_arg *w, int *fd, double t_int)
 {
     bench_run *r = x->r;
     const bench_cfg *cfg = r->cfg;
     const bench_file *f = &r->corpus->files[(size_t)(bench_rand01(&w->rng) * (double)r->corpus->n)];
-    size_t want = (size_t)cfg->prompt_chars < f->len ? (size_t)cfg->prompt_chars : f->len;
+    int group = -1;
+    size_t shared = 0;
+    const bench_file *gf = NULL;
+    if (cfg->prefix_groups > 0) {
+        group = (int)(bench_rand01(&w->rng) * cfg->prefix_groups);
+        gf = &r->corpus->files[((size_t)group * 2654435761u) % r->corpus->n];
+        shared = (size_t)cfg->shared_chars < gf->len ? (size_t)cfg->shared_chars : gf->len;
+        shared = utf8_cut(gf->text, shared, gf->len);
+    }
+    size_t slice = (size_t)cfg->prompt_chars > shared ? (size_t)cfg->prompt_chars - shared : 1;
+    size_t want = slice < f->len ? slice : f->len;
     size_t off = (size_t)(bench_rand01(&w->rng) * (double)(f->len - want + 1));
     while (off > 0 && (f->text[off] & 0xC0) == 0x80) /* start on a UTF-8 boundary */
         off--;
     size_t end = off + want;
     while (end < f->len && (f->text[end] & 0xC0) == 0x80)
         end++;
+    char *joined = NULL;
+    const char *prompt = f->text + off;
+    size_t plen = end - off;
+    if (gf) {
+        joined = malloc(shared + plen + 1);
+        if (!joined)
+            return;
+        memcpy(joined, gf->text, shared);
+        memcpy(joined + shared, f->text + off, plen);
+        prompt = joined;
+        plen += shared;
+    }
     bench_sleep_until(r, t_int);
-    char *acc = do_request(r, w->id, fd, f, t_int, t_int, 1e300, f->text + off, end - off, NULL, 0,
-                           f->text + end, f->len - end);
+    char *acc = do_request(r, w->id, fd, f, t_int, t_int, 1e300, prompt, plen, NULL, 0,
+                           f->text + end, f->len - end, group);
     free(acc);
+    free(joined);
 }
 
 static void *worker_main(void *arg)

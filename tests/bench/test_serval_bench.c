@@ -217,6 +217,28 @@ Test(serval_bench, tabby_developer_sessions_and_classic_runs_are_well_formed_and
     tu_json_free(check_run(cls, false, USAGE_NONE));
     tu_json_free(a);
 
+    /* A sweep over concurrency with shared-prefix groups: one point and one run per load. */
+    char *sw = out_dir();
+    const char *sweep_args[] = {"--mode", "classic", "--sweep", "1,2", "--duration", "0.8",
+                                "--prefix-groups", "2", NULL};
+    free(bench(&s, "tabby", sw, sweep_args));
+    tu_json *j = read_json(sw, "sweep.json", NULL);
+    cr_assert_not_null(j, "sweep.json is not JSON");
+    const tu_json *pts = need(j, "points");
+    cr_assert_eq(pts->n, 2, "one point per load");
+    for (size_t i = 0; i < pts->n; i++) {
+        cr_assert_eq(num(pts->items[i], "load"), (double)(i + 1));
+        tu_json_free(check_run(need(pts->items[i], "dir")->str, false, USAGE_NONE));
+    }
+    char *lines = NULL;
+    char dir1[600];
+    snprintf(dir1, sizeof dir1, "%s/sweep/concurrency-1", sw);
+    read_json(dir1, "requests.jsonl", &lines);
+    cr_assert(strstr(lines, "\"group\":"), "requests carry their shared-prefix group");
+    free(lines);
+    tu_json_free(j);
+    free(sw);
+
     /* compare prints B/A per key. */
     char *bin = tu_bin_path("serval-bench"), pa[512], pb[512];
     snprintf(pa, sizeof pa, "%s/summary.json", dev);
@@ -368,7 +390,7 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
                            "--out", "--mode", "--session", "--keystroke-ms", "--debounce-ms",
                            "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
                            "--max-tokens", "--prompt-chars", "--search", "--search-repeats",
-                           "--min-answered", "--plot", "compare"};
+                           "--min-answered", "--plot", "--sweep", "--prefix-groups", "compare"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
