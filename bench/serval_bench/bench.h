@@ -89,6 +89,8 @@ typedef struct bench_rec {
     int prompt_chars;
     int group;             /* classic shared-prefix group, -1 for none */
     char *error;           /* malloc'd or NULL */
+    char *suggestion;      /* answered: the text (malloc'd), else NULL */
+    char *expected;        /* scored: what the file has there, cut as compared (malloc'd) */
     char id[64];           /* the server's completion id */
     const char *file;      /* corpus file (borrowed) */
 } bench_rec;
@@ -112,13 +114,13 @@ void bench_sleep_until(const bench_run *r, double t_ms); /* t in run time */
 double bench_rand01(uint64_t *s);            /* splitmix64 in [0,1) */
 double bench_rand_exp(uint64_t *s, double mean);
 double bench_rand_gamma(uint64_t *s, double shape, double mean);
-/* Appends a record (takes ownership of rec->error); false when out of memory. */
+/* Appends a record (takes ownership of rec's strings); false when out of memory. */
 bool bench_record(bench_run *r, const bench_rec *rec);
 /* Exact match and edit similarity of suggestion s against `truth` (the text that follows the
  * cursor): the reference is truth cut to as many lines as s has, both with trailing
  * whitespace trimmed. *accept: s is non-empty and truth starts with it. */
 void bench_quality(const char *s, const char *truth, size_t truth_len, double *em, double *es,
-                   bool *accept);
+                   bool *accept, size_t *ref_len);
 /* Writes requests.jsonl, summary.json, summary.csv under cfg->out and prints the summary's
  * headline to stdout (and into *h when not NULL); returns 0, or 1 with a message on stderr. */
 int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h);

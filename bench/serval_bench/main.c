@@ -337,8 +337,11 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
         rc = bench_report(&run, wall, cpu, h);
     if (rc == 0 && cfg->plot)
         bench_plot_run(&run); /* optional: a missing gnuplot is said, not an error */
-    for (size_t i = 0; i < run.n_recs; i++)
+    for (size_t i = 0; i < run.n_recs; i++) {
         free(run.recs[i].error);
+        free(run.recs[i].suggestion);
+        free(run.recs[i].expected);
+    }
     free(run.recs);
     pthread_mutex_destroy(&run.lock);
     return rc;

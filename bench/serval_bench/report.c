@@ -83,6 +83,8 @@ bool bench_record(bench_run *r, const bench_rec *rec)
         if (!p) {
             pthread_mutex_unlock(&r->lock);
             free(rec->error);
+            free(rec->suggestion);
+            free(rec->expected);
             return false;
         }
         r->recs = p;
@@ -125,10 +127,11 @@ static size_t levenshtein(const char *a, size_t n, const char *b, size_t m)
 }
 
 void bench_quality(const char *s, const char *truth, size_t truth_len, double *em, double *es,
-                   bool *accept)
+                   bool *accept, size_t *ref_len)
 {
     size_t n = rtrim(s, strlen(s));
     *accept = n > 0 && strlen(s) <= truth_len && memcmp(s, truth, strlen(s)) == 0;
+    *ref_len = 0;
     if (n == 0) { /* no suggestion: nothing to score */
         *em = *es = -1;
         return;
@@ -141,6 +144,7 @@ void bench_quality(const char *s, const char *truth, size_t truth_len, double *e
         if (truth[m] == '\n' && seen++ == lines)
             break;
     m = rtrim(truth, m);
+    *ref_len = m;
     *em = n == m && memcmp(s, truth, n) == 0;
     size_t nn = n < QUALITY_MAX ? n : QUALITY_MAX, mm = m < QUALITY_MAX ? m : QUALITY_MAX;
     size_t big = nn > mm ? nn : mm;
@@ -205,6 +209,10 @@ static int write_jsonl(bench_run *r, const char *path)
             "error", x->error ? json_string(x->error) : json_null());
         if (j && x->es >= 0)
             json_object_set_new(j, "edit_similarity", json_real(x->es));
+        if (j && x->suggestion)
+            json_object_set_new(j, "suggestion", json_string(x->suggestion));
+        if (j && x->expected)
+            json_object_set_new(j, "expected", json_string(x->expected));
         if (j && x->group >= 0)
             json_object_set_new(j, "group", json_integer(x->group));
         if (j && x->itl_ms >= 0)

@@ -94,9 +94,18 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
             rec.itl_ms = (res.t_last_token - res.t_first_token) / (res.pieces - 1);
         rec.e2e_ms = res.t_done - t_int_abs;
         rec.k2s_ms = res.t_done - (r->t0 + t_key);
-        bench_quality(res.text, truth, tlen, &rec.em, &rec.es, &rec.accepted);
+        size_t ref_len;
+        bench_quality(res.text, truth, tlen, &rec.em, &rec.es, &rec.accepted, &ref_len);
         if (rec.accepted)
             accept = strdup(res.text);
+        rec.suggestion = res.text;
+        res.text = NULL;
+        if (rec.em >= 0) {
+            /* The file is UTF-8 text; end the reference on a character boundary. */
+            while (ref_len < tlen && (truth[ref_len] & 0xC0) == 0x80)
+                ref_len++;
+            rec.expected = strndup(truth, ref_len);
+        }
         atomic_fetch_add(&r->answered, 1);
     }
     free(res.text);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "testutil.h"
 #include "tu_server.h"
 
@@ -145,6 +146,7 @@ static tu_json *check_run(const char *dir, bool developer, int usage)
             cr_assert_eq(num(r, "status"), 200, "line %zu", n + 1);
             if (usage != USAGE_NONE_NO_ID)
                 cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
+            cr_assert_eq(need(r, "suggestion")->type, TU_JSON_STR, "line %zu: the suggestion", n + 1);
             ttft_n++;
             if (usage != USAGE_NONE)
                 tokens += num(r, "completion_tokens");
@@ -395,4 +397,58 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
     free(bin);
+}
+
+/* ---- quality scoring (bench_quality, compiled in from bench/serval_bench/report.c) ---- */
+
+typedef struct quality_case {
+    const char *suggestion, *truth;
+    double em, es; /* es < -0.5: not scored */
+    bool accept;
+    size_t ref_len;
+} quality_case;
+
+Test(serval_bench, quality_compares_a_suggestion_with_as_many_lines_of_what_is_typed_next)
+{
+    const quality_case cases[] = {
+        /* the rest of the line, exactly: a match, and the developer takes it */
+        {"(n - 1)\n", "(n - 1)\n    return x\n", 1, 1, true, 7},
+        /* two lines against the next two lines; trailing whitespace does not count */
+        {"a = 1\nb = 2   ", "a = 1\nb = 2\nc = 3\n", 1, 1, false, 11},
+        /* one character off in four: similarity 0.75, no match, not taken */
+        {"abcd", "abed\nnext", 0, 0.75, false, 4},
+        /* a prefix of the line is taken (it is what gets typed) but does not match the line */
+        {"ret", "return x\n", 0, 3.0 / 8.0, true, 8},
+        /* whitespace only: no suggestion, nothing to score */
+        {" \n\t", "x = 1\n", -1, -1, false, 0},
+        /* past the end of the file: scored against what there is */
+        {"end\nmore", "end", 0, 3.0 / 8.0, false, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const quality_case *c = &cases[i];
+        double em, es;
+        bool accept;
+        size_t ref;
+        bench_quality(c->suggestion, c->truth, strlen(c->truth), &em, &es, &accept, &ref);
+        cr_assert_float_eq(em, c->em, 1e-9, "case %zu: exact match %g", i, em);
+        cr_assert_float_eq(es, c->es, 1e-9, "case %zu: edit similarity %g", i, es);
+        cr_assert_eq(accept, c->accept, "case %zu: accepted", i);
+        cr_assert_eq(ref, c->ref_len, "case %zu: reference length %zu", i, ref);
+    }
+}
+
+Test(serval_bench, gamma_gaps_keep_their_mean_and_poisson_gaps_theirs)
+{
+    uint64_t rng = 42;
+    const double shapes[] = {0.5, 1.0, 4.0};
+    for (int k = 0; k < 3; k++) {
+        double sum = 0;
+        for (int i = 0; i < 200000; i++)
+            sum += bench_rand_gamma(&rng, shapes[k], 100.0);
+        cr_assert_float_eq(sum / 200000, 100.0, 2.0, "shape %g: mean %g", shapes[k], sum / 200000);
+    }
+    double sum = 0;
+    for (int i = 0; i < 200000; i++)
+        sum += bench_rand_exp(&rng, 100.0);
+    cr_assert_float_eq(sum / 200000, 100.0, 2.0, "exponential mean %g", sum / 200000);
 }
