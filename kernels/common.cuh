@@ -105,7 +105,6 @@ static inline unsigned kn_row_threads(int64_t d)
 }
 
 // ---- reductions --------------------------------------------------------------------------
-
 // Over `width` consecutive lanes (a power of two ≤ 32); every lane gets the result.
 template <int width = 32> __device__ __forceinline__ float kn_warp_sum(float v)
 {
