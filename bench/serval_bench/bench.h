@@ -12,7 +12,8 @@
 typedef enum bench_target {
     BENCH_TARGET_TABBY,   /* POST /v1/completions, Tabby's segments */
     BENCH_TARGET_OPENAI,  /* POST /v1/completions, OpenAI's prompt */
-    BENCH_TARGET_LLAMACPP /* POST /completion, llama.cpp server's prompt/n_predict */
+    BENCH_TARGET_LLAMACPP, /* POST /completion, llama.cpp server's prompt/n_predict */
+    BENCH_TARGET_GRPC      /* serval.v1 Complete / CompleteStream */
 } bench_target;
 typedef enum bench_mode { BENCH_MODE_DEVELOPER, BENCH_MODE_CLASSIC } bench_mode;
 typedef enum bench_outcome {
@@ -77,13 +78,15 @@ typedef struct bench_corpus {
 typedef struct bench_rec {
     int session;           /* developer session or classic worker */
     bench_outcome outcome;
-    int status;            /* HTTP status, 0 when none came */
+    int status;            /* HTTP status, 0 when none came; grpc: 200 for OK, else its code */
     double t_key;          /* keystroke that triggered it (developer mode; else = t_intended) */
     double t_intended, t_sent;
     double ttft_ms, e2e_ms; /* from t_intended; < 0 when not reached */
     double itl_ms;         /* mean gap between streamed text pieces; < 0 without two pieces */
     double k2s_ms;         /* keystroke to suggestion (answered only), else < 0 */
     int prompt_tokens, completion_tokens; /* server's usage; -1 when it sent none */
+    int cached_tokens;     /* gRPC usage: prompt tokens from the prefix cache; -1: not reported */
+    double server_queue_ms, server_total_ms; /* gRPC timings; < 0: not reported */
     double em, es;         /* exact match, edit similarity vs the text typed next; < 0: none */
     bool accepted;
     int prompt_chars;
@@ -129,7 +132,7 @@ int bench_compare(const char *a, const char *b);
 
 /* ---- corpus (corpus.c) ---- */
 /* Walks dir for files whose extension is in exts (comma list, NULL: the default code set),
- * reads them (text only, 64 B..512 KiB), sorted by path. Returns 0, or -1 with a message. */
+ * reads them (UTF-8 text without NULs, 64 B..512 KiB), sorted by path. Returns 0, or -1 with a message. */
 int bench_corpus_load(bench_corpus *c, const char *dir, const char *exts, const char *git_url);
 void bench_corpus_free(bench_corpus *c);
 
@@ -143,9 +146,17 @@ typedef struct bench_http_result {
     bool complete;          /* the whole response (and [DONE] for streams) arrived */
     char *text;             /* the completion text (malloc'd) */
     int prompt_tokens, completion_tokens;
+    int cached_tokens;      /* gRPC only; -1 otherwise */
+    double server_queue_ms, server_total_ms; /* gRPC only; -1 otherwise */
     char id[64];
     char error[160];
 } bench_http_result;
+
+/* One client connection of a session or worker: HTTP socket or gRPC client. */
+typedef struct bench_conn {
+    int fd;     /* -1: none */
+    void *grpc; /* rpc_client, NULL: none */
+} bench_conn;
 
 /* POSTs body to path and reads the reply (the target's shape; SSE when stream) until it ends, abort_at_ms (absolute; the
  * connection is closed: the abort tabby-agent does) or deadline_ms (an error). *fd: a
@@ -174,6 +185,21 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
 /* The sweep: per load, answered/s, p50 and p95 of the SLO metric (named by metric). */
 int bench_plot_sweep(const char *out, const char *metric, const double *tput, const double *p50,
                      const double *p95, size_t n);
+
+/* ---- gRPC (grpc.c) ---- */
+typedef struct bench_grpc_input {
+    bool segments; /* true: Segments from the fields below; false: prefix is a raw prompt */
+    const char *prefix, *suffix, *filepath, *git_url, *language;
+} bench_grpc_input;
+/* Complete (or CompleteStream with cfg->stream) on *client (created on first use; NULL-terminated
+ * strings in `in`); the call is cancelled at abort_at_ms (aborted) or deadline_ms (error). The
+ * result has the same meaning as bench_http_post's; status 200 for OK. */
+void bench_grpc_complete(const bench_cfg *cfg, void **client, const bench_grpc_input *in,
+                         double abort_at_ms, double deadline_ms, bench_http_result *out);
+void bench_grpc_close(void **client);
+/* ListModels over gRPC (it needs the token, Health does not): 200 when OK, 401
+ * unauthenticated, 0 otherwise. */
+int bench_grpc_health(const bench_cfg *cfg);
 
 /* ---- workloads (workload.c) ---- */
 /* Runs the configured workload to its end; returns when every session/worker has joined. */

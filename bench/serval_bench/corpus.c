@@ -75,6 +75,22 @@ static char *git_remote(const char *dir)
     return url;
 }
 
+/* Well-formed UTF-8 (requests carry the text as JSON strings). */
+static bool utf8_ok(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t k = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 9;
+        if (k == 9 || (k == 1 && c < 0xC2) || i + k >= n + (k ? 0 : 1))
+            return false;
+        for (size_t j = 1; j <= k; j++)
+            if ((p[i + j] & 0xC0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
 static char *read_text(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -83,7 +99,8 @@ static char *read_text(const char *path, size_t *len)
     char *p = malloc(CORPUS_MAX_BYTES + 1);
     size_t n = p ? fread(p, 1, CORPUS_MAX_BYTES + 1, f) : 0;
     fclose(f);
-    if (!p || n < CORPUS_MIN_BYTES || n > CORPUS_MAX_BYTES || memchr(p, 0, n)) {
+    if (!p || n < CORPUS_MIN_BYTES || n > CORPUS_MAX_BYTES || memchr(p, 0, n) ||
+        !utf8_ok((const unsigned char *)p, n)) {
         free(p);
         return NULL;
     }

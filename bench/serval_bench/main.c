@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 static const char *const USAGE[] = {
-"usage: serval-bench --target tabby|openai|llamacpp --url URL [--token T] --developers N --duration S\n"
+"usage: serval-bench --target tabby|openai|llamacpp|grpc --url URL [--token T] --developers N --duration S\n"
 "                    --repos DIR --out DIR [options]\n"
 "       serval-bench compare A/summary.json B/summary.json\n"
 "\n"
@@ -23,13 +23,15 @@ static const char *const USAGE[] = {
 "intended send time, so a late client never hides server delay (no coordinated omission).\n"
 "\n",
 "Target and output (the stable contract):\n"
-"  --target tabby|openai|llamacpp\n"
+"  --target tabby|openai|llamacpp|grpc\n"
 "                         tabby: POST /v1/completions with {language, segments: {prefix,\n"
 "                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
 "                         {prompt, max_tokens, stream}; llamacpp: POST /completion with\n"
 "                         {prompt, n_predict, stream, cache_prompt} (llama.cpp's server, the\n"
 "                         engine Tabby runs); openai and llamacpp send the prefix window as\n"
-"                         the prompt\n"
+"                         the prompt; grpc: Serval's serval.v1 Complete (CompleteStream with\n"
+"                         --stream) with Segments (classic: a raw prompt) and --max-tokens,\n"
+"                         cancelled when the developer types on; --url grpc://HOST:PORT\n"
 "  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
 "  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
 "  --developers N         developers typing at once, on average (default 4)\n"
@@ -143,8 +145,11 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
 
 static int parse_url(bench_cfg *c, const char *url)
 {
-    if (strncmp(url, "http://", 7) != 0)
-        return usage_error("--url %s: only http:// URLs are supported", url);
+    bool grpc = strncmp(url, "grpc://", 7) == 0;
+    if (strncmp(url, "http://", 7) != 0 && !grpc)
+        return usage_error("--url %s: http://HOST:PORT (or grpc://HOST:PORT for --target grpc)", url);
+    if (grpc != (c->target == BENCH_TARGET_GRPC))
+        return usage_error("--url %s: --target grpc takes grpc://HOST:PORT, the others http://", url);
     const char *h = url + 7, *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
     const char *colon = memchr(h, ':', hl);
@@ -256,8 +261,10 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         c->target = BENCH_TARGET_OPENAI;
     else if (strcmp(target, "llamacpp") == 0)
         c->target = BENCH_TARGET_LLAMACPP;
+    else if (strcmp(target, "grpc") == 0)
+        c->target = BENCH_TARGET_GRPC;
     else
-        return usage_error("--target %s: tabby, openai or llamacpp (grpc is not built yet)", target);
+        return usage_error("--target %s: tabby, openai, llamacpp or grpc", target);
     if (!c->repos || !c->out)
         return usage_error("%s", "--repos DIR and --out DIR are required");
     if (c->stream && c->target == BENCH_TARGET_TABBY)
@@ -375,10 +382,11 @@ int main(int argc, char **argv)
     /* Fail fast on a wrong URL or token instead of a run full of errors. */
     const char *probe = cfg.target == BENCH_TARGET_TABBY    ? "/v1/health"
                         : cfg.target == BENCH_TARGET_OPENAI ? "/v1/models"
+                        : cfg.target == BENCH_TARGET_GRPC   ? "ListModels (gRPC)"
                                                             : "/health";
-    int st = bench_http_get(&cfg, probe, NULL);
+    int st = cfg.target == BENCH_TARGET_GRPC ? bench_grpc_health(&cfg) : bench_http_get(&cfg, probe, NULL);
     if (st / 100 != 2) {
-        fprintf(stderr, "serval-bench: GET %s%s on %s:%d answered %d%s\n", cfg.base_path, probe,
+        fprintf(stderr, "serval-bench: %s%s on %s:%d answered %d%s\n", cfg.base_path, probe,
                 cfg.host, cfg.port, st, st == 0 ? " (no answer: is the server up?)"
                                         : st == 401 || st == 403 ? " (check --token)" : "");
         bench_corpus_free(&corpus);

@@ -213,6 +213,12 @@ static int write_jsonl(bench_run *r, const char *path)
             json_object_set_new(j, "suggestion", json_string(x->suggestion));
         if (j && x->expected)
             json_object_set_new(j, "expected", json_string(x->expected));
+        if (j && x->cached_tokens >= 0)
+            json_object_set_new(j, "cached_tokens", json_integer(x->cached_tokens));
+        if (j && x->server_queue_ms >= 0)
+            json_object_set_new(j, "server_queue_ms", json_real(x->server_queue_ms));
+        if (j && x->server_total_ms >= 0)
+            json_object_set_new(j, "server_total_ms", json_real(x->server_total_ms));
         if (j && x->group >= 0)
             json_object_set_new(j, "group", json_integer(x->group));
         if (j && x->itl_ms >= 0)
@@ -277,6 +283,7 @@ static json_t *config_json(const bench_cfg *c)
     json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:I}", "target",
                           c->target == BENCH_TARGET_TABBY    ? "tabby"
                           : c->target == BENCH_TARGET_OPENAI ? "openai"
+                          : c->target == BENCH_TARGET_GRPC   ? "grpc"
                                                              : "llamacpp", "mode",
                           c->mode == BENCH_MODE_DEVELOPER ? "developer" : "classic", "host",
                           c->host, "port", c->port, "developers", c->developers, "duration_s",
@@ -306,7 +313,7 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     size_t ni = 0, nt = 0, ne = 0, nk = 0, nl = 0, cnt[3] = {0}, cut = 0, good = 0, usage = 0, scored = 0;
     size_t exact = 0, accepted = 0;
     double es_sum = 0;
-    long long ptok = 0, ctok = 0;
+    long long ptok = 0, ctok = 0, cached = 0, cached_of = 0;
     bool dev = cfg->mode == BENCH_MODE_DEVELOPER;
     for (size_t i = 0; i < n; i++) {
         const bench_rec *x = &r->recs[i];
@@ -328,6 +335,10 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
             usage++;
             ctok += x->completion_tokens;
             ptok += x->prompt_tokens > 0 ? x->prompt_tokens : 0;
+        }
+        if (x->cached_tokens >= 0 && x->prompt_tokens > 0) {
+            cached += x->cached_tokens;
+            cached_of += x->prompt_tokens;
         }
         if (x->em >= 0) {
             scored++;
@@ -368,6 +379,9 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     json_object_set_new(s, "usage_reported", json_integer((json_int_t)usage));
     json_object_set_new(s, "prompt_tokens", usage ? json_integer(ptok) : json_null());
     json_object_set_new(s, "completion_tokens", usage ? json_integer(ctok) : json_null());
+    json_object_set_new(s, "cached_tokens", cached_of ? json_integer(cached) : json_null());
+    json_object_set_new(s, "prefix_cache_hit_rate",
+                        num_or_null(cached_of > 0, (double)cached / (double)(cached_of ? cached_of : 1)));
     json_object_set_new(s, "output_tokens_per_s", num_or_null(usage > 0, (double)ctok / dur));
     json_object_set_new(s, "suggestions_scored", json_integer((json_int_t)scored));
     json_object_set_new(s, "exact_match", num_or_null(scored > 0, (double)exact / (double)(scored ? scored : 1)));

@@ -12,6 +12,14 @@
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+static void bench_conn_close(bench_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    bench_grpc_close(&c->grpc);
+}
+
 /* The body for one completion: Tabby segments, or an OpenAI prompt (the prefix alone). */
 static char *request_body(const bench_cfg *cfg, const bench_file *f, const char *prefix,
                           size_t prefix_len, const char *suffix, size_t suffix_len)
@@ -42,7 +50,7 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
 
 /* Sends one request and records it. truth: the text that follows the cursor (quality).
  * Returns the suggestion to accept (malloc'd) or NULL. */
-static char *do_request(bench_run *r, int session, int *fd, const bench_file *f, double t_key,
+static char *do_request(bench_run *r, int session, bench_conn *conn, const bench_file *f, double t_key,
                         double t_intended, double abort_at, const char *prefix, size_t plen,
                         const char *suffix, size_t slen, const char *truth, size_t tlen, int group)
 {
@@ -50,11 +58,13 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
     bench_rec rec = {.session = session, .t_key = t_key, .t_intended = t_intended,
                      .ttft_ms = -1, .e2e_ms = -1, .itl_ms = -1, .k2s_ms = -1, .em = -1, .es = -1,
                      .prompt_chars = (int)plen, .file = f ? f->rel : NULL, .group = group};
-    char *body = request_body(cfg, f, prefix, plen, suffix, slen);
-    if (!body) {
+    bool grpc = cfg->target == BENCH_TARGET_GRPC;
+    char *body = grpc ? NULL : request_body(cfg, f, prefix, plen, suffix, slen);
+    if (!grpc && !body) {
         rec.outcome = BENCH_OUTCOME_ERROR;
         rec.error = strdup("cannot build the request (prefix not UTF-8?)");
-        rec.prompt_tokens = rec.completion_tokens = -1;
+        rec.prompt_tokens = rec.completion_tokens = rec.cached_tokens = -1;
+        rec.server_queue_ms = rec.server_total_ms = -1;
         rec.t_sent = bench_now_ms() - r->t0;
         bench_record(r, &rec);
         atomic_fetch_add(&r->errors, 1);
@@ -67,8 +77,21 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
     bench_http_result res;
     atomic_fetch_add(&r->sent, 1);
     atomic_fetch_add(&r->inflight, 1);
-    bench_http_post(cfg, fd, cfg->target == BENCH_TARGET_LLAMACPP ? "/completion" : "/v1/completions",
-                    body, cfg->stream, abort_at, deadline, &res);
+    if (grpc) {
+        char *pre = strndup(prefix, plen), *suf = suffix ? strndup(suffix, slen) : NULL;
+        bench_grpc_input in = {cfg->mode == BENCH_MODE_DEVELOPER, pre, suf, f ? f->rel : NULL,
+                               f ? f->git_url : NULL, f ? f->lang : NULL};
+        if (pre)
+            bench_grpc_complete(cfg, &conn->grpc, &in, abort_at, deadline, &res);
+        else
+            res = (bench_http_result){.error = "out of memory", .text = strdup("")};
+        free(pre);
+        free(suf);
+    } else {
+        bench_http_post(cfg, &conn->fd,
+                        cfg->target == BENCH_TARGET_LLAMACPP ? "/completion" : "/v1/completions",
+                        body, cfg->stream, abort_at, deadline, &res);
+    }
     atomic_fetch_sub(&r->inflight, 1);
     free(body);
     double t_int_abs = r->t0 + t_intended;
@@ -76,6 +99,9 @@ static char *do_request(bench_run *r, int session, int *fd, const bench_file *f,
     rec.status = res.status;
     rec.prompt_tokens = res.prompt_tokens;
     rec.completion_tokens = res.completion_tokens;
+    rec.cached_tokens = grpc ? res.cached_tokens : -1;
+    rec.server_queue_ms = grpc ? res.server_queue_ms : -1;
+    rec.server_total_ms = grpc ? res.server_total_ms : -1;
     snprintf(rec.id, sizeof rec.id, "%s", res.id);
     char *accept = NULL;
     if (res.aborted) {
@@ -166,7 +192,7 @@ static void *session_main(void *arg)
     const bench_cfg *cfg = r->cfg;
     double run_end = cfg->duration_s * 1000.0;
     double end = a->end_ms < run_end ? a->end_ms : run_end;
-    int fd = -1;
+    bench_conn conn = {-1, NULL};
     double t = bench_now_ms() - r->t0; /* the next keystroke, run time */
     while (t < end && !atomic_load(&r->stop)) {
         /* Switch to a file and a hole of hole_lines lines to write. */
@@ -193,7 +219,7 @@ static void *session_main(void *arg)
             double t_int = t_key + cfg->debounce_ms;
             bench_sleep_until(r, t_int);
             size_t s1 = lines_fwd(f->text, f->len, hole_end, cfg->suffix_lines);
-            char *acc = do_request(r, a->id, &fd, f, t_key, t_int, r->t0 + t, f->text + p0, c - p0,
+            char *acc = do_request(r, a->id, &conn, f, t_key, t_int, r->t0 + t, f->text + p0, c - p0,
                                    f->text + hole_end, s1 - hole_end, f->text + c, f->len - c, -1);
             if (acc) { /* Tab: the suggestion is what the developer was about to type */
                 double now = bench_now_ms() - r->t0;
@@ -203,8 +229,7 @@ static void *session_main(void *arg)
             }
         }
     }
-    if (fd >= 0)
-        close(fd);
+    bench_conn_close(&conn);
     bench_sleep_until(r, end); /* still at the keyboard, thinking, until the session ends */
     atomic_fetch_sub(&r->sessions_live, 1);
     free(a);
@@ -294,7 +319,7 @@ static size_t utf8_cut(const char *t, size_t n, size_t len)
 /* A prompt of prompt_chars from a seeded file and offset; the truth is what follows. With
  * shared-prefix groups, the prompt starts with its group's shared_chars (the head of the
  * group's file, as developers of one repository share its context) and the rest is the slice. */
-static void classic_one(classic_ctx *x, worker_arg *w, int *fd, double t_int)
+static void classic_one(classic_ctx *x, worker_arg *w, bench_conn *conn, double t_int)
 {
     bench_run *r = x->r;
     const bench_cfg *cfg = r->cfg;
@@ -329,7 +354,7 @@ static void classic_one(classic_ctx *x, worker_arg *w, int *fd, double t_int)
         plen += shared;
     }
     bench_sleep_until(r, t_int);
-    char *acc = do_request(r, w->id, fd, f, t_int, t_int, 1e300, prompt, plen, NULL, 0,
+    char *acc = do_request(r, w->id, conn, f, t_int, t_int, 1e300, prompt, plen, NULL, 0,
                            f->text + end, f->len - end, group);
     free(acc);
     free(joined);
@@ -341,7 +366,7 @@ static void *worker_main(void *arg)
     classic_ctx *x = w->x;
     bench_run *r = x->r;
     double end = r->cfg->duration_s * 1000.0;
-    int fd = -1;
+    bench_conn conn = {-1, NULL};
     for (;;) {
         double t_int;
         if (x->arrivals) {
@@ -354,10 +379,9 @@ static void *worker_main(void *arg)
         }
         if (t_int >= end || atomic_load(&r->stop))
             break;
-        classic_one(x, w, &fd, t_int);
+        classic_one(x, w, &conn, t_int);
     }
-    if (fd >= 0)
-        close(fd);
+    bench_conn_close(&conn);
     atomic_fetch_sub(&r->sessions_live, 1);
     return NULL;
 }

@@ -29,10 +29,16 @@ static char *tiny_model(void)
     return out;
 }
 
-static tu_server start_server(const char *model)
+/* listener: "http" or "grpc", the port tu_server keeps. */
+static tu_server start_listener(const char *model, const char *listener)
 {
     const char *extra[] = {"--model", model, NULL};
-    return tu_server_start("http", TOKEN, true, extra);
+    return tu_server_start(listener, TOKEN, true, extra);
+}
+
+static tu_server start_server(const char *model)
+{
+    return start_listener(model, "http");
 }
 
 /* A fresh output directory path (not created: serval-bench makes it). */
@@ -48,7 +54,7 @@ static char *bench(const tu_server *s, const char *target, const char *out, cons
 {
     char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine");
     char url[96];
-    snprintf(url, sizeof url, "http://%s", s->target);
+    snprintf(url, sizeof url, "%s://%s", strcmp(target, "grpc") == 0 ? "grpc" : "http", s->target);
     const char *argv[40] = {bin, "--target", target, "--url", url, "--token", TOKEN, "--repos",
                             repos, "--out", out, "--grace", "5", "--quiet"};
     int n = 14;
@@ -176,7 +182,9 @@ static tu_json *check_run(const char *dir, bool developer, int usage)
     check_dist(sum, "ttft_ms", ttft_n);
     check_dist(sum, "e2e_ms", count[0]);
     check_dist(sum, "keystroke_to_suggestion_ms", count[0]);
-    cr_assert_float_eq(num(sum, "throughput_rps"), count[0] / num(sum, "duration_s"), 1e-6);
+    /* summary.json keeps 8 significant digits */
+    double tput = count[0] / num(sum, "duration_s");
+    cr_assert_float_eq(num(sum, "throughput_rps"), tput, 1e-6 * (1 + tput));
     cr_assert_leq(num(sum, "goodput_rps"), num(sum, "throughput_rps") + 1e-9);
     cr_assert_geq(num(sum, "client_cpu_s"), 0);
     cr_assert_eq(need(sum, "client_bottleneck")->type, TU_JSON_BOOL);
@@ -366,6 +374,36 @@ Test(serval_bench, developers_at_slo_search_grows_until_a_trial_fails_and_report
     search(&s, "1", 1, found); /* no answer comes within 1 ms: none pass */
     cr_assert_eq(found[0], 0);
     cr_assert_eq(tu_server_stop(&s), 0);
+    free(model);
+}
+
+Test(serval_bench, grpc_unary_and_streamed_sessions_and_prefix_groups_report_the_cache)
+{
+    char *model = tiny_model();
+    tu_server s = start_listener(model, "grpc");
+    char *dev = out_dir(), *str = out_dir(), *cls = out_dir();
+    const char *dev_args[] = {"--developers", "4", "--duration", "2", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", "--max-tokens", "8", NULL};
+    free(bench(&s, "grpc", dev, dev_args));
+    tu_json_free(check_run(dev, true, USAGE_TOKENS));
+    const char *str_args[] = {"--developers", "4", "--duration", "2", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", "--max-tokens", "8", "--stream", NULL};
+    free(bench(&s, "grpc", str, str_args));
+    tu_json *d = check_run(str, true, USAGE_TOKENS);
+    cr_assert_gt(num(need(d, "itl_ms"), "n"), 0, "no inter-token latency from the streams");
+    tu_json_free(d);
+    /* Two groups sharing a 400-character head: the cache serves part of most prompts. */
+    const char *cls_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1",
+                              "--max-tokens", "8", "--prefix-groups", "2", NULL};
+    free(bench(&s, "grpc", cls, cls_args));
+    tu_json *c = check_run(cls, false, USAGE_TOKENS);
+    double hit = num(c, "prefix_cache_hit_rate");
+    cr_assert(hit > 0 && hit <= 1, "prefix_cache_hit_rate %g", hit);
+    tu_json_free(c);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(dev);
+    free(str);
+    free(cls);
     free(model);
 }
 
