@@ -30,6 +30,8 @@ typedef struct bench_cfg {
     int port;
     char base_path[256]; /* URL path before /v1/... (usually empty) */
     const char *token, *repos, *out, *exts, *git_url, *model;
+    char **tokens;     /* --token-file: one per developer, round robin (malloc'd), or NULL */
+    int n_tokens;
     int developers;
     double duration_s, session_s, grace_s, timeout_s;
     double keystroke_ms, jitter, pause_prob, pause_ms, debounce_ms, accept_ms;
@@ -154,15 +156,16 @@ typedef struct bench_http_result {
 
 /* One client connection of a session or worker: HTTP socket or gRPC client. */
 typedef struct bench_conn {
-    int fd;     /* -1: none */
-    void *grpc; /* rpc_client, NULL: none */
+    int fd;            /* -1: none */
+    void *grpc;        /* rpc_client, NULL: none */
+    const char *token; /* this session's bearer token (borrowed from cfg), or NULL */
 } bench_conn;
 
 /* POSTs body to path and reads the reply (the target's shape; SSE when stream) until it ends, abort_at_ms (absolute; the
  * connection is closed: the abort tabby-agent does) or deadline_ms (an error). *fd: a
  * kept-alive connection or -1; on return the connection to reuse, or -1. */
-void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char *body,
-                     bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out);
+void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const char *path,
+                     const char *body, bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out);
 /* GET path; the status (0 when none) and, when body is not NULL, the body (malloc'd). */
 int bench_http_get(const bench_cfg *cfg, const char *path, char **body);
 
@@ -194,7 +197,8 @@ typedef struct bench_grpc_input {
 /* Complete (or CompleteStream with cfg->stream) on *client (created on first use; NULL-terminated
  * strings in `in`); the call is cancelled at abort_at_ms (aborted) or deadline_ms (error). The
  * result has the same meaning as bench_http_post's; status 200 for OK. */
-void bench_grpc_complete(const bench_cfg *cfg, void **client, const bench_grpc_input *in,
+void bench_grpc_complete(const bench_cfg *cfg, const char *token, void **client,
+                         const bench_grpc_input *in,
                          double abort_at_ms, double deadline_ms, bench_http_result *out);
 void bench_grpc_close(void **client);
 /* ListModels over gRPC (it needs the token, Health does not): 200 when OK, 401

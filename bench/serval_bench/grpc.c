@@ -84,7 +84,8 @@ static bool on_msg(void *user, const uint8_t *data, size_t len)
     return bench_now_ms() < c->abort_at;
 }
 
-void bench_grpc_complete(const bench_cfg *cfg, void **client, const bench_grpc_input *in,
+void bench_grpc_complete(const bench_cfg *cfg, const char *token, void **client,
+                         const bench_grpc_input *in,
                          double abort_at_ms, double deadline_ms, bench_http_result *out)
 {
     memset(out, 0, sizeof *out);
@@ -94,7 +95,7 @@ void bench_grpc_complete(const bench_cfg *cfg, void **client, const bench_grpc_i
     if (!*client) {
         char target[300];
         snprintf(target, sizeof target, "%s:%d", cfg->host, cfg->port);
-        *client = rpc_client_create(target, cfg->token);
+        *client = rpc_client_create(target, token);
         if (!*client) {
             snprintf(out->error, sizeof out->error, "cannot create the gRPC client");
             out->text = strdup("");

@@ -285,8 +285,8 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char *body,
-                     bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out)
+void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const char *path,
+                     const char *body, bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out)
 {
     memset(out, 0, sizeof *out);
     out->t_first_byte = out->t_first_token = out->t_last_token = out->t_done = -1;
@@ -301,8 +301,8 @@ void bench_http_post(const bench_cfg *cfg, int *fd, const char *path, const char
     }
     int hl = snprintf(req, 1024, "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                       "%s%s%sUser-Agent: serval-bench\r\nAccept: */*\r\nContent-Length: %zu\r\n\r\n",
-                      cfg->base_path, path, cfg->host, cfg->port, cfg->token ? "Authorization: Bearer " : "",
-                      cfg->token ? cfg->token : "", cfg->token ? "\r\n" : "", blen);
+                      cfg->base_path, path, cfg->host, cfg->port, token ? "Authorization: Bearer " : "",
+                      token ? token : "", token ? "\r\n" : "", blen);
     memcpy(req + hl, body, blen);
     out->t_sent = bench_now_ms();
     /* A kept-alive connection the server closed meanwhile fails at send or read: retry once. */

@@ -34,6 +34,9 @@ static const char *const USAGE[] = {
 "                         cancelled when the developer types on; --url grpc://HOST:PORT\n"
 "  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
 "  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
+"  --token-file PATH      one token a line: developer (or classic client) i uses token\n"
+"                         i mod count, as every Tabby user has their own; servers cap\n"
+"                         requests in flight per token (Serval: 16)\n"
 "  --developers N         developers typing at once, on average (default 4)\n"
 "  --duration S           seconds of load; no request starts after it (default 30)\n"
 "  --repos DIR            directory of source trees to type through (required)\n"
@@ -168,6 +171,40 @@ static int parse_url(bench_cfg *c, const char *url)
     return 0;
 }
 
+/* --token-file: one token a line ('#' comments, blanks skipped); the first is also --token. */
+static int load_tokens(bench_cfg *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "serval-bench: --token-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        char *p = line + strspn(line, " \t");
+        p[strcspn(p, " \t\r\n")] = 0;
+        if (!*p || *p == '#')
+            continue;
+        char **t = realloc(c->tokens, (size_t)(c->n_tokens + 1) * sizeof *t);
+        if (!t || !(t[c->n_tokens] = strdup(p))) {
+            if (t)
+                c->tokens = t;
+            fclose(f);
+            fprintf(stderr, "serval-bench: out of memory\n");
+            return -1;
+        }
+        c->tokens = t;
+        c->n_tokens++;
+    }
+    fclose(f);
+    if (!c->n_tokens) {
+        fprintf(stderr, "serval-bench: --token-file %s holds no token\n", path);
+        return -1;
+    }
+    c->token = c->tokens[0];
+    return 0;
+}
+
 /* One numeric flag: name, where it goes, its range. */
 typedef struct num_flag {
     const char *name;
@@ -196,7 +233,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         {"--min-answered", &c->min_answered, NULL, 0, 1},
         {"--prefix-groups", &groups, NULL, 0, 100000}, {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
     };
-    const char *url = "http://127.0.0.1:8080", *target = NULL;
+    const char *url = "http://127.0.0.1:8080", *target = NULL, *token_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -227,6 +264,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         STR_FLAG("--git-url", c->git_url)
         STR_FLAG("--model", c->model)
         STR_FLAG("--sweep", c->sweep)
+        STR_FLAG("--token-file", token_file)
 #undef STR_FLAG
         if (strcmp(a, "--mode") == 0 && has_val) {
             const char *m = argv[++i];
@@ -286,6 +324,8 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
     c->prompt_chars = (int)pc;
     c->max_tokens = (int)mt;
     c->max_inflight = (int)mi;
+    if (token_file && load_tokens(c, token_file) != 0)
+        return 2;
     if (!c->token)
         c->token = getenv("SERVAL_TOKEN");
     return parse_url(c, url);
@@ -396,5 +436,8 @@ int main(int argc, char **argv)
          : cfg.sweep ? bench_sweep(&cfg, &corpus)
                      : bench_run_once(&cfg, &corpus, NULL);
     bench_corpus_free(&corpus);
+    for (int i = 0; i < cfg.n_tokens; i++)
+        free(cfg.tokens[i]);
+    free(cfg.tokens);
     return rc;
 }

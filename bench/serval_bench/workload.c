@@ -12,6 +12,12 @@
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+/* Developer (or worker) i's token: --token-file's, round robin, else --token. */
+static const char *session_token(const bench_cfg *cfg, int i)
+{
+    return cfg->n_tokens ? cfg->tokens[i % cfg->n_tokens] : cfg->token;
+}
+
 static void bench_conn_close(bench_conn *c)
 {
     if (c->fd >= 0)
@@ -82,13 +88,13 @@ static char *do_request(bench_run *r, int session, bench_conn *conn, const bench
         bench_grpc_input in = {cfg->mode == BENCH_MODE_DEVELOPER, pre, suf, f ? f->rel : NULL,
                                f ? f->git_url : NULL, f ? f->lang : NULL};
         if (pre)
-            bench_grpc_complete(cfg, &conn->grpc, &in, abort_at, deadline, &res);
+            bench_grpc_complete(cfg, conn->token, &conn->grpc, &in, abort_at, deadline, &res);
         else
             res = (bench_http_result){.error = "out of memory", .text = strdup("")};
         free(pre);
         free(suf);
     } else {
-        bench_http_post(cfg, &conn->fd,
+        bench_http_post(cfg, conn->token, &conn->fd,
                         cfg->target == BENCH_TARGET_LLAMACPP ? "/completion" : "/v1/completions",
                         body, cfg->stream, abort_at, deadline, &res);
     }
@@ -192,7 +198,7 @@ static void *session_main(void *arg)
     const bench_cfg *cfg = r->cfg;
     double run_end = cfg->duration_s * 1000.0;
     double end = a->end_ms < run_end ? a->end_ms : run_end;
-    bench_conn conn = {-1, NULL};
+    bench_conn conn = {-1, NULL, session_token(cfg, a->id)};
     double t = bench_now_ms() - r->t0; /* the next keystroke, run time */
     while (t < end && !atomic_load(&r->stop)) {
         /* Switch to a file and a hole of hole_lines lines to write. */
@@ -366,7 +372,7 @@ static void *worker_main(void *arg)
     classic_ctx *x = w->x;
     bench_run *r = x->r;
     double end = r->cfg->duration_s * 1000.0;
-    bench_conn conn = {-1, NULL};
+    bench_conn conn = {-1, NULL, session_token(r->cfg, w->id)};
     for (;;) {
         double t_int;
         if (x->arrivals) {

@@ -55,6 +55,7 @@ static char *bench(const tu_server *s, const char *target, const char *out, cons
     char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine");
     char url[96];
     snprintf(url, sizeof url, "%s://%s", strcmp(target, "grpc") == 0 ? "grpc" : "http", s->target);
+    /* --token first: a --token-file in extra replaces it */
     const char *argv[40] = {bin, "--target", target, "--url", url, "--token", TOKEN, "--repos",
                             repos, "--out", out, "--grace", "5", "--quiet"};
     int n = 14;
@@ -317,6 +318,36 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
     tu_json *c = check_run(closed, false, USAGE_NONE_NO_ID);
     cr_assert_leq(num(c, "completion_tokens"), 8 * num(c, "answered"));
     tu_json_free(c);
+
+    /* --token-file: developer i uses token i mod 2; the second is wrong, so exactly the odd
+     * developers' requests come back 401. */
+    char *tokens = tu_temp_path(".tokens"), *mixed = out_dir();
+    const char *tf = "# one per developer\n" TOKEN "\nnot-" TOKEN "\n";
+    cr_assert_eq(tu_write_file(tokens, tf, strlen(tf)), 0);
+    const char *tok_args[] = {"--developers", "4", "--duration", "1.5", "--keystroke-ms", "60",
+                              "--debounce-ms", "100", "--max-tokens", "4", "--token-file", tokens,
+                              NULL};
+    free(bench(&s, "llamacpp", mixed, tok_args));
+    char *lines = NULL;
+    read_json(mixed, "requests.jsonl", &lines);
+    int odd_401 = 0, even_ok = 0;
+    for (char *line = strtok(lines, "\n"); line; line = strtok(NULL, "\n")) {
+        tu_json *r = tu_json_parse(line, strlen(line));
+        cr_assert_not_null(r);
+        bool odd = (int)num(r, "session") % 2 == 1;
+        int status = (int)num(r, "status");
+        if (odd && strcmp(need(r, "outcome")->str, "superseded") != 0)
+            cr_assert_eq(status, 401, "developer %g used the wrong token: %d", num(r, "session"), status);
+        if (!odd)
+            cr_assert_neq(status, 401, "developer %g used the right token", num(r, "session"));
+        odd_401 += odd && status == 401;
+        even_ok += !odd && status == 200;
+        tu_json_free(r);
+    }
+    cr_assert(odd_401 > 0 && even_ok > 0, "401s %d, answers %d", odd_401, even_ok);
+    free(lines);
+    free(tokens);
+    free(mixed);
     cr_assert_eq(tu_server_stop(&s), 0);
     free(dev);
     free(closed);
