@@ -186,8 +186,8 @@ int bench_plot_run(const bench_run *r);
 int bench_plot_search(const char *out, double slo_ms, const double *devs, const double *tput,
                       const double *p95, const int *rep, size_t n);
 /* The sweep: per load, answered/s, p50 and p95 of the SLO metric (named by metric). */
-int bench_plot_sweep(const char *out, const char *metric, const double *tput, const double *p50,
-                     const double *p95, size_t n);
+int bench_plot_sweep(const char *out, const char *metric, const double *load, const double *tput,
+                     const double *p50, const double *p95, size_t n);
 
 /* ---- gRPC (grpc.c) ---- */
 typedef struct bench_grpc_input {

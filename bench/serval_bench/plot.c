@@ -85,7 +85,7 @@ int bench_plot_run(const bench_run *r)
     FILE *g = fopen(path, "w");
     if (!g)
         return 1;
-    fprintf(g, "set terminal png size 900,600\nset output 'latency_cdf.png'\n"
+    fprintf(g, "set terminal png size 900,600 noenhanced\nset output 'latency_cdf.png'\n"
                "set title 'serval-bench: latency CDF of answered requests (%s, %s, %d %s)'\n"
                "set xlabel 'ms (log scale)'\nset ylabel 'fraction answered within'\n"
                "set logscale x\nset grid\nset key bottom right\nset yrange [0:1]\nplot ",
@@ -124,7 +124,7 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
     FILE *g = fopen(path, "w");
     if (!g)
         return 1;
-    fprintf(g, "set terminal png size 1200,500\nset output 'search.png'\nset multiplot layout 1,2\n"
+    fprintf(g, "set terminal png size 1200,500 noenhanced\nset output 'search.png'\nset multiplot layout 1,2\n"
                "set grid\nset key top left\nset ylabel 'p95 keystroke to suggestion (ms)'\n"
                "set title 'developers-at-SLO search: each trial'\nset xlabel 'developers'\n"
                "plot 'search.dat' using 1:3 with points pt 7 ps 1.2 title 'trial', %g with lines lw 2 "
@@ -136,28 +136,31 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
     return run_gnuplot(out, "search.gp");
 }
 
-int bench_plot_sweep(const char *out, const char *metric, const double *tput, const double *p50,
-                     const double *p95, size_t n)
+int bench_plot_sweep(const char *out, const char *metric, const double *load, const double *tput,
+                     const double *p50, const double *p95, size_t n)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/sweep.dat", out);
     FILE *d = fopen(path, "w");
     if (!d)
         return 1;
-    fprintf(d, "# answered_per_s p50_ms p95_ms (%s)\n", metric);
+    fprintf(d, "# answered_per_s p50_ms p95_ms load (%s)\n", metric);
     for (size_t i = 0; i < n; i++)
         if (p50[i] >= 0)
-            fprintf(d, "%.4f %.3f %.3f\n", tput[i], p50[i], p95[i]);
+            fprintf(d, "%.4f %.3f %.3f %g\n", tput[i], p50[i], p95[i], load[i]);
     fclose(d);
     snprintf(path, sizeof path, "%s/sweep.gp", out);
     FILE *g = fopen(path, "w");
     if (!g)
         return 1;
-    fprintf(g, "set terminal png size 900,600\nset output 'sweep.png'\nset grid\nset key top left\n"
-               "set title 'latency against throughput (one point per load)'\n"
-               "set xlabel 'answered requests per second'\nset ylabel '%s'\n"
+    bool k2s = strcmp(metric, "keystroke_to_suggestion_ms") == 0;
+    fprintf(g, "set terminal png size 900,600 noenhanced\nset output 'sweep.png'\nset grid\n"
+               "set key top left\nset title 'latency against throughput (points labelled with the load)'\n"
+               "set xlabel 'answered requests per second'\nset ylabel '%s (ms)'\n"
                "plot 'sweep.dat' using 1:2 with linespoints lw 2 pt 7 title 'p50', "
-               "'sweep.dat' using 1:3 with linespoints lw 2 pt 5 title 'p95'\n", metric);
+               "'sweep.dat' using 1:3 with linespoints lw 2 pt 5 title 'p95', "
+               "'sweep.dat' using 1:3:4 with labels offset 1,1 notitle\n",
+            k2s ? "keystroke to suggestion" : "end to end");
     fclose(g);
     return run_gnuplot(out, "sweep.gp");
 }

@@ -168,7 +168,7 @@ int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
         fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
     }
-    double tput[SWEEP_MAX], p50[SWEEP_MAX], p95[SWEEP_MAX];
+    double load[SWEEP_MAX], tput[SWEEP_MAX], p50[SWEEP_MAX], p95[SWEEP_MAX];
     size_t n = 0;
     json_t *points = json_array();
     for (const char *p = cfg->sweep; p && *p && n < SWEEP_MAX;) {
@@ -197,6 +197,7 @@ int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
             json_decref(points);
             return 1;
         }
+        load[n] = v;
         tput[n] = h.throughput;
         p50[n] = h.lat_p50;
         p95[n] = h.lat_p95;
@@ -221,6 +222,6 @@ int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
         return 1;
     }
     if (cfg->plot)
-        bench_plot_sweep(cfg->out, metric, tput, p50, p95, n);
+        bench_plot_sweep(cfg->out, metric, load, tput, p50, p95, n);
     return 0;
 }
