@@ -251,49 +251,30 @@ static int plan_llama(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
     return rc;
 }
 
-/* llama.cpp's LLM_ARCH_STARCODER layout (what convert_hf_to_gguf writes for gpt_bigcode). */
+/* llama.cpp's LLM_ARCH_STARCODER layout (what convert_hf_to_gguf writes for gpt_bigcode: learned
+ * positions, one fused Q|K|V) and LLM_ARCH_STARCODER2's (separate Q/K/V, RoPE): both have
+ * LayerNorm with bias, biases on every product and an FFN without a gate. */
 static int plan_starcoder(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
 {
-    int64_t d = p->n_embd, hd = p->n_embd / p->n_head, qkv = d + 2 * hd * p->n_head_kv;
-    int64_t ff = p->n_ff;
-    int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
-    rc |= add(s, dt, INIT_MATRIX, d, p->n_ctx, "position_embd.weight");
-    for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
-        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.attn_norm.weight", l);
-        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_norm.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, qkv, "blk.%u.attn_qkv.weight", l);
-        rc |= add(s, dt, INIT_BIAS, qkv, 0, "blk.%u.attn_qkv.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
-        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_output.bias", l);
-        rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
-        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_norm.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, ff, "blk.%u.ffn_up.weight", l);
-        rc |= add(s, dt, INIT_BIAS, ff, 0, "blk.%u.ffn_up.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, ff, d, "blk.%u.ffn_down.weight", l);
-        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.ffn_down.bias", l);
-    }
-    rc |= add(s, dt, INIT_NORM, d, 0, "output_norm.weight");
-    rc |= add(s, dt, INIT_BIAS, d, 0, "output_norm.bias");
-    if (!p->tied)
-        rc |= add(s, dt, INIT_MATRIX, d, n_vocab, "output.weight");
-    return rc;
-}
-
-/* llama.cpp's LLM_ARCH_STARCODER2 layout: Llama's attention (separate Q/K/V) with biases on
- * every product, LayerNorm with bias, an FFN without a gate. */
-static int plan_starcoder2(synth *s, const preset *p, gguf_dtype dt, int64_t n_vocab)
-{
+    const bool fused = p->arch == ARCH_STARCODER;
     int64_t d = p->n_embd, hd = p->n_embd / p->n_head, kv = hd * p->n_head_kv, ff = p->n_ff;
     int rc = add(s, dt, INIT_MATRIX, d, n_vocab, "token_embd.weight");
+    if (fused)
+        rc |= add(s, dt, INIT_MATRIX, d, p->n_ctx, "position_embd.weight");
     for (uint32_t l = 0; l < p->n_layer && rc == 0; l++) {
         rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.attn_norm.weight", l);
         rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_norm.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_q.weight", l);
-        rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_q.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_k.weight", l);
-        rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_k.bias", l);
-        rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_v.weight", l);
-        rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_v.bias", l);
+        if (fused) {
+            rc |= add(s, dt, INIT_MATRIX, d, d + 2 * kv, "blk.%u.attn_qkv.weight", l);
+            rc |= add(s, dt, INIT_BIAS, d + 2 * kv, 0, "blk.%u.attn_qkv.bias", l);
+        } else {
+            rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_q.weight", l);
+            rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_q.bias", l);
+            rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_k.weight", l);
+            rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_k.bias", l);
+            rc |= add(s, dt, INIT_MATRIX, d, kv, "blk.%u.attn_v.weight", l);
+            rc |= add(s, dt, INIT_BIAS, kv, 0, "blk.%u.attn_v.bias", l);
+        }
         rc |= add(s, dt, INIT_MATRIX, d, d, "blk.%u.attn_output.weight", l);
         rc |= add(s, dt, INIT_BIAS, d, 0, "blk.%u.attn_output.bias", l);
         rc |= add(s, dt, INIT_NORM, d, 0, "blk.%u.ffn_norm.weight", l);
@@ -649,9 +630,9 @@ int main(int argc, char **argv)
         p.n_swa = (uint32_t)o.swa;
     int64_t n_vocab = (int64_t)tokens.n;
     s.w_sd = p.w_sd > 0.0f ? p.w_sd : 0.02f;
-    int plan = p.arch == ARCH_STARCODER    ? plan_starcoder(&s, &p, o.dtype, n_vocab)
-               : p.arch == ARCH_STARCODER2 ? plan_starcoder2(&s, &p, o.dtype, n_vocab)
-                                           : plan_llama(&s, &p, o.dtype, n_vocab);
+    int plan = p.arch == ARCH_STARCODER || p.arch == ARCH_STARCODER2
+                   ? plan_starcoder(&s, &p, o.dtype, n_vocab)
+                   : plan_llama(&s, &p, o.dtype, n_vocab);
     s.scratch = malloc((size_t)s.max_ne0 * sizeof(float));
     w = gguf_writer_create();
     if (plan != 0 || !s.scratch || !w) {
