@@ -299,57 +299,88 @@ static json_t *config_json(const bench_cfg *c)
     return j;
 }
 
-int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
+/* What the summary counts over the records; the latency arrays are malloc'd, n_recs long. */
+typedef struct tally {
+    double *ttft, *e2e, *k2s, *lag, *itl;
+    size_t nt, ne, nk, nl, ni;
+    size_t cnt[3], cut, good, usage, scored, exact, accepted;
+    double es_sum;
+    long long ptok, ctok, cached, cached_of;
+} tally;
+
+static void tally_free(tally *t)
+{
+    free(t->ttft);
+    free(t->e2e);
+    free(t->k2s);
+    free(t->lag);
+    free(t->itl);
+}
+
+static bool tally_records(const bench_run *r, tally *t)
 {
     const bench_cfg *cfg = r->cfg;
-    size_t n = r->n_recs;
-    double *ttft = malloc((n + 1) * sizeof *ttft), *e2e = malloc((n + 1) * sizeof *e2e);
-    double *k2s = malloc((n + 1) * sizeof *k2s), *lag = malloc((n + 1) * sizeof *lag);
-    double *itl = malloc((n + 1) * sizeof *itl);
-    if (!ttft || !e2e || !k2s || !lag || !itl) {
-        fprintf(stderr, "serval-bench: out of memory\n");
-        return 1;
+    size_t n = r->n_recs + 1;
+    memset(t, 0, sizeof *t);
+    t->ttft = malloc(n * sizeof(double));
+    t->e2e = malloc(n * sizeof(double));
+    t->k2s = malloc(n * sizeof(double));
+    t->lag = malloc(n * sizeof(double));
+    t->itl = malloc(n * sizeof(double));
+    if (!t->ttft || !t->e2e || !t->k2s || !t->lag || !t->itl) {
+        tally_free(t);
+        return false;
     }
-    size_t ni = 0, nt = 0, ne = 0, nk = 0, nl = 0, cnt[3] = {0}, cut = 0, good = 0, usage = 0, scored = 0;
-    size_t exact = 0, accepted = 0;
-    double es_sum = 0;
-    long long ptok = 0, ctok = 0, cached = 0, cached_of = 0;
     bool dev = cfg->mode == BENCH_MODE_DEVELOPER;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < r->n_recs; i++) {
         const bench_rec *x = &r->recs[i];
-        cnt[x->outcome]++;
-        lag[nl++] = x->t_sent - x->t_intended;
+        t->cnt[x->outcome]++;
+        t->lag[t->nl++] = x->t_sent - x->t_intended;
         if (x->error && strncmp(x->error, "cut off", 7) == 0)
-            cut++;
+            t->cut++;
         if (x->outcome != BENCH_OUTCOME_ANSWERED)
             continue;
         if (x->ttft_ms >= 0)
-            ttft[nt++] = x->ttft_ms;
-        e2e[ne++] = x->e2e_ms;
+            t->ttft[t->nt++] = x->ttft_ms;
+        t->e2e[t->ne++] = x->e2e_ms;
         if (x->itl_ms >= 0)
-            itl[ni++] = x->itl_ms;
-        k2s[nk++] = x->k2s_ms;
+            t->itl[t->ni++] = x->itl_ms;
+        t->k2s[t->nk++] = x->k2s_ms;
         if ((dev ? x->k2s_ms : x->e2e_ms) <= cfg->slo_ms)
-            good++;
+            t->good++;
         if (x->completion_tokens >= 0) {
-            usage++;
-            ctok += x->completion_tokens;
-            ptok += x->prompt_tokens > 0 ? x->prompt_tokens : 0;
+            t->usage++;
+            t->ctok += x->completion_tokens;
+            t->ptok += x->prompt_tokens > 0 ? x->prompt_tokens : 0;
         }
         if (x->cached_tokens >= 0 && x->prompt_tokens > 0) {
-            cached += x->cached_tokens;
-            cached_of += x->prompt_tokens;
+            t->cached += x->cached_tokens;
+            t->cached_of += x->prompt_tokens;
         }
         if (x->em >= 0) {
-            scored++;
-            exact += x->em > 0;
-            es_sum += x->es;
+            t->scored++;
+            t->exact += x->em > 0;
+            t->es_sum += x->es;
         }
-        accepted += x->accepted;
+        t->accepted += x->accepted;
     }
-    double dur = cfg->duration_s;
-    json_t *lagd = dist(lag, nl);
-    double lag_p99 = nl ? pct(lag, nl, 0.99) : 0; /* sorted by dist */
+    return true;
+}
+
+/* a / b as a JSON number, null when b is 0. */
+static json_t *ratio(double a, double b)
+{
+    return b != 0 ? json_real(a / b) : json_null();
+}
+
+/* summary.json's object (see bench/README.md for the keys). */
+static json_t *summary_build(const bench_run *r, tally *t, double wall_s, double cpu_s)
+{
+    const bench_cfg *cfg = r->cfg;
+    bool dev = cfg->mode == BENCH_MODE_DEVELOPER;
+    double n = (double)r->n_recs, dur = cfg->duration_s;
+    json_t *lagd = dist(t->lag, t->nl);
+    double lag_p99 = t->nl ? pct(t->lag, t->nl, 0.99) : 0; /* sorted by dist */
     double cpu_frac = wall_s > 0 ? cpu_s / wall_s : 0;
     json_t *warnings = json_array();
     if (cpu_frac > 0.5)
@@ -360,44 +391,63 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
         json_array_append_new(warnings, json_sprintf(
             "p99 send lag %.1f ms: the client sent late (the client is the bottleneck; latencies "
             "still count from the intended time)", lag_p99));
-    size_t non_sup = cnt[BENCH_OUTCOME_ANSWERED] + cnt[BENCH_OUTCOME_ERROR];
+    double answered = (double)t->cnt[BENCH_OUTCOME_ANSWERED];
+    double non_sup = answered + (double)t->cnt[BENCH_OUTCOME_ERROR];
     json_t *s = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "schema", "serval-bench/1",
-        "requests", (json_int_t)n, "answered", (json_int_t)cnt[0], "superseded", (json_int_t)cnt[1],
-        "errors", (json_int_t)cnt[2], "cut_off", (json_int_t)cut, "superseded_fraction",
-        n ? (double)cnt[1] / (double)n : 0.0, "error_fraction", n ? (double)cnt[2] / (double)n : 0.0,
-        "duration_s", dur, "wall_s", wall_s, "throughput_rps", (double)cnt[0] / dur);
-    json_object_set_new(s, "requests_per_s", json_real((double)n / dur));
-    json_object_set_new(s, "ttft_ms", dist(ttft, nt));
-    json_object_set_new(s, "e2e_ms", dist(e2e, ne));
-    json_object_set_new(s, "keystroke_to_suggestion_ms", dist(k2s, nk));
-    json_object_set_new(s, "itl_ms", dist(itl, ni));
+        "requests", (json_int_t)r->n_recs, "answered", (json_int_t)t->cnt[0], "superseded",
+        (json_int_t)t->cnt[1], "errors", (json_int_t)t->cnt[2], "cut_off", (json_int_t)t->cut,
+        "superseded_fraction", n ? (double)t->cnt[1] / n : 0.0, "error_fraction",
+        n ? (double)t->cnt[2] / n : 0.0, "duration_s", dur, "wall_s", wall_s, "throughput_rps",
+        answered / dur);
+    json_object_set_new(s, "requests_per_s", json_real(n / dur));
+    json_object_set_new(s, "ttft_ms", dist(t->ttft, t->nt));
+    json_object_set_new(s, "e2e_ms", dist(t->e2e, t->ne));
+    json_object_set_new(s, "keystroke_to_suggestion_ms", dist(t->k2s, t->nk));
+    json_object_set_new(s, "itl_ms", dist(t->itl, t->ni));
     json_object_set_new(s, "send_lag_ms", lagd);
     json_object_set_new(s, "slo_ms", json_real(cfg->slo_ms));
     json_object_set_new(s, "slo_metric", json_string(dev ? "keystroke_to_suggestion_ms" : "e2e_ms"));
-    json_object_set_new(s, "goodput_rps", json_real((double)good / dur));
-    json_object_set_new(s, "slo_attainment", num_or_null(non_sup > 0, (double)good / (double)(non_sup ? non_sup : 1)));
-    json_object_set_new(s, "usage_reported", json_integer((json_int_t)usage));
-    json_object_set_new(s, "prompt_tokens", usage ? json_integer(ptok) : json_null());
-    json_object_set_new(s, "completion_tokens", usage ? json_integer(ctok) : json_null());
-    json_object_set_new(s, "cached_tokens", cached_of ? json_integer(cached) : json_null());
-    json_object_set_new(s, "prefix_cache_hit_rate",
-                        num_or_null(cached_of > 0, (double)cached / (double)(cached_of ? cached_of : 1)));
-    json_object_set_new(s, "output_tokens_per_s", num_or_null(usage > 0, (double)ctok / dur));
-    json_object_set_new(s, "suggestions_scored", json_integer((json_int_t)scored));
-    json_object_set_new(s, "exact_match", num_or_null(scored > 0, (double)exact / (double)(scored ? scored : 1)));
-    json_object_set_new(s, "edit_similarity", num_or_null(scored > 0, es_sum / (double)(scored ? scored : 1)));
-    json_object_set_new(s, "accepted", json_integer((json_int_t)accepted));
+    json_object_set_new(s, "goodput_rps", json_real((double)t->good / dur));
+    json_object_set_new(s, "slo_attainment", ratio((double)t->good, non_sup));
+    json_object_set_new(s, "usage_reported", json_integer((json_int_t)t->usage));
+    json_object_set_new(s, "prompt_tokens", t->usage ? json_integer(t->ptok) : json_null());
+    json_object_set_new(s, "completion_tokens", t->usage ? json_integer(t->ctok) : json_null());
+    json_object_set_new(s, "cached_tokens", t->cached_of ? json_integer(t->cached) : json_null());
+    json_object_set_new(s, "prefix_cache_hit_rate", ratio((double)t->cached, (double)t->cached_of));
+    json_object_set_new(s, "output_tokens_per_s", num_or_null(t->usage > 0, (double)t->ctok / dur));
+    json_object_set_new(s, "suggestions_scored", json_integer((json_int_t)t->scored));
+    json_object_set_new(s, "exact_match", ratio((double)t->exact, (double)t->scored));
+    json_object_set_new(s, "edit_similarity", ratio(t->es_sum, (double)t->scored));
+    json_object_set_new(s, "accepted", json_integer((json_int_t)t->accepted));
     json_object_set_new(s, "client_cpu_s", json_real(cpu_s));
     json_object_set_new(s, "client_cpu_fraction", json_real(cpu_frac));
     json_object_set_new(s, "client_bottleneck", json_boolean(json_array_size(warnings) > 0));
     json_object_set_new(s, "warnings", warnings);
     json_object_set_new(s, "config", config_json(cfg));
-    free(ttft);
-    free(e2e);
-    free(k2s);
-    free(lag);
-    free(itl);
+    return s;
+}
 
+/* obj.key.sub as a number, or -1 when it is null or absent. */
+static double get2(json_t *obj, const char *key, const char *sub)
+{
+    json_t *v = json_object_get(json_object_get(obj, key), sub);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
+{
+    const bench_cfg *cfg = r->cfg;
+    tally t;
+    if (!tally_records(r, &t)) {
+        fprintf(stderr, "serval-bench: out of memory\n");
+        return 1;
+    }
+    json_t *s = summary_build(r, &t, wall_s, cpu_s);
+    tally_free(&t);
+    if (!s) {
+        fprintf(stderr, "serval-bench: out of memory\n");
+        return 1;
+    }
     char path[4096];
     int rc = 0;
     if (mkdir(cfg->out, 0755) != 0 && errno != EEXIST) {
@@ -416,22 +466,25 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
         rc = 1;
     if (rc)
         fprintf(stderr, "serval-bench: cannot write %s: %s\n", path, strerror(errno));
-    json_t *k = json_object_get(s, dev ? "keystroke_to_suggestion_ms" : "e2e_ms");
-    if (h) {
-        json_t *p95 = json_object_get(json_object_get(s, "keystroke_to_suggestion_ms"), "p95");
-        json_t *tp = json_object_get(json_object_get(s, "ttft_ms"), "p95");
-        json_t *l50 = json_object_get(k, "p50"), *l95 = json_object_get(k, "p95");
-        *h = (bench_headline){n, cnt[0], cnt[1], cnt[2], json_is_number(p95) ? json_number_value(p95) : -1,
-                              (double)cnt[0] / dur, json_is_number(l50) ? json_number_value(l50) : -1,
-                              json_is_number(l95) ? json_number_value(l95) : -1,
-                              json_is_number(tp) ? json_number_value(tp) : -1};
-    }
+    bool dev = cfg->mode == BENCH_MODE_DEVELOPER;
+    const char *metric = dev ? "keystroke_to_suggestion_ms" : "e2e_ms";
+    size_t answered = t.cnt[0];
+    double tput = (double)answered / cfg->duration_s;
+    if (h)
+        *h = (bench_headline){r->n_recs, answered, t.cnt[1], t.cnt[2],
+                              get2(s, "keystroke_to_suggestion_ms", "p95"), tput,
+                              get2(s, metric, "p50"), get2(s, metric, "p95"), get2(s, "ttft_ms", "p95")};
+    char lat[96] = "no answers";
+    if (answered)
+        snprintf(lat, sizeof lat, "p50 %.0f p95 %.0f p99 %.0f ms", get2(s, metric, "p50"),
+                 get2(s, metric, "p95"), get2(s, metric, "p99"));
+    json_t *em = json_object_get(s, "exact_match");
     printf("serval-bench: %zu requests (%zu answered, %zu superseded, %zu errors) in %.1f s; "
-           "%.2f answered/s; %s p50 %.0f p95 %.0f p99 %.0f ms; exact match %.2f; client CPU %.0f%%\n",
-           n, cnt[0], cnt[1], cnt[2], dur, (double)cnt[0] / dur,
-           dev ? "keystroke-to-suggestion" : "e2e", json_real_value(json_object_get(k, "p50")),
-           json_real_value(json_object_get(k, "p95")), json_real_value(json_object_get(k, "p99")),
-           scored ? (double)exact / (double)scored : 0.0, 100 * cpu_frac);
+           "%.2f answered/s; %s %s; exact match %.2f; client CPU %.0f%%\n",
+           r->n_recs, answered, t.cnt[1], t.cnt[2], cfg->duration_s, tput,
+           dev ? "keystroke-to-suggestion" : "e2e", lat, json_is_number(em) ? json_number_value(em) : 0.0,
+           100 * (wall_s > 0 ? cpu_s / wall_s : 0));
+    json_t *warnings = json_object_get(s, "warnings");
     for (size_t i = 0; i < json_array_size(warnings); i++)
         fprintf(stderr, "serval-bench: warning: %s\n", json_string_value(json_array_get(warnings, i)));
     json_decref(s);
