@@ -42,6 +42,9 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="pass --extra-bufts to tools/bench_llamacpp.py (llama.cpp's REPACK/AMX "
+                         "buffer types; they crash the native AVX-512 wheel on this machine)")
     args = ap.parse_args()
 
     peer = os.path.join(TOP, "tools/bench_llamacpp.py")
@@ -49,7 +52,8 @@ def main():
         prompt = os.path.join(tmp, "prompt.txt")
         p = subprocess.run([sys.executable, peer, "--model", args.model, "--threads", str(args.threads),
                             "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens),
-                            "--repeats", str(args.repeats), "--write-prompt", prompt],
+                            "--repeats", str(args.repeats), "--write-prompt", prompt,
+                            *(["--extra-bufts"] if args.extra_bufts else [])],
                            capture_output=True, text=True, check=True)
         peer_rows = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
         peer_by = {r["metric"]: r for r in peer_rows}
@@ -71,6 +75,8 @@ def main():
         "decode_ratio": round(sd / ld, 3),
         "serval_prompt_runs": [r[1] for r in runs], "serval_decode_runs": [r[2] for r in runs],
         "memcpy_gb_s": bw_row.get("median"), "load_avg": os.getloadavg()[0],
+        "llamacpp_system_info": peer_by.get("decode_tok_per_s", {}).get("system_info", ""),
+        "llamacpp_extra_bufts": args.extra_bufts,
     }
     print(json.dumps(out))
     print(f"threads {args.threads}: prompt {sp:.1f} vs llama.cpp {lp:.1f} tok/s ({sp / lp:.2f}x), "

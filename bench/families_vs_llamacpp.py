@@ -14,6 +14,10 @@ model on stdout, a Markdown table on stderr for bench/RESULTS.md.
 
     python3 bench/families_vs_llamacpp.py --threads 2 --layers 8
     python3 bench/families_vs_llamacpp.py --only qwen2.5-coder-0.5b --types q8_0
+    PYTHONPATH=/path/to/avx2-build python3 bench/families_vs_llamacpp.py --extra-bufts
+
+The peer is whichever llama-cpp-python the Python finds (PYTHONPATH picks another build); its
+system_info line is recorded per row.
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ def main() -> None:
     ap.add_argument("--types", default="q8_0,q4_k_m")
     ap.add_argument("--only", default="", help="comma-separated presets (default: all)")
     ap.add_argument("--workdir", default="", help="keep model files here (default: a temp dir)")
+    ap.add_argument("--extra-bufts", action="store_true",
+                    help="let llama.cpp use REPACK/AMX buffer types (see tools/bench_llamacpp.py)")
     args = ap.parse_args()
 
     only = {s for s in args.only.split(",") if s}
@@ -117,7 +123,8 @@ def main() -> None:
                                     "--threads", str(args.threads),
                                     "--prompt-tokens", str(args.prompt_tokens),
                                     "--gen-tokens", str(args.gen_tokens),
-                                    "--repeats", str(args.repeats)],
+                                    "--repeats", str(args.repeats),
+                                    *(["--extra-bufts"] if args.extra_bufts else [])],
                                    capture_output=True, text=True)
                 if p.returncode != 0:
                     print(f"{preset} {ty}: FAILED\n{p.stderr[-2000:]}", file=sys.stderr)

@@ -237,6 +237,8 @@ def main() -> int:
     common = {
         "engine": "llama.cpp",
         "llama_cpp_python": getattr(llama_cpp, "__version__", "unknown"),
+        "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        "extra_bufts": args.extra_bufts,
         "model": os.path.basename(args.model),
         "threads": args.threads,
         "n_batch": args.n_batch,
