@@ -285,8 +285,89 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
+/* Connects when *fd is -1 and sends; a kept-alive connection (*reused) the server closed
+ * meanwhile fails here or at the first read, and is retried once on a new one. false: error
+ * set, *fd closed. */
+static bool send_request(const bench_cfg *cfg, int *fd, const char *req, size_t len,
+                         double deadline_ms, bool *reused, char *err, size_t cap)
+{
+    *reused = *fd >= 0;
+    if (*fd < 0 && (*fd = connect_to(cfg, deadline_ms, err, cap)) < 0)
+        return false;
+    if (send_all(*fd, req, len, deadline_ms))
+        return true;
+    close_fd(fd);
+    bool retry = *reused;
+    *reused = false;
+    if (retry && (*fd = connect_to(cfg, deadline_ms, err, cap)) >= 0 &&
+        send_all(*fd, req, len, deadline_ms))
+        return true;
+    if (!err[0])
+        snprintf(err, cap, "send: %s", strerror(errno));
+    close_fd(fd);
+    return false;
+}
+
+/* Reads the reply into rd (SSE text into text) until it ends: true. false: aborted (out->aborted),
+ * timed out or failed (out->error); *fd is closed then. */
+static bool read_reply(const bench_cfg *cfg, int *fd, const char *req, size_t len, bool reused,
+                       bool stream, double abort_at_ms, double deadline_ms, reader *rd, buf *text,
+                       bench_http_result *out)
+{
+    char chunk[16384];
+    const char *fail = NULL;
+    while (!rd->done && !fail) {
+        double now = bench_now_ms();
+        double until = abort_at_ms < deadline_ms ? abort_at_ms : deadline_ms;
+        if (now >= until) {
+            out->aborted = abort_at_ms <= deadline_ms;
+            fail = out->aborted ? "" : "timed out";
+            break;
+        }
+        struct pollfd p = {*fd, POLLIN, 0};
+        int pr = poll(&p, 1, (int)(until - now) + 1);
+        if (pr < 0 && errno != EINTR)
+            fail = "poll failed";
+        if (pr <= 0)
+            continue;
+        ssize_t n = recv(*fd, chunk, sizeof chunk, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0 && rd->hdr_end && rd->content_len < 0 && !rd->chunked) {
+            rd->done = true; /* a body that runs until close */
+            close_fd(fd);
+        } else if (n <= 0 && !rd->raw.len && reused) { /* the idle connection was closed */
+            reused = false;
+            close_fd(fd);
+            if ((*fd = connect_to(cfg, deadline_ms, out->error, sizeof out->error)) < 0 ||
+                !send_all(*fd, req, len, deadline_ms))
+                fail = out->error[0] ? out->error : "resend failed";
+        } else if (n <= 0) {
+            fail = "connection closed mid-reply";
+        } else {
+            if (out->t_first_byte < 0)
+                out->t_first_byte = bench_now_ms();
+            if (!buf_put(&rd->raw, chunk, (size_t)n))
+                fail = "out of memory";
+            else if (!rd->hdr_end && (parse_head(rd, &out->status), !rd->hdr_end))
+                continue;
+            else if (!advance_body(rd))
+                fail = "out of memory";
+            else if (stream && out->status / 100 == 2 && rd->body.len && !scan_sse(rd, text, out))
+                fail = out->error;
+        }
+    }
+    if (!fail)
+        return true;
+    if (!out->error[0] && *fail)
+        snprintf(out->error, sizeof out->error, "%s", fail);
+    close_fd(fd);
+    return false;
+}
+
 void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const char *path,
-                     const char *body, bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out)
+                     const char *body, bool stream, double abort_at_ms, double deadline_ms,
+                     bench_http_result *out)
 {
     memset(out, 0, sizeof *out);
     out->t_first_byte = out->t_first_token = out->t_last_token = out->t_done = -1;
@@ -297,6 +378,7 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
     buf text = {0};
     if (!req) {
         snprintf(out->error, sizeof out->error, "out of memory");
+        out->text = strdup("");
         return;
     }
     int hl = snprintf(req, 1024, "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
@@ -304,101 +386,24 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
                       cfg->base_path, path, cfg->host, cfg->port, token ? "Authorization: Bearer " : "",
                       token ? token : "", token ? "\r\n" : "", blen);
     memcpy(req + hl, body, blen);
+    size_t len = (size_t)hl + blen;
     out->t_sent = bench_now_ms();
-    /* A kept-alive connection the server closed meanwhile fails at send or read: retry once. */
-    bool reused = *fd >= 0;
-    if (*fd < 0 && (*fd = connect_to(cfg, deadline_ms, out->error, sizeof out->error)) < 0)
-        goto done;
-    if (!send_all(*fd, req, (size_t)hl + blen, deadline_ms)) {
-        close_fd(fd);
-        if (!reused || (*fd = connect_to(cfg, deadline_ms, out->error, sizeof out->error)) < 0 ||
-            !send_all(*fd, req, (size_t)hl + blen, deadline_ms)) {
-            if (!out->error[0])
-                snprintf(out->error, sizeof out->error, "send: %s", strerror(errno));
+    bool reused;
+    if (send_request(cfg, fd, req, len, deadline_ms, &reused, out->error, sizeof out->error) &&
+        read_reply(cfg, fd, req, len, reused, stream, abort_at_ms, deadline_ms, &rd, &text, out)) {
+        out->t_done = bench_now_ms();
+        if (!rd.keep_alive)
             close_fd(fd);
-            goto done;
+        if (stream && out->status / 100 == 2) {
+            if (!out->complete)
+                snprintf(out->error, sizeof out->error, "stream ended without %s",
+                         rd.llama ? "a stop event" : "[DONE]");
+        } else {
+            finish_plain(&rd, &text, out);
         }
+        if (out->t_first_token < 0)
+            out->t_first_token = out->t_first_byte;
     }
-    char chunk[16384];
-    for (;;) {
-        double now = bench_now_ms();
-        double until = abort_at_ms < deadline_ms ? abort_at_ms : deadline_ms;
-        if (now >= until) {
-            if (abort_at_ms <= deadline_ms)
-                out->aborted = true;
-            else
-                snprintf(out->error, sizeof out->error, "timed out");
-            close_fd(fd);
-            goto done;
-        }
-        struct pollfd p = {*fd, POLLIN, 0};
-        int pr = poll(&p, 1, (int)(until - now) + 1);
-        if (pr < 0 && errno != EINTR) {
-            snprintf(out->error, sizeof out->error, "poll: %s", strerror(errno));
-            close_fd(fd);
-            goto done;
-        }
-        if (pr <= 0)
-            continue;
-        ssize_t n = recv(*fd, chunk, sizeof chunk, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (n <= 0) {
-            if (rd.hdr_end && rd.content_len < 0 && !rd.chunked) {
-                rd.done = true; /* body until close */
-                close_fd(fd);
-                break;
-            }
-            if (!rd.raw.len && reused) { /* the server closed the idle connection: retry */
-                reused = false;
-                close_fd(fd);
-                if ((*fd = connect_to(cfg, deadline_ms, out->error, sizeof out->error)) < 0 ||
-                    !send_all(*fd, req, (size_t)hl + blen, deadline_ms)) {
-                    close_fd(fd);
-                    goto done;
-                }
-                continue;
-            }
-            snprintf(out->error, sizeof out->error, "connection closed mid-reply");
-            close_fd(fd);
-            goto done;
-        }
-        if (out->t_first_byte < 0)
-            out->t_first_byte = bench_now_ms();
-        if (!buf_put(&rd.raw, chunk, (size_t)n)) {
-            snprintf(out->error, sizeof out->error, "out of memory");
-            close_fd(fd);
-            goto done;
-        }
-        if (!rd.hdr_end)
-            parse_head(&rd, &out->status);
-        if (!rd.hdr_end)
-            continue;
-        if (!advance_body(&rd)) {
-            snprintf(out->error, sizeof out->error, "out of memory");
-            close_fd(fd);
-            goto done;
-        }
-        if (stream && out->status / 100 == 2 && rd.body.len && !scan_sse(&rd, &text, out)) {
-            close_fd(fd);
-            goto done;
-        }
-        if (rd.done)
-            break;
-    }
-    out->t_done = bench_now_ms();
-    if (!rd.keep_alive)
-        close_fd(fd);
-    if (stream && out->status / 100 == 2) {
-        if (!out->complete)
-            snprintf(out->error, sizeof out->error, "stream ended without %s",
-                     rd.llama ? "a stop event" : "[DONE]");
-    } else {
-        finish_plain(&rd, &text, out);
-    }
-    if (out->t_first_token < 0)
-        out->t_first_token = out->t_first_byte;
-done:
     out->text = text.p ? text.p : strdup("");
     free(rd.raw.p);
     free(rd.body.p);
