@@ -11,6 +11,7 @@
 
 #include "bench.h"
 #include "testutil.h"
+#include "tu_http.h"
 #include "tu_server.h"
 
 #define TOKEN "bench-token"
@@ -435,6 +436,49 @@ Test(serval_bench, grpc_unary_and_streamed_sessions_and_prefix_groups_report_the
     free(dev);
     free(str);
     free(cls);
+    free(model);
+}
+
+/* The server's count of /v1/completions requests that ended with status (from /metrics). */
+static double completions_with_status(const tu_server *s, const char *status)
+{
+    int fd = tu_http_connect(s->port, 10, 10);
+    cr_assert_geq(fd, 0);
+    cr_assert(tu_http_send(fd, "GET", "/metrics", TOKEN, NULL, NULL, 0));
+    tu_http_resp r = tu_http_read(fd);
+    close(fd);
+    cr_assert_eq(r.status, 200, "/metrics");
+    char key[128];
+    snprintf(key, sizeof key, "serval_http_requests_total{route=\"/v1/completions\",status=\"%s\"} ",
+             status);
+    const char *p = strstr(r.body, key);
+    double v = p ? atof(p + strlen(key)) : 0;
+    tu_http_resp_free(&r);
+    return v;
+}
+
+Test(serval_bench, typing_on_closes_the_connection_and_the_server_sees_the_abort)
+{
+    char *model = tiny_model();
+    tu_server s = start_server(model);
+    char *out = out_dir();
+    /* Every keystroke 105 ms after the last, a 100 ms debounce: each request has 5 ms before
+     * the next keystroke supersedes it, far less than 64 tokens take. */
+    const char *args[] = {"--developers", "3", "--duration", "1.5", "--keystroke-ms", "105",
+                          "--jitter", "0", "--pause-prob", "0", "--debounce-ms", "100",
+                          "--max-tokens", "64", NULL};
+    free(bench(&s, "openai", out, args));
+    tu_json *sum = read_json(out, "summary.json", NULL);
+    double req = num(sum, "requests"), sup = num(sum, "superseded");
+    cr_assert_geq(req, 10, "requests %g", req);
+    cr_assert_geq(sup, 0.9 * req, "superseded %g of %g", sup, req);
+    cr_assert_float_eq(num(sum, "superseded_fraction"), sup / req, 1e-6);
+    usleep(300 * 1000); /* the server notices a closed connection at its next token */
+    double seen = completions_with_status(&s, "499");
+    cr_assert(seen >= 0.8 * sup && seen <= req, "the server saw %g client aborts of %g", seen, sup);
+    tu_json_free(sum);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(out);
     free(model);
 }
 
