@@ -199,7 +199,10 @@ static void *session_main(void *arg)
     double run_end = cfg->duration_s * 1000.0;
     double end = a->end_ms < run_end ? a->end_ms : run_end;
     bench_conn conn = {-1, NULL, session_token(cfg, a->id)};
-    double t = bench_now_ms() - r->t0; /* the next keystroke, run time */
+    /* The next keystroke, run time. A session opens with a think, so the developers present at
+     * the start do not all type their first key at once. */
+    double think = cfg->keystroke_ms + cfg->pause_prob * cfg->pause_ms;
+    double t = bench_now_ms() - r->t0 + bench_rand01(&a->rng) * think;
     while (t < end && !atomic_load(&r->stop)) {
         /* Switch to a file and a hole of hole_lines lines to write. */
         const bench_file *f = &r->corpus->files[(size_t)(bench_rand01(&a->rng) * (double)r->corpus->n)];

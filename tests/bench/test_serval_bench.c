@@ -465,7 +465,7 @@ Test(serval_bench, typing_on_closes_the_connection_and_the_server_sees_the_abort
     /* Every keystroke 105 ms after the last, a 100 ms debounce: each request has 5 ms before
      * the next keystroke supersedes it, far less than 64 tokens take. */
     const char *args[] = {"--developers", "3", "--duration", "1.5", "--keystroke-ms", "105",
-                          "--jitter", "0", "--pause-prob", "0", "--debounce-ms", "100",
+                          "--jitter", "0", "--pause-prob", "0", "--pause-ms", "0", "--debounce-ms", "100",
                           "--max-tokens", "64", NULL};
     free(bench(&s, "openai", out, args));
     tu_json *sum = read_json(out, "summary.json", NULL);
