@@ -134,7 +134,8 @@ int bench_compare(const char *a, const char *b);
 
 /* ---- corpus (corpus.c) ---- */
 /* Walks dir for files whose extension is in exts (comma list, NULL: the default code set),
- * reads them (UTF-8 text without NULs, 64 B..512 KiB), sorted by path. Returns 0, or -1 with a message. */
+ * reads them (UTF-8 text without NULs, 64 B..512 KiB), sorted by path. Returns 0, or -1 with
+ * a message. */
 int bench_corpus_load(bench_corpus *c, const char *dir, const char *exts, const char *git_url);
 void bench_corpus_free(bench_corpus *c);
 
@@ -161,11 +162,13 @@ typedef struct bench_conn {
     const char *token; /* this session's bearer token (borrowed from cfg), or NULL */
 } bench_conn;
 
-/* POSTs body to path and reads the reply (the target's shape; SSE when stream) until it ends, abort_at_ms (absolute; the
- * connection is closed: the abort tabby-agent does) or deadline_ms (an error). *fd: a
- * kept-alive connection or -1; on return the connection to reuse, or -1. */
+/* POSTs body to path with token (NULL: none) and reads the reply (the target's shape; SSE
+ * when stream) until it ends, abort_at_ms (absolute; the connection is closed: the abort
+ * tabby-agent does) or deadline_ms (an error). *fd: a kept-alive connection or -1; on return
+ * the connection to reuse, or -1. out->text is malloc'd (the caller frees it). */
 void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const char *path,
-                     const char *body, bool stream, double abort_at_ms, double deadline_ms, bench_http_result *out);
+                     const char *body, bool stream, double abort_at_ms, double deadline_ms,
+                     bench_http_result *out);
 /* GET path; the status (0 when none) and, when body is not NULL, the body (malloc'd). */
 int bench_http_get(const bench_cfg *cfg, const char *path, char **body);
 

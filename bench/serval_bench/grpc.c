@@ -18,7 +18,8 @@ typedef struct call_state {
     size_t len;
 } call_state;
 
-static void take_usage(const Serval__V1__Usage *u, const Serval__V1__Timings *t, bench_http_result *out)
+static void take_usage(const Serval__V1__Usage *u, const Serval__V1__Timings *t,
+                       bench_http_result *out)
 {
     if (u) {
         out->prompt_tokens = u->prompt_tokens;
@@ -167,7 +168,8 @@ int bench_grpc_health(const bench_cfg *cfg)
     if (!cl)
         return 0;
     rpc_client_result res = {0};
-    grpc_status_code code = rpc_client_call(cl, "/serval.v1.Serval/ListModels", "", 0, 10000, NULL, NULL, &res);
+    grpc_status_code code =
+        rpc_client_call(cl, "/serval.v1.Serval/ListModels", "", 0, 10000, NULL, NULL, &res);
     rpc_client_result_clear(&res);
     rpc_client_free(cl);
     return code == GRPC_STATUS_OK ? 200 : code == GRPC_STATUS_UNAUTHENTICATED ? 401 : 0;

@@ -143,7 +143,8 @@ static void parse_head(reader *rd, int *status)
 static bool advance_body(reader *rd)
 {
     if (!rd->chunked) {
-        if (rd->pos < rd->raw.len && !buf_put(&rd->body, rd->raw.p + rd->pos, rd->raw.len - rd->pos))
+        if (rd->pos < rd->raw.len &&
+            !buf_put(&rd->body, rd->raw.p + rd->pos, rd->raw.len - rd->pos))
             return false;
         rd->pos = rd->raw.len;
         if (rd->content_len >= 0 && rd->body.len >= (size_t)rd->content_len)
@@ -182,14 +183,16 @@ static bool advance_body(reader *rd)
 
 static void take_usage(json_t *j, bench_http_result *out)
 {
-    json_t *tp = json_object_get(j, "tokens_predicted"), *te = json_object_get(j, "tokens_evaluated");
+    json_t *tp = json_object_get(j, "tokens_predicted"),
+           *te = json_object_get(j, "tokens_evaluated");
     if (json_is_integer(tp)) /* llama.cpp server's usage */
         out->completion_tokens = (int)json_integer_value(tp);
     if (json_is_integer(te))
         out->prompt_tokens = (int)json_integer_value(te);
     json_t *u = json_object_get(j, "usage");
     if (json_is_object(u)) {
-        json_t *pt = json_object_get(u, "prompt_tokens"), *ct = json_object_get(u, "completion_tokens");
+        json_t *pt = json_object_get(u, "prompt_tokens"),
+               *ct = json_object_get(u, "completion_tokens");
         if (json_is_integer(pt))
             out->prompt_tokens = (int)json_integer_value(pt);
         if (json_is_integer(ct))
@@ -381,10 +384,12 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
         out->text = strdup("");
         return;
     }
-    int hl = snprintf(req, 1024, "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                      "%s%s%sUser-Agent: serval-bench\r\nAccept: */*\r\nContent-Length: %zu\r\n\r\n",
-                      cfg->base_path, path, cfg->host, cfg->port, token ? "Authorization: Bearer " : "",
-                      token ? token : "", token ? "\r\n" : "", blen);
+    int hl =
+        snprintf(req, 1024,
+                 "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                 "%s%s%sUser-Agent: serval-bench\r\nAccept: */*\r\nContent-Length: %zu\r\n\r\n",
+                 cfg->base_path, path, cfg->host, cfg->port, token ? "Authorization: Bearer " : "",
+                 token ? token : "", token ? "\r\n" : "", blen);
     memcpy(req + hl, body, blen);
     size_t len = (size_t)hl + blen;
     out->t_sent = bench_now_ms();
@@ -422,9 +427,10 @@ int bench_http_get(const bench_cfg *cfg, const char *path, char **body)
     if (fd < 0)
         return 0;
     char req[1024];
-    int hl = snprintf(req, sizeof req, "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\n%s%s%sConnection: close\r\n\r\n",
-                      cfg->base_path, path, cfg->host, cfg->port, cfg->token ? "Authorization: Bearer " : "",
-                      cfg->token ? cfg->token : "", cfg->token ? "\r\n" : "");
+    int hl = snprintf(
+        req, sizeof req, "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\n%s%s%sConnection: close\r\n\r\n",
+        cfg->base_path, path, cfg->host, cfg->port, cfg->token ? "Authorization: Bearer " : "",
+        cfg->token ? cfg->token : "", cfg->token ? "\r\n" : "");
     reader rd = {0};
     int status = 0;
     if (send_all(fd, req, (size_t)hl, deadline)) {

@@ -10,121 +10,122 @@
 #include <unistd.h>
 
 static const char *const USAGE[] = {
-"usage: serval-bench --target tabby|openai|llamacpp|grpc --url URL [--token T] --developers N --duration S\n"
-"                    --repos DIR --out DIR [options]\n"
-"       serval-bench compare A/summary.json B/summary.json\n"
-"\n"
-"Load generator for code-completion servers. The default workload simulates developers:\n"
-"each types through a real source file from --repos, and after Tabby's debounce sends a\n"
-"Tabby-shaped completion request; when the developer types on before the answer came, the\n"
-"request is aborted by closing the connection (as tabby-agent does) and counted superseded.\n"
-"A suggestion equal to what the developer types next is accepted (Tab) and skipped over.\n"
-"Sessions arrive open-loop (Poisson); each session is closed-loop. Latencies count from the\n"
-"intended send time, so a late client never hides server delay (no coordinated omission).\n"
-"\n",
-"Target and output (the stable contract):\n"
-"  --target tabby|openai|llamacpp|grpc\n"
-"                         tabby: POST /v1/completions with {language, segments: {prefix,\n"
-"                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
-"                         {prompt, max_tokens, stream}; llamacpp: POST /completion with\n"
-"                         {prompt, n_predict, stream, cache_prompt} (llama.cpp's server, the\n"
-"                         engine Tabby runs); openai and llamacpp send the prefix window as\n"
-"                         the prompt; grpc: Serval's serval.v1 Complete (CompleteStream with\n"
-"                         --stream) with Segments (classic: a raw prompt) and --max-tokens,\n"
-"                         cancelled when the developer types on; --url grpc://HOST:PORT\n"
-"  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
-"  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
-"  --token-file PATH      one token a line: developer (or classic client) i uses token\n"
-"                         i mod count, as every Tabby user has their own; servers cap\n"
-"                         requests in flight per token (Serval: 16)\n"
-"  --developers N         developers typing at once, on average (default 4)\n"
-"  --duration S           seconds of load; no request starts after it (default 30)\n"
-"  --repos DIR            directory of source trees to type through (required)\n"
-"  --out DIR              where requests.jsonl, summary.json, summary.csv go (required)\n"
-"  --mode developer|classic  workload (default developer)\n"
-"\n",
-"Developer sessions:\n"
-"  --session S            a session types for S seconds (default 60); sessions start at\n"
-"                         --developers/S per second, Poisson, and the run opens with\n"
-"                         --developers sessions part-way through, so concurrency is steady\n"
-"  --keystroke-ms MS      mean time between keystrokes (default 120)\n"
-"  --jitter F             keystroke times vary uniformly by +-F of the mean (default 0.5)\n"
-"  --pause-prob P         chance of a thinking pause after a space, '(', '.' or newline\n"
-"                         (default 0.3)\n"
-"  --pause-ms MS          mean of those pauses, exponential (default 1500)\n"
-"  --debounce-ms MS       a request goes out this long after the last keystroke if no other\n"
-"                         came (tabby-agent: adaptive 100-1000; default 150)\n"
-"  --accept-ms MS         time to press Tab on a correct suggestion (default 200)\n"
-"  --prefix-lines N       lines before the cursor sent as the prefix (tabby-agent: 20)\n"
-"  --suffix-lines N       lines after the hole sent as the suffix (tabby-agent: 20)\n"
-"  --hole-lines N         lines a developer writes in one place before switching file\n"
-"                         (default 3); the file's text after the hole is the suffix, the\n"
-"                         text of the hole itself the ground truth for quality\n"
-"  --ext LIST             file extensions to use, comma-separated (default: common code)\n"
-"  --git-url URL          git_url for every request (default: each repository's remote from\n"
-"                         its .git/config; none when there is no .git)\n"
-"\n",
-"Classic mode (--mode classic; prompts are slices of --repos files):\n"
-"  --concurrency C        closed loop: C clients, each sends its next request when the last\n"
-"                         is answered (default 4)\n"
-"  --rate R               open loop instead: R requests/s on a precomputed seeded schedule\n"
-"  --arrival poisson|gamma  gaps of the open loop (default poisson)\n"
-"  --gamma-shape K        gamma shape (K < 1 burstier, default 0.5)\n"
-"  --max-inflight N       open loop: client connections at most; a request due while all are\n"
-"                         busy goes late and its latency still counts from its due time\n"
-"                         (default 256)\n"
-"  --prompt-chars N       prompt length in characters (default 600, ~150 tokens of code)\n"
-"  --prefix-groups G      shared-prefix groups: each prompt starts with the head of one of G\n"
-"                         files (picked per request), as developers of one repository share\n"
-"                         its context, then its own slice (default 0: none)\n"
-"  --shared-prefix-chars N  length of that shared head (default 400)\n"
-"  --max-tokens N         openai: max_tokens, llamacpp: n_predict (default 32); tabby: the\n"
-"                         server's default (applies to developer sessions too)\n"
-"  --stream               openai, llamacpp: stream (SSE); time to first token is the first\n"
-"                         text piece, inter-token latency the mean gap between pieces\n"
-"  --model NAME           openai: the model field (default \"\")\n"
-"\n",
-"Developers at SLO (--search):\n"
-"  --search               instead of one run: the largest --developers whose p95\n"
-"                         keystroke-to-suggestion stays within --slo-ms with at least\n"
-"                         --min-answered of the requests that were not superseded answered:\n"
-"                         grow 1, 2, 4, ... until one fails, then bisect, each trial a run of\n"
-"                         --duration; repeated with other seeds for a 95% confidence\n"
-"                         interval. Writes DIR/search.json and every trial's outputs under\n"
-"                         DIR/search/rep<R>-dev<N>/\n"
-"  --search-max N         developers tried at most (default 256)\n"
-"  --search-repeats R     searches, seeds --seed, --seed+1, ... (default 3)\n"
-"  --min-answered F       answered share of non-superseded requests to pass (default 0.99)\n"
-"\n",
-"Sweep (--sweep):\n"
-"  --sweep LIST           one run per load in the comma list: --developers (developer\n"
-"                         mode), --rate (classic with --rate) or --concurrency (classic);\n"
-"                         each run's outputs in DIR/sweep/<load>/, the curve in\n"
-"                         DIR/sweep.json (and sweep.png, latency against throughput, with\n"
-"                         --plot)\n"
-"\n",
-"Common:\n"
-"  --slo-ms MS            goodput counts answers within MS (keystroke-to-suggestion for\n"
-"                         developers, end-to-end for classic; default 2000)\n"
-"  --timeout S            a request running longer is an error (default 120, tabby-agent's)\n"
-"  --grace S              after --duration, requests in flight get S seconds more before\n"
-"                         they are cut off and counted as errors (default 30)\n"
-"  --seed N               seeds files, holes, keystrokes, arrivals (default 1)\n"
-"  --quiet                no progress line\n"
-"  --plot                 draw PNGs with gnuplot (apt install gnuplot-nox): latency_cdf.png\n"
-"                         (ttft, e2e, keystroke-to-suggestion CDFs); with --search,\n"
-"                         search.png (p95 against developers and against throughput, the\n"
-"                         SLO line); the .dat and .gp files stay beside them\n"
-"  --help                 this text\n"
-"\n",
-"Outputs (see bench/README.md for every key): requests.jsonl (one line per request:\n"
-"intended and actual send time, ttft, e2e, keystroke-to-suggestion, superseded, tokens from\n"
-"the server's usage field, status, error, exact match and edit similarity of the suggestion\n"
-"against the text typed next), summary.json (counts, superseded_fraction, p50/p90/p95/p99/max\n"
-"of ttft_ms, e2e_ms, keystroke_to_suggestion_ms, throughput, goodput under --slo-ms, quality,\n"
-"the client's CPU and a warning when the client is the bottleneck), summary.csv (the same,\n"
-"flattened). Exit status: 0 when the run completed (errors are data), 2 on usage errors or\n"
-"an unreachable server.\n",
+    "usage: serval-bench --target tabby|openai|llamacpp|grpc --url URL [--token T] --developers N "
+    "--duration S\n"
+    "                    --repos DIR --out DIR [options]\n"
+    "       serval-bench compare A/summary.json B/summary.json\n"
+    "\n"
+    "Load generator for code-completion servers. The default workload simulates developers:\n"
+    "each types through a real source file from --repos, and after Tabby's debounce sends a\n"
+    "Tabby-shaped completion request; when the developer types on before the answer came, the\n"
+    "request is aborted by closing the connection (as tabby-agent does) and counted superseded.\n"
+    "A suggestion equal to what the developer types next is accepted (Tab) and skipped over.\n"
+    "Sessions arrive open-loop (Poisson); each session is closed-loop. Latencies count from the\n"
+    "intended send time, so a late client never hides server delay (no coordinated omission).\n"
+    "\n",
+    "Target and output (the stable contract):\n"
+    "  --target tabby|openai|llamacpp|grpc\n"
+    "                         tabby: POST /v1/completions with {language, segments: {prefix,\n"
+    "                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
+    "                         {prompt, max_tokens, stream}; llamacpp: POST /completion with\n"
+    "                         {prompt, n_predict, stream, cache_prompt} (llama.cpp's server, the\n"
+    "                         engine Tabby runs); openai and llamacpp send the prefix window as\n"
+    "                         the prompt; grpc: Serval's serval.v1 Complete (CompleteStream with\n"
+    "                         --stream) with Segments (classic: a raw prompt) and --max-tokens,\n"
+    "                         cancelled when the developer types on; --url grpc://HOST:PORT\n"
+    "  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
+    "  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
+    "  --token-file PATH      one token a line: developer (or classic client) i uses token\n"
+    "                         i mod count, as every Tabby user has their own; servers cap\n"
+    "                         requests in flight per token (Serval: 16)\n"
+    "  --developers N         developers typing at once, on average (default 4)\n"
+    "  --duration S           seconds of load; no request starts after it (default 30)\n"
+    "  --repos DIR            directory of source trees to type through (required)\n"
+    "  --out DIR              where requests.jsonl, summary.json, summary.csv go (required)\n"
+    "  --mode developer|classic  workload (default developer)\n"
+    "\n",
+    "Developer sessions:\n"
+    "  --session S            a session types for S seconds (default 60); sessions start at\n"
+    "                         --developers/S per second, Poisson, and the run opens with\n"
+    "                         --developers sessions part-way through, so concurrency is steady\n"
+    "  --keystroke-ms MS      mean time between keystrokes (default 120)\n"
+    "  --jitter F             keystroke times vary uniformly by +-F of the mean (default 0.5)\n"
+    "  --pause-prob P         chance of a thinking pause after a space, '(', '.' or newline\n"
+    "                         (default 0.3)\n"
+    "  --pause-ms MS          mean of those pauses, exponential (default 1500)\n"
+    "  --debounce-ms MS       a request goes out this long after the last keystroke if no other\n"
+    "                         came (tabby-agent: adaptive 100-1000; default 150)\n"
+    "  --accept-ms MS         time to press Tab on a correct suggestion (default 200)\n"
+    "  --prefix-lines N       lines before the cursor sent as the prefix (tabby-agent: 20)\n"
+    "  --suffix-lines N       lines after the hole sent as the suffix (tabby-agent: 20)\n"
+    "  --hole-lines N         lines a developer writes in one place before switching file\n"
+    "                         (default 3); the file's text after the hole is the suffix, the\n"
+    "                         text of the hole itself the ground truth for quality\n"
+    "  --ext LIST             file extensions to use, comma-separated (default: common code)\n"
+    "  --git-url URL          git_url for every request (default: each repository's remote from\n"
+    "                         its .git/config; none when there is no .git)\n"
+    "\n",
+    "Classic mode (--mode classic; prompts are slices of --repos files):\n"
+    "  --concurrency C        closed loop: C clients, each sends its next request when the last\n"
+    "                         is answered (default 4)\n"
+    "  --rate R               open loop instead: R requests/s on a precomputed seeded schedule\n"
+    "  --arrival poisson|gamma  gaps of the open loop (default poisson)\n"
+    "  --gamma-shape K        gamma shape (K < 1 burstier, default 0.5)\n"
+    "  --max-inflight N       open loop: client connections at most; a request due while all are\n"
+    "                         busy goes late and its latency still counts from its due time\n"
+    "                         (default 256)\n"
+    "  --prompt-chars N       prompt length in characters (default 600, ~150 tokens of code)\n"
+    "  --prefix-groups G      shared-prefix groups: each prompt starts with the head of one of G\n"
+    "                         files (picked per request), as developers of one repository share\n"
+    "                         its context, then its own slice (default 0: none)\n"
+    "  --shared-prefix-chars N  length of that shared head (default 400)\n"
+    "  --max-tokens N         openai: max_tokens, llamacpp: n_predict (default 32); tabby: the\n"
+    "                         server's default (applies to developer sessions too)\n"
+    "  --stream               openai, llamacpp: stream (SSE); time to first token is the first\n"
+    "                         text piece, inter-token latency the mean gap between pieces\n"
+    "  --model NAME           openai: the model field (default \"\")\n"
+    "\n",
+    "Developers at SLO (--search):\n"
+    "  --search               instead of one run: the largest --developers whose p95\n"
+    "                         keystroke-to-suggestion stays within --slo-ms with at least\n"
+    "                         --min-answered of the requests that were not superseded answered:\n"
+    "                         grow 1, 2, 4, ... until one fails, then bisect, each trial a run of\n"
+    "                         --duration; repeated with other seeds for a 95% confidence\n"
+    "                         interval. Writes DIR/search.json and every trial's outputs under\n"
+    "                         DIR/search/rep<R>-dev<N>/\n"
+    "  --search-max N         developers tried at most (default 256)\n"
+    "  --search-repeats R     searches, seeds --seed, --seed+1, ... (default 3)\n"
+    "  --min-answered F       answered share of non-superseded requests to pass (default 0.99)\n"
+    "\n",
+    "Sweep (--sweep):\n"
+    "  --sweep LIST           one run per load in the comma list: --developers (developer\n"
+    "                         mode), --rate (classic with --rate) or --concurrency (classic);\n"
+    "                         each run's outputs in DIR/sweep/<load>/, the curve in\n"
+    "                         DIR/sweep.json (and sweep.png, latency against throughput, with\n"
+    "                         --plot)\n"
+    "\n",
+    "Common:\n"
+    "  --slo-ms MS            goodput counts answers within MS (keystroke-to-suggestion for\n"
+    "                         developers, end-to-end for classic; default 2000)\n"
+    "  --timeout S            a request running longer is an error (default 120, tabby-agent's)\n"
+    "  --grace S              after --duration, requests in flight get S seconds more before\n"
+    "                         they are cut off and counted as errors (default 30)\n"
+    "  --seed N               seeds files, holes, keystrokes, arrivals (default 1)\n"
+    "  --quiet                no progress line\n"
+    "  --plot                 draw PNGs with gnuplot (apt install gnuplot-nox): latency_cdf.png\n"
+    "                         (ttft, e2e, keystroke-to-suggestion CDFs); with --search,\n"
+    "                         search.png (p95 against developers and against throughput, the\n"
+    "                         SLO line); the .dat and .gp files stay beside them\n"
+    "  --help                 this text\n"
+    "\n",
+    "Outputs (see bench/README.md for every key): requests.jsonl (one line per request:\n"
+    "intended and actual send time, ttft, e2e, keystroke-to-suggestion, superseded, tokens from\n"
+    "the server's usage field, status, error, exact match and edit similarity of the suggestion\n"
+    "against the text typed next), summary.json (counts, superseded_fraction, p50/p90/p95/p99/max\n"
+    "of ttft_ms, e2e_ms, keystroke_to_suggestion_ms, throughput, goodput under --slo-ms, quality,\n"
+    "the client's CPU and a warning when the client is the bottleneck), summary.csv (the same,\n"
+    "flattened). Exit status: 0 when the run completed (errors are data), 2 on usage errors or\n"
+    "an unreachable server.\n",
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -150,9 +151,11 @@ static int parse_url(bench_cfg *c, const char *url)
 {
     bool grpc = strncmp(url, "grpc://", 7) == 0;
     if (strncmp(url, "http://", 7) != 0 && !grpc)
-        return usage_error("--url %s: http://HOST:PORT (or grpc://HOST:PORT for --target grpc)", url);
+        return usage_error("--url %s: http://HOST:PORT (or grpc://HOST:PORT for --target grpc)",
+                           url);
     if (grpc != (c->target == BENCH_TARGET_GRPC))
-        return usage_error("--url %s: --target grpc takes grpc://HOST:PORT, the others http://", url);
+        return usage_error("--url %s: --target grpc takes grpc://HOST:PORT, the others http://",
+                           url);
     const char *h = url + 7, *slash = strchr(h, '/');
     size_t hl = slash ? (size_t)(slash - h) : strlen(h);
     const char *colon = memchr(h, ':', hl);
@@ -218,20 +221,33 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
     double smax = 256, sreps = 3, groups = 0, shared = 400;
     double seed = 1, devs = 4, conc = 4, pl = 20, sl = 20, hl = 3, pc = 600, mt = 32, mi = 256;
     num_flag nums[] = {
-        {"--duration", &c->duration_s, NULL, 0.1, 1e6}, {"--session", &c->session_s, NULL, 0.1, 1e6},
-        {"--keystroke-ms", &c->keystroke_ms, NULL, 1, 1e5}, {"--jitter", &c->jitter, NULL, 0, 0.99},
-        {"--pause-prob", &c->pause_prob, NULL, 0, 1}, {"--pause-ms", &c->pause_ms, NULL, 0, 1e6},
-        {"--debounce-ms", &c->debounce_ms, NULL, 0, 1e5}, {"--accept-ms", &c->accept_ms, NULL, 0, 1e5},
-        {"--rate", &c->rate, NULL, 0.001, 1e6}, {"--gamma-shape", &c->gamma_shape, NULL, 0.01, 100},
-        {"--slo-ms", &c->slo_ms, NULL, 1, 1e7}, {"--timeout", &c->timeout_s, NULL, 0.01, 1e5},
-        {"--grace", &c->grace_s, NULL, 0, 1e5}, {"--seed", &seed, NULL, 0, 1e15},
-        {"--developers", &devs, NULL, 1, 100000}, {"--concurrency", &conc, NULL, 1, 100000},
-        {"--prefix-lines", &pl, NULL, 0, 10000}, {"--suffix-lines", &sl, NULL, 0, 10000},
-        {"--hole-lines", &hl, NULL, 1, 10000}, {"--prompt-chars", &pc, NULL, 1, 1e7},
-        {"--max-tokens", &mt, NULL, 1, 1e6}, {"--max-inflight", &mi, NULL, 1, 100000},
-        {"--search-max", &smax, NULL, 1, 100000}, {"--search-repeats", &sreps, NULL, 1, 30},
+        {"--duration", &c->duration_s, NULL, 0.1, 1e6},
+        {"--session", &c->session_s, NULL, 0.1, 1e6},
+        {"--keystroke-ms", &c->keystroke_ms, NULL, 1, 1e5},
+        {"--jitter", &c->jitter, NULL, 0, 0.99},
+        {"--pause-prob", &c->pause_prob, NULL, 0, 1},
+        {"--pause-ms", &c->pause_ms, NULL, 0, 1e6},
+        {"--debounce-ms", &c->debounce_ms, NULL, 0, 1e5},
+        {"--accept-ms", &c->accept_ms, NULL, 0, 1e5},
+        {"--rate", &c->rate, NULL, 0.001, 1e6},
+        {"--gamma-shape", &c->gamma_shape, NULL, 0.01, 100},
+        {"--slo-ms", &c->slo_ms, NULL, 1, 1e7},
+        {"--timeout", &c->timeout_s, NULL, 0.01, 1e5},
+        {"--grace", &c->grace_s, NULL, 0, 1e5},
+        {"--seed", &seed, NULL, 0, 1e15},
+        {"--developers", &devs, NULL, 1, 100000},
+        {"--concurrency", &conc, NULL, 1, 100000},
+        {"--prefix-lines", &pl, NULL, 0, 10000},
+        {"--suffix-lines", &sl, NULL, 0, 10000},
+        {"--hole-lines", &hl, NULL, 1, 10000},
+        {"--prompt-chars", &pc, NULL, 1, 1e7},
+        {"--max-tokens", &mt, NULL, 1, 1e6},
+        {"--max-inflight", &mi, NULL, 1, 100000},
+        {"--search-max", &smax, NULL, 1, 100000},
+        {"--search-repeats", &sreps, NULL, 1, 30},
         {"--min-answered", &c->min_answered, NULL, 0, 1},
-        {"--prefix-groups", &groups, NULL, 0, 100000}, {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
+        {"--prefix-groups", &groups, NULL, 0, 100000},
+        {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
     };
     const char *url = "http://127.0.0.1:8080", *target = NULL, *token_file = NULL;
     for (int i = 1; i < argc; i++) {
@@ -351,7 +367,8 @@ static void *progress_main(void *arg)
             break;
         next += 1000;
         double t = (bench_now_ms() - r->t0) / 1000.0;
-        fprintf(stderr, "%s[serval-bench] %5.1f/%.0f s  %s %d  sent %ld  answered %ld  superseded %ld"
+        fprintf(stderr,
+                "%s[serval-bench] %5.1f/%.0f s  %s %d  sent %ld  answered %ld  superseded %ld"
                 "  errors %ld  in flight %d  client cpu %.0f%%%s",
                 tty ? "\r" : "", t, r->cfg->duration_s,
                 r->cfg->mode == BENCH_MODE_DEVELOPER ? "developers" : "clients",
@@ -424,7 +441,8 @@ int main(int argc, char **argv)
                         : cfg.target == BENCH_TARGET_OPENAI ? "/v1/models"
                         : cfg.target == BENCH_TARGET_GRPC   ? "ListModels (gRPC)"
                                                             : "/health";
-    int st = cfg.target == BENCH_TARGET_GRPC ? bench_grpc_health(&cfg) : bench_http_get(&cfg, probe, NULL);
+    int st = cfg.target == BENCH_TARGET_GRPC ? bench_grpc_health(&cfg)
+                                             : bench_http_get(&cfg, probe, NULL);
     if (st / 100 != 2) {
         fprintf(stderr, "serval-bench: %s%s on %s:%d answered %d%s\n", cfg.base_path, probe,
                 cfg.host, cfg.port, st, st == 0 ? " (no answer: is the server up?)"

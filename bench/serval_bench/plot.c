@@ -43,7 +43,8 @@ static int cmp_d(const void *a, const void *b)
 int bench_plot_run(const bench_run *r)
 {
     const bench_cfg *cfg = r->cfg;
-    static const char *const NAMES[3] = {"time to first token", "end to end", "keystroke to suggestion"};
+    static const char *const NAMES[3] = {"time to first token", "end to end",
+                                         "keystroke to suggestion"};
     char path[4096];
     snprintf(path, sizeof path, "%s/latency_cdf.dat", cfg->out);
     FILE *d = fopen(path, "w");
@@ -124,14 +125,17 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
     FILE *g = fopen(path, "w");
     if (!g)
         return 1;
-    fprintf(g, "set terminal png size 1200,500 noenhanced\nset output 'search.png'\nset multiplot layout 1,2\n"
-               "set grid\nset key top left\nset ylabel 'p95 keystroke to suggestion (ms)'\n"
-               "set title 'developers-at-SLO search: each trial'\nset xlabel 'developers'\n"
-               "plot 'search.dat' using 1:3 with points pt 7 ps 1.2 title 'trial', %g with lines lw 2 "
-               "title 'SLO %g ms'\n"
-               "set title 'latency against throughput'\nset xlabel 'answered requests per second'\n"
-               "plot 'search.dat' using 2:3 with points pt 7 ps 1.2 title 'trial', %g with lines lw 2 "
-               "title 'SLO'\nunset multiplot\n", slo_ms, slo_ms, slo_ms);
+    fprintf(g,
+            "set terminal png size 1200,500 noenhanced\nset output 'search.png'\nset multiplot "
+            "layout 1,2\n"
+            "set grid\nset key top left\nset ylabel 'p95 keystroke to suggestion (ms)'\n"
+            "set title 'developers-at-SLO search: each trial'\nset xlabel 'developers'\n"
+            "plot 'search.dat' using 1:3 with points pt 7 ps 1.2 title 'trial', %g with lines lw 2 "
+            "title 'SLO %g ms'\n"
+            "set title 'latency against throughput'\nset xlabel 'answered requests per second'\n"
+            "plot 'search.dat' using 2:3 with points pt 7 ps 1.2 title 'trial', %g with lines lw 2 "
+            "title 'SLO'\nunset multiplot\n",
+            slo_ms, slo_ms, slo_ms);
     fclose(g);
     return run_gnuplot(out, "search.gp");
 }
@@ -154,13 +158,15 @@ int bench_plot_sweep(const char *out, const char *metric, const double *load, co
     if (!g)
         return 1;
     bool k2s = strcmp(metric, "keystroke_to_suggestion_ms") == 0;
-    fprintf(g, "set terminal png size 900,600 noenhanced\nset output 'sweep.png'\nset grid\n"
-               "set key top left\nset title 'latency against throughput (points labelled with the load)'\n"
-               "set xlabel 'answered requests per second'\nset ylabel '%s (ms)'\n"
-               "plot 'sweep.dat' using 1:2 with linespoints lw 2 pt 7 title 'p50', "
-               "'sweep.dat' using 1:3 with linespoints lw 2 pt 5 title 'p95', "
-               "'sweep.dat' using 1:3:4 with labels offset 1,1 notitle\n",
-            k2s ? "keystroke to suggestion" : "end to end");
+    fprintf(
+        g,
+        "set terminal png size 900,600 noenhanced\nset output 'sweep.png'\nset grid\n"
+        "set key top left\nset title 'latency against throughput (points labelled with the load)'\n"
+        "set xlabel 'answered requests per second'\nset ylabel '%s (ms)'\n"
+        "plot 'sweep.dat' using 1:2 with linespoints lw 2 pt 7 title 'p50', "
+        "'sweep.dat' using 1:3 with linespoints lw 2 pt 5 title 'p95', "
+        "'sweep.dat' using 1:3:4 with labels offset 1,1 notitle\n",
+        k2s ? "keystroke to suggestion" : "end to end");
     fclose(g);
     return run_gnuplot(out, "sweep.gp");
 }

@@ -195,18 +195,20 @@ static int write_jsonl(bench_run *r, const char *path)
         return -1;
     for (size_t i = 0; i < r->n_recs; i++) {
         const bench_rec *x = &r->recs[i];
-        json_t *j = json_pack("{s:I,s:i,s:s,s:i,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:i,s:s?,s:s?,s:o}",
-            "index", (json_int_t)i, "session", x->session, "outcome", OUTCOME[x->outcome],
-            "status", x->status, "t_key_ms", x->t_key, "t_intended_ms", x->t_intended,
-            "t_sent_ms", x->t_sent, "ttft_ms", num_or_null(x->ttft_ms >= 0, x->ttft_ms),
-            "e2e_ms", num_or_null(x->e2e_ms >= 0, x->e2e_ms), "keystroke_to_suggestion_ms",
+        json_t *j = json_pack(
+            "{s:I,s:i,s:s,s:i,s:f,s:f,s:f,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:i,s:s?,s:s?,s:o}",
+            "index", (json_int_t)i, "session", x->session, "outcome", OUTCOME[x->outcome], "status",
+            x->status, "t_key_ms", x->t_key, "t_intended_ms", x->t_intended, "t_sent_ms", x->t_sent,
+            "ttft_ms", num_or_null(x->ttft_ms >= 0, x->ttft_ms), "e2e_ms",
+            num_or_null(x->e2e_ms >= 0, x->e2e_ms), "keystroke_to_suggestion_ms",
             num_or_null(x->k2s_ms >= 0, x->k2s_ms), "superseded",
             json_boolean(x->outcome == BENCH_OUTCOME_SUPERSEDED), "prompt_tokens",
-            x->prompt_tokens >= 0 ? json_integer(x->prompt_tokens) : json_null(), "completion_tokens",
+            x->prompt_tokens >= 0 ? json_integer(x->prompt_tokens) : json_null(),
+            "completion_tokens",
             x->completion_tokens >= 0 ? json_integer(x->completion_tokens) : json_null(),
-            "exact_match", x->em >= 0 ? json_boolean(x->em > 0) : json_null(), "accepted", x->accepted,
-            "prompt_chars", x->prompt_chars, "file", x->file, "id", x->id[0] ? x->id : NULL,
-            "error", x->error ? json_string(x->error) : json_null());
+            "exact_match", x->em >= 0 ? json_boolean(x->em > 0) : json_null(), "accepted",
+            x->accepted, "prompt_chars", x->prompt_chars, "file", x->file, "id",
+            x->id[0] ? x->id : NULL, "error", x->error ? json_string(x->error) : json_null());
         if (j && x->es >= 0)
             json_object_set_new(j, "edit_similarity", json_real(x->es));
         if (j && x->suggestion)
@@ -393,12 +395,13 @@ static json_t *summary_build(const bench_run *r, tally *t, double wall_s, double
             "still count from the intended time)", lag_p99));
     double answered = (double)t->cnt[BENCH_OUTCOME_ANSWERED];
     double non_sup = answered + (double)t->cnt[BENCH_OUTCOME_ERROR];
-    json_t *s = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "schema", "serval-bench/1",
-        "requests", (json_int_t)r->n_recs, "answered", (json_int_t)t->cnt[0], "superseded",
-        (json_int_t)t->cnt[1], "errors", (json_int_t)t->cnt[2], "cut_off", (json_int_t)t->cut,
-        "superseded_fraction", n ? (double)t->cnt[1] / n : 0.0, "error_fraction",
-        n ? (double)t->cnt[2] / n : 0.0, "duration_s", dur, "wall_s", wall_s, "throughput_rps",
-        answered / dur);
+    json_t *s =
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:f}", "schema", "serval-bench/1",
+                  "requests", (json_int_t)r->n_recs, "answered", (json_int_t)t->cnt[0],
+                  "superseded", (json_int_t)t->cnt[1], "errors", (json_int_t)t->cnt[2], "cut_off",
+                  (json_int_t)t->cut, "superseded_fraction", n ? (double)t->cnt[1] / n : 0.0,
+                  "error_fraction", n ? (double)t->cnt[2] / n : 0.0, "duration_s", dur, "wall_s",
+                  wall_s, "throughput_rps", answered / dur);
     json_object_set_new(s, "requests_per_s", json_real(n / dur));
     json_object_set_new(s, "ttft_ms", dist(t->ttft, t->nt));
     json_object_set_new(s, "e2e_ms", dist(t->e2e, t->ne));
@@ -406,7 +409,8 @@ static json_t *summary_build(const bench_run *r, tally *t, double wall_s, double
     json_object_set_new(s, "itl_ms", dist(t->itl, t->ni));
     json_object_set_new(s, "send_lag_ms", lagd);
     json_object_set_new(s, "slo_ms", json_real(cfg->slo_ms));
-    json_object_set_new(s, "slo_metric", json_string(dev ? "keystroke_to_suggestion_ms" : "e2e_ms"));
+    json_object_set_new(s, "slo_metric",
+                        json_string(dev ? "keystroke_to_suggestion_ms" : "e2e_ms"));
     json_object_set_new(s, "goodput_rps", json_real((double)t->good / dur));
     json_object_set_new(s, "slo_attainment", ratio((double)t->good, non_sup));
     json_object_set_new(s, "usage_reported", json_integer((json_int_t)t->usage));
@@ -459,7 +463,8 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     if (write_jsonl(r, path) != 0)
         rc = 1;
     snprintf(path, sizeof path, "%s/summary.json", cfg->out);
-    if (rc == 0 && json_dump_file(s, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) != 0)
+    if (rc == 0 &&
+        json_dump_file(s, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) != 0)
         rc = 1;
     snprintf(path, sizeof path, "%s/summary.csv", cfg->out);
     if (rc == 0 && write_csv(s, path) != 0)
@@ -471,9 +476,15 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     size_t answered = t.cnt[0];
     double tput = (double)answered / cfg->duration_s;
     if (h)
-        *h = (bench_headline){r->n_recs, answered, t.cnt[1], t.cnt[2],
-                              get2(s, "keystroke_to_suggestion_ms", "p95"), tput,
-                              get2(s, metric, "p50"), get2(s, metric, "p95"), get2(s, "ttft_ms", "p95")};
+        *h = (bench_headline){r->n_recs,
+                              answered,
+                              t.cnt[1],
+                              t.cnt[2],
+                              get2(s, "keystroke_to_suggestion_ms", "p95"),
+                              tput,
+                              get2(s, metric, "p50"),
+                              get2(s, metric, "p95"),
+                              get2(s, "ttft_ms", "p95")};
     char lat[96] = "no answers";
     if (answered)
         snprintf(lat, sizeof lat, "p50 %.0f p95 %.0f p99 %.0f ms", get2(s, metric, "p50"),
@@ -482,11 +493,13 @@ int bench_report(bench_run *r, double wall_s, double cpu_s, bench_headline *h)
     printf("serval-bench: %zu requests (%zu answered, %zu superseded, %zu errors) in %.1f s; "
            "%.2f answered/s; %s %s; exact match %.2f; client CPU %.0f%%\n",
            r->n_recs, answered, t.cnt[1], t.cnt[2], cfg->duration_s, tput,
-           dev ? "keystroke-to-suggestion" : "e2e", lat, json_is_number(em) ? json_number_value(em) : 0.0,
+           dev ? "keystroke-to-suggestion" : "e2e", lat,
+           json_is_number(em) ? json_number_value(em) : 0.0,
            100 * (wall_s > 0 ? cpu_s / wall_s : 0));
     json_t *warnings = json_object_get(s, "warnings");
     for (size_t i = 0; i < json_array_size(warnings); i++)
-        fprintf(stderr, "serval-bench: warning: %s\n", json_string_value(json_array_get(warnings, i)));
+        fprintf(stderr, "serval-bench: warning: %s\n",
+                json_string_value(json_array_get(warnings, i)));
     json_decref(s);
     return rc;
 }

@@ -50,20 +50,23 @@ static int trial(search_ctx *x, int n)
     double answered = settled ? (double)h.answered / (double)settled : 0;
     bool pass = h.answered > 0 && h.k2s_p95 >= 0 && h.k2s_p95 <= cfg.slo_ms &&
                 answered >= cfg.min_answered;
-    fprintf(stderr, "[serval-bench search] rep %d: %d developers: p95 keystroke-to-suggestion %.0f ms, "
-            "%.1f%% of %zu non-superseded answered: %s\n", x->rep, n, h.k2s_p95, 100 * answered,
-            settled, pass ? "pass" : "fail");
+    fprintf(stderr,
+            "[serval-bench search] rep %d: %d developers: p95 keystroke-to-suggestion %.0f ms, "
+            "%.1f%% of %zu non-superseded answered: %s\n",
+            x->rep, n, h.k2s_p95, 100 * answered, settled, pass ? "pass" : "fail");
     if (x->n < SEARCH_MAX_TRIALS) {
         x->devs[x->n] = n;
         x->tput[x->n] = h.throughput;
         x->p95[x->n] = h.k2s_p95;
         x->reps[x->n++] = x->rep;
     }
-    json_array_append_new(x->trials, json_pack("{s:i,s:i,s:b,s:o,s:f,s:I,s:I,s:I,s:s}", "rep", x->rep,
-        "developers", n, "pass", pass, "p95_keystroke_to_suggestion_ms",
-        h.k2s_p95 >= 0 ? json_real(h.k2s_p95) : json_null(), "answered_fraction", answered,
-        "requests", (json_int_t)h.requests, "superseded", (json_int_t)h.superseded, "errors",
-        (json_int_t)h.errors, "dir", dir));
+    json_array_append_new(x->trials,
+                          json_pack("{s:i,s:i,s:b,s:o,s:f,s:I,s:I,s:I,s:s}", "rep", x->rep,
+                                    "developers", n, "pass", pass, "p95_keystroke_to_suggestion_ms",
+                                    h.k2s_p95 >= 0 ? json_real(h.k2s_p95) : json_null(),
+                                    "answered_fraction", answered, "requests",
+                                    (json_int_t)h.requests, "superseded", (json_int_t)h.superseded,
+                                    "errors", (json_int_t)h.errors, "dir", dir));
     usleep(500 * 1000); /* let the server finish what the last trial aborted */
     return pass;
 }
@@ -103,7 +106,8 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/search", cfg->out);
-    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) ||
+        (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
         fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
     }
@@ -151,7 +155,8 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
         return 1;
     }
     printf("serval-bench search: developers at p95 keystroke-to-suggestion <= %.0f ms: mean %.1f, "
-           "95%% CI [%.1f, %.1f] over %d searches\n", cfg->slo_ms, mean, mean - half, mean + half, reps);
+           "95%% CI [%.1f, %.1f] over %d searches\n",
+           cfg->slo_ms, mean, mean - half, mean + half, reps);
     return 0;
 }
 
@@ -164,7 +169,8 @@ int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
     const char *metric = dev ? "keystroke_to_suggestion_ms" : "e2e_ms";
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/sweep", cfg->out);
-    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+    if ((mkdir(cfg->out, 0755) != 0 && errno != EEXIST) ||
+        (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
         fprintf(stderr, "serval-bench: cannot create %s: %s\n", dir, strerror(errno));
         return 1;
     }
@@ -201,12 +207,14 @@ int bench_sweep(const bench_cfg *cfg, const bench_corpus *corpus)
         tput[n] = h.throughput;
         p50[n] = h.lat_p50;
         p95[n] = h.lat_p95;
-        json_array_append_new(points, json_pack("{s:f,s:f,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s}", "load", v,
-            "throughput_rps", h.throughput, "p50_ms", h.lat_p50 >= 0 ? json_real(h.lat_p50) : json_null(),
-            "p95_ms", h.lat_p95 >= 0 ? json_real(h.lat_p95) : json_null(), "ttft_p95_ms",
-            h.ttft_p95 >= 0 ? json_real(h.ttft_p95) : json_null(), "requests", (json_int_t)h.requests,
-            "answered", (json_int_t)h.answered, "superseded", (json_int_t)h.superseded, "errors",
-            (json_int_t)h.errors, "dir", out));
+        json_array_append_new(
+            points,
+            json_pack("{s:f,s:f,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:s}", "load", v, "throughput_rps",
+                      h.throughput, "p50_ms", h.lat_p50 >= 0 ? json_real(h.lat_p50) : json_null(),
+                      "p95_ms", h.lat_p95 >= 0 ? json_real(h.lat_p95) : json_null(), "ttft_p95_ms",
+                      h.ttft_p95 >= 0 ? json_real(h.ttft_p95) : json_null(), "requests",
+                      (json_int_t)h.requests, "answered", (json_int_t)h.answered, "superseded",
+                      (json_int_t)h.superseded, "errors", (json_int_t)h.errors, "dir", out));
         n++;
         p = *end == ',' ? end + 1 : end;
         if (*p)

@@ -43,7 +43,8 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
         j = json_pack("{s:s,s:o}", "language", f ? f->lang : "unknown", "segments", seg);
     } else if (cfg->target == BENCH_TARGET_LLAMACPP) {
         j = json_pack("{s:s%,s:i,s:b,s:f,s:b}", "prompt", prefix, prefix_len, "n_predict",
-                      cfg->max_tokens, "stream", cfg->stream, "temperature", 0.0, "cache_prompt", 1);
+                      cfg->max_tokens, "stream", cfg->stream, "temperature", 0.0, "cache_prompt",
+                      1);
     } else {
         j = json_pack("{s:s,s:s%,s:i,s:b,s:f}", "model", cfg->model ? cfg->model : "", "prompt",
                       prefix, prefix_len, "max_tokens", cfg->max_tokens, "stream", cfg->stream,
@@ -56,9 +57,10 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
 
 /* Sends one request and records it. truth: the text that follows the cursor (quality).
  * Returns the suggestion to accept (malloc'd) or NULL. */
-static char *do_request(bench_run *r, int session, bench_conn *conn, const bench_file *f, double t_key,
-                        double t_intended, double abort_at, const char *prefix, size_t plen,
-                        const char *suffix, size_t slen, const char *truth, size_t tlen, int group)
+static char *do_request(bench_run *r, int session, bench_conn *conn, const bench_file *f,
+                        double t_key, double t_intended, double abort_at, const char *prefix,
+                        size_t plen, const char *suffix, size_t slen, const char *truth,
+                        size_t tlen, int group)
 {
     const bench_cfg *cfg = r->cfg;
     bench_rec rec = {.session = session, .t_key = t_key, .t_intended = t_intended,
@@ -205,11 +207,13 @@ static void *session_main(void *arg)
     double t = bench_now_ms() - r->t0 + bench_rand01(&a->rng) * think;
     while (t < end && !atomic_load(&r->stop)) {
         /* Switch to a file and a hole of hole_lines lines to write. */
-        const bench_file *f = &r->corpus->files[(size_t)(bench_rand01(&a->rng) * (double)r->corpus->n)];
+        const bench_file *f =
+            &r->corpus->files[(size_t)(bench_rand01(&a->rng) * (double)r->corpus->n)];
         size_t n_lines = 0;
         for (size_t i = 0; i < f->len; i++)
             n_lines += f->text[i] == '\n';
-        size_t start = lines_fwd(f->text, f->len, 0, (int)(bench_rand01(&a->rng) * (double)n_lines));
+        size_t start =
+            lines_fwd(f->text, f->len, 0, (int)(bench_rand01(&a->rng) * (double)n_lines));
         size_t hole_end = lines_fwd(f->text, f->len, start, cfg->hole_lines);
         size_t c = start;
         if (hole_end <= start) { /* the file's last, empty line: think, then switch */
@@ -223,13 +227,15 @@ static void *session_main(void *arg)
             double gap = keystroke_gap(cfg, &a->rng, typed);
             t = t_key + gap;
             size_t p0 = lines_back(f->text, c, cfg->prefix_lines);
-            if (gap <= cfg->debounce_ms || blank(f->text + p0, c - p0) || t_key + cfg->debounce_ms >= end)
+            if (gap <= cfg->debounce_ms || blank(f->text + p0, c - p0) ||
+                t_key + cfg->debounce_ms >= end)
                 continue;
             double t_int = t_key + cfg->debounce_ms;
             bench_sleep_until(r, t_int);
             size_t s1 = lines_fwd(f->text, f->len, hole_end, cfg->suffix_lines);
-            char *acc = do_request(r, a->id, &conn, f, t_key, t_int, r->t0 + t, f->text + p0, c - p0,
-                                   f->text + hole_end, s1 - hole_end, f->text + c, f->len - c, -1);
+            char *acc =
+                do_request(r, a->id, &conn, f, t_key, t_int, r->t0 + t, f->text + p0, c - p0,
+                           f->text + hole_end, s1 - hole_end, f->text + c, f->len - c, -1);
             if (acc) { /* Tab: the suggestion is what the developer was about to type */
                 double now = bench_now_ms() - r->t0;
                 c += strlen(acc);
@@ -409,7 +415,8 @@ static int run_classic(bench_run *r)
             return -1;
         double t = 0, mean = 1000.0 / cfg->rate;
         while (x.n_arrivals < cap) {
-            t += cfg->gamma ? bench_rand_gamma(&rng, cfg->gamma_shape, mean) : bench_rand_exp(&rng, mean);
+            t += cfg->gamma ? bench_rand_gamma(&rng, cfg->gamma_shape, mean)
+                            : bench_rand_exp(&rng, mean);
             if (t >= cfg->duration_s * 1000.0)
                 break;
             arr[x.n_arrivals++] = t;
@@ -421,7 +428,8 @@ static int run_classic(bench_run *r)
     worker_arg *wa = calloc((size_t)workers, sizeof *wa);
     int n = 0;
     for (; th && wa && n < workers; n++) {
-        wa[n] = (worker_arg){&x, n, cfg->seed * 0xBF58476D1CE4E5B9ull + (uint64_t)n * 0x94D049BB133111EBull + 3};
+        wa[n] = (worker_arg){
+            &x, n, cfg->seed * 0xBF58476D1CE4E5B9ull + (uint64_t)n * 0x94D049BB133111EBull + 3};
         atomic_fetch_add(&r->sessions_live, 1);
         if (pthread_create(&th[n], NULL, worker_main, &wa[n]) != 0) {
             atomic_fetch_sub(&r->sessions_live, 1);

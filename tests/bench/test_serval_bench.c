@@ -51,7 +51,8 @@ static char *out_dir(void)
 }
 
 /* Runs serval-bench with the common flags plus `extra` (NULL-terminated); returns stdout. */
-static char *bench(const tu_server *s, const char *target, const char *out, const char *const *extra)
+static char *bench(const tu_server *s, const char *target, const char *out,
+                   const char *const *extra)
 {
     char *bin = tu_bin_path("serval-bench"), *repos = tu_source_path("engine");
     char url[96];
@@ -149,12 +150,14 @@ static tu_json *check_run(const char *dir, bool developer, int usage)
         if (k == 0) {
             double ttft = num(r, "ttft_ms"), e2e = num(r, "e2e_ms");
             double k2s = num(r, "keystroke_to_suggestion_ms");
-            cr_assert(ttft >= 0 && ttft <= e2e + 1e-6, "line %zu: ttft %g e2e %g", n + 1, ttft, e2e);
+            cr_assert(ttft >= 0 && ttft <= e2e + 1e-6, "line %zu: ttft %g e2e %g", n + 1, ttft,
+                      e2e);
             cr_assert_geq(k2s, e2e - 1e-6, "line %zu: keystroke-to-suggestion < e2e", n + 1);
             cr_assert_eq(num(r, "status"), 200, "line %zu", n + 1);
             if (usage != USAGE_NONE_NO_ID)
                 cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
-            cr_assert_eq(need(r, "suggestion")->type, TU_JSON_STR, "line %zu: the suggestion", n + 1);
+            cr_assert_eq(need(r, "suggestion")->type, TU_JSON_STR, "line %zu: the suggestion",
+                         n + 1);
             ttft_n++;
             if (usage != USAGE_NONE)
                 tokens += num(r, "completion_tokens");
@@ -271,8 +274,9 @@ Test(serval_bench, openai_streamed_sessions_and_open_and_closed_loops_count_serv
     char *model = tiny_model();
     tu_server s = start_server(model);
     char *dev = out_dir(), *open = out_dir(), *closed = out_dir();
-    const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
-                              "--debounce-ms", "100", "--stream", "--max-tokens", "8", "--plot", NULL};
+    const char *dev_args[] = {
+        "--developers", "4",        "--duration",   "2.5", "--keystroke-ms", "60", "--debounce-ms",
+        "100",          "--stream", "--max-tokens", "8",   "--plot",         NULL};
     free(bench(&s, "openai", dev, dev_args));
     tu_json_free(check_run(dev, true, USAGE_TOKENS));
     /* --plot: the data and the gnuplot script always, the PNG where gnuplot is installed. */
@@ -338,7 +342,8 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
         bool odd = (int)num(r, "session") % 2 == 1;
         int status = (int)num(r, "status");
         if (odd && strcmp(need(r, "outcome")->str, "superseded") != 0)
-            cr_assert_eq(status, 401, "developer %g used the wrong token: %d", num(r, "session"), status);
+            cr_assert_eq(status, 401, "developer %g used the wrong token: %d", num(r, "session"),
+                         status);
         if (!odd)
             cr_assert_neq(status, 401, "developer %g used the right token", num(r, "session"));
         odd_401 += odd && status == 401;
@@ -449,8 +454,8 @@ static double completions_with_status(const tu_server *s, const char *status)
     close(fd);
     cr_assert_eq(r.status, 200, "/metrics");
     char key[128];
-    snprintf(key, sizeof key, "serval_http_requests_total{route=\"/v1/completions\",status=\"%s\"} ",
-             status);
+    snprintf(key, sizeof key,
+             "serval_http_requests_total{route=\"/v1/completions\",status=\"%s\"} ", status);
     const char *p = strstr(r.body, key);
     double v = p ? atof(p + strlen(key)) : 0;
     tu_http_resp_free(&r);
@@ -464,9 +469,23 @@ Test(serval_bench, typing_on_closes_the_connection_and_the_server_sees_the_abort
     char *out = out_dir();
     /* Every keystroke 105 ms after the last, a 100 ms debounce: each request has 5 ms before
      * the next keystroke supersedes it, far less than 64 tokens take. */
-    const char *args[] = {"--developers", "3", "--duration", "1.5", "--keystroke-ms", "105",
-                          "--jitter", "0", "--pause-prob", "0", "--pause-ms", "0", "--debounce-ms", "100",
-                          "--max-tokens", "64", NULL};
+    const char *args[] = {"--developers",
+                          "3",
+                          "--duration",
+                          "1.5",
+                          "--keystroke-ms",
+                          "105",
+                          "--jitter",
+                          "0",
+                          "--pause-prob",
+                          "0",
+                          "--pause-ms",
+                          "0",
+                          "--debounce-ms",
+                          "100",
+                          "--max-tokens",
+                          "64",
+                          NULL};
     free(bench(&s, "openai", out, args));
     tu_json *sum = read_json(out, "summary.json", NULL);
     double req = num(sum, "requests"), sup = num(sum, "superseded");
