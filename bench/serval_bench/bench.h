@@ -48,6 +48,7 @@ typedef struct bench_cfg {
     double slo_ms;
     uint64_t seed;
     bool quiet, plot;
+    bool events; /* tabby: POST /v1/events view, then select or dismiss, per suggestion */
     /* developers-at-SLO search */
     bool search;
     int search_max, search_repeats;
@@ -110,6 +111,7 @@ typedef struct bench_run {
     size_t n_recs, cap_recs;
     atomic_int sessions_live, inflight;
     atomic_long sent, answered, superseded, errors;
+    atomic_long events_sent, events_failed;
     atomic_bool stop;
 } bench_run;
 

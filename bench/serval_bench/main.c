@@ -56,6 +56,9 @@ static const char *const USAGE[] = {
     "  --debounce-ms MS       a request goes out this long after the last keystroke if no other\n"
     "                         came (tabby-agent: adaptive 100-1000; default 150)\n"
     "  --accept-ms MS         time to press Tab on a correct suggestion (default 200)\n"
+    "  --events               tabby: after each suggestion POST /v1/events view, then select\n"
+    "                         or dismiss, as tabby-agent does (counted as events_sent/failed,\n"
+    "                         not as requests)\n"
     "  --prefix-lines N       lines before the cursor sent as the prefix (tabby-agent: 20)\n"
     "  --suffix-lines N       lines after the hole sent as the suffix (tabby-agent: 20)\n"
     "  --hole-lines N         lines a developer writes in one place before switching file\n"
@@ -297,6 +300,8 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
             c->gamma = strcmp(m, "gamma") == 0;
         } else if (strcmp(a, "--stream") == 0) {
             c->stream = true;
+        } else if (strcmp(a, "--events") == 0) {
+            c->events = true;
         } else if (strcmp(a, "--plot") == 0) {
             c->plot = true;
         } else if (strcmp(a, "--search") == 0) {

@@ -423,6 +423,8 @@ static json_t *summary_build(const bench_run *r, tally *t, double wall_s, double
     json_object_set_new(s, "exact_match", ratio((double)t->exact, (double)t->scored));
     json_object_set_new(s, "edit_similarity", ratio(t->es_sum, (double)t->scored));
     json_object_set_new(s, "accepted", json_integer((json_int_t)t->accepted));
+    json_object_set_new(s, "events_sent", json_integer(atomic_load(&r->events_sent)));
+    json_object_set_new(s, "events_failed", json_integer(atomic_load(&r->events_failed)));
     json_object_set_new(s, "client_cpu_s", json_real(cpu_s));
     json_object_set_new(s, "client_cpu_fraction", json_real(cpu_frac));
     json_object_set_new(s, "client_bottleneck", json_boolean(json_array_size(warnings) > 0));

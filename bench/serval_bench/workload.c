@@ -55,6 +55,32 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
     return s;
 }
 
+/* tabby-agent's telemetry for a suggestion it showed: view, then select (the developer took
+ * it) or dismiss (typed on). Failures are counted, not recorded as requests. */
+static void post_events(bench_run *r, bench_conn *conn, const char *id, bool accepted,
+                        int session, long n)
+{
+    const bench_cfg *cfg = r->cfg;
+    char view_id[64];
+    snprintf(view_id, sizeof view_id, "view-%d-%ld", session, n);
+    const char *types[2] = {"view", accepted ? "select" : "dismiss"};
+    for (int i = 0; i < 2; i++) {
+        json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:i}", "type", types[i], "completion_id", id,
+                              "choice_index", 0, "view_id", view_id, "elapsed",
+                              i ? (int)cfg->accept_ms : 0);
+        char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        bench_http_result res;
+        if (body)
+            bench_http_post(cfg, conn->token, &conn->fd, "/v1/events", body, false, 1e300,
+                            bench_now_ms() + 5000, &res);
+        atomic_fetch_add(body && !res.error[0] ? &r->events_sent : &r->events_failed, 1);
+        if (body)
+            free(res.text);
+        free(body);
+    }
+}
+
 /* Sends one request and records it. truth: the text that follows the cursor (quality).
  * Returns the suggestion to accept (malloc'd) or NULL. */
 static char *do_request(bench_run *r, int session, bench_conn *conn, const bench_file *f,
@@ -132,6 +158,8 @@ static char *do_request(bench_run *r, int session, bench_conn *conn, const bench
         bench_quality(res.text, truth, tlen, &rec.em, &rec.es, &rec.accepted, &ref_len);
         if (rec.accepted)
             accept = strdup(res.text);
+        if (cfg->events && cfg->target == BENCH_TARGET_TABBY && rec.em >= 0 && res.id[0])
+            post_events(r, conn, res.id, rec.accepted, session, atomic_load(&r->sent));
         rec.suggestion = res.text;
         res.text = NULL;
         if (rec.em >= 0) {

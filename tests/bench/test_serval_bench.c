@@ -221,9 +221,12 @@ Test(serval_bench, tabby_developer_sessions_and_classic_runs_are_well_formed_and
     tu_server s = start_server(model);
     char *dev = out_dir(), *cls = out_dir();
     const char *dev_args[] = {"--developers", "4", "--duration", "2.5", "--keystroke-ms", "60",
-                              "--debounce-ms", "100", NULL};
+                              "--debounce-ms", "100", "--events", NULL};
     free(bench(&s, "tabby", dev, dev_args));
     tu_json *a = check_run(dev, true, USAGE_NONE);
+    /* --events: view, then select or dismiss, for every suggestion shown */
+    cr_assert_eq(num(a, "events_sent"), 2 * num(a, "suggestions_scored"));
+    cr_assert_eq(num(a, "events_failed"), 0);
     const tu_json *cfg = need(a, "config");
     cr_assert_str_eq(need(cfg, "mode")->str, "developer");
     cr_assert_geq(num(a, "suggestions_scored"), 1, "answered suggestions are scored");
@@ -524,7 +527,8 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
                            "--out", "--mode", "--session", "--keystroke-ms", "--debounce-ms",
                            "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
                            "--max-tokens", "--prompt-chars", "--search", "--search-repeats",
-                           "--min-answered", "--plot", "--sweep", "--prefix-groups", "compare"};
+                           "--min-answered", "--plot", "--sweep", "--prefix-groups", "--events",
+                           "--token-file", "compare"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
