@@ -43,8 +43,7 @@ static int choice_index(const char *choices, const char *s)
     }
 }
 
-/* Stores value v into f's destination; false (with the message printed) when it is not one. */
-static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
+bool cli_flag_set(const cli_flag *f, const char *v, char *why, size_t cap)
 {
     char *end;
     errno = 0;
@@ -58,7 +57,7 @@ static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
     case CLI_FLAG_LIST: {
         cli_list *l = f->dest;
         if (l->n == l->cap) {
-            cli_usage_error(c, "%s may be given at most %zu times", f->name, l->cap);
+            snprintf(why, cap, "may be given at most %zu times", l->cap);
             return false;
         }
         l->items[l->n++] = v;
@@ -67,8 +66,7 @@ static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
     case CLI_FLAG_INT: {
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < f->min || x > f->max) {
-            cli_usage_error(c, "%s expects an integer in [%ld, %ld], got '%s'", f->name, f->min,
-                            f->max, v);
+            snprintf(why, cap, "expects an integer in [%ld, %ld], got '%s'", f->min, f->max, v);
             return false;
         }
         *(long *)f->dest = x;
@@ -77,7 +75,7 @@ static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
     case CLI_FLAG_U64: {
         unsigned long long x = strtoull(v, &end, 10);
         if (errno || end == v || *end || v[strspn(v, " \t")] == '-') {
-            cli_usage_error(c, "%s expects a non-negative integer, got '%s'", f->name, v);
+            snprintf(why, cap, "expects a non-negative integer, got '%s'", v);
             return false;
         }
         *(uint64_t *)f->dest = (uint64_t)x;
@@ -86,7 +84,7 @@ static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
     case CLI_FLAG_FLOAT: {
         float x = strtof(v, &end);
         if (errno || end == v || *end || !isfinite(x)) {
-            cli_usage_error(c, "%s expects a number, got '%s'", f->name, v);
+            snprintf(why, cap, "expects a number, got '%s'", v);
             return false;
         }
         *(float *)f->dest = x;
@@ -95,13 +93,24 @@ static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
     case CLI_FLAG_CHOICE: {
         int i = choice_index(f->choices, v);
         if (i < 0) {
-            cli_usage_error(c, "%s expects one of %s, got '%s'", f->name, f->choices, v);
+            snprintf(why, cap, "expects one of %s, got '%s'", f->choices, v);
             return false;
         }
         *(int *)f->dest = i;
         return true;
     }
     }
+    snprintf(why, cap, "has an unknown kind");
+    return false;
+}
+
+/* Stores value v into f's destination; false (with the message printed) when it is not one. */
+static bool set_value(const cli_command *c, const cli_flag *f, const char *v)
+{
+    char why[512];
+    if (cli_flag_set(f, v, why, sizeof why))
+        return true;
+    cli_usage_error(c, "%s %s", f->name, why);
     return false;
 }
 
@@ -115,6 +124,13 @@ static const cli_flag *find_flag(const cli_command *c, const char *name, size_t 
 
 cli_parse_result cli_parse(const cli_command *c, int argc, char **argv)
 {
+    return cli_parse_seen(c, argc, argv, NULL);
+}
+
+cli_parse_result cli_parse_seen(const cli_command *c, int argc, char **argv, bool *seen)
+{
+    if (seen)
+        memset(seen, 0, c->n_flags * sizeof *seen);
     for (size_t i = 0; i < c->n_flags; i++) {
         const cli_flag *f = &c->flags[i];
         if (f->kind == CLI_FLAG_LIST)
@@ -149,6 +165,8 @@ cli_parse_result cli_parse(const cli_command *c, int argc, char **argv)
         }
         if (!set_value(c, f, v))
             return CLI_PARSE_USAGE;
+        if (seen)
+            seen[f - c->flags] = true;
     }
     return CLI_PARSE_OK;
 }

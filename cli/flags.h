@@ -63,6 +63,16 @@ typedef enum cli_parse_result {
  * Nothing is allocated; destinations may hold pointers into argv. */
 cli_parse_result cli_parse(const cli_command *c, int argc, char **argv);
 
+/* cli_parse, also setting seen[i] (an array of c->n_flags, caller's) for every flag argv gave:
+ * what cli/config.c needs to let the environment and the config file fill in the rest. */
+cli_parse_result cli_parse_seen(const cli_command *c, int argc, char **argv, bool *seen);
+
+/* Stores the value v, written as on the command line, into f's destination (v is borrowed by
+ * STRING and LIST destinations). False, with the destination unchanged, when v is not a value
+ * of f: then why (cap bytes) says so without naming the flag ("expects an integer in [0, 65535],
+ * got '70000'"), for the caller to prefix with where the value came from. */
+bool cli_flag_set(const cli_flag *f, const char *v, char *why, size_t cap);
+
 /* Prints the usage line, the paragraph and one entry per flag to o. */
 void cli_help_print(const cli_command *c, FILE *o);
 

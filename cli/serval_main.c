@@ -1,9 +1,10 @@
-/* serval_main.c — the `serval` program: its table of commands (complete, serve, help, version)
+/* serval_main.c — the `serval` program: its table of commands (complete, serve, doctor, help, version)
  * and main(). Each command parses its own flags (cli/flags.h); only main() exits. */
 #include <stdio.h>
 #include <string.h>
 
 #include "complete.h"
+#include "doctor.h"
 #ifdef SERVAL_HAVE_SERVE
 #include "serve.h"
 #endif
@@ -32,6 +33,8 @@ static const command commands[] = {
      cli_complete_main},
     {"serve", "serve completions and chat over gRPC and HTTP (see `serval serve --help`)",
      cmd_serve},
+    {"doctor", "check this machine and the settings `serve` would use, and say what to fix",
+     cli_doctor_main},
 };
 
 static void usage_main(FILE *o)

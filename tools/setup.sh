@@ -21,7 +21,7 @@ packages=(
   clang libclang-rt-14-dev
   libopenblas-dev libcriterion-dev
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc
-  libmicrohttpd-dev libjansson-dev libsqlite3-dev libfaiss-dev
+  libmicrohttpd-dev libjansson-dev libsqlite3-dev libfaiss-dev libtomlplusplus-dev
   python3-grpcio python3-protobuf python3-numpy
 )
 missing=()

@@ -1,0 +1,206 @@
+/* serve_opts.c — `serval serve`'s flag table (the one list of its settings: flags, config keys
+ * and SERVAL_* variables all come from it), the checks between settings, and the data
+ * directory's default. */
+#include "serve_opts.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+
+
+/* Joins the --cors-origin values (each one origin or a comma list) into o->cors; a usage
+ * error for an empty entry or a list too long. */
+static cli_parse_result join_origins(const cli_command *cmd, serve_opts *o)
+{
+    size_t at = 0;
+    o->cors[0] = '\0';
+    for (size_t i = 0; i < o->origins.n; i++) {
+        const char *v = o->origins.items[i];
+        for (const char *p = v;; p++) {
+            size_t n = strcspn(p, ",");
+            while (n > 0 && (*p == ' ' || *p == '\t')) p++, n--;
+            while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+            if (n == 0 || memchr(p, ' ', n))
+                return cli_usage_error(cmd, "--cors-origin expects origins such as "
+                                            "https://ide.example.com, got '%s'", v);
+            int w = snprintf(o->cors + at, sizeof o->cors - at, "%s%.*s", at ? "," : "",
+                             (int)n, p);
+            if (w < 0 || (size_t)w >= sizeof o->cors - at)
+                return cli_usage_error(cmd, "--cors-origin: the origins are too long together");
+            at += (size_t)w;
+            p = strchr(p, ',');
+            if (!p) break;
+        }
+    }
+    return CLI_PARSE_OK;
+}
+
+/* Checks between flags, after parsing. */
+static cli_parse_result check_serve(const cli_command *cmd, serve_opts *o)
+{
+    if (!o->tls_cert != !o->tls_key)
+        return cli_usage_error(cmd, "%s needs %s too: TLS takes a certificate and its key",
+                               o->tls_cert ? "--tls-cert" : "--tls-key",
+                               o->tls_cert ? "--tls-key" : "--tls-cert");
+    const char *files[2][2] = {{"--tls-cert", o->tls_cert}, {"--tls-key", o->tls_key}};
+    for (int i = 0; i < 2; i++)
+        if (files[i][1] && access(files[i][1], R_OK) != 0)
+            return cli_usage_error(cmd, "%s %s: %s", files[i][0], files[i][1], strerror(errno));
+    return join_origins(cmd, o);
+}
+
+/* Returns the exit code for a finished parse (0 help, 2 usage), or -1 to go on. */
+int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
+{
+    *o = (serve_opts){0};
+    o->tokens = (cli_list){.items = o->token_items, .cap = SERVE_MAX_TOKENS};
+    o->origins = (cli_list){.items = o->origin_items, .cap = SERVE_MAX_ORIGINS};
+    const cli_flag flags[] = {
+        {"--config", "PATH", CLI_FLAG_STRING, &o->config, NULL, 0, 0, NULL,
+         "read settings from this TOML file (default " SERVE_CONFIG_DEFAULT " when it exists, "
+         "or $SERVAL_CONFIG); its keys are these flags' names without '--', '_' for '-'"},
+        {"--print-config", NULL, CLI_FLAG_BOOL, &o->print_config, NULL, 0, 0, NULL,
+         "print every setting's effective value and where it came from (default, file:line, "
+         "env, flag), then exit"},
+        {"--model", "PATH", CLI_FLAG_STRING, &o->model, SERVAL_DEFAULT_MODEL, 0, 0, NULL,
+         "GGUF model"},
+        {"--bind", "ADDR", CLI_FLAG_STRING, &o->bind, "127.0.0.1", 0, 0, NULL,
+         "address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 or :: serves the "
+         "network"},
+        {"--grpc-port", "N", CLI_FLAG_INT, &o->grpc_port, "50051", 0, 65535, NULL,
+         "gRPC port; 0 picks a free one and logs it"},
+        {"--http-port", "N", CLI_FLAG_INT, &o->http_port, "8080", 0, 65535, NULL,
+         "HTTP port for the Tabby/OpenAI routes; 0 picks a free one and logs it"},
+        {"--token", "T", CLI_FLAG_LIST, &o->tokens, NULL, 0, 0, NULL,
+         "accept bearer token T (repeatable, up to 64; more with --token-file); other users of "
+         "this machine can read command lines: prefer --token-file or $SERVAL_TOKEN"},
+        {"--token-file", "PATH", CLI_FLAG_STRING, &o->token_file, NULL, 0, 0, NULL,
+         "accept the tokens in PATH (one per line, '#' comments); a file group or others may "
+         "read or write is refused (chmod 600 it, or see --allow-readable-token-file)"},
+        {"--allow-readable-token-file", NULL, CLI_FLAG_BOOL, &o->allow_readable_token_file, NULL,
+         0, 0, NULL,
+         "accept token files group or others may read (a mounted secret whose mode you cannot "
+         "change); anyone who can read the file can use the server"},
+        {"--data-dir", "DIR", CLI_FLAG_STRING, &o->data_dir, NULL, 0, 0, NULL,
+         "state directory (default $SERVAL_DATA_DIR or ~/.serval); with no token from the "
+         "flags or $SERVAL_TOKEN, one is generated into DIR/token (mode 0600) at first start "
+         "and printed that once; later starts print only the file's path"},
+        {"--no-auth", NULL, CLI_FLAG_BOOL, &o->no_auth, NULL, 0, 0, NULL,
+         "accept every request without a token (local use only; a loud warning with a --bind "
+         "other than loopback)"},
+        CLI_ENGINE_FLAGS(&o->eng),
+        {"--prefix-cache-per-token", NULL, CLI_FLAG_BOOL, &o->prefix_cache_per_token, NULL, 0, 0,
+         NULL,
+         "keep the prefix cache apart per token, so no user can tell from response times what "
+         "others sent; the cost: no reuse across tokens (a repository's context shared by many "
+         "users is computed once per token, and the KV cache holds every token's copy)"},
+        {"--max-running", "N", CLI_FLAG_INT, &o->max_running, NULL, 1, 4096, NULL,
+         "sequences decoded together at most (default 64)"},
+        {"--max-waiting", "N", CLI_FLAG_INT, &o->max_waiting, NULL, 1, 1L << 20, NULL,
+         "requests queued for the engine at most; more get RESOURCE_EXHAUSTED (default 256)"},
+        {"--max-inflight", "N", CLI_FLAG_INT, &o->max_inflight, NULL, 1, 1L << 20, NULL,
+         "gRPC calls served at once; more get RESOURCE_EXHAUSTED (default 512)"},
+        {"--max-inflight-per-token", "N", CLI_FLAG_INT, &o->max_inflight_per_token, "16", 0,
+         1L << 20, NULL,
+         "requests one token may have in flight on each front end, so one client cannot take "
+         "every slot; more get 429 (HTTP) or RESOURCE_EXHAUSTED (gRPC); 0 is no cap"},
+        {"--max-message-mb", "N", CLI_FLAG_INT, &o->max_message_mb, "4", 1, 1024, NULL,
+         "largest request message in MiB"},
+        {"--max-streams-per-connection", "N", CLI_FLAG_INT, &o->max_streams_per_connection,
+         NULL, 1, 1L << 20, NULL,
+         "gRPC calls one HTTP/2 connection may have open at once (default 64)"},
+        {"--generation-timeout-ms", "N", CLI_FLAG_INT, &o->generation_timeout_ms, "0", 0,
+         86400000, NULL,
+         "gRPC: a generation running longer ends with DEADLINE_EXCEEDED (HTTP has "
+         "--http-timeout); 0 is no limit beyond the client's deadline"},
+        {"--drain-ms", "N", CLI_FLAG_INT, &o->drain_ms, "10000", 0, 3600000, NULL,
+         "how long shutdown waits for calls in flight"},
+        {"--tls-cert", "FILE", CLI_FLAG_STRING, &o->tls_cert, NULL, 0, 0, NULL,
+         "serve TLS only (HTTPS and gRPC over TLS) with this PEM certificate chain; needs "
+         "--tls-key"},
+        {"--tls-key", "FILE", CLI_FLAG_STRING, &o->tls_key, NULL, 0, 0, NULL,
+         "the PEM private key of --tls-cert"},
+        {"--http-max-body-kb", "N", CLI_FLAG_INT, &o->http_max_body_kb, NULL, 1, 1L << 20, NULL,
+         "largest HTTP request body in KiB; more get 413 (default 1024)"},
+        {"--http-rate-limit", "R", CLI_FLAG_INT, &o->http_rate, "0", 0, 1000000, NULL,
+         "HTTP requests per second per token, more get 429; 0 is no limit"},
+        {"--http-rate-burst", "B", CLI_FLAG_INT, &o->http_burst, NULL, 0, 1000000, NULL,
+         "requests a token may send at once above the rate (default 2R)"},
+        {"--http-timeout", "S", CLI_FLAG_INT, &o->http_timeout_s, NULL, 1, 86400, NULL,
+         "HTTP generation time limit in seconds; 408 after (default 120)"},
+        {"--http-client-timeout", "S", CLI_FLAG_INT, &o->http_client_timeout_s, NULL, 1, 3600,
+         NULL,
+         "close HTTP clients idle this long, or whose request body takes longer than this to "
+         "arrive (default 30 idle, 10 body)"},
+        {"--per-ip-connections", "N", CLI_FLAG_INT, &o->per_ip_connections, NULL, 1, 1L << 20,
+         NULL,
+         "HTTP connections one client address may hold open (default 64); behind a proxy every "
+         "client has the proxy's address"},
+        {"--cors-origin", "ORIGIN", CLI_FLAG_LIST, &o->origins, NULL, 0, 0, NULL,
+         "let web pages from ORIGIN (https://ide.example.com) call the HTTP routes from a "
+         "browser; repeatable or a comma list (default none: no CORS headers)"},
+        {"--metrics-token", "T", CLI_FLAG_STRING, &o->metrics_token, NULL, 0, 0, NULL,
+         "a bearer token that opens /metrics and nothing else, for a Prometheus scraper "
+         "(API tokens open it too)"},
+        {"--quiet", NULL, CLI_FLAG_BOOL, &o->quiet, NULL, 0, 0, NULL, "no per-request log lines"},
+    };
+    const cli_command cmd = {
+        .prog = prog,
+        .usage = "[options]",
+        .about = "Serves completions and chat over gRPC (proto/serval.proto, package serval.v1) "
+                 "and HTTP (the Tabby, OpenAI and llama.cpp routes) from one model. Logs go to "
+                 "stderr: one 'listening' line per listener, one line per request. Tokens: "
+                 "every --token and those in --token-file; when neither is given, "
+                 "$SERVAL_TOKEN; when that is unset too, the token in DATA_DIR/token "
+                 "(generated at first start). SIGTERM or SIGINT stops both listeners accepting "
+                 "(new requests get 503 or UNAVAILABLE), lets calls in flight finish (up to "
+                 "--drain-ms) and exits 0; a second signal cancels what is still running and "
+                 "exits at once. Every setting can also come from the config file (key `grpc_port` for "
+                 "--grpc-port) or the environment (SERVAL_GRPC_PORT); flags win over the "
+                 "environment, which wins over the file. $SERVAL_TOKEN keeps its rule above.",
+        .flags = flags,
+        .n_flags = sizeof flags / sizeof flags[0]};
+    static const char *const not_settings[] = {"--config", "--print-config", NULL};
+    static const char *const no_env[] = {"--token", NULL}; /* $SERVAL_TOKEN: see the help */
+    static const char *const secrets[] = {"--token", "--metrics-token", NULL};
+    const cli_config_spec spec = {.default_path = SERVE_CONFIG_DEFAULT, .config_flag = "--config",
+                                  .not_settings = not_settings, .no_env = no_env,
+                                  .secrets = secrets};
+    cli_parse_result pr = cli_config_parse(&cmd, &spec, argc, argv, &o->cfg);
+    if (pr == CLI_PARSE_OK)
+        pr = cli_engine_opts_check(&cmd, &o->eng);
+    if (pr == CLI_PARSE_OK)
+        pr = check_serve(&cmd, o);
+    if (pr == CLI_PARSE_OK && o->print_config) {
+        cli_config_print(o->cfg, &cmd, stdout);
+        pr = CLI_PARSE_HELP;
+    }
+    if (pr != CLI_PARSE_OK) {
+        cli_config_free(o->cfg);
+        o->cfg = NULL;
+    }
+    return pr == CLI_PARSE_OK ? -1 : pr == CLI_PARSE_HELP ? 0 : 2;
+}
+
+void cli_serve_opts_free(serve_opts *o)
+{
+    cli_config_free(o->cfg);
+    o->cfg = NULL;
+}
+
+const char *cli_serve_data_dir(const serve_opts *o)
+{
+    static char buf[4096];
+    if (o->data_dir) return o->data_dir;
+    const char *env = getenv("SERVAL_DATA_DIR"); /* also read by the config layer; kept for
+                                                  * callers that skipped it */
+    if (env && *env) return env;
+    const char *home = getenv("HOME");
+    if (!home || !*home) return NULL;
+    if (snprintf(buf, sizeof buf, "%s/.serval", home) >= (int)sizeof buf) return NULL;
+    return buf;
+}
+
