@@ -72,7 +72,9 @@ static const char *expected(const cli_flag *f, const cli_toml_entry *e, bool *ok
     case CLI_FLAG_CHOICE: *ok = e->type == CLI_TOML_STRING; return "a string";
     case CLI_FLAG_INT:
     case CLI_FLAG_U64: *ok = e->type == CLI_TOML_INT; return "an integer";
-    case CLI_FLAG_FLOAT: *ok = e->type == CLI_TOML_INT || e->type == CLI_TOML_FLOAT; return "a number";
+    case CLI_FLAG_FLOAT:
+        *ok = e->type == CLI_TOML_INT || e->type == CLI_TOML_FLOAT;
+        return "a number";
     case CLI_FLAG_LIST:
         *ok = e->type == CLI_TOML_STRING || (e->type == CLI_TOML_ARRAY && e->all_strings);
         return "a string or an array of strings";

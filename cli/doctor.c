@@ -56,8 +56,8 @@ static void check_cpu(doctor *d)
     __builtin_cpu_init();
     bool avx2 = __builtin_cpu_supports("avx2"), fma = __builtin_cpu_supports("fma");
     bool f16c = __builtin_cpu_supports("f16c"), avx512 = __builtin_cpu_supports("avx512f");
-    say(d, avx2 && fma ? DOCTOR_OK : DOCTOR_WARN, "cpu", "%s, %ld online; AVX2 %s, FMA %s, F16C %s, "
-        "AVX-512 %s%s", name, n, avx2 ? "yes" : "no", fma ? "yes" : "no", f16c ? "yes" : "no",
+    say(d, avx2 && fma ? DOCTOR_OK : DOCTOR_WARN, "cpu",
+        "%s, %ld online; AVX2 %s, FMA %s, F16C %s, AVX-512 %s%s", name, n, avx2 ? "yes" : "no", fma ? "yes" : "no", f16c ? "yes" : "no",
         avx512 ? "yes" : "no",
         avx2 && fma ? "" : " (the CPU backend falls back to its plain-C path: expect it slower)");
 #else
@@ -350,7 +350,8 @@ int cli_doctor_main(int argc, char **argv)
         check_gpus(&d, false);
     } else {
         say(&d, DOCTOR_OK, "settings", "config file %s",
-            cli_config_file(o.cfg) ? cli_config_file(o.cfg) : "none (flags' defaults and SERVAL_*)");
+            cli_config_file(o.cfg) ? cli_config_file(o.cfg)
+                                   : "none (flags' defaults and SERVAL_*)");
         check_gpus(&d, o.eng.backend == ENG_BACKEND_CUDA);
         check_model(&d, &o);
         check_port(&d, "grpc port", "grpc_port", o.bind, o.grpc_port);

@@ -1,5 +1,5 @@
-/* serval_main.c — the `serval` program: its table of commands (complete, serve, doctor, help, version)
- * and main(). Each command parses its own flags (cli/flags.h); only main() exits. */
+/* serval_main.c — the `serval` program: its table of commands (complete, serve, doctor, help,
+ * version) and main(). Each command parses its own flags (cli/flags.h); only main() exits. */
 #include <stdio.h>
 #include <string.h>
 

@@ -283,7 +283,8 @@ static char *deployment(mode_t token_mode, int grpc_port)
     chmod(dir, 0700);
     snprintf(conf, sizeof conf, "%s/serval.toml", dir);
     snprintf(text, sizeof text, "model = \"%s\"\ngrpc_port = %d\nhttp_port = 0\n"
-             "token_file = \"%s\"\ndata_dir = \"%s\"\n", tu_default_model(), grpc_port, tokens, dir);
+             "token_file = \"%s\"\ndata_dir = \"%s\"\n", tu_default_model(), grpc_port, tokens,
+             dir);
     cr_assert_eq(tu_write_file(conf, text, strlen(text)), 0);
     return strdup(conf);
 }
@@ -341,4 +342,52 @@ Test(config, doctor_reports_a_missing_model_and_a_bad_config)
     rr_free(r);
     unlink(path);
     free(path);
+}
+
+/* ---- docs/serval.toml ---------------------------------------------------------------------- */
+
+Test(config, the_example_config_is_valid_and_documents_every_setting)
+{
+    char *src = tu_source_path("docs/serval.toml");
+    char *text = tu_read_file(src, NULL);
+    cr_assert(text, "no docs/serval.toml");
+    /* Uncomment every "# key = value" line but the TLS files (which must exist): what remains
+     * is every setting, set from the file. */
+    size_t cap = strlen(text) + 1, at = 0;
+    char *all = malloc(cap);
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\n");
+        const char *body = p;
+        size_t key = 0;
+        if (p[0] == '#' && p[1] == ' ')
+            key = strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789_");
+        if (key && !strncmp(p + 2 + key, " = ", 3) && strncmp(p + 2, "tls_", 4))
+            body = p + 2;
+        memcpy(all + at, body, n - (size_t)(body - p));
+        at += n - (size_t)(body - p);
+        all[at++] = '\n';
+        p += n + (p[n] == '\n');
+    }
+    all[at] = '\0';
+    char *path = toml_file(all);
+    run_result r = serval("serve", "--config", src, "--print-config", NULL);
+    cr_assert_eq(r.rc, 0, "docs/serval.toml as shipped: %s", r.err);
+    rr_free(r);
+    r = serval("serve", "--config", path, "--print-config", NULL);
+    cr_assert_eq(r.rc, 0, "docs/serval.toml uncommented: %s", r.err);
+    int line = 0;
+    for (const char *p = r.out; *p; line++) {
+        size_t n = strcspn(p, "\n");
+        bool header = line < 2, tls = !strncmp(p, "# tls_", 6);
+        cr_assert(header || tls || memmem(p, n, "# file ", 7),
+                  "a setting docs/serval.toml does not show: %.*s", (int)n, p);
+        p += n + (p[n] == '\n');
+    }
+    cr_assert_gt(line, 30, "print-config printed too little: %s", r.out);
+    rr_free(r);
+    unlink(path);
+    free(path);
+    free(all);
+    free(text);
+    free(src);
 }
