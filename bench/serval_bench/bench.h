@@ -13,7 +13,9 @@ typedef enum bench_target {
     BENCH_TARGET_TABBY,   /* POST /v1/completions, Tabby's segments */
     BENCH_TARGET_OPENAI,  /* POST /v1/completions, OpenAI's prompt */
     BENCH_TARGET_LLAMACPP, /* POST /completion, llama.cpp server's prompt/n_predict */
-    BENCH_TARGET_GRPC      /* serval.v1 Complete / CompleteStream */
+    BENCH_TARGET_GRPC,     /* serval.v1 Complete / CompleteStream */
+    BENCH_TARGET_CHAT,     /* POST /v1/chat/completions, the prompt as one user message */
+    BENCH_TARGET_COUNT
 } bench_target;
 typedef enum bench_mode { BENCH_MODE_DEVELOPER, BENCH_MODE_CLASSIC } bench_mode;
 typedef enum bench_outcome {
@@ -116,6 +118,8 @@ typedef struct bench_run {
 } bench_run;
 
 /* ---- util (report.c) ---- */
+/* "tabby", "openai", "llamacpp", "grpc", "openai-chat": --target's spelling. */
+const char *bench_target_name(bench_target t);
 double bench_now_ms(void);                   /* CLOCK_MONOTONIC in ms */
 void bench_sleep_until(const bench_run *r, double t_ms); /* t in run time */
 double bench_rand01(uint64_t *s);            /* splitmix64 in [0,1) */

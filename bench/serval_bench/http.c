@@ -110,6 +110,7 @@ typedef struct reader {
     long content_len; /* -1: none */
     bool chunked, keep_alive, done;
     bool llama;       /* llama.cpp server shapes: content, tokens_predicted, stop */
+    bool chat;        /* OpenAI chat: choices[0].message.content / delta.content */
     size_t pos;       /* chunked: next raw byte to decode */
     long chunk_left;  /* chunked: -1 size line next, 0 CRLF next, >0 data bytes */
     size_t sse_pos;   /* stream: next body byte to scan for events */
@@ -203,18 +204,25 @@ static void take_usage(json_t *j, bench_http_result *out)
         snprintf(out->id, sizeof out->id, "%s", json_string_value(id));
 }
 
-/* choices[0].text of an OpenAI/Tabby completion object, content of a llama.cpp one (NULL when
- * absent). */
-static const char *choice_text(json_t *j, bool llama)
+/* choices[0].text of an OpenAI/Tabby completion object, content of a llama.cpp one,
+ * choices[0].message.content (delta.content in a stream) of a chat one (NULL when absent). */
+static const char *choice_text(json_t *j, const reader *rd)
 {
-    if (llama)
+    if (rd->llama)
         return json_string_value(json_object_get(j, "content"));
     json_t *c = json_object_get(j, "choices");
     if (!json_is_array(c))
         return NULL;
     if (json_array_size(c) == 0)
         return "";
-    return json_string_value(json_object_get(json_array_get(c, 0), "text"));
+    json_t *c0 = json_array_get(c, 0);
+    if (!rd->chat)
+        return json_string_value(json_object_get(c0, "text"));
+    json_t *m = json_object_get(c0, "message");
+    if (!m)
+        m = json_object_get(c0, "delta");
+    json_t *content = json_object_get(m, "content");
+    return json_is_string(content) ? json_string_value(content) : json_is_object(m) ? "" : NULL;
 }
 
 /* Scans complete SSE events in the body: text pieces, usage, [DONE]. */
@@ -240,7 +248,7 @@ static bool scan_sse(reader *rd, buf *text, bench_http_result *out)
             snprintf(out->error, sizeof out->error, "malformed SSE event");
             return false;
         }
-        const char *t = choice_text(j, rd->llama);
+        const char *t = choice_text(j, rd);
         if (t && *t) {
             out->t_last_token = bench_now_ms();
             if (out->t_first_token < 0)
@@ -263,10 +271,12 @@ static void finish_plain(reader *rd, buf *text, bench_http_result *out)
         return;
     }
     if (out->status / 100 == 2) {
-        const char *t = choice_text(j, rd->llama);
+        const char *t = choice_text(j, rd);
         if (!t)
             snprintf(out->error, sizeof out->error, "no %s in the reply",
-                     rd->llama ? "content" : "choices[0].text");
+                     rd->llama  ? "content"
+                     : rd->chat ? "choices[0].message.content"
+                                : "choices[0].text");
         else {
             buf_put(text, t, strlen(t));
             out->complete = true;
@@ -377,7 +387,8 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
     out->prompt_tokens = out->completion_tokens = -1;
     size_t blen = strlen(body);
     char *req = malloc(blen + 1024);
-    reader rd = {.llama = cfg->target == BENCH_TARGET_LLAMACPP};
+    reader rd = {.llama = cfg->target == BENCH_TARGET_LLAMACPP,
+                 .chat = cfg->target == BENCH_TARGET_CHAT};
     buf text = {0};
     if (!req) {
         snprintf(out->error, sizeof out->error, "out of memory");

@@ -10,9 +10,8 @@
 #include <unistd.h>
 
 static const char *const USAGE[] = {
-    "usage: serval-bench --target tabby|openai|llamacpp|grpc --url URL [--token T] --developers N "
-    "--duration S\n"
-    "                    --repos DIR --out DIR [options]\n"
+    "usage: serval-bench --target tabby|openai|openai-chat|llamacpp|grpc --url URL [--token T]\n"
+    "                    --developers N --duration S --repos DIR --out DIR [options]\n"
     "       serval-bench compare A/summary.json B/summary.json\n"
     "\n"
     "Load generator for code-completion servers. The default workload simulates developers:\n"
@@ -24,7 +23,7 @@ static const char *const USAGE[] = {
     "intended send time, so a late client never hides server delay (no coordinated omission).\n"
     "\n",
     "Target and output (the stable contract):\n"
-    "  --target tabby|openai|llamacpp|grpc\n"
+    "  --target tabby|openai|openai-chat|llamacpp|grpc\n"
     "                         tabby: POST /v1/completions with {language, segments: {prefix,\n"
     "                         suffix, filepath, git_url}}; openai: POST /v1/completions with\n"
     "                         {prompt, max_tokens, stream}; llamacpp: POST /completion with\n"
@@ -32,7 +31,9 @@ static const char *const USAGE[] = {
     "                         engine Tabby runs); openai and llamacpp send the prefix window as\n"
     "                         the prompt; grpc: Serval's serval.v1 Complete (CompleteStream with\n"
     "                         --stream) with Segments (classic: a raw prompt) and --max-tokens,\n"
-    "                         cancelled when the developer types on; --url grpc://HOST:PORT\n"
+    "                         cancelled when the developer types on; --url grpc://HOST:PORT;\n"
+    "                         openai-chat: POST /v1/chat/completions with the prompt as one\n"
+    "                         user message, max_tokens, stream\n"
     "  --url URL              server, http://HOST:PORT[/base] (default http://127.0.0.1:8080)\n"
     "  --token T              bearer token (default: $SERVAL_TOKEN, else none)\n"
     "  --token-file PATH      one token a line: developer (or classic client) i uses token\n"
@@ -82,11 +83,13 @@ static const char *const USAGE[] = {
     "                         files (picked per request), as developers of one repository share\n"
     "                         its context, then its own slice (default 0: none)\n"
     "  --shared-prefix-chars N  length of that shared head (default 400)\n"
-    "  --max-tokens N         openai: max_tokens, llamacpp: n_predict (default 32); tabby: the\n"
-    "                         server's default (applies to developer sessions too)\n"
-    "  --stream               openai, llamacpp: stream (SSE); time to first token is the first\n"
-    "                         text piece, inter-token latency the mean gap between pieces\n"
-    "  --model NAME           openai: the model field (default \"\")\n"
+    "  --max-tokens N         openai, openai-chat, grpc: max_tokens; llamacpp: n_predict\n"
+    "                         (default 32); tabby: the server's default (applies to developer\n"
+    "                         sessions too)\n"
+    "  --stream               openai, openai-chat, llamacpp: SSE; grpc: CompleteStream; time\n"
+    "                         to first token is the first text piece, inter-token latency the\n"
+    "                         mean gap between pieces\n"
+    "  --model NAME           openai, openai-chat: the model field (default \"\")\n"
     "\n",
     "Developers at SLO (--search):\n"
     "  --search               instead of one run: the largest --developers whose p95\n"
@@ -322,8 +325,10 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         c->target = BENCH_TARGET_LLAMACPP;
     else if (strcmp(target, "grpc") == 0)
         c->target = BENCH_TARGET_GRPC;
+    else if (strcmp(target, "openai-chat") == 0)
+        c->target = BENCH_TARGET_CHAT;
     else
-        return usage_error("--target %s: tabby, openai, llamacpp or grpc", target);
+        return usage_error("--target %s: tabby, openai, openai-chat, llamacpp or grpc", target);
     if (!c->repos || !c->out)
         return usage_error("%s", "--repos DIR and --out DIR are required");
     if (c->stream && c->target == BENCH_TARGET_TABBY)
@@ -443,7 +448,8 @@ int main(int argc, char **argv)
     }
     /* Fail fast on a wrong URL or token instead of a run full of errors. */
     const char *probe = cfg.target == BENCH_TARGET_TABBY    ? "/v1/health"
-                        : cfg.target == BENCH_TARGET_OPENAI ? "/v1/models"
+                        : cfg.target == BENCH_TARGET_OPENAI || cfg.target == BENCH_TARGET_CHAT
+                            ? "/v1/models"
                         : cfg.target == BENCH_TARGET_GRPC   ? "ListModels (gRPC)"
                                                             : "/health";
     int st = cfg.target == BENCH_TARGET_GRPC ? bench_grpc_health(&cfg)

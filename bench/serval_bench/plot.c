@@ -91,10 +91,7 @@ int bench_plot_run(const bench_run *r)
                "set xlabel 'ms (log scale)'\nset ylabel 'fraction answered within'\n"
                "set logscale x\nset grid\nset key bottom right\nset yrange [0:1]\nplot ",
             dev ? "developer sessions" : "classic",
-            cfg->target == BENCH_TARGET_TABBY    ? "tabby"
-            : cfg->target == BENCH_TARGET_OPENAI ? "openai"
-            : cfg->target == BENCH_TARGET_GRPC   ? "grpc"
-                                                 : "llamacpp",
+            bench_target_name(cfg->target),
             dev ? cfg->developers : cfg->concurrency, dev ? "developers" : "clients");
     int idx = 0;
     for (int k = 0; k < 3; k++)

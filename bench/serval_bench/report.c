@@ -11,6 +11,15 @@
 #include <sys/stat.h>
 #include <time.h>
 
+const char *bench_target_name(bench_target t)
+{
+    static const char *const NAMES[BENCH_TARGET_COUNT] = {
+        [BENCH_TARGET_TABBY] = "tabby", [BENCH_TARGET_OPENAI] = "openai",
+        [BENCH_TARGET_LLAMACPP] = "llamacpp", [BENCH_TARGET_GRPC] = "grpc",
+        [BENCH_TARGET_CHAT] = "openai-chat"};
+    return (unsigned)t < BENCH_TARGET_COUNT ? NAMES[t] : "?";
+}
+
 /* ---- clocks and random numbers ----------------------------------------------------------- */
 
 double bench_now_ms(void)
@@ -188,6 +197,48 @@ static json_t *num_or_null(bool ok, double v)
 
 static const char *OUTCOME[] = {"answered", "superseded", "error"};
 
+/* Length of the well-formed UTF-8 sequence at p (1..4), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0];
+    size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : (c & 0xF0) == 0xE0 ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (!k || k > n)
+        return 0;
+    for (size_t i = 1; i < k; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F))
+        return 0; /* overlong, surrogate, above U+10FFFF */
+    return k;
+}
+
+/* s as a JSON string; bytes that are not UTF-8 become U+FFFD and set *bad (a server that
+ * sends them is itself a finding). */
+static json_t *json_text(const char *s, bool *bad)
+{
+    size_t n = strlen(s);
+    char *o = malloc(3 * n + 1), *q = o;
+    if (!o)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+        if (k) {
+            memcpy(q, s + i, k);
+            q += k;
+            i += k;
+        } else {
+            memcpy(q, "\xEF\xBF\xBD", 3);
+            q += 3;
+            i++;
+            *bad = true;
+        }
+    }
+    json_t *j = json_stringn(o, (size_t)(q - o));
+    free(o);
+    return j;
+}
+
 static int write_jsonl(bench_run *r, const char *path)
 {
     FILE *f = fopen(path, "w");
@@ -211,8 +262,11 @@ static int write_jsonl(bench_run *r, const char *path)
             x->id[0] ? x->id : NULL, "error", x->error ? json_string(x->error) : json_null());
         if (j && x->es >= 0)
             json_object_set_new(j, "edit_similarity", json_real(x->es));
+        bool bad = false;
         if (j && x->suggestion)
-            json_object_set_new(j, "suggestion", json_string(x->suggestion));
+            json_object_set_new(j, "suggestion", json_text(x->suggestion, &bad));
+        if (j && bad)
+            json_object_set_new(j, "suggestion_not_utf8", json_true());
         if (j && x->expected)
             json_object_set_new(j, "expected", json_string(x->expected));
         if (j && x->cached_tokens >= 0)
@@ -283,10 +337,7 @@ static int write_csv(json_t *sum, const char *path)
 static json_t *config_json(const bench_cfg *c)
 {
     json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:I}", "target",
-                          c->target == BENCH_TARGET_TABBY    ? "tabby"
-                          : c->target == BENCH_TARGET_OPENAI ? "openai"
-                          : c->target == BENCH_TARGET_GRPC   ? "grpc"
-                                                             : "llamacpp", "mode",
+                          bench_target_name(c->target), "mode",
                           c->mode == BENCH_MODE_DEVELOPER ? "developer" : "classic", "host",
                           c->host, "port", c->port, "developers", c->developers, "duration_s",
                           c->duration_s, "session_s", c->session_s, "keystroke_ms", c->keystroke_ms,

@@ -41,6 +41,10 @@ static char *request_body(const bench_cfg *cfg, const bench_file *f, const char 
                 json_object_set_new(seg, "git_url", json_string(f->git_url));
         }
         j = json_pack("{s:s,s:o}", "language", f ? f->lang : "unknown", "segments", seg);
+    } else if (cfg->target == BENCH_TARGET_CHAT) {
+        j = json_pack("{s:s,s:[{s:s,s:s%}],s:i,s:b,s:f}", "model", cfg->model ? cfg->model : "",
+                      "messages", "role", "user", "content", prefix, prefix_len, "max_tokens",
+                      cfg->max_tokens, "stream", cfg->stream, "temperature", 0.0);
     } else if (cfg->target == BENCH_TARGET_LLAMACPP) {
         j = json_pack("{s:s%,s:i,s:b,s:f,s:b}", "prompt", prefix, prefix_len, "n_predict",
                       cfg->max_tokens, "stream", cfg->stream, "temperature", 0.0, "cache_prompt",
@@ -123,7 +127,9 @@ static char *do_request(bench_run *r, int session, bench_conn *conn, const bench
         free(suf);
     } else {
         bench_http_post(cfg, conn->token, &conn->fd,
-                        cfg->target == BENCH_TARGET_LLAMACPP ? "/completion" : "/v1/completions",
+                        cfg->target == BENCH_TARGET_LLAMACPP ? "/completion"
+                        : cfg->target == BENCH_TARGET_CHAT   ? "/v1/chat/completions"
+                                                             : "/v1/completions",
                         body, cfg->stream, abort_at, deadline, &res);
     }
     atomic_fetch_sub(&r->inflight, 1);
