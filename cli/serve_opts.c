@@ -176,6 +176,9 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
         pr = check_serve(&cmd, o);
     if (pr == CLI_PARSE_OK && o->print_config) {
         cli_config_print(o->cfg, &cmd, stdout);
+        const char *env = getenv("SERVAL_TOKEN");
+        if (env && *env && !o->no_auth && o->tokens.n == 0 && !o->token_file)
+            printf("# and the token in $SERVAL_TOKEN (token and token_file are not set)\n");
         pr = CLI_PARSE_HELP;
     }
     if (pr != CLI_PARSE_OK) {

@@ -163,6 +163,16 @@ Test(config, print_config_shows_every_serve_setting_and_never_a_token)
     free(path);
 }
 
+Test(config, print_config_says_when_SERVAL_TOKEN_is_the_token_and_never_prints_it)
+{
+    setenv("SERVAL_TOKEN", "env-s3cret", 1);
+    run_result r = serval("serve", "--print-config", NULL);
+    cr_assert_eq(r.rc, 0, "stderr: %s", r.err);
+    cr_assert(strstr(r.out, "# and the token in $SERVAL_TOKEN"), "%s", r.out);
+    cr_assert_null(strstr(r.out, "env-s3cret"), "the token was printed: %s", r.out);
+    rr_free(r);
+}
+
 Test(config, an_unknown_key_names_the_file_line_and_key)
 {
     expect_config_error("grpc_port = 1\n\ngrpc_prot = 2\n",
