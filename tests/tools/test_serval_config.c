@@ -46,12 +46,13 @@ static void rr_free(run_result r)
 }
 
 /* A fresh environment for each test (Criterion forks one process per test), and a skip in
- * builds without `serve` (engine-only: no config files either). */
+ * builds without `serve` (engine-only: no config files either). $SERVAL_MODEL stays: it
+ * is also how the tests find the default model (tests/testutil.c). */
 static void setup(void)
 {
     static const char *const vars[] = {"SERVAL_CONFIG", "SERVAL_TOKEN", "SERVAL_GRPC_PORT",
                                        "SERVAL_HTTP_PORT", "SERVAL_THREADS", "SERVAL_DATA_DIR",
-                                       "SERVAL_NO_AUTH", "SERVAL_MODEL", "SERVAL_DRAIN_MS"};
+                                       "SERVAL_NO_AUTH", "SERVAL_DRAIN_MS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
     run_result r = serval("serve", "--help", NULL);
