@@ -4,6 +4,8 @@
  * and chat, llama.cpp, Serval gRPC); the outputs must be well-formed and add up. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +32,35 @@ static char *tiny_model(void)
     return out;
 }
 
+/* The server of this test (Criterion forks one process per test): a failed assertion skips
+ * the test's own stop, so the suite's fini kills what is left. */
+static pid_t test_server_pid;
+
+static void reap_server(void)
+{
+    if (test_server_pid > 0) {
+        kill(test_server_pid, SIGKILL);
+        waitpid(test_server_pid, NULL, 0);
+    }
+}
+
+TestSuite(serval_bench, .fini = reap_server);
+
 /* listener: "http" or "grpc", the port tu_server keeps. */
 static tu_server start_listener(const char *model, const char *listener)
 {
     const char *extra[] = {"--model", model, NULL};
-    return tu_server_start(listener, TOKEN, true, extra);
+    tu_server s = tu_server_start(listener, TOKEN, true, extra);
+    test_server_pid = s.pid;
+    return s;
+}
+
+/* tu_server_stop, and nothing left for the fini. */
+static int stop_server(tu_server *s)
+{
+    int rc = tu_server_stop(s);
+    test_server_pid = 0;
+    return rc;
 }
 
 static tu_server start_server(const char *model)
@@ -272,7 +298,7 @@ Test(serval_bench, tabby_developer_sessions_and_classic_runs_are_well_formed_and
     cr_assert(strstr(out, "e2e_ms.p95") && strstr(out, "x\n"), "compare: %s", out);
     free(out);
     free(bin);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(dev);
     free(cls);
     free(model);
@@ -320,7 +346,7 @@ Test(serval_bench, openai_streamed_sessions_and_open_and_closed_loops_count_serv
     tu_json_free(check_run(chat_stream, false, USAGE_NONE));
     free(chat);
     free(chat_stream);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(dev);
     free(open);
     free(closed);
@@ -376,7 +402,7 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
     free(lines);
     free(tokens);
     free(mixed);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(dev);
     free(closed);
     free(model);
@@ -432,7 +458,7 @@ Test(serval_bench, developers_at_slo_search_grows_until_a_trial_fails_and_report
     cr_assert(found[0] == 2 && found[1] == 2, "found %d, %d", found[0], found[1]);
     search(&s, "1", 1, found); /* no answer comes within 1 ms: none pass */
     cr_assert_eq(found[0], 0);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(model);
 }
 
@@ -459,7 +485,7 @@ Test(serval_bench, grpc_unary_and_streamed_sessions_and_prefix_groups_report_the
     double hit = num(c, "prefix_cache_hit_rate");
     cr_assert(hit > 0 && hit <= 1, "prefix_cache_hit_rate %g", hit);
     tu_json_free(c);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(dev);
     free(str);
     free(cls);
@@ -518,7 +544,7 @@ Test(serval_bench, typing_on_closes_the_connection_and_the_server_sees_the_abort
     double seen = completions_with_status(&s, "499");
     cr_assert(seen >= 0.8 * sup && seen <= req, "the server saw %g client aborts of %g", seen, sup);
     tu_json_free(sum);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop_server(&s), 0);
     free(out);
     free(model);
 }
