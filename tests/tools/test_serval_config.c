@@ -45,12 +45,17 @@ static void rr_free(run_result r)
     free(r.err);
 }
 
+/* $SERVAL_MODEL as it was before setup cleared it ("" when unset: tu_default_model's then). */
+static char default_model[4096];
+
 /* A fresh environment for each test (Criterion forks one process per test), and a skip in
- * builds without `serve` (engine-only: no config files either). $SERVAL_MODEL stays: it
- * is also how the tests find the default model (tests/testutil.c). */
+ * builds without `serve` (engine-only: no config files either). $SERVAL_MODEL is how the tests
+ * find the model, and it would also override the files' `model`: it is read, then cleared. */
 static void setup(void)
 {
-    static const char *const vars[] = {"SERVAL_CONFIG", "SERVAL_TOKEN", "SERVAL_GRPC_PORT",
+    const char *m = getenv("SERVAL_MODEL");
+    snprintf(default_model, sizeof default_model, "%s", m ? m : "");
+    static const char *const vars[] = {"SERVAL_MODEL", "SERVAL_CONFIG", "SERVAL_TOKEN", "SERVAL_GRPC_PORT",
                                        "SERVAL_HTTP_PORT", "SERVAL_THREADS", "SERVAL_DATA_DIR",
                                        "SERVAL_NO_AUTH", "SERVAL_DRAIN_MS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
@@ -287,15 +292,15 @@ static char *deployment(mode_t token_mode, int grpc_port)
 {
     char dir[] = "/tmp/serval-doctor-XXXXXX";
     cr_assert(mkdtemp(dir));
-    char tokens[128], conf[128], text[1024];
+    char tokens[128], conf[128], text[8192];
+    const char *model = default_model[0] ? default_model : tu_default_model();
     snprintf(tokens, sizeof tokens, "%s/tokens", dir);
     cr_assert_eq(tu_write_file(tokens, "a-token\n", 8), 0);
     chmod(tokens, token_mode);
     chmod(dir, 0700);
     snprintf(conf, sizeof conf, "%s/serval.toml", dir);
     snprintf(text, sizeof text, "model = \"%s\"\ngrpc_port = %d\nhttp_port = 0\n"
-             "token_file = \"%s\"\ndata_dir = \"%s\"\n", tu_default_model(), grpc_port, tokens,
-             dir);
+             "token_file = \"%s\"\ndata_dir = \"%s\"\n", model, grpc_port, tokens, dir);
     cr_assert_eq(tu_write_file(conf, text, strlen(text)), 0);
     return strdup(conf);
 }
