@@ -225,7 +225,9 @@ typedef struct eng_request_output {
 } eng_request_output;
 
 /* Copies up to cap bytes of output text not read before into buf (not NUL-terminated) and
- * fills *out. Waits for something new up to timeout_ms (0: don't wait, < 0: wait forever);
+ * fills *out. The text is well-formed UTF-8 — bytes the model produced that are not (an
+ * invalid byte token, a character cut off by the end of the generation) arrive as U+FFFD —
+ * and with cap >= 4 every read ends on a character boundary. Waits for something new up to timeout_ms (0: don't wait, < 0: wait forever);
  * on timeout returns ENG_OK with text_len 0 and done false. */
 eng_status eng_request_read(eng_request *r, char *buf, size_t cap, int timeout_ms,
                             eng_request_output *out);

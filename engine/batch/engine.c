@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "engine_impl.h"
+#include "utf8.h"
 
 enum {
     MAX_STOPS = 64,
@@ -101,10 +102,13 @@ static bool publish(eng_request *r, const char *out, size_t upto, bool new_token
     bool ok = true;
     pthread_mutex_lock(&r->mu);
     if (upto > r->published) {
-        size_t add = upto - r->published;
-        if (r->text_len + add > r->text_cap) {
+        /* Clients get well-formed UTF-8 (a JSON or proto3 string must be): bytes that are not
+         * (an invalid byte token, a character cut off by the end of the generation) become
+         * U+FFFD, up to 3 bytes each. */
+        size_t add = upto - r->published, room = 3 * add;
+        if (r->text_len + room > r->text_cap) {
             size_t cap = r->text_cap ? r->text_cap : 256;
-            while (cap < r->text_len + add)
+            while (cap < r->text_len + room)
                 cap *= 2;
             char *t = realloc(r->text, cap);
             if (t) {
@@ -115,8 +119,7 @@ static bool publish(eng_request *r, const char *out, size_t upto, bool new_token
             }
         }
         if (ok) {
-            memcpy(r->text + r->text_len, out + r->published, add);
-            r->text_len += add;
+            r->text_len += eng_utf8_sanitize(out + r->published, add, r->text + r->text_len);
             r->published = upto;
         }
     }
@@ -402,8 +405,14 @@ eng_status eng_request_read(eng_request *r, char *buf, size_t cap, int timeout_m
         }
     }
     size_t n = r->text_len - r->read_pos;
-    if (n > cap)
-        n = cap;
+    if (n > cap) {
+        /* The text is well-formed UTF-8 (publish): end the chunk on a character boundary, so
+         * each read is valid UTF-8 on its own (a cap of 4 or more always makes progress). */
+        size_t whole = cap;
+        while (whole > 0 && ((unsigned char)r->text[r->read_pos + whole] & 0xC0) == 0x80)
+            whole--;
+        n = whole > 0 ? whole : cap;
+    }
     if (n > 0)
         memcpy(buf, r->text + r->read_pos, n);
     r->read_pos += n;

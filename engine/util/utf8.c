@@ -1,5 +1,7 @@
-/* utf8.c — UTF-8 validation (utf8.h). */
+/* utf8.c — UTF-8 validation and repair (utf8.h). */
 #include "utf8.h"
+
+#include <string.h>
 
 bool eng_utf8_valid(const char *s, size_t n, size_t *bad_at)
 {
@@ -37,4 +39,22 @@ bad:
     if (bad_at)
         *bad_at = i;
     return false;
+}
+
+size_t eng_utf8_sanitize(const char *s, size_t n, char *dst)
+{
+    size_t i = 0, o = 0, bad = 0;
+    while (i < n) {
+        if (eng_utf8_valid(s + i, n - i, &bad))
+            bad = n - i;
+        memcpy(dst + o, s + i, bad);
+        o += bad;
+        i += bad;
+        if (i < n) { /* one invalid byte */
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    return o;
 }

@@ -1,4 +1,5 @@
-/* utf8.h — the engine's one UTF-8 validity rule (token texts at load, prompt fields). */
+/* utf8.h — the engine's one UTF-8 validity rule (token texts at load, prompt fields, the text
+ * a request publishes). */
 #ifndef SERVAL_UTF8_H
 #define SERVAL_UTF8_H
 
@@ -9,5 +10,12 @@
  * above U+10FFFF, no truncated sequence). When it is not and bad_at is non-NULL, *bad_at is
  * the offset of the first sequence that is not. O(n). */
 bool eng_utf8_valid(const char *s, size_t n, size_t *bad_at);
+
+/* Copies s[0 .. n) to dst, each byte that does not start a well-formed sequence (by the rule
+ * above) replaced by U+FFFD (EF BF BD), as llama.cpp's server and Python's
+ * decode(errors="replace") do for model output that is not UTF-8: a byte token sequence can
+ * end mid-character or be invalid. dst (owned by the caller) has room for 3 * n bytes;
+ * returns the bytes written. O(n). */
+size_t eng_utf8_sanitize(const char *s, size_t n, char *dst);
 
 #endif

@@ -398,3 +398,75 @@ Test(families, unsupported_architecture_and_tensor_type_are_named, .timeout = 60
     free(type);
     free(model);
 }
+
+/* ---- output that is not UTF-8 ----------------------------------------------------------- */
+
+/* One OpenAI /v1/completions request for one token on `model`; returns the choice's text
+ * (stream: the concatenated SSE pieces, which must end with [DONE]), owned by the caller. */
+static char *one_token_text(const char *model, bool stream)
+{
+    const char *extra[] = {"--model", model, NULL};
+    server s = server_start(extra);
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"def f(x):\",\"max_tokens\":1,\"temperature\":0,"
+             "\"stream\":%s}", stream ? "true" : "false");
+    tu_http_resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char *text = calloc(1, r.len + 1);
+    if (!stream) {
+        tu_json *j = json_of(&r);
+        strcpy(text, choice_text(j));
+        tu_json_free(j);
+    } else {
+        cr_assert(strstr(r.body, "data: [DONE]"), "the stream was cut: %s", r.body);
+        for (const char *p = r.body; (p = strstr(p, "data: {")) != NULL; p += 6) {
+            const char *end = strstr(p, "\n\n");
+            cr_assert_not_null(end);
+            size_t n = (size_t)(end - p - 6);
+            char *ev = strndup(p + 6, n);
+            tu_json *j = tu_json_parse(ev, n);
+            cr_assert_not_null(j, "not JSON: %s", ev);
+            strcat(text, choice_text(j));
+            tu_json_free(j);
+            free(ev);
+        }
+    }
+    tu_http_resp_free(&r);
+    cr_assert_eq(server_stop(&s), 0);
+    return text;
+}
+
+/* A generation that ends inside a multi-byte character (here its first and only token is the
+ * byte 0xE2, the lead of a 3-byte sequence) reaches the client as U+FFFD, streamed or not,
+ * instead of bytes that are not UTF-8 (a stream used to be cut off mid-reply). */
+Test(families, a_generation_cut_inside_a_character_ends_in_a_replacement_character,
+     .timeout = 120)
+{
+    char *model = synth(&QWEN);
+    tok_vocab *v = open_vocab(&QWEN);
+    int32_t a = tok_find(v, "a"), b = tok_find(v, "b");
+    int32_t lead = tok_find(v, "\xC3\xA2"); /* GPT-2's byte map: 0xE2 is the character U+00E2 */
+    cr_assert(a >= 0 && b >= 0 && lead >= 0);
+    size_t plen = 0;
+    const char *piece = tok_piece(v, lead, &plen);
+    cr_assert(plen == 1 && (unsigned char)piece[0] == 0xE2, "the token decodes to byte 0xE2");
+    /* The sign of the first token's x0 on this prompt, as in run_family's probe. */
+    char *probe = forced_copy(model, a, b, 1.0f);
+    char *t = one_token_text(probe, false);
+    cr_assert(!strcmp(t, "a") || !strcmp(t, "b"), "the probe wrote '%s'", t);
+    float sign = !strcmp(t, "a") ? 1.0f : -1.0f;
+    free(t);
+    char *forced = forced_copy(model, lead, -1, sign);
+    for (int stream = 0; stream < 2; stream++) {
+        t = one_token_text(forced, stream);
+        cr_assert_str_eq(t, "\xEF\xBF\xBD", "stream %d: got '%s'", stream, t);
+        free(t);
+    }
+    tok_vocab_free(v);
+    unlink(probe);
+    unlink(forced);
+    unlink(model);
+    free(probe);
+    free(forced);
+    free(model);
+}
