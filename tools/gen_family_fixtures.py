@@ -104,12 +104,15 @@ PURE = {"Q8_0": "Q8_0", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": 
         "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M", "Q6_K": "Q6_K"}
 ALL = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 PRESETS = [
-    # (preset, seed, pure types, mixed llama.cpp presets)
-    ("llama-parity", 11, ALL, ["Q4_K_M", "Q5_K_M"]),
-    ("qwen2-parity", 12, ALL, []),
-    ("deepseek-coder-parity", 13, ["Q8_0", "Q4_K", "Q6_K"], []),
-    ("starcoder-parity", 14, ["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"], []),
-    ("starcoder2-parity", 15, ["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"], []),
+    # (preset, seed, pure types, mixed llama.cpp presets, feed-forward width override or None)
+    ("llama-parity", 11, ALL, ["Q4_K_M", "Q5_K_M"], None),
+    ("qwen2-parity", 12, ALL, [], None),
+    ("deepseek-coder-parity", 13, ["Q8_0", "Q4_K", "Q6_K"], [], None),
+    # DeepSeek-Coder's real ffn width (5504) is not a multiple of 256: llama.cpp's Q4_K_M
+    # then stores ffn_down as Q5_0/Q8_0 beside Q4_K matrices (352 has the same property).
+    ("deepseek-coder-parity", 16, [], ["Q4_K_M"], 352),
+    ("starcoder-parity", 14, ["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"], [], None),
+    ("starcoder2-parity", 15, ["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"], [], None),
 ]
 PROMPT = (b"def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
           b"    a, b = 0, 1\n    for _ in range(n):\n")
@@ -251,9 +254,11 @@ def evaluate(run: Runner, ids: list[int]) -> dict:
 # ----------------------------------------------------------------- serval-synth
 
 def synth(preset: str, seed: int, vocab: str, out: str, dtype: str, from_f16: bool,
-          tensor_types: dict | None = None) -> None:
+          tensor_types: dict | None = None, ffn: int | None = None) -> None:
     cmd = [SYNTH, "--preset", preset, "--seed", str(seed), "--dtype", dtype.lower(),
            "--vocab-from", vocab, "--out", out]
+    if ffn:
+        cmd += ["--ffn", str(ffn)]
     if from_f16:
         cmd.append("--from-f16")
     for name, t in (tensor_types or {}).items():
@@ -298,11 +303,11 @@ def main() -> int:
     lines, mismatches, consistency = [], [], {}
     only = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(prefix="serval-families-") as tmp:
-        for preset, seed, types, mixed in PRESETS:
+        for preset, seed, types, mixed, ffn in PRESETS:
             if only and preset not in only:
                 continue
             f16 = os.path.join(tmp, f"{preset}-f16.gguf")
-            synth(preset, seed, vocab, f16, "f16", False)
+            synth(preset, seed, vocab, f16, "f16", False, ffn=ffn)
             for name in types + mixed:
                 is_mixed = name in mixed
                 ftype = FTYPES[name if is_mixed else PURE[name]]
@@ -314,7 +319,7 @@ def main() -> int:
                     ttypes = {n: t for n, (t, _) in tensors.items()
                               if t not in ("F32",)}
                 ours = os.path.join(tmp, f"{preset}-{name}-serval.gguf")
-                synth(preset, seed, vocab, ours, "q8_0" if is_mixed else name, True, ttypes)
+                synth(preset, seed, vocab, ours, "q8_0" if is_mixed else name, True, ttypes, ffn)
                 bad = compare_tensors(tensors, tensor_table(ours))
                 if bad:
                     mismatches.append(f"{preset} {name}: {', '.join(bad)}")
@@ -335,6 +340,8 @@ def main() -> int:
                     r2.close()
                 line = {"preset": preset, "seed": seed, "type": name, "ftype": ftype,
                         "pure": not is_mixed}
+                if ffn:
+                    line["ffn"] = ffn
                 if ttypes:
                     line["tensor_types"] = ttypes
                 line.update({"tensors": tensors, "prompt_ids": prompt_ids, **ev})

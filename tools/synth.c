@@ -388,6 +388,9 @@ static void usage(FILE *out)
             "  --tensor-type NAME=T  store matrix NAME as T instead of --dtype (repeatable;\n"
             "                     reproduces a mixed file such as llama.cpp's Q4_K_M)\n"
             "  --layers N         override the preset's layer count\n"
+            "  --ffn N            override the preset's feed-forward width (real models have\n"
+            "                     widths that are not multiples of 256, e.g. DeepSeek-Coder's\n"
+            "                     5504: llama.cpp's Q4_K_M then stores ffn_down as Q5_0/Q8_0)\n"
             "  --sliding-window N write <arch>.attention.sliding_window = N (0: leave it out);\n"
             "                     default: the preset's (llama.cpp ignores it for starcoder2)\n"
             "  --help             this text\n"
@@ -424,6 +427,7 @@ typedef struct opts {
     uint64_t seed;
     gguf_dtype dtype;
     uint32_t layers; /* 0: the preset's */
+    uint32_t ffn;    /* 0: the preset's */
     int64_t swa;     /* -1: the preset's sliding window; 0: none; else the window */
     bool from_f16;
     type_override over[MAX_TENSOR_TYPES];
@@ -460,6 +464,7 @@ static int parse_args(int argc, char **argv, opts *o)
         {"preset", required_argument, NULL, 'p'}, {"vocab-from", required_argument, NULL, 'v'},
         {"out", required_argument, NULL, 'o'},    {"seed", required_argument, NULL, 's'},
         {"dtype", required_argument, NULL, 'd'},  {"layers", required_argument, NULL, 'l'},
+        {"ffn", required_argument, NULL, 'F'},
         {"sliding-window", required_argument, NULL, 'w'},
         {"from-f16", no_argument, NULL, 'f'},    {"tensor-type", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
@@ -482,6 +487,14 @@ static int parse_args(int argc, char **argv, opts *o)
                 fprintf(stderr, "serval-synth: --seed: '%s' is not a non-negative integer\n", optarg);
                 return -1;
             }
+            break;
+        case 'F':
+            if (parse_u64(optarg, &v) != 0 || v < 1 || v > (1u << 20)) {
+                fprintf(stderr, "serval-synth: --ffn: '%s' is not a number in 1..1048576\n",
+                        optarg);
+                return -1;
+            }
+            o->ffn = (uint32_t)v;
             break;
         case 'l':
             if (parse_u64(optarg, &v) != 0 || v < 1 || v > 1000) {
@@ -626,6 +639,8 @@ int main(int argc, char **argv)
     preset p = *o.p;
     if (o.layers)
         p.n_layer = o.layers;
+    if (o.ffn)
+        p.n_ff = o.ffn;
     if (o.swa >= 0)
         p.n_swa = (uint32_t)o.swa;
     int64_t n_vocab = (int64_t)tokens.n;

@@ -129,17 +129,20 @@ static inline size_t kv_offset(const eng_cpu_kv *kv, int il, const int32_t *tabl
 
 /* ---- runner ------------------------------------------------------------------------------- */
 
-static size_t max_act_bytes(const eng_model *m, int64_t n)
+static size_t max_act_bytes(const eng_model *m)
 {
-    size_t b = quant_act_row_bytes(m->output.dtype, n);
-    /* Layers may mix types (e.g. Q6_K ffn_down in some layers): take every layer's. */
+    /* The activations of a product are quantised for its weight's type at its input width
+     * (ne0). Take the largest over every weight: layers mix types and widths (llama.cpp's
+     * Q4_K_M stores DeepSeek-Coder's ffn_down, 5504 wide, as Q5_0/Q8_0 because Q4_K needs
+     * multiples of 256), and a width is only ever quantised for the types of its own weights. */
+    size_t b = quant_act_row_bytes(m->output.dtype, m->output.ne0);
     for (int il = 0; il < m->hp.n_layer; il++) {
         const eng_layer *L = &m->layers[il];
         const eng_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             if (!ws[i]->data)
                 continue; /* not in this family (w_gate of a GELU FFN) */
-            size_t s = quant_act_row_bytes(ws[i]->dtype, n);
+            size_t s = quant_act_row_bytes(ws[i]->dtype, ws[i]->ne0);
             if (s > b)
                 b = s;
         }
@@ -176,10 +179,7 @@ eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_thre
     r->max_pos = max_pos;
     r->kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     size_t dq = (size_t)hp->n_head * (size_t)hp->head_dim;
-    int64_t act_n = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
-    if ((int64_t)dq > act_n)
-        act_n = (int64_t)dq;
-    r->act_stride = max_act_bytes(m, act_n);
+    r->act_stride = max_act_bytes(m);
     r->x = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
     r->xn = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);
     r->tmp = malloc(sizeof(float) * CPU_CHUNK * (size_t)hp->n_embd);

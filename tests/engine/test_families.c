@@ -225,6 +225,13 @@ static char *synth_line(const tu_json *line)
     argv[a++] = "--from-f16";
     argv[a++] = "--dtype";
     argv[a++] = types ? "q8_0" : tu_json_get(line, "type")->str;
+    char ffn[32];
+    const tu_json *ffn_j = tu_json_get(line, "ffn"); /* a feed-forward width override */
+    if (ffn_j) {
+        snprintf(ffn, sizeof ffn, "%.0f", ffn_j->num);
+        argv[a++] = "--ffn";
+        argv[a++] = ffn;
+    }
     for (size_t i = 0; i < n_types; i++) {
         size_t len = strlen(types->keys[i]) + strlen(types->items[i]->str) + 2;
         owned[i] = malloc(len);
