@@ -23,6 +23,7 @@ packages=(
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libfaiss-dev libtomlplusplus-dev
   python3-grpcio python3-protobuf python3-numpy
+  gnuplot-nox   # serval-bench --plot draws its PNGs with it
 )
 missing=()
 for p in "${packages[@]}"; do
