@@ -205,3 +205,12 @@ int tu_run(char *const argv[], char **out, char **err, int timeout_s)
         return 128 + WTERMSIG(st);
     return WEXITSTATUS(st);
 }
+
+int32_t tu_argmax(const float *x, int32_t n)
+{
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}

@@ -5,6 +5,7 @@
 #define SERVAL_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tu_json.h"
 
@@ -31,5 +32,8 @@ tu_json **tu_read_jsonl(const char *rel, size_t *n);
  * (malloc'd, NUL-terminated; either out pointer may be NULL), kills it after timeout_s.
  * Returns the exit status, 128+signal if killed by a signal, or -1 on failure to run. */
 int tu_run(char *const argv[], char **out, char **err, int timeout_s);
+
+/* Index of the largest of x[0 .. n) (the first on ties): a greedy pick from logits. */
+int32_t tu_argmax(const float *x, int32_t n);
 
 #endif

@@ -34,16 +34,25 @@ static void quantize_q4_0(const float *x, block_q4_0 *y, int64_t nb)
     }
 }
 
+/* The smallest and largest of a 32-value block (the Q4_1/Q5_1 offset and range). */
+static void block_min_max(const float *x, float *min, float *max)
+{
+    float lo = FLT_MAX, hi = -FLT_MAX;
+    for (int j = 0; j < 32; j++) {
+        if (x[j] < lo)
+            lo = x[j];
+        if (x[j] > hi)
+            hi = x[j];
+    }
+    *min = lo;
+    *max = hi;
+}
+
 static void quantize_q4_1(const float *x, block_q4_1 *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < 32; j++) {
-            if (x[j] < min)
-                min = x[j];
-            if (x[j] > max)
-                max = x[j];
-        }
+        float min, max;
+        block_min_max(x, &min, &max);
         const float d = (max - min) / 15;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = quant_f2h(d);
@@ -207,13 +216,8 @@ static void quantize_q5_0(const float *x, block_q5_0 *y, int64_t nb)
 static void quantize_q5_1(const float *x, block_q5_1 *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float min = FLT_MAX, max = -FLT_MAX;
-        for (int j = 0; j < 32; j++) {
-            if (x[j] < min)
-                min = x[j];
-            if (x[j] > max)
-                max = x[j];
-        }
+        float min, max;
+        block_min_max(x, &min, &max);
         const float d = (max - min) / 31;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[i].d = quant_f2h(d);

@@ -83,15 +83,6 @@ static eng_model *load(const char *path)
     return m;
 }
 
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t b = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
 Test(arch, qwen2_descriptor_and_hparams, .timeout = 120)
 {
     char *path = qwen2_tiny_model();
@@ -204,7 +195,7 @@ static void check_against_reference(const char *fixture, const char *name, const
                               "%f (%.2f%% of the row's rms %f)", name, li, p, id,
                               (double)row[id], want, 100.0 * rel, rms);
             }
-            const int32_t pick = argmax(row, nv), ref1 = (int32_t)top->items[0]->items[0]->num;
+            const int32_t pick = tu_argmax(row, nv), ref1 = (int32_t)top->items[0]->items[0]->num;
             const double best = top->items[0]->items[1]->num;
             const bool is_decided = best - top->items[1]->items[1]->num > b->tie * rms;
             positions++;

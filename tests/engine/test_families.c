@@ -276,15 +276,6 @@ static void check_tensors(const tu_json *line, const char *path, const char *wha
     gguf_free(f);
 }
 
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t b = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
 static double row_std(const float *x, int32_t n)
 {
     double s = 0, s2 = 0;
@@ -358,7 +349,7 @@ static line_result check_logits(const tu_json *line, const char *path, const exp
     float *last = logits + (size_t)(n - 1) * (size_t)nv;
     r.greedy_n = (int)jg->n;
     for (int i = 0; i < r.greedy_n; i++) {
-        int32_t t = argmax(last, nv);
+        int32_t t = tu_argmax(last, nv);
         if (t != (int32_t)jg->items[i]->num) {
             const double margin = jm->items[i]->num;
             r.greedy_near_tie = ex->kind == EXPECT_TOL ? margin < 2 * ex->tol * std_min

@@ -40,15 +40,6 @@ static int32_t *int_array(const tu_json *a, size_t *n)
     return v;
 }
 
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t b = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
 Test(model, default_model_hparams)
 {
     eng_model *m = load_default();
@@ -86,7 +77,7 @@ Test(model, greedy_matches_llamacpp, .timeout = 600)
         cr_assert_eq(eng_cpu_ctx_eval(c, prompt, (int32_t)n_prompt, logits, false, NULL), ENG_OK);
         size_t same = 0;
         for (size_t i = 0; i < n_ref; i++) {
-            int32_t t = argmax(logits, m->hp.n_vocab);
+            int32_t t = tu_argmax(logits, m->hp.n_vocab);
             if (t != ref[i])
                 break;
             same++;
@@ -128,7 +119,7 @@ Test(model, logits_match_llamacpp, .timeout = 600)
             int p = (int)tu_json_get(pos->items[k], "pos")->num;
             const tu_json *top = tu_json_get(pos->items[k], "top");
             const float *row = logits + (size_t)p * (size_t)nv;
-            cr_expect_eq(argmax(row, nv), (int32_t)top->items[0]->items[0]->num,
+            cr_expect_eq(tu_argmax(row, nv), (int32_t)top->items[0]->items[0]->num,
                          "line %zu pos %d: top-1 differs from llama.cpp", li, p);
             for (size_t t = 0; t < top->n; t++) {
                 int32_t id = (int32_t)top->items[t]->items[0]->num;
