@@ -149,7 +149,7 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     const eng_model *m = eng_engine_model(e);
     snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : eng_model_name(m));
     if (s->cfg.context_length <= 0) s->cfg.context_length = eng_model_n_ctx_train(m);
-    s->n_tokens = auth ? rpc_auth_n_tokens(auth) : 0;
+    s->n_tokens = auth ? rpc_auth_n_slots(auth) : 0;
     s->token_inflight = calloc(s->n_tokens + 1, sizeof *s->token_inflight);
     if (!s->token_inflight) {
         free(s);
