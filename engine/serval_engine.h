@@ -237,6 +237,17 @@ int32_t eng_request_tokens(eng_request *r, int32_t *ids, int32_t cap);
 
 /* ---- stats ------------------------------------------------------------------------------ */
 
+/* A latency histogram the engine keeps, in ms: buckets[i] counts the observations <=
+ * eng_hist_bounds_ms[i] (and above the bound before it), buckets[ENG_HIST_BUCKETS] those above
+ * every bound. */
+#define ENG_HIST_BUCKETS 16
+extern const double eng_hist_bounds_ms[ENG_HIST_BUCKETS]; /* 1 ms .. 120 s, ascending */
+typedef struct eng_hist {
+    int64_t count;
+    double sum_ms, max_ms;
+    int64_t buckets[ENG_HIST_BUCKETS + 1];
+} eng_hist;
+
 typedef struct eng_engine_stats {
     int32_t running;            /* sequences holding KV blocks */
     int32_t waiting;            /* queued, incl. preempted ones */
@@ -263,6 +274,16 @@ typedef struct eng_engine_stats {
     double last_step_ms;
     double mean_step_ms;
     double gen_tokens_per_s;    /* generated tokens / busy time over the last steps */
+    /* Requests that ended cancelled (a client's abort, a front end's timeout, shutdown): the
+     * work spent for nothing. */
+    int64_t wasted_prompt_tokens;    /* prompt positions computed for them (recomputes too) */
+    int64_t wasted_generated_tokens; /* tokens generated for them */
+    /* Requests that finished (stop or length), every front end: submit to first scheduled, to
+     * first token, to done. */
+    eng_hist queue_hist, first_token_hist, total_hist;
+    /* Abort to free: from a caller's eng_request_cancel (or release) of an unfinished request
+     * to the step loop freeing its KV blocks and its queue place. */
+    eng_hist abort_free_hist;
 } eng_engine_stats;
 
 void eng_engine_stats_get(eng_engine *e, eng_engine_stats *out);

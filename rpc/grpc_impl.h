@@ -62,6 +62,10 @@ struct gs_call {
     grpc_byte_buffer *send_bb; /* message of the send in flight */
     grpc_slice status_details;
     bool has_status_details;
+    /* x-request-id (initial and trailing) and x-serval-timings (trailing): slices owned here
+     * until call_free (grpc reads them until the batch completes); n_md_out set. */
+    grpc_metadata md_out[3];
+    size_t n_md_out;
     int cancelled_flag; /* RECV_CLOSE_ON_SERVER output */
     gs_tag t_new, t_recv, t_send, t_close;
     atomic_int refs;

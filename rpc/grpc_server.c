@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "prompt.h"
+#include "rpc_request.h"
 #include "serval.pb-c.h"
 
 /* ---- call lifetime ----------------------------------------------------------------------- */
@@ -59,6 +60,10 @@ static void call_free(gs_call *c)
     if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
     if (c->send_bb) grpc_byte_buffer_destroy(c->send_bb);
     if (c->has_status_details) grpc_slice_unref(c->status_details);
+    for (size_t i = 0; i < c->n_md_out; i++) {
+        grpc_slice_unref(c->md_out[i].key);
+        grpc_slice_unref(c->md_out[i].value);
+    }
     if (c->counted) atomic_fetch_sub(&s->inflight, 1);
     if (c->token_counted) atomic_fetch_sub(&s->token_inflight[c->token], 1);
     /* Unlinked last: a scan holding s->mu may still look at c (and skip it: refs are 0). */
@@ -159,8 +164,21 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *m)
     return bb;
 }
 
+/* Appends key: value to the call's outgoing metadata (md_out); false when it is full. */
+static bool md_out_add(gs_call *c, const char *key, const char *value)
+{
+    if (c->n_md_out >= sizeof c->md_out / sizeof c->md_out[0]) return false;
+    grpc_metadata *m = &c->md_out[c->n_md_out++];
+    memset(m, 0, sizeof *m);
+    m->key = grpc_slice_from_static_string(key);
+    m->value = grpc_slice_from_copied_string(value);
+    return true;
+}
+
 /* Starts one send batch: initial metadata (first time), the message (may be NULL) and, when
- * final, the status. Only one send is ever pending on a call. Called with c->mu held. */
+ * final, the status. Only one send is ever pending on a call. Called with c->mu held.
+ * Initial metadata carries x-request-id ("grpc-<n>", the log line's "req <n> grpc"); the
+ * trailers repeat it and, once a generation ran, x-serval-timings (rpc_server_timing). */
 static void call_send(gs_call *c, const ProtobufCMessage *m, bool final, grpc_status_code code,
                       const char *details)
 {
@@ -168,8 +186,15 @@ static void call_send(gs_call *c, const ProtobufCMessage *m, bool final, grpc_st
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
+    char rid[32];
+    rpc_request_id(rid, sizeof rid, "grpc", (unsigned long long)c->id);
     if (!c->md_sent) {
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        size_t first = c->n_md_out;
+        if (md_out_add(c, "x-request-id", rid)) {
+            ops[n].data.send_initial_metadata.count = 1;
+            ops[n].data.send_initial_metadata.metadata = &c->md_out[first];
+        }
         n++;
         c->md_sent = true;
     }
@@ -192,6 +217,15 @@ static void call_send(gs_call *c, const ProtobufCMessage *m, bool final, grpc_st
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         ops[n].data.send_status_from_server.status = code;
         ops[n].data.send_status_from_server.status_details = &c->status_details;
+        size_t first = c->n_md_out, count = 0;
+        count += md_out_add(c, "x-request-id", rid);
+        if (c->out.total_ms > 0 || c->out.queue_ms > 0) {
+            char timing[160];
+            rpc_server_timing(timing, sizeof timing, &c->out);
+            count += md_out_add(c, "x-serval-timings", timing);
+        }
+        ops[n].data.send_status_from_server.trailing_metadata_count = count;
+        ops[n].data.send_status_from_server.trailing_metadata = count ? &c->md_out[first] : NULL;
         n++;
         c->final_sent = true;
         c->status = code;

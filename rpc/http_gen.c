@@ -146,6 +146,7 @@ typedef struct sse {
     int fd;
     http_stream_kind kind;
     char id[64];
+    char request_id[32];        /* X-Request-Id's value, repeated in the final event */
     char *model;
     long created;
     bool crlf;
@@ -174,6 +175,18 @@ static bool pend_put(sse *x, const char *d, size_t n)
     memcpy(x->pend + x->pend_len, d, n);
     x->pend_len += n;
     return true;
+}
+
+/* The final event's "serval" object: the request id and the engine's timings (a stream's
+ * headers leave before they are known). Returns j. */
+static json_t *with_timings(sse *x, json_t *j, const eng_request_output *o)
+{
+    if (j)
+        json_object_set_new(j, "serval",
+                            json_pack("{s:s,s:f,s:f,s:f}", "request_id", x->request_id,
+                                      "queue_ms", o->queue_ms, "first_token_ms",
+                                      o->first_token_ms, "total_ms", o->total_ms));
+    return j;
 }
 
 static bool pend_event(sse *x, json_t *j)
@@ -223,11 +236,12 @@ static bool sse_emit(sse *x, const char *text, size_t len, const eng_request_out
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "delta", "content", piece, "finish_reason"));
         if (ok && o->done)
-            ok = pend_event(x, json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{},s:s}]}", "id", x->id,
+            ok = pend_event(x, with_timings(x, json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{},s:s}]}",
+                                         "id", x->id,
                                          "object", "chat.completion.chunk", "created",
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "delta", "finish_reason",
-                                         finish_reason(o->finish)));
+                                         finish_reason(o->finish)), o));
         if (ok && o->done)
             ok = pend_put(x, "data: [DONE]\n\n", 14);
         break;
@@ -238,14 +252,15 @@ static bool sse_emit(sse *x, const char *text, size_t len, const eng_request_out
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "text", piece, "logprobs", "finish_reason"));
         if (ok && o->done)
-            ok = pend_event(x, json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:s,s:n,s:s}],s:{s:i,s:i,s:i}}",
+            ok = pend_event(x, with_timings(x, json_pack(
+                                         "{s:s,s:s,s:I,s:s,s:[{s:i,s:s,s:n,s:s}],s:{s:i,s:i,s:i}}",
                                          "id", x->id, "object", "text_completion", "created",
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "text", "", "logprobs", "finish_reason",
                                          finish_reason(o->finish), "usage", "prompt_tokens",
                                          o->n_prompt_tokens, "completion_tokens",
                                          o->n_output_tokens, "total_tokens",
-                                         o->n_prompt_tokens + o->n_output_tokens));
+                                         o->n_prompt_tokens + o->n_output_tokens), o));
         if (ok && o->done)
             ok = pend_put(x, "data: [DONE]\n\n", 14);
         break;
@@ -253,14 +268,15 @@ static bool sse_emit(sse *x, const char *text, size_t len, const eng_request_out
         if (piece)
             ok = pend_event(x, json_pack("{s:O,s:b}", "content", piece, "stop", 0));
         if (ok && o->done)
-            ok = pend_event(x, json_pack("{s:s,s:b,s:s,s:i,s:i,s:b,s:b,s:{s:f,s:f}}", "content", "",
+            ok = pend_event(x, with_timings(x, json_pack(
+                                         "{s:s,s:b,s:s,s:i,s:i,s:b,s:b,s:{s:f,s:f}}", "content", "",
                                          "stop", 1, "model", x->model, "tokens_predicted",
                                          o->n_output_tokens, "tokens_evaluated",
                                          o->n_prompt_tokens, "stopped_eos",
                                          o->finish == ENG_FINISH_STOP, "stopped_limit",
                                          o->finish == ENG_FINISH_LENGTH, "timings",
                                          "first_token_ms", o->first_token_ms, "total_ms",
-                                         o->total_ms));
+                                         o->total_ms), o));
         break;
     default:
         ok = false;
@@ -363,6 +379,7 @@ enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind,
     x->kind = kind;
     x->crlf = g->prompt.crlf;
     snprintf(x->id, sizeof x->id, "%s", id);
+    rpc_request_id(x->request_id, sizeof x->request_id, "http", r->id);
     x->model = strdup(s->model_name);
     x->created = (long)time(NULL);
     x->deadline_ms = r->t_start_ms + s->cfg.request_timeout_s * 1e3;

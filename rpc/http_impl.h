@@ -82,7 +82,6 @@ typedef struct http_metrics {
     pthread_mutex_t mu;
     uint64_t requests[HTTP_ROUTE_COUNT][HTTP_N_STATUS];
     http_hist http_seconds[HTTP_ROUTE_COUNT];
-    http_hist queue_seconds, first_token_seconds, total_seconds;
     uint64_t prompt_tokens, cached_tokens, generated_tokens;
     uint64_t client_disconnects, rate_limited, timeouts;
 } http_metrics;

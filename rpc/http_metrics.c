@@ -57,12 +57,7 @@ void http_metrics_generation(http_metrics *m, const eng_request_output *o, bool 
     m->prompt_tokens += (uint64_t)(o->n_prompt_tokens > 0 ? o->n_prompt_tokens : 0);
     m->cached_tokens += (uint64_t)(o->n_cached_tokens > 0 ? o->n_cached_tokens : 0);
     m->generated_tokens += (uint64_t)(o->n_output_tokens > 0 ? o->n_output_tokens : 0);
-    if (!disconnected && o->done) {
-        observe(&m->queue_seconds, o->queue_ms / 1000.0);
-        if (o->first_token_ms > 0)
-            observe(&m->first_token_seconds, o->first_token_ms / 1000.0);
-        observe(&m->total_seconds, o->total_ms / 1000.0);
-    }
+    (void)disconnected; /* latency histograms: the engine's (eng_engine_stats) */
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -125,6 +120,20 @@ static void put_hist(out *o, const char *name, const char *help, const char *lab
         (unsigned long long)h->n);
 }
 
+/* One of the engine's histograms (its bounds, ms) in seconds. */
+static void put_eng_hist(out *o, const char *name, const char *help, const eng_hist *h)
+{
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    int64_t cum = 0;
+    for (int i = 0; i < ENG_HIST_BUCKETS; i++) {
+        cum += h->buckets[i];
+        put(o, "%s_bucket{le=\"%g\"} %lld\n", name, eng_hist_bounds_ms[i] / 1e3, (long long)cum);
+    }
+    cum += h->buckets[ENG_HIST_BUCKETS];
+    put(o, "%s_bucket{le=\"+Inf\"} %lld\n%s_sum %.6f\n%s_count %lld\n", name, (long long)cum,
+        name, h->sum_ms / 1e3, name, (long long)h->count);
+}
+
 char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *len)
 {
     eng_engine_stats es;
@@ -161,12 +170,25 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
                  &snap.http_seconds[r], first);
         first = false;
     }
-    put_hist(&o, "serval_request_queue_seconds", "Engine: submit to first scheduled.", "",
-             &snap.queue_seconds, true);
-    put_hist(&o, "serval_request_first_token_seconds", "Engine: submit to first token.", "",
-             &snap.first_token_seconds, true);
-    put_hist(&o, "serval_request_total_seconds", "Engine: submit to finish.", "",
-             &snap.total_seconds, true);
+    /* The engine's own, so they cover both front ends (gRPC and HTTP). */
+    put_eng_hist(&o, "serval_request_queue_seconds",
+                 "Engine, finished requests: submit to first scheduled.", &es.queue_hist);
+    put_eng_hist(&o, "serval_request_first_token_seconds",
+                 "Engine, finished requests: submit to first token.", &es.first_token_hist);
+    put_eng_hist(&o, "serval_request_total_seconds",
+                 "Engine, finished requests: submit to finish (end to end).", &es.total_hist);
+    put_eng_hist(&o, "serval_request_abort_to_free_seconds",
+                 "Engine: a client's abort (disconnect, gRPC cancel) to its KV blocks freed.",
+                 &es.abort_free_hist);
+    put(&o, "# HELP serval_engine_requests_cancelled_total Requests that ended cancelled.\n"
+            "# TYPE serval_engine_requests_cancelled_total counter\n"
+            "serval_engine_requests_cancelled_total %lld\n", (long long)es.requests_cancelled);
+    put(&o, "# HELP serval_wasted_prompt_tokens_total Prompt tokens computed for requests that "
+            "ended cancelled.\n# TYPE serval_wasted_prompt_tokens_total counter\n"
+            "serval_wasted_prompt_tokens_total %lld\n", (long long)es.wasted_prompt_tokens);
+    put(&o, "# HELP serval_wasted_generated_tokens_total Tokens generated for requests that "
+            "ended cancelled.\n# TYPE serval_wasted_generated_tokens_total counter\n"
+            "serval_wasted_generated_tokens_total %lld\n", (long long)es.wasted_generated_tokens);
     put(&o, "# TYPE serval_prompt_tokens_total counter\nserval_prompt_tokens_total %llu\n",
         (unsigned long long)snap.prompt_tokens);
     put(&o, "# TYPE serval_prompt_tokens_cached_total counter\nserval_prompt_tokens_cached_total %llu\n",

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http_impl.h"
+#include "rpc_request.h"
 
 /* Access-Control-Allow-Origin only for an origin on the allow-list (none by default). */
 static void add_cors(http_req *r, struct MHD_Response *resp)
@@ -24,6 +25,14 @@ enum MHD_Result http_queue(http_req *r, int status, struct MHD_Response *resp)
         return MHD_NO;
     add_cors(r, resp);
     MHD_add_response_header(resp, "Server", "serval");
+    /* The id of the log line "serval: req <n> http", and what the engine measured. */
+    char v[160];
+    rpc_request_id(v, sizeof v, "http", r->id);
+    MHD_add_response_header(resp, "X-Request-Id", v);
+    if (r->has_gen) {
+        rpc_server_timing(v, sizeof v, &r->gen);
+        MHD_add_response_header(resp, "Server-Timing", v);
+    }
     r->status = status;
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);

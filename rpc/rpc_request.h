@@ -7,8 +7,10 @@
 #define SERVAL_RPC_REQUEST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "prompt.h"
+#include "serval_engine.h"
 
 /* Tokens a code completion generates when the request does not say (gRPC Complete, Tabby's
  * /v1/completions). The OpenAI and llama.cpp shapes keep their own APIs' documented defaults. */
@@ -46,5 +48,29 @@ const char *rpc_stops_check(size_t n, char *msg, size_t cap);
  * stay owned by pr and the caller. */
 size_t rpc_stops_merge(const prompt_result *pr, const char *const *client, size_t n_client,
                        const char **out);
+
+/* The id a response carries (HTTP X-Request-Id, gRPC x-request-id metadata) so a client's
+ * records join the server's log: "<front>-<n>" for the log line "serval: req <n> <front> ..."
+ * (front "http" or "grpc"; n counts per front end from 1). Writes at most cap bytes. */
+void rpc_request_id(char *buf, size_t cap, const char *front, unsigned long long n);
+
+/* A generation's server timings in the Server-Timing header's syntax, ms:
+ * "queue;dur=0.4, ttft;dur=31.2, total;dur=80.9" (queue: submit to first scheduled; ttft:
+ * submit to first token; total: submit to done); ttft and total are left out while unknown
+ * (0). HTTP's Server-Timing header and gRPC's x-serval-timings trailer say the same. */
+void rpc_server_timing(char *buf, size_t cap, const eng_request_output *o);
+
+/* A request's session key for the engine's supersede (eng_request_params.session_key): a
+ * 64-bit hash (FNV-1a) of the caller's identity (rpc_auth_match's index, or any negative value
+ * for a server without tokens) and the n strings parts[i] (lens[i] bytes; NULL for none), each
+ * hashed with its length, so ("ab", "c") and ("a", "bc") differ and requests of two tokens
+ * never share a key. 0 (no key: nothing is superseded) when every part is NULL or empty.
+ * Tabby's completions: parts = {user, segments.filepath, segments.git_url}, filepath required
+ * (one editor's file: tabby-agent's requests for it supersede each other); an explicit key
+ * (HTTP "session_key" or X-Serval-Session, gRPC session_key) is one part on its own. */
+uint64_t rpc_session_key(int identity, const char *const *parts, const size_t *lens, size_t n);
+
+/* Longest explicit session key a client may send, in bytes. */
+#define RPC_MAX_SESSION_KEY_BYTES 1024
 
 #endif

@@ -70,8 +70,12 @@ static void request_unref(eng_request *r)
 
 void eng_request_cancel(eng_request *r)
 {
-    if (r)
-        atomic_store(&r->cancel, true);
+    if (!r)
+        return;
+    /* The first cancel's time, for the abort-to-free histogram (finish reads it). */
+    int64_t none = 0;
+    atomic_compare_exchange_strong(&r->t_cancel_us, &none, (int64_t)(eng_clock_ms() * 1e3));
+    atomic_store(&r->cancel, true);
 }
 
 /* Calls the request's notify callback unless it was released. The caller's user data may be
@@ -133,6 +137,37 @@ static bool publish(eng_request *r, const char *out, size_t upto, bool new_token
     return ok;
 }
 
+const double eng_hist_bounds_ms[ENG_HIST_BUCKETS] = {1,    2,    5,    10,    25,    50,
+                                                     100,  250,  500,  1000,  2500,  5000,
+                                                     10000, 30000, 60000, 120000};
+
+static void hist_observe(eng_hist *h, double ms)
+{
+    if (ms < 0)
+        ms = 0;
+    int i = 0;
+    while (i < ENG_HIST_BUCKETS && ms > eng_hist_bounds_ms[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum_ms += ms;
+    if (ms > h->max_ms)
+        h->max_ms = ms;
+}
+
+/* A request that ended cancelled: what was spent on it, and how long its cancel took to free
+ * it (when a caller cancelled it). Called under e->mu, after its blocks are freed. */
+static void cancelled_account(eng_engine *e, eng_request *r)
+{
+    eng_engine_stats *s = &e->stats;
+    s->requests_cancelled++;
+    s->wasted_prompt_tokens += r->n_prompt_computed;
+    s->wasted_generated_tokens += r->n_gen;
+    int64_t t_us = atomic_load(&r->t_cancel_us);
+    if (t_us != 0) /* else the engine's own shutdown: no caller's cancel */
+        hist_observe(&s->abort_free_hist, eng_clock_ms() - (double)t_us / 1e3);
+}
+
 /* Ends a request: frees its blocks, takes it off every list, wakes readers, drops the
  * engine's reference. */
 static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, const char *msg)
@@ -157,7 +192,13 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
         e->n_waiting_new--; /* cancelled before it ever ran: its queue slot is free again */
     e->stats.requests_finished++;
     if (f == ENG_FINISH_CANCELLED)
-        e->stats.requests_cancelled++;
+        cancelled_account(e, r);
+    if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH) {
+        hist_observe(&e->stats.queue_hist, r->t_sched);
+        if (r->t_first > 0)
+            hist_observe(&e->stats.first_token_hist, r->t_first);
+        hist_observe(&e->stats.total_hist, r->t_done);
+    }
     pthread_mutex_unlock(&e->mu);
     request_unref(r);
 }
@@ -347,6 +388,7 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     pthread_condattr_destroy(&ca);
     atomic_init(&r->refs, 2);
     atomic_init(&r->cancel, false);
+    atomic_init(&r->t_cancel_us, 0);
     r->priority = p->priority;
     r->cache_salt = p->cache_salt;
     r->n_prompt = n;
@@ -554,6 +596,7 @@ static void run_step(eng_engine *e)
             e->b_pos[k] = t;
             e->b_seq[k] = j;
             n_prompt += t < r->n_prompt;
+            r->n_prompt_computed += t < r->n_prompt;
         }
         if (en->start + en->len == r->n_tokens) {
             /* the draw's index: tokens generated so far, the same again after a preemption */

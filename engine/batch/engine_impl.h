@@ -51,6 +51,8 @@ struct eng_request {
     double t_sched, t_first, t_done; /* ms since submit; 0 until it happens */
 
     atomic_bool cancel;
+    _Atomic int64_t t_cancel_us; /* eng_clock_ms() * 1000 of the first cancel; 0: none */
+    int32_t n_prompt_computed;   /* step-loop only: prompt positions run (recomputes too) */
     atomic_int refs;         /* the caller's handle + the engine's while it is queued */
 };
 
