@@ -7,6 +7,7 @@
 #include "doctor.h"
 #ifdef SERVAL_HAVE_SERVE
 #include "serve.h"
+#include "token.h"
 #endif
 
 typedef struct command {
@@ -28,6 +29,18 @@ static int cmd_serve(int argc, char **argv)
 #endif
 }
 
+static int cmd_token(int argc, char **argv)
+{
+#ifdef SERVAL_HAVE_SERVE
+    return cli_token_main(argc, argv);
+#else
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "serval: `token` is not built in (this is an engine-only build)\n");
+    return 2;
+#endif
+}
+
 static const command commands[] = {
     {"complete", "generate a completion for a prompt and print it (--backend cpu|cuda)",
      cli_complete_main},
@@ -35,6 +48,7 @@ static const command commands[] = {
      cmd_serve},
     {"doctor", "check this machine and the settings `serve` would use, and say what to fix",
      cli_doctor_main},
+    {"token", "create, list and revoke named tokens (`serval token create NAME`)", cmd_token},
 };
 
 static void usage_main(FILE *o)
