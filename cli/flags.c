@@ -1,5 +1,6 @@
 /* flags.c — the flag-table parser and help printer of the `serval` commands (cli/flags.h). */
 #include "flags.h"
+#include "man.h"
 
 #include <errno.h>
 #include <math.h>
@@ -141,6 +142,10 @@ cli_parse_result cli_parse_seen(const cli_command *c, int argc, char **argv, boo
     }
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, CLI_MAN_FLAG)) { /* hidden: `serval help-man COMMAND` (cli/man.h) */
+            cli_man_print(c, stdout);
+            return CLI_PARSE_HELP;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             cli_help_print(c, stdout);
             return CLI_PARSE_HELP;

@@ -5,6 +5,7 @@
 
 #include "complete.h"
 #include "doctor.h"
+#include "man.h"
 #ifdef SERVAL_HAVE_SERVE
 #include "serve.h"
 #include "token.h"
@@ -70,6 +71,31 @@ static const command *find_command(const char *name)
     return NULL;
 }
 
+/* Hidden `serval help-man [--list | COMMAND]`: serval(1), the commands the pages are made for
+ * (one a line, for cmake/ServalMan.cmake), or COMMAND's page from its own flag table. */
+static int help_man(int argc, char **argv)
+{
+    enum { N = sizeof commands / sizeof commands[0] };
+    if (argc == 0) {
+        cli_man_command mc[N];
+        for (size_t i = 0; i < N; i++)
+            mc[i] = (cli_man_command){commands[i].name, commands[i].summary};
+        cli_man_print_main(mc, N, stdout);
+        return 0;
+    }
+    if (!strcmp(argv[0], "--list")) {
+        for (size_t i = 0; i < N; i++)
+            printf("%s\n", commands[i].name);
+        return 0;
+    }
+    const command *c = find_command(argv[0]);
+    if (!c) {
+        fprintf(stderr, "serval help-man: unknown command '%s'\n", argv[0]);
+        return 2;
+    }
+    return c->run(1, (char *[]){CLI_MAN_FLAG, NULL});
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -80,6 +106,8 @@ int main(int argc, char **argv)
     const command *c = find_command(name);
     if (c)
         return c->run(argc - 2, argv + 2);
+    if (!strcmp(name, "help-man"))
+        return help_man(argc - 2, argv + 2);
     if (!strcmp(name, "version") || !strcmp(name, "--version")) {
         printf("serval %s\n", SERVAL_VERSION);
         return 0;

@@ -25,6 +25,7 @@
 #include "clock.h"
 #include "serval_engine.h"
 #include "serve_opts.h"
+#include "sd_notify.h"
 #include "status.h"
 
 #define SERVE_STOP_GRACE_MS 10000 /* how long stopping may take once the drain has ended */
@@ -306,9 +307,15 @@ int cli_serve_main(int argc, char **argv)
         goto out;
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
+    /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
+    char why[256];
+    if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
+        fprintf(stderr, "serval: cannot tell systemd that serve is ready: %s\n", why);
 
     int sig = 0;
     sigwait(&sigs, &sig);
+    if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
+        fprintf(stderr, "serval: cannot tell systemd that serve is stopping: %s\n", why);
     drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);
     http = NULL;
     grpc = NULL;

@@ -85,7 +85,8 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "accept token files group or others may read (a mounted secret whose mode you cannot "
          "change); anyone who can read the file can use the server"},
         {"--data-dir", "DIR", CLI_FLAG_STRING, &o->data_dir, NULL, 0, 0, NULL,
-         "state directory (default $SERVAL_DATA_DIR or ~/.serval); with no token from the "
+         "state directory (default $SERVAL_DATA_DIR, else $STATE_DIRECTORY (set by systemd's "
+         "StateDirectory=), else ~/.serval); with no token from the "
          "flags or $SERVAL_TOKEN, one is generated into DIR/token (mode 0600) at first start "
          "and printed that once; later starts print only the file's path"},
         {"--no-auth", NULL, CLI_FLAG_BOOL, &o->no_auth, NULL, 0, 0, NULL,
@@ -201,6 +202,13 @@ const char *cli_serve_data_dir(const serve_opts *o)
     const char *env = getenv("SERVAL_DATA_DIR"); /* also read by the config layer; kept for
                                                   * callers that skipped it */
     if (env && *env) return env;
+    /* systemd's StateDirectory= (packaging/serval.service.in): /var/lib/serval; the first of a
+     * ':'-separated list. */
+    const char *state = getenv("STATE_DIRECTORY");
+    if (state && *state) {
+        int n = (int)strcspn(state, ":");
+        if (snprintf(buf, sizeof buf, "%.*s", n, state) < (int)sizeof buf) return buf;
+    }
     const char *home = getenv("HOME");
     if (!home || !*home) return NULL;
     if (snprintf(buf, sizeof buf, "%s/.serval", home) >= (int)sizeof buf) return NULL;
