@@ -22,6 +22,7 @@ packages=(
   libopenblas-dev libcriterion-dev
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libfaiss-dev libtomlplusplus-dev
+  libgit2-dev   # the indexer walks git repositories with it (SQLite FTS5 and FAISS above)
   python3-grpcio python3-protobuf python3-numpy
   gnuplot-nox   # serval-bench --plot draws its PNGs with it
 )

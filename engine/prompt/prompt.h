@@ -109,6 +109,9 @@ eng_status prompt_build_raw(const prompt_builder *b, const char *text, size_t le
 const char *prompt_language_comment(const char *language);
 /* Whether the languages table knows `language` (editor ids and common aliases). */
 bool prompt_language_known(const char *language);
+/* NULL-terminated words that begin a top-level item at column 0 (definitions, imports), or
+ * NULL when the language is unknown (the indexer's chunker cuts before them). */
+const char *const *prompt_language_keywords(const char *language);
 
 /* Converts "\n" to "\r\n" in len bytes of text (a "\n" already preceded by "\r" is kept).
  * Returns a malloc'd NUL-terminated string (*out_len set), owned by the caller; NULL on OOM. */

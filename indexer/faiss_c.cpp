@@ -1,0 +1,128 @@
+// faiss_c.cpp — extern "C" wrappers over FAISS's C++ API (flat and IVF inner-product indexes,
+// search, file I/O) for the indexer; every FAISS exception becomes an error message.
+#include "faiss_c.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/index_io.h>
+
+struct idx_faiss {
+    faiss::Index *index;
+    faiss::IndexIVF *ivf; // non-NULL when approximate (owned through index)
+};
+
+static void set_msg(char *msg, size_t cap, const char *what, const char *detail)
+{
+    if (msg && cap) std::snprintf(msg, cap, "faiss: %s: %.300s", what, detail);
+}
+
+// Probing about 1/16th of the lists keeps recall near the exact index's on text embeddings
+// (bench/bench_index.c measures it) while scanning a small part of the vectors.
+static void ivf_tune(faiss::IndexIVF *ivf)
+{
+    ivf->nprobe = std::max<size_t>(16, ivf->nlist / 16);
+}
+
+extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *ids, int64_t n,
+                                      bool approx, char *msg, size_t cap)
+{
+    idx_faiss *f = new (std::nothrow) idx_faiss{nullptr, nullptr};
+    if (!f) {
+        set_msg(msg, cap, "build", "out of memory");
+        return nullptr;
+    }
+    try {
+        if (approx && n >= 256) {
+            size_t nlist = (size_t)std::lround(4.0 * std::sqrt((double)n));
+            nlist = std::min<size_t>(std::max<size_t>(nlist, 16), 4096);
+            auto *quant = new faiss::IndexFlatIP(dim);
+            auto *ivf = new faiss::IndexIVFFlat(quant, dim, nlist, faiss::METRIC_INNER_PRODUCT);
+            ivf->own_fields = true;
+            ivf->cp.niter = 10;
+            // Training on at most 64 points per list keeps start-up short at 100k vectors.
+            int64_t n_train = std::min<int64_t>(n, (int64_t)nlist * 64);
+            ivf->train(n_train, x);
+            ivf->add_with_ids(n, x, ids);
+            ivf_tune(ivf);
+            f->index = ivf;
+            f->ivf = ivf;
+        } else {
+            auto *flat = new faiss::IndexFlatIP(dim);
+            auto *map = new faiss::IndexIDMap(flat);
+            map->own_fields = true;
+            if (n > 0) map->add_with_ids(n, x, ids);
+            f->index = map;
+        }
+    } catch (const std::exception &e) {
+        set_msg(msg, cap, "build", e.what());
+        delete f->index;
+        delete f;
+        return nullptr;
+    }
+    return f;
+}
+
+extern "C" int idx_faiss_search(const idx_faiss *f, const float *q, int64_t k, float *sims,
+                                int64_t *labels, char *msg, size_t cap)
+{
+    try {
+        f->index->search(1, q, k, sims, labels);
+    } catch (const std::exception &e) {
+        set_msg(msg, cap, "search", e.what());
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" int idx_faiss_write(const idx_faiss *f, const char *path, char *msg, size_t cap)
+{
+    try {
+        faiss::write_index(f->index, path);
+    } catch (const std::exception &e) {
+        set_msg(msg, cap, path, e.what());
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" idx_faiss *idx_faiss_read(const char *path, char *msg, size_t cap)
+{
+    faiss::Index *index = nullptr;
+    try {
+        index = faiss::read_index(path);
+    } catch (const std::exception &e) {
+        set_msg(msg, cap, path, e.what());
+        return nullptr;
+    }
+    idx_faiss *f = new (std::nothrow) idx_faiss{index, dynamic_cast<faiss::IndexIVF *>(index)};
+    if (!f) {
+        delete index;
+        set_msg(msg, cap, path, "out of memory");
+        return nullptr;
+    }
+    if (f->ivf) ivf_tune(f->ivf);
+    else if (!dynamic_cast<faiss::IndexIDMap *>(index)) {
+        set_msg(msg, cap, path, "not an index the indexer wrote");
+        delete index;
+        delete f;
+        return nullptr;
+    }
+    return f;
+}
+
+extern "C" int64_t idx_faiss_ntotal(const idx_faiss *f) { return f ? f->index->ntotal : 0; }
+extern "C" int idx_faiss_dim(const idx_faiss *f) { return f ? f->index->d : 0; }
+extern "C" bool idx_faiss_approx(const idx_faiss *f) { return f && f->ivf; }
+
+extern "C" void idx_faiss_free(idx_faiss *f)
+{
+    if (!f) return;
+    delete f->index;
+    delete f;
+}

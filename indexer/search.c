@@ -1,0 +1,318 @@
+/* search.c — hybrid retrieval: BM25 over the FTS5 table and inner product over the FAISS
+ * vectors, each list filtered (repository, the current file's overlapping chunks) and fused by
+ * reciprocal rank (k = 60). A hit needs to rank in one list, not both (Tabby #4524). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idx_impl.h"
+
+#define RRF_K 60.0
+#define LIST_DEPTH 50      /* candidates kept per list after filtering */
+#define QUERY_TERMS 48     /* distinct query tokens sent to FTS5 at most */
+
+typedef struct cand {
+    int64_t id;
+    int32_t bm25_rank, vec_rank;
+    float score, sim;
+    char *git_url, *path, *body;
+    int32_t start, end;
+} cand;
+
+typedef struct cand_set {
+    cand *v;
+    size_t n, cap;
+} cand_set;
+
+/* ---- the FTS5 query --------------------------------------------------------------------- */
+
+typedef struct term_set {
+    char terms[QUERY_TERMS][65];
+    size_t n;
+} term_set;
+
+static void add_term(void *user, const char *tok, size_t len, bool part)
+{
+    (void)part;
+    term_set *t = user;
+    if (len < 2 || t->n == QUERY_TERMS)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        if (strlen(t->terms[i]) == len && memcmp(t->terms[i], tok, len) == 0)
+            return;
+    memcpy(t->terms[t->n], tok, len);
+    t->terms[t->n++][len] = 0;
+}
+
+/* "a" OR "b" OR ...: every identifier and its parts, each as a quoted FTS5 string. The last
+ * tokens of the text are the most telling (the cursor's lines): they are collected first. */
+static char *fts_query(const char *text, size_t len)
+{
+    term_set t = {.n = 0};
+    size_t from = len;
+    /* Scan backwards in line-sized steps so the cap keeps the latest lines' tokens. */
+    while (from > 0 && t.n < QUERY_TERMS) {
+        size_t a = from - 1;
+        while (a > 0 && text[a - 1] != '\n')
+            a--;
+        idx_tokens(text + a, from - a, true, add_term, &t);
+        from = a;
+    }
+    if (t.n == 0)
+        return NULL;
+    size_t cap = t.n * 72 + 1, off = 0;
+    char *q = malloc(cap);
+    if (!q)
+        return NULL;
+    for (size_t i = 0; i < t.n; i++)
+        off += (size_t)snprintf(q + off, cap - off, "%s\"%s\"", i ? " OR " : "", t.terms[i]);
+    return q;
+}
+
+/* ---- candidates ------------------------------------------------------------------------- */
+
+/* Whether a chunk of the current file overlaps what the request shows. */
+static bool excluded(const idx_query *q, const char *path, int32_t start, int32_t end,
+                     const char *body)
+{
+    if (!q->exclude_path || !*q->exclude_path || strcmp(path, q->exclude_path) != 0)
+        return false;
+    if (q->exclude_end > 0 && start <= q->exclude_end && end >= q->exclude_start)
+        return true;
+    if (!q->exclude_text)
+        return q->exclude_end <= 0; /* the current file, no window given: all of it */
+    for (const char *l = body; *l;) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        while (n > 0 && (*l == ' ' || *l == '\t'))
+            l++, n--;
+        if (n >= 8) {
+            char line[512];
+            size_t k = n < sizeof line - 1 ? n : sizeof line - 1;
+            memcpy(line, l, k);
+            line[k] = 0;
+            if (strstr(q->exclude_text, line))
+                return true;
+        }
+        if (!nl)
+            break;
+        l = nl + 1;
+    }
+    return false;
+}
+
+/* Looks a chunk up: its body, lines and a file holding it (in the query's repository, not
+ * excluded). false when none qualifies. With vec, the cosine with the query too. */
+static bool resolve(sqlite3_stmt *chunk, sqlite3_stmt *files, const idx_query *q, const float *qv,
+                    int32_t dim, cand *c)
+{
+    sqlite3_reset(chunk);
+    sqlite3_bind_int64(chunk, 1, c->id);
+    if (sqlite3_step(chunk) != SQLITE_ROW)
+        return false; /* removed since the vector index was built */
+    const char *hash = (const char *)sqlite3_column_text(chunk, 0);
+    c->start = sqlite3_column_int(chunk, 1);
+    c->end = sqlite3_column_int(chunk, 2);
+    const char *body = (const char *)sqlite3_column_text(chunk, 3);
+    if (qv && sqlite3_column_bytes(chunk, 4) == (int)(dim * sizeof(float))) {
+        const float *v = sqlite3_column_blob(chunk, 4);
+        float dot = 0;
+        for (int32_t i = 0; i < dim; i++)
+            dot += v[i] * qv[i];
+        c->sim = dot;
+    }
+    sqlite3_reset(files);
+    sqlite3_bind_text(files, 1, hash, -1, SQLITE_TRANSIENT);
+    bool found = false;
+    while (!found && sqlite3_step(files) == SQLITE_ROW) {
+        const char *url = (const char *)sqlite3_column_text(files, 0);
+        const char *path = (const char *)sqlite3_column_text(files, 1);
+        if (q->git_url && *q->git_url && strcmp(url, q->git_url) != 0)
+            continue;
+        if (excluded(q, path, c->start, c->end, body))
+            continue;
+        c->git_url = strdup(url);
+        c->path = strdup(path);
+        c->body = strdup(body);
+        found = c->git_url && c->path && c->body;
+    }
+    sqlite3_reset(files);
+    sqlite3_reset(chunk);
+    return found;
+}
+
+static cand *cand_get(cand_set *s, int64_t id, bool *fresh)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].id == id) {
+            *fresh = false;
+            return &s->v[i];
+        }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        cand *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        s->v = v, s->cap = cap;
+    }
+    *fresh = true;
+    cand *c = &s->v[s->n++];
+    memset(c, 0, sizeof *c);
+    c->id = id;
+    return c;
+}
+
+static void cand_free(cand *c)
+{
+    free(c->git_url), free(c->path), free(c->body);
+    c->git_url = c->path = c->body = NULL;
+}
+
+/* Adds one list's ids (best first) as ranks 1.. of the filtered list, up to LIST_DEPTH. */
+static void add_list(cand_set *s, const int64_t *ids, size_t n, bool bm25, sqlite3_stmt *chunk,
+                     sqlite3_stmt *files, const idx_query *q, const float *qv, int32_t dim)
+{
+    int32_t rank = 0;
+    for (size_t i = 0; i < n && rank < LIST_DEPTH; i++) {
+        if (ids[i] < 0)
+            continue;
+        bool fresh;
+        cand *c = cand_get(s, ids[i], &fresh);
+        if (!c)
+            return;
+        if (fresh && !resolve(chunk, files, q, qv, dim, c)) {
+            cand_free(c);
+            s->n--;
+            continue;
+        }
+        if (!fresh && !c->path)
+            continue;
+        rank++;
+        if (bm25)
+            c->bm25_rank = rank;
+        else
+            c->vec_rank = rank;
+    }
+}
+
+static int cmp_score(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t *n, eng_err *err)
+{
+    *hits = NULL, *n = 0;
+    if (!q || !q->text)
+        return eng_fail(err, ENG_ERR_INVALID, "a search needs a query text");
+    size_t len = q->len ? q->len : strlen(q->text);
+    size_t top_k = q->top_k ? q->top_k : 10;
+    if (top_k > 100)
+        return eng_fail(err, ENG_ERR_INVALID, "top_k must be at most 100 (got %zu)", top_k);
+    int32_t dim = ix->emb.dim;
+    float *qv = NULL;
+    /* Deeper lists when filtering by repository: other repositories' hits are dropped. */
+    size_t depth = q->git_url && *q->git_url ? 4 * LIST_DEPTH : 2 * LIST_DEPTH;
+    int64_t *vids = NULL, *bids = NULL;
+    size_t n_v = 0, n_b = 0;
+    eng_status s = ENG_OK;
+    if (q->mode != IDX_MODE_BM25 || q->min_similarity > 0) {
+        qv = malloc((size_t)dim * sizeof *qv);
+        if (!qv)
+            return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+        const char *t = q->text;
+        if ((s = ix->emb.embed(ix->emb.user, &t, &len, 1, qv, err)) != ENG_OK)
+            goto done;
+    }
+    if (q->mode != IDX_MODE_BM25) {
+        float *sims = malloc(depth * sizeof *sims);
+        vids = malloc(depth * sizeof *vids);
+        char msg[400];
+        pthread_rwlock_rdlock(&ix->vec_lock);
+        int rc = !sims || !vids ? -2
+                 : ix->vec && idx_faiss_ntotal(ix->vec) > 0
+                     ? idx_faiss_search(ix->vec, qv, (int64_t)depth, sims, vids, msg, sizeof msg)
+                     : 1;
+        pthread_rwlock_unlock(&ix->vec_lock);
+        free(sims);
+        if (rc == -2 || rc == -1) {
+            s = rc == -2 ? eng_fail(err, ENG_ERR_NOMEM, "out of memory")
+                         : eng_fail(err, ENG_ERR_IO, "%s", msg);
+            goto done;
+        }
+        n_v = rc == 0 ? depth : 0;
+    }
+    pthread_mutex_lock(&ix->read_mu);
+    sqlite3_stmt *chunk = NULL, *files = NULL, *fts = NULL;
+    if (sqlite3_prepare_v2(ix->rdb, "SELECT hash, start_line, end_line, body, vec FROM chunks "
+                                    "WHERE id = ?", -1, &chunk, NULL) ||
+        sqlite3_prepare_v2(ix->rdb, "SELECT r.git_url, f.path FROM files f JOIN repos r ON "
+                                    "r.id = f.repo_id WHERE f.hash = ? ORDER BY f.rowid", -1,
+                           &files, NULL) ||
+        sqlite3_prepare_v2(ix->rdb, "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+                                    "ORDER BY rank LIMIT ?", -1, &fts, NULL)) {
+        s = eng_fail(err, ENG_ERR_IO, "%s: %s", ix->dir, sqlite3_errmsg(ix->rdb));
+        goto unlock;
+    }
+    if (q->mode != IDX_MODE_VECTOR) {
+        char *match = fts_query(q->text, len);
+        bids = malloc(depth * sizeof *bids);
+        if (match && bids) {
+            sqlite3_bind_text(fts, 1, match, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(fts, 2, (int64_t)depth);
+            while (n_b < depth && sqlite3_step(fts) == SQLITE_ROW)
+                bids[n_b++] = sqlite3_column_int64(fts, 0);
+        }
+        free(match);
+    }
+    cand_set cs = {0};
+    add_list(&cs, bids, n_b, true, chunk, files, q, qv, dim);
+    add_list(&cs, vids, n_v, false, chunk, files, q, qv, dim);
+    size_t kept = 0;
+    for (size_t i = 0; i < cs.n; i++) {
+        cand *c = &cs.v[i];
+        c->score = (c->bm25_rank ? 1.0f / (float)(RRF_K + c->bm25_rank) : 0.0f) +
+                   (c->vec_rank ? 1.0f / (float)(RRF_K + c->vec_rank) : 0.0f);
+        if ((!c->bm25_rank && !c->vec_rank) || (q->min_similarity > 0 && c->sim < q->min_similarity)) {
+            cand_free(c);
+            continue;
+        }
+        cs.v[kept++] = *c;
+    }
+    cs.n = kept;
+    qsort(cs.v, cs.n, sizeof *cs.v, cmp_score);
+    size_t out_n = cs.n < top_k ? cs.n : top_k;
+    idx_hit *h = out_n ? calloc(out_n, sizeof *h) : NULL;
+    if (out_n && !h) {
+        s = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+        out_n = 0;
+    }
+    for (size_t i = 0; i < cs.n; i++) {
+        cand *c = &cs.v[i];
+        if (i < out_n) {
+            h[i] = (idx_hit){c->git_url, c->path, c->body, c->start, c->end, c->score, c->sim,
+                             c->bm25_rank, c->vec_rank};
+        } else {
+            cand_free(c);
+        }
+    }
+    free(cs.v);
+    *hits = h, *n = out_n;
+unlock:
+    sqlite3_finalize(chunk), sqlite3_finalize(files), sqlite3_finalize(fts);
+    pthread_mutex_unlock(&ix->read_mu);
+done:
+    free(qv), free(vids), free(bids);
+    return s;
+}
+
+void idx_hits_free(idx_hit *hits, size_t n)
+{
+    for (size_t i = 0; hits && i < n; i++)
+        free(hits[i].git_url), free(hits[i].filepath), free(hits[i].body);
+    free(hits);
+}

@@ -1,0 +1,160 @@
+/* serval_index.h — the repository indexer: crawl a repository, chunk its source, embed the
+ * chunks, store them (SQLite + FTS5, vectors in FAISS) and answer hybrid searches. */
+#ifndef SERVAL_INDEX_H
+#define SERVAL_INDEX_H
+
+/*
+ * One index = one data directory holding index.db (SQLite: repositories, files, chunks with
+ * their vectors, an FTS5 table) and vectors-<generation>.faiss (the vector index, rebuilt from
+ * the vectors SQLite stores whenever it is missing or does not match). SQLite is the truth:
+ * every file's chunks and vectors are written in one transaction, so a process killed at any
+ * moment leaves an index that opens and answers, and the next run finishes the work.
+ *
+ * Usage:
+ *   idx_embedder emb = {my_embed, my_state, 384, "all-MiniLM-L6-v2"};
+ *   idx_index *ix;
+ *   if (idx_open("/var/lib/serval/index", &emb, &ix, &err) != ENG_OK) ...;
+ *   idx_stats st;
+ *   idx_index_repo(ix, "/src/app", "https://github.com/org/app", NULL, NULL, &st, &err);
+ *   idx_query q = {.text = "parse the config file", .top_k = 5};
+ *   idx_hit *hits; size_t n;
+ *   idx_search(ix, &q, &hits, &n, &err);  ...  idx_hits_free(hits, n);
+ *   idx_close(ix);
+ *
+ * Incremental: a file whose content hash is already stored (unchanged, renamed, or a copy)
+ * reuses its chunks and vectors; only new contents are chunked and embedded. Files gone from
+ * the repository disappear at the end of the run.
+ *
+ * Thread-safety: idx_search, idx_has_repo and idx_stats_get may run from any thread at once,
+ * also while one idx_index_repo runs (searches see the last committed state; the vector index
+ * is swapped in when a run ends). Runs of idx_index_repo on one index are serialised.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct idx_index idx_index;
+
+/* The embedding model, as a function: rows of out (n x dim floats, caller-owned) receive the
+ * L2-normalised vectors of texts[i] (lens[i] bytes). Called from the indexing thread and from
+ * searching threads at once: it must be thread-safe. */
+typedef eng_status (*idx_embed_fn)(void *user, const char *const *texts, const size_t *lens,
+                                   size_t n, float *out, eng_err *err);
+
+typedef struct idx_embedder {
+    idx_embed_fn embed;
+    void *user;          /* borrowed: outlives the index */
+    int32_t dim;         /* vector length, > 0 */
+    const char *model;   /* the model's name, stored with the vectors: an index built with
+                          * another model (or dim) is re-embedded, never mixed */
+} idx_embedder;
+
+/* Opens (creating when absent) the index in directory dir (created too). *out is owned by
+ * the caller: free with idx_close. Errors: ENG_ERR_IO (cannot create or open), ENG_ERR_FORMAT
+ * (index.db is not an index), ENG_ERR_INVALID (bad embedder). The embedder is copied; its
+ * `user` is borrowed. */
+eng_status idx_open(const char *dir, const idx_embedder *emb, idx_index **out, eng_err *err);
+void idx_close(idx_index *ix);
+
+/* ---- indexing --------------------------------------------------------------------------- */
+
+/* What a run saw and did. */
+typedef struct idx_stats {
+    int64_t files_seen;        /* candidate files in the repository */
+    int64_t files_indexed;     /* files kept in the index */
+    int64_t files_embedded;    /* files whose content was new: chunked and embedded */
+    int64_t files_deleted;     /* files gone since the last run */
+    int64_t skipped_binary, skipped_generated, skipped_vendored, skipped_huge;
+    int64_t chunks_total;      /* the repository's chunks after the run */
+    int64_t chunks_embedded;   /* chunks embedded in this run */
+    double seconds;
+    char commit[48];           /* HEAD's hex id for a git repository, "" otherwise */
+    bool git;                  /* files came from git's index (tracked files) */
+} idx_stats;
+
+/* Progress during a run (called from the indexing thread, at most a few times a second and
+ * once at the end with done set). */
+typedef struct idx_progress {
+    int64_t files_done, files_total;
+    int64_t chunks_done;        /* chunks stored so far (new and reused) */
+    int64_t embeddings_done;    /* chunks embedded so far in this run */
+    double seconds;
+    bool done;
+} idx_progress;
+typedef void (*idx_progress_fn)(void *user, const idx_progress *p);
+
+/* Indexes the repository at path (a git work tree: its tracked files, HEAD recorded; any other
+ * folder: an ignore-aware walk honouring .gitignore files) under git_url (NULL: the absolute
+ * path). Skips binary, generated, vendored and huge (> 1 MiB) files. Re-running after an edit
+ * re-embeds only changed contents. stop (may be NULL) is polled: when it becomes true the run
+ * ends early with ENG_ERR_CANCELLED, leaving a consistent index. */
+eng_status idx_index_repo(idx_index *ix, const char *path, const char *git_url,
+                          idx_progress_fn progress, void *progress_user,
+                          const volatile bool *stop, idx_stats *st, eng_err *err);
+
+/* ---- retrieval -------------------------------------------------------------------------- */
+
+typedef enum idx_mode {
+    IDX_MODE_HYBRID = 0, /* BM25 and vector ranks fused by reciprocal rank (k = 60) */
+    IDX_MODE_BM25,
+    IDX_MODE_VECTOR
+} idx_mode;
+
+typedef struct idx_query {
+    const char *text;          /* natural language or code (required) */
+    size_t len;                /* 0: strlen(text) */
+    size_t top_k;              /* 0: 10; at most 100 */
+    const char *git_url;       /* restrict to this repository; NULL or "": all */
+    idx_mode mode;
+    /* The current file: its chunks that overlap what the request already shows are left out:
+     * those within lines [exclude_start, exclude_end] (1-based, when exclude_end > 0), or, when
+     * exclude_text is set, those sharing a line (8+ characters) with that text. */
+    const char *exclude_path;
+    int32_t exclude_start, exclude_end;
+    const char *exclude_text;
+    float min_similarity;      /* drop hits whose cosine similarity to the query is lower
+                                * (0: keep all) */
+} idx_query;
+
+/* One hit. Strings are owned by the hit array (idx_hits_free). */
+typedef struct idx_hit {
+    char *git_url;
+    char *filepath;            /* relative to the repository root */
+    char *body;
+    int32_t start_line, end_line; /* 1-based, inclusive */
+    float score;               /* fused RRF score (or the single list's score) */
+    float similarity;          /* cosine similarity of query and chunk */
+    int32_t bm25_rank, vector_rank; /* 1-based ranks in each list; 0: absent from it */
+} idx_hit;
+
+/* Searches; *hits (caller-owned, free with idx_hits_free) holds *n <= top_k hits, best first.
+ * An empty index or no match gives *n = 0 and ENG_OK. */
+eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t *n,
+                      eng_err *err);
+void idx_hits_free(idx_hit *hits, size_t n);
+
+/* Whether git_url names a repository with indexed files. */
+bool idx_has_repo(idx_index *ix, const char *git_url);
+
+/* Totals over the whole index. */
+typedef struct idx_totals {
+    int64_t repos, files, chunks, vectors_in_faiss;
+    bool approximate;          /* the vector index is approximate (IVF), not exact */
+} idx_totals;
+void idx_totals_get(idx_index *ix, idx_totals *t);
+
+/* Chunks above this count get an approximate vector index (IVF), below it an exact one. */
+#define IDX_EXACT_MAX_VECTORS 20000
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
