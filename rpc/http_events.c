@@ -1,5 +1,6 @@
 /* http_events.c — Tabby's POST /v1/events: keeps the fields Tabby's agent sends (type,
- * completion_id, choice_index, view_id, elapsed, select_kind) as one flat JSON line in
+ * completion_id, choice_index, view_id, elapsed, select_kind) and the sender's token name as
+ * one flat JSON line in
  * <data_dir>/events/YYYY-MM-DD.jsonl, under a byte cap per day. */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,8 +78,10 @@ enum MHD_Result http_route_events(http_req *r, json_t *req)
         json_object_set_new(ev, "select_kind", json_string(sk));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    json_t *line = ev ? json_pack("{s:I,s:o}", "ts",
-                                  (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "event", ev)
+    /* "user": the token's name (never the token), for the status page's usage per user. */
+    json_t *line = ev ? json_pack("{s:I,s:o,s:s}", "ts",
+                                  (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "event", ev,
+                                  "user", r->who)
                       : NULL;
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);

@@ -29,6 +29,8 @@ typedef enum http_route {
     HTTP_ROUTE_TOKENIZE,
     HTTP_ROUTE_EMBEDDINGS,
     HTTP_ROUTE_METRICS,
+    HTTP_ROUTE_STATUS_PAGE,  /* GET /: the status page (http_status.c) */
+    HTTP_ROUTE_V1_STATUS,    /* GET /v1/status: the JSON behind it */
     HTTP_ROUTE_OTHER,        /* unknown paths */
     HTTP_ROUTE_COUNT
 } http_route;
@@ -52,7 +54,9 @@ typedef struct http_route_def {
     const char *path;        /* NULL for HTTP_ROUTE_OTHER, which no path names */
     const char *alias;       /* a second path served the same way, or NULL */
     unsigned methods;        /* http_method bits; others get 405 with an Allow header */
-    bool auth;               /* bearer token and per-token rate limit */
+    unsigned auth;           /* 0: open; else a bearer token holding these scopes (auth.h's
+                              * RPC_SCOPE_*: true is RPC_SCOPE_TOKEN, any valid token) and the
+                              * per-token rate limit */
     bool json_body;          /* the body must be a JSON object, parsed before the handler */
     bool logged;             /* one log line per request (not probes nor scrapes) */
     long max_body;           /* body bytes taken: HTTP_BODY_NONE, HTTP_BODY_SERVER (the
@@ -139,6 +143,7 @@ struct http_server {
     bool watchdog_started;
     atomic_bool watchdog_stop;
     pthread_mutex_t events_mu;
+    struct http_status *status; /* the status page's time series (http_status.c; owned) */
     atomic_int inflight;
     atomic_bool draining;       /* http_server_drain_begin: new requests get 503 */
     atomic_bool stopping;       /* drain aborted or stop: in-flight generations are cancelled */
@@ -163,6 +168,9 @@ struct http_req {
     int fd;                     /* the client socket, to notice a disconnect while generating */
     unsigned long long id;      /* for the log line */
     char path[96];              /* the URL, control bytes escaped and clipped, for the log */
+    char client[64];            /* the client's address, for the log */
+    bool loopback;              /* the client is on this machine (127.0.0.0/8, ::1) */
+    char who[RPC_TOKEN_NAME_MAX + 1]; /* the token's name (rpc_auth_name), never the token */
     bool has_gen;               /* a non-streamed generation ran: gen is its last output */
     eng_request_output gen;
 };
@@ -187,6 +195,13 @@ enum MHD_Result http_reply_stream(http_req *r, MHD_ContentReaderCallback reader,
 /* Maps an engine/prompt status to an HTTP error reply. */
 enum MHD_Result http_reply_eng_error(http_req *r, eng_status st, const char *msg);
 
+/* Like http_reply_error with a Retry-After: retry_s header (429 of a token's own rate). */
+enum MHD_Result http_reply_retry_after(http_req *r, int status, int retry_s, const char *type,
+                                       const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
 /* Like http_reply_error with a Retry-After: 1 header (429, 503). */
 enum MHD_Result http_reply_retry(http_req *r, int status, const char *type, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -240,6 +255,16 @@ void http_watchdog_stop(http_server *s);
 enum MHD_Result http_dispatch(http_req *r);
 /* POST /v1/events (http_events.c). */
 enum MHD_Result http_route_events(http_req *r, json_t *req);
+/* GET / and GET /v1/status (http_status.c): admin scope, or a loopback client without a
+ * token. */
+enum MHD_Result http_route_status_page(http_req *r, json_t *body);
+enum MHD_Result http_route_status_json(http_req *r, json_t *body);
+/* The status page's time series: one finished request (HTTP generation routes) and the
+ * engine's load now. Thread-safe. */
+void http_status_record(http_server *s, const eng_request_output *g, double total_ms);
+/* The series' storage, made and freed with the server. */
+struct http_status *http_status_create(void);
+void http_status_free(struct http_status *st);
 
 /* ---- generation (http_gen.c) ------------------------------------------------------------ */
 

@@ -124,6 +124,19 @@ enum MHD_Result http_reply_retry(http_req *r, int status, const char *type, cons
                         "1");
 }
 
+enum MHD_Result http_reply_retry_after(http_req *r, int status, int retry_s, const char *type,
+                                       const char *fmt, ...)
+{
+    char msg[768], secs[16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(secs, sizeof secs, "%d", retry_s > 0 ? retry_s : 1);
+    return reply_json_h(r, status, error_json(status, type, NULL, false, msg), "Retry-After",
+                        secs);
+}
+
 enum MHD_Result http_reply_invalid(http_req *r, bool openai, const char *param, const char *fmt,
                                    ...)
 {

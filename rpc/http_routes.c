@@ -735,22 +735,26 @@ enum { GET = HTTP_METHOD_GET, POST = HTTP_METHOD_POST, ANY = HTTP_METHOD_ANY };
 #define HTTP_HEALTH_MAX_BYTES 1024
 
 /* One row per route: everything about a route is decided here. Health probes are open (no
- * token) and unlogged; unknown paths need a token too, so a 404 tells a stranger nothing. */
+ * token) and unlogged; unknown paths need a token too, so a 404 tells a stranger nothing.
+ * The auth column is the scope a token needs (403 without it); /metrics also opens to the
+ * metrics token, the status page (/, /v1/status) to loopback clients without a token. */
 static const http_route_def routes[HTTP_ROUTE_COUNT] = {
     /* [route]                  = {path,                     alias,            methods,    auth,  json,  logged, max_body,             handler} */
     [HTTP_ROUTE_V1_HEALTH]      = {"/v1/health",               NULL,             GET | POST, false, false, false, HTTP_HEALTH_MAX_BYTES, route_health},
     [HTTP_ROUTE_SERVER_SETTING] = {"/v1beta/server_setting",   NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_server_setting},
-    [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_v1_completions},
-    [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       true,  true,  true,  HTTP_EVENT_MAX_BYTES, http_route_events},
-    [HTTP_ROUTE_V1_CHAT]        = {"/v1/chat/completions",     NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_openai_chat},
-    [HTTP_ROUTE_V1BETA_CHAT]    = {"/v1beta/chat/completions", NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tabby_chat},
+    [HTTP_ROUTE_V1_COMPLETIONS] = {"/v1/completions",          NULL,             POST,       COMPL, true,  true,  HTTP_BODY_SERVER,     route_v1_completions},
+    [HTTP_ROUTE_V1_EVENTS]      = {"/v1/events",               NULL,             POST,       COMPL, true,  true,  HTTP_EVENT_MAX_BYTES, http_route_events},
+    [HTTP_ROUTE_V1_CHAT]        = {"/v1/chat/completions",     NULL,             POST,       CHAT,  true,  true,  HTTP_BODY_SERVER,     route_openai_chat},
+    [HTTP_ROUTE_V1BETA_CHAT]    = {"/v1beta/chat/completions", NULL,             POST,       CHAT,  true,  true,  HTTP_BODY_SERVER,     route_tabby_chat},
     [HTTP_ROUTE_V1BETA_MODELS]  = {"/v1beta/models",           NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_tabby_models},
     [HTTP_ROUTE_V1_MODELS]      = {"/v1/models",               NULL,             GET,        true,  false, true,  HTTP_BODY_NONE,       route_openai_models},
-    [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_llama_completion},
+    [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       COMPL, true,  true,  HTTP_BODY_SERVER,     route_llama_completion},
     [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, HTTP_BODY_NONE,       route_llama_health},
     [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tokenize},
-    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        true,  false, true,  HTTP_BODY_SERVER,     route_embeddings},
-    [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        true,  false, false, HTTP_BODY_NONE,       route_metrics},
+    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        EMBED, false, true,  HTTP_BODY_SERVER,     route_embeddings},
+    [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       route_metrics},
+    [HTTP_ROUTE_STATUS_PAGE]    = {"/",                        NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_page},
+    [HTTP_ROUTE_V1_STATUS]      = {"/v1/status",               NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_json},
     [HTTP_ROUTE_OTHER]          = {NULL,                       NULL,             ANY,        true,  false, true,  HTTP_BODY_SERVER,     route_not_found},
 };
 
@@ -775,6 +779,9 @@ const char *http_route_name(http_route r)
     return path ? path : "other";
 }
 
+/* The auth column: true is any valid token (RPC_SCOPE_TOKEN); these need the token's scope. */
+enum { COMPL = RPC_SCOPE_COMPLETION, CHAT = RPC_SCOPE_CHAT, EMBED = RPC_SCOPE_EMBEDDINGS,
+       ADMIN = RPC_SCOPE_ADMIN };
 /* "GET, POST, OPTIONS": the Allow header of a 405. */
 static void allow_header(unsigned methods, char *buf, size_t cap)
 {

@@ -17,6 +17,7 @@
 
 #include "cpuinfo.h"
 #include "http_impl.h"
+#include "log.h"
 #include "rpc_request.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
@@ -65,13 +66,22 @@ static size_t route_body_cap(const http_req *r)
     return (size_t)m;
 }
 
-/* Who the request is: API tokens open every auth route; the metrics token opens /metrics. */
-static bool authorize(http_req *r, const char *authz)
+/* Who the request is and whether it may call its route: 0, 401 (no valid token) or 403 (a
+ * token without the route's scope). The metrics token opens /metrics; a loopback client
+ * without a token opens the status page. */
+static int authorize(http_req *r, const char *authz)
 {
     http_server *s = r->s;
+    unsigned need = http_route_get(r->route)->auth;
     r->token_idx = rpc_auth_match(s->auth, authz, authz ? strlen(authz) : 0);
-    if (r->token_idx != RPC_AUTH_NONE || !http_route_get(r->route)->auth)
-        return true;
+    rpc_auth_name(s->auth, r->token_idx, r->who, sizeof r->who);
+    if (!need)
+        return 0;
+    if (r->token_idx != RPC_AUTH_NONE)
+        return rpc_auth_allows(s->auth, r->token_idx, need) ? 0 : 403;
+    if ((r->route == HTTP_ROUTE_STATUS_PAGE || r->route == HTTP_ROUTE_V1_STATUS) && !authz &&
+        r->loopback)
+        return 0;
     if (r->route == HTTP_ROUTE_METRICS && s->metrics_token && authz &&
         strncasecmp(authz, "Bearer ", 7) == 0) {
         const char *t = authz + 7;
@@ -81,9 +91,9 @@ static bool authorize(http_req *r, const char *authz)
         unsigned char diff = (unsigned char)(n != m);
         for (size_t i = 0; i < m; i++) /* constant time in the token's length */
             diff |= (unsigned char)(s->metrics_token[i] ^ (i < n ? t[i] : 0));
-        return diff == 0;
+        return diff == 0 ? 0 : 401;
     }
-    return false;
+    return 401;
 }
 
 /* Checks that happen once the headers are in: auth, rate limit, per-token in-flight cap,
@@ -93,11 +103,28 @@ static bool first_call_checks(http_req *r, enum MHD_Result *res)
     http_server *s = r->s;
     const http_route_def *d = http_route_get(r->route);
     const char *authz = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    if (!authorize(r, authz)) {
+    int denied = authorize(r, authz);
+    if (denied == 401) {
         *res = http_reply_empty(r, 401, "WWW-Authenticate", "Bearer");
         return true;
     }
-    if (d->auth && !http_rate_ok(s, r->token_idx)) {
+    if (denied) {
+        char need[64];
+        rpc_scopes_format(d->auth, need, sizeof need);
+        *res = http_reply_error(r, 403, "forbidden", "the token '%s' does not have the '%s' "
+                                "scope %s needs", r->who, need, http_route_name(r->route));
+        return true;
+    }
+    int retry_s = 0;
+    if (d->auth && !rpc_auth_rate_take(s->auth, r->token_idx, eng_clock_ms(), &retry_s)) {
+        pthread_mutex_lock(&s->metrics.mu);
+        s->metrics.rate_limited++;
+        pthread_mutex_unlock(&s->metrics.mu);
+        *res = http_reply_retry_after(r, 429, retry_s, "rate_limited", "the token '%s' is over "
+                                      "its own rate limit; retry in %d s", r->who, retry_s);
+        return true;
+    }
+    if (d->auth && !rpc_auth_has_rate(s->auth, r->token_idx) && !http_rate_ok(s, r->token_idx)) {
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.rate_limited++;
         pthread_mutex_unlock(&s->metrics.mu);
@@ -170,6 +197,26 @@ static bool body_append(http_req *r, const char *data, size_t n)
     return true;
 }
 
+/* "203.0.113.7" / "::1" into buf; *loopback for 127.0.0.0/8, ::1 and v4-mapped 127/8. */
+static void client_address(struct MHD_Connection *conn, char *buf, size_t cap, bool *loopback)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    snprintf(buf, cap, "-");
+    *loopback = false;
+    if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, buf, (socklen_t)cap);
+        *loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, (socklen_t)cap);
+        *loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+                    (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
+    }
+}
+
 static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char *url,
                          const char *method)
 {
@@ -188,6 +235,7 @@ static http_req *req_new(http_server *s, struct MHD_Connection *conn, const char
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
+    client_address(conn, r->client, sizeof r->client, &r->loopback);
     atomic_fetch_add(&s->inflight, 1);
     return r;
 }
@@ -249,17 +297,30 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         status = 499; /* the client went away during the response */
     double ms = eng_clock_ms() - r->t_start_ms;
     http_metrics_request(&s->metrics, r->route, status, ms / 1e3);
+    if (r->has_gen)
+        http_status_record(s, &r->gen, ms);
     if (s->cfg.log_requests && http_route_get(r->route)->logged) {
         const eng_request_output *g = &r->gen;
-        if (r->has_gen)
-            fprintf(stderr,
-                    "serval: req %llu http %s %s status=%d prompt_tokens=%d output_tokens=%d "
-                    "cached_tokens=%d queue_ms=%.1f first_token_ms=%.1f total_ms=%.1f\n",
-                    r->id, r->method, r->path, status, g->n_prompt_tokens, g->n_output_tokens,
-                    g->n_cached_tokens, g->queue_ms, g->first_token_ms, ms);
-        else
-            fprintf(stderr, "serval: req %llu http %s %s status=%d total_ms=%.1f\n", r->id,
-                    r->method, r->path, status, ms);
+        char head[256];
+        snprintf(head, sizeof head, "req %llu http %s %s", r->id, r->method, r->path);
+        rpc_log_kv kv[] = {
+            RPC_LOG_JINT("request_id", r->id), RPC_LOG_JSTR("proto", "http"),
+            RPC_LOG_JSTR("method", r->method), RPC_LOG_JSTR("path", r->path),
+            RPC_LOG_JSTR("route", http_route_name(r->route)), RPC_LOG_INT("status", status),
+            RPC_LOG_INT("prompt_tokens", g->n_prompt_tokens),
+            RPC_LOG_INT("output_tokens", g->n_output_tokens),
+            RPC_LOG_INT("cached_tokens", g->n_cached_tokens),
+            RPC_LOG_NUM("queue_ms", g->queue_ms), RPC_LOG_NUM("first_token_ms", g->first_token_ms),
+            RPC_LOG_NUM("total_ms", ms), RPC_LOG_STR("token", r->who),
+            RPC_LOG_STR("client", r->client)};
+        enum { N = sizeof kv / sizeof kv[0] };
+        if (r->has_gen) {
+            rpc_log_event(status >= 500 ? RPC_LOG_WARN : RPC_LOG_INFO, "request", head, kv, N);
+        } else { /* no generation: status, total_ms, token, client */
+            rpc_log_kv k2[] = {kv[0], kv[1], kv[2], kv[3], kv[4], kv[5], kv[11], kv[12], kv[13]};
+            rpc_log_event(status >= 500 ? RPC_LOG_WARN : RPC_LOG_INFO, "request", head, k2,
+                          sizeof k2 / sizeof k2[0]);
+        }
     }
     if (r->token_held)
         http_token_release(s, r->token_idx);
@@ -287,6 +348,7 @@ static void server_free(http_server *s)
     pthread_mutex_destroy(&s->rl_mu);
     pthread_mutex_destroy(&s->conns_mu);
     pthread_mutex_destroy(&s->events_mu);
+    http_status_free(s->status);
     free(s->buckets);
     free(s->tok_inflight);
     free(s->bind_addr);
@@ -341,7 +403,7 @@ static eng_status server_setup(http_server *s, const http_server_config *cfg, en
     s->device = dup_or(cfg->device, "cpu");
     s->cors_origins = cfg->cors_origins && *cfg->cors_origins ? strdup(cfg->cors_origins) : NULL;
     s->metrics_token = cfg->metrics_token && *cfg->metrics_token ? strdup(cfg->metrics_token) : NULL;
-    s->n_token_slots = (int)rpc_auth_n_tokens(s->auth) + 1;
+    s->n_token_slots = (int)rpc_auth_n_slots(s->auth) + 1;
     s->buckets = calloc((size_t)s->n_token_slots, sizeof *s->buckets);
     s->tok_inflight = calloc((size_t)s->n_token_slots, sizeof *s->tok_inflight);
     if (!s->bind_addr || !s->data_dir || !s->model_name || !s->version || !s->device ||
@@ -400,6 +462,7 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     pthread_mutex_init(&s->rl_mu, NULL);
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
+    s->status = http_status_create();
     s->engine = e;
     s->auth = auth;
     eng_status st = server_setup(s, cfg, err);

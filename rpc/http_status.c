@@ -1,0 +1,380 @@
+/* http_status.c — the administrator's status page: GET /v1/status (JSON: model, backend,
+ * devices and memory, engine load, latency percentiles per 10 s over the last 10 minutes,
+ * indexed repositories, Tabby-style usage per user per day from the /v1/events files) and
+ * GET / (one self-contained HTML page drawing that JSON, which it carries inline: no external
+ * asset, no second request, so it works with a token or from loopback alike). */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_impl.h"
+
+#define STATUS_BUCKET_S 10
+#define STATUS_N_BUCKETS 60  /* 10 minutes */
+#define STATUS_SAMPLES 128   /* latencies kept per bucket (the first ones) */
+#define STATUS_USAGE_DAYS 7
+#define STATUS_MAX_USERS 256
+
+typedef struct status_bucket {
+    long long slot;          /* unix seconds / STATUS_BUCKET_S; -1: empty */
+    int n;                   /* requests finished */
+    int n_lat;
+    float total_ms[STATUS_SAMPLES];
+    float first_ms[STATUS_SAMPLES];
+    int max_running, max_waiting;
+    long long gen_tokens;
+} status_bucket;
+
+struct http_status {
+    pthread_mutex_t mu;
+    status_bucket b[STATUS_N_BUCKETS];
+};
+
+struct http_status *http_status_create(void)
+{
+    struct http_status *st = calloc(1, sizeof *st);
+    if (!st) return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    for (int i = 0; i < STATUS_N_BUCKETS; i++) st->b[i].slot = -1;
+    return st;
+}
+
+void http_status_free(struct http_status *st)
+{
+    if (!st) return;
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+/* The bucket of `slot`, emptied if it held an older one. Under mu. */
+static status_bucket *bucket_at(struct http_status *st, long long slot)
+{
+    status_bucket *b = &st->b[slot % STATUS_N_BUCKETS];
+    if (b->slot != slot) {
+        memset(b, 0, sizeof *b);
+        b->slot = slot;
+    }
+    return b;
+}
+
+static void record_load(http_server *s, long long slot)
+{
+    eng_engine_stats es;
+    eng_engine_stats_get(s->engine, &es);
+    pthread_mutex_lock(&s->status->mu);
+    status_bucket *b = bucket_at(s->status, slot);
+    if (es.running > b->max_running) b->max_running = es.running;
+    if (es.waiting > b->max_waiting) b->max_waiting = es.waiting;
+    pthread_mutex_unlock(&s->status->mu);
+}
+
+void http_status_record(http_server *s, const eng_request_output *g, double total_ms)
+{
+    if (!s->status) return;
+    long long slot = (long long)time(NULL) / STATUS_BUCKET_S;
+    record_load(s, slot);
+    pthread_mutex_lock(&s->status->mu);
+    status_bucket *b = bucket_at(s->status, slot);
+    b->n++;
+    b->gen_tokens += g->n_output_tokens;
+    if (b->n_lat < STATUS_SAMPLES) {
+        b->total_ms[b->n_lat] = (float)total_ms;
+        b->first_ms[b->n_lat] = (float)g->first_token_ms;
+        b->n_lat++;
+    }
+    pthread_mutex_unlock(&s->status->mu);
+}
+
+static int cmp_float(const void *x, const void *y)
+{
+    float a = *(const float *)x, b = *(const float *)y;
+    return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile of sorted v[0..n); NaN (null in JSON) for n == 0. */
+static double pct(const float *v, int n, double p)
+{
+    if (n == 0) return NAN;
+    int k = (int)ceil(p / 100.0 * n) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+static json_t *num_or_null(double v) { return isnan(v) ? json_null() : json_real(round(v * 10) / 10); }
+
+/* The time series, oldest first, and the percentiles over the whole window. */
+static void add_series(http_server *s, json_t *root)
+{
+    long long now = (long long)time(NULL) / STATUS_BUCKET_S;
+    record_load(s, now); /* the load now, so an idle server still draws its last point */
+    json_t *pts = json_array();
+    float *all = malloc(sizeof(float) * STATUS_SAMPLES * STATUS_N_BUCKETS);
+    int n_all = 0, n_req = 0;
+    pthread_mutex_lock(&s->status->mu);
+    for (long long slot = now - STATUS_N_BUCKETS + 1; slot <= now; slot++) {
+        status_bucket *b = &s->status->b[slot % STATUS_N_BUCKETS];
+        status_bucket z = {.slot = slot};
+        if (b->slot != slot) b = &z;
+        float t[STATUS_SAMPLES], f[STATUS_SAMPLES];
+        memcpy(t, b->total_ms, sizeof(float) * (size_t)b->n_lat);
+        memcpy(f, b->first_ms, sizeof(float) * (size_t)b->n_lat);
+        qsort(t, (size_t)b->n_lat, sizeof *t, cmp_float);
+        qsort(f, (size_t)b->n_lat, sizeof *f, cmp_float);
+        if (all) memcpy(all + n_all, t, sizeof(float) * (size_t)b->n_lat), n_all += b->n_lat;
+        n_req += b->n;
+        json_array_append_new(pts, json_pack(
+            "{s:I,s:i,s:o,s:o,s:o,s:o,s:i,s:i,s:I}", "t", (json_int_t)(slot * STATUS_BUCKET_S),
+            "requests", b->n, "p50_ms", num_or_null(pct(t, b->n_lat, 50)), "p95_ms",
+            num_or_null(pct(t, b->n_lat, 95)), "p99_ms", num_or_null(pct(t, b->n_lat, 99)),
+            "first_token_p50_ms", num_or_null(pct(f, b->n_lat, 50)), "running", b->max_running,
+            "waiting", b->max_waiting, "generated_tokens", (json_int_t)b->gen_tokens));
+    }
+    pthread_mutex_unlock(&s->status->mu);
+    if (all) qsort(all, (size_t)n_all, sizeof *all, cmp_float);
+    json_object_set_new(root, "series", json_pack("{s:i,s:i,s:o}", "bucket_s", STATUS_BUCKET_S,
+                                                  "window_s", STATUS_BUCKET_S * STATUS_N_BUCKETS,
+                                                  "points", pts));
+    json_object_set_new(root, "latency_ms", json_pack(
+        "{s:i,s:o,s:o,s:o}", "requests", n_req, "p50", num_or_null(all ? pct(all, n_all, 50) : NAN),
+        "p95", num_or_null(all ? pct(all, n_all, 95) : NAN), "p99",
+        num_or_null(all ? pct(all, n_all, 99) : NAN)));
+    free(all);
+}
+
+typedef struct usage_row {
+    char day[16];
+    char user[RPC_TOKEN_NAME_MAX + 1];
+    long long shown, accepted;
+} usage_row;
+
+/* One events file: counts "view" (shown) and "select" (accepted) per user. */
+static void usage_file(const char *path, const char *day, usage_row *rows, int *n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[HTTP_EVENT_MAX_BYTES + 256];
+    while (fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *type = json_string_value(json_object_get(json_object_get(j, "event"), "type"));
+        const char *user = json_string_value(json_object_get(j, "user"));
+        if (!user) user = "unknown"; /* written before events carried the token's name */
+        int view = type && !strcmp(type, "view"), sel = type && !strcmp(type, "select");
+        if (view || sel) {
+            int i = 0;
+            while (i < *n && (strcmp(rows[i].day, day) || strcmp(rows[i].user, user))) i++;
+            if (i == *n && *n < STATUS_MAX_USERS * STATUS_USAGE_DAYS) {
+                rows[i] = (usage_row){0};
+                snprintf(rows[i].day, sizeof rows[i].day, "%.10s", day);
+                snprintf(rows[i].user, sizeof rows[i].user, "%s", user);
+                (*n)++;
+            }
+            if (i < *n) rows[i].shown += view, rows[i].accepted += sel;
+        }
+        json_decref(j);
+    }
+    fclose(f);
+}
+
+/* Usage over the last STATUS_USAGE_DAYS days (UTC), newest day first. */
+static json_t *usage_json(http_server *s)
+{
+    usage_row *rows = calloc(STATUS_MAX_USERS * STATUS_USAGE_DAYS, sizeof *rows);
+    json_t *arr = json_array();
+    if (!rows) return arr;
+    int n = 0;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&s->events_mu); /* no half-written line */
+    for (int d = 0; d < STATUS_USAGE_DAYS; d++) {
+        time_t t = now - (time_t)d * 86400;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char day[48], path[4200];
+        snprintf(day, sizeof day, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+        snprintf(path, sizeof path, "%s/events/%s.jsonl", s->data_dir, day);
+        usage_file(path, day, rows, &n);
+    }
+    pthread_mutex_unlock(&s->events_mu);
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, json_pack(
+            "{s:s,s:s,s:I,s:I,s:o}", "day", rows[i].day, "user", rows[i].user, "shown",
+            (json_int_t)rows[i].shown, "accepted", (json_int_t)rows[i].accepted,
+            "acceptance_rate", rows[i].shown ? json_real(round(1000.0 * (double)rows[i].accepted /
+                                                               (double)rows[i].shown) / 1000.0)
+                                             : json_null()));
+    free(rows);
+    return arr;
+}
+
+/* MemTotal / MemAvailable (kB) from /proc/meminfo, the process's RSS from /proc/self/statm. */
+static json_t *memory_json(const eng_engine_stats *es, const eng_model *m)
+{
+    long long total = 0, avail = 0, rss = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        sscanf(line, "MemTotal: %lld kB", &total);
+        sscanf(line, "MemAvailable: %lld kB", &avail);
+    }
+    if (f) fclose(f);
+    long long pages = 0;
+    if ((f = fopen("/proc/self/statm", "r"))) {
+        long long size_pages = 0;
+        if (fscanf(f, "%lld %lld", &size_pages, &pages) != 2) pages = 0;
+        fclose(f);
+    }
+    rss = pages * (long long)sysconf(_SC_PAGESIZE);
+    return json_pack("{s:I,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:i}", "host_total_bytes",
+                     (json_int_t)total * 1024, "host_available_bytes", (json_int_t)avail * 1024,
+                     "process_rss_bytes", (json_int_t)rss, "weight_bytes",
+                     (json_int_t)eng_model_weight_bytes(m), "kv_blocks_total", es->kv_blocks_total,
+                     "kv_blocks_used", es->kv_blocks_used, "kv_blocks_free", es->kv_blocks_free,
+                     "kv_blocks_cached", es->kv_blocks_cached, "kv_block_size", es->block_size);
+}
+
+static json_t *status_json(http_server *s)
+{
+    eng_engine_stats es;
+    eng_engine_stats_get(s->engine, &es);
+    const eng_model *m = eng_engine_model(s->engine);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_t *root = json_pack(
+        "{s:I,s:s,s:{s:s,s:s,s:i,s:i},s:s,s:[{s:s,s:s,s:i}],s:o,s:{s:i,s:i,s:i,s:f,s:f,s:I,s:I,"
+        "s:I,s:b},s:[],s:s,s:o,s:I}",
+        "time_ms", (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "version", s->version,
+        "model", "name", s->model_name, "architecture", eng_model_arch_name(m), "layers",
+        eng_model_n_layer(m), "context", eng_engine_max_seq_len(s->engine), "backend", s->device,
+        "devices", "kind", "cpu", "name", s->cpu_info, "cores",
+        (int)sysconf(_SC_NPROCESSORS_ONLN), "memory", memory_json(&es, m), "engine", "running",
+        es.running, "waiting", es.waiting, "inflight_http", atomic_load(&s->inflight),
+        "gen_tokens_per_s", es.gen_tokens_per_s, "mean_step_ms", es.mean_step_ms,
+        "requests_finished", (json_int_t)es.requests_finished, "requests_rejected",
+        (json_int_t)es.requests_rejected, "tokens_generated", (json_int_t)es.tokens_generated,
+        "draining", atomic_load(&s->draining), "repositories", "indexer",
+        "not wired into serve: no repository is indexed", "usage", usage_json(s), "tokens",
+        (json_int_t)rpc_auth_n_tokens(s->auth));
+    if (root && s->status) add_series(s, root);
+    return root;
+}
+
+enum MHD_Result http_route_status_json(http_req *r, json_t *body)
+{
+    (void)body;
+    json_t *j = status_json(r->s);
+    if (!j) return http_reply_error(r, 500, "server_error", "out of memory");
+    return http_reply_json(r, 200, j);
+}
+
+/* The page: CSS and JS inline, the JSON in a <script type="application/json"> (slashes
+ * escaped, so no value can close the element). Everything is drawn by the script from that
+ * one object, so the page shows exactly what /v1/status said at that moment. */
+static const char page_head[] =
+    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+    "<title>Serval status</title><style>\n"
+    "body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}"
+    "header{background:#1d3557;color:#fff;padding:12px 24px}header h1{font-size:18px;margin:0}"
+    "main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px;padding:16px 24px}"
+    "section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:12px 16px}"
+    "h2{font-size:15px;margin:0 0 8px}table{border-collapse:collapse;width:100%}"
+    "td,th{text-align:left;padding:3px 8px 3px 0;border-bottom:1px solid #eef0f3}"
+    "td.n{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6b7480}"
+    "svg{width:100%;height:180px}.legend span{margin-right:12px}.wide{grid-column:1/-1}"
+    "</style></head><body>\n<header><h1>Serval <span id=\"version\"></span> — "
+    "<span id=\"model-name\"></span></h1><div class=\"muted\" id=\"when\"></div></header>\n"
+    "<main>\n"
+    "<section><h2>Model and backend</h2><table id=\"model\"></table></section>\n"
+    "<section><h2>Devices and memory</h2><table id=\"memory\"></table></section>\n"
+    "<section><h2>Engine load</h2><table id=\"engine\"></table>"
+    "<svg id=\"load-chart\" viewBox=\"0 0 600 180\" role=\"img\" aria-label=\"running and "
+    "waiting sequences\"></svg><div class=\"legend\"><span style=\"color:#2a9d8f\">■ running"
+    "</span><span style=\"color:#e76f51\">■ waiting</span></div></section>\n"
+    "<section><h2>Latency (last 10 minutes)</h2><table id=\"latency\"></table>"
+    "<svg id=\"latency-chart\" viewBox=\"0 0 600 180\" role=\"img\" aria-label=\"latency "
+    "percentiles\"></svg><div class=\"legend\"><span style=\"color:#457b9d\">— p50</span>"
+    "<span style=\"color:#f4a261\">— p95</span><span style=\"color:#e63946\">— p99</span>"
+    "</div></section>\n"
+    "<section><h2>Repositories</h2><div id=\"repos\"></div></section>\n"
+    "<section class=\"wide\"><h2>Usage per user per day (from /v1/events)</h2>"
+    "<table id=\"usage\"><thead><tr><th>Day</th><th>User</th><th>Shown</th><th>Accepted</th>"
+    "<th>Acceptance</th></tr></thead><tbody></tbody></table></section>\n"
+    "</main>\n<script type=\"application/json\" id=\"status-data\">";
+
+static const char page_tail[] =
+    "</script>\n<script>\n"
+    "'use strict';\n"
+    "const S=JSON.parse(document.getElementById('status-data').textContent);\n"
+    "const $=id=>document.getElementById(id);\n"
+    "const fmtB=b=>b>=1<<30?(b/(1<<30)).toFixed(2)+' GiB':(b/(1<<20)).toFixed(1)+' MiB';\n"
+    "const ms=v=>v===null?'–':v.toFixed(1)+' ms';\n"
+    "function rows(t,list){for(const[k,v,id]of list){const tr=t.insertRow();"
+    "tr.insertCell().textContent=k;const c=tr.insertCell();c.className='n';c.textContent=v;"
+    "if(id)c.id=id;}}\n"
+    "$('version').textContent=S.version;$('model-name').textContent=S.model.name;\n"
+    "$('when').textContent='as of '+new Date(S.time_ms).toISOString()+' — reload for fresh numbers';\n"
+    "rows($('model'),[['model',S.model.name,'m-name'],['architecture',S.model.architecture],"
+    "['layers',S.model.layers],['context',S.model.context,'m-context'],['backend',S.backend,'m-backend'],"
+    "['named and unnamed tokens',S.tokens,'m-tokens']]);\n"
+    "const M=S.memory;\n"
+    "rows($('memory'),S.devices.map(d=>[d.kind,d.name+' ('+d.cores+' cores)']).concat(["
+    "['weights',fmtB(M.weight_bytes)],['process RSS',fmtB(M.process_rss_bytes)],"
+    "['host memory available',fmtB(M.host_available_bytes)+' of '+fmtB(M.host_total_bytes)],"
+    "['KV blocks used / total',M.kv_blocks_used+' / '+M.kv_blocks_total,'kv-blocks'],"
+    "['KV blocks cached',M.kv_blocks_cached]]));\n"
+    "const E=S.engine;\n"
+    "rows($('engine'),[['running',E.running,'e-running'],['waiting',E.waiting,'e-waiting'],"
+    "['generated tokens/s',E.gen_tokens_per_s.toFixed(1)],['requests finished',"
+    "E.requests_finished,'e-finished'],['state',E.draining?'draining':'serving']]);\n"
+    "const L=S.latency_ms;\n"
+    "rows($('latency'),[['requests',L.requests,'lat-n'],['p50',ms(L.p50),'lat-p50'],"
+    "['p95',ms(L.p95),'lat-p95'],['p99',ms(L.p99),'lat-p99']]);\n"
+    "function chart(svg,series,colors){const P=S.series.points,W=600,H=180,pad=28;"
+    "let max=1;for(const k of series)for(const p of P)if(p[k]!==null&&p[k]>max)max=p[k];"
+    "const x=i=>pad+(W-pad-4)*i/Math.max(1,P.length-1),y=v=>H-18-(H-30)*v/max;"
+    "let out='<line x1=\"'+pad+'\" y1=\"'+(H-18)+'\" x2=\"'+W+'\" y2=\"'+(H-18)+'\" stroke=\"#ccc\"/>'"
+    "+'<text x=\"2\" y=\"14\" font-size=\"11\" fill=\"#6b7480\">'+(+max.toFixed(1))+'</text>'"
+    "+'<text x=\"2\" y=\"'+(H-4)+'\" font-size=\"11\" fill=\"#6b7480\">-'+S.series.window_s/60+' min</text>'"
+    "+'<text x=\"'+(W-30)+'\" y=\"'+(H-4)+'\" font-size=\"11\" fill=\"#6b7480\">now</text>';"
+    "series.forEach((k,j)=>{let d='';P.forEach((p,i)=>{if(p[k]===null)return;"
+    "d+=(d?'L':'M')+x(i).toFixed(1)+' '+y(p[k]).toFixed(1);});"
+    "if(d)out+='<path class=\"line-'+k+'\" d=\"'+d+'\" fill=\"none\" stroke=\"'+colors[j]+'\" stroke-width=\"2\"/>';"
+    "P.forEach((p,i)=>{if(p[k]!==null&&(k.endsWith('_ms')||p[k]>0))out+='<circle class=\"pt-'+k+'\" cx=\"'+x(i).toFixed(1)+'\" cy=\"'+y(p[k]).toFixed(1)+'\" r=\"3\" fill=\"'+colors[j]+'\"/>';});});"
+    "svg.innerHTML=out;}\n"
+    "chart($('latency-chart'),['p50_ms','p95_ms','p99_ms'],['#457b9d','#f4a261','#e63946']);\n"
+    "chart($('load-chart'),['running','waiting'],['#2a9d8f','#e76f51']);\n"
+    "$('repos').textContent=S.repositories.length?'':'none ('+S.indexer+')';\n"
+    "for(const r of S.repositories){const d=document.createElement('div');"
+    "d.textContent=r.name+' — indexed '+r.indexed_at;$('repos').appendChild(d);}\n"
+    "const ub=$('usage').tBodies[0];\n"
+    "if(!S.usage.length){const c=ub.insertRow().insertCell();c.colSpan=5;c.className='muted';"
+    "c.textContent='no events in the last 7 days';}\n"
+    "for(const u of S.usage){const tr=ub.insertRow();tr.dataset.user=u.user;tr.dataset.day=u.day;"
+    "tr.insertCell().textContent=u.day;tr.insertCell().textContent=u.user;"
+    "for(const [v,c] of [[u.shown,'shown'],[u.accepted,'accepted'],[u.acceptance_rate===null?'–':"
+    "(100*u.acceptance_rate).toFixed(1)+'%','rate']]){const td=tr.insertCell();td.className='n '+c;"
+    "td.textContent=v;}}\n"
+    "document.body.dataset.rendered='yes';\n"
+    "</script></body></html>\n";
+
+enum MHD_Result http_route_status_page(http_req *r, json_t *body)
+{
+    (void)body;
+    json_t *j = status_json(r->s);
+    char *data = j ? json_dumps(j, JSON_COMPACT | JSON_ESCAPE_SLASH) : NULL;
+    json_decref(j);
+    if (!data) return http_reply_error(r, 500, "server_error", "out of memory");
+    size_t n = sizeof page_head - 1 + strlen(data) + sizeof page_tail - 1;
+    char *page = malloc(n + 1);
+    if (!page) {
+        free(data);
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    }
+    snprintf(page, n + 1, "%s%s%s", page_head, data, page_tail);
+    free(data);
+    enum MHD_Result res = http_reply_text(r, 200, "text/html; charset=utf-8", page, n);
+    free(page);
+    return res;
+}
