@@ -484,8 +484,9 @@ bool rpc_auth_has_rate(const rpc_auth *a, int identity)
 }
 
 /* A bucket of rate_per_min requests, refilled continuously at rate_per_min per minute. */
-bool rpc_auth_rate_take(rpc_auth *a, int identity, double now_ms, int *retry_after_s)
+bool rpc_auth_rate_take(const rpc_auth *ca, int identity, double now_ms, int *retry_after_s)
 {
+    rpc_auth *a = (rpc_auth *)ca; /* the buckets change under rate_mu; the tokens do not */
     if (retry_after_s) *retry_after_s = 0;
     if (!a || identity < 0 || (size_t)identity >= a->high) return true;
     pthread_rwlock_rdlock(&a->lock);

@@ -108,7 +108,7 @@ bool rpc_auth_allows(const rpc_auth *a, int identity, unsigned scope);
 /* The token's own rate limit (requests per minute): true when this request may go on (a
  * token with no own limit always may: the server's limits apply). When refused,
  * *retry_after_s is how long until one more request would pass (>= 1). Thread-safe. */
-bool rpc_auth_rate_take(rpc_auth *a, int identity, double now_ms, int *retry_after_s);
+bool rpc_auth_rate_take(const rpc_auth *a, int identity, double now_ms, int *retry_after_s);
 /* Whether the identity has its own rate limit. */
 bool rpc_auth_has_rate(const rpc_auth *a, int identity);
 
