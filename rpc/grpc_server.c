@@ -9,6 +9,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "log.h"
 #include "prompt.h"
 #include "rpc_request.h"
 #include "serval.pb-c.h"
@@ -116,12 +118,20 @@ static void call_log(gs_call *c, const char *status)
     if (n >= sizeof route) n = sizeof route - 1;
     memcpy(route, GRPC_SLICE_START_PTR(c->details.method), n);
     route[n] = '\0';
-    fprintf(stderr,
-            "serval: req %llu grpc %s prompt_tokens=%d output_tokens=%d cached_tokens=%d "
-            "queue_ms=%.1f first_token_ms=%.1f total_ms=%.1f status=%s\n",
-            (unsigned long long)c->id, route, c->out.n_prompt_tokens, c->out.n_output_tokens,
-            c->out.n_cached_tokens, c->out.queue_ms, c->out.first_token_ms, c->out.total_ms,
-            status);
+    char head[160], who[RPC_TOKEN_NAME_MAX + 1];
+    snprintf(head, sizeof head, "req %llu grpc %s", (unsigned long long)c->id, route);
+    rpc_auth_name(c->s->ctx.auth, c->token, who, sizeof who);
+    char *peer = c->call ? grpc_call_get_peer(c->call) : NULL;
+    rpc_log_kv kv[] = {
+        RPC_LOG_JINT("request_id", c->id), RPC_LOG_JSTR("proto", "grpc"),
+        RPC_LOG_JSTR("rpc", route), RPC_LOG_INT("prompt_tokens", c->out.n_prompt_tokens),
+        RPC_LOG_INT("output_tokens", c->out.n_output_tokens),
+        RPC_LOG_INT("cached_tokens", c->out.n_cached_tokens),
+        RPC_LOG_NUM("queue_ms", c->out.queue_ms), RPC_LOG_NUM("first_token_ms", c->out.first_token_ms),
+        RPC_LOG_NUM("total_ms", c->out.total_ms), RPC_LOG_STR("status", status),
+        RPC_LOG_STR("token", who), RPC_LOG_STR("client", peer)};
+    rpc_log_event(RPC_LOG_INFO, "request", head, kv, sizeof kv / sizeof kv[0]);
+    gpr_free(peer);
 }
 
 static const char *status_name(grpc_status_code code)
@@ -533,6 +543,17 @@ static void on_new_call(gs_call *c, bool ok)
     gs_request_next(s);
     c->id = atomic_fetch_add(&s->next_id, 1);
     c->method = gs_method_lookup(c->details.method);
+/* The scope (auth.h) each method needs; Health is open and never asked. */
+static unsigned method_scope(gs_method m)
+{
+    switch (m) {
+    case GS_M_COMPLETE: case GS_M_COMPLETE_STREAM: return RPC_SCOPE_COMPLETION;
+    case GS_M_CHAT: return RPC_SCOPE_CHAT;
+    case GS_M_EMBED: case GS_M_SEARCH: return RPC_SCOPE_EMBEDDINGS;
+    default: return RPC_SCOPE_TOKEN;
+    }
+}
+
     c->token = call_token(c);
     c->t_start = eng_clock_ms();
     pthread_mutex_lock(&c->mu);
@@ -556,6 +577,8 @@ static void on_new_call(gs_call *c, bool ok)
     } else if (c->method != GS_M_HEALTH && atomic_load(&s->draining)) {
         /* Health still answers while draining: it says DRAINING. */
         code = GRPC_STATUS_UNAVAILABLE;
+    char why[256];
+    int retry_s = 0;
         reject = "the server is shutting down";
     } else if (c->method != GS_M_HEALTH) {
         int n = atomic_fetch_add(&s->inflight, 1);
@@ -564,6 +587,20 @@ static void on_new_call(gs_call *c, bool ok)
             code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             reject = "too many calls in flight: retry later";
         } else if (c->token >= 0 && (size_t)c->token < s->n_tokens &&
+    } else if (c->method != GS_M_HEALTH &&
+               !rpc_auth_allows(s->ctx.auth, c->token, method_scope(c->method))) {
+        char who[RPC_TOKEN_NAME_MAX + 1], need[64];
+        rpc_scopes_format(method_scope(c->method), need, sizeof need);
+        snprintf(why, sizeof why, "the token '%s' does not have the '%s' scope this method "
+                 "needs", rpc_auth_name(s->ctx.auth, c->token, who, sizeof who), need);
+        code = GRPC_STATUS_PERMISSION_DENIED;
+        reject = why;
+    } else if (c->method != GS_M_HEALTH &&
+               !rpc_auth_rate_take(s->ctx.auth, c->token, eng_clock_ms(), &retry_s)) {
+        snprintf(why, sizeof why, "this token is over its own rate limit: retry after %d s",
+                 retry_s);
+        code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        reject = why;
                    s->cfg.max_inflight_per_token > 0) {
             n = atomic_fetch_add(&s->token_inflight[c->token], 1);
             c->token_counted = true;
