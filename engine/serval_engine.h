@@ -43,6 +43,13 @@ typedef enum eng_backend_kind {
     ENG_BACKEND_CUDA
 } eng_backend_kind;
 
+/* Speculative decoding: DEFAULT is on for both backends. */
+typedef enum eng_speculate {
+    ENG_SPECULATE_DEFAULT = 0,
+    ENG_SPECULATE_ON,
+    ENG_SPECULATE_OFF
+} eng_speculate;
+
 typedef struct eng_engine_config {
     eng_backend_kind backend;
     int n_threads;           /* CPU backend threads; 0: the number of online CPUs */
@@ -57,6 +64,13 @@ typedef struct eng_engine_config {
     bool no_cuda_graphs;     /* CUDA: launch decode steps kernel by kernel instead of replaying
                               * captured graphs (debugging, comparison) */
     bool cuda_fp16;          /* CUDA: fp16 weights and activations instead of bf16 */
+    /* Speculative decoding drafted from the prompt (engine/batch/spec.h): exact, greedy and
+     * seeded output are the same with it on or off. */
+    eng_speculate speculate; /* ENG_SPECULATE_DEFAULT: the backend's default (see eng_speculate) */
+    int32_t draft_max;       /* most drafted tokens per request and step, [1, 16]; 0: 8 */
+    int32_t spec_step_tokens; /* drafts are added only while a step stays within this many
+                              * tokens (above it the step is compute-bound); 0: the backend's
+                              * default (CPU 4, CUDA 64) */
 } eng_engine_config;
 
 /* ---- models ----------------------------------------------------------------------------- */
@@ -284,6 +298,10 @@ typedef struct eng_engine_stats {
     /* Abort to free: from a caller's eng_request_cancel (or release) of an unfinished request
      * to the step loop freeing its KV blocks and its queue place. */
     eng_hist abort_free_hist;
+    int64_t spec_drafted;       /* speculative decoding: tokens drafted from the context */
+    int64_t spec_accepted;      /* of those, the model agreed with */
+    int64_t spec_passes;        /* verification passes (a request's entry with a draft) */
+    int64_t spec_tokens;        /* tokens those passes produced: accepted + the model's own */
 } eng_engine_stats;
 
 void eng_engine_stats_get(eng_engine *e, eng_engine_stats *out);

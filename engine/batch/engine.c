@@ -218,8 +218,9 @@ static size_t utf8_complete(const char *out, size_t n)
 }
 
 /* Takes a sampled token: appends it, checks end-of-generation, stop strings and length, and
- * publishes the text that can no longer become part of a stop string. */
-static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
+ * publishes the text that can no longer become part of a stop string. Returns true when that
+ * ended the request (r may be gone then). */
+static bool accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
 {
     const tok_vocab *v = e->m->vocab;
     r->tokens[r->n_tokens++] = t;
@@ -234,7 +235,7 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
         matched = eng_stop_feed(r->stop, piece, len, &keep);
         if (eng_stop_failed(r->stop)) {
             finish(e, r, ENG_FINISH_ERROR, ENG_ERR_NOMEM, "out of memory for the output text");
-            return;
+            return true;
         }
         if (matched)
             f = ENG_FINISH_STOP;
@@ -246,13 +247,39 @@ static void accept_token(eng_engine *e, eng_request *r, int32_t t, double now)
     size_t upto = matched ? keep : f != ENG_FINISH_NONE ? olen : utf8_complete(out, keep);
     if (!publish(r, out, upto, true, now)) {
         finish(e, r, ENG_FINISH_ERROR, ENG_ERR_NOMEM, "out of memory for the output text");
-        return;
+        return true;
     }
     if (f != ENG_FINISH_NONE) {
         finish(e, r, f, ENG_OK, NULL);
-    } else {
-        notify(r);
+        return true;
     }
+    notify(r);
+    return false;
+}
+
+/* A decoding request's pass over its draft (spec.h): drawn[0, k] are the model's tokens at the
+ * pass's k + 1 positions. Keeps the K/V of the verified positions only (the last token and the
+ * accepted drafts), then takes the accepted drafts and the model's own token one by one, as
+ * if decoded without speculation (stop strings, EOS and max_tokens end it mid-run). Returns
+ * the tokens taken. */
+static int32_t accept_verified(eng_engine *e, eng_request *r, const sched_entry *en,
+                               const int32_t *drawn, double now)
+{
+    int32_t k = en->start + en->len - r->n_tokens;
+    int32_t a = spec_accept_count(r->tokens + r->n_tokens, k, drawn);
+    spec_req_update(&r->spec, &e->spec, k, a);
+    r->n_draft = 0;
+    r->n_computed = r->n_tokens + a; /* rejected drafts' positions are rolled back */
+    kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
+    int32_t taken = 0;
+    while (taken <= a)
+        if (accept_token(e, r, drawn[taken++], now))
+            break;
+    e->spec_drafted += k;
+    e->spec_accepted += a;
+    e->spec_passes++;
+    e->spec_emitted += taken;
+    return taken;
 }
 
 /* Validates a request; *sp gets its sampling parameters as the engine will use them. */
@@ -579,6 +606,10 @@ static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32
         s->mean_step_ms = e->sum_step_ms / (double)e->n_stat_steps;
         s->gen_tokens_per_s = wms > 0 ? wtok * 1e3 / wms : 0.0;
     }
+    s->spec_drafted = e->spec_drafted;
+    s->spec_accepted = e->spec_accepted;
+    s->spec_passes = e->spec_passes;
+    s->spec_tokens = e->spec_emitted;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -598,11 +629,13 @@ static void run_step(eng_engine *e)
             n_prompt += t < r->n_prompt;
             r->n_prompt_computed += t < r->n_prompt;
         }
-        if (en->start + en->len == r->n_tokens) {
-            /* the draw's index: tokens generated so far, the same again after a preemption */
+        /* Logits at the last token and, with a draft (spec.h), at every drafted one. The draw's
+         * index: tokens generated before it, the same again after a preemption and the same
+         * as without speculation. */
+        for (int32_t t = r->n_tokens - 1; t < en->start + en->len; t++) {
             e->b_rows[nl] = (eng_sample_row){.p = r->sampling,
-                                             .step = (uint64_t)(r->n_tokens - r->n_prompt)};
-            e->b_logits_idx[nl++] = k - 1;
+                                             .step = (uint64_t)(t + 1 - r->n_prompt)};
+            e->b_logits_idx[nl++] = k - (en->start + en->len - t);
         }
         e->b_tables[j] = kv_seq_blocks(r->seq);
     }
@@ -626,6 +659,12 @@ static void run_step(eng_engine *e)
     for (int32_t j = 0; j < n; j++) {
         const sched_entry en = e->sched->plan[j];
         eng_request *r = en.r;
+        if (en.start + en.len > r->n_tokens) {
+            int32_t rows = en.start + en.len - r->n_tokens + 1; /* r may end in the call */
+            n_gen += accept_verified(e, r, &en, e->b_next + li, t1);
+            li += rows;
+            continue;
+        }
         r->n_computed = en.start + en.len;
         kv_seq_commit(e->kv, r->seq, r->tokens, r->n_computed);
         if (en.start + en.len == r->n_tokens) {
@@ -672,6 +711,7 @@ static void *step_loop(void *arg)
         pthread_mutex_unlock(&e->mu);
 
         reap_cancelled(e);
+        spec_step_draft(e->sched, &e->spec);
         if (sched_step_plan(e->sched) > 0)
             run_step(e);
         else
@@ -704,6 +744,10 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
         c->max_waiting = 256;
     if (c->step_tokens == 0)
         c->step_tokens = 512;
+    if (c->draft_max == 0)
+        c->draft_max = 8;
+    if (c->spec_step_tokens == 0) /* where a step turns compute-bound: bench/RESULTS.md */
+        c->spec_step_tokens = c->backend == ENG_BACKEND_CPU ? 4 : 64;
     if (c->n_threads < 1 || c->n_threads > 256)
         return eng_fail(err, ENG_ERR_INVALID, "threads %d outside [1, 256]", c->n_threads);
     if (c->kv_bytes < 0)
@@ -719,6 +763,14 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
     if (c->max_waiting < 1 || c->max_waiting > 1000000)
         return eng_fail(err, ENG_ERR_INVALID, "max waiting %d outside [1, 1000000]",
                         c->max_waiting);
+    if (c->speculate < ENG_SPECULATE_DEFAULT || c->speculate > ENG_SPECULATE_OFF)
+        return eng_fail(err, ENG_ERR_INVALID, "speculate mode %d unknown", (int)c->speculate);
+    if (c->draft_max < 1 || c->draft_max > SPEC_DRAFT_CAP)
+        return eng_fail(err, ENG_ERR_INVALID, "draft max %d outside [1, %d]", c->draft_max,
+                        SPEC_DRAFT_CAP);
+    if (c->spec_step_tokens < 1 || c->spec_step_tokens > 65536)
+        return eng_fail(err, ENG_ERR_INVALID, "speculation step tokens %d outside [1, 65536]",
+                        c->spec_step_tokens);
     if (c->step_tokens < c->max_running || c->step_tokens > 65536)
         return eng_fail(err, ENG_ERR_INVALID,
                         "step token budget %d outside [max_running = %d, 65536]", c->step_tokens,
@@ -741,12 +793,18 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->cfg = c;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
+    e->spec = (spec_config){.on = c.speculate != ENG_SPECULATE_OFF, .draft_max = c.draft_max,
+                            .step_tokens = c.spec_step_tokens, .min_rate = 0.3f};
+    /* logits rows: one per decoding request plus one per drafted token */
+    int32_t max_logits = c.max_running + (e->spec.on ? c.spec_step_tokens : 0);
+    if (max_logits > c.step_tokens)
+        max_logits = c.step_tokens;
     eng_backend_config bc = {.kv_bytes = c.kv_bytes,
                              .block_size = c.block_size,
                              .min_blocks = (c.max_seq_len + c.block_size - 1) / c.block_size,
                              .max_pos = c.max_seq_len,
                              .max_tokens = c.step_tokens,
-                             .max_logits = c.max_running,
+                             .max_logits = max_logits,
                              .n_threads = c.n_threads,
                              .cuda_graphs = !c.no_cuda_graphs,
                              .cuda_fp16 = c.cuda_fp16};
@@ -778,8 +836,8 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->b_seq = malloc(nt * sizeof(int32_t));
     e->b_logits_idx = malloc(nt * sizeof(int32_t));
     e->b_tables = calloc(nr, sizeof *e->b_tables);
-    e->b_rows = malloc(nr * sizeof *e->b_rows);
-    e->b_next = malloc(nr * sizeof(int32_t));
+    e->b_rows = malloc((size_t)max_logits * sizeof *e->b_rows);
+    e->b_next = malloc((size_t)max_logits * sizeof(int32_t));
     if (!e->inbox || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_logits_idx || !e->b_tables ||
         !e->b_rows || !e->b_next) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");

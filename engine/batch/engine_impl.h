@@ -10,6 +10,7 @@
 #include "kv_cache.h"
 #include "scheduler.h"
 #include "serval_engine.h"
+#include "spec.h"
 
 enum { STAT_WINDOW = 32 }; /* steps averaged for gen_tokens_per_s */
 
@@ -35,6 +36,9 @@ struct eng_request {
     eng_stop *stop;
     size_t published;        /* output bytes already handed to the reader side */
     bool admitted_once;
+    int32_t n_draft;         /* tokens drafted for the next step, at tokens[n_tokens, n_tokens +
+                              * n_draft) (spec.h); planned with the decode (scheduler.h) */
+    spec_req spec;           /* draft length and acceptance (spec.h) */
 
     /* Shared with readers, under mu. */
     pthread_mutex_t mu;
@@ -78,8 +82,10 @@ struct eng_engine {
     sched_state *sched;      /* the waiting and running lists and the step's plan */
     int32_t *b_tokens, *b_pos, *b_seq, *b_logits_idx; /* [step_tokens] */
     const int32_t **b_tables; /* [max_running] */
-    eng_sample_row *b_rows;  /* [max_running] sampling of each logits row */
-    int32_t *b_next;         /* [max_running] the tokens the backend drew */
+    eng_sample_row *b_rows;  /* [max_logits] sampling of each logits row */
+    int32_t *b_next;         /* [max_logits] the tokens the backend drew */
+    spec_config spec;        /* speculative decoding settings (spec.h) */
+    int64_t spec_drafted, spec_accepted, spec_passes, spec_emitted; /* published in stats */
     double win_ms[STAT_WINDOW];
     int32_t win_tok[STAT_WINDOW];
     int64_t n_stat_steps;

@@ -172,6 +172,8 @@ int32_t sched_step_plan(sched_state *s)
                 continue;
             }
             int32_t len = need < budget ? need : budget;
+            if (pass == 0 && r->n_draft > 0) /* speculation (spec.h): verify 1 + n_draft */
+                len += r->n_draft < budget - len ? r->n_draft : budget - len;
             if (!reserve_or_preempt(s, r, r->n_computed + len))
                 continue; /* r was the last; the loop ends */
             plan_add(s, r, len);

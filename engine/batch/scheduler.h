@@ -30,6 +30,9 @@
  *   the backend computes the plan;  for each entry: r->n_computed = start + len;
  *   kv_seq_commit(kv, r->seq, r->tokens, r->n_computed); a sampled token is appended when
  *   start + len == r->n_tokens;  then s->n_plan = 0.
+ *   Speculation (spec.h): a decoding request with r->n_draft > 0 is planned as one entry of
+ *   up to 1 + n_draft positions (the budget permitting), past n_tokens; the engine then sets
+ *   n_computed to the verified positions only, commits those and appends the accepted tokens.
  * A finished or cancelled request leaves with sched_remove, and its owner frees r->seq.
  */
 
@@ -94,7 +97,8 @@ void sched_remove(sched_state *s, eng_request *r);
 
 /* Plans the next step into plan[0, n_plan) (any earlier plan is dropped), under a budget of
  * step_tokens tokens:
- *   pass 0 — one token for every decoding running request, in list order;
+ *   pass 0 — one token for every decoding running request (plus its n_draft drafted
+ *            tokens, as many as the budget leaves), in list order;
  *   pass 1 — the next chunk of every prefilling running request (a long prompt, or a
  *            readmitted one recomputing), in list order, each as much as the budget leaves;
  *   pass 2 — admits waiting requests from the head of the list while budget, max_running
