@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "complete.h"
+#include "convert.h"
 #include "doctor.h"
 #include "man.h"
 #ifdef SERVAL_HAVE_SERVE
@@ -50,6 +51,8 @@ static const command commands[] = {
     {"doctor", "check this machine and the settings `serve` would use, and say what to fix",
      cli_doctor_main},
     {"token", "create, list and revoke named tokens (`serval token create NAME`)", cmd_token},
+    {"convert", "convert a Hugging Face BERT embedding model folder to GGUF (`-o OUT.gguf`)",
+     cli_convert_main},
 };
 
 static void usage_main(FILE *o)

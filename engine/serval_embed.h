@@ -98,6 +98,18 @@ eng_status eng_embedder_tokenize(const eng_embedder *e, const char *text, size_t
  * nothing. */
 void eng_embedder_free(eng_embedder *e);
 
+/* Converts a Hugging Face BERT folder (model.safetensors, config.json, vocab.txt or
+ * tokenizer.json; optional tokenizer_config.json and sentence-transformers'
+ * 1_Pooling/config.json, which picks mean or CLS pooling) into a GGUF at out_path with
+ * llama.cpp's `bert` names and metadata, so llama.cpp loads the same file: matrices F16 (F32
+ * when f32), vectors F32. name: general.name (NULL: the folder's name). Every input is checked
+ * (ENG_ERR_IO for a missing file, ENG_ERR_FORMAT for malformed or inconsistent ones,
+ * ENG_ERR_UNSUPPORTED for another architecture, activation, tokenizer or pooling; the message
+ * names the file and the field). The output is written to a temporary name and renamed: a
+ * failure leaves no file at out_path. */
+eng_status eng_embed_convert(const char *dir, const char *out_path, bool f32, const char *name,
+                             eng_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -109,4 +109,37 @@ eng_status tok_decode_text(const tok_vocab *v, const int32_t *ids, size_t n, cha
 /* The raw vocabulary string of a token as stored in the GGUF (e.g. "Ġthe"). */
 const char *tok_text(const tok_vocab *v, int32_t id, size_t *len);
 
+/* ---- WordPiece (BERT) -------------------------------------------------------------------- */
+
+/* A WordPiece vocabulary (tokenizer.ggml.model "bert", tokenizer_wpm.c): llama.cpp's phantom-
+ * space token texts, [CLS]/[SEP]/[UNK] from tokenizer.ggml.{cls,seperator,unknown}_token_id
+ * (else the tokens with those texts), lowercasing from tokenizer.ggml.normalizer.lowercase
+ * (default false) and accent stripping from .strip_accents (default: as lowercase). Separate
+ * from tok_vocab: encoder models are loaded by engine/embed/, never by the decoder. Copies what
+ * it needs from f. ENG_ERR_UNSUPPORTED for another tokenizer model, ENG_ERR_FORMAT naming the
+ * key for a malformed one. Free with tok_wpm_free (NULL does nothing). */
+typedef struct tok_wpm tok_wpm;
+eng_status tok_wpm_from_gguf(const gguf_file *f, tok_wpm **out, eng_err *err);
+void tok_wpm_free(tok_wpm *w);
+int32_t tok_wpm_n_vocab(const tok_wpm *w);
+int32_t tok_wpm_cls(const tok_wpm *w);
+int32_t tok_wpm_sep(const tok_wpm *w);
+int32_t tok_wpm_pad(const tok_wpm *w);
+int32_t tok_wpm_unk(const tok_wpm *w);
+bool tok_wpm_lowercase(const tok_wpm *w);
+/* Id of the token whose stored text is exactly `text`, or -1. */
+int32_t tok_wpm_find(const tok_wpm *w, const char *text);
+/* The stored text of a token (owned by w), NULL and *len 0 when out of range. */
+const char *tok_wpm_text(const tok_wpm *w, int32_t id, size_t *len);
+/* Encodes text (any bytes; invalid UTF-8 is dropped as U+FFFD is) the way HF tokenizers'
+ * BertNormalizer + BertPreTokenizer + WordPiece do, without [CLS]/[SEP] around it (control
+ * tokens written literally, "[SEP]", become their ids first, as HF's special added tokens
+ * do; tokenizer.ggml.token_type 3 says which are control tokens): writes at most cap
+ * ids (the first ones, cut inside a word if need be, as HF truncation cuts), *n_out how many
+ * were written, *more (may be NULL) whether more would have followed. Stops reading the text
+ * once cap is reached, so a huge text costs only what is kept. Thread-safe (read-only vocab).
+ * ENG_ERR_NOMEM only. */
+eng_status tok_wpm_encode(const tok_wpm *w, const char *text, size_t len, int32_t *ids,
+                          size_t cap, size_t *n_out, bool *more, eng_err *err);
+
 #endif
