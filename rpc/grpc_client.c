@@ -66,6 +66,20 @@ static bool run_batch(grpc_completion_queue *cq, grpc_call *call, grpc_op *ops, 
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
+/* Copies the value of metadata `key` in a into buf (NUL-terminated, clipped); buf is left as it
+ * was when a has no such key. */
+static void md_find(const grpc_metadata_array *a, const char *key, char *buf, size_t cap)
+{
+    for (size_t i = 0; i < a->count; i++) {
+        if (grpc_slice_str_cmp(a->metadata[i].key, key) != 0) continue;
+        size_t n = GRPC_SLICE_LENGTH(a->metadata[i].value);
+        if (n >= cap) n = cap - 1;
+        memcpy(buf, GRPC_SLICE_START_PTR(a->metadata[i].value), n);
+        buf[n] = '\0';
+        return;
+    }
+}
+
 grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void *req,
                                  size_t req_len, int timeout_ms, rpc_client_msg_fn on_msg,
                                  void *user, rpc_client_result *res)
@@ -140,6 +154,9 @@ grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void 
     ops[0].data.recv_status_on_client.status_details = &details;
     run_batch(cq, call, ops, 1, (void *)3);
     res->code = code;
+    md_find(&initial, "x-request-id", res->request_id, sizeof res->request_id);
+    md_find(&trailing, "x-request-id", res->request_id, sizeof res->request_id);
+    md_find(&trailing, "x-serval-timings", res->timings, sizeof res->timings);
     size_t n = GRPC_SLICE_LENGTH(details);
     if (n >= sizeof res->details) n = sizeof res->details - 1;
     memcpy(res->details, GRPC_SLICE_START_PTR(details), n);

@@ -25,6 +25,8 @@ typedef struct rpc_client_result {
     size_t n_messages;  /* messages received */
     uint8_t *last;      /* the last message's bytes (malloc'd, owned by the result) */
     size_t last_len;
+    char request_id[64]; /* the server's x-request-id (initial or trailing metadata), or "" */
+    char timings[160];   /* its x-serval-timings trailer ("queue;dur=.., ttft;dur=.., ..."), or "" */
 } rpc_client_result;
 
 /* Calls `method` ("/serval.v1.Serval/Complete") with one request message of raw bytes

@@ -32,6 +32,9 @@ typedef struct bench_cfg {
     int port;
     char base_path[256]; /* URL path before /v1/... (usually empty) */
     const char *token, *repos, *out, *exts, *git_url, *model;
+    /* --metrics-url: the server's /metrics, read before and after each run (port 0: none) */
+    char metrics_host[256], metrics_base[256];
+    int metrics_port;
     char **tokens;     /* --token-file: one per developer, round robin (malloc'd), or NULL */
     int n_tokens;
     int developers;
@@ -100,8 +103,19 @@ typedef struct bench_rec {
     char *suggestion;      /* answered: the text (malloc'd), else NULL */
     char *expected;        /* scored: what the file has there, cut as compared (malloc'd) */
     char id[64];           /* the server's completion id */
+    char request_id[64];   /* the server's request id (X-Request-Id, gRPC x-request-id), or "" */
     const char *file;      /* corpus file (borrowed) */
 } bench_rec;
+
+/* What one read of a Serval server's /metrics holds for the summary (metrics.c). */
+#define BENCH_METRICS_MAX_BUCKETS 32
+typedef struct bench_metrics {
+    bool ok; /* every value below was found */
+    double cancelled, wasted_prompt, wasted_generated;
+    double abort_count, abort_sum_s;
+    int n_buckets; /* the abort-to-free histogram: cumulative counts at upper bounds (s) */
+    double bucket_le_s[BENCH_METRICS_MAX_BUCKETS], bucket_cum[BENCH_METRICS_MAX_BUCKETS];
+} bench_metrics;
 
 /* The run: config, corpus, records (appended under lock), live counters for progress. */
 typedef struct bench_run {
@@ -115,6 +129,7 @@ typedef struct bench_run {
     atomic_long sent, answered, superseded, errors;
     atomic_long events_sent, events_failed;
     atomic_bool stop;
+    bench_metrics metrics_before, metrics_after; /* the server's /metrics around the run */
 } bench_run;
 
 /* ---- util (report.c) ---- */
@@ -158,6 +173,7 @@ typedef struct bench_http_result {
     int cached_tokens;      /* gRPC only; -1 otherwise */
     double server_queue_ms, server_total_ms; /* gRPC only; -1 otherwise */
     char id[64];
+    char request_id[64];    /* X-Request-Id / gRPC x-request-id, or "" */
     char error[160];
 } bench_http_result;
 
@@ -197,6 +213,15 @@ int bench_plot_search(const char *out, double slo_ms, const double *devs, const 
 /* The sweep: per load, answered/s, p50 and p95 of the SLO metric (named by metric). */
 int bench_plot_sweep(const char *out, const char *metric, const double *load, const double *tput,
                      const double *p50, const double *p95, size_t n);
+
+/* ---- the server's /metrics (metrics.c) ---- */
+/* Parses Prometheus text; true when every value of bench_metrics was in it. */
+bool bench_metrics_parse(const char *text, bench_metrics *m);
+struct json_t;
+/* summary.json's "server": b - a (requests_cancelled, wasted_prompt_tokens,
+ * wasted_generated_tokens, abort_to_free_ms {n, mean, p50, p95, p99}, null without aborts);
+ * JSON null when either read failed. A new reference. */
+struct json_t *bench_metrics_delta_json(const bench_metrics *a, const bench_metrics *b);
 
 /* ---- gRPC (grpc.c) ---- */
 typedef struct bench_grpc_input {

@@ -149,6 +149,7 @@ void bench_grpc_complete(const bench_cfg *cfg, const char *token, void **client,
             snprintf(out->error, sizeof out->error, "gRPC status %d: %.120s", (int)code,
                      code == GRPC_STATUS_DEADLINE_EXCEEDED ? "timed out" : res.details);
     }
+    snprintf(out->request_id, sizeof out->request_id, "%s", res.request_id);
     rpc_client_result_clear(&res);
     out->text = c.text ? c.text : strdup("");
 }

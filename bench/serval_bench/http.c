@@ -114,7 +114,21 @@ typedef struct reader {
     size_t pos;       /* chunked: next raw byte to decode */
     long chunk_left;  /* chunked: -1 size line next, 0 CRLF next, >0 data bytes */
     size_t sse_pos;   /* stream: next body byte to scan for events */
+    char request_id[64];             /* X-Request-Id */
+    double server_queue_ms, server_total_ms; /* Server-Timing's queue and total; -1: none */
 } reader;
+
+/* The dur= of `name` in a Server-Timing header value ("queue;dur=0.4, total;dur=80"), or -1. */
+static double timing_dur(const char *v, const char *eol, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = v; p && p < eol; p = strchr(p, ',')) {
+        p += strspn(p, ", ");
+        if (strncmp(p, name, n) == 0 && strncmp(p + n, ";dur=", 5) == 0)
+            return strtod(p + n + 5, NULL);
+    }
+    return -1;
+}
 
 static void parse_head(reader *rd, int *status)
 {
@@ -137,6 +151,18 @@ static void parse_head(reader *rd, int *status)
             rd->chunked = true;
         else if (strncasecmp(h, "connection:", 11) == 0 && strncasecmp(h + 11, " close", 6) == 0)
             rd->keep_alive = false;
+        else if (strncasecmp(h, "x-request-id:", 13) == 0) {
+            const char *v = h + 13 + strspn(h + 13, " ");
+            size_t n = strcspn(v, "\r\n");
+            if (n >= sizeof rd->request_id)
+                n = sizeof rd->request_id - 1;
+            memcpy(rd->request_id, v, n);
+            rd->request_id[n] = 0;
+        } else if (strncasecmp(h, "server-timing:", 14) == 0) {
+            const char *eol = strstr(h, "\r\n");
+            rd->server_queue_ms = timing_dur(h + 14, eol, "queue");
+            rd->server_total_ms = timing_dur(h + 14, eol, "total");
+        }
     }
 }
 
@@ -202,6 +228,15 @@ static void take_usage(json_t *j, bench_http_result *out)
     json_t *id = json_object_get(j, "id");
     if (json_is_string(id) && !out->id[0])
         snprintf(out->id, sizeof out->id, "%s", json_string_value(id));
+    /* Serval's last stream event: {"serval": {request_id, queue_ms, first_token_ms, total_ms}} */
+    json_t *sv = json_object_get(j, "serval");
+    if (json_is_object(sv)) {
+        json_t *q = json_object_get(sv, "queue_ms"), *t = json_object_get(sv, "total_ms");
+        if (json_is_number(q))
+            out->server_queue_ms = json_number_value(q);
+        if (json_is_number(t))
+            out->server_total_ms = json_number_value(t);
+    }
 }
 
 /* choices[0].text of an OpenAI/Tabby completion object, content of a llama.cpp one,
@@ -384,11 +419,14 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
 {
     memset(out, 0, sizeof *out);
     out->t_first_byte = out->t_first_token = out->t_last_token = out->t_done = -1;
-    out->prompt_tokens = out->completion_tokens = -1;
+    out->prompt_tokens = out->completion_tokens = out->cached_tokens = -1;
+    out->server_queue_ms = out->server_total_ms = -1;
     size_t blen = strlen(body);
     char *req = malloc(blen + 1024);
     reader rd = {.llama = cfg->target == BENCH_TARGET_LLAMACPP,
-                 .chat = cfg->target == BENCH_TARGET_CHAT};
+                 .chat = cfg->target == BENCH_TARGET_CHAT,
+                 .server_queue_ms = -1,
+                 .server_total_ms = -1};
     buf text = {0};
     if (!req) {
         snprintf(out->error, sizeof out->error, "out of memory");
@@ -423,6 +461,12 @@ void bench_http_post(const bench_cfg *cfg, const char *token, int *fd, const cha
         if (out->t_first_token < 0)
             out->t_first_token = out->t_first_byte;
     }
+    /* The headers' id and timings (a stream's final event may have given its own already). */
+    snprintf(out->request_id, sizeof out->request_id, "%s", rd.request_id);
+    if (out->server_queue_ms < 0)
+        out->server_queue_ms = rd.server_queue_ms;
+    if (out->server_total_ms < 0)
+        out->server_total_ms = rd.server_total_ms;
     out->text = text.p ? text.p : strdup("");
     free(rd.raw.p);
     free(rd.body.p);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const USAGE[] = {
@@ -39,6 +40,10 @@ static const char *const USAGE[] = {
     "  --token-file PATH      one token a line: developer (or classic client) i uses token\n"
     "                         i mod count, as every Tabby user has their own; servers cap\n"
     "                         requests in flight per token (Serval: 16)\n"
+    "  --metrics-url URL      Serval's /metrics, read before and after each run for the\n"
+    "                         summary's \"server\": aborts, abort-to-free time, wasted tokens\n"
+    "                         (default: --url for the HTTP targets; grpc: give the HTTP port,\n"
+    "                         http://HOST:PORT; none: skip; servers without them give null)\n"
     "  --developers N         developers typing at once, on average (default 4)\n"
     "  --duration S           seconds of load; no request starts after it (default 30)\n"
     "  --repos DIR            directory of source trees to type through (required)\n"
@@ -153,7 +158,33 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
     return true;
 }
 
-static int parse_url(bench_cfg *c, const char *url)
+/* HOST, PORT and /base of SCHEME://HOST:PORT[/base] (the scheme's 7 characters skipped);
+ * host and base hold 256 bytes. 0, or 2 after a usage error naming flag. */
+static int parse_hostport(const char *flag, const char *url, char *host, int *port, char *base)
+{
+    const char *h = url + 7, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    const char *colon = memchr(h, ':', hl);
+    size_t name_len = colon ? (size_t)(colon - h) : hl;
+    if (name_len == 0 || name_len >= 256) {
+        fprintf(stderr, "serval-bench: %s %s: no host (see --help)\n", flag, url);
+        return 2;
+    }
+    memcpy(host, h, name_len);
+    host[name_len] = 0;
+    *port = colon ? atoi(colon + 1) : 80;
+    if (*port <= 0 || *port > 65535) {
+        fprintf(stderr, "serval-bench: %s %s: bad port (see --help)\n", flag, url);
+        return 2;
+    }
+    snprintf(base, 256, "%s", slash ? slash : "");
+    size_t bl = strlen(base);
+    if (bl && base[bl - 1] == '/')
+        base[bl - 1] = 0;
+    return 0;
+}
+
+static int parse_url(bench_cfg *c, const char *url, const char *metrics_url)
 {
     bool grpc = strncmp(url, "grpc://", 7) == 0;
     if (strncmp(url, "http://", 7) != 0 && !grpc)
@@ -162,22 +193,23 @@ static int parse_url(bench_cfg *c, const char *url)
     if (grpc != (c->target == BENCH_TARGET_GRPC))
         return usage_error("--url %s: --target grpc takes grpc://HOST:PORT, the others http://",
                            url);
-    const char *h = url + 7, *slash = strchr(h, '/');
-    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
-    const char *colon = memchr(h, ':', hl);
-    size_t name_len = colon ? (size_t)(colon - h) : hl;
-    if (name_len == 0 || name_len >= sizeof c->host)
-        return usage_error("--url %s: no host", url);
-    memcpy(c->host, h, name_len);
-    c->host[name_len] = 0;
-    c->port = colon ? atoi(colon + 1) : 80;
-    if (c->port <= 0 || c->port > 65535)
-        return usage_error("--url %s: bad port", url);
-    snprintf(c->base_path, sizeof c->base_path, "%s", slash ? slash : "");
-    size_t bl = strlen(c->base_path);
-    if (bl && c->base_path[bl - 1] == '/')
-        c->base_path[bl - 1] = 0;
-    return 0;
+    int rc = parse_hostport("--url", url, c->host, &c->port, c->base_path);
+    if (rc)
+        return rc;
+    if (metrics_url && strcmp(metrics_url, "none") == 0)
+        return 0; /* metrics_port stays 0: not read */
+    if (!metrics_url) {
+        if (grpc)
+            return 0; /* gRPC has no /metrics: --metrics-url names the HTTP port */
+        snprintf(c->metrics_host, sizeof c->metrics_host, "%s", c->host);
+        snprintf(c->metrics_base, sizeof c->metrics_base, "%s", c->base_path);
+        c->metrics_port = c->port;
+        return 0;
+    }
+    if (strncmp(metrics_url, "http://", 7) != 0)
+        return usage_error("--metrics-url %s: http://HOST:PORT or none", metrics_url);
+    return parse_hostport("--metrics-url", metrics_url, c->metrics_host, &c->metrics_port,
+                          c->metrics_base);
 }
 
 /* --token-file: one token a line ('#' comments, blanks skipped); the first is also --token. */
@@ -256,6 +288,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
     };
     const char *url = "http://127.0.0.1:8080", *target = NULL, *token_file = NULL;
+    const char *metrics_url = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -287,6 +320,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         STR_FLAG("--model", c->model)
         STR_FLAG("--sweep", c->sweep)
         STR_FLAG("--token-file", token_file)
+        STR_FLAG("--metrics-url", metrics_url)
 #undef STR_FLAG
         if (strcmp(a, "--mode") == 0 && has_val) {
             const char *m = argv[++i];
@@ -354,7 +388,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         return 2;
     if (!c->token)
         c->token = getenv("SERVAL_TOKEN");
-    return parse_url(c, url);
+    return parse_url(c, url, metrics_url);
 }
 
 static double cpu_seconds(void)
@@ -363,6 +397,24 @@ static double cpu_seconds(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
            ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* GET /metrics from cfg's metrics URL (with cfg's token); false when there is none or the
+ * server does not export Serval's metrics (m->ok false then). */
+static bool bench_metrics_scrape(const bench_cfg *cfg, bench_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    if (!cfg->metrics_port)
+        return false;
+    bench_cfg c = *cfg; /* the metrics endpoint's host, port and base path */
+    snprintf(c.host, sizeof c.host, "%s", cfg->metrics_host);
+    c.port = cfg->metrics_port;
+    snprintf(c.base_path, sizeof c.base_path, "%s", cfg->metrics_base);
+    char *body = NULL;
+    int status = bench_http_get(&c, "/metrics", &body);
+    bool ok = status == 200 && body && bench_metrics_parse(body, m);
+    free(body);
+    return ok;
 }
 
 /* The progress line: once a second while the workload runs. */
@@ -396,6 +448,7 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
     bench_run run = {.cfg = cfg, .corpus = corpus};
     pthread_mutex_init(&run.lock, NULL);
     double cpu0 = cpu_seconds();
+    bench_metrics_scrape(cfg, &run.metrics_before);
     run.t0 = bench_now_ms();
     pthread_t prog;
     bool have_prog = !cfg->quiet && pthread_create(&prog, NULL, progress_main, &run) == 0;
@@ -405,6 +458,12 @@ int bench_run_once(const bench_cfg *cfg, const bench_corpus *corpus, bench_headl
     atomic_store(&run.stop, true);
     if (have_prog)
         pthread_join(prog, NULL);
+    if (run.metrics_before.ok) {
+        /* The last aborts are freed at the server's next step: give it that long. */
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        bench_metrics_scrape(cfg, &run.metrics_after);
+    }
     if (rc != 0)
         fprintf(stderr, "serval-bench: the workload could not start (out of memory)\n");
     else

@@ -271,6 +271,8 @@ static int write_jsonl(bench_run *r, const char *path)
             json_object_set_new(j, "expected", json_string(x->expected));
         if (j && x->cached_tokens >= 0)
             json_object_set_new(j, "cached_tokens", json_integer(x->cached_tokens));
+        if (j && x->request_id[0])
+            json_object_set_new(j, "server_request_id", json_string(x->request_id));
         if (j && x->server_queue_ms >= 0)
             json_object_set_new(j, "server_queue_ms", json_real(x->server_queue_ms));
         if (j && x->server_total_ms >= 0)
@@ -480,6 +482,8 @@ static json_t *summary_build(const bench_run *r, tally *t, double wall_s, double
     json_object_set_new(s, "client_cpu_fraction", json_real(cpu_frac));
     json_object_set_new(s, "client_bottleneck", json_boolean(json_array_size(warnings) > 0));
     json_object_set_new(s, "warnings", warnings);
+    json_object_set_new(s, "server",
+                        bench_metrics_delta_json(&r->metrics_before, &r->metrics_after));
     json_object_set_new(s, "config", config_json(cfg));
     return s;
 }

@@ -140,9 +140,10 @@ static char *do_request(bench_run *r, int session, bench_conn *conn, const bench
     rec.prompt_tokens = res.prompt_tokens;
     rec.completion_tokens = res.completion_tokens;
     rec.cached_tokens = grpc ? res.cached_tokens : -1;
-    rec.server_queue_ms = grpc ? res.server_queue_ms : -1;
-    rec.server_total_ms = grpc ? res.server_total_ms : -1;
+    rec.server_queue_ms = res.server_queue_ms;
+    rec.server_total_ms = res.server_total_ms;
     snprintf(rec.id, sizeof rec.id, "%s", res.id);
+    snprintf(rec.request_id, sizeof rec.request_id, "%s", res.request_id);
     char *accept = NULL;
     if (res.aborted) {
         rec.outcome = BENCH_OUTCOME_SUPERSEDED;
