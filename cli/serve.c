@@ -1,7 +1,8 @@
 /* serve.c — `serval serve`: its flag table, model and engine set-up, the gRPC listener (and
- * the HTTP shim beside it), where the tokens come from, and the shutdown: on SIGTERM/SIGINT
- * both front ends stop accepting at once and drain in parallel; a second signal ends the
- * drain. */
+ * the HTTP shim beside it), where the tokens come from, the start-up order (HTTP answers
+ * "starting" while the model loads; one "ready" summary event), SIGHUP reloads (tokens, log
+ * level), and the shutdown: on SIGTERM/SIGINT both front ends stop accepting at once and
+ * drain in parallel; a second signal ends the drain. */
 #include "serve.h"
 
 #include <arpa/inet.h>
@@ -15,14 +16,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "log.h"
 #include "engine_flags.h"
 #include "flags.h"
 #include "grpc_server.h"
 #include "http_server.h"
 #include "clock.h"
+#include "cpuinfo.h"
 #include "serval_engine.h"
 #include "serve_opts.h"
 #include "sd_notify.h"
@@ -67,22 +71,25 @@ static eng_status setup_auth(const serve_opts *o, const char *data_dir, rpc_auth
     if (st != ENG_OK) return st;
     const char *path = rpc_auth_data_token_path(*auth);
     if (generated)
-        fprintf(stderr, "serval: no token given; generated one, shown only this once: clients "
-                        "send 'authorization: Bearer %s' (kept in %s)\n", generated, path);
+        rpc_log(RPC_LOG_WARN, "no token given; generated one, shown only this once: clients "
+                              "send 'authorization: Bearer %s' (kept in %s)", generated, path);
     else if (path)
-        fprintf(stderr, "serval: clients send the bearer token kept in %s\n", path);
+        rpc_log(RPC_LOG_INFO, "clients send the bearer token kept in %s", path);
     else if (use_env)
-        fprintf(stderr, "serval: clients send the bearer token from $SERVAL_TOKEN\n");
+        rpc_log(RPC_LOG_INFO, "clients send the bearer token from $SERVAL_TOKEN");
+    if (!o->no_auth)
+        rpc_log(RPC_LOG_INFO, "%zu tokens (named ones from %s/tokens; `serval token list`)",
+                rpc_auth_n_tokens(*auth), data_dir ? data_dir : "?");
     if (o->no_auth && o->prefix_cache_per_token)
-        fprintf(stderr, "serval: --prefix-cache-per-token does nothing with --no-auth: without "
-                        "tokens every request shares one cache\n");
+        rpc_log(RPC_LOG_WARN, "--prefix-cache-per-token does nothing with --no-auth: without "
+                              "tokens every request shares one cache");
     if (o->no_auth && bind_is_loopback(o->bind))
-        fprintf(stderr, "serval: --no-auth: every request is accepted without a token\n");
+        rpc_log(RPC_LOG_WARN, "--no-auth: every request is accepted without a token");
     else if (o->no_auth)
-        fprintf(stderr,
-                "serval: WARNING: --no-auth with --bind %s: ANYONE WHO CAN REACH THIS MACHINE "
+        rpc_log(RPC_LOG_WARN,
+                "WARNING: --no-auth with --bind %s: ANYONE WHO CAN REACH THIS MACHINE "
                 "CAN USE THIS SERVER without a token (and read /metrics). Bind 127.0.0.1, or "
-                "drop --no-auth and give clients a token.\n", o->bind);
+                "drop --no-auth and give clients a token.", o->bind);
     return ENG_OK;
 }
 
@@ -128,7 +135,7 @@ static void *watchdog_main(void *p)
     bool stuck = !w->finished;
     pthread_mutex_unlock(&w->mu);
     if (stuck) {
-        fprintf(stderr, "serval: shutdown is stuck; exiting without finishing it\n");
+        rpc_log(RPC_LOG_ERROR, "shutdown is stuck; exiting without finishing it");
         _exit(1);
     }
     return NULL;
@@ -159,7 +166,7 @@ static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_engine 
 {
     http_server_drain_begin(http);
     rpc_grpc_server_stop_accepting(grpc);
-    fprintf(stderr, "serval: %s: stopped accepting; draining %d in flight, up to %d ms\n",
+    rpc_log(RPC_LOG_INFO, "%s: stopped accepting; draining %d in flight, up to %d ms",
             sig_name(sig), in_flight(e), drain_ms);
 
     watchdog w = {.deadline_ms = eng_clock_ms() + drain_ms + SERVE_STOP_GRACE_MS};
@@ -187,7 +194,7 @@ static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_engine 
         int again = sigtimedwait(sigs, NULL, &tick);
         if (again > 0 && !aborted) {
             aborted = true;
-            fprintf(stderr, "serval: second signal (%s): ending drain now, cancelling %d\n",
+            rpc_log(RPC_LOG_WARN, "second signal (%s): ending drain now, cancelling %d",
                     sig_name(again), in_flight(e));
             watchdog_set(&w, eng_clock_ms() + SERVE_ABORT_GRACE_MS, false);
             http_server_drain_abort(http);
@@ -198,9 +205,9 @@ static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_engine 
         if (started[i]) pthread_join(t[i], NULL);
     bool drained = jobs[0].drained && jobs[1].drained;
     if (drained)
-        fprintf(stderr, "serval: drained\n");
+        rpc_log(RPC_LOG_INFO, "drained");
     else if (!aborted)
-        fprintf(stderr, "serval: drain timed out after %d ms, cancelling %d\n", drain_ms,
+        rpc_log(RPC_LOG_WARN, "drain timed out after %d ms, cancelling %d", drain_ms,
                 in_flight(e));
     http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
@@ -242,9 +249,140 @@ static rpc_grpc_config grpc_config(const serve_opts *o, int32_t ctx_len)
 
 static void log_listening(const char *what, const char *bind, int port, bool tls)
 {
-    fprintf(stderr, strchr(bind, ':') ? "serval: %s listening on [%s]:%d%s\n"
-                                      : "serval: %s listening on %s:%d%s\n",
-            what, bind, port, tls ? " (TLS)" : "");
+    char head[160];
+    snprintf(head, sizeof head, strchr(bind, ':') ? "%s listening on [%s]:%d%s"
+                                                  : "%s listening on %s:%d%s",
+             what, bind, port, tls ? " (TLS)" : "");
+    rpc_log_kv kv[] = {RPC_LOG_JSTR("listener", what), RPC_LOG_JSTR("address", bind),
+                       RPC_LOG_JINT("port", port), RPC_LOG_JINT("tls", tls)};
+    rpc_log_event(RPC_LOG_INFO, "listening", head, kv, sizeof kv / sizeof kv[0]);
+}
+
+/* ---- SIGHUP: reload what can change without a restart ------------------------------------ */
+
+/* The value of `key = value  # source` lines of --print-config's text, or NULL. */
+static bool setting_value(const char *text, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, key, kl) || strncmp(p + kl, " = ", 3)) continue;
+        const char *v = p + kl + 3, *end = strchr(v, '\n');
+        size_t n = end ? (size_t)(end - v) : strlen(v);
+        const char *hash = memmem(v, n, "  #", 3); /* the source comment */
+        if (hash) n = (size_t)(hash - v);
+        while (n && v[n - 1] == ' ') n--;
+        snprintf(out, cap, "%.*s", (int)n, v);
+        return true;
+    }
+    return false;
+}
+
+/* Reads the settings again (file, environment, the same flags): tokens and the log level are
+ * applied; every other changed setting is named as needing a restart. One log line says
+ * what happened. */
+static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
+{
+    char tokens[1600], applied[512] = "", ignored[1024] = "";
+    eng_err err = {{0}};
+    if (rpc_auth_reload(auth, tokens, sizeof tokens, &err) != ENG_OK)
+        snprintf(tokens, sizeof tokens, "tokens unchanged: %s", err.msg);
+    serve_opts n;
+    if (cli_serve_opts_parse(argc, argv, "serval serve: SIGHUP", &n) >= 0) {
+        rpc_log(RPC_LOG_ERROR, "SIGHUP: %s; the settings do not parse (see above): nothing else "
+                "changed", tokens);
+        return;
+    }
+    rpc_log_level lvl = (rpc_log_level)n.log_level;
+    if (lvl != rpc_log_get_level()) {
+        snprintf(applied, sizeof applied, "; log_level %s -> %s",
+                 rpc_log_level_name(rpc_log_get_level()), rpc_log_level_name(lvl));
+        rpc_log_set_level(lvl);
+    }
+    /* Every other setting: compare the effective values line by line. */
+    for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        char key[64], was[512], now[512];
+        if (*p == '#' || sscanf(p, "%63[a-z_0-9] = ", key) != 1) continue;
+        if (!strcmp(key, "log_level")) continue;
+        if (!setting_value(n.effective, key, now, sizeof now)) continue;
+        if (setting_value(o->effective, key, was, sizeof was) && !strcmp(was, now)) continue;
+        size_t at = strlen(ignored);
+        snprintf(ignored + at, sizeof ignored - at, "%s%s", at ? ", " : "", key);
+    }
+    char head[3300];
+    snprintf(head, sizeof head, "SIGHUP: %s%s%s%s%s", tokens, applied,
+             *ignored ? "; ignored (a restart applies them): " : "", ignored,
+             *ignored ? "" : "; no other setting changed");
+    rpc_log_kv kv[] = {RPC_LOG_JSTR("tokens", tokens), RPC_LOG_JSTR("log_level",
+                       rpc_log_level_name(rpc_log_get_level())),
+                       RPC_LOG_JSTR("needs_restart", ignored)};
+    rpc_log_event(RPC_LOG_INFO, "reload", head, kv, sizeof kv / sizeof kv[0]);
+    cli_serve_opts_free(&n);
+}
+
+/* ---- start-up ----------------------------------------------------------------------------- */
+
+/* While eng_model_load runs: on a terminal, one line rewritten twice a second with the time
+ * spent and how much of the model file is in memory (the process's RSS against its size). */
+typedef struct load_progress {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    const char *path;
+} load_progress;
+
+static void *progress_main(void *p)
+{
+    load_progress *lp = p;
+    struct stat st;
+    double size_mb = stat(lp->path, &st) == 0 ? (double)st.st_size / (1 << 20) : 0;
+    double t0 = eng_clock_ms();
+    bool drew = false;
+    pthread_mutex_lock(&lp->mu);
+    while (!lp->done) {
+        struct timespec ts = eng_clock_deadline(500);
+        pthread_cond_timedwait(&lp->cv, &lp->mu, &ts);
+        if (lp->done) break;
+        long long pages = 0, vsz = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (f && fscanf(f, "%lld %lld", &vsz, &pages) != 2) pages = 0;
+        if (f) fclose(f);
+        double rss_mb = (double)pages * (double)sysconf(_SC_PAGESIZE) / (1 << 20);
+        fprintf(stderr, "\rserval: loading %s: %.1f s, %.0f of %.0f MiB resident   ",
+                lp->path, (eng_clock_ms() - t0) / 1e3, rss_mb, size_mb);
+        drew = true;
+    }
+    pthread_mutex_unlock(&lp->mu);
+    if (drew) fprintf(stderr, "\r\033[K");
+    return NULL;
+}
+
+/* The start-up summary as one event: model, backend, devices, memory, KV blocks, listeners. */
+static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc_port,
+                      int http_port, double t_start_ms, double load_ms)
+{
+    eng_engine_stats es;
+    eng_engine_stats_get(e, &es);
+    char cpu[128] = "cpu";
+    eng_cpuinfo_model_name(cpu, sizeof cpu);
+    double ready_ms = eng_clock_ms() - t_start_ms;
+    char head[1024];
+    snprintf(head, sizeof head, "ready in %.0f ms (model loaded in %.0f ms): %s on %s (%s), "
+             "weights %.1f MiB, KV %d blocks of %d tokens, grpc %s:%d, http %s:%d",
+             ready_ms, load_ms, eng_model_name(m), cli_backend_name(&o->eng), cpu,
+             (double)eng_model_weight_bytes(m) / (1 << 20), es.kv_blocks_total, es.block_size,
+             o->bind, grpc_port, o->bind, http_port);
+    rpc_log_kv kv[] = {
+        RPC_LOG_JSTR("model", eng_model_name(m)), RPC_LOG_JSTR("model_path", o->model),
+        RPC_LOG_JSTR("architecture", eng_model_arch_name(m)),
+        RPC_LOG_JINT("layers", eng_model_n_layer(m)),
+        RPC_LOG_JINT("context", eng_engine_max_seq_len(e)),
+        RPC_LOG_JSTR("backend", cli_backend_name(&o->eng)), RPC_LOG_JSTR("device", cpu),
+        RPC_LOG_JINT("weight_bytes", eng_model_weight_bytes(m)),
+        RPC_LOG_JINT("kv_blocks", es.kv_blocks_total), RPC_LOG_JINT("kv_block_size", es.block_size),
+        RPC_LOG_JSTR("bind", o->bind), RPC_LOG_JINT("grpc_port", grpc_port),
+        RPC_LOG_JINT("http_port", http_port), RPC_LOG_JINT("tls", o->tls_cert != NULL),
+        RPC_LOG_JINT("load_ms", (long long)load_ms), RPC_LOG_JINT("ready_ms", (long long)ready_ms)};
+    rpc_log_event(RPC_LOG_INFO, "ready", head, kv, sizeof kv / sizeof kv[0]);
 }
 
 int cli_serve_main(int argc, char **argv)
@@ -252,13 +390,18 @@ int cli_serve_main(int argc, char **argv)
     serve_opts o;
     int pr = cli_serve_opts_parse(argc, argv, "serval serve", &o);
     if (pr >= 0) return pr;
+    rpc_log_setup((rpc_log_format)o.log_format, (rpc_log_level)o.log_level);
+    double t_start_ms = eng_clock_ms();
 
-    /* Every thread started below inherits this mask; the main thread takes the signals. */
-    sigset_t sigs;
+    /* Every thread started below inherits this mask; the main thread takes the signals:
+     * SIGINT/SIGTERM stop (sigs), SIGHUP reloads (all = sigs + SIGHUP). */
+    sigset_t sigs, all;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    all = sigs;
+    sigaddset(&all, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);
 
@@ -272,29 +415,64 @@ int cli_serve_main(int argc, char **argv)
 
     const char *data_dir = cli_serve_data_dir(&o);
     if (setup_auth(&o, data_dir, &auth, &err) != ENG_OK) {
-        fprintf(stderr, "serval serve: auth: %s\n", err.msg);
+        rpc_log(RPC_LOG_ERROR, "serve: auth: %s", err.msg);
         goto out;
     }
 
-    if (eng_model_load(o.model, &m, &err) != ENG_OK) {
-        fprintf(stderr, "serval serve: cannot load model '%s': %s\n", o.model, err.msg);
+    /* While the model loads the HTTP port already answers 503 "starting" (not with TLS). */
+    http_starting *starting = NULL;
+    int http_port_want = (int)o.http_port;
+    if (!o.tls_cert) {
+        if (http_starting_start(o.bind, (int)o.http_port, &starting, &http_port_want, &err) !=
+            ENG_OK) {
+            rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
+            goto out;
+        }
+        rpc_log(RPC_LOG_INFO, "http on %s:%d answers 503 \"starting\" while the model loads",
+                o.bind, http_port_want);
+    }
+    load_progress lp = {.path = o.model};
+    pthread_mutex_init(&lp.mu, NULL);
+    pthread_condattr_t lca;
+    pthread_condattr_init(&lca);
+    pthread_condattr_setclock(&lca, CLOCK_MONOTONIC);
+    pthread_cond_init(&lp.cv, &lca);
+    pthread_condattr_destroy(&lca);
+    pthread_t lpt;
+    bool have_lpt = isatty(2) && o.log_format == RPC_LOG_TEXT &&
+                    pthread_create(&lpt, NULL, progress_main, &lp) == 0;
+    double t_load = eng_clock_ms();
+    eng_status lst = eng_model_load(o.model, &m, &err);
+    double load_ms = eng_clock_ms() - t_load;
+    pthread_mutex_lock(&lp.mu);
+    lp.done = true;
+    pthread_cond_signal(&lp.cv);
+    pthread_mutex_unlock(&lp.mu);
+    if (have_lpt) pthread_join(lpt, NULL);
+    pthread_cond_destroy(&lp.cv);
+    pthread_mutex_destroy(&lp.mu);
+    if (lst != ENG_OK) {
+        http_starting_stop(starting);
+        rpc_log(RPC_LOG_ERROR, "serve: cannot load model '%s': %s", o.model, err.msg);
         goto out;
     }
     eng_engine_config ec = cli_engine_config(&o.eng);
     if (o.max_running) ec.max_running = (int32_t)o.max_running;
     if (o.max_waiting) ec.max_waiting = (int32_t)o.max_waiting;
     if (eng_engine_create(m, &ec, &e, &err) != ENG_OK) {
-        fprintf(stderr, "serval serve: cannot start the engine: %s\n", err.msg);
+        http_starting_stop(starting);
+        rpc_log(RPC_LOG_ERROR, "serve: cannot start the engine: %s", err.msg);
         goto out;
     }
     int32_t ctx_len = eng_engine_max_seq_len(e);
-    fprintf(stderr, "serval: model %s (%s, %d layers, context %d) on %s\n", eng_model_name(m),
+    rpc_log(RPC_LOG_INFO, "model %s (%s, %d layers, context %d) on %s", eng_model_name(m),
             eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
 
     rpc_grpc_config gc = grpc_config(&o, ctx_len);
     int grpc_port = 0;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
-        fprintf(stderr, "serval serve: %s\n", err.msg);
+        http_starting_stop(starting);
+        rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
         goto out;
     }
     log_listening("grpc", o.bind, grpc_port, o.tls_cert != NULL);
@@ -303,23 +481,27 @@ int cli_serve_main(int argc, char **argv)
     http_server_config hc = http_config(&o, data_dir);
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
-        fprintf(stderr, "serval serve: %s\n", err.msg);
+        rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
+    hc.port = http_port_want; /* the port the placeholder held (the one port 0 picked) */
         goto out;
+    http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
     char why[256];
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
+    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
         fprintf(stderr, "serval: cannot tell systemd that serve is ready: %s\n", why);
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
+        reload(argc, argv, &o, auth);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
         fprintf(stderr, "serval: cannot tell systemd that serve is stopping: %s\n", why);
     drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);
     http = NULL;
     grpc = NULL;
-    fprintf(stderr, "serval: stopped\n");
+    rpc_log(RPC_LOG_INFO, "stopped");
     rc = 0;
 out:
     http_server_stop(http, 0);

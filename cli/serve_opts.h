@@ -38,6 +38,10 @@ typedef struct serve_opts {
     const char *config;  /* --config: the TOML file named on the command line */
     bool print_config;   /* --print-config */
     cli_config *cfg;     /* the settings' sources; the file's strings o's fields borrow */
+    int log_format;      /* --log-format: index in "text|json" (rpc_log_format's order) */
+    int log_level;       /* --log-level: index in "debug|info|warn|error" (rpc_log_level's) */
+    char *effective;     /* the effective settings as --print-config prints them (malloc'd),
+                          * what SIGHUP compares against */
 } serve_opts;
 
 /* Parses `serve`'s arguments (those after the command's name) with the config file and the

@@ -526,10 +526,12 @@ eng_status rpc_auth_reload(rpc_auth *a, char *summary, size_t cap, eng_err *err)
     sig_of(a->store_path, &s1);
     sig_of(a->token_file, &s2);
     eng_status st = collect(a, &l, &store, err);
-    if (st == ENG_OK && l.n == 0)
-        st = eng_fail(err, ENG_ERR_INVALID, "no token left: the reload would lock everyone out; "
-                      "keeping the current tokens");
     if (st == ENG_OK) apply(a, &l, &store, summary, cap);
+    if (st == ENG_OK && l.n == 0 && summary && cap) { /* a revoke takes effect, even the last */
+        size_t at = strlen(summary);
+        snprintf(summary + at, cap - at, "; NO TOKEN LEFT: every request is refused until one "
+                 "is added (`serval token create`)");
+    }
     pthread_mutex_lock(&a->poll_mu);
     a->sig_store = s1;
     a->sig_file = s2;

@@ -114,7 +114,8 @@ bool rpc_auth_has_rate(const rpc_auth *a, int identity);
 
 /* Reads the token file, <data_dir>/tokens (and <data_dir>/token when it was used at start)
  * again and swaps the new set in: tokens still configured keep their slot, removed ones stop
- * working at once, new ones start working. On error nothing changes (the old set stays).
+ * working at once (the last one too: then every request is refused), new ones start
+ * working. On error (an unreadable or malformed file) nothing changes (the old set stays).
  * summary (may be NULL) gets "tokens: 1 added (bob), 1 removed (carol), 3 unchanged".
  * Thread-safe against rpc_auth_match. */
 eng_status rpc_auth_reload(rpc_auth *a, char *summary, size_t cap, eng_err *err);

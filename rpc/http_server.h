@@ -86,3 +86,13 @@ void http_server_drain_abort(http_server *s);
 void http_server_stop(http_server *s, int drain_ms);
 
 #endif
+/* While the model loads, `serve` holds the HTTP port with a placeholder that answers every
+ * request 503 (health probes: {"status":"starting"}, other routes an error of type
+ * "starting"), so load balancers and systemd see *starting* rather than a refused
+ * connection. Stop it, then start the real server on *bound_port (the port it took, for
+ * port 0). No TLS: with --tls-cert nothing listens until the model is loaded. */
+typedef struct http_starting http_starting;
+eng_status http_starting_start(const char *bind_addr, int port, http_starting **out,
+                               int *bound_port, eng_err *err);
+void http_starting_stop(http_starting *s);
+

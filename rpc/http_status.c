@@ -2,13 +2,18 @@
  * devices and memory, engine load, latency percentiles per 10 s over the last 10 minutes,
  * indexed repositories, Tabby-style usage per user per day from the /v1/events files) and
  * GET / (one self-contained HTML page drawing that JSON, which it carries inline: no external
- * asset, no second request, so it works with a token or from loopback alike). */
+ * asset, no second request, so it works with a token or from loopback alike). Also the
+ * placeholder listener `serve` runs on the HTTP port while the model loads: every request,
+ * health probes included, gets 503 and "starting". */
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "http_impl.h"
@@ -377,4 +382,78 @@ enum MHD_Result http_route_status_page(http_req *r, json_t *body)
     enum MHD_Result res = http_reply_text(r, 200, "text/html; charset=utf-8", page, n);
     free(page);
     return res;
+}
+
+/* ---- while the model loads: a placeholder listener that says "starting" ------------------ */
+
+struct http_starting {
+    struct MHD_Daemon *daemon;
+};
+
+static enum MHD_Result starting_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                       const char *method, const char *version,
+                                       const char *upload_data, size_t *upload_data_size,
+                                       void **con_cls)
+{
+    (void)cls, (void)method, (void)version, (void)upload_data;
+    if (!*con_cls) { /* headers in: wait for (and drop) the body */
+        *con_cls = (void *)1;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    static const char health[] = "{\"status\":\"starting\"}";
+    static const char other[] = "{\"error\":{\"message\":\"the server is starting: the model is "
+                                "loading; retry shortly\",\"type\":\"starting\",\"code\":503}}";
+    bool is_health = !strcmp(url, "/v1/health") || !strcmp(url, "/health");
+    const char *body = is_health ? health : other;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body,
+                                                                MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Retry-After", "1");
+    MHD_add_response_header(resp, "Connection", "close");
+    enum MHD_Result r = MHD_queue_response(conn, 503, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+eng_status http_starting_start(const char *bind_addr, int port, http_starting **out,
+                               int *bound_port, eng_err *err)
+{
+    *out = NULL;
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+    struct sockaddr *addr = (struct sockaddr *)&a4;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, bind_addr, &a4.sin_addr) != 1) {
+        if (inet_pton(AF_INET6, bind_addr, &a6.sin6_addr) != 1)
+            return eng_fail(err, ENG_ERR_INVALID, "http: bind address '%s' is not an IP address",
+                            bind_addr);
+        addr = (struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    }
+    http_starting *s = calloc(1, sizeof *s);
+    if (!s) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    s->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, starting_access, NULL,
+                                 MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_CONNECTION_TIMEOUT, 5u,
+                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
+    if (!s->daemon) {
+        free(s);
+        return eng_fail(err, ENG_ERR_IO, "http: cannot listen on %s:%d (%s)", bind_addr, port,
+                        strerror(errno));
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (bound_port) *bound_port = di ? di->port : port;
+    *out = s;
+    return ENG_OK;
+}
+
+void http_starting_stop(http_starting *s)
+{
+    if (!s) return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
 }

@@ -73,7 +73,7 @@ static json_t *json_head(rpc_log_level l, const char *event)
 
 static void emit_json(json_t *o)
 {
-    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6)) : NULL;
     if (s) write_line(s, strlen(s));
     free(s);
     json_decref(o);
