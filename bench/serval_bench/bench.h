@@ -56,7 +56,7 @@ typedef struct bench_cfg {
     bool events; /* tabby: POST /v1/events view, then select or dismiss, per suggestion */
     /* developers-at-SLO search */
     bool search;
-    int search_max, search_repeats;
+    int search_max, search_repeats, search_start;
     double min_answered;
 } bench_cfg;
 
@@ -238,6 +238,11 @@ void bench_grpc_close(void **client);
 /* ListModels over gRPC (it needs the token, Health does not): 200 when OK, 401
  * unauthenticated, 0 otherwise. */
 int bench_grpc_health(const bench_cfg *cfg);
+
+/* ---- the null server (null_server.c) ---- */
+/* `serval-bench null-server --grpc-port N [--text T]` (argv after "null-server"): serves
+ * serval.v1 with an instant fixed answer until SIGINT/SIGTERM; an exit status. */
+int bench_null_server(int argc, char **argv);
 
 /* ---- workloads (workload.c) ---- */
 /* Runs the configured workload to its end; returns when every session/worker has joined. */

@@ -14,6 +14,7 @@ static const char *const USAGE[] = {
     "usage: serval-bench --target tabby|openai|openai-chat|llamacpp|grpc --url URL [--token T]\n"
     "                    --developers N --duration S --repos DIR --out DIR [options]\n"
     "       serval-bench compare A/summary.json B/summary.json\n"
+    "       serval-bench null-server --grpc-port N [--text T]\n"
     "\n"
     "Load generator for code-completion servers. The default workload simulates developers:\n"
     "each types through a real source file from --repos, and after Tabby's debounce sends a\n"
@@ -22,6 +23,9 @@ static const char *const USAGE[] = {
     "A suggestion equal to what the developer types next is accepted (Tab) and skipped over.\n"
     "Sessions arrive open-loop (Poisson); each session is closed-loop. Latencies count from the\n"
     "intended send time, so a late client never hides server delay (no coordinated omission).\n"
+    "\n",
+    "null-server answers every serval.v1 Complete/CompleteStream/ListModels at once with T (no\n"
+    "model): --target grpc against it measures the client's own overhead.\n"
     "\n",
     "Target and output (the stable contract):\n"
     "  --target tabby|openai|openai-chat|llamacpp|grpc\n"
@@ -105,6 +109,9 @@ static const char *const USAGE[] = {
     "                         interval. Writes DIR/search.json and every trial's outputs under\n"
     "                         DIR/search/rep<R>-dev<N>/\n"
     "  --search-max N         developers tried at most (default 256)\n"
+    "  --search-start N       first trial (default 1): doubles from there while trials pass,\n"
+    "                         halves while they fail, then bisects; a start near the answer\n"
+    "                         saves trials (the answer does not depend on it)\n"
     "  --search-repeats R     searches, seeds --seed, --seed+1, ... (default 3)\n"
     "  --min-answered F       answered share of non-superseded requests to pass (default 0.99)\n"
     "\n",
@@ -256,7 +263,7 @@ typedef struct num_flag {
 
 static int parse_args(bench_cfg *c, int argc, char **argv)
 {
-    double smax = 256, sreps = 3, groups = 0, shared = 400;
+    double smax = 256, sreps = 3, sstart = 1, groups = 0, shared = 400;
     double seed = 1, devs = 4, conc = 4, pl = 20, sl = 20, hl = 3, pc = 600, mt = 32, mi = 256;
     num_flag nums[] = {
         {"--duration", &c->duration_s, NULL, 0.1, 1e6},
@@ -283,6 +290,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
         {"--max-inflight", &mi, NULL, 1, 100000},
         {"--search-max", &smax, NULL, 1, 100000},
         {"--search-repeats", &sreps, NULL, 1, 30},
+        {"--search-start", &sstart, NULL, 1, 100000},
         {"--min-answered", &c->min_answered, NULL, 0, 1},
         {"--prefix-groups", &groups, NULL, 0, 100000},
         {"--shared-prefix-chars", &shared, NULL, 0, 1e7},
@@ -375,6 +383,7 @@ static int parse_args(bench_cfg *c, int argc, char **argv)
     c->shared_chars = (int)shared;
     c->search_max = (int)smax;
     c->search_repeats = (int)sreps;
+    c->search_start = (int)sstart;
     c->seed = (uint64_t)seed;
     c->developers = (int)devs;
     c->concurrency = (int)conc;
@@ -488,6 +497,8 @@ int main(int argc, char **argv)
                 fputs(USAGE[k], stdout);
             return 0;
         }
+    if (argc >= 2 && strcmp(argv[1], "null-server") == 0)
+        return bench_null_server(argc - 2, argv + 2);
     if (argc >= 2 && strcmp(argv[1], "compare") == 0) {
         if (argc != 4)
             return usage_error("%s", "compare needs two summary.json paths");

@@ -71,26 +71,42 @@ static int trial(search_ctx *x, int n)
     return pass;
 }
 
-/* One search: grow by doubling to the first failure (or --search-max), then bisect. */
+/* One search: from --search-start, grow by doubling to the first failure (or --search-max),
+ * or halve to the first pass when the start fails; then bisect between the two. */
 static int search_once(search_ctx *x, int *found)
 {
-    int lo = 0, hi = 0, n = 1;
-    for (;;) {
-        int p = trial(x, n);
-        if (p < 0)
+    int lo = 0, hi = 0, n = x->base->search_start;
+    if (n > x->base->search_max)
+        n = x->base->search_max;
+    int p = trial(x, n);
+    if (p < 0)
+        return -1;
+    while (!p) { /* the start is already too many: halve until one passes (or 1 fails) */
+        hi = n;
+        if (n == 1)
+            break;
+        n /= 2;
+        if ((p = trial(x, n)) < 0)
             return -1;
-        if (!p) {
-            hi = n;
-            break;
-        }
+    }
+    if (p) {
         lo = n;
-        if (n >= x->base->search_max)
-            break;
-        n = n * 2 < x->base->search_max ? n * 2 : x->base->search_max;
+        while (lo < x->base->search_max && (!hi || hi > 2 * lo)) {
+            n = lo * 2 < x->base->search_max ? lo * 2 : x->base->search_max;
+            if (hi && n >= hi)
+                break;
+            if ((p = trial(x, n)) < 0)
+                return -1;
+            if (!p) {
+                hi = n;
+                break;
+            }
+            lo = n;
+        }
     }
     while (hi && hi - lo > 1) {
         int mid = lo + (hi - lo) / 2;
-        int p = trial(x, mid);
+        p = trial(x, mid);
         if (p < 0)
             return -1;
         if (p)
@@ -144,6 +160,7 @@ int bench_search(const bench_cfg *cfg, const bench_corpus *corpus)
         "developers_at_slo", per, "mean", mean, "sd", sd, "ci95_low", mean - half, "ci95_high",
         mean + half, "search_max", cfg->search_max, "trial_duration_s", cfg->duration_s,
         "trials", x->trials);
+    json_object_set_new(s, "search_start", json_integer(cfg->search_start));
     if (cfg->plot)
         bench_plot_search(cfg->out, cfg->slo_ms, x->devs, x->tput, x->p95, x->reps, x->n);
     free(xp);
