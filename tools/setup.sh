@@ -25,6 +25,7 @@ packages=(
   libgit2-dev   # the indexer walks git repositories with it (SQLite FTS5 and FAISS above)
   python3-grpcio python3-protobuf python3-numpy
   gnuplot-nox   # serval-bench --plot draws its PNGs with it
+  lintian help2man   # the Debian package's check (tests/tools/test_package.sh) and serval-bench's man page
 )
 missing=()
 for p in "${packages[@]}"; do

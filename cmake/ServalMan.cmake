@@ -1,0 +1,52 @@
+# ServalMan.cmake — writes the manual pages of the `serval` commands (a build step, cmake -P):
+# serval.1 and serval-COMMAND.1 for every command `serval help-man --list` names, each printed
+# by `serval help-man [COMMAND]` from the command's own flag table (cli/man.c), then gzip -9n as
+# Debian installs them. In: SERVAL (the binary), OUT (a directory, emptied first), STAMP; and
+# optionally BENCH, HELP2MAN, VERSION for serval-bench's page.
+file(REMOVE_RECURSE "${OUT}")
+file(MAKE_DIRECTORY "${OUT}")
+execute_process(COMMAND "${SERVAL}" help-man --list OUTPUT_VARIABLE names RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${SERVAL} help-man --list failed (${rc})")
+endif()
+string(REGEX REPLACE "\n$" "" names "${names}")
+string(REPLACE "\n" ";" names "${names}")
+find_program(GZIP gzip)
+set(pages "")
+foreach(page IN ITEMS "" ${names})
+  if(page STREQUAL "")
+    set(file "serval.1")
+  else()
+    set(file "serval-${page}.1")
+  endif()
+  execute_process(COMMAND "${SERVAL}" help-man ${page} OUTPUT_FILE "${OUT}/${file}"
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  file(SIZE "${OUT}/${file}" size)
+  if(NOT rc EQUAL 0 OR size EQUAL 0)
+    # A command whose parser does not answer --help-man (cli/man.h) gets no page; the
+    # packaging test names it.
+    message(WARNING "serval help-man ${page}: no manual page (exit ${rc}): ${err}")
+    file(REMOVE "${OUT}/${file}")
+    continue()
+  endif()
+  if(GZIP)
+    execute_process(COMMAND "${GZIP}" -9nf "${OUT}/${file}" RESULT_VARIABLE rc)
+  endif()
+  list(APPEND pages "${file}")
+endforeach()
+# serval-bench (optional: BENCH, HELP2MAN, VERSION): help2man's page from its --help.
+if(BENCH AND HELP2MAN)
+  execute_process(COMMAND "${HELP2MAN}" --no-info --no-discard-stderr --section=1
+                  "--name=load generator for code-completion servers"
+                  "--version-string=${VERSION}" -o "${OUT}/serval-bench.1" "${BENCH}"
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(rc EQUAL 0)
+    if(GZIP)
+      execute_process(COMMAND "${GZIP}" -9nf "${OUT}/serval-bench.1")
+    endif()
+    list(APPEND pages "serval-bench.1")
+  else()
+    message(WARNING "help2man serval-bench: no manual page: ${err}")
+  endif()
+endif()
+file(WRITE "${STAMP}" "${pages}\n")
