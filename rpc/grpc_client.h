@@ -26,7 +26,7 @@ typedef struct rpc_client_result {
     uint8_t *last;      /* the last message's bytes (malloc'd, owned by the result) */
     size_t last_len;
     char request_id[64]; /* the server's x-request-id (initial or trailing metadata), or "" */
-    char timings[160];   /* its x-serval-timings trailer ("queue;dur=.., ttft;dur=.., ..."), or "" */
+    char timings[160];   /* its x-serval-timings trailer ("queue;dur=1.0, ttft;..."), or "" */
 } rpc_client_result;
 
 /* Calls `method` ("/serval.v1.Serval/Complete") with one request message of raw bytes

@@ -14,7 +14,7 @@ static const char *const USAGE[] = {
     "usage: serval-bench --target tabby|openai|openai-chat|llamacpp|grpc --url URL [--token T]\n"
     "                    --developers N --duration S --repos DIR --out DIR [options]\n"
     "       serval-bench compare A/summary.json B/summary.json\n"
-    "       serval-bench null-server --grpc-port N [--text T]\n"
+    "       serval-bench null-server --grpc-port N [--text T]   (N 0: a free port)\n"
     "\n"
     "Load generator for code-completion servers. The default workload simulates developers:\n"
     "each types through a real source file from --repos, and after Tabby's debounce sends a\n"

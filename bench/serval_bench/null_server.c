@@ -154,7 +154,7 @@ static bool call_step(null_call *c, grpc_server *srv, grpc_completion_queue *cq,
 
 int bench_null_server(int argc, char **argv)
 {
-    int port = 0;
+    int port = -1;
     const char *text = " return a + b";
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--grpc-port") == 0 && i + 1 < argc)
@@ -167,8 +167,9 @@ int bench_null_server(int argc, char **argv)
             return 2;
         }
     }
-    if (port <= 0 || port > 65535) {
-        fprintf(stderr, "serval-bench null-server: --grpc-port N (1-65535) is required\n");
+    if (port < 0 || port > 65535) {
+        fprintf(stderr, "serval-bench null-server: --grpc-port N (0-65535; 0: a free one) is "
+                        "required\n");
         return 2;
     }
     grpc_init();
@@ -180,7 +181,7 @@ int bench_null_server(int argc, char **argv)
     grpc_server_credentials *cr = grpc_insecure_server_credentials_create();
     int bound = grpc_server_add_http2_port(srv, addr, cr);
     grpc_server_credentials_release(cr);
-    if (bound != port) {
+    if (bound <= 0 || (port && bound != port)) {
         fprintf(stderr, "serval-bench null-server: cannot listen on %s\n", addr);
         grpc_server_destroy(srv);
         grpc_completion_queue_destroy(cq);
@@ -192,7 +193,7 @@ int bench_null_server(int argc, char **argv)
     signal(SIGTERM, on_signal);
     for (int i = 0; i < 64; i++) /* calls accepted at once */
         call_new(srv, cq);
-    fprintf(stderr, "serval-bench null-server: grpc listening on %s\n", addr);
+    fprintf(stderr, "serval-bench null-server: grpc listening on 127.0.0.1:%d\n", bound);
     bool shutting = false;
     for (;;) {
         gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),

@@ -1,8 +1,12 @@
 /* test_serval_bench.c — serval-bench's CI smoke run: `serval serve` on a tiny synthetic model,
  * serval-bench for a couple of seconds per mode (developer sessions, classic closed and open
- * loop, sweeps, the developers-at-SLO search) against every target (Tabby, OpenAI completions
- * and chat, llama.cpp, Serval gRPC); the outputs must be well-formed and add up. */
+ * loop, Poisson and gamma, sweeps, the developers-at-SLO search) against every target (Tabby,
+ * OpenAI completions and chat, llama.cpp's /completion as Serval serves it, Serval gRPC); the
+ * outputs must be well-formed and add up, each answer carry the server's request id and
+ * timings, and the server's /metrics account for the aborts. The null server (client
+ * overhead) answers every call. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -184,6 +188,14 @@ static tu_json *check_run(const char *dir, bool developer, int usage)
                            "line %zu: Serval sent a suggestion that is not UTF-8", n + 1);
             if (usage != USAGE_NONE_NO_ID)
                 cr_assert_str_neq(need(r, "id")->str, "", "line %zu: the server's id", n + 1);
+            /* Serval's request id (to join its log) and its own timings, on every target */
+            const char *rid = need(r, "server_request_id")->str;
+            cr_assert(rid && (strncmp(rid, "http-", 5) == 0 || strncmp(rid, "grpc-", 5) == 0),
+                      "line %zu: server_request_id %s", n + 1, rid ? rid : "(not a string)");
+            cr_assert_leq(num(r, "server_queue_ms"), num(r, "server_total_ms") + 1e-6,
+                          "line %zu: server timings", n + 1);
+            cr_assert_leq(num(r, "server_total_ms"), e2e + 1e-6,
+                          "line %zu: the server took longer than the client waited", n + 1);
             cr_assert_eq(need(r, "suggestion")->type, TU_JSON_STR, "line %zu: the suggestion",
                          n + 1);
             ttft_n++;
@@ -371,6 +383,15 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
     tu_json *c = check_run(closed, false, USAGE_NONE_NO_ID);
     cr_assert_leq(num(c, "completion_tokens"), 8 * num(c, "answered"));
     tu_json_free(c);
+    /* An open loop with Poisson gaps (the openai test draws gamma ones). */
+    char *open = out_dir();
+    const char *open_args[] = {"--mode", "classic", "--rate", "6", "--arrival", "poisson",
+                               "--duration", "1", "--stream", "--max-tokens", "8", NULL};
+    free(bench(&s, "llamacpp", open, open_args));
+    c = check_run(open, false, USAGE_NONE_NO_ID);
+    cr_assert_str_eq(need(need(c, "config"), "arrival")->str, "poisson");
+    tu_json_free(c);
+    free(open);
 
     /* --token-file: developer i uses token i mod 2; the second is wrong, so exactly the odd
      * developers' requests come back 401. */
@@ -409,13 +430,15 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
 }
 
 /* Runs a search and checks search.json; returns the developers found per repetition. */
-static void search(const tu_server *s, const char *slo_ms, int repeats, int *found)
+static void search(const tu_server *s, const char *slo_ms, int repeats, int *found,
+                   const char *start)
 {
     char *out = out_dir(), reps[8];
     snprintf(reps, sizeof reps, "%d", repeats);
     const char *args[] = {"--search", "--search-max", "2", "--search-repeats", reps, "--slo-ms",
                           slo_ms, "--duration", "1.2", "--keystroke-ms", "40", "--jitter", "0",
-                          "--pause-prob", "1", "--pause-ms", "400", "--debounce-ms", "100", NULL};
+                          "--pause-prob", "1", "--pause-ms", "400", "--debounce-ms", "100",
+                          "--search-start", start, "--plot", NULL};
     free(bench(s, "tabby", out, args));
     tu_json *j = read_json(out, "search.json", NULL);
     cr_assert_not_null(j, "search.json is not JSON");
@@ -445,6 +468,15 @@ static void search(const tu_server *s, const char *slo_ms, int repeats, int *fou
         }
         cr_assert(answer_passed && next_failed, "rep %d: found %d", r, found[r]);
     }
+    cr_assert_eq(num(j, "search_start"), atof(start));
+    /* --plot: every trial's p95 against developers, the data beside the PNG */
+    char path[600];
+    bool have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
+    const char *plot_files[] = {"search.dat", "search.gp", "search.png"};
+    for (int i = 0; i < (have_gnuplot ? 3 : 2); i++) {
+        snprintf(path, sizeof path, "%s/%s", out, plot_files[i]);
+        cr_assert_eq(access(path, R_OK), 0, "--search --plot did not write %s", path);
+    }
     tu_json_free(j);
     free(out);
 }
@@ -454,9 +486,10 @@ Test(serval_bench, developers_at_slo_search_grows_until_a_trial_fails_and_report
     char *model = tiny_model();
     tu_server s = start_server(model);
     int found[2];
-    search(&s, "60000", 2, found); /* every trial passes: the answer is --search-max */
+    search(&s, "60000", 2, found, "1"); /* every trial passes: the answer is --search-max */
     cr_assert(found[0] == 2 && found[1] == 2, "found %d, %d", found[0], found[1]);
-    search(&s, "1", 1, found); /* no answer comes within 1 ms: none pass */
+    /* no answer comes within 1 ms: none pass, from 2 the search halves down to 1 */
+    search(&s, "1", 1, found, "2");
     cr_assert_eq(found[0], 0);
     cr_assert_eq(stop_server(&s), 0);
     free(model);
@@ -470,12 +503,25 @@ Test(serval_bench, grpc_unary_and_streamed_sessions_and_prefix_groups_report_the
     const char *dev_args[] = {"--developers", "4", "--duration", "2", "--keystroke-ms", "60",
                               "--debounce-ms", "100", "--max-tokens", "8", NULL};
     free(bench(&s, "grpc", dev, dev_args));
-    tu_json_free(check_run(dev, true, USAGE_TOKENS));
+    tu_json *d = check_run(dev, true, USAGE_TOKENS);
+    cr_assert_eq(need(d, "server")->type, TU_JSON_NULL, "gRPC has no /metrics of its own");
+    tu_json_free(d);
+    /* --metrics-url names the HTTP listener: the summary gets the server's side. */
+    char *log = tu_read_file(s.log_path, NULL), murl[64];
+    const char *key = "serval: http listening on 127.0.0.1:", *hl = strstr(log, key);
+    cr_assert_not_null(hl, "the HTTP listener's line: %s", log);
+    snprintf(murl, sizeof murl, "http://127.0.0.1:%d", atoi(hl + strlen(key)));
+    free(log);
     const char *str_args[] = {"--developers", "4", "--duration", "2", "--keystroke-ms", "60",
-                              "--debounce-ms", "100", "--max-tokens", "8", "--stream", NULL};
+                              "--debounce-ms", "100", "--max-tokens", "8", "--stream",
+                              "--metrics-url", murl, NULL};
     free(bench(&s, "grpc", str, str_args));
-    tu_json *d = check_run(str, true, USAGE_TOKENS);
+    d = check_run(str, true, USAGE_TOKENS);
     cr_assert_gt(num(need(d, "itl_ms"), "n"), 0, "no inter-token latency from the streams");
+    const tu_json *sv = need(d, "server");
+    cr_assert_eq(sv->type, TU_JSON_OBJ, "summary.server with --metrics-url");
+    cr_assert_leq(num(sv, "requests_cancelled"), num(d, "superseded"),
+                  "the engine cancelled no more than the client aborted");
     tu_json_free(d);
     /* Two groups sharing a 400-character head: the cache serves part of most prompts. */
     const char *cls_args[] = {"--mode", "classic", "--concurrency", "2", "--duration", "1",
@@ -543,10 +589,68 @@ Test(serval_bench, typing_on_closes_the_connection_and_the_server_sees_the_abort
     usleep(300 * 1000); /* the server notices a closed connection at its next token */
     double seen = completions_with_status(&s, "499");
     cr_assert(seen >= 0.8 * sup && seen <= req, "the server saw %g client aborts of %g", seen, sup);
+    /* summary.json's "server", from /metrics before and after the run: the engine ended the
+     * aborted requests, timed each abort to its blocks freed, and counts what they cost. */
+    const tu_json *sv = need(sum, "server");
+    cr_assert_eq(sv->type, TU_JSON_OBJ, "summary.server from /metrics");
+    double cancelled = num(sv, "requests_cancelled");
+    cr_assert(cancelled >= 0.8 * sup && cancelled <= req, "cancelled %g of %g superseded",
+              cancelled, sup);
+    const tu_json *af = need(sv, "abort_to_free_ms");
+    cr_assert_eq(num(af, "n"), cancelled, "one abort-to-free sample per cancelled request");
+    cr_assert(num(af, "p50") <= num(af, "p95") && num(af, "p95") <= num(af, "p99"));
+    cr_assert_geq(num(af, "mean"), 0);
+    cr_assert_gt(num(sv, "wasted_prompt_tokens"), 0, "the aborted prompts were computed");
+    cr_assert_geq(num(sv, "wasted_generated_tokens"), 0);
     tu_json_free(sum);
     cr_assert_eq(stop_server(&s), 0);
     free(out);
     free(model);
+}
+
+Test(serval_bench, the_null_server_answers_every_call_at_once_for_the_client_overhead)
+{
+    char *bin = tu_bin_path("serval-bench"), *log = tu_temp_path(".log");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_TRUNC);
+        dup2(fd, 2);
+        execl(bin, bin, "null-server", "--grpc-port", "0", (char *)NULL);
+        _exit(127);
+    }
+    test_server_pid = pid;
+    const char *key = "null-server: grpc listening on 127.0.0.1:";
+    tu_server s = {.pid = pid};
+    for (int i = 0; i < 200 && !s.target[0]; i++) {
+        char *t = tu_read_file(log, NULL);
+        const char *p = t ? strstr(t, key) : NULL;
+        if (p)
+            snprintf(s.target, sizeof s.target, "127.0.0.1:%d", atoi(p + strlen(key)));
+        free(t);
+        if (!s.target[0])
+            usleep(20 * 1000);
+    }
+    cr_assert(s.target[0], "the null server never said its port");
+    char *out = out_dir();
+    const char *args[] = {"--developers", "8", "--duration", "1.5", "--keystroke-ms", "60",
+                          "--debounce-ms", "100", NULL};
+    free(bench(&s, "grpc", out, args));
+    tu_json *sum = read_json(out, "summary.json", NULL);
+    cr_assert_eq(num(sum, "errors"), 0);
+    cr_assert_gt(num(sum, "answered"), 0);
+    /* An instant server: what is left of the latency is the client and loopback. */
+    cr_assert_lt(num(need(sum, "e2e_ms"), "p50"), 50, "e2e p50 against an instant server");
+    cr_assert_geq(num(sum, "client_cpu_fraction"), 0);
+    tu_json_free(sum);
+    kill(pid, SIGTERM);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    test_server_pid = 0;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "null-server exits 0 on SIGTERM");
+    free(out);
+    free(log);
+    free(bin);
 }
 
 Test(serval_bench, a_server_that_is_not_there_exits_2_and_says_so)
@@ -573,7 +677,8 @@ Test(serval_bench, help_explains_every_flag_of_the_contract)
                            "--concurrency", "--rate", "--arrival", "--stream", "--slo-ms",
                            "--max-tokens", "--prompt-chars", "--search", "--search-repeats",
                            "--min-answered", "--plot", "--sweep", "--prefix-groups", "--events",
-                           "--token-file", "compare"};
+                           "--token-file", "compare", "--metrics-url", "--search-start",
+                           "null-server"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
     free(out);
