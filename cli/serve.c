@@ -296,7 +296,6 @@ static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
     if (lvl != rpc_log_get_level()) {
         snprintf(applied, sizeof applied, "; log_level %s -> %s",
                  rpc_log_level_name(rpc_log_get_level()), rpc_log_level_name(lvl));
-        rpc_log_set_level(lvl);
     }
     /* Every other setting: compare the effective values line by line. */
     for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
@@ -313,11 +312,12 @@ static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
              *ignored ? "; ignored (a restart applies them): " : "", ignored,
              *ignored ? "" : "; no other setting changed");
     rpc_log_kv kv[] = {RPC_LOG_JSTR("tokens", tokens), RPC_LOG_JSTR("log_level",
-                       rpc_log_level_name(rpc_log_get_level())),
+                       rpc_log_level_name(lvl)),
                        RPC_LOG_JSTR("needs_restart", ignored)};
     rpc_log_event(RPC_LOG_INFO, "reload", head, kv, sizeof kv / sizeof kv[0]);
     cli_serve_opts_free(&n);
 }
+    rpc_log_set_level(lvl); /* after the line saying so, which a higher level would hide */
 
 /* ---- start-up ----------------------------------------------------------------------------- */
 
@@ -482,15 +482,12 @@ int cli_serve_main(int argc, char **argv)
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
-    hc.port = http_port_want; /* the port the placeholder held (the one port 0 picked) */
         goto out;
-    http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
     char why[256];
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
-    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
         fprintf(stderr, "serval: cannot tell systemd that serve is ready: %s\n", why);
 
     int sig = 0;
@@ -512,3 +509,5 @@ out:
     cli_serve_opts_free(&o);
     return rc;
 }
+    http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
+    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
