@@ -315,9 +315,9 @@ static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
                        rpc_log_level_name(lvl)),
                        RPC_LOG_JSTR("needs_restart", ignored)};
     rpc_log_event(RPC_LOG_INFO, "reload", head, kv, sizeof kv / sizeof kv[0]);
+    rpc_log_set_level(lvl); /* after the line saying so, which a higher level would hide */
     cli_serve_opts_free(&n);
 }
-    rpc_log_set_level(lvl); /* after the line saying so, which a higher level would hide */
 
 /* ---- start-up ----------------------------------------------------------------------------- */
 
@@ -482,12 +482,15 @@ int cli_serve_main(int argc, char **argv)
     int http_port = 0;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
+    hc.port = http_port_want; /* the port the placeholder held (the one port 0 picked) */
         goto out;
+    http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
     char why[256];
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
+    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
         fprintf(stderr, "serval: cannot tell systemd that serve is ready: %s\n", why);
 
     int sig = 0;
@@ -509,5 +512,3 @@ out:
     cli_serve_opts_free(&o);
     return rc;
 }
-    http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
-    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
