@@ -18,9 +18,11 @@ set(SERVAL_MAN_DIR ${CMAKE_BINARY_DIR}/man)
 set(SERVAL_MAN_BENCH "")
 set(SERVAL_MAN_DEPENDS serval)
 find_program(HELP2MAN help2man)
+if(HELP2MAN)
+  set(SERVAL_MAN_BENCH -DHELP2MAN=${HELP2MAN} -DVERSION=${PROJECT_VERSION})
+endif()
 if(TARGET serval-bench AND HELP2MAN)
-  set(SERVAL_MAN_BENCH -DBENCH=$<TARGET_FILE:serval-bench> -DHELP2MAN=${HELP2MAN}
-      -DVERSION=${PROJECT_VERSION})
+  list(APPEND SERVAL_MAN_BENCH -DBENCH=$<TARGET_FILE:serval-bench>)
   list(APPEND SERVAL_MAN_DEPENDS serval-bench)
 endif()
 add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/man.stamp

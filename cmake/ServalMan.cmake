@@ -2,7 +2,8 @@
 # serval.1 and serval-COMMAND.1 for every command `serval help-man --list` names, each printed
 # by `serval help-man [COMMAND]` from the command's own flag table (cli/man.c), then gzip -9n as
 # Debian installs them. In: SERVAL (the binary), OUT (a directory, emptied first), STAMP; and
-# optionally BENCH, HELP2MAN, VERSION for serval-bench's page.
+# optionally HELP2MAN and VERSION: serval-bench's page (BENCH, its own --help text) and the
+# page of a command that does not parse through cli/flags.h, from its --help.
 file(REMOVE_RECURSE "${OUT}")
 file(MAKE_DIRECTORY "${OUT}")
 execute_process(COMMAND "${SERVAL}" help-man --list OUTPUT_VARIABLE names RESULT_VARIABLE rc)
@@ -23,11 +24,24 @@ foreach(page IN ITEMS "" ${names})
                   RESULT_VARIABLE rc ERROR_VARIABLE err)
   file(SIZE "${OUT}/${file}" size)
   if(NOT rc EQUAL 0 OR size EQUAL 0)
-    # A command whose parser does not answer --help-man (cli/man.h) gets no page; the
-    # packaging test names it.
-    message(WARNING "serval help-man ${page}: no manual page (exit ${rc}): ${err}")
+    # A command that parses its own argv instead of through cli/flags.h does not answer
+    # --help-man: its page is help2man's rendering of its --help, when help2man is installed.
     file(REMOVE "${OUT}/${file}")
-    continue()
+    if(HELP2MAN AND NOT page STREQUAL "")
+      set(wrapper "${OUT}/.help2man/serval-${page}") # help2man names the page after it
+      file(WRITE "${wrapper}" "#!/bin/sh\nexec \"${SERVAL}\" ${page} \"$@\"\n")
+      file(CHMOD "${wrapper}" PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)
+      execute_process(COMMAND "${HELP2MAN}" --no-info --no-discard-stderr --section=1
+                      "--name=the serval ${page} command" "--version-string=${VERSION}"
+                      -o "${OUT}/${file}" "${wrapper}" RESULT_VARIABLE rc2 ERROR_QUIET)
+      file(REMOVE_RECURSE "${OUT}/.help2man")
+    endif()
+    if(NOT EXISTS "${OUT}/${file}")
+      message(WARNING "serval help-man ${page}: no manual page (exit ${rc}): ${err}")
+      continue()
+    endif()
+    message(WARNING "serval ${page} does not parse with cli/flags.h (help-man: ${err}); its "
+                    "page is help2man's rendering of its --help")
   endif()
   if(GZIP)
     execute_process(COMMAND "${GZIP}" -9nf "${OUT}/${file}" RESULT_VARIABLE rc)
