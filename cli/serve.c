@@ -27,6 +27,7 @@
 #include "http_server.h"
 #include "clock.h"
 #include "cpuinfo.h"
+#include "serval_embed.h"
 #include "serval_engine.h"
 #include "serve_opts.h"
 #include "sd_notify.h"
@@ -385,6 +386,38 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc
     rpc_log_event(RPC_LOG_INFO, "ready", head, kv, sizeof kv / sizeof kv[0]);
 }
 
+/* The embedding model: --embedding-model, else the default one when it exists; none with
+ * --no-embeddings. A model named explicitly that does not load is an error; the default one
+ * missing is not (the embedding routes then answer 501). */
+static eng_status start_embedder(const serve_opts *o, eng_embedder **out)
+{
+    *out = NULL;
+    if (o->no_embeddings)
+        return ENG_OK;
+    const char *path = o->embedding_model;
+    struct stat st;
+    if (!path) {
+        if (stat(SERVAL_DEFAULT_EMBED_MODEL, &st) != 0) {
+            rpc_log(RPC_LOG_INFO, "no embedding model (%s is missing; tools/setup.sh makes it): "
+                    "embeddings answer 501", SERVAL_DEFAULT_EMBED_MODEL);
+            return ENG_OK;
+        }
+        path = SERVAL_DEFAULT_EMBED_MODEL;
+    }
+    eng_embedder_config cfg = eng_embedder_config_defaults();
+    cfg.n_threads = (int)o->eng.threads;
+    eng_err err = {{0}};
+    eng_status s = eng_embedder_create(path, &cfg, out, &err);
+    if (s != ENG_OK) {
+        rpc_log(RPC_LOG_ERROR, "serve: cannot load embedding model '%s': %s", path, err.msg);
+        return s;
+    }
+    rpc_log(RPC_LOG_INFO, "embedding model %s (%d dimensions, %d tokens) on cpu",
+            eng_embedder_model_name(*out), eng_embedder_dim(*out),
+            eng_embedder_max_tokens(*out));
+    return ENG_OK;
+}
+
 int cli_serve_main(int argc, char **argv)
 {
     serve_opts o;
@@ -409,6 +442,7 @@ int cli_serve_main(int argc, char **argv)
     eng_err err = {{0}};
     eng_model *m = NULL;
     eng_engine *e = NULL;
+    eng_embedder *emb = NULL;
     rpc_auth *auth = NULL;
     rpc_grpc_server *grpc = NULL;
     http_server *http = NULL;
@@ -468,7 +502,13 @@ int cli_serve_main(int argc, char **argv)
     rpc_log(RPC_LOG_INFO, "model %s (%s, %d layers, context %d) on %s", eng_model_name(m),
             eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
 
+    if (start_embedder(&o, &emb) != ENG_OK) {
+        http_starting_stop(starting);
+        goto out;
+    }
+
     rpc_grpc_config gc = grpc_config(&o, ctx_len);
+    gc.embedder = emb;
     int grpc_port = 0;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
         http_starting_stop(starting);
@@ -483,6 +523,7 @@ int cli_serve_main(int argc, char **argv)
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
     hc.port = http_port_want; /* the port the placeholder held (the one port 0 picked) */
+    hc.embedder = emb;
         goto out;
     http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
     }
@@ -507,6 +548,7 @@ out:
     http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
     eng_engine_free(e);
+    eng_embedder_free(emb); /* after both front ends: none of their threads still embeds */
     eng_model_free(m);
     rpc_auth_free(auth);
     cli_serve_opts_free(&o);

@@ -67,6 +67,13 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "env, flag), then exit"},
         {"--model", "PATH", CLI_FLAG_STRING, &o->model, SERVAL_DEFAULT_MODEL, 0, 0, NULL,
          "GGUF model"},
+        {"--embedding-model", "PATH", CLI_FLAG_STRING, &o->embedding_model, NULL, 0, 0, NULL,
+         "embedding model (a `bert` GGUF from `serval convert`) for /v1/embeddings, /embeddings "
+         "and gRPC Embed, run on the CPU by its own worker beside the completion engine; "
+         "default: " SERVAL_DEFAULT_EMBED_MODEL " when it exists (tools/setup.sh makes it); a "
+         "PATH given that does not load stops serve"},
+        {"--no-embeddings", NULL, CLI_FLAG_BOOL, &o->no_embeddings, NULL, 0, 0, NULL,
+         "load no embedding model: the embedding routes answer 501, gRPC Embed UNIMPLEMENTED"},
         {"--bind", "ADDR", CLI_FLAG_STRING, &o->bind, "127.0.0.1", 0, 0, NULL,
          "address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 or :: serves the "
          "network"},

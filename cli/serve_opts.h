@@ -16,6 +16,8 @@
 
 typedef struct serve_opts {
     const char *model;
+    const char *embedding_model; /* --embedding-model; NULL: the default one when present */
+    bool no_embeddings;          /* --no-embeddings */
     cli_engine_opts eng;
     const char *bind;
     long grpc_port;

@@ -75,7 +75,8 @@ const char *eng_embedder_model_name(const eng_embedder *e);
  * ([CLS] and [SEP] included); truncated_out (may be NULL; n entries) is set true for each
  * text that was cut to eng_embedder_max_tokens(). Blocks until done; the texts of concurrent
  * callers run in shared batches. Errors (out is then undefined): ENG_ERR_INVALID (n < 1, NULL
- * text with a length, invalid UTF-8 names the text index), ENG_ERR_OVERLOAD (the queue is
+ * text with a length, invalid UTF-8 names the text index; more than max_waiting texts in one
+ * call, which could never be queued), ENG_ERR_OVERLOAD (the queue is
  * full: try later), ENG_ERR_CANCELLED (the embedder is shutting down), ENG_ERR_NOMEM, a
  * backend failure. */
 eng_status eng_embed(eng_embedder *e, const char *const *texts, const size_t *lens, int32_t n,

@@ -8,6 +8,7 @@
 
 #include "prompt.h"
 #include "rpc_request.h"
+#include "serval_embed.h"
 #include "serval.pb-c.h"
 
 #define GS_DEFAULT_CHAT_TOKENS 256
@@ -314,16 +315,76 @@ static void handle_list_models(gs_call *c)
     gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
 }
 
+/* Embed runs on a worker (it blocks until the embedder's batch is done). */
+static void handle_embed(gs_call *c, const uint8_t *data, size_t len)
+{
+    const gs_context *ctx = gs_call_context(c);
+    if (!ctx->embedder) {
+        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
+                       "Embed is not available: this server runs without an embedding model "
+                       "(start it with --embedding-model PATH)");
+        return;
+    }
+    Serval__V1__EmbedRequest *rq = serval__v1__embed_request__unpack(NULL, len, data);
+    if (!rq) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT,
+                       "malformed EmbedRequest (not a valid protobuf message)");
+        return;
+    }
+    const int32_t d = eng_embedder_dim(ctx->embedder);
+    size_t n = rq->n_inputs;
+    const char **texts = n ? calloc(n, sizeof *texts) : NULL;
+    size_t *lens = n ? calloc(n, sizeof *lens) : NULL;
+    float *out = n ? malloc(sizeof(float) * n * (size_t)d) : NULL;
+    Serval__V1__Embedding *embs = n ? calloc(n, sizeof *embs) : NULL;
+    Serval__V1__Embedding **ptrs = n ? calloc(n, sizeof *ptrs) : NULL;
+    eng_err err = {{0}};
+    eng_status st = ENG_OK;
+    if (n == 0)
+        st = eng_fail(&err, ENG_ERR_INVALID, "inputs: at least one text is needed");
+    else if (rq->model[0] && strcmp(rq->model, eng_embedder_model_name(ctx->embedder)) != 0)
+        st = eng_fail(&err, ENG_ERR_INVALID, "model '%.64s' is not served here: the embedding "
+                      "model is '%s' (or leave model empty)", rq->model,
+                      eng_embedder_model_name(ctx->embedder));
+    else if (n > INT32_MAX)
+        st = eng_fail(&err, ENG_ERR_INVALID, "inputs: too many texts");
+    else if (!texts || !lens || !out || !embs || !ptrs)
+        st = eng_fail(&err, ENG_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; st == ENG_OK && i < n; i++) {
+        texts[i] = rq->inputs[i];
+        lens[i] = strlen(rq->inputs[i]);
+    }
+    if (st == ENG_OK)
+        st = eng_embed(ctx->embedder, texts, lens, (int32_t)n, out, NULL, NULL, &err);
+    if (st == ENG_OK) {
+        Serval__V1__EmbedResponse r = SERVAL__V1__EMBED_RESPONSE__INIT;
+        for (size_t i = 0; i < n; i++) {
+            serval__v1__embedding__init(&embs[i]);
+            embs[i].n_values = (size_t)d;
+            embs[i].values = out + i * (size_t)d;
+            ptrs[i] = &embs[i];
+        }
+        r.n_embeddings = n;
+        r.embeddings = ptrs;
+        gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+    } else {
+        grpc_status_code code = st == ENG_ERR_INVALID ? GRPC_STATUS_INVALID_ARGUMENT
+                                : st == ENG_ERR_OVERLOAD ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                : st == ENG_ERR_CANCELLED ? GRPC_STATUS_UNAVAILABLE
+                                                          : GRPC_STATUS_INTERNAL;
+        gs_call_finish(c, NULL, code, err.msg);
+    }
+    free(texts), free(lens), free(out), free(embs), free(ptrs);
+    serval__v1__embed_request__free_unpacked(rq, NULL);
+}
+
 void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len)
 {
     switch (m) {
     case GS_M_COMPLETE:
     case GS_M_COMPLETE_STREAM: handle_complete(c, data, len); break;
     case GS_M_CHAT: handle_chat(c, data, len); break;
-    case GS_M_EMBED:
-        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
-                       "Embed is not available: this server has no embedding model loaded");
-        break;
+    case GS_M_EMBED: handle_embed(c, data, len); break;
     case GS_M_SEARCH:
         gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
                        "Search is not available: the repository indexer is not wired in yet");

@@ -34,6 +34,7 @@ typedef struct gs_context {
     const char *model_id;
     const char *backend;
     int32_t context_length;
+    struct eng_embedder *embedder; /* NULL: Embed answers UNIMPLEMENTED */
 } gs_context;
 
 typedef struct gs_call gs_call;

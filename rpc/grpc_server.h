@@ -25,6 +25,7 @@ typedef struct rpc_grpc_config {
     int32_t context_length;    /* the engine's prompt + output limit, for ListModels; 0: the
                                 * model's training context */
     bool log_requests;         /* one line per finished call on stderr */
+    struct eng_embedder *embedder; /* borrowed; serves Embed (NULL: Embed is UNIMPLEMENTED) */
 
     /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
     int request_message_timeout_ms; /* call start to its request message; slower calls are

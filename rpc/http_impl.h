@@ -27,7 +27,8 @@ typedef enum http_route {
     HTTP_ROUTE_COMPLETION,   /* llama.cpp */
     HTTP_ROUTE_HEALTH,       /* llama.cpp */
     HTTP_ROUTE_TOKENIZE,
-    HTTP_ROUTE_EMBEDDINGS,
+    HTTP_ROUTE_EMBEDDINGS,   /* llama.cpp's /embeddings (http_embed.c) */
+    HTTP_ROUTE_V1_EMBEDDINGS, /* OpenAI's /v1/embeddings (http_embed.c) */
     HTTP_ROUTE_METRICS,
     HTTP_ROUTE_STATUS_PAGE,  /* GET /: the status page (http_status.c) */
     HTTP_ROUTE_V1_STATUS,    /* GET /v1/status: the JSON behind it */
@@ -253,6 +254,9 @@ void http_watchdog_stop(http_server *s);
 /* Routes (http_routes.c): called once the whole body is in r->body. Answers from the route's
  * row: 405 for a method it does not take, 400/422 for a body that is not a JSON object. */
 enum MHD_Result http_dispatch(http_req *r);
+/* POST /v1/embeddings (OpenAI) and POST /embeddings (llama.cpp server) (http_embed.c). */
+enum MHD_Result http_route_openai_embeddings(http_req *r, json_t *req);
+enum MHD_Result http_route_llama_embeddings(http_req *r, json_t *req);
 /* POST /v1/events (http_events.c). */
 enum MHD_Result http_route_events(http_req *r, json_t *req);
 /* GET / and GET /v1/status (http_status.c): admin scope, or a loopback client without a

@@ -699,14 +699,6 @@ static enum MHD_Result route_llama_health(http_req *r, json_t *body)
     return http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static enum MHD_Result route_embeddings(http_req *r, json_t *body)
-{
-    (void)body;
-    return http_reply_error(r, 501, "not_implemented",
-                            "embeddings are not available: no embedding model is loaded "
-                            "(Serval serves %s, a completion model)", r->s->model_name);
-}
-
 static enum MHD_Result route_metrics(http_req *r, json_t *body)
 {
     (void)body;
@@ -751,7 +743,8 @@ static const http_route_def routes[HTTP_ROUTE_COUNT] = {
     [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       COMPL, true,  true,  HTTP_BODY_SERVER,     route_llama_completion},
     [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, HTTP_BODY_NONE,       route_llama_health},
     [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tokenize},
-    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              "/v1/embeddings", ANY,        EMBED, false, true,  HTTP_BODY_SERVER,     route_embeddings},
+    [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embeddings},
+    [HTTP_ROUTE_V1_EMBEDDINGS]  = {"/v1/embeddings",           NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_openai_embeddings},
     [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       route_metrics},
     [HTTP_ROUTE_STATUS_PAGE]    = {"/",                        NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_page},
     [HTTP_ROUTE_V1_STATUS]      = {"/v1/status",               NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_json},

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "serval_embed.h"
 #include "serval_engine.h"
 #include "status.h"
 
@@ -30,6 +31,8 @@ typedef struct http_server_config {
     const char *device;          /* "cpu" or "cuda"; NULL: "cpu" */
     int32_t default_max_tokens;  /* Tabby completions; 0: RPC_DEFAULT_COMPLETION_TOKENS (64) */
     bool log_requests;           /* one stderr line per request (health and metrics excepted) */
+    eng_embedder *embedder;      /* borrowed; serves /v1/embeddings and /embeddings (NULL: they
+                                  * answer 501) */
 
     /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
     unsigned per_ip_connections; /* connections one client address may hold; 0: 256 */

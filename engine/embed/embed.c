@@ -207,6 +207,11 @@ static eng_status run_job(eng_embedder *e, emb_job *j, eng_err *err)
 {
     eng_status st = ENG_OK;
     pthread_cond_init(&j->cv, NULL);
+    if (j->n > e->max_waiting) {
+        pthread_cond_destroy(&j->cv);
+        return eng_fail(err, ENG_ERR_INVALID, "embed: %d texts in one call; at most %d", j->n,
+                        e->max_waiting);
+    }
     pthread_mutex_lock(&e->mu);
     if (e->stop) {
         st = eng_fail(err, ENG_ERR_CANCELLED, "embedder: shutting down");
