@@ -418,6 +418,16 @@ static eng_status start_embedder(const serve_opts *o, eng_embedder **out)
     return ENG_OK;
 }
 
+/* Threads that started before main() (OpenBLAS starts its pool when the library loads) do not
+ * block SIGINT/SIGTERM/SIGHUP, and the kernel may hand a process-directed signal to any thread
+ * that does not block it: whenever the main thread is not inside sigwait (just after READY=1,
+ * during a reload or between the drain loop's waits), the default action would end the process
+ * at once, with no drain, or on SIGHUP. This handler, which runs only in such a thread, passes
+ * the signal on to the main thread, where it waits, blocked, for sigwait. */
+static pthread_t serve_main_thread; /* set once, before the handler is installed */
+
+static void forward_to_main(int sig) { pthread_kill(serve_main_thread, sig); }
+
 int cli_serve_main(int argc, char **argv)
 {
     serve_opts o;
@@ -435,6 +445,12 @@ int cli_serve_main(int argc, char **argv)
     all = sigs;
     sigaddset(&all, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    serve_main_thread = pthread_self();
+    struct sigaction fwd = {.sa_handler = forward_to_main, .sa_flags = SA_RESTART};
+    sigemptyset(&fwd.sa_mask);
+    sigaction(SIGINT, &fwd, NULL);
+    sigaction(SIGTERM, &fwd, NULL);
+    sigaction(SIGHUP, &fwd, NULL);
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stderr, NULL, _IOLBF, 0);
 

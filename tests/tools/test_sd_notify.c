@@ -1,8 +1,9 @@
 /* test_sd_notify.c — `serval serve` under a systemd Type=notify unit, without systemd: the test
  * plays the service manager's side of sd_notify(3) (an AF_UNIX datagram socket named by
  * $NOTIFY_SOCKET) and checks what a unit's start and stop depend on: READY=1 arrives once the
- * ports accept connections, STOPPING=1 when SIGTERM begins the drain, and a socket that cannot
- * be used is reported without stopping the server. */
+ * ports accept connections, STOPPING=1 when SIGTERM begins the drain (also when the kernel
+ * hands the signal to a thread other than the main one), and a socket that cannot be used is
+ * reported without stopping the server. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -12,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -103,4 +107,54 @@ Test(sd_notify, an_unusable_notify_socket_is_logged_and_the_server_serves_on)
                                  "'relative/notify' is neither an absolute path nor '@name'"),
               "log: %s", log ? log : "(none)");
     free(log);
+}
+
+/* A thread of pid, other than the main one, that does not block SIGTERM (OpenBLAS's workers,
+ * started before main()); 0 when there is none. */
+static pid_t unblocked_worker(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    cr_assert(d, "%s: %s", dir, strerror(errno));
+    pid_t found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (tid <= 0 || tid == pid) continue;
+        char path[128], line[256];
+        snprintf(path, sizeof path, "%s/%d/status", dir, (int)tid);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "SigBlk:", 7) && !(strtoull(line + 7, NULL, 16) & (1ull << (SIGTERM - 1))))
+                found = tid;
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+Test(sd_notify, a_sigterm_the_kernel_hands_to_a_worker_thread_still_drains_and_exits_0)
+{
+    char *path = tu_temp_path(".notify");
+    unlink(path);
+    int fd = manager_socket(path);
+    setenv("NOTIFY_SOCKET", path, 1);
+    tu_server s = tu_server_start("http", TOKEN, true, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    char msg[256];
+    cr_assert(receive(fd, msg, sizeof msg, 10000), "no READY=1");
+    pid_t tid = unblocked_worker(s.pid);
+    if (!tid) {
+        tu_server_stop(&s);
+        cr_skip_test("every thread of the server blocks SIGTERM (no OpenBLAS worker threads here)");
+    }
+    /* What kill(pid) does when the main thread is between two sigwait calls. */
+    cr_assert_eq(syscall(SYS_tgkill, s.pid, tid, SIGTERM), 0);
+    cr_assert(receive(fd, msg, sizeof msg, 5000), "no STOPPING=1: the signal did not reach serve");
+    cr_assert_str_eq(msg, "STOPPING=1\nSTATUS=draining");
+    cr_assert_eq(tu_server_stop(&s), 0, "serve did not drain and exit 0");
+    close(fd);
+    unlink(path);
+    free(path);
 }
