@@ -1,5 +1,5 @@
 /* engine_flags.h — the engine flags every `serval` command that runs a model shares (--backend,
- * --threads, --kv-mb, the CUDA switches): their table entries, their check, and how they
+ * --threads, --kv-mb, the CUDA switches, speculation): their table entries, their check, and how they
  * become an eng_engine_config. */
 #ifndef SERVAL_CLI_ENGINE_FLAGS_H
 #define SERVAL_CLI_ENGINE_FLAGS_H
@@ -15,6 +15,8 @@ typedef struct cli_engine_opts {
     long kv_mb;          /* 0: the engine's default (1 GiB on the CPU, 90% of free GPU memory) */
     bool cuda_fp16;
     bool no_cuda_graphs;
+    int speculate;       /* eng_speculate's ON (0) or OFF (1), by index in "on|off" */
+    long draft_max;      /* most drafted tokens per request and step */
 } cli_engine_opts;
 
 /* The table entries, to put inside a command's cli_flag array; o points to its opts. */
@@ -29,7 +31,14 @@ typedef struct cli_engine_opts {
     {"--threads", "N", CLI_FLAG_INT, &(o)->threads, NULL, 1, 256, NULL,                       \
      "CPU backend threads (default: the number of online CPUs)"},                             \
     {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
-     "KV cache memory in MiB (default 1024 on the CPU, 90% of free GPU memory on cuda)"}
+     "KV cache memory in MiB (default 1024 on the CPU, 90% of free GPU memory on cuda)"},     \
+    {"--speculate", "on|off", CLI_FLAG_CHOICE, &(o)->speculate, "on", 0, 0, "on|off",        \
+     "speculative decoding drafted from the prompt: the model checks several tokens copied "  \
+     "from the prompt in one pass; output is unchanged (greedy and seeded sampling alike), "  \
+     "decoding faster where a completion repeats its context and the batch is small"},      \
+    {"--draft-max", "N", CLI_FLAG_INT, &(o)->draft_max, "8", 1, 16, NULL,                     \
+     "speculation: most tokens drafted per request and step (each request adapts its own "   \
+     "draft length below this to how many of its drafts the model accepts)"}
 
 /* After parsing: a usage error (printed, CLI_PARSE_USAGE) when the flags ask for what this
  * build cannot do, --backend cuda without the CUDA backend. */

@@ -222,6 +222,20 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
         es.mean_batch_seqs);
     put(&o, "# TYPE serval_engine_generated_tokens_per_second gauge\n"
             "serval_engine_generated_tokens_per_second %.3f\n", es.gen_tokens_per_s);
+    /* speculative decoding (engine/batch/spec.h): acceptance rate = accepted / drafted,
+     * tokens per verification pass = pass_tokens / passes */
+    put(&o, "# HELP serval_spec_drafted_tokens_total Speculation: tokens drafted from the context.\n"
+            "# TYPE serval_spec_drafted_tokens_total counter\nserval_spec_drafted_tokens_total %lld\n",
+        (long long)es.spec_drafted);
+    put(&o, "# HELP serval_spec_accepted_tokens_total Speculation: drafted tokens the model agreed "
+            "with.\n# TYPE serval_spec_accepted_tokens_total counter\n"
+            "serval_spec_accepted_tokens_total %lld\n", (long long)es.spec_accepted);
+    put(&o, "# HELP serval_spec_verify_passes_total Speculation: verification passes (a request's "
+            "step with a draft).\n# TYPE serval_spec_verify_passes_total counter\n"
+            "serval_spec_verify_passes_total %lld\n", (long long)es.spec_passes);
+    put(&o, "# HELP serval_spec_pass_tokens_total Speculation: tokens verification passes produced "
+            "(accepted drafts plus the model's own).\n# TYPE serval_spec_pass_tokens_total counter\n"
+            "serval_spec_pass_tokens_total %lld\n", (long long)es.spec_tokens);
     if (o.oom) {
         free(o.buf);
         return NULL;

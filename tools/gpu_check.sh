@@ -10,6 +10,8 @@
 #   OUT=/tmp/out tools/gpu_check.sh            # build + tests + bench
 #   SANITIZE=1 tools/gpu_check.sh              # also compute-sanitizer memcheck on the tests
 #   ARCHS=90a tools/gpu_check.sh               # build only for Hopper (faster)
+#   SPEC=1 tools/gpu_check.sh                  # speculative decoding on/off, batch 1-8
+#                                              # (bench_spec: spec_bench.txt)
 #   ENGINE=1 tools/gpu_check.sh                # then the CUDA backend end to end (serval-cuda-check:
 #                                              # vs the CPU backend; on the default model too when
 #                                              # it is there; starcoder, starcoder2 and linear
@@ -142,6 +144,33 @@ if [ "${ENGINE:-0}" = 1 ]; then
             --max-running 64 --step-tokens 8192 --requests 16 --prompt 1536 --output 1 \
             --bandwidth-gbs "$BW" --tflops "$TF" 2>&1 | sed "s/^/$p-$nl prefill: /"
     done 2>&1 | tee -a "$OUT/engine_bench.txt"
+fi
+
+if [ "${SPEC:-0}" = 1 ]; then
+    # Speculative decoding drafted from the prompt (engine/batch/spec.h): decode tokens/s with it
+    # on and off at batch 1-8 on code prompts cut from this machine's Python standard library.
+    # Drafts are only accepted by a trained model: the default model when it is here; the
+    # synthetic models (random weights) show what drafting costs when nothing is accepted.
+    VOCAB=${VOCAB:-models/vocab.gguf}
+    DEFAULT_MODEL=${DEFAULT_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+    CODE_DIR=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])' 2>/dev/null)
+    echo "== speculation: build bench_spec, serval-synth (code from ${CODE_DIR:-nowhere})"
+    ninja -C "$BUILD" -j "$(nproc)" bench_spec serval-synth > "$OUT/build_spec.log" 2>&1 || {
+        tail -40 "$OUT/build_spec.log"; exit 1; }
+    models=""
+    [ -f "$DEFAULT_MODEL" ] && models="$DEFAULT_MODEL"
+    for p in smollm2-135m llama-1b; do
+        [ -f "$BUILD/$p.gguf" ] || "$BUILD/bin/serval-synth" --preset $p --vocab-from "$VOCAB" \
+            --dtype q8_0 --out "$BUILD/$p.gguf" > /dev/null || { echo "synth $p failed"; continue; }
+        models="$models $BUILD/$p.gguf"
+    done
+    for mdl in $models; do
+        for sst in 64 16; do # --spec-step-tokens: the backend's default, and a tighter cap
+            timeout 240 "$BUILD/bin/bench_spec" --backend cuda --model "$mdl" --kv-mb 0 \
+                --batch 1,2,4,8 --output 128 --repeat 3 --spec-step-tokens $sst \
+                ${CODE_DIR:+--code-dir "$CODE_DIR"} 2>&1 | sed "s|^|$(basename "$mdl") sst$sst: |"
+        done
+    done 2>&1 | tee "$OUT/spec_bench.txt"
 fi
 
 echo "== result: $([ $fail = 0 ] && echo ALL PASSED || echo FAILURES, see $OUT)"
