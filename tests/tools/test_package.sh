@@ -64,7 +64,7 @@ cmp -s "$root/etc/serval/serval.toml" "$src/docs/serval.toml" \
     || fail "/etc/serval/serval.toml differs from docs/serval.toml"
 unit="$root/lib/systemd/system/serval.service"
 grep -qx "ExecStart=/usr/bin/serval serve" "$unit" || fail "unit's ExecStart is not /usr/bin/serval: $(grep ExecStart "$unit")"
-for k in Type=notify User=serval ProtectSystem=strict NoNewPrivileges=yes ReadWritePaths=/var/lib/serval \
+for k in Type=notify "ExecReload=/bin/kill -HUP \$MAINPID" User=serval ProtectSystem=strict NoNewPrivileges=yes ReadWritePaths=/var/lib/serval \
          StateDirectory=serval Restart=on-failure PrivateTmp=yes ProtectHome=yes; do
     grep -qx "$k" "$unit" || fail "the unit lacks $k"
 done
@@ -78,10 +78,11 @@ zcat "$root/usr/share/man/man1/serval-serve.1.gz" | grep -q '^\.B \\-\\-grpc\\-p
 
 # systemd-analyze verify: the unit as installed, its ExecStart resolved in the unpacked root; no
 # systemd needs to be running (this works in a container). The root gets what a system has
-# around the unit: the targets it is ordered against (the host's) and the user it runs as.
+# around the unit: the targets it is ordered against (the host's), /bin/kill and the user.
 # Any line verify prints (an unknown key, a bad value, a missing binary) fails the test.
 if command -v systemd-analyze >/dev/null && [ -d /lib/systemd/system ]; then
     cp /lib/systemd/system/*.target "$root/lib/systemd/system/"
+    mkdir -p "$root/bin" && cp /bin/kill "$root/bin/"                      # ExecReload's
     mkdir -p "$root/etc" && getent passwd root > "$root/etc/passwd"
     echo "serval:x:999:999::/var/lib/serval:/usr/sbin/nologin" >> "$root/etc/passwd"
     verify=$(SYSTEMD_LOG_COLOR=0 systemd-analyze verify --root="$root" --man=no serval.service 2>&1) \
