@@ -8,7 +8,11 @@ file(REMOVE_RECURSE "${OUT}")
 file(MAKE_DIRECTORY "${OUT}")
 execute_process(COMMAND "${SERVAL}" help-man --list OUTPUT_VARIABLE names RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "${SERVAL} help-man --list failed (${rc})")
+  # A binary that cannot run here (a sanitizer or cross build) must not fail everyone's build:
+  # no pages, a warning, and tests/tools/test_package.sh reports the missing pages.
+  message(WARNING "${SERVAL} help-man --list failed (${rc}): no manual pages written")
+  file(WRITE "${STAMP}" "\n")
+  return()
 endif()
 string(REGEX REPLACE "\n$" "" names "${names}")
 string(REPLACE "\n" ";" names "${names}")
