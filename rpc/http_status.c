@@ -361,6 +361,7 @@ static const char page_tail[] =
     "for(const [v,c] of [[u.shown,'shown'],[u.accepted,'accepted'],[u.acceptance_rate===null?'–':"
     "(100*u.acceptance_rate).toFixed(1)+'%','rate']]){const td=tr.insertCell();td.className='n '+c;"
     "td.textContent=v;}}\n"
+    "document.body.dataset.renderMs=performance.now().toFixed(1);\n"
     "document.body.dataset.rendered='yes';\n"
     "</script></body></html>\n";
 
