@@ -73,8 +73,16 @@ for page in "$root"/usr/share/man/man1/*.1.gz; do
     warn=$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$page" 2>&1 >/dev/null)
     [ -z "$warn" ] || fail "$(basename "$page"): $warn"
 done
-zcat "$root/usr/share/man/man1/serval-serve.1.gz" | grep -q '^\.B \\-\\-grpc\\-port' \
-    || fail "serval-serve(1) does not list --grpc-port"
+# Every option --help lists is on the page (they come from one table: this is what "never
+# drifts" means to a reader).
+for cmd in $("$build/bin/serval" help-man --list); do
+    "$build/bin/serval" help-man "$cmd" >/dev/null 2>&1 || continue
+    page=$(zcat "$root/usr/share/man/man1/serval-$cmd.1.gz")
+    for flag in $("$root/usr/bin/serval" "$cmd" --help | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p'); do
+        roff=$(printf '%s' "$flag" | sed 's/-/\\-/g')
+        printf '%s\n' "$page" | grep -qF ".B $roff" || fail "serval-$cmd(1) lacks $flag, which --help lists"
+    done
+done
 
 # systemd-analyze verify: the unit as installed, its ExecStart resolved in the unpacked root; no
 # systemd needs to be running (this works in a container). The root gets what a system has
