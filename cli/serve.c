@@ -323,7 +323,9 @@ static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
 /* ---- start-up ----------------------------------------------------------------------------- */
 
 /* While eng_model_load runs: on a terminal, one line rewritten twice a second with the time
- * spent and how much of the model file is in memory (the process's RSS against its size). */
+ * spent and how much of the model file is in memory (the process's RSS against its size).
+ * Straight to stderr, not through rpc/log: a progress bar for a person, never a log line (it
+ * runs only when stderr is a terminal and the format is text). */
 typedef struct load_progress {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -554,7 +556,7 @@ int cli_serve_main(int argc, char **argv)
     while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
         reload(argc, argv, &o, auth);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
-        fprintf(stderr, "serval: cannot tell systemd that serve is stopping: %s\n", why);
+        rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is stopping: %s", why);
     drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);
     http = NULL;
     grpc = NULL;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "log.h"
 #include "grpc_impl.h"
 #include "prompt.h"
 
@@ -323,7 +324,7 @@ void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
     abort_calls(s, true);
     if (!wait_gone(s, eng_clock_ms() + 10000)) {
         /* Something in grpc still holds a call: leaking the server beats freeing what it uses. */
-        fprintf(stderr, "serval: grpc: %d calls did not end after cancel; not freeing them\n",
+        rpc_log(RPC_LOG_ERROR, "grpc: %d calls did not end after cancel; not freeing them",
                 s->live);
         return;
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "http_impl.h"
+#include "log.h"
 
 /* The fields stored; anything else a client sends is dropped. Values must be scalars, so the
  * stored line is flat whatever arrives. */
@@ -57,7 +58,7 @@ static int append_line(http_server *s, const char *text, size_t len)
             status = 0;
     }
     if (status == 500) /* the operator's log says where; the client learns nothing of paths */
-        fprintf(stderr, "serval: cannot append an event to %s: %s\n", path, strerror(errno));
+        rpc_log(RPC_LOG_ERROR, "cannot append an event to %s: %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
     pthread_mutex_unlock(&s->events_mu);
