@@ -16,13 +16,17 @@
  * -16 taken back through the activation's lane offsets, twice Q4_0's) and Q4_1's 8-lane order.
  *
  * Q4_K, Q5_K: one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1
- * token for decoding (each activation group loaded once per four rows); eight int32 lanes per
- * pair, reduced four pairs at a time to exact sums (per 64-element chunk for Q4_K, per
- * super-block for Q5_K), then the float chains on those four-pair vectors.
+ * token for decoding Q5_K; eight int32 lanes per pair, reduced four pairs at a time to exact
+ * sums (per 64-element chunk for Q4_K, per super-block for Q5_K), then the float chains on those
+ * four-pair vectors.
  *
- * Q6_K: each SIMD lane is one (row, token) pair running one per-block chain (exact int32 block
- * sum S, r = d_w*S, acc = fma(r, d_a, acc)); the partial sums of four pairs are reduced together
- * (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
+ * Q4_K and Q6_K decoding (one token): tiles of 8 rows whose float chains run in the 8 lanes of
+ * one __m256 (lane r = row r), each activation group loaded once per 8 rows, each row's exact
+ * int32 sums reduced with hadd trees and transposed into the lanes; the next tile prefetched.
+ *
+ * Q6_K prompts: each SIMD lane is one (row, token) pair running one per-block chain (exact int32
+ * block sum S, r = d_w*S, acc = fma(r, d_a, acc)); the partial sums of four pairs are reduced
+ * together (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
  *
  * Float types (F32/F16/BF16 × f32) use R rows × T tokens tiles of 8-lane partial sums: a
  * result depends only on its (row, token) pair's own accumulator, so it too is independent of
@@ -446,19 +450,6 @@ AVX2_INLINE __m256i q6_offset(__m128i sc8, const block_q8_K *y)
     return _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs), 5);
 }
 
-/* int32 partials of one super-block pair. */
-AVX2_INLINE __m128i q6_partial(const block_q6_K *x, const block_q8_K *y)
-{
-    const __m128i sc8 = load128(x->scales);
-    __m256i sum = _mm256_setzero_si256();
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) {
-        const __m256i p = _mm256_maddubs_epi16(q6_group(x, g), load256(y->qs + 32 * g));
-        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, q6_scales(sc8, g)));
-    }
-    return fold_i32(_mm256_sub_epi32(sum, q6_offset(sc8, y)));
-}
-
 /* One row × 4 tokens, lanes are tokens; the weights are unpacked once for the four. */
 AVX2_INLINE void q6_tok4(const uint8_t *w, int64_t nb, const uint8_t *const a[4], int T, float *y, int64_t ldy)
 {
@@ -490,24 +481,6 @@ AVX2_INLINE void q6_tok4(const uint8_t *w, int64_t nb, const uint8_t *const a[4]
         acc = _mm_fmadd_ps(r, da4, acc);
     }
     store_lanes(acc, y, ldy, T);
-}
-
-/* 4 rows × 1 token, lanes are rows. */
-AVX2_INLINE __m128 q6_row4(const uint8_t *const wr[4], int64_t nb, const uint8_t *a)
-{
-    __m128 acc = _mm_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const block_q8_K *ya = (const block_q8_K *)a + b;
-        const block_q6_K *x[4];
-        for (int j = 0; j < 4; j++)
-            x[j] = (const block_q6_K *)wr[j] + b;
-        const __m128i S = reduce4_i32(q6_partial(x[0], ya), q6_partial(x[1], ya), q6_partial(x[2], ya),
-                                      q6_partial(x[3], ya));
-        const __m128 d4 = gather_d4((const uint8_t *)&x[0]->d, (const uint8_t *)&x[1]->d,
-                                    (const uint8_t *)&x[2]->d, (const uint8_t *)&x[3]->d);
-        acc = _mm_fmadd_ps(_mm_mul_ps(d4, _mm_cvtepi32_ps(S)), _mm_set1_ps(ya->d), acc);
-    }
-    return acc;
 }
 
 /* ---- Q4_K / Q5_K weights × Q8_K activations ------------------------------------------------ */
@@ -628,6 +601,113 @@ AVX2_INLINE void k_tile(const int five, const int NR, const int NT, const uint8_
         out[p] = res[p];
 }
 
+/* ---- Q4_K decoding: 8 rows × 1 token, lanes are rows ---------------------------------------- */
+
+/* Rows of the Q4_K single-token tile. */
+#define Q4K_ROWS 8
+
+/* The 8 scales | 8 mins of a Q4_K / Q5_K super-block as 16 bytes (get_scale_min_k4 for
+ * j = 0..7), from the 12 scale bytes at p (16 bytes are read; the block goes on after them). */
+AVX2_INLINE __m128i k_scales_mins(const uint8_t *p)
+{
+    const __m128i u = load128(p); /* u0 u1 u2 (junk) */
+    const __m128i A = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    const __m128i B = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    const __m128i lo6 = _mm_and_si128(_mm_srlv_epi32(A, _mm_setr_epi32(0, 0, 0, 4)),
+                                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i hi2 = _mm_and_si128(_mm_srli_epi32(B, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo6, hi2);
+}
+
+/* In-lane 4×4 transpose of four 8-lane int32 vectors, to floats: out[c] lane k = in[k] lane c
+ * (for each 128-bit half). */
+AVX2_INLINE void transpose4_cvt(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256 out[4])
+{
+    const __m256i t0 = _mm256_unpacklo_epi32(v0, v1), t1 = _mm256_unpacklo_epi32(v2, v3);
+    const __m256i t2 = _mm256_unpackhi_epi32(v0, v1), t3 = _mm256_unpackhi_epi32(v2, v3);
+    out[0] = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(t0, t1));
+    out[1] = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(t0, t1));
+    out[2] = _mm256_cvtepi32_ps(_mm256_unpacklo_epi64(t2, t3));
+    out[3] = _mm256_cvtepi32_ps(_mm256_unpackhi_epi64(t2, t3));
+}
+
+/* Q4_K_ROWS rows (pointers, repeats allowed) × one token in quant_impl.h's Q4_K order; lane r
+ * of the result is row r. Per super-block and row, the four chunk sums S1_c (sc*P of
+ * sub-blocks 2c and 2c+1) come out of one hadd tree and the four min sums S2_c out of one madd
+ * with the activation's sub-block sums; both are transposed so lane r is row r, and the eight
+ * rows' float chains run together: acc = fma(S1_c, d_w*d_a, acc), accm = fma(S2_c,
+ * dmin_w*d_a, accm) for c = 0..3, result acc - accm. The next tile's bytes are prefetched. */
+AVX2_INLINE __m256 q4k_rows8(const uint8_t *const wr[Q4K_ROWS], const prefetch_plan *pp, int64_t nb,
+                             const uint8_t *a)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *ya = (const block_q8_K *)a + b;
+        const size_t wo = sizeof(block_q4_K) * (size_t)b;
+        prefetch_step(pp, b);
+        const __m256i bs = load256(ya->bsums);
+        const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        __m256i S[Q4K_ROWS / 2], M[Q4K_ROWS / 2]; /* [row r | row r+4] */
+        uint32_t dm[Q4K_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < Q4K_ROWS; r++) {
+            const uint8_t *x = wr[r] + wo;
+            memcpy(&dm[r], x, 4);
+            const __m128i sm = k_scales_mins(x + 4);
+            const __m128i Mr = _mm_madd_epi16(_mm_unpackhi_epi8(sm, _mm_setzero_si128()), q8s);
+            /* scale s as the int16 pair (sc, sc) in one int32, broadcast per sub-block */
+            const __m256i sc32 = _mm256_cvtepu8_epi32(sm);
+            _Alignas(32) int32_t scw[8];
+            _mm256_store_si256((__m256i *)scw, _mm256_or_si256(sc32, _mm256_slli_epi32(sc32, 16)));
+            /* read back from memory: a broadcast load is a load-port uop, a broadcast from a
+             * register (what the compiler would make of it) a shuffle-port one */
+            __asm__("" : "+m"(scw));
+            const uint8_t *qs = x + 4 + K_SCALE_SIZE;
+            __m256i C[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                const __m256i q = load256(qs + 32 * c);
+                const __m256i pl = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), load256(ya->qs + 64 * c));
+                const __m256i ph = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                                                        load256(ya->qs + 64 * c + 32));
+                C[c] = _mm256_add_epi32(_mm256_madd_epi16(pl, _mm256_set1_epi32(scw[2 * c])),
+                                        _mm256_madd_epi16(ph, _mm256_set1_epi32(scw[2 * c + 1])));
+            }
+            /* lane c: chunk c's sum over the half's four lanes; the halves added */
+            const __m256i H = _mm256_hadd_epi32(_mm256_hadd_epi32(C[0], C[1]), _mm256_hadd_epi32(C[2], C[3]));
+            const __m128i Sr = _mm_add_epi32(_mm256_castsi256_si128(H), _mm256_extracti128_si256(H, 1));
+            if (r < Q4K_ROWS / 2) {
+                S[r] = _mm256_castsi128_si256(Sr);
+                M[r] = _mm256_castsi128_si256(Mr);
+            } else {
+                S[r - 4] = _mm256_inserti128_si256(S[r - 4], Sr, 1);
+                M[r - 4] = _mm256_inserti128_si256(M[r - 4], Mr, 1);
+            }
+        }
+        /* d and dmin of the eight rows: fp16 pairs to [d0..d3 m0..m3 | d4..d7 m4..m7] */
+        const __m256i dmv = _mm256_setr_epi32((int)dm[0], (int)dm[1], (int)dm[2], (int)dm[3], (int)dm[4],
+                                              (int)dm[5], (int)dm[6], (int)dm[7]);
+        const __m256i dmp = _mm256_packus_epi32(_mm256_and_si256(dmv, _mm256_set1_epi32(0xffff)),
+                                                _mm256_srli_epi32(dmv, 16));
+        /* rows 0..3 sit in the low half, 4..7 in the high half of each chunk vector: order the
+         * scales the same way ([r0..r3 | r4..r7] is the natural order) */
+        const __m256i dq = _mm256_permute4x64_epi64(dmp, _MM_SHUFFLE(3, 1, 2, 0)); /* d0..7 | m0..7 */
+        const __m256 da = _mm256_set1_ps(ya->d);
+        const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(dq)), da);
+        const __m256 dmn = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(dq, 1)), da);
+        __m256 Sc[4], Mc[4];
+        transpose4_cvt(S[0], S[1], S[2], S[3], Sc);
+        transpose4_cvt(M[0], M[1], M[2], M[3], Mc);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            acc = _mm256_fmadd_ps(Sc[c], dd, acc);
+            accm = _mm256_fmadd_ps(Mc[c], dmn, accm);
+        }
+    }
+    return _mm256_sub_ps(acc, accm);
+}
+
 /* ---- row drivers for the quantised types -------------------------------------------------- */
 
 /* Rows [ra, rb) of W against four activation rows (repeats allowed), results for the first T
@@ -686,6 +766,29 @@ static inline prefetch_plan next_tile(const uint8_t *W, size_t wrow, int64_t nb,
     return (prefetch_plan){W + (size_t)(r + ROW_LANES) * wrow, step, (size_t)n * wrow - 1, (int)((step + 63) / 64)};
 }
 
+/* The prefetch plan for the tile of `rows` rows after the one at row r. */
+static inline prefetch_plan next_tile_n(const uint8_t *W, size_t wrow, int64_t nb, int64_t r, int64_t rb, int rows)
+{
+    const int64_t n = rb - r - rows < rows ? rb - r - rows : rows;
+    if (n <= 0 || nb <= 0)
+        return (prefetch_plan){W, 0, 0, 0};
+    const size_t step = (size_t)rows * (wrow / (size_t)nb);
+    return (prefetch_plan){W + (size_t)(r + rows) * wrow, step, (size_t)n * wrow - 1, (int)((step + 63) / 64)};
+}
+
+/* Stores the lanes of an 8-row tile that are real rows. */
+AVX2_INLINE void store_rows8(__m256 acc, float *y, int64_t r, int64_t rb)
+{
+    if (r + 8 <= rb) {
+        _mm256_storeu_ps(y + r, acc);
+        return;
+    }
+    _Alignas(32) float out[8];
+    _mm256_store_ps(out, acc);
+    for (int k = 0; r + k < rb; k++)
+        y[r + k] = out[k];
+}
+
 /* Stores the lanes of a row tile that are real rows. */
 AVX2_INLINE void store_rows(const __m128 *acc, int nvec, float *y, int64_t r, int64_t rb)
 {
@@ -723,15 +826,86 @@ DEFINE_Q_TOK4(tok4_q4_0, K_Q4_0)
 DEFINE_Q_TOK4(tok4_q4_1, K_Q4_1)
 DEFINE_Q_TOK4(tok4_q8_0, K_Q8_0)
 
+/* Rows of the Q6_K single-token tile. */
+#define Q6K_ROWS 8
+
+/* Eight 8-lane int32 vectors to their totals: lane r of the result is the sum of v[r]'s lanes. */
+AVX2_INLINE __m256i reduce8_i32(const __m256i v[8])
+{
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    /* h0 = [v0..v3 low-half sums | v0..v3 high-half sums], h1 likewise for v4..v7 */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+/* Q6K_ROWS rows (pointers, repeats allowed) × one token, lanes are rows: per super-block and
+ * row the exact int32 sum S (the -32 taken back through the activation's sub-block sums), then
+ * r = d_w * S, acc = fma(r, d_a, acc) for the eight rows at once (quant_impl.h's Q6_K order).
+ * The next tile's bytes are prefetched. */
+AVX2_INLINE __m256 q6_rows8(const uint8_t *const wr[Q6K_ROWS], const prefetch_plan *pp, int64_t nb,
+                            const uint8_t *a)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+    /* pshufb masks: int16 scale 2g' in the low half, 2g'+1 in the high half (g' = g % 4) */
+    __m256i pick[4];
+    for (int g = 0; g < 4; g++) {
+        const int lo = 2 * (2 * g), hi = 2 * (2 * g + 1);
+        pick[g] = _mm256_setr_epi8(lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo, lo + 1, lo,
+                                   lo + 1, lo, lo + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1, hi, hi + 1,
+                                   hi, hi + 1, hi, hi + 1, hi, hi + 1);
+    }
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const block_q8_K *ya = (const block_q8_K *)a + b;
+        prefetch_step(pp, b);
+        const __m256i bs = load256(ya->bsums);
+        __m256i T[Q6K_ROWS];
+        uint16_t dh[Q6K_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < Q6K_ROWS; r++) {
+            const block_q6_K *x = (const block_q6_K *)wr[r] + b;
+            memcpy(&dh[r], &x->d, 2);
+            const __m256i sc16 = _mm256_cvtepi8_epi16(load128(x->scales));
+            const __m256i scA = _mm256_permute2x128_si256(sc16, sc16, 0x00); /* scales 0..7 twice */
+            const __m256i scB = _mm256_permute2x128_si256(sc16, sc16, 0x11); /* scales 8..15 twice */
+            __m256i sum = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5); /* the -32 offsets */
+            sum = _mm256_sub_epi32(_mm256_setzero_si256(), sum);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256i l0 = load256(x->ql + 64 * h), l1 = load256(x->ql + 64 * h + 32);
+                const __m256i qh = load256(x->qh + 32 * h);
+                const __m256i sch = h ? scB : scA;
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const __m256i l = k & 1 ? l1 : l0;
+                    const __m256i low = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+                    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+                    const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+                    const __m256i p = _mm256_maddubs_epi16(q, load256(ya->qs + 32 * (4 * h + k)));
+                    sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sch, pick[k])));
+                }
+            }
+            T[r] = sum;
+        }
+        const __m256i S = reduce8_i32(T);
+        const __m128i d8 = _mm_setr_epi16((short)dh[0], (short)dh[1], (short)dh[2], (short)dh[3], (short)dh[4],
+                                          (short)dh[5], (short)dh[6], (short)dh[7]);
+        const __m256 r = _mm256_mul_ps(_mm256_cvtph_ps(d8), _mm256_cvtepi32_ps(S));
+        acc = _mm256_fmadd_ps(r, _mm256_set1_ps(ya->d), acc);
+    }
+    return acc;
+}
+
+/* Q6_K, one token: tiles of Q6K_ROWS rows (the last one repeats its last row). */
 AVX2 static void row_q6_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
                           size_t tail_off, float *y)
 {
     (void)tail_off;
-    for (int64_t r = ra; r < rb; r += 4) {
-        const uint8_t *wr[4];
-        lane_rows(W, wrow, r, rb, 4, wr);
-        const __m128 acc = q6_row4(wr, nb, a);
-        store_rows(&acc, 1, y, r, rb);
+    for (int64_t r = ra; r < rb; r += Q6K_ROWS) {
+        const uint8_t *wr[Q6K_ROWS];
+        lane_rows(W, wrow, r, rb, Q6K_ROWS, wr);
+        const prefetch_plan pp = next_tile_n(W, wrow, nb, r, rb, Q6K_ROWS);
+        store_rows8(q6_rows8(wr, &pp, nb, a), y, r, rb);
     }
 }
 
@@ -755,7 +929,9 @@ DEFINE_Q_TOK4(tok4_q5_1, K_Q5_1)
             for (int t = 0; t < T; t++)                                                             \
                 y[t * ldy + r] = out[t];                                                            \
         }                                                                                           \
-    }                                                                                               \
+    }
+
+#define DEFINE_K_ROW(name, five)                                                                    \
     AVX2 static void row_##name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,  \
                                 const uint8_t *a, size_t tail_off, float *y)                        \
     {                                                                                               \
@@ -773,6 +949,20 @@ DEFINE_Q_TOK4(tok4_q5_1, K_Q5_1)
 
 DEFINE_K(q4_K, 0)
 DEFINE_K(q5_K, 1)
+DEFINE_K_ROW(q5_K, 1)
+
+/* Q4_K, one token: tiles of Q4K_ROWS rows (the last one repeats its last row). */
+AVX2 static void row_q4_K(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const uint8_t *a,
+                          size_t tail_off, float *y)
+{
+    (void)tail_off;
+    for (int64_t r = ra; r < rb; r += Q4K_ROWS) {
+        const uint8_t *wr[Q4K_ROWS];
+        lane_rows(W, wrow, r, rb, Q4K_ROWS, wr);
+        const prefetch_plan pp = next_tile_n(W, wrow, nb, r, rb, Q4K_ROWS);
+        store_rows8(q4k_rows8(wr, &pp, nb, a), y, r, rb);
+    }
+}
 
 /* ---- F32 / F16 / BF16 × f32 -------------------------------------------------------------- */
 

@@ -913,6 +913,40 @@ Test(quant_new_types, simd_equals_scalar_for_every_token_group)
     }
 }
 
+/* Decoding runs the K-quants in tiles of eight rows, interleaving their weight streams against
+ * one activation: every row count and start (tails of 1..7 rows, a tile cut by the threads'
+ * split) must give each row exactly its own scalar-reference result and write nothing else. */
+Test(quant_new_types, single_token_row_tiles_equal_the_scalar_reference_for_every_row_count)
+{
+    static const gguf_dtype ts[] = {GGUF_DTYPE_Q4_K, GGUF_DTYPE_Q6_K, GGUF_DTYPE_Q5_K};
+    for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
+        const gguf_dtype t = ts[ti];
+        const int64_t n = 512, rows = 21;
+        mm_case c;
+        mm_setup(&c, t, n, rows, 1, 4200 + ti);
+        float *yr = nan_buf((size_t)rows);
+        quant_ref_matmul(t, c.W, n, 0, rows, c.act, 1, yr, rows);
+        for (int64_t r0 = 0; r0 < 4; r0++) {
+            for (int64_t r1 = r0 + 1; r1 <= rows; r1++) {
+                float *y = nan_buf((size_t)rows);
+                quant_matmul(t, c.W, n, r0, r1, c.act, 1, y, rows);
+                for (int64_t r = 0; r < rows; r++) {
+                    if (r < r0 || r >= r1) {
+                        cr_assert(isnan(y[r]), "%s rows [%ld, %ld): row %ld written", tname(t), (long)r0,
+                                  (long)r1, (long)r);
+                        continue;
+                    }
+                    cr_assert_eq(fbits(y[r]), fbits(yr[r]), "%s rows [%ld, %ld) row %ld: %a vs scalar %a",
+                                 tname(t), (long)r0, (long)r1, (long)r, (double)y[r], (double)yr[r]);
+                }
+                free(y);
+            }
+        }
+        free(yr);
+        mm_free(&c);
+    }
+}
+
 /* ---- a tiny model in each new type --------------------------------------------------------- */
 
 typedef struct tiny_tensor {
