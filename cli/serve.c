@@ -511,6 +511,9 @@ int cli_serve_main(int argc, char **argv)
     eng_engine_config ec = cli_engine_config(&o.eng);
     if (o.max_running) ec.max_running = (int32_t)o.max_running;
     if (o.max_waiting) ec.max_waiting = (int32_t)o.max_waiting;
+    ec.supersede = o.supersede == 0; /* "on|off" */
+    ec.schedule = o.schedule == 0 ? ENG_SCHEDULE_LATENCY : ENG_SCHEDULE_THROUGHPUT;
+    ec.deadline_ms = (int32_t)o.deadline_ms;
     if (eng_engine_create(m, &ec, &e, &err) != ENG_OK) {
         http_starting_stop(starting);
         rpc_log(RPC_LOG_ERROR, "serve: cannot start the engine: %s", err.msg);

@@ -107,6 +107,20 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "users is computed once per token, and the KV cache holds every token's copy)"},
         {"--max-running", "N", CLI_FLAG_INT, &o->max_running, NULL, 1, 4096, NULL,
          "sequences decoded together at most (default 64)"},
+        {"--supersede", "on|off", CLI_FLAG_CHOICE, &o->supersede, "on", 0, 0, "on|off",
+         "a completion with a session key (Tabby: the token + segments.filepath + git_url; "
+         "others: \"session_key\", X-Serval-Session, gRPC session_key) ends the older ones "
+         "with the same key and token at once: their clients get an empty completion "
+         "(\"superseded\": true) or gRPC CANCELLED, their KV blocks stay cached for the new one"},
+        {"--schedule", "latency|throughput", CLI_FLAG_CHOICE, &o->schedule, "latency", 0, 0,
+         "latency|throughput",
+         "latency: earliest deadline first, one prompt prefilling at a time, steps sized from "
+         "the measured step time so running requests meet their deadlines, late ones "
+         "deprioritised (never shed); throughput: oldest first, every request admitted at once, "
+         "full 512-token steps (most tokens/s, worst keystroke latency under load)"},
+        {"--deadline-ms", "N", CLI_FLAG_INT, &o->deadline_ms, "1000", 1, 3600000, NULL,
+         "latency target of a request, from arrival to its last token; a request may set its "
+         "own (\"deadline_ms\", gRPC deadline_ms)"},
         {"--max-waiting", "N", CLI_FLAG_INT, &o->max_waiting, NULL, 1, 1L << 20, NULL,
          "requests queued for the engine at most; more get RESOURCE_EXHAUSTED (default 256)"},
         {"--max-inflight", "N", CLI_FLAG_INT, &o->max_inflight, NULL, 1, 1L << 20, NULL,

@@ -32,6 +32,9 @@ typedef struct serve_opts {
     long http_rate, http_burst;
     long per_ip_connections, max_inflight_per_token, generation_timeout_ms;
     long max_streams_per_connection;
+    int supersede;       /* --supersede: index in "on|off" */
+    int schedule;        /* --schedule: index in "latency|throughput" (eng_schedule's order) */
+    long deadline_ms;
     const char *tls_cert, *tls_key, *metrics_token;
     const char *origin_items[SERVE_MAX_ORIGINS];
     cli_list origins;

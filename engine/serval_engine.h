@@ -43,6 +43,16 @@ typedef enum eng_backend_kind {
     ENG_BACKEND_CUDA
 } eng_backend_kind;
 
+/* How the step loop picks its batch. THROUGHPUT: service order (priority, then oldest),
+ * admitting every waiting request that fits, each step up to step_tokens tokens. LATENCY:
+ * earliest deadline first, one prompt prefilling at a time, and a step token budget sized from
+ * the measured step time so running requests finish within their deadlines; requests past
+ * their deadline go behind those that can still meet theirs (engine/batch/scheduler.h). */
+typedef enum eng_schedule {
+    ENG_SCHEDULE_LATENCY = 0,
+    ENG_SCHEDULE_THROUGHPUT
+} eng_schedule;
+
 /* Speculative decoding: DEFAULT is on for both backends. */
 typedef enum eng_speculate {
     ENG_SPECULATE_DEFAULT = 0,
@@ -64,6 +74,12 @@ typedef struct eng_engine_config {
     bool no_cuda_graphs;     /* CUDA: launch decode steps kernel by kernel instead of replaying
                               * captured graphs (debugging, comparison) */
     bool cuda_fp16;          /* CUDA: fp16 weights and activations instead of bf16 */
+    /* Completion traffic (engine/batch/README.md, "Scheduling for keystrokes"): */
+    bool supersede;          /* a request with a session key ends the older requests with the
+                              * same key, queued or running, at the next step (default true) */
+    eng_schedule schedule;   /* ENG_SCHEDULE_LATENCY (the default) or ENG_SCHEDULE_THROUGHPUT */
+    int32_t deadline_ms;     /* latency target of requests that name none, submit -> done;
+                              * 0: 1000; latency scheduling orders and budgets by it */
     /* Speculative decoding drafted from the prompt (engine/batch/spec.h): exact, greedy and
      * seeded output are the same with it on or off. */
     eng_speculate speculate; /* ENG_SPECULATE_DEFAULT: the backend's default (see eng_speculate) */
@@ -184,6 +200,15 @@ typedef struct eng_request_params {
      * Unguessable salts are not needed for isolation, only distinct ones. */
     uint64_t cache_salt;
 
+    /* Supersede (eng_engine_config.supersede): a request with a session key (0: none) ends
+     * every older request with the same key and cache_salt, waiting or running, at the next
+     * step; they finish with ENG_FINISH_SUPERSEDED, and the prompt blocks they computed stay
+     * in the prefix cache for the newer one. Front ends derive it from who sent the request
+     * (its API token) and what it is about (one editor's file), so one user never ends
+     * another's requests. */
+    uint64_t session_key;
+    int32_t deadline_ms;         /* latency target from submit; 0: the engine's deadline_ms */
+
     eng_notify_fn notify;        /* optional */
     void *notify_user;
 } eng_request_params;
@@ -196,10 +221,11 @@ typedef enum eng_finish {
     ENG_FINISH_STOP,       /* end-of-generation token or a stop string */
     ENG_FINISH_LENGTH,     /* max_tokens or max_seq_len reached */
     ENG_FINISH_CANCELLED,  /* eng_request_cancel, release or engine shutdown */
-    ENG_FINISH_ERROR       /* the backend failed; see eng_request_output.error */
+    ENG_FINISH_ERROR,      /* the backend failed; see eng_request_output.error */
+    ENG_FINISH_SUPERSEDED  /* a newer request with the same session key arrived */
 } eng_finish;
 
-/* "stop", "length", "cancelled", "error" ("" for NONE). */
+/* "stop", "length", "cancelled", "error", "superseded" ("" for NONE). */
 const char *eng_finish_str(eng_finish f);
 
 /* Queues a request and returns its handle at once. Errors (nothing is queued then):
@@ -277,6 +303,8 @@ typedef struct eng_engine_stats {
     int64_t requests_finished;  /* any finish reason */
     int64_t requests_cancelled;
     int64_t requests_rejected;  /* overload */
+    int64_t requests_superseded; /* ended by a newer request with the same session key */
+    int64_t requests_late;      /* first scheduled after their deadline had passed */
     int64_t preemptions;
     int64_t prompt_tokens_computed;
     int64_t prompt_tokens_cached;

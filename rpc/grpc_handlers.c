@@ -142,6 +142,29 @@ static eng_status build_segments(const gs_context *ctx, const Serval__V1__Segmen
     return st;
 }
 
+/* Supersede and deadline of a CompleteRequest (proto/serval.proto): the explicit session_key,
+ * else segments' filepath + git_url (none without a filepath). gs_call_submit hashes the key
+ * with the caller's token. NULL when valid, else a message. */
+static const char *session_params(const Serval__V1__CompleteRequest *rq, eng_request_params *p)
+{
+    size_t klen = strlen(rq->session_key);
+    if (klen > RPC_MAX_SESSION_KEY_BYTES) return "session_key is longer than 1024 bytes";
+    if (rq->deadline_ms < 0 || rq->deadline_ms > 3600000)
+        return "deadline_ms must be in [0, 3600000] (0: the server's default)";
+    p->deadline_ms = rq->deadline_ms;
+    const Serval__V1__Segments *sg =
+        rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_SEGMENTS ? rq->segments : NULL;
+    if (klen) {
+        const char *key = rq->session_key;
+        p->session_key = rpc_session_key(-1, &key, &klen, 1);
+    } else if (sg && sg->filepath[0]) {
+        const char *parts[3] = {NULL, sg->filepath, sg->git_url};
+        size_t lens[3] = {0, strlen(sg->filepath), strlen(sg->git_url)};
+        p->session_key = rpc_session_key(-1, parts, lens, 3);
+    }
+    return NULL;
+}
+
 static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
 {
     const gs_context *ctx = gs_call_context(c);
@@ -158,6 +181,7 @@ static void handle_complete(gs_call *c, const uint8_t *data, size_t len)
     grpc_status_code code = GRPC_STATUS_INVALID_ARGUMENT;
     const char *bad = common_params(ctx, rq->sampling, rq->max_tokens, RPC_DEFAULT_COMPLETION_TOKENS,
                                     rq->stop, rq->n_stop, rq->model, &p, msg, sizeof msg);
+    if (!bad) bad = session_params(rq, &p);
     if (!bad) {
         if (rq->input_case == SERVAL__V1__COMPLETE_REQUEST__INPUT_PROMPT) {
             /* Raw prompts go to the engine as text: special tokens written in them count. */

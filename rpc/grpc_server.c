@@ -346,6 +346,12 @@ static bool call_progress(gs_call *c)
         return true;
     }
     if (!done && c->text_len == 0) return false;
+    if (done && c->out.finish == ENG_FINISH_SUPERSEDED) {
+        /* What was streamed stays sent; the caller learns why it ends. */
+        call_send(c, NULL, true, GRPC_STATUS_CANCELLED,
+                  "superseded by a newer request with the same session key");
+        return true;
+    }
 
     Serval__V1__Usage usage = SERVAL__V1__USAGE__INIT;
     Serval__V1__Timings timings = SERVAL__V1__TIMINGS__INIT;
@@ -413,6 +419,11 @@ void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf)
     p->notify = on_notify;
     p->notify_user = c;
     p->cache_salt = rpc_auth_cache_salt(s->ctx.auth, c->token);
+    if (p->session_key) { /* per token: one user never supersedes another's requests */
+        const char *k = (const char *)&p->session_key;
+        size_t klen = sizeof p->session_key;
+        p->session_key = rpc_session_key(c->token, &k, &klen, 1);
+    }
     eng_err err = {{0}};
     eng_request *r = NULL;
     call_ref(c); /* the engine request's reference, dropped when it is done */

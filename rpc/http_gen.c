@@ -26,6 +26,8 @@ static eng_status submit(http_req *r, http_gen *g, eng_request **er, eng_err *er
     p.stop = stops;
     p.n_stop = n;
     p.cache_salt = rpc_auth_cache_salt(s->auth, r->token_idx);
+    p.session_key = g->session_key;
+    p.deadline_ms = g->deadline_ms;
     return eng_submit(s->engine, &p, er, err);
 }
 
@@ -121,6 +123,10 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
         *replied = true;
         return http_reply_error(r, 500, "server_error", "generation failed: %s", res->out.error);
     }
+    if (res->out.finish == ENG_FINISH_SUPERSEDED) {
+        res->len = 0; /* a newer request took over: an empty completion, answered at once */
+        res->text[0] = '\0';
+    }
     if (res->out.finish == ENG_FINISH_CANCELLED) {
         drop_text(res);
         *replied = true;
@@ -191,6 +197,8 @@ static json_t *with_timings(sse *x, json_t *j, const eng_request_output *o)
 
 static bool pend_event(sse *x, json_t *j)
 {
+    if (j && x->finished && x->last.finish == ENG_FINISH_SUPERSEDED)
+        json_object_set_new(j, "superseded", json_true()); /* the stream's last events */
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
     json_decref(j);
     if (!s)

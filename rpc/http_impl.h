@@ -285,6 +285,8 @@ typedef struct http_gen {
     size_t n_extra_stops;
     eng_sampler_params sampling;
     int32_t max_tokens;
+    uint64_t session_key;       /* supersede (0: none); rpc_session_key */
+    int32_t deadline_ms;        /* 0: the engine's default */
 } http_gen;
 
 typedef struct http_gen_result {

@@ -216,6 +216,12 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
             "serval_engine_requests_rejected_total %lld\n", (long long)es.requests_rejected);
     put(&o, "# TYPE serval_engine_preemptions_total counter\nserval_engine_preemptions_total %lld\n",
         (long long)es.preemptions);
+    put(&o, "# HELP serval_engine_requests_superseded_total Requests ended by a newer request "
+            "with the same session key.\n# TYPE serval_engine_requests_superseded_total counter\n"
+            "serval_engine_requests_superseded_total %lld\n", (long long)es.requests_superseded);
+    put(&o, "# HELP serval_engine_requests_late_total Requests first scheduled after their "
+            "deadline (latency schedule).\n# TYPE serval_engine_requests_late_total counter\n"
+            "serval_engine_requests_late_total %lld\n", (long long)es.requests_late);
     put(&o, "# TYPE serval_engine_steps_total counter\nserval_engine_steps_total %lld\n",
         (long long)es.steps);
     put(&o, "# TYPE serval_engine_mean_batch_seqs gauge\nserval_engine_mean_batch_seqs %.3f\n",

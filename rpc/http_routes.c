@@ -267,6 +267,40 @@ static void snippets_from(json_t *seg, const char *key, prompt_snippet *out, siz
     }
 }
 
+/* Supersede and deadline (rpc_request.h, eng_request_params): the session key is the body's
+ * "session_key" (a string), else the X-Serval-Session header, else for Tabby's segments (seg)
+ * the one derived from "user", segments.filepath and segments.git_url (none without a
+ * filepath); always hashed with the caller's token. "deadline_ms": an integer in [1, 3600000],
+ * the latency target (absent: the server's --deadline-ms). */
+static void session_from(http_req *r, json_t *req, json_t *seg, http_gen *g, jerr *e)
+{
+    const char *key = jstr(req, "session_key", "session_key", e);
+    if (!key)
+        key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Serval-Session");
+    size_t klen = key ? strlen(key) : 0;
+    if (klen > RPC_MAX_SESSION_KEY_BYTES)
+        jfail(e, "%s is longer than 1024 bytes", "session_key");
+    if (klen) {
+        g->session_key = rpc_session_key(r->token_idx, &key, &klen, 1);
+    } else if (json_is_object(seg)) {
+        const char *parts[3] = {json_string_value(json_object_get(req, "user")),
+                                json_string_value(json_object_get(seg, "filepath")),
+                                json_string_value(json_object_get(seg, "git_url"))};
+        size_t lens[3];
+        for (int i = 0; i < 3; i++)
+            lens[i] = parts[i] ? strlen(parts[i]) : 0;
+        if (lens[1] > 0)
+            g->session_key = rpc_session_key(r->token_idx, parts, lens, 3);
+    }
+    json_t *d = json_object_get(req, "deadline_ms");
+    if (d && !json_is_null(d)) {
+        if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > 3600000)
+            jfail(e, "%s must be an integer in [1, 3600000] (milliseconds)", "deadline_ms");
+        else
+            g->deadline_ms = (int32_t)json_integer_value(d);
+    }
+}
+
 static enum MHD_Result reply_tabby_completion(http_req *r, json_t *req, http_gen *g, bool ret_prompt,
                                               bool ret_snippets, size_t n_snip, json_t *snips)
 {
@@ -286,6 +320,8 @@ static enum MHD_Result reply_tabby_completion(http_req *r, json_t *req, http_gen
     if (!text)
         text = json_string("");
     json_t *j = json_pack("{s:s,s:[{s:i,s:o}]}", "id", id, "choices", "index", 0, "text", text);
+    if (res.out.finish == ENG_FINISH_SUPERSEDED) /* an empty completion, as tabby-agent takes */
+        json_object_set_new(j, "superseded", json_true());
     json_t *mode = json_object_get(req, "mode");
     if (json_is_string(mode))
         json_object_set(j, "mode", mode);
@@ -321,6 +357,7 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     http_gen g = {0};
     g.sampling = sampling_from(s, req, 0.1, &e);
     g.max_tokens = s->cfg.default_max_tokens;
+    session_from(r, req, seg, &g, &e);
     if (e.set)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
     eng_err err = {{0}};
@@ -427,6 +464,7 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
     g.max_tokens = openai_max_tokens(req, "max_tokens", 16, &e);
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
+    session_from(r, req, NULL, &g, &e);
     bool stream = jbool(req, "stream", false, "stream", &e);
     check_n(req, &e);
     if (e.set)
@@ -455,6 +493,8 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
                           "prompt_tokens", res.out.n_prompt_tokens, "completion_tokens",
                           res.out.n_output_tokens, "total_tokens",
                           res.out.n_prompt_tokens + res.out.n_output_tokens);
+    if (j && res.out.finish == ENG_FINISH_SUPERSEDED)
+        json_object_set_new(j, "superseded", json_true());
     return http_reply_json(r, 200, j);
 }
 
@@ -538,6 +578,7 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
                        : openai_max_tokens(req, "max_completion_tokens", 512, &e);
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
+    session_from(r, req, NULL, &g, &e);
     bool stream = always_stream || jbool(req, "stream", false, "stream", &e);
     if (openai)
         check_n(req, &e);
@@ -574,6 +615,8 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
                           "prompt_tokens", gr.out.n_prompt_tokens, "completion_tokens",
                           gr.out.n_output_tokens, "total_tokens",
                           gr.out.n_prompt_tokens + gr.out.n_output_tokens);
+    if (j && gr.out.finish == ENG_FINISH_SUPERSEDED)
+        json_object_set_new(j, "superseded", json_true());
     return http_reply_json(r, 200, j);
 }
 
@@ -596,6 +639,7 @@ static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
     g.max_tokens = np < 0 ? 256 : np == 0 ? 1 : (int32_t)np;
     g.n_extra_stops = jstops(req, stops, &e);
     g.extra_stops = stops;
+    session_from(r, req, NULL, &g, &e);
     bool stream = jbool(req, "stream", false, "stream", &e);
     if (e.set)
         return http_reply_error(r, 422, "invalid_request_error", "%s", e.msg);
@@ -619,6 +663,8 @@ static enum MHD_Result route_llama_completion(http_req *r, json_t *req)
                           res.out.n_output_tokens, "tokens_evaluated", res.out.n_prompt_tokens,
                           "stopped_eos", res.out.finish == ENG_FINISH_STOP, "stopped_limit",
                           res.out.finish == ENG_FINISH_LENGTH);
+    if (j && res.out.finish == ENG_FINISH_SUPERSEDED)
+        json_object_set_new(j, "superseded", json_true());
     return http_reply_json(r, 200, j);
 }
 

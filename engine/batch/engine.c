@@ -18,12 +18,15 @@ enum {
     /* A text prompt longer than this many bytes per position the server accepts is refused
      * without tokenizing it: real text averages 3-5 bytes per token, and only a vocabulary
      * with very long tokens (runs of 64+ spaces) could fit more. */
-    MAX_PROMPT_BYTES_PER_TOKEN = 64
+    MAX_PROMPT_BYTES_PER_TOKEN = 64,
+    DEFAULT_DEADLINE_MS = 1000,
+    MAX_DEADLINE_MS = 3600000
 };
 
 eng_engine_config eng_engine_config_defaults(void)
 {
-    return (eng_engine_config){.backend = ENG_BACKEND_CPU, .prefix_caching = true};
+    return (eng_engine_config){.backend = ENG_BACKEND_CPU, .prefix_caching = true,
+                               .supersede = true};
 }
 
 eng_request_params eng_request_params_defaults(void)
@@ -42,6 +45,7 @@ const char *eng_finish_str(eng_finish f)
     case ENG_FINISH_LENGTH: return "length";
     case ENG_FINISH_CANCELLED: return "cancelled";
     case ENG_FINISH_ERROR: return "error";
+    case ENG_FINISH_SUPERSEDED: return "superseded";
     default: return "";
     }
 }
@@ -50,6 +54,17 @@ const eng_model *eng_engine_model(const eng_engine *e) { return e->m; }
 int32_t eng_engine_max_seq_len(const eng_engine *e) { return e->cfg.max_seq_len; }
 
 /* ---- requests ------------------------------------------------------------------------------ */
+
+/* The key supersede compares: the client's key mixed with its prefix-cache salt (splitmix64's
+ * finaliser), never 0. */
+static uint64_t session_mix(uint64_t key, uint64_t salt)
+{
+    uint64_t z = key ^ (salt * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
 
 static void request_destroy(eng_request *r)
 {
@@ -191,6 +206,8 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
     if (!r->admitted_once)
         e->n_waiting_new--; /* cancelled before it ever ran: its queue slot is free again */
     e->stats.requests_finished++;
+    if (f == ENG_FINISH_SUPERSEDED)
+        e->stats.requests_superseded++;
     if (f == ENG_FINISH_CANCELLED)
         cancelled_account(e, r);
     if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH) {
@@ -293,6 +310,9 @@ static eng_status check_params(const eng_engine *e, const eng_request_params *p,
     if (p->max_tokens < 1)
         return eng_fail(err, ENG_ERR_INVALID, "max_tokens must be at least 1 (got %d)",
                         p->max_tokens);
+    if (p->deadline_ms < 0 || p->deadline_ms > MAX_DEADLINE_MS)
+        return eng_fail(err, ENG_ERR_INVALID, "deadline_ms must be in [1, %d] (0: the server's "
+                        "default), got %d", MAX_DEADLINE_MS, p->deadline_ms);
     if (p->n_stop > MAX_STOPS || (p->n_stop > 0 && !p->stop))
         return eng_fail(err, ENG_ERR_INVALID, "at most %d stop strings", MAX_STOPS);
     for (size_t i = 0; i < p->n_stop; i++)
@@ -418,12 +438,14 @@ eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **
     atomic_init(&r->t_cancel_us, 0);
     r->priority = p->priority;
     r->cache_salt = p->cache_salt;
+    r->session_key = p->session_key ? session_mix(p->session_key, p->cache_salt) : 0;
     r->n_prompt = n;
     r->max_tokens = p->max_tokens < room ? p->max_tokens : room;
     r->ignore_eos = p->ignore_eos;
     r->notify = p->notify;
     r->notify_user = p->notify_user;
     r->t_submit = eng_clock_ms();
+    r->deadline = r->t_submit + (p->deadline_ms > 0 ? p->deadline_ms : c->deadline_ms);
     r->tokens = malloc(sizeof(int32_t) * (size_t)(n + r->max_tokens));
     if (!r->tokens) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
@@ -529,9 +551,11 @@ static void on_admit(void *user, eng_request *r, int32_t n_cached)
     r->n_cached = n_cached;
     r->t_sched = eng_clock_ms() - r->t_submit;
     pthread_mutex_unlock(&r->mu);
+    bool late = e->sched->cfg.policy == SCHED_LATENCY && eng_clock_ms() > r->deadline;
     pthread_mutex_lock(&e->mu);
     e->n_waiting_new--;
     e->stats.prompt_tokens_cached += n_cached;
+    e->stats.requests_late += late;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -545,6 +569,32 @@ static void on_preempt(void *user, eng_request *r)
     pthread_mutex_lock(&e->mu);
     e->stats.preemptions++;
     pthread_mutex_unlock(&e->mu);
+}
+
+/* Supersede: ends every request older than r with r's session key (the one rule;
+ * eng_request_params.session_key). Their computed prompt blocks stay in the prefix cache. */
+static void supersede_older(eng_engine *e, const eng_request *r)
+{
+    eng_request *old[16];
+    int32_t n;
+    while ((n = sched_find_superseded(e->sched, r, old, 16)) > 0)
+        for (int32_t i = 0; i < n; i++)
+            finish(e, old[i], ENG_FINISH_SUPERSEDED, ENG_ERR_CANCELLED,
+                   "superseded by a newer request with the same session key");
+}
+
+/* Lets each of the n new requests with ids from first (now in the waiting list) supersede
+ * the older ones of its session, in submission order, so the newest of a session is left. */
+static void supersede_new(eng_engine *e, uint64_t first, int32_t n)
+{
+    for (uint64_t id = first; id < first + (uint64_t)n; id++) {
+        const eng_request *r = NULL;
+        for (int32_t i = 0; !r && i < e->sched->n_waiting; i++)
+            if (e->sched->waiting[i]->id == id)
+                r = e->sched->waiting[i];
+        if (r && r->session_key) /* NULL: already superseded by a newer one of the inbox */
+            supersede_older(e, r);
+    }
 }
 
 static void reap_cancelled(eng_engine *e)
@@ -646,6 +696,7 @@ static void run_step(eng_engine *e)
     double t0 = eng_clock_ms();
     eng_status st = e->be->ops->forward(e->be, &b, e->b_rows, e->b_next, NULL, &err);
     double t1 = eng_clock_ms();
+    sched_observe(e->sched, k, t1 - t0); /* the latency schedule's step-time model */
     int32_t n_seqs = e->sched->n_plan, n_gen = 0;
     if (st != ENG_OK) {
         while (e->sched->n_plan > 0)
@@ -705,13 +756,19 @@ static void *step_loop(void *arg)
             pthread_mutex_unlock(&e->mu);
             break;
         }
+        /* The inbox holds consecutive ids in submission order (eng_submit). */
+        uint64_t first_new = e->n_inbox > 0 ? e->inbox[0]->id : 0;
+        int32_t n_new = e->n_inbox;
         for (int32_t i = 0; i < e->n_inbox; i++)
             sched_waiting_insert(e->sched, e->inbox[i]);
         e->n_inbox = 0;
         pthread_mutex_unlock(&e->mu);
 
+        if (e->cfg.supersede)
+            supersede_new(e, first_new, n_new);
         reap_cancelled(e);
         spec_step_draft(e->sched, &e->spec);
+        e->sched->now = eng_clock_ms();
         if (sched_step_plan(e->sched) > 0)
             run_step(e);
         else
@@ -744,6 +801,13 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
         c->max_waiting = 256;
     if (c->step_tokens == 0)
         c->step_tokens = 512;
+    if (c->deadline_ms == 0)
+        c->deadline_ms = DEFAULT_DEADLINE_MS;
+    if (c->deadline_ms < 1 || c->deadline_ms > MAX_DEADLINE_MS)
+        return eng_fail(err, ENG_ERR_INVALID, "deadline %d ms outside [1, %d]", c->deadline_ms,
+                        MAX_DEADLINE_MS);
+    if (c->schedule != ENG_SCHEDULE_LATENCY && c->schedule != ENG_SCHEDULE_THROUGHPUT)
+        return eng_fail(err, ENG_ERR_INVALID, "unknown schedule %d", (int)c->schedule);
     if (c->draft_max == 0)
         c->draft_max = 8;
     if (c->spec_step_tokens == 0) /* where a step turns compute-bound: bench/RESULTS.md */
@@ -822,7 +886,9 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     if (st == ENG_OK)
         st = kv_cache_create(e->be->n_blocks, c.block_size, c.prefix_caching, &e->kv, err);
     if (st == ENG_OK) {
-        sched_config sc = {.step_tokens = c.step_tokens, .max_running = c.max_running,
+        sched_config sc = {.policy = c.schedule == ENG_SCHEDULE_LATENCY ? SCHED_LATENCY
+                                                                        : SCHED_THROUGHPUT,
+                           .step_tokens = c.step_tokens, .max_running = c.max_running,
                            .max_waiting = c.max_waiting, .on_admit = on_admit,
                            .on_preempt = on_preempt, .user = e};
         st = sched_create(e->kv, &sc, &e->sched, err);

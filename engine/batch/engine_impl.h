@@ -19,6 +19,8 @@ struct eng_request {
     uint64_t id;             /* submission order: older requests have smaller ids */
     int32_t priority;
     uint64_t cache_salt;     /* the prefix cache it may share (kv_seq_create) */
+    uint64_t session_key;    /* 0: none; mixed with cache_salt (supersede) */
+    double deadline;         /* ms, monotonic: t_submit + its deadline_ms (latency schedule) */
     int32_t n_prompt;
     int32_t max_tokens;      /* after clipping to max_seq_len */
     bool ignore_eos;

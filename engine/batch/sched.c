@@ -7,24 +7,150 @@
 #include "engine_impl.h"
 #include "scheduler.h"
 
-/* Service order: higher priority first, then older (smaller id) first. */
-static bool sched_before(const eng_request *a, const eng_request *b)
+enum { MODEL_MIN_STEPS = 2 }; /* observations before the fit replaces the prior guess */
+#define MODEL_DECAY 0.9
+#define PRIOR_MS 10.0
+#define PRIOR_MS_PER_TOKEN 2.0
+#define DEFAULT_MAX_STEP_MS 250.0
+#define DEFAULT_MIN_PREFILL 16
+
+/* Decoding requests in the running list (exactly one token left to compute). */
+static int32_t n_decoding(const sched_state *s)
+{
+    int32_t n = 0;
+    for (int32_t i = 0; i < s->n_running; i++)
+        n += s->running[i]->n_tokens - s->running[i]->n_computed == 1;
+    return n;
+}
+
+void sched_observe(sched_state *s, int32_t tokens, double ms)
+{
+    sched_step_model *m = &s->model;
+    double x = tokens, y = ms;
+    m->sw = m->sw * MODEL_DECAY + 1;
+    m->sx = m->sx * MODEL_DECAY + x;
+    m->sy = m->sy * MODEL_DECAY + y;
+    m->sxx = m->sxx * MODEL_DECAY + x * x;
+    m->sxy = m->sxy * MODEL_DECAY + x * y;
+}
+
+/* The fitted line: *a ms per step, *b ms per token. With too little spread in the step sizes
+ * seen to tell them apart, the step time is taken as proportional to its tokens. */
+static void model_line(const sched_step_model *m, double *a, double *b)
+{
+    if (m->sw < MODEL_MIN_STEPS * 0.95 || m->sx <= 0) {
+        *a = PRIOR_MS;
+        *b = PRIOR_MS_PER_TOKEN;
+        return;
+    }
+    double mx = m->sx / m->sw, my = m->sy / m->sw;
+    double vx = m->sxx / m->sw - mx * mx, cxy = m->sxy / m->sw - mx * my;
+    if (vx > 1.0 && cxy > 0) {
+        *b = cxy / vx;
+        *a = my - *b * mx;
+        if (*a < 0) {
+            *a = 0;
+            *b = my / mx;
+        }
+    } else {
+        *a = 0;
+        *b = my / mx;
+    }
+    if (*b < 1e-6)
+        *b = 1e-6;
+}
+
+double sched_predict_ms(const sched_state *s, int32_t tokens)
+{
+    double a, b;
+    model_line(&s->model, &a, &b);
+    return a + b * tokens;
+}
+
+/* Steps r still needs to finish: its uncomputed tokens, then one per token left to generate. */
+static int32_t steps_left(const eng_request *r)
+{
+    int32_t gen = r->n_tokens - r->n_prompt, pending = r->n_tokens - r->n_computed;
+    int32_t more = r->max_tokens - gen; /* tokens still to sample after the pending ones */
+    return (pending > 1 ? 1 : pending) + (more > 0 ? more : 0);
+}
+
+bool sched_is_late(const sched_state *s, const eng_request *r, int32_t n_dec)
+{
+    if (r->deadline <= 0)
+        return false;
+    double slack = r->deadline - s->now;
+    if (slack <= 0)
+        return true;
+    if (!r->seq)
+        return false;
+    return slack < steps_left(r) * sched_predict_ms(s, n_dec > 0 ? n_dec : 1);
+}
+
+int32_t sched_budget(const sched_state *s)
+{
+    double a, b;
+    model_line(&s->model, &a, &b);
+    int32_t n_dec = n_decoding(s);
+    double target = s->cfg.max_step_ms > 0 ? s->cfg.max_step_ms : DEFAULT_MAX_STEP_MS;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const eng_request *r = s->running[i];
+        if (r->deadline <= 0 || sched_is_late(s, r, n_dec))
+            continue;
+        double per = (r->deadline - s->now) / steps_left(r);
+        if (per < target)
+            target = per;
+    }
+    double t = (target - a) / b;
+    int32_t min_prefill = s->cfg.min_prefill > 0 ? s->cfg.min_prefill : DEFAULT_MIN_PREFILL;
+    int32_t lo = n_dec + min_prefill, hi = s->cfg.step_tokens;
+    int32_t budget = t >= hi ? hi : t <= lo ? lo : (int32_t)t;
+    return budget < hi ? budget : hi;
+}
+
+/* Service order: higher priority first, then (SCHED_LATENCY) on time before late and earlier
+ * deadline first, then older (smaller id) first. */
+static bool sched_before(const sched_state *s, const eng_request *a, const eng_request *b)
 {
     if (a->priority != b->priority)
         return a->priority > b->priority;
+    if (s->cfg.policy == SCHED_LATENCY) {
+        int32_t n_dec = s->n_decoding;
+        bool la = sched_is_late(s, a, n_dec), lb = sched_is_late(s, b, n_dec);
+        if (la != lb)
+            return lb;
+        double da = a->deadline > 0 ? a->deadline : 1e300, db = b->deadline > 0 ? b->deadline : 1e300;
+        if (da != db)
+            return da < db;
+    }
     return a->id < b->id;
 }
 
 /* Inserts r into list (n entries, room for one more) keeping service order. */
-static void list_insert(eng_request **list, int32_t *n, eng_request *r)
+static void list_insert(const sched_state *s, eng_request **list, int32_t *n, eng_request *r)
 {
     int32_t i = *n;
-    while (i > 0 && sched_before(r, list[i - 1])) {
+    while (i > 0 && sched_before(s, r, list[i - 1])) {
         list[i] = list[i - 1];
         i--;
     }
     list[i] = r;
     (*n)++;
+}
+
+/* Re-sorts a list into service order (insertion sort: stable, the lists are short and mostly
+ * sorted already). */
+static void list_sort(const sched_state *s, eng_request **list, int32_t n)
+{
+    for (int32_t k = 1; k < n; k++) {
+        eng_request *r = list[k];
+        int32_t i = k;
+        while (i > 0 && sched_before(s, r, list[i - 1])) {
+            list[i] = list[i - 1];
+            i--;
+        }
+        list[i] = r;
+    }
 }
 
 static bool list_remove(eng_request **list, int32_t *n, const eng_request *r)
@@ -78,7 +204,7 @@ void sched_waiting_insert(sched_state *s, eng_request *r)
 {
     ENG_ASSERT(s->n_waiting < s->cfg.max_waiting + s->cfg.max_running);
     ENG_ASSERT(r->seq == NULL && r->n_computed == 0);
-    list_insert(s->waiting, &s->n_waiting, r);
+    list_insert(s, s->waiting, &s->n_waiting, r);
 }
 
 void sched_remove(sched_state *s, eng_request *r)
@@ -148,7 +274,7 @@ static bool admit_one(sched_state *s, int32_t budget)
     list_remove(s->waiting, &s->n_waiting, r);
     r->seq = q;
     r->n_computed = cached;
-    list_insert(s->running, &s->n_running, r);
+    list_insert(s, s->running, &s->n_running, r);
     if (s->cfg.on_admit)
         s->cfg.on_admit(s->cfg.user, r, cached);
     plan_add(s, r, len);
@@ -157,7 +283,15 @@ static bool admit_one(sched_state *s, int32_t budget)
 
 int32_t sched_step_plan(sched_state *s)
 {
-    int32_t budget = s->cfg.step_tokens;
+    bool latency = s->cfg.policy == SCHED_LATENCY;
+    if (latency) {
+        s->n_decoding = n_decoding(s);
+        list_sort(s, s->running, s->n_running);
+        list_sort(s, s->waiting, s->n_waiting);
+    }
+    int32_t budget = latency ? sched_budget(s) : s->cfg.step_tokens;
+    s->budget = budget;
+    bool prompt_left = false; /* a prompt has tokens this step does not compute */
     s->n_plan = 0;
     /* Pass 0: one token for every decoding sequence; pass 1: prefill chunks of running ones
      * (a preempted-and-readmitted or chunked prompt), oldest first. */
@@ -178,14 +312,23 @@ int32_t sched_step_plan(sched_state *s)
                 continue; /* r was the last; the loop ends */
             plan_add(s, r, len);
             budget -= len;
+            prompt_left |= len < need;
             i++;
         }
+        /* A prefill the budget did not reach is a prompt left too. */
+        for (int32_t k = i; pass == 1 && k < s->n_running; k++)
+            prompt_left |= s->running[k]->n_tokens - s->running[k]->n_computed > 1;
     }
-    /* Pass 2: admit waiting requests while budget, batch slots and blocks last. */
-    while (budget > 0 && s->n_waiting > 0 && s->n_running < s->cfg.max_running) {
+    /* Pass 2: admit waiting requests while budget, batch slots and blocks last (latency: and
+     * while every admitted prompt is computed by this step). */
+    while (budget > 0 && s->n_waiting > 0 && s->n_running < s->cfg.max_running &&
+           !(latency && prompt_left)) {
+        eng_request *r = s->waiting[0];
         if (!admit_one(s, budget))
             break;
-        budget -= s->plan[s->n_plan - 1].len;
+        const sched_entry *en = &s->plan[s->n_plan - 1];
+        budget -= en->len;
+        prompt_left |= en->start + en->len < r->n_tokens;
     }
     /* Preemption may have dropped entries planned earlier in this step: count what is left. */
     int32_t n = 0;

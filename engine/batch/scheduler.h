@@ -19,8 +19,11 @@
  *             Decoding when exactly one is left, prefilling when more are.
  * Both lists are kept in service order: higher r->priority first, then older (smaller r->id)
  * first. So running[n_running - 1] is the newest of the lowest priority: the preemption victim.
+ * Under SCHED_LATENCY service order is: higher priority first, then requests that can still
+ * meet their deadline before late ones (sched_is_late), then earlier deadline (r->deadline,
+ * 0 = none = last), then older; lateness changes with time, so each plan re-sorts both lists.
  *
- * Of a request the scheduler reads id, priority, n_prompt, max_tokens, tokens[0, n_tokens)
+ * Of a request the scheduler reads id, priority, deadline, n_prompt, max_tokens, tokens[0, n_tokens)
  * and writes seq and n_computed; it takes no lock and touches nothing else. What the engine
  * counts or shows to readers (queue time, cached tokens, preemptions) it does in the hooks.
  *
@@ -49,7 +52,21 @@ typedef struct sched_entry {
     int32_t start, len;
 } sched_entry;
 
+/* How plans are made (eng_schedule's two modes; scheduler.h's sched_step_plan says how). */
+typedef enum sched_policy {
+    SCHED_THROUGHPUT = 0, /* service order, admit all that fits, step_tokens every step */
+    SCHED_LATENCY         /* earliest deadline first, one prompt prefilling at a time, a
+                           * budget from the step-time model (sched_budget) */
+} sched_policy;
+
+/* Step time as the engine measured it, ms ~ a + b * tokens: an exponentially weighted least
+ * squares fit over recent steps (sched_observe). */
+typedef struct sched_step_model {
+    double sw, sx, sy, sxx, sxy; /* decayed sums of weights, tokens, ms, tokens^2, tokens*ms */
+} sched_step_model;
+
 typedef struct sched_config {
+    sched_policy policy;
     int32_t step_tokens; /* tokens one step may plan, >= max_running */
     int32_t max_running; /* requests running at once, and entries in one plan, >= 1 */
     int32_t max_waiting; /* requests submitted and never admitted; the waiting list holds
@@ -61,6 +78,9 @@ typedef struct sched_config {
     /* Called (when set) right after r was preempted, before it is back in the waiting list. */
     void (*on_preempt)(void *user, eng_request *r);
     void *user;
+    /* SCHED_LATENCY only (0: the defaults in brackets): */
+    double max_step_ms;  /* a step is sized to take at most this long [250] */
+    int32_t min_prefill; /* prompt tokens a step may plan whatever the deadlines say [16] */
 } sched_config;
 
 /* The state one plan is made over. The engine and tests read every field; only the functions
@@ -75,6 +95,12 @@ typedef struct sched_state {
     sched_entry *plan;      /* [max_running], in the order planned: decodes, prefill chunks of
                                running requests, admissions */
     int32_t n_plan;
+    /* SCHED_LATENCY: the caller sets now (ms, the clock of the requests' deadlines) before
+     * each plan and reports each step's time with sched_observe. */
+    double now;
+    sched_step_model model;
+    int32_t budget;         /* the token budget of the last plan */
+    int32_t n_decoding;     /* decoding requests when the lists were last sorted */
 } sched_state;
 
 /* Creates an empty scheduler over kv (borrowed, not freed here). ENG_ERR_INVALID when a limit
@@ -86,6 +112,29 @@ eng_status sched_create(kv_cache *kv, const sched_config *cfg, sched_state **out
 /* Frees the lists and the state; the requests in them and their blocks are the caller's.
  * sched_free(NULL) does nothing. */
 void sched_free(sched_state *s);
+
+/* Records that a step of `tokens` tokens took ms: the model's older steps count less (each
+ * step multiplies their weight by 0.9). O(1). */
+void sched_observe(sched_state *s, int32_t tokens, double ms);
+
+/* The model's step time for `tokens` tokens. Before any sched_observe: 10 ms + 2 ms/token, a
+ * guess on the slow side of a small model on a laptop CPU. */
+double sched_predict_ms(const sched_state *s, int32_t tokens);
+
+/* Whether r can no longer meet its deadline at s->now (SCHED_LATENCY): it has none (0) is
+ * never late; a waiting request is late once its deadline passed; a running one when even
+ * steps of its decode alone (sched_predict_ms of the decoding requests' count) would not
+ * finish its remaining tokens in time. Late requests are deprioritised, never shed: they go
+ * behind every request that can still meet its deadline (in admission, prefill and preemption
+ * order) and no longer shrink the step budget; they run when nothing on time needs the
+ * machine, and their clients still get their answer. */
+bool sched_is_late(const sched_state *s, const eng_request *r, int32_t n_decoding);
+
+/* SCHED_LATENCY's token budget for the next step: the most tokens whose predicted step time
+ * lets every running request that is not late finish its remaining tokens (max_tokens minus
+ * those generated) by its deadline, one step per token, and at most max_step_ms; never less
+ * than the decoding requests plus min_prefill, never more than step_tokens. */
+int32_t sched_budget(const sched_state *s);
 
 /* Puts r in the waiting list at its place in service order. r must be in no list, with
  * r->seq == NULL and r->n_computed == 0, and there must be room (asserted). O(n_waiting). */
@@ -112,10 +161,23 @@ void sched_remove(sched_state *s, eng_request *r);
  * freed (full ones stay in the prefix cache), n_computed becomes 0, and it goes back to the
  * waiting list with all its tokens (prompt and generated), leaving the plan if it was already
  * in it. A request never preempts one ahead of it in service order.
+ * SCHED_LATENCY plans the same passes in its own service order with these differences: the
+ * budget is sched_budget(s), not step_tokens; pass 1 gives the budget to the prompts in order
+ * (the earliest deadline's first); and pass 2 admits only while no admitted prompt is left
+ * with tokens this step does not compute — one prompt prefills at a time, so compute goes to
+ * the request that is due first and a newer request that is cancelled or superseded while it
+ * waits cost nothing.
  * Returns the tokens planned: the sum of the entries' len, <= step_tokens; 0 when nothing is
  * runnable (nothing running, and the head of the waiting list does not fit or the list is
  * empty). O(n_running + admitted * their cached prefix + preemptions * list length).
  */
 int32_t sched_step_plan(sched_state *s);
+
+/* Supersede's rule (eng_request_params.session_key): the requests r supersedes, those older
+ * than r (smaller id) with r's nonzero session key, running or waiting; up to cap of them into
+ * out. Returns how many (0 when r has no key). The caller ends them and takes them off the
+ * lists, then asks again until none is left. O(n_running + n_waiting). */
+int32_t sched_find_superseded(const sched_state *s, const eng_request *r, eng_request **out,
+                              int32_t cap);
 
 #endif
