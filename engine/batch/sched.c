@@ -336,3 +336,18 @@ int32_t sched_step_plan(sched_state *s)
         n += s->plan[i].len;
     return n;
 }
+
+int32_t sched_find_superseded(const sched_state *s, const eng_request *r, eng_request **out,
+                              int32_t cap)
+{
+    int32_t n = 0;
+    if (!r->session_key)
+        return 0;
+    for (int32_t i = 0; i < s->n_running && n < cap; i++)
+        if (s->running[i]->session_key == r->session_key && s->running[i]->id < r->id)
+            out[n++] = s->running[i];
+    for (int32_t i = 0; i < s->n_waiting && n < cap; i++)
+        if (s->waiting[i]->session_key == r->session_key && s->waiting[i]->id < r->id)
+            out[n++] = s->waiting[i];
+    return n;
+}
