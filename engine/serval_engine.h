@@ -316,8 +316,8 @@ typedef struct eng_engine_stats {
     double last_step_ms;
     double mean_step_ms;
     double gen_tokens_per_s;    /* generated tokens / busy time over the last steps */
-    /* Requests that ended cancelled (a client's abort, a front end's timeout, shutdown): the
-     * work spent for nothing. */
+    /* Requests that ended cancelled (a client's abort, a front end's timeout, shutdown) or
+     * superseded: the work spent on them (a superseded prompt's blocks stay cached). */
     int64_t wasted_prompt_tokens;    /* prompt positions computed for them (recomputes too) */
     int64_t wasted_generated_tokens; /* tokens generated for them */
     /* Requests that finished (stop or length), every front end: submit to first scheduled, to

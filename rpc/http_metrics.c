@@ -184,10 +184,10 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
             "# TYPE serval_engine_requests_cancelled_total counter\n"
             "serval_engine_requests_cancelled_total %lld\n", (long long)es.requests_cancelled);
     put(&o, "# HELP serval_wasted_prompt_tokens_total Prompt tokens computed for requests that "
-            "ended cancelled.\n# TYPE serval_wasted_prompt_tokens_total counter\n"
+            "ended cancelled or superseded.\n# TYPE serval_wasted_prompt_tokens_total counter\n"
             "serval_wasted_prompt_tokens_total %lld\n", (long long)es.wasted_prompt_tokens);
     put(&o, "# HELP serval_wasted_generated_tokens_total Tokens generated for requests that "
-            "ended cancelled.\n# TYPE serval_wasted_generated_tokens_total counter\n"
+            "ended cancelled or superseded.\n# TYPE serval_wasted_generated_tokens_total counter\n"
             "serval_wasted_generated_tokens_total %lld\n", (long long)es.wasted_generated_tokens);
     put(&o, "# TYPE serval_prompt_tokens_total counter\nserval_prompt_tokens_total %llu\n",
         (unsigned long long)snap.prompt_tokens);

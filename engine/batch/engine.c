@@ -170,12 +170,12 @@ static void hist_observe(eng_hist *h, double ms)
         h->max_ms = ms;
 }
 
-/* A request that ended cancelled: what was spent on it, and how long its cancel took to free
- * it (when a caller cancelled it). Called under e->mu, after its blocks are freed. */
+/* A request that ended cancelled or superseded (aborted work): what was spent on it, and how
+ * long a caller's cancel took to free it (when a caller cancelled it). Called under e->mu,
+ * after its blocks are freed. */
 static void cancelled_account(eng_engine *e, eng_request *r)
 {
     eng_engine_stats *s = &e->stats;
-    s->requests_cancelled++;
     s->wasted_prompt_tokens += r->n_prompt_computed;
     s->wasted_generated_tokens += r->n_gen;
     int64_t t_us = atomic_load(&r->t_cancel_us);
@@ -209,6 +209,8 @@ static void finish(eng_engine *e, eng_request *r, eng_finish f, eng_status st, c
     if (f == ENG_FINISH_SUPERSEDED)
         e->stats.requests_superseded++;
     if (f == ENG_FINISH_CANCELLED)
+        e->stats.requests_cancelled++;
+    if (f == ENG_FINISH_CANCELLED || f == ENG_FINISH_SUPERSEDED)
         cancelled_account(e, r);
     if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH) {
         hist_observe(&e->stats.queue_hist, r->t_sched);
