@@ -114,10 +114,10 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "(\"superseded\": true) or gRPC CANCELLED, their KV blocks stay cached for the new one"},
         {"--schedule", "latency|throughput", CLI_FLAG_CHOICE, &o->schedule, "latency", 0, 0,
          "latency|throughput",
-         "latency: earliest deadline first, one prompt prefilling at a time, steps sized from "
-         "the measured step time so running requests meet their deadlines, late ones "
-         "deprioritised (never shed); throughput: oldest first, every request admitted at once, "
-         "full 512-token steps (most tokens/s, worst keystroke latency under load)"},
+         "latency: earliest deadline first, steps sized from the measured step time so running "
+         "requests meet their deadlines, requests past theirs deprioritised (never shed); "
+         "throughput: oldest first, full 512-token steps (most tokens/s, worst keystroke "
+         "latency under load)"},
         {"--deadline-ms", "N", CLI_FLAG_INT, &o->deadline_ms, "1000", 1, 3600000, NULL,
          "latency target of a request, from arrival to its last token; a request may set its "
          "own (\"deadline_ms\", gRPC deadline_ms)"},

@@ -43,11 +43,11 @@ typedef enum eng_backend_kind {
     ENG_BACKEND_CUDA
 } eng_backend_kind;
 
-/* How the step loop picks its batch. THROUGHPUT: service order (priority, then oldest),
- * admitting every waiting request that fits, each step up to step_tokens tokens. LATENCY:
- * earliest deadline first, one prompt prefilling at a time, and a step token budget sized from
- * the measured step time so running requests finish within their deadlines; requests past
- * their deadline go behind those that can still meet theirs (engine/batch/scheduler.h). */
+/* How the step loop picks its batch. THROUGHPUT: service order (priority, then oldest), each
+ * step up to step_tokens tokens. LATENCY: earliest deadline first, and a step token budget
+ * sized from the measured step time so running requests finish within their deadlines;
+ * requests past their deadline go behind those that can still meet theirs, never shed
+ * (engine/batch/scheduler.h). */
 typedef enum eng_schedule {
     ENG_SCHEDULE_LATENCY = 0,
     ENG_SCHEDULE_THROUGHPUT

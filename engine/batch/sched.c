@@ -67,12 +67,12 @@ double sched_predict_ms(const sched_state *s, int32_t tokens)
     return a + b * tokens;
 }
 
-/* Steps r still needs to finish: its uncomputed tokens, then one per token left to generate. */
+/* Steps r still needs to finish: one per token left to generate (each step samples one; a
+ * prompt's last chunk samples the first), at least 1. */
 static int32_t steps_left(const eng_request *r)
 {
-    int32_t gen = r->n_tokens - r->n_prompt, pending = r->n_tokens - r->n_computed;
-    int32_t more = r->max_tokens - gen; /* tokens still to sample after the pending ones */
-    return (pending > 1 ? 1 : pending) + (more > 0 ? more : 0);
+    int32_t more = r->max_tokens - (r->n_tokens - r->n_prompt);
+    return more > 1 ? more : 1;
 }
 
 bool sched_is_late(const sched_state *s, const eng_request *r, int32_t n_dec)
@@ -101,7 +101,7 @@ int32_t sched_budget(const sched_state *s)
         if (per < target)
             target = per;
     }
-    double t = (target - a) / b;
+    double t = (target - a) / b + 1e-9; /* 94.99999... of a fitted line is 95 */
     int32_t min_prefill = s->cfg.min_prefill > 0 ? s->cfg.min_prefill : DEFAULT_MIN_PREFILL;
     int32_t lo = n_dec + min_prefill, hi = s->cfg.step_tokens;
     int32_t budget = t >= hi ? hi : t <= lo ? lo : (int32_t)t;
@@ -291,7 +291,6 @@ int32_t sched_step_plan(sched_state *s)
     }
     int32_t budget = latency ? sched_budget(s) : s->cfg.step_tokens;
     s->budget = budget;
-    bool prompt_left = false; /* a prompt has tokens this step does not compute */
     s->n_plan = 0;
     /* Pass 0: one token for every decoding sequence; pass 1: prefill chunks of running ones
      * (a preempted-and-readmitted or chunked prompt), oldest first. */
@@ -312,23 +311,14 @@ int32_t sched_step_plan(sched_state *s)
                 continue; /* r was the last; the loop ends */
             plan_add(s, r, len);
             budget -= len;
-            prompt_left |= len < need;
             i++;
         }
-        /* A prefill the budget did not reach is a prompt left too. */
-        for (int32_t k = i; pass == 1 && k < s->n_running; k++)
-            prompt_left |= s->running[k]->n_tokens - s->running[k]->n_computed > 1;
     }
-    /* Pass 2: admit waiting requests while budget, batch slots and blocks last (latency: and
-     * while every admitted prompt is computed by this step). */
-    while (budget > 0 && s->n_waiting > 0 && s->n_running < s->cfg.max_running &&
-           !(latency && prompt_left)) {
-        eng_request *r = s->waiting[0];
+    /* Pass 2: admit waiting requests while budget, batch slots and blocks last. */
+    while (budget > 0 && s->n_waiting > 0 && s->n_running < s->cfg.max_running) {
         if (!admit_one(s, budget))
             break;
-        const sched_entry *en = &s->plan[s->n_plan - 1];
-        budget -= en->len;
-        prompt_left |= en->start + en->len < r->n_tokens;
+        budget -= s->plan[s->n_plan - 1].len;
     }
     /* Preemption may have dropped entries planned earlier in this step: count what is left. */
     int32_t n = 0;

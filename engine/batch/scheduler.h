@@ -55,8 +55,8 @@ typedef struct sched_entry {
 /* How plans are made (eng_schedule's two modes; scheduler.h's sched_step_plan says how). */
 typedef enum sched_policy {
     SCHED_THROUGHPUT = 0, /* service order, admit all that fits, step_tokens every step */
-    SCHED_LATENCY         /* earliest deadline first, one prompt prefilling at a time, a
-                           * budget from the step-time model (sched_budget) */
+    SCHED_LATENCY         /* earliest deadline first, late requests last, a budget from the
+                           * step-time model (sched_budget) */
 } sched_policy;
 
 /* Step time as the engine measured it, ms ~ a + b * tokens: an exponentially weighted least
@@ -161,12 +161,13 @@ void sched_remove(sched_state *s, eng_request *r);
  * freed (full ones stay in the prefix cache), n_computed becomes 0, and it goes back to the
  * waiting list with all its tokens (prompt and generated), leaving the plan if it was already
  * in it. A request never preempts one ahead of it in service order.
- * SCHED_LATENCY plans the same passes in its own service order with these differences: the
- * budget is sched_budget(s), not step_tokens; pass 1 gives the budget to the prompts in order
- * (the earliest deadline's first); and pass 2 admits only while no admitted prompt is left
- * with tokens this step does not compute — one prompt prefills at a time, so compute goes to
- * the request that is due first and a newer request that is cancelled or superseded while it
- * waits cost nothing.
+ * SCHED_LATENCY plans the same passes in its own service order (earliest deadline first, late
+ * requests last) under the budget sched_budget(s) instead of step_tokens. In both modes the
+ * budget goes to prompts in service order, so a prompt is computed before the next one starts
+ * (one prompt prefills at a time): compute goes to the request that is due first, and a newer
+ * one cancelled or superseded while it waits costs nothing. The small steps are what make
+ * latency mode fast for keystrokes: a decode waits at most one short step, and a cancel or
+ * supersede frees the machine within one.
  * Returns the tokens planned: the sum of the entries' len, <= step_tokens; 0 when nothing is
  * runnable (nothing running, and the head of the waiting list does not fit or the list is
  * empty). O(n_running + admitted * their cached prefix + preemptions * list length).

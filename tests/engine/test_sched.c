@@ -459,3 +459,150 @@ Test(sched, create_rejects_limits_the_plan_cannot_keep)
     sched_free(NULL);
     kv_cache_free(kv);
 }
+
+/* ---- the latency schedule (SCHED_LATENCY) and supersede ---------------------------------- */
+
+/* A world planning under SCHED_LATENCY at time `now` (ms), whose step-time model has seen steps
+ * of exactly 5 ms + 1 ms per token. */
+static world *world_latency(int32_t n_blocks, int32_t step_tokens, int32_t max_running,
+                            double now)
+{
+    world *w = world_new(n_blocks, step_tokens, max_running);
+    w->s->cfg.policy = SCHED_LATENCY;
+    w->s->now = now;
+    const int32_t sizes[] = {8, 64, 16, 128, 32};
+    for (int i = 0; i < 5; i++)
+        sched_observe(w->s, sizes[i], 5.0 + sizes[i]);
+    return w;
+}
+
+Test(sched, the_step_time_model_fits_the_measured_line)
+{
+    world *w = world_latency(16, 512, 4, 0);
+    cr_assert_float_eq(sched_predict_ms(w->s, 0), 5.0, 1e-6);
+    cr_assert_float_eq(sched_predict_ms(w->s, 200), 205.0, 1e-6);
+    /* Newer steps count more: after the machine got twice as slow, the fit follows it. */
+    for (int i = 0; i < 60; i++)
+        sched_observe(w->s, 10 + (i % 5) * 30, 10.0 + 2.0 * (10 + (i % 5) * 30));
+    cr_assert_float_eq(sched_predict_ms(w->s, 100), 210.0, 2.0);
+    world_free(w);
+}
+
+Test(sched, latency_admits_the_earliest_deadline_first_not_the_oldest)
+{
+    world *w = world_latency(64, 512, 4, 1000);
+    eng_request *old = req_new(w, 1, 0, 8, 0);
+    old->deadline = 3000;
+    eng_request *urgent = req_new(w, 2, 0, 8, 0);
+    urgent->deadline = 1500;
+    sched_waiting_insert(w->s, old);
+    sched_waiting_insert(w->s, urgent);
+    cr_assert_eq(w->s->waiting[0], urgent, "the list is not in deadline order");
+    plan(w);
+    cr_assert_eq(w->s->plan[0].r, urgent);
+    world_free(w);
+}
+
+Test(sched, a_request_past_its_deadline_goes_behind_those_still_on_time)
+{
+    world *w = world_latency(64, 512, 4, 1000);
+    eng_request *late = req_new(w, 1, 0, 8, 0);
+    late->deadline = 900; /* passed */
+    eng_request *on_time = req_new(w, 2, 0, 8, 0);
+    on_time->deadline = 2000;
+    sched_waiting_insert(w->s, late);
+    sched_waiting_insert(w->s, on_time);
+    plan(w);
+    cr_assert_eq(w->s->plan[0].r, on_time, "the late request was admitted ahead");
+    cr_assert(sched_is_late(w->s, late, 0));
+    cr_assert(!sched_is_late(w->s, on_time, 0));
+    /* Deprioritised, not shed: with nothing on time left it runs. */
+    run_plan(w);
+    finish_req(w, on_time);
+    plan(w);
+    cr_assert_not_null(entry_of(w, late), "the late request never ran");
+    world_free(w);
+}
+
+Test(sched, latency_steps_are_sized_by_the_step_time_model_and_prompts_go_one_after_another)
+{
+    world *w = world_latency(64, 512, 4, 0);
+    eng_request *a = req_new(w, 1, 0, 40, 0), *b = req_new(w, 2, 0, 40, 0);
+    a->deadline = b->deadline = 10000;
+    w->s->cfg.max_step_ms = 30; /* 25 tokens a step */
+    sched_waiting_insert(w->s, a);
+    sched_waiting_insert(w->s, b);
+    cr_assert_eq(plan(w), 25);
+    cr_assert_eq(w->s->n_running, 1, "a second prompt started before the first was computed");
+    run_plan(w);
+    plan(w); /* a's last 15 tokens, then b's first 10 */
+    cr_assert_eq(w->s->n_running, 2);
+    cr_assert_eq(entry_of(w, a)->len, 15);
+    cr_assert_eq(entry_of(w, b)->len, 10);
+    world_free(w);
+}
+
+Test(sched, the_budget_keeps_a_running_decode_within_its_deadline)
+{
+    world *w = world_latency(64, 512, 4, 1000);
+    /* 10 tokens left to generate, 1000 ms to its deadline: steps of at most 100 ms, i.e.
+     * 95 tokens under the model (5 ms + 1 ms/token). */
+    eng_request *d = put_decoding(w, 1, 8, 54);
+    d->max_tokens = 64;
+    d->deadline = 2000;
+    eng_request *p = req_new(w, 2, 0, 400, 0);
+    p->deadline = 5000;
+    sched_waiting_insert(w->s, p);
+    cr_assert_eq(sched_budget(w->s), 95);
+    cr_assert_eq(plan(w), 95);
+    cr_assert_eq(entry_of(w, p)->len, 94);
+    world_free(w);
+}
+
+Test(sched, the_budget_is_max_step_ms_without_deadlines_and_never_below_the_floor)
+{
+    world *w = world_latency(64, 512, 4, 1000);
+    eng_request *d = put_decoding(w, 1, 8, 2);
+    d->deadline = 0; /* none */
+    cr_assert_eq(sched_budget(w->s), 245, "250 ms of steps under the model");
+    /* A deadline only 20 ms away for 62 more tokens is hopeless: the request is late and no
+     * longer shrinks everyone's steps. */
+    d->deadline = 1020;
+    cr_assert(sched_is_late(w->s, d, 1));
+    cr_assert_eq(sched_budget(w->s), 245);
+    /* 62 tokens in 6200 ms: 100 ms steps. */
+    d->deadline = 1000 + 62 * 100;
+    cr_assert_eq(sched_budget(w->s), 95);
+    /* 62 tokens in 62 * 10 ms: 10 ms steps would be 5 tokens, under the floor (one decode +
+     * 16 prompt tokens), which holds; decode-only steps (6 ms) would still make it in time,
+     * so the request is not late. */
+    d->deadline = 1000 + 62 * 10;
+    cr_assert(!sched_is_late(w->s, d, 1));
+    cr_assert_eq(sched_budget(w->s), 17);
+    world_free(w);
+}
+
+Test(sched, a_request_supersedes_the_older_ones_of_its_session_only)
+{
+    world *w = world_new(64, 512, 4);
+    eng_request *run_same = put_decoding(w, 1, 8, 1);
+    eng_request *run_other = put_decoding(w, 2, 8, 1);
+    eng_request *wait_same = req_new(w, 3, 0, 8, 0);
+    eng_request *newest = req_new(w, 4, 0, 8, 0);
+    eng_request *newer_same = req_new(w, 5, 0, 8, 0);
+    run_same->session_key = wait_same->session_key = newest->session_key = 77;
+    newer_same->session_key = 77;
+    run_other->session_key = 78;
+    sched_waiting_insert(w->s, wait_same);
+    sched_waiting_insert(w->s, newest);
+    sched_waiting_insert(w->s, newer_same);
+    eng_request *out[8];
+    int32_t n = sched_find_superseded(w->s, newest, out, 8);
+    cr_assert_eq(n, 2, "found %d", n);
+    cr_assert(out[0] == run_same && out[1] == wait_same);
+    /* Capped at cap; none for a request without a key. */
+    cr_assert_eq(sched_find_superseded(w->s, newest, out, 1), 1);
+    newest->session_key = 0;
+    cr_assert_eq(sched_find_superseded(w->s, newest, out, 8), 0);
+    world_free(w);
+}
