@@ -168,6 +168,13 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "a bearer token that opens /metrics and nothing else, for a Prometheus scraper "
          "(API tokens open it too)"},
         {"--quiet", NULL, CLI_FLAG_BOOL, &o->quiet, NULL, 0, 0, NULL, "no per-request log lines"},
+        {"--log-format", "text|json", CLI_FLAG_CHOICE, &o->log_format, "text", 0, 0, "text|json",
+         "stderr as 'serval: ...' lines, or one JSON object per line (time, level, event; "
+         "requests: request_id, route or rpc, status, tokens, timings, client, the token's "
+         "name, never the token; the start-up summary as one \"ready\" event)"},
+        {"--log-level", "LEVEL", CLI_FLAG_CHOICE, &o->log_level, "info", 0, 0,
+         "debug|info|warn|error", "the least severe messages logged (request lines are info; "
+         "SIGHUP applies a changed level)"},
     };
     const cli_command cmd = {
         .prog = prog,
@@ -185,13 +192,6 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
                  "level, and logs which other changed settings need a restart. While the model "
                  "loads, the HTTP port answers 503 \"starting\" (not with TLS). Every setting can also come from the config file (key `grpc_port` for "
                  "--grpc-port) or the environment (SERVAL_GRPC_PORT); flags win over the "
-        {"--log-format", "text|json", CLI_FLAG_CHOICE, &o->log_format, "text", 0, 0, "text|json",
-         "stderr as 'serval: ...' lines, or one JSON object per line (time, level, event; "
-         "requests: request_id, route or rpc, status, tokens, timings, client, the token's "
-         "name, never the token; the start-up summary as one \"ready\" event)"},
-        {"--log-level", "LEVEL", CLI_FLAG_CHOICE, &o->log_level, "info", 0, 0,
-         "debug|info|warn|error", "the least severe messages logged (request lines are info; "
-         "SIGHUP applies a changed level)"},
                  "environment, which wins over the file. $SERVAL_TOKEN keeps its rule above.",
         .flags = flags,
         .n_flags = sizeof flags / sizeof flags[0]};
@@ -213,6 +213,14 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
             printf("# and the token in $SERVAL_TOKEN (token and token_file are not set)\n");
         pr = CLI_PARSE_HELP;
     }
+    if (pr == CLI_PARSE_OK) { /* what SIGHUP compares a reload against */
+        size_t n = 0;
+        FILE *m = open_memstream(&o->effective, &n);
+        if (m) {
+            cli_config_print(o->cfg, &cmd, m);
+            fclose(m);
+        }
+    }
     if (pr != CLI_PARSE_OK) {
         cli_config_free(o->cfg);
         o->cfg = NULL;
@@ -224,17 +232,11 @@ void cli_serve_opts_free(serve_opts *o)
 {
     cli_config_free(o->cfg);
     o->cfg = NULL;
+    free(o->effective);
+    o->effective = NULL;
 }
 
 const char *cli_serve_data_dir(const serve_opts *o)
-    if (pr == CLI_PARSE_OK) { /* what SIGHUP compares a reload against */
-        size_t n = 0;
-        FILE *m = open_memstream(&o->effective, &n);
-        if (m) {
-            cli_config_print(o->cfg, &cmd, m);
-            fclose(m);
-        }
-    }
 {
     static char buf[4096];
     if (o->data_dir) return o->data_dir;
@@ -246,8 +248,6 @@ const char *cli_serve_data_dir(const serve_opts *o)
     const char *state = getenv("STATE_DIRECTORY");
     if (state && *state) {
         int n = (int)strcspn(state, ":");
-    free(o->effective);
-    o->effective = NULL;
         if (snprintf(buf, sizeof buf, "%.*s", n, state) < (int)sizeof buf) return buf;
     }
     const char *home = getenv("HOME");

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ typedef struct auth_slot {
                               * slots remain, so in-flight counts and cache salts do not carry) */
     auth_entry e;
     double bucket, bucket_ms; /* own rate limit: tokens left, eng_clock_ms() of the refill */
+    atomic_ullong requests, forbidden, rate_limited; /* for /metrics, by name */
 } auth_slot;
 
 typedef struct file_sig {
@@ -273,7 +275,13 @@ static void apply(rpc_auth *a, const entry_list *l, const rpc_token_store *store
                     if (!a->slots[j].live && !(kept && kept[j])) s = j;
             }
             if (s == RPC_AUTH_MAX_SLOTS) continue; /* cannot happen: l->n <= the slots */
-            a->slots[s] = (auth_slot){.live = true, .used = true, .e = *e};
+            auth_slot *ns = &a->slots[s];
+            ns->live = ns->used = true;
+            ns->e = *e;
+            ns->bucket = ns->bucket_ms = 0;
+            atomic_store(&ns->requests, 0);
+            atomic_store(&ns->forbidden, 0);
+            atomic_store(&ns->rate_limited, 0);
             n_add++;
             append(added, sizeof added, n_add > 1 ? ", %s" : "%s", e->name);
         }
@@ -468,8 +476,9 @@ bool rpc_auth_allows(const rpc_auth *a, int identity, unsigned scope)
     if (scope == 0 || (a && a->disabled) || identity == RPC_AUTH_ANONYMOUS) return true;
     if (!a || identity < 0 || (size_t)identity >= a->high) return false;
     pthread_rwlock_rdlock((pthread_rwlock_t *)&a->lock);
-    const auth_slot *s = &a->slots[identity];
+    auth_slot *s = (auth_slot *)&a->slots[identity];
     bool ok = s->live && (scope == RPC_SCOPE_TOKEN || (s->e.scopes & scope) == scope);
+    if (s->live) atomic_fetch_add(ok ? &s->requests : &s->forbidden, 1);
     pthread_rwlock_unlock((pthread_rwlock_t *)&a->lock);
     return ok;
 }
@@ -507,6 +516,7 @@ bool rpc_auth_rate_take(const rpc_auth *ca, int identity, double now_ms, int *re
             s->bucket -= 1.0;
         } else {
             ok = false;
+            atomic_fetch_add(&s->rate_limited, 1);
             int wait = (int)((1.0 - s->bucket) / per_ms / 1000.0) + 1;
             if (retry_after_s) *retry_after_s = wait;
         }
@@ -566,4 +576,35 @@ void rpc_auth_poll(rpc_auth *a)
     else
         rpc_log(RPC_LOG_ERROR, "token files changed on disk but cannot be read: %s (the "
                 "previous tokens stay)", err.msg);
+}
+
+char *rpc_auth_metrics_render(const rpc_auth *a)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    fputs("# HELP serval_token_requests_total Requests a token was let through (HTTP routes "
+          "needing a token, gRPC calls but Health), by the token's name.\n"
+          "# TYPE serval_token_requests_total counter\n", f);
+    pthread_rwlock_rdlock((pthread_rwlock_t *)&a->lock);
+    for (size_t i = 0; i < a->high; i++)
+        if (a->slots[i].live)
+            fprintf(f, "serval_token_requests_total{token=\"%s\"} %llu\n", a->slots[i].e.name,
+                    atomic_load(&a->slots[i].requests));
+    fputs("# HELP serval_token_refused_total Requests refused for a token: a scope it lacks "
+          "(forbidden) or over its own rate (rate_limited).\n"
+          "# TYPE serval_token_refused_total counter\n", f);
+    for (size_t i = 0; i < a->high; i++)
+        if (a->slots[i].live)
+            fprintf(f, "serval_token_refused_total{token=\"%s\",reason=\"forbidden\"} %llu\n"
+                       "serval_token_refused_total{token=\"%s\",reason=\"rate_limited\"} %llu\n",
+                    a->slots[i].e.name, atomic_load(&a->slots[i].forbidden), a->slots[i].e.name,
+                    atomic_load(&a->slots[i].rate_limited));
+    pthread_rwlock_unlock((pthread_rwlock_t *)&a->lock);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
 }

@@ -126,6 +126,11 @@ eng_status rpc_auth_reload(rpc_auth *a, char *summary, size_t cap, eng_err *err)
  * create/revoke` within a second without a signal. */
 void rpc_auth_poll(rpc_auth *a);
 
+/* Prometheus text, per token name: serval_token_requests_total{token} and
+ * serval_token_refused_total{token,reason="forbidden"|"rate_limited"} (malloc'd, caller
+ * frees; NULL when out of memory). Names only: a token never appears. */
+char *rpc_auth_metrics_render(const rpc_auth *a);
+
 /* ---- the named-token store, <data_dir>/tokens (auth_store.c) ------------------------------ */
 
 typedef struct rpc_token_entry {

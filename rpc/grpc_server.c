@@ -543,17 +543,6 @@ static int call_token(gs_call *c)
     return rpc_auth_match(auth, NULL, 0);
 }
 
-/* A new call arrived (c->mu not held; no other thread knows c yet). */
-static void on_new_call(gs_call *c, bool ok)
-{
-    rpc_grpc_server *s = c->s;
-    if (!ok) { /* shutting down */
-        call_unref(c);
-        return;
-    }
-    gs_request_next(s);
-    c->id = atomic_fetch_add(&s->next_id, 1);
-    c->method = gs_method_lookup(c->details.method);
 /* The scope (auth.h) each method needs; Health is open and never asked. */
 static unsigned method_scope(gs_method m)
 {
@@ -565,6 +554,17 @@ static unsigned method_scope(gs_method m)
     }
 }
 
+/* A new call arrived (c->mu not held; no other thread knows c yet). */
+static void on_new_call(gs_call *c, bool ok)
+{
+    rpc_grpc_server *s = c->s;
+    if (!ok) { /* shutting down */
+        call_unref(c);
+        return;
+    }
+    gs_request_next(s);
+    c->id = atomic_fetch_add(&s->next_id, 1);
+    c->method = gs_method_lookup(c->details.method);
     c->token = call_token(c);
     c->t_start = eng_clock_ms();
     pthread_mutex_lock(&c->mu);
@@ -577,6 +577,8 @@ static unsigned method_scope(gs_method m)
     ENG_ASSERT(grpc_call_start_batch(c->call, &op, 1, gs_tag_arm(&c->t_close), NULL) == GRPC_CALL_OK);
 
     const char *reject = NULL;
+    char why[256];
+    int retry_s = 0;
     grpc_status_code code = GRPC_STATUS_OK;
     if (c->method == GS_M_UNKNOWN) {
         code = GRPC_STATUS_UNIMPLEMENTED;
@@ -585,19 +587,6 @@ static unsigned method_scope(gs_method m)
     } else if (c->method != GS_M_HEALTH && !gs_call_authorized(c)) {
         code = GRPC_STATUS_UNAUTHENTICATED;
         reject = "missing or invalid bearer token (send metadata 'authorization: Bearer <token>')";
-    } else if (c->method != GS_M_HEALTH && atomic_load(&s->draining)) {
-        /* Health still answers while draining: it says DRAINING. */
-        code = GRPC_STATUS_UNAVAILABLE;
-    char why[256];
-    int retry_s = 0;
-        reject = "the server is shutting down";
-    } else if (c->method != GS_M_HEALTH) {
-        int n = atomic_fetch_add(&s->inflight, 1);
-        c->counted = true;
-        if (n >= s->cfg.max_inflight) {
-            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-            reject = "too many calls in flight: retry later";
-        } else if (c->token >= 0 && (size_t)c->token < s->n_tokens &&
     } else if (c->method != GS_M_HEALTH &&
                !rpc_auth_allows(s->ctx.auth, c->token, method_scope(c->method))) {
         char who[RPC_TOKEN_NAME_MAX + 1], need[64];
@@ -612,6 +601,17 @@ static unsigned method_scope(gs_method m)
                  retry_s);
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         reject = why;
+    } else if (c->method != GS_M_HEALTH && atomic_load(&s->draining)) {
+        /* Health still answers while draining: it says DRAINING. */
+        code = GRPC_STATUS_UNAVAILABLE;
+        reject = "the server is shutting down";
+    } else if (c->method != GS_M_HEALTH) {
+        int n = atomic_fetch_add(&s->inflight, 1);
+        c->counted = true;
+        if (n >= s->cfg.max_inflight) {
+            code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            reject = "too many calls in flight: retry later";
+        } else if (c->token >= 0 && (size_t)c->token < s->n_tokens &&
                    s->cfg.max_inflight_per_token > 0) {
             n = atomic_fetch_add(&s->token_inflight[c->token], 1);
             c->token_counted = true;

@@ -751,10 +751,16 @@ static enum MHD_Result route_metrics(http_req *r, json_t *body)
     http_server *s = r->s;
     size_t len;
     char *text = http_metrics_render(&s->metrics, s->engine, atomic_load(&s->inflight), &len);
-    if (!text)
-        return http_reply_error(r, 500, "server_error", "out of memory");
-    enum MHD_Result res = http_reply_text(r, 200, "text/plain; version=0.0.4", text, len);
+    char *per_token = rpc_auth_disabled(s->auth) ? strdup("") : rpc_auth_metrics_render(s->auth);
+    char *all = NULL;
+    if (text && per_token && asprintf(&all, "%s%s", text, per_token) < 0)
+        all = NULL;
     free(text);
+    free(per_token);
+    if (!all)
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    enum MHD_Result res = http_reply_text(r, 200, "text/plain; version=0.0.4", all, strlen(all));
+    free(all);
     return res;
 }
 
@@ -767,6 +773,9 @@ static enum MHD_Result route_not_found(http_req *r, json_t *body)
 /* ---- the route table -------------------------------------------------------------------- */
 
 enum { GET = HTTP_METHOD_GET, POST = HTTP_METHOD_POST, ANY = HTTP_METHOD_ANY };
+/* The auth column: true is any valid token (RPC_SCOPE_TOKEN); these need the token's scope. */
+enum { COMPL = RPC_SCOPE_COMPLETION, CHAT = RPC_SCOPE_CHAT, EMBED = RPC_SCOPE_EMBEDDINGS,
+       ADMIN = RPC_SCOPE_ADMIN };
 
 /* Older Tabby clients POST /v1/health, some with a small body: read (at most this) and
  * ignored. Every other route without a JSON body takes none. */
@@ -818,9 +827,6 @@ const char *http_route_name(http_route r)
     return path ? path : "other";
 }
 
-/* The auth column: true is any valid token (RPC_SCOPE_TOKEN); these need the token's scope. */
-enum { COMPL = RPC_SCOPE_COMPLETION, CHAT = RPC_SCOPE_CHAT, EMBED = RPC_SCOPE_EMBEDDINGS,
-       ADMIN = RPC_SCOPE_ADMIN };
 /* "GET, POST, OPTIONS": the Allow header of a 405. */
 static void allow_header(unsigned methods, char *buf, size_t cap)
 {

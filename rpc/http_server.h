@@ -88,7 +88,6 @@ void http_server_drain_abort(http_server *s);
  * is left running: free it afterwards. */
 void http_server_stop(http_server *s, int drain_ms);
 
-#endif
 /* While the model loads, `serve` holds the HTTP port with a placeholder that answers every
  * request 503 (health probes: {"status":"starting"}, other routes an error of type
  * "starting"), so load balancers and systemd see *starting* rather than a refused
@@ -99,3 +98,4 @@ eng_status http_starting_start(const char *bind_addr, int port, http_starting **
                                int *bound_port, eng_err *err);
 void http_starting_stop(http_starting *s);
 
+#endif

@@ -190,6 +190,16 @@ Test(tokens, a_running_server_picks_up_created_and_revoked_tokens_and_enforces_s
     free(req);
     rpc_client_free(c);
 
+    /* Per-token metrics, by name. */
+    r = request(s.port, "GET", "/metrics", TOKEN, NULL);
+    cr_assert(strstr(r.body, "serval_token_refused_total{token=\"alice\",reason=\"forbidden\"} 3\n"),
+              "chat, /metrics and gRPC Chat were refused: %s", r.body);
+    const char *m = strstr(r.body, "serval_token_requests_total{token=\"alice\"} ");
+    cr_assert(m && atoi(m + strlen("serval_token_requests_total{token=\"alice\"} ")) >= 3,
+              "completions, models and gRPC Complete went through");
+    cr_assert_null(strstr(r.body, alice), "never the token");
+    tu_http_resp_free(&r);
+
     cr_assert_eq(token_cmd(s.data_dir, NULL, NULL, "revoke", "alice", NULL, NULL), 0);
     cr_assert(eventually(s.port, "/v1/completions", alice, COMPLETION, 401),
               "a revoked token stops working without a restart");
