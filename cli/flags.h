@@ -10,7 +10,9 @@
 
 /*
  * Accepted forms: `--flag value`, `--flag=value`, and `--flag` alone for CLI_FLAG_BOOL. `-h` and
- * `--help` print the help on stdout. Anything else is a usage error printed on stderr as
+ * `--help` print the help on stdout; the hidden `--help-man` prints the same as a manual page
+ * (cli/man.h: `serval help-man COMMAND`, the build's man pages). Anything else is a usage
+ * error printed on stderr as
  * "<program>: <what was wrong> (see --help)", naming the flag and the value it got. Every
  * flag's destination gets its default (parsed like a command-line value) before argv is read;
  * flags without one keep what the caller stored there. A later flag overrides an earlier one,

@@ -10,6 +10,8 @@ build=$2
 fail() { echo "FAIL: $*" >&2; exit 1; }
 [ -f "$build/man.stamp" ] || fail "$build/man.stamp is missing: build the serval_man target (cmake --build $build)"
 [ -x "$build/bin/serval" ] || fail "no $build/bin/serval"
+commands=$("$build/bin/serval" help-man --list) && [ -n "$commands" ] \
+    || fail "$build/bin/serval help-man --list names no commands"
 
 tmp=$(mktemp -d /tmp/serval-package-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -49,7 +51,7 @@ has usr/share/serval/serval.toml
 has etc/serval/serval.toml
 has lib/systemd/system/serval.service
 has usr/share/man/man1/serval.1.gz
-for cmd in $("$build/bin/serval" help-man --list); do
+for cmd in $commands; do
     has "usr/share/man/man1/serval-$cmd.1.gz"
     "$build/bin/serval" help-man "$cmd" >/dev/null 2>&1 \
         || echo "note: serval-$cmd(1) is help2man's rendering of its --help: 'serval $cmd' does not parse with cli/flags.h"
@@ -75,10 +77,13 @@ for page in "$root"/usr/share/man/man1/*.1.gz; do
 done
 # Every option --help lists is on the page (they come from one table: this is what "never
 # drifts" means to a reader).
-for cmd in $("$build/bin/serval" help-man --list); do
+for cmd in $commands; do
     "$build/bin/serval" help-man "$cmd" >/dev/null 2>&1 || continue
     page=$(zcat "$root/usr/share/man/man1/serval-$cmd.1.gz")
-    for flag in $("$root/usr/bin/serval" "$cmd" --help | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p'); do
+    help=$("$root/usr/bin/serval" "$cmd" --help) || fail "serval $cmd --help failed"
+    flags=$(printf '%s\n' "$help" | sed -n 's/^  \(--[a-z0-9-]*\).*/\1/p')
+    [ -n "$flags" ] || fail "serval $cmd --help lists no options"
+    for flag in $flags; do
         roff=$(printf '%s' "$flag" | sed 's/-/\\-/g')
         printf '%s\n' "$page" | grep -qF ".B $roff" || fail "serval-$cmd(1) lacks $flag, which --help lists"
     done
@@ -104,6 +109,20 @@ if command -v systemd-analyze >/dev/null && [ -d /lib/systemd/system ]; then
 else
     echo "systemd-analyze: not installed, unit not verified"
 fi
+
+# ---- cmake --install with another prefix ----------------------------------------------------
+inst="$tmp/inst"
+DESTDIR="$inst" cmake --install "$build" --prefix /opt/serval >"$tmp/install.log" 2>&1 \
+    || { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
+for f in opt/serval/bin/serval opt/serval/share/serval/serval.proto opt/serval/share/man/man1/serval-serve.1.gz \
+         opt/serval/lib/systemd/system/serval.service etc/serval/serval.toml; do
+    [ -f "$inst/$f" ] || fail "cmake --install --prefix /opt/serval put no /$f"
+done
+grep -qx "ExecStart=/opt/serval/bin/serval serve" "$inst/opt/serval/lib/systemd/system/serval.service" \
+    || fail "the installed unit does not start /opt/serval/bin/serval"
+echo "data_dir = \"/srv/serval\"  # edited" >> "$inst/etc/serval/serval.toml"
+DESTDIR="$inst" cmake --install "$build" --prefix /opt/serval >"$tmp/install.log" 2>&1
+grep -q "# edited" "$inst/etc/serval/serval.toml" || fail "a second cmake --install overwrote an edited /etc/serval/serval.toml"
 
 # ---- the maintainer scripts, run for real in a private mount namespace ----------------------
 # /etc, /var/lib and the unit directory are overlays there, so the user, the directories and the token file they
