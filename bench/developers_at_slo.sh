@@ -55,7 +55,10 @@ args=(--target "$TARGET" --url "http://127.0.0.1:$PORT" --repos "$REPOS" --out "
 [ -n "$EXTRA" ] && args+=($EXTRA)
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')," \
+       "family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' ')" \
+       "model $(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' '), $(nproc) cores," \
+       "$(grep -o -w 'avx512f\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "commit: $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "server: ${cmd[*]}"

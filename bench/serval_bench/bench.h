@@ -97,6 +97,7 @@ typedef struct bench_rec {
     double server_queue_ms, server_total_ms; /* gRPC timings; < 0: not reported */
     double em, es;         /* exact match, edit similarity vs the text typed next; < 0: none */
     bool accepted;
+    bool server_superseded; /* superseded by the server, not by the client's abort */
     int prompt_chars;
     int group;             /* classic shared-prefix group, -1 for none */
     char *error;           /* malloc'd or NULL */
@@ -112,6 +113,7 @@ typedef struct bench_rec {
 typedef struct bench_metrics {
     bool ok; /* every value below was found */
     double cancelled, wasted_prompt, wasted_generated;
+    double superseded; /* serval_engine_requests_superseded_total; -1: not exported */
     double abort_count, abort_sum_s;
     int n_buckets; /* the abort-to-free histogram: cumulative counts at upper bounds (s) */
     double bucket_le_s[BENCH_METRICS_MAX_BUCKETS], bucket_cum[BENCH_METRICS_MAX_BUCKETS];
@@ -167,6 +169,8 @@ typedef struct bench_http_result {
     double t_last_token; /* the last text piece of a stream */
     int pieces;          /* streamed events that carried text */
     bool aborted;           /* abort_at came first: the connection was closed */
+    bool server_superseded; /* the server ended it for a newer request of the same session
+                             * (Serval's supersede: HTTP "superseded": true, gRPC CANCELLED) */
     bool complete;          /* the whole response (and [DONE] for streams) arrived */
     char *text;             /* the completion text (malloc'd) */
     int prompt_tokens, completion_tokens;

@@ -143,6 +143,8 @@ void bench_grpc_complete(const bench_cfg *cfg, const char *token, void **client,
     } else if ((code == GRPC_STATUS_DEADLINE_EXCEEDED || code == GRPC_STATUS_CANCELLED) && past &&
                abort_at_ms <= deadline_ms) {
         out->aborted = true; /* the developer typed on: the call was cancelled */
+    } else if (code == GRPC_STATUS_CANCELLED && strstr(res.details, "superseded")) {
+        out->server_superseded = true; /* Serval's supersede: a newer call of this session */
     } else {
         out->status = (int)code; /* gRPC status code (HTTP 200 stands for OK) */
         if (!out->error[0])

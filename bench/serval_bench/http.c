@@ -228,6 +228,8 @@ static void take_usage(json_t *j, bench_http_result *out)
     json_t *id = json_object_get(j, "id");
     if (json_is_string(id) && !out->id[0])
         snprintf(out->id, sizeof out->id, "%s", json_string_value(id));
+    if (json_is_true(json_object_get(j, "superseded")))
+        out->server_superseded = true; /* Serval ended it for a newer request of its session */
     /* Serval's last stream event: {"serval": {request_id, queue_ms, first_token_ms, total_ms}} */
     json_t *sv = json_object_get(j, "serval");
     if (json_is_object(sv)) {

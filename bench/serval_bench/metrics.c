@@ -43,6 +43,8 @@ bool bench_metrics_parse(const char *text, bench_metrics *m)
         !sample(text, "serval_wasted_generated_tokens_total", &m->wasted_generated) ||
         !sample(text, "serval_engine_requests_cancelled_total", &m->cancelled))
         return false;
+    if (!sample(text, "serval_engine_requests_superseded_total", &m->superseded))
+        m->superseded = -1; /* servers from before supersede */
     const char *key = ABORT_HIST "_bucket{le=\"";
     size_t kl = strlen(key);
     for (const char *p = strstr(text, key); p && m->n_buckets < BENCH_METRICS_MAX_BUCKETS;
@@ -95,8 +97,12 @@ json_t *bench_metrics_delta_json(const bench_metrics *a, const bench_metrics *b)
                        1e3 * hist_quantile(b->bucket_le_s, cum, b->n_buckets, 0.95), "p99",
                        1e3 * hist_quantile(b->bucket_le_s, cum, b->n_buckets, 0.99));
     }
-    return json_pack("{s:I,s:I,s:I,s:o}", "requests_cancelled",
-                     (json_int_t)(b->cancelled - a->cancelled), "wasted_prompt_tokens",
+    json_t *sup = a->superseded >= 0 && b->superseded >= 0
+                      ? json_integer((json_int_t)(b->superseded - a->superseded))
+                      : json_null();
+    return json_pack("{s:I,s:o,s:I,s:I,s:o}", "requests_cancelled",
+                     (json_int_t)(b->cancelled - a->cancelled), "requests_superseded", sup,
+                     "wasted_prompt_tokens",
                      (json_int_t)(b->wasted_prompt - a->wasted_prompt), "wasted_generated_tokens",
                      (json_int_t)(b->wasted_generated - a->wasted_generated), "abort_to_free_ms",
                      af);

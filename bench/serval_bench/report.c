@@ -271,6 +271,8 @@ static int write_jsonl(bench_run *r, const char *path)
             json_object_set_new(j, "expected", json_string(x->expected));
         if (j && x->cached_tokens >= 0)
             json_object_set_new(j, "cached_tokens", json_integer(x->cached_tokens));
+        if (j && x->server_superseded)
+            json_object_set_new(j, "superseded_by_server", json_true());
         if (j && x->request_id[0])
             json_object_set_new(j, "server_request_id", json_string(x->request_id));
         if (j && x->server_queue_ms >= 0)

@@ -145,8 +145,9 @@ static char *do_request(bench_run *r, int session, bench_conn *conn, const bench
     snprintf(rec.id, sizeof rec.id, "%s", res.id);
     snprintf(rec.request_id, sizeof rec.request_id, "%s", res.request_id);
     char *accept = NULL;
-    if (res.aborted) {
+    if (res.aborted || res.server_superseded) {
         rec.outcome = BENCH_OUTCOME_SUPERSEDED;
+        rec.server_superseded = !res.aborted;
         atomic_fetch_add(&r->superseded, 1);
     } else if (res.error[0] || res.status / 100 != 2) {
         rec.outcome = BENCH_OUTCOME_ERROR;
