@@ -32,6 +32,17 @@ void sched_observe(sched_state *s, int32_t tokens, double ms)
     m->sy = m->sy * MODEL_DECAY + y;
     m->sxx = m->sxx * MODEL_DECAY + x * x;
     m->sxy = m->sxy * MODEL_DECAY + x * y;
+    m->n++;
+}
+
+/* Whether the recent steps' sizes spread enough to tell the per-step cost from the per-token
+ * cost (standard deviation at least a quarter of the mean). */
+static bool model_spread(const sched_step_model *m)
+{
+    if (m->sw <= 0)
+        return false;
+    double mx = m->sx / m->sw;
+    return m->sxx / m->sw - mx * mx >= 0.0625 * mx * mx;
 }
 
 /* The fitted line: *a ms per step, *b ms per token. With too little spread in the step sizes
@@ -105,6 +116,11 @@ int32_t sched_budget(const sched_state *s)
     int32_t min_prefill = s->cfg.min_prefill > 0 ? s->cfg.min_prefill : DEFAULT_MIN_PREFILL;
     int32_t lo = n_dec + min_prefill, hi = s->cfg.step_tokens;
     int32_t budget = t >= hi ? hi : t <= lo ? lo : (int32_t)t;
+    /* Steps all of one size cannot separate the fixed cost from the per-token one, and the
+     * fallback (all per-token) underestimates what a bigger step costs so little more: every
+     * other step is twice as big until the sizes spread. */
+    if (!model_spread(&s->model) && (s->model.n & 1))
+        budget *= 2;
     return budget < hi ? budget : hi;
 }
 
@@ -305,8 +321,14 @@ int32_t sched_step_plan(sched_state *s)
                 continue;
             }
             int32_t len = need < budget ? need : budget;
-            if (pass == 0 && r->n_draft > 0) /* speculation (spec.h): verify 1 + n_draft */
-                len += r->n_draft < budget - len ? r->n_draft : budget - len;
+            if (pass == 0 && r->n_draft > 0) { /* speculation (spec.h): verify 1 + n_draft */
+                int32_t d = r->n_draft < budget - len ? r->n_draft : budget - len;
+                /* drafts take only free or cached blocks: they never cause a preemption */
+                while (d > 0 && kv_seq_blocks_needed(s->kv, r->seq, r->n_computed + len + d) >
+                                    kv_cache_n_available(s->kv))
+                    d--;
+                len += d;
+            }
             if (!reserve_or_preempt(s, r, r->n_computed + len))
                 continue; /* r was the last; the loop ends */
             plan_add(s, r, len);

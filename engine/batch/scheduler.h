@@ -63,6 +63,7 @@ typedef enum sched_policy {
  * squares fit over recent steps (sched_observe). */
 typedef struct sched_step_model {
     double sw, sx, sy, sxx, sxy; /* decayed sums of weights, tokens, ms, tokens^2, tokens*ms */
+    int64_t n;                   /* steps observed */
 } sched_step_model;
 
 typedef struct sched_config {
@@ -133,7 +134,9 @@ bool sched_is_late(const sched_state *s, const eng_request *r, int32_t n_decodin
 /* SCHED_LATENCY's token budget for the next step: the most tokens whose predicted step time
  * lets every running request that is not late finish its remaining tokens (max_tokens minus
  * those generated) by its deadline, one step per token, and at most max_step_ms; never less
- * than the decoding requests plus min_prefill, never more than step_tokens. */
+ * than the decoding requests plus min_prefill, never more than step_tokens. While the recent
+ * steps were all about one size (the fit cannot tell per-step from per-token cost), every
+ * other budget is doubled so that they spread. */
 int32_t sched_budget(const sched_state *s);
 
 /* Puts r in the waiting list at its place in service order. r must be in no list, with

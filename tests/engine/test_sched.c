@@ -606,3 +606,22 @@ Test(sched, a_request_supersedes_the_older_ones_of_its_session_only)
     cr_assert_eq(sched_find_superseded(w->s, newest, out, 8), 0);
     world_free(w);
 }
+
+Test(sched, steps_all_of_one_size_make_every_other_budget_double_until_the_fit_can_learn)
+{
+    world *w = world_new(64, 512, 4);
+    w->s->cfg.policy = SCHED_LATENCY;
+    for (int i = 0; i < 4; i++)
+        sched_observe(w->s, 16, 100.0); /* 16-token steps of 100 ms: 6.25 ms a token? */
+    int32_t even = sched_budget(w->s);
+    sched_observe(w->s, 16, 100.0);
+    int32_t odd = sched_budget(w->s);
+    cr_assert_eq(even, 40, "250 ms at 6.25 ms a token");
+    cr_assert_eq(odd, 80, "the exploring step is not twice as big");
+    /* A 32-token step of 105 ms shows the cost is mostly per step: the budget grows. */
+    sched_observe(w->s, 32, 105.0);
+    sched_observe(w->s, 16, 100.0);
+    sched_observe(w->s, 32, 105.0);
+    cr_assert_gt(sched_budget(w->s), 400);
+    world_free(w);
+}
