@@ -74,7 +74,7 @@ typedef struct eng_engine_config {
     bool no_cuda_graphs;     /* CUDA: launch decode steps kernel by kernel instead of replaying
                               * captured graphs (debugging, comparison) */
     bool cuda_fp16;          /* CUDA: fp16 weights and activations instead of bf16 */
-    /* Completion traffic (engine/batch/README.md, "Scheduling for keystrokes"): */
+    /* Completion traffic (engine/README.md, "Scheduling for keystrokes"): */
     bool supersede;          /* a request with a session key ends the older requests with the
                               * same key, queued or running, at the next step (default true) */
     eng_schedule schedule;   /* ENG_SCHEDULE_LATENCY (the default) or ENG_SCHEDULE_THROUGHPUT */
