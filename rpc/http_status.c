@@ -259,7 +259,7 @@ static json_t *status_json(http_server *s)
         "requests_finished", (json_int_t)es.requests_finished, "requests_rejected",
         (json_int_t)es.requests_rejected, "tokens_generated", (json_int_t)es.tokens_generated,
         "draining", atomic_load(&s->draining), "repositories", "indexer",
-        "not wired into serve: no repository is indexed", "usage", usage_json(s), "tokens",
+        "the indexer's repositories and their freshness are not reported here yet", "usage", usage_json(s), "tokens",
         (json_int_t)rpc_auth_n_tokens(s->auth));
     if (root && s->status) add_series(s, root);
     return root;
@@ -350,7 +350,7 @@ static const char page_tail[] =
     "svg.innerHTML=out;}\n"
     "chart($('latency-chart'),['p50_ms','p95_ms','p99_ms'],['#457b9d','#f4a261','#e63946']);\n"
     "chart($('load-chart'),['running','waiting'],['#2a9d8f','#e76f51']);\n"
-    "$('repos').textContent=S.repositories.length?'':'none ('+S.indexer+')';\n"
+    "$('repos').textContent=S.repositories.length?'':'none listed ('+S.indexer+')';\n"
     "for(const r of S.repositories){const d=document.createElement('div');"
     "d.textContent=r.name+' — indexed '+r.indexed_at;$('repos').appendChild(d);}\n"
     "const ub=$('usage').tBodies[0];\n"
