@@ -46,9 +46,14 @@ typedef struct eng_embedder_config {
     int32_t max_batch;        /* texts one encoder pass runs at most; 0: 32 */
     int32_t max_waiting;      /* texts queued and not yet running, at most; 0: 1024. A call
                                * that would exceed it fails with ENG_ERR_OVERLOAD */
+    int nice;                 /* the encoder's threads run at this nice value above the
+                               * process's (Linux, per thread), so on shared cores the
+                               * completion engine's step loop runs first; 0: none. The
+                               * defaults use 10 (embedding is background work beside
+                               * keystroke-latency completions) */
 } eng_embedder_config;
 
-/* CPU, all online CPUs, max_batch 32, max_waiting 1024. */
+/* CPU, all online CPUs, max_batch 32, max_waiting 1024, nice 10. */
 eng_embedder_config eng_embedder_config_defaults(void);
 
 /* Loads a `bert` GGUF (weights F32 or F16, a WordPiece vocabulary) and starts the worker.

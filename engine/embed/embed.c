@@ -2,6 +2,7 @@
  * their texts; one worker thread, separate from the decoder's step loop, takes up to max_batch
  * queued texts at a time (from any callers, oldest first), runs them through the encoder as
  * one packed batch and wakes each caller when all of its texts are done. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,11 @@ typedef struct emb_job {
 
 struct eng_embedder {
     emb_model *m;
-    cpu_encoder *enc;
+    cpu_encoder *enc;   /* created by the worker, so its pool's threads inherit its nice */
+    int n_threads, nice;
+    eng_status start_st; /* the worker's start-up result, under mu */
+    eng_err start_err;
+    bool started;
     int32_t max_batch, max_waiting;
     pthread_t worker;
     pthread_mutex_t mu;
@@ -40,7 +45,7 @@ struct eng_embedder {
 
 eng_embedder_config eng_embedder_config_defaults(void)
 {
-    return (eng_embedder_config){ENG_BACKEND_CPU, 0, 32, 1024};
+    return (eng_embedder_config){ENG_BACKEND_CPU, 0, 32, 1024, 10};
 }
 
 int32_t eng_embedder_dim(const eng_embedder *e) { return e->m->n_embd; }
@@ -52,6 +57,23 @@ static void *worker_main(void *arg)
 {
     eng_embedder *e = arg;
     const int32_t d = e->m->n_embd;
+    /* Linux nice is per thread and inherited by threads created later: the encoder's pool is
+     * created here, after lowering this thread's priority. Failure to renice is harmless. */
+    if (e->nice > 0) {
+        errno = 0;
+        if (nice(e->nice) == -1 && errno != 0)
+            errno = 0;
+    }
+    eng_err serr;
+    eng_status sst = cpu_encoder_create(e->m, e->n_threads, &e->enc, &serr);
+    pthread_mutex_lock(&e->mu);
+    e->start_st = sst;
+    e->start_err = serr;
+    e->started = true;
+    pthread_cond_broadcast(&e->wake);
+    pthread_mutex_unlock(&e->mu);
+    if (sst != ENG_OK)
+        return NULL;
     int32_t *seq_len = malloc(sizeof(int32_t) * (size_t)e->max_batch);
     emb_job **owner = malloc(sizeof(emb_job *) * (size_t)e->max_batch);
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)e->max_batch);
@@ -124,10 +146,12 @@ eng_status eng_embedder_create(const char *gguf_path, const eng_embedder_config 
         c.max_batch = 32;
     if (c.max_waiting == 0)
         c.max_waiting = 1024;
-    if (c.n_threads < 0 || c.max_batch < 1 || c.max_batch > 4096 || c.max_waiting < 1)
+    if (c.n_threads < 0 || c.max_batch < 1 || c.max_batch > 4096 || c.max_waiting < 1 ||
+        c.nice < 0 || c.nice > 19)
         return eng_fail(err, ENG_ERR_INVALID,
-                        "embedder: n_threads %d, max_batch %d, max_waiting %d out of range",
-                        c.n_threads, c.max_batch, c.max_waiting);
+                        "embedder: n_threads %d, max_batch %d (1..4096), max_waiting %d, nice "
+                        "%d (0..19): out of range", c.n_threads, c.max_batch, c.max_waiting,
+                        c.nice);
     if (c.backend != ENG_BACKEND_CPU)
         return eng_fail(err, ENG_ERR_UNSUPPORTED,
                         "embedder: only the CPU backend runs the bert encoder in this build");
@@ -141,26 +165,38 @@ eng_status eng_embedder_create(const char *gguf_path, const eng_embedder_config 
         return eng_fail(err, ENG_ERR_NOMEM, "embedder: out of memory");
     e->max_batch = c.max_batch;
     e->max_waiting = c.max_waiting;
+    e->n_threads = nt;
+    e->nice = c.nice;
     eng_status st = emb_model_load(gguf_path, &e->m, err);
-    if (st == ENG_OK)
-        st = cpu_encoder_create(e->m, nt, &e->enc, err);
     if (st != ENG_OK) {
-        emb_model_free(e->m);
         free(e);
         return st;
     }
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->wake, NULL);
     if (pthread_create(&e->worker, NULL, worker_main, e) != 0) {
-        cpu_encoder_free(e->enc);
-        emb_model_free(e->m);
-        pthread_mutex_destroy(&e->mu);
-        pthread_cond_destroy(&e->wake);
-        free(e);
-        return eng_fail(err, ENG_ERR_NOMEM, "embedder: cannot start its worker thread");
+        st = eng_fail(err, ENG_ERR_NOMEM, "embedder: cannot start its worker thread");
+        goto fail;
+    }
+    pthread_mutex_lock(&e->mu);
+    while (!e->started)
+        pthread_cond_wait(&e->wake, &e->mu);
+    st = e->start_st;
+    pthread_mutex_unlock(&e->mu);
+    if (st != ENG_OK) {
+        pthread_join(e->worker, NULL);
+        if (err)
+            *err = e->start_err;
+        goto fail;
     }
     *out = e;
     return ENG_OK;
+fail:
+    emb_model_free(e->m);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->wake);
+    free(e);
+    return st;
 }
 
 void eng_embedder_free(eng_embedder *e)

@@ -3,6 +3,7 @@
  * llama.cpp on the same GGUF (tests/fixtures/embed/, tools/gen_embed_fixtures.py), batching,
  * truncation, concurrency, and what `serval convert` and the loader refuse. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -167,6 +168,49 @@ Test(embed, a_texts_embedding_does_not_depend_on_its_batch)
     for (int k = 0; k < d; k++)
         n2 += (double)one[k] * one[k];
     cr_expect(fabs(n2 - 1.0) < 1e-5, "squared norm %.7f", n2);
+    eng_embedder_free(e);
+}
+
+/* The nice value of thread tid (field 19 of /proc/self/task/TID/stat). */
+static long thread_nice(const char *tid)
+{
+    char p[300], buf[1024];
+    snprintf(p, sizeof p, "/proc/self/task/%s/stat", tid);
+    FILE *f = fopen(p, "r");
+    if (!f)
+        return -100;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = 0;
+    const char *s = strrchr(buf, ')'); /* the command may hold spaces */
+    int field = 2;
+    for (const char *q = s; q && *q; q++)
+        if (*q == ' ' && ++field == 19)
+            return strtol(q + 1, NULL, 10);
+    return -100;
+}
+
+/* Threads of this process running `above` nice steps above this (the main) thread. */
+static int threads_niced(long above)
+{
+    char self[32];
+    snprintf(self, sizeof self, "%ld", (long)getpid());
+    long base = thread_nice(self);
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (de->d_name[0] != '.')
+            n += thread_nice(de->d_name) == base + above;
+    closedir(d);
+    return n;
+}
+
+Test(embed, the_encoders_threads_run_niced_so_completions_go_first)
+{
+    cr_assert_eq(threads_niced(10), 0);
+    eng_embedder *e = open_embedder(4); /* 2 threads: the worker and one pool thread */
+    cr_expect_eq(threads_niced(10), 2);
     eng_embedder_free(e);
 }
 
