@@ -278,10 +278,10 @@ static bool setting_value(const char *text, const char *key, char *out, size_t c
     return false;
 }
 
-/* Reads the settings again (file, environment, the same flags): tokens and the log level are
- * applied; every other changed setting is named as needing a restart. One log line says
- * what happened. */
-static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
+/* Reads the settings again (file, environment, the same flags): tokens, the log level and the
+ * HTTP per-token rate (http_rate_limit, http_rate_burst) are applied; every other changed
+ * setting is named as needing a restart. One log line says what happened. */
+static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_server *http)
 {
     char tokens[1600], applied[512] = "", ignored[1024] = "";
     eng_err err = {{0}};
@@ -298,11 +298,22 @@ static void reload(int argc, char **argv, const serve_opts *o, rpc_auth *auth)
         snprintf(applied, sizeof applied, "; log_level %s -> %s",
                  rpc_log_level_name(rpc_log_get_level()), rpc_log_level_name(lvl));
     }
+    if (n.http_rate != o->http_rate || n.http_burst != o->http_burst) {
+        size_t at = strlen(applied);
+        snprintf(applied + at, sizeof applied - at,
+                 "; http_rate_limit %ld -> %ld, http_rate_burst %ld -> %ld",
+                 o->http_rate, n.http_rate, o->http_burst, n.http_burst);
+        http_server_set_rate(http, (double)n.http_rate, (double)n.http_burst);
+        o->http_rate = n.http_rate; /* what the next SIGHUP compares with */
+        o->http_burst = n.http_burst;
+    }
     /* Every other setting: compare the effective values line by line. */
     for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         char key[64], was[512], now[512];
         if (*p == '#' || sscanf(p, "%63[a-z_0-9] = ", key) != 1) continue;
-        if (!strcmp(key, "log_level")) continue;
+        if (!strcmp(key, "log_level") || !strcmp(key, "http_rate_limit") ||
+            !strcmp(key, "http_rate_burst"))
+            continue; /* applied above */
         if (!setting_value(n.effective, key, now, sizeof now)) continue;
         if (setting_value(o->effective, key, was, sizeof was) && !strcmp(was, now)) continue;
         size_t at = strlen(ignored);
@@ -557,7 +568,7 @@ int cli_serve_main(int argc, char **argv)
 
     int sig = 0;
     while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
-        reload(argc, argv, &o, auth);
+        reload(argc, argv, &o, auth, http);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is stopping: %s", why);
     drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);

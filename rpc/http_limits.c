@@ -89,13 +89,15 @@ static int slot_of(const http_server *s, int token_idx)
 
 bool http_rate_ok(http_server *s, int token_idx)
 {
-    if (s->cfg.rate_limit_rps <= 0)
-        return true;
-    double rps = s->cfg.rate_limit_rps;
-    double burst = s->cfg.rate_limit_burst > 0 ? s->cfg.rate_limit_burst : (rps * 2 > 1 ? rps * 2 : 1);
     double now = eng_clock_ms();
     bool ok = false;
-    pthread_mutex_lock(&s->rl_mu);
+    pthread_mutex_lock(&s->rl_mu); /* the rate may change (SIGHUP: http_server_set_rate) */
+    double rps = s->cfg.rate_limit_rps;
+    if (rps <= 0) {
+        pthread_mutex_unlock(&s->rl_mu);
+        return true;
+    }
+    double burst = s->cfg.rate_limit_burst > 0 ? s->cfg.rate_limit_burst : (rps * 2 > 1 ? rps * 2 : 1);
     http_bucket *b = &s->buckets[slot_of(s, token_idx)];
     if (!b->used) {
         b->used = true;

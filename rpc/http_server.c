@@ -524,6 +524,16 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     return ENG_OK;
 }
 
+void http_server_set_rate(http_server *s, double rps, double burst)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->rl_mu);
+    s->cfg.rate_limit_rps = rps;
+    s->cfg.rate_limit_burst = burst;
+    pthread_mutex_unlock(&s->rl_mu);
+}
+
 void http_server_drain_begin(http_server *s)
 {
     if (s)

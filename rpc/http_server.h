@@ -88,6 +88,10 @@ void http_server_drain_abort(http_server *s);
  * is left running: free it afterwards. */
 void http_server_stop(http_server *s, int drain_ms);
 
+/* Changes the per-token request rate and burst (as rate_limit_rps, rate_limit_burst) of a
+ * running server (SIGHUP); buckets keep what they hold. Thread-safe. */
+void http_server_set_rate(http_server *s, double rps, double burst);
+
 /* While the model loads, `serve` holds the HTTP port with a placeholder that answers every
  * request 503 (health probes: {"status":"starting"}, other routes an error of type
  * "starting"), so load balancers and systemd see *starting* rather than a refused

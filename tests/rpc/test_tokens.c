@@ -340,15 +340,21 @@ Test(tokens, sighup_reloads_tokens_and_the_log_level_and_names_what_needs_a_rest
     const char *extra[] = {"--config", conf, NULL};
     server s = server_start_log(extra, false);
     char *dev = create(s.data_dir, "dev", NULL, NULL);
-    const char *v2 = "log_level = \"warn\"\nmax_running = 16\n";
+    const char *v2 = "log_level = \"warn\"\nmax_running = 16\nhttp_rate_limit = 1\n"
+                     "http_rate_burst = 1\n";
     cr_assert_eq(tu_write_file(conf, v2, strlen(v2)), 0);
     kill(s.pid, SIGHUP);
     char *log = NULL;
     const char *p = wait_log(s.log_path, "serval: SIGHUP: ", s.pid, &log);
     cr_assert(strstr(p, "log_level info -> warn"), "%s", p);
     cr_assert(strstr(p, "ignored (a restart applies them): max_running"), "%s", p);
+    cr_assert(strstr(p, "http_rate_limit 0 -> 1, http_rate_burst 0 -> 1"), "%s", p);
     cr_assert(strstr(log, "(dev)"), "the new token is named: %s", log);
     cr_assert_eq(status_of(s.port, "POST", "/v1/completions", dev, COMPLETION), 200);
+    int limited = 0;
+    for (int i = 0; i < 3; i++)
+        limited += status_of(s.port, "GET", "/v1/models", dev, NULL) == 429;
+    cr_assert_geq(limited, 1, "the new rate (1 request/s, burst 1) applies without a restart");
     cr_assert_eq(tu_server_stop(&s), 0);
     free(log);
     log = tu_read_file(s.log_path, NULL);
