@@ -1172,6 +1172,63 @@ AVX2_INLINE int q8_block_avx2(const float *x, int8_t *qs, float *d_out)
     return sum;
 }
 
+/* llama.cpp's quantize_row_q8_K_ref for one block of 256 (quant.c's act_q8_K): the element of
+ * largest magnitude (the first one on ties) sets iscale = -127 / x_max, q = min(round-half-even
+ * (iscale * x), 127), bsums per 16, d = 1 / iscale. Returns false (block untouched) for a block
+ * with a NaN or infinity, which the scalar code then quantises. */
+AVX2_INLINE bool q8_K_block_avx2(const float *x, block_q8_K *y)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < QK_K; j += 8)
+        mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    if (!(amax <= 3.4e38f)) /* NaN (max_ps may drop it, see the scan below) or infinity */
+        return false;
+    if (amax == 0.0f) {
+        memset(y, 0, sizeof *y);
+        return true;
+    }
+    int first = -1;
+    const __m256 am = _mm256_set1_ps(amax);
+    for (int j = 0; j < QK_K && first < 0; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        const int unordered = _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        if (unordered)
+            return false;
+        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v), am, _CMP_EQ_OQ));
+        if (hit)
+            first = j + __builtin_ctz((unsigned)hit);
+    }
+    for (int j = first + 8 - first % 8; j < QK_K; j += 8) { /* the rest: NaNs only */
+        const __m256 v = _mm256_loadu_ps(x + j);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
+            return false;
+    }
+    const float iscale = -127.f / x[first];
+    const __m256 mul = _mm256_set1_ps(iscale);
+    const __m256i top = _mm256_set1_epi32(127);
+    for (int j = 0; j < QK_K; j += 32) {
+        __m256i i0 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j), mul)), top);
+        __m256i i1 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), mul)), top);
+        __m256i i2 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), mul)), top);
+        __m256i i3 = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), mul)), top);
+        y->bsums[j / 16] = (int16_t)hsum_i32_256(_mm256_add_epi32(i0, i1));
+        y->bsums[j / 16 + 1] = (int16_t)hsum_i32_256(_mm256_add_epi32(i2, i3));
+        /* packs interleave 128-bit lanes; the permute puts elements back in order */
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        i0 = _mm256_permutevar8x32_epi32(i0, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(y->qs + j), i0);
+    }
+    y->d = 1 / iscale;
+    return true;
+}
+
 AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n)
 {
     uint8_t *a = act;
@@ -1212,6 +1269,15 @@ AVX2 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, i
             tail[2 * i] = h2f(dh);
             tail[2 * i + 1] = h2f(sh);
         }
+        return;
+    }
+    case GGUF_DTYPE_Q4_K:
+    case GGUF_DTYPE_Q5_K:
+    case GGUF_DTYPE_Q6_K: {
+        block_q8_K *y = act;
+        for (int64_t i = 0; i < n / QK_K; i++)
+            if (!q8_K_block_avx2(x + i * QK_K, y + i))
+                quant_ref_act_quantize(wtype, x + i * QK_K, y + i, QK_K);
         return;
     }
     default:

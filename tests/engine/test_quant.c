@@ -383,11 +383,22 @@ Test(quant_act, simd_and_reference_produce_the_same_bytes)
     for (size_t i = 0; i < sizeof wt / sizeof wt[0]; i++) {
         size_t rb = quant_act_row_bytes(wt[i], n);
         uint8_t *a = malloc(rb), *b = malloc(rb);
-        for (int trial = 0; trial < 4; trial++) {
+        for (int trial = 0; trial < 6; trial++) {
             fill_normal(x, n, trial == 3 ? 1e-3f : 2.0f, 500 + i * 7 + (uint64_t)trial);
             if (trial == 2)
                 for (int64_t j = 0; j < n; j++)
                     x[j] = nearbyintf(x[j] * 20) / 20 + 0.025f; /* many exact halves after scaling */
+            if (trial == 4) { /* the largest magnitude twice with both signs: the first one sets the scale */
+                for (int64_t k = 0; k + 256 <= n; k += 256) {
+                    x[k + (k / 256 * 37) % 256] = (k / 256) % 2 ? 9.5f : -9.5f;
+                    x[k + 255 - (k / 256 * 11) % 128] = (k / 256) % 2 ? -9.5f : 9.5f;
+                }
+            }
+            if (trial == 5) { /* an all-zero block, and blocks whose largest element is their last */
+                memset(x, 0, 256 * sizeof *x);
+                for (int64_t k = 256; k + 256 <= n; k += 256)
+                    x[k + 255] = -20.f;
+            }
             memset(a, 0xAB, rb);
             memset(b, 0xCD, rb);
             quant_act_quantize(wt[i], x, a, n);
