@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "clock.h"
 #include "serval_engine.h"
@@ -18,8 +19,9 @@ static void usage(FILE *o)
             "--output tokens (EOS ignored), once with speculation off and once on. The prompts\n"
             "are computed once beforehand (a 1-token request each), so the timed run is almost\n"
             "all decode. Prints decode tokens/s (output tokens after the first, over the time\n"
-            "from the first first token to the last finish), the ratio on/off, drafted and\n"
-            "accepted tokens, acceptance rate and tokens per verification pass.\n"
+            "from the first first token to the last finish) and output tokens per CPU-second of\n"
+            "the process (steadier than wall time on a shared machine), the ratios on/off,\n"
+            "drafted and accepted tokens, acceptance rate and tokens per verification pass.\n"
             "\n"
             "  --backend cpu|cuda   (default cpu)     --threads N  (default: online CPUs)\n"
             "  --batch LIST   batch sizes, comma separated (default 1,2,4,8)\n"
@@ -70,7 +72,7 @@ static char *read_prefix(const char *dir, const char *name, int max, size_t *len
 }
 
 typedef struct result {
-    double decode_tps, wall_s;
+    double decode_tps, wall_s, cpu_tps; /* cpu_tps: output tokens per CPU-second of this process */
     int64_t out_tokens, drafted, accepted, passes, pass_tokens;
 } result;
 
@@ -106,18 +108,27 @@ static eng_request_output drain(eng_request *r)
     return out;
 }
 
+/* CPU seconds this process used (all its threads). */
+static double cpu_seconds(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
+           (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
+}
+
 static result run_batch(eng_engine *e, char **texts, size_t *lens, int n_texts, int b, int output)
 {
     eng_request *rs[64];
     eng_request_output outs[64];
     eng_engine_stats s0, s1;
     eng_engine_stats_get(e, &s0);
-    double t0 = eng_clock_ms();
+    double t0 = eng_clock_ms(), c0 = cpu_seconds();
     for (int i = 0; i < b; i++)
         rs[i] = submit(e, texts[i % n_texts], lens[i % n_texts], output);
     for (int i = 0; i < b; i++)
         outs[i] = drain(rs[i]);
-    double wall = eng_clock_ms() - t0;
+    double wall = eng_clock_ms() - t0, cpu = cpu_seconds() - c0;
     eng_engine_stats_get(e, &s1);
     /* request times are ms since each request's submit; all were submitted at ~t0 */
     double first = 1e300, last = 0;
@@ -129,6 +140,7 @@ static result run_batch(eng_engine *e, char **texts, size_t *lens, int n_texts, 
     }
     result r = {.decode_tps = last > first ? (double)toks * 1e3 / (last - first) : 0,
                 .wall_s = wall / 1e3, .out_tokens = toks,
+                .cpu_tps = cpu > 0 ? (double)(toks + b) / cpu : 0,
                 .drafted = s1.spec_drafted - s0.spec_drafted,
                 .accepted = s1.spec_accepted - s0.spec_accepted,
                 .passes = s1.spec_passes - s0.spec_passes,
@@ -242,8 +254,9 @@ int main(int argc, char **argv)
         max_b = o.batch[i] > max_b ? o.batch[i] : max_b;
     printf("model %s, backend %s, %d files x %d bytes from %s, %d output tokens\n",
            eng_model_name(m), o.backend, n_texts, o.prompt_bytes, o.code_dir, o.output);
-    printf("| batch | off tok/s | on tok/s | on/off | drafted | accepted | acceptance | tokens/pass "
-           "| passes |\n|---|---|---|---|---|---|---|---|---|\n");
+    printf("| batch | off tok/s | on tok/s | on/off | off tok/cpu-s | on tok/cpu-s | on/off (cpu) "
+           "| drafted | accepted | acceptance | tokens/pass | passes |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     eng_engine *e_off = make_engine(m, &o, ENG_SPECULATE_OFF);
     eng_engine *e_on = make_engine(m, &o, ENG_SPECULATE_ON);
     /* compute every prompt once in each engine: the timed runs hit the prefix cache */
@@ -255,6 +268,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < o.n_batch; i++) {
         int b = o.batch[i];
         result off = {0}, on = {0};
+        double cpu_off = 0, cpu_on = 0;
         for (int k = 0; k < o.repeat; k++) {
             result f = run_batch(e_off, texts, lens, n_texts, b, o.output);
             result n = run_batch(e_on, texts, lens, n_texts, b, o.output);
@@ -262,9 +276,13 @@ int main(int argc, char **argv)
                 off = f;
             if (n.decode_tps > on.decode_tps)
                 on = n; /* greedy: every run drafts and accepts the same */
+            cpu_off = f.cpu_tps > cpu_off ? f.cpu_tps : cpu_off;
+            cpu_on = n.cpu_tps > cpu_on ? n.cpu_tps : cpu_on;
         }
-        printf("| %d | %.1f | %.1f | %.2f | %lld | %lld | %.2f | %.2f | %lld |\n", b,
-               off.decode_tps, on.decode_tps, off.decode_tps > 0 ? on.decode_tps / off.decode_tps : 0,
+        printf("| %d | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f | %lld | %lld | %.2f | %.2f | %lld |\n",
+               b, off.decode_tps, on.decode_tps,
+               off.decode_tps > 0 ? on.decode_tps / off.decode_tps : 0, cpu_off, cpu_on,
+               cpu_off > 0 ? cpu_on / cpu_off : 0,
                (long long)on.drafted, (long long)on.accepted,
                on.drafted ? (double)on.accepted / (double)on.drafted : 0.0,
                on.passes ? (double)on.pass_tokens / (double)on.passes : 0.0, (long long)on.passes);
