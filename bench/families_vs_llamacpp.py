@@ -14,6 +14,7 @@ model on stdout, a Markdown table on stderr for bench/RESULTS.md.
 
     python3 bench/families_vs_llamacpp.py --threads 2 --layers 8
     python3 bench/families_vs_llamacpp.py --only qwen2.5-coder-0.5b --types q8_0
+    python3 bench/families_vs_llamacpp.py --workdir /tmp/fam --keep ...   # reuse the model files
     PYTHONPATH=/path/to/avx2-build python3 bench/families_vs_llamacpp.py --extra-bufts
 
 The peer is whichever llama-cpp-python the Python finds (PYTHONPATH picks another build); its
@@ -89,9 +90,14 @@ def main() -> None:
     ap.add_argument("--types", default="q8_0,q4_k_m")
     ap.add_argument("--only", default="", help="comma-separated presets (default: all)")
     ap.add_argument("--workdir", default="", help="keep model files here (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true",
+                    help="with --workdir: reuse the model files found there and keep them after "
+                         "the run (same preset, type and --layers: the file name says which)")
     ap.add_argument("--extra-bufts", action="store_true",
                     help="let llama.cpp use REPACK/AMX buffer types (see tools/bench_llamacpp.py)")
     args = ap.parse_args()
+    if args.keep and not args.workdir:
+        sys.exit("--keep needs --workdir")
 
     only = {s for s in args.only.split(",") if s}
     types = [t for t in args.types.split(",") if t]
@@ -104,8 +110,11 @@ def main() -> None:
                 continue
             layer_args = ["--layers", str(args.layers)] if args.layers else []
             for ty in types:
-                path = os.path.join(wd, f"{preset}.{ty}.gguf")
-                if ty == "q8_0":
+                lsuf = f".l{args.layers}" if args.layers else ""
+                path = os.path.join(wd, f"{preset}{lsuf}.{ty}.gguf")
+                if args.keep and os.path.exists(path):
+                    pass
+                elif ty == "q8_0":
                     subprocess.run([args.synth, "--preset", preset, "--vocab-from", args.vocab_from,
                                     "--dtype", "q8_0", "--out", path, *layer_args],
                                    check=True, capture_output=True)
@@ -141,7 +150,8 @@ def main() -> None:
                     row["serval_decode_of_ceiling"] = round(row["serval_decode_tok_s"] / ceil, 3)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                os.unlink(path)
+                if not args.keep:
+                    os.unlink(path)
 
     print("\n| family | type | layers | prompt tok/s serval / llama.cpp (ratio) | decode tok/s "
           "serval / llama.cpp (ratio) | MB/token | decode ceiling tok/s (serval's share) |",
