@@ -3,7 +3,8 @@
 """Dev-time only. PYTHONPATH=/work/ref/lcp-avx2 python3 bench/embed_vs_llamacpp.py
 models/all-MiniLM-L6-v2.f16.gguf [--threads 2] [--seconds 4]. Chunks are bench_embed.c's
 make_chunk(i), one text per llama_decode (llama.cpp's embed() runs a list as one batch too:
---batch N passes N texts per call)."""
+--batch N passes N texts per call). CPU time is not comparable for llama.cpp: ggml's threads
+spin while they wait, so compare wall time on the same (shared) machine, run back to back."""
 import argparse
 import time
 
@@ -37,7 +38,10 @@ def main():
         return p
     llama_cpp.llama_model_default_params = no_extra_bufts
     llama_cpp.llama.llama_cpp.llama_model_default_params = no_extra_bufts
-    llm = Llama(model_path=a.model, embedding=True, n_ctx=8192, n_batch=8192, n_ubatch=8192,
+    # Context and batch sized to the work (512 per text, the model's positions), as a
+    # deployment would; larger ones only slow llama.cpp down.
+    n_ctx = 512 * a.batch
+    llm = Llama(model_path=a.model, embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
                 n_threads=a.threads, n_threads_batch=a.threads, verbose=False)
     texts = [chunk(i) for i in range(a.batch)]
     llm.embed(texts)
