@@ -180,9 +180,10 @@ typedef struct run_out {
 } run_out;
 
 static eng_engine *make_engine_len(const eng_model *m, eng_speculate spec, int64_t kv_bytes,
-                                   int32_t max_seq_len)
+                                   int32_t max_seq_len, eng_schedule schedule)
 {
     eng_engine_config cfg = eng_engine_config_defaults();
+    cfg.schedule = schedule;
     cfg.n_threads = 2;
     cfg.check_invariants = true; /* the KV pool's accounting after every step */
     cfg.speculate = spec;
@@ -196,7 +197,7 @@ static eng_engine *make_engine_len(const eng_model *m, eng_speculate spec, int64
 
 static eng_engine *make_engine(const eng_model *m, eng_speculate spec, int64_t kv_bytes)
 {
-    return make_engine_len(m, spec, kv_bytes, 1024);
+    return make_engine_len(m, spec, kv_bytes, 1024, ENG_SCHEDULE_LATENCY); /* the default */
 }
 
 typedef struct job {
@@ -456,7 +457,8 @@ Test(spec, prefix_cache_and_preemption_keep_outputs_after_rollback, .timeout = 3
     eng_engine_stats_get(e_off, &st);
     int64_t kv_bytes = TEST_KV_BYTES / st.kv_blocks_total * 18;
     eng_engine_free(e_off);
-    e = make_engine_len(m, ENG_SPECULATE_ON, kv_bytes, 256);
+    /* the throughput schedule admits every prompt that fits, so the small pool preempts */
+    e = make_engine_len(m, ENG_SPECULATE_ON, kv_bytes, 256, ENG_SCHEDULE_THROUGHPUT);
     run_jobs(e, js, 4, on);
     for (int i = 0; i < 4; i++)
         assert_same(&on[i], &off[i], "small pool");
