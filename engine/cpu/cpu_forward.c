@@ -518,6 +518,16 @@ static void ffn_part(const fwd_job *j, const eng_layer *L, long t0, long t1, int
     const int64_t d = r->m->hp.n_embd, ff = r->m->hp.n_ff;
     const int32_t n = j->n;
     float *h = r->up; /* [n, ff] the activated hidden rows */
+    /* The activation runs on tokens [a0, a1), elements [e0, e1): this thread's tokens, or with
+     * fewer tokens than threads (decoding) every token and this thread's share of the elements
+     * (elementwise, so the same bits either way). */
+    const bool by_elems = n < nth;
+    long a0 = t0, a1 = t1, e0 = 0, e1 = (long)ff;
+    if (by_elems) {
+        a0 = 0;
+        a1 = n;
+        eng_pool_split((long)ff, ith, nth, &e0, &e1);
+    }
     if (L->w_gate.data) {
         quantize_rows(L->w_gate.dtype, r->xn, d, d, n, r->act, ith, nth);
         eng_pool_barrier(r->pool);
@@ -530,10 +540,10 @@ static void ffn_part(const fwd_job *j, const eng_layer *L, long t0, long t1, int
         matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
         eng_pool_barrier(r->pool);
         h = r->gate;
-        for (long t = t0; t < t1; t++) {
+        for (long t = a0; t < a1; t++) {
             float *g = r->gate + t * ff;
             const float *u = r->up + t * ff;
-            for (int64_t i = 0; i < ff; i++)
+            for (int64_t i = e0; i < e1; i++)
                 g[i] = g[i] / (1.0f + exp_ggml(-g[i])) * u[i]; /* SiLU(gate) * up */
         }
     } else {
@@ -541,12 +551,18 @@ static void ffn_part(const fwd_job *j, const eng_layer *L, long t0, long t1, int
         eng_pool_barrier(r->pool);
         matmul_part(&L->w_up, r->act, n, r->up, ff, ith, nth);
         eng_pool_barrier(r->pool);
-        for (long t = t0; t < t1; t++) {
-            if (L->b_up.data)
-                add_bias(r->up + t * ff, &L->b_up, ff);
-            cpu_gelu_row(r->up + t * ff, ff, r->gelu_tab);
+        for (long t = a0; t < a1; t++) {
+            float *u = r->up + t * ff;
+            if (L->b_up.data) {
+                const float *bb = L->b_up.data;
+                for (int64_t i = e0; i < e1; i++)
+                    u[i] += bb[i];
+            }
+            cpu_gelu_row(u + e0, e1 - e0, r->gelu_tab);
         }
     }
+    if (by_elems) /* the next quantisation reads whole rows */
+        eng_pool_barrier(r->pool);
     quantize_rows(L->w_down.dtype, h, ff, ff, n, r->act, ith, nth);
     eng_pool_barrier(r->pool);
     matmul_part(&L->w_down, r->act, n, r->tmp, d, ith, nth);
