@@ -2,7 +2,8 @@
  * backend on any model (the GPU machine cannot receive the real default model, so synthetic
  * ones work too): logits of full prefills, chunked prefill and decode against full prefill;
  * batched decode with GPU sampling, replayed from CUDA graphs, against eager launches, the CPU
- * backend and the CPU sampling rule; and batched-equals-alone through the engine.
+ * backend and the CPU sampling rule; batched-equals-alone through the engine; and greedy
+ * output unchanged by speculative decoding (verification chunks over the paged KV).
  * Exit 0 pass, 1 fail, 77 no GPU. */
 #include <math.h>
 #include <stdbool.h>
@@ -530,16 +531,99 @@ out:
     eng_engine_free(e);
 }
 
+/* Greedy requests through the engine on the GPU with speculative decoding on and off: the same
+ * tokens, alone and batched. Prompts repeat a segment, so drafts come from the prompt and a
+ * verification pass is a multi-token chunk of a decoding sequence with logits at each of its
+ * positions (the eager path: decode graphs hold one token per sequence). */
+static void check_speculation(const eng_model *m, int n_req, int32_t seg, int32_t out_len)
+{
+    const int32_t len = 3 * seg;
+    int32_t *prompts = malloc(sizeof(int32_t) * (size_t)n_req * (size_t)len);
+    /* res[mode][batched][q][out_len] */
+    int32_t *res = calloc(4 * (size_t)n_req * (size_t)out_len, sizeof(int32_t));
+    eng_request **rs = malloc(sizeof *rs * (size_t)n_req);
+    for (int q = 0; q < n_req; q++) {
+        int32_t *p = prompts + (size_t)q * (size_t)len;
+        gen_tokens(p, seg, 0x5eedULL + (uint64_t)q, m->hp.n_vocab);
+        memcpy(p + seg, p, sizeof(int32_t) * (size_t)seg);
+        memcpy(p + 2 * seg, p, sizeof(int32_t) * (size_t)seg);
+    }
+    eng_engine_stats st = {0};
+    for (int mode = 0; mode < 2; mode++) {
+        eng_engine_config c = eng_engine_config_defaults();
+        c.backend = ENG_BACKEND_CUDA;
+        c.kv_bytes = (int64_t)1 << 28;
+        c.max_seq_len = len + out_len + 16;
+        c.check_invariants = true;
+        c.speculate = mode == 0 ? ENG_SPECULATE_OFF : ENG_SPECULATE_ON;
+        eng_engine *e = NULL;
+        eng_err err;
+        if (eng_engine_create(m, &c, &e, &err) != ENG_OK) {
+            printf("FAIL  creating a CUDA engine: %s\n", err.msg);
+            failures++;
+            goto out;
+        }
+        for (int batched = 0; batched < 2; batched++) {
+            for (int q = 0; q < n_req; q++) {
+                eng_request_params rp = eng_request_params_defaults();
+                rp.tokens = prompts + (size_t)q * (size_t)len;
+                rp.n_tokens = len - q; /* different lengths: drafts at different offsets */
+                rp.max_tokens = out_len;
+                rp.ignore_eos = true;
+                if (eng_submit(e, &rp, &rs[q], &err) != ENG_OK) {
+                    printf("FAIL  submit: %s\n", err.msg);
+                    failures++;
+                    eng_engine_free(e);
+                    goto out;
+                }
+                if (batched && q < n_req - 1)
+                    continue; /* batched: submit all, then read all */
+                for (int w = batched ? 0 : q; w <= q; w++) {
+                    eng_request_output o;
+                    char buf[1024];
+                    do
+                        eng_request_read(rs[w], buf, sizeof buf, -1, &o);
+                    while (!o.done);
+                    size_t at = (((size_t)mode * 2 + (size_t)batched) * (size_t)n_req + (size_t)w) *
+                                (size_t)out_len;
+                    eng_request_tokens(rs[w], res + at, out_len);
+                    eng_request_release(rs[w]);
+                }
+            }
+        }
+        if (mode == 1)
+            eng_engine_stats_get(e, &st);
+        eng_engine_free(e);
+    }
+    int differ = 0;
+    size_t half = 2 * (size_t)n_req * (size_t)out_len;
+    for (size_t r = 0; r < 2 * (size_t)n_req; r++)
+        differ += memcmp(res + r * (size_t)out_len, res + half + r * (size_t)out_len,
+                         sizeof(int32_t) * (size_t)out_len) != 0;
+    printf("info  speculation on CUDA: %lld drafted, %lld accepted, %lld verification passes\n",
+           (long long)st.spec_drafted, (long long)st.spec_accepted, (long long)st.spec_passes);
+    check(st.spec_passes > 0, "speculation on CUDA: %.0f verification passes (want > %.0f)",
+          (double)st.spec_passes, 0);
+    check(differ == 0, "speculation on CUDA: %.0f of %.0f greedy outputs differ from it off",
+          differ, 2 * n_req);
+out:
+    free(prompts);
+    free(res);
+    free(rs);
+}
+
 int main(int argc, char **argv)
 {
     const char *model = NULL, *fixture = NULL, *exact = NULL;
     int limit = 0;
-    bool quick = false, small = false;
+    bool quick = false, small = false, spec_only = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             quick = true;
         } else if (!strcmp(argv[i], "--small")) {
             small = true;
+        } else if (!strcmp(argv[i], "--spec-only")) {
+            spec_only = true;
         } else if (!strcmp(argv[i], "--fp16")) {
             fixture_fp16 = true;
         } else if (i + 1 < argc && !strcmp(argv[i], "--fp16-limit")) {
@@ -561,14 +645,15 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--exact "
                 "greedy_exact_top1.jsonl] [--fixture-limit N]] "
-                "[--quick | --small] [--fp16] [--fp16-limit L]\n"
+                "[--quick | --small | --spec-only] [--fp16] [--fp16-limit L]\n"
                 "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
                 "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
-                "batched == alone through the engine. --fixture: also the llama.cpp greedy "
+                "batched == alone through the engine; speculation on == off. --fixture: also the llama.cpp greedy "
                 "fixture (tests/fixtures/llamacpp/greedy.jsonl, for the default model), first N "
                 "prompts (--fp16: with fp16 weights and activations; --exact: judge the GPU's top-1 "
                 "against tools/ref_forward.py's float64 argmax). --quick: the fixture only. --small: "
                 "fewer and shorter sequences in the prefill and engine checks (the emulator). "
+                "--spec-only: only speculation on == off, small (the emulator). "
                 "--fp16-limit: the batched fp16 decode's limit against the CPU backend (default "
                 "0.05; about 0.01 for a model with f16 weights). "
                 "Exit 0 pass, 1 fail, 77 no GPU.\n");
@@ -587,16 +672,22 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("info  %s on %s\n", m->hp.name, name);
-    if (fixture)
+    if (spec_only) {
+        check_speculation(m, 3, 16, 12);
+    } else if (fixture) {
         check_fixture(m, fixture, exact, limit);
-    if (!quick) {
+    }
+    if (!quick && !spec_only) {
         check_position_limit(m);
         check_backend(m, small ? 2 : 4, small ? 64 : 160);
         check_decode(m);
-        if (small)
+        if (small) {
             check_engine(m, 4, 40, 12);
-        else
+            check_speculation(m, 3, 16, 12);
+        } else {
             check_engine(m, 8, 96, 32);
+            check_speculation(m, 4, 16, 16);
+        }
     }
     eng_model_free(m);
     printf("%s\n", failures ? "FAILED" : "ALL PASSED");
