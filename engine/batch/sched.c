@@ -12,7 +12,7 @@ enum { MODEL_MIN_STEPS = 2 }; /* observations before the fit replaces the prior 
 #define PRIOR_MS 10.0
 #define PRIOR_MS_PER_TOKEN 2.0
 #define DEFAULT_MAX_STEP_MS 250.0
-#define DEFAULT_MIN_PREFILL 16
+#define DEFAULT_MIN_PREFILL 0
 
 /* Decoding requests in the running list (exactly one token left to compute). */
 static int32_t n_decoding(const sched_state *s)
@@ -106,15 +106,15 @@ int32_t sched_budget(const sched_state *s)
     double target = s->cfg.max_step_ms > 0 ? s->cfg.max_step_ms : DEFAULT_MAX_STEP_MS;
     for (int32_t i = 0; i < s->n_running; i++) {
         const eng_request *r = s->running[i];
-        if (r->deadline <= 0 || sched_is_late(s, r, n_dec))
-            continue;
+        if (r->deadline <= 0 || r->n_tokens - r->n_computed > 1 || sched_is_late(s, r, n_dec))
+            continue; /* prompts gain from big steps; their decode is constrained once it starts */
         double per = (r->deadline - s->now) / steps_left(r);
         if (per < target)
             target = per;
     }
     double t = (target - a) / b + 1e-9; /* 94.99999... of a fitted line is 95 */
     int32_t min_prefill = s->cfg.min_prefill > 0 ? s->cfg.min_prefill : DEFAULT_MIN_PREFILL;
-    int32_t lo = n_dec + min_prefill, hi = s->cfg.step_tokens;
+    int32_t lo = n_dec + min_prefill > 0 ? n_dec + min_prefill : 1, hi = s->cfg.step_tokens;
     int32_t budget = t >= hi ? hi : t <= lo ? lo : (int32_t)t;
     /* Steps all of one size cannot separate the fixed cost from the per-token one, and the
      * fallback (all per-token) underestimates what a bigger step costs so little more: every

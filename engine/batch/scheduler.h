@@ -81,7 +81,7 @@ typedef struct sched_config {
     void *user;
     /* SCHED_LATENCY only (0: the defaults in brackets): */
     double max_step_ms;  /* a step is sized to take at most this long [250] */
-    int32_t min_prefill; /* prompt tokens a step may plan whatever the deadlines say [16] */
+    int32_t min_prefill; /* prompt tokens a step may plan whatever the deadlines say [0] */
 } sched_config;
 
 /* The state one plan is made over. The engine and tests read every field; only the functions
@@ -132,9 +132,11 @@ double sched_predict_ms(const sched_state *s, int32_t tokens);
 bool sched_is_late(const sched_state *s, const eng_request *r, int32_t n_decoding);
 
 /* SCHED_LATENCY's token budget for the next step: the most tokens whose predicted step time
- * lets every running request that is not late finish its remaining tokens (max_tokens minus
- * those generated) by its deadline, one step per token, and at most max_step_ms; never less
- * than the decoding requests plus min_prefill, never more than step_tokens. While the recent
+ * lets every decoding request that is not late finish its remaining tokens (max_tokens minus
+ * those generated) by its deadline, one step per token, and at most max_step_ms (a prompt
+ * being computed does not shrink it: it gains from big steps, and its decode counts once it
+ * starts); never less than the decoding requests plus min_prefill (and 1), never more than
+ * step_tokens. While the recent
  * steps were all about one size (the fit cannot tell per-step from per-token cost), every
  * other budget is doubled so that they spread. */
 int32_t sched_budget(const sched_state *s);

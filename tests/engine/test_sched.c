@@ -559,7 +559,7 @@ Test(sched, the_budget_keeps_a_running_decode_within_its_deadline)
     world_free(w);
 }
 
-Test(sched, the_budget_is_max_step_ms_without_deadlines_and_never_below_the_floor)
+Test(sched, the_budget_is_max_step_ms_without_deadlines_and_never_below_the_decodes)
 {
     world *w = world_latency(64, 512, 4, 1000);
     eng_request *d = put_decoding(w, 1, 8, 2);
@@ -573,12 +573,24 @@ Test(sched, the_budget_is_max_step_ms_without_deadlines_and_never_below_the_floo
     /* 62 tokens in 6200 ms: 100 ms steps. */
     d->deadline = 1000 + 62 * 100;
     cr_assert_eq(sched_budget(w->s), 95);
-    /* 62 tokens in 62 * 10 ms: 10 ms steps would be 5 tokens, under the floor (one decode +
-     * 16 prompt tokens), which holds; decode-only steps (6 ms) would still make it in time,
-     * so the request is not late. */
+    /* 62 tokens in 62 * 10 ms: 10 ms steps, 5 tokens: the decode and 4 prompt tokens. */
     d->deadline = 1000 + 62 * 10;
     cr_assert(!sched_is_late(w->s, d, 1));
+    cr_assert_eq(sched_budget(w->s), 5);
+    /* With min_prefill the prompts get that many whatever the deadlines say. */
+    w->s->cfg.min_prefill = 16;
     cr_assert_eq(sched_budget(w->s), 17);
+    world_free(w);
+}
+
+Test(sched, a_prompt_being_computed_does_not_shrink_the_steps_only_a_decode_does)
+{
+    world *w = world_latency(64, 512, 4, 1000);
+    /* 300 prompt tokens left, 64 tokens to generate, 1100 ms: its prompt wants big steps. */
+    eng_request *p = req_new(w, 1, 0, 400, 0);
+    put_running(w, p, 100);
+    p->deadline = 2100;
+    cr_assert_eq(sched_budget(w->s), 245);
     world_free(w);
 }
 
