@@ -75,8 +75,10 @@ def main():
     text = "".join(c.text for c in st.Chat(chat, metadata=md, timeout=60))
     assert text, "Chat produced nothing"
 
-    expect_code(grpc.StatusCode.UNIMPLEMENTED, st.Embed, pb.EmbedRequest(inputs=["x"]),
-                metadata=md, timeout=10)
+    # The default embedding model (tools/setup.sh converts all-MiniLM-L6-v2).
+    emb = st.Embed(pb.EmbedRequest(inputs=["x", "def add(a, b):"]), metadata=md, timeout=30)
+    assert len(emb.embeddings) == 2 and len(emb.embeddings[1].values) == 384, emb
+    assert abs(sum(v * v for v in emb.embeddings[1].values) - 1) < 1e-4
     expect_code(grpc.StatusCode.UNIMPLEMENTED, st.Search, pb.SearchRequest(query="x"),
                 metadata=md, timeout=10)
     expect_code(grpc.StatusCode.UNAUTHENTICATED, st.Complete, req, timeout=10)
