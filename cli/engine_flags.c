@@ -23,7 +23,7 @@ eng_engine_config cli_engine_config(const cli_engine_opts *o)
     ec.backend = o->backend == ENG_BACKEND_CUDA ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU;
     ec.cuda_fp16 = o->cuda_fp16;
     ec.no_cuda_graphs = o->no_cuda_graphs;
-    ec.speculate = o->speculate == 1 ? ENG_SPECULATE_OFF : ENG_SPECULATE_ON;
+    ec.speculate = (eng_speculate)o->speculate; /* "auto|on|off" are the enum's order */
     ec.draft_max = (int32_t)o->draft_max;
     if (o->threads)
         ec.n_threads = (int)o->threads;

@@ -15,7 +15,7 @@ typedef struct cli_engine_opts {
     long kv_mb;          /* 0: the engine's default (1 GiB on the CPU, 90% of free GPU memory) */
     bool cuda_fp16;
     bool no_cuda_graphs;
-    int speculate;       /* eng_speculate's ON (0) or OFF (1), by index in "on|off" */
+    int speculate;       /* eng_speculate, by its index in "auto|on|off" */
     long draft_max;      /* most drafted tokens per request and step */
 } cli_engine_opts;
 
@@ -32,10 +32,12 @@ typedef struct cli_engine_opts {
      "CPU backend threads (default: the number of online CPUs)"},                             \
     {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
      "KV cache memory in MiB (default 1024 on the CPU, 90% of free GPU memory on cuda)"},     \
-    {"--speculate", "on|off", CLI_FLAG_CHOICE, &(o)->speculate, "on", 0, 0, "on|off",        \
+    {"--speculate", "auto|on|off", CLI_FLAG_CHOICE, &(o)->speculate, "auto", 0, 0,           \
+     "auto|on|off",                                                                           \
      "speculative decoding drafted from the prompt: the model checks several tokens copied "  \
      "from the prompt in one pass; output is unchanged (greedy and seeded sampling alike), "  \
-     "decoding faster where a completion repeats its context and the batch is small"},      \
+     "decoding faster where a completion repeats its context and the batch is small; auto: "  \
+     "on with the CPU backend, off with cuda (not measured on a GPU yet)"},                  \
     {"--draft-max", "N", CLI_FLAG_INT, &(o)->draft_max, "8", 1, 16, NULL,                     \
      "speculation: most tokens drafted per request and step (each request adapts its own "   \
      "draft length below this to how many of its drafts the model accepts)"}

@@ -53,7 +53,9 @@ typedef enum eng_schedule {
     ENG_SCHEDULE_THROUGHPUT
 } eng_schedule;
 
-/* Speculative decoding: DEFAULT is on for both backends. */
+/* Speculative decoding (engine/batch/spec.h). DEFAULT: on with the CPU backend (it pays at
+ * batch 1 there: bench/RESULTS.md), off with CUDA until measured on a GPU (a step with a
+ * draft cannot replay the decode CUDA graphs; tools/gpu_check.sh SPEC=1 measures it). */
 typedef enum eng_speculate {
     ENG_SPECULATE_DEFAULT = 0,
     ENG_SPECULATE_ON,

@@ -859,7 +859,9 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->cfg = c;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
-    e->spec = (spec_config){.on = c.speculate != ENG_SPECULATE_OFF, .draft_max = c.draft_max,
+    bool spec_on = c.speculate == ENG_SPECULATE_ON ||
+                   (c.speculate == ENG_SPECULATE_DEFAULT && c.backend == ENG_BACKEND_CPU);
+    e->spec = (spec_config){.on = spec_on, .draft_max = c.draft_max,
                             .step_tokens = c.spec_step_tokens, .min_rate = 0.3f};
     /* logits rows: one per decoding request plus one per drafted token */
     int32_t max_logits = c.max_running + (e->spec.on ? c.spec_step_tokens : 0);
