@@ -217,7 +217,11 @@ static cli_parse_result apply_sources(const cli_command *c, const cli_config_spe
         const cli_flag *f = NULL;
         for (size_t i = 0; i < c->n_flags && !f; i++) {
             cli_config_key(c->flags[i].name, key, sizeof key);
-            if (!strcmp(key, e->key) && !in_list(s->not_settings, c->flags[i].name))
+            /* a list may also be written plural in the file: repos = [...] for --repo */
+            size_t kl = strlen(key);
+            bool plural = c->flags[i].kind == CLI_FLAG_LIST && !strncmp(key, e->key, kl) &&
+                          !strcmp(e->key + kl, "s");
+            if ((plural || !strcmp(key, e->key)) && !in_list(s->not_settings, c->flags[i].name))
                 f = &c->flags[i];
         }
         if (!f && e->type == CLI_TOML_TABLE)

@@ -7,6 +7,9 @@
 #include "convert.h"
 #include "doctor.h"
 #include "man.h"
+#ifdef SERVAL_HAVE_INDEX
+#include "index.h"
+#endif
 #ifdef SERVAL_HAVE_SERVE
 #include "serve.h"
 #include "token.h"
@@ -43,11 +46,25 @@ static int cmd_token(int argc, char **argv)
 #endif
 }
 
+static int cmd_index(int argc, char **argv)
+{
+#ifdef SERVAL_HAVE_INDEX
+    return cli_index_main(argc, argv);
+#else
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "serval: `index` is not built in (this is an engine-only build)\n");
+    return 2;
+#endif
+}
+
 static const command commands[] = {
     {"complete", "generate a completion for a prompt and print it (--backend cpu|cuda)",
      cli_complete_main},
     {"serve", "serve completions and chat over gRPC and HTTP (see `serval serve --help`)",
      cmd_serve},
+    {"index", "index repositories for retrieval-augmented completions and search (see `serval "
+              "index --help`)", cmd_index},
     {"doctor", "check this machine and the settings `serve` would use, and say what to fix",
      cli_doctor_main},
     {"token", "create, list and revoke named tokens (`serval token create NAME`)", cmd_token},

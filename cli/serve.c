@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "cpuinfo.h"
 #include "serval_embed.h"
+#include "serval_index.h"
 #include "serval_engine.h"
 #include "serve_opts.h"
 #include "sd_notify.h"
@@ -399,6 +400,54 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc
     rpc_log_event(RPC_LOG_INFO, "ready", head, kv, sizeof kv / sizeof kv[0]);
 }
 
+static void log_index(void *user, const char *line)
+{
+    (void)user;
+    rpc_log(RPC_LOG_INFO, "%s", line);
+}
+
+/* --repo PATH[=GIT_URL] (or `repos` in the config file): the index in <data_dir>/index, kept
+ * up to date by a background thread while serve answers from what is indexed so far. */
+static eng_status start_indexer(const serve_opts *o, const char *data_dir, eng_embedder *emb,
+                                idx_index **ix, idx_service **svc)
+{
+    *ix = NULL, *svc = NULL;
+    if (o->repos.n == 0)
+        return ENG_OK;
+    if (!emb) {
+        rpc_log(RPC_LOG_ERROR, "serve: --repo needs the embedding model (--embedding-model; "
+                "not --no-embeddings)");
+        return ENG_ERR_INVALID;
+    }
+    if (!data_dir) {
+        rpc_log(RPC_LOG_ERROR, "serve: --repo needs a data dir for the index (--data-dir)");
+        return ENG_ERR_INVALID;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/index", data_dir);
+    idx_repo_spec specs[SERVE_MAX_REPOS];
+    char paths[SERVE_MAX_REPOS][1024];
+    for (size_t i = 0; i < o->repos.n; i++) {
+        const char *v = o->repos.items[i], *eq = strchr(v, '=');
+        snprintf(paths[i], sizeof paths[i], "%.*s", (int)(eq ? (size_t)(eq - v) : strlen(v)), v);
+        specs[i] = (idx_repo_spec){paths[i], eq && eq[1] ? eq + 1 : NULL};
+    }
+    idx_embedder ie = idx_embedder_from_engine(emb);
+    eng_err err = {{0}};
+    if (idx_open(dir, &ie, ix, &err) != ENG_OK ||
+        idx_service_start(*ix, specs, o->repos.n, (int)o->reindex_s, log_index, NULL, svc,
+                          &err) != ENG_OK) {
+        rpc_log(RPC_LOG_ERROR, "serve: index %s: %s", dir, err.msg);
+        idx_close(*ix);
+        *ix = NULL;
+        return ENG_ERR_IO;
+    }
+    rpc_log(RPC_LOG_INFO, "indexing %zu repositories into %s in the background (again every %ld "
+            "s); completions %s retrieved snippets", o->repos.n, dir, o->reindex_s,
+            o->no_retrieval ? "get no (--no-retrieval)" : "get");
+    return ENG_OK;
+}
+
 /* The embedding model: --embedding-model, else the default one when it exists; none with
  * --no-embeddings. A model named explicitly that does not load is an error; the default one
  * missing is not (the embedding routes then answer 501). */
@@ -472,6 +521,8 @@ int cli_serve_main(int argc, char **argv)
     eng_model *m = NULL;
     eng_engine *e = NULL;
     eng_embedder *emb = NULL;
+    idx_index *index = NULL;
+    idx_service *indexer = NULL;
     rpc_auth *auth = NULL;
     rpc_grpc_server *grpc = NULL;
     http_server *http = NULL;
@@ -534,13 +585,16 @@ int cli_serve_main(int argc, char **argv)
     rpc_log(RPC_LOG_INFO, "model %s (%s, %d layers, context %d) on %s", eng_model_name(m),
             eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
 
-    if (start_embedder(&o, &emb) != ENG_OK) {
+    if (start_embedder(&o, &emb) != ENG_OK ||
+        start_indexer(&o, data_dir, emb, &index, &indexer) != ENG_OK) {
         http_starting_stop(starting);
         goto out;
     }
 
     rpc_grpc_config gc = grpc_config(&o, ctx_len);
     gc.embedder = emb;
+    gc.index = index;
+    gc.no_retrieval = o.no_retrieval;
     int grpc_port = 0;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
         http_starting_stop(starting);
@@ -551,20 +605,22 @@ int cli_serve_main(int argc, char **argv)
 
     /* The HTTP shim: same engine and auth as gRPC. */
     http_server_config hc = http_config(&o, data_dir);
-    int http_port = 0;
-    if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
-        rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
     hc.port = http_port_want; /* the port the placeholder held (the one port 0 picked) */
     hc.embedder = emb;
-        goto out;
+    hc.index = index;
+    hc.no_retrieval = o.no_retrieval;
+    int http_port = 0;
     http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
+    if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
+        rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
+        goto out;
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
+    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
     char why[256];
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
-    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
-        fprintf(stderr, "serval: cannot tell systemd that serve is ready: %s\n", why);
+        rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is ready: %s", why);
 
     int sig = 0;
     while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
@@ -579,6 +635,8 @@ int cli_serve_main(int argc, char **argv)
 out:
     http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
+    idx_service_stop(indexer); /* before the embedder it embeds with */
+    idx_close(index);
     eng_engine_free(e);
     eng_embedder_free(emb); /* after both front ends: none of their threads still embeds */
     eng_model_free(m);

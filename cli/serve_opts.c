@@ -58,6 +58,7 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
     *o = (serve_opts){0};
     o->tokens = (cli_list){.items = o->token_items, .cap = SERVE_MAX_TOKENS};
     o->origins = (cli_list){.items = o->origin_items, .cap = SERVE_MAX_ORIGINS};
+    o->repos = (cli_list){.items = o->repo_items, .cap = SERVE_MAX_REPOS};
     const cli_flag flags[] = {
         {"--config", "PATH", CLI_FLAG_STRING, &o->config, NULL, 0, 0, NULL,
          "read settings from this TOML file (default " SERVE_CONFIG_DEFAULT " when it exists, "
@@ -74,6 +75,18 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "PATH given that does not load stops serve"},
         {"--no-embeddings", NULL, CLI_FLAG_BOOL, &o->no_embeddings, NULL, 0, 0, NULL,
          "load no embedding model: the embedding routes answer 501, gRPC Embed UNIMPLEMENTED"},
+        {"--repo", "PATH[=GIT_URL]", CLI_FLAG_LIST, &o->repos, NULL, 0, 0, NULL,
+         "index this repository (a git work tree's tracked files, or a folder) into "
+         "<data-dir>/index in the background, again every --reindex-interval, serving all the "
+         "while; completions whose segments.git_url is GIT_URL (default: PATH made absolute) "
+         "get snippets retrieved from it, and /v1beta/search and gRPC Search search it "
+         "(repeatable; config file: repos = [\"PATH=URL\", ...])"},
+        {"--no-retrieval", NULL, CLI_FLAG_BOOL, &o->no_retrieval, NULL, 0, 0, NULL,
+         "index and search the --repo repositories, but add no retrieved snippets to "
+         "completions (a request can also say \"retrieval\": false)"},
+        {"--reindex-interval", "S", CLI_FLAG_INT, &o->reindex_s, "300", 5, 86400, NULL,
+         "seconds between re-index runs of the --repo repositories (only changed files are "
+         "embedded again)"},
         {"--bind", "ADDR", CLI_FLAG_STRING, &o->bind, "127.0.0.1", 0, 0, NULL,
          "address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 or :: serves the "
          "network"},

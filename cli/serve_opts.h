@@ -12,12 +12,17 @@
 
 #define SERVE_MAX_TOKENS 64
 #define SERVE_MAX_ORIGINS 32
+#define SERVE_MAX_REPOS 64
 #define SERVE_CONFIG_DEFAULT "/etc/serval/serval.toml"
 
 typedef struct serve_opts {
     const char *model;
     const char *embedding_model; /* --embedding-model; NULL: the default one when present */
     bool no_embeddings;          /* --no-embeddings */
+    const char *repo_items[SERVE_MAX_REPOS];
+    cli_list repos;              /* --repo PATH[=GIT_URL] (config: repos = [...]) */
+    bool no_retrieval;           /* --no-retrieval */
+    long reindex_s;              /* --reindex-interval */
     cli_engine_opts eng;
     const char *bind;
     long grpc_port;
@@ -40,13 +45,13 @@ typedef struct serve_opts {
     cli_list origins;
     char cors[4096]; /* the --cors-origin values joined with commas */
     bool quiet;
-    const char *config;  /* --config: the TOML file named on the command line */
-    bool print_config;   /* --print-config */
-    cli_config *cfg;     /* the settings' sources; the file's strings o's fields borrow */
     int log_format;      /* --log-format: index in "text|json" (rpc_log_format's order) */
     int log_level;       /* --log-level: index in "debug|info|warn|error" (rpc_log_level's) */
     char *effective;     /* the effective settings as --print-config prints them (malloc'd),
                           * what SIGHUP compares against */
+    const char *config;  /* --config: the TOML file named on the command line */
+    bool print_config;   /* --print-config */
+    cli_config *cfg;     /* the settings' sources; the file's strings o's fields borrow */
 } serve_opts;
 
 /* Parses `serve`'s arguments (those after the command's name) with the config file and the

@@ -11,6 +11,9 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/index_io.h>
+#include <omp.h>
+#include <utility>
+#include <vector>
 
 struct idx_faiss {
     faiss::Index *index;
@@ -68,10 +71,60 @@ extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *id
     return f;
 }
 
+// The exact index scanned here rather than by FAISS: Debian's build takes its scalar reference
+// inner product, and this loop, compiled for the machine, vectorises. Top k by a bounded heap.
+static void flat_search(const faiss::IndexIDMap *map, const float *q, int64_t k, float *sims,
+                        int64_t *labels)
+{
+    auto *flat = static_cast<const faiss::IndexFlat *>(map->index);
+    const float *xb = flat->get_xb();
+    int64_t n = flat->ntotal;
+    int d = flat->d;
+    std::vector<std::pair<float, int64_t>> heap; // min-heap of the best k (score, position)
+    heap.reserve((size_t)k + 1);
+    auto worse = [](const std::pair<float, int64_t> &a, const std::pair<float, int64_t> &b) {
+        return a.first > b.first;
+    };
+    for (int64_t i = 0; i < n; i++) {
+        const float *x = xb + (size_t)i * (size_t)d;
+        float acc[16] = {0}; // 16 partial sums: the loop vectorises without -ffast-math
+        int j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int l = 0; l < 16; l++) acc[l] += x[j + l] * q[j + l];
+        float s = 0;
+        for (; j < d; j++) s += x[j] * q[j];
+        for (int l = 0; l < 16; l++) s += acc[l];
+        if ((int64_t)heap.size() < k) {
+            heap.emplace_back(s, i);
+            std::push_heap(heap.begin(), heap.end(), worse);
+        } else if (s > heap.front().first) {
+            std::pop_heap(heap.begin(), heap.end(), worse);
+            heap.back() = {s, i};
+            std::push_heap(heap.begin(), heap.end(), worse);
+        }
+    }
+    std::sort_heap(heap.begin(), heap.end(), worse); // best first
+    for (int64_t i = 0; i < k; i++) {
+        bool have = i < (int64_t)heap.size();
+        sims[i] = have ? heap[(size_t)i].first : -1e30f;
+        labels[i] = have ? map->id_map[(size_t)heap[(size_t)i].second] : -1;
+    }
+}
+
 extern "C" int idx_faiss_search(const idx_faiss *f, const float *q, int64_t k, float *sims,
                                 int64_t *labels, char *msg, size_t cap)
 {
+    // One query is too little work to share: OpenMP's team would spin-wait on a busy machine.
+    static thread_local bool single = false;
+    if (!single) {
+        omp_set_num_threads(1);
+        single = true;
+    }
     try {
+        if (!f->ivf) {
+            flat_search(static_cast<const faiss::IndexIDMap *>(f->index), q, k, sims, labels);
+            return 0;
+        }
         f->index->search(1, q, k, sims, labels);
     } catch (const std::exception &e) {
         set_msg(msg, cap, "search", e.what());

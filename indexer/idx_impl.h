@@ -71,6 +71,8 @@ struct idx_index {
     char model_key[160];      /* "<model>/<dim>" */
     sqlite3 *wdb;             /* indexing (under run_mu) */
     sqlite3 *rdb;             /* searching (under read_mu) */
+#define IDX_N_READ_STMTS 4
+    sqlite3_stmt *rst[IDX_N_READ_STMTS]; /* search.c's statements on rdb, prepared once */
     pthread_mutex_t run_mu, read_mu;
     pthread_rwlock_t vec_lock; /* guards vec */
     idx_faiss *vec;

@@ -45,9 +45,29 @@ static void add_term(void *user, const char *tok, size_t len, bool part)
     t->terms[t->n++][len] = 0;
 }
 
-/* "a" OR "b" OR ...: every identifier and its parts, each as a quoted FTS5 string. The last
- * tokens of the text are the most telling (the cursor's lines): they are collected first. */
-static char *fts_query(const char *text, size_t len)
+/* "a" OR "b" OR ...: the query's rarest identifiers and parts, each as a quoted FTS5 string.
+ * The last tokens of the text are the most telling (the cursor's lines): they are collected
+ * first. FTS5 scores every chunk that holds any term, so common terms (self, return, the
+ * language's keywords: near-zero BM25 weight anyway) would make it score most of the table:
+ * terms are taken rarest first while their chunks add up to FTS_POSTINGS (at least
+ * FTS_MIN_TERMS, at most FTS_TERMS), none that is in more than a quarter of the chunks. A small
+ * index keeps every term; a large one its rare ones, so the work stays bounded. */
+#define FTS_TERMS 24
+#define FTS_MIN_TERMS 3
+#define FTS_POSTINGS 5000
+
+typedef struct term_df {
+    int64_t df;
+    size_t i;
+} term_df;
+
+static int cmp_df(const void *a, const void *b)
+{
+    const term_df *x = a, *y = b;
+    return x->df != y->df ? (x->df > y->df) - (x->df < y->df) : (x->i > y->i) - (x->i < y->i);
+}
+
+static char *fts_query(const char *text, size_t len, sqlite3_stmt *vocab, int64_t n_docs)
 {
     term_set t = {.n = 0};
     size_t from = len;
@@ -61,12 +81,36 @@ static char *fts_query(const char *text, size_t len)
     }
     if (t.n == 0)
         return NULL;
-    size_t cap = t.n * 72 + 1, off = 0;
+    size_t cap = t.n * 72 + 1, off = 0, kept = 0, n_df = 0;
+    int64_t postings = 0;
     char *q = malloc(cap);
     if (!q)
         return NULL;
-    for (size_t i = 0; i < t.n; i++)
-        off += (size_t)snprintf(q + off, cap - off, "%s\"%s\"", i ? " OR " : "", t.terms[i]);
+    term_df dfs[QUERY_TERMS];
+    for (size_t i = 0; i < t.n; i++) {
+        int64_t df = 1;
+        if (vocab && n_docs >= 64) {
+            sqlite3_reset(vocab);
+            sqlite3_bind_text(vocab, 1, t.terms[i], -1, SQLITE_STATIC);
+            df = sqlite3_step(vocab) == SQLITE_ROW ? sqlite3_column_int64(vocab, 0) : 0;
+            sqlite3_reset(vocab);
+            if (df == 0 || df > n_docs / 4)
+                continue;
+        }
+        dfs[n_df++] = (term_df){df, i};
+    }
+    qsort(dfs, n_df, sizeof *dfs, cmp_df);
+    for (size_t k = 0; k < n_df && kept < FTS_TERMS; k++) {
+        if (kept >= FTS_MIN_TERMS && postings + dfs[k].df > FTS_POSTINGS)
+            break;
+        postings += dfs[k].df;
+        off += (size_t)snprintf(q + off, cap - off, "%s\"%s\"", kept++ ? " OR " : "",
+                                t.terms[dfs[k].i]);
+    }
+    if (kept == 0) {
+        free(q);
+        return NULL;
+    }
     return q;
 }
 
@@ -210,13 +254,18 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
     if (!q || !q->text)
         return eng_fail(err, ENG_ERR_INVALID, "a search needs a query text");
     size_t len = q->len ? q->len : strlen(q->text);
+    if (len == 0)
+        return eng_fail(err, ENG_ERR_INVALID, "the query is empty");
+    if (len > IDX_MAX_QUERY_BYTES)
+        return eng_fail(err, ENG_ERR_INVALID, "the query is %zu bytes, more than the %zu allowed",
+                        len, IDX_MAX_QUERY_BYTES);
     size_t top_k = q->top_k ? q->top_k : 10;
     if (top_k > 100)
         return eng_fail(err, ENG_ERR_INVALID, "top_k must be at most 100 (got %zu)", top_k);
     int32_t dim = ix->emb.dim;
     float *qv = NULL;
     /* Deeper lists when filtering by repository: other repositories' hits are dropped. */
-    size_t depth = q->git_url && *q->git_url ? 4 * LIST_DEPTH : 2 * LIST_DEPTH;
+    size_t depth = q->git_url && *q->git_url ? 4 * LIST_DEPTH : LIST_DEPTH + LIST_DEPTH / 2;
     int64_t *vids = NULL, *bids = NULL;
     size_t n_v = 0, n_b = 0;
     eng_status s = ENG_OK;
@@ -247,25 +296,33 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
         n_v = rc == 0 ? depth : 0;
     }
     pthread_mutex_lock(&ix->read_mu);
-    sqlite3_stmt *chunk = NULL, *files = NULL, *fts = NULL;
-    if (sqlite3_prepare_v2(ix->rdb, "SELECT hash, start_line, end_line, body, vec FROM chunks "
-                                    "WHERE id = ?", -1, &chunk, NULL) ||
-        sqlite3_prepare_v2(ix->rdb, "SELECT r.git_url, f.path FROM files f JOIN repos r ON "
-                                    "r.id = f.repo_id WHERE f.hash = ? ORDER BY f.rowid", -1,
-                           &files, NULL) ||
-        sqlite3_prepare_v2(ix->rdb, "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
-                                    "ORDER BY rank LIMIT ?", -1, &fts, NULL)) {
-        s = eng_fail(err, ENG_ERR_IO, "%s: %s", ix->dir, sqlite3_errmsg(ix->rdb));
-        goto unlock;
-    }
+    /* Prepared once per index, used under read_mu. */
+    sqlite3_stmt **st = ix->rst;
+    static const char *const sql[IDX_N_READ_STMTS] = {
+        "SELECT hash, start_line, end_line, body, vec FROM chunks WHERE id = ?",
+        "SELECT r.git_url, f.path FROM files f JOIN repos r ON r.id = f.repo_id "
+        "WHERE f.hash = ? ORDER BY f.rowid",
+        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+        "SELECT doc FROM chunks_vocab WHERE term = ?"};
+    for (int i = 0; i < IDX_N_READ_STMTS; i++)
+        if (!st[i] && sqlite3_prepare_v3(ix->rdb, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i],
+                                         NULL) != SQLITE_OK) {
+            s = eng_fail(err, ENG_ERR_IO, "%s: %s", ix->dir, sqlite3_errmsg(ix->rdb));
+            goto unlock;
+        }
+    sqlite3_stmt *chunk = st[0], *files = st[1], *fts = st[2];
     if (q->mode != IDX_MODE_VECTOR) {
-        char *match = fts_query(q->text, len);
+        pthread_rwlock_rdlock(&ix->vec_lock);
+        int64_t n_docs = idx_faiss_ntotal(ix->vec);
+        pthread_rwlock_unlock(&ix->vec_lock);
+        char *match = fts_query(q->text, len, st[3], n_docs);
         bids = malloc(depth * sizeof *bids);
         if (match && bids) {
             sqlite3_bind_text(fts, 1, match, -1, SQLITE_TRANSIENT);
             sqlite3_bind_int64(fts, 2, (int64_t)depth);
             while (n_b < depth && sqlite3_step(fts) == SQLITE_ROW)
                 bids[n_b++] = sqlite3_column_int64(fts, 0);
+            sqlite3_reset(fts);
         }
         free(match);
     }
@@ -303,7 +360,6 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
     free(cs.v);
     *hits = h, *n = out_n;
 unlock:
-    sqlite3_finalize(chunk), sqlite3_finalize(files), sqlite3_finalize(fts);
     pthread_mutex_unlock(&ix->read_mu);
 done:
     free(qv), free(vids), free(bids);

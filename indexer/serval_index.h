@@ -56,6 +56,11 @@ typedef struct idx_embedder {
                           * another model (or dim) is re-embedded, never mixed */
 } idx_embedder;
 
+/* The engine's embedding model (engine/serval_embed.h) as an idx_embedder; e is borrowed and
+ * must outlive every index that uses it. */
+typedef struct eng_embedder eng_embedder;
+idx_embedder idx_embedder_from_engine(eng_embedder *e);
+
 /* Opens (creating when absent) the index in directory dir (created too). *out is owned by
  * the caller: free with idx_close. Errors: ENG_ERR_IO (cannot create or open), ENG_ERR_FORMAT
  * (index.db is not an index), ENG_ERR_INVALID (bad embedder). The embedder is copied; its
@@ -107,6 +112,8 @@ typedef enum idx_mode {
     IDX_MODE_VECTOR
 } idx_mode;
 
+#define IDX_MAX_QUERY_BYTES ((size_t)64 << 10) /* longer queries are refused */
+
 typedef struct idx_query {
     const char *text;          /* natural language or code (required) */
     size_t len;                /* 0: strlen(text) */
@@ -135,13 +142,63 @@ typedef struct idx_hit {
 } idx_hit;
 
 /* Searches; *hits (caller-owned, free with idx_hits_free) holds *n <= top_k hits, best first.
- * An empty index or no match gives *n = 0 and ENG_OK. */
+ * An empty index or no match gives *n = 0 and ENG_OK. ENG_ERR_INVALID (the message says which)
+ * for an empty query, one over IDX_MAX_QUERY_BYTES, or top_k over 100: both front ends answer
+ * with it. */
 eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t *n,
                       eng_err *err);
 void idx_hits_free(idx_hit *hits, size_t n);
 
 /* Whether git_url names a repository with indexed files. */
 bool idx_has_repo(idx_index *ix, const char *git_url);
+
+/* ---- retrieval for completion requests (the rule both front ends call) ---------------- */
+
+#define IDX_RETRIEVE_QUERY_LINES 10       /* the query: the prefix's last lines */
+#define IDX_RETRIEVE_TOP_K 5              /* hits considered */
+#define IDX_RETRIEVE_MIN_SIMILARITY 0.35f /* below this cosine a hit is not relevant (measured:
+                                           * bench/RESULTS.md, "Indexer") */
+
+typedef struct idx_retrieve_input {
+    const char *git_url;          /* segments.git_url: nothing is retrieved unless indexed */
+    const char *filepath;         /* the current file (its overlapping chunks are left out) */
+    const char *prefix, *suffix;  /* suffix may be NULL */
+    size_t prefix_len, suffix_len;
+    const char *const *client_bodies; /* the client's own snippets: not repeated, and their
+                                       * length counts against the budget */
+    size_t n_client;
+    size_t budget;                /* snippet characters the prompt takes */
+    float min_similarity;         /* 0: IDX_RETRIEVE_MIN_SIMILARITY */
+} idx_retrieve_input;
+
+/* Snippets for a completion request: best first, none below the similarity floor, none
+ * repeating a client snippet, all together within the budget left by the client's snippets.
+ * ix NULL, an unindexed git_url or nothing relevant: *n = 0 and ENG_OK. Free with
+ * idx_hits_free. */
+eng_status idx_retrieve(idx_index *ix, const idx_retrieve_input *in, idx_hit **hits, size_t *n,
+                        eng_err *err);
+
+/* ---- indexing in the background of a server -------------------------------------------- */
+
+typedef struct idx_repo_spec {
+    const char *path;             /* the repository's folder */
+    const char *git_url;          /* NULL: its absolute path */
+} idx_repo_spec;
+
+typedef struct idx_service idx_service;
+typedef void (*idx_log_fn)(void *user, const char *line);
+
+/* Starts a thread that indexes repos (copied) into ix at once and then every interval_s
+ * seconds; ix is borrowed and must outlive the service. log (may be NULL: stderr) gets one line
+ * per run that changed something, and errors. *out: free with idx_service_stop. */
+eng_status idx_service_start(idx_index *ix, const idx_repo_spec *repos, size_t n,
+                             int interval_s, idx_log_fn log, void *log_user, idx_service **out,
+                             eng_err *err);
+/* Waits until the first round over every repository has finished (true) or timeout_ms. */
+bool idx_service_wait_first(idx_service *s, int timeout_ms);
+/* Stops a run in progress at its next file (what is committed stays), joins the thread, frees
+ * the service. NULL does nothing. */
+void idx_service_stop(idx_service *s);
 
 /* Totals over the whole index. */
 typedef struct idx_totals {

@@ -126,19 +126,41 @@ static eng_status build_segments(const gs_context *ctx, const Serval__V1__Segmen
     size_t nd = sg->n_declarations, ns = sg->n_snippets;
     if (nd > RPC_MAX_SNIPPETS) nd = RPC_MAX_SNIPPETS; /* the rest are dropped, as on HTTP */
     if (ns > RPC_MAX_SNIPPETS) ns = RPC_MAX_SNIPPETS;
-    prompt_snippet *sn = calloc(nd + ns + 1, sizeof *sn);
-    if (!sn) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    /* room for the retrieved snippets, after the client's */
+    prompt_snippet *sn = calloc(nd + ns + IDX_RETRIEVE_TOP_K + 1, sizeof *sn);
+    const char **bodies = calloc(nd + ns + 1, sizeof *bodies);
+    if (!sn || !bodies) {
+        free(sn), free(bodies);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    }
     for (size_t i = 0; i < nd; i++)
         sn[i] = (prompt_snippet){sg->declarations[i]->filepath, sg->declarations[i]->body};
     for (size_t i = 0; i < ns; i++)
         sn[nd + i] = (prompt_snippet){sg->snippets[i]->filepath, sg->snippets[i]->body};
+    for (size_t i = 0; i < nd + ns; i++)
+        bodies[i] = sn[i].body;
     prompt_completion_input in = {
         .language = sg->language[0] ? sg->language : NULL,
         .prefix = sg->prefix, .prefix_len = strlen(sg->prefix),
         .suffix = sg->suffix, .suffix_len = strlen(sg->suffix),
         .declarations = sn, .n_declarations = nd, .recent = sn + nd, .n_recent = ns};
+    idx_hit *got = NULL;
+    size_t n_got = 0;
+    if (ctx->retrieval && !sg->no_retrieval && sg->git_url[0]) {
+        idx_retrieve_input ri = {
+            .git_url = sg->git_url, .filepath = sg->filepath, .prefix = in.prefix,
+            .prefix_len = in.prefix_len, .suffix = in.suffix, .suffix_len = in.suffix_len,
+            .client_bodies = bodies, .n_client = nd + ns, .budget = PROMPT_DEFAULT_SNIPPET_BUDGET};
+        eng_err rerr = {{0}};
+        if (idx_retrieve(ctx->index, &ri, &got, &n_got, &rerr) != ENG_OK)
+            n_got = 0; /* the completion goes on without them */
+        for (size_t i = 0; i < n_got; i++)
+            sn[nd + ns + i] = (prompt_snippet){got[i].filepath, got[i].body};
+        in.n_recent += n_got;
+    }
     eng_status st = prompt_build_completion(ctx->prompts, &in, pr, err);
-    free(sn);
+    idx_hits_free(got, n_got);
+    free(sn), free(bodies);
     return st;
 }
 
@@ -402,6 +424,68 @@ static void handle_embed(gs_call *c, const uint8_t *data, size_t len)
     serval__v1__embed_request__free_unpacked(rq, NULL);
 }
 
+/* Search: hybrid BM25 + vector search over the indexed repositories (indexer/). */
+static void handle_search(gs_call *c, const uint8_t *data, size_t len)
+{
+    const gs_context *ctx = gs_call_context(c);
+    if (!ctx->index) {
+        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
+                       "Search is not available: the indexer has no repository on this server "
+                       "(start it with --repo PATH)");
+        return;
+    }
+    Serval__V1__SearchRequest *rq = serval__v1__search_request__unpack(NULL, len, data);
+    if (!rq) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, "malformed SearchRequest");
+        return;
+    }
+    char msg[600];
+    idx_hit *hits = NULL;
+    size_t n = 0;
+    eng_err err = {{0}};
+    eng_status st = ENG_ERR_INVALID;
+    if (rq->top_k < 0 || rq->top_k > 100)
+        snprintf(err.msg, sizeof err.msg, "top_k must be in [0, 100] (0: 10), got %d", rq->top_k);
+    else if (!rq->query[0])
+        snprintf(err.msg, sizeof err.msg, "query is empty");
+    else {
+        idx_query q = {.text = rq->query, .top_k = (size_t)rq->top_k,
+                       .git_url = rq->git_url[0] ? rq->git_url : NULL};
+        st = idx_search(ctx->index, &q, &hits, &n, &err);
+    }
+    if (st != ENG_OK) {
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        gs_call_finish(c, NULL, st == ENG_ERR_INVALID ? GRPC_STATUS_INVALID_ARGUMENT
+                                                      : GRPC_STATUS_INTERNAL, msg);
+        serval__v1__search_request__free_unpacked(rq, NULL);
+        return;
+    }
+    Serval__V1__SearchHit *hv = calloc(n ? n : 1, sizeof *hv);
+    Serval__V1__SearchHit **hp = calloc(n ? n : 1, sizeof *hp);
+    Serval__V1__SearchResponse r = SERVAL__V1__SEARCH_RESPONSE__INIT;
+    if (!hv || !hp) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INTERNAL, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            serval__v1__search_hit__init(&hv[i]);
+            hv[i].filepath = hits[i].filepath;
+            hv[i].git_url = hits[i].git_url;
+            hv[i].start_line = hits[i].start_line;
+            hv[i].end_line = hits[i].end_line;
+            hv[i].body = hits[i].body;
+            hv[i].score = hits[i].score;
+            hv[i].similarity = hits[i].similarity;
+            hp[i] = &hv[i];
+        }
+        r.n_hits = n;
+        r.hits = hp;
+        gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+    }
+    free(hv), free(hp);
+    idx_hits_free(hits, n);
+    serval__v1__search_request__free_unpacked(rq, NULL);
+}
+
 void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len)
 {
     switch (m) {
@@ -409,10 +493,7 @@ void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len)
     case GS_M_COMPLETE_STREAM: handle_complete(c, data, len); break;
     case GS_M_CHAT: handle_chat(c, data, len); break;
     case GS_M_EMBED: handle_embed(c, data, len); break;
-    case GS_M_SEARCH:
-        gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED,
-                       "Search is not available: the repository indexer is not wired in yet");
-        break;
+    case GS_M_SEARCH: handle_search(c, data, len); break;
     case GS_M_HEALTH: handle_health(c); break;
     case GS_M_LIST_MODELS: handle_list_models(c); break;
     default: gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED, "unknown method"); break;

@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "prompt.h"
 #include "serval_engine.h"
+#include "serval_index.h"
 
 typedef enum gs_method {
     GS_M_UNKNOWN = 0,
@@ -35,6 +36,8 @@ typedef struct gs_context {
     const char *backend;
     int32_t context_length;
     struct eng_embedder *embedder; /* NULL: Embed answers UNIMPLEMENTED */
+    idx_index *index;   /* Search and completion retrieval; NULL: none */
+    bool retrieval;     /* completions get retrieved snippets (an index and no --no-retrieval) */
 } gs_context;
 
 typedef struct gs_call gs_call;

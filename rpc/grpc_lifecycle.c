@@ -174,7 +174,8 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .prompts = s->prompts,
                           .model_id = s->model_id,
                           .backend = s->cfg.backend_name, .context_length = s->cfg.context_length,
-                          .embedder = s->cfg.embedder};
+                          .embedder = s->cfg.embedder, .index = s->cfg.index,
+                          .retrieval = s->cfg.index && !s->cfg.no_retrieval};
     s->t_shutdown = (gs_tag){.c = NULL, .kind = TAG_SHUTDOWN};
     atomic_init(&s->draining, false);
     atomic_init(&s->shut_down, false);

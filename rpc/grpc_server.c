@@ -672,7 +672,7 @@ static void on_recv(gs_call *c, bool ok)
         return;
     }
     if (c->method != GS_M_COMPLETE && c->method != GS_M_COMPLETE_STREAM &&
-        c->method != GS_M_CHAT && c->method != GS_M_EMBED) {
+        c->method != GS_M_CHAT && c->method != GS_M_EMBED && c->method != GS_M_SEARCH) {
         handle_message(c); /* cheap: answered from memory */
         call_unref(c);
         return;

@@ -8,6 +8,7 @@
 
 #include "auth.h"
 #include "serval_engine.h"
+#include "serval_index.h"
 #include "status.h"
 
 typedef struct rpc_grpc_server rpc_grpc_server;
@@ -47,6 +48,10 @@ typedef struct rpc_grpc_config {
     /* ---- TLS: both set (PEM file paths) serve TLS only; both NULL serve plaintext ---- */
     const char *tls_cert_file;      /* certificate chain, PEM */
     const char *tls_key_file;       /* its private key, PEM */
+
+    /* ---- repository retrieval (indexer/serval_index.h) ---- */
+    idx_index *index;               /* borrowed; NULL: Search answers UNIMPLEMENTED */
+    bool no_retrieval;              /* completions get no retrieved snippets */
 } rpc_grpc_config;
 
 /* Starts listening and serving. `e` and `auth` are borrowed and must outlive the server

@@ -29,6 +29,8 @@ typedef enum http_route {
     HTTP_ROUTE_TOKENIZE,
     HTTP_ROUTE_EMBEDDINGS,   /* llama.cpp's /embeddings (http_embed.c) */
     HTTP_ROUTE_V1_EMBEDDINGS, /* OpenAI's /v1/embeddings (http_embed.c) */
+    HTTP_ROUTE_EMBEDDING,    /* llama.cpp's /embedding before b4356 (http_embed.c) */
+    HTTP_ROUTE_V1BETA_SEARCH, /* code search over the indexed repositories */
     HTTP_ROUTE_METRICS,
     HTTP_ROUTE_STATUS_PAGE,  /* GET /: the status page (http_status.c) */
     HTTP_ROUTE_V1_STATUS,    /* GET /v1/status: the JSON behind it */
@@ -257,8 +259,17 @@ enum MHD_Result http_dispatch(http_req *r);
 /* POST /v1/embeddings (OpenAI) and POST /embeddings (llama.cpp server) (http_embed.c). */
 enum MHD_Result http_route_openai_embeddings(http_req *r, json_t *req);
 enum MHD_Result http_route_llama_embeddings(http_req *r, json_t *req);
+enum MHD_Result http_route_llama_embedding_legacy(http_req *r, json_t *req);
 /* POST /v1/events (http_events.c). */
 enum MHD_Result http_route_events(http_req *r, json_t *req);
+/* POST /v1beta/search (http_search.c). */
+enum MHD_Result http_route_search(http_req *r, json_t *req);
+/* Completion retrieval (http_search.c): with an index, retrieval on and git_url indexed,
+ * appends the retrieved snippets (idx_retrieve's rule) to in->recent, which is rec with room
+ * for IDX_RETRIEVE_TOP_K more; returns how many, their text held by *got (free with
+ * idx_hits_free after the prompt is built). Failures only log: the completion goes on. */
+size_t http_retrieve_snippets(http_server *s, prompt_completion_input *in, prompt_snippet *rec,
+                              const char *filepath, const char *git_url, idx_hit **got);
 /* GET / and GET /v1/status (http_status.c): admin scope, or a loopback client without a
  * token. */
 enum MHD_Result http_route_status_page(http_req *r, json_t *body);

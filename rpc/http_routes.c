@@ -386,9 +386,12 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     json_t *sj = json_object_get(seg, "suffix");
     if (sj && !json_is_null(sj) && !json_is_string(sj))
         return http_reply_error(r, 422, "invalid_request_error", "segments.suffix must be a string");
-    (void)jstr(seg, "filepath", "segments.filepath", &e);
-    (void)jstr(seg, "git_url", "segments.git_url", &e);
-    prompt_snippet decl[RPC_MAX_SNIPPETS], chg[RPC_MAX_SNIPPETS], rec[RPC_MAX_SNIPPETS];
+    const char *filepath = jstr(seg, "filepath", "segments.filepath", &e);
+    const char *git_url = jstr(seg, "git_url", "segments.git_url", &e);
+    bool retrieval = jbool(req, "retrieval", true, "retrieval", &e); /* Serval's own option */
+    /* rec has room for the snippets retrieval adds after the client's (http_search.c). */
+    prompt_snippet decl[RPC_MAX_SNIPPETS], chg[RPC_MAX_SNIPPETS];
+    prompt_snippet rec[RPC_MAX_SNIPPETS + IDX_RETRIEVE_TOP_K];
     prompt_completion_input in = {
         .language = language ? language : "unknown",
         .prefix = json_string_value(pj), .prefix_len = json_string_length(pj),
@@ -410,9 +413,13 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
     }
     if (refused_before_tokenizing(r, false, "segments", text_bytes, true, &refused))
         return refused;
+    idx_hit *got = NULL;
+    size_t n_got = retrieval ? http_retrieve_snippets(s, &in, rec, filepath, git_url, &got) : 0;
     st = prompt_build_completion(s->prompts, &in, &g.prompt, &err);
-    if (st != ENG_OK)
+    if (st != ENG_OK) {
+        idx_hits_free(got, n_got);
         return http_reply_eng_error(r, st, err.msg);
+    }
     json_t *snips = NULL;
     if (ret_snippets) {
         snips = json_array();
@@ -423,6 +430,7 @@ static enum MHD_Result route_tabby_completion(http_req *r, json_t *req)
                 json_array_append_new(snips, json_pack("{s:s?,s:s}", "filepath", lists[l][i].filepath,
                                                        "body", lists[l][i].body));
     }
+    idx_hits_free(got, n_got);
     return reply_tabby_completion(r, req, &g, ret_prompt, ret_snippets, g.prompt.n_snippets, snips);
 }
 
@@ -798,8 +806,10 @@ static const http_route_def routes[HTTP_ROUTE_COUNT] = {
     [HTTP_ROUTE_COMPLETION]     = {"/completion",              NULL,             POST,       COMPL, true,  true,  HTTP_BODY_SERVER,     route_llama_completion},
     [HTTP_ROUTE_HEALTH]         = {"/health",                  NULL,             GET,        false, false, false, HTTP_BODY_NONE,       route_llama_health},
     [HTTP_ROUTE_TOKENIZE]       = {"/tokenize",                NULL,             POST,       true,  true,  true,  HTTP_BODY_SERVER,     route_tokenize},
+    [HTTP_ROUTE_V1BETA_SEARCH]  = {"/v1beta/search",           NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_search},
     [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embeddings},
     [HTTP_ROUTE_V1_EMBEDDINGS]  = {"/v1/embeddings",           NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_openai_embeddings},
+    [HTTP_ROUTE_EMBEDDING]      = {"/embedding",               NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embedding_legacy},
     [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       route_metrics},
     [HTTP_ROUTE_STATUS_PAGE]    = {"/",                        NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_page},
     [HTTP_ROUTE_V1_STATUS]      = {"/v1/status",               NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_json},

@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "serval_embed.h"
 #include "serval_engine.h"
+#include "serval_index.h"
 #include "status.h"
 
 typedef struct http_server http_server;
@@ -48,6 +49,11 @@ typedef struct http_server_config {
                                   * too); NULL: API tokens only */
     const char *tls_cert_file;   /* both set (PEM paths): serve HTTPS only; both NULL: HTTP */
     const char *tls_key_file;
+
+    /* ---- repository retrieval (indexer/serval_index.h) ---- */
+    idx_index *index;            /* borrowed; NULL: /v1beta/search answers 501, completions get
+                                  * no retrieved snippets */
+    bool no_retrieval;           /* --no-retrieval: completions get none even with an index */
 } http_server_config;
 
 /* What every route holds to, whatever a client sends: a JSON body nested deeper than 64

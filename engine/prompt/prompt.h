@@ -51,6 +51,9 @@ const char *prompt_chat_name(prompt_chat_kind k);
 
 /* ---- code completion -------------------------------------------------------------------- */
 
+/* Snippet characters a completion prompt takes when the request does not say (Tabby's 768). */
+#define PROMPT_DEFAULT_SNIPPET_BUDGET 768
+
 typedef struct prompt_snippet {
     const char *filepath; /* may be NULL */
     const char *body;

@@ -7,7 +7,7 @@
 #include "prompt_impl.h"
 #include "utf8.h"
 
-#define DEFAULT_SNIPPET_BUDGET 768
+#define DEFAULT_SNIPPET_BUDGET PROMPT_DEFAULT_SNIPPET_BUDGET
 #define DEFAULT_MAX_PREFIX 1024
 #define DEFAULT_MAX_SUFFIX 512
 

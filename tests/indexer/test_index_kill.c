@@ -95,12 +95,13 @@ Test(index_kill, kill_9_at_random_moments_leaves_an_index_that_answers_and_then_
     srand(seed);
     int killed_mid_run = 0;
     for (int round = 0; round < 6; round++) {
-        if (round == 3)
-            make_repo(repo, 1); /* every file edited: old contents must go, new ones come */
+        /* Every file edited each round (work for the run to be killed in), and contents coming
+         * back from an earlier round: reused when that round stored them before its kill. */
+        make_repo(repo, round % 3);
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
-            tu_embed_state es = {.delay_us = 300}; /* ~0.1 s per batch: killable mid-run */
+            tu_embed_state es = {.delay_us = 500}; /* 30 ms a batch, 0.2 s a run: killable */
             idx_embedder emb = tu_idx_embedder(&es);
             idx_index *ix;
             eng_err err;
@@ -108,7 +109,7 @@ Test(index_kill, kill_9_at_random_moments_leaves_an_index_that_answers_and_then_
                 _exit(3);
             _exit(idx_index_repo(ix, repo, "repo", NULL, NULL, NULL, NULL, &err) == ENG_OK ? 0 : 4);
         }
-        usleep((useconds_t)(5000 + rand() % 150000));
+        usleep((useconds_t)(5000 + rand() % 120000));
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
