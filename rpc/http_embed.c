@@ -1,8 +1,9 @@
 /* http_embed.c — the embedding routes: OpenAI's POST /v1/embeddings (input as a string, an
  * array of strings, a token array or an array of token arrays; encoding_format float or
  * base64; usage) and llama.cpp-server's POST /embeddings ({"content": ...} answered as
- * [{"index", "embedding": [[...]]}], what Tabby's `llama.cpp/embedding` backend reads). Both
- * run on the server's embedder (serval_embed.h); without one they answer 501. */
+ * [{"index", "embedding": [[...]]}], what Tabby's `llama.cpp/embedding` backend reads) and
+ * its older POST /embedding ({"embedding": [...]}, Tabby's before_b4356 setting). All run on
+ * the server's embedder (serval_embed.h); without one they answer 501. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,4 +292,33 @@ enum MHD_Result http_route_llama_embeddings(http_req *r, json_t *req)
                                              float_array(out + (size_t)i * (size_t)d, d)));
     free(out), free(ntok);
     return http_reply_json(r, 200, arr);
+}
+
+/* llama.cpp before b4356 (Tabby's `before_b4356` llama.cpp/embedding): one text in, one
+ * object {"embedding": [...]} out. */
+enum MHD_Result http_route_llama_embedding_legacy(http_req *r, json_t *req)
+{
+    eng_embedder *e = r->s->cfg.embedder;
+    if (!e)
+        return no_embedder(r, false);
+    json_t *v = json_object_get(req, "content");
+    if (!json_is_string(v))
+        return http_reply_error(r, 422, "invalid_request_error",
+                                "content must be a string (one text per request here; "
+                                "POST /embeddings takes several)");
+    const char *text = json_string_value(v);
+    size_t len = json_string_length(v);
+    const int32_t d = eng_embedder_dim(e);
+    float *out = malloc(sizeof(float) * (size_t)d);
+    if (!out)
+        return http_reply_error(r, 500, "server_error", "out of memory");
+    eng_err err = {{0}};
+    eng_status st = eng_embed(e, &text, &len, 1, out, NULL, NULL, &err);
+    if (st != ENG_OK) {
+        free(out);
+        return http_reply_eng_error(r, st, err.msg);
+    }
+    json_t *body = json_pack("{s:o}", "embedding", float_array(out, d));
+    free(out);
+    return http_reply_json(r, 200, body);
 }

@@ -90,6 +90,17 @@ Test(embed_api, openai_embeddings_of_texts_tokens_and_base64_agree, .timeout = 1
         cr_assert(fabs(rows->items[0]->items[k]->num - v[0][k]) < 1e-6);
     tu_json_free(j);
     tu_http_resp_free(&r);
+
+    /* ... and the one before llama.cpp b4356 (Tabby's before_b4356 setting). */
+    r = request(s.port, "POST", "/embedding", TOKEN, "{\"content\":\"hello world\"}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    j = json_of(&r);
+    const tu_json *flat = tu_json_get(j, "embedding");
+    cr_assert(flat && flat->type == TU_JSON_ARR && flat->n == DIM, "%s", r.body);
+    for (int k = 0; k < DIM; k++)
+        cr_assert(fabs(flat->items[k]->num - v[0][k]) < 1e-6);
+    tu_json_free(j);
+    tu_http_resp_free(&r);
     cr_assert_eq(server_stop(&s), 0);
 }
 
