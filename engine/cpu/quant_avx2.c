@@ -845,7 +845,7 @@ AVX2_INLINE __m256i reduce8_i32(const __m256i v[8])
 AVX2_INLINE __m256 q6_rows8(const uint8_t *const wr[Q6K_ROWS], const prefetch_plan *pp, int64_t nb,
                             const uint8_t *a)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     /* pshufb masks: int16 scale 2g' in the low half, 2g'+1 in the high half (g' = g % 4) */
     __m256i pick[4];
     for (int g = 0; g < 4; g++) {
@@ -879,8 +879,12 @@ AVX2_INLINE __m256 q6_rows8(const uint8_t *const wr[Q6K_ROWS], const prefetch_pl
                 for (int k = 0; k < 4; k++) {
                     const __m256i l = k & 1 ? l1 : l0;
                     const __m256i low = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
-                    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
-                    const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+                    /* bits 2k, 2k+1 of qh moved to bits 4, 5 with one shift (none for k = 2) */
+                    const __m256i hs = k == 0   ? _mm256_slli_epi16(qh, 4)
+                                       : k == 1 ? _mm256_slli_epi16(qh, 2)
+                                       : k == 2 ? qh
+                                                : _mm256_srli_epi16(qh, 2);
+                    const __m256i q = _mm256_or_si256(low, _mm256_and_si256(hs, m30));
                     const __m256i p = _mm256_maddubs_epi16(q, load256(ya->qs + 32 * (4 * h + k)));
                     sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(sch, pick[k])));
                 }
