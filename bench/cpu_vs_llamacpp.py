@@ -23,9 +23,10 @@ import tempfile
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_serval(binary, model, prompt_file, gen, threads):
+def run_serval(binary, model, prompt_file, gen, threads, speculate="off"):
     cmd = [binary, "complete", "--model", model, "--prompt-file", prompt_file,
-           "--max-tokens", str(gen), "--ignore-eos", "--threads", str(threads)]
+           "--max-tokens", str(gen), "--ignore-eos", "--threads", str(threads),
+           "--speculate", speculate]
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     pm = re.search(r"prompt: (\d+) tokens in ([\d.]+) ms \(([\d.]+) tok/s\)", p.stderr)
     dm = re.search(r"decode: (\d+) tokens in ([\d.]+) ms \(([\d.]+) tok/s\)", p.stderr)
@@ -45,6 +46,9 @@ def main():
     ap.add_argument("--extra-bufts", action="store_true",
                     help="pass --extra-bufts to tools/bench_llamacpp.py (llama.cpp's REPACK/AMX "
                          "buffer types; they crash the native AVX-512 wheel on this machine)")
+    ap.add_argument("--speculate", default="off", choices=["off", "on", "auto"],
+                    help="serval's speculative decoding (default off: llama.cpp's peer decodes one "
+                         "token per pass, so both sides do the same work)")
     args = ap.parse_args()
 
     peer = os.path.join(TOP, "tools/bench_llamacpp.py")
@@ -57,8 +61,10 @@ def main():
                            capture_output=True, text=True, check=True)
         peer_rows = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
         peer_by = {r["metric"]: r for r in peer_rows}
-        run_serval(args.serval, args.model, prompt, args.gen_tokens, args.threads)  # warm-up
-        runs = [run_serval(args.serval, args.model, prompt, args.gen_tokens, args.threads)
+        run_serval(args.serval, args.model, prompt, args.gen_tokens, args.threads,
+                   args.speculate)  # warm-up
+        runs = [run_serval(args.serval, args.model, prompt, args.gen_tokens, args.threads,
+                           args.speculate)
                 for _ in range(args.repeats)]
         bw = subprocess.run([sys.executable, peer, "--membw"], capture_output=True, text=True, check=True)
         bw_row = next(json.loads(l) for l in bw.stdout.splitlines() if l.startswith("{"))
@@ -76,7 +82,7 @@ def main():
         "serval_prompt_runs": [r[1] for r in runs], "serval_decode_runs": [r[2] for r in runs],
         "memcpy_gb_s": bw_row.get("median"), "load_avg": os.getloadavg()[0],
         "llamacpp_system_info": peer_by.get("decode_tok_per_s", {}).get("system_info", ""),
-        "llamacpp_extra_bufts": args.extra_bufts,
+        "llamacpp_extra_bufts": args.extra_bufts, "serval_speculate": args.speculate,
     }
     print(json.dumps(out))
     print(f"threads {args.threads}: prompt {sp:.1f} vs llama.cpp {lp:.1f} tok/s ({sp / lp:.2f}x), "
