@@ -113,7 +113,21 @@ static void st_snippet(prompt_str *t, const char *comment, const prompt_snippet 
     }
 }
 
-/* Renders the snippets that fit the budget as comments; *n_used says how many. */
+/* Canonical order within a list: by path (none first), then body. */
+static int snippet_cmp(const void *pa, const void *pb)
+{
+    const prompt_snippet *a = *(const prompt_snippet *const *)pa;
+    const prompt_snippet *b = *(const prompt_snippet *const *)pb;
+    int c = strcmp(a->filepath ? a->filepath : "", b->filepath ? b->filepath : "");
+    return c ? c : strcmp(a->body, b->body);
+}
+
+/* Renders the snippets that fit the budget as comments; *n_used says how many. They are chosen
+ * in the order the client ranked them (declarations, then changed files, then recent files,
+ * each list until one does not fit), and rendered list by list in a canonical order (path,
+ * then body): the same snippets then give the same prompt head whatever their rank, so the
+ * prefix cache serves them to the next keystroke and to other developers of the repository
+ * (bench/RESULTS.md, "prompt section order"). */
 static void render_snippets(const prompt_completion_input *in, const char *comment,
                             prompt_str *t, size_t *n_used)
 {
@@ -125,6 +139,8 @@ static void render_snippets(const prompt_completion_input *in, const char *comme
     if (!comment)
         return;
     for (int l = 0; l < 3; l++) {
+        const prompt_snippet **pick = counts[l] ? malloc(counts[l] * sizeof *pick) : NULL;
+        size_t n_pick = 0;
         for (size_t i = 0; i < counts[l]; i++) {
             const prompt_snippet *sn = &lists[l][i];
             if (!sn->body || !*sn->body || !eng_utf8_valid(sn->body, strlen(sn->body), NULL) ||
@@ -134,9 +150,20 @@ static void render_snippets(const prompt_completion_input *in, const char *comme
             if (used + n > budget)
                 break;
             used += n;
-            st_snippet(t, comment, sn, *n_used == 0);
+            if (pick) {
+                pick[n_pick++] = sn;
+            } else { /* out of memory: the client's order */
+                st_snippet(t, comment, sn, *n_used == 0);
+                (*n_used)++;
+            }
+        }
+        if (n_pick > 1)
+            qsort(pick, n_pick, sizeof *pick, snippet_cmp);
+        for (size_t i = 0; i < n_pick; i++) {
+            st_snippet(t, comment, pick[i], *n_used == 0);
             (*n_used)++;
         }
+        free(pick);
     }
 }
 

@@ -443,3 +443,47 @@ Test(prompt, llama3_and_unknown_templates)
     cr_assert(strstr(err.msg, "chat template"), "%s", err.msg);
     fx_close(&x);
 }
+
+/* Snippets are chosen in the client's rank order but rendered in a canonical one (path, then
+ * body) within each list, so the same snippets ranked differently from one keystroke (or one
+ * developer) to the next give the same prompt head, which the prefix cache then reuses. */
+Test(prompt, the_same_snippets_in_any_rank_order_give_the_same_prompt)
+{
+    fixture x;
+    fx_star(&x);
+    prompt_snippet a[] = {{"src/b.py", "def b():\n    return 2"}, {"src/a.py", "def a(): ..."},
+                          {NULL, "x = 1"}};
+    prompt_snippet b[] = {{"src/a.py", "def a(): ..."}, {NULL, "x = 1"},
+                          {"src/b.py", "def b():\n    return 2"}};
+    prompt_snippet big[] = {{"src/z.py", "def z(): ..."}, {"src/y.py", "def y(): ..."}};
+    prompt_completion_input in = {.language = "python", .prefix = "y = ", .prefix_len = 4,
+                                  .declarations = a, .n_declarations = 3};
+    prompt_result ra, rb;
+    eng_err err = {{0}};
+    cr_assert_eq(prompt_build_completion(x.b, &in, &ra, &err), ENG_OK, "%s", err.msg);
+    in.declarations = b;
+    cr_assert_eq(prompt_build_completion(x.b, &in, &rb, &err), ENG_OK, "%s", err.msg);
+    cr_assert_str_eq(ra.text, rb.text);
+    cr_assert_str_eq(ra.text, "<fim_prefix># x = 1\n#\n# Path: src/a.py\n# def a(): ...\n#\n"
+                              "# Path: src/b.py\n# def b():\n#     return 2\ny = <fim_suffix>\n"
+                              "<fim_middle>");
+    prompt_result_clear(&ra);
+    prompt_result_clear(&rb);
+    /* The choice still follows the rank: with room for one snippet, the first ranked is kept;
+     * and lists keep their order (declarations before recent files). */
+    in.declarations = big;
+    in.n_declarations = 2;
+    in.recent = a + 1;
+    in.n_recent = 1;
+    in.snippet_budget = 24;
+    cr_assert_eq(prompt_build_completion(x.b, &in, &ra, &err), ENG_OK, "%s", err.msg);
+    cr_assert_str_eq(ra.text, "<fim_prefix># Path: src/y.py\n# def y(): ...\n#\n# Path: src/z.py\n"
+                              "# def z(): ...\ny = <fim_suffix>\n<fim_middle>");
+    in.snippet_budget = 12;
+    prompt_result_clear(&ra);
+    cr_assert_eq(prompt_build_completion(x.b, &in, &ra, &err), ENG_OK, "%s", err.msg);
+    cr_assert_str_eq(ra.text, "<fim_prefix># Path: src/z.py\n# def z(): ...\ny = <fim_suffix>\n"
+                              "<fim_middle>");
+    prompt_result_clear(&ra);
+    fx_close(&x);
+}
