@@ -30,7 +30,6 @@ typedef enum http_route {
     HTTP_ROUTE_EMBEDDINGS,   /* llama.cpp's /embeddings (http_embed.c) */
     HTTP_ROUTE_V1_EMBEDDINGS, /* OpenAI's /v1/embeddings (http_embed.c) */
     HTTP_ROUTE_EMBEDDING,    /* llama.cpp's /embedding before b4356 (http_embed.c) */
-    HTTP_ROUTE_EMBEDDING,    /* llama.cpp's /embedding before b4356 (http_embed.c) */
     HTTP_ROUTE_V1BETA_SEARCH, /* code search over the indexed repositories */
     HTTP_ROUTE_METRICS,
     HTTP_ROUTE_STATUS_PAGE,  /* GET /: the status page (http_status.c) */
@@ -260,7 +259,6 @@ enum MHD_Result http_dispatch(http_req *r);
 /* POST /v1/embeddings (OpenAI) and POST /embeddings (llama.cpp server) (http_embed.c). */
 enum MHD_Result http_route_openai_embeddings(http_req *r, json_t *req);
 enum MHD_Result http_route_llama_embeddings(http_req *r, json_t *req);
-enum MHD_Result http_route_llama_embedding_legacy(http_req *r, json_t *req);
 enum MHD_Result http_route_llama_embedding_legacy(http_req *r, json_t *req);
 /* POST /v1/events (http_events.c). */
 enum MHD_Result http_route_events(http_req *r, json_t *req);

@@ -810,7 +810,6 @@ static const http_route_def routes[HTTP_ROUTE_COUNT] = {
     [HTTP_ROUTE_EMBEDDINGS]     = {"/embeddings",              NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embeddings},
     [HTTP_ROUTE_V1_EMBEDDINGS]  = {"/v1/embeddings",           NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_openai_embeddings},
     [HTTP_ROUTE_EMBEDDING]      = {"/embedding",               NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embedding_legacy},
-    [HTTP_ROUTE_EMBEDDING]      = {"/embedding",               NULL,             POST,       EMBED, true,  true,  HTTP_BODY_SERVER,     http_route_llama_embedding_legacy},
     [HTTP_ROUTE_METRICS]        = {"/metrics",                 NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       route_metrics},
     [HTTP_ROUTE_STATUS_PAGE]    = {"/",                        NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_page},
     [HTTP_ROUTE_V1_STATUS]      = {"/v1/status",               NULL,             GET,        ADMIN, false, false, HTTP_BODY_NONE,       http_route_status_json},

@@ -476,7 +476,6 @@ Test(http, every_route_answers_its_methods_and_refuses_the_others_with_405, .tim
         {HTTP_ROUTE_EMBEDDINGS, "/embeddings", "POST, OPTIONS"},
         {HTTP_ROUTE_V1_EMBEDDINGS, "/v1/embeddings", "POST, OPTIONS"},
         {HTTP_ROUTE_EMBEDDING, "/embedding", "POST, OPTIONS"},
-        {HTTP_ROUTE_EMBEDDING, "/embedding", "POST, OPTIONS"},
         {HTTP_ROUTE_V1BETA_SEARCH, "/v1beta/search", "POST, OPTIONS"},
         {HTTP_ROUTE_METRICS, "/metrics", "GET, OPTIONS"},
         {HTTP_ROUTE_STATUS_PAGE, "/", "GET, OPTIONS"},
