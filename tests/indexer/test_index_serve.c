@@ -261,3 +261,38 @@ Test(index_serve, no_retrieval_serves_search_but_adds_no_snippets, .timeout = 12
     tu_rmtree(repo);
     free(repo);
 }
+
+Test(index_serve, serval_index_indexes_a_repository_and_reports_what_it_skipped, .timeout = 120)
+{
+    char *repo = make_repo();
+    tu_put(repo, "logo.png", "\x89PNG");
+    git(repo, "add", "logo.png", NULL);
+    char *db = tu_idx_tempdir("-db");
+    char *bin = tu_bin_path("serval");
+    char *argv[] = {bin, "index", "--quiet", "--embedding-model", (char *)embed_model(), "--db", db,
+                    "--git-url", URL, repo, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = tu_run(argv, &out, &err, 100);
+    cr_assert_eq(rc, 0, "serval index: %s", err);
+    cr_assert(strstr(out, "3 files indexed, 3 embedded, 0 deleted"), "%s", out);
+    cr_assert(strstr(out, "1 binary"), "%s", out);
+    cr_assert(strstr(out, " at "), "the commit is reported: %s", out);
+    free(out), free(err);
+    /* Again: nothing to embed. */
+    rc = tu_run(argv, &out, &err, 100);
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert(strstr(out, "3 files indexed, 0 embedded"), "%s", out);
+    free(out), free(err);
+    /* Usage errors: no PATH; --git-url with two PATHs. */
+    char *bad1[] = {bin, "index", "--db", db, NULL};
+    cr_assert_eq(tu_run(bad1, &out, &err, 30), 2);
+    cr_assert(strstr(err, "PATH"), "%s", err);
+    free(out), free(err);
+    char *bad2[] = {bin, "index", "--git-url", URL, repo, repo, NULL};
+    cr_assert_eq(tu_run(bad2, &out, &err, 30), 2);
+    cr_assert(strstr(err, "--git-url"), "%s", err);
+    free(out), free(err);
+    free(bin);
+    tu_rmtree(db), tu_rmtree(repo);
+    free(db), free(repo);
+}
