@@ -16,6 +16,7 @@
 
 #define BATCH_CHUNKS 64  /* chunks embedded, then committed, together */
 #define BATCH_FILES 256  /* file rows (reused contents) committed together */
+#define EMBED_SLICE 8    /* texts per embedding call */
 
 typedef struct pend_file {
     const char *path;      /* borrowed from the walk */
@@ -40,6 +41,7 @@ typedef struct run {
     void *progress_user;
     struct timespec t0;
     double last_report;
+    const volatile bool *stop; /* may be NULL */
 } run;
 
 static double since(const struct timespec *t0)
@@ -101,7 +103,16 @@ static eng_status flush(run *r, eng_err *err)
                 texts[k] = r->pend[i].text + r->pend[i].ch[c].off;
                 lens[k] = r->pend[i].ch[c].len;
             }
-        eng_status s = ix->emb.embed(ix->emb.user, texts, lens, n, r->vecs, err);
+        /* In slices, so a stop (serve shutting down) waits for a few texts, not a batch. */
+        eng_status s = ENG_OK;
+        for (size_t a = 0; a < n && s == ENG_OK; a += EMBED_SLICE) {
+            if (r->stop && *r->stop) {
+                s = eng_fail(err, ENG_ERR_CANCELLED, "indexing stopped");
+                break;
+            }
+            size_t m = n - a < EMBED_SLICE ? n - a : EMBED_SLICE;
+            s = ix->emb.embed(ix->emb.user, texts + a, lens + a, m, r->vecs + a * dim, err);
+        }
         free(texts), free(lens);
         if (s != ENG_OK)
             return s;
@@ -384,7 +395,8 @@ eng_status idx_index_repo(idx_index *ix, const char *path, const char *git_url,
     if (!st)
         st = &local;
     memset(st, 0, sizeof *st);
-    run r = {.ix = ix, .st = st, .progress = progress, .progress_user = progress_user};
+    run r = {.ix = ix, .st = st, .progress = progress, .progress_user = progress_user,
+             .stop = stop};
     clock_gettime(CLOCK_MONOTONIC, &r.t0);
     idx_walk w;
     eng_status s = idx_walk_run(path, &w, err);
