@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,6 +105,22 @@ static char *make_repo(void)
     return repo;
 }
 
+/* The running server's pid: fini kills it when a failed assertion skipped tu_server_stop. */
+static pid_t live_pid;
+
+static void fini(void)
+{
+    if (live_pid > 0)
+        kill(live_pid, SIGKILL);
+}
+
+static int stop(tu_server *s)
+{
+    int rc = tu_server_stop(s);
+    live_pid = 0;
+    return rc;
+}
+
 static tu_server start(const char *repo, const char *more)
 {
     char arg[4096];
@@ -111,12 +128,13 @@ static tu_server start(const char *repo, const char *more)
     const char *extra[] = {"--embedding-model", embed_model(), "--repo", arg,
                            "--reindex-interval", "5", more, NULL};
     tu_server s = tu_server_start("http", TOKEN, false, extra);
+    live_pid = s.pid;
     cr_assert(log_has(&s, " files deleted), skipped ", 60), "the first index run never finished");
     return s;
 }
 
 Test(index_serve, search_over_http_and_grpc_finds_code_by_meaning_and_bad_queries_get_422,
-     .timeout = 120)
+     .timeout = 120, .fini = fini)
 {
     char *repo = make_repo();
     tu_server s = start(repo, NULL);
@@ -174,7 +192,7 @@ Test(index_serve, search_over_http_and_grpc_finds_code_by_meaning_and_bad_querie
     rpc_client_result_clear(&res);
     free(buf);
     rpc_client_free(cl);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop(&s), 0);
     tu_rmtree(repo);
     free(repo);
 }
@@ -195,7 +213,7 @@ static json_t *complete(const tu_server *s, const char *extra)
 }
 
 Test(index_serve, a_tabby_completion_on_an_indexed_repository_carries_a_snippet_of_another_file,
-     .timeout = 120)
+     .timeout = 120, .fini = fini)
 {
     char *repo = make_repo();
     tu_server s = start(repo, NULL);
@@ -240,12 +258,12 @@ Test(index_serve, a_tabby_completion_on_an_indexed_repository_carries_a_snippet_
         cr_assert_str_neq(json_string_value(json_object_get(json_array_get(json_object_get(j, "hits"), i), "filepath")),
                           "scratch.py", "an untracked file was indexed");
     json_decref(j);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop(&s), 0);
     tu_rmtree(repo);
     free(repo);
 }
 
-Test(index_serve, no_retrieval_serves_search_but_adds_no_snippets, .timeout = 120)
+Test(index_serve, no_retrieval_serves_search_but_adds_no_snippets, .timeout = 120, .fini = fini)
 {
     char *repo = make_repo();
     tu_server s = start(repo, "--no-retrieval");
@@ -257,12 +275,13 @@ Test(index_serve, no_retrieval_serves_search_but_adds_no_snippets, .timeout = 12
     cr_assert_eq(st, 200);
     cr_assert_str_eq(first_hit_path(j), "net.py");
     json_decref(j);
-    cr_assert_eq(tu_server_stop(&s), 0);
+    cr_assert_eq(stop(&s), 0);
     tu_rmtree(repo);
     free(repo);
 }
 
-Test(index_serve, serval_index_indexes_a_repository_and_reports_what_it_skipped, .timeout = 120)
+Test(index_serve, serval_index_indexes_a_repository_and_reports_what_it_skipped,
+     .timeout = 120)
 {
     char *repo = make_repo();
     tu_put(repo, "logo.png", "\x89PNG");
