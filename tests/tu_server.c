@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,6 +32,7 @@ tu_server tu_server_start(const char *listener, const char *token, bool quiet,
     s.pid = fork();
     cr_assert(s.pid >= 0);
     if (s.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion ends the test: the server too */
         int fd = open(s.log_path, O_WRONLY | O_TRUNC);
         int dn = open("/dev/null", O_RDWR);
         dup2(dn, 0);

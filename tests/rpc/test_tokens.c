@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -247,6 +248,7 @@ static pid_t launch(const char *log_path, const char *const *args)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion ends the test: the server too */
         int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         int dn = open("/dev/null", O_RDWR);
         dup2(dn, 0), dup2(dn, 1), dup2(fd, 2);
