@@ -88,7 +88,7 @@ typedef struct eng_engine_config {
     int32_t draft_max;       /* most drafted tokens per request and step, [1, 16]; 0: 8 */
     int32_t spec_step_tokens; /* drafts are added only while a step stays within this many
                               * tokens (above it the step is compute-bound); 0: the backend's
-                              * default (CPU 4, CUDA 64) */
+                              * default (CPU 8, CUDA 64) */
 } eng_engine_config;
 
 /* ---- models ----------------------------------------------------------------------------- */

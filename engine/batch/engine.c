@@ -813,7 +813,7 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
     if (c->draft_max == 0)
         c->draft_max = 8;
     if (c->spec_step_tokens == 0) /* where a step turns compute-bound: bench/RESULTS.md */
-        c->spec_step_tokens = c->backend == ENG_BACKEND_CPU ? 4 : 64;
+        c->spec_step_tokens = c->backend == ENG_BACKEND_CPU ? 8 : 64;
     if (c->n_threads < 1 || c->n_threads > 256)
         return eng_fail(err, ENG_ERR_INVALID, "threads %d outside [1, 256]", c->n_threads);
     if (c->kv_bytes < 0)
