@@ -201,7 +201,11 @@ Test(engine, batched_staggered_equals_alone_and_llamacpp, .timeout = 600)
     fixture *fx = load_fixtures(&nf);
     cr_assert_geq(nf, 8);
     eng_model *m = load_model(tu_default_model());
-    eng_engine *e = make_engine(m, eng_engine_config_defaults());
+    /* Throughput scheduling admits every request that fits, so the batch is sure to grow; the
+     * latency schedule may hold prompts back while requests decode toward their deadlines. */
+    eng_engine_config c = eng_engine_config_defaults();
+    c.schedule = ENG_SCHEDULE_THROUGHPUT;
+    eng_engine *e = make_engine(m, c);
 
     eng_request *req[64];
     for (size_t i = 0; i < nf; i++) {
