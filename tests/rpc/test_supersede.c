@@ -151,6 +151,11 @@ Test(supersede, an_openai_stream_with_the_same_session_header_ends_with_a_supers
     tu_http_resp rb = tu_http_read(fb);
     cr_assert_eq(rb.status, 200);
     cr_assert_null(strstr(rb.body, "superseded"), "the newer stream: %s", rb.body);
+    /* Bad values are refused naming the field (OpenAI's 400 with param). */
+    expect(s.port, "POST", "/v1/completions", TOKEN,
+           "{\"prompt\":\"x\",\"max_tokens\":1,\"deadline_ms\":0}", 400, "deadline_ms");
+    expect(s.port, "POST", "/v1/completions", TOKEN,
+           "{\"prompt\":\"x\",\"max_tokens\":1,\"session_key\":7}", 400, "session_key");
     tu_http_resp_free(&ra);
     tu_http_resp_free(&rb);
     close(fa);
