@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "embed_impl.h"
+#include "utf8.h"
 
 enum { EJ_MAX_DEPTH = 64 };
 
@@ -27,30 +28,6 @@ static void skip_ws(ej_parser *p)
     while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' ||
                            p->s[p->i] == '\r'))
         p->i++;
-}
-
-static size_t put_utf8(uint32_t c, char *o)
-{
-    if (c < 0x80) {
-        o[0] = (char)c;
-        return 1;
-    }
-    if (c < 0x800) {
-        o[0] = (char)(0xC0 | (c >> 6));
-        o[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    }
-    if (c < 0x10000) {
-        o[0] = (char)(0xE0 | (c >> 12));
-        o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (c >> 18));
-    o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
 }
 
 static bool hex4(ej_parser *p, uint32_t *v)
@@ -128,7 +105,7 @@ static eng_status parse_str(ej_parser *p, char **out, size_t *len)
             } else if (v >= 0xD800 && v <= 0xDFFF) {
                 v = 0xFFFD;
             }
-            k += put_utf8(v, o + k);
+            k += eng_utf8_put(v, o + k);
             break;
         }
         default:

@@ -10,6 +10,7 @@
 #include "tokenizer.h"
 #include "unicode_tables.h"
 #include "unicode_wpm_tables.h"
+#include "utf8.h"
 
 /* HF's WordPiece: a word of more characters than this is one [UNK]. */
 enum { WPM_MAX_WORD_CHARS = 100 };
@@ -256,68 +257,6 @@ const char *tok_wpm_text(const tok_wpm *w, int32_t id, size_t *len)
 
 /* ---- normalisation ------------------------------------------------------------------------ */
 
-/* Decodes one UTF-8 character at s[0, n); invalid bytes decode as U+FFFD (which clean_text
- * drops, as HF drops what Rust's lossy decoding makes of them). Returns its length. */
-static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cpt)
-{
-    uint8_t c = s[0];
-    size_t len;
-    uint32_t v;
-    if (c < 0x80) {
-        *cpt = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        len = 2, v = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3, v = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4, v = c & 0x07;
-    } else {
-        *cpt = 0xFFFD;
-        return 1;
-    }
-    if (len > n) {
-        *cpt = 0xFFFD;
-        return 1;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            *cpt = 0xFFFD;
-            return 1;
-        }
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_of[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (v < min_of[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
-        *cpt = 0xFFFD;
-        return 1;
-    }
-    *cpt = v;
-    return len;
-}
-
-static size_t utf8_put(uint32_t c, char *o)
-{
-    if (c < 0x80) {
-        o[0] = (char)c;
-        return 1;
-    } else if (c < 0x800) {
-        o[0] = (char)(0xC0 | (c >> 6));
-        o[1] = (char)(0x80 | (c & 0x3F));
-        return 2;
-    } else if (c < 0x10000) {
-        o[0] = (char)(0xE0 | (c >> 12));
-        o[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (c & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | (c >> 18));
-    o[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-    o[3] = (char)(0x80 | (c & 0x3F));
-    return 4;
-}
-
 static bool is_other(uint32_t c) /* general category C* */
 {
     size_t lo = 0, hi = wpm_other_n;
@@ -475,8 +414,9 @@ eng_status tok_wpm_encode(const tok_wpm *w, const char *text, size_t len, int32_
             i += sl;
             continue;
         }
-        uint32_t c;
-        i += utf8_next(s + i, len - i, &c);
+        uint32_t c; /* an invalid byte is U+FFFD, dropped below as HF drops what Rust's
+                     * lossy decoding makes of it */
+        i += eng_utf8_next((const char *)s + i, len - i, &c);
         if (c == 0 || c == 0xFFFD || (c != '\t' && c != '\n' && c != '\r' && is_other(c)))
             continue;
         bool cjk = is_chinese(c);
@@ -511,7 +451,7 @@ eng_status tok_wpm_encode(const tok_wpm *w, const char *text, size_t len, int32_
                 wordpiece(w, wbuf + 3, wlen, wchars, &o);
                 wlen = wchars = 0;
             }
-            wlen += utf8_put(mc, wbuf + 3 + wlen);
+            wlen += eng_utf8_put(mc, wbuf + 3 + wlen);
             wchars++;
             if (punct) {
                 wordpiece(w, wbuf + 3, wlen, wchars, &o);

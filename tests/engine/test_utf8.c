@@ -46,3 +46,25 @@ Test(utf8, valid_reports_the_first_bad_offset)
     cr_assert_eq(bad, 2);
     cr_assert(eng_utf8_valid("ok", 2, NULL));
 }
+
+Test(utf8, every_code_point_encodes_and_decodes_back_and_nothing_else_decodes)
+{
+    char b[4];
+    for (uint32_t c = 0; c <= 0x10FFFF; c++) {
+        if (c >= 0xD800 && c <= 0xDFFF)
+            continue;
+        size_t n = eng_utf8_put(c, b);
+        cr_assert_eq(n, c < 0x80 ? 1u : c < 0x800 ? 2u : c < 0x10000 ? 3u : 4u);
+        uint32_t d = 0;
+        cr_assert_eq(eng_utf8_next(b, n, &d), n, "U+%04X's length", c);
+        cr_assert_eq(d, c, "U+%04X decodes back", c);
+        cr_assert(eng_utf8_valid(b, n, NULL));
+        if (n > 1) /* cut short: the lead byte alone is invalid */
+            cr_assert(eng_utf8_next(b, n - 1, &d) == 1 && d == 0xFFFD, "U+%04X truncated", c);
+    }
+    uint32_t d;
+    const char *bad[] = {"\xED\xA0\x80" /* surrogate */, "\xC0\xAF" /* overlong '/' */,
+                         "\xF4\x90\x80\x80" /* above U+10FFFF */, "\x80", "\xFF"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert(eng_utf8_next(bad[i], strlen(bad[i]), &d) == 1 && d == 0xFFFD, "case %zu", i);
+}
