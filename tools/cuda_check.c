@@ -470,6 +470,10 @@ static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out
     c.kv_bytes = (int64_t)1 << 30;
     c.max_seq_len = len + out_len + 16;
     c.check_invariants = true;
+    /* The latency schedule sizes prefill chunks from measured step times, so where a prompt is
+     * cut depends on timing, and bf16 near-ties then pick differently from run to run; this
+     * check is about the kernels' batch invariance, so the planning must be repeatable. */
+    c.schedule = ENG_SCHEDULE_THROUGHPUT;
     eng_engine *e = NULL;
     eng_err err;
     if (eng_engine_create(m, &c, &e, &err) != ENG_OK) {
@@ -555,6 +559,7 @@ static void check_speculation(const eng_model *m, int n_req, int32_t seg, int32_
         c.kv_bytes = (int64_t)1 << 28;
         c.max_seq_len = len + out_len + 16;
         c.check_invariants = true;
+        c.schedule = ENG_SCHEDULE_THROUGHPUT; /* repeatable chunking, as in check_engine */
         c.speculate = mode == 0 ? ENG_SPECULATE_OFF : ENG_SPECULATE_ON;
         eng_engine *e = NULL;
         eng_err err;
