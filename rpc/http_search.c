@@ -15,10 +15,6 @@ static const struct {
 
 enum MHD_Result http_route_search(http_req *r, json_t *req)
 {
-    idx_index *ix = r->s->cfg.index;
-    if (!ix)
-        return http_reply_error(r, 501, "not_implemented",
-                                "this server indexes no repository (start it with --repo PATH)");
     json_t *q = json_object_get(req, "query");
     if (!json_is_string(q))
         return http_reply_error(r, 422, "invalid_request_error",
@@ -56,6 +52,11 @@ enum MHD_Result http_route_search(http_req *r, json_t *req)
         .min_similarity = json_is_number(ms) ? (float)json_number_value(ms) : 0.0f};
     if (iq.len == 0) /* idx_search would refuse it too; strlen() would then be asked */
         return http_reply_error(r, 422, "invalid_request_error", "query is empty");
+    /* Checked after the body, so a bad request says what is wrong with it either way. */
+    idx_index *ix = r->s->cfg.index;
+    if (!ix)
+        return http_reply_error(r, 501, "not_implemented",
+                                "this server indexes no repository (start it with --repo PATH)");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     idx_hit *hits;

@@ -282,6 +282,9 @@ Test(http, deeply_nested_json_to_every_post_route_is_refused_and_the_server_live
         tu_http_resp_free(&r);
     }
     cr_assert_geq(n_routes, 6);
+    /* A well-formed search on a server that indexes nothing says so (and only then). */
+    expect(s.port, "POST", "/v1beta/search", TOKEN, "{\"query\":\"socket\"}", 501,
+           "indexes no repository");
     expect(s.port, "POST", "/v1/completions", TOKEN, "{\"segments\":{\"prefix\":\"def f():\\n\"}}",
            200, "choices");
     free(deep);
