@@ -112,7 +112,8 @@ typedef struct reader {
     bool llama;       /* llama.cpp server shapes: content, tokens_predicted, stop */
     bool chat;        /* OpenAI chat: choices[0].message.content / delta.content */
     size_t pos;       /* chunked: next raw byte to decode */
-    long chunk_left;  /* chunked: -1 size line next, 0 CRLF next, >0 data bytes */
+    long chunk_left;  /* chunked: -1 size line next, 0 CRLF next, >0 data bytes, -2 the
+                       * trailer after the last chunk, up to its empty line */
     size_t sse_pos;   /* stream: next body byte to scan for events */
     char request_id[64];             /* X-Request-Id */
     double server_queue_ms, server_total_ms; /* Server-Timing's queue and total; -1: none */
@@ -137,7 +138,8 @@ static void parse_head(reader *rd, int *status)
         return;
     rd->hdr_end = (size_t)(end - rd->raw.p) + 4;
     *status = 0;
-    sscanf(rd->raw.p, "HTTP/1.%*d %d", status);
+    /* Empty lines before the status line are tolerated (RFC 9112 2.2). */
+    sscanf(rd->raw.p + strspn(rd->raw.p, "\r\n"), "HTTP/1.%*d %d", status);
     rd->content_len = -1;
     rd->keep_alive = true;
     rd->pos = rd->hdr_end;
@@ -181,15 +183,24 @@ static bool advance_body(reader *rd)
     while (!rd->done) {
         size_t avail = rd->raw.len - rd->pos;
         const char *p = rd->raw.p + rd->pos;
-        if (rd->chunk_left < 0) {
+        if (rd->chunk_left == -1) {
             const char *nl = memchr(p, '\n', avail);
             if (!nl)
                 return true;
             long size = strtol(p, NULL, 16);
             rd->pos += (size_t)(nl - p) + 1;
-            if (size == 0)
-                rd->done = true; /* trailers ignored */
-            rd->chunk_left = size;
+            /* After the last chunk comes the trailer and its empty line: read to its end, or
+             * its CRLF, arriving in a later segment (llama-server's), would start the next
+             * reply on this kept-alive connection. */
+            rd->chunk_left = size == 0 ? -2 : size;
+        } else if (rd->chunk_left == -2) {
+            const char *nl = memchr(p, '\n', avail);
+            if (!nl)
+                return true;
+            bool empty = nl == p || (nl == p + 1 && p[0] == '\r');
+            rd->pos += (size_t)(nl - p) + 1;
+            if (empty)
+                rd->done = true; /* trailer fields are ignored */
         } else if (rd->chunk_left == 0) {
             if (avail < 2)
                 return true;

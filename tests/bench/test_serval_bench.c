@@ -6,9 +6,13 @@
  * timings, and the server's /metrics account for the aborts. The null server (client
  * overhead) answers every call. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -651,6 +655,80 @@ Test(serval_bench, the_null_server_answers_every_call_at_once_for_the_client_ove
     free(out);
     free(log);
     free(bin);
+}
+
+/* A llama-server-like peer: every reply streamed chunked, its last chunk's CRLF sent 30 ms
+ * after the rest (as llama-server's HTTP library may), on one kept-alive connection. */
+static void *late_crlf_server(void *arg)
+{
+    int lfd = *(int *)arg;
+    for (;;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char buf[65536];
+        size_t have = 0;
+        for (;;) {
+            ssize_t n = recv(c, buf + have, sizeof buf - 1 - have, 0);
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+            buf[have] = 0;
+            char *end = strstr(buf, "\r\n\r\n");
+            if (!end)
+                continue;
+            const char *cl = strcasestr(buf, "content-length:");
+            size_t body = cl ? (size_t)atol(cl + 15) : 0, head = (size_t)(end + 4 - buf);
+            if (have < head + body)
+                continue;
+            char reply[1024];
+            const char *e1 = "data: {\"content\":\" x\",\"stop\":false}\n\n";
+            const char *e2 = "data: {\"content\":\"\",\"stop\":true,\"tokens_predicted\":1,"
+                             "\"tokens_evaluated\":3}\n\n";
+            if (strncmp(buf, "GET", 3) == 0)
+                snprintf(reply, sizeof reply, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n"
+                                              "{\"status\":\"ok\"}");
+            else
+                snprintf(reply, sizeof reply,
+                         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n%zx\r\n%s\r\n0\r\n",
+                         strlen(e1), e1, strlen(e2), e2);
+            send(c, reply, strlen(reply), MSG_NOSIGNAL);
+            if (strncmp(buf, "GET", 3) != 0) {
+                usleep(30 * 1000);
+                send(c, "\r\n", 2, MSG_NOSIGNAL);
+            }
+            memmove(buf, buf + head + body, have - head - body);
+            have -= head + body;
+        }
+        close(c);
+    }
+}
+
+Test(serval_bench, a_reply_whose_last_crlf_comes_late_leaves_the_connection_clean)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, late_crlf_server, &lfd), 0);
+    tu_server s = {0};
+    snprintf(s.target, sizeof s.target, "127.0.0.1:%d", ntohs(a.sin_port));
+    char *out = out_dir();
+    const char *args[] = {"--mode", "classic", "--concurrency", "1", "--duration", "1",
+                          "--stream", "--max-tokens", "4", NULL};
+    free(bench(&s, "llamacpp", out, args));
+    tu_json *sum = read_json(out, "summary.json", NULL);
+    /* Before the fix the late CRLF began the next reply: status 0, "closed mid-reply". */
+    cr_assert_eq(num(sum, "errors"), 0, "replies after a late trailer CRLF failed");
+    cr_assert_geq(num(sum, "answered"), 5, "one connection, many replies");
+    tu_json_free(sum);
+    shutdown(lfd, SHUT_RDWR);
+    close(lfd);
+    free(out);
 }
 
 Test(serval_bench, a_server_that_is_not_there_exits_2_and_says_so)
