@@ -44,7 +44,12 @@ for _ in $(seq 1 600); do
   curl -sf "http://127.0.0.1:$PORT$probe" >/dev/null 2>&1 && break
   sleep 0.1
 done
-sleep 1 # let a fresh server finish starting its threads before the first trial
+# One warm-up request (llama.cpp's /completion shape, which both servers serve), so that
+# neither server's first trial pays for its cold start.
+curl -s -o /dev/null -H 'Content-Type: application/json' \
+  -d '{"prompt":"int main(void)\n{\n    return 0;\n}\n","n_predict":8,"temperature":0}' \
+  "http://127.0.0.1:$PORT/completion" || true
+sleep 1
 
 args=(--target "$TARGET" --url "http://127.0.0.1:$PORT" --repos "$REPOS" --out "$dir"
       --search --slo-ms "$SLO_MS" --duration "$DURATION" --search-repeats "$REPEATS"
