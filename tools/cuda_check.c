@@ -26,6 +26,12 @@ static bool fixture_fp16; /* --fp16: the fixture check runs the GPU in fp16 inst
  * what is left is summation order and where each rounds: a tight limit catches an op that
  * differs (a GELU variant, a window one position off) that bf16's noise would hide. */
 static double fp16_limit = 0.05;
+/* --spec-limit: greedy outputs (of 2 x n_req) that may differ with speculation on. A verified
+ * draft runs as a multi-token chunk (GEMM, the eager path) while a plain decode runs the
+ * one-token kernels, so in bf16 the two round differently and a near-tie can flip: exactness
+ * on CUDA needs the verification to run through the decode kernels (not done). A bug in the
+ * verification (wrong positions, no rollback) changes most outputs, not one. Default 0. */
+static int spec_limit = 0;
 
 static void check(int ok, const char *fmt, double v, double limit)
 {
@@ -609,7 +615,7 @@ static void check_speculation(const eng_model *m, int n_req, int32_t seg, int32_
            (long long)st.spec_drafted, (long long)st.spec_accepted, (long long)st.spec_passes);
     check(st.spec_passes > 0, "speculation on CUDA: %.0f verification passes (want > %.0f)",
           (double)st.spec_passes, 0);
-    check(differ == 0, "speculation on CUDA: %.0f of %.0f greedy outputs differ from it off",
+    check(differ <= spec_limit, "speculation on CUDA: %.0f of %.0f greedy outputs differ from it off",
           differ, 2 * n_req);
 out:
     free(prompts);
@@ -631,6 +637,8 @@ int main(int argc, char **argv)
             spec_only = true;
         } else if (!strcmp(argv[i], "--fp16")) {
             fixture_fp16 = true;
+        } else if (i + 1 < argc && !strcmp(argv[i], "--spec-limit")) {
+            spec_limit = atoi(argv[++i]);
         } else if (i + 1 < argc && !strcmp(argv[i], "--fp16-limit")) {
             fp16_limit = atof(argv[++i]);
         } else if (i + 1 < argc && !strcmp(argv[i], "--model")) {
@@ -650,7 +658,7 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "usage: serval-cuda-check --model PATH [--fixture greedy.jsonl [--exact "
                 "greedy_exact_top1.jsonl] [--fixture-limit N]] "
-                "[--quick | --small | --spec-only] [--fp16] [--fp16-limit L]\n"
+                "[--quick | --small | --spec-only] [--fp16] [--fp16-limit L] [--spec-limit N]\n"
                 "Compares the CUDA backend with the CPU backend on MODEL: logits of prefills, "
                 "chunked prefill and decode; batched decode with GPU sampling from CUDA graphs; "
                 "batched == alone through the engine; speculation on == off. --fixture: also the llama.cpp greedy "
@@ -660,7 +668,9 @@ int main(int argc, char **argv)
                 "fewer and shorter sequences in the prefill and engine checks (the emulator). "
                 "--spec-only: only speculation on == off, small (the emulator). "
                 "--fp16-limit: the batched fp16 decode's limit against the CPU backend (default "
-                "0.05; about 0.01 for a model with f16 weights). "
+                "0.05; about 0.01 for a model with f16 weights). --spec-limit: greedy outputs "
+                "that may differ with speculation on (default 0; bf16 decode and verification "
+                "kernels round differently). "
                 "Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }
