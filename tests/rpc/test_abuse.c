@@ -138,9 +138,11 @@ static int post(int port, const char *path, const char *body, size_t len, double
         return 0;
     char head[512];
     int n = head_format(head, sizeof head, path, len);
-    int st = 0;
-    if (tu_http_send_all(fd, head, (size_t)n) && tu_http_send_all(fd, body, len))
-        st = hc_read(fd);
+    /* A server may answer (413) and close before the body is all sent: read its answer even
+     * when sending failed (the deep-JSON row saw 0 for /v1/health once that way). */
+    if (tu_http_send_all(fd, head, (size_t)n))
+        tu_http_send_all(fd, body, len);
+    int st = hc_read(fd);
     close(fd);
     return st;
 }
