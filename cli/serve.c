@@ -526,6 +526,8 @@ int cli_serve_main(int argc, char **argv)
     rpc_auth *auth = NULL;
     rpc_grpc_server *grpc = NULL;
     http_server *http = NULL;
+    http_starting *starting = NULL;      /* the placeholders answering "starting" */
+    rpc_grpc_starting *grpc_starting = NULL;
 
     const char *data_dir = cli_serve_data_dir(&o);
     if (setup_auth(&o, data_dir, &auth, &err) != ENG_OK) {
@@ -533,18 +535,24 @@ int cli_serve_main(int argc, char **argv)
         goto out;
     }
 
-    /* While the model loads the HTTP port already answers 503 "starting" (not with TLS). */
-    http_starting *starting = NULL;
-    int http_port_want = (int)o.http_port;
+    /* While the model loads the HTTP port already answers 503 "starting", and gRPC Health
+     * "STARTING" (not with TLS). */
+    int http_port_want = (int)o.http_port, grpc_port_want = (int)o.grpc_port;
     if (!o.tls_cert) {
         if (http_starting_start(o.bind, (int)o.http_port, &starting, &http_port_want, &err) !=
-            ENG_OK) {
+                ENG_OK ||
+            rpc_grpc_starting_start(o.bind, (int)o.grpc_port, &grpc_starting, &grpc_port_want,
+                                    &err) != ENG_OK) {
             rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
             goto out;
         }
-        rpc_log(RPC_LOG_INFO, "http on %s:%d answers 503 \"starting\" while the model loads",
-                o.bind, http_port_want);
+        rpc_log(RPC_LOG_INFO, "http on %s:%d answers 503 \"starting\" and grpc on %s:%d Health "
+                "\"STARTING\" while the model loads", o.bind, http_port_want, o.bind,
+                grpc_port_want);
     }
+    char why[256];
+    if (!cli_sd_notify("STATUS=loading the model", why, sizeof why))
+        rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is starting: %s", why);
     load_progress lp = {.path = o.model};
     pthread_mutex_init(&lp.mu, NULL);
     pthread_condattr_t lca;
@@ -566,7 +574,6 @@ int cli_serve_main(int argc, char **argv)
     pthread_cond_destroy(&lp.cv);
     pthread_mutex_destroy(&lp.mu);
     if (lst != ENG_OK) {
-        http_starting_stop(starting);
         rpc_log(RPC_LOG_ERROR, "serve: cannot load model '%s': %s", o.model, err.msg);
         goto out;
     }
@@ -577,7 +584,6 @@ int cli_serve_main(int argc, char **argv)
     ec.schedule = o.schedule == 0 ? ENG_SCHEDULE_LATENCY : ENG_SCHEDULE_THROUGHPUT;
     ec.deadline_ms = (int32_t)o.deadline_ms;
     if (eng_engine_create(m, &ec, &e, &err) != ENG_OK) {
-        http_starting_stop(starting);
         rpc_log(RPC_LOG_ERROR, "serve: cannot start the engine: %s", err.msg);
         goto out;
     }
@@ -587,17 +593,18 @@ int cli_serve_main(int argc, char **argv)
 
     if (start_embedder(&o, &emb) != ENG_OK ||
         start_indexer(&o, data_dir, emb, &index, &indexer) != ENG_OK) {
-        http_starting_stop(starting);
         goto out;
     }
 
     rpc_grpc_config gc = grpc_config(&o, ctx_len);
+    gc.port = grpc_port_want; /* the port the placeholder held (the one port 0 picked) */
     gc.embedder = emb;
     gc.index = index;
     gc.no_retrieval = o.no_retrieval;
     int grpc_port = 0;
+    rpc_grpc_starting_stop(grpc_starting); /* hands the port over, as HTTP's below */
+    grpc_starting = NULL;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
-        http_starting_stop(starting);
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
         goto out;
     }
@@ -611,6 +618,7 @@ int cli_serve_main(int argc, char **argv)
     hc.no_retrieval = o.no_retrieval;
     int http_port = 0;
     http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
+    starting = NULL;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
         goto out;
@@ -618,7 +626,6 @@ int cli_serve_main(int argc, char **argv)
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
     log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
-    char why[256];
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is ready: %s", why);
 
@@ -633,6 +640,8 @@ int cli_serve_main(int argc, char **argv)
     rpc_log(RPC_LOG_INFO, "stopped");
     rc = 0;
 out:
+    http_starting_stop(starting);
+    rpc_grpc_starting_stop(grpc_starting);
     http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
     idx_service_stop(indexer); /* before the embedder it embeds with */

@@ -85,4 +85,16 @@ void rpc_grpc_server_drain_abort(rpc_grpc_server *s);
  * is left running: free it afterwards. */
 void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms);
 
+
+/* While the model loads, `serve` holds the gRPC port with a placeholder (rpc/grpc_starting.c):
+ * Health answers OK with status "STARTING", every other call UNAVAILABLE "the server is
+ * starting", so load balancers and clients see *starting* rather than a refused connection.
+ * Stop it, then start the real server on *bound_port (the port it took, for port 0). No TLS,
+ * like HTTP's placeholder: with --tls-cert nothing listens until the model is loaded. */
+typedef struct rpc_grpc_starting rpc_grpc_starting;
+eng_status rpc_grpc_starting_start(const char *bind, int port, rpc_grpc_starting **out,
+                                   int *bound_port, eng_err *err);
+/* Stops answering and frees it (calls in progress are cancelled). NULL does nothing. */
+void rpc_grpc_starting_stop(rpc_grpc_starting *s);
+
 #endif

@@ -2,7 +2,7 @@
  * holding salted hashes only), a running `serval serve` picking tokens up and dropping them
  * without a restart, scopes per route and per RPC, per-token rate limits with Retry-After,
  * token names (never tokens) in the request log and its JSON form, SIGHUP reloads, and the
- * HTTP port answering "starting" while the model loads. */
+ * HTTP port answering "starting" (and gRPC Health "STARTING") while the model loads. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -364,7 +364,7 @@ Test(tokens, sighup_reloads_tokens_and_the_log_level_and_names_what_needs_a_rest
     free(log), free(dev), free(conf);
 }
 
-Test(tokens, health_says_starting_while_the_model_loads)
+Test(tokens, http_and_grpc_health_say_starting_while_the_model_loads)
 {
     /* A FIFO as the model: loading blocks in open() until something writes to it. */
     char *fifo = tu_temp_path(".gguf"), *logp = tu_temp_path(".log"), *dir = tu_temp_path(".d"),
@@ -384,6 +384,24 @@ Test(tokens, health_says_starting_while_the_model_loads)
     cr_assert(strcasestr(r.headers, "Retry-After:"), "%s", r.headers);
     tu_http_resp_free(&r);
     cr_assert_eq(status_of(port, "GET", "/health", NULL, NULL), 503);
+    /* gRPC: Health says STARTING, any other call UNAVAILABLE (what clients retry on). */
+    const char *g = strstr(log, " and grpc on 127.0.0.1:");
+    cr_assert_not_null(g, "%s", log);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", atoi(g + strlen(" and grpc on 127.0.0.1:")));
+    rpc_client *cl = rpc_client_create(target, TOKEN);
+    Serval__V1__HealthResponse *h = gt_health(cl);
+    cr_assert_str_eq(h->status, "STARTING");
+    serval__v1__health_response__free_unpacked(h, NULL);
+    size_t len = 0;
+    uint8_t *req = gt_pack_complete("def add(a, b):", 2, &len);
+    rpc_client_result res;
+    cr_assert_eq(rpc_client_call(cl, M_COMPLETE, req, len, 10000, NULL, NULL, &res),
+                 GRPC_STATUS_UNAVAILABLE, "%s", res.details);
+    cr_assert(strstr(res.details, "starting"), "%s", res.details);
+    rpc_client_result_clear(&res);
+    free(req);
+    rpc_client_free(cl);
     int fd = open(fifo, O_WRONLY); /* lets the load go on: it fails, not a regular file */
     close(fd);
     int st = 0;
