@@ -312,6 +312,8 @@ typedef struct eng_engine_stats {
     int64_t prompt_tokens_cached;
     int64_t tokens_generated;
     int64_t steps;
+    int32_t failed_steps_in_a_row; /* backend failures since its last step that succeeded
+                                    * (the router takes a replica out after a few) */
     int32_t max_batch_seqs;     /* most sequences in one step so far */
     int32_t max_batch_tokens;   /* most tokens in one step so far */
     double mean_batch_seqs;     /* over steps */
