@@ -274,11 +274,10 @@ size_t http_retrieve_snippets(http_server *s, prompt_completion_input *in, promp
  * token. */
 enum MHD_Result http_route_status_page(http_req *r, json_t *body);
 enum MHD_Result http_route_status_json(http_req *r, json_t *body);
-/* The status page's time series: one finished request (HTTP generation routes) and the
- * engine's load now. Thread-safe. */
-void http_status_record(http_server *s, const eng_request_output *g, double total_ms);
-/* The series' storage, made and freed with the server. */
-struct http_status *http_status_create(void);
+/* The status page's time series: a thread samples e (borrowed) once a second, its load and
+ * its latency histograms (every front end's requests); made and freed with the server. NULL:
+ * out of memory (the page then has no series). */
+struct http_status *http_status_create(eng_engine *e);
 void http_status_free(struct http_status *st);
 
 /* ---- generation (http_gen.c) ------------------------------------------------------------ */

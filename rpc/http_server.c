@@ -297,8 +297,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         status = 499; /* the client went away during the response */
     double ms = eng_clock_ms() - r->t_start_ms;
     http_metrics_request(&s->metrics, r->route, status, ms / 1e3);
-    if (r->has_gen)
-        http_status_record(s, &r->gen, ms);
     if (s->cfg.log_requests && http_route_get(r->route)->logged) {
         const eng_request_output *g = &r->gen;
         char head[256];
@@ -462,7 +460,7 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     pthread_mutex_init(&s->rl_mu, NULL);
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
-    s->status = http_status_create();
+    s->status = http_status_create(e);
     s->engine = e;
     s->auth = auth;
     eng_status st = server_setup(s, cfg, err);

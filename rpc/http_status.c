@@ -1,5 +1,6 @@
 /* http_status.c — the administrator's status page: GET /v1/status (JSON: model, backend,
- * devices and memory, engine load, latency percentiles per 10 s over the last 10 minutes,
+ * devices and memory, engine load, latency percentiles per 10 s over the last 10 minutes
+ * (from the engine's histograms, sampled once a second: every front end's requests),
  * indexed repositories, Tabby-style usage per user per day from the /v1/events files) and
  * GET / (one self-contained HTML page drawing that JSON, which it carries inline: no external
  * asset, no second request, so it works with a token or from loopback alike). Also the
@@ -20,133 +21,194 @@
 
 #define STATUS_BUCKET_S 10
 #define STATUS_N_BUCKETS 60  /* 10 minutes */
-#define STATUS_SAMPLES 128   /* latencies kept per bucket (the first ones) */
+#define STATUS_SAMPLE_MS 1000 /* the sampler's period */
 #define STATUS_USAGE_DAYS 7
 #define STATUS_MAX_USERS 256
 
+/* The engine's cumulative counters at one moment: its latency histograms count every request
+ * it finished, whichever front end sent it (HTTP or gRPC, streamed or not), the same numbers
+ * /metrics exports. A time slot's latencies are the difference of two of these. */
+typedef struct status_snap {
+    int64_t total[ENG_HIST_BUCKETS + 1];
+    int64_t first[ENG_HIST_BUCKETS + 1];
+    int64_t finished, tokens;
+} status_snap;
+
 typedef struct status_bucket {
     long long slot;          /* unix seconds / STATUS_BUCKET_S; -1: empty */
-    int n;                   /* requests finished */
-    int n_lat;
-    float total_ms[STATUS_SAMPLES];
-    float first_ms[STATUS_SAMPLES];
+    status_snap start, end;  /* the first and the last sample taken in this slot */
     int max_running, max_waiting;
-    long long gen_tokens;
 } status_bucket;
 
 struct http_status {
     pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    pthread_t sampler;
+    bool have_sampler;
+    eng_engine *engine;
     status_bucket b[STATUS_N_BUCKETS];
 };
 
-struct http_status *http_status_create(void)
+static void snap_take(eng_engine *e, status_snap *sn, eng_engine_stats *es)
+{
+    eng_engine_stats_get(e, es);
+    memcpy(sn->total, es->total_hist.buckets, sizeof sn->total);
+    memcpy(sn->first, es->first_token_hist.buckets, sizeof sn->first);
+    sn->finished = es->total_hist.count;
+    sn->tokens = es->tokens_generated;
+}
+
+/* Records one sample in the current slot (a new slot starts from it). Takes mu. */
+static void sample(struct http_status *st)
+{
+    status_snap sn;
+    eng_engine_stats es;
+    snap_take(st->engine, &sn, &es);
+    long long slot = (long long)time(NULL) / STATUS_BUCKET_S;
+    pthread_mutex_lock(&st->mu);
+    status_bucket *b = &st->b[slot % STATUS_N_BUCKETS];
+    if (b->slot != slot) {
+        memset(b, 0, sizeof *b);
+        b->slot = slot;
+        b->start = sn;
+    }
+    b->end = sn;
+    if (es.running > b->max_running) b->max_running = es.running;
+    if (es.waiting > b->max_waiting) b->max_waiting = es.waiting;
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* Samples the engine once a second, so load and latency are there for every front end, even
+ * when nobody looks at the page. */
+static void *sampler_main(void *p)
+{
+    struct http_status *st = p;
+    pthread_mutex_lock(&st->mu);
+    while (!st->stop) {
+        pthread_mutex_unlock(&st->mu);
+        sample(st);
+        pthread_mutex_lock(&st->mu);
+        struct timespec ts = eng_clock_deadline(STATUS_SAMPLE_MS);
+        if (!st->stop) pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+struct http_status *http_status_create(eng_engine *e)
 {
     struct http_status *st = calloc(1, sizeof *st);
     if (!st) return NULL;
+    st->engine = e;
     pthread_mutex_init(&st->mu, NULL);
+    pthread_condattr_t ca; /* eng_clock_deadline is on CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < STATUS_N_BUCKETS; i++) st->b[i].slot = -1;
+    sample(st); /* the baseline: requests finished before this are not in the window */
+    st->have_sampler = pthread_create(&st->sampler, NULL, sampler_main, st) == 0;
     return st;
 }
 
 void http_status_free(struct http_status *st)
 {
     if (!st) return;
+    pthread_mutex_lock(&st->mu);
+    st->stop = true;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->have_sampler) pthread_join(st->sampler, NULL);
+    pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
 
-/* The bucket of `slot`, emptied if it held an older one. Under mu. */
-static status_bucket *bucket_at(struct http_status *st, long long slot)
+/* The p-th percentile of a histogram's counts h[0..ENG_HIST_BUCKETS] (n observations),
+ * interpolated linearly within its bucket as Prometheus' histogram_quantile does; the bucket
+ * above the last bound reads as that bound. NaN (null in JSON) for n == 0. */
+static double hist_pct(const int64_t *h, int64_t n, double p)
 {
-    status_bucket *b = &st->b[slot % STATUS_N_BUCKETS];
-    if (b->slot != slot) {
-        memset(b, 0, sizeof *b);
-        b->slot = slot;
+    if (n <= 0) return NAN;
+    double rank = p / 100.0 * (double)n, cum = 0;
+    for (int i = 0; i <= ENG_HIST_BUCKETS; i++) {
+        if (h[i] <= 0) continue;
+        if (cum + (double)h[i] >= rank) {
+            if (i == ENG_HIST_BUCKETS) return eng_hist_bounds_ms[ENG_HIST_BUCKETS - 1];
+            double lo = i ? eng_hist_bounds_ms[i - 1] : 0, hi = eng_hist_bounds_ms[i];
+            double frac = (rank - cum) / (double)h[i];
+            return lo + (hi - lo) * (frac < 0 ? 0 : frac);
+        }
+        cum += (double)h[i];
     }
-    return b;
-}
-
-static void record_load(http_server *s, long long slot)
-{
-    eng_engine_stats es;
-    eng_engine_stats_get(s->engine, &es);
-    pthread_mutex_lock(&s->status->mu);
-    status_bucket *b = bucket_at(s->status, slot);
-    if (es.running > b->max_running) b->max_running = es.running;
-    if (es.waiting > b->max_waiting) b->max_waiting = es.waiting;
-    pthread_mutex_unlock(&s->status->mu);
-}
-
-void http_status_record(http_server *s, const eng_request_output *g, double total_ms)
-{
-    if (!s->status) return;
-    long long slot = (long long)time(NULL) / STATUS_BUCKET_S;
-    record_load(s, slot);
-    pthread_mutex_lock(&s->status->mu);
-    status_bucket *b = bucket_at(s->status, slot);
-    b->n++;
-    b->gen_tokens += g->n_output_tokens;
-    if (b->n_lat < STATUS_SAMPLES) {
-        b->total_ms[b->n_lat] = (float)total_ms;
-        b->first_ms[b->n_lat] = (float)g->first_token_ms;
-        b->n_lat++;
-    }
-    pthread_mutex_unlock(&s->status->mu);
-}
-
-static int cmp_float(const void *x, const void *y)
-{
-    float a = *(const float *)x, b = *(const float *)y;
-    return (a > b) - (a < b);
-}
-
-/* Nearest-rank percentile of sorted v[0..n); NaN (null in JSON) for n == 0. */
-static double pct(const float *v, int n, double p)
-{
-    if (n == 0) return NAN;
-    int k = (int)ceil(p / 100.0 * n) - 1;
-    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+    return eng_hist_bounds_ms[ENG_HIST_BUCKETS - 1];
 }
 
 static json_t *num_or_null(double v) { return isnan(v) ? json_null() : json_real(round(v * 10) / 10); }
 
-/* The time series, oldest first, and the percentiles over the whole window. */
+/* d = a - b, bucket by bucket (a later than b). */
+static void snap_sub(const status_snap *a, const status_snap *b, status_snap *d)
+{
+    for (int i = 0; i <= ENG_HIST_BUCKETS; i++) {
+        d->total[i] = a->total[i] - b->total[i];
+        d->first[i] = a->first[i] - b->first[i];
+    }
+    d->finished = a->finished - b->finished;
+    d->tokens = a->tokens - b->tokens;
+}
+
+/* The time series, oldest first, and the percentiles over the whole window. A slot counts
+ * what finished between the last sample of the slot before it (its own first sample when that
+ * one is missing) and its own last sample. */
 static void add_series(http_server *s, json_t *root)
 {
+    struct http_status *st = s->status;
+    sample(st); /* now, so the current slot is up to date */
     long long now = (long long)time(NULL) / STATUS_BUCKET_S;
-    record_load(s, now); /* the load now, so an idle server still draws its last point */
     json_t *pts = json_array();
-    float *all = malloc(sizeof(float) * STATUS_SAMPLES * STATUS_N_BUCKETS);
-    int n_all = 0, n_req = 0;
-    pthread_mutex_lock(&s->status->mu);
+    status_snap win = {0};
+    pthread_mutex_lock(&st->mu);
+    const status_bucket *prev = NULL;
     for (long long slot = now - STATUS_N_BUCKETS + 1; slot <= now; slot++) {
-        status_bucket *b = &s->status->b[slot % STATUS_N_BUCKETS];
-        status_bucket z = {.slot = slot};
-        if (b->slot != slot) b = &z;
-        float t[STATUS_SAMPLES], f[STATUS_SAMPLES];
-        memcpy(t, b->total_ms, sizeof(float) * (size_t)b->n_lat);
-        memcpy(f, b->first_ms, sizeof(float) * (size_t)b->n_lat);
-        qsort(t, (size_t)b->n_lat, sizeof *t, cmp_float);
-        qsort(f, (size_t)b->n_lat, sizeof *f, cmp_float);
-        if (all) memcpy(all + n_all, t, sizeof(float) * (size_t)b->n_lat), n_all += b->n_lat;
-        n_req += b->n;
+        const status_bucket *b = &st->b[slot % STATUS_N_BUCKETS];
+        status_snap d = {0};
+        int running = 0, waiting = 0;
+        if (b->slot == slot) {
+            snap_sub(&b->end, prev ? &prev->end : &b->start, &d);
+            running = b->max_running, waiting = b->max_waiting;
+            prev = b;
+        } else {
+            prev = NULL;
+        }
+        for (int i = 0; i <= ENG_HIST_BUCKETS; i++)
+            win.total[i] += d.total[i], win.first[i] += d.first[i];
+        win.finished += d.finished;
         json_array_append_new(pts, json_pack(
-            "{s:I,s:i,s:o,s:o,s:o,s:o,s:i,s:i,s:I}", "t", (json_int_t)(slot * STATUS_BUCKET_S),
-            "requests", b->n, "p50_ms", num_or_null(pct(t, b->n_lat, 50)), "p95_ms",
-            num_or_null(pct(t, b->n_lat, 95)), "p99_ms", num_or_null(pct(t, b->n_lat, 99)),
-            "first_token_p50_ms", num_or_null(pct(f, b->n_lat, 50)), "running", b->max_running,
-            "waiting", b->max_waiting, "generated_tokens", (json_int_t)b->gen_tokens));
+            "{s:I,s:I,s:o,s:o,s:o,s:o,s:i,s:i,s:I}", "t", (json_int_t)(slot * STATUS_BUCKET_S),
+            "requests", (json_int_t)d.finished, "p50_ms", num_or_null(hist_pct(d.total, d.finished, 50)),
+            "p95_ms", num_or_null(hist_pct(d.total, d.finished, 95)),
+            "p99_ms", num_or_null(hist_pct(d.total, d.finished, 99)),
+            "first_token_p50_ms", num_or_null(hist_pct(d.first, d.finished, 50)),
+            "running", running, "waiting", waiting, "generated_tokens", (json_int_t)d.tokens));
     }
-    pthread_mutex_unlock(&s->status->mu);
-    if (all) qsort(all, (size_t)n_all, sizeof *all, cmp_float);
+    pthread_mutex_unlock(&st->mu);
     json_object_set_new(root, "series", json_pack("{s:i,s:i,s:o}", "bucket_s", STATUS_BUCKET_S,
                                                   "window_s", STATUS_BUCKET_S * STATUS_N_BUCKETS,
                                                   "points", pts));
+    json_t *bounds = json_array();
+    for (int i = 0; i < ENG_HIST_BUCKETS; i++)
+        json_array_append_new(bounds, json_real(eng_hist_bounds_ms[i]));
     json_object_set_new(root, "latency_ms", json_pack(
-        "{s:i,s:o,s:o,s:o}", "requests", n_req, "p50", num_or_null(all ? pct(all, n_all, 50) : NAN),
-        "p95", num_or_null(all ? pct(all, n_all, 95) : NAN), "p99",
-        num_or_null(all ? pct(all, n_all, 99) : NAN)));
-    free(all);
+        "{s:I,s:o,s:o,s:o,s:o,s:s,s:o}", "requests", (json_int_t)win.finished,
+        "p50", num_or_null(hist_pct(win.total, win.finished, 50)),
+        "p95", num_or_null(hist_pct(win.total, win.finished, 95)),
+        "p99", num_or_null(hist_pct(win.total, win.finished, 99)),
+        "first_token_p50", num_or_null(hist_pct(win.first, win.finished, 50)),
+        "source", "the engine's histograms: every request it finished (stop or length), HTTP "
+                  "and gRPC, streamed or not; interpolated within buckets",
+        "bucket_bounds_ms", bounds));
 }
 
 typedef struct usage_row {
@@ -301,7 +363,7 @@ static const char page_head[] =
     "<svg id=\"latency-chart\" viewBox=\"0 0 600 180\" role=\"img\" aria-label=\"latency "
     "percentiles\"></svg><div class=\"legend\"><span style=\"color:#457b9d\">— p50</span>"
     "<span style=\"color:#f4a261\">— p95</span><span style=\"color:#e63946\">— p99</span>"
-    "</div></section>\n"
+    "</div><div class=\"muted\" id=\"lat-source\"></div></section>\n"
     "<section><h2>Repositories</h2><div id=\"repos\"></div></section>\n"
     "<section class=\"wide\"><h2>Usage per user per day (from /v1/events)</h2>"
     "<table id=\"usage\"><thead><tr><th>Day</th><th>User</th><th>Shown</th><th>Accepted</th>"
@@ -335,7 +397,8 @@ static const char page_tail[] =
     "E.requests_finished,'e-finished'],['state',E.draining?'draining':'serving']]);\n"
     "const L=S.latency_ms;\n"
     "rows($('latency'),[['requests',L.requests,'lat-n'],['p50',ms(L.p50),'lat-p50'],"
-    "['p95',ms(L.p95),'lat-p95'],['p99',ms(L.p99),'lat-p99']]);\n"
+    "['p95',ms(L.p95),'lat-p95'],['p99',ms(L.p99),'lat-p99'],['first token p50',ms(L.first_token_p50),'lat-ft50']]);\n"
+    "$('lat-source').textContent='From '+L.source+' (bounds '+L.bucket_bounds_ms.join(', ')+' ms).';\n"
     "function chart(svg,series,colors){const P=S.series.points,W=600,H=180,pad=28;"
     "let max=1;for(const k of series)for(const p of P)if(p[k]!==null&&p[k]>max)max=p[k];"
     "const x=i=>pad+(W-pad-4)*i/Math.max(1,P.length-1),y=v=>H-18-(H-30)*v/max;"

@@ -1,6 +1,6 @@
 /* test_status_page.c — the administrator's status page against a real `serval serve`:
- * GET /v1/status (model, memory, latency percentiles, usage per user per day from
- * /v1/events), who may open it (admin scope, or loopback without a token), the HTML page
+ * GET /v1/status (model, memory, latency percentiles over HTTP, streamed and gRPC requests,
+ * usage per user per day from /v1/events), who may open it (admin scope, or loopback without a token), the HTML page
  * self-contained, and rendered by a real headless Chromium whose numbers match the JSON (a
  * screenshot is kept in the build directory; the test skips when Chromium is not installed:
  * `apt-get install chromium`). */
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "grpc_test_util.h"
 #include "http_test_util.h"
 #include "testutil.h"
 
@@ -39,40 +40,68 @@ static void post_event(int port, const char *type)
     tu_http_resp_free(&r);
 }
 
-/* Three completions and Tabby's events for two of them: 2 shown, 1 accepted. */
-static void traffic(int port)
+/* The server's gRPC port, from its "grpc listening on 127.0.0.1:PORT" line. */
+static int grpc_port(const server *s)
 {
-    for (int i = 0; i < 3; i++) {
-        tu_http_resp r = request(port, "POST", "/v1/completions", TOKEN, COMPLETION);
-        cr_assert_eq(r.status, 200, "%s", r.body);
-        tu_http_resp_free(&r);
-    }
+    char *log = tu_read_file(s->log_path, NULL);
+    const char *p = log ? strstr(log, "grpc listening on 127.0.0.1:") : NULL;
+    cr_assert_not_null(p, "%s", log);
+    int port = atoi(p + strlen("grpc listening on 127.0.0.1:"));
+    free(log);
+    return port;
+}
+
+/* Three completions, one per way in (HTTP, HTTP streamed, gRPC: the latencies count them
+ * all), and Tabby's events for two of them: 2 shown, 1 accepted. */
+static void traffic(const server *s)
+{
+    int port = s->port;
+    tu_http_resp r = request(port, "POST", "/v1/completions", TOKEN, COMPLETION);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    tu_http_resp_free(&r);
+    r = request(port, "POST", "/v1/completions", TOKEN,
+                "{\"prompt\":\"def add(a, b):\",\"max_tokens\":3,\"stream\":true}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert(strstr(r.body, "data: "), "a stream: %s", r.body);
+    tu_http_resp_free(&r);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", grpc_port(s));
+    rpc_client *cl = rpc_client_create(target, TOKEN);
+    size_t len = 0;
+    uint8_t *req = gt_pack_complete("def add(a, b):", 3, &len);
+    rpc_client_result res;
+    cr_assert_eq(rpc_client_call(cl, M_COMPLETE, req, len, 60000, NULL, NULL, &res),
+                 GRPC_STATUS_OK, "%s", res.details);
+    rpc_client_result_clear(&res);
+    free(req);
+    rpc_client_free(cl);
     post_event(port, "view");
     post_event(port, "view");
     post_event(port, "select");
-    /* A request is counted when its connection is done with, just after the client has the
-     * answer: wait until all three are in. */
-    for (int i = 0; i < 50; i++) {
+    /* The engine counts a request just after the client has the answer: wait until all three
+     * are in. */
+    for (int i = 0; i < 200; i++) {
         json_t *j = status_json(port, TOKEN);
         long n = (long)json_integer_value(json_object_get(json_object_get(j, "latency_ms"),
                                                           "requests"));
         json_decref(j);
         if (n == 3) return;
-        usleep(20 * 1000);
+        usleep(50 * 1000);
     }
 }
 
 Test(status_page, status_json_reports_model_memory_latency_and_usage_per_user)
 {
     server s = server_start(NULL);
-    traffic(s.port);
+    traffic(&s);
     json_t *j = status_json(s.port, TOKEN);
     cr_assert_gt(strlen(json_string_value(json_object_get(json_object_get(j, "model"), "name"))), 0);
     json_t *mem = json_object_get(j, "memory");
     cr_assert_gt(json_integer_value(json_object_get(mem, "kv_blocks_total")), 0);
     cr_assert_gt(json_integer_value(json_object_get(mem, "weight_bytes")), 1 << 20);
     json_t *lat = json_object_get(j, "latency_ms");
-    cr_assert_eq(json_integer_value(json_object_get(lat, "requests")), 3);
+    cr_assert_eq(json_integer_value(json_object_get(lat, "requests")), 3,
+                 "HTTP, HTTP streamed and gRPC requests all count");
     double p50 = json_number_value(json_object_get(lat, "p50")),
            p99 = json_number_value(json_object_get(lat, "p99"));
     cr_assert(p50 > 0 && p99 >= p50, "p50 %f p99 %f", p50, p99);
@@ -159,7 +188,7 @@ Test(status_page, chromium_renders_the_page_and_its_numbers_match_the_json, .tim
     char *chrome = chromium();
     if (!chrome) cr_skip_test("no Chromium (apt-get install chromium): the browser check is skipped");
     server s = server_start(NULL);
-    traffic(s.port);
+    traffic(&s);
     json_t *j = status_json(s.port, TOKEN);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", s.port);
