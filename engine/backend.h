@@ -29,6 +29,11 @@ typedef struct eng_batch {
     int32_t n_seqs;
     const int32_t *logits_idx;          /* [n_logits] ascending token indices wanting logits */
     int32_t n_logits;
+    /* [n_seqs] each sequence's prompt length, or NULL. Rows at positions >= it are generated or
+     * drafted tokens: a backend with separate prefill and decode arithmetic (CUDA) gives them
+     * the decode arithmetic whatever else shares the step, so a sequence's tokens do not depend
+     * on its batch or on speculation. NULL: only one-row sequences count as decode rows. */
+    const int32_t *prompt_len;
 } eng_batch;
 
 typedef struct eng_backend eng_backend;

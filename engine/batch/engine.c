@@ -690,10 +690,12 @@ static void run_step(eng_engine *e)
             e->b_logits_idx[nl++] = k - (en->start + en->len - t);
         }
         e->b_tables[j] = kv_seq_blocks(r->seq);
+        e->b_prompt_len[j] = r->n_prompt;
     }
     eng_batch b = {.n_tokens = k, .tokens = e->b_tokens, .pos = e->b_pos, .seq = e->b_seq,
                    .block_tables = e->b_tables, .n_seqs = e->sched->n_plan,
-                   .logits_idx = e->b_logits_idx, .n_logits = nl};
+                   .logits_idx = e->b_logits_idx, .n_logits = nl,
+                   .prompt_len = e->b_prompt_len};
     eng_err err;
     double t0 = eng_clock_ms();
     eng_status st = e->be->ops->forward(e->be, &b, e->b_rows, e->b_next, NULL, &err);
@@ -906,10 +908,11 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
     e->b_seq = malloc(nt * sizeof(int32_t));
     e->b_logits_idx = malloc(nt * sizeof(int32_t));
     e->b_tables = calloc(nr, sizeof *e->b_tables);
+    e->b_prompt_len = calloc(nr, sizeof *e->b_prompt_len);
     e->b_rows = malloc((size_t)max_logits * sizeof *e->b_rows);
     e->b_next = malloc((size_t)max_logits * sizeof(int32_t));
     if (!e->inbox || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_logits_idx || !e->b_tables ||
-        !e->b_rows || !e->b_next) {
+        !e->b_prompt_len || !e->b_rows || !e->b_next) {
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");
         goto fail;
     }
@@ -959,6 +962,7 @@ void eng_engine_free(eng_engine *e)
     free(e->b_seq);
     free(e->b_logits_idx);
     free(e->b_tables);
+    free(e->b_prompt_len);
     free(e->b_rows);
     free(e->b_next);
     pthread_mutex_destroy(&e->mu);

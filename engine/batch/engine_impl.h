@@ -84,6 +84,7 @@ struct eng_engine {
     sched_state *sched;      /* the waiting and running lists and the step's plan */
     int32_t *b_tokens, *b_pos, *b_seq, *b_logits_idx; /* [step_tokens] */
     const int32_t **b_tables; /* [max_running] */
+    int32_t *b_prompt_len;    /* [max_running] each planned sequence's prompt length */
     eng_sample_row *b_rows;  /* [max_logits] sampling of each logits row */
     int32_t *b_next;         /* [max_logits] the tokens the backend drew */
     spec_config spec;        /* speculative decoding settings (spec.h) */

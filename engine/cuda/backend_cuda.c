@@ -89,6 +89,7 @@ typedef struct cuda_backend {
     int32_t *d_ints;       /* tokens, pos, slots, logits_idx, seq_lens, q_start, tables */
     int32_t *h_ints;       /* pinned host staging of the same */
     size_t n_ints;
+    int32_t *h_perm;       /* [max_tokens] staging's row order (stage_batch) */
     float *h_logits;       /* pinned [max_logits, n_vocab] */
     kn_sample_params *d_samp, *h_samp; /* [max_logits] each row's sampling */
     int32_t *d_next, *h_next;          /* [max_logits] the drawn token ids */
@@ -339,6 +340,8 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
         e = cudaMallocHost((void **)&c->h_samp, L * sizeof(kn_sample_params));
     if (e == cudaSuccess)
         e = cudaMallocHost((void **)&c->h_next, L * sizeof(int32_t));
+    if (e == cudaSuccess && !(c->h_perm = malloc(T * sizeof(int32_t))))
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory for the staging row order");
     if (e != cudaSuccess)
         return cuda_fail(err, "pinned host buffers", e);
     /* the sizing call checks its arguments like a launch: real buffers stand in for the
@@ -393,13 +396,21 @@ static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks
     return ENG_OK;
 }
 
-/* The batch's metadata, as device views into d_ints. The engine lists each sequence's tokens
- * contiguously and in position order, which attention's q_start relies on. */
+/* The batch's metadata, as device views into d_ints, laid out for attention's two kernels. The
+ * engine lists each sequence's tokens contiguously and in position order; staging reorders the
+ * rows so that the decode rows come first, each as a one-row "sequence" of its own for the
+ * decode kernel (seq_lens = its position + 1, its sequence's block table), then the prompt rows
+ * of each sequence that has some, for the prefill kernel (q_start gives their rows). Every other
+ * op works row by row, so the order changes nothing but which kernel sees a row; the logits rows
+ * keep the engine's order (logits_idx maps them to the moved rows). */
 typedef struct step_meta {
     int32_t *tokens, *pos, *slots, *logits_idx, *seq_lens, *q_start, *tables;
-    int32_t n_tokens, n_seqs, n_logits; /* padding rows included */
-    int32_t max_q_len, max_len;
-    bool all_decode;
+    int32_t n_tokens, n_logits; /* padding rows included */
+    int32_t n_seqs;             /* decode rows + prefill sequences, padding included */
+    int32_t n_dec;              /* the first n_dec rows (and "sequences") are decode rows */
+    int32_t max_q_len, max_len; /* over the prefill sequences */
+    int32_t max_dec_len;        /* over the decode rows */
+    bool all_decode;            /* n_dec == n_seqs */
 } step_meta;
 
 /* Decode batch buckets: powers of two up to 8, then multiples of 8 up to 64, then of 32; never
@@ -424,8 +435,31 @@ static int32_t len_bucket(int32_t len, int32_t cap)
     return b < cap ? b : cap;
 }
 
-/* Lays the batch out in the pinned staging buffer (padded with pad decode rows to n_pad
- * sequences when n_pad > b->n_seqs) and copies it over in one go, with the sampling rows. */
+/* Whether row t (of sequence s, q_len rows in this step) takes the decode arithmetic: a
+ * generated or drafted token (position past the prompt), or the one row of its sequence when
+ * the engine does not say where prompts end. */
+static bool is_decode_row(const eng_batch *b, int32_t t, int32_t s, int32_t q_len)
+{
+    return b->prompt_len ? b->pos[t] >= b->prompt_len[s] : q_len == 1;
+}
+
+/* Copies the first blocks of sequence s's table, those covering positions [0, len), into row
+ * `row` of the staged tables and marks the rest unused. */
+static void stage_table(cuda_backend *c, const eng_batch *b, int32_t s, int32_t len,
+                        int32_t *tables, int32_t row)
+{
+    const int32_t bs = c->base.block_size, mb = c->max_blocks_per_seq;
+    const int32_t nb = (len + bs - 1) / bs;
+    ENG_ASSERT(nb <= mb);
+    int32_t *dst = tables + (size_t)row * (size_t)mb;
+    memcpy(dst, b->block_tables[s], sizeof(int32_t) * (size_t)nb);
+    for (int32_t i = nb; i < mb; i++)
+        dst[i] = -1;
+}
+
+/* Lays the batch out in the pinned staging buffer (decode rows first, see step_meta; padded with
+ * pad decode rows to n_pad of them when the step is all decode and n_pad > b->n_seqs) and
+ * copies it over in one go, with the sampling rows. */
 static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad,
                               const eng_sample_row *rows, step_meta *dm, eng_err *err)
 {
@@ -433,51 +467,93 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
     int32_t *h = c->h_ints;
     int32_t *tokens = h, *pos = h + T, *slots = h + 2 * T, *lidx = h + 3 * T;
     int32_t *seq_lens = h + 4 * T, *q_start = h + 5 * T, *tables = h + 6 * T + 1;
-    const int32_t n_seqs = n_pad > b->n_seqs ? n_pad : b->n_seqs;
-    const int32_t n_tok = b->n_tokens + (n_seqs - b->n_seqs);
+    /* pass 1: check the layout, count the decode rows and the sequences with prompt rows;
+     * q_start (staged later) serves as scratch for each sequence's first row */
+    int32_t n_dec = 0, n_pre = 0;
+    int32_t n_runs = 0; /* each sequence's rows are one run, sequences in ascending order */
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        const int32_t s = b->seq[t];
+        ENG_ASSERT(s >= 0 && s < b->n_seqs);
+        if (t > 0 && b->seq[t - 1] == s) {
+            ENG_ASSERT(b->pos[t - 1] == b->pos[t] - 1);
+        } else {
+            ENG_ASSERT(t == 0 || b->seq[t - 1] < s);
+            n_runs++;
+        }
+    }
+    ENG_ASSERT(n_runs == b->n_seqs);
+    int32_t *perm = c->h_perm; /* [n_tokens] engine row -> staged row */
+    for (int32_t t = 0, s0 = 0; t < b->n_tokens; s0 = t) {
+        const int32_t s = b->seq[t];
+        while (t < b->n_tokens && b->seq[t] == s)
+            t++;
+        bool any_prompt = false;
+        for (int32_t u = s0; u < t; u++) {
+            const bool dec = is_decode_row(b, u, s, t - s0);
+            perm[u] = dec ? -1 : -2;
+            n_dec += dec;
+            any_prompt |= !dec;
+        }
+        n_pre += any_prompt;
+    }
+    /* pass 2: decode rows at [0, n_dec) in engine order, then each sequence's prompt rows */
     dm->max_q_len = 0;
     dm->max_len = 0;
-    dm->all_decode = true;
-    for (int32_t s = 0; s <= b->n_seqs; s++)
-        q_start[s] = -1;
-    for (int32_t t = 0; t < b->n_tokens; t++) {
-        int32_t s = b->seq[t], p = b->pos[t];
-        if (q_start[s] < 0)
-            q_start[s] = t;
-        else
-            ENG_ASSERT(b->seq[t - 1] == s && b->pos[t - 1] == p - 1);
-        tokens[t] = b->tokens[t];
-        pos[t] = p;
-        slots[t] = b->block_tables[s][p / bs] * bs + p % bs;
-        seq_lens[s] = p + 1;
+    dm->max_dec_len = 0;
+    int32_t nd = 0, np = n_dec, ps = n_dec; /* next decode row, next prompt row, next sequence */
+    for (int32_t t = 0, s0 = 0; t < b->n_tokens; s0 = t) {
+        const int32_t s = b->seq[t];
+        while (t < b->n_tokens && b->seq[t] == s)
+            t++;
+        int32_t first = -1, last_pos = -1;
+        for (int32_t u = s0; u < t; u++) {
+            const int32_t r = perm[u] == -1 ? nd++ : np++;
+            perm[u] = r;
+            const int32_t p = b->pos[u];
+            tokens[r] = b->tokens[u];
+            pos[r] = p;
+            slots[r] = b->block_tables[s][p / bs] * bs + p % bs;
+            if (r < n_dec) { /* a one-row sequence of its own */
+                seq_lens[r] = p + 1;
+                q_start[r] = r;
+                stage_table(c, b, s, p + 1, tables, r);
+                dm->max_dec_len = p + 1 > dm->max_dec_len ? p + 1 : dm->max_dec_len;
+            } else {
+                first = first < 0 ? r : first;
+                last_pos = p;
+            }
+        }
+        if (first >= 0) { /* the prompt rows run [first, np) */
+            q_start[ps] = first;
+            seq_lens[ps] = last_pos + 1;
+            stage_table(c, b, s, last_pos + 1, tables, ps);
+            dm->max_q_len = np - first > dm->max_q_len ? np - first : dm->max_q_len;
+            dm->max_len = last_pos + 1 > dm->max_len ? last_pos + 1 : dm->max_len;
+            ps++;
+        }
     }
-    for (int32_t s = 0; s < b->n_seqs; s++) {
-        ENG_ASSERT(q_start[s] >= 0 && (s == 0 || q_start[s] > q_start[s - 1]));
-        int32_t ql = (s + 1 < b->n_seqs ? q_start[s + 1] : b->n_tokens) - q_start[s];
-        dm->max_q_len = ql > dm->max_q_len ? ql : dm->max_q_len;
-        dm->max_len = seq_lens[s] > dm->max_len ? seq_lens[s] : dm->max_len;
-        dm->all_decode = dm->all_decode && ql == 1;
-        int32_t nb = (seq_lens[s] + bs - 1) / bs;
-        ENG_ASSERT(nb <= mb);
-        memcpy(tables + (size_t)s * (size_t)mb, b->block_tables[s], sizeof(int32_t) * (size_t)nb);
-        for (int32_t i = nb; i < mb; i++)
-            tables[(size_t)s * (size_t)mb + (size_t)i] = -1;
-    }
-    memcpy(lidx, b->logits_idx, sizeof(int32_t) * (size_t)b->n_logits);
-    /* padding rows: token 0 at position 0 of a one-block sequence in the padding block */
-    for (int32_t s = b->n_seqs, t = b->n_tokens; s < n_seqs; s++, t++) {
+    ENG_ASSERT(nd == n_dec && np == b->n_tokens && ps == n_dec + n_pre);
+    for (int32_t i = 0; i < b->n_logits; i++)
+        lidx[i] = perm[b->logits_idx[i]];
+    /* padding (all-decode graph steps only): token 0 at position 0 in the padding block */
+    const int32_t n_real = n_dec + n_pre;
+    const int32_t n_seqs = n_pre == 0 && n_pad > n_real ? n_pad : n_real;
+    const int32_t n_tok = b->n_tokens + (n_seqs - n_real);
+    for (int32_t s = n_real, t = b->n_tokens; s < n_seqs; s++, t++) {
         tokens[t] = 0;
         pos[t] = 0;
         slots[t] = c->pad_block * bs;
         seq_lens[s] = 1;
         q_start[s] = t;
-        lidx[b->n_logits + (s - b->n_seqs)] = t;
+        lidx[b->n_logits + (s - n_real)] = t;
         tables[(size_t)s * (size_t)mb] = c->pad_block;
         for (int32_t i = 1; i < mb; i++)
             tables[(size_t)s * (size_t)mb + (size_t)i] = -1;
     }
+    dm->n_dec = n_pre == 0 ? n_seqs : n_dec;
+    dm->all_decode = n_pre == 0;
     q_start[n_seqs] = n_tok;
-    const int32_t n_logits = b->n_logits + (n_seqs - b->n_seqs);
+    const int32_t n_logits = b->n_logits + (n_seqs - n_real);
     size_t n = (size_t)(6 * T + 1) + (size_t)n_seqs * (size_t)mb;
     cudaError_t e = cudaMemcpyAsync(c->d_ints, h, n * sizeof(int32_t), cudaMemcpyHostToDevice,
                                     c->st);
@@ -498,8 +574,8 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
     *dm = (step_meta){.tokens = d, .pos = d + T, .slots = d + 2 * T, .logits_idx = d + 3 * T,
                       .seq_lens = d + 4 * T, .q_start = d + 5 * T, .tables = d + 6 * T + 1,
                       .n_tokens = n_tok, .n_seqs = n_seqs, .n_logits = n_logits,
-                      .max_q_len = dm->max_q_len, .max_len = dm->max_len,
-                      .all_decode = dm->all_decode};
+                      .n_dec = dm->n_dec, .max_q_len = dm->max_q_len, .max_len = dm->max_len,
+                      .max_dec_len = dm->max_dec_len, .all_decode = dm->all_decode};
     return ENG_OK;
 }
 
@@ -551,14 +627,23 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
     const int64_t T = dm->n_tokens, d = hp->n_embd;
     const int64_t dq = (int64_t)hp->n_head * hp->head_dim;
     const int64_t kvd = (int64_t)hp->n_head_kv * hp->head_dim, qkvd = dq + 2 * kvd;
+    /* decode rows: the first n_dec one-row sequences; prefill: the sequences after them, whose
+     * q_start entries index the same row space (step_meta) */
+    const int32_t mb = c->max_blocks_per_seq, n_pre = dm->n_seqs - dm->n_dec;
     kn_attn_args a = {.q_dtype = c->act, .kv_dtype = KVT, .q_stride = qkvd, .n_slots = c->n_slots,
-                      .block_tables = dm->tables, .max_blocks_per_seq = c->max_blocks_per_seq,
-                      .seq_lens = dm->seq_lens, .q_start = dm->all_decode ? NULL : dm->q_start,
-                      .n_seq = dm->n_seqs, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
+                      .block_tables = dm->tables, .max_blocks_per_seq = mb,
+                      .seq_lens = dm->seq_lens, .q_start = NULL, .n_seq = dm->n_dec,
+                      .n_head = hp->n_head, .n_head_kv = hp->n_head_kv,
                       .head_dim = hp->head_dim, .block_size = c->base.block_size,
-                      .max_seq_len = dm->all_decode ? lb : dm->max_len,
-                      .max_q_len = dm->max_q_len, .n_swa = hp->n_swa,
+                      .max_seq_len = lb, .n_swa = hp->n_swa,
                       .scale = 1.0f / sqrtf((float)hp->head_dim), .out = c->att, .out_stride = dq};
+    kn_attn_args pa = a;
+    pa.block_tables = dm->tables + (size_t)dm->n_dec * (size_t)mb;
+    pa.seq_lens = dm->seq_lens + dm->n_dec;
+    pa.q_start = dm->q_start + dm->n_dec;
+    pa.n_seq = n_pre;
+    pa.max_seq_len = dm->max_len;
+    pa.max_q_len = dm->max_q_len;
 
     /* grid comments live with the launchers; here: one call per op over all T tokens */
     KN_TRY("embedding", kn_embed(c->act, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
@@ -585,14 +670,14 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
         KN_TRY("KV write", kn_kv_write(c->act, (char *)c->qkv + dq * 2, (char *)c->qkv + (dq + kvd) * 2,
                                        qkvd, dm->slots, T, kvd, KVT, G->k_cache, G->v_cache,
                                        c->n_slots, c->st));
-        a.q = c->qkv;
-        a.k_cache = G->k_cache;
-        a.v_cache = G->v_cache;
-        if (dm->all_decode)
+        a.q = pa.q = c->qkv;
+        a.k_cache = pa.k_cache = G->k_cache;
+        a.v_cache = pa.v_cache = G->v_cache;
+        if (dm->n_dec > 0)
             KN_TRY("decode attention", kn_paged_attn_decode(&a, lb / KN_DECODE_SPLIT, c->attn_ws,
                                                             c->attn_ws_bytes, c->st));
-        else
-            KN_TRY("prefill attention", kn_prefill_attn_tc(&a, c->st));
+        if (n_pre > 0)
+            KN_TRY("prefill attention", kn_prefill_attn_tc(&pa, c->st));
         KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, c->act, c->att, dq, G->wo, dq, c->act,
                                                c->tmp, d, T, d, dq, 1.0f, 0.0f));
         if (G->bo)
@@ -697,9 +782,10 @@ static eng_status cuda_forward(eng_backend *be, const eng_batch *b, const eng_sa
                                 sample ? rows : NULL, &dm, err);
     if (st != ENG_OK)
         return st;
-    const int32_t lb = len_bucket(dm.max_len, c->len_cap);
+    const int32_t lb = len_bucket(dm.max_dec_len, c->len_cap);
     bool ran = false;
-    if (graph && (st = run_graph(c, &dm, lb, &ran, err)) != ENG_OK)
+    /* a one-token prompt row takes the prefill kernel, which the graphs do not hold */
+    if (graph && dm.all_decode && (st = run_graph(c, &dm, lb, &ran, err)) != ENG_OK)
         return st;
     if (!ran && (st = enqueue_step(c, &dm, lb, sample, err)) != ENG_OK)
         return st;
@@ -752,6 +838,7 @@ static void cuda_free(eng_backend *be)
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_samp);
     cudaFreeHost(c->h_next);
+    free(c->h_perm);
     kn_gemm_free(c->gemm);
     if (c->st)
         cudaStreamDestroy(c->st);
