@@ -29,9 +29,11 @@ typedef struct cli_engine_opts {
      "cuda: launch decode steps kernel by kernel instead of replaying CUDA graphs (slower; "  \
      "for debugging)"},                                                                       \
     {"--threads", "N", CLI_FLAG_INT, &(o)->threads, NULL, 1, 256, NULL,                       \
-     "CPU backend threads (default: the number of online CPUs)"},                             \
+     "CPU backend threads (serve: of each replica; default: the online CPUs, shared among " \
+     "serve's --replicas)"},                                                                  \
     {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
-     "KV cache memory in MiB (default 1024 on the CPU, 90% of free GPU memory on cuda)"},     \
+     "KV cache memory in MiB (serve: of each replica; default 1024 on the CPU, 90% of free "  \
+     "GPU memory on cuda)"},                                                                  \
     {"--speculate", "auto|on|off", CLI_FLAG_CHOICE, &(o)->speculate, "auto", 0, 0,           \
      "auto|on|off",                                                                           \
      "speculative decoding drafted from the prompt: the model checks several tokens copied "  \

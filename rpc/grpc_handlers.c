@@ -94,7 +94,7 @@ static const char *admission(const gs_context *ctx, char *msg, size_t cap,
                              grpc_status_code *code)
 {
     eng_err err = {{0}};
-    eng_status st = eng_engine_admission_check(ctx->engine, &err);
+    eng_status st = eng_router_admission_check(ctx->router, &err);
     if (st == ENG_OK) return NULL;
     *code = st == ENG_ERR_OVERLOAD ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_UNAVAILABLE;
     snprintf(msg, cap, "%s", err.msg);
@@ -317,7 +317,7 @@ static void handle_health(gs_call *c)
         return;
     }
     eng_engine_stats st;
-    eng_engine_stats_get(ctx->engine, &st);
+    eng_router_stats_get(ctx->router, &st); /* every replica's, summed */
     Serval__V1__EngineStats es = SERVAL__V1__ENGINE_STATS__INIT;
     es.running = st.running;
     es.waiting = st.waiting;

@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "prompt.h"
 #include "serval_engine.h"
+#include "serval_router.h"
 #include "serval_index.h"
 
 typedef enum gs_method {
@@ -28,7 +29,8 @@ typedef enum gs_method {
 
 /* What handlers may read about the server (all borrowed, live as long as the server). */
 typedef struct gs_context {
-    eng_engine *engine;
+    eng_engine *engine;      /* replica 0: the model and limits every replica shares */
+    eng_router *router;      /* where calls are submitted and load is read */
     const eng_model *model;
     const rpc_auth *auth;
     const prompt_builder *prompts;

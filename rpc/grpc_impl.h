@@ -123,6 +123,7 @@ struct rpc_grpc_server {
     bool shutdown_done;
     char model_id[128];
     prompt_builder *prompts;
+    eng_router *own_router;   /* the router over the engine alone, when the config gave none */
 };
 
 /* ---- grpc_server.c ---- */

@@ -171,7 +171,16 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
         free(s);
         return ENG_ERR_INVALID;
     }
-    s->ctx = (gs_context){.engine = e, .model = m, .auth = auth, .prompts = s->prompts,
+    if (!cfg->router && eng_router_create(&e, 1, &s->own_router, err) != ENG_OK) {
+        grpc_server_credentials_release(creds);
+        grpc_shutdown();
+        prompt_builder_free(s->prompts);
+        free(s->token_inflight);
+        free(s);
+        return ENG_ERR_NOMEM;
+    }
+    s->ctx = (gs_context){.engine = e, .router = cfg->router ? cfg->router : s->own_router,
+                          .model = m, .auth = auth, .prompts = s->prompts,
                           .model_id = s->model_id,
                           .backend = s->cfg.backend_name, .context_length = s->cfg.context_length,
                           .embedder = s->cfg.embedder, .index = s->cfg.index,
@@ -228,6 +237,7 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
         grpc_completion_queue_destroy(s->cq);
         grpc_shutdown();
         prompt_builder_free(s->prompts);
+        eng_router_free(s->own_router);
         free(s->token_inflight);
         free(s);
         return ENG_ERR_IO;
@@ -342,6 +352,7 @@ void rpc_grpc_server_stop(rpc_grpc_server *s, int drain_ms)
     free(s->pollers);
     free(s->token_inflight);
     prompt_builder_free(s->prompts);
+    eng_router_free(s->own_router);
     pthread_cond_destroy(&s->cv_ready);
     pthread_cond_destroy(&s->cv_state);
     pthread_cond_destroy(&s->cv_work);

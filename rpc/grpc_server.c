@@ -429,7 +429,7 @@ void gs_call_submit(gs_call *c, eng_request_params *p, bool crlf)
     call_ref(c); /* the engine request's reference, dropped when it is done */
     /* Tokenizes here, on a worker, without the call's lock (a poller may want it). Output
      * notifications before c->req is set find nothing to read; the push below looks again. */
-    eng_status st = eng_submit(s->ctx.engine, p, &r, &err);
+    eng_status st = eng_router_submit(s->ctx.router, p, &r, NULL, &err);
     pthread_mutex_lock(&c->mu);
     if (st != ENG_OK) {
         atomic_fetch_sub(&c->refs, 1); /* the caller still holds its reference */

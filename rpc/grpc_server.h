@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "serval_engine.h"
 #include "serval_index.h"
+#include "serval_router.h"
 #include "status.h"
 
 typedef struct rpc_grpc_server rpc_grpc_server;
@@ -27,6 +28,9 @@ typedef struct rpc_grpc_config {
                                 * model's training context */
     bool log_requests;         /* one line per finished call on stderr */
     struct eng_embedder *embedder; /* borrowed; serves Embed (NULL: Embed is UNIMPLEMENTED) */
+    eng_router *router;        /* borrowed; replicas (serval_router.h) whose replica 0 is `e`:
+                                * calls are submitted through it, Health reports their sum.
+                                * NULL: `e` alone */
 
     /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
     int request_message_timeout_ms; /* call start to its request message; slower calls are

@@ -28,7 +28,7 @@ static eng_status submit(http_req *r, http_gen *g, eng_request **er, eng_err *er
     p.cache_salt = rpc_auth_cache_salt(s->auth, r->token_idx);
     p.session_key = g->session_key;
     p.deadline_ms = g->deadline_ms;
-    return eng_submit(s->engine, &p, er, err);
+    return eng_router_submit(s->router, &p, er, NULL, err);
 }
 
 /* Frees the text gathered so far: every path that answers (or closes) itself drops it. */

@@ -99,7 +99,7 @@ void http_metrics_request(http_metrics *m, http_route r, int status, double seco
 /* A generation finished (any way): engine timings and token counts. */
 void http_metrics_generation(http_metrics *m, const eng_request_output *o, bool disconnected);
 /* Prometheus text (malloc'd, caller frees). */
-char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *len);
+char *http_metrics_render(http_metrics *m, eng_router *rt, int inflight, size_t *len);
 
 /* ---- server ----------------------------------------------------------------------------- */
 
@@ -126,7 +126,10 @@ typedef struct http_conn http_conn;
 
 struct http_server {
     struct MHD_Daemon *daemon;
-    eng_engine *engine;
+    eng_engine *engine;         /* replica 0: the model and limits every replica shares */
+    eng_router *router;         /* where requests are submitted and load is read (cfg.router,
+                                 * or own_router over `engine` alone) */
+    eng_router *own_router;
     rpc_auth *auth;
     prompt_builder *prompts;
     http_server_config cfg;     /* strings below are owned copies */

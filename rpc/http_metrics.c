@@ -134,10 +134,69 @@ static void put_eng_hist(out *o, const char *name, const char *help, const eng_h
         name, h->sum_ms / 1e3, name, (long long)h->count);
 }
 
-char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *len)
+/* Each replica's load, prefix cache and routing (serval_router.h), labelled replica="i";
+ * the unlabelled series above are their sums. */
+static void put_replicas(out *o, eng_router *rt)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"serval_replica_load", "gauge", "Requests submitted to the replica and not finished."},
+        {"serval_replica_running_sequences", "gauge", "Sequences holding KV blocks."},
+        {"serval_replica_queue_depth", "gauge", "Requests waiting for the replica."},
+        {"serval_replica_in_rotation", "gauge", "1 while the router sends it requests, 0 once "
+                                                "it took the replica out."},
+        {"serval_replica_prefix_cache_hit_rate", "gauge",
+         "Reused prompt tokens / prompt tokens looked up, in the replica's own cache."},
+        {"serval_replica_prompt_tokens_cached_total", "counter",
+         "Prompt tokens the replica reused from its prefix cache."},
+        {"serval_replica_prompt_tokens_computed_total", "counter",
+         "Prompt tokens the replica computed."},
+        {"serval_replica_requests_routed_total", "counter",
+         "Requests the router queued on the replica, by why it was chosen."},
+    };
+    int n = eng_router_n_replicas(rt);
+    eng_router_replica_stats *rs = calloc((size_t)n, sizeof *rs);
+    if (!rs) {
+        o->oom = true;
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        eng_router_replica_stats_get(rt, i, &rs[i]);
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        put(o, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help, fam[f].name, fam[f].type);
+        for (int i = 0; i < n; i++) {
+            const eng_engine_stats *e = &rs[i].engine;
+            switch (f) {
+            case 0: put(o, "%s{replica=\"%d\"} %d\n", fam[f].name, i, rs[i].load); break;
+            case 1: put(o, "%s{replica=\"%d\"} %d\n", fam[f].name, i, e->running); break;
+            case 2: put(o, "%s{replica=\"%d\"} %d\n", fam[f].name, i, e->waiting); break;
+            case 3: put(o, "%s{replica=\"%d\"} %d\n", fam[f].name, i, rs[i].in_rotation); break;
+            case 4:
+                put(o, "%s{replica=\"%d\"} %.6f\n", fam[f].name, i, e->prefix_hit_rate);
+                break;
+            case 5:
+                put(o, "%s{replica=\"%d\"} %lld\n", fam[f].name, i,
+                    (long long)e->prompt_tokens_cached);
+                break;
+            case 6:
+                put(o, "%s{replica=\"%d\"} %lld\n", fam[f].name, i,
+                    (long long)e->prompt_tokens_computed);
+                break;
+            default:
+                for (int w = 0; w < ENG_ROUTE_REASONS; w++)
+                    put(o, "%s{replica=\"%d\",reason=\"%s\"} %lld\n", fam[f].name, i,
+                        eng_route_reason_str((eng_route_reason)w), (long long)rs[i].routed[w]);
+            }
+        }
+    }
+    free(rs);
+}
+
+char *http_metrics_render(http_metrics *m, eng_router *rt, int inflight, size_t *len)
 {
     eng_engine_stats es;
-    eng_engine_stats_get(e, &es);
+    eng_router_stats_get(rt, &es);
     out o = {.cap = 16384};
     o.buf = malloc(o.cap);
     if (!o.buf)
@@ -242,6 +301,7 @@ char *http_metrics_render(http_metrics *m, eng_engine *e, int inflight, size_t *
     put(&o, "# HELP serval_spec_pass_tokens_total Speculation: tokens verification passes produced "
             "(accepted drafts plus the model's own).\n# TYPE serval_spec_pass_tokens_total counter\n"
             "serval_spec_pass_tokens_total %lld\n", (long long)es.spec_tokens);
+    put_replicas(&o, rt);
     if (o.oom) {
         free(o.buf);
         return NULL;

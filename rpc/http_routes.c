@@ -54,7 +54,7 @@ static bool refused_before_tokenizing(http_req *r, bool openai, const char *para
         return true;
     }
     eng_err err = {{0}};
-    eng_status st = generates ? eng_engine_admission_check(e, &err) : ENG_OK;
+    eng_status st = generates ? eng_router_admission_check(r->s->router, &err) : ENG_OK;
     if (st != ENG_OK) {
         *ret = http_reply_eng_error(r, st, err.msg);
         return true;
@@ -758,7 +758,7 @@ static enum MHD_Result route_metrics(http_req *r, json_t *body)
     (void)body;
     http_server *s = r->s;
     size_t len;
-    char *text = http_metrics_render(&s->metrics, s->engine, atomic_load(&s->inflight), &len);
+    char *text = http_metrics_render(&s->metrics, s->router, atomic_load(&s->inflight), &len);
     char *per_token = rpc_auth_disabled(s->auth) ? strdup("") : rpc_auth_metrics_render(s->auth);
     char *all = NULL;
     if (text && per_token && asprintf(&all, "%s%s", text, per_token) < 0)

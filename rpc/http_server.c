@@ -347,6 +347,7 @@ static void server_free(http_server *s)
     pthread_mutex_destroy(&s->conns_mu);
     pthread_mutex_destroy(&s->events_mu);
     http_status_free(s->status);
+    eng_router_free(s->own_router);
     free(s->buckets);
     free(s->tok_inflight);
     free(s->bind_addr);
@@ -463,7 +464,12 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     s->status = http_status_create(e);
     s->engine = e;
     s->auth = auth;
-    eng_status st = server_setup(s, cfg, err);
+    eng_status st = cfg->router ? ENG_OK : eng_router_create(&e, 1, &s->own_router, err);
+    s->router = cfg->router ? cfg->router : s->own_router;
+    if (st == ENG_OK && eng_router_replica(s->router, 0) != e)
+        st = eng_fail(err, ENG_ERR_INVALID, "http: the router's replica 0 is not the engine");
+    if (st == ENG_OK)
+        st = server_setup(s, cfg, err);
     if (st != ENG_OK) {
         server_free(s);
         return st;

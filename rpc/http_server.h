@@ -10,6 +10,7 @@
 #include "serval_embed.h"
 #include "serval_engine.h"
 #include "serval_index.h"
+#include "serval_router.h"
 #include "status.h"
 
 typedef struct http_server http_server;
@@ -34,6 +35,9 @@ typedef struct http_server_config {
     bool log_requests;           /* one stderr line per request (health and metrics excepted) */
     eng_embedder *embedder;      /* borrowed; serves /v1/embeddings and /embeddings (NULL: they
                                   * answer 501) */
+    eng_router *router;          /* borrowed; replicas (serval_router.h) whose replica 0 is `e`:
+                                  * completions are submitted through it, /metrics and health
+                                  * report each replica. NULL: `e` alone */
 
     /* ---- abuse limits: no client may starve the others (0: the default given) ---- */
     unsigned per_ip_connections; /* connections one client address may hold; 0: 256 */
