@@ -279,12 +279,95 @@ static bool setting_value(const char *text, const char *key, char *out, size_t c
     return false;
 }
 
-/* Reads the settings again (file, environment, the same flags): tokens, the log level and the
- * HTTP per-token rate (http_rate_limit, http_rate_burst) are applied; every other changed
- * setting is named as needing a restart. One log line says what happened. */
-static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_server *http)
+static void log_index(void *user, const char *line)
 {
-    char tokens[1600], applied[512] = "", ignored[1024] = "";
+    (void)user;
+    rpc_log(RPC_LOG_INFO, "%s", line);
+}
+
+/* --repo values ("PATH[=GIT_URL]") as the indexer's specs; paths holds their PATH parts. */
+static void repo_specs(const cli_list *repos, idx_repo_spec *specs,
+                       char (*paths)[1024])
+{
+    for (size_t i = 0; i < repos->n && i < SERVE_MAX_REPOS; i++) {
+        const char *v = repos->items[i], *eq = strchr(v, '=');
+        snprintf(paths[i], 1024, "%.*s", (int)(eq ? (size_t)(eq - v) : strlen(v)), v);
+        specs[i] = (idx_repo_spec){paths[i], eq && eq[1] ? eq + 1 : NULL};
+    }
+}
+
+/* The indexer a reload may restart: the index (opened at start, shared with both front ends),
+ * the background service, and the repository list it runs over (owned copies: the settings
+ * a reload parses are freed after it). */
+typedef struct serve_indexer {
+    idx_index *index;     /* NULL: serve started without repositories */
+    idx_service *service;
+    char *repos[SERVE_MAX_REPOS];
+    size_t n_repos;
+    long reindex_s;
+} serve_indexer;
+
+/* Remembers `repos` as the list the service runs over. */
+static void indexer_set_repos(serve_indexer *ix, const cli_list *repos, long reindex_s)
+{
+    for (size_t i = 0; i < ix->n_repos; i++) free(ix->repos[i]);
+    ix->n_repos = 0;
+    for (size_t i = 0; i < repos->n && i < SERVE_MAX_REPOS; i++)
+        if ((ix->repos[ix->n_repos] = strdup(repos->items[i]))) ix->n_repos++;
+    ix->reindex_s = reindex_s;
+}
+
+/* Whether the list names `v`. */
+static bool repos_has(const char *const *items, size_t n, const char *v)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(items[i], v)) return true;
+    return false;
+}
+
+/* SIGHUP with a changed `repos` or `reindex_interval`: the service restarts over the new list
+ * (a repository added is indexed at once). Appends what happened to `applied`; false when it
+ * cannot apply them (serve started without repositories: the front ends hold no index). */
+static bool reload_repos(const serve_opts *n, serve_indexer *ix, char *applied, size_t cap)
+{
+    const char *const *was = (const char *const *)ix->repos;
+    size_t removed = 0, added = 0;
+    for (size_t i = 0; i < ix->n_repos; i++)
+        removed += !repos_has(n->repos.items, n->repos.n, was[i]);
+    for (size_t j = 0; j < n->repos.n; j++)
+        added += !repos_has(was, ix->n_repos, n->repos.items[j]);
+    if (!added && !removed && n->repos.n == ix->n_repos && n->reindex_s == ix->reindex_s)
+        return true;
+    if (!ix->index) return false;
+    size_t at = strlen(applied);
+    indexer_set_repos(ix, &n->repos, n->reindex_s);
+    idx_service_stop(ix->service); /* stops a run at its next file: what is indexed stays */
+    ix->service = NULL;
+    idx_repo_spec specs[SERVE_MAX_REPOS];
+    char paths[SERVE_MAX_REPOS][1024];
+    repo_specs(&n->repos, specs, paths);
+    eng_err err = {{0}};
+    if (n->repos.n && idx_service_start(ix->index, specs, n->repos.n, (int)n->reindex_s,
+                                        log_index, NULL, &ix->service, &err) != ENG_OK) {
+        snprintf(applied + at, cap - at, "; repos: cannot restart the indexer (%.200s): "
+                 "nothing is re-indexed until a restart", err.msg);
+        return true;
+    }
+    snprintf(applied + at, cap - at, "; repos: %zu indexed every %ld s (%zu added, %zu removed%s)",
+             n->repos.n, n->reindex_s, added, removed,
+             removed ? "; a removed repository's files stay searchable until it is indexed "
+                       "again or the index is rebuilt" : "");
+    return true;
+}
+
+/* Reads the settings again (file, environment, the same flags): tokens, the log level, the
+ * HTTP per-token rate (http_rate_limit, http_rate_burst) and the repositories to index (repos,
+ * reindex_interval) are applied; every other changed setting is named as needing a restart.
+ * One log line says what happened. */
+static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_server *http,
+                   serve_indexer *ix)
+{
+    char tokens[1600], applied[1024] = "", ignored[1024] = "";
     eng_err err = {{0}};
     if (rpc_auth_reload(auth, tokens, sizeof tokens, &err) != ENG_OK)
         snprintf(tokens, sizeof tokens, "tokens unchanged: %s", err.msg);
@@ -308,24 +391,27 @@ static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_se
         o->http_rate = n.http_rate; /* what the next SIGHUP compares with */
         o->http_burst = n.http_burst;
     }
+    bool repos_applied = reload_repos(&n, ix, applied, sizeof applied);
     /* Every other setting: compare the effective values line by line. */
     for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         char key[64], was[512], now[512];
         if (*p == '#' || sscanf(p, "%63[a-z_0-9] = ", key) != 1) continue;
         if (!strcmp(key, "log_level") || !strcmp(key, "http_rate_limit") ||
-            !strcmp(key, "http_rate_burst"))
+            !strcmp(key, "http_rate_burst") ||
+            (repos_applied && (!strcmp(key, "repo") || !strcmp(key, "reindex_interval"))))
             continue; /* applied above */
         if (!setting_value(n.effective, key, now, sizeof now)) continue;
         if (setting_value(o->effective, key, was, sizeof was) && !strcmp(was, now)) continue;
         size_t at = strlen(ignored);
         snprintf(ignored + at, sizeof ignored - at, "%s%s", at ? ", " : "", key);
     }
-    char head[3300];
+    char head[4096];
     snprintf(head, sizeof head, "SIGHUP: %s%s%s%s%s", tokens, applied,
              *ignored ? "; ignored (a restart applies them): " : "", ignored,
              *ignored ? "" : "; no other setting changed");
     rpc_log_kv kv[] = {RPC_LOG_JSTR("tokens", tokens), RPC_LOG_JSTR("log_level",
                        rpc_log_level_name(lvl)),
+                       RPC_LOG_JSTR("applied", applied[0] ? applied + 2 : ""),
                        RPC_LOG_JSTR("needs_restart", ignored)};
     rpc_log_event(RPC_LOG_INFO, "reload", head, kv, sizeof kv / sizeof kv[0]);
     rpc_log_set_level(lvl); /* after the line saying so, which a higher level would hide */
@@ -400,12 +486,6 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc
     rpc_log_event(RPC_LOG_INFO, "ready", head, kv, sizeof kv / sizeof kv[0]);
 }
 
-static void log_index(void *user, const char *line)
-{
-    (void)user;
-    rpc_log(RPC_LOG_INFO, "%s", line);
-}
-
 /* --repo PATH[=GIT_URL] (or `repos` in the config file): the index in <data_dir>/index, kept
  * up to date by a background thread while serve answers from what is indexed so far. */
 static eng_status start_indexer(const serve_opts *o, const char *data_dir, eng_embedder *emb,
@@ -427,11 +507,7 @@ static eng_status start_indexer(const serve_opts *o, const char *data_dir, eng_e
     snprintf(dir, sizeof dir, "%s/index", data_dir);
     idx_repo_spec specs[SERVE_MAX_REPOS];
     char paths[SERVE_MAX_REPOS][1024];
-    for (size_t i = 0; i < o->repos.n; i++) {
-        const char *v = o->repos.items[i], *eq = strchr(v, '=');
-        snprintf(paths[i], sizeof paths[i], "%.*s", (int)(eq ? (size_t)(eq - v) : strlen(v)), v);
-        specs[i] = (idx_repo_spec){paths[i], eq && eq[1] ? eq + 1 : NULL};
-    }
+    repo_specs(&o->repos, specs, paths);
     idx_embedder ie = idx_embedder_from_engine(emb);
     eng_err err = {{0}};
     if (idx_open(dir, &ie, ix, &err) != ENG_OK ||
@@ -523,6 +599,7 @@ int cli_serve_main(int argc, char **argv)
     eng_embedder *emb = NULL;
     idx_index *index = NULL;
     idx_service *indexer = NULL;
+    serve_indexer sx = {0}; /* what a reload restarts, once started */
     rpc_auth *auth = NULL;
     rpc_grpc_server *grpc = NULL;
     http_server *http = NULL;
@@ -595,6 +672,9 @@ int cli_serve_main(int argc, char **argv)
         start_indexer(&o, data_dir, emb, &index, &indexer) != ENG_OK) {
         goto out;
     }
+    sx = (serve_indexer){.index = index, .service = indexer};
+    indexer = NULL;
+    indexer_set_repos(&sx, &o.repos, o.reindex_s);
 
     rpc_grpc_config gc = grpc_config(&o, ctx_len);
     gc.port = grpc_port_want; /* the port the placeholder held (the one port 0 picked) */
@@ -631,7 +711,7 @@ int cli_serve_main(int argc, char **argv)
 
     int sig = 0;
     while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
-        reload(argc, argv, &o, auth, http);
+        reload(argc, argv, &o, auth, http, &sx);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is stopping: %s", why);
     drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);
@@ -645,6 +725,8 @@ out:
     http_server_stop(http, 0);
     rpc_grpc_server_stop(grpc, 0);
     idx_service_stop(indexer); /* before the embedder it embeds with */
+    idx_service_stop(sx.service);
+    indexer_set_repos(&sx, &(cli_list){0}, 0);
     idx_close(index);
     eng_engine_free(e);
     eng_embedder_free(emb); /* after both front ends: none of their threads still embeds */

@@ -202,9 +202,11 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
                  "--drain-ms) and exits 0; a second signal cancels what is still running and "
                  "exits at once. SIGHUP re-reads the tokens (--token-file, DATA_DIR/tokens: see "
                  "`serval token`; also picked up within a second without a signal), the log "
-                 "level and --http-rate-limit/--http-rate-burst, and logs which other changed "
-                 "settings need a restart. While the model "
-                 "loads, the HTTP port answers 503 \"starting\" (not with TLS). Every setting can also come from the config file (key `grpc_port` for "
+                 "level, --http-rate-limit/--http-rate-burst and the repositories to index "
+                 "(--repo, --reindex-interval: a new list is indexed at once, when serve "
+                 "started with at least one), and logs which other changed settings need a "
+                 "restart. While the model loads, the HTTP port answers 503 \"starting\" and "
+                 "gRPC Health STARTING (not with TLS). Every setting can also come from the config file (key `grpc_port` for "
                  "--grpc-port) or the environment (SERVAL_GRPC_PORT); flags win over the "
                  "environment, which wins over the file. $SERVAL_TOKEN keeps its rule above.",
         .flags = flags,

@@ -1,0 +1,142 @@
+/* test_reload.c — SIGHUP and the repositories to index: a running `serval serve` given a new
+ * `repos` list in its config file indexes an added repository without a restart (search
+ * finds its code), says how many were added and removed, and a server started without any
+ * repository names `repo` among the settings only a restart applies. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http_test_util.h"
+#include "testutil.h"
+
+/* Polls the server's log until it holds `what` (the text from there on; NULL after 90 s). */
+static char *log_wait(const server *s, const char *what)
+{
+    for (int i = 0; i < 900; i++) {
+        char *log = tu_read_file(s->log_path, NULL);
+        const char *p = log ? strstr(log, what) : NULL;
+        if (p) {
+            char *out = strdup(p);
+            free(log);
+            return out;
+        }
+        free(log);
+        usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+/* A folder (not a git work tree: the indexer walks it) holding one file. */
+static char *make_repo(const char *file, const char *code)
+{
+    char *dir = tu_temp_path(".repo");
+    unlink(dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert_eq(tu_write_file(path, code, strlen(code)), 0);
+    return dir;
+}
+
+static void write_config(const char *path, const char *repo_a, const char *repo_b)
+{
+    char text[3000];
+    snprintf(text, sizeof text, "repos = [%s%s%s%s%s%s%s]\n", repo_a ? "\"" : "",
+             repo_a ? repo_a : "", repo_a ? "=https://example.com/a.git\"" : "",
+             repo_a && repo_b ? ", " : "", repo_b ? "\"" : "", repo_b ? repo_b : "",
+             repo_b ? "=https://example.com/b.git\"" : "");
+    cr_assert_eq(tu_write_file(path, text, strlen(text)), 0);
+}
+
+/* The first hit's git_url for a BM25 search of `query` ("" when none). */
+static void first_hit(int port, const char *query, char *url, size_t cap)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"query\":\"%s\",\"mode\":\"bm25\"}", query);
+    tu_http_resp r = request(port, "POST", "/v1beta/search", TOKEN, body);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    const char *u = json_string_value(
+        json_object_get(json_array_get(json_object_get(j, "hits"), 0), "git_url"));
+    snprintf(url, cap, "%s", u ? u : "");
+    json_decref(j);
+    tu_http_resp_free(&r);
+}
+
+Test(reload, sighup_indexes_an_added_repository_and_says_what_was_removed, .timeout = 240)
+{
+    struct stat sb;
+    if (stat(SERVAL_DEFAULT_EMBED_MODEL, &sb) != 0)
+        cr_skip_test("no embedding model at %s (tools/setup.sh converts it)",
+                     SERVAL_DEFAULT_EMBED_MODEL);
+    char *a = make_repo("ledger.py", "def settle_ledger_balance(entries):\n"
+                                     "    return sum(e.amount for e in entries)\n");
+    char *b = make_repo("weather.py", "def forecast_rainfall_tomorrow(station):\n"
+                                      "    return station.pressure < 1000\n");
+    char *conf = tu_temp_path(".toml");
+    write_config(conf, a, NULL);
+    const char *extra[] = {"--config", conf, NULL};
+    server s = server_start_log(extra, false);
+    char *seen = log_wait(&s, "(https://example.com/a.git):");
+    cr_assert_not_null(seen, "the first repository is indexed at start");
+    free(seen);
+    char url[256];
+    first_hit(s.port, "forecast_rainfall_tomorrow", url, sizeof url);
+    cr_assert_str_eq(url, "", "b is not indexed yet");
+
+    write_config(conf, a, b);
+    kill(s.pid, SIGHUP);
+    char *line = log_wait(&s, "serval: SIGHUP: ");
+    cr_assert_not_null(line);
+    line[strcspn(line, "\n")] = '\0';
+    cr_assert(strstr(line, "repos: 2 indexed every 300 s (1 added, 0 removed)"), "%s", line);
+    cr_assert_null(strstr(line, "ignored"), "nothing needs a restart: %s", line);
+    free(line);
+    line = NULL;
+    seen = log_wait(&s, "(https://example.com/b.git):");
+    cr_assert_not_null(seen, "the added repository is indexed without a restart");
+    free(seen);
+    first_hit(s.port, "forecast_rainfall_tomorrow", url, sizeof url);
+    cr_assert_str_eq(url, "https://example.com/b.git", "search finds the added repository's code");
+
+    write_config(conf, NULL, b);
+    kill(s.pid, SIGHUP);
+    for (int i = 0; i < 900 && !line; i++) { /* the second SIGHUP line */
+        char *log = tu_read_file(s.log_path, NULL);
+        const char *p = log ? strstr(log, "serval: SIGHUP: ") : NULL;
+        p = p ? strstr(p + 1, "serval: SIGHUP: ") : NULL;
+        line = p ? strndup(p, strcspn(p, "\n")) : NULL;
+        free(log);
+        if (!line) usleep(100 * 1000);
+    }
+    cr_assert_not_null(line);
+    cr_assert(strstr(line, "repos: 1 indexed every 300 s (0 added, 1 removed; a removed "
+                           "repository's files stay searchable"), "%s", line);
+    free(line);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(a), free(b), free(conf);
+}
+
+Test(reload, a_server_started_without_repositories_says_repos_need_a_restart)
+{
+    char *conf = tu_temp_path(".toml");
+    write_config(conf, NULL, NULL);
+    const char *extra[] = {"--config", conf, NULL};
+    server s = server_start_log(extra, false);
+    char *dir = tu_temp_path(".repo");
+    write_config(conf, dir, NULL);
+    kill(s.pid, SIGHUP);
+    char *line = log_wait(&s, "serval: SIGHUP: ");
+    cr_assert_not_null(line);
+    line[strcspn(line, "\n")] = '\0';
+    cr_assert(strstr(line, "ignored (a restart applies them): repo"), "%s", line);
+    free(line);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(dir), free(conf);
+}
