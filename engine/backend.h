@@ -74,14 +74,20 @@ typedef struct eng_backend_config {
     int32_t max_tokens; /* most tokens in one batch (CUDA step buffers; CPU grows on demand) */
     int32_t max_logits; /* most logits rows in one batch (CUDA) */
     int n_threads;      /* CPU threads; 0: the online CPUs */
+    int tp;             /* tensor-parallel ranks the model is split across (model/shard.h);
+                         * 0 or 1: none. CPU: each rank a thread group of n_threads / tp
+                         * threads with its own KV pool (kv_bytes is all ranks' together) */
     bool cuda_graphs;   /* CUDA: replay decode steps from CUDA graphs (false: launch every
                          * kernel every step, for debugging and comparison) */
     bool cuda_fp16;     /* CUDA: fp16 weights and activations instead of bf16 (more mantissa,
                          * less range; the residual stream is fp32 either way) */
 } eng_backend_config;
 
-/* The CPU backend: cfg->n_threads threads, a KV pool of as many blocks as cfg->kv_bytes holds.
- * The model is borrowed. *out is owned by the caller: free it with be->ops->free(be). */
+/* The CPU backend: cfg->n_threads threads, a KV pool of as many blocks as cfg->kv_bytes holds;
+ * with cfg->tp > 1, that many ranks over the in-process communicator (cpu/backend_cpu_tp.c),
+ * ENG_ERR_INVALID or ENG_ERR_UNSUPPORTED for a degree the model does not split into (the
+ * message names why and the degrees it allows). The model is borrowed. *out is owned by the
+ * caller: free it with be->ops->free(be). */
 eng_status eng_backend_cpu_create(const eng_model *m, const eng_backend_config *cfg,
                                   eng_backend **out, eng_err *err);
 

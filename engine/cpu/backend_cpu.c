@@ -54,6 +54,8 @@ eng_status eng_backend_cpu_create(const eng_model *m, const eng_backend_config *
                                   eng_backend **out, eng_err *err)
 {
     *out = NULL;
+    if (cfg->tp > 1)
+        return eng_backend_cpu_tp_create(m, cfg, out, err);
     const int64_t kv_bytes = cfg->kv_bytes;
     const int32_t block_size = cfg->block_size, min_blocks = cfg->min_blocks;
     size_t bb = eng_cpu_kv_block_bytes(m, block_size);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm.h"
 #include "cpu_ops.h"
 #include "pool.h"
 #include "quant.h"
@@ -58,6 +59,14 @@ struct eng_cpu_runner {
     uint8_t *act;       /* [CHUNK, act_stride] quantised activations */
     size_t act_stride;
     float *scores;      /* [n_threads, max_pos] attention scores per thread */
+    /* Tensor parallelism (eng_cpu_runner_set_group): m is one rank's model (model/shard.h);
+     * NULL comm: the whole model on its own. */
+    const eng_shard *shard;
+    eng_comm *comm;
+    float *logits_local; /* [CHUNK, shard->n_vocab_stride] this rank's logits */
+    float *gathered;     /* [n_ranks, CHUNK, n_vocab_stride] every rank's */
+    eng_status comm_st;  /* the first collective that failed in this forward, and why */
+    eng_err comm_err;
 };
 
 /* What one pool run computes: tokens [c0, c0 + n) of the batch. */
@@ -224,7 +233,24 @@ void eng_cpu_runner_free(eng_cpu_runner *r)
     free(r->rope_cs);
     free(r->act);
     free(r->scores);
+    free(r->logits_local);
+    free(r->gathered);
     free(r);
+}
+
+eng_status eng_cpu_runner_set_group(eng_cpu_runner *r, const eng_shard *s, eng_comm *comm,
+                                    eng_err *err)
+{
+    ENG_ASSERT(s && comm && comm->n_ranks == s->n_ranks && r->m->hp.n_vocab == s->n_vocab);
+    size_t row = (size_t)CPU_CHUNK * (size_t)s->n_vocab_stride;
+    r->logits_local = calloc(row, sizeof(float));
+    r->gathered = calloc(row * (size_t)s->n_ranks, sizeof(float));
+    if (!r->logits_local || !r->gathered)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory for %d ranks' logits",
+                        s->n_ranks);
+    r->shard = s;
+    r->comm = comm;
+    return ENG_OK;
 }
 
 /* ---- small vector helpers ----------------------------------------------------------------- */
@@ -569,6 +595,47 @@ static void ffn_part(const fwd_job *j, const eng_layer *L, long t0, long t1, int
     eng_pool_barrier(r->pool);
 }
 
+/* Tensor parallelism: buf (every thread's rows done) becomes the sum over the ranks, rank by
+ * rank. Thread 0 speaks for the rank; after a failure the rest of the pass skips the
+ * collectives (every rank's group has failed too) and eng_cpu_forward returns the error. */
+static void group_sum(const fwd_job *j, float *buf, size_t count, int ith)
+{
+    eng_cpu_runner *r = j->r;
+    if (!r->comm)
+        return;
+    eng_pool_barrier(r->pool);
+    if (ith == 0 && r->comm_st == ENG_OK)
+        r->comm_st = r->comm->ops->all_reduce_sum(r->comm, r->shard->rank, buf, count,
+                                                  ENG_COMM_F32, NULL, &r->comm_err);
+    eng_pool_barrier(r->pool);
+}
+
+/* Tensor parallelism: every rank's logits of the chunk's n_out rows (logits_local, stride
+ * n_vocab_stride) gathered into the caller's rows (n_vocab_total wide), when it has any. */
+static void group_gather_logits(const fwd_job *j, int ith, int nth)
+{
+    eng_cpu_runner *r = j->r;
+    const eng_shard *s = r->shard;
+    const size_t stride = (size_t)s->n_vocab_stride, count = (size_t)j->n_out * stride;
+    eng_pool_barrier(r->pool);
+    if (ith == 0 && r->comm_st == ENG_OK)
+        r->comm_st = r->comm->ops->all_gather(r->comm, s->rank, r->logits_local, r->gathered,
+                                              count, ENG_COMM_F32, NULL, &r->comm_err);
+    eng_pool_barrier(r->pool);
+    if (!j->logits)
+        return;
+    long k0, k1;
+    eng_pool_split(j->n_out, ith, nth, &k0, &k1);
+    for (long k = k0; k < k1; k++)
+        for (int q = 0; q < s->n_ranks; q++) {
+            size_t v0 = (size_t)q * stride;
+            size_t nv = (size_t)s->n_vocab_total - v0 < stride ? (size_t)s->n_vocab_total - v0
+                                                               : stride;
+            memcpy(j->logits + (size_t)k * (size_t)s->n_vocab_total + v0,
+                   r->gathered + (size_t)q * count + (size_t)k * stride, nv * sizeof(float));
+        }
+}
+
 static void forward_chunk(void *arg, int ith, int nth)
 {
     const fwd_job *j = arg;
@@ -586,10 +653,19 @@ static void forward_chunk(void *arg, int ith, int nth)
 
     for (long t = t0; t < t1; t++) {
         float *x = r->x + t * d;
-        quant_dequant_row(m->tok_embd.dtype,
-                          (const uint8_t *)m->tok_embd.data +
-                              (size_t)b->tokens[j->c0 + t] * m->tok_embd.row_bytes,
-                          x, d);
+        /* A rank holds the vocabulary rows [vocab0, vocab0 + n_vocab): zeros for the others,
+         * which the sum over ranks fills in exactly. */
+        int64_t row = b->tokens[j->c0 + t] - (r->shard ? r->shard->vocab0 : 0);
+        if (row >= 0 && row < m->tok_embd.ne1)
+            quant_dequant_row(m->tok_embd.dtype,
+                              (const uint8_t *)m->tok_embd.data + (size_t)row * m->tok_embd.row_bytes,
+                              x, d);
+        else
+            memset(x, 0, sizeof(float) * (size_t)d);
+    }
+    group_sum(j, r->x, (size_t)n * (size_t)d, ith);
+    for (long t = t0; t < t1; t++) {
+        float *x = r->x + t * d;
         if (pos_kind == ENG_ARCH_POS_LEARNED) { /* + row pos of the position embeddings */
             float *pe = r->xn + t * d;
             quant_dequant_row(m->pos_embd.dtype,
@@ -652,6 +728,7 @@ static void forward_chunk(void *arg, int ith, int nth)
         eng_pool_barrier(r->pool);
         matmul_part(&L->wo, r->act, n, r->tmp, d, ith, nth);
         eng_pool_barrier(r->pool);
+        group_sum(j, r->tmp, (size_t)n * (size_t)d, ith); /* row-parallel: sum the ranks' parts */
 
         /* feed-forward block */
         for (long t = t0; t < t1; t++) {
@@ -659,6 +736,7 @@ static void forward_chunk(void *arg, int ith, int nth)
             norm_row(m, r->xn + t * d, r->x + t * d, &L->ffn_norm, &L->ffn_norm_b);
         }
         ffn_part(j, L, t0, t1, ith, nth);
+        group_sum(j, r->tmp, (size_t)n * (size_t)d, ith);
         for (long t = t0; t < t1; t++)
             add_residual(r->x + t * d, r->tmp + t * d, &L->b_down, d);
         /* The next layer's norm reads only this thread's tokens of x: no barrier needed. */
@@ -678,24 +756,31 @@ static void forward_chunk(void *arg, int ith, int nth)
         quant_act_quantize(m->output.dtype, r->xn + k * d, r->act + (size_t)k * rb, d);
     }
     eng_pool_barrier(r->pool);
-    matmul_part(&m->output, r->act, j->n_out, j->logits, hp->n_vocab, ith, nth);
+    if (!r->comm) {
+        matmul_part(&m->output, r->act, j->n_out, j->logits, hp->n_vocab, ith, nth);
+        return;
+    }
+    matmul_part(&m->output, r->act, j->n_out, r->logits_local, r->shard->n_vocab_stride, ith, nth);
+    group_gather_logits(j, ith, nth);
 }
 
 eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_batch *b,
                            float *logits, eng_err *err)
 {
     const eng_hparams *hp = &r->m->hp;
+    const int32_t n_vocab = r->shard ? r->shard->n_vocab_total : hp->n_vocab;
     if (b->n_tokens <= 0)
         return eng_fail(err, ENG_ERR_INVALID, "nothing to evaluate (0 tokens)");
     for (int32_t i = 0; i < b->n_tokens; i++) {
-        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+        if (b->tokens[i] < 0 || b->tokens[i] >= n_vocab)
             return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
-                            b->tokens[i], i, hp->n_vocab);
+                            b->tokens[i], i, n_vocab);
         ENG_ASSERT(b->pos[i] >= 0 && b->pos[i] < r->max_pos);
         ENG_ASSERT(b->seq[i] >= 0 && b->seq[i] < b->n_seqs);
     }
     ENG_ASSERT(kv->n_layer == hp->n_layer && kv->kv_dim == r->kv_dim);
-    ENG_ASSERT(b->n_logits == 0 || logits != NULL);
+    ENG_ASSERT(b->n_logits == 0 || logits != NULL || r->comm); /* ranks > 0 gather for rank 0 */
+    r->comm_st = ENG_OK;
     int32_t k = 0;
     for (int32_t c0 = 0; c0 < b->n_tokens; c0 += CPU_CHUNK) {
         int32_t cn = b->n_tokens - c0 < CPU_CHUNK ? b->n_tokens - c0 : CPU_CHUNK;
@@ -705,10 +790,12 @@ eng_status eng_cpu_forward(eng_cpu_runner *r, eng_cpu_kv *kv, const eng_batch *b
             k++;
         }
         fwd_job j = {.r = r, .kv = kv, .b = b, .c0 = c0, .n = cn, .k0 = k0, .n_out = k - k0,
-                     .logits = logits ? logits + (size_t)k0 * (size_t)hp->n_vocab : NULL};
+                     .logits = logits ? logits + (size_t)k0 * (size_t)n_vocab : NULL};
         eng_pool_run(r->pool, forward_chunk, &j);
     }
     ENG_ASSERT(k == b->n_logits);
+    if (r->comm_st != ENG_OK)
+        return eng_fail(err, r->comm_st, "%s", r->comm_err.msg);
     return ENG_OK;
 }
 

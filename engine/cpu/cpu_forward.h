@@ -11,7 +11,9 @@
 #include <stdint.h>
 
 #include "backend.h" /* eng_batch */
+#include "comm.h"
 #include "model.h"
+#include "shard.h"
 #include "status.h"
 
 /* ---- paged KV pool ---------------------------------------------------------------------- */
@@ -40,6 +42,21 @@ typedef struct eng_cpu_runner eng_cpu_runner;
 eng_status eng_cpu_runner_create(const eng_model *m, int32_t max_pos, int n_threads,
                                  eng_cpu_runner **out, eng_err *err);
 void eng_cpu_runner_free(eng_cpu_runner *r);
+
+/* Tensor parallelism: makes r (created over &sm->model of a shard, model/shard.h) one rank of
+ * comm's group, whose other ranks run the same batches with their own runners and KV pools,
+ * each forward called from its own thread. The pass then sums the rank's partial products
+ * (embedding, attention output, FFN down) over the group and gathers the logits rows: every
+ * rank's eng_cpu_forward returns the whole model's logits in `logits` (n_vocab_total wide;
+ * NULL on ranks that do not want them), and a failed collective fails the call with the
+ * group's error (ENG_ERR_CANCELLED). s and comm are borrowed and must outlive r. */
+eng_status eng_cpu_runner_set_group(eng_cpu_runner *r, const eng_shard *s, eng_comm *comm,
+                                    eng_err *err);
+
+/* The tensor-parallel CPU backend (backend_cpu_tp.c), which eng_backend_cpu_create builds when
+ * cfg->tp > 1: cfg->tp shards, ranks 1.. on their own threads, threads split across ranks. */
+eng_status eng_backend_cpu_tp_create(const eng_model *m, const eng_backend_config *cfg,
+                                     eng_backend **out, eng_err *err);
 
 /* Runs the batch. logits (caller-owned, [n_logits, n_vocab]) receives the logits of the
  * tokens named by logits_idx, in that order. Returns ENG_ERR_INVALID for an out-of-range
