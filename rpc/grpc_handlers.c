@@ -339,6 +339,23 @@ static void handle_health(gs_call *c)
     r.version = SERVAL_VERSION;
     r.backend = (char *)ctx->backend;
     r.engine = &es;
+    Serval__V1__ReplicaStats rs[ENG_ROUTER_MAX_REPLICAS], *rp[ENG_ROUTER_MAX_REPLICAS];
+    eng_router_replica_stats one[ENG_ROUTER_MAX_REPLICAS];
+    r.n_replicas = (size_t)eng_router_n_replicas(ctx->router);
+    r.replicas = rp;
+    for (size_t i = 0; i < r.n_replicas; i++) {
+        eng_router_replica_stats_get(ctx->router, (int)i, &one[i]);
+        serval__v1__replica_stats__init(&rs[i]);
+        rs[i].replica = (int32_t)i;
+        rs[i].in_rotation = one[i].in_rotation;
+        rs[i].down_reason = one[i].down_reason;
+        rs[i].load = one[i].load;
+        rs[i].running = one[i].engine.running;
+        rs[i].waiting = one[i].engine.waiting;
+        rs[i].prefix_hit_rate = one[i].engine.prefix_hit_rate;
+        rs[i].requests_finished = one[i].engine.requests_finished;
+        rp[i] = &rs[i];
+    }
     gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
 }
 

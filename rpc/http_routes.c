@@ -211,6 +211,23 @@ static eng_sampler_params sampling_from(const http_server *s, json_t *o, double 
 
 /* ---- Tabby ------------------------------------------------------------------------------ */
 
+/* Each replica's load and prefix cache (serval_router.h), for health checks that watch one. */
+static json_t *replicas_json(eng_router *rt)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < eng_router_n_replicas(rt); i++) {
+        eng_router_replica_stats rs;
+        eng_router_replica_stats_get(rt, i, &rs);
+        json_array_append_new(
+            a, json_pack("{s:i,s:b,s:s,s:i,s:i,s:i,s:f,s:I}", "replica", i, "in_rotation",
+                         rs.in_rotation, "down_reason", rs.down_reason, "load", rs.load,
+                         "running", rs.engine.running, "waiting", rs.engine.waiting,
+                         "prefix_hit_rate", rs.engine.prefix_hit_rate, "requests_finished",
+                         (json_int_t)rs.engine.requests_finished));
+    }
+    return a;
+}
+
 /* Tabby's health body (model, device, version: what tabby-agent needs to enable completion)
  * for a caller with a token; liveness only for anyone else. Tabby's fields keep Tabby's
  * meaning ("arch" is the CPU's); Serval's own follow: the model's GGUF architecture, whether
@@ -235,6 +252,8 @@ static enum MHD_Result route_health(http_req *r, json_t *body)
         "model_architecture", eng_model_arch_name(eng_engine_model(s->engine)),
         "supports_fim", fim != PROMPT_FIM_NONE, "fim", prompt_fim_name(fim), "chat_format",
         prompt_chat_name(chat));
+    if (j)
+        json_object_set_new(j, "replicas", replicas_json(s->router));
     return http_reply_json(r, 200, j);
 }
 
