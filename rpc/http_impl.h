@@ -277,10 +277,10 @@ size_t http_retrieve_snippets(http_server *s, prompt_completion_input *in, promp
  * token. */
 enum MHD_Result http_route_status_page(http_req *r, json_t *body);
 enum MHD_Result http_route_status_json(http_req *r, json_t *body);
-/* The status page's time series: a thread samples e (borrowed) once a second, its load and
- * its latency histograms (every front end's requests); made and freed with the server. NULL:
- * out of memory (the page then has no series). */
-struct http_status *http_status_create(eng_engine *e);
+/* The status page's time series: a thread samples rt (borrowed: every replica) once a second,
+ * its load and its latency histograms (every front end's requests); made and freed with the
+ * server, freed before the router. NULL: out of memory (the page then has no series). */
+struct http_status *http_status_create(eng_router *rt);
 void http_status_free(struct http_status *st);
 
 /* ---- generation (http_gen.c) ------------------------------------------------------------ */

@@ -461,13 +461,14 @@ eng_status http_server_start(const http_server_config *cfg, eng_engine *e, rpc_a
     pthread_mutex_init(&s->rl_mu, NULL);
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_mutex_init(&s->events_mu, NULL);
-    s->status = http_status_create(e);
     s->engine = e;
     s->auth = auth;
     eng_status st = cfg->router ? ENG_OK : eng_router_create(&e, 1, &s->own_router, err);
     s->router = cfg->router ? cfg->router : s->own_router;
     if (st == ENG_OK && eng_router_replica(s->router, 0) != e)
         st = eng_fail(err, ENG_ERR_INVALID, "http: the router's replica 0 is not the engine");
+    if (st == ENG_OK)
+        s->status = http_status_create(s->router); /* after the router: it samples every replica */
     if (st == ENG_OK)
         st = server_setup(s, cfg, err);
     if (st != ENG_OK) {

@@ -46,13 +46,13 @@ struct http_status {
     bool stop;
     pthread_t sampler;
     bool have_sampler;
-    eng_engine *engine;
+    eng_router *router;
     status_bucket b[STATUS_N_BUCKETS];
 };
 
-static void snap_take(eng_engine *e, status_snap *sn, eng_engine_stats *es)
+static void snap_take(eng_router *rt, status_snap *sn, eng_engine_stats *es)
 {
-    eng_engine_stats_get(e, es);
+    eng_router_stats_get(rt, es); /* every replica's, histograms merged */
     memcpy(sn->total, es->total_hist.buckets, sizeof sn->total);
     memcpy(sn->first, es->first_token_hist.buckets, sizeof sn->first);
     sn->finished = es->total_hist.count;
@@ -64,7 +64,7 @@ static void sample(struct http_status *st)
 {
     status_snap sn;
     eng_engine_stats es;
-    snap_take(st->engine, &sn, &es);
+    snap_take(st->router, &sn, &es);
     long long slot = (long long)time(NULL) / STATUS_BUCKET_S;
     pthread_mutex_lock(&st->mu);
     status_bucket *b = &st->b[slot % STATUS_N_BUCKETS];
@@ -96,11 +96,11 @@ static void *sampler_main(void *p)
     return NULL;
 }
 
-struct http_status *http_status_create(eng_engine *e)
+struct http_status *http_status_create(eng_router *rt)
 {
     struct http_status *st = calloc(1, sizeof *st);
     if (!st) return NULL;
-    st->engine = e;
+    st->router = rt;
     pthread_mutex_init(&st->mu, NULL);
     pthread_condattr_t ca; /* eng_clock_deadline is on CLOCK_MONOTONIC */
     pthread_condattr_init(&ca);
@@ -304,7 +304,7 @@ static json_t *memory_json(const eng_engine_stats *es, const eng_model *m)
 static json_t *status_json(http_server *s)
 {
     eng_engine_stats es;
-    eng_engine_stats_get(s->engine, &es);
+    eng_router_stats_get(s->router, &es); /* load and KV blocks: every replica's */
     const eng_model *m = eng_engine_model(s->engine);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -323,6 +323,9 @@ static json_t *status_json(http_server *s)
         "draining", atomic_load(&s->draining), "repositories", "indexer",
         "the indexer's repositories and their freshness are not reported here yet", "usage", usage_json(s), "tokens",
         (json_int_t)rpc_auth_n_tokens(s->auth));
+    if (root)
+        json_object_set_new(json_object_get(root, "engine"), "replicas",
+                            json_integer(eng_router_n_replicas(s->router)));
     if (root && s->status) add_series(s, root);
     return root;
 }
@@ -392,7 +395,7 @@ static const char page_tail[] =
     "['KV blocks used / total',M.kv_blocks_used+' / '+M.kv_blocks_total,'kv-blocks'],"
     "['KV blocks cached',M.kv_blocks_cached]]));\n"
     "const E=S.engine;\n"
-    "rows($('engine'),[['running',E.running,'e-running'],['waiting',E.waiting,'e-waiting'],"
+    "rows($('engine'),[['replicas',E.replicas,'e-replicas'],['running',E.running,'e-running'],['waiting',E.waiting,'e-waiting'],"
     "['generated tokens/s',E.gen_tokens_per_s.toFixed(1)],['requests finished',"
     "E.requests_finished,'e-finished'],['state',E.draining?'draining':'serving']]);\n"
     "const L=S.latency_ms;\n"
