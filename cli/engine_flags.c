@@ -27,6 +27,7 @@ eng_engine_config cli_engine_config(const cli_engine_opts *o)
     ec.draft_max = (int32_t)o->draft_max;
     if (o->threads)
         ec.n_threads = (int)o->threads;
+    ec.tp = o->tp > 1 ? (int)o->tp : 1;
     if (o->kv_mb)
         ec.kv_bytes = (int64_t)o->kv_mb << 20;
     return ec;

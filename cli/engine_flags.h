@@ -12,6 +12,7 @@
 typedef struct cli_engine_opts {
     int backend;         /* eng_backend_kind, by its index in "cpu|cuda" */
     long threads;        /* 0: the engine's default (the number of online CPUs) */
+    long tp;             /* tensor-parallel degree; 1: none */
     long kv_mb;          /* 0: the engine's default (1 GiB on the CPU, 90% of free GPU memory) */
     bool cuda_fp16;
     bool no_cuda_graphs;
@@ -31,6 +32,13 @@ typedef struct cli_engine_opts {
     {"--threads", "N", CLI_FLAG_INT, &(o)->threads, NULL, 1, 256, NULL,                       \
      "CPU backend threads (serve: of each replica; default: the online CPUs, shared among " \
      "serve's --replicas)"},                                                                  \
+    {"--tp", "N", CLI_FLAG_INT, &(o)->tp, "1", 1, 64, NULL,                                  \
+     "tensor parallelism: split the model's attention heads, FFN columns and vocabulary "    \
+     "across N ranks (serve: within each replica) that all-reduce after each layer's output " \
+     "and down projections; on the CPU backend the ranks are thread groups sharing "         \
+     "--threads, each with its own KV cache. N must divide the heads (quantised "            \
+     "attn_output/ffn_down also in whole blocks); an error lists the degrees the model "     \
+     "allows"},                                                                               \
     {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
      "KV cache memory in MiB (serve: of each replica; default 1024 on the CPU, 90% of free "  \
      "GPU memory on cuda)"},                                                                  \

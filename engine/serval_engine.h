@@ -65,6 +65,9 @@ typedef enum eng_speculate {
 typedef struct eng_engine_config {
     eng_backend_kind backend;
     int n_threads;           /* CPU backend threads; 0: the number of online CPUs */
+    int tp;                  /* tensor parallelism: ranks the model is split across (Megatron:
+                              * heads, FFN columns, vocabulary); 0 or 1: none. CPU: rank thread
+                              * groups sharing n_threads (0 threads: at least one per rank) */
     int64_t kv_bytes;        /* KV cache memory budget; 0: 1 GiB on the CPU, 90% of free GPU memory */
     int32_t block_size;      /* tokens per KV block; 0: 16 */
     bool prefix_caching;     /* reuse cached prompt blocks (default true) */

@@ -610,7 +610,7 @@ static void reap_cancelled(eng_engine *e)
 }
 
 static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32_t n_gen,
-                          int64_t n_prompt, double ms)
+                          int64_t n_prompt, double ms, bool failed)
 {
     kv_stats ks;
     kv_cache_stats(e->kv, &ks);
@@ -645,6 +645,8 @@ static void publish_stats(eng_engine *e, int32_t n_seqs, int32_t n_tokens, int32
     s->prefix_hit_rate = ks.prefix_query_tokens
                              ? (double)ks.prefix_hit_tokens / (double)ks.prefix_query_tokens
                              : 0.0;
+    if (n_tokens > 0)
+        s->failed_steps_in_a_row = failed ? s->failed_steps_in_a_row + 1 : 0;
     if (n_tokens > 0) {
         s->prompt_tokens_computed += n_prompt;
         s->tokens_generated += n_gen;
@@ -705,7 +707,7 @@ static void run_step(eng_engine *e)
     if (st != ENG_OK) {
         while (e->sched->n_plan > 0)
             finish(e, e->sched->plan[0].r, ENG_FINISH_ERROR, st, err.msg);
-        publish_stats(e, n_seqs, k, 0, 0, t1 - t0);
+        publish_stats(e, n_seqs, k, 0, 0, t1 - t0, true);
         return;
     }
     /* The plan is emptied first, so finish() (from accept_token) has no entry to remove. */
@@ -727,7 +729,7 @@ static void run_step(eng_engine *e)
             accept_token(e, r, e->b_next[li++], t1);
         }
     }
-    publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_clock_ms() - t0);
+    publish_stats(e, n_seqs, k, n_gen, n_prompt, eng_clock_ms() - t0, false);
 }
 
 /* Aborts with the first violated invariant: the KV pool's own accounting, and each running
@@ -776,7 +778,7 @@ static void *step_loop(void *arg)
         if (sched_step_plan(e->sched) > 0)
             run_step(e);
         else
-            publish_stats(e, 0, 0, 0, 0, 0); /* everything was cancelled: show the freed blocks */
+            publish_stats(e, 0, 0, 0, 0, 0, false); /* everything was cancelled: show the freed blocks */
         if (e->cfg.check_invariants)
             check_invariants(e);
     }
@@ -789,9 +791,15 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
                                  eng_engine_config *c, eng_err *err)
 {
     *c = *in;
+    if (c->tp == 0)
+        c->tp = 1;
+    if (c->tp < 1 || c->tp > 64)
+        return eng_fail(err, ENG_ERR_INVALID, "tensor-parallel degree %d outside [1, 64]", c->tp);
     if (c->n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->n_threads = n > 0 ? (int)n : 1;
+        if (c->n_threads < c->tp) /* one thread per rank at least */
+            c->n_threads = c->tp;
     }
     if (c->kv_bytes == 0 && c->backend == ENG_BACKEND_CPU)
         c->kv_bytes = (int64_t)1 << 30; /* the CUDA backend sizes its pool from free memory */
@@ -876,6 +884,7 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
                              .max_tokens = c.step_tokens,
                              .max_logits = max_logits,
                              .n_threads = c.n_threads,
+                             .tp = c.tp,
                              .cuda_graphs = !c.no_cuda_graphs,
                              .cuda_fp16 = c.cuda_fp16};
     if (c.backend == ENG_BACKEND_CPU) {
@@ -916,7 +925,7 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory allocating engine buffers");
         goto fail;
     }
-    publish_stats(e, 0, 0, 0, 0, 0);
+    publish_stats(e, 0, 0, 0, 0, 0, false);
     if (pthread_create(&e->thread, NULL, step_loop, e) != 0) {
         st = eng_fail(err, ENG_ERR_NOMEM, "cannot start the step-loop thread");
         goto fail;
