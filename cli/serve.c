@@ -31,6 +31,7 @@
 #include "serval_index.h"
 #include "serval_engine.h"
 #include "serve_opts.h"
+#include "serve_replicas.h"
 #include "sd_notify.h"
 #include "status.h"
 
@@ -152,10 +153,10 @@ static void watchdog_set(watchdog *w, double deadline_ms, bool finished)
     pthread_mutex_unlock(&w->mu);
 }
 
-static int in_flight(eng_engine *e)
+static int in_flight(eng_router *e)
 {
     eng_engine_stats st;
-    eng_engine_stats_get(e, &st);
+    eng_router_stats_get(e, &st); /* every replica's */
     return st.running + st.waiting;
 }
 
@@ -163,7 +164,7 @@ static const char *sig_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTER
 
 /* After the first signal: both front ends refuse new work at once, then drain side by side
  * (each up to drain_ms), a second signal ends the drain, then both stop and are freed. */
-static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_engine *e,
+static void drain_and_stop(http_server *http, rpc_grpc_server *grpc, eng_router *e,
                            const sigset_t *sigs, int sig, int drain_ms)
 {
     http_server_drain_begin(http);
@@ -458,11 +459,11 @@ static void *progress_main(void *p)
 }
 
 /* The start-up summary as one event: model, backend, devices, memory, KV blocks, listeners. */
-static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc_port,
+static void log_ready(const serve_opts *o, eng_model *m, eng_router *e, int grpc_port,
                       int http_port, double t_start_ms, double load_ms)
 {
     eng_engine_stats es;
-    eng_engine_stats_get(e, &es);
+    eng_router_stats_get(e, &es); /* KV blocks: every replica's */
     char cpu[128] = "cpu";
     eng_cpuinfo_model_name(cpu, sizeof cpu);
     double ready_ms = eng_clock_ms() - t_start_ms;
@@ -476,7 +477,8 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_engine *e, int grpc
         RPC_LOG_JSTR("model", eng_model_name(m)), RPC_LOG_JSTR("model_path", o->model),
         RPC_LOG_JSTR("architecture", eng_model_arch_name(m)),
         RPC_LOG_JINT("layers", eng_model_n_layer(m)),
-        RPC_LOG_JINT("context", eng_engine_max_seq_len(e)),
+        RPC_LOG_JINT("context", eng_router_max_seq_len(e)),
+        RPC_LOG_JINT("replicas", eng_router_n_replicas(e)),
         RPC_LOG_JSTR("backend", cli_backend_name(&o->eng)), RPC_LOG_JSTR("device", cpu),
         RPC_LOG_JINT("weight_bytes", eng_model_weight_bytes(m)),
         RPC_LOG_JINT("kv_blocks", es.kv_blocks_total), RPC_LOG_JINT("kv_block_size", es.block_size),
@@ -595,7 +597,7 @@ int cli_serve_main(int argc, char **argv)
     int rc = 1;
     eng_err err = {{0}};
     eng_model *m = NULL;
-    eng_engine *e = NULL;
+    cli_replicas reps = {0}; /* the engines (--replicas) and their router */
     eng_embedder *emb = NULL;
     idx_index *index = NULL;
     idx_service *indexer = NULL;
@@ -660,13 +662,17 @@ int cli_serve_main(int argc, char **argv)
     ec.supersede = o.supersede == 0; /* "on|off" */
     ec.schedule = o.schedule == 0 ? ENG_SCHEDULE_LATENCY : ENG_SCHEDULE_THROUGHPUT;
     ec.deadline_ms = (int32_t)o.deadline_ms;
-    if (eng_engine_create(m, &ec, &e, &err) != ENG_OK) {
+    if (cli_replicas_start(m, ec, (int)o.replicas, &reps, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: cannot start the engine: %s", err.msg);
         goto out;
     }
-    int32_t ctx_len = eng_engine_max_seq_len(e);
+    eng_engine *e = reps.engines[0];
+    int32_t ctx_len = eng_router_max_seq_len(reps.router);
     rpc_log(RPC_LOG_INFO, "model %s (%s, %d layers, context %d) on %s", eng_model_name(m),
             eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
+    if (reps.n > 1)
+        rpc_log(RPC_LOG_INFO, "%d replicas behind one router (weights loaded once; each its own "
+                "KV cache%s)", reps.n, o.eng.threads ? "" : ", the online CPUs shared among them");
 
     if (start_embedder(&o, &emb) != ENG_OK ||
         start_indexer(&o, data_dir, emb, &index, &indexer) != ENG_OK) {
@@ -684,6 +690,7 @@ int cli_serve_main(int argc, char **argv)
     int grpc_port = 0;
     rpc_grpc_starting_stop(grpc_starting); /* hands the port over, as HTTP's below */
     grpc_starting = NULL;
+    gc.router = reps.router;
     if (rpc_grpc_server_start(&gc, e, auth, &grpc, &grpc_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
         goto out;
@@ -699,12 +706,13 @@ int cli_serve_main(int argc, char **argv)
     int http_port = 0;
     http_starting_stop(starting); /* hands the port over: a few ms of refused connections */
     starting = NULL;
+    hc.router = reps.router;
     if (http_server_start(&hc, e, auth, &http, &http_port, &err) != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: %s", err.msg);
         goto out;
     }
     log_listening("http", o.bind, http_port, o.tls_cert != NULL);
-    log_ready(&o, m, e, grpc_port, http_port, t_start_ms, load_ms);
+    log_ready(&o, m, reps.router, grpc_port, http_port, t_start_ms, load_ms);
     /* systemd (Type=notify) starts the units that need us only now: model loaded, ports open. */
     if (!cli_sd_notify("READY=1\nSTATUS=serving", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is ready: %s", why);
@@ -714,7 +722,7 @@ int cli_serve_main(int argc, char **argv)
         reload(argc, argv, &o, auth, http, &sx);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is stopping: %s", why);
-    drain_and_stop(http, grpc, e, &sigs, sig, (int)o.drain_ms);
+    drain_and_stop(http, grpc, reps.router, &sigs, sig, (int)o.drain_ms);
     http = NULL;
     grpc = NULL;
     rpc_log(RPC_LOG_INFO, "stopped");
@@ -728,7 +736,7 @@ out:
     idx_service_stop(sx.service);
     indexer_set_repos(&sx, &(cli_list){0}, 0);
     idx_close(index);
-    eng_engine_free(e);
+    cli_replicas_stop(&reps);
     eng_embedder_free(emb); /* after both front ends: none of their threads still embeds */
     eng_model_free(m);
     rpc_auth_free(auth);

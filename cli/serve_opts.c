@@ -120,6 +120,13 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "users is computed once per token, and the KV cache holds every token's copy)"},
         {"--max-running", "N", CLI_FLAG_INT, &o->max_running, NULL, 1, 4096, NULL,
          "sequences decoded together at most (default 64)"},
+        {"--replicas", "N", CLI_FLAG_INT, &o->replicas, "1", 1, 64, NULL,
+         "engines serving the model in this process (loaded once, weights shared), each with "
+         "its own KV cache and prefix cache; --threads, --kv-mb, --max-running and "
+         "--max-waiting apply to each. A router sends a request to the replica its session "
+         "(Tabby: token + filepath + git_url) or its prompt's first blocks was sent to, or to "
+         "the least loaded when that one is 64 requests and 1.5x busier; /metrics reports each "
+         "(replica=\"0\"...). CPU: --threads 0 gives each replica the online CPUs / N"},
         {"--supersede", "on|off", CLI_FLAG_CHOICE, &o->supersede, "on", 0, 0, "on|off",
          "a completion with a session key (Tabby: the token + segments.filepath + git_url; "
          "others: \"session_key\", X-Serval-Session, gRPC session_key) ends the older ones "
