@@ -327,3 +327,65 @@ Test(tp, each_rank_keeps_only_its_kv_heads_and_replicated_ones_cost_blocks, .tim
         drop(m, path);
     }
 }
+
+/* ---- through the engine ------------------------------------------------------------------- */
+
+enum { ENGINE_REQS = 3, ENGINE_TOKENS = 16 };
+
+/* Greedy outputs of ENGINE_REQS requests submitted together (batched by the engine) over
+ * `tp` ranks: out[i][k] is request i's k-th token. */
+static void engine_outputs(const eng_model *m, int tp, int threads,
+                           int32_t out[ENGINE_REQS][ENGINE_TOKENS])
+{
+    eng_engine_config cfg = eng_engine_config_defaults();
+    cfg.n_threads = threads;
+    cfg.tp = tp;
+    cfg.kv_bytes = 64 << 20;
+    cfg.max_seq_len = 256;
+    cfg.check_invariants = true;
+    eng_engine *e = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_engine_create(m, &cfg, &e, &err), ENG_OK, "tp %d: %s", tp, err.msg);
+    static const char *const prompts[ENGINE_REQS] = {
+        "def fibonacci(n):\n", "#include <stdio.h>\nint main(void) {\n",
+        "SELECT name, count(*) FROM users"};
+    eng_request *r[ENGINE_REQS];
+    for (int i = 0; i < ENGINE_REQS; i++) {
+        eng_request_params p = eng_request_params_defaults();
+        p.text = prompts[i];
+        p.text_len = strlen(prompts[i]);
+        p.max_tokens = ENGINE_TOKENS;
+        p.ignore_eos = true;
+        cr_assert_eq(eng_submit(e, &p, &r[i], &err), ENG_OK, "%s", err.msg);
+    }
+    for (int i = 0; i < ENGINE_REQS; i++) {
+        char buf[4096];
+        eng_request_output o;
+        do
+            cr_assert_eq(eng_request_read(r[i], buf, sizeof buf, 60000, &o), ENG_OK);
+        while (!o.done);
+        cr_assert_eq(o.finish, ENG_FINISH_LENGTH, "tp %d request %d: %s", tp, i, o.error);
+        cr_assert_eq(eng_request_tokens(r[i], out[i], ENGINE_TOKENS), ENGINE_TOKENS);
+        eng_request_release(r[i]);
+    }
+    eng_engine_free(e);
+}
+
+Test(tp, the_engine_over_3_ranks_completes_the_default_model_like_one_engine, .timeout = 300)
+{
+    /* SmolLM2-135M (Q4_1): 9 heads, 3 KV heads, so 3 ranks of 3 heads and 1 KV head each. */
+    eng_model *m = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_model_load(tu_default_model(), &m, &err), ENG_OK, "%s", err.msg);
+    char deg[64];
+    eng_shard_degrees(m, deg, sizeof deg);
+    cr_assert_str_eq(deg, "1, 3, 9");
+    int32_t whole[ENGINE_REQS][ENGINE_TOKENS], split[ENGINE_REQS][ENGINE_TOKENS];
+    engine_outputs(m, 1, 2, whole);
+    engine_outputs(m, 3, 3, split);
+    for (int i = 0; i < ENGINE_REQS; i++)
+        for (int k = 0; k < ENGINE_TOKENS; k++)
+            cr_assert_eq(split[i][k], whole[i][k], "request %d token %d: %d over 3 ranks, %d "
+                         "unsplit", i, k, split[i][k], whole[i][k]);
+    eng_model_free(m);
+}
