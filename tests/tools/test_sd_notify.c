@@ -1,7 +1,7 @@
 /* test_sd_notify.c — `serval serve` under a systemd Type=notify unit, without systemd: the test
  * plays the service manager's side of sd_notify(3) (an AF_UNIX datagram socket named by
- * $NOTIFY_SOCKET) and checks what a unit's start and stop depend on: READY=1 arrives once the
- * ports accept connections, STOPPING=1 when SIGTERM begins the drain (also when the kernel
+ * $NOTIFY_SOCKET) and checks what a unit's start and stop depend on: STATUS while the model
+ * loads, READY=1 once the ports accept connections, STOPPING=1 when SIGTERM begins the drain (also when the kernel
  * hands the signal to a thread other than the main one), and a socket that cannot be used is
  * reported without stopping the server. */
 #include <arpa/inet.h>
@@ -68,6 +68,8 @@ static void ready_then_stopping(const char *path)
     tu_server s = tu_server_start("http", TOKEN, true, NULL);
     unsetenv("NOTIFY_SOCKET");
     char msg[256];
+    cr_assert(receive(fd, msg, sizeof msg, 10000), "no STATUS while the model loads");
+    cr_assert_str_eq(msg, "STATUS=loading the model", "systemctl status says why it is not ready");
     cr_assert(receive(fd, msg, sizeof msg, 10000), "no READY=1 within 10 s of 'listening'");
     cr_assert_str_eq(msg, "READY=1\nSTATUS=serving");
     cr_assert(port_accepts(s.port), "READY=1 was sent but port %d does not accept", s.port);
@@ -143,7 +145,9 @@ Test(sd_notify, a_sigterm_the_kernel_hands_to_a_worker_thread_still_drains_and_e
     tu_server s = tu_server_start("http", TOKEN, true, NULL);
     unsetenv("NOTIFY_SOCKET");
     char msg[256];
+    cr_assert(receive(fd, msg, sizeof msg, 10000), "no STATUS while the model loads");
     cr_assert(receive(fd, msg, sizeof msg, 10000), "no READY=1");
+    cr_assert_str_eq(msg, "READY=1\nSTATUS=serving");
     pid_t tid = unblocked_worker(s.pid);
     if (!tid) {
         tu_server_stop(&s);
