@@ -26,11 +26,12 @@ static bool fixture_fp16; /* --fp16: the fixture check runs the GPU in fp16 inst
  * what is left is summation order and where each rounds: a tight limit catches an op that
  * differs (a GELU variant, a window one position off) that bf16's noise would hide. */
 static double fp16_limit = 0.05;
-/* --spec-limit: greedy outputs (of 2 x n_req) that may differ with speculation on. A verified
- * draft runs as a multi-token chunk (GEMM, the eager path) while a plain decode runs the
- * one-token kernels, so in bf16 the two round differently and a near-tie can flip: exactness
- * on CUDA needs the verification to run through the decode kernels (not done). A bug in the
- * verification (wrong positions, no rollback) changes most outputs, not one. Default 0. */
+/* --spec-limit: greedy outputs (of 2 x n_req) that may differ with speculation on. Verification
+ * rows take the same attention kernel as one-token decode steps (backend_cuda.c, stage_batch),
+ * so on the emulator the two are equal; on a GPU the GEMMs of a verification chunk (more rows)
+ * may pick another cuBLAS algorithm and round differently, which this limit allows for while a
+ * GPU is measured. A bug in the verification (wrong positions, no rollback) changes most
+ * outputs, not one. Default 0. */
 static int spec_limit = 0;
 
 static void check(int ok, const char *fmt, double v, double limit)
@@ -468,7 +469,10 @@ static void check_position_limit(const eng_model *m)
         be->ops->free(be);
 }
 
-/* Greedy requests through the engine on the GPU: all at once equals each alone. */
+/* Greedy requests through the engine on the GPU: together equals each alone. Together, each
+ * request is submitted once the one before has output something, so every step after the first
+ * mixes decode rows of the earlier requests with prompt rows of a later one: a decode row must
+ * take the decode arithmetic whatever shares its step (backend_cuda.c, stage_batch). */
 static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out_len)
 {
     eng_engine_config c = eng_engine_config_defaults();
@@ -476,9 +480,8 @@ static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out
     c.kv_bytes = (int64_t)1 << 30;
     c.max_seq_len = len + out_len + 16;
     c.check_invariants = true;
-    /* The latency schedule sizes prefill chunks from measured step times, so where a prompt is
-     * cut depends on timing, and bf16 near-ties then pick differently from run to run; this
-     * check is about the kernels' batch invariance, so the planning must be repeatable. */
+    /* The latency schedule sizes prefill chunks from measured step times; this check is about
+     * the kernels' batch invariance, so the planning is kept repeatable. */
     c.schedule = ENG_SCHEDULE_THROUGHPUT;
     eng_engine *e = NULL;
     eng_err err;
@@ -507,14 +510,16 @@ static void check_engine(const eng_model *m, int n_req, int32_t len, int32_t out
                 failures++;
                 goto out;
             }
+            eng_request_output o;
+            char buf[1024];
             if (pass == 0) { /* alone: wait for it before the next */
-                eng_request_output o;
-                char buf[1024];
                 do
                     eng_request_read(rs[q], buf, sizeof buf, -1, &o);
                 while (!o.done);
                 eng_request_tokens(rs[q], alone + (size_t)q * (size_t)out_len, out_len);
                 eng_request_release(rs[q]);
+            } else { /* together: the next joins while this one decodes */
+                eng_request_read(rs[q], buf, sizeof buf, -1, &o);
             }
         }
         if (pass == 1) {
@@ -669,8 +674,8 @@ int main(int argc, char **argv)
                 "--spec-only: only speculation on == off, small (the emulator). "
                 "--fp16-limit: the batched fp16 decode's limit against the CPU backend (default "
                 "0.05; about 0.01 for a model with f16 weights). --spec-limit: greedy outputs "
-                "that may differ with speculation on (default 0; bf16 decode and verification "
-                "kernels round differently). "
+                "that may differ with speculation on (default 0; on a GPU, GEMMs over a "
+                "verification chunk may round unlike one-token steps). "
                 "Exit 0 pass, 1 fail, 77 no GPU.\n");
         return 2;
     }
