@@ -44,6 +44,9 @@ const uint64_t *warp_exchange(unsigned mask, uint64_t v, const char *what);
 unsigned live_lanes();  // lanes of the caller's warp that have not exited
 void *dyn_smem();       // this launch's dynamic shared memory (KN_DYN_SMEM)
 [[noreturn]] void trap(const char *what);
+// KN_SPIN_WAIT with its condition unmet: the launch is abandoned and runs again after the
+// other devices have run (the wait a peer GPU would satisfy while this one spins).
+[[noreturn]] void spin_retry();
 
 // ---- launches ----------------------------------------------------------------------------
 struct site {
@@ -163,6 +166,7 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu)
 static inline unsigned __activemask(void) { return kn_emu::live_lanes(); }
 static inline void __threadfence(void) {}
 static inline void __threadfence_block(void) {}
+static inline void __threadfence_system(void) {}
 [[noreturn]] static inline void __trap(void) { kn_emu::trap("__trap()"); }
 
 template <class T> static inline T __shfl_sync(unsigned m, T v, int src, int width = 32)

@@ -19,7 +19,7 @@ struct cublasContext {
 };
 
 using namespace kn_emu;
-#define API_LOCK std::lock_guard<std::recursive_mutex> api_lk_(api_lock())
+#define API_LOCK KN_EMU_API_LOCK
 
 namespace {
 

@@ -129,11 +129,13 @@ struct executor {
     size_t sched_size = 0;
     const kernel_launch *k = nullptr;
     bool faulted = false;
+    bool retry = false; // the launch stopped at a KN_SPIN_WAIT (faulted is set too)
     std::vector<uint8_t> dyn_raw; // dynamic shared memory, 1024-byte aligned like the GPU's
     uint8_t *dyn = nullptr;
     size_t dyn_size = 0;
     uint8_t *tls_lo = nullptr; // the zero-initialised TLS of the module holding the kernels
     size_t tls_size = 0;
+    std::thread::id tls_thread; // whose TLS that is: each device has its own thread
     size_t stack_bytes = 64 << 10;
     int sched = SCHED_WARP;
     bool poison_each_block = false;
@@ -481,8 +483,13 @@ void exec_thread_init()
 
 cudaError_t run_kernel(const kernel_launch &k)
 {
+    if (X.tls_thread != std::this_thread::get_id()) { // launches of devices run one at a time
+        X.tls_thread = std::this_thread::get_id();
+        dl_iterate_phdr(find_tls, nullptr);
+    }
     X.k = &k;
     X.faulted = false;
+    X.retry = false;
     cur_grid_dim = k.grid;
     cur_block_dim = k.block;
     X.n = (int)(k.block.x * k.block.y * k.block.z);
@@ -515,7 +522,7 @@ cudaError_t run_kernel(const kernel_launch &k)
             }
     X.k = nullptr;
     cur = nullptr;
-    return ok ? cudaSuccess : cudaErrorLaunchFailure;
+    return ok ? cudaSuccess : X.retry ? retry_launch : cudaErrorLaunchFailure;
 }
 
 // ---- what kernels call ---------------------------------------------------------------------
@@ -576,5 +583,14 @@ unsigned live_lanes() { return X.warps[cur->lin / 32].live; }
 void *dyn_smem() { return X.dyn_size ? X.dyn : nullptr; }
 
 void trap(const char *what) { fault_here(what); }
+
+void spin_retry()
+{
+    X.retry = true;
+    X.faulted = true; // abandons the launch like a fault, quietly
+    X.running->state = T_DONE;
+    yield_to_sched(true);
+    abort(); // not reached
+}
 
 } // namespace kn_emu

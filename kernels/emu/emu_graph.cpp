@@ -93,10 +93,12 @@ cudaError_t capture_invalidate(CUstream_st *s, const char *api)
     return note(cudaErrorStreamCaptureUnsupported);
 }
 
-cudaError_t capture_check_legacy(const char *api)
+cudaError_t capture_check_legacy(const char *api, int dev)
 {
     bool hit = false;
     for (capture *c : active) {
+        if (c->origin->dev != dev)
+            continue;
         bool blocking = !(c->origin->flags & cudaStreamNonBlocking);
         for (CUstream_st *j : c->joined)
             blocking |= !(j->flags & cudaStreamNonBlocking);
@@ -124,13 +126,14 @@ struct CUgraphExec_st {
 };
 struct CUevent_st {
     unsigned flags = 0;
+    int dev = 0; // the device of the stream it was last recorded on
     bool recorded = false, done = false;
     double t_ms = 0;
     kn_emu::capture *cap = nullptr; // recorded inside this (still active) capture
 };
 
 using namespace kn_emu;
-#define API_LOCK std::lock_guard<std::recursive_mutex> api_lk_(api_lock())
+#define API_LOCK KN_EMU_API_LOCK
 
 namespace {
 double now_ms()
@@ -341,6 +344,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t st)
     e->recorded = true;
     e->done = false;
     e->cap = s->cap;
+    e->dev = s->dev;
     return submit(st, op{[e] {
                              if (event_live(e)) { // a graph may outlive its events
                                  e->t_ms = now_ms();
@@ -367,7 +371,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
         e->cap->invalid = true;
         return note(cudaErrorStreamCaptureUnsupported);
     }
-    return flush();
+    return flush_dev(e->dev);
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t e)
@@ -380,7 +384,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e)
             return r;
         return cudaErrorNotReady;
     }
-    return flush();
+    return flush_dev(e->dev);
 }
 
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
@@ -408,7 +412,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t e, unsigned int fla
         s->cap = e->cap;
         e->cap->joined.push_back(s);
     }
-    return cudaSuccess; // one in-order queue: everything recorded earlier runs first
+    // One in-order queue per device: on the same device everything recorded earlier runs
+    // first; an event of another device is waited for now (its device runs up to it).
+    if (!e->cap && !s->cap && e->recorded && e->dev != s->dev)
+        return flush_dev(e->dev);
+    return cudaSuccess;
 }
 
 } // extern "C"

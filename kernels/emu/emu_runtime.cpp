@@ -1,7 +1,8 @@
-// emu_runtime.cpp — the CUDA runtime API of the CPU emulator: one emulated sm_90 device, its
-// memory (host allocations poisoned with 0xff and tracked, so copies and kernel arguments
-// outside them are caught), errors with CUDA's sticky semantics, streams and events over one
-// in-order work queue run by a "device" thread, copies, memsets and kernel launches.
+// emu_runtime.cpp — the CUDA runtime API of the CPU emulator: SERVAL_EMU_DEVICES (default 1)
+// emulated sm_90 devices, the current one per host thread (cudaSetDevice), each with its own
+// memory budget (host allocations poisoned with 0xff and tracked, so copies and kernel
+// arguments outside them are caught), sticky errors as in CUDA, and one in-order work queue
+// run by its own "device" thread; peer access between devices, copies, memsets and launches.
 // The real cuda_runtime_api.h declares every function here, so the signatures are CUDA's.
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <set>
@@ -22,78 +24,155 @@ namespace {
 struct alloc {
     size_t size;
     mem_kind kind;
+    int dev; // -1 for pinned host memory
 };
 
-struct state {
-    std::recursive_mutex api;
-    std::map<uintptr_t, alloc> allocs;
+// One emulated GPU. `queue` is guarded by the API lock, `busy` by m; `batch` belongs to the
+// device thread while busy.
+struct device {
+    int index = 0;
     size_t used = 0, total = 0;
     cudaError_t sticky = cudaSuccess;
     std::vector<op> queue;
-    bool sync_mode = false;
-    int max_dyn_smem = 48 << 10;
-    CUstream_st legacy;
-    std::set<CUstream_st *> streams;
-    // the device thread
+    std::vector<op> batch;
+    bool busy = false;
     std::mutex m;
     std::condition_variable cv;
-    std::vector<op> *work = nullptr;
     pid_t pid = 0;
+    CUstream_st legacy;
+    std::vector<char> peer; // peer[j]: this device may read and write device j's memory
+};
+
+enum { MAX_DEVICES = 16 };
+
+struct state {
+    api_mutex api;
+    std::map<uintptr_t, alloc> allocs;
+    std::vector<device *> devs;
+    bool sync_mode = false, p2p = true;
+    int max_dyn_smem = 48 << 10;
+    std::set<CUstream_st *> streams;
 };
 
 state &S()
 {
     static state *s = [] {
-        state *n = new state; // never destroyed: the device thread outlives static destructors
+        state *n = new state; // never destroyed: device threads outlive static destructors
         const char *mb = getenv("SERVAL_EMU_MEM_MB");
-        n->total = (size_t)(mb ? atol(mb) : 8192) << 20;
+        const size_t total = (size_t)(mb ? atol(mb) : 8192) << 20;
         const char *sy = getenv("SERVAL_EMU_SYNC");
         n->sync_mode = sy && *sy && strcmp(sy, "0");
-        n->legacy.legacy = true;
+        const char *pp = getenv("SERVAL_EMU_P2P");
+        n->p2p = !(pp && !strcmp(pp, "0"));
+        int count = 1;
+        if (const char *d = getenv("SERVAL_EMU_DEVICES")) {
+            char *end = nullptr;
+            const long v = strtol(d, &end, 10);
+            if (end == d || *end || v < 1 || v > MAX_DEVICES)
+                say("SERVAL_EMU_DEVICES=%s: not a count of 1 to %d, emulating 1 device", d, MAX_DEVICES);
+            else
+                count = (int)v;
+        }
+        for (int i = 0; i < count; i++) {
+            device *dv = new device;
+            dv->index = i;
+            dv->total = total;
+            dv->legacy.legacy = true;
+            dv->legacy.dev = i;
+            dv->peer.assign((size_t)count, 0);
+            n->devs.push_back(dv);
+        }
         return n;
     }();
     return *s;
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
+// The calling thread's device (cudaSetDevice). The non-zero initialiser keeps it out of .tbss,
+// which the executor poisons as shared memory on device threads.
+thread_local int current_dev = -1;
 
-void device_loop()
+device &cur_dev() { return *S().devs[current_dev < 0 ? 0 : current_dev]; }
+
+void device_loop(device *d)
 {
-    state &s = S();
     exec_thread_init();
-    std::unique_lock<std::mutex> lk(s.m);
+    std::unique_lock<std::mutex> lk(d->m);
     for (;;) {
-        s.cv.wait(lk, [&] { return s.work != nullptr; });
-        for (op &o : *s.work) {
-            if (s.sticky != cudaSuccess)
-                break; // a failed context runs nothing more
-            cudaError_t e = o.run();
+        d->cv.wait(lk, [&] { return d->busy; });
+        lk.unlock();
+        for (op &o : d->batch) {
+            cudaError_t e;
+            if (o.blocking) {
+                {
+                    KN_EMU_API_LOCK;
+                    if (d->sticky != cudaSuccess)
+                        break;
+                }
+                e = o.run();
+            } else {
+                KN_EMU_API_LOCK;
+                if (d->sticky != cudaSuccess)
+                    break; // a failed context runs nothing more
+                e = o.run();
+            }
             if (e != cudaSuccess) {
-                say("%s failed: %s", o.what, cudaGetErrorString(e));
-                s.sticky = e;
+                KN_EMU_API_LOCK;
+                say("%s failed on device %d: %s", o.what, d->index, cudaGetErrorString(e));
+                d->sticky = e;
+                break;
             }
         }
-        s.work = nullptr;
-        s.cv.notify_all();
+        d->batch.clear();
+        lk.lock();
+        d->busy = false;
+        d->cv.notify_all();
     }
 }
 
-// Hands `ops` to the device thread and waits for it (started on first use; again in a
-// forked child, which inherits no threads).
-void run_on_device(std::vector<op> &ops)
+// Hands d's queue to its device thread (started on first use; again in a forked child, which
+// inherits no threads) unless it is busy, the queue is empty or the device has failed.
+// The caller holds the API lock.
+void start(device &d)
 {
-    state &s = S();
-    if (s.pid != getpid()) {
-        s.pid = getpid();
-        new (&s.m) std::mutex; // a fork may have copied the lock held
-        new (&s.cv) std::condition_variable;
-        s.work = nullptr;
-        std::thread(device_loop).detach();
+    if (d.pid != getpid()) {
+        d.pid = getpid();
+        new (&d.m) std::mutex; // a fork may have copied the lock held
+        new (&d.cv) std::condition_variable;
+        d.busy = false;
+        d.batch.clear();
+        std::thread(device_loop, &d).detach();
     }
-    std::unique_lock<std::mutex> lk(s.m);
-    s.work = &ops;
-    s.cv.notify_all();
-    s.cv.wait(lk, [&] { return s.work == nullptr; });
+    std::lock_guard<std::mutex> lk(d.m);
+    if (d.sticky != cudaSuccess)
+        d.queue.clear();
+    if (d.busy || d.queue.empty())
+        return;
+    d.batch.swap(d.queue);
+    d.queue.clear();
+    d.busy = true;
+    d.cv.notify_all();
+}
+
+// Runs d's queue to the end and waits, without the API lock while it waits.
+cudaError_t flush_device(device &d)
+{
+    for (;;) {
+        start(d);
+        {
+            std::lock_guard<std::mutex> lk(d.m);
+            if (!d.busy && (d.queue.empty() || d.sticky != cudaSuccess))
+                break;
+        }
+        const int depth = S().api.release_all();
+        {
+            std::unique_lock<std::mutex> lk(d.m);
+            d.cv.wait(lk, [&] { return !d.busy; });
+        }
+        S().api.reacquire(depth);
+    }
+    d.queue.clear();
+    return note(d.sticky);
 }
 
 std::map<uintptr_t, alloc>::iterator find_alloc(const void *p)
@@ -114,15 +193,16 @@ cudaError_t mem_new(void **p, size_t size, mem_kind kind)
     *p = nullptr;
     if (size == 0)
         return cudaSuccess;
-    if (kind != MEM_PINNED && (size > s.total || s.used > s.total - size))
+    device &d = cur_dev();
+    if (kind != MEM_PINNED && (size > d.total || d.used > d.total - size))
         return note(cudaErrorMemoryAllocation);
     void *m = nullptr;
     if (posix_memalign(&m, 256, size) != 0)
         return note(cudaErrorMemoryAllocation);
     memset(m, 0xff, size); // fresh memory reads as NaN in every float type
-    s.allocs[(uintptr_t)m] = alloc{size, kind};
+    s.allocs[(uintptr_t)m] = alloc{size, kind, kind == MEM_PINNED ? -1 : d.index};
     if (kind != MEM_PINNED)
-        s.used += size;
+        d.used += size;
     *p = m;
     return cudaSuccess;
 }
@@ -198,7 +278,7 @@ cudaError_t memcpy_common(void *dst, const void *src, size_t n, cudaMemcpyKind k
     if (!async) {
         if (cudaError_t e = capture_forbid("cudaMemcpy"))
             return e;
-        if (cudaError_t e = capture_check_legacy("cudaMemcpy"))
+        if (cudaError_t e = capture_check_legacy("cudaMemcpy", current_device()))
             return e;
         if (cudaError_t e = flush())
             return e;
@@ -212,7 +292,7 @@ cudaError_t memcpy_common(void *dst, const void *src, size_t n, cudaMemcpyKind k
     if (capture_take(s, o, &ce))
         return note(ce);
     if (pageable) { // staged through the driver: the copy happens before the call returns
-        if (cudaError_t e = flush())
+        if (cudaError_t e = flush_dev(s->dev))
             return e;
         o.run();
         return cudaSuccess;
@@ -242,7 +322,50 @@ cudaError_t memset_common(void *p, int value, size_t n, cudaStream_t st, const c
 
 // ---- shared with the other emulator files ----------------------------------------------------
 
-std::recursive_mutex &api_lock() { return S().api; }
+void api_mutex::lock()
+{
+    std::unique_lock<std::mutex> lk(m_);
+    const std::thread::id me = std::this_thread::get_id();
+    if (depth_ > 0 && owner_ == me) {
+        depth_++;
+        return;
+    }
+    cv_.wait(lk, [&] { return depth_ == 0; });
+    owner_ = me;
+    depth_ = 1;
+}
+
+void api_mutex::unlock()
+{
+    std::lock_guard<std::mutex> lk(m_);
+    if (--depth_ == 0) {
+        owner_ = std::thread::id();
+        cv_.notify_all();
+    }
+}
+
+int api_mutex::release_all()
+{
+    std::lock_guard<std::mutex> lk(m_);
+    const int d = depth_;
+    depth_ = 0;
+    owner_ = std::thread::id();
+    cv_.notify_all();
+    return d;
+}
+
+void api_mutex::reacquire(int depth)
+{
+    std::unique_lock<std::mutex> lk(m_);
+    cv_.wait(lk, [&] { return depth_ == 0; });
+    owner_ = std::this_thread::get_id();
+    depth_ = depth;
+}
+
+api_mutex &api_lock() { return S().api; }
+
+int device_count() { return (int)S().devs.size(); }
+int current_device() { return cur_dev().index; }
 
 cudaError_t note(cudaError_t e)
 {
@@ -251,7 +374,7 @@ cudaError_t note(cudaError_t e)
     return e;
 }
 
-cudaError_t sticky() { return S().sticky; }
+cudaError_t sticky() { return cur_dev().sticky; }
 
 void say(const char *fmt, ...)
 {
@@ -273,30 +396,34 @@ cudaError_t submit(cudaStream_t st, op o)
     if (capture_take(cs, o, &ce))
         return note(ce);
     if (cs->legacy)
-        if (cudaError_t e = capture_check_legacy(o.what))
+        if (cudaError_t e = capture_check_legacy(o.what, cs->dev))
             return e;
-    s.queue.push_back(std::move(o));
-    return s.sync_mode ? flush() : cudaSuccess;
+    s.devs[(size_t)cs->dev]->queue.push_back(std::move(o));
+    return s.sync_mode ? flush_dev(cs->dev) : cudaSuccess;
 }
 
-cudaError_t flush()
+cudaError_t flush() { return flush_device(cur_dev()); }
+
+cudaError_t flush_dev(int dev) { return flush_device(*S().devs[(size_t)dev]); }
+
+void kick(int dev)
 {
-    state &s = S();
-    if (!s.queue.empty() && s.sticky == cudaSuccess) {
-        std::vector<op> ops;
-        ops.swap(s.queue);
-        run_on_device(ops);
-    }
-    s.queue.clear();
-    return note(s.sticky);
+    KN_EMU_API_LOCK;
+    start(*S().devs[(size_t)dev]);
 }
 
 CUstream_st *stream_of(cudaStream_t st)
 {
     state &s = S();
     if (st == nullptr || st == cudaStreamLegacy || st == cudaStreamPerThread)
-        return &s.legacy;
+        return &cur_dev().legacy;
     return s.streams.count(st) ? st : nullptr;
+}
+
+int mem_device(const void *p)
+{
+    auto it = find_alloc(p);
+    return it == S().allocs.end() ? -1 : it->second.dev;
 }
 
 mem_kind mem_where(const void *p, size_t n, bool *whole)
@@ -310,8 +437,9 @@ mem_kind mem_where(const void *p, size_t n, bool *whole)
     return it->second.kind;
 }
 
-bool device_ptr_ok(const void *p)
+bool device_ptr_ok(const void *p, int dev, int *owner)
 {
+    *owner = -1;
     if (!p)
         return true;
     auto &m = S().allocs;
@@ -319,7 +447,10 @@ bool device_ptr_ok(const void *p)
     if (it == m.begin())
         return false;
     --it; // one past the end of an allocation is a valid pointer value
-    return (uintptr_t)p <= it->first + it->second.size;
+    if ((uintptr_t)p > it->first + it->second.size)
+        return false;
+    *owner = it->second.dev;
+    return *owner < 0 || *owner == dev || S().devs[(size_t)dev]->peer[(size_t)*owner];
 }
 
 void mem_release(void *p)
@@ -330,7 +461,7 @@ void mem_release(void *p)
         return;
     memset(p, 0xff, it->second.size); // stale pointers read NaN until the memory is reused
     if (it->second.kind != MEM_PINNED)
-        s.used -= it->second.size;
+        s.devs[(size_t)it->second.dev]->used -= it->second.size;
     s.allocs.erase(it);
     free(p);
 }
@@ -340,10 +471,22 @@ void mem_release(void *p)
 void launch(std::function<void()> body, dim3 grid, dim3 block, size_t smem, cudaStream_t st,
             const site &where, const void *const *ptrs, const int *ptr_index, int n_ptrs)
 {
-    std::lock_guard<std::recursive_mutex> lk(api_lock());
+    KN_EMU_API_LOCK;
     state &s = S();
-    if (s.sticky != cudaSuccess) {
-        note(s.sticky);
+    device &d = cur_dev();
+    if (d.sticky != cudaSuccess) {
+        note(d.sticky);
+        return;
+    }
+    CUstream_st *cs = stream_of(st);
+    if (!cs) {
+        note(cudaErrorInvalidResourceHandle);
+        return;
+    }
+    if (cs->dev != d.index) {
+        say("%s (%s:%d): launched on a stream of device %d while device %d is current", where.kernel,
+            where.file, where.line, cs->dev, d.index);
+        note(cudaErrorInvalidResourceHandle);
         return;
     }
     const uint64_t threads = (uint64_t)block.x * block.y * block.z;
@@ -361,22 +504,51 @@ void launch(std::function<void()> body, dim3 grid, dim3 block, size_t smem, cuda
         note(cudaErrorInvalidValue);
         return;
     }
-    for (int i = 0; i < n_ptrs; i++)
-        if (!device_ptr_ok(ptrs[i])) {
+    for (int i = 0; i < n_ptrs; i++) {
+        int owner;
+        if (!device_ptr_ok(ptrs[i], d.index, &owner)) {
             // the GPU would fault when the kernel dereferences it; fail the launch when it runs
-            say("%s (%s:%d): argument %d (%p) is not device memory", where.kernel, where.file,
-                where.line, ptr_index[i], ptrs[i]);
+            if (owner >= 0)
+                say("%s (%s:%d): argument %d (%p) is memory of device %d, which device %d has no "
+                    "peer access to (cudaDeviceEnablePeerAccess)", where.kernel, where.file,
+                    where.line, ptr_index[i], ptrs[i], owner, d.index);
+            else
+                say("%s (%s:%d): argument %d (%p) is not device memory", where.kernel, where.file,
+                    where.line, ptr_index[i], ptrs[i]);
             note(submit(st, op{[] { return cudaErrorIllegalAddress; }, "kernel launch"}));
             return;
         }
+    }
     auto k = std::make_shared<kernel_launch>(kernel_launch{std::move(body), grid, block, smem, where});
-    note(submit(st, op{[k] { return run_kernel(*k); }, where.kernel}));
+    const int n_dev = (int)s.devs.size();
+    note(submit(st, op{[k, n_dev] {
+                           // A kernel that waits for a peer (KN_SPIN_WAIT) asks to run again:
+                           // the other devices run their queues meanwhile.
+                           const auto t0 = std::chrono::steady_clock::now();
+                           for (;;) {
+                               const cudaError_t e = run_kernel(*k);
+                               if (e != retry_launch)
+                                   return e;
+                               if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) {
+                                   say("%s (%s:%d): a KN_SPIN_WAIT was not satisfied in 60 s (the "
+                                       "peer it waits for never signalled)", k->where.kernel,
+                                       k->where.file, k->where.line);
+                                   return cudaErrorLaunchTimeout;
+                               }
+                               const int depth = api_lock().release_all();
+                               for (int j = 0; j < n_dev; j++)
+                                   kick(j);
+                               std::this_thread::sleep_for(std::chrono::microseconds(200));
+                               api_lock().reacquire(depth);
+                           }
+                       },
+                       where.kernel}));
 }
 
 } // namespace kn_emu
 
 using namespace kn_emu;
-#define API_LOCK std::lock_guard<std::recursive_mutex> api_lk_(api_lock())
+#define API_LOCK KN_EMU_API_LOCK
 
 extern "C" {
 
@@ -385,8 +557,8 @@ extern "C" {
 cudaError_t cudaGetLastError(void)
 {
     API_LOCK;
-    if (S().sticky != cudaSuccess)
-        return S().sticky;
+    if (cur_dev().sticky != cudaSuccess)
+        return cur_dev().sticky;
     cudaError_t e = last_error;
     last_error = cudaSuccess;
     return e;
@@ -395,14 +567,14 @@ cudaError_t cudaGetLastError(void)
 cudaError_t cudaPeekAtLastError(void)
 {
     API_LOCK;
-    return S().sticky != cudaSuccess ? S().sticky : last_error;
+    return cur_dev().sticky != cudaSuccess ? cur_dev().sticky : last_error;
 }
 
 cudaError_t cudaGetDeviceCount(int *count)
 {
     if (!count)
         return note(cudaErrorInvalidValue);
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
@@ -410,11 +582,55 @@ cudaError_t cudaGetDevice(int *device)
 {
     if (!device)
         return note(cudaErrorInvalidValue);
-    *device = 0;
+    *device = current_device();
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : note(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device)
+{
+    if (device < 0 || device >= device_count())
+        return note(cudaErrorInvalidDevice);
+    current_dev = device;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceCanAccessPeer(int *can, int device, int peer)
+{
+    if (!can)
+        return note(cudaErrorInvalidValue);
+    if (device < 0 || device >= device_count() || peer < 0 || peer >= device_count())
+        return note(cudaErrorInvalidDevice);
+    *can = device != peer && S().p2p; // SERVAL_EMU_P2P=0: devices without a peer link
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned int flags)
+{
+    API_LOCK;
+    device &d = cur_dev();
+    if (peer < 0 || peer >= device_count() || peer == d.index)
+        return note(cudaErrorInvalidDevice);
+    if (flags != 0)
+        return note(cudaErrorInvalidValue);
+    if (!S().p2p)
+        return note(cudaErrorPeerAccessUnsupported);
+    if (d.peer[(size_t)peer])
+        return note(cudaErrorPeerAccessAlreadyEnabled);
+    d.peer[(size_t)peer] = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceDisablePeerAccess(int peer)
+{
+    API_LOCK;
+    device &d = cur_dev();
+    if (peer < 0 || peer >= device_count() || peer == d.index)
+        return note(cudaErrorInvalidDevice);
+    if (!d.peer[(size_t)peer])
+        return note(cudaErrorPeerAccessNotEnabled);
+    d.peer[(size_t)peer] = 0;
+    return cudaSuccess;
+}
 
 cudaError_t cudaDeviceSynchronize(void)
 {
@@ -428,7 +644,7 @@ cudaError_t cudaDeviceReset(void)
 {
     API_LOCK;
     flush();
-    S().sticky = cudaSuccess;
+    cur_dev().sticky = cudaSuccess;
     last_error = cudaSuccess;
     return cudaSuccess;
 }
@@ -437,11 +653,12 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int device)
 {
     if (!p)
         return note(cudaErrorInvalidValue);
-    if (device != 0)
+    if (device < 0 || device >= device_count())
         return note(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "Serval CUDA emulator");
-    p->totalGlobalMem = S().total;
+    p->totalGlobalMem = S().devs[(size_t)device]->total;
+    p->pciDeviceID = device;
     p->sharedMemPerBlock = 48 << 10;
     p->sharedMemPerBlockOptin = 227 << 10;
     p->sharedMemPerMultiprocessor = 228 << 10;
@@ -474,7 +691,7 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
 {
     if (!value)
         return note(cudaErrorInvalidValue);
-    if (device != 0)
+    if (device < 0 || device >= device_count())
         return note(cudaErrorInvalidDevice);
     switch (attr) {
     case cudaDevAttrMultiProcessorCount: *value = 132; break;
@@ -606,8 +823,8 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     API_LOCK;
     if (!free_b || !total_b)
         return note(cudaErrorInvalidValue);
-    *total_b = S().total;
-    *free_b = S().total - S().used;
+    *total_b = cur_dev().total;
+    *free_b = cur_dev().total - cur_dev().used;
     return cudaSuccess;
 }
 
@@ -624,10 +841,50 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     return memcpy_common(dst, src, n, kind, st, true);
 }
 
+// Peer copies: each side must be memory of the device named (copies between devices need no
+// peer access; the driver stages them).
+static cudaError_t peer_check(void *dst, int dst_dev, const void *src, int src_dev, const char *api)
+{
+    if (dst_dev < 0 || dst_dev >= device_count() || src_dev < 0 || src_dev >= device_count())
+        return note(cudaErrorInvalidDevice);
+    const int dd = mem_device(dst), sd = mem_device(src);
+    if (dd != dst_dev || sd != src_dev) {
+        say("%s: the %s is not memory of device %d", api, dd != dst_dev ? "destination" : "source",
+            dd != dst_dev ? dst_dev : src_dev);
+        return note(cudaErrorInvalidValue);
+    }
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyPeer(void *dst, int dst_dev, const void *src, int src_dev, size_t n)
+{
+    API_LOCK;
+    if (n == 0)
+        return cudaSuccess;
+    if (cudaError_t e = peer_check(dst, dst_dev, src, src_dev, "cudaMemcpyPeer"))
+        return e;
+    if (cudaError_t e = flush_dev(src_dev)) // synchronous: both devices' earlier work first
+        return e;
+    if (cudaError_t e = flush_dev(dst_dev))
+        return e;
+    return memcpy_common(dst, src, n, cudaMemcpyDeviceToDevice, nullptr, false);
+}
+
+cudaError_t cudaMemcpyPeerAsync(void *dst, int dst_dev, const void *src, int src_dev, size_t n,
+                                cudaStream_t st)
+{
+    API_LOCK;
+    if (n == 0)
+        return cudaSuccess;
+    if (cudaError_t e = peer_check(dst, dst_dev, src, src_dev, "cudaMemcpyPeerAsync"))
+        return e;
+    return memcpy_common(dst, src, n, cudaMemcpyDeviceToDevice, st, true);
+}
+
 cudaError_t cudaMemset(void *p, int value, size_t n)
 {
     API_LOCK;
-    if (cudaError_t e = capture_check_legacy("cudaMemset"))
+    if (cudaError_t e = capture_check_legacy("cudaMemset", current_device()))
         return e;
     return memset_common(p, value, n, nullptr, "cudaMemset");
 }
@@ -647,6 +904,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned int flags)
         return note(cudaErrorInvalidValue);
     CUstream_st *s = new CUstream_st;
     s->flags = flags;
+    s->dev = current_device();
     S().streams.insert(s);
     *st = s;
     return cudaSuccess;
@@ -664,7 +922,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t st)
         say("cudaStreamDestroy: the stream is capturing");
         return note(cudaErrorStreamCaptureUnsupported);
     }
-    flush(); // its queued work still completes
+    flush_dev(s->dev); // its queued work still completes
     S().streams.erase(s);
     delete s;
     return cudaSuccess;
@@ -680,7 +938,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st)
         return capture_invalidate(s, "cudaStreamSynchronize");
     if (cudaError_t e = capture_forbid("cudaStreamSynchronize"))
         return e;
-    return flush();
+    return flush_dev(s->dev);
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t st)
@@ -691,7 +949,7 @@ cudaError_t cudaStreamQuery(cudaStream_t st)
         return note(cudaErrorInvalidResourceHandle);
     if (s->cap)
         return capture_invalidate(s, "cudaStreamQuery");
-    return flush(); // the emulated device finishes whenever the host looks
+    return flush_dev(s->dev); // the emulated device finishes whenever the host looks
 }
 
 cudaError_t cudaLaunchHostFunc(cudaStream_t st, cudaHostFn_t fn, void *user)

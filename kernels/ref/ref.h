@@ -68,6 +68,10 @@ void kn_ref_paged_attention(const kn_attn_args *a);
  * out: [n, ff] rows out_stride apart (may alias gate). */
 void kn_ref_swiglu(kn_dtype dt, const void *gate, const void *up, int64_t in_stride, void *out,
                    int64_t out_stride, int64_t n, int64_t ff);
+/* out[i] = sum over q < n of in[q][i] in fp32, in rank order, rounded once to dt (the p2p
+ * all-reduce's sum, allreduce.c). out may be one of the inputs (element i is read first). */
+void kn_ref_sum_ranks(kn_dtype dt, const void *const *in, int n, void *out, int64_t count);
+
 /* x[i, j] = round(x[i, j] + bias[j]) for i < n, j < width; x rows stride apart, bias fp32. */
 void kn_ref_bias_add(kn_dtype dt, void *x, int64_t stride, const float *bias, int64_t n,
                      int64_t width);

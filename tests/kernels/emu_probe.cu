@@ -5,6 +5,7 @@
 #include <mma.h>
 
 #include "common.cuh"
+#include "spin_wait.cuh"
 #include "emu_probe.h"
 
 // out[warp * 32 * 8 + lane * 8 + i]: eight shuffles of v = 100 * warp + lane.
@@ -96,6 +97,20 @@ extern "C" int emu_probe_add(float *x, float v, int n, cudaStream_t st)
 {
     // grid: 2 blocks of 64 threads, grid-stride beyond
     KN_LAUNCH(2, 64, 0, st, add_kernel)(x, v, n);
+    return cudaGetLastError();
+}
+
+// out[0] = 1 once *flag (written by another device) is at least `want`.
+static __global__ void wait_kernel(const int *flag, int want, float *out)
+{
+    KN_SPIN_WAIT(*(const volatile int *)flag >= want);
+    out[0] = 1.0f;
+}
+
+extern "C" int emu_probe_wait(const int *flag, int want, float *out, cudaStream_t st)
+{
+    // grid: one thread
+    KN_LAUNCH(1, 1, 0, st, wait_kernel)(flag, want, out);
     return cudaGetLastError();
 }
 

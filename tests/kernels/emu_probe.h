@@ -20,6 +20,8 @@ int emu_probe_block(float *out, int threads);
 int emu_probe_misuse(int which, float *out);
 /* x: [n] += v. */
 int emu_probe_add(float *x, float v, int n, cudaStream_t st);
+/* out[0] = 1 once flag[0] >= want (KN_SPIN_WAIT: flag is written by another device). */
+int emu_probe_wait(const int *flag, int want, float *out, cudaStream_t st);
 /* c: [16 * 16] fp32 row-major = a (fp16 row-major) · b (fp16 column-major) + 1. */
 int emu_probe_wmma(const void *a, const void *b, float *c);
 

@@ -5,6 +5,7 @@
  * semantics and argument checks, and the memory checks on copies and kernel arguments. The
  * kernel tests are only as good as these semantics. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -303,4 +304,166 @@ Test(emu, cublas_gemm_semantics)
     free(a);
     free(b);
     free(c0);
+}
+
+/* ---- several devices (SERVAL_EMU_DEVICES) ------------------------------------------------- */
+
+/* Criterion runs each test in a fresh child that has not touched CUDA yet, so the emulator
+ * reads the environment set here. */
+static void emu_devices(const char *n, const char *mem_mb)
+{
+    setenv("SERVAL_EMU_DEVICES", n, 1);
+    if (mem_mb)
+        setenv("SERVAL_EMU_MEM_MB", mem_mb, 1);
+    int count = 0;
+    CUDA_OK(cudaGetDeviceCount(&count));
+    cr_assert(count == atoi(n), "SERVAL_EMU_DEVICES=%s gave %d devices", n, count);
+}
+
+static void *other_thread_device(void *arg)
+{
+    int *seen = arg;
+    cudaGetDevice(&seen[0]); /* a new thread starts on device 0 */
+    cudaSetDevice(3);
+    cudaGetDevice(&seen[1]);
+    return NULL;
+}
+
+Test(emu, the_current_device_is_per_host_thread)
+{
+    emu_devices("4", NULL);
+    int d = -1;
+    CUDA_OK(cudaGetDevice(&d));
+    cr_assert(d == 0, "first device %d", d);
+    cr_assert(cudaSetDevice(4) == cudaErrorInvalidDevice, "device 4 of 4 accepted");
+    cr_assert(cudaSetDevice(-1) == cudaErrorInvalidDevice, "device -1 accepted");
+    cudaGetLastError();
+    CUDA_OK(cudaSetDevice(2));
+    int seen[2] = {-1, -1};
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, other_thread_device, seen) == 0);
+    pthread_join(t, NULL);
+    cr_assert(seen[0] == 0 && seen[1] == 3, "other thread saw devices %d then %d", seen[0], seen[1]);
+    CUDA_OK(cudaGetDevice(&d));
+    cr_assert(d == 2, "this thread's device changed to %d by another thread", d);
+    struct cudaDeviceProp p;
+    CUDA_OK(cudaGetDeviceProperties(&p, 3));
+    cr_assert(cudaGetDeviceProperties(&p, 4) == cudaErrorInvalidDevice);
+}
+
+Test(emu, memory_is_accounted_per_device)
+{
+    emu_devices("2", "64");
+    void *a = NULL, *b = NULL, *c = NULL;
+    size_t free_b, total;
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaMalloc(&a, 48 << 20));
+    CUDA_OK(cudaMemGetInfo(&free_b, &total));
+    cr_assert(total == (size_t)64 << 20 && free_b == (size_t)16 << 20, "device 1: %zu free of %zu",
+              free_b, total);
+    cr_assert(cudaMalloc(&b, 32 << 20) == cudaErrorMemoryAllocation, "device 1 went over its 64 MiB");
+    cudaGetLastError();
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaMemGetInfo(&free_b, &total));
+    cr_assert(free_b == total, "device 0 charged for device 1's allocation: %zu free", free_b);
+    CUDA_OK(cudaMalloc(&c, 32 << 20));
+    CUDA_OK(cudaFree(a)); /* freed from another device: the allocation's own device is credited */
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaMemGetInfo(&free_b, &total));
+    cr_assert(free_b == total, "device 1 not credited: %zu free", free_b);
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaFree(c));
+}
+
+Test(emu, kernels_reach_another_devices_memory_only_with_peer_access)
+{
+    emu_devices("2", NULL);
+    int can = -1;
+    CUDA_OK(cudaDeviceCanAccessPeer(&can, 0, 1));
+    cr_assert(can == 1);
+    CUDA_OK(cudaDeviceCanAccessPeer(&can, 1, 1));
+    cr_assert(can == 0, "a device is its own peer");
+    float *x1;
+    const float h[4] = {1, 2, 3, 4};
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaMalloc((void **)&x1, sizeof h));
+    CUDA_OK(cudaMemcpy(x1, h, sizeof h, cudaMemcpyHostToDevice));
+    cudaStream_t s1;
+    CUDA_OK(cudaStreamCreate(&s1));
+    CUDA_OK(cudaSetDevice(0));
+    cr_assert(cudaDeviceEnablePeerAccess(0, 0) == cudaErrorInvalidDevice, "peer access to itself");
+    CUDA_OK(cudaDeviceEnablePeerAccess(1, 0));
+    cr_assert(cudaDeviceEnablePeerAccess(1, 0) == cudaErrorPeerAccessAlreadyEnabled);
+    cudaGetLastError();
+    CUDA_OK(emu_probe_add(x1, 10.0f, 4, 0)); /* device 0 adds into device 1's memory */
+    CUDA_OK(cudaDeviceSynchronize());
+    float got[4];
+    CUDA_OK(cudaMemcpy(got, x1, sizeof got, cudaMemcpyDeviceToHost));
+    cr_assert(got[0] == 11.0f && got[3] == 14.0f, "peer add: %g %g", (double)got[0], (double)got[3]);
+    /* a stream of device 1 is not device 0's to launch on */
+    cr_assert(emu_probe_add(x1, 1.0f, 4, s1) == cudaErrorInvalidResourceHandle,
+              "launch on another device's stream accepted");
+    /* without peer access the kernel faults, as the GPU's access would */
+    CUDA_OK(cudaDeviceDisablePeerAccess(1));
+    CUDA_OK(emu_probe_add(x1, 1.0f, 4, 0));
+    cr_assert(cudaDeviceSynchronize() == cudaErrorIllegalAddress, "peer memory read without access");
+    /* device 0's failure is its own: device 1 still works */
+    CUDA_OK(cudaSetDevice(1));
+    cudaGetLastError(); /* the thread's last error, not device 1's */
+    CUDA_OK(emu_probe_add(x1, 100.0f, 4, s1));
+    CUDA_OK(cudaStreamSynchronize(s1));
+    CUDA_OK(cudaMemcpy(got, x1, sizeof got, cudaMemcpyDeviceToHost));
+    cr_assert(got[0] == 111.0f, "device 1 after device 0 failed: %g", (double)got[0]);
+}
+
+Test(emu, peer_copies_name_their_devices)
+{
+    emu_devices("3", NULL);
+    float *x[3];
+    for (int d = 0; d < 3; d++) {
+        CUDA_OK(cudaSetDevice(d));
+        CUDA_OK(cudaMalloc((void **)&x[d], 64));
+        CUDA_OK(cudaMemset(x[d], d + 1, 64));
+        CUDA_OK(cudaDeviceSynchronize()); /* other devices' streams do not wait for it */
+    }
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaMemcpyPeer(x[0], 0, x[2], 2, 32)); /* no peer access needed */
+    cr_assert(cudaMemcpyPeer(x[0], 1, x[2], 2, 32) == cudaErrorInvalidValue,
+              "device 0's memory named as device 1's");
+    cr_assert(cudaMemcpyPeer(x[0], 0, x[2], 3, 32) == cudaErrorInvalidDevice, "device 3 of 3");
+    cudaGetLastError();
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreate(&s));
+    CUDA_OK(cudaMemcpyPeerAsync((char *)x[0] + 32, 0, x[1], 1, 32, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    unsigned char got[64];
+    CUDA_OK(cudaMemcpy(got, x[0], 64, cudaMemcpyDeviceToHost));
+    cr_assert(got[0] == 3 && got[31] == 3 && got[32] == 2 && got[63] == 2, "peer copies: %d %d %d %d",
+              got[0], got[31], got[32], got[63]);
+}
+
+Test(emu, a_kernel_waiting_for_a_peers_flag_runs_when_the_peer_does)
+{
+    emu_devices("2", NULL);
+    int *flag;
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaMalloc((void **)&flag, sizeof *flag));
+    CUDA_OK(cudaMemset(flag, 0, sizeof *flag));
+    CUDA_OK(cudaDeviceSynchronize());
+    cudaStream_t s1;
+    CUDA_OK(cudaStreamCreate(&s1));
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaDeviceEnablePeerAccess(1, 0));
+    float *out;
+    CUDA_OK(cudaMalloc((void **)&out, sizeof *out));
+    CUDA_OK(cudaMemset(out, 0, sizeof *out));
+    CUDA_OK(emu_probe_wait(flag, 1, out, 0));
+    /* the flag is set by device 1's queue, which no host ever synchronises */
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaMemsetAsync(flag, 1, sizeof *flag, s1));
+    CUDA_OK(cudaSetDevice(0));
+    CUDA_OK(cudaDeviceSynchronize());
+    float got = 0;
+    CUDA_OK(cudaMemcpy(&got, out, sizeof got, cudaMemcpyDeviceToHost));
+    cr_assert(got == 1.0f, "the waiting kernel did not finish: %g", (double)got);
 }

@@ -1,0 +1,46 @@
+/* comm_nccl.h — the communicator (comm.h) of the CUDA backend's tensor parallelism: one NCCL
+ * communicator per rank (one GPU each, one process), and where every pair of GPUs has peer
+ * access, a one-shot peer-to-peer all-reduce for decode-sized messages
+ * (kernels/allreduce_p2p.h). Built only with CUDA (or the emulator, whose NCCL is
+ * kernels/emu/emu_nccl.cpp).
+ *
+ * Which path an all-reduce takes (eng_comm_nccl_path, one rule for every rank, so all ranks
+ * agree): "p2p" when the group was created with peer access between every pair of its GPUs
+ * (cudaDeviceCanAccessPeer), has 2..8 ranks, and the message is at most p2p_max_bytes; "nccl"
+ * otherwise. The one-shot path costs three launches and one flag barrier, reads every peer's
+ * whole message over NVLink and involves no NCCL channel set-up, so it wins where latency
+ * dominates (decode: n_tokens x hidden x 2 bytes, 12 KiB to 512 KiB for 1.5B-7B models at
+ * batch 1-64); NCCL's ring/tree wins where bandwidth does (prefill chunks). The default
+ * threshold, ENG_COMM_P2P_DEFAULT_MAX_BYTES, is a starting point from published one-shot
+ * all-reduce crossovers on NVLink, not measured here (no GPU yet): tools/gpu_check.sh is
+ * where a GPU session measures both paths and moves it. */
+#ifndef SERVAL_ENG_COMM_NCCL_H
+#define SERVAL_ENG_COMM_NCCL_H
+
+#include <stddef.h>
+
+#include "comm.h"
+
+enum { ENG_COMM_P2P_DEFAULT_MAX_BYTES = 256 << 10 };
+
+/* Creates a group of n_ranks (1..64) ranks, rank r on CUDA device devices[r] (distinct), from
+ * one thread (ncclCommInitAll), before the ranks' threads start. p2p_max_bytes: the largest
+ * all-reduce the peer-to-peer path takes (0: NCCL always; it also needs peer access, which
+ * this enables between every pair, and 2..8 ranks); its buffers take 2 x p2p_max_bytes on
+ * every GPU. The calling thread's current device is unchanged on return.
+ *
+ * Calls then follow comm.h: rank r's thread, with devices[r] current (cudaSetDevice), passes
+ * its own cudaStream_t; a call only enqueues work (it may be captured into a CUDA graph) and
+ * buf is device memory of devices[r]. A failure NCCL reports (at the call or asynchronously,
+ * seen at the next call) fails the group: that and every later call on every rank returns
+ * ENG_ERR_CANCELLED with the reason, as after abort. Abort cannot stop work already enqueued:
+ * a rank whose peer never enqueues its part stays blocked on the GPU (NCCL's kernel, or the
+ * p2p barrier), as with NCCL itself. */
+eng_status eng_comm_nccl_create(int n_ranks, const int *devices, size_t p2p_max_bytes,
+                                eng_comm **out, eng_err *err);
+
+/* "p2p" or "nccl": the path an all-reduce of `bytes` takes in group c (made by
+ * eng_comm_nccl_create). */
+const char *eng_comm_nccl_path(const eng_comm *c, size_t bytes);
+
+#endif

@@ -1,0 +1,192 @@
+/* test_allreduce_p2p.c — the one-shot peer-to-peer all-reduce (kernels/allreduce_p2p.cu)
+ * against kernels/ref/allreduce.c: the summing step on one GPU (2 to 8 ranks' buffers, odd
+ * counts, in place), and the whole stage/barrier/sum across GPUs with peer access, one host
+ * thread per rank, repeated so both staging slots are reused (on the emulator: 2 and 4
+ * emulated devices, SERVAL_EMU_DEVICES; on GPUs: as many as there are, or skipped). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "allreduce_p2p.h"
+#include "kt.h"
+#include "ref.h"
+
+/* Up to 4 emulated devices for this test's worker (a real GPU ignores the variable). */
+static int gpus(void)
+{
+    setenv("SERVAL_EMU_DEVICES", "4", 0);
+    return kt_gpu_count();
+}
+
+Test(allreduce_p2p, the_sum_of_the_ranks_buffers_equals_the_reference_bit_for_bit)
+{
+    KT_REQUIRE_GPU();
+    const kn_dtype dts[] = {KN_DTYPE_F32, KN_DTYPE_F16, KN_DTYPE_BF16};
+    const int ranks[] = {2, 3, 8};
+    const int64_t counts[] = {1, 37, 1000};
+    kt_rng rng = kt_rng_make(7);
+    for (size_t d = 0; d < 3; d++)
+        for (size_t r = 0; r < 3; r++)
+            for (size_t c = 0; c < 3; c++) {
+                const kn_dtype dt = dts[d];
+                const int n = ranks[r];
+                const int64_t count = counts[c];
+                const size_t bytes = (size_t)count * kn_dtype_size(dt);
+                void *host[8];
+                kt_buf dev[8];
+                const void *dptr[8];
+                for (int q = 0; q < n; q++) {
+                    host[q] = kt_host_random(dt, (size_t)count, -2.0f, 2.0f, &rng);
+                    dev[q] = kt_buf_upload(host[q], bytes);
+                    dptr[q] = dev[q].p;
+                }
+                void *want = kt_xmalloc(bytes), *got = kt_xmalloc(bytes);
+                kn_ref_sum_ranks(dt, (const void *const *)host, n, want, count);
+                kt_buf out = kt_buf_alloc(bytes);
+                KT_OK(kn_p2p_sum(dt, dptr, n, out.p, count, 0));
+                kt_sync();
+                kt_buf_download(got, &out);
+                kt_buf_check_guards(&out, "p2p_sum out");
+                cr_assert(memcmp(got, want, bytes) == 0, "dtype %d, %d ranks, %lld elements: not "
+                          "the reference's bits", (int)dt, n, (long long)count);
+                /* in place: the last rank's buffer is also the output */
+                KT_OK(kn_p2p_sum(dt, dptr, n, dev[n - 1].p, count, 0));
+                kt_sync();
+                kt_buf_download(got, &dev[n - 1]);
+                cr_assert(memcmp(got, want, bytes) == 0, "in place: dtype %d, %d ranks", (int)dt, n);
+                for (int q = 0; q < n; q++) {
+                    kt_buf_free(&dev[q]);
+                    free(host[q]);
+                }
+                kt_buf_free(&out);
+                free(want);
+                free(got);
+            }
+}
+
+Test(allreduce_p2p, bad_arguments_are_refused)
+{
+    KT_REQUIRE_GPU();
+    kt_buf b = kt_buf_alloc(64);
+    const void *in[2] = {b.p, b.p};
+    cr_assert(kn_p2p_sum(KN_DTYPE_F32, in, 9, b.p, 4, 0) == KN_ERR_INVALID, "9 ranks accepted");
+    cr_assert(kn_p2p_sum(KN_DTYPE_F32, in, 0, b.p, 4, 0) == KN_ERR_INVALID, "0 ranks accepted");
+    kn_p2p_peers peers = {.n_ranks = 2, .slot_bytes = 16};
+    uint32_t *gen = b.p;
+    peers.stage[0] = peers.stage[1] = b.p;
+    peers.flags[0] = peers.flags[1] = b.p;
+    cr_assert(kn_p2p_all_reduce(KN_DTYPE_F32, b.p, 5, &peers, 0, gen, 0) == KN_ERR_INVALID,
+              "20 bytes into 16-byte slots accepted");
+    cr_assert(kn_p2p_all_reduce(KN_DTYPE_F32, b.p, 4, &peers, 2, gen, 0) == KN_ERR_INVALID,
+              "rank 2 of 2 accepted");
+    kt_buf_free(&b);
+}
+
+enum { CALLS = 3, COUNT = 301 };
+
+typedef struct rank_run {
+    int rank, n;
+    kn_dtype dt;
+    const kn_p2p_peers *peers;
+    uint32_t *gen;
+    const void *host[CALLS][KN_P2P_MAX_RANKS]; /* every rank's input per call */
+    void *got[CALLS];                          /* this rank's results */
+    kn_status st;
+    char msg[256];
+} rank_run;
+
+static void *rank_main(void *v)
+{
+    rank_run *rr = v;
+    const size_t bytes = COUNT * kn_dtype_size(rr->dt);
+    cudaSetDevice(rr->rank);
+    cudaStream_t s;
+    void *buf;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaMalloc(&buf, bytes);
+    for (int c = 0; c < CALLS && rr->st == KN_OK; c++) {
+        cudaMemcpyAsync(buf, rr->host[c][rr->rank], bytes, cudaMemcpyHostToDevice, s);
+        rr->st = kn_p2p_all_reduce(rr->dt, buf, COUNT, rr->peers, rr->rank, rr->gen, s);
+        if (rr->st != KN_OK)
+            snprintf(rr->msg, sizeof rr->msg, "%s", kn_last_error());
+        cudaMemcpyAsync(rr->got[c], buf, bytes, cudaMemcpyDeviceToHost, s);
+        cudaStreamSynchronize(s);
+    }
+    cudaFree(buf);
+    cudaStreamDestroy(s);
+    return NULL;
+}
+
+static void all_reduce_across(int n, kn_dtype dt)
+{
+    if (gpus() < n)
+        cr_skip_test("%d GPUs needed", n);
+    kn_p2p_peers peers = {.n_ranks = n, .slot_bytes = 2048};
+    uint32_t *gen[KN_P2P_MAX_RANKS];
+    for (int a = 0; a < n; a++) {
+        cr_assert(cudaSetDevice(a) == cudaSuccess);
+        for (int b = 0; b < n; b++) {
+            int can = 0;
+            cudaDeviceCanAccessPeer(&can, a, b);
+            if (a != b && !can)
+                cr_skip_test("GPUs %d and %d have no peer access", a, b);
+            if (a != b)
+                cudaDeviceEnablePeerAccess(b, 0);
+        }
+        cudaGetLastError();
+        cr_assert(cudaMalloc(&peers.stage[a], 2 * peers.slot_bytes) == cudaSuccess);
+        cr_assert(cudaMalloc((void **)&peers.flags[a], KN_P2P_MAX_RANKS * 4) == cudaSuccess);
+        cr_assert(cudaMalloc((void **)&gen[a], 4) == cudaSuccess);
+        cudaMemset(peers.flags[a], 0, KN_P2P_MAX_RANKS * 4);
+        cudaMemset(gen[a], 0, 4);
+        cr_assert(cudaDeviceSynchronize() == cudaSuccess);
+    }
+    kt_rng rng = kt_rng_make(11);
+    rank_run rr[KN_P2P_MAX_RANKS];
+    memset(rr, 0, sizeof rr);
+    void *inputs[CALLS][KN_P2P_MAX_RANKS];
+    for (int c = 0; c < CALLS; c++)
+        for (int q = 0; q < n; q++)
+            inputs[c][q] = kt_host_random(dt, COUNT, -3.0f, 3.0f, &rng);
+    pthread_t t[KN_P2P_MAX_RANKS];
+    for (int q = 0; q < n; q++) {
+        rr[q] = (rank_run){.rank = q, .n = n, .dt = dt, .peers = &peers, .gen = gen[q]};
+        for (int c = 0; c < CALLS; c++) {
+            memcpy(rr[q].host[c], inputs[c], sizeof inputs[c]);
+            rr[q].got[c] = kt_xmalloc(COUNT * kn_dtype_size(dt));
+        }
+        pthread_create(&t[q], NULL, rank_main, &rr[q]);
+    }
+    for (int q = 0; q < n; q++)
+        pthread_join(t[q], NULL);
+    void *want = kt_xmalloc(COUNT * kn_dtype_size(dt));
+    for (int c = 0; c < CALLS; c++) {
+        kn_ref_sum_ranks(dt, (const void *const *)inputs[c], n, want, COUNT);
+        for (int q = 0; q < n; q++) {
+            cr_assert(rr[q].st == KN_OK, "rank %d: %s", q, rr[q].msg);
+            const kt_diff df = kt_compare(dt, rr[q].got[c], want, COUNT, 0.0);
+            cr_assert(df.first_bad < 0, "%d ranks, call %d: rank %d's sum is not the "
+                      "reference's: element %lld is %g, not %g", n, c, q,
+                      (long long)df.first_bad, df.got, df.want);
+        }
+    }
+    for (int c = 0; c < CALLS; c++)
+        for (int q = 0; q < n; q++) {
+            free(inputs[c][q]);
+            free(rr[q].got[c]);
+        }
+    free(want);
+}
+
+Test(allreduce_p2p, two_gpus_sum_in_rank_order_call_after_call)
+{
+    all_reduce_across(2, KN_DTYPE_BF16);
+}
+
+Test(allreduce_p2p, four_gpus_sum_in_rank_order_call_after_call)
+{
+    all_reduce_across(4, KN_DTYPE_F32);
+}
