@@ -321,11 +321,22 @@ static json_t *status_json(http_server *s)
         "requests_finished", (json_int_t)es.requests_finished, "requests_rejected",
         (json_int_t)es.requests_rejected, "tokens_generated", (json_int_t)es.tokens_generated,
         "draining", atomic_load(&s->draining), "repositories", "indexer",
-        "the indexer's repositories and their freshness are not reported here yet", "usage", usage_json(s), "tokens",
+        s->cfg.index ? "per-repository freshness is not reported yet (the indexer exposes no "
+                       "per-repository state); totals below"
+                     : "no repository is indexed (serve --repo, or repos in the config file)",
+        "usage", usage_json(s), "tokens",
         (json_int_t)rpc_auth_n_tokens(s->auth));
     if (root)
         json_object_set_new(json_object_get(root, "engine"), "replicas",
                             json_integer(eng_router_n_replicas(s->router)));
+    if (root && s->cfg.index) {
+        idx_totals t;
+        idx_totals_get(s->cfg.index, &t);
+        json_object_set_new(root, "index", json_pack(
+            "{s:I,s:I,s:I,s:I,s:b}", "repositories", (json_int_t)t.repos, "files",
+            (json_int_t)t.files, "chunks", (json_int_t)t.chunks, "vectors",
+            (json_int_t)t.vectors_in_faiss, "approximate", t.approximate));
+    }
     if (root && s->status) add_series(s, root);
     return root;
 }
@@ -415,10 +426,17 @@ static const char page_tail[] =
     "P.forEach((p,i)=>{if(p[k]!==null&&(k.endsWith('_ms')||p[k]>0))out+='<circle class=\"pt-'+k+'\" cx=\"'+x(i).toFixed(1)+'\" cy=\"'+y(p[k]).toFixed(1)+'\" r=\"3\" fill=\"'+colors[j]+'\"/>';});});"
     "svg.innerHTML=out;}\n"
     "chart($('latency-chart'),['p50_ms','p95_ms','p99_ms'],['#457b9d','#f4a261','#e63946']);\n"
-    "chart($('load-chart'),['running','waiting'],['#2a9d8f','#e76f51']);\n"
+    "chart($('load-chart'),['running','waiting'],['#2a9d8f','#e76f51']);\n";
+
+/* The rest of the script (two literals: C99 compilers need only support 4095 characters). */
+static const char page_tail2[] =
     "$('repos').textContent=S.repositories.length?'':'none listed ('+S.indexer+')';\n"
     "for(const r of S.repositories){const d=document.createElement('div');"
     "d.textContent=r.name+' — indexed '+r.indexed_at;$('repos').appendChild(d);}\n"
+    "if(S.index){const t=document.createElement('table');t.id='index';$('repos').appendChild(t);"
+    "rows(t,[['repositories in the index',S.index.repositories,'ix-repos'],['files',S.index.files,"
+    "'ix-files'],['chunks',S.index.chunks,'ix-chunks'],['vector search',S.index.approximate?"
+    "'approximate (IVF)':'exact']]);}\n"
     "const ub=$('usage').tBodies[0];\n"
     "if(!S.usage.length){const c=ub.insertRow().insertCell();c.colSpan=5;c.className='muted';"
     "c.textContent='no events in the last 7 days';}\n"
@@ -438,13 +456,13 @@ enum MHD_Result http_route_status_page(http_req *r, json_t *body)
     char *data = j ? json_dumps(j, JSON_COMPACT | JSON_ESCAPE_SLASH) : NULL;
     json_decref(j);
     if (!data) return http_reply_error(r, 500, "server_error", "out of memory");
-    size_t n = sizeof page_head - 1 + strlen(data) + sizeof page_tail - 1;
+    size_t n = sizeof page_head - 1 + strlen(data) + sizeof page_tail - 1 + sizeof page_tail2 - 1;
     char *page = malloc(n + 1);
     if (!page) {
         free(data);
         return http_reply_error(r, 500, "server_error", "out of memory");
     }
-    snprintf(page, n + 1, "%s%s%s", page_head, data, page_tail);
+    snprintf(page, n + 1, "%s%s%s%s", page_head, data, page_tail, page_tail2);
     free(data);
     enum MHD_Result res = http_reply_text(r, 200, "text/html; charset=utf-8", page, n);
     free(page);

@@ -1,7 +1,8 @@
 /* test_reload.c — SIGHUP and the repositories to index: a running `serval serve` given a new
  * `repos` list in its config file indexes an added repository without a restart (search
- * finds its code), says how many were added and removed, and a server started without any
- * repository names `repo` among the settings only a restart applies. */
+ * finds its code, the status page counts it), says how many were added and removed, and a
+ * server started without any repository names `repo` among the settings only a restart
+ * applies. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
@@ -104,6 +105,14 @@ Test(reload, sighup_indexes_an_added_repository_and_says_what_was_removed, .time
     free(seen);
     first_hit(s.port, "forecast_rainfall_tomorrow", url, sizeof url);
     cr_assert_str_eq(url, "https://example.com/b.git", "search finds the added repository's code");
+    tu_http_resp r = request(s.port, "GET", "/v1/status", TOKEN, NULL);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *st = json_loads(r.body, 0, NULL);
+    json_t *ix = json_object_get(st, "index");
+    cr_assert_eq(json_integer_value(json_object_get(ix, "repositories")), 2, "%s", r.body);
+    cr_assert_geq(json_integer_value(json_object_get(ix, "files")), 2, "%s", r.body);
+    json_decref(st);
+    tu_http_resp_free(&r);
 
     write_config(conf, NULL, b);
     kill(s.pid, SIGHUP);
