@@ -30,6 +30,8 @@ static void usage(FILE *o)
             "  --threads N   CPU threads (default: online CPUs)   --kv-mb MB (default 1024;\n"
             "          0 on cuda: 90%% of free GPU memory)\n"
             "  --tflops X   compute ceiling for the prefill roofline (TFLOP/s)\n"
+            "  --tp N   tensor parallelism over N ranks (default 1; cpu: thread groups sharing\n"
+            "          --threads)\n"
             "  --max-running N  (default 64)   --step-tokens N (default 512)\n"
             "  --no-prefix-cache   turn prefix caching off\n"
             "  --mixed   batch mode: request i asks for between half and all of --prompt and\n"
@@ -40,7 +42,7 @@ static void usage(FILE *o)
 
 typedef struct opts {
     const char *model, *mode;
-    int requests, prompt, output, devs, keystrokes, typed, threads, max_running, step_tokens;
+    int requests, prompt, output, devs, keystrokes, typed, threads, max_running, step_tokens, tp;
     long kv_mb;
     int prefix, mixed, no_graphs, fp16;
     const char *backend;
@@ -340,6 +342,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--keystrokes")) o.keystrokes = atoi(v);
         else if (!strcmp(a, "--typed")) o.typed = atoi(v);
         else if (!strcmp(a, "--threads")) o.threads = atoi(v);
+        else if (!strcmp(a, "--tp")) o.tp = atoi(v);
         else if (!strcmp(a, "--kv-mb")) o.kv_mb = atol(v);
         else if (!strcmp(a, "--max-running")) o.max_running = atoi(v);
         else if (!strcmp(a, "--step-tokens")) o.step_tokens = atoi(v);
@@ -365,6 +368,7 @@ int main(int argc, char **argv)
     }
     eng_engine_config c = eng_engine_config_defaults();
     c.n_threads = o.threads;
+    c.tp = o.tp;
     c.kv_bytes = (int64_t)o.kv_mb << 20;
     c.max_running = o.max_running;
     c.max_waiting = o.requests + o.devs + 16;
@@ -384,8 +388,8 @@ int main(int argc, char **argv)
         eng_model_free(m);
         return 1;
     }
-    printf("model %s, backend %s, %d threads, prefix cache %s\n", m->hp.name, o.backend,
-           c.n_threads, o.prefix ? "on" : "off");
+    printf("model %s, backend %s, %d threads, tp %d, prefix cache %s\n", m->hp.name,
+           o.backend, c.n_threads, c.tp > 1 ? c.tp : 1, o.prefix ? "on" : "off");
     int rc = 0;
     if (!strcmp(o.mode, "batch")) run_batch(e, &o, m->hp.n_vocab);
     else if (!strcmp(o.mode, "replay")) run_replay(e, &o, m->hp.n_vocab);
