@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attn_case.h"
+#include "allreduce_p2p.h"
 #include "bias_add.h"
 #include "dequant.h"
 #include "device.h"
@@ -395,6 +396,37 @@ static void bench_bias_add(bench &b)
     }
 }
 
+// The p2p all-reduce's summing step: n ranks' buffers read, one written (all on this GPU)
+static void bench_p2p_sum(bench &b)
+{
+    for (size_t i = 0; i < kt_p2p_sum_cases_count; i++) {
+        const kt_act_case *c = &kt_p2p_sum_cases[i];
+        if (!selected(b, c->use, c->name))
+            continue;
+        kt_rng r = kt_rng_make(c->seed);
+        const size_t bytes = (size_t)c->ff * kn_dtype_size(c->dt);
+        void *host[KN_P2P_MAX_RANKS];
+        const void *dev[KN_P2P_MAX_RANKS];
+        for (int q = 0; q < c->n; q++) {
+            host[q] = kt_host_random(c->dt, (size_t)c->ff, -2.0f, 2.0f, &r);
+            dev[q] = dev_upload(host[q], bytes);
+        }
+        void *want = kt_xmalloc(bytes), *dout = dev_alloc(bytes);
+        auto run = [&] { KN(kn_p2p_sum(c->dt, dev, (int)c->n, dout, c->ff, b.st)); };
+        run();
+        void *got = host_download(dout, bytes);
+        kn_ref_sum_ranks(c->dt, (const void *const *)host, (int)c->n, want, c->ff);
+        if (check_bytes(b, c->name, got, want, bytes))
+            time_report(b, c->name, "", (double)(c->n + 1) * bytes, 0, run);
+        for (int q = 0; q < c->n; q++) {
+            cudaFree((void *)dev[q]);
+            free(host[q]);
+        }
+        cudaFree(dout);
+        free(want), free(got);
+    }
+}
+
 static void bench_dequant(bench &b)
 {
     for (size_t i = 0; i < kt_dequant_cases_count; i++) {
@@ -742,6 +774,7 @@ int main(int argc, char **argv)
     bench_activation(b, false);
     bench_activation(b, true); // GELU (StarCoder, StarCoder2)
     bench_bias_add(b);
+    bench_p2p_sum(b);
     bench_dequant(b);
     bench_decode(b);
     bench_prefill(b); // the SIMT variant is not called by the engine

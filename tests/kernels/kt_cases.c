@@ -101,6 +101,21 @@ const kt_act_case kt_bias_add_cases[] = {
 };
 COUNT(kt_bias_add_cases);
 
+/* Tensor parallelism's decode all-reduce: n_tokens x hidden per rank (1.5B: 1536, 7B: 4096),
+ * batch 1 and 64; on one GPU every "rank" is a buffer of that GPU (peer reads over NVLink
+ * need a multi-GPU session: engine/comm/comm_nccl.h) */
+const kt_act_case kt_p2p_sum_cases[] = {
+    {"p2p_sum 2 ranks x 515 bf16", T, BF16, 2, 515, 78},
+    {"p2p_sum 3 ranks x 37 f16", T, F16, 3, 37, 79},
+    {"p2p_sum 8 ranks x 1000 f32", T, F32, 8, 1000, 80},
+    {"p2p_sum 2 ranks x 1536 bf16 (1.5B, 1 token)", B, BF16, 2, 1536, 81},
+    {"p2p_sum 2 ranks x 64x1536 bf16 (1.5B, 64)", B, BF16, 2, 64 * 1536, 82},
+    {"p2p_sum 4 ranks x 4096 bf16 (7B, 1 token)", B, BF16, 4, 4096, 83},
+    {"p2p_sum 4 ranks x 64x4096 bf16 (7B, 64)", B, BF16, 4, 64 * 4096, 84},
+    {"p2p_sum 8 ranks x 64x4096 bf16 (7B, 64)", B, BF16, 8, 64 * 4096, 85},
+};
+COUNT(kt_p2p_sum_cases);
+
 /* whole blocks of every type (3 * 256 columns), to every output type */
 #define DQ(name, t, seed)                                                                      \
     {"dequant " name " -> f16", T, t, F16, 13, 768, seed},                                     \

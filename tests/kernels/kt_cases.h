@@ -122,6 +122,8 @@ KT_TABLE(kt_act_case, kt_swiglu_cases)
 KT_TABLE(kt_act_case, kt_gelu_cases)
 /* bias add: n rows of ff columns, rows ff + 5 apart (a fused QKV row with bq|bk|bv) */
 KT_TABLE(kt_act_case, kt_bias_add_cases)
+/* p2p all-reduce's sum: n ranks' buffers of ff elements each, summed (allreduce_p2p.h) */
+KT_TABLE(kt_act_case, kt_p2p_sum_cases)
 KT_TABLE(kt_dequant_case, kt_dequant_cases)
 KT_TABLE(kt_attn_case, kt_decode_cases)
 KT_TABLE(kt_attn_case, kt_prefill_cases)

@@ -12,6 +12,7 @@
 
 #include "allreduce_p2p.h"
 #include "kt.h"
+#include "kt_cases.h"
 #include "ref.h"
 
 /* Up to 4 emulated devices for this test's worker (a real GPU ignores the variable). */
@@ -21,50 +22,48 @@ static int gpus(void)
     return kt_gpu_count();
 }
 
+/* One case of kt_p2p_sum_cases (n ranks' buffers of ff elements on this GPU), out of place
+ * and in place (the last rank's buffer is the output). */
+static void run_sum(const kt_act_case *c)
+{
+    kt_rng rng = kt_rng_make(c->seed);
+    const int n = (int)c->n;
+    const size_t bytes = (size_t)c->ff * kn_dtype_size(c->dt);
+    void *host[KN_P2P_MAX_RANKS];
+    kt_buf dev[KN_P2P_MAX_RANKS];
+    const void *dptr[KN_P2P_MAX_RANKS];
+    for (int q = 0; q < n; q++) {
+        host[q] = kt_host_random(c->dt, (size_t)c->ff, -2.0f, 2.0f, &rng);
+        dev[q] = kt_buf_upload(host[q], bytes);
+        dptr[q] = dev[q].p;
+    }
+    void *want = kt_xmalloc(bytes), *got = kt_xmalloc(bytes);
+    kn_ref_sum_ranks(c->dt, (const void *const *)host, n, want, c->ff);
+    kt_buf out = kt_buf_alloc(bytes);
+    KT_OK(kn_p2p_sum(c->dt, dptr, n, out.p, c->ff, 0));
+    kt_sync();
+    kt_buf_download(got, &out);
+    kt_buf_check_guards(&out, c->name);
+    cr_assert(memcmp(got, want, bytes) == 0, "%s: not the reference's bits", c->name);
+    KT_OK(kn_p2p_sum(c->dt, dptr, n, dev[n - 1].p, c->ff, 0));
+    kt_sync();
+    kt_buf_download(got, &dev[n - 1]);
+    cr_assert(memcmp(got, want, bytes) == 0, "%s in place: not the reference's bits", c->name);
+    for (int q = 0; q < n; q++) {
+        kt_buf_free(&dev[q]);
+        free(host[q]);
+    }
+    kt_buf_free(&out);
+    free(want);
+    free(got);
+}
+
 Test(allreduce_p2p, the_sum_of_the_ranks_buffers_equals_the_reference_bit_for_bit)
 {
     KT_REQUIRE_GPU();
-    const kn_dtype dts[] = {KN_DTYPE_F32, KN_DTYPE_F16, KN_DTYPE_BF16};
-    const int ranks[] = {2, 3, 8};
-    const int64_t counts[] = {1, 37, 1000};
-    kt_rng rng = kt_rng_make(7);
-    for (size_t d = 0; d < 3; d++)
-        for (size_t r = 0; r < 3; r++)
-            for (size_t c = 0; c < 3; c++) {
-                const kn_dtype dt = dts[d];
-                const int n = ranks[r];
-                const int64_t count = counts[c];
-                const size_t bytes = (size_t)count * kn_dtype_size(dt);
-                void *host[8];
-                kt_buf dev[8];
-                const void *dptr[8];
-                for (int q = 0; q < n; q++) {
-                    host[q] = kt_host_random(dt, (size_t)count, -2.0f, 2.0f, &rng);
-                    dev[q] = kt_buf_upload(host[q], bytes);
-                    dptr[q] = dev[q].p;
-                }
-                void *want = kt_xmalloc(bytes), *got = kt_xmalloc(bytes);
-                kn_ref_sum_ranks(dt, (const void *const *)host, n, want, count);
-                kt_buf out = kt_buf_alloc(bytes);
-                KT_OK(kn_p2p_sum(dt, dptr, n, out.p, count, 0));
-                kt_sync();
-                kt_buf_download(got, &out);
-                kt_buf_check_guards(&out, "p2p_sum out");
-                cr_assert(memcmp(got, want, bytes) == 0, "dtype %d, %d ranks, %lld elements: not "
-                          "the reference's bits", (int)dt, n, (long long)count);
-                /* in place: the last rank's buffer is also the output */
-                KT_OK(kn_p2p_sum(dt, dptr, n, dev[n - 1].p, count, 0));
-                kt_sync();
-                kt_buf_download(got, &dev[n - 1]);
-                cr_assert(memcmp(got, want, bytes) == 0, "in place: dtype %d, %d ranks", (int)dt, n);
-                for (int q = 0; q < n; q++) {
-                    kt_buf_free(&dev[q]);
-                    free(host[q]);
-                }
-                kt_buf_free(&out);
-                free(want);
-                free(got);
-            }
+    for (size_t i = 0; i < kt_p2p_sum_cases_count; i++)
+        if (kt_p2p_sum_cases[i].use & KT_TEST)
+            run_sum(&kt_p2p_sum_cases[i]);
 }
 
 Test(allreduce_p2p, bad_arguments_are_refused)
