@@ -7,6 +7,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quant_impl.h"
@@ -419,6 +420,27 @@ bool quant_cpu_has_avx2(void)
     return false;
 #endif
 }
+
+#if defined(SERVAL_QUANT_X86)
+bool quant_cpu_has_avx_vnni(void)
+{
+    /* 0 = not probed yet, 1 = no, 2 = yes */
+    static atomic_int cached;
+    int c = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (c == 0) {
+        unsigned a = 0, b, cx, dx;
+        /* CPUID.(EAX=7, ECX=1):EAX bit 4 = AVX-VNNI; its ymm state is what AVX2 needs */
+        bool ok = quant_cpu_has_avx2() && __get_cpuid_max(0, NULL) >= 7 && __get_cpuid_count(7, 1, &a, &b, &cx, &dx) &&
+                  (a & (1u << 4));
+        const char *off = getenv("SERVAL_QUANT_NO_VNNI");
+        if (off && *off && strcmp(off, "0") != 0)
+            ok = false;
+        c = ok ? 2 : 1;
+        atomic_store_explicit(&cached, c, memory_order_relaxed);
+    }
+    return c == 2;
+}
+#endif
 
 void quant_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n)
 {

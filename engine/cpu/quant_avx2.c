@@ -8,9 +8,11 @@
  * maddubs + madd give the eight int32 lane sums, one cvt and one fma with the broadcast d_w*d_a
  * fold them in; hsum_float_8's order finishes. Q4_0 uses the same tiles but adds each pair's
  * lanes up to the block's exact sum first (four pairs at once) and keeps one chain.
- * Prompt tiles are one row × 4 tokens (each weight block unpacked once per four tokens); the
- * single-token tile is ROW_LANES rows. Every tile runs the same per-pair operations as the
- * scalar reference, so all agree bit for bit whatever the batch shape.
+ * Prompt tiles are one row × 8 tokens with a pair's eight lanes in one __m256 (each weight block
+ * unpacked once per eight tokens; AVX-VNNI's vpdpbusd for the int8 products where the CPU has
+ * it), one row × 4 tokens for the 4..7 tokens left over; the single-token tile is ROW_LANES
+ * rows. Every tile runs the same per-pair operations as the scalar reference, so all agree bit
+ * for bit whatever the batch shape.
  *
  * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0's
  * -16 taken back through the activation's lane offsets, twice Q4_0's) and Q4_1's 8-lane order.
@@ -423,6 +425,146 @@ AVX2_INLINE __m128 q_row4(const int kind, const uint8_t *const wr[ROW_LANES], co
     return res;
 }
 
+/* Eight 8-lane int32 vectors to their totals: lane r of the result is the sum of v[r]'s lanes. */
+AVX2_INLINE __m256i reduce8_i32(const __m256i v[8])
+{
+    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    /* h0 = [v0..v3 low-half sums | v0..v3 high-half sums], h1 likewise for v4..v7 */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+}
+
+/* ---- prompt tiles of the 32-element types: one row × 8 tokens, 256-bit ---------------------- */
+
+/* Each (row, token) pair's eight f32 lanes (quant_impl.h) are the eight lanes of one __m256:
+ * with the weight block as 32 unsigned bytes in element order (4-bit kinds: low nibbles in the
+ * low half) and the activation quants as 32 signed bytes, one u8×s8 dot product of 4-byte
+ * groups (vpdpbusd where the CPU has AVX-VNNI, maddubs + madd otherwise: both exact, as no
+ * pair of products reaches int16's range) leaves lane j = p_j, then one cvt and one fma with
+ * d_w*d_a fold the block in. The weight block is unpacked once for the eight tokens, and
+ * d_w*d_a of the eight tokens is formed with one multiply and read back as broadcasts from
+ * memory (load ports, not shuffles). Q4_1 / Q5_1's summs chain runs with the tokens in the
+ * lanes; Q4_0's one chain per pair reduces the eight pairs' int32 lanes to their exact block
+ * sums first (lane = token). Same per-pair operations as the scalar reference. */
+
+/* Tokens per prompt tile. */
+#define TOK8 8
+
+/* u8 × s8 dot products of 4-byte groups added to init, exact in int32. */
+AVX2_INLINE __m256i dot_u8s8(const int vnni, __m256i init, __m256i u, __m256i s)
+{
+    if (vnni) {
+        /* AVX-VNNI (VEX-encoded, so CPUs without AVX-512 run it too); asm, because this file
+         * is built for baseline x86-64 and the caller checked the CPU */
+        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(init) : "x"(u), "xm"(s));
+        return init;
+    }
+    return _mm256_add_epi32(init, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+/* A weight block as 32 unsigned bytes in element order (|w| for Q8_0, its signs in *sgn). */
+AVX2_INLINE __m256i wprep256(const int kind, const uint8_t *x, __m256i *sgn)
+{
+    const q_geom g = Q_GEOM(kind);
+    if (kind == K_Q8_0) {
+        *sgn = load256(x + g.wqs);
+        return _mm256_abs_epi8(*sgn);
+    }
+    if (kind == K_Q5_0 || kind == K_Q5_1) {
+        const wprep p = wprepare(kind, x);
+        return _mm256_set_m128i(p.hi, p.lo);
+    }
+    const __m128i q = load128(x + g.wqs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+}
+
+/* The per-block numbers of eight token rows that the tile reads as vectors (lane = token):
+ * da[8b + t] = d_a, sa[8b + t] = s_a (Q8_1 kinds), ot[8b + t] = Q4_0's offset total (the sum of
+ * the block's eight lane offsets, 8 * sum(q_a)). */
+AVX2_INLINE void act_scales8(const int kind, const uint8_t *const a[TOK8], size_t tail_off, int64_t nb, float *da,
+                             float *sa, int32_t *ot)
+{
+    const size_t lo_off = LANE_OFF(kind) ? quant_q4_0_lane_off(nb) : 0;
+    for (int t = 0; t < TOK8; t++) {
+        const uint8_t *tl = a[t] + tail_off;
+        for (int64_t b = 0; b < nb; b++) {
+            if (HAS_MIN(kind)) {
+                memcpy(da + 8 * b + t, tl + 8 * b, sizeof(float));
+                memcpy(sa + 8 * b + t, tl + 8 * b + 4, sizeof(float));
+            } else {
+                memcpy(da + 8 * b + t, tl + 4 * b, sizeof(float));
+            }
+            if (kind == K_Q4_0) {
+                int32_t off[8];
+                memcpy(off, a[t] + lo_off + 32 * (size_t)b, sizeof off);
+                ot[8 * b + t] = off[0] + off[1] + off[2] + off[3] + off[4] + off[5] + off[6] + off[7];
+            }
+        }
+    }
+}
+
+/* One row × TOK8 tokens; y points at token 0 of this row (tokens ldy apart). */
+AVX2_INLINE void q_tok8(const int kind, const int vnni, const uint8_t *w, int64_t nb, const uint8_t *const a[TOK8],
+                        const float *da, const float *sa, const int32_t *ot, float *y, int64_t ldy)
+{
+    const q_geom g = Q_GEOM(kind);
+    const size_t lo_off = kind == K_Q5_0 ? quant_q4_0_lane_off(nb) : 0;
+    __m256 acc[TOK8];
+    for (int t = 0; t < TOK8; t++)
+        acc[t] = _mm256_setzero_ps();
+    __m256 summs = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *x = w + g.wblk * (size_t)b;
+        const size_t ao = g.ablk * (size_t)b + g.aqs;
+        __m256i sgn = _mm256_setzero_si256();
+        const __m256i wv = wprep256(kind, x, &sgn);
+        const __m128 dm = _mm_cvtph_ps(HAS_MIN(kind) ? load_u32(x) : load_u16(x)); /* d_w, m_w */
+        const __m256 dd = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_load_ps(da + 8 * b));
+        if (HAS_MIN(kind))
+            summs = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_load_ps(sa + 8 * b), summs);
+        if (kind == K_Q4_0) { /* one chain per pair: acc[0]'s lanes are the tokens */
+            __m256i s[TOK8];
+#pragma GCC unroll 8
+            for (int t = 0; t < TOK8; t++)
+                s[t] = dot_u8s8(vnni, _mm256_setzero_si256(), wv, load256(a[t] + ao));
+            const __m256i S = _mm256_sub_epi32(reduce8_i32(s), _mm256_load_si256((const __m256i *)(ot + 8 * b)));
+            acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), dd, acc[0]);
+            continue;
+        }
+        _Alignas(32) float ddm[TOK8];
+        _mm256_store_ps(ddm, dd);
+        /* read back from memory: broadcast loads use the load ports, not the shuffle port */
+        __asm__("" : "+m"(ddm));
+#pragma GCC unroll 8
+        for (int t = 0; t < TOK8; t++) {
+            __m256i av = load256(a[t] + ao);
+            if (SIGNED_W(kind))
+                av = _mm256_sign_epi8(av, sgn);
+            __m256i p = dot_u8s8(vnni, _mm256_setzero_si256(), wv, av);
+            if (kind == K_Q5_0) /* -16 = twice Q4_0's -8, per lane */
+                p = _mm256_sub_epi32(p, _mm256_slli_epi32(load256(a[t] + lo_off + 32 * (size_t)b), 1));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(ddm + t), acc[t]);
+        }
+    }
+    _Alignas(32) float res[TOK8];
+    if (kind == K_Q4_0) {
+        _mm256_store_ps(res, acc[0]);
+    } else {
+        __m128 r[TOK8];
+        for (int t = 0; t < TOK8; t++)
+            r[t] = _mm_add_ps(_mm256_extractf128_ps(acc[t], 1), _mm256_castps256_ps128(acc[t]));
+        __m128 lo = hsum_r4(r[0], r[1], r[2], r[3]), hi = hsum_r4(r[4], r[5], r[6], r[7]);
+        if (HAS_MIN(kind)) {
+            lo = _mm_add_ps(lo, _mm256_castps256_ps128(summs));
+            hi = _mm_add_ps(hi, _mm256_extractf128_ps(summs, 1));
+        }
+        _mm_store_ps(res, lo);
+        _mm_store_ps(res + 4, hi);
+    }
+    for (int t = 0; t < TOK8; t++)
+        y[t * ldy] = res[t];
+}
+
 /* ---- Q6_K weights × Q8_K activations ------------------------------------------------------ */
 
 /* The 32 unsigned 6-bit quants (0..63) of group g (elements 32g..32g+31) of a Q6_K block. */
@@ -827,17 +969,40 @@ DEFINE_Q_TOK4(tok4_q4_0, K_Q4_0)
 DEFINE_Q_TOK4(tok4_q4_1, K_Q4_1)
 DEFINE_Q_TOK4(tok4_q8_0, K_Q8_0)
 
+/* Rows [ra, rb) of W against TOK8 activation rows; y points at token 0, row 0. False (nothing
+ * written) when the scale buffer of a very long row cannot be allocated. */
+typedef bool (*tok8_fn)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
+                        const uint8_t *const a[TOK8], size_t tail_off, float *y, int64_t ldy);
+
+#define DEFINE_Q_TOK8_ISA(name, kind, vnni)                                                        \
+    AVX2 static bool name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,        \
+                          const uint8_t *const a[TOK8], size_t tail_off, float *y, int64_t ldy)     \
+    {                                                                                               \
+        _Alignas(32) float stack_sc[16 * SC_STACK_BLOCKS];                                          \
+        float *sc = nb <= SC_STACK_BLOCKS ? stack_sc : aligned_alloc(32, sizeof(float) * 16 * (size_t)nb); \
+        if (!sc)                                                                                    \
+            return false;                                                                           \
+        float *da = sc, *sa = sc + 8 * nb;                                                          \
+        int32_t *ot = (int32_t *)(sc + 8 * nb); /* Q4_0 has no s_a */                               \
+        act_scales8(kind, a, tail_off, nb, da, sa, ot);                                             \
+        for (int64_t r = ra; r < rb; r++)                                                           \
+            q_tok8(kind, vnni, W + (size_t)r * wrow, nb, a, da, sa, ot, y + r, ldy);                \
+        if (sc != stack_sc)                                                                         \
+            free(sc);                                                                               \
+        return true;                                                                                \
+    }
+#define DEFINE_Q_TOK8(name, kind)             \
+    DEFINE_Q_TOK8_ISA(name, kind, 0)          \
+    DEFINE_Q_TOK8_ISA(name##_vnni, kind, 1)
+
+DEFINE_Q_TOK8(tok8_q4_0, K_Q4_0)
+DEFINE_Q_TOK8(tok8_q4_1, K_Q4_1)
+DEFINE_Q_TOK8(tok8_q8_0, K_Q8_0)
+DEFINE_Q_TOK8(tok8_q5_0, K_Q5_0)
+DEFINE_Q_TOK8(tok8_q5_1, K_Q5_1)
+
 /* Rows of the Q6_K single-token tile. */
 #define Q6K_ROWS 8
-
-/* Eight 8-lane int32 vectors to their totals: lane r of the result is the sum of v[r]'s lanes. */
-AVX2_INLINE __m256i reduce8_i32(const __m256i v[8])
-{
-    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    /* h0 = [v0..v3 low-half sums | v0..v3 high-half sums], h1 likewise for v4..v7 */
-    return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
-}
 
 /* Q6K_ROWS rows (pointers, repeats allowed) × one token, lanes are rows: per super-block and
  * row the exact int32 sum S (the -32 taken back through the activation's sub-block sums), then
@@ -1090,7 +1255,9 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
                             const void *act, int64_t n_tok, float *y, int64_t ldy)
 {
     tok4_fn tok4 = NULL;
+    tok8_fn tok8 = NULL;
     row_fn row = NULL;
+    const bool vnni = quant_cpu_has_avx_vnni();
     int64_t nb = n;
     size_t tail_off = 0;
     switch (wtype) {
@@ -1098,20 +1265,20 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     case GGUF_DTYPE_F16:
     case GGUF_DTYPE_BF16: break;
     case GGUF_DTYPE_Q4_0:
-        tok4 = tok4_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q4_0, tok8 = vnni ? tok8_q4_0_vnni : tok8_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_1:
-        tok4 = tok4_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q4_1, tok8 = vnni ? tok8_q4_1_vnni : tok8_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q8_0:
-        tok4 = tok4_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q8_0, tok8 = vnni ? tok8_q8_0_vnni : tok8_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q6_K: tok4 = tok4_q6_K, row = row_q6_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_0:
-        tok4 = tok4_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q5_0, tok8 = vnni ? tok8_q5_0_vnni : tok8_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q5_1:
-        tok4 = tok4_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q5_1, tok8 = vnni ? tok8_q5_1_vnni : tok8_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_K: tok4 = tok4_q4_K, row = row_q4_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;
@@ -1132,6 +1299,13 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
                     float_rows[T - 1](wtype, w8, wrow, n, rc, re, a8 + (size_t)t * arow, arow, y + t * ldy, ldy);
                 }
                 continue;
+            }
+            for (; tok8 && t + TOK8 <= te; t += TOK8) {
+                const uint8_t *a[TOK8];
+                for (int k = 0; k < TOK8; k++)
+                    a[k] = a8 + (size_t)(t + k) * arow;
+                if (!tok8(w8, wrow, nb, rc, re, a, tail_off, y + t * ldy, ldy))
+                    break; /* no scale buffer: the 4-token tiles take these tokens */
             }
             for (; t + 4 <= te; t += 4) {
                 const uint8_t *a[4];

@@ -229,6 +229,10 @@ static inline uint16_t quant_f2h(float f) { return quant_f32_to_f16(f); }
 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
                        const void *act, int64_t n_tok, float *y, int64_t ldy);
 void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n);
+/* Whether the CPU has AVX-VNNI (VEX vpdpbusd), which the AVX2 prompt tiles use when present
+ * (same bits either way); SERVAL_QUANT_NO_VNNI=1 in the environment turns it off (tests and
+ * benchmarks compare both paths on one machine). Probed once. */
+bool quant_cpu_has_avx_vnni(void);
 #endif
 
 #endif
