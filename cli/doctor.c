@@ -1,7 +1,8 @@
 /* doctor.c — `serval doctor`: reads the settings `serve` would run with (the same flag table,
  * config file and SERVAL_* variables: cli/serve_opts.h) and checks the machine against them:
  * CPU features, memory, GPUs and the NVIDIA driver, the model file (it loads, it fits), the
- * ports, the data directory and the token file's mode. Each finding is one line, "ok", "warn"
+ * ports, the data directory, the token file's mode, the TLS files, the embedding model and the
+ * repositories to index. Each finding is one line, "ok", "warn"
  * or "FIX" with what to do; the exit status is 1 when anything must be fixed. */
 #include "doctor.h"
 
@@ -195,6 +196,47 @@ static void check_model(doctor *d, const serve_opts *o)
     eng_model_free(m);
 }
 
+/* The embedding model and the repositories to index (`repos`): what `serve` needs to start
+ * with them. Paths are checked as this user: run doctor as the service's user (`sudo -u
+ * serval serval doctor`) to see what it can read. */
+static void check_repos(doctor *d, const serve_opts *o)
+{
+    struct stat st;
+    const char *emb = o->embedding_model ? o->embedding_model : SERVAL_DEFAULT_EMBED_MODEL;
+    bool have_emb = !o->no_embeddings && stat(emb, &st) == 0 && S_ISREG(st.st_mode);
+    const char *why = have_emb || o->no_embeddings ? ""
+                      : stat(emb, &st) != 0 ? strerror(errno) : "not a regular file";
+    if (o->no_embeddings)
+        say(d, o->repos.n ? DOCTOR_FIX : DOCTOR_OK, "embedding", "off (no_embeddings)%s",
+            o->repos.n ? ": `repos` needs the embedding model: drop no_embeddings" : "");
+    else if (have_emb)
+        say(d, DOCTOR_OK, "embedding", "%s (%.0f MiB)", emb, st.st_size / 1048576.0);
+    else if (o->embedding_model || o->repos.n)
+        say(d, DOCTOR_FIX, "embedding", "%s: %s: set `embedding_model`%s", emb, why,
+            o->embedding_model ? "" : " (serve needs it for `repos`), or run tools/setup.sh");
+    else
+        say(d, DOCTOR_WARN, "embedding", "%s is missing: /v1/embeddings answers 501 (set "
+            "`embedding_model`, or run tools/setup.sh)", emb);
+    for (size_t i = 0; i < o->repos.n; i++) {
+        const char *v = o->repos.items[i], *eq = strchr(v, '=');
+        char path[4096], git[4200];
+        snprintf(path, sizeof path, "%.*s", (int)(eq ? (size_t)(eq - v) : strlen(v)), v);
+        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+            say(d, DOCTOR_FIX, "repository", "%s: %s: `repos` names folders (\"PATH\" or "
+                "\"PATH=GIT_URL\")", path, stat(path, &st) != 0 ? strerror(errno)
+                                                                   : "not a directory");
+        else if (access(path, R_OK | X_OK) != 0)
+            say(d, DOCTOR_FIX, "repository", "%s: %s for this user: the service's user must "
+                "read it", path, strerror(errno));
+        else {
+            snprintf(git, sizeof git, "%s/.git", path);
+            say(d, DOCTOR_OK, "repository", "%s (%s): %s", path, eq && eq[1] ? eq + 1 : "its path",
+                stat(git, &st) == 0 ? "a git work tree: its tracked files are indexed"
+                                    : "a folder: its files are indexed (not a git work tree)");
+        }
+    }
+}
+
 /* Whether a listener could bind addr:port now. */
 static void check_port(doctor *d, const char *what, const char *key, const char *addr, long port)
 {
@@ -328,7 +370,8 @@ int cli_doctor_main(int argc, char **argv)
         .about = "Checks this machine before a deployment, with the settings `serval serve` would "
                  "use (its config file and SERVAL_* variables): CPU features, memory, GPUs and "
                  "the NVIDIA driver, that the model loads and fits, that the ports are free, the "
-                 "data directory's permissions and the token file's mode. Prints one line per "
+                 "data directory's permissions, the token file's mode, the TLS files, the embedding "
+                 "model and the repositories to index. Prints one line per "
                  "check and what to fix; exits 1 when something must be fixed, 0 otherwise.",
         .flags = flags, .n_flags = sizeof flags / sizeof flags[0]};
     cli_parse_result pr = cli_parse(&cmd, argc, argv);
@@ -363,6 +406,9 @@ int cli_doctor_main(int argc, char **argv)
         check_data_dir(&d, dir);
         check_tokens(&d, &o, dir);
         if (o.tls_key) check_secret_file(&d, "tls key", o.tls_key, false);
+        if (o.tls_cert && access(o.tls_cert, R_OK) != 0)
+            say(&d, DOCTOR_FIX, "tls cert", "%s: %s", o.tls_cert, strerror(errno));
+        check_repos(&d, &o);
         cli_serve_opts_free(&o);
     }
     if (d.n_fix)

@@ -360,6 +360,26 @@ Test(config, doctor_reports_a_missing_model_and_a_bad_config)
     free(path);
 }
 
+Test(config, doctor_names_a_missing_repository_and_the_embedding_model_repos_need)
+{
+    char *conf = deployment(0600, 0);
+    FILE *f = fopen(conf, "a");
+    cr_assert_not_null(f);
+    fprintf(f, "repos = [\"/nonexistent/app=https://example.com/app.git\", \"%s\"]\n"
+               "embedding_model = \"/nonexistent/embed.gguf\"\n", "/tmp");
+    fclose(f);
+    run_result r = serval("doctor", "--config", conf, NULL);
+    cr_assert_eq(r.rc, 1, "stdout:\n%s", r.out);
+    cr_assert(strstr(r.out, "FIX   repository /nonexistent/app: No such file or directory"), "%s",
+              r.out);
+    cr_assert(strstr(r.out, "ok    repository /tmp (its path): a folder"), "%s", r.out);
+    cr_assert(strstr(r.out, "FIX   embedding  /nonexistent/embed.gguf: No such file or directory"),
+              "%s", r.out);
+    cr_assert(strstr(r.out, "doctor: 2 things to fix"), "%s", r.out);
+    rr_free(r);
+    free(conf);
+}
+
 /* ---- docs/serval.toml ---------------------------------------------------------------------- */
 
 Test(config, the_example_config_is_valid_and_documents_every_setting)
