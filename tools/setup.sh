@@ -27,6 +27,7 @@ packages=(
   python3-grpcio python3-protobuf python3-numpy
   gnuplot-nox   # serval-bench --plot draws its PNGs with it
   lintian help2man   # the Debian package's check (tests/tools/test_package.sh) and serval-bench's man page
+  nginx   # docs/nginx/serval.conf in front of several serve processes (tests/deploy/test_nginx.sh skips without it)
   # Not installed here: chromium (122 MB download, 414 MB installed) for test_status_page's
   # headless-browser check, which skips without it: `apt-get install chromium` to run it.
 )

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "grpc_test_util.h"
 #include "http_test_util.h"
@@ -80,6 +81,11 @@ Test(replicas, two_replicas_of_one_thread_answer_as_one_engine_does_and_both_ser
     cr_assert_eq(r0 + r1, N, "routed %g + %g", r0, r1);
     cr_assert(r0 > 0 && r1 > 0, "one replica served everything: %g and %g", r0, r1);
     cr_assert_geq(metric(two.port, "serval_replica_in_rotation{replica=\"1\"}"), 1);
+    /* Every request answered: the load drains to 0 (the engine counts a request finished
+     * just after its reader saw the end, so poll). */
+    double t_end = now_s() + 30;
+    while (metric(two.port, "serval_replica_load{replica=\"0\"}") != 0 && now_s() < t_end)
+        usleep(20 * 1000);
     cr_assert_eq(metric(two.port, "serval_replica_load{replica=\"0\"}"), 0);
     cr_assert_lt(metric(one.port, "serval_replica_load{replica=\"1\"}"), 0,
                  "one engine has no replica 1");
@@ -100,7 +106,11 @@ Test(replicas, two_replicas_of_one_thread_answer_as_one_engine_does_and_both_ser
               "one file's requests split: replica 0 +%g, replica 1 +%g", after[0] - before[0],
               after[1] - before[1]);
 
-    /* Health: each replica, over HTTP and gRPC. */
+    /* Health: each replica, over HTTP and gRPC (once both finished counting). */
+    t_end = now_s() + 30;
+    while ((metric(two.port, "serval_replica_load{replica=\"0\"}") != 0 ||
+            metric(two.port, "serval_replica_load{replica=\"1\"}") != 0) && now_s() < t_end)
+        usleep(20 * 1000);
     tu_http_resp h = request(two.port, "GET", "/v1/health", TOKEN, NULL);
     cr_assert_eq(h.status, 200);
     tu_json *hj = json_of(&h);
