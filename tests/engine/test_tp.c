@@ -3,7 +3,8 @@
  * sequences' prompts in one batch (two forward chunks) and eight batched greedy steps give the
  * same tokens split over 2 and 4 ranks as unsplit, with logits within a stated tolerance; the
  * split itself (heads, replicated KV heads, FFN blocks, vocabulary rows) and the degrees a
- * model refuses, with messages that name why. */
+ * model refuses, with messages that name why; a rank that fails or never runs the batch fails
+ * the others' forward with the reason instead of hanging. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "comm.h"
+#include "cpu_forward.h"
 #include "model.h"
 #include "shard.h"
 #include "testutil.h"
@@ -388,4 +391,50 @@ Test(tp, the_engine_over_3_ranks_completes_the_default_model_like_one_engine, .t
             cr_assert_eq(split[i][k], whole[i][k], "request %d token %d: %d over 3 ranks, %d "
                          "unsplit", i, k, split[i][k], whole[i][k]);
     eng_model_free(m);
+}
+
+/* ---- a rank that fails ---------------------------------------------------------------------- */
+
+/* Rank 0 of a 2-rank group runs a batch alone: rank 1 never arrives (timeout) or has aborted
+ * the group; rank 0's forward returns the group's failure with its reason instead of hanging. */
+static void lone_rank_forward(bool aborted, const char *want)
+{
+    char *path;
+    eng_model *m = load_tiny("tiny", "f32", &path);
+    eng_err err = {{0}};
+    eng_shard_model *sm = NULL;
+    cr_assert_eq(eng_shard_model_create(m, 0, 2, &sm, &err), ENG_OK, "%s", err.msg);
+    eng_comm *c = NULL;
+    cr_assert_eq(eng_comm_threads_create(2, 300, &c, &err), ENG_OK, "%s", err.msg);
+    eng_cpu_runner *r = NULL;
+    eng_cpu_kv *kv = NULL;
+    cr_assert_eq(eng_cpu_runner_create(&sm->model, 64, 1, &r, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(eng_cpu_runner_set_group(r, &sm->shard, c, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(eng_cpu_kv_create(&sm->model, 4, 16, &kv, &err), ENG_OK, "%s", err.msg);
+    if (aborted)
+        c->ops->abort(c, "rank 1 ran out of memory");
+    int32_t table[4] = {0, 1, 2, 3}, tok[3] = {5, 6, 7}, pos[3] = {0, 1, 2}, seq[3] = {0},
+            idx[1] = {2};
+    const int32_t *tables[1] = {table};
+    eng_batch b = {.n_tokens = 3, .tokens = tok, .pos = pos, .seq = seq, .block_tables = tables,
+                   .n_seqs = 1, .logits_idx = idx, .n_logits = 1};
+    float *logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    cr_assert_eq(eng_cpu_forward(r, kv, &b, logits, &err), ENG_ERR_CANCELLED);
+    cr_assert(strstr(err.msg, want), "the error does not say '%s': %s", want, err.msg);
+    free(logits);
+    eng_cpu_kv_free(kv);
+    eng_cpu_runner_free(r);
+    c->ops->free(c);
+    eng_shard_model_free(sm);
+    drop(m, path);
+}
+
+Test(tp, a_rank_that_never_runs_the_batch_fails_the_others_forward_naming_it, .timeout = 60)
+{
+    lone_rank_forward(false, "rank 1 did not arrive at all_reduce_sum within 300 ms");
+}
+
+Test(tp, a_rank_that_aborted_fails_the_others_forward_with_its_reason, .timeout = 60)
+{
+    lone_rank_forward(true, "rank 1 ran out of memory");
 }
