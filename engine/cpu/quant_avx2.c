@@ -450,6 +450,11 @@ AVX2_INLINE __m256i reduce8_i32(const __m256i v[8])
 /* Tokens per prompt tile. */
 #define TOK8 8
 
+/* Tokens per outer block: their activations stay in L2 while each weight chunk (about
+ * WCHUNK_BYTES, so L1-resident) is reused by every group of them. */
+#define TOK_BLOCK 64
+#define WCHUNK_BYTES 16384
+
 /* u8 × s8 dot products of 4-byte groups added to init, exact in int32. */
 AVX2_INLINE __m256i dot_u8s8(const int vnni, __m256i init, __m256i u, __m256i s)
 {
@@ -478,56 +483,103 @@ AVX2_INLINE __m256i wprep256(const int kind, const uint8_t *x, __m256i *sgn)
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
 }
 
-/* The per-block numbers of eight token rows that the tile reads as vectors (lane = token):
- * da[8b + t] = d_a, sa[8b + t] = s_a (Q8_1 kinds), ot[8b + t] = Q4_0's offset total (the sum of
- * the block's eight lane offsets, 8 * sum(q_a)). */
-AVX2_INLINE void act_scales8(const int kind, const uint8_t *const a[TOK8], size_t tail_off, int64_t nb, float *da,
-                             float *sa, int32_t *ot)
+/* A group of up to TOK8 tokens packed for the tile, per block b (nb blocks):
+ *   da[8b + t] = d_a, sa[8b + t] = s_a (Q8_1 kinds) or ot[8b + t] = Q4_0's offset total (the
+ *   sum of the block's eight lane offsets, 8 * sum(q_a));
+ *   qs[256b + 32t ..] = token t's 32 quants (one pointer and constant offsets for the tile);
+ *   Q5_0 only: no[256b + 32t ..] = minus twice token t's eight lane offsets (int32), the
+ *   dot product's starting value.
+ * Lanes t >= NT are zeros. */
+typedef struct tok_pack {
+    float *da, *sa;
+    int32_t *ot;
+    uint8_t *qs, *no;
+} tok_pack;
+
+/* Bytes of one packed group of nb blocks. */
+static inline size_t tok_pack_bytes(int kind, int64_t nb)
 {
+    return (size_t)nb * (64 + 256 + (kind == K_Q5_0 ? 256 : 0));
+}
+
+/* Lays a packed group out in buf (32-byte aligned, tok_pack_bytes long). */
+static inline tok_pack tok_pack_at(int kind, uint8_t *buf, int64_t nb)
+{
+    tok_pack tp;
+    tp.qs = buf;
+    tp.no = kind == K_Q5_0 ? buf + 256 * (size_t)nb : NULL;
+    uint8_t *sc = buf + (kind == K_Q5_0 ? 512 : 256) * (size_t)nb;
+    tp.da = (float *)sc;
+    tp.sa = (float *)(sc + 32 * (size_t)nb);
+    tp.ot = (int32_t *)(sc + 32 * (size_t)nb);
+    return tp;
+}
+
+/* Packs NT activation rows (a[t] = row t) into tp. */
+AVX2_INLINE void tok_pack_rows(const int kind, const uint8_t *const a[TOK8], int NT, size_t tail_off, int64_t nb,
+                               const tok_pack *tp)
+{
+    const q_geom g = Q_GEOM(kind);
     const size_t lo_off = LANE_OFF(kind) ? quant_q4_0_lane_off(nb) : 0;
-    for (int t = 0; t < TOK8; t++) {
+    if (NT < TOK8) {
+        memset(tp->qs, 0, 256 * (size_t)nb);
+        memset(tp->da, 0, 64 * (size_t)nb);
+        if (tp->no)
+            memset(tp->no, 0, 256 * (size_t)nb);
+    }
+    for (int t = 0; t < NT; t++) {
         const uint8_t *tl = a[t] + tail_off;
         for (int64_t b = 0; b < nb; b++) {
+            memcpy(tp->qs + 256 * (size_t)b + 32 * (size_t)t, a[t] + g.ablk * (size_t)b + g.aqs, 32);
             if (HAS_MIN(kind)) {
-                memcpy(da + 8 * b + t, tl + 8 * b, sizeof(float));
-                memcpy(sa + 8 * b + t, tl + 8 * b + 4, sizeof(float));
+                memcpy(tp->da + 8 * b + t, tl + 8 * b, sizeof(float));
+                memcpy(tp->sa + 8 * b + t, tl + 8 * b + 4, sizeof(float));
             } else {
-                memcpy(da + 8 * b + t, tl + 4 * b, sizeof(float));
+                memcpy(tp->da + 8 * b + t, tl + 4 * b, sizeof(float));
             }
-            if (kind == K_Q4_0) {
+            if (LANE_OFF(kind)) {
                 int32_t off[8];
                 memcpy(off, a[t] + lo_off + 32 * (size_t)b, sizeof off);
-                ot[8 * b + t] = off[0] + off[1] + off[2] + off[3] + off[4] + off[5] + off[6] + off[7];
+                if (kind == K_Q4_0) {
+                    tp->ot[8 * b + t] = off[0] + off[1] + off[2] + off[3] + off[4] + off[5] + off[6] + off[7];
+                } else {
+                    for (int j = 0; j < 8; j++)
+                        off[j] = -2 * off[j];
+                    memcpy(tp->no + 256 * (size_t)b + 32 * (size_t)t, off, sizeof off);
+                }
             }
         }
     }
 }
 
-/* One row × TOK8 tokens; y points at token 0 of this row (tokens ldy apart). */
-AVX2_INLINE void q_tok8(const int kind, const int vnni, const uint8_t *w, int64_t nb, const uint8_t *const a[TOK8],
-                        const float *da, const float *sa, const int32_t *ot, float *y, int64_t ldy)
+/* One row × NT (<= TOK8) tokens of a packed group; y points at token 0 of this row (tokens
+ * ldy apart). */
+AVX2_INLINE void q_tokn(const int kind, const int vnni, const int NT, const uint8_t *w, int64_t nb,
+                        const tok_pack *tp, float *y, int64_t ldy)
 {
     const q_geom g = Q_GEOM(kind);
-    const size_t lo_off = kind == K_Q5_0 ? quant_q4_0_lane_off(nb) : 0;
     __m256 acc[TOK8];
     for (int t = 0; t < TOK8; t++)
         acc[t] = _mm256_setzero_ps();
     __m256 summs = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *x = w + g.wblk * (size_t)b;
-        const size_t ao = g.ablk * (size_t)b + g.aqs;
+        const uint8_t *aq = tp->qs + 256 * (size_t)b;
         __m256i sgn = _mm256_setzero_si256();
         const __m256i wv = wprep256(kind, x, &sgn);
         const __m128 dm = _mm_cvtph_ps(HAS_MIN(kind) ? load_u32(x) : load_u16(x)); /* d_w, m_w */
-        const __m256 dd = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_load_ps(da + 8 * b));
+        const __m256 dd = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_load_ps(tp->da + 8 * b));
         if (HAS_MIN(kind))
-            summs = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_load_ps(sa + 8 * b), summs);
+            summs = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_load_ps(tp->sa + 8 * b),
+                                    summs);
         if (kind == K_Q4_0) { /* one chain per pair: acc[0]'s lanes are the tokens */
             __m256i s[TOK8];
 #pragma GCC unroll 8
             for (int t = 0; t < TOK8; t++)
-                s[t] = dot_u8s8(vnni, _mm256_setzero_si256(), wv, load256(a[t] + ao));
-            const __m256i S = _mm256_sub_epi32(reduce8_i32(s), _mm256_load_si256((const __m256i *)(ot + 8 * b)));
+                s[t] = t < NT ? dot_u8s8(vnni, _mm256_setzero_si256(), wv, load256(aq + 32 * t))
+                              : _mm256_setzero_si256();
+            const __m256i S =
+                _mm256_sub_epi32(reduce8_i32(s), _mm256_load_si256((const __m256i *)(tp->ot + 8 * b)));
             acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), dd, acc[0]);
             continue;
         }
@@ -536,13 +588,14 @@ AVX2_INLINE void q_tok8(const int kind, const int vnni, const uint8_t *w, int64_
         /* read back from memory: broadcast loads use the load ports, not the shuffle port */
         __asm__("" : "+m"(ddm));
 #pragma GCC unroll 8
-        for (int t = 0; t < TOK8; t++) {
-            __m256i av = load256(a[t] + ao);
+        for (int t = 0; t < NT; t++) {
+            __m256i av = load256(aq + 32 * t);
             if (SIGNED_W(kind))
                 av = _mm256_sign_epi8(av, sgn);
-            __m256i p = dot_u8s8(vnni, _mm256_setzero_si256(), wv, av);
-            if (kind == K_Q5_0) /* -16 = twice Q4_0's -8, per lane */
-                p = _mm256_sub_epi32(p, _mm256_slli_epi32(load256(a[t] + lo_off + 32 * (size_t)b), 1));
+            /* Q5_0: -16 = twice Q4_0's -8 per lane, the starting value */
+            const __m256i init = kind == K_Q5_0 ? load256(tp->no + 256 * (size_t)b + 32 * (size_t)t)
+                                                : _mm256_setzero_si256();
+            const __m256i p = dot_u8s8(vnni, init, wv, av);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(ddm + t), acc[t]);
         }
     }
@@ -561,7 +614,7 @@ AVX2_INLINE void q_tok8(const int kind, const int vnni, const uint8_t *w, int64_
         _mm_store_ps(res, lo);
         _mm_store_ps(res + 4, hi);
     }
-    for (int t = 0; t < TOK8; t++)
+    for (int t = 0; t < NT; t++)
         y[t * ldy] = res[t];
 }
 
@@ -969,37 +1022,88 @@ DEFINE_Q_TOK4(tok4_q4_0, K_Q4_0)
 DEFINE_Q_TOK4(tok4_q4_1, K_Q4_1)
 DEFINE_Q_TOK4(tok4_q8_0, K_Q8_0)
 
-/* Rows [ra, rb) of W against TOK8 activation rows; y points at token 0, row 0. False (nothing
- * written) when the scale buffer of a very long row cannot be allocated. */
-typedef bool (*tok8_fn)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,
-                        const uint8_t *const a[TOK8], size_t tail_off, float *y, int64_t ldy);
+/* The packed-group tiles of one kind: pack NT (8, 4 or 2) tokens, and rows [ra, rb) against
+ * a packed group; y points at token 0, row 0. */
+typedef struct tokn_kind {
+    int kind;
+    void (*pack)(const uint8_t *const a[TOK8], int NT, size_t tail_off, int64_t nb, const tok_pack *tp);
+    void (*rows)(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const tok_pack *tp, int NT,
+                 float *y, int64_t ldy);
+} tokn_kind;
 
-#define DEFINE_Q_TOK8_ISA(name, kind, vnni)                                                        \
-    AVX2 static bool name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,        \
-                          const uint8_t *const a[TOK8], size_t tail_off, float *y, int64_t ldy)     \
+#define DEFINE_TOKN_ROWS(name, kind, vnni)                                                         \
+    AVX2 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,        \
+                          const tok_pack *tp, int NT, float *y, int64_t ldy)                        \
     {                                                                                               \
-        _Alignas(32) float stack_sc[16 * SC_STACK_BLOCKS];                                          \
-        float *sc = nb <= SC_STACK_BLOCKS ? stack_sc : aligned_alloc(32, sizeof(float) * 16 * (size_t)nb); \
-        if (!sc)                                                                                    \
-            return false;                                                                           \
-        float *da = sc, *sa = sc + 8 * nb;                                                          \
-        int32_t *ot = (int32_t *)(sc + 8 * nb); /* Q4_0 has no s_a */                               \
-        act_scales8(kind, a, tail_off, nb, da, sa, ot);                                             \
-        for (int64_t r = ra; r < rb; r++)                                                           \
-            q_tok8(kind, vnni, W + (size_t)r * wrow, nb, a, da, sa, ot, y + r, ldy);                \
-        if (sc != stack_sc)                                                                         \
-            free(sc);                                                                               \
-        return true;                                                                                \
+        for (int64_t r = ra; r < rb; r++) {                                                         \
+            if (NT == 8)                                                                            \
+                q_tokn(kind, vnni, 8, W + (size_t)r * wrow, nb, tp, y + r, ldy);                    \
+            else if (NT == 4)                                                                       \
+                q_tokn(kind, vnni, 4, W + (size_t)r * wrow, nb, tp, y + r, ldy);                    \
+            else                                                                                    \
+                q_tokn(kind, vnni, 2, W + (size_t)r * wrow, nb, tp, y + r, ldy);                    \
+        }                                                                                           \
     }
-#define DEFINE_Q_TOK8(name, kind)             \
-    DEFINE_Q_TOK8_ISA(name, kind, 0)          \
-    DEFINE_Q_TOK8_ISA(name##_vnni, kind, 1)
+#define DEFINE_TOKN(name, kind)                                                                    \
+    AVX2 static void name##_pack(const uint8_t *const a[TOK8], int NT, size_t tail_off, int64_t nb, \
+                                 const tok_pack *tp)                                                \
+    {                                                                                               \
+        tok_pack_rows(kind, a, NT, tail_off, nb, tp);                                               \
+    }                                                                                               \
+    DEFINE_TOKN_ROWS(name##_rows, kind, 0)                                                          \
+    DEFINE_TOKN_ROWS(name##_rows_vnni, kind, 1)                                                     \
+    static const tokn_kind name = {kind, name##_pack, name##_rows};                                 \
+    static const tokn_kind name##_vnni = {kind, name##_pack, name##_rows_vnni};
 
-DEFINE_Q_TOK8(tok8_q4_0, K_Q4_0)
-DEFINE_Q_TOK8(tok8_q4_1, K_Q4_1)
-DEFINE_Q_TOK8(tok8_q8_0, K_Q8_0)
-DEFINE_Q_TOK8(tok8_q5_0, K_Q5_0)
-DEFINE_Q_TOK8(tok8_q5_1, K_Q5_1)
+DEFINE_TOKN(tokn_q4_0, K_Q4_0)
+DEFINE_TOKN(tokn_q4_1, K_Q4_1)
+DEFINE_TOKN(tokn_q8_0, K_Q8_0)
+DEFINE_TOKN(tokn_q5_0, K_Q5_0)
+DEFINE_TOKN(tokn_q5_1, K_Q5_1)
+
+/* Tokens [t0, t1) of W's rows [r0, r1) through the packed-group tiles: per TOK_BLOCK tokens,
+ * groups of 8, then 4, then 2 tokens are packed once and every weight chunk (L1-resident) is
+ * run against each group; a last single token takes the single-token row tile. False (nothing
+ * written) when the pack buffer cannot be allocated. */
+AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, size_t wrow, int64_t nb,
+                             int64_t r0, int64_t r1, int64_t chunk, const uint8_t *act, size_t arow,
+                             size_t tail_off, int64_t n_tok, float *y, int64_t ldy)
+{
+    enum { MAX_GROUPS = TOK_BLOCK / 2 };
+    const size_t gb = (tok_pack_bytes(tk->kind, nb) + 31) & ~(size_t)31;
+    const int64_t full = n_tok < TOK_BLOCK ? n_tok : TOK_BLOCK;
+    const int64_t ngmax = full / TOK8 + 2 < MAX_GROUPS ? full / TOK8 + 2 : MAX_GROUPS;
+    uint8_t *buf = aligned_alloc(32, gb * (size_t)ngmax);
+    if (!buf)
+        return false;
+    for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
+        const int64_t te = tb + TOK_BLOCK < n_tok ? tb + TOK_BLOCK : n_tok;
+        tok_pack tp[MAX_GROUPS];
+        int64_t gt[MAX_GROUPS];
+        int gn[MAX_GROUPS], ng = 0;
+        int64_t t = tb;
+        while (te - t >= 2) {
+            const int NT = te - t >= 8 ? 8 : te - t >= 4 ? 4 : 2;
+            const uint8_t *a[TOK8];
+            for (int k = 0; k < NT; k++)
+                a[k] = act + (size_t)(t + k) * arow;
+            tp[ng] = tok_pack_at(tk->kind, buf + gb * (size_t)ng, nb);
+            tk->pack(a, NT, tail_off, nb, &tp[ng]);
+            gt[ng] = t;
+            gn[ng++] = NT;
+            t += NT;
+        }
+        for (int64_t rc = r0; rc < r1; rc += chunk) {
+            const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
+            for (int g = 0; g < ng; g++)
+                tk->rows(W, wrow, nb, rc, re, &tp[g], gn[g], y + gt[g] * ldy, ldy);
+            if (t < te) /* one token left */
+                row(W, wrow, nb, rc, re, act + (size_t)t * arow, tail_off, y + t * ldy);
+        }
+    }
+    free(buf);
+    return true;
+}
 
 /* Rows of the Q6_K single-token tile. */
 #define Q6K_ROWS 8
@@ -1246,16 +1350,12 @@ static const float_rows_fn float_rows[4] = {float_rows_1, float_rows_2, float_ro
 
 /* ---- matmul ------------------------------------------------------------------------------ */
 
-/* Tokens per outer block: their activations stay in L2 while each weight chunk (about
- * WCHUNK_BYTES, so L1-resident) is reused by every group of four of them. */
-#define TOK_BLOCK 64
-#define WCHUNK_BYTES 16384
 
 AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1,
                             const void *act, int64_t n_tok, float *y, int64_t ldy)
 {
     tok4_fn tok4 = NULL;
-    tok8_fn tok8 = NULL;
+    const tokn_kind *tokn = NULL;
     row_fn row = NULL;
     const bool vnni = quant_cpu_has_avx_vnni();
     int64_t nb = n;
@@ -1265,20 +1365,20 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     case GGUF_DTYPE_F16:
     case GGUF_DTYPE_BF16: break;
     case GGUF_DTYPE_Q4_0:
-        tok4 = tok4_q4_0, tok8 = vnni ? tok8_q4_0_vnni : tok8_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q4_0, tokn = vnni ? &tokn_q4_0_vnni : &tokn_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_1:
-        tok4 = tok4_q4_1, tok8 = vnni ? tok8_q4_1_vnni : tok8_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q4_1, tokn = vnni ? &tokn_q4_1_vnni : &tokn_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q8_0:
-        tok4 = tok4_q8_0, tok8 = vnni ? tok8_q8_0_vnni : tok8_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q8_0, tokn = vnni ? &tokn_q8_0_vnni : &tokn_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q6_K: tok4 = tok4_q6_K, row = row_q6_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_0:
-        tok4 = tok4_q5_0, tok8 = vnni ? tok8_q5_0_vnni : tok8_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q5_0, tokn = vnni ? &tokn_q5_0_vnni : &tokn_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q5_1:
-        tok4 = tok4_q5_1, tok8 = vnni ? tok8_q5_1_vnni : tok8_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q5_1, tokn = vnni ? &tokn_q5_1_vnni : &tokn_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_K: tok4 = tok4_q4_K, row = row_q4_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;
@@ -1288,6 +1388,9 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     int64_t chunk = wrow ? (int64_t)(WCHUNK_BYTES / wrow) : 0;
     chunk = chunk < 8 ? 8 : chunk & ~(int64_t)7;
     const uint8_t *w8 = W, *a8 = act;
+    /* two tokens or more: the packed-group tiles (the 4-token tiles below if out of memory) */
+    if (tokn && n_tok >= 2 && matmul_tokn(tokn, row, w8, wrow, nb, r0, r1, chunk, a8, arow, tail_off, n_tok, y, ldy))
+        return;
     for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
         const int64_t te = tb + TOK_BLOCK < n_tok ? tb + TOK_BLOCK : n_tok;
         for (int64_t rc = r0; rc < r1; rc += chunk) {
@@ -1299,13 +1402,6 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
                     float_rows[T - 1](wtype, w8, wrow, n, rc, re, a8 + (size_t)t * arow, arow, y + t * ldy, ldy);
                 }
                 continue;
-            }
-            for (; tok8 && t + TOK8 <= te; t += TOK8) {
-                const uint8_t *a[TOK8];
-                for (int k = 0; k < TOK8; k++)
-                    a[k] = a8 + (size_t)(t + k) * arow;
-                if (!tok8(w8, wrow, nb, rc, re, a, tail_off, y + t * ldy, ldy))
-                    break; /* no scale buffer: the 4-token tiles take these tokens */
             }
             for (; t + 4 <= te; t += 4) {
                 const uint8_t *a[4];
