@@ -9,6 +9,7 @@
 #include "prompt.h"
 #include "rpc_request.h"
 #include "serval_embed.h"
+#include "health.pb-c.h"
 #include "serval.pb-c.h"
 
 #define GS_DEFAULT_CHAT_TOKENS 256
@@ -24,7 +25,10 @@ static const struct {
     {"/serval.v1.Serval/Search", GS_M_SEARCH},
     {"/serval.v1.Serval/Health", GS_M_HEALTH},
     {"/serval.v1.Serval/ListModels", GS_M_LIST_MODELS},
+    {"/grpc.health.v1.Health/Check", GS_M_GRPC_HEALTH},
 };
+
+bool gs_method_is_health(gs_method m) { return m == GS_M_HEALTH || m == GS_M_GRPC_HEALTH; }
 
 gs_method gs_method_lookup(grpc_slice path)
 {
@@ -359,6 +363,29 @@ static void handle_health(gs_call *c)
     gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
 }
 
+/* gRPC's standard Check (proto/health.proto): "" or serval.v1.Serval SERVING, NOT_SERVING
+ * while draining; other names NOT_FOUND, as the protocol says. */
+static void handle_grpc_health(gs_call *c, const uint8_t *data, size_t len)
+{
+    Grpc__Health__V1__HealthCheckRequest *rq =
+        grpc__health__v1__health_check_request__unpack(NULL, len, data);
+    if (!rq) {
+        gs_call_finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, "not a HealthCheckRequest");
+        return;
+    }
+    bool known = !rq->service[0] || !strcmp(rq->service, "serval.v1.Serval");
+    grpc__health__v1__health_check_request__free_unpacked(rq, NULL);
+    if (!known) {
+        gs_call_finish(c, NULL, GRPC_STATUS_NOT_FOUND, "unknown service: this server has \"\" "
+                       "and \"serval.v1.Serval\"");
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = gs_draining(c) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                              : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    gs_call_finish(c, &r.base, GRPC_STATUS_OK, NULL);
+}
+
 static void handle_list_models(gs_call *c)
 {
     const gs_context *ctx = gs_call_context(c);
@@ -513,6 +540,7 @@ void gs_handle(gs_call *c, gs_method m, const uint8_t *data, size_t len)
     case GS_M_SEARCH: handle_search(c, data, len); break;
     case GS_M_HEALTH: handle_health(c); break;
     case GS_M_LIST_MODELS: handle_list_models(c); break;
+    case GS_M_GRPC_HEALTH: handle_grpc_health(c, data, len); break;
     default: gs_call_finish(c, NULL, GRPC_STATUS_UNIMPLEMENTED, "unknown method"); break;
     }
 }

@@ -24,8 +24,13 @@ typedef enum gs_method {
     GS_M_EMBED,
     GS_M_SEARCH,
     GS_M_HEALTH,
-    GS_M_LIST_MODELS
+    GS_M_LIST_MODELS,
+    GS_M_GRPC_HEALTH  /* grpc.health.v1.Health/Check (proto/health.proto) */
 } gs_method;
+
+/* The health methods (serval.v1 Health, grpc.health.v1 Check): open to every caller, never
+ * counted in flight, answered while draining. */
+bool gs_method_is_health(gs_method m);
 
 /* What handlers may read about the server (all borrowed, live as long as the server). */
 typedef struct gs_context {

@@ -111,7 +111,7 @@ gs_call **gs_live_calls(rpc_grpc_server *s, size_t *n)
 
 static void call_log(gs_call *c, const char *status)
 {
-    if (c->logged || !c->s->cfg.log_requests || c->method == GS_M_HEALTH) return;
+    if (c->logged || !c->s->cfg.log_requests || gs_method_is_health(c->method)) return;
     c->logged = true;
     char route[96];
     size_t n = GRPC_SLICE_LENGTH(c->details.method);
@@ -583,11 +583,11 @@ static void on_new_call(gs_call *c, bool ok)
     if (c->method == GS_M_UNKNOWN) {
         code = GRPC_STATUS_UNIMPLEMENTED;
         reject = "unknown method: serval.v1.Serval has Complete, CompleteStream, Chat, Embed, "
-                 "Search, Health, ListModels";
-    } else if (c->method != GS_M_HEALTH && !gs_call_authorized(c)) {
+                 "Search, Health, ListModels (and grpc.health.v1.Health has Check)";
+    } else if (!gs_method_is_health(c->method) && !gs_call_authorized(c)) {
         code = GRPC_STATUS_UNAUTHENTICATED;
         reject = "missing or invalid bearer token (send metadata 'authorization: Bearer <token>')";
-    } else if (c->method != GS_M_HEALTH &&
+    } else if (!gs_method_is_health(c->method) &&
                !rpc_auth_allows(s->ctx.auth, c->token, method_scope(c->method))) {
         char who[RPC_TOKEN_NAME_MAX + 1], need[64];
         rpc_scopes_format(method_scope(c->method), need, sizeof need);
@@ -595,17 +595,17 @@ static void on_new_call(gs_call *c, bool ok)
                  "needs", rpc_auth_name(s->ctx.auth, c->token, who, sizeof who), need);
         code = GRPC_STATUS_PERMISSION_DENIED;
         reject = why;
-    } else if (c->method != GS_M_HEALTH &&
+    } else if (!gs_method_is_health(c->method) &&
                !rpc_auth_rate_take(s->ctx.auth, c->token, eng_clock_ms(), &retry_s)) {
         snprintf(why, sizeof why, "this token is over its own rate limit: retry after %d s",
                  retry_s);
         code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         reject = why;
-    } else if (c->method != GS_M_HEALTH && atomic_load(&s->draining)) {
+    } else if (!gs_method_is_health(c->method) && atomic_load(&s->draining)) {
         /* Health still answers while draining: it says DRAINING. */
         code = GRPC_STATUS_UNAVAILABLE;
         reject = "the server is shutting down";
-    } else if (c->method != GS_M_HEALTH) {
+    } else if (!gs_method_is_health(c->method)) {
         int n = atomic_fetch_add(&s->inflight, 1);
         c->counted = true;
         if (n >= s->cfg.max_inflight) {

@@ -1,6 +1,6 @@
 /* grpc_starting.c — the placeholder `serve` runs on the gRPC port while the model loads:
- * Health answers OK with status "STARTING", every other call UNAVAILABLE ("the server is
- * starting"), so load balancers and clients see *starting* instead of a refused connection.
+ * Health answers OK with status "STARTING", gRPC's standard grpc.health.v1 Check NOT_SERVING,
+ * every other call UNAVAILABLE ("the server is starting"), so load balancers and clients see *starting* instead of a refused connection.
  * One thread, one completion queue, one call answered at a time (each in one batch). */
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -11,9 +11,11 @@
 #include <string.h>
 
 #include "grpc_server.h"
+#include "health.pb-c.h"
 #include "serval.pb-c.h"
 
 #define STARTING_HEALTH "/serval.v1.Serval/Health"
+#define STARTING_GRPC_HEALTH "/grpc.health.v1.Health/Check"
 #define STARTING_DETAILS "the server is starting: the model is loading; retry shortly"
 
 enum { TAG_CALL = 1, TAG_DONE, TAG_SHUTDOWN };
@@ -63,18 +65,31 @@ static void call_free(starting_call *c)
     free(c);
 }
 
-/* Health: OK + HealthResponse{status: "STARTING"}; anything else: UNAVAILABLE. */
+/* m packed into a byte buffer (owned by the caller). */
+static grpc_byte_buffer *pack(const ProtobufCMessage *m)
+{
+    grpc_slice sl = grpc_slice_malloc(protobuf_c_message_get_packed_size(m));
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return bb;
+}
+
+/* Health: OK + HealthResponse{status: "STARTING"}; Check: OK + NOT_SERVING; anything else:
+ * UNAVAILABLE. */
 static void call_answer(starting_call *c)
 {
     bool health = grpc_slice_str_cmp(c->details.method, STARTING_HEALTH) == 0;
+    bool check = grpc_slice_str_cmp(c->details.method, STARTING_GRPC_HEALTH) == 0;
     if (health) {
         Serval__V1__HealthResponse r = SERVAL__V1__HEALTH_RESPONSE__INIT;
         r.status = "STARTING";
-        size_t n = serval__v1__health_response__get_packed_size(&r);
-        grpc_slice sl = grpc_slice_malloc(n);
-        serval__v1__health_response__pack(&r, GRPC_SLICE_START_PTR(sl));
-        c->reply = grpc_raw_byte_buffer_create(&sl, 1);
-        grpc_slice_unref(sl);
+        c->reply = pack(&r.base);
+    } else if (check) {
+        Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        r.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+        c->reply = pack(&r.base);
+        health = true;
     }
     c->status_details = grpc_slice_from_static_string(health ? "" : STARTING_DETAILS);
     grpc_op ops[4];

@@ -25,4 +25,8 @@ uint8_t *gt_pack_complete(const char *prompt, int max_tokens, size_t *len);
  * HealthResponse; the caller frees it with serval__v1__health_response__free_unpacked. */
 Serval__V1__HealthResponse *gt_health(rpc_client *cl);
 
+/* gRPC's standard grpc.health.v1.Health/Check for `service` over cl: the call's status code,
+ * and in *serving the response's status (1 SERVING, 2 NOT_SERVING; -1 without a response). */
+grpc_status_code gt_grpc_health_check(rpc_client *cl, const char *service, int *serving);
+
 #endif

@@ -143,10 +143,18 @@ Test(grpc_limits, a_stream_in_flight_finishes_while_draining_and_health_says_so,
     fx_start(&f, (rpc_grpc_config){0});
     rpc_client *cl = rpc_client_create(f.target, TOKEN), *anon = rpc_client_create(f.target, NULL);
     bg_call b;
+    int serving = 0;
+    cr_assert_eq(gt_grpc_health_check(anon, "", &serving), GRPC_STATUS_OK, "no token needed");
+    cr_assert_eq(serving, 1, "grpc.health.v1 SERVING");
+    cr_assert_eq(gt_grpc_health_check(anon, "serval.v1.Serval", &serving), GRPC_STATUS_OK);
+    cr_assert_eq(serving, 1);
+    cr_assert_eq(gt_grpc_health_check(anon, "other.Service", &serving), GRPC_STATUS_NOT_FOUND);
     bg_start(&b, cl, M_STREAM, 24);
     bg_wait_chunks(&b, 1);
     rpc_grpc_server_stop_accepting(f.s);
 
+    cr_assert_eq(gt_grpc_health_check(anon, "", &serving), GRPC_STATUS_OK);
+    cr_assert_eq(serving, 2, "grpc.health.v1 NOT_SERVING while draining");
     Serval__V1__HealthResponse *h = gt_health(anon);
     cr_assert_str_eq(h->status, "DRAINING");
     serval__v1__health_response__free_unpacked(h, NULL);

@@ -393,6 +393,9 @@ Test(tokens, http_and_grpc_health_say_starting_while_the_model_loads)
     Serval__V1__HealthResponse *h = gt_health(cl);
     cr_assert_str_eq(h->status, "STARTING");
     serval__v1__health_response__free_unpacked(h, NULL);
+    int serving = 0;
+    cr_assert_eq(gt_grpc_health_check(cl, "", &serving), GRPC_STATUS_OK);
+    cr_assert_eq(serving, 2, "grpc.health.v1 NOT_SERVING while the model loads");
     size_t len = 0;
     uint8_t *req = gt_pack_complete("def add(a, b):", 2, &len);
     rpc_client_result res;
