@@ -12,6 +12,12 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+/* nccl.h declares ncclGroupStart() and friends without (void) */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <nccl.h>
+#pragma GCC diagnostic pop
+
 #include "emu_probe.h"
 #include "kt.h"
 #include "ref.h"
@@ -466,4 +472,110 @@ Test(emu, a_kernel_waiting_for_a_peers_flag_runs_when_the_peer_does)
     float got = 0;
     CUDA_OK(cudaMemcpy(&got, out, sizeof got, cudaMemcpyDeviceToHost));
     cr_assert(got == 1.0f, "the waiting kernel did not finish: %g", (double)got);
+}
+
+/* ---- the emulator's NCCL: one thread per rank, ncclCommInitRank ---------------------------- */
+
+typedef struct nccl_rank_run {
+    ncclUniqueId id;
+    int rank, n, count;        /* count: this rank's all-reduce length (a mismatch test) */
+    ncclResult_t init, ar, ag, async;
+    float sum[8], gathered[3 * 2];
+} nccl_rank_run;
+
+static void *nccl_rank_main(void *v)
+{
+    nccl_rank_run *r = v;
+    cudaSetDevice(r->rank);
+    ncclComm_t comm = NULL;
+    r->init = ncclCommInitRank(&comm, r->n, r->id, r->rank);
+    if (r->init != ncclSuccess)
+        return NULL;
+    cudaStream_t s;
+    cudaStreamCreate(&s);
+    float *x, *g;
+    cudaMalloc((void **)&x, 8 * sizeof(float));
+    cudaMalloc((void **)&g, (size_t)r->n * 2 * sizeof(float));
+    float h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = (float)((r->rank + 1) * (i + 1));
+    cudaMemcpy(x, h, sizeof h, cudaMemcpyHostToDevice);
+    r->ar = ncclAllReduce(x, x, (size_t)r->count, ncclFloat32, ncclSum, comm, s);
+    /* all-gather of each rank's first two (summed) elements, in place in g's rank slot */
+    cudaMemcpyAsync(g + 2 * r->rank, x, 2 * sizeof(float), cudaMemcpyDeviceToDevice, s);
+    r->ag = ncclAllGather(g + 2 * r->rank, g, 2, ncclFloat32, comm, s);
+    cudaStreamSynchronize(s);
+    cudaMemcpy(r->sum, x, sizeof r->sum, cudaMemcpyDeviceToHost);
+    cudaMemcpy(r->gathered, g, (size_t)r->n * 2 * sizeof(float), cudaMemcpyDeviceToHost);
+    ncclCommGetAsyncError(comm, &r->async);
+    ncclCommDestroy(comm);
+    cudaFree(x);
+    cudaFree(g);
+    cudaStreamDestroy(s);
+    return NULL;
+}
+
+static void nccl_ranks(int n, const int *counts, nccl_rank_run *runs)
+{
+    ncclUniqueId id;
+    cr_assert(ncclGetUniqueId(&id) == ncclSuccess);
+    pthread_t t[4];
+    for (int r = 0; r < n; r++) {
+        runs[r] = (nccl_rank_run){.id = id, .rank = r, .n = n, .count = counts[r]};
+        cr_assert(pthread_create(&t[r], NULL, nccl_rank_main, &runs[r]) == 0);
+    }
+    for (int r = 0; r < n; r++)
+        pthread_join(t[r], NULL);
+}
+
+Test(emu, nccl_ranks_meet_at_a_unique_id_and_sum_in_rank_order)
+{
+    emu_devices("3", NULL);
+    const int counts[3] = {8, 8, 8};
+    nccl_rank_run runs[3];
+    nccl_ranks(3, counts, runs);
+    for (int r = 0; r < 3; r++) {
+        cr_assert(runs[r].init == ncclSuccess && runs[r].ar == ncclSuccess && runs[r].ag == ncclSuccess,
+                  "rank %d: %s", r, ncclGetErrorString(runs[r].init != ncclSuccess ? runs[r].init : runs[r].ar));
+        cr_assert(runs[r].async == ncclSuccess, "rank %d: %s", r, ncclGetErrorString(runs[r].async));
+        for (int i = 0; i < 8; i++)
+            cr_assert(runs[r].sum[i] == (float)(6 * (i + 1)), "rank %d element %d: %g", r, i,
+                      (double)runs[r].sum[i]);
+        for (int q = 0; q < 3; q++)
+            cr_assert(runs[r].gathered[2 * q] == 6.0f && runs[r].gathered[2 * q + 1] == 12.0f,
+                      "rank %d's gather of rank %d: %g %g", r, q, (double)runs[r].gathered[2 * q],
+                      (double)runs[r].gathered[2 * q + 1]);
+    }
+    cr_assert(ncclGroupEnd() == ncclInvalidUsage, "ncclGroupEnd without ncclGroupStart");
+}
+
+Test(emu, nccl_ranks_calling_different_counts_fail_the_communicator_instead_of_hanging)
+{
+    emu_devices("2", NULL);
+    const int counts[2] = {8, 4};
+    nccl_rank_run runs[2];
+    nccl_ranks(2, counts, runs);
+    for (int r = 0; r < 2; r++) {
+        cr_assert(runs[r].init == ncclSuccess && runs[r].ar == ncclSuccess, "rank %d enqueue", r);
+        cr_assert(runs[r].async == ncclInvalidUsage, "rank %d: async error %d", r, (int)runs[r].async);
+        cr_assert(runs[r].sum[0] == (float)(r + 1), "rank %d's buffer changed: %g", r, (double)runs[r].sum[0]);
+    }
+}
+
+Test(emu, nccl_refuses_two_ranks_on_one_device)
+{
+    emu_devices("2", NULL);
+    ncclComm_t comms[2];
+    const int devs[2] = {1, 1};
+    cr_assert(ncclCommInitAll(comms, 2, devs) == ncclInvalidUsage);
+    const int far[2] = {0, 2};
+    cr_assert(ncclCommInitAll(comms, 2, far) == ncclInvalidArgument);
+    cr_assert(ncclCommInitAll(comms, 2, NULL) == ncclSuccess);
+    int dev = -1, rank = -1, count = 0;
+    ncclCommCuDevice(comms[1], &dev);
+    ncclCommUserRank(comms[1], &rank);
+    ncclCommCount(comms[1], &count);
+    cr_assert(dev == 1 && rank == 1 && count == 2);
+    ncclCommDestroy(comms[0]);
+    ncclCommDestroy(comms[1]);
 }
