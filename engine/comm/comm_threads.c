@@ -1,14 +1,14 @@
 /* comm_threads.c — the in-process communicator (comm.h) over threads: the CPU backend's ranks
  * and the tests of tensor parallelism on machines without GPUs.
  *
- * Every collective is two rendezvous of all ranks. At the first, each rank publishes its
- * buffer pointer (and the first to arrive records the call, which the others must match);
- * between them the ranks work on each other's buffers; at the second every rank is done, so a
- * buffer may be reused as soon as its rank returns. A sum: rank r owns the slice r of the
- * elements, adds rank 0's value, then rank 1's, ..., in float, rounds once to the dtype and
- * writes the result into every rank's buffer. Each element is read and written by one rank
- * only, and the order of the additions is the rank order whatever the thread timing, so every
- * rank holds the same bits and a run repeats exactly.
+ * Every collective is one rendezvous of all ranks. Before it, each rank copies its input into
+ * its own staging buffer for the call (two per rank, used by alternate calls) and the first
+ * to arrive records the call, which the others must match; after it, each rank reads every
+ * rank's staging buffer into its own output. A sum adds rank 0's value, then rank 1's, ..., in
+ * float and rounds once to the dtype, the same order on every rank whatever the thread
+ * timing, so every rank holds the same bits and a run repeats exactly. Two staging buffers
+ * make one rendezvous enough: a rank can only write the buffer of call k + 2 after passing the
+ * rendezvous of call k + 1, which every rank reaches only when done reading call k's.
  *
  * A rendezvous spins briefly (ranks of a step arrive within microseconds of each other), then
  * sleeps on a condition variable with the group's timeout. A rank that times out, a contract
@@ -49,11 +49,14 @@ typedef struct comm_threads {
     int arrived;                          /* ranks at the current rendezvous */
     unsigned reached[COMM_MAX_RANKS];     /* the last rendezvous each rank arrived at, + 1 */
     char why[256];                        /* set once, when the group fails */
-    /* the current collective, recorded by the first rank at its first rendezvous */
+    /* the current collective, recorded by the first rank at its rendezvous */
     comm_op op;
     size_t count;
     eng_comm_dtype dt;
-    void *buf[COMM_MAX_RANKS];            /* each rank's buffer (all-reduce) or send */
+    /* each rank's, written by that rank only (before it arrives) */
+    unsigned calls[COMM_MAX_RANKS];       /* collectives the rank has started */
+    void *stage[COMM_MAX_RANKS][2];       /* its input of calls 0, 2, 4... and 1, 3, 5... */
+    size_t stage_cap[COMM_MAX_RANKS][2];  /* bytes */
 } comm_threads;
 
 static const char *op_name(comm_op op)
@@ -76,6 +79,13 @@ static void fail_locked(comm_threads *c, const char *why)
     snprintf(c->why, sizeof c->why, "%s", why);
     atomic_store(&c->failed, true);
     pthread_cond_broadcast(&c->cv);
+}
+
+static void threads_abort_reason(comm_threads *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    fail_locked(c, why && *why ? why : "aborted");
+    pthread_mutex_unlock(&c->mu);
 }
 
 static eng_status cancelled_locked(const comm_threads *c, int rank, eng_err *err)
@@ -120,10 +130,10 @@ static eng_status wait_rendezvous(comm_threads *c, int rank, unsigned g, eng_err
     return st;
 }
 
-/* The rendezvous every rank of the group reaches, once per phase of a collective. With
- * `first`, the rank also publishes buf and checks the call against the one recorded. */
-static eng_status rendezvous(comm_threads *c, int rank, bool first, comm_op op, size_t count,
-                             eng_comm_dtype dt, void *buf, eng_err *err)
+/* The rendezvous every rank of the group reaches once per collective, checking the call
+ * against the one the first rank to arrive recorded. */
+static eng_status rendezvous(comm_threads *c, int rank, comm_op op, size_t count,
+                             eng_comm_dtype dt, eng_err *err)
 {
     pthread_mutex_lock(&c->mu);
     if (atomic_load(&c->failed)) {
@@ -131,21 +141,18 @@ static eng_status rendezvous(comm_threads *c, int rank, bool first, comm_op op, 
         pthread_mutex_unlock(&c->mu);
         return st;
     }
-    if (first) {
-        if (c->arrived == 0) {
-            c->op = op;
-            c->count = count;
-            c->dt = dt;
-        } else if (c->op != op || c->count != count || c->dt != dt) {
-            char why[256];
-            snprintf(why, sizeof why, "rank %d called %s(%zu %s) while the others called "
-                     "%s(%zu %s)", rank, op_name(op), count, dtype_name(dt), op_name(c->op),
-                     c->count, dtype_name(c->dt));
-            fail_locked(c, why);
-            pthread_mutex_unlock(&c->mu);
-            return eng_fail(err, ENG_ERR_INVALID, "tensor-parallel group: %s", why);
-        }
-        c->buf[rank] = buf;
+    if (c->arrived == 0) {
+        c->op = op;
+        c->count = count;
+        c->dt = dt;
+    } else if (c->op != op || c->count != count || c->dt != dt) {
+        char why[256];
+        snprintf(why, sizeof why, "rank %d called %s(%zu %s) while the others called "
+                 "%s(%zu %s)", rank, op_name(op), count, dtype_name(dt), op_name(c->op),
+                 c->count, dtype_name(c->dt));
+        fail_locked(c, why);
+        pthread_mutex_unlock(&c->mu);
+        return eng_fail(err, ENG_ERR_INVALID, "tensor-parallel group: %s", why);
     }
     unsigned g = atomic_load(&c->gen);
     c->reached[rank] = g + 1;
@@ -181,30 +188,29 @@ static inline float load_elem(const void *p, size_t i, eng_comm_dtype dt)
     return dt == ENG_COMM_F16 ? quant_f16_to_f32(h) : quant_bf16_to_f32(h);
 }
 
-/* The elements [lo, hi) of the sum, in rank order, into every rank's buffer. */
-static void reduce_slice(comm_threads *c, size_t lo, size_t hi)
+/* Copies this rank's input into its staging buffer for the call (grown when too small: the
+ * buffer of the same parity was last read two calls ago, before the previous rendezvous) and
+ * meets the others. *slot says which of the rank's two buffers the call uses. */
+static eng_status stage_and_meet(comm_threads *c, int rank, comm_op op, const void *in,
+                                 size_t count, eng_comm_dtype dt, int *slot, eng_err *err)
 {
-    const int n = c->base.n_ranks;
-    const eng_comm_dtype dt = c->dt;
-    if (dt == ENG_COMM_F32) {
-        float *const *b = (float *const *)c->buf;
-        for (size_t i = lo; i < hi; i++) {
-            float s = b[0][i];
-            for (int q = 1; q < n; q++)
-                s += b[q][i];
-            for (int q = 0; q < n; q++)
-                b[q][i] = s;
+    const int s = (int)(c->calls[rank]++ & 1u);
+    const size_t bytes = count * dtype_size(dt);
+    if (bytes > c->stage_cap[rank][s]) {
+        void *p = realloc(c->stage[rank][s], bytes);
+        if (!p) {
+            char why[128];
+            snprintf(why, sizeof why, "rank %d ran out of memory staging %zu bytes", rank, bytes);
+            threads_abort_reason(c, why);
+            return eng_fail(err, ENG_ERR_NOMEM, "tensor-parallel group: %s", why);
         }
-        return;
+        c->stage[rank][s] = p;
+        c->stage_cap[rank][s] = bytes;
     }
-    for (size_t i = lo; i < hi; i++) {
-        float s = load_elem(c->buf[0], i, dt);
-        for (int q = 1; q < n; q++)
-            s += load_elem(c->buf[q], i, dt);
-        uint16_t h = dt == ENG_COMM_F16 ? quant_f32_to_f16(s) : quant_f32_to_bf16(s);
-        for (int q = 0; q < n; q++)
-            ((uint16_t *)c->buf[q])[i] = h;
-    }
+    if (bytes)
+        memcpy(c->stage[rank][s], in, bytes);
+    *slot = s;
+    return rendezvous(c, rank, op, count, dt, err);
 }
 
 static eng_status threads_all_reduce_sum(eng_comm *base, int rank, void *buf, size_t count,
@@ -212,14 +218,30 @@ static eng_status threads_all_reduce_sum(eng_comm *base, int rank, void *buf, si
 {
     (void)stream;
     comm_threads *c = (comm_threads *)base;
+    int s;
     eng_status st = check_call(c, rank, buf, count, dt, err);
     if (st == ENG_OK)
-        st = rendezvous(c, rank, true, COMM_OP_ALL_REDUCE, count, dt, buf, err);
+        st = stage_and_meet(c, rank, COMM_OP_ALL_REDUCE, buf, count, dt, &s, err);
     if (st != ENG_OK)
         return st;
-    const size_t n = (size_t)c->base.n_ranks;
-    reduce_slice(c, count * (size_t)rank / n, count * (size_t)(rank + 1) / n);
-    return rendezvous(c, rank, false, COMM_OP_ALL_REDUCE, count, dt, NULL, err);
+    const int n = c->base.n_ranks;
+    if (dt == ENG_COMM_F32) {
+        float *out = buf;
+        for (size_t i = 0; i < count; i++) {
+            float sum = ((const float *)c->stage[0][s])[i];
+            for (int q = 1; q < n; q++)
+                sum += ((const float *)c->stage[q][s])[i];
+            out[i] = sum;
+        }
+        return ENG_OK;
+    }
+    for (size_t i = 0; i < count; i++) {
+        float sum = load_elem(c->stage[0][s], i, dt);
+        for (int q = 1; q < n; q++)
+            sum += load_elem(c->stage[q][s], i, dt);
+        ((uint16_t *)buf)[i] = dt == ENG_COMM_F16 ? quant_f32_to_f16(sum) : quant_f32_to_bf16(sum);
+    }
+    return ENG_OK;
 }
 
 static eng_status threads_all_gather(eng_comm *base, int rank, const void *send, void *recv,
@@ -227,26 +249,23 @@ static eng_status threads_all_gather(eng_comm *base, int rank, const void *send,
 {
     (void)stream;
     comm_threads *c = (comm_threads *)base;
+    int s;
     eng_status st = check_call(c, rank, send, count, dt, err);
     if (st == ENG_OK && !recv && count > 0)
         st = eng_fail(err, ENG_ERR_INVALID, "rank %d passed no receive buffer", rank);
     if (st == ENG_OK)
-        st = rendezvous(c, rank, true, COMM_OP_ALL_GATHER, count, dt, (void *)send, err);
+        st = stage_and_meet(c, rank, COMM_OP_ALL_GATHER, send, count, dt, &s, err);
     if (st != ENG_OK)
         return st;
     const size_t bytes = count * dtype_size(dt);
-    for (int q = 0; q < c->base.n_ranks; q++)
-        if (bytes)
-            memcpy((char *)recv + (size_t)q * bytes, c->buf[q], bytes);
-    return rendezvous(c, rank, false, COMM_OP_ALL_GATHER, count, dt, NULL, err);
+    for (int q = 0; q < c->base.n_ranks && bytes; q++)
+        memcpy((char *)recv + (size_t)q * bytes, c->stage[q][s], bytes);
+    return ENG_OK;
 }
 
 static void threads_abort(eng_comm *base, const char *why)
 {
-    comm_threads *c = (comm_threads *)base;
-    pthread_mutex_lock(&c->mu);
-    fail_locked(c, why && *why ? why : "aborted");
-    pthread_mutex_unlock(&c->mu);
+    threads_abort_reason((comm_threads *)base, why);
 }
 
 static void threads_free(eng_comm *base)
@@ -256,6 +275,10 @@ static void threads_free(eng_comm *base)
         return;
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    for (int q = 0; q < c->base.n_ranks; q++) {
+        free(c->stage[q][0]);
+        free(c->stage[q][1]);
+    }
     free(c);
 }
 
