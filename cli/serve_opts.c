@@ -126,7 +126,7 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "--max-waiting apply to each. A router sends a request to the replica its session "
          "(Tabby: token + filepath + git_url) or its prompt's first blocks was sent to, or to "
          "the least loaded when that one is 64 requests and 1.5x busier; /metrics reports each "
-         "(replica=\"0\"...). CPU: --threads 0 gives each replica the online CPUs / N"},
+         "(replica=\"0\"...). CPU: without --threads each replica gets the online CPUs / N"},
         {"--supersede", "on|off", CLI_FLAG_CHOICE, &o->supersede, "on", 0, 0, "on|off",
          "a completion with a session key (Tabby: the token + segments.filepath + git_url; "
          "others: \"session_key\", X-Serval-Session, gRPC session_key) ends the older ones "
