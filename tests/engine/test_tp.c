@@ -31,6 +31,10 @@ static char *synth(const char *preset, const char *dtype, const char *ffn)
     char *argv[16] = {bin, "--preset", (char *)preset, "--seed", "5", "--dtype", (char *)dtype,
                       "--vocab-from", vocab, "--out", path};
     int a = 11;
+    if (strcmp(preset, "smollm2-135m") == 0) { /* real shapes, one layer: enough to split */
+        argv[a++] = "--layers";
+        argv[a++] = "1";
+    }
     if (ffn) {
         argv[a++] = "--ffn";
         argv[a++] = (char *)ffn;
@@ -209,6 +213,15 @@ Test(tp, quantised_llama_with_uneven_ffn_blocks_split_over_2_equals_unsplit, .ti
     /* ffn 160 = 5 Q8_0 blocks: ranks hold 2 and 3 blocks of ffn_down's input */
     static const int tp2[] = {2, 0};
     check_family("tiny", "q8_0", "160", tp2, TOL_Q8);
+}
+
+Test(tp, nine_ranks_with_uneven_vocabulary_and_ffn_shares_equal_unsplit, .timeout = 180)
+{
+    /* SmolLM2-135M's shapes, one layer: 9 heads over 9 ranks, 3 KV heads each on 3 ranks, a
+     * vocabulary of 4096 in rows of 456 (the last rank 448: its gathered rows carry
+     * padding), ffn 1536 split evenly (f32 has no blocks). */
+    static const int tp9[] = {9, 0};
+    check_family("smollm2-135m", "f32", NULL, tp9, TOL_F32);
 }
 
 /* ---- the split and its refusals ----------------------------------------------------------- */
