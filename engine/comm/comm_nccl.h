@@ -12,8 +12,10 @@
  * dominates (decode: n_tokens x hidden x 2 bytes, 12 KiB to 512 KiB for 1.5B-7B models at
  * batch 1-64); NCCL's ring/tree wins where bandwidth does (prefill chunks). The default
  * threshold, ENG_COMM_P2P_DEFAULT_MAX_BYTES, is a starting point from published one-shot
- * all-reduce crossovers on NVLink, not measured here (no GPU yet): tools/gpu_check.sh is
- * where a GPU session measures both paths and moves it. */
+ * all-reduce crossovers on NVLink, not measured: no session has had two GPUs. bench_kernels
+ * times the summing step on one GPU (kt_p2p_sum_cases); the crossover itself needs a machine
+ * with two or more GPUs with peer access, timing both paths (p2p_max_bytes 0 and large) at the
+ * decode sizes above. */
 #ifndef SERVAL_ENG_COMM_NCCL_H
 #define SERVAL_ENG_COMM_NCCL_H
 
