@@ -291,6 +291,110 @@ static float dot_f32_f16(const float *a, const uint16_t *b, int n)
     return cpu_hsum8(acc);
 }
 
+#if defined(__F16C__) && defined(__FMA__)
+/* The fast paths of attention_part for head sizes that are multiples of 8 (every supported
+ * family's): the same operations in the same order as dot_f32_f16 / axpy_f16 / cpu_hsum8,
+ * arranged so that eight positions share one reduction and the P·V partial sums stay in
+ * registers. */
+
+/* x[0..n) rounded through fp16 (F16C rounds to nearest even, as quant_f32_to_f16 does), n a
+ * multiple of 8. */
+static void round_f16_rows8(float *dst, const float *x, float mul, int n)
+{
+    const __m256 m = _mm256_set1_ps(mul);
+    for (int i = 0; i < n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(x + i), m),
+                                                                  _MM_FROUND_TO_NEAREST_INT)));
+}
+
+/* cpu_hsum8 of four 8-lane accumulators at once, given r_k = hi_k + lo_k: lane k of the
+ * result is (r_k0 + r_k2) + (r_k1 + r_k3). */
+static inline __m128 hsum8_x4(__m128 r0, __m128 r1, __m128 r2, __m128 r3)
+{
+    const __m128 ab = _mm_add_ps(_mm_unpacklo_ps(r0, r1), _mm_unpackhi_ps(r0, r1));
+    const __m128 cd = _mm_add_ps(_mm_unpacklo_ps(r2, r3), _mm_unpackhi_ps(r2, r3));
+    return _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab));
+}
+
+static inline __m128 fold8(__m256 v) { return _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v)); }
+
+/* out[o] = dot_f32_f16(q, k + o * stride, n) for o = 0..7, n a multiple of 8. */
+static void dot8_f32_f16(const float *q, const uint16_t *k, size_t stride, int n, float out[8])
+{
+    __m256 acc[8];
+    for (int o = 0; o < 8; o++)
+        acc[o] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 8
+        for (int o = 0; o < 8; o++)
+            acc[o] = _mm256_fmadd_ps(qv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + o * stride + i))),
+                                     acc[o]);
+    }
+    _mm_storeu_ps(out, hsum8_x4(fold8(acc[0]), fold8(acc[1]), fold8(acc[2]), fold8(acc[3])));
+    _mm_storeu_ps(out + 4, hsum8_x4(fold8(acc[4]), fold8(acc[5]), fold8(acc[6]), fold8(acc[7])));
+}
+
+/* o[0..hd) = the P·V product of positions [lo, n_kv) in axpy_f16's order: position s adds
+ * P[s] * V[s] into partial sum s % 8 (fused multiply-adds in order of s), the partial sums
+ * reduced with cpu_hsum8. Eight output elements at a time, their eight partial sums in
+ * registers. */
+static void pv_f16(const eng_cpu_kv *kv, int il, const int32_t *table, size_t head_off, const float *P, int lo,
+                   int n_kv, int hd, float *o)
+{
+    const int32_t bs = kv->block_size;
+    for (int i0 = 0; i0 < hd; i0 += 8) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int s0 = lo, nb; s0 < n_kv; s0 += nb) { /* runs of positions within a block */
+            const uint16_t *vb = kv->v + kv_offset(kv, il, table, s0) + head_off + i0;
+            nb = n_kv - s0 < bs - s0 % bs ? n_kv - s0 : bs - s0 % bs;
+#define PV_STEP(acc, s) \
+    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(P + (s)), \
+                          _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vb + (size_t)((s) - s0) * kv->kv_dim))), acc)
+            int s = s0;
+            const int se = s0 + nb;
+            for (; s < se && (s & 7); s++) { /* up to the next multiple of 8 */
+                switch (s & 7) {
+                case 1: PV_STEP(a1, s); break;
+                case 2: PV_STEP(a2, s); break;
+                case 3: PV_STEP(a3, s); break;
+                case 4: PV_STEP(a4, s); break;
+                case 5: PV_STEP(a5, s); break;
+                case 6: PV_STEP(a6, s); break;
+                default: PV_STEP(a7, s); break;
+                }
+            }
+            for (; s + 8 <= se; s += 8) {
+                PV_STEP(a0, s);
+                PV_STEP(a1, s + 1);
+                PV_STEP(a2, s + 2);
+                PV_STEP(a3, s + 3);
+                PV_STEP(a4, s + 4);
+                PV_STEP(a5, s + 5);
+                PV_STEP(a6, s + 6);
+                PV_STEP(a7, s + 7);
+            }
+            for (; s < se; s++) {
+                switch (s & 7) {
+                case 0: PV_STEP(a0, s); break;
+                case 1: PV_STEP(a1, s); break;
+                case 2: PV_STEP(a2, s); break;
+                case 3: PV_STEP(a3, s); break;
+                case 4: PV_STEP(a4, s); break;
+                case 5: PV_STEP(a5, s); break;
+                default: PV_STEP(a6, s); break;
+                }
+            }
+#undef PV_STEP
+        }
+        /* cpu_hsum8 per element: t_j = p[j+4] + p[j], then (t0 + t2) + (t1 + t3) */
+        const __m256 t0 = _mm256_add_ps(a4, a0), t1 = _mm256_add_ps(a5, a1);
+        const __m256 t2 = _mm256_add_ps(a6, a2), t3 = _mm256_add_ps(a7, a3);
+        _mm256_storeu_ps(o + i0, _mm256_add_ps(_mm256_add_ps(t0, t2), _mm256_add_ps(t1, t3)));
+    }
+}
+#endif
+
 /* y[i] += a * b[i] for an fp16 row b. */
 static void axpy_f16(float *y, float a, const uint16_t *b, int n)
 {
@@ -464,6 +568,8 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
     float *scores = r->scores + (size_t)ith * (size_t)r->max_pos;
     float qh[256];
     float vacc[8 * 256]; /* [8, hd] partial sums of the V product */
+    const bool vec = hd % 8 == 0; /* the vector paths (when built with F16C and FMA) */
+    (void)vec;
     long p0, p1;
     eng_pool_split((long)j->n * n_head, ith, nth, &p0, &p1);
     for (long p = p0; p < p1; p++) {
@@ -474,13 +580,33 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
         const int lo = hp->n_swa > 0 && n_kv > hp->n_swa ? n_kv - hp->n_swa : 0;
         const size_t head_off = (size_t)kvh * (size_t)hd;
         const float *q = r->q + (size_t)t * dq + (size_t)h * hd;
-        for (int i = 0; i < hd; i++)
-            qh[i] = round_f16(q[i]);
+#if defined(__F16C__) && defined(__FMA__)
+        if (vec) {
+            round_f16_rows8(qh, q, 1.0f, hd);
+        } else
+#endif
+        {
+            for (int i = 0; i < hd; i++)
+                qh[i] = round_f16(q[i]);
+        }
         float mx = -INFINITY;
         for (int s0 = lo, nb; s0 < n_kv; s0 += nb) { /* runs of positions within a block */
             const uint16_t *kb = kv->k + kv_offset(kv, il, table, s0) + head_off;
             nb = n_kv - s0 < bs - s0 % bs ? n_kv - s0 : bs - s0 % bs;
-            for (int o = 0; o < nb; o++) {
+            int o = 0;
+#if defined(__F16C__) && defined(__FMA__)
+            for (; vec && o + 8 <= nb; o += 8) {
+                float d8[8];
+                dot8_f32_f16(qh, kb + (size_t)o * kv->kv_dim, kv->kv_dim, hd, d8);
+                for (int k = 0; k < 8; k++) {
+                    const float sc = d8[k] * scale;
+                    scores[s0 + o + k] = sc;
+                    if (sc > mx)
+                        mx = sc;
+                }
+            }
+#endif
+            for (; o < nb; o++) {
                 float sc = dot_f32_f16(qh, kb + (size_t)o * kv->kv_dim, hd) * scale;
                 scores[s0 + o] = sc;
                 if (sc > mx)
@@ -490,6 +616,21 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
         const double sum = softmax_exp(scores, lo, n_kv, mx);
         const float inv = (float)(1.0 / sum);
         float *o = r->att + (size_t)t * dq + (size_t)h * hd;
+#if defined(__F16C__) && defined(__FMA__)
+        if (vec) {
+            /* the probabilities rounded to fp16 in place, then P·V */
+            const int l8 = lo & ~7;
+            for (int s = lo; s < n_kv && (s & 7); s++)
+                scores[s] = round_f16(scores[s] * inv);
+            int s = lo & 7 ? l8 + 8 : lo;
+            for (; s + 8 <= n_kv; s += 8)
+                round_f16_rows8(scores + s, scores + s, inv, 8);
+            for (; s < n_kv; s++)
+                scores[s] = round_f16(scores[s] * inv);
+            pv_f16(kv, il, table, head_off, scores, lo, n_kv, hd, o);
+            continue;
+        }
+#endif
         /* llama.cpp multiplies V by the probabilities converted to fp16, as one fp16 dot
          * product over positions per output element: position s accumulates into partial sum
          * s % 8, reduced with hsum8 (see dot_f32_f16). vacc holds the 8 partial sums for all
