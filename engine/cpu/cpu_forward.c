@@ -343,46 +343,46 @@ static void pv_f16(const eng_cpu_kv *kv, int il, const int32_t *table, size_t he
                    int n_kv, int hd, float *o)
 {
     const int32_t bs = kv->block_size;
+    const size_t kvd = kv->kv_dim;
     for (int i0 = 0; i0 < hd; i0 += 8) {
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
         for (int s0 = lo, nb; s0 < n_kv; s0 += nb) { /* runs of positions within a block */
             const uint16_t *vb = kv->v + kv_offset(kv, il, table, s0) + head_off + i0;
             nb = n_kv - s0 < bs - s0 % bs ? n_kv - s0 : bs - s0 % bs;
-#define PV_STEP(acc, s) \
-    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(P + (s)), \
-                          _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vb + (size_t)((s) - s0) * kv->kv_dim))), acc)
+#define PV_STEP(acc, s, vr) \
+    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(P + (s)), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr))), acc)
             int s = s0;
             const int se = s0 + nb;
             for (; s < se && (s & 7); s++) { /* up to the next multiple of 8 */
                 switch (s & 7) {
-                case 1: PV_STEP(a1, s); break;
-                case 2: PV_STEP(a2, s); break;
-                case 3: PV_STEP(a3, s); break;
-                case 4: PV_STEP(a4, s); break;
-                case 5: PV_STEP(a5, s); break;
-                case 6: PV_STEP(a6, s); break;
-                default: PV_STEP(a7, s); break;
+                case 1: PV_STEP(a1, s, vb + (size_t)(s - s0) * kvd); break;
+                case 2: PV_STEP(a2, s, vb + (size_t)(s - s0) * kvd); break;
+                case 3: PV_STEP(a3, s, vb + (size_t)(s - s0) * kvd); break;
+                case 4: PV_STEP(a4, s, vb + (size_t)(s - s0) * kvd); break;
+                case 5: PV_STEP(a5, s, vb + (size_t)(s - s0) * kvd); break;
+                case 6: PV_STEP(a6, s, vb + (size_t)(s - s0) * kvd); break;
+                default: PV_STEP(a7, s, vb + (size_t)(s - s0) * kvd); break;
                 }
             }
-            for (; s + 8 <= se; s += 8) {
-                PV_STEP(a0, s);
-                PV_STEP(a1, s + 1);
-                PV_STEP(a2, s + 2);
-                PV_STEP(a3, s + 3);
-                PV_STEP(a4, s + 4);
-                PV_STEP(a5, s + 5);
-                PV_STEP(a6, s + 6);
-                PV_STEP(a7, s + 7);
+            for (const uint16_t *vr = vb + (size_t)(s - s0) * kvd; s + 8 <= se; s += 8, vr += 8 * kvd) {
+                PV_STEP(a0, s, vr);
+                PV_STEP(a1, s + 1, vr + kvd);
+                PV_STEP(a2, s + 2, vr + 2 * kvd);
+                PV_STEP(a3, s + 3, vr + 3 * kvd);
+                PV_STEP(a4, s + 4, vr + 4 * kvd);
+                PV_STEP(a5, s + 5, vr + 5 * kvd);
+                PV_STEP(a6, s + 6, vr + 6 * kvd);
+                PV_STEP(a7, s + 7, vr + 7 * kvd);
             }
             for (; s < se; s++) {
                 switch (s & 7) {
-                case 0: PV_STEP(a0, s); break;
-                case 1: PV_STEP(a1, s); break;
-                case 2: PV_STEP(a2, s); break;
-                case 3: PV_STEP(a3, s); break;
-                case 4: PV_STEP(a4, s); break;
-                case 5: PV_STEP(a5, s); break;
-                default: PV_STEP(a6, s); break;
+                case 0: PV_STEP(a0, s, vb + (size_t)(s - s0) * kvd); break;
+                case 1: PV_STEP(a1, s, vb + (size_t)(s - s0) * kvd); break;
+                case 2: PV_STEP(a2, s, vb + (size_t)(s - s0) * kvd); break;
+                case 3: PV_STEP(a3, s, vb + (size_t)(s - s0) * kvd); break;
+                case 4: PV_STEP(a4, s, vb + (size_t)(s - s0) * kvd); break;
+                case 5: PV_STEP(a5, s, vb + (size_t)(s - s0) * kvd); break;
+                default: PV_STEP(a6, s, vb + (size_t)(s - s0) * kvd); break;
                 }
             }
 #undef PV_STEP
@@ -451,9 +451,52 @@ static inline float exp_ggml(float x)
  * a row whose positions outside [lo, n) are masked: in groups of 8 from position 0 (the masked
  * lanes are zeros; groups entirely masked add nothing), each group summed in float, the groups
  * in double. */
+#if defined(__F16C__) && defined(__FMA__)
+/* exp_ggml of eight lanes: the same operations lane by lane (fnmadd(n, c, x) = fma(-n, c, x),
+ * exactly); lanes outside |n| <= 126 go through exp_ggml's expf. */
+static inline __m256 exp_ggml8(__m256 x)
+{
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+    const __m256 n = _mm256_sub_ps(z, shift);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256 k = _mm256_castsi256_ps(
+        _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(z), 23), _mm256_set1_epi32(0x3f800000)));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    __m256 r = _mm256_fmadd_ps(j, k, k);
+    /* lanes with !(|n| <= 126), NaN included: exp_ggml's own fallback */
+    const __m256 in = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(126.0f), _CMP_LE_OQ);
+    if (_mm256_movemask_ps(in) != 0xff) {
+        float xs[8], rs[8];
+        _mm256_storeu_ps(xs, x);
+        for (int l = 0; l < 8; l++)
+            rs[l] = exp_ggml(xs[l]);
+        r = _mm256_loadu_ps(rs);
+    }
+    return r;
+}
+#endif
+
 static double softmax_exp(float *scores, int lo, int n, float mx)
 {
     double sum = 0.0;
+#if defined(__F16C__) && defined(__FMA__)
+    if ((lo & 7) == 0) { /* whole groups of 8 in vectors (cpu_hsum8's order), the rest below */
+        const __m256 m = _mm256_set1_ps(mx);
+        for (; lo + 8 <= n; lo += 8) {
+            const __m256 e = exp_ggml8(_mm256_sub_ps(_mm256_loadu_ps(scores + lo), m));
+            _mm256_storeu_ps(scores + lo, e);
+            const __m128 t = _mm_add_ps(_mm256_extractf128_ps(e, 1), _mm256_castps256_ps128(e));
+            const __m128 h = _mm_add_ps(t, _mm_movehl_ps(t, t)); /* t0 + t2, t1 + t3 */
+            sum += (double)_mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+        }
+    }
+#endif
     for (int i0 = lo & ~7; i0 < n; i0 += 8) {
         float v[8] = {0};
         for (int l = 0; l < 8 && i0 + l < n; l++)
