@@ -4,7 +4,7 @@
 # requests hashed to one backend and different files spread over both, then one backend killed
 # mid-run and every request after it answered by the other. nginx runs as the current user with
 # a temporary prefix; ports are picked by binding port 0. Exits 77 (ctest: skipped) without
-# nginx. Environment: SERVAL_BIN_DIR (build/bin), SERVAL_PY_STUBS (build/python),
+# nginx, curl or python3-grpcio. Environment: SERVAL_BIN_DIR (build/bin), SERVAL_PY_STUBS (build/python),
 # SERVAL_SOURCE_DIR (the checkout).
 set -euo pipefail
 
@@ -17,7 +17,11 @@ if [ -z "$nginx" ]; then
   echo "SKIP: nginx is not installed (Debian: apt-get install nginx; tools/setup.sh does)"
   exit 77
 fi
+command -v curl >/dev/null || { echo "SKIP: curl is not installed (apt-get install curl)"; exit 77; }
+/usr/bin/python3 -c "import grpc" 2>/dev/null ||
+  { echo "SKIP: Debian's python3-grpcio is not installed (tools/setup.sh installs it)"; exit 77; }
 [ -x "$bin/serval" ] || { echo "FAIL: no $bin/serval (build the serval target)"; exit 1; }
+[ -f "$stubs/serval_pb2_grpc.py" ] || { echo "FAIL: no Python stubs in $stubs (build serval_py_stubs)"; exit 1; }
 
 tmp=$(mktemp -d /tmp/serval-nginx.XXXXXX)
 pids=()
