@@ -1,8 +1,8 @@
 /* test_router.c — the replica router (engine/serval_router.h): its rules on hand-built loads
  * (affinity, the imbalance override, least-loaded turns, a replica out of rotation, session
  * pins, affinity keys), then two real replicas of the default model: greedy outputs equal one
- * engine's, both replicas used, a session's requests meet so the newer supersedes, a replica
- * taken out gets nothing more. */
+ * engine's, both replicas used, a session's requests meet so the newer supersedes, a burst on
+ * one prefix overflows to the idle replica, a replica taken out gets nothing more. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,6 +399,46 @@ Test(router, a_replica_taken_out_gets_no_more_requests_and_the_others_answer, .i
               strstr(err.msg, "replica 0: test: device lost") &&
               strstr(err.msg, "replica 1: test: second device lost"), "%s", err.msg);
     cr_assert_eq(eng_router_admission_check(r, &err), ENG_ERR_OVERLOAD);
+    eng_router_free(r);
+    eng_engine_free(two[0]);
+    eng_engine_free(two[1]);
+}
+
+Test(router, a_burst_on_one_prefix_overflows_to_the_idle_replica_past_64_more_requests,
+     .init = load, .fini = unload, .timeout = 240)
+{
+    eng_engine *two[2] = {engine(1), engine(1)};
+    eng_router *r = router(two, 2);
+    int32_t toks[64];
+    for (int i = 0; i < 64; i++)
+        toks[i] = 100 + i; /* one prompt: every request prefers one replica */
+    enum { N = 100 };
+    eng_request *q[N];
+    int where[N];
+    for (int i = 0; i < N; i++) {
+        eng_request_params p = eng_request_params_defaults();
+        p.tokens = toks;
+        p.n_tokens = 64;
+        p.max_tokens = 200; /* none can finish while the burst is submitted */
+        p.ignore_eos = true;
+        eng_err err = {{0}};
+        cr_assert_eq(eng_router_submit(r, &p, &q[i], &where[i], &err), ENG_OK, "%s", err.msg);
+    }
+    int pref = where[0], idle = 1 - pref;
+    /* 64 on the preferred replica; then each request that would make the gap 64 goes to the
+     * idle one: they alternate. */
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(where[i], pref, "request %d left its replica early", i);
+    cr_assert_eq(where[64], idle, "the 65th request stayed on a replica 64 requests busier");
+    eng_router_replica_stats rs[2];
+    eng_router_replica_stats_get(r, pref, &rs[0]);
+    eng_router_replica_stats_get(r, idle, &rs[1]);
+    cr_assert_eq(rs[0].routed[ENG_ROUTE_AFFINITY], 82);
+    cr_assert_eq(rs[1].routed[ENG_ROUTE_REBALANCED], 18);
+    cr_assert_eq(rs[1].routed[ENG_ROUTE_AFFINITY], 0);
+    cr_assert_eq(rs[0].load - rs[1].load, 64);
+    for (int i = 0; i < N; i++)
+        eng_request_release(q[i]);
     eng_router_free(r);
     eng_engine_free(two[0]);
     eng_engine_free(two[1]);
