@@ -174,14 +174,19 @@ static void check_model(doctor *d, const serve_opts *o)
         return;
     }
     bool cuda = o->eng.backend == ENG_BACKEND_CUDA;
-    int64_t kv = (o->eng.kv_mb ? o->eng.kv_mb : 1024) * (int64_t)1048576;
+    long reps = o->replicas > 1 ? o->replicas : 1; /* each replica has its own KV cache */
+    int64_t kv = (o->eng.kv_mb ? o->eng.kv_mb : 1024) * (int64_t)1048576 * reps;
     int64_t need = (int64_t)st.st_size + (cuda ? 0 : kv);
+    if (cuda && reps > 1 && !o->eng.kv_mb)
+        say(d, DOCTOR_FIX, "replicas", "%ld replicas on cuda need kv_mb: each replica's KV pool "
+            "would take 90%% of the GPU memory the ones before it left", reps);
     int64_t have = cuda ? d->gpu_mem : d->mem_available;
     if (have >= 0 && need > have)
         say(d, DOCTOR_FIX, "model", "%s: %.2f GiB of weights%s do not fit in %.2f GiB of %s "
             "memory: pick a smaller model or quantisation%s", o->model, st.st_size / 1073741824.0,
-            cuda ? "" : " and the KV cache", have / 1073741824.0, cuda ? "GPU" : "available",
-            cuda ? "" : ", or lower kv_mb");
+            cuda ? "" : reps > 1 ? " and the replicas' KV caches" : " and the KV cache",
+            have / 1073741824.0, cuda ? "GPU" : "available",
+            cuda ? "" : reps > 1 ? ", or lower kv_mb or replicas" : ", or lower kv_mb");
     eng_model *m = NULL;
     eng_err err = {{0}};
     if (eng_model_load(o->model, &m, &err) != ENG_OK) {
