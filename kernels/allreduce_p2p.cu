@@ -12,14 +12,18 @@ struct p2p_src {
     const void *p[KN_P2P_MAX_RANKS];
 };
 
+// The rank loop is unrolled over the struct's fixed size so every pointer is read from the
+// parameter bank by a constant index (a runtime index would copy the struct to local memory).
 template <typename T>
 static __device__ void sum_ranks(const p2p_src &src, int n, size_t offset, T *out, int64_t count)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count;
          i += (int64_t)gridDim.x * blockDim.x) {
         float s = kn_to_f32(((const T *)((const char *)src.p[0] + offset))[i]);
-        for (int q = 1; q < n; q++)
-            s = __fadd_rn(s, kn_to_f32(((const T *)((const char *)src.p[q] + offset))[i]));
+#pragma unroll
+        for (int q = 1; q < KN_P2P_MAX_RANKS; q++)
+            if (q < n)
+                s = __fadd_rn(s, kn_to_f32(((const T *)((const char *)src.p[q] + offset))[i]));
         out[i] = kn_from_f32<T>(s);
     }
 }
