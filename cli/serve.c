@@ -467,10 +467,14 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_router *e, int grpc
     char cpu[128] = "cpu";
     eng_cpuinfo_model_name(cpu, sizeof cpu);
     double ready_ms = eng_clock_ms() - t_start_ms;
+    const long tp = o->eng.tp > 1 ? o->eng.tp : 1;
+    char tp_note[48] = "";
+    if (tp > 1)
+        snprintf(tp_note, sizeof tp_note, " split over %d ranks", (int)tp);
     char head[1024];
-    snprintf(head, sizeof head, "ready in %.0f ms (model loaded in %.0f ms): %s on %s (%s), "
+    snprintf(head, sizeof head, "ready in %.0f ms (model loaded in %.0f ms): %s on %s%s (%s), "
              "weights %.1f MiB, KV %d blocks of %d tokens, grpc %s:%d, http %s:%d",
-             ready_ms, load_ms, eng_model_name(m), cli_backend_name(&o->eng), cpu,
+             ready_ms, load_ms, eng_model_name(m), cli_backend_name(&o->eng), tp_note, cpu,
              (double)eng_model_weight_bytes(m) / (1 << 20), es.kv_blocks_total, es.block_size,
              o->bind, grpc_port, o->bind, http_port);
     rpc_log_kv kv[] = {
@@ -478,7 +482,7 @@ static void log_ready(const serve_opts *o, eng_model *m, eng_router *e, int grpc
         RPC_LOG_JSTR("architecture", eng_model_arch_name(m)),
         RPC_LOG_JINT("layers", eng_model_n_layer(m)),
         RPC_LOG_JINT("context", eng_router_max_seq_len(e)),
-        RPC_LOG_JINT("replicas", eng_router_n_replicas(e)),
+        RPC_LOG_JINT("replicas", eng_router_n_replicas(e)), RPC_LOG_JINT("tp", tp),
         RPC_LOG_JSTR("backend", cli_backend_name(&o->eng)), RPC_LOG_JSTR("device", cpu),
         RPC_LOG_JINT("weight_bytes", eng_model_weight_bytes(m)),
         RPC_LOG_JINT("kv_blocks", es.kv_blocks_total), RPC_LOG_JINT("kv_block_size", es.block_size),
