@@ -20,6 +20,8 @@ eng_status cli_replicas_start(const eng_model *m, eng_engine_config ec, int n, c
     if (n > 1 && ec.backend == ENG_BACKEND_CPU && ec.n_threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         ec.n_threads = cpus > n ? (int)(cpus / n) : 1; /* the replicas share the cores */
+        if (ec.n_threads < ec.tp) /* a split replica needs a thread per rank */
+            ec.n_threads = ec.tp;
     }
     eng_status st = ENG_OK;
     for (int i = 0; i < n; i++) {
