@@ -440,6 +440,25 @@ bool quant_cpu_has_avx_vnni(void)
     }
     return c == 2;
 }
+
+bool quant_cpu_has_avx512_vnni(void)
+{
+    static atomic_int cached; /* 0 = not probed yet, 1 = no, 2 = yes */
+    int c = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (c == 0) {
+        __builtin_cpu_init();
+        /* libgcc also checks that the OS saves the AVX-512 state */
+        bool ok = quant_cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vnni");
+        const char *off = getenv("SERVAL_QUANT_NO_AVX512");
+        if (off && *off && strcmp(off, "0") != 0)
+            ok = false;
+        c = ok ? 2 : 1;
+        atomic_store_explicit(&cached, c, memory_order_relaxed);
+    }
+    return c == 2;
+}
 #endif
 
 void quant_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_t n)

@@ -523,7 +523,7 @@ AVX2_INLINE void tok_pack_rows(const int kind, const uint8_t *const a[TOK8], int
     const size_t lo_off = LANE_OFF(kind) ? quant_q4_0_lane_off(nb) : 0;
     if (NT < TOK8) {
         memset(tp->qs, 0, 256 * (size_t)nb);
-        memset(tp->da, 0, 64 * (size_t)nb);
+        memset(tp->da, 0, 64 * (size_t)nb); /* da, sa or ot */
         if (tp->no)
             memset(tp->no, 0, 256 * (size_t)nb);
     }
@@ -614,6 +614,63 @@ AVX2_INLINE void q_tokn(const int kind, const int vnni, const int NT, const uint
         _mm_store_ps(res, lo);
         _mm_store_ps(res + 4, hi);
     }
+    for (int t = 0; t < NT; t++)
+        y[t * ldy] = res[t];
+}
+
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define AVX512_INLINE \
+    static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+/* q_tokn with two tokens' pairs in each 512-bit vector (tokens 2k and 2k+1 are adjacent in the
+ * packed group): one vpdpbusd, cvt and fma serve two pairs, d_w*d_a of the eight tokens formed
+ * once per block and spread to the pairs with one permute. The same per-pair operations (d_w*d_a is exact, however it is formed). For the
+ * unsigned-weight kinds of the 8-lane order (Q4_1, Q5_0, Q5_1); NT even. */
+AVX512_INLINE void q_tokn512(const int kind, const int NT, const uint8_t *w, int64_t nb, const tok_pack *tp, float *y,
+                             int64_t ldy)
+{
+    const q_geom g = Q_GEOM(kind);
+    __m512 acc[TOK8 / 2];
+    for (int k = 0; k < TOK8 / 2; k++)
+        acc[k] = _mm512_setzero_ps();
+    __m256 summs = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *x = w + g.wblk * (size_t)b;
+        const uint8_t *aq = tp->qs + 256 * (size_t)b;
+        __m256i sgn;
+        const __m512i w5 = _mm512_broadcast_i64x4(wprep256(kind, x, &sgn));
+        const __m128 dm = _mm_cvtph_ps(HAS_MIN(kind) ? load_u32(x) : load_u16(x)); /* d_w, m_w */
+        /* d_w*d_a of the eight tokens, then spread: pair k's vector is [dd[2k] x 8 | dd[2k+1] x 8] */
+        const __m512 dd8 =
+            _mm512_castps256_ps512(_mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_load_ps(tp->da + 8 * b)));
+        if (HAS_MIN(kind))
+            summs = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_load_ps(tp->sa + 8 * b),
+                                    summs);
+#pragma GCC unroll 4
+        for (int k = 0; k < NT / 2; k++) {
+            const __m512i init = kind == K_Q5_0 ? _mm512_loadu_si512(tp->no + 256 * (size_t)b + 64 * (size_t)k)
+                                                : _mm512_setzero_si512();
+            const __m512i p = _mm512_dpbusd_epi32(init, w5, _mm512_loadu_si512(aq + 64 * k));
+            const __m512 dd = _mm512_permutexvar_ps(
+                _mm512_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
+                                 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k),
+                dd8);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dd, acc[k]);
+        }
+    }
+    __m128 r[TOK8];
+    for (int t = 0; t < TOK8; t++) {
+        const __m256 a = t & 1 ? _mm512_extractf32x8_ps(acc[t / 2], 1) : _mm512_castps512_ps256(acc[t / 2]);
+        r[t] = _mm_add_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
+    }
+    __m128 lo = hsum_r4(r[0], r[1], r[2], r[3]), hi = hsum_r4(r[4], r[5], r[6], r[7]);
+    if (HAS_MIN(kind)) {
+        lo = _mm_add_ps(lo, _mm256_castps256_ps128(summs));
+        hi = _mm_add_ps(hi, _mm256_extractf128_ps(summs, 1));
+    }
+    _Alignas(32) float res[TOK8];
+    _mm_store_ps(res, lo);
+    _mm_store_ps(res + 4, hi);
     for (int t = 0; t < NT; t++)
         y[t * ldy] = res[t];
 }
@@ -1044,6 +1101,22 @@ typedef struct tokn_kind {
                 q_tokn(kind, vnni, 2, W + (size_t)r * wrow, nb, tp, y + r, ldy);                    \
         }                                                                                           \
     }
+#define DEFINE_TOKN_ROWS512(name, kind)                                                             \
+    AVX512 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,      \
+                            const tok_pack *tp, int NT, float *y, int64_t ldy)                      \
+    {                                                                                               \
+        for (int64_t r = ra; r < rb; r++) {                                                         \
+            if (NT == 8)                                                                            \
+                q_tokn512(kind, 8, W + (size_t)r * wrow, nb, tp, y + r, ldy);                       \
+            else if (NT == 4)                                                                       \
+                q_tokn512(kind, 4, W + (size_t)r * wrow, nb, tp, y + r, ldy);                       \
+            else                                                                                    \
+                q_tokn512(kind, 2, W + (size_t)r * wrow, nb, tp, y + r, ldy);                       \
+        }                                                                                           \
+    }
+#define DEFINE_TOKN512(name, kind)            \
+    DEFINE_TOKN_ROWS512(name##_rows512, kind) \
+    static const tokn_kind name##_512 = {kind, name##_pack, name##_rows512};
 #define DEFINE_TOKN(name, kind)                                                                    \
     AVX2 static void name##_pack(const uint8_t *const a[TOK8], int NT, size_t tail_off, int64_t nb, \
                                  const tok_pack *tp)                                                \
@@ -1060,6 +1133,9 @@ DEFINE_TOKN(tokn_q4_1, K_Q4_1)
 DEFINE_TOKN(tokn_q8_0, K_Q8_0)
 DEFINE_TOKN(tokn_q5_0, K_Q5_0)
 DEFINE_TOKN(tokn_q5_1, K_Q5_1)
+DEFINE_TOKN512(tokn_q4_1, K_Q4_1)
+DEFINE_TOKN512(tokn_q5_0, K_Q5_0)
+DEFINE_TOKN512(tokn_q5_1, K_Q5_1)
 
 /* Tokens [t0, t1) of W's rows [r0, r1) through the packed-group tiles: per TOK_BLOCK tokens,
  * groups of 8, then 4, then 2 tokens are packed once and every weight chunk (L1-resident) is
@@ -1357,7 +1433,7 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     tok4_fn tok4 = NULL;
     const tokn_kind *tokn = NULL;
     row_fn row = NULL;
-    const bool vnni = quant_cpu_has_avx_vnni();
+    const bool vnni = quant_cpu_has_avx_vnni(), avx512 = quant_cpu_has_avx512_vnni();
     int64_t nb = n;
     size_t tail_off = 0;
     switch (wtype) {
@@ -1368,17 +1444,17 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
         tok4 = tok4_q4_0, tokn = vnni ? &tokn_q4_0_vnni : &tokn_q4_0, row = row_q4_0, nb = n / QK4_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_1:
-        tok4 = tok4_q4_1, tokn = vnni ? &tokn_q4_1_vnni : &tokn_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q4_1, tokn = avx512 ? &tokn_q4_1_512 : vnni ? &tokn_q4_1_vnni : &tokn_q4_1, row = row_q4_1, nb = n / QK4_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q8_0:
         tok4 = tok4_q8_0, tokn = vnni ? &tokn_q8_0_vnni : &tokn_q8_0, row = row_q8_0, nb = n / QK8_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q6_K: tok4 = tok4_q6_K, row = row_q6_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_0:
-        tok4 = tok4_q5_0, tokn = vnni ? &tokn_q5_0_vnni : &tokn_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
+        tok4 = tok4_q5_0, tokn = avx512 ? &tokn_q5_0_512 : vnni ? &tokn_q5_0_vnni : &tokn_q5_0, row = row_q5_0, nb = n / QK5_0, tail_off = quant_q8_0_tail_off(nb);
         break;
     case GGUF_DTYPE_Q5_1:
-        tok4 = tok4_q5_1, tokn = vnni ? &tokn_q5_1_vnni : &tokn_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
+        tok4 = tok4_q5_1, tokn = avx512 ? &tokn_q5_1_512 : vnni ? &tokn_q5_1_vnni : &tokn_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
         break;
     case GGUF_DTYPE_Q4_K: tok4 = tok4_q4_K, row = row_q4_K, nb = n / QK_K; break;
     case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;

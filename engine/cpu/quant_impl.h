@@ -233,6 +233,9 @@ void quant_avx2_act_quantize(gguf_dtype wtype, const float *x, void *act, int64_
  * (same bits either way); SERVAL_QUANT_NO_VNNI=1 in the environment turns it off (tests and
  * benchmarks compare both paths on one machine). Probed once. */
 bool quant_cpu_has_avx_vnni(void);
+/* Whether the CPU has AVX-512 F/BW/VL/DQ and VNNI, which the Q4_1 / Q5_0 / Q5_1 prompt tiles
+ * use when present (same bits); SERVAL_QUANT_NO_AVX512=1 turns it off. Probed once. */
+bool quant_cpu_has_avx512_vnni(void);
 #endif
 
 #endif

@@ -927,10 +927,18 @@ static void check_every_token_group(void)
 
 Test(quant_new_types, simd_equals_scalar_for_every_token_group) { check_every_token_group(); }
 
-/* The prompt tiles use AVX-VNNI's dot product where the CPU has it and maddubs + madd where it
- * does not (CI machines may lack it): with it turned off the bits are the same. */
-Test(quant_new_types, simd_equals_scalar_for_every_token_group_without_avx_vnni)
+/* The prompt tiles use AVX-512 VNNI (Q4_1, Q5_0, Q5_1) and AVX-VNNI where the CPU has them and
+ * 256-bit maddubs + madd where it does not (CI machines may lack both): with each turned off
+ * the bits are the same. */
+Test(quant_new_types, simd_equals_scalar_for_every_token_group_without_avx512)
 {
+    cr_assert_eq(setenv("SERVAL_QUANT_NO_AVX512", "1", 1), 0);
+    check_every_token_group();
+}
+
+Test(quant_new_types, simd_equals_scalar_for_every_token_group_without_avx512_or_avx_vnni)
+{
+    cr_assert_eq(setenv("SERVAL_QUANT_NO_AVX512", "1", 1), 0);
     cr_assert_eq(setenv("SERVAL_QUANT_NO_VNNI", "1", 1), 0);
     check_every_token_group();
 }
