@@ -5,6 +5,10 @@
  *
  * usage: bench_index --db DIR [--repo DIR [--git-url URL]] [--queries FILE.jsonl]
  *                    (--embedding-model GGUF | --hash-embedder DIM) [--latency N] [--threads N]
+ *                    [--latency-only]
+ * --latency-only skips the quality and retrieval passes, so the latency pass starts cold (the
+ * search's caches empty) and its queries are the labelled set's. BENCH_INDEX_MODE=0|1|2 times
+ * one mode (hybrid, BM25, vector) instead of all three.
  * The hash embedder (hashed bag of words) stands in for the model where only speed matters
  * (search latency over 100k chunks that the CPU cannot embed in the time available). */
 #include <jansson.h>
@@ -277,6 +281,7 @@ int main(int argc, char **argv)
     const char *db = NULL, *queries = NULL, *model = NULL, *url = NULL;
     const char *repos[32];
     int n_repos = 0, hash_dim = 0, latency = 0, threads = 0;
+    bool latency_only = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--db") && v) db = v, i++;
@@ -287,10 +292,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--hash-embedder") && v) hash_dim = atoi(v), i++;
         else if (!strcmp(a, "--latency") && v) latency = atoi(v), i++;
         else if (!strcmp(a, "--threads") && v) threads = atoi(v), i++;
+        else if (!strcmp(a, "--latency-only")) latency_only = true;
         else {
             fprintf(stderr, "usage: bench_index --db DIR [--repo DIR]... [--git-url URL] "
                             "[--queries FILE.jsonl] (--embedding-model GGUF | --hash-embedder "
-                            "DIM) [--latency N] [--threads N]\n");
+                            "DIM) [--latency N] [--threads N] [--latency-only]\n");
             return 2;
         }
     }
@@ -351,7 +357,7 @@ int main(int argc, char **argv)
     json_t *keep = NULL;
     size_t nq = 0;
     query *qs = queries ? load_queries(queries, &nq, &keep) : NULL;
-    if (qs && nq) {
+    if (qs && nq && !latency_only) {
         run_quality(ix, qs, nq, url, &te);
         run_retrieve_cost(ix, qs, nq, url);
     }

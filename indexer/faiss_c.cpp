@@ -71,44 +71,91 @@ extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *id
     return f;
 }
 
-// The exact index scanned here rather than by FAISS: Debian's build takes its scalar reference
-// inner product, and this loop, compiled for the machine, vectorises. Top k by a bounded heap.
+// The vectors are scanned here rather than by FAISS: Debian's build takes its scalar reference
+// inner product, and this loop, compiled for the machine, vectorises (16 partial sums: no
+// -ffast-math needed).
+static inline float dot(const float *x, const float *q, int d)
+{
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= d; j += 16)
+        for (int l = 0; l < 16; l++) acc[l] += x[j + l] * q[j + l];
+    float s = 0;
+    for (; j < d; j++) s += x[j] * q[j];
+    for (int l = 0; l < 16; l++) s += acc[l];
+    return s;
+}
+
+// The best k of a stream of (score, label): a bounded min-heap.
+struct top_k {
+    std::vector<std::pair<float, int64_t>> heap;
+    size_t k;
+    explicit top_k(size_t k_) : k(k_) { heap.reserve(k_ + 1); }
+    static bool worse(const std::pair<float, int64_t> &a, const std::pair<float, int64_t> &b)
+    {
+        return a.first > b.first;
+    }
+    void push(float s, int64_t label)
+    {
+        if (heap.size() < k) {
+            heap.emplace_back(s, label);
+            std::push_heap(heap.begin(), heap.end(), worse);
+        } else if (s > heap.front().first) {
+            std::pop_heap(heap.begin(), heap.end(), worse);
+            heap.back() = {s, label};
+            std::push_heap(heap.begin(), heap.end(), worse);
+        }
+    }
+    // Best first into sims/labels (k of each; -1 labels past what was pushed).
+    void emit(float *sims, int64_t *labels)
+    {
+        std::sort_heap(heap.begin(), heap.end(), worse);
+        for (size_t i = 0; i < k; i++) {
+            bool have = i < heap.size();
+            sims[i] = have ? heap[i].first : -1e30f;
+            labels[i] = have ? heap[i].second : -1;
+        }
+    }
+};
+
 static void flat_search(const faiss::IndexIDMap *map, const float *q, int64_t k, float *sims,
                         int64_t *labels)
 {
     auto *flat = static_cast<const faiss::IndexFlat *>(map->index);
     const float *xb = flat->get_xb();
-    int64_t n = flat->ntotal;
     int d = flat->d;
-    std::vector<std::pair<float, int64_t>> heap; // min-heap of the best k (score, position)
-    heap.reserve((size_t)k + 1);
-    auto worse = [](const std::pair<float, int64_t> &a, const std::pair<float, int64_t> &b) {
-        return a.first > b.first;
-    };
-    for (int64_t i = 0; i < n; i++) {
-        const float *x = xb + (size_t)i * (size_t)d;
-        float acc[16] = {0}; // 16 partial sums: the loop vectorises without -ffast-math
-        int j = 0;
-        for (; j + 16 <= d; j += 16)
-            for (int l = 0; l < 16; l++) acc[l] += x[j + l] * q[j + l];
-        float s = 0;
-        for (; j < d; j++) s += x[j] * q[j];
-        for (int l = 0; l < 16; l++) s += acc[l];
-        if ((int64_t)heap.size() < k) {
-            heap.emplace_back(s, i);
-            std::push_heap(heap.begin(), heap.end(), worse);
-        } else if (s > heap.front().first) {
-            std::pop_heap(heap.begin(), heap.end(), worse);
-            heap.back() = {s, i};
-            std::push_heap(heap.begin(), heap.end(), worse);
-        }
+    top_k best((size_t)k);
+    for (int64_t i = 0; i < flat->ntotal; i++)
+        best.push(dot(xb + (size_t)i * (size_t)d, q, d), map->id_map[(size_t)i]);
+    best.emit(sims, labels);
+}
+
+// IVF-Flat: the nprobe lists whose centroids score highest, then every vector in them. The
+// same work as FAISS's own search, vectorised.
+static void ivf_search(const faiss::IndexIVF *ivf, const float *q, int64_t k, float *sims,
+                       int64_t *labels)
+{
+    auto *quant = static_cast<const faiss::IndexFlat *>(ivf->quantizer);
+    const float *cent = quant->get_xb();
+    int d = ivf->d;
+    size_t nprobe = std::min(ivf->nprobe, ivf->nlist);
+    top_k lists(nprobe);
+    for (size_t l = 0; l < ivf->nlist; l++)
+        lists.push(dot(cent + l * (size_t)d, q, d), (int64_t)l);
+    std::vector<float> lsims(nprobe);
+    std::vector<int64_t> lids(nprobe);
+    lists.emit(lsims.data(), lids.data());
+    top_k best((size_t)k);
+    for (size_t p = 0; p < nprobe; p++) {
+        if (lids[p] < 0) continue;
+        size_t l = (size_t)lids[p], n = ivf->invlists->list_size(l);
+        if (n == 0) continue;
+        faiss::InvertedLists::ScopedCodes codes(ivf->invlists, l);
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        const float *x = reinterpret_cast<const float *>(codes.get());
+        for (size_t i = 0; i < n; i++) best.push(dot(x + i * (size_t)d, q, d), ids[i]);
     }
-    std::sort_heap(heap.begin(), heap.end(), worse); // best first
-    for (int64_t i = 0; i < k; i++) {
-        bool have = i < (int64_t)heap.size();
-        sims[i] = have ? heap[(size_t)i].first : -1e30f;
-        labels[i] = have ? map->id_map[(size_t)heap[(size_t)i].second] : -1;
-    }
+    best.emit(sims, labels);
 }
 
 extern "C" int idx_faiss_search(const idx_faiss *f, const float *q, int64_t k, float *sims,
@@ -125,7 +172,11 @@ extern "C" int idx_faiss_search(const idx_faiss *f, const float *q, int64_t k, f
             flat_search(static_cast<const faiss::IndexIDMap *>(f->index), q, k, sims, labels);
             return 0;
         }
-        f->index->search(1, q, k, sims, labels);
+        if (dynamic_cast<const faiss::IndexIVFFlat *>(f->ivf) &&
+            dynamic_cast<const faiss::IndexFlat *>(f->ivf->quantizer))
+            ivf_search(f->ivf, q, k, sims, labels);
+        else
+            f->index->search(1, q, k, sims, labels);
     } catch (const std::exception &e) {
         set_msg(msg, cap, "search", e.what());
         return -1;

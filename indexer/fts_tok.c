@@ -129,6 +129,48 @@ static int tok_tokenize(Fts5Tokenizer *t, void *ctx, int flags, const char *text
     return s.rc;
 }
 
+/* serval_bm25(chunks_fts, idf): Okapi BM25 (k1 = 1.2, b = 0.75, FTS5's bm25() constants) of the
+ * row, with the query's per-phrase IDF given by the caller as a BLOB of floats, one per phrase;
+ * negated so that ORDER BY ascending ranks best first. FTS5's own bm25() counts each phrase's
+ * documents for its IDF with a second pass over every posting list; the search already knows
+ * the document frequencies (search.c keeps them cached). */
+#define BM25_K1 1.2
+#define BM25_B 0.75
+#define BM25_MAX_PHRASES 64
+
+static void bm25_fn(const Fts5ExtensionApi *api, Fts5Context *ctx, sqlite3_context *out, int n_val,
+                    sqlite3_value **val)
+{
+    int n_phrase = api->xPhraseCount(ctx), n_inst = 0, len = 0;
+    const float *idf = n_val == 1 ? sqlite3_value_blob(val[0]) : NULL;
+    int n_idf = idf ? sqlite3_value_bytes(val[0]) / (int)sizeof(float) : 0;
+    int tf[BM25_MAX_PHRASES] = {0};
+    sqlite3_int64 total = 0, rows = 0;
+    int rc = api->xInstCount(ctx, &n_inst);
+    for (int i = 0; rc == SQLITE_OK && i < n_inst; i++) {
+        int phrase, col, off;
+        rc = api->xInst(ctx, i, &phrase, &col, &off);
+        if (rc == SQLITE_OK && phrase >= 0 && phrase < BM25_MAX_PHRASES)
+            tf[phrase]++;
+    }
+    if (rc == SQLITE_OK)
+        rc = api->xColumnSize(ctx, 0, &len);
+    if (rc == SQLITE_OK)
+        rc = api->xColumnTotalSize(ctx, 0, &total);
+    if (rc == SQLITE_OK)
+        rc = api->xRowCount(ctx, &rows);
+    if (rc != SQLITE_OK) {
+        sqlite3_result_error_code(out, rc);
+        return;
+    }
+    double avg = rows > 0 && total > 0 ? (double)total / (double)rows : 1.0;
+    double norm = BM25_K1 * (1.0 - BM25_B + BM25_B * (double)len / avg), score = 0;
+    for (int p = 0; p < n_phrase && p < BM25_MAX_PHRASES; p++)
+        if (tf[p])
+            score += (p < n_idf ? idf[p] : 1.0) * tf[p] * (BM25_K1 + 1.0) / (tf[p] + norm);
+    sqlite3_result_double(out, -score);
+}
+
 int idx_fts_register(sqlite3 *db)
 {
     fts5_api *api = NULL;
@@ -142,5 +184,8 @@ int idx_fts_register(sqlite3 *db)
     if (rc != SQLITE_OK || !api)
         return rc != SQLITE_OK ? rc : SQLITE_ERROR;
     static fts5_tokenizer tk = {tok_create, tok_delete, tok_tokenize};
-    return api->xCreateTokenizer(api, "serval_code", NULL, &tk, NULL);
+    rc = api->xCreateTokenizer(api, "serval_code", NULL, &tk, NULL);
+    if (rc == SQLITE_OK)
+        rc = api->xCreateFunction(api, "serval_bm25", NULL, bm25_fn, NULL);
+    return rc;
 }

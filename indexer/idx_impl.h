@@ -40,7 +40,8 @@ typedef void (*idx_token_cb)(void *user, const char *tok, size_t len, bool part)
 void idx_tokens(const char *text, size_t len, bool parts, idx_token_cb cb, void *user);
 
 /* Registers the FTS5 tokenizer "serval_code" on db: whole identifiers, plus their parts as
- * colocated tokens in documents (queries get whole tokens only). SQLITE_OK or an error. */
+ * colocated tokens in documents (queries get whole tokens only), and the ranking function
+ * serval_bm25(chunks_fts, idf BLOB) (see fts_tok.c). SQLITE_OK or an error. */
 int idx_fts_register(sqlite3 *db);
 
 /* ---- walk.c ----------------------------------------------------------------------------- */
@@ -76,7 +77,11 @@ struct idx_index {
     pthread_mutex_t run_mu, read_mu;
     pthread_rwlock_t vec_lock; /* guards vec */
     idx_faiss *vec;
+    struct idx_df_cache *dfc;  /* search.c's document frequencies (under read_mu); owned */
 };
+
+/* Frees search.c's per-index state (the document-frequency cache). NULL does nothing. */
+void idx_search_state_free(struct idx_df_cache *dfc);
 
 /* The chunk-version stamp of the vectors: stored in SQLite, bumped by every transaction that
  * adds or removes chunks; vectors-<version>.faiss matches that state. */

@@ -187,6 +187,7 @@ void idx_close(idx_index *ix)
     sqlite3_close(ix->wdb);
     sqlite3_close(ix->rdb);
     idx_faiss_free(ix->vec);
+    idx_search_state_free(ix->dfc);
     pthread_mutex_destroy(&ix->run_mu);
     pthread_mutex_destroy(&ix->read_mu);
     pthread_rwlock_destroy(&ix->vec_lock);

@@ -12,6 +12,29 @@
 #define LIST_DEPTH 50      /* candidates kept per list after filtering */
 #define QUERY_TERMS 48     /* distinct query tokens sent to FTS5 at most */
 
+/* How the two lists are weighed (measured on bench/index_dataset.py's labelled set, see
+ * bench/RESULTS.md). Plain RRF with k = 60 ranks any chunk found by both lists above the top
+ * hit of either alone, so the weaker list decides: on natural-language questions BM25 (the
+ * words of a question are not the code's) pulled the hybrid below the vectors alone, and on
+ * code the English embedding model's deep ranks pulled it below BM25. A prose query weighs
+ * BM25 at PROSE_BM25_WEIGHT; a code query counts only the vectors' top CODE_VECTOR_DEPTH. Both
+ * lists still count: a hit needs to rank in one, not both (Tabby #4524). */
+#define PROSE_BM25_WEIGHT 0.3f
+#define CODE_VECTOR_DEPTH 10
+
+/* Whether a query is code rather than prose: several lines (a completion's prefix), or one
+ * line dense in the punctuation prose rarely has. */
+static bool query_is_code(const char *text, size_t len)
+{
+    size_t punct = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\n' && i + 1 < len)
+            return true;
+        punct += strchr("()[]{}=;<>_", text[i]) != NULL && text[i] != 0;
+    }
+    return len > 0 && punct * 100 >= len * 8;
+}
+
 typedef struct cand {
     int64_t id;
     int32_t bm25_rank, vec_rank;
@@ -45,16 +68,70 @@ static void add_term(void *user, const char *tok, size_t len, bool part)
     t->terms[t->n++][len] = 0;
 }
 
-/* "a" OR "b" OR ...: the query's rarest identifiers and parts, each as a quoted FTS5 string.
- * The last tokens of the text are the most telling (the cursor's lines): they are collected
- * first. FTS5 scores every chunk that holds any term, so common terms (self, return, the
- * language's keywords: near-zero BM25 weight anyway) would make it score most of the table:
- * terms are taken rarest first while their chunks add up to FTS_POSTINGS (at least
- * FTS_MIN_TERMS, at most FTS_TERMS), none that is in more than a quarter of the chunks. A small
- * index keeps every term; a large one its rare ones, so the work stays bounded. */
+/* Document frequencies of query terms, cached per index: fts5vocab counts a term's documents by
+ * reading its whole posting list, so a common identifier (self, return) cost milliseconds on
+ * every query; those are exactly the terms every query repeats. Cleared when the database
+ * changes (SQLite's data version) or the table fills. Used under read_mu. */
+#define DF_SLOTS 4096 /* a power of two */
+
+struct idx_df_cache {
+    unsigned int data_version;
+    size_t used;
+    struct {
+        char term[65];
+        int64_t df; /* -1: empty slot */
+    } slot[DF_SLOTS];
+};
+
+void idx_search_state_free(struct idx_df_cache *dfc)
+{
+    free(dfc);
+}
+
+static void df_cache_clear(struct idx_df_cache *c, unsigned int version)
+{
+    c->data_version = version;
+    c->used = 0;
+    for (size_t i = 0; i < DF_SLOTS; i++)
+        c->slot[i].df = -1;
+}
+
+/* The number of chunks holding term: from the cache, else from fts5vocab (and cached). */
+static int64_t lookup_df(idx_index *ix, sqlite3_stmt *vocab, const char *term)
+{
+    struct idx_df_cache *c = ix->dfc;
+    size_t h = 2166136261u;
+    for (const char *p = term; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    size_t i = h & (DF_SLOTS - 1);
+    if (c) {
+        for (; c->slot[i].df >= 0; i = (i + 1) & (DF_SLOTS - 1))
+            if (strcmp(c->slot[i].term, term) == 0)
+                return c->slot[i].df;
+    }
+    sqlite3_reset(vocab);
+    sqlite3_bind_text(vocab, 1, term, -1, SQLITE_STATIC);
+    int64_t df = sqlite3_step(vocab) == SQLITE_ROW ? sqlite3_column_int64(vocab, 0) : 0;
+    sqlite3_reset(vocab);
+    if (c && c->used < DF_SLOTS / 2) { /* half full at most: probes stay short */
+        snprintf(c->slot[i].term, sizeof c->slot[i].term, "%s", term);
+        c->slot[i].df = df;
+        c->used++;
+    }
+    return df;
+}
+
+/* "a" OR "b" OR ...: the query's rarest identifiers and parts, each as a quoted FTS5 string,
+ * with each one's IDF in idf[] (in the query's order; serval_bm25 weighs by it). The last
+ * tokens of the text are the most telling (the cursor's lines): they are collected first. FTS5
+ * visits every chunk that holds any term, so common terms (self, return, the language's
+ * keywords: near-zero BM25 weight anyway) would make it score most of the table: terms are
+ * taken rarest first while their chunks add up to FTS_POSTINGS (at least FTS_MIN_TERMS, at
+ * most FTS_TERMS), none that is in more than a quarter of the chunks. A small index keeps
+ * every term; a large one its rare ones, so the work stays bounded. */
 #define FTS_TERMS 24
 #define FTS_MIN_TERMS 3
-#define FTS_POSTINGS 5000
+#define FTS_POSTINGS 2000
 
 typedef struct term_df {
     int64_t df;
@@ -67,10 +144,12 @@ static int cmp_df(const void *a, const void *b)
     return x->df != y->df ? (x->df > y->df) - (x->df < y->df) : (x->i > y->i) - (x->i < y->i);
 }
 
-static char *fts_query(const char *text, size_t len, sqlite3_stmt *vocab, int64_t n_docs)
+static char *fts_query(idx_index *ix, const char *text, size_t len, sqlite3_stmt *vocab,
+                       int64_t n_docs, float *idf, size_t *n_idf)
 {
     term_set t = {.n = 0};
     size_t from = len;
+    *n_idf = 0;
     /* Scan backwards in line-sized steps so the cap keeps the latest lines' tokens. */
     while (from > 0 && t.n < QUERY_TERMS) {
         size_t a = from - 1;
@@ -90,23 +169,24 @@ static char *fts_query(const char *text, size_t len, sqlite3_stmt *vocab, int64_
     for (size_t i = 0; i < t.n; i++) {
         int64_t df = 1;
         if (vocab && n_docs >= 64) {
-            sqlite3_reset(vocab);
-            sqlite3_bind_text(vocab, 1, t.terms[i], -1, SQLITE_STATIC);
-            df = sqlite3_step(vocab) == SQLITE_ROW ? sqlite3_column_int64(vocab, 0) : 0;
-            sqlite3_reset(vocab);
+            df = lookup_df(ix, vocab, t.terms[i]);
             if (df == 0 || df > n_docs / 4)
                 continue;
         }
         dfs[n_df++] = (term_df){df, i};
     }
     qsort(dfs, n_df, sizeof *dfs, cmp_df);
+    double n = (double)(n_docs > 0 ? n_docs : 1);
     for (size_t k = 0; k < n_df && kept < FTS_TERMS; k++) {
         if (kept >= FTS_MIN_TERMS && postings + dfs[k].df > FTS_POSTINGS)
             break;
         postings += dfs[k].df;
+        double df = (double)dfs[k].df;
+        idf[kept] = (float)fmax(1e-6, log((n - df + 0.5) / (df + 0.5) + 1.0));
         off += (size_t)snprintf(q + off, cap - off, "%s\"%s\"", kept++ ? " OR " : "",
                                 t.terms[dfs[k].i]);
     }
+    *n_idf = kept;
     if (kept == 0) {
         free(q);
         return NULL;
@@ -213,12 +293,13 @@ static void cand_free(cand *c)
     c->git_url = c->path = c->body = NULL;
 }
 
-/* Adds one list's ids (best first) as ranks 1.. of the filtered list, up to LIST_DEPTH. */
-static void add_list(cand_set *s, const int64_t *ids, size_t n, bool bm25, sqlite3_stmt *chunk,
-                     sqlite3_stmt *files, const idx_query *q, const float *qv, int32_t dim)
+/* Adds one list's ids (best first) as ranks 1.. of the filtered list, up to depth. */
+static void add_list(cand_set *s, const int64_t *ids, size_t n, bool bm25, int32_t depth,
+                     sqlite3_stmt *chunk, sqlite3_stmt *files, const idx_query *q,
+                     const float *qv, int32_t dim)
 {
     int32_t rank = 0;
-    for (size_t i = 0; i < n && rank < LIST_DEPTH; i++) {
+    for (size_t i = 0; i < n && rank < depth; i++) {
         if (ids[i] < 0)
             continue;
         bool fresh;
@@ -302,7 +383,8 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
         "SELECT hash, start_line, end_line, body, vec FROM chunks WHERE id = ?",
         "SELECT r.git_url, f.path FROM files f JOIN repos r ON r.id = f.repo_id "
         "WHERE f.hash = ? ORDER BY f.rowid",
-        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?",
+        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+        "ORDER BY serval_bm25(chunks_fts, ?) LIMIT ?",
         "SELECT doc FROM chunks_vocab WHERE term = ?"};
     for (int i = 0; i < IDX_N_READ_STMTS; i++)
         if (!st[i] && sqlite3_prepare_v3(ix->rdb, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i],
@@ -315,11 +397,21 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
         pthread_rwlock_rdlock(&ix->vec_lock);
         int64_t n_docs = idx_faiss_ntotal(ix->vec);
         pthread_rwlock_unlock(&ix->vec_lock);
-        char *match = fts_query(q->text, len, st[3], n_docs);
+        if (!ix->dfc && (ix->dfc = malloc(sizeof *ix->dfc)) != NULL)
+            df_cache_clear(ix->dfc, 0);
+        unsigned int version = 0;
+        if (ix->dfc && sqlite3_file_control(ix->rdb, "main", SQLITE_FCNTL_DATA_VERSION,
+                                            &version) == SQLITE_OK &&
+            version != ix->dfc->data_version)
+            df_cache_clear(ix->dfc, version);
+        float idf[FTS_TERMS];
+        size_t n_idf = 0;
+        char *match = fts_query(ix, q->text, len, st[3], n_docs, idf, &n_idf);
         bids = malloc(depth * sizeof *bids);
         if (match && bids) {
             sqlite3_bind_text(fts, 1, match, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(fts, 2, (int64_t)depth);
+            sqlite3_bind_blob(fts, 2, idf, (int)(n_idf * sizeof *idf), SQLITE_TRANSIENT);
+            sqlite3_bind_int64(fts, 3, (int64_t)depth);
             while (n_b < depth && sqlite3_step(fts) == SQLITE_ROW)
                 bids[n_b++] = sqlite3_column_int64(fts, 0);
             sqlite3_reset(fts);
@@ -327,13 +419,18 @@ eng_status idx_search(idx_index *ix, const idx_query *q, idx_hit **hits, size_t 
         free(match);
     }
     cand_set cs = {0};
-    add_list(&cs, bids, n_b, true, chunk, files, q, qv, dim);
-    add_list(&cs, vids, n_v, false, chunk, files, q, qv, dim);
+    bool code = query_is_code(q->text, len);
+    /* One list alone is ranked as it is; the hybrid weighs them (see PROSE_BM25_WEIGHT). */
+    bool hybrid = q->mode == IDX_MODE_HYBRID;
+    float wb = hybrid && !code ? PROSE_BM25_WEIGHT : 1.0f, wv = 1.0f;
+    add_list(&cs, bids, n_b, true, LIST_DEPTH, chunk, files, q, qv, dim);
+    add_list(&cs, vids, n_v, false, hybrid && code ? CODE_VECTOR_DEPTH : LIST_DEPTH, chunk, files,
+             q, qv, dim);
     size_t kept = 0;
     for (size_t i = 0; i < cs.n; i++) {
         cand *c = &cs.v[i];
-        c->score = (c->bm25_rank ? 1.0f / (float)(RRF_K + c->bm25_rank) : 0.0f) +
-                   (c->vec_rank ? 1.0f / (float)(RRF_K + c->vec_rank) : 0.0f);
+        c->score = (c->bm25_rank ? wb / (float)(RRF_K + c->bm25_rank) : 0.0f) +
+                   (c->vec_rank ? wv / (float)(RRF_K + c->vec_rank) : 0.0f);
         if ((!c->bm25_rank && !c->vec_rank) || (q->min_similarity > 0 && c->sim < q->min_similarity)) {
             cand_free(c);
             continue;

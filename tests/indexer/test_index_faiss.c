@@ -95,3 +95,40 @@ Test(index_faiss, an_unreadable_file_is_an_error_not_a_crash)
     free(path);
     cr_assert_null(idx_faiss_read("/nonexistent/x.faiss", msg, sizeof msg));
 }
+
+/* The IVF index is scanned by our own loop (faiss_c.cpp): each hit's similarity must be the
+ * inner product with the vector its label names, best first, and no label twice. */
+Test(index_faiss, approximate_hits_are_the_named_vectors_best_first)
+{
+    int64_t n = 3000;
+    float *x = random_unit(n, 11);
+    int64_t *ids = malloc((size_t)n * sizeof *ids);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = 7 * i + 5;
+    char msg[400];
+    idx_faiss *f = idx_faiss_build(DIM, x, ids, n, true, msg, sizeof msg);
+    cr_assert(f, "%s", msg);
+    cr_assert(idx_faiss_approx(f));
+    float *q = random_unit(20, 12);
+    for (int t = 0; t < 20; t++) {
+        float sims[10];
+        int64_t labels[10];
+        cr_assert_eq(idx_faiss_search(f, q + t * DIM, 10, sims, labels, msg, sizeof msg), 0,
+                     "%s", msg);
+        for (int k = 0; k < 10; k++) {
+            cr_assert(labels[k] >= 5 && (labels[k] - 5) % 7 == 0 && (labels[k] - 5) / 7 < n,
+                      "query %d rank %d: label %ld is no stored id", t, k, (long)labels[k]);
+            const float *v = x + (labels[k] - 5) / 7 * DIM;
+            float dot = 0;
+            for (int d = 0; d < DIM; d++)
+                dot += v[d] * q[t * DIM + d];
+            cr_assert_float_eq(sims[k], dot, 1e-5, "query %d rank %d", t, k);
+            if (k > 0)
+                cr_assert_geq(sims[k - 1], sims[k], "query %d: rank %d above %d", t, k, k - 1);
+            for (int j = 0; j < k; j++)
+                cr_assert_neq(labels[j], labels[k], "query %d: label twice", t);
+        }
+    }
+    idx_faiss_free(f);
+    free(q), free(ids), free(x);
+}
