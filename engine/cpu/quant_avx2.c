@@ -178,7 +178,7 @@ AVX2_INLINE void store_lanes(__m128 v, float *p, int64_t stride, int n)
  * (exact), one cvt and one fma with the broadcast d_w*d_a fold them in. 128-bit halves rather
  * than 256-bit vectors: the same work on Zen 1's 128-bit units, and one broadcast of d serves
  * both halves. */
-enum { K_Q4_0, K_Q4_1, K_Q8_0, K_Q5_0, K_Q5_1 };
+enum { K_Q4_0, K_Q4_1, K_Q8_0, K_Q5_0, K_Q5_1, K_Q4_K /* the packed-group tiles only */ };
 
 /* Kinds whose blocks carry a min (d | m | ...) and whose activations are Q8_1. */
 #define HAS_MIN(k) ((k) == K_Q4_1 || (k) == K_Q5_1)
@@ -499,6 +499,8 @@ typedef struct tok_pack {
 /* Bytes of one packed group of nb blocks. */
 static inline size_t tok_pack_bytes(int kind, int64_t nb)
 {
+    if (kind == K_Q4_K) /* per super-block: 64 groups x 8 tokens x 4 bytes | 8 d_a | 4 x 8 sum pairs */
+        return (size_t)nb * (2048 + 32 + 128);
     return (size_t)nb * (64 + 256 + (kind == K_Q5_0 ? 256 : 0));
 }
 
@@ -507,6 +509,13 @@ static inline tok_pack tok_pack_at(int kind, uint8_t *buf, int64_t nb)
 {
     tok_pack tp;
     tp.qs = buf;
+    if (kind == K_Q4_K) {
+        tp.no = NULL;
+        tp.da = (float *)(buf + 2048 * (size_t)nb);
+        tp.sa = NULL;
+        tp.ot = (int32_t *)(buf + 2080 * (size_t)nb);
+        return tp;
+    }
     tp.no = kind == K_Q5_0 ? buf + 256 * (size_t)nb : NULL;
     uint8_t *sc = buf + (kind == K_Q5_0 ? 512 : 256) * (size_t)nb;
     tp.da = (float *)sc;
@@ -971,6 +980,86 @@ AVX2_INLINE __m256 q4k_rows8(const uint8_t *const wr[Q4K_ROWS], int64_t nb, cons
     return _mm256_sub_ps(acc, accm);
 }
 
+/* ---- Q4_K prompt tiles: one row × 8 tokens, lanes are tokens ------------------------------ */
+
+/* The packed group of a Q8_K activation (tok_pack_at for K_Q4_K), per super-block b:
+ *   qs[2048b + 32g + 4t ..] = token t's quants 4g..4g+3 (the 64 four-byte groups interleaved by
+ *   token, so one vector holds a group for all eight tokens); da[8b + t] = d_a;
+ *   ot[32b + 8c + t] = token t's sub-block sums S[2c] | S[2c+1] << 16 (int16 pairs from bsums). */
+AVX2_INLINE void q4k_pack_rows(const uint8_t *const a[TOK8], int NT, int64_t nb, const tok_pack *tp)
+{
+    if (NT < TOK8)
+        memset(tp->qs, 0, tok_pack_bytes(K_Q4_K, nb));
+    for (int t = 0; t < NT; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q8_K *ya = (const block_q8_K *)a[t] + b;
+            uint8_t *q = tp->qs + 2048 * (size_t)b + 4 * (size_t)t;
+            for (int g = 0; g < 64; g++)
+                memcpy(q + 32 * g, ya->qs + 4 * g, 4);
+            tp->da[8 * b + t] = ya->d;
+            for (int c = 0; c < 4; c++) {
+                const int16_t s0 = (int16_t)(ya->bsums[4 * c] + ya->bsums[4 * c + 1]);
+                const int16_t s1 = (int16_t)(ya->bsums[4 * c + 2] + ya->bsums[4 * c + 3]);
+                tp->ot[32 * b + 8 * c + t] = (int32_t)(uint16_t)s0 | (int32_t)((uint32_t)(uint16_t)s1 << 16);
+            }
+        }
+    }
+}
+
+/* One Q4_K row × NT tokens of a packed group in quant_impl.h's Q4_K order, the eight tokens'
+ * chains in the lanes of one __m256: per sub-block the exact sums P of all eight tokens come out
+ * of eight u8×s8 dot products of a broadcast four-byte weight group with the interleaved
+ * activation groups (no horizontal reductions); S1_c = sc[2c]*P[2c] + sc[2c+1]*P[2c+1] and the
+ * min sums (one madd of the packed int16 sub-block sums) follow, then acc = fma(S1_c, d_w*d_a,
+ * acc), accm = fma(S2_c, dmin_w*d_a, accm) for c = 0..3. */
+AVX2_INLINE void q4k_tokn(const int vnni, const int NT, const uint8_t *w, int64_t nb, const tok_pack *tp, float *y,
+                          int64_t ldy)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *x = w + sizeof(block_q4_K) * (size_t)b;
+        const uint8_t *aq = tp->qs + 2048 * (size_t)b;
+        const __m128 dmw = _mm_cvtph_ps(load_u32(x)); /* d_w, dmin_w */
+        const __m256 da = _mm256_load_ps(tp->da + 8 * b);
+        const __m256 dd = _mm256_mul_ps(_mm256_broadcastss_ps(dmw), da);
+        const __m256 dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dmw)), da);
+        _Alignas(16) uint8_t scm[16]; /* 8 scales | 8 mins */
+        _mm_store_si128((__m128i *)scm, k_scales_mins(x + 4));
+        const uint8_t *qs = x + 4 + K_SCALE_SIZE;
+#pragma GCC unroll 1
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = load256(qs + 32 * c);
+            /* the unpacked sub-blocks go through memory: a four-byte broadcast from memory is a
+             * load-port uop, from a register a shuffle */
+            _Alignas(32) uint8_t u[64];
+            _mm256_store_si256((__m256i *)u, _mm256_and_si256(q, m4));
+            _mm256_store_si256((__m256i *)(u + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            __asm__("" : "+m"(u));
+            __m256i P0 = _mm256_setzero_si256(), P1 = _mm256_setzero_si256();
+            const uint8_t *ag = aq + 32 * 16 * (size_t)c;
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                int32_t w0, w1;
+                memcpy(&w0, u + 4 * g, 4);
+                memcpy(&w1, u + 32 + 4 * g, 4);
+                P0 = dot_u8s8(vnni, P0, _mm256_set1_epi32(w0), load256(ag + 32 * g));
+                P1 = dot_u8s8(vnni, P1, _mm256_set1_epi32(w1), load256(ag + 32 * (8 + g)));
+            }
+            const __m256i S1 = _mm256_add_epi32(_mm256_mullo_epi32(P0, _mm256_set1_epi32(scm[2 * c])),
+                                                _mm256_mullo_epi32(P1, _mm256_set1_epi32(scm[2 * c + 1])));
+            const __m256i S2 = _mm256_madd_epi16(load256(tp->ot + 32 * b + 8 * c),
+                                                 _mm256_set1_epi32(scm[8 + 2 * c] | scm[8 + 2 * c + 1] << 16));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S1), dd, acc);
+            accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S2), dm, accm);
+        }
+    }
+    _Alignas(32) float res[TOK8];
+    _mm256_store_ps(res, _mm256_sub_ps(acc, accm));
+    for (int t = 0; t < NT; t++)
+        y[t * ldy] = res[t];
+}
+
 /* ---- row drivers for the quantised types -------------------------------------------------- */
 
 /* Rows [ra, rb) of W against four activation rows (repeats allowed), results for the first T
@@ -1133,6 +1222,23 @@ DEFINE_TOKN(tokn_q4_1, K_Q4_1)
 DEFINE_TOKN(tokn_q8_0, K_Q8_0)
 DEFINE_TOKN(tokn_q5_0, K_Q5_0)
 DEFINE_TOKN(tokn_q5_1, K_Q5_1)
+#define DEFINE_TOKN_Q4K(name, vnni)                                                               \
+    AVX2 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,        \
+                          const tok_pack *tp, int NT, float *y, int64_t ldy)                        \
+    {                                                                                               \
+        for (int64_t r = ra; r < rb; r++)                                                           \
+            q4k_tokn(vnni, NT, W + (size_t)r * wrow, nb, tp, y + r, ldy);                           \
+    }
+AVX2 static void tokn_q4_K_pack(const uint8_t *const a[TOK8], int NT, size_t tail_off, int64_t nb, const tok_pack *tp)
+{
+    (void)tail_off;
+    q4k_pack_rows(a, NT, nb, tp);
+}
+DEFINE_TOKN_Q4K(tokn_q4_K_rows, 0)
+DEFINE_TOKN_Q4K(tokn_q4_K_rows_vnni, 1)
+static const tokn_kind tokn_q4_K = {K_Q4_K, tokn_q4_K_pack, tokn_q4_K_rows};
+static const tokn_kind tokn_q4_K_vnni = {K_Q4_K, tokn_q4_K_pack, tokn_q4_K_rows_vnni};
+
 DEFINE_TOKN512(tokn_q4_1, K_Q4_1)
 DEFINE_TOKN512(tokn_q5_0, K_Q5_0)
 DEFINE_TOKN512(tokn_q5_1, K_Q5_1)
@@ -1456,7 +1562,9 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     case GGUF_DTYPE_Q5_1:
         tok4 = tok4_q5_1, tokn = avx512 ? &tokn_q5_1_512 : vnni ? &tokn_q5_1_vnni : &tokn_q5_1, row = row_q5_1, nb = n / QK5_1, tail_off = quant_q8_1_tail_off(nb);
         break;
-    case GGUF_DTYPE_Q4_K: tok4 = tok4_q4_K, row = row_q4_K, nb = n / QK_K; break;
+    case GGUF_DTYPE_Q4_K:
+        tok4 = tok4_q4_K, tokn = vnni ? &tokn_q4_K_vnni : &tokn_q4_K, row = row_q4_K, nb = n / QK_K;
+        break;
     case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;
     }
     const size_t wrow = quant_weight_row_bytes(wtype, n);
