@@ -201,8 +201,11 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     pthread_condattr_destroy(&ca);
 
     const rpc_grpc_config *c = &s->cfg;
-    grpc_arg args[12];
+    grpc_arg args[13];
     size_t na = 0;
+    /* gRPC sets SO_REUSEPORT by default: a second server on the same port would start and the
+     * kernel would split connections between the two. One port, one server. */
+    args[na++] = int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0);
     args[na++] = int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, c->max_message_bytes);
     /* Rapid reset and stream floods: a connection has at most this many streams open. */
     args[na++] = int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, c->max_streams_per_connection);

@@ -144,7 +144,10 @@ eng_status rpc_grpc_starting_start(const char *bind, int port, rpc_grpc_starting
     rpc_grpc_starting *s = calloc(1, sizeof *s);
     if (!s) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     grpc_init();
-    s->server = grpc_server_create(NULL, NULL);
+    grpc_arg no_reuseport = {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT,
+                             .value.integer = 0}; /* as the real server: one port, one server */
+    grpc_channel_args chargs = {1, &no_reuseport};
+    s->server = grpc_server_create(&chargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     char addr[300];

@@ -2,7 +2,8 @@
  * real engine, so each test sets its own limits): draining (Health says DRAINING, new calls get
  * UNAVAILABLE, drain_wait times out, drain_abort ends it, stop returns), no client starving the
  * others (request-message timeout, streams per connection, per-token caps, generation timeout,
- * byte caps before tokenizing), Health without a token, and TLS with a real grpcio client. */
+ * byte caps before tokenizing), Health without a token, one server per port (no SO_REUSEPORT
+ * sharing), and TLS with a real grpcio client. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -133,6 +134,33 @@ static void *big_main(void *arg)
     rpc_client_call(b->cl, M_COMPLETE, b->req, b->len, 120000, NULL, NULL, &b->res);
     b->ms = eng_clock_ms() - t0;
     return NULL;
+}
+
+/* ---- one port, one server ----------------------------------------------------------------- */
+
+Test(grpc_limits, a_second_server_on_a_port_in_use_is_refused_not_shared)
+{
+    fixture f;
+    fx_start(&f, (rpc_grpc_config){0});
+    int port = atoi(strchr(f.target, ':') + 1);
+    rpc_grpc_server *second = NULL;
+    int got = 0;
+    eng_err err = {{0}};
+    /* gRPC's default SO_REUSEPORT would let it start, and the kernel split clients between the
+     * two servers. */
+    cr_assert_eq(rpc_grpc_server_start(&(rpc_grpc_config){.port = port}, f.e, f.auth, &second,
+                                       &got, &err), ENG_ERR_IO, "a second server started");
+    cr_assert(strstr(err.msg, "cannot listen"), "%s", err.msg);
+    rpc_grpc_starting *starting = NULL;
+    cr_assert_eq(rpc_grpc_starting_start("127.0.0.1", port, &starting, &got, &err), ENG_ERR_IO,
+                 "the start-up placeholder took a port in use");
+    cr_assert(strstr(err.msg, "cannot listen"), "%s", err.msg);
+    rpc_client *cl = rpc_client_create(f.target, TOKEN);
+    Serval__V1__HealthResponse *h = gt_health(cl);
+    cr_assert_str_eq(h->status, "SERVING", "the first server still serves");
+    serval__v1__health_response__free_unpacked(h, NULL);
+    rpc_client_free(cl);
+    fx_stop(&f);
 }
 
 /* ---- draining ----------------------------------------------------------------------------- */
