@@ -67,6 +67,9 @@ eng_status eng_embedder_create(const char *gguf_path, const eng_embedder_config 
 /* The vector length (n_embd: 384 for all-MiniLM-L6-v2). */
 int32_t eng_embedder_dim(const eng_embedder *e);
 
+/* Texts queued and not yet taken into a batch (for metrics and tests). */
+int32_t eng_embedder_waiting(eng_embedder *e);
+
 /* The most tokens one text is embedded with, [CLS] and [SEP] included (the model's position
  * count: 512 for all-MiniLM-L6-v2); longer texts are truncated to it. */
 int32_t eng_embedder_max_tokens(const eng_embedder *e);
@@ -79,7 +82,8 @@ const char *eng_embedder_model_name(const eng_embedder *e);
  * n_tokens_out (may be NULL; n entries) receives the tokens each text was embedded with
  * ([CLS] and [SEP] included); truncated_out (may be NULL; n entries) is set true for each
  * text that was cut to eng_embedder_max_tokens(). Blocks until done; the texts of concurrent
- * callers run in shared batches. Errors (out is then undefined): ENG_ERR_INVALID (n < 1, NULL
+ * callers run in shared batches; a call of at most 8 texts goes ahead of queued larger calls
+ * (a completion's query does not wait for a background indexing run's backlog). Errors (out is then undefined): ENG_ERR_INVALID (n < 1, NULL
  * text with a length, invalid UTF-8 names the text index; more than max_waiting texts in one
  * call, which could never be queued), ENG_ERR_OVERLOAD (the queue is
  * full: try later), ENG_ERR_CANCELLED (the embedder is shutting down), ENG_ERR_NOMEM, a

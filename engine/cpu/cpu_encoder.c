@@ -230,7 +230,7 @@ static void run_fn(void *arg, int ith, int nth)
         eng_pool_barrier(e->pool);
     }
     for (int il = 0; il < m->n_layer; il++) {
-        const emb_layer *L = &m->layers[il];
+        const eng_layer *L = &m->layers[il];
         linear(&L->wq, &L->bq, e->x, T, e->q, ith, nth);
         linear(&L->wk, &L->bk, e->x, T, e->k, ith, nth);
         linear(&L->wv, &L->bv, e->x, T, e->v, ith, nth);
@@ -240,7 +240,7 @@ static void run_fn(void *arg, int ith, int nth)
         linear(&L->wo, &L->bo, e->att, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
         /* h = LN(wo·att + x); q is free scratch for the sum now. */
-        add_norm(e->h, e->tmp, e->x, &L->attn_ln_w, &L->attn_ln_b, e->q, T, d, m->eps, ith,
+        add_norm(e->h, e->tmp, e->x, &L->attn_norm, &L->attn_norm_b, e->q, T, d, m->eps, ith,
                  nth);
         eng_pool_barrier(e->pool);
         linear(&L->w_up, &L->b_up, e->h, T, e->ff, ith, nth);
@@ -249,7 +249,7 @@ static void run_fn(void *arg, int ith, int nth)
         eng_pool_barrier(e->pool);
         linear(&L->w_down, &L->b_down, e->ff, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
-        add_norm(e->x, e->tmp, e->h, &L->out_ln_w, &L->out_ln_b, e->q, T, d, m->eps, ith,
+        add_norm(e->x, e->tmp, e->h, &L->ffn_norm, &L->ffn_norm_b, e->q, T, d, m->eps, ith,
                  nth);
         eng_pool_barrier(e->pool);
     }

@@ -1,7 +1,8 @@
 /* embed.c — the embedder behind serval_embed.h: callers tokenize on their own thread and queue
  * their texts; one worker thread, separate from the decoder's step loop, takes up to max_batch
- * queued texts at a time (from any callers, oldest first), runs them through the encoder as
- * one packed batch and wakes each caller when all of its texts are done. */
+ * queued texts at a time (from any callers, oldest first, small calls ahead of bulk ones),
+ * runs them through the encoder as one packed batch and wakes each caller when all of its texts
+ * are done. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -49,6 +50,14 @@ eng_embedder_config eng_embedder_config_defaults(void)
 }
 
 int32_t eng_embedder_dim(const eng_embedder *e) { return e->m->n_embd; }
+
+int32_t eng_embedder_waiting(eng_embedder *e)
+{
+    pthread_mutex_lock(&e->mu);
+    int32_t n = e->waiting;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
 int32_t eng_embedder_max_tokens(const eng_embedder *e) { return e->m->n_ctx; }
 const char *eng_embedder_model_name(const eng_embedder *e) { return e->m->name; }
 
@@ -238,10 +247,20 @@ eng_status eng_embedder_tokenize(const eng_embedder *e, const char *text, size_t
     return ENG_OK;
 }
 
+/* A call of at most EMB_SMALL_CALL texts (a search query, a completion's retrieval, an API
+ * request for a few texts) is served before queued bulk calls (an indexing run's slices of
+ * hundreds), so a completion's query waits for the batch in progress, not for the repository
+ * being indexed in the background; small calls keep their order among themselves, and may use
+ * EMB_SMALL_RESERVE places beyond max_waiting, so a queue that indexing filled does not refuse
+ * them. */
+#define EMB_SMALL_CALL 8
+#define EMB_SMALL_RESERVE 64
+
 /* Queues a job whose token arrays are ready and waits for it. Takes ownership of j's arrays. */
 static eng_status run_job(eng_embedder *e, emb_job *j, eng_err *err)
 {
     eng_status st = ENG_OK;
+    bool small = j->n <= EMB_SMALL_CALL;
     pthread_cond_init(&j->cv, NULL);
     if (j->n > e->max_waiting) {
         pthread_cond_destroy(&j->cv);
@@ -251,17 +270,29 @@ static eng_status run_job(eng_embedder *e, emb_job *j, eng_err *err)
     pthread_mutex_lock(&e->mu);
     if (e->stop) {
         st = eng_fail(err, ENG_ERR_CANCELLED, "embedder: shutting down");
-    } else if (e->waiting + j->n > e->max_waiting) {
+    } else if (e->waiting + j->n > e->max_waiting + (small ? EMB_SMALL_RESERVE : 0)) {
         st = eng_fail(err, ENG_ERR_OVERLOAD,
                       "embedder: %d texts already queued (at most %d): try again later",
                       e->waiting, e->max_waiting);
     } else {
         e->waiting += j->n;
-        if (e->tail)
-            e->tail->link = j;
-        else
-            e->head = j;
-        e->tail = j;
+        /* A small call goes after the small calls already queued, before the first bulk one. */
+        emb_job **at = &e->head, *prev = NULL;
+        while (small && *at && (*at)->n <= EMB_SMALL_CALL)
+            prev = *at, at = &(*at)->link;
+        if (!small || !*at) {
+            if (e->tail)
+                e->tail->link = j;
+            else
+                e->head = j;
+            e->tail = j;
+        } else {
+            j->link = *at;
+            if (prev)
+                prev->link = j;
+            else
+                e->head = j;
+        }
         pthread_cond_signal(&e->wake);
         while (j->done < j->n)
             pthread_cond_wait(&j->cv, &e->mu);

@@ -42,16 +42,9 @@ typedef enum emb_pooling {
     EMB_POOL_CLS = 2   /* LLAMA_POOLING_TYPE_CLS: the first token's state */
 } emb_pooling;
 
-typedef struct emb_layer {
-    eng_weight wq, bq, wk, bk, wv, bv; /* [n_embd, n_embd], [n_embd] */
-    eng_weight wo, bo;                 /* attention output [n_embd, n_embd], [n_embd] */
-    eng_weight attn_ln_w, attn_ln_b;   /* attn_output_norm: after the attention residual */
-    eng_weight w_up, b_up;             /* [n_ff, n_embd], [n_ff] */
-    eng_weight w_down, b_down;         /* [n_embd, n_ff], [n_embd] */
-    eng_weight out_ln_w, out_ln_b;     /* layer_output_norm: after the FFN residual */
-} emb_layer;
 
 typedef struct emb_model {
+    const eng_arch_desc *desc; /* bert's descriptor (engine/model/arch.c: its layer tensors) */
     gguf_file *gguf; /* owned; weights point into it */
     tok_wpm *vocab;  /* owned */
     char name[128];
@@ -62,7 +55,10 @@ typedef struct emb_model {
     eng_weight pos_embd;  /* [n_ctx, n_embd] */
     eng_weight type_embd; /* [n_types, n_embd]; row 0 is added to every token */
     eng_weight embd_ln_w, embd_ln_b; /* token_embd_norm */
-    emb_layer *layers;    /* [n_layer], owned */
+    /* [n_layer], owned; bound from desc's table: wq/bq, wk/bk, wv/bv, wo/bo, attn_norm(_b)
+     * (attn_output_norm, after the attention residual), w_up/b_up, w_down/b_down, ffn_norm(_b)
+     * (layer_output_norm, after the FFN residual); the rest stays NULL */
+    eng_layer *layers;
 } emb_model;
 
 /* Loads a `bert` GGUF: hyper-parameters, every tensor checked for name, shape and type (F32,

@@ -1,6 +1,6 @@
-/* embed_model.c — loads a `bert` GGUF (llama.cpp's names: token_embd, position_embd,
- * token_types, token_embd_norm, blk.N.attn_{q,k,v,output}, attn_output_norm, ffn_{up,down},
- * layer_output_norm; bert.* hyper-parameters and pooling_type) for the embedder. */
+/* embed_model.c — loads a `bert` GGUF for the embedder: the model-level tensors (llama.cpp's
+ * names: token_embd, position_embd, token_types, token_embd_norm), each layer's as bert's
+ * descriptor in engine/model/arch.c lists them, bert.* hyper-parameters and pooling_type. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,30 +59,30 @@ static eng_status get_i32(const gguf_file *f, const char *key, int32_t lo, int32
     return ENG_OK;
 }
 
-static eng_status bind_layer(const emb_model *m, int il, emb_layer *L, eng_err *err)
+/* Binds layer il's tensors as bert's descriptor lists them (arch.c owns names and shapes). */
+static eng_status bind_layer(const emb_model *m, int il, eng_layer *L, eng_err *err)
 {
-    const int64_t d = m->n_embd, ff = m->n_ff;
-    struct {
-        const char *name;
-        int64_t ne0, ne1;
-        eng_weight *w;
-    } t[] = {
-        {"attn_q.weight", d, d, &L->wq},          {"attn_q.bias", d, 1, &L->bq},
-        {"attn_k.weight", d, d, &L->wk},          {"attn_k.bias", d, 1, &L->bk},
-        {"attn_v.weight", d, d, &L->wv},          {"attn_v.bias", d, 1, &L->bv},
-        {"attn_output.weight", d, d, &L->wo},     {"attn_output.bias", d, 1, &L->bo},
-        {"attn_output_norm.weight", d, 1, &L->attn_ln_w},
-        {"attn_output_norm.bias", d, 1, &L->attn_ln_b},
-        {"ffn_up.weight", d, ff, &L->w_up},       {"ffn_up.bias", ff, 1, &L->b_up},
-        {"ffn_down.weight", ff, d, &L->w_down},   {"ffn_down.bias", d, 1, &L->b_down},
-        {"layer_output_norm.weight", d, 1, &L->out_ln_w},
-        {"layer_output_norm.bias", d, 1, &L->out_ln_b},
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    for (size_t i = 0; i < m->desc->n_layer_tensors; i++) {
+        const eng_arch_tensor *t = &m->desc->layer_tensors[i];
+        int64_t dims[2];
+        const eng_arch_dim want[2] = {t->ne0, t->ne1};
+        for (int k = 0; k < 2; k++) {
+            switch (want[k]) {
+            case ENG_ARCH_DIM_ONE: dims[k] = 1; break;
+            case ENG_ARCH_DIM_EMBD:
+            case ENG_ARCH_DIM_Q:
+            case ENG_ARCH_DIM_KV: dims[k] = m->n_embd; break; /* n_head_kv = n_head */
+            case ENG_ARCH_DIM_FF: dims[k] = m->n_ff; break;
+            default:
+                return eng_fail(err, ENG_ERR_UNSUPPORTED, "bert: tensor '%s' has a dimension "
+                                "the encoder does not know", t->name);
+            }
+        }
         char name[96];
-        snprintf(name, sizeof name, "blk.%d.%s", il, t[i].name);
-        eng_status st = bind(m->gguf, name, t[i].ne0, t[i].ne1, t[i].w, err);
-        if (st != ENG_OK)
+        snprintf(name, sizeof name, "blk.%d.%s", il, t->name);
+        eng_weight *w = (eng_weight *)((char *)L + t->field);
+        eng_status st = bind(m->gguf, name, dims[0], dims[1], w, err);
+        if (st != ENG_OK && !(t->optional && !gguf_tensor_find(m->gguf, name)))
             return st;
     }
     return ENG_OK;
@@ -94,6 +94,7 @@ eng_status emb_model_load(const char *path, emb_model **out, eng_err *err)
     emb_model *m = calloc(1, sizeof *m);
     if (!m)
         return eng_fail(err, ENG_ERR_NOMEM, "bert: out of memory");
+    m->desc = eng_arch_find_encoder("bert");
     eng_status st = gguf_open(path, &m->gguf, err);
     if (st != ENG_OK)
         goto fail;

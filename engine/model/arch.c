@@ -79,6 +79,46 @@ static const eng_arch_tensor starcoder2_layer[] = {
     LAYER_V("ffn_down.bias", ENG_ARCH_DIM_EMBD, b_down),
 };
 
+/* BERT (llama.cpp's LLM_ARCH_BERT): post-norm encoder, separate Q/K/V with biases, biases on
+ * every product, a LayerNorm (with bias) after each residual add, exact GELU FFN without a
+ * gate; learned positions and token types are model-level tensors (engine/embed/). */
+static const eng_arch_tensor bert_layer[] = {
+    LAYER_W("attn_q.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_Q, wq),
+    LAYER_V("attn_q.bias", ENG_ARCH_DIM_Q, bq),
+    LAYER_W("attn_k.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wk),
+    LAYER_V("attn_k.bias", ENG_ARCH_DIM_KV, bk),
+    LAYER_W("attn_v.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_KV, wv),
+    LAYER_V("attn_v.bias", ENG_ARCH_DIM_KV, bv),
+    LAYER_W("attn_output.weight", ENG_ARCH_DIM_Q, ENG_ARCH_DIM_EMBD, wo),
+    LAYER_V("attn_output.bias", ENG_ARCH_DIM_EMBD, bo),
+    LAYER_V("attn_output_norm.weight", ENG_ARCH_DIM_EMBD, attn_norm),
+    LAYER_V("attn_output_norm.bias", ENG_ARCH_DIM_EMBD, attn_norm_b),
+    LAYER_W("ffn_up.weight", ENG_ARCH_DIM_EMBD, ENG_ARCH_DIM_FF, w_up),
+    LAYER_V("ffn_up.bias", ENG_ARCH_DIM_FF, b_up),
+    LAYER_W("ffn_down.weight", ENG_ARCH_DIM_FF, ENG_ARCH_DIM_EMBD, w_down),
+    LAYER_V("ffn_down.bias", ENG_ARCH_DIM_EMBD, b_down),
+    LAYER_V("layer_output_norm.weight", ENG_ARCH_DIM_EMBD, ffn_norm),
+    LAYER_V("layer_output_norm.bias", ENG_ARCH_DIM_EMBD, ffn_norm_b),
+};
+
+/* Encoders: not completion models, so eng_arch_find (the decoder loader's) never returns them. */
+static const eng_arch_desc encoders[] = {
+    {
+        .arch = ENG_ARCH_BERT,
+        .gguf_name = "bert",
+        .families = "BERT, all-MiniLM-L6-v2 (sentence-transformers)",
+        .norm = ENG_ARCH_NORM_LAYER,
+        .pos = ENG_ARCH_POS_LEARNED,
+        .ffn = ENG_ARCH_FFN_GELU_ERF,
+        .attn_bias = true,
+        .out_bias = true,
+        .post_norm = true,
+        .encoder = true,
+        .layer_tensors = bert_layer,
+        .n_layer_tensors = sizeof bert_layer / sizeof bert_layer[0],
+    },
+};
+
 static const eng_arch_desc archs[] = {
     {
         .arch = ENG_ARCH_LLAMA,
@@ -137,6 +177,14 @@ const eng_arch_desc *eng_arch_find(const char *gguf_name)
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
         if (!strcmp(archs[i].gguf_name, gguf_name))
             return &archs[i];
+    return NULL;
+}
+
+const eng_arch_desc *eng_arch_find_encoder(const char *gguf_name)
+{
+    for (size_t i = 0; i < sizeof encoders / sizeof encoders[0]; i++)
+        if (!strcmp(encoders[i].gguf_name, gguf_name))
+            return &encoders[i];
     return NULL;
 }
 

@@ -14,7 +14,8 @@ typedef enum eng_arch {
     ENG_ARCH_LLAMA = 0, /* Llama, SmolLM2, CodeLlama, DeepSeek-Coder */
     ENG_ARCH_QWEN2,     /* Qwen2, Qwen2.5, Qwen2.5-Coder */
     ENG_ARCH_STARCODER, /* StarCoder, StarCoderBase, SantaCoder-like (HF gpt_bigcode) */
-    ENG_ARCH_STARCODER2 /* StarCoder2 */
+    ENG_ARCH_STARCODER2, /* StarCoder2 */
+    ENG_ARCH_BERT        /* BERT encoders (all-MiniLM-L6-v2): embeddings only, engine/embed/ */
 } eng_arch;
 
 typedef enum eng_arch_norm {
@@ -30,7 +31,8 @@ typedef enum eng_arch_pos {
 
 typedef enum eng_arch_ffn {
     ENG_ARCH_FFN_SWIGLU = 0, /* down(silu(gate(x)) * up(x)) */
-    ENG_ARCH_FFN_GELU        /* down(gelu(up(x))), ggml_gelu: the tanh approximation */
+    ENG_ARCH_FFN_GELU,       /* down(gelu(up(x))), ggml_gelu: the tanh approximation */
+    ENG_ARCH_FFN_GELU_ERF    /* down(gelu(up(x))), the exact erf GELU (HF's "gelu": BERT) */
 } eng_arch_ffn;
 
 /* A dimension of a weight, resolved from the hyper-parameters at load. */
@@ -68,14 +70,23 @@ typedef struct eng_arch_desc {
     bool fused_qkv;              /* one attn_qkv weight (and bias): the loader splits it into
                                     wq/wk/wv (bq/bk/bv) row views, so backends never see it */
     bool tied_head_allowed;      /* output.weight may be absent: the head is token_embd */
+    bool post_norm;              /* LayerNorm after each residual add (BERT): attn_norm after
+                                    the attention's, ffn_norm after the FFN's; else before */
+    bool encoder;                /* bidirectional attention and no LM head: loaded by the
+                                    embedder (engine/embed/), found by eng_arch_find_encoder */
     const eng_arch_tensor *layer_tensors;
     size_t n_layer_tensors;
 } eng_arch_desc;
 
-/* The descriptor for a GGUF architecture name, or NULL when Serval has none. */
+/* The descriptor for a GGUF architecture name of a decoder (a completion model), or NULL when
+ * Serval has none. */
 const eng_arch_desc *eng_arch_find(const char *gguf_name);
 
-/* Writes "llama, ..." — every architecture with a descriptor — into buf (cap bytes, NUL
+/* The descriptor for a GGUF architecture name of an encoder (an embedding model: "bert"), or
+ * NULL when Serval has none. */
+const eng_arch_desc *eng_arch_find_encoder(const char *gguf_name);
+
+/* Writes "llama, ..." — every decoder architecture with a descriptor — into buf (cap bytes, NUL
  * terminated, truncated when it does not fit), for error messages. */
 void eng_arch_supported_names(char *buf, size_t cap);
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arch.h"
 #include "serval_embed.h"
 #include "testutil.h"
 #include "tu_json.h"
@@ -336,4 +337,71 @@ Test(embed, convert_names_what_is_wrong_and_writes_nothing)
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_expect_eq(system(cmd), 0);
+}
+
+typedef struct bulk_arg {
+    eng_embedder *e;
+    eng_status st;
+} bulk_arg;
+
+enum { BULK_TEXTS = 64 };
+
+static void *bulk_main(void *arg)
+{
+    bulk_arg *b = arg;
+    const char *texts[BULK_TEXTS];
+    size_t lens[BULK_TEXTS];
+    for (int i = 0; i < BULK_TEXTS; i++)
+        texts[i] = "def read_config(path, defaults=None):\n    \"\"\"Reads the file at path and "
+                   "returns its settings merged over defaults.\"\"\"\n    settings = dict(defaults "
+                   "or {})\n    with open(path, encoding='utf-8') as f:\n        for line in f:\n"
+                   "            key, _, value = line.partition('=')\n            settings[key."
+                   "strip()] = value.strip()\n    return settings\n",
+        lens[i] = strlen(texts[i]);
+    static float out[BULK_TEXTS * 384];
+    eng_err err;
+    b->st = eng_embed(b->e, texts, lens, BULK_TEXTS, out, NULL, NULL, &err);
+    return NULL;
+}
+
+/* A completion's query (one text) must not wait for an indexing run's backlog: queued behind a
+ * bulk call, it is served next, while most of the bulk texts are still waiting. */
+Test(embed, a_small_call_goes_ahead_of_a_queued_bulk_call)
+{
+    eng_embedder *e = open_embedder(1); /* one text per batch: the queue drains slowly */
+    bulk_arg b = {.e = e};
+    pthread_t th;
+    pthread_create(&th, NULL, bulk_main, &b);
+    for (int i = 0; i < 30000 && eng_embedder_waiting(e) < BULK_TEXTS - 16; i++)
+        usleep(1000);
+    int32_t before = eng_embedder_waiting(e);
+    cr_assert_geq(before, BULK_TEXTS - 16, "the bulk call never queued (%d waiting)", before);
+    const char *q = "read the configuration file";
+    size_t ql = strlen(q);
+    float v[384];
+    eng_err err;
+    cr_assert_eq(eng_embed(e, &q, &ql, 1, v, NULL, NULL, &err), ENG_OK, "%s", err.msg);
+    int32_t after = eng_embedder_waiting(e);
+    pthread_join(th, NULL);
+    cr_assert_eq(b.st, ENG_OK);
+    /* FIFO would have run every bulk text first (0 left); ahead of them, at most the batches
+     * already running and the few taken while this call was queued are gone. */
+    cr_assert_gt(after, 0, "the query waited for all %d bulk texts", before);
+    eng_embedder_free(e);
+}
+
+/* bert's tensor table lives with the other families' (engine/model/arch.c), but as an encoder:
+ * the completion-model loader's lookup must not offer it. */
+Test(embed, bert_is_described_in_arch_c_as_an_encoder_only)
+{
+    const eng_arch_desc *d = eng_arch_find_encoder("bert");
+    cr_assert_not_null(d);
+    cr_assert(d->encoder && d->post_norm);
+    cr_assert_eq(d->ffn, ENG_ARCH_FFN_GELU_ERF);
+    cr_assert_eq(d->n_layer_tensors, 16, "Q, K, V, output, 2 norms, up, down with biases");
+    cr_assert_null(eng_arch_find("bert"), "a decoder lookup found bert");
+    cr_assert_null(eng_arch_find_encoder("llama"));
+    char names[256];
+    eng_arch_supported_names(names, sizeof names);
+    cr_assert_null(strstr(names, "bert"), "bert offered as a completion model: %s", names);
 }
