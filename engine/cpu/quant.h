@@ -21,7 +21,10 @@
  * Weight rows must be 2-byte aligned (4 for F32), activation rows 4-byte aligned (malloc'd
  * buffers are). quant_matmul and quant_vec_dot run AVX2+FMA+F16C kernels when the CPU has
  * them (checked at run time; the library itself builds for baseline x86-64) and the scalar
- * reference (quant_ref_*) otherwise; on quantised weights both give the same bits. */
+ * reference (quant_ref_*) otherwise; on quantised weights both give the same bits. Within the
+ * AVX2 kernels, the prompt tiles (two tokens or more) also use AVX-VNNI and AVX-512 VNNI where
+ * the CPU has them, with the same bits; SERVAL_QUANT_NO_VNNI=1 and SERVAL_QUANT_NO_AVX512=1 in
+ * the environment turn those off (tests, benchmarks). */
 #ifndef SERVAL_QUANT_H
 #define SERVAL_QUANT_H
 
