@@ -277,6 +277,16 @@ size_t http_retrieve_snippets(http_server *s, prompt_completion_input *in, promp
  * token. */
 enum MHD_Result http_route_status_page(http_req *r, json_t *body);
 enum MHD_Result http_route_status_json(http_req *r, json_t *body);
+/* The GPUs NVML reports (http_gpus.c; libnvidia-ml.so.1 opened at run time): up to cap into
+ * out, the count returned (0: no library or no GPU); the driver's version into driver ("" when
+ * unknown). Thread-safe. Unknown numbers are -1. */
+typedef struct http_gpu {
+    int index;
+    char name[96];
+    int64_t mem_total, mem_used; /* bytes */
+    int util_pct;                /* busy time over NVML's last sample period */
+} http_gpu;
+int http_gpus_get(http_gpu *out, int cap, char *driver, size_t driver_cap);
 /* The status page's time series: a thread samples rt (borrowed: every replica) once a second,
  * its load and its latency histograms (every front end's requests); made and freed with the
  * server, freed before the router. NULL: out of memory (the page then has no series). */

@@ -337,6 +337,15 @@ static json_t *status_json(http_server *s)
             (json_int_t)t.files, "chunks", (json_int_t)t.chunks, "vectors",
             (json_int_t)t.vectors_in_faiss, "approximate", t.approximate));
     }
+    http_gpu gpus[16];
+    char driver[80];
+    int n_gpus = root ? http_gpus_get(gpus, 16, driver, sizeof driver) : 0;
+    for (int i = 0; i < n_gpus; i++)
+        json_array_append_new(json_object_get(root, "devices"), json_pack(
+            "{s:s,s:i,s:s,s:I,s:I,s:i,s:s}", "kind", "gpu", "index", gpus[i].index, "name",
+            gpus[i].name, "memory_total_bytes", (json_int_t)gpus[i].mem_total,
+            "memory_used_bytes", (json_int_t)gpus[i].mem_used, "utilization_pct",
+            gpus[i].util_pct, "driver", driver));
     if (root && s->status) add_series(s, root);
     return root;
 }
@@ -400,7 +409,10 @@ static const char page_tail[] =
     "['layers',S.model.layers],['context',S.model.context,'m-context'],['backend',S.backend,'m-backend'],"
     "['named and unnamed tokens',S.tokens,'m-tokens']]);\n"
     "const M=S.memory;\n"
-    "rows($('memory'),S.devices.map(d=>[d.kind,d.name+' ('+d.cores+' cores)']).concat(["
+    "rows($('memory'),S.devices.map(d=>d.kind==='gpu'?['gpu '+d.index,d.name+': '+"
+    "(d.memory_used_bytes<0?'?':fmtB(d.memory_used_bytes))+' of '+(d.memory_total_bytes<0?'?':"
+    "fmtB(d.memory_total_bytes))+(d.utilization_pct<0?'':', '+d.utilization_pct+'% busy'),"
+    "'gpu-'+d.index]:[d.kind,d.name+' ('+d.cores+' cores)']).concat(["
     "['weights',fmtB(M.weight_bytes)],['process RSS',fmtB(M.process_rss_bytes)],"
     "['host memory available',fmtB(M.host_available_bytes)+' of '+fmtB(M.host_total_bytes)],"
     "['KV blocks used / total',M.kv_blocks_used+' / '+M.kv_blocks_total,'kv-blocks'],"

@@ -1,7 +1,7 @@
 /* test_status_page.c — the administrator's status page against a real `serval serve`:
- * GET /v1/status (model, memory, latency percentiles over HTTP, streamed and gRPC requests,
- * usage per user per day from /v1/events), who may open it (admin scope, or loopback without a token), the HTML page
- * self-contained, and rendered by a real headless Chromium whose numbers match the JSON (a
+ * GET /v1/status (model, memory, GPUs from NVML (a stand-in library here), latency percentiles
+ * over HTTP, streamed and gRPC requests, usage per user per day from /v1/events), who may open
+ * it (admin scope, or loopback without a token), the HTML page self-contained, and rendered by a real headless Chromium whose numbers match the JSON (a
  * screenshot is kept in the build directory; the test skips when Chromium is not installed:
  * `apt-get install chromium`). */
 #include <criterion/criterion.h>
@@ -124,6 +124,40 @@ Test(status_page, status_json_reports_model_memory_latency_and_usage_per_user)
     cr_assert_eq(tu_server_stop(&s), 0);
 }
 
+/* A server that finds tests/rpc/fake_nvml.c's libnvidia-ml.so.1 first: one 80 GiB GPU. */
+static server server_with_fake_gpu(void)
+{
+    const char *old = getenv("LD_LIBRARY_PATH");
+    char *keep = old ? strdup(old) : NULL;
+    setenv("LD_LIBRARY_PATH", FAKE_NVML_DIR, 1);
+    server s = server_start(NULL);
+    if (keep) setenv("LD_LIBRARY_PATH", keep, 1);
+    else unsetenv("LD_LIBRARY_PATH");
+    free(keep);
+    return s;
+}
+
+Test(status_page, the_gpus_nvml_reports_are_listed_with_their_memory)
+{
+    server s = server_with_fake_gpu();
+    json_t *j = status_json(s.port, TOKEN);
+    json_t *devs = json_object_get(j, "devices"), *gpu = NULL;
+    for (size_t i = 0; i < json_array_size(devs); i++)
+        if (!strcmp(json_string_value(json_object_get(json_array_get(devs, i), "kind")), "gpu"))
+            gpu = json_array_get(devs, i);
+    cr_assert_not_null(gpu, "no gpu in devices: %s", json_dumps(devs, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(gpu, "name")), "Fake GPU 80GB");
+    cr_assert_eq(json_integer_value(json_object_get(gpu, "memory_total_bytes")), 80ll << 30);
+    cr_assert_eq(json_integer_value(json_object_get(gpu, "memory_used_bytes")), 10ll << 30);
+    cr_assert_eq(json_integer_value(json_object_get(gpu, "utilization_pct")), 42);
+    cr_assert_str_eq(json_string_value(json_object_get(gpu, "driver")), "999.1");
+    json_decref(j);
+    tu_http_resp r = request(s.port, "GET", "/", TOKEN, NULL);
+    cr_assert(strstr(r.body, "Fake GPU 80GB"), "the page carries the GPU");
+    tu_http_resp_free(&r);
+    cr_assert_eq(tu_server_stop(&s), 0);
+}
+
 Test(status_page, only_admins_or_loopback_clients_open_it)
 {
     server s = server_start(NULL);
@@ -187,7 +221,7 @@ Test(status_page, chromium_renders_the_page_and_its_numbers_match_the_json, .tim
 {
     char *chrome = chromium();
     if (!chrome) cr_skip_test("no Chromium (apt-get install chromium): the browser check is skipped");
-    server s = server_start(NULL);
+    server s = server_with_fake_gpu();
     traffic(&s);
     json_t *j = status_json(s.port, TOKEN);
     char url[64];
@@ -211,6 +245,8 @@ Test(status_page, chromium_renders_the_page_and_its_numbers_match_the_json, .tim
     }
     element_text(dom, "lat-n", got, sizeof got);
     cr_assert_str_eq(got, "3");
+    element_text(dom, "gpu-0", got, sizeof got);
+    cr_assert_str_eq(got, "Fake GPU 80GB: 10.00 GiB of 80.00 GiB, 42% busy");
     element_text(dom, "m-name", got, sizeof got);
     cr_assert_str_eq(got, json_string_value(json_object_get(json_object_get(j, "model"), "name")));
     element_text(dom, "kv-blocks", got, sizeof got);
