@@ -77,6 +77,9 @@ typedef struct eng_backend_config {
     int tp;             /* tensor-parallel ranks the model is split across (model/shard.h);
                          * 0 or 1: none. CPU: each rank a thread group of n_threads / tp
                          * threads with its own KV pool (kv_bytes is all ranks' together) */
+    const int *gpus;    /* CUDA: the devices, one per rank (n_gpus == tp, distinct), or one
+                         * for tp 1; NULL (n_gpus 0): devices 0 .. tp-1. Borrowed. */
+    int n_gpus;
     bool cuda_graphs;   /* CUDA: replay decode steps from CUDA graphs (false: launch every
                          * kernel every step, for debugging and comparison) */
     bool cuda_fp16;     /* CUDA: fp16 weights and activations instead of bf16 (more mantissa,
@@ -93,7 +96,9 @@ eng_status eng_backend_cpu_create(const eng_model *m, const eng_backend_config *
 
 /* The CUDA backend (builds with SERVAL_HAVE_CUDA only): weights dequantised to bf16 (fp16) on
  * the GPU, step buffers for cfg->max_tokens tokens and cfg->max_logits rows. ENG_ERR_UNSUPPORTED
- * without a visible device or kernels for the model's architecture and shapes. */
+ * without a visible device or kernels for the model's architecture and shapes; ENG_ERR_INVALID
+ * for a GPU id that does not exist. With cfg->tp > 1, one rank per GPU over NCCL
+ * (cuda/backend_cuda_tp.c; builds with NCCL only), kv_bytes shared among the ranks. */
 eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config *cfg,
                                    eng_backend **out, eng_err *err);
 

@@ -7,7 +7,11 @@
  * the bucket with rows that write a KV block outside the engine's pool. The model's descriptor
  * picks the ops: RMSNorm or LayerNorm, RoPE (interleaved or NeoX, linearly scaled) or learned
  * positions, SwiGLU or GELU, biases where the layer binds them, sliding-window attention.
- * Built only with SERVAL_HAVE_CUDA. */
+ * As one rank of a tensor-parallel group (backend_cuda_tp.h) it holds its shard of the model
+ * (model/shard.h) and joins the others at four points, all stream work a graph can capture:
+ * the embedding (its vocabulary rows, summed), the attention output and down projections
+ * (partial products summed before their biases) and the logits (the vocabulary slices
+ * gathered), then samples like every other rank. Built only with SERVAL_HAVE_CUDA. */
 #include "backend.h"
 
 #include <math.h>
@@ -17,7 +21,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backend_cuda_tp.h"
 #include "bias_add.h"
+#include "comm.h"
 #include "dequant.h"
 #include "device.h"
 #include "embed.h"
@@ -30,6 +36,7 @@
 #include "rmsnorm.h"
 #include "rope.h"
 #include "sampling.h"
+#include "shard.h"
 #include "swiglu.h"
 
 #define KVT KN_DTYPE_F16  /* KV cache: fp16 like the CPU backend */
@@ -61,7 +68,17 @@ typedef struct cuda_layer {
 
 typedef struct cuda_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
-    const eng_model *m;
+    const eng_model *m;    /* the whole model, or one rank's (shard below) */
+    int dev;               /* the CUDA device everything here lives on */
+    /* Tensor parallelism: NULL comm is the whole model alone; else this rank's split, its
+     * group (borrowed) and the vocabulary every rank's logits span together. */
+    const eng_shard *shard;
+    eng_comm *comm;
+    int32_t n_vocab_out;   /* logits row width: the whole model's vocabulary */
+    float *logits_local;   /* [max_logits, n_vocab_stride] this rank's slice (comm only) */
+    float *gathered;       /* [n_ranks, max_logits, n_vocab_stride] every rank's (comm only) */
+    float *tmp32;          /* [T, d] a row-parallel product's partial sum in fp32 (comm only) */
+    int32_t *d_iota;       /* [T] 0, 1, ..., T-1: rows for the fp32 -> act gather (comm only) */
     kn_dtype act;          /* weights and activations: BF16 (default) or F16 */
     cudaStream_t st;
     kn_gemm *gemm;
@@ -82,15 +99,15 @@ typedef struct cuda_backend {
     void *att;             /* [T, dq] */
     void *gu;              /* [T, 2*ff] (SwiGLU) or [T, ff] (GELU) */
     void *xsel;            /* [max_logits, d] */
-    float *logits;         /* [max_logits, n_vocab] */
-    float *samp_scratch;   /* [max_logits, n_vocab] the sampler's scaled logits */
+    float *logits;         /* [max_logits, n_vocab_out] */
+    float *samp_scratch;   /* [max_logits, n_vocab_out] the sampler's scaled logits */
     void *attn_ws;         /* split-K workspace */
     size_t attn_ws_bytes;
     int32_t *d_ints;       /* tokens, pos, slots, logits_idx, seq_lens, q_start, tables */
     int32_t *h_ints;       /* pinned host staging of the same */
     size_t n_ints;
     int32_t *h_perm;       /* [max_tokens] staging's row order (stage_batch) */
-    float *h_logits;       /* pinned [max_logits, n_vocab] */
+    float *h_logits;       /* pinned [max_logits, n_vocab_out] */
     kn_sample_params *d_samp, *h_samp; /* [max_logits] each row's sampling */
     int32_t *d_next, *h_next;          /* [max_logits] the drawn token ids */
     bool use_graphs;
@@ -320,8 +337,16 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     AL(c->att, T * dq * bf, "attention output");
     AL(c->gu, T * (c->gated ? 2 : 1) * ff * bf, "FFN activations");
     AL(c->xsel, L * d * bf, "rows for logits");
-    AL(c->logits, L * (size_t)hp->n_vocab * sizeof(float), "logits");
-    AL(c->samp_scratch, L * (size_t)hp->n_vocab * sizeof(float), "sampling scratch");
+    AL(c->logits, L * (size_t)c->n_vocab_out * sizeof(float), "logits");
+    AL(c->samp_scratch, L * (size_t)c->n_vocab_out * sizeof(float), "sampling scratch");
+    if (c->comm) {
+        const size_t stride = (size_t)c->shard->n_vocab_stride;
+        AL(c->logits_local, L * stride * sizeof(float), "this rank's logits");
+        AL(c->gathered, (size_t)c->shard->n_ranks * L * stride * sizeof(float),
+           "every rank's logits");
+        AL(c->tmp32, T * d * sizeof(float), "row-parallel partial sums");
+        AL(c->d_iota, T * sizeof(int32_t), "row indices");
+    }
     AL(c->d_samp, L * sizeof(kn_sample_params), "sampling parameters");
     AL(c->d_next, L * sizeof(int32_t), "sampled tokens");
     c->len_cap = (max_pos + KN_DECODE_SPLIT - 1) / KN_DECODE_SPLIT * KN_DECODE_SPLIT;
@@ -335,7 +360,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
 #undef AL
     cudaError_t e = cudaMallocHost((void **)&c->h_ints, c->n_ints * sizeof(int32_t));
     if (e == cudaSuccess)
-        e = cudaMallocHost((void **)&c->h_logits, L * (size_t)hp->n_vocab * sizeof(float));
+        e = cudaMallocHost((void **)&c->h_logits, L * (size_t)c->n_vocab_out * sizeof(float));
     if (e == cudaSuccess)
         e = cudaMallocHost((void **)&c->h_samp, L * sizeof(kn_sample_params));
     if (e == cudaSuccess)
@@ -344,6 +369,13 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory for the staging row order");
     if (e != cudaSuccess)
         return cuda_fail(err, "pinned host buffers", e);
+    if (c->d_iota) {
+        for (size_t i = 0; i < T; i++)
+            c->h_perm[i] = (int32_t)i;
+        e = cudaMemcpy(c->d_iota, c->h_perm, T * sizeof(int32_t), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "uploading row indices", e);
+    }
     /* the sizing call checks its arguments like a launch: real buffers stand in for the
      * caches (not allocated yet), nothing is read */
     kn_attn_args a = {.q_dtype = c->act, .kv_dtype = KVT, .q = c->qkv,
@@ -467,6 +499,9 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
     int32_t *h = c->h_ints;
     int32_t *tokens = h, *pos = h + T, *slots = h + 2 * T, *lidx = h + 3 * T;
     int32_t *seq_lens = h + 4 * T, *q_start = h + 5 * T, *tables = h + 6 * T + 1;
+    /* a rank embeds its own vocabulary rows: ids relative to them, the others out of range
+     * (kn_embed gives them zero rows) */
+    const int32_t vocab0 = c->shard ? c->shard->vocab0 : 0;
     /* pass 1: check the layout, count the decode rows and the sequences with prompt rows;
      * q_start (staged later) serves as scratch for each sequence's first row */
     int32_t n_dec = 0, n_pre = 0;
@@ -510,7 +545,7 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
             const int32_t r = perm[u] == -1 ? nd++ : np++;
             perm[u] = r;
             const int32_t p = b->pos[u];
-            tokens[r] = b->tokens[u];
+            tokens[r] = b->tokens[u] - vocab0;
             pos[r] = p;
             slots[r] = b->block_tables[s][p / bs] * bs + p % bs;
             if (r < n_dec) { /* a one-row sequence of its own */
@@ -540,7 +575,7 @@ static eng_status stage_batch(cuda_backend *c, const eng_batch *b, int32_t n_pad
     const int32_t n_seqs = n_pre == 0 && n_pad > n_real ? n_pad : n_real;
     const int32_t n_tok = b->n_tokens + (n_seqs - n_real);
     for (int32_t s = n_real, t = b->n_tokens; s < n_seqs; s++, t++) {
-        tokens[t] = 0;
+        tokens[t] = -vocab0;
         pos[t] = 0;
         slots[t] = c->pad_block * bs;
         seq_lens[s] = 1;
@@ -591,6 +626,78 @@ static kn_status norm_into_xn(cuda_backend *c, const void *add, const void *w, c
     return kn_rmsnorm(c->act, c->resid, add, w, c->xn, T, hp->n_embd, hp->norm_eps, c->st);
 }
 
+/* Tensor parallelism: buf (count elements of dt, device) = its sum over the group's ranks, as
+ * stream work on c->st; nothing without a group. */
+static eng_status group_sum(cuda_backend *c, void *buf, size_t count, eng_comm_dtype dt,
+                            eng_err *err)
+{
+    if (!c->comm)
+        return ENG_OK;
+    return c->comm->ops->all_reduce_sum(c->comm, c->shard->rank, buf, count, dt, c->st, err);
+}
+
+/* tmp [T, d] = x [T, k] (stride ldx) times w [d, k]: a row-parallel projection (attention
+ * output, down). With a group, this rank's k columns give a partial product, summed over the
+ * ranks in fp32 and rounded to the activation type once, as one GPU's GEMM rounds its fp32
+ * accumulator once: the ranks then differ from one GPU only in the order of fp32 additions
+ * (summing bf16 partials instead would round each rank's part, about 2^-9 of it, and flipped
+ * greedy tokens of the tiny presets against one GPU). The cost: fp32 messages, twice bf16's. */
+static eng_status row_parallel(cuda_backend *c, const char *what, const void *x, int64_t ldx,
+                               const void *w, int64_t k, int64_t T, eng_err *err)
+{
+    const int64_t d = c->m->hp.n_embd;
+    if (!c->comm) {
+        KN_TRY(what, kn_gemm_run(c->gemm, c->st, c->act, x, ldx, w, k, c->act, c->tmp, d, T, d, k,
+                                 1.0f, 0.0f));
+        return ENG_OK;
+    }
+    KN_TRY(what, kn_gemm_run(c->gemm, c->st, c->act, x, ldx, w, k, KN_DTYPE_F32, c->tmp32, d, T,
+                             d, k, 1.0f, 0.0f));
+    eng_status st = group_sum(c, c->tmp32, (size_t)(T * d), ENG_COMM_F32, err);
+    if (st != ENG_OK)
+        return st;
+    /* the embedding gather over the identity rows: an fp32 -> activation-type conversion */
+    KN_TRY(what, kn_embed(KN_DTYPE_F32, c->tmp32, T, d, c->d_iota, T, c->act, c->tmp, c->st));
+    return ENG_OK;
+}
+
+/* The logits of the n rows in xsel into c->logits [n, n_vocab_out]: the head's GEMM, or with a
+ * group, this rank's vocabulary slice (n_vocab_stride wide), every rank's gathered, and each
+ * rank's columns copied to its vocab0 (the last rank's padding left out). */
+static eng_status enqueue_logits(cuda_backend *c, int32_t n, eng_err *err)
+{
+    const eng_hparams *hp = &c->m->hp;
+    const int64_t d = hp->n_embd;
+    if (!c->comm) {
+        KN_TRY("logits", kn_gemm_run(c->gemm, c->st, c->act, c->xsel, d, c->output, d,
+                                     KN_DTYPE_F32, c->logits, hp->n_vocab, n, hp->n_vocab, d,
+                                     1.0f, 0.0f));
+        return ENG_OK;
+    }
+    const eng_shard *sh = c->shard;
+    const size_t stride = (size_t)sh->n_vocab_stride, count = (size_t)n * stride;
+    KN_TRY("logits", kn_gemm_run(c->gemm, c->st, c->act, c->xsel, d, c->output, d, KN_DTYPE_F32,
+                                 c->logits_local, (int64_t)stride, n, hp->n_vocab, d, 1.0f,
+                                 0.0f));
+    eng_status st = c->comm->ops->all_gather(c->comm, sh->rank, c->logits_local, c->gathered,
+                                             count, ENG_COMM_F32, c->st, err);
+    if (st != ENG_OK)
+        return st;
+    for (int q = 0; q < sh->n_ranks; q++) { /* [q][n][stride] -> columns [q*stride, ...) */
+        const size_t v0 = (size_t)q * stride, total = (size_t)sh->n_vocab_total;
+        if (v0 >= total)
+            break;
+        const size_t nv = total - v0 < stride ? total - v0 : stride;
+        cudaError_t e = cudaMemcpy2DAsync(c->logits + v0, total * sizeof(float),
+                                          c->gathered + (size_t)q * count,
+                                          stride * sizeof(float), nv * sizeof(float),
+                                          (size_t)n, cudaMemcpyDeviceToDevice, c->st);
+        if (e != cudaSuccess)
+            return cuda_fail(err, "placing the gathered logits", e);
+    }
+    return ENG_OK;
+}
+
 /* The FFN block of layer G over xn into tmp (the next norm adds tmp to the residual stream):
  * down(silu(gate) * up), or down(gelu(up + b_up)) + b_down for the GELU families. */
 static eng_status enqueue_ffn(cuda_backend *c, const cuda_layer *G, int64_t T, eng_err *err)
@@ -609,8 +716,9 @@ static eng_status enqueue_ffn(cuda_backend *c, const cuda_layer *G, int64_t T, e
         KN_TRY("GELU", kn_gelu(c->act, c->gu, c->gu, T * ff, c->st));
     }
     const int64_t ld = c->gated ? 2 * ff : ff; /* SwiGLU's output sits in the gate half */
-    KN_TRY("down", kn_gemm_run(c->gemm, c->st, c->act, c->gu, ld, G->wdown, ff, c->act, c->tmp, d,
-                               T, d, ff, 1.0f, 0.0f));
+    eng_status st = row_parallel(c, "down", c->gu, ld, G->wdown, ff, T, err);
+    if (st != ENG_OK)
+        return st;
     if (G->b_down)
         KN_TRY("down bias", kn_bias_add(c->act, c->tmp, d, G->b_down, T, d, c->st));
     return ENG_OK;
@@ -648,6 +756,10 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
     /* grid comments live with the launchers; here: one call per op over all T tokens */
     KN_TRY("embedding", kn_embed(c->act, c->tok_embd, hp->n_vocab, d, dm->tokens, T, KN_DTYPE_F32,
                                  c->resid, c->st));
+    /* a group: one rank holds each token's row, the others gave zeros (exact in fp32) */
+    eng_status st = group_sum(c, c->resid, (size_t)(T * d), ENG_COMM_F32, err);
+    if (st != ENG_OK)
+        return st;
     if (c->pos_embd) /* StarCoder: + the learned row of each token's position */
         KN_TRY("position embedding", kn_embed_add(c->act, c->pos_embd, c->n_pos, d, dm->pos, T,
                                                   c->resid, c->st));
@@ -678,13 +790,13 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
                                                             c->attn_ws_bytes, c->st));
         if (n_pre > 0)
             KN_TRY("prefill attention", kn_prefill_attn_tc(&pa, c->st));
-        KN_TRY("attention output", kn_gemm_run(c->gemm, c->st, c->act, c->att, dq, G->wo, dq, c->act,
-                                               c->tmp, d, T, d, dq, 1.0f, 0.0f));
+        /* row-parallel: the ranks' partial products summed, then the bias once */
+        if ((st = row_parallel(c, "attention output", c->att, dq, G->wo, dq, T, err)) != ENG_OK)
+            return st;
         if (G->bo)
             KN_TRY("attention output bias", kn_bias_add(c->act, c->tmp, d, G->bo, T, d, c->st));
         KN_TRY("FFN norm", norm_into_xn(c, c->tmp, G->ffn_norm, G->ffn_norm_b, T));
-        eng_status st = enqueue_ffn(c, G, T, err);
-        if (st != ENG_OK)
+        if ((st = enqueue_ffn(c, G, T, err)) != ENG_OK)
             return st;
     }
     if (dm->n_logits == 0)
@@ -693,11 +805,10 @@ static eng_status enqueue_step(cuda_backend *c, const step_meta *dm, int32_t lb,
     /* gather the rows that want logits (the embedding gather over xn as its table) */
     KN_TRY("logit rows", kn_embed(c->act, c->xn, T, d, dm->logits_idx, dm->n_logits, c->act, c->xsel,
                                   c->st));
-    KN_TRY("logits", kn_gemm_run(c->gemm, c->st, c->act, c->xsel, d, c->output, d, KN_DTYPE_F32,
-                                 c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, d, 1.0f,
-                                 0.0f));
-    if (sample)
-        KN_TRY("sampling", kn_sample(c->logits, hp->n_vocab, dm->n_logits, hp->n_vocab, c->d_samp,
+    if ((st = enqueue_logits(c, dm->n_logits, err)) != ENG_OK)
+        return st;
+    if (sample) /* every rank of a group draws the same tokens from the same logits */
+        KN_TRY("sampling", kn_sample(c->logits, c->n_vocab_out, dm->n_logits, c->n_vocab_out, c->d_samp,
                                      c->d_next, c->samp_scratch, c->st));
     return ENG_OK;
 }
@@ -760,16 +871,18 @@ static eng_status cuda_forward(eng_backend *be, const eng_batch *b, const eng_sa
                                int32_t *tokens, float *logits, eng_err *err)
 {
     cuda_backend *c = (cuda_backend *)be;
-    const eng_hparams *hp = &c->m->hp;
+    cudaError_t de = cudaSetDevice(c->dev); /* the calling thread may have another current */
+    if (de != cudaSuccess)
+        return cuda_fail(err, "selecting the backend's GPU", de);
     if (b->n_tokens <= 0 || b->n_tokens > c->max_tokens || b->n_logits > c->max_logits ||
         b->n_seqs > c->max_tokens)
         return eng_fail(err, ENG_ERR_INVALID, "batch of %d tokens / %d logits exceeds the "
                         "backend's step buffers (%d / %d)", b->n_tokens, b->n_logits,
                         c->max_tokens, c->max_logits);
     for (int32_t i = 0; i < b->n_tokens; i++)
-        if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
+        if (b->tokens[i] < 0 || b->tokens[i] >= c->n_vocab_out)
             return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
-                            b->tokens[i], i, hp->n_vocab);
+                            b->tokens[i], i, c->n_vocab_out);
     const bool sample = rows && tokens;
     /* a decode step (one token per sequence, each wanting its next token) may use a graph */
     bool decode = b->n_tokens == b->n_seqs && b->n_logits == b->n_seqs;
@@ -790,7 +903,7 @@ static eng_status cuda_forward(eng_backend *be, const eng_batch *b, const eng_sa
     if (!ran && (st = enqueue_step(c, &dm, lb, sample, err)) != ENG_OK)
         return st;
     cudaError_t e = cudaSuccess;
-    const size_t lbytes = (size_t)b->n_logits * (size_t)hp->n_vocab * sizeof(float);
+    const size_t lbytes = (size_t)b->n_logits * (size_t)c->n_vocab_out * sizeof(float);
     if (sample && b->n_logits > 0)
         e = cudaMemcpyAsync(c->h_next, c->d_next, sizeof(int32_t) * (size_t)b->n_logits,
                             cudaMemcpyDeviceToHost, c->st);
@@ -812,6 +925,7 @@ static void cuda_free(eng_backend *be)
     cuda_backend *c = (cuda_backend *)be;
     if (!c)
         return;
+    (void)cudaSetDevice(c->dev);
     if (c->st)
         cudaStreamSynchronize(c->st);
     for (int32_t i = 0; i < c->n_graphs; i++)
@@ -831,7 +945,8 @@ static void cuda_free(eng_backend *be)
         cudaFree(c->output);
     void *ps[] = {c->tok_embd, c->out_norm, c->out_norm_b, c->pos_embd, c->resid, c->xn, c->tmp,
                   c->qkv, c->att, c->gu, c->xsel, c->logits, c->attn_ws, c->d_ints, c->d_samp,
-                  c->d_next, c->samp_scratch};
+                  c->d_next, c->samp_scratch, c->logits_local, c->gathered,
+                  c->tmp32, c->d_iota};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         cudaFree(ps[i]);
     cudaFreeHost(c->h_ints);
@@ -848,15 +963,82 @@ static void cuda_free(eng_backend *be)
 static const eng_backend_ops cuda_ops = {.name = "cuda", .forward = cuda_forward,
                                          .free = cuda_free};
 
+static eng_status cuda_create_here(const eng_model *m, const eng_shard *shard, eng_comm *comm,
+                                   int dev, const eng_backend_config *cfg, eng_backend **out,
+                                   eng_err *err);
+
+/* The backend on device dev, of the whole model m (shard and comm NULL) or of one rank's
+ * (m the rank's model, shard its split, comm its group). Leaves the calling thread's current
+ * device as it found it. */
+static eng_status cuda_create(const eng_model *m, const eng_shard *shard, eng_comm *comm,
+                              int dev, const eng_backend_config *cfg, eng_backend **out,
+                              eng_err *err)
+{
+    *out = NULL;
+    int prev = 0;
+    if (cudaGetDevice(&prev) != cudaSuccess)
+        prev = 0;
+    cudaError_t de = cudaSetDevice(dev);
+    if (de != cudaSuccess)
+        return cuda_fail(err, "selecting the GPU", de);
+    eng_status st = cuda_create_here(m, shard, comm, dev, cfg, out, err);
+    (void)cudaSetDevice(prev);
+    return st;
+}
+
+eng_status eng_backend_cuda_gpu_check(int dev, eng_err *err)
+{
+    const int n = kn_device_count();
+    if (n < 1)
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, "no CUDA device is visible");
+    if (dev < 0 || dev >= n)
+        return eng_fail(err, ENG_ERR_INVALID, "GPU %d does not exist: %d visible (ids 0..%d)",
+                        dev, n, n - 1);
+    return ENG_OK;
+}
+
+#ifndef SERVAL_HAVE_NCCL
+eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_config *cfg,
+                                      eng_backend **out, eng_err *err)
+{
+    (void)m;
+    *out = NULL;
+    return eng_fail(err, ENG_ERR_UNSUPPORTED, "tensor parallelism over %d GPUs needs NCCL, and "
+                    "this build found none (install libnccl-dev and rebuild)", cfg->tp);
+}
+#endif
+
 eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config *cfg,
                                    eng_backend **out, eng_err *err)
 {
     *out = NULL;
+    if (cfg->tp > 1)
+        return eng_backend_cuda_tp_create(m, cfg, out, err);
+    const int dev = cfg->n_gpus > 0 ? cfg->gpus[0] : 0;
+    if (cfg->n_gpus > 1)
+        return eng_fail(err, ENG_ERR_INVALID, "%d GPUs for one engine without tensor "
+                        "parallelism (tp 1 takes one)", cfg->n_gpus);
+    eng_status st = eng_backend_cuda_gpu_check(dev, err);
+    if (st != ENG_OK)
+        return st;
+    return cuda_create(m, NULL, NULL, dev, cfg, out, err);
+}
+
+eng_status eng_backend_cuda_rank_create(const eng_shard_model *sm, eng_comm *comm, int dev,
+                                        const eng_backend_config *cfg, eng_backend **out,
+                                        eng_err *err)
+{
+    ENG_ASSERT(comm && comm->n_ranks == sm->shard.n_ranks);
+    return cuda_create(&sm->model, &sm->shard, comm, dev, cfg, out, err);
+}
+
+static eng_status cuda_create_here(const eng_model *m, const eng_shard *shard, eng_comm *comm,
+                                   int dev, const eng_backend_config *cfg, eng_backend **out,
+                                   eng_err *err)
+{
     const int64_t kv_bytes = cfg->kv_bytes;
     const int32_t block_size = cfg->block_size, min_blocks = cfg->min_blocks,
                   max_pos = cfg->max_pos;
-    if (kn_device_count() < 1)
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "no CUDA device is visible");
     const eng_hparams *hp = &m->hp;
     if (!kn_attn_supported(hp->head_dim))
         return eng_fail(err, ENG_ERR_UNSUPPORTED, "the CUDA backend cannot run this model "
@@ -874,6 +1056,10 @@ eng_status eng_backend_cuda_create(const eng_model *m, const eng_backend_config 
     c->base.ops = &cuda_ops;
     c->base.block_size = block_size;
     c->m = m;
+    c->dev = dev;
+    c->shard = shard;
+    c->comm = comm;
+    c->n_vocab_out = shard ? shard->n_vocab_total : hp->n_vocab;
     c->max_tokens = cfg->max_tokens;
     c->max_logits = cfg->max_logits;
     c->use_graphs = cfg->cuda_graphs;

@@ -841,6 +841,22 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
     return memcpy_common(dst, src, n, kind, st, true);
 }
 
+// 2-D copies: height rows of width bytes, rows dpitch / spitch bytes apart, in stream order
+// (one copy per row here; the driver's is one operation, which no caller can tell apart).
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                              size_t width, size_t height, enum cudaMemcpyKind kind,
+                              cudaStream_t st)
+{
+    API_LOCK;
+    if (width > dpitch || width > spitch)
+        return note(cudaErrorInvalidPitchValue);
+    for (size_t i = 0; i < height; i++)
+        if (cudaError_t e = memcpy_common((char *)dst + i * dpitch, (const char *)src + i * spitch,
+                                          width, kind, st, true))
+            return e;
+    return cudaSuccess;
+}
+
 // Peer copies: each side must be memory of the device named (copies between devices need no
 // peer access; the driver stages them).
 static cudaError_t peer_check(void *dst, int dst_dev, const void *src, int src_dev, const char *api)

@@ -1,0 +1,263 @@
+/* backend_cuda_tp.c — the CUDA backend with tensor parallelism (cfg->tp ranks, backend.h): one
+ * shard of the model per GPU (model/shard.h), each rank a CUDA backend of its own
+ * (backend_cuda.c: its stream, KV pool holding its heads, and decode graphs) driven by a host
+ * thread of its own, which makes its GPU current once and captures its graphs in thread-local
+ * mode (NCCL's guidance for several GPUs per process). The ranks meet in the NCCL
+ * communicator (comm/comm_nccl.h). The engine's step thread publishes each batch to every
+ * rank's thread and waits for all; every rank samples the same tokens from the gathered
+ * logits, and rank 0's are returned. The CPU backend's counterpart is cpu/backend_cpu_tp.c. */
+#include "backend_cuda_tp.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "comm_nccl.h"
+
+typedef struct ctp_backend ctp_backend;
+
+typedef struct ctp_rank {
+    ctp_backend *tp;
+    int rank, dev;
+    eng_shard_model *sm; /* owned */
+    eng_backend *be;     /* owned; created and freed on the rank's thread */
+    int32_t *tokens;     /* [max_logits] this rank's draws */
+    pthread_t thread;
+    bool started;
+    eng_status st; /* of its creation, then of the last batch */
+    eng_err err;
+} ctp_rank;
+
+struct ctp_backend {
+    eng_backend base; /* first: the engine holds a pointer to it */
+    int n;
+    eng_comm *comm;
+    ctp_rank *ranks;            /* [n] */
+    eng_backend_config rank_cfg; /* every rank's: the KV budget its share */
+    /* the batch handed to the ranks' threads, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned gen; /* batches published */
+    int done;     /* ranks finished with the current batch (or with their creation) */
+    bool stop;
+    const eng_batch *b;
+    const eng_sample_row *rows; /* NULL: logits only */
+    float *logits;              /* rank 0's host logits, or NULL */
+};
+
+static void rank_done(ctp_backend *tp)
+{
+    pthread_mutex_lock(&tp->mu);
+    tp->done++;
+    pthread_cond_broadcast(&tp->cv);
+    pthread_mutex_unlock(&tp->mu);
+}
+
+static void *rank_main(void *arg)
+{
+    ctp_rank *rk = arg;
+    ctp_backend *tp = rk->tp;
+    cudaError_t e = cudaSetDevice(rk->dev); /* this thread's device from here on */
+    if (e != cudaSuccess)
+        rk->st = eng_fail(&rk->err, ENG_ERR_CUDA, "rank %d: selecting GPU %d: %s", rk->rank,
+                          rk->dev, cudaGetErrorString(e));
+    else
+        rk->st = eng_backend_cuda_rank_create(rk->sm, tp->comm, rk->dev, &tp->rank_cfg, &rk->be,
+                                              &rk->err);
+    unsigned seen = 0;
+    rank_done(tp);
+    for (;;) {
+        pthread_mutex_lock(&tp->mu);
+        while (tp->gen == seen && !tp->stop)
+            pthread_cond_wait(&tp->cv, &tp->mu);
+        if (tp->stop) {
+            pthread_mutex_unlock(&tp->mu);
+            break;
+        }
+        seen = tp->gen;
+        const eng_batch *b = tp->b;
+        const eng_sample_row *rows = tp->rows;
+        float *logits = rk->rank == 0 ? tp->logits : NULL;
+        pthread_mutex_unlock(&tp->mu);
+        rk->st = rk->be->ops->forward(rk->be, b, rows, rows ? rk->tokens : NULL, logits,
+                                      &rk->err);
+        /* a rank's own failure fails the group, so the others stop waiting for it */
+        if (rk->st != ENG_OK && rk->st != ENG_ERR_CANCELLED)
+            tp->comm->ops->abort(tp->comm, rk->err.msg);
+        rank_done(tp);
+    }
+    if (rk->be)
+        rk->be->ops->free(rk->be);
+    rk->be = NULL;
+    return NULL;
+}
+
+/* The first rank with an error of its own (not the group's echo of another's), or NULL. */
+static const ctp_rank *first_failed(const ctp_backend *tp)
+{
+    const ctp_rank *bad = NULL;
+    for (int q = 0; q < tp->n; q++)
+        if (tp->ranks[q].st != ENG_OK &&
+            (!bad || (bad->st == ENG_ERR_CANCELLED && tp->ranks[q].st != ENG_ERR_CANCELLED)))
+            bad = &tp->ranks[q];
+    return bad;
+}
+
+static eng_status ctp_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
+                              int32_t *tokens, float *logits, eng_err *err)
+{
+    ctp_backend *tp = (ctp_backend *)be;
+    if (b->n_logits > tp->rank_cfg.max_logits)
+        return eng_fail(err, ENG_ERR_INVALID, "batch of %d logits rows exceeds the backend's %d",
+                        b->n_logits, tp->rank_cfg.max_logits);
+    pthread_mutex_lock(&tp->mu);
+    tp->b = b;
+    tp->rows = rows && tokens ? rows : NULL;
+    tp->logits = logits;
+    tp->done = 0;
+    tp->gen++;
+    pthread_cond_broadcast(&tp->cv);
+    while (tp->done < tp->n)
+        pthread_cond_wait(&tp->cv, &tp->mu);
+    pthread_mutex_unlock(&tp->mu);
+    const ctp_rank *bad = first_failed(tp);
+    if (bad)
+        return eng_fail(err, bad->st, "%s", bad->err.msg);
+    if (!rows || !tokens)
+        return ENG_OK;
+    /* every rank drew from the same gathered logits: a difference is a broken group */
+    for (int q = 1; q < tp->n; q++)
+        if (memcmp(tp->ranks[q].tokens, tp->ranks[0].tokens,
+                   sizeof(int32_t) * (size_t)b->n_logits) != 0)
+            return eng_fail(err, ENG_ERR_CUDA, "tensor-parallel rank %d sampled other tokens "
+                            "than rank 0 from the same logits", q);
+    memcpy(tokens, tp->ranks[0].tokens, sizeof(int32_t) * (size_t)b->n_logits);
+    return ENG_OK;
+}
+
+static void ctp_free(eng_backend *be)
+{
+    ctp_backend *tp = (ctp_backend *)be;
+    if (!tp)
+        return;
+    pthread_mutex_lock(&tp->mu);
+    tp->stop = true;
+    pthread_cond_broadcast(&tp->cv);
+    pthread_mutex_unlock(&tp->mu);
+    for (int q = 0; q < tp->n; q++) {
+        ctp_rank *rk = &tp->ranks[q];
+        if (rk->started)
+            pthread_join(rk->thread, NULL); /* frees its backend on its own thread */
+        eng_shard_model_free(rk->sm);
+        free(rk->tokens);
+    }
+    if (tp->comm)
+        tp->comm->ops->free(tp->comm);
+    pthread_mutex_destroy(&tp->mu);
+    pthread_cond_destroy(&tp->cv);
+    free(tp->ranks);
+    free(tp);
+}
+
+static const eng_backend_ops ctp_ops = {.name = "cuda", .forward = ctp_forward,
+                                        .free = ctp_free};
+
+/* devs[0..n) from cfg: its GPU list (one per rank, each existing, none twice) or 0 .. n-1. */
+static eng_status pick_gpus(const eng_backend_config *cfg, int n, int *devs, eng_err *err)
+{
+    if (cfg->n_gpus > 0 && cfg->n_gpus != n)
+        return eng_fail(err, ENG_ERR_INVALID, "tensor parallelism over %d ranks takes %d GPUs, "
+                        "one per rank; %d given", n, n, cfg->n_gpus);
+    for (int q = 0; q < n; q++) {
+        devs[q] = cfg->n_gpus > 0 ? cfg->gpus[q] : q;
+        eng_status st = eng_backend_cuda_gpu_check(devs[q], err);
+        if (st != ENG_OK)
+            return st;
+        for (int p = 0; p < q; p++)
+            if (devs[p] == devs[q])
+                return eng_fail(err, ENG_ERR_INVALID, "GPU %d named twice for one "
+                                "tensor-parallel group (one rank per GPU)", devs[q]);
+    }
+    return ENG_OK;
+}
+
+eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_config *cfg,
+                                      eng_backend **out, eng_err *err)
+{
+    *out = NULL;
+    const int n = cfg->tp;
+    eng_shard probe;
+    eng_status st = eng_shard_plan(m, 0, n, &probe, err); /* a degree the model refuses */
+    if (st != ENG_OK)
+        return st;
+    int devs[64];
+    if ((st = pick_gpus(cfg, n, devs, err)) != ENG_OK)
+        return st;
+    ctp_backend *tp = calloc(1, sizeof *tp);
+    if (!tp)
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&tp->mu, NULL);
+    pthread_cond_init(&tp->cv, NULL);
+    tp->base.ops = &ctp_ops;
+    tp->base.block_size = cfg->block_size;
+    tp->n = n;
+    tp->rank_cfg = *cfg;
+    tp->rank_cfg.kv_bytes = cfg->kv_bytes / n; /* 0 stays 0: each GPU's free memory */
+    tp->rank_cfg.tp = 1;
+    tp->rank_cfg.gpus = NULL;
+    tp->rank_cfg.n_gpus = 0;
+    if (!(tp->ranks = calloc((size_t)n, sizeof *tp->ranks))) {
+        free(tp);
+        return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+    }
+    if ((st = eng_comm_nccl_create(n, devs, ENG_COMM_P2P_DEFAULT_MAX_BYTES, &tp->comm, err)) !=
+        ENG_OK)
+        goto fail;
+    for (int q = 0; q < n; q++) {
+        ctp_rank *rk = &tp->ranks[q];
+        *rk = (ctp_rank){.tp = tp, .rank = q, .dev = devs[q]};
+        if ((st = eng_shard_model_create(m, q, n, &rk->sm, err)) != ENG_OK)
+            goto fail;
+        if (!(rk->tokens = calloc((size_t)(cfg->max_logits > 0 ? cfg->max_logits : 1),
+                                  sizeof(int32_t)))) {
+            st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    /* each rank loads its shard on its own thread; wait until every one has answered */
+    for (int q = 0; q < n; q++) {
+        if (pthread_create(&tp->ranks[q].thread, NULL, rank_main, &tp->ranks[q]) != 0) {
+            st = eng_fail(err, ENG_ERR_NOMEM, "cannot start the thread of rank %d", q);
+            /* the started ones count themselves; wait for them below */
+            pthread_mutex_lock(&tp->mu);
+            while (tp->done < q)
+                pthread_cond_wait(&tp->cv, &tp->mu);
+            pthread_mutex_unlock(&tp->mu);
+            goto fail;
+        }
+        tp->ranks[q].started = true;
+    }
+    pthread_mutex_lock(&tp->mu);
+    while (tp->done < n)
+        pthread_cond_wait(&tp->cv, &tp->mu);
+    pthread_mutex_unlock(&tp->mu);
+    const ctp_rank *bad = first_failed(tp);
+    if (bad) {
+        st = eng_fail(err, bad->st, "tensor-parallel rank %d on GPU %d: %s", bad->rank, bad->dev,
+                      bad->err.msg);
+        goto fail;
+    }
+    /* the engine's block ids must be valid on every rank */
+    tp->base.n_blocks = tp->ranks[0].be->n_blocks;
+    for (int q = 1; q < n; q++)
+        if (tp->ranks[q].be->n_blocks < tp->base.n_blocks)
+            tp->base.n_blocks = tp->ranks[q].be->n_blocks;
+    *out = &tp->base;
+    return ENG_OK;
+fail:
+    ctp_free(&tp->base);
+    return st;
+}
