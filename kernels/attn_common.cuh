@@ -85,6 +85,8 @@ static inline kn_status kn_prefill_check(const kn_attn_args *a)
         return s;
     KN_REQUIRE(a->max_q_len > 0 && a->max_q_len <= a->max_seq_len,
                "prefill attention: max_q_len %d (1..max_seq_len %d)", a->max_q_len, a->max_seq_len);
+    KN_REQUIRE(!a->bidirectional || a->n_swa == 0,
+               "prefill attention: bidirectional with a sliding window (n_swa %d)", a->n_swa);
     return KN_OK;
 }
 

@@ -4,6 +4,7 @@
 #ifndef SERVAL_KN_ARGS_H
 #define SERVAL_KN_ARGS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kn_status.h"
@@ -23,7 +24,8 @@
  *
  * Query row r of sequence s sits at position seq_lens[s] - q_len(s) + (r - q_start[s]) and
  * attends causally to KV positions [0, that position], or with a sliding window (n_swa > 0,
- * StarCoder2) to the last n_swa of them, (position - n_swa, position]. KV position p of
+ * StarCoder2) to the last n_swa of them, (position - n_swa, position]; with bidirectional
+ * (encoders: BERT; prefill only) every row attends to all of [0, seq_lens[s]). KV position p of
  * sequence s lives in slot block_tables[s * max_blocks_per_seq + p / block_size] * block_size
  * + p % block_size; table entries past ceil(seq_lens[s] / block_size), and those wholly
  * before the window of the sequence's first query row, are never read (may be -1). */
@@ -43,6 +45,8 @@ typedef struct kn_attn_args {
     int32_t max_seq_len; /* >= every seq_lens[s] (host-known; sizes the split-K grid) */
     int32_t max_q_len;   /* prefill: >= every q_start[s+1] - q_start[s] (host-known) */
     int32_t n_swa;       /* sliding window in positions; 0: full causal attention */
+    bool bidirectional;  /* prefill: no causal mask, every row sees every position (encoders;
+                            n_swa must be 0); decode ignores it */
     float scale;         /* usually 1/sqrt(head_dim) */
     void *out;           /* [n_tok, n_head, head_dim] q_dtype: rows out_stride elements apart */
     int64_t out_stride;

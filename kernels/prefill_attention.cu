@@ -3,7 +3,8 @@
 // sequence through shared memory (gathered through the block table), and keeps an online
 // softmax per row, so the score matrix never exists. Handles chunked prefill (queries that
 // start mid-sequence, earlier positions already cached) and sliding windows (key tiles start
-// at the tile's first window, older keys are masked per row). fp32 SIMT math: the first, simple
+// at the tile's first window, older keys are masked per row) and encoders (bidirectional: every
+// row sees the whole sequence). fp32 SIMT math: the first, simple
 // version; a tensor-core (mma/wgmma) variant is the next step (kernels/README.md).
 #include "prefill_attention.h"
 
@@ -33,7 +34,10 @@ static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_att
     // rows past the end compute on the last row (the shuffles need every lane), write nothing
     const int32_t qi = valid ? tile0 + row : q_len - 1;
     const int32_t qpos = first_pos + qi;
-    const int32_t last_pos = first_pos + min(tile0 + ROWS, q_len) - 1; // CTA-uniform
+    // the last key any row of the tile sees: its last row's position, or the sequence's end
+    // for an encoder (bidirectional: no causal mask); CTA-uniform
+    const int32_t last_pos = a.bidirectional ? len - 1 : first_pos + min(tile0 + ROWS, q_len) - 1;
+    const int32_t key_hi = a.bidirectional ? len - 1 : qpos; // this row's last visible key
     // the first key any row of the tile sees (its first row's window start); CTA-uniform
     const int32_t first_key = kn_attn_first_key(a.n_swa, first_pos + tile0);
     const int32_t win_lo = a.n_swa > 0 ? qpos - a.n_swa : -1; // keys above it are in the window
@@ -75,7 +79,7 @@ static __global__ void __launch_bounds__(PF_THREADS) prefill_kernel(const kn_att
             for (int i = 0; i < DPT; i++)
                 dot += q[i] * k_s[kk][j + TPR * i];
             dot = kn_warp_sum<TPR>(dot);
-            sc[kk] = kb + kk <= qpos && kb + kk > win_lo ? dot : -INFINITY; // causal, window
+            sc[kk] = kb + kk <= key_hi && kb + kk > win_lo ? dot : -INFINITY; // causal, window
             tmax = fmaxf(tmax, sc[kk]);
         }
         // A row whose window starts after this tile has seen nothing yet (m_new = -inf): it

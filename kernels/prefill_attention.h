@@ -23,6 +23,9 @@ extern "C" {
  * 32, 64, 128, 256}. */
 kn_status kn_prefill_attn(const kn_attn_args *a, cudaStream_t st);
 
+/* Both kernels take a->bidirectional (encoders: every row sees all seq_lens[s] positions; the
+ * causal mask and sliding window off). */
+
 /* The same on tensor cores (prefill_attention_tc.cu, sm_80+): Q·K^T and P·V as WMMA
  * products in the KV cache's 16-bit type with fp32 accumulation (queries and the softmax
  * weights P are rounded to that type), 64 query rows per CTA. What the CUDA backend runs;

@@ -58,7 +58,8 @@ static __global__ void __launch_bounds__(TC_THREADS) prefill_tc_kernel(const kn_
         return;
     const int32_t len = a.seq_lens[s], first_pos = len - q_len;
     const int32_t n_rows = min(TC_BM, q_len - tile0);
-    const int32_t last_pos = first_pos + tile0 + n_rows - 1; // CTA-uniform
+    // the last key of the tile's last row, or the sequence's end for an encoder; CTA-uniform
+    const int32_t last_pos = a.bidirectional ? len - 1 : first_pos + tile0 + n_rows - 1;
     // the first key any row of the tile sees (its first row's window start); CTA-uniform
     const int32_t first_key = kn_attn_first_key(a.n_swa, first_pos + tile0);
     const int32_t *table = a.block_tables + (int64_t)s * a.max_blocks_per_seq;
@@ -119,12 +120,13 @@ static __global__ void __launch_bounds__(TC_THREADS) prefill_tc_kernel(const kn_
             // rows past the chunk mask like the chunk's last row; their output is dropped
             const int32_t qpos = first_pos + tile0 + min(r, n_rows - 1);
             const int32_t win_lo = a.n_swa > 0 ? qpos - a.n_swa : -1; // window: keys above it
+            const int32_t key_hi = a.bidirectional ? len - 1 : qpos;  // its last visible key
             float sc[BN / 32], tmax = -INFINITY;
 #pragma unroll
             for (int j = 0; j < BN / 32; j++) {
                 const int col = lane + 32 * j;
-                sc[j] = kb + col <= qpos && kb + col > win_lo ? s_s[r * SM::LD_S + col] * a.scale
-                                                              : -INFINITY;
+                sc[j] = kb + col <= key_hi && kb + col > win_lo ? s_s[r * SM::LD_S + col] * a.scale
+                                                                : -INFINITY;
                 tmax = fmaxf(tmax, sc[j]);
             }
             tmax = kn_warp_max(tmax);

@@ -490,6 +490,7 @@ static attn_case attn_make(const kt_attn_case *k)
                                  k->q_lens[0] ? q_lens.data() : NULL, k->n_head, k->n_head_kv,
                                  k->head_dim, k->block_size, &r);
     c.a.n_swa = k->n_swa;
+    c.a.bidirectional = k->bidirectional;
     return c;
 }
 
@@ -581,7 +582,8 @@ static void bench_prefill(bench &b)
         for (int32_t s = 0; s < c.a.n_seq; s++) {
             const int32_t q = c.q_start[s + 1] - c.q_start[s];
             for (int32_t j = 0; j < q; j++) {
-                const int32_t keys = c.lens[s] - q + j + 1;
+                // an encoder's row sees the whole sequence
+                const int32_t keys = c.a.bidirectional ? c.lens[s] : c.lens[s] - q + j + 1;
                 pairs += c.a.n_swa > 0 ? std::min(keys, c.a.n_swa) : keys;
             }
         }

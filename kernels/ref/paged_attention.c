@@ -1,6 +1,7 @@
 /* paged_attention.c — reference causal attention over paged KV blocks, for decode and
  * (chunked) prefill alike: one query row at a time, scores for every visible position (all
- * earlier ones, or the last n_swa with a sliding window), softmax, weighted sum of V. */
+ * earlier ones, or the last n_swa with a sliding window; every position of the sequence for a
+ * bidirectional prefill), softmax, weighted sum of V. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -28,11 +29,13 @@ void kn_ref_paged_attention(const kn_attn_args *a)
         for (int32_t r = r0; r < r0 + q_len; r++) {
             const int32_t pos = a->seq_lens[s] - q_len + (r - r0);
             const int32_t lo = a->n_swa > 0 && pos - a->n_swa + 1 > 0 ? pos - a->n_swa + 1 : 0;
+            /* the last visible key: this row's position, or the sequence's end (encoders) */
+            const int32_t hi = a->bidirectional && a->q_start ? a->seq_lens[s] - 1 : pos;
             for (int32_t h = 0; h < a->n_head; h++) {
                 const int32_t kvh = h / group;
                 const size_t qo = (size_t)r * (size_t)a->q_stride + (size_t)h * (size_t)hd;
                 float mx = -INFINITY;
-                for (int32_t p = lo; p <= pos; p++) {
+                for (int32_t p = lo; p <= hi; p++) {
                     const size_t ko = kv_index(a, s, p, kvh);
                     float dot = 0.0f;
                     for (int32_t i = 0; i < hd; i++)
@@ -42,13 +45,13 @@ void kn_ref_paged_attention(const kn_attn_args *a)
                     mx = fmaxf(mx, sc[p]);
                 }
                 float sum = 0.0f;
-                for (int32_t p = lo; p <= pos; p++) {
+                for (int32_t p = lo; p <= hi; p++) {
                     sc[p] = expf(sc[p] - mx);
                     sum += sc[p];
                 }
                 for (int32_t i = 0; i < hd; i++)
                     acc[i] = 0.0f;
-                for (int32_t p = lo; p <= pos; p++) {
+                for (int32_t p = lo; p <= hi; p++) {
                     const size_t vo = kv_index(a, s, p, kvh);
                     for (int32_t i = 0; i < hd; i++)
                         acc[i] += sc[p] * kn_ref_load(a->kv_dtype, a->v_cache, vo + (size_t)i);

@@ -147,20 +147,20 @@ COUNT(kt_dequant_cases);
  * 2048-long sequence are empty) and of 300 (across the 256-position split boundary) */
 #define DEC_LENS 6, {1, 17, 300, 2048, 5, 16}, {0}
 const kt_attn_case kt_decode_cases[] = {
-    {"decode SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, DEC_LENS, 20, 0},
-    {"decode StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, DEC_LENS, 21, 0},
-    {"decode MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, DEC_LENS, 22, 0},
-    {"decode GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, DEC_LENS, 23, 0},
-    {"decode GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, DEC_LENS, 24, 0},
-    {"decode StarCoder-tiny MQA hd 16", T, F16, F16, 4, 1, 16, 16, 6, DEC_LENS, 25, 0},
-    {"decode StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, DEC_LENS, 26, 32},
-    {"decode MQA hd 128 window 300", T, BF16, F16, 8, 1, 128, 16, 6, DEC_LENS, 27, 300},
-    {"decode one sequence of 4096", T, BF16, F16, 9, 3, 64, 16, 1, 1, {4096}, {0}, 30, 0},
-    {"decode StarCoder-1B B=256 ctx 1024", B, BF16, F16, 16, 1, 128, 16, 256, 1, {1024}, {0}, 31, 0},
-    {"decode SmolLM2 B=64 ctx 2048", B, BF16, F16, 9, 3, 64, 16, 64, 1, {2048}, {0}, 32, 0},
-    {"decode SmolLM2 B=1 ctx 8192", B, BF16, F16, 9, 3, 64, 16, 1, 1, {8192}, {0}, 33, 0},
-    {"decode SmolLM2 B=64 ctx 2048 block 32", B, BF16, F16, 9, 3, 64, 32, 64, 1, {2048}, {0}, 34, 0},
-    {"decode StarCoder2-3B B=16 ctx 16384 window 4096", B, BF16, F16, 24, 2, 128, 16, 16, 1, {16384}, {0}, 35, 4096},
+    {"decode SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, DEC_LENS, 20, 0, false},
+    {"decode StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, DEC_LENS, 21, 0, false},
+    {"decode MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, DEC_LENS, 22, 0, false},
+    {"decode GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, DEC_LENS, 23, 0, false},
+    {"decode GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, DEC_LENS, 24, 0, false},
+    {"decode StarCoder-tiny MQA hd 16", T, F16, F16, 4, 1, 16, 16, 6, DEC_LENS, 25, 0, false},
+    {"decode StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, DEC_LENS, 26, 32, false},
+    {"decode MQA hd 128 window 300", T, BF16, F16, 8, 1, 128, 16, 6, DEC_LENS, 27, 300, false},
+    {"decode one sequence of 4096", T, BF16, F16, 9, 3, 64, 16, 1, 1, {4096}, {0}, 30, 0, false},
+    {"decode StarCoder-1B B=256 ctx 1024", B, BF16, F16, 16, 1, 128, 16, 256, 1, {1024}, {0}, 31, 0, false},
+    {"decode SmolLM2 B=64 ctx 2048", B, BF16, F16, 9, 3, 64, 16, 64, 1, {2048}, {0}, 32, 0, false},
+    {"decode SmolLM2 B=1 ctx 8192", B, BF16, F16, 9, 3, 64, 16, 1, 1, {8192}, {0}, 33, 0, false},
+    {"decode SmolLM2 B=64 ctx 2048 block 32", B, BF16, F16, 9, 3, 64, 32, 64, 1, {2048}, {0}, 34, 0, false},
+    {"decode StarCoder2-3B B=16 ctx 16384 window 4096", B, BF16, F16, 24, 2, 128, 16, 16, 1, {16384}, {0}, 35, 4096, false},
 };
 COUNT(kt_decode_cases);
 
@@ -169,22 +169,27 @@ const size_t kt_decode_splits_count = sizeof kt_decode_splits / sizeof kt_decode
 
 /* prefill: full prompts, a one-token chunk, chunks starting mid-sequence, and a chunk longer
  * than one 64-row tile that starts mid-tile of the keys; head size 16; sliding windows
- * narrower than a query tile (its last rows see nothing in the first key tile) and wider */
+ * narrower than a query tile (its last rows see nothing in the first key tile) and wider;
+ * bidirectional (encoder) prefill, full prompts and chunks */
 #define PRE_LENS 6, {1, 300, 77, 512, 40, 200}, {1, 300, 13, 200, 1, 131}
 const kt_attn_case kt_prefill_cases[] = {
-    {"prefill SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, PRE_LENS, 60, 0},
-    {"prefill StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, PRE_LENS, 61, 0},
-    {"prefill MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, PRE_LENS, 62, 0},
-    {"prefill GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, PRE_LENS, 63, 0},
-    {"prefill GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, PRE_LENS, 64, 0},
-    {"prefill StarCoder-tiny MQA hd 16 block 8", T, F16, BF16, 4, 1, 16, 8, 6, PRE_LENS, 68, 0},
-    {"prefill StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, PRE_LENS, 69, 32},
-    {"prefill GQA 3 hd 64 window 7", T, BF16, BF16, 9, 3, 64, 16, 6, PRE_LENS, 70, 7},
-    {"prefill GQA 2 hd 128 window 100", T, F16, F16, 4, 2, 128, 16, 6, PRE_LENS, 71, 100},
-    {"prefill StarCoder-1B 1x1536", B, BF16, F16, 16, 1, 128, 16, 1, 1, {1536}, {1536}, 65, 0},
-    {"prefill StarCoder-1B 8 chunks of 512 at 2048", B, BF16, F16, 16, 1, 128, 16, 8, 1, {2048}, {512}, 66, 0},
-    {"prefill SmolLM2 4x1024", B, BF16, F16, 9, 3, 64, 16, 4, 1, {1024}, {1024}, 67, 0},
-    {"prefill StarCoder2-3B 2 chunks of 256 at 6144 window 4096", B, BF16, F16, 24, 2, 128, 16, 2, 1, {6144}, {256}, 72, 4096},
+    {"prefill SmolLM2 GQA 3 hd 64", T, BF16, F16, 9, 3, 64, 16, 6, PRE_LENS, 60, 0, false},
+    {"prefill StarCoder MQA hd 128", T, F16, F16, 16, 1, 128, 16, 6, PRE_LENS, 61, 0, false},
+    {"prefill MHA hd 32 block 8", T, BF16, BF16, 4, 4, 32, 8, 6, PRE_LENS, 62, 0, false},
+    {"prefill GQA 4 hd 256 block 32", T, F16, BF16, 8, 2, 256, 32, 6, PRE_LENS, 63, 0, false},
+    {"prefill GQA 7 hd 64", T, BF16, BF16, 14, 2, 64, 16, 6, PRE_LENS, 64, 0, false},
+    {"prefill StarCoder-tiny MQA hd 16 block 8", T, F16, BF16, 4, 1, 16, 8, 6, PRE_LENS, 68, 0, false},
+    {"prefill StarCoder2-tiny GQA 2 hd 16 window 32", T, BF16, F16, 4, 2, 16, 16, 6, PRE_LENS, 69, 32, false},
+    {"prefill GQA 3 hd 64 window 7", T, BF16, BF16, 9, 3, 64, 16, 6, PRE_LENS, 70, 7, false},
+    {"prefill GQA 2 hd 128 window 100", T, F16, F16, 4, 2, 128, 16, 6, PRE_LENS, 71, 100, false},
+    {"prefill StarCoder-1B 1x1536", B, BF16, F16, 16, 1, 128, 16, 1, 1, {1536}, {1536}, 65, 0, false},
+    {"prefill StarCoder-1B 8 chunks of 512 at 2048", B, BF16, F16, 16, 1, 128, 16, 8, 1, {2048}, {512}, 66, 0, false},
+    {"prefill SmolLM2 4x1024", B, BF16, F16, 9, 3, 64, 16, 4, 1, {1024}, {1024}, 67, 0, false},
+    {"prefill StarCoder2-3B 2 chunks of 256 at 6144 window 4096", B, BF16, F16, 24, 2, 128, 16, 2, 1, {6144}, {256}, 72, 4096, false},
+    /* encoders (BERT: all-MiniLM-L6-v2 has 12 heads of 32): no causal mask */
+    {"prefill encoder MiniLM MHA 12 hd 32 bidirectional", T, F16, F16, 12, 12, 32, 16, 6, PRE_LENS, 73, 0, true},
+    {"prefill encoder MHA 4 hd 64 block 8 bidirectional", T, BF16, BF16, 4, 4, 64, 8, 6, PRE_LENS, 74, 0, true},
+    {"prefill encoder MiniLM 32x256 bidirectional", B, F16, F16, 12, 12, 32, 16, 32, 1, {256}, {256}, 75, 0, true},
 };
 COUNT(kt_prefill_cases);
 

@@ -89,6 +89,7 @@ typedef struct kt_attn_case {
     int32_t lens[KT_ATTN_PATTERN], q_lens[KT_ATTN_PATTERN];
     uint64_t seed;
     int32_t n_swa;
+    bool bidirectional; /* prefill without the causal mask (encoders) */
 } kt_attn_case;
 
 typedef struct kt_gemm_case {

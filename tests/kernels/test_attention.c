@@ -126,6 +126,7 @@ static attn_case make(const kt_attn_case *k)
     attn_case c = attn_case_make(k->q_dt, k->kv_dt, k->n_seq, lens, k->q_lens[0] ? q_lens : NULL,
                                  k->n_head, k->n_head_kv, k->head_dim, k->block_size, &r);
     c.a.n_swa = k->n_swa;
+    c.a.bidirectional = k->bidirectional;
     if (k->n_swa > 0)
         poison_before_window(&c);
     free(lens);

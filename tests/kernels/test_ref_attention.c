@@ -1,6 +1,7 @@
 /* test_ref_attention.c — CPU: the reference paged attention equals a naive dense attention
  * in double precision (K/V gathered into contiguous arrays first), for decode, full prefill
- * and chunked prefill, with shuffled block tables, GQA and MQA, and sliding windows. */
+ * and chunked prefill, with shuffled block tables, GQA and MQA, sliding windows, and
+ * bidirectional (encoder) prefill. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -65,7 +66,11 @@ static void check_against_dense(attn_case *c)
         const int32_t ql = a->q_start ? a->q_start[s + 1] - r0 : 1;
         for (int32_t r = r0; r < r0 + ql; r++)
             for (int32_t h = 0; h < a->n_head; h++) {
-                dense_row(c, s, r, a->seq_lens[s] - ql + (r - r0), h, o);
+                /* the last key the row sees: its position, or the sequence's end (encoder) */
+                dense_row(c, s, r,
+                          a->bidirectional && a->q_start ? a->seq_lens[s] - 1
+                                                         : a->seq_lens[s] - ql + (r - r0),
+                          h, o);
                 for (int32_t i = 0; i < a->head_dim; i++) {
                     const double got = kn_ref_load(a->q_dtype, a->out,
                                                    (size_t)(r * a->out_stride + h * a->head_dim + i));
@@ -118,5 +123,30 @@ Test(ref_attention, sliding_window_equals_dense)
     for (int b = 0; b < 4; b++)
         c.tables[b] = -1;
     check_against_dense(&c);
+    attn_case_free(&c);
+}
+
+/* An encoder's prefill (BERT): every row sees the whole sequence, later positions too; a
+ * chunk that starts mid-sequence sees the cached positions before it and the chunk's own. */
+Test(ref_attention, bidirectional_prefill_equals_dense_over_the_whole_sequence)
+{
+    kt_rng r = kt_rng_make(14);
+    const int32_t lens[] = {1, 40, 33, 77}, q_lens[] = {1, 7, 33, 77};
+    attn_case c = attn_case_make(KN_DTYPE_BF16, KN_DTYPE_F16, 4, lens, q_lens, 12, 12, 32, 16, &r);
+    c.a.bidirectional = true;
+    check_against_dense(&c);
+    /* and it is not the causal answer: the same inputs with the mask on differ */
+    float *bi = malloc(sizeof(float) * c.out_elems);
+    cr_assert(bi, "oom");
+    for (size_t i = 0; i < c.out_elems; i++)
+        bi[i] = kn_ref_load(c.a.q_dtype, c.out, i);
+    c.a.bidirectional = false;
+    kn_ref_paged_attention(&c.a);
+    size_t differ = 0;
+    for (size_t i = 0; i < c.out_elems; i++)
+        differ += !isnan(bi[i]) && fabs(bi[i] - kn_ref_load(c.a.q_dtype, c.out, i)) > 1e-2;
+    cr_assert_gt(differ, c.out_elems / 4, "only %zu of %zu outputs changed with the mask on",
+                 differ, c.out_elems);
+    free(bi);
     attn_case_free(&c);
 }
