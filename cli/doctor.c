@@ -177,7 +177,7 @@ static void check_model(doctor *d, const serve_opts *o)
     long reps = o->replicas > 1 ? o->replicas : 1; /* each replica has its own KV cache */
     int64_t kv = (o->eng.kv_mb ? o->eng.kv_mb : 1024) * (int64_t)1048576 * reps;
     int64_t need = (int64_t)st.st_size + (cuda ? 0 : kv);
-    if (cuda && reps > 1 && !o->eng.kv_mb)
+    if (cuda && reps > 1 && !o->eng.kv_mb && !o->eng.gpus) /* --gpus: each its own GPUs */
         say(d, DOCTOR_FIX, "replicas", "%ld replicas on cuda need kv_mb: each replica's KV pool "
             "would take 90%% of the GPU memory the ones before it left", reps);
     int64_t have = cuda ? d->gpu_mem : d->mem_available;

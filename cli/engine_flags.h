@@ -13,6 +13,7 @@ typedef struct cli_engine_opts {
     int backend;         /* eng_backend_kind, by its index in "cpu|cuda" */
     long threads;        /* 0: the engine's default (the number of online CPUs) */
     long tp;             /* tensor-parallel degree; 1: none */
+    const char *gpus;    /* --gpus "0,1,2,3" (checked by cli_engine_opts_check), or NULL */
     long kv_mb;          /* 0: the engine's default (1 GiB on the CPU, 90% of free GPU memory) */
     bool cuda_fp16;
     bool no_cuda_graphs;
@@ -39,6 +40,11 @@ typedef struct cli_engine_opts {
      "--threads, each with its own KV cache. N must divide the heads (quantised "            \
      "attn_output/ffn_down also in whole blocks); an error lists the degrees the model "     \
      "allows"},                                                                               \
+    {"--gpus", "LIST", CLI_FLAG_STRING, &(o)->gpus, NULL, 0, 0, NULL,                       \
+     "cuda: the GPUs to run on, by id, comma-separated (0,1,2,3); one per --tp rank, and "   \
+     "serve splits the list into groups of --tp, one replica each (--gpus 0,1,2,3 --tp 2: "  \
+     "two replicas of two GPUs; --replicas may be left out). Default: GPU 0, or 0 .. N-1 "    \
+     "with --tp N"},                                                                          \
     {"--kv-mb", "N", CLI_FLAG_INT, &(o)->kv_mb, NULL, 1, 1L << 20, NULL,                      \
      "KV cache memory in MiB (serve: of each replica; default 1024 on the CPU, 90% of free "  \
      "GPU memory on cuda)"},                                                                  \
@@ -53,7 +59,9 @@ typedef struct cli_engine_opts {
      "draft length below this to how many of its drafts the model accepts)"}
 
 /* After parsing: a usage error (printed, CLI_PARSE_USAGE) when the flags ask for what this
- * build cannot do, --backend cuda without the CUDA backend. */
+ * build cannot do, --backend cuda without the CUDA backend, or --gpus is not a list of
+ * distinct ids in [0, 63] that --tp divides. (GPUs named for the CPU backend are the
+ * engine's to refuse, and whether they exist the CUDA backend's, when they start.) */
 cli_parse_result cli_engine_opts_check(const cli_command *c, const cli_engine_opts *o);
 
 /* The engine configuration the flags describe, over eng_engine_config_defaults(). */

@@ -10,10 +10,26 @@ eng_status cli_replicas_start(const eng_model *m, eng_engine_config ec, int n, c
                               eng_err *err)
 {
     memset(out, 0, sizeof *out);
+    /* --gpus: groups of tp GPUs, one replica each (n 1 is --replicas left at its default) */
+    const int tp = ec.tp > 1 ? ec.tp : 1, all_gpus = ec.n_gpus;
+    int gpus[64];
+    memcpy(gpus, ec.gpus, sizeof gpus);
+    if (all_gpus > 0) {
+        if (all_gpus % tp != 0)
+            return eng_fail(err, ENG_ERR_INVALID, "--gpus lists %d GPUs, which --tp %d does not "
+                            "divide", all_gpus, tp);
+        if (n == 1)
+            n = all_gpus / tp;
+        else if (n != all_gpus / tp)
+            return eng_fail(err, ENG_ERR_INVALID, "--replicas %d, but --gpus lists %d GPUs: %d "
+                            "groups of --tp %d (leave --replicas out, or make them agree)", n,
+                            all_gpus, all_gpus / tp, tp);
+        ec.n_gpus = tp;
+    }
     if (n < 1 || n > ENG_ROUTER_MAX_REPLICAS)
         return eng_fail(err, ENG_ERR_INVALID, "--replicas must be in [1, %d], got %d",
                         ENG_ROUTER_MAX_REPLICAS, n);
-    if (n > 1 && ec.backend == ENG_BACKEND_CUDA && ec.kv_bytes == 0)
+    if (n > 1 && ec.backend == ENG_BACKEND_CUDA && ec.kv_bytes == 0 && all_gpus == 0)
         return eng_fail(err, ENG_ERR_INVALID,
                         "--replicas %d on cuda needs --kv-mb: each replica's KV pool would take "
                         "90%% of the GPU memory left by the replicas before it", n);
@@ -26,6 +42,8 @@ eng_status cli_replicas_start(const eng_model *m, eng_engine_config ec, int n, c
     eng_status st = ENG_OK;
     for (int i = 0; i < n; i++) {
         eng_err e2 = {{0}};
+        if (all_gpus > 0) /* replica i: the i-th group of tp GPUs */
+            memcpy(ec.gpus, gpus + i * tp, sizeof(int) * (size_t)tp);
         st = eng_engine_create(m, &ec, &out->engines[i], &e2);
         if (st != ENG_OK) {
             if (n > 1)

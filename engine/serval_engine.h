@@ -68,6 +68,9 @@ typedef struct eng_engine_config {
     int tp;                  /* tensor parallelism: ranks the model is split across (Megatron:
                               * heads, FFN columns, vocabulary); 0 or 1: none. CPU: rank thread
                               * groups sharing n_threads (0 threads: at least one per rank) */
+    int n_gpus;              /* CUDA: the devices of this engine, gpus[0 .. n_gpus): one per tp
+                              * rank (one with tp 1); 0: device 0 .. tp-1 */
+    int gpus[64];
     int64_t kv_bytes;        /* KV cache memory budget; 0: 1 GiB on the CPU, 90% of free GPU memory */
     int32_t block_size;      /* tokens per KV block; 0: 16 */
     bool prefix_caching;     /* reuse cached prompt blocks (default true) */

@@ -795,6 +795,11 @@ static eng_status config_resolve(const eng_model *m, const eng_engine_config *in
         c->tp = 1;
     if (c->tp < 1 || c->tp > 64)
         return eng_fail(err, ENG_ERR_INVALID, "tensor-parallel degree %d outside [1, 64]", c->tp);
+    if (c->n_gpus < 0 || c->n_gpus > 64)
+        return eng_fail(err, ENG_ERR_INVALID, "%d GPUs outside [0, 64]", c->n_gpus);
+    if (c->n_gpus > 0 && c->backend != ENG_BACKEND_CUDA)
+        return eng_fail(err, ENG_ERR_INVALID, "%d GPUs named (--gpus) for the CPU backend: "
+                        "GPUs are for the cuda backend", c->n_gpus);
     if (c->n_threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->n_threads = n > 0 ? (int)n : 1;
@@ -885,6 +890,8 @@ eng_status eng_engine_create(const eng_model *m, const eng_engine_config *cfg, e
                              .max_logits = max_logits,
                              .n_threads = c.n_threads,
                              .tp = c.tp,
+                             .gpus = c.n_gpus > 0 ? e->cfg.gpus : NULL,
+                             .n_gpus = c.n_gpus,
                              .cuda_graphs = !c.no_cuda_graphs,
                              .cuda_fp16 = c.cuda_fp16};
     if (c.backend == ENG_BACKEND_CPU) {

@@ -151,3 +151,28 @@ Test(replicas, bad_replica_counts_are_refused_naming_the_flag)
     free(err);
     free(bin);
 }
+
+/* --gpus (cli/engine_flags.c): what a user who lists GPUs wrongly is told, before any GPU is
+ * touched (that the GPUs exist is the CUDA backend's check: tests/kernels/kt_tp_cuda.c). */
+Test(replicas, gpu_lists_that_are_malformed_or_that_tp_does_not_divide_are_refused)
+{
+    static const char *const cases[][4] = {
+        {"0,1,2", "2", "cuda", "--gpus lists 3 GPUs, which --tp 2 does not divide"},
+        {"0,,1", "1", "cuda", "not a comma-separated list"},
+        {"1,1", "1", "cuda", "GPU 1 is listed twice"},
+        {"64", "1", "cuda", "GPU ids are 0..63"},
+    };
+    char *bin = tu_bin_path("serval");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *argv[] = {bin, "serve", "--backend", (char *)cases[i][2], "--gpus",
+                        (char *)cases[i][0], "--tp", (char *)cases[i][1], "--print-config", NULL};
+        char *err = NULL;
+        int rc = tu_run(argv, NULL, &err, 30);
+        cr_assert_eq(rc, 2, "--gpus %s: %s", cases[i][0], err);
+        /* a build without CUDA refuses --backend cuda first; the rest holds either way */
+        cr_assert(strstr(err, cases[i][3]) || strstr(err, "built without CUDA"), "--gpus %s: %s",
+                  cases[i][0], err);
+        free(err);
+    }
+    free(bin);
+}
