@@ -176,3 +176,21 @@ Test(replicas, gpu_lists_that_are_malformed_or_that_tp_does_not_divide_are_refus
     }
     free(bin);
 }
+
+/* --gpus 0,1,2,3 --tp 2 is two replicas (cli/serve_replicas.c): another --replicas is refused
+ * when serve starts, before any GPU is touched (CUDA builds; others refuse --backend cuda). */
+Test(replicas, a_replica_count_that_disagrees_with_the_gpu_groups_is_refused, .timeout = 120)
+{
+    char *bin = tu_bin_path("serval");
+    char *argv[] = {bin, "serve", "--model", (char *)tu_default_model(), "--backend", "cuda",
+                    "--gpus", "0,1,2,3", "--tp", "2", "--replicas", "3", "--grpc-port", "0",
+                    "--http-port", "0", "--no-auth", NULL};
+    char *err = NULL;
+    int rc = tu_run(argv, NULL, &err, 90);
+    cr_assert_neq(rc, 0, "%s", err);
+    cr_assert(strstr(err, "--replicas 3, but --gpus lists 4 GPUs: 2 groups of --tp 2") ||
+                  strstr(err, "built without CUDA"),
+              "%s", err);
+    free(err);
+    free(bin);
+}
