@@ -684,6 +684,57 @@ AVX512_INLINE void q_tokn512(const int kind, const int NT, const uint8_t *w, int
         y[t * ldy] = res[t];
 }
 
+/* ROW_LANES rows × 1 token like q_row4, each (row, token) pair's eight lanes in one __m256 as in
+ * the prompt tiles: the activation block is loaded once for the four rows, d_w*d_a of the four
+ * read back as broadcasts from memory. Not for Q4_0 (q_row4's one chain). */
+AVX2_INLINE __m128 q_row4_256(const int kind, const int vnni, const uint8_t *const wr[ROW_LANES],
+                              const prefetch_plan *pp, int64_t nb, const uint8_t *a, size_t tail_off)
+{
+    const q_geom g = Q_GEOM(kind);
+    const uint8_t *tail = a + tail_off;
+    const size_t tstride = HAS_MIN(kind) ? 8 : 4;
+    const uint8_t *lanes = a + (kind == K_Q5_0 ? quant_q4_0_lane_off(nb) : 0);
+    __m256 acc[ROW_LANES];
+    for (int k = 0; k < ROW_LANES; k++)
+        acc[k] = _mm256_setzero_ps();
+    __m128 summs = _mm_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const float *ts = (const float *)(tail + tstride * (size_t)b);
+        const size_t wo = g.wblk * (size_t)b;
+        prefetch_step(pp, b);
+        __m128 d4, m4 = _mm_setzero_ps();
+        if (HAS_MIN(kind))
+            gather_dm4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo, &d4, &m4);
+        else
+            d4 = gather_d4(wr[0] + wo, wr[1] + wo, wr[2] + wo, wr[3] + wo);
+        if (HAS_MIN(kind))
+            summs = _mm_fmadd_ps(m4, _mm_broadcast_ss(ts + 1), summs);
+        _Alignas(16) float ddm[ROW_LANES];
+        _mm_store_ps(ddm, _mm_mul_ps(d4, _mm_broadcast_ss(ts))); /* d_w*d_a per row */
+        __asm__("" : "+m"(ddm));
+        const __m256i av = load256(a + g.ablk * (size_t)b + g.aqs);
+        /* Q5_0: -16 = twice Q4_0's -8 per lane, the starting value */
+        const __m256i init = kind == K_Q5_0
+                                 ? _mm256_sub_epi32(_mm256_setzero_si256(),
+                                                    _mm256_slli_epi32(load256(lanes + 32 * (size_t)b), 1))
+                                 : _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < ROW_LANES; k++) {
+            __m256i sgn = _mm256_setzero_si256();
+            const __m256i wv = wprep256(kind, wr[k] + wo, &sgn);
+            const __m256i p = dot_u8s8(vnni, init, wv, SIGNED_W(kind) ? _mm256_sign_epi8(av, sgn) : av);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(ddm + k), acc[k]);
+        }
+    }
+    __m128 r[ROW_LANES];
+    for (int k = 0; k < ROW_LANES; k++)
+        r[k] = _mm_add_ps(_mm256_extractf128_ps(acc[k], 1), _mm256_castps256_ps128(acc[k]));
+    __m128 res = hsum_r4(r[0], r[1], r[2], r[3]);
+    if (HAS_MIN(kind))
+        res = _mm_add_ps(res, summs);
+    return res;
+}
+
 /* ---- Q6_K weights × Q8_K activations ------------------------------------------------------ */
 
 /* The 32 unsigned 6-bit quants (0..63) of group g (elements 32g..32g+31) of a Q6_K block. */
@@ -1148,11 +1199,14 @@ AVX2_INLINE void store_rows(const __m128 *acc, int nvec, float *y, int64_t r, in
     AVX2 static void name(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb,      \
                           const uint8_t *a, size_t tail_off, float *y)                            \
     {                                                                                             \
+        const bool vnni = quant_cpu_has_avx_vnni();                                               \
         for (int64_t r = ra; r < rb; r += ROW_LANES) {                                            \
             const uint8_t *wr[ROW_LANES];                                                         \
             lane_rows(W, wrow, r, rb, ROW_LANES, wr);                                             \
             const prefetch_plan pp = next_tile(W, wrow, nb, r, rb);                               \
-            const __m128 acc = q_row4(kind, wr, &pp, nb, a, tail_off);                            \
+            const __m128 acc = kind == K_Q4_0 ? q_row4(kind, wr, &pp, nb, a, tail_off)            \
+                               : vnni         ? q_row4_256(kind, 1, wr, &pp, nb, a, tail_off)     \
+                                              : q_row4_256(kind, 0, wr, &pp, nb, a, tail_off);    \
             store_rows(&acc, 1, y, r, rb);                                                        \
         }                                                                                         \
     }
