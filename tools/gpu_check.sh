@@ -16,7 +16,9 @@
 #                                              # vs the CPU backend; on the default model too when
 #                                              # it is there; starcoder, starcoder2 and linear
 #                                              # RoPE scaling, tiny and real shapes) + engine
-#                                              # benchmarks (StarCoder-1B, StarCoder2-3B too)
+#                                              # benchmarks (StarCoder-1B, StarCoder2-3B too);
+#                                              # with 2+ GPUs, tensor parallelism vs one GPU
+#                                              # (kt-tp-cuda: tp_check.txt)
 # ENGINE=1 needs a GGUF to copy a vocabulary from (the real default model is too big to travel):
 # make one here with `build/bin/serval-synth --preset tiny --vocab-from models/SmolLM2-135M-
 # Instruct.Q4_1.gguf --out models/vocab.gguf` and name models/vocab.gguf in the device call's carry.
@@ -114,6 +116,18 @@ if [ "${ENGINE:-0}" = 1 ]; then
         timeout 300 "$BUILD/bin/serval-cuda-check" --model "$DEFAULT_MODEL" 2>&1 \
             | tee "$OUT/cuda_check_default.txt"
         [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    fi
+    # tensor parallelism over 2 and 4 GPUs against one (kt-tp-cuda; NCCL builds, 2+ GPUs)
+    NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+    if [ "$NGPU" -ge 2 ] && ninja -C "$BUILD" kt-tp-cuda > "$OUT/build_tp.log" 2>&1; then
+        echo "== engine: tensor parallelism, $NGPU GPUs (kt-tp-cuda, tiny presets)"
+        for p in starcoder-tiny starcoder2-tiny deepseek-coder-tiny; do
+            timeout 120 "$BUILD/bin/kt-tp-cuda" --model "$BUILD/fam-$p.gguf" 2>&1 \
+                | sed "s/^/$p: /" | tee -a "$OUT/tp_check.txt"
+            [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+        done
+    else
+        echo "== engine: tensor parallelism skipped ($NGPU GPUs, or no NCCL: $OUT/build_tp.log)"
     fi
     echo "== engine: decode and prefill throughput, then the HF Transformers peer"
     for p in smollm2-135m llama-1b; do
