@@ -4,23 +4,26 @@
  *
  * The per-(row, token) arithmetic of every type is quant_impl.h's (llama.cpp's x86 batch path).
  *
- * Q4_1, Q8_0: every (row, token) pair has its own eight f32 lanes (two __m128); per block,
- * maddubs + madd give the eight int32 lane sums, one cvt and one fma with the broadcast d_w*d_a
- * fold them in; hsum_float_8's order finishes. Q4_0 uses the same tiles but adds each pair's
- * lanes up to the block's exact sum first (four pairs at once) and keeps one chain.
- * Prompt tiles are one row × 8 tokens with a pair's eight lanes in one __m256 (each weight block
- * unpacked once per eight tokens; AVX-VNNI's vpdpbusd for the int8 products where the CPU has
- * it), one row × 4 tokens for the 4..7 tokens left over; the single-token tile is ROW_LANES
- * rows. Every tile runs the same per-pair operations as the scalar reference, so all agree bit
- * for bit whatever the batch shape.
+ * Q4_0, Q4_1, Q8_0, Q5_0, Q5_1: every (row, token) pair has its own eight f32 lanes, one __m256;
+ * per block, a u8×s8 dot product of 4-byte groups (vpdpbusd where the CPU has AVX-VNNI, maddubs
+ * + madd otherwise) gives the eight exact int32 lane sums, one cvt and one fma with d_w*d_a fold
+ * them in; hsum_float_8's order finishes. Q4_0 adds each pair's lanes up to the block's exact sum
+ * first and keeps one chain. Two tokens or more: the tokens are packed once per 64 (groups of 8,
+ * 4, 2: quants interleaved 32 bytes a token, scales as vectors) and each row runs against a
+ * group, its weight block unpacked once for the group (with AVX-512 VNNI, Q4_1 / Q5_0 / Q5_1 put
+ * two tokens' pairs in each 512-bit vector). One token: 4 rows × 1 token (Q4_0: 128-bit halves).
+ * The 4-token tiles of 128-bit halves (q_tok4) remain for when the pack buffer cannot be
+ * allocated. Q5_0 / Q5_1 or the fifth bit into the unpacked weights (Q5_0's -16 taken back
+ * through the activation's lane offsets, twice Q4_0's). Every tile of every type runs the same
+ * per-pair operations as the scalar reference, so all agree bit for bit whatever the batch shape.
  *
- * Q5_0, Q5_1: the Q4_0 / Q4_1 tiles with the fifth bit or'ed into the unpacked weights (Q5_0's
- * -16 taken back through the activation's lane offsets, twice Q4_0's) and Q4_1's 8-lane order.
- *
- * Q4_K, Q5_K: one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1
- * token for decoding Q5_K; eight int32 lanes per pair, reduced four pairs at a time to exact
- * sums (per 64-element chunk for Q4_K, per super-block for Q5_K), then the float chains on those
- * four-pair vectors.
+ * Q4_K prompts: the packed group interleaves the activations' 4-byte groups by token, so a
+ * broadcast weight group dotted with one vector gives all eight tokens' partial sums in the lanes
+ * (no horizontal reductions); llama.cpp's per-chunk float chains run in the lanes.
+ * Q5_K: one row × 4 tokens for prompts (weights unpacked once per four tokens), 4 rows × 1
+ * token for decoding; eight int32 lanes per pair, reduced four pairs at a time to exact sums
+ * per super-block, then the float chains on those four-pair vectors (Q4_K's 4-token tile is the
+ * same with per-chunk sums).
  *
  * Q4_K and Q6_K decoding (one token): tiles of 8 rows whose float chains run in the 8 lanes of
  * one __m256 (lane r = row r), each activation group loaded once per 8 rows, each row's exact
