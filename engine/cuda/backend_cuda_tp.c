@@ -34,6 +34,7 @@ typedef struct ctp_rank {
 struct ctp_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
     int n;
+    int32_t n_vocab; /* the whole model's */
     eng_comm *comm;
     ctp_rank *ranks;            /* [n] */
     eng_backend_config rank_cfg; /* every rank's: the KV budget its share */
@@ -110,9 +111,18 @@ static eng_status ctp_forward(eng_backend *be, const eng_batch *b, const eng_sam
                               int32_t *tokens, float *logits, eng_err *err)
 {
     ctp_backend *tp = (ctp_backend *)be;
-    if (b->n_logits > tp->rank_cfg.max_logits)
-        return eng_fail(err, ENG_ERR_INVALID, "batch of %d logits rows exceeds the backend's %d",
-                        b->n_logits, tp->rank_cfg.max_logits);
+    /* Refused here, before any rank sees it: a rank that fails on its own fails the group for
+     * good (the others may be inside a collective), so what every rank would refuse alike is
+     * checked once, and the group runs the next batch. */
+    if (b->n_tokens <= 0 || b->n_tokens > tp->rank_cfg.max_tokens ||
+        b->n_logits > tp->rank_cfg.max_logits || b->n_seqs > tp->rank_cfg.max_tokens)
+        return eng_fail(err, ENG_ERR_INVALID, "batch of %d tokens / %d logits exceeds the "
+                        "backend's step buffers (%d / %d)", b->n_tokens, b->n_logits,
+                        tp->rank_cfg.max_tokens, tp->rank_cfg.max_logits);
+    for (int32_t i = 0; i < b->n_tokens; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= tp->n_vocab)
+            return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
+                            b->tokens[i], i, tp->n_vocab);
     pthread_mutex_lock(&tp->mu);
     tp->b = b;
     tp->rows = rows && tokens ? rows : NULL;
@@ -204,6 +214,7 @@ eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_conf
     tp->base.ops = &ctp_ops;
     tp->base.block_size = cfg->block_size;
     tp->n = n;
+    tp->n_vocab = m->hp.n_vocab;
     tp->rank_cfg = *cfg;
     tp->rank_cfg.kv_bytes = cfg->kv_bytes / n; /* 0 stays 0: each GPU's free memory */
     tp->rank_cfg.tp = 1;

@@ -1,9 +1,9 @@
 /* kt_tp_cuda.c — kt-tp-cuda: the CUDA backend split over 2 and 4 GPUs (tensor parallelism over
  * NCCL, cuda/backend_cuda_tp.c) against the same backend on one GPU, on any model: the logits
  * of whole-prompt prefills within a bf16 tolerance, and batched greedy decoding (GPU sampling
- * from CUDA graphs, each rank capturing its own) drawing the same tokens. Also the errors a
- * user meets: a GPU that does not exist, one named twice, a GPU count other than tp, a degree
- * the model does not split into. On the emulator, SERVAL_EMU_DEVICES gives it the GPUs.
+ * from CUDA graphs, each rank capturing its own) drawing the same tokens; a bad token id
+ * refused without failing the group. Also the errors a user meets: a GPU that does not exist,
+ * one named twice, a GPU count other than tp, a degree the model does not split into. On the emulator, SERVAL_EMU_DEVICES gives it the GPUs.
  * Exit 0 pass, 1 fail, 77 no GPU or fewer than 2. */
 #include <math.h>
 #include <stdbool.h>
@@ -139,6 +139,28 @@ static int32_t argmax(const float *x, int32_t n)
     return b;
 }
 
+/* A batch with a token id outside the vocabulary is refused by every rank before any collective
+ * (the message names the id), and the group still runs the next batch. */
+static void check_bad_token(eng_backend *be, int tp, int32_t nv)
+{
+    int32_t tok[2] = {1, nv}, pos[2] = {0, 1}, seq[2] = {0, 0}, idx = 1, table[MAX_POS / BS];
+    const int32_t *tables[1] = {table};
+    table_of(0, table);
+    eng_batch b = {.n_tokens = 2, .tokens = tok, .pos = pos, .seq = seq, .block_tables = tables,
+                   .n_seqs = 1, .logits_idx = &idx, .n_logits = 1};
+    float *logits = malloc(sizeof(float) * (size_t)nv);
+    eng_err err = {0};
+    eng_status st = be->ops->forward(be, &b, NULL, NULL, logits, &err);
+    bool refused = st == ENG_ERR_INVALID && strstr(err.msg, "outside") != NULL;
+    tok[1] = nv - 1;
+    eng_status again = be->ops->forward(be, &b, NULL, NULL, logits, &err);
+    printf("%s  tp %d: a token id outside the vocabulary is refused (%s), the next batch runs "
+           "(%s)\n", refused && again == ENG_OK ? "PASS" : "FAIL", tp,
+           refused ? "yes" : "no", again == ENG_OK ? "yes" : err.msg);
+    failures += !(refused && again == ENG_OK);
+    free(logits);
+}
+
 /* Creation must fail with `want` and a message containing `needle`. */
 static void check_refused(const eng_model *m, eng_backend_config c, eng_status want,
                           const char *needle, const char *what)
@@ -208,6 +230,7 @@ int main(int argc, char **argv)
             be->ops->free(be);
             continue;
         }
+        check_bad_token(be, tp, nv);
         be->ops->free(be);
         double worst = 0;
         int agree = 0;
