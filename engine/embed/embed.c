@@ -61,6 +61,16 @@ int32_t eng_embedder_waiting(eng_embedder *e)
 int32_t eng_embedder_max_tokens(const eng_embedder *e) { return e->m->n_ctx; }
 const char *eng_embedder_model_name(const eng_embedder *e) { return e->m->name; }
 
+/* A call of at most EMB_SMALL_CALL texts (a search query, a completion's retrieval, an API
+ * request for a few texts) is served before queued bulk calls (an indexing run's slices of
+ * hundreds), so a completion's query waits for the batch in progress, not for the repository
+ * being indexed in the background; small calls keep their order among themselves, and may use
+ * EMB_SMALL_RESERVE places beyond max_waiting, so a queue that indexing filled does not refuse
+ * them. A batch that starts with small calls holds only small calls: the query waits for the
+ * bulk batch in progress, not for a full batch of bulk texts behind it too. */
+#define EMB_SMALL_CALL 8
+#define EMB_SMALL_RESERVE 64
+
 /* The worker: one batch per loop, texts taken in queue order. */
 static void *worker_main(void *arg)
 {
@@ -95,8 +105,11 @@ static void *worker_main(void *arg)
         if (e->stop)
             break;
         int32_t n = 0, T = 0;
+        const bool small_batch = e->head->n <= EMB_SMALL_CALL;
         while (e->head && n < e->max_batch) {
             emb_job *j = e->head;
+            if (small_batch && j->n > EMB_SMALL_CALL)
+                break;
             owner[n] = j;
             idx[n] = j->next;
             seq_len[n] = j->n_tok[j->next];
@@ -247,14 +260,6 @@ eng_status eng_embedder_tokenize(const eng_embedder *e, const char *text, size_t
     return ENG_OK;
 }
 
-/* A call of at most EMB_SMALL_CALL texts (a search query, a completion's retrieval, an API
- * request for a few texts) is served before queued bulk calls (an indexing run's slices of
- * hundreds), so a completion's query waits for the batch in progress, not for the repository
- * being indexed in the background; small calls keep their order among themselves, and may use
- * EMB_SMALL_RESERVE places beyond max_waiting, so a queue that indexing filled does not refuse
- * them. */
-#define EMB_SMALL_CALL 8
-#define EMB_SMALL_RESERVE 64
 
 /* Queues a job whose token arrays are ready and waits for it. Takes ownership of j's arrays. */
 static eng_status run_job(eng_embedder *e, emb_job *j, eng_err *err)
