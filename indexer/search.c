@@ -71,7 +71,9 @@ static void add_term(void *user, const char *tok, size_t len, bool part)
 /* Document frequencies of query terms, cached per index: fts5vocab counts a term's documents by
  * reading its whole posting list, so a common identifier (self, return) cost milliseconds on
  * every query; those are exactly the terms every query repeats. Cleared when the database
- * changes (SQLite's data version) or the table fills. Used under read_mu. */
+ * changes (SQLite's data version, which the read connection sees from its next read: one
+ * search may still use the counts from before a commit; they only pick and weigh terms) or
+ * the table fills. Used under read_mu. */
 #define DF_SLOTS 4096 /* a power of two */
 
 struct idx_df_cache {
