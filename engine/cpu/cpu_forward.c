@@ -613,9 +613,10 @@ static void attention_part(const fwd_job *j, int il, int ith, int nth)
     float vacc[8 * 256]; /* [8, hd] partial sums of the V product */
     const bool vec = hd % 8 == 0; /* the vector paths (when built with F16C and FMA) */
     (void)vec;
-    long p0, p1;
-    eng_pool_split((long)j->n * n_head, ith, nth, &p0, &p1);
-    for (long p = p0; p < p1; p++) {
+    /* (token, head) pairs dealt round-robin: a causal query's cost grows with its position,
+     * so contiguous shares would leave the thread with the chunk's first tokens idle (3:1 on a
+     * prompt's first chunk). Each pair writes only its own output: same bits either way. */
+    for (long p = ith; p < (long)j->n * n_head; p += nth) {
         const int t = (int)(p / n_head), h = (int)(p % n_head), kvh = h / group;
         const int32_t bt = j->c0 + t;
         const int32_t *table = j->b->block_tables[j->b->seq[bt]];
