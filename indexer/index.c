@@ -323,6 +323,34 @@ bool idx_has_repo(idx_index *ix, const char *git_url)
     return yes;
 }
 
+size_t idx_repos_get(idx_index *ix, idx_repo_info *out, size_t cap)
+{
+    size_t n = 0;
+    sqlite3_stmt *st = NULL;
+    pthread_mutex_lock(&ix->read_mu);
+    if (sqlite3_prepare_v2(ix->rdb,
+                           "SELECT git_url, root, commit_id, indexed_at, (SELECT count(*) FROM "
+                           "files WHERE files.repo_id = repos.id) FROM repos ORDER BY git_url",
+                           -1, &st, NULL) == SQLITE_OK) {
+        for (; sqlite3_step(st) == SQLITE_ROW; n++) {
+            if (n >= cap)
+                continue;
+            idx_repo_info *r = &out[n];
+            const char *u = (const char *)sqlite3_column_text(st, 0);
+            const char *root = (const char *)sqlite3_column_text(st, 1);
+            const char *c = (const char *)sqlite3_column_text(st, 2);
+            snprintf(r->git_url, sizeof r->git_url, "%s", u ? u : "");
+            snprintf(r->root, sizeof r->root, "%s", root ? root : "");
+            snprintf(r->commit, sizeof r->commit, "%s", c ? c : "");
+            r->indexed_at = sqlite3_column_int64(st, 3);
+            r->files = sqlite3_column_int64(st, 4);
+        }
+    }
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&ix->read_mu);
+    return n;
+}
+
 void idx_totals_get(idx_index *ix, idx_totals *t)
 {
     memset(t, 0, sizeof *t);

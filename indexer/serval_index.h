@@ -207,6 +207,18 @@ typedef struct idx_totals {
 } idx_totals;
 void idx_totals_get(idx_index *ix, idx_totals *t);
 
+/* One indexed repository, as the index last recorded it. */
+typedef struct idx_repo_info {
+    char git_url[256];  /* its name in search results (clipped to fit) */
+    char root[256];     /* the folder indexed (clipped to fit) */
+    char commit[48];    /* HEAD's hex id at the last finished run; "" for a plain folder */
+    int64_t indexed_at; /* Unix seconds when the last run finished; 0: never finished */
+    int64_t files;      /* files indexed */
+} idx_repo_info;
+/* Fills out[0 .. min(n, cap)) with the index's repositories in git_url order and returns n,
+ * their number (0 when the database cannot be read). */
+size_t idx_repos_get(idx_index *ix, idx_repo_info *out, size_t cap);
+
 /* Chunks above this count get an approximate vector index (IVF), below it an exact one. */
 #define IDX_EXACT_MAX_VECTORS 20000
 

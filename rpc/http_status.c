@@ -301,6 +301,31 @@ static json_t *memory_json(const eng_engine_stats *es, const eng_model *m)
                      "kv_blocks_cached", es->kv_blocks_cached, "kv_block_size", es->block_size);
 }
 
+/* Each indexed repository and how fresh it is: when its last indexing run finished (UTC and
+ * seconds ago; null when none has), at which commit, how many files. */
+static void add_repositories(idx_index *ix, json_t *arr, time_t now)
+{
+    enum { MAX_LISTED = 64 };
+    idx_repo_info *info = calloc(MAX_LISTED, sizeof *info);
+    if (!info)
+        return;
+    size_t n = idx_repos_get(ix, info, MAX_LISTED);
+    for (size_t i = 0; i < n && i < MAX_LISTED; i++) {
+        const idx_repo_info *r = &info[i];
+        char when[32] = "";
+        struct tm tm;
+        time_t at = (time_t)r->indexed_at;
+        if (r->indexed_at > 0 && gmtime_r(&at, &tm))
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_array_append_new(arr, json_pack(
+            "{s:s,s:s,s:s,s:o,s:o,s:I}", "name", r->git_url, "root", r->root, "commit", r->commit,
+            "indexed_at", r->indexed_at > 0 ? json_string(when) : json_null(), "age_s",
+            r->indexed_at > 0 ? json_integer((json_int_t)(now - at)) : json_null(), "files",
+            (json_int_t)r->files));
+    }
+    free(info);
+}
+
 static json_t *status_json(http_server *s)
 {
     eng_engine_stats es;
@@ -321,14 +346,15 @@ static json_t *status_json(http_server *s)
         "requests_finished", (json_int_t)es.requests_finished, "requests_rejected",
         (json_int_t)es.requests_rejected, "tokens_generated", (json_int_t)es.tokens_generated,
         "draining", atomic_load(&s->draining), "repositories", "indexer",
-        s->cfg.index ? "per-repository freshness is not reported yet (the indexer exposes no "
-                       "per-repository state); totals below"
+        s->cfg.index ? "no repository has been indexed yet"
                      : "no repository is indexed (serve --repo, or repos in the config file)",
         "usage", usage_json(s), "tokens",
         (json_int_t)rpc_auth_n_tokens(s->auth));
     if (root)
         json_object_set_new(json_object_get(root, "engine"), "replicas",
                             json_integer(eng_router_n_replicas(s->router)));
+    if (root && s->cfg.index)
+        add_repositories(s->cfg.index, json_object_get(root, "repositories"), ts.tv_sec);
     if (root && s->cfg.index) {
         idx_totals t;
         idx_totals_get(s->cfg.index, &t);
@@ -444,7 +470,9 @@ static const char page_tail[] =
 static const char page_tail2[] =
     "$('repos').textContent=S.repositories.length?'':'none listed ('+S.indexer+')';\n"
     "for(const r of S.repositories){const d=document.createElement('div');"
-    "d.textContent=r.name+' — indexed '+r.indexed_at;$('repos').appendChild(d);}\n"
+    "d.className='repo';d.textContent=r.name+' — '+r.files+' files'+(r.commit?' at '+r.commit.slice(0,10):'')+"
+    "(r.indexed_at?', indexed '+r.indexed_at+' ('+Math.round(r.age_s/60)+' min ago)':', not indexed yet');"
+    "$('repos').appendChild(d);}\n"
     "if(S.index){const t=document.createElement('table');t.id='index';$('repos').appendChild(t);"
     "rows(t,[['repositories in the index',S.index.repositories,'ix-repos'],['files',S.index.files,"
     "'ix-files'],['chunks',S.index.chunks,'ix-chunks'],['vector search',S.index.approximate?"

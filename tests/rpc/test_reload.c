@@ -111,6 +111,18 @@ Test(reload, sighup_indexes_an_added_repository_and_says_what_was_removed, .time
     json_t *ix = json_object_get(st, "index");
     cr_assert_eq(json_integer_value(json_object_get(ix, "repositories")), 2, "%s", r.body);
     cr_assert_geq(json_integer_value(json_object_get(ix, "files")), 2, "%s", r.body);
+    /* each repository with its freshness: both indexed, one file each, a time and an age */
+    json_t *repos = json_object_get(st, "repositories");
+    cr_assert_eq(json_array_size(repos), 2, "%s", r.body);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *rp = json_array_get(repos, i);
+        const char *name = json_string_value(json_object_get(rp, "name"));
+        cr_assert_str_eq(name, i ? "https://example.com/b.git" : "https://example.com/a.git");
+        cr_assert_eq(json_integer_value(json_object_get(rp, "files")), 1, "%s", r.body);
+        const char *at = json_string_value(json_object_get(rp, "indexed_at"));
+        cr_assert(at && strlen(at) == 20 && at[19] == 'Z', "an ISO time: %s", r.body);
+        cr_assert_geq(json_integer_value(json_object_get(rp, "age_s")), 0, "%s", r.body);
+    }
     json_decref(st);
     tu_http_resp_free(&r);
 
