@@ -29,7 +29,7 @@ packages=(
   lintian help2man   # the Debian package's check (tests/tools/test_package.sh) and serval-bench's man page
   nginx   # docs/nginx/serval.conf in front of several serve processes (tests/deploy/test_nginx.sh skips without it)
   # Not installed here: chromium (122 MB download, 414 MB installed) for test_status_page's
-  # headless-browser check, which skips without it: `apt-get install chromium` to run it.
+  # headless-browser check, which skips without it: tools/test.sh installs it.
 )
 missing=()
 for p in "${packages[@]}"; do

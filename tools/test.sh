@@ -18,6 +18,19 @@ case "${1:-}" in
 --tsan) presets="tsan" ;;
 *) echo "usage: tools/test.sh [--asan | --emu | --tsan]" >&2; exit 2 ;;
 esac
+# Tests only: Debian's Chromium, for test_status_page's headless-browser check (a big package,
+# so setup.sh leaves it off serving machines). Without it that check skips; it does not fail.
+install_chromium() {
+  command -v chromium >/dev/null && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "test: installing chromium for the status page's browser test" >&2
+  local apt=($sudo env DEBIAN_FRONTEND=noninteractive apt-get)
+  "${apt[@]}" install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+    { "${apt[@]}" update -qq >/dev/null 2>&1 &&
+      "${apt[@]}" install -y -qq --no-install-recommends chromium >/dev/null 2>&1; } ||
+    echo "test: chromium could not be installed: test_status_page's browser check will skip" >&2
+}
 for preset in $presets; do
   # the emulator needs the CUDA headers (not a GPU, not the CUDA libraries)
   if [[ $preset == emu* ]] && ! command -v nvcc >/dev/null &&
@@ -26,6 +39,7 @@ for preset in $presets; do
     continue
   fi
   SERVAL_BUILD_PRESET=$preset tools/setup.sh
+  install_chromium
   echo "test: running the suite (preset $preset)" >&2
   if [ "$preset" = tsan ]; then
     # the Criterion runners come from the release build, uninstrumented

@@ -2,8 +2,8 @@
  * GET /v1/status (model, memory, GPUs from NVML (a stand-in library here), latency percentiles
  * over HTTP, streamed and gRPC requests, usage per user per day from /v1/events), who may open
  * it (admin scope, or loopback without a token), the HTML page self-contained, and rendered by a real headless Chromium whose numbers match the JSON (a
- * screenshot is kept in the build directory; the test skips when Chromium is not installed:
- * `apt-get install chromium`). */
+ * screenshot is kept in the build directory; tools/test.sh installs Chromium; the test skips
+ * where it is not installed). */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
