@@ -361,12 +361,43 @@ static bool reload_repos(const serve_opts *n, serve_indexer *ix, char *applied, 
     return true;
 }
 
+/* SIGHUP's limits: the per-token in-flight cap (both front ends; turning it on or off needs a
+ * restart, see http_server_set_limits), the HTTP body limit and gRPC's generation timeout.
+ * Appends what changed to applied; false when the cap was turned on or off (not applied). */
+static bool reload_limits(serve_opts *n, serve_opts *o, http_server *http, rpc_grpc_server *grpc,
+                          char *applied, size_t cap)
+{
+    if ((n->max_inflight_per_token == 0) != (o->max_inflight_per_token == 0))
+        return false;
+    const long cur[3] = {o->max_inflight_per_token, o->http_max_body_kb, o->generation_timeout_ms};
+    const long now[3] = {n->max_inflight_per_token, n->http_max_body_kb, n->generation_timeout_ms};
+    static const char *const names[3] = {"max_inflight_per_token", "http_max_body_kb",
+                                         "generation_timeout_ms"};
+    bool any = false;
+    for (int i = 0; i < 3; i++) {
+        if (cur[i] == now[i]) continue;
+        size_t at = strlen(applied);
+        snprintf(applied + at, cap - at, "; %s %ld -> %ld", names[i], cur[i], now[i]);
+        any = true;
+    }
+    if (!any) return true;
+    http_server_set_limits(http, n->max_inflight_per_token ? (int)n->max_inflight_per_token : -1,
+                           (size_t)n->http_max_body_kb << 10);
+    rpc_grpc_server_set_limits(grpc,
+                               n->max_inflight_per_token ? (int)n->max_inflight_per_token : -1,
+                               (int)n->generation_timeout_ms);
+    o->max_inflight_per_token = n->max_inflight_per_token; /* what the next SIGHUP compares with */
+    o->http_max_body_kb = n->http_max_body_kb;
+    o->generation_timeout_ms = n->generation_timeout_ms;
+    return true;
+}
+
 /* Reads the settings again (file, environment, the same flags): tokens, the log level, the
- * HTTP per-token rate (http_rate_limit, http_rate_burst) and the repositories to index (repos,
- * reindex_interval) are applied; every other changed setting is named as needing a restart.
- * One log line says what happened. */
+ * HTTP per-token rate (http_rate_limit, http_rate_burst), the limits of reload_limits and the
+ * repositories to index (repos, reindex_interval) are applied; every other changed setting is
+ * named as needing a restart. One log line says what happened. */
 static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_server *http,
-                   serve_indexer *ix)
+                   rpc_grpc_server *grpc, serve_indexer *ix)
 {
     char tokens[1600], applied[1024] = "", ignored[1024] = "";
     eng_err err = {{0}};
@@ -393,13 +424,17 @@ static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_se
         o->http_burst = n.http_burst;
     }
     bool repos_applied = reload_repos(&n, ix, applied, sizeof applied);
+    bool limits_applied = reload_limits(&n, o, http, grpc, applied, sizeof applied);
     /* Every other setting: compare the effective values line by line. */
     for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         char key[64], was[512], now[512];
         if (*p == '#' || sscanf(p, "%63[a-z_0-9] = ", key) != 1) continue;
         if (!strcmp(key, "log_level") || !strcmp(key, "http_rate_limit") ||
             !strcmp(key, "http_rate_burst") ||
-            (repos_applied && (!strcmp(key, "repo") || !strcmp(key, "reindex_interval"))))
+            (repos_applied && (!strcmp(key, "repo") || !strcmp(key, "reindex_interval"))) ||
+            (limits_applied &&
+             (!strcmp(key, "max_inflight_per_token") || !strcmp(key, "http_max_body_kb") ||
+              !strcmp(key, "generation_timeout_ms"))))
             continue; /* applied above */
         if (!setting_value(n.effective, key, now, sizeof now)) continue;
         if (setting_value(o->effective, key, was, sizeof was) && !strcmp(was, now)) continue;
@@ -723,7 +758,7 @@ int cli_serve_main(int argc, char **argv)
 
     int sig = 0;
     while (sigwait(&all, &sig) == 0 && sig == SIGHUP)
-        reload(argc, argv, &o, auth, http, &sx);
+        reload(argc, argv, &o, auth, http, grpc, &sx);
     if (!cli_sd_notify("STOPPING=1\nSTATUS=draining", why, sizeof why))
         rpc_log(RPC_LOG_WARN, "cannot tell systemd that serve is stopping: %s", why);
     drain_and_stop(http, grpc, reps.router, &sigs, sig, (int)o.drain_ms);

@@ -109,6 +109,9 @@ struct rpc_grpc_server {
     atomic_bool aborted;      /* drain_abort or stop's cancel: no new engine work */
     atomic_int inflight;      /* counted calls */
     atomic_int *token_inflight; /* per configured token (rpc_auth_n_tokens entries) */
+    /* the limits SIGHUP may change (rpc_grpc_server_set_limits), read by every call */
+    atomic_int per_token_cap;   /* cfg.max_inflight_per_token as it is now; <= 0: off */
+    atomic_int gen_timeout_ms;  /* cfg.generation_timeout_ms as it is now; <= 0: none */
     size_t n_tokens;
     atomic_uint_fast64_t next_id;
     pthread_mutex_t mu;       /* guards the lists, live count, shutdown flag, stop flags */

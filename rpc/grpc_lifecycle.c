@@ -22,7 +22,7 @@ int gs_inflight(const gs_call *c) { return atomic_load(&c->s->inflight); }
 
 void gs_watchdog(rpc_grpc_server *s)
 {
-    int msg_ms = s->cfg.request_message_timeout_ms, gen_ms = s->cfg.generation_timeout_ms;
+    int msg_ms = s->cfg.request_message_timeout_ms, gen_ms = atomic_load(&s->gen_timeout_ms);
     if ((msg_ms <= 0 && gen_ms <= 0) || atomic_load(&s->aborted)) return;
     size_t n;
     gs_call **v = gs_live_calls(s, &n);
@@ -134,6 +134,14 @@ static void config_defaults(rpc_grpc_config *c)
     c->max_connection_age_grace_ms = with_default(c->max_connection_age_grace_ms, 30000);
 }
 
+void rpc_grpc_server_set_limits(rpc_grpc_server *s, int max_inflight_per_token,
+                                int generation_timeout_ms)
+{
+    if (!s) return;
+    atomic_store(&s->per_token_cap, with_default(max_inflight_per_token, 16));
+    atomic_store(&s->gen_timeout_ms, generation_timeout_ms);
+}
+
 eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, const rpc_auth *auth,
                                  rpc_grpc_server **out, int *bound_port, eng_err *err)
 {
@@ -147,6 +155,8 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
     if (!s) return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     s->cfg = *cfg;
     config_defaults(&s->cfg);
+    atomic_init(&s->per_token_cap, s->cfg.max_inflight_per_token);
+    atomic_init(&s->gen_timeout_ms, s->cfg.generation_timeout_ms);
     const eng_model *m = eng_engine_model(e);
     snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_id ? cfg->model_id : eng_model_name(m));
     if (s->cfg.context_length <= 0) s->cfg.context_length = eng_model_n_ctx_train(m);

@@ -341,7 +341,7 @@ static bool call_progress(gs_call *c)
         /* As when the client's own deadline passes: what was streamed stays sent, no more. */
         char msg[128];
         snprintf(msg, sizeof msg, "generation took longer than the server's limit of %d ms",
-                 c->s->cfg.generation_timeout_ms);
+                 atomic_load(&c->s->gen_timeout_ms));
         call_send(c, NULL, true, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
         return true;
     }
@@ -612,10 +612,10 @@ static void on_new_call(gs_call *c, bool ok)
             code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             reject = "too many calls in flight: retry later";
         } else if (c->token >= 0 && (size_t)c->token < s->n_tokens &&
-                   s->cfg.max_inflight_per_token > 0) {
+                   atomic_load(&s->per_token_cap) > 0) {
             n = atomic_fetch_add(&s->token_inflight[c->token], 1);
-            c->token_counted = true;
-            if (n >= s->cfg.max_inflight_per_token) {
+            c->token_counted = true; /* released by this flag, whatever the cap becomes */
+            if (n >= atomic_load(&s->per_token_cap)) {
                 code = GRPC_STATUS_RESOURCE_EXHAUSTED;
                 reject = "too many calls in flight for this token (max_inflight_per_token): "
                          "retry later";

@@ -71,6 +71,12 @@ eng_status rpc_grpc_server_start(const rpc_grpc_config *cfg, eng_engine *e, cons
  * drains. Idempotent; NULL does nothing. */
 void rpc_grpc_server_stop_accepting(rpc_grpc_server *s);
 
+/* Changes max_inflight_per_token (0: the default, < 0: off) and generation_timeout_ms (<= 0:
+ * none) of a running server (SIGHUP), for calls counted from now on; a call keeps the slot it
+ * holds. Thread-safe. */
+void rpc_grpc_server_set_limits(rpc_grpc_server *s, int max_inflight_per_token,
+                                int generation_timeout_ms);
+
 /* Waits until no call is in flight or drain_ms passes (calls stop_accepting first if it was
  * not). Returns whether every call finished. Returns at once (false unless idle) once
  * rpc_grpc_server_drain_abort was called. */

@@ -143,6 +143,9 @@ struct http_server {
     int n_token_slots;          /* configured tokens + 1 (anonymous / no auth) */
     http_bucket *buckets;       /* [n_token_slots], under rl_mu */
     atomic_int *tok_inflight;   /* [n_token_slots] */
+    /* the limits SIGHUP may change (http_server_set_limits), read by every request */
+    atomic_int per_token_cap;   /* cfg.max_inflight_per_token as it is now; < 0: not counted */
+    atomic_size_t max_body;     /* cfg.max_body_bytes as it is now */
     pthread_mutex_t conns_mu;
     http_conn *conns;           /* every open connection, under conns_mu */
     pthread_t watchdog;

@@ -118,10 +118,11 @@ bool http_rate_ok(http_server *s, int token_idx)
 
 bool http_token_acquire(http_server *s, int token_idx)
 {
-    if (s->cfg.max_inflight_per_token < 0)
+    const int cap = atomic_load(&s->per_token_cap);
+    if (cap < 0)
         return true;
     atomic_int *c = &s->tok_inflight[slot_of(s, token_idx)];
-    if (atomic_fetch_add(c, 1) >= s->cfg.max_inflight_per_token) {
+    if (atomic_fetch_add(c, 1) >= cap) {
         atomic_fetch_sub(c, 1);
         return false;
     }
@@ -130,7 +131,7 @@ bool http_token_acquire(http_server *s, int token_idx)
 
 void http_token_release(http_server *s, int token_idx)
 {
-    if (s->cfg.max_inflight_per_token >= 0)
+    if (atomic_load(&s->per_token_cap) >= 0) /* counting never turns on or off while serving */
         atomic_fetch_sub(&s->tok_inflight[slot_of(s, token_idx)], 1);
 }
 

@@ -61,8 +61,9 @@ static size_t route_body_cap(const http_req *r)
     long m = http_route_get(r->route)->max_body;
     if (m == HTTP_BODY_NONE)
         return 0;
-    if (m == HTTP_BODY_SERVER || (size_t)m > r->s->cfg.max_body_bytes)
-        return r->s->cfg.max_body_bytes;
+    const size_t cap = atomic_load(&r->s->max_body);
+    if (m == HTTP_BODY_SERVER || (size_t)m > cap)
+        return cap;
     return (size_t)m;
 }
 
@@ -141,7 +142,7 @@ static bool first_call_checks(http_req *r, enum MHD_Result *res)
             pthread_mutex_unlock(&s->metrics.mu);
             *res = http_reply_retry(r, 429, "rate_limited",
                                     "too many requests in flight for this token (at most %d)",
-                                    s->cfg.max_inflight_per_token);
+                                    atomic_load(&s->per_token_cap));
             return true;
         }
         r->token_held = true;
@@ -425,6 +426,8 @@ static eng_status server_setup(http_server *s, const http_server_config *cfg, en
         s->cfg.max_inflight_per_token = DEFAULT_PER_TOKEN;
     if (!s->cfg.events_max_bytes_per_day)
         s->cfg.events_max_bytes_per_day = (size_t)64 << 20;
+    atomic_init(&s->per_token_cap, s->cfg.max_inflight_per_token);
+    atomic_init(&s->max_body, s->cfg.max_body_bytes);
     if (s->cfg.default_max_tokens <= 0)
         s->cfg.default_max_tokens = RPC_DEFAULT_COMPLETION_TOKENS;
     if (!eng_cpuinfo_model_name(s->cpu_info, sizeof s->cpu_info))
@@ -537,6 +540,17 @@ void http_server_set_rate(http_server *s, double rps, double burst)
     s->cfg.rate_limit_rps = rps;
     s->cfg.rate_limit_burst = burst;
     pthread_mutex_unlock(&s->rl_mu);
+}
+
+void http_server_set_limits(http_server *s, int max_inflight_per_token, size_t max_body_bytes)
+{
+    if (!s)
+        return;
+    /* counted or not is fixed at start: a request counted before must be released after */
+    if ((max_inflight_per_token < 0) == (atomic_load(&s->per_token_cap) < 0))
+        atomic_store(&s->per_token_cap, max_inflight_per_token ? max_inflight_per_token
+                                                                 : DEFAULT_PER_TOKEN);
+    atomic_store(&s->max_body, max_body_bytes ? max_body_bytes : DEFAULT_MAX_BODY);
 }
 
 void http_server_drain_begin(http_server *s)

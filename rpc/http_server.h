@@ -102,6 +102,12 @@ void http_server_stop(http_server *s, int drain_ms);
  * running server (SIGHUP); buckets keep what they hold. Thread-safe. */
 void http_server_set_rate(http_server *s, double rps, double burst);
 
+/* Changes max_inflight_per_token (0: the default) and max_body_bytes (0: the default) of a
+ * running server (SIGHUP), for requests that arrive from now on. Whether requests are counted
+ * per token at all (max_inflight_per_token < 0: not) is fixed at start: a change between the
+ * two is ignored. Thread-safe. */
+void http_server_set_limits(http_server *s, int max_inflight_per_token, size_t max_body_bytes);
+
 /* While the model loads, `serve` holds the HTTP port with a placeholder that answers every
  * request 503 (health probes: {"status":"starting"}, other routes an error of type
  * "starting"), so load balancers and systemd see *starting* rather than a refused

@@ -1,8 +1,8 @@
-/* test_reload.c — SIGHUP and the repositories to index: a running `serval serve` given a new
- * `repos` list in its config file indexes an added repository without a restart (search
- * finds its code, the status page counts it), says how many were added and removed, and a
- * server started without any repository names `repo` among the settings only a restart
- * applies. */
+/* test_reload.c — SIGHUP: a running `serval serve` given a new `repos` list in its config file
+ * indexes an added repository without a restart (search finds its code, the status page lists
+ * it), says how many were added and removed, and a server started without any repository names
+ * `repo` among the settings only a restart applies; new limits (body size, per-token cap) apply
+ * at once, and turning the per-token cap off is named as needing a restart. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
@@ -160,4 +160,67 @@ Test(reload, a_server_started_without_repositories_says_repos_need_a_restart)
     free(line);
     cr_assert_eq(tu_server_stop(&s), 0);
     free(dir), free(conf);
+}
+
+/* A completion body of about `kb` KiB (a long prompt). */
+static char *big_body(int kb)
+{
+    size_t n = (size_t)kb << 10;
+    char *b = malloc(n + 64);
+    cr_assert_not_null(b);
+    int at = snprintf(b, 64, "{\"max_tokens\":1,\"prompt\":\"");
+    memset(b + at, 'x', n);
+    strcpy(b + at + n, "\"}");
+    return b;
+}
+
+Test(reload, sighup_changes_the_body_limit_and_the_per_token_cap_without_a_restart,
+     .timeout = 120)
+{
+    char *conf = tu_temp_path(".toml");
+    const char *small = "http_max_body_kb = 64\nmax_inflight_per_token = 16\n";
+    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
+    const char *extra[] = {"--config", conf, NULL};
+    server s = server_start_log(extra, false);
+    char *body = big_body(100);
+    tu_http_resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_eq(r.status, 413, "100 KiB over a 64 KiB limit: %d %s", r.status, r.body);
+    tu_http_resp_free(&r);
+
+    const char *big = "http_max_body_kb = 256\nmax_inflight_per_token = 4\n";
+    cr_assert_eq(tu_write_file(conf, big, strlen(big)), 0);
+    kill(s.pid, SIGHUP);
+    char *line = log_wait(&s, "serval: SIGHUP: ");
+    cr_assert_not_null(line);
+    line[strcspn(line, "\n")] = '\0';
+    cr_assert(strstr(line, "max_inflight_per_token 16 -> 4") &&
+                  strstr(line, "http_max_body_kb 64 -> 256"),
+              "the line says what changed: %s", line);
+    cr_assert_null(strstr(line, "ignored"), "nothing needs a restart: %s", line);
+    free(line);
+    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_neq(r.status, 413, "the new limit applies: %d %s", r.status, r.body);
+    tu_http_resp_free(&r);
+
+    /* turning the per-token cap off is for a restart: named, not applied */
+    const char *off = "http_max_body_kb = 256\nmax_inflight_per_token = 0\n";
+    cr_assert_eq(tu_write_file(conf, off, strlen(off)), 0);
+    kill(s.pid, SIGHUP);
+    line = NULL;
+    for (int i = 0; i < 900; i++) {
+        char *log = tu_read_file(s.log_path, NULL);
+        const char *p = log ? strstr(log, "serval: SIGHUP: ") : NULL;
+        p = p ? strstr(p + 1, "serval: SIGHUP: ") : NULL;
+        line = p ? strndup(p, strcspn(p, "\n")) : NULL;
+        free(log);
+        if (line) break;
+        usleep(100 * 1000);
+    }
+    cr_assert_not_null(line);
+    cr_assert(strstr(line, "ignored (a restart applies them): max_inflight_per_token"), "%s",
+              line);
+    free(line);
+    free(body);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(conf);
 }
