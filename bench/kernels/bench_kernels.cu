@@ -329,10 +329,14 @@ static void bench_kv_write(bench &b)
     }
 }
 
-static void bench_activation(bench &b, bool gelu)
+// act: 0 SwiGLU, 1 GELU (tanh approximation), 2 GELU (exact erf form, BERT)
+static void bench_activation(bench &b, int act)
 {
-    const kt_act_case *cases = gelu ? kt_gelu_cases : kt_swiglu_cases;
-    const size_t count = gelu ? kt_gelu_cases_count : kt_swiglu_cases_count;
+    const bool gelu = act != 0, exact = act == 2;
+    const kt_act_case *cases = exact ? kt_gelu_erf_cases : gelu ? kt_gelu_cases : kt_swiglu_cases;
+    const size_t count = exact  ? kt_gelu_erf_cases_count
+                         : gelu ? kt_gelu_cases_count
+                                : kt_swiglu_cases_count;
     for (size_t i = 0; i < count; i++) {
         const kt_act_case *c = &cases[i];
         if (!selected(b, c->use, c->name))
@@ -346,7 +350,9 @@ static void bench_activation(bench &b, bool gelu)
         memcpy(want, x, n * es);
         void *dx = dev_upload(x, n * es), *dout = gelu ? dev_alloc(n * es) : dx;
         auto run = [&] {
-            if (gelu)
+            if (exact)
+                KN(kn_gelu_erf(c->dt, dx, dout, c->n, b.st));
+            else if (gelu)
                 KN(kn_gelu(c->dt, dx, dout, c->n, b.st));
             else // in place: the output overwrites the gate half
                 KN(kn_swiglu(c->dt, dx, (char *)dx + es * (size_t)c->ff, stride, dx, stride, c->n,
@@ -354,7 +360,9 @@ static void bench_activation(bench &b, bool gelu)
         };
         run();
         void *got = host_download(dout, n * es);
-        if (gelu)
+        if (exact)
+            kn_ref_gelu_erf(c->dt, x, want, c->n);
+        else if (gelu)
             kn_ref_gelu(c->dt, x, want, c->n);
         else
             kn_ref_swiglu(c->dt, x, (char *)x + es * (size_t)c->ff, stride, want, stride, c->n, c->ff);
@@ -773,8 +781,9 @@ int main(int argc, char **argv)
     bench_norm(b, true); // LayerNorm (StarCoder, StarCoder2)
     bench_rope(b);
     bench_kv_write(b);
-    bench_activation(b, false);
-    bench_activation(b, true); // GELU (StarCoder, StarCoder2)
+    bench_activation(b, 0);
+    bench_activation(b, 1); // GELU (StarCoder, StarCoder2)
+    bench_activation(b, 2); // exact GELU (BERT)
     bench_bias_add(b);
     bench_p2p_sum(b);
     bench_dequant(b);

@@ -1,4 +1,4 @@
-/* activation.c — reference SwiGLU and GELU (tanh approximation). */
+/* activation.c — reference SwiGLU and GELU (tanh approximation and exact erf form). */
 #include <math.h>
 
 #include "ref.h"
@@ -21,5 +21,13 @@ void kn_ref_gelu(kn_dtype dt, const void *x, void *out, int64_t n)
         const float v = kn_ref_load(dt, x, (size_t)i);
         const float y = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
         kn_ref_store(dt, out, (size_t)i, y);
+    }
+}
+
+void kn_ref_gelu_erf(kn_dtype dt, const void *x, void *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float v = kn_ref_load(dt, x, (size_t)i);
+        kn_ref_store(dt, out, (size_t)i, 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
     }
 }

@@ -77,6 +77,8 @@ void kn_ref_bias_add(kn_dtype dt, void *x, int64_t stride, const float *bias, in
                      int64_t width);
 /* out = gelu(x) with the tanh approximation (GPT-2, StarCoder, ggml_gelu). x, out: [n]. */
 void kn_ref_gelu(kn_dtype dt, const void *x, void *out, int64_t n);
+/* out = 0.5 x (1 + erf(x / sqrt 2)), the exact GELU (BERT). x, out: [n]. */
+void kn_ref_gelu_erf(kn_dtype dt, const void *x, void *out, int64_t n);
 
 /* Dequantises one row of n elements (a whole number of blocks) of type t to fp32, in the
  * same operation order as engine/cpu/quant.c's quant_dequant_row. */

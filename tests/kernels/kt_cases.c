@@ -91,6 +91,14 @@ const kt_act_case kt_gelu_cases[] = {
 };
 COUNT(kt_gelu_cases);
 
+/* the exact erf GELU (BERT): all-MiniLM-L6-v2's FFN is 1536 wide; 64 texts x 128 tokens */
+const kt_act_case kt_gelu_erf_cases[] = {
+    {"gelu_erf 24581 f16", T, F16, 8192 * 3 + 5, 0, 78},
+    {"gelu_erf 24581 bf16", T, BF16, 8192 * 3 + 5, 0, 79},
+    {"gelu_erf 8192x1536 bf16", B, BF16, 8192 * 1536, 0, 80},
+};
+COUNT(kt_gelu_erf_cases);
+
 /* Qwen2 QKV rows: 0.5B (dq 896 + 2 * 128), 7B (3584 + 2 * 512); odd widths */
 const kt_act_case kt_bias_add_cases[] = {
     {"bias_add 7x1152 f16", T, F16, 7, 1152, 73},

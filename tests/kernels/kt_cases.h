@@ -121,6 +121,7 @@ KT_TABLE(kt_rope_case, kt_rope_cases)
 KT_TABLE(kt_kv_write_case, kt_kv_write_cases)
 KT_TABLE(kt_act_case, kt_swiglu_cases)
 KT_TABLE(kt_act_case, kt_gelu_cases)
+KT_TABLE(kt_act_case, kt_gelu_erf_cases) /* the exact erf form (BERT) */
 /* bias add: n rows of ff columns, rows ff + 5 apart (a fused QKV row with bq|bk|bv) */
 KT_TABLE(kt_act_case, kt_bias_add_cases)
 /* p2p all-reduce's sum: n ranks' buffers of ff elements each, summed (allreduce_p2p.h) */
