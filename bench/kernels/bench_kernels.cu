@@ -28,6 +28,7 @@
 #include "kv_write.h"
 #include "layernorm.h"
 #include "paged_attention.h"
+#include "pool_l2.h"
 #include "prefill_attention.h"
 #include "ref.h"
 #include "rmsnorm.h"
@@ -401,6 +402,39 @@ static void bench_bias_add(bench &b)
             time_report(b, c->name, "", 2.0 * c->n * c->ff * es + 4.0 * c->ff, 0, run);
         cudaFree(dx), cudaFree(db);
         free(x), free(bias), free(want), free(got);
+    }
+}
+
+// Sentence pooling + L2 (encoders): each text's rows read once, one fp32 row per text out
+static void bench_pool_l2(bench &b)
+{
+    for (size_t i = 0; i < kt_pool_l2_cases_count; i++) {
+        const kt_pool_case *c = &kt_pool_l2_cases[i];
+        if (!selected(b, c->use, c->name))
+            continue;
+        kt_rng r = kt_rng_make(c->seed + 1000);
+        std::vector<int32_t> off((size_t)c->n_seq), len((size_t)c->n_seq);
+        const int64_t n_tok = kt_pool_layout(c, off.data(), len.data());
+        const size_t es = kn_dtype_size(c->dt), n_x = (size_t)(n_tok * c->stride);
+        const size_t n_out = (size_t)(c->n_seq * c->d);
+        void *x = kt_host_random(c->dt, n_x ? n_x : 1, -1.0f, 3.0f, &r);
+        float *want = (float *)kt_xmalloc(sizeof(float) * n_out);
+        void *dx = dev_upload(x, es * (n_x ? n_x : 1)), *dout = dev_alloc(sizeof(float) * n_out);
+        void *doff = dev_upload(off.data(), sizeof(int32_t) * off.size());
+        void *dlen = dev_upload(len.data(), sizeof(int32_t) * len.size());
+        const kn_pool_mode mode = c->cls ? KN_POOL_MODE_CLS : KN_POOL_MODE_MEAN;
+        auto run = [&] {
+            KN(kn_pool_l2(c->dt, dx, c->stride, c->d, (const int32_t *)doff, (const int32_t *)dlen,
+                          c->n_seq, mode, (float *)dout, b.st));
+        };
+        run();
+        void *got = host_download(dout, sizeof(float) * n_out);
+        kn_ref_pool_l2(c->dt, x, c->stride, c->d, off.data(), len.data(), c->n_seq, c->cls, want);
+        const double rows = c->cls ? (double)c->n_seq : (double)n_tok;
+        if (check(b, c->name, "", KN_DTYPE_F32, got, want, n_out, kt_rtol(KN_DTYPE_F32)))
+            time_report(b, c->name, "", rows * c->d * es + 4.0 * n_out, 0, run);
+        cudaFree(dx), cudaFree(dout), cudaFree(doff), cudaFree(dlen);
+        free(x), free(want), free(got);
     }
 }
 
@@ -784,6 +818,7 @@ int main(int argc, char **argv)
     bench_activation(b, 0);
     bench_activation(b, 1); // GELU (StarCoder, StarCoder2)
     bench_activation(b, 2); // exact GELU (BERT)
+    bench_pool_l2(b);       // sentence embeddings (BERT)
     bench_bias_add(b);
     bench_p2p_sum(b);
     bench_dequant(b);

@@ -80,6 +80,13 @@ void kn_ref_gelu(kn_dtype dt, const void *x, void *out, int64_t n);
 /* out = 0.5 x (1 + erf(x / sqrt 2)), the exact GELU (BERT). x, out: [n]. */
 void kn_ref_gelu_erf(kn_dtype dt, const void *x, void *out, int64_t n);
 
+/* out[s, :] = v / |v| (v when |v| = 0), v the mean of x's rows seq_off[s] .. + seq_len[s]
+ * (cls != 0: the first of them; no rows: zeros), for s < n_seq (kn_pool_l2). x: [n_tok, d] of
+ * dt, rows stride apart; out: [n_seq, d] fp32. */
+void kn_ref_pool_l2(kn_dtype dt, const void *x, int64_t stride, int64_t d,
+                    const int32_t *seq_off, const int32_t *seq_len, int32_t n_seq, int cls,
+                    float *out);
+
 /* Dequantises one row of n elements (a whole number of blocks) of type t to fp32, in the
  * same operation order as engine/cpu/quant.c's quant_dequant_row. */
 void kn_ref_dequant_row(kn_qtype t, const void *src, float *dst, int64_t n);

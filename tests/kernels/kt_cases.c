@@ -99,6 +99,18 @@ const kt_act_case kt_gelu_erf_cases[] = {
 };
 COUNT(kt_gelu_erf_cases);
 
+/* all-MiniLM-L6-v2: d 384, mean pooling; CLS for BERT-style models; padded rows */
+const kt_pool_case kt_pool_l2_cases[] = {
+    {"pool_l2 mean 9 texts x 384 f32", T, F32, 9, 37, 384, 384, false, 82},
+    {"pool_l2 mean 9 texts x 384 f16", T, F16, 9, 37, 384, 392, false, 83},
+    {"pool_l2 mean 9 texts x 1001 bf16", T, BF16, 9, 37, 1001, 1001, false, 84},
+    {"pool_l2 cls 7 texts x 384 bf16", T, BF16, 7, 20, 384, 400, true, 85},
+    {"pool_l2 mean 1 text x 20 bf16", T, BF16, 1, 5, 20, 20, false, 86},
+    {"pool_l2 mean 64 texts x 384 bf16", B, BF16, 64, 256, 384, 384, false, 87},
+    {"pool_l2 cls 64 texts x 768 bf16", B, BF16, 64, 256, 768, 768, true, 88},
+};
+COUNT(kt_pool_l2_cases);
+
 /* Qwen2 QKV rows: 0.5B (dq 896 + 2 * 128), 7B (3584 + 2 * 512); odd widths */
 const kt_act_case kt_bias_add_cases[] = {
     {"bias_add 7x1152 f16", T, F16, 7, 1152, 73},
@@ -285,4 +297,16 @@ void *kt_dequant_source(const kt_dequant_case *c, kt_rng *r, size_t *bytes)
             src[b + 3] &= 0x3b; /* the min / dmin too */
     }
     return src;
+}
+
+int64_t kt_pool_layout(const kt_pool_case *c, int32_t *seq_off, int32_t *seq_len)
+{
+    kt_rng r = kt_rng_make(c->seed);
+    int64_t n_tok = 0;
+    for (int32_t s = 0; s < c->n_seq; s++) {
+        seq_len[s] = c->n_seq > 2 && s == 1 ? 0 : 1 + kt_rng_int(&r, c->max_len);
+        seq_off[s] = (int32_t)n_tok;
+        n_tok += seq_len[s];
+    }
+    return n_tok;
 }

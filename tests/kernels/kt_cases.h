@@ -109,6 +109,18 @@ typedef struct kt_sample_case {
     uint64_t seed;
 } kt_sample_case;
 
+/* Sentence pooling (kn_pool_l2): n_seq texts of 1..max_len rows (kt_pool_layout), d columns,
+ * rows stride apart; cls: the first row instead of the mean. */
+typedef struct kt_pool_case {
+    const char *name;
+    unsigned use;
+    kn_dtype dt;
+    int32_t n_seq, max_len;
+    int64_t d, stride;
+    bool cls;
+    uint64_t seed;
+} kt_pool_case;
+
 #define KT_TABLE(type, name)                                                                  \
     extern const type name[];                                                                 \
     extern const size_t name##_count;
@@ -122,6 +134,7 @@ KT_TABLE(kt_kv_write_case, kt_kv_write_cases)
 KT_TABLE(kt_act_case, kt_swiglu_cases)
 KT_TABLE(kt_act_case, kt_gelu_cases)
 KT_TABLE(kt_act_case, kt_gelu_erf_cases) /* the exact erf form (BERT) */
+KT_TABLE(kt_pool_case, kt_pool_l2_cases)
 /* bias add: n rows of ff columns, rows ff + 5 apart (a fused QKV row with bq|bk|bv) */
 KT_TABLE(kt_act_case, kt_bias_add_cases)
 /* p2p all-reduce's sum: n ranks' buffers of ff elements each, summed (allreduce_p2p.h) */
@@ -150,6 +163,9 @@ double kt_gemm_rtol(kn_dtype out_dt);
 void kt_kv_slots(const kt_kv_write_case *c, int32_t *slots);
 /* lens[n_seq] and q_lens[n_seq] (q_lens untouched for decode) of an attention case. */
 void kt_attn_lens(const kt_attn_case *c, int32_t *lens, int32_t *q_lens);
+/* seq_off[n_seq], seq_len[n_seq] of a pooling case: lengths 1..max_len from the case's seed,
+ * text 1 empty when n_seq > 2 (a zero row out), texts packed in order; returns the rows used. */
+int64_t kt_pool_layout(const kt_pool_case *c, int32_t *seq_off, int32_t *seq_len);
 /* A random source matrix for a dequant case (valid blocks with finite scales); *bytes gets its
  * size. Caller frees. */
 void *kt_dequant_source(const kt_dequant_case *c, kt_rng *r, size_t *bytes);
