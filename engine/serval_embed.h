@@ -41,7 +41,8 @@ extern "C" {
 typedef struct eng_embedder eng_embedder;
 
 typedef struct eng_embedder_config {
-    eng_backend_kind backend; /* ENG_BACKEND_CPU (default) or ENG_BACKEND_CUDA */
+    eng_backend_kind backend; /* ENG_BACKEND_CPU (default) or ENG_BACKEND_CUDA (CUDA
+                               * builds: GPU 0, bf16 weights and activations) */
     int n_threads;            /* CPU threads; 0: the online CPUs */
     int32_t max_batch;        /* texts one encoder pass runs at most; 0: 32 */
     int32_t max_waiting;      /* texts queued and not yet running, at most; 0: 1024. A call

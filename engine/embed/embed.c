@@ -11,6 +11,9 @@
 
 #include "cpu_encoder.h"
 #include "embed_impl.h"
+#ifdef SERVAL_HAVE_CUDA
+#include "encoder_cuda.h"
+#endif
 #include "serval_embed.h"
 #include "utf8.h"
 
@@ -31,6 +34,10 @@ typedef struct emb_job {
 struct eng_embedder {
     emb_model *m;
     cpu_encoder *enc;   /* created by the worker, so its pool's threads inherit its nice */
+#ifdef SERVAL_HAVE_CUDA
+    cuda_encoder *genc; /* ENG_BACKEND_CUDA instead: GPU 0, bf16 (created by the worker) */
+#endif
+    eng_backend_kind backend;
     int n_threads, nice;
     eng_status start_st; /* the worker's start-up result, under mu */
     eng_err start_err;
@@ -84,7 +91,13 @@ static void *worker_main(void *arg)
             errno = 0;
     }
     eng_err serr;
-    eng_status sst = cpu_encoder_create(e->m, e->n_threads, &e->enc, &serr);
+    eng_status sst;
+#ifdef SERVAL_HAVE_CUDA
+    if (e->backend == ENG_BACKEND_CUDA)
+        sst = cuda_encoder_create(e->m, 0, false, &e->genc, &serr);
+    else
+#endif
+        sst = cpu_encoder_create(e->m, e->n_threads, &e->enc, &serr);
     pthread_mutex_lock(&e->mu);
     e->start_st = sst;
     e->start_err = serr;
@@ -132,7 +145,12 @@ static void *worker_main(void *arg)
                 memcpy(tokens + T, owner[i]->tok[idx[i]], sizeof(int32_t) * (size_t)seq_len[i]);
                 T += seq_len[i];
             }
-            st = cpu_encoder_run(e->enc, tokens, seq_len, n, out, &err);
+#ifdef SERVAL_HAVE_CUDA
+            if (e->genc)
+                st = cuda_encoder_run(e->genc, tokens, seq_len, n, out, &err);
+            else
+#endif
+                st = cpu_encoder_run(e->enc, tokens, seq_len, n, out, &err);
         }
         pthread_mutex_lock(&e->mu);
         for (int32_t i = 0; i < n; i++) {
@@ -174,9 +192,17 @@ eng_status eng_embedder_create(const char *gguf_path, const eng_embedder_config 
                         "embedder: n_threads %d, max_batch %d (1..4096), max_waiting %d, nice "
                         "%d (0..19): out of range", c.n_threads, c.max_batch, c.max_waiting,
                         c.nice);
+#ifdef SERVAL_HAVE_CUDA
+    if (c.backend != ENG_BACKEND_CPU && c.backend != ENG_BACKEND_CUDA)
+#else
     if (c.backend != ENG_BACKEND_CPU)
+#endif
         return eng_fail(err, ENG_ERR_UNSUPPORTED,
-                        "embedder: only the CPU backend runs the bert encoder in this build");
+                        "embedder: backend %d does not run the bert encoder in this build (CPU"
+#ifdef SERVAL_HAVE_CUDA
+                        ", CUDA"
+#endif
+                        ")", (int)c.backend);
     int nt = c.n_threads;
     if (nt == 0) {
         long on = sysconf(_SC_NPROCESSORS_ONLN);
@@ -189,6 +215,7 @@ eng_status eng_embedder_create(const char *gguf_path, const eng_embedder_config 
     e->max_waiting = c.max_waiting;
     e->n_threads = nt;
     e->nice = c.nice;
+    e->backend = c.backend;
     eng_status st = emb_model_load(gguf_path, &e->m, err);
     if (st != ENG_OK) {
         free(e);
@@ -231,6 +258,9 @@ void eng_embedder_free(eng_embedder *e)
     pthread_mutex_unlock(&e->mu);
     pthread_join(e->worker, NULL);
     cpu_encoder_free(e->enc);
+#ifdef SERVAL_HAVE_CUDA
+    cuda_encoder_free(e->genc);
+#endif
     emb_model_free(e->m);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->wake);

@@ -2,9 +2,10 @@
  * encoder_cuda.c) against the CPU encoder (engine/cpu/cpu_encoder.c) on a real embedding GGUF
  * (all-MiniLM-L6-v2 by default): a batch of texts of different lengths (code, prose, one of a
  * single word), each text's vector's cosine with the CPU's >= 0.999 in bf16 and in fp16, the
- * same vectors when a text runs alone, and bad input refused before the GPU sees it.
+ * same vectors when a text runs alone, and bad input refused before the GPU sees it; then the
+ * embedder (serval_embed.h) with backend ENG_BACKEND_CUDA against the CPU one, end to end.
  *   kt-encoder-cuda --model PATH
- * Exit 0 pass, 1 fail, 77 no GPU. On the emulator: ~6 s. */
+ * Exit 0 pass, 1 fail, 77 no GPU. On the emulator: ~7 s. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "cpu_encoder.h"
 #include "embed_impl.h"
 #include "encoder_cuda.h"
+#include "serval_embed.h"
 #include "tokenizer.h"
 
 static const double COS_LIMIT = 0.999;
@@ -121,6 +123,41 @@ static void check_dtype(const emb_model *m, bool fp16, const int32_t *tokens,
     cuda_encoder_free(g);
 }
 
+/* texts -> vectors through a whole embedder on `backend` (its worker thread, its batching) */
+static bool embed_all(const char *path, eng_backend_kind backend, float *out)
+{
+    eng_embedder_config cfg = eng_embedder_config_defaults();
+    cfg.backend = backend;
+    cfg.n_threads = 2;
+    eng_embedder *e = NULL;
+    eng_err err;
+    if (eng_embedder_create(path, &cfg, &e, &err) != ENG_OK) {
+        CHECK(false, "eng_embedder_create (backend %d): %s", (int)backend, err.msg);
+        return false;
+    }
+    size_t lens[N_TEXTS];
+    for (int s = 0; s < N_TEXTS; s++)
+        lens[s] = strlen(TEXTS[s]);
+    const eng_status st = eng_embed(e, TEXTS, lens, N_TEXTS, out, NULL, NULL, &err);
+    CHECK(st == ENG_OK, "eng_embed (backend %d): %s", (int)backend, err.msg);
+    eng_embedder_free(e);
+    return st == ENG_OK;
+}
+
+static void check_embedder(const char *path, int d)
+{
+    float *cpu = malloc(sizeof(float) * N_TEXTS * (size_t)d);
+    float *gpu = malloc(sizeof(float) * N_TEXTS * (size_t)d);
+    if (embed_all(path, ENG_BACKEND_CPU, cpu) && embed_all(path, ENG_BACKEND_CUDA, gpu))
+        for (int s = 0; s < N_TEXTS; s++) {
+            const double c = cosine(gpu + (size_t)s * d, cpu + (size_t)s * d, d);
+            printf("embedder on CUDA, text %d: cosine with the CPU embedder %.6f\n", s, c);
+            CHECK(c >= COS_LIMIT, "embedder on CUDA, text %d: cosine %.6f", s, c);
+        }
+    free(cpu);
+    free(gpu);
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -155,6 +192,7 @@ int main(int argc, char **argv)
     cpu_encoder_free(c);
     check_dtype(m, false, tokens, lens, want);
     check_dtype(m, true, tokens, lens, want);
+    check_embedder(path, d);
     free(want);
     emb_model_free(m);
     printf("kt-encoder-cuda: %s\n", failures ? "FAILED" : "passed");
