@@ -117,6 +117,17 @@ if [ "${ENGINE:-0}" = 1 ]; then
             | tee "$OUT/cuda_check_default.txt"
         [ "${PIPESTATUS[0]}" = 0 ] || fail=1
     fi
+    # the bert encoder on CUDA vs the CPU encoder and a whole embedder on each (kt-encoder-cuda;
+    # carry models/all-MiniLM-L6-v2.f16.gguf, 46 MB, for it to run)
+    EMBED_MODEL=${EMBED_MODEL:-models/all-MiniLM-L6-v2.f16.gguf}
+    if [ -f "$EMBED_MODEL" ] && ninja -C "$BUILD" kt-encoder-cuda > "$OUT/build_encoder.log" 2>&1; then
+        echo "== engine: bert encoder on CUDA vs the CPU encoder ($EMBED_MODEL)"
+        timeout 120 "$BUILD/bin/kt-encoder-cuda" --model "$EMBED_MODEL" 2>&1 \
+            | tee "$OUT/encoder_check.txt"
+        [ "${PIPESTATUS[0]}" = 0 ] || fail=1
+    else
+        echo "== engine: bert encoder check skipped (no $EMBED_MODEL, or $OUT/build_encoder.log)"
+    fi
     # tensor parallelism over 2 and 4 GPUs against one (kt-tp-cuda; NCCL builds, 2+ GPUs)
     NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
     if [ "$NGPU" -ge 2 ] && ninja -C "$BUILD" kt-tp-cuda > "$OUT/build_tp.log" 2>&1; then
