@@ -585,15 +585,16 @@ static eng_status start_embedder(const serve_opts *o, eng_embedder **out)
     }
     eng_embedder_config cfg = eng_embedder_config_defaults();
     cfg.n_threads = (int)o->eng.threads;
+    cfg.backend = (eng_backend_kind)o->eng.backend; /* the encoder runs where the model does */
     eng_err err = {{0}};
     eng_status s = eng_embedder_create(path, &cfg, out, &err);
     if (s != ENG_OK) {
         rpc_log(RPC_LOG_ERROR, "serve: cannot load embedding model '%s': %s", path, err.msg);
         return s;
     }
-    rpc_log(RPC_LOG_INFO, "embedding model %s (%d dimensions, %d tokens) on cpu",
+    rpc_log(RPC_LOG_INFO, "embedding model %s (%d dimensions, %d tokens) on %s",
             eng_embedder_model_name(*out), eng_embedder_dim(*out),
-            eng_embedder_max_tokens(*out));
+            eng_embedder_max_tokens(*out), cfg.backend == ENG_BACKEND_CUDA ? "cuda (GPU 0)" : "cpu");
     return ENG_OK;
 }
 
