@@ -1301,9 +1301,12 @@ DEFINE_TOKN512(tokn_q5_0, K_Q5_0)
 DEFINE_TOKN512(tokn_q5_1, K_Q5_1)
 
 /* Tokens [t0, t1) of W's rows [r0, r1) through the packed-group tiles: per TOK_BLOCK tokens,
- * groups of 8, then 4, then 2 tokens are packed once and every weight chunk (L1-resident) is
- * run against each group; a last single token takes the single-token row tile. False (nothing
- * written) when the pack buffer cannot be allocated. */
+ * groups of 8 tokens are packed once and every weight chunk (L1-resident) is run against each
+ * group; the 1-7 tokens left take the single-token row tile one at a time. Groups of 2 or 4
+ * were slower per token than the row tile (decode at batch 2: 110 -> 148 tok/s and batch 4:
+ * 138 -> 169 tok/s on SmolLM2-135M Q4_1 without them; bench/RESULTS.md), and every path
+ * computes llama.cpp's bits, so the choice changes speed only. False (nothing written) when
+ * the pack buffer cannot be allocated. */
 AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, size_t wrow, int64_t nb,
                              int64_t r0, int64_t r1, int64_t chunk, const uint8_t *act, size_t arow,
                              size_t tail_off, int64_t n_tok, float *y, int64_t ldy)
@@ -1321,8 +1324,8 @@ AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, 
         int64_t gt[MAX_GROUPS];
         int gn[MAX_GROUPS], ng = 0;
         int64_t t = tb;
-        while (te - t >= 2) {
-            const int NT = te - t >= 8 ? 8 : te - t >= 4 ? 4 : 2;
+        while (te - t >= TOK8) {
+            const int NT = TOK8;
             const uint8_t *a[TOK8];
             for (int k = 0; k < NT; k++)
                 a[k] = act + (size_t)(t + k) * arow;
@@ -1336,8 +1339,8 @@ AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, 
             const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
             for (int g = 0; g < ng; g++)
                 tk->rows(W, wrow, nb, rc, re, &tp[g], gn[g], y + gt[g] * ldy, ldy);
-            if (t < te) /* one token left */
-                row(W, wrow, nb, rc, re, act + (size_t)t * arow, tail_off, y + t * ldy);
+            for (int64_t u = t; u < te; u++) /* the 1-7 tokens left */
+                row(W, wrow, nb, rc, re, act + (size_t)u * arow, tail_off, y + u * ldy);
         }
     }
     free(buf);
@@ -1629,7 +1632,8 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     int64_t chunk = wrow ? (int64_t)(WCHUNK_BYTES / wrow) : 0;
     chunk = chunk < 8 ? 8 : chunk & ~(int64_t)7;
     const uint8_t *w8 = W, *a8 = act;
-    /* two tokens or more: the packed-group tiles (the 4-token tiles below if out of memory) */
+    /* two tokens or more: groups of 8 through the packed-group tiles, the rest row by row (the
+     * 4-token tiles below if out of memory) */
     if (tokn && n_tok >= 2 && matmul_tokn(tokn, row, w8, wrow, nb, r0, r1, chunk, a8, arow, tail_off, n_tok, y, ldy))
         return;
     for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
