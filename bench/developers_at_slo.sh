@@ -11,6 +11,7 @@
 # commit). Everything below can be overridden from the environment:
 #   PORT=19030 TARGET=llamacpp STREAM=1 MAX_TOKENS=64 SLO_MS=2000 DURATION=15 REPEATS=3
 #   START=4 SEARCH_MAX=64 REPOS=<source dir> SEED=1 BENCH=build/bin/serval-bench EXTRA=""
+#   METRICS_TOKEN=<admin token, for OUT/NAME/metrics_end.txt when the server checks tokens>
 # TARGET llamacpp sends llama.cpp's POST /completion {prompt, n_predict, stream, temperature 0,
 # cache_prompt}: the same request to Serval's route of that shape and to llama-server, so both
 # compute the same tokens (the prefix window as the prompt, MAX_TOKENS greedy tokens).
@@ -70,4 +71,9 @@ args=(--target "$TARGET" --url "http://127.0.0.1:$PORT" --repos "$REPOS" --out "
   echo "bench: $BENCH ${args[*]}"
 } >"$dir/command.txt"
 "$BENCH" "${args[@]}" | tee "$dir/headline.txt"
+# The server's counters over the whole search (speculation drafted/accepted/passes, supersedes,
+# prefix hits, wasted tokens): Serval's /metrics; servers without it leave an empty file.
+# METRICS_TOKEN: a token with the admin scope when the server checks tokens.
+curl -s ${METRICS_TOKEN:+-H "Authorization: Bearer $METRICS_TOKEN"} \
+  "http://127.0.0.1:$PORT/metrics" >"$dir/metrics_end.txt" 2>/dev/null || true
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/command.txt"
