@@ -2,14 +2,14 @@
  * shard of the model per rank (model/shard.h), each with its own runner (its share of the
  * threads) and its own KV pool holding its heads, joined by the in-process communicator
  * (comm/comm.h). Rank 0 runs on the engine's step thread and samples from the gathered
- * logits; ranks 1.. are threads that run the same batch when it is published. The same
- * sharded arithmetic the CUDA backend runs over NCCL, testable without GPUs. */
-#include <pthread.h>
+ * logits; ranks 1.. are the threads of a crew (comm/comm_crew.h) that run the same batch.
+ * The same sharded arithmetic the CUDA backend runs over NCCL, testable without GPUs. */
 #include <stdbool.h>
 #include <stdlib.h>
 
 #include "backend.h"
 #include "comm.h"
+#include "comm_crew.h"
 #include "cpu_forward.h"
 #include "shard.h"
 
@@ -17,61 +17,37 @@
  * ranks run the same batch, so they arrive within one phase of each other). */
 enum { TP_COMM_TIMEOUT_MS = 120000 };
 
-typedef struct tp_backend tp_backend;
-
 typedef struct tp_rank {
-    tp_backend *tp;
-    int rank;
     eng_shard_model *sm;
     eng_cpu_runner *runner;
     eng_cpu_kv *kv;
-    pthread_t thread;
-    bool started;
-    eng_status st; /* of the last batch */
-    eng_err err;
 } tp_rank;
 
-struct tp_backend {
+typedef struct tp_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
     const eng_model *m;
     int n;
     eng_comm *comm;
+    eng_comm_crew *crew; /* ranks 1.. on its threads, rank 0 on the step thread */
     tp_rank *ranks; /* [n] */
     int32_t n_vocab;
     float *logits;  /* [cap_rows, n_vocab] when the caller wants tokens only */
     int32_t cap_rows;
     float *scratch; /* [n_vocab] for eng_sample */
-    /* the batch handed to ranks 1.., under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    unsigned gen;   /* batches published */
-    int done;       /* ranks 1.. finished with the current one */
-    bool stop;
-    const eng_batch *b;
-};
+} tp_backend;
 
-static void *rank_main(void *arg)
+/* One batch on every rank: rank 0's logits into out, the other ranks gather for it. */
+typedef struct tp_job {
+    tp_backend *tp;
+    const eng_batch *b;
+    float *out;
+} tp_job;
+
+static eng_status rank_forward(void *arg, int rank, eng_err *err)
 {
-    tp_rank *rk = arg;
-    tp_backend *tp = rk->tp;
-    unsigned seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&tp->mu);
-        while (tp->gen == seen && !tp->stop)
-            pthread_cond_wait(&tp->cv, &tp->mu);
-        if (tp->stop) {
-            pthread_mutex_unlock(&tp->mu);
-            return NULL;
-        }
-        seen = tp->gen;
-        const eng_batch *b = tp->b;
-        pthread_mutex_unlock(&tp->mu);
-        rk->st = eng_cpu_forward(rk->runner, rk->kv, b, NULL, &rk->err);
-        pthread_mutex_lock(&tp->mu);
-        tp->done++;
-        pthread_cond_broadcast(&tp->cv);
-        pthread_mutex_unlock(&tp->mu);
-    }
+    const tp_job *j = arg;
+    tp_rank *rk = &j->tp->ranks[rank];
+    return eng_cpu_forward(rk->runner, rk->kv, j->b, rank == 0 ? j->out : NULL, err);
 }
 
 static eng_status tp_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
@@ -86,26 +62,10 @@ static eng_status tp_forward(eng_backend *be, const eng_batch *b, const eng_samp
         tp->cap_rows = b->n_logits;
     }
     float *out = logits ? logits : tp->logits;
-    pthread_mutex_lock(&tp->mu);
-    tp->b = b;
-    tp->done = 0;
-    tp->gen++;
-    pthread_cond_broadcast(&tp->cv);
-    pthread_mutex_unlock(&tp->mu);
-    tp_rank *r0 = &tp->ranks[0];
-    r0->st = eng_cpu_forward(r0->runner, r0->kv, b, out, &r0->err);
-    pthread_mutex_lock(&tp->mu);
-    while (tp->done < tp->n - 1)
-        pthread_cond_wait(&tp->cv, &tp->mu);
-    pthread_mutex_unlock(&tp->mu);
-    /* The first rank with an error that is its own (not the group's echo of it) says why. */
-    const tp_rank *bad = NULL;
-    for (int q = 0; q < tp->n; q++)
-        if (tp->ranks[q].st != ENG_OK && (!bad || (bad->st == ENG_ERR_CANCELLED &&
-                                                   tp->ranks[q].st != ENG_ERR_CANCELLED)))
-            bad = &tp->ranks[q];
-    if (bad)
-        return eng_fail(err, bad->st, "%s", bad->err.msg);
+    tp_job j = {.tp = tp, .b = b, .out = out};
+    eng_status st = eng_comm_crew_run(tp->crew, rank_forward, &j, NULL, err);
+    if (st != ENG_OK)
+        return st;
     if (!rows || !tokens)
         return ENG_OK;
     for (int32_t i = 0; i < b->n_logits; i++)
@@ -119,22 +79,15 @@ static void tp_free(eng_backend *be)
     tp_backend *tp = (tp_backend *)be;
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->mu);
-    tp->stop = true;
-    pthread_cond_broadcast(&tp->cv);
-    pthread_mutex_unlock(&tp->mu);
-    for (int q = 0; q < tp->n; q++) {
+    eng_comm_crew_free(tp->crew);
+    for (int q = 0; q < tp->n && tp->ranks; q++) {
         tp_rank *rk = &tp->ranks[q];
-        if (rk->started)
-            pthread_join(rk->thread, NULL);
         eng_cpu_runner_free(rk->runner);
         eng_cpu_kv_free(rk->kv);
         eng_shard_model_free(rk->sm);
     }
     if (tp->comm)
         tp->comm->ops->free(tp->comm);
-    pthread_mutex_destroy(&tp->mu);
-    pthread_cond_destroy(&tp->cv);
     free(tp->ranks);
     free(tp->logits);
     free(tp->scratch);
@@ -158,8 +111,6 @@ eng_status eng_backend_cpu_tp_create(const eng_model *m, const eng_backend_confi
     tp_backend *tp = calloc(1, sizeof *tp);
     if (!tp)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&tp->mu, NULL);
-    pthread_cond_init(&tp->cv, NULL);
     tp->base.ops = &tp_ops;
     tp->base.block_size = cfg->block_size;
     tp->m = m;
@@ -175,7 +126,6 @@ eng_status eng_backend_cpu_tp_create(const eng_model *m, const eng_backend_confi
         goto fail;
     size_t block_bytes = 0; /* one block of every rank's pool */
     for (int q = 0; q < n; q++) {
-        tp->ranks[q] = (tp_rank){.tp = tp, .rank = q};
         if ((st = eng_shard_model_create(m, q, n, &tp->ranks[q].sm, err)) != ENG_OK)
             goto fail;
         block_bytes += eng_cpu_kv_block_bytes(&tp->ranks[q].sm->model, cfg->block_size);
@@ -204,13 +154,9 @@ eng_status eng_backend_cpu_tp_create(const eng_model *m, const eng_backend_confi
                                     err)) != ENG_OK)
             goto fail;
     }
-    for (int q = 1; q < n; q++) {
-        if (pthread_create(&tp->ranks[q].thread, NULL, rank_main, &tp->ranks[q]) != 0) {
-            st = eng_fail(err, ENG_ERR_NOMEM, "cannot start the thread of rank %d", q);
-            goto fail;
-        }
-        tp->ranks[q].started = true;
-    }
+    eng_comm_crew_config cc = {.n_ranks = n, .rank0_on_caller = true};
+    if ((st = eng_comm_crew_create(&cc, &tp->crew, NULL, err)) != ENG_OK)
+        goto fail;
     *out = &tp->base;
     return ENG_OK;
 fail:

@@ -1,7 +1,10 @@
 /* test_comm.c — the in-process communicator (engine/comm/comm.h, comm_threads.c): sums in rank
  * order with identical bits on every rank for f32/f16/bf16 and odd counts, all-gather, calls
  * repeated back to back with buffers reused at once, and a group that fails (abort, a rank
- * that never arrives, a mismatched call) reported to every rank instead of hanging. */
+ * that never arrives, a mismatched call) reported to every rank instead of hanging. Then the
+ * rank crew both tensor-parallel backends run on (comm_crew.h): a thread per rank that keeps
+ * its start, jobs and stop, rank 0 on the caller when asked, the failing rank named, a rank's
+ * failure aborting the group so the others do not wait for it. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -10,6 +13,7 @@
 #include <string.h>
 
 #include "comm.h"
+#include "comm_crew.h"
 #include "quant.h"
 
 enum { MAX_RANKS = 8 };
@@ -363,4 +367,152 @@ Test(comm, bad_groups_and_ranks_are_refused)
     cr_assert_eq(c->ops->all_reduce_sum(c, 0, NULL, 4, ENG_COMM_F32, NULL, &err),
                  ENG_ERR_INVALID);
     c->ops->free(c);
+}
+
+/* ---- the rank crew (comm_crew.h) --------------------------------------------------------- */
+
+typedef struct crew_log {
+    pthread_t start_thread[MAX_RANKS], stop_thread[MAX_RANKS], job_thread[MAX_RANKS];
+    int starts[MAX_RANKS], stops[MAX_RANKS], jobs[MAX_RANKS];
+    int fail_start_rank; /* -1: none */
+} crew_log;
+
+static eng_status log_start(void *arg, int rank, eng_err *err)
+{
+    crew_log *l = arg;
+    l->start_thread[rank] = pthread_self();
+    l->starts[rank]++;
+    if (rank == l->fail_start_rank)
+        return eng_fail(err, ENG_ERR_CUDA, "rank %d: injected: no such device", rank);
+    return ENG_OK;
+}
+
+static void log_stop(void *arg, int rank)
+{
+    crew_log *l = arg;
+    l->stop_thread[rank] = pthread_self();
+    l->stops[rank]++;
+}
+
+static eng_status log_job(void *arg, int rank, eng_err *err)
+{
+    (void)err;
+    crew_log *l = arg;
+    l->job_thread[rank] = pthread_self();
+    l->jobs[rank]++;
+    return ENG_OK;
+}
+
+static void check_crew_threads(bool rank0_on_caller)
+{
+    enum { N = 4, RUNS = 500 };
+    crew_log l = {.fail_start_rank = -1};
+    eng_comm_crew_config cfg = {.n_ranks = N, .rank0_on_caller = rank0_on_caller,
+                                .start = log_start, .stop = log_stop, .arg = &l};
+    eng_comm_crew *c = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_comm_crew_create(&cfg, &c, NULL, &err), ENG_OK, "%s", err.msg);
+    for (int k = 0; k < RUNS; k++)
+        cr_assert_eq(eng_comm_crew_run(c, log_job, &l, NULL, &err), ENG_OK, "%s", err.msg);
+    eng_comm_crew_free(c);
+    for (int r = 0; r < N; r++) {
+        cr_assert_eq(l.starts[r], 1, "rank %d started %d times", r, l.starts[r]);
+        cr_assert_eq(l.stops[r], 1, "rank %d stopped %d times", r, l.stops[r]);
+        cr_assert_eq(l.jobs[r], RUNS, "rank %d ran %d of %d jobs", r, l.jobs[r], RUNS);
+        /* a GPU made current at start stays current for the rank's jobs and its stop */
+        cr_assert(pthread_equal(l.start_thread[r], l.job_thread[r]) &&
+                      pthread_equal(l.start_thread[r], l.stop_thread[r]),
+                  "rank %d changed threads", r);
+        for (int q = 0; q < r; q++)
+            cr_assert(!pthread_equal(l.job_thread[q], l.job_thread[r]),
+                      "ranks %d and %d share a thread", q, r);
+        bool on_caller = pthread_equal(l.job_thread[r], pthread_self());
+        cr_assert_eq(on_caller, rank0_on_caller && r == 0, "rank %d %s the caller's thread", r,
+                     on_caller ? "ran on" : "did not run on");
+    }
+}
+
+Test(crew, each_rank_keeps_one_thread_of_its_own_for_start_jobs_and_stop, .timeout = 60)
+{
+    check_crew_threads(false);
+}
+
+Test(crew, rank_0_runs_on_the_callers_thread_when_asked, .timeout = 60)
+{
+    check_crew_threads(true);
+}
+
+/* A job where rank `failing` fails on its own before the sum the others wait in. */
+typedef struct crew_sum_job {
+    eng_comm *comm;
+    int failing;
+    float sums[MAX_RANKS];
+} crew_sum_job;
+
+static eng_status sum_or_fail(void *arg, int rank, eng_err *err)
+{
+    crew_sum_job *j = arg;
+    if (rank == j->failing)
+        return eng_fail(err, ENG_ERR_CUDA, "rank %d: injected: device lost", rank);
+    float x = (float)(rank + 1);
+    eng_status st = j->comm->ops->all_reduce_sum(j->comm, rank, &x, 1, ENG_COMM_F32, NULL, err);
+    j->sums[rank] = x;
+    return st;
+}
+
+/* Without the crew's abort the others would wait forever (timeout 0): the test would time out. */
+Test(crew, a_rank_that_fails_is_named_and_the_others_stop_waiting_for_it, .timeout = 60)
+{
+    for (int on_caller = 0; on_caller < 2; on_caller++) {
+        eng_comm *g = make_group(3, 0);
+        eng_comm_crew_config cfg = {.n_ranks = 3, .rank0_on_caller = on_caller, .comm = g};
+        eng_comm_crew *c = NULL;
+        eng_err err = {{0}};
+        cr_assert_eq(eng_comm_crew_create(&cfg, &c, NULL, &err), ENG_OK, "%s", err.msg);
+        crew_sum_job j = {.comm = g, .failing = -1};
+        cr_assert_eq(eng_comm_crew_run(c, sum_or_fail, &j, NULL, &err), ENG_OK, "%s", err.msg);
+        for (int r = 0; r < 3; r++)
+            cr_assert_eq(j.sums[r], 6.0f, "rank %d summed %g", r, j.sums[r]);
+        for (int failing = 0; failing < 3; failing += 2) {
+            j.failing = failing;
+            int bad = -7;
+            cr_assert_eq(eng_comm_crew_run(c, sum_or_fail, &j, &bad, &err), ENG_ERR_CUDA);
+            cr_assert_eq(bad, failing, "the crew blamed rank %d, not %d", bad, failing);
+            char want[64];
+            snprintf(want, sizeof want, "rank %d: injected: device lost", failing);
+            cr_assert_str_eq(err.msg, want); /* its own words, not the others' echo */
+        }
+        /* the group stays failed: every rank now echoes it, and that is what is reported */
+        j.failing = -1;
+        cr_assert_eq(eng_comm_crew_run(c, sum_or_fail, &j, NULL, &err), ENG_ERR_CANCELLED);
+        cr_assert(strstr(err.msg, "injected: device lost"), "%s", err.msg);
+        eng_comm_crew_free(c);
+        g->ops->free(g);
+    }
+}
+
+Test(crew, a_failed_start_fails_creation_naming_the_rank_and_stops_every_rank, .timeout = 60)
+{
+    for (int on_caller = 0; on_caller < 2; on_caller++) {
+        crew_log l = {.fail_start_rank = 2};
+        eng_comm_crew_config cfg = {.n_ranks = 4, .rank0_on_caller = on_caller,
+                                    .start = log_start, .stop = log_stop, .arg = &l};
+        eng_comm_crew *c = (eng_comm_crew *)&l; /* must come back NULL */
+        int bad = -7;
+        eng_err err = {{0}};
+        cr_assert_eq(eng_comm_crew_create(&cfg, &c, &bad, &err), ENG_ERR_CUDA);
+        cr_assert_null(c);
+        cr_assert_eq(bad, 2);
+        cr_assert_str_eq(err.msg, "rank 2: injected: no such device");
+        for (int r = 0; r < 4; r++) {
+            cr_assert_eq(l.starts[r], 1, "rank %d started %d times", r, l.starts[r]);
+            cr_assert_eq(l.stops[r], 1, "rank %d stopped %d times", r, l.stops[r]);
+        }
+    }
+    eng_comm_crew_config none = {.n_ranks = 0};
+    eng_comm_crew *c = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_comm_crew_create(&none, &c, NULL, &err), ENG_ERR_INVALID);
+    cr_assert(strstr(err.msg, "0 ranks"), "%s", err.msg);
+    eng_comm_crew_free(NULL);
 }
