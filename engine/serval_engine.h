@@ -247,6 +247,14 @@ const char *eng_finish_str(eng_finish f);
 eng_status eng_submit(eng_engine *e, const eng_request_params *p, eng_request **out,
                       eng_err *err);
 
+/* Supersede across engines: ends this engine's requests with this session key and cache_salt
+ * that were submitted before the call, waiting or running, at its next step (finish
+ * ENG_FINISH_SUPERSEDED), as a newer request of the session submitted here would. For a
+ * router that sent the newer request to another engine (serval_router.h). Nothing happens
+ * for key 0, with supersede off, or when the engine has nothing unfinished. O(1) here; the
+ * step loop scans its lists once per call. */
+void eng_engine_supersede(eng_engine *e, uint64_t session_key, uint64_t cache_salt);
+
 /* Asks the engine to stop the request; its KV blocks are freed at the next step and readers
  * see done with ENG_FINISH_CANCELLED (unless it finished first). Idempotent. */
 void eng_request_cancel(eng_request *r);

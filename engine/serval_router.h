@@ -14,7 +14,11 @@
  *      derive from the caller's token and one editor's file: user + filepath + git_url for
  *      Tabby, or a client's explicit key) to the replica its key is pinned to, so a newer
  *      request always lands where it can supersede the older one; a key seen for the first
- *      time (or idle for ROUTER_PIN_IDLE_MS) is placed by the rules below and pinned there;
+ *      time (or idle for ROUTER_PIN_IDLE_MS) is placed by the rules below and pinned there.
+ *      Supersede is per engine, so a session request placed anywhere but its pinned replica
+ *      (no pin, the pinned replica out of rotation or full) also ends the session's older
+ *      requests on every other replica (eng_engine_supersede): the newest request of a
+ *      session is the one left, wherever the older ones ran;
  *   2. a request without one, by the hash of its leading prompt (the first
  *      ROUTER_AFFINITY_BLOCKS KV blocks of its tokens, or the first ROUTER_AFFINITY_TEXT_BYTES
  *      bytes of its text), to the replica that hash prefers (rendezvous hashing over the
@@ -26,9 +30,11 @@
  *
  * Load = requests submitted to a replica and not finished (eng_engine_stats: submitted -
  * finished, counted at submit, so a burst between two steps spreads at once). A replica
- * whose backend failed ROUTER_DEAD_FAILED_STEPS steps in a row, or that refuses as shutting
- * down, or that eng_router_replica_set_down took out, is out of rotation until the process
- * restarts; when every replica is out, submits fail with ENG_ERR_OVERLOAD naming why.
+ * whose backend failed ROUTER_DEAD_FAILED_STEPS steps in a row (a lost device, a
+ * tensor-parallel group that failed), or that refuses as shutting down, or that
+ * eng_router_replica_set_down took out, is out of rotation until the process restarts: its
+ * keys and pinned sessions move to the others; requests already queued there end with its
+ * error. When every replica is out, submits fail with ENG_ERR_OVERLOAD naming why.
  * A replica whose queue is full (ENG_ERR_OVERLOAD) passes the request to the next least
  * loaded; the caller sees OVERLOAD only when every replica in rotation refused.
  *

@@ -599,6 +599,46 @@ static void supersede_new(eng_engine *e, uint64_t first, int32_t n)
     }
 }
 
+/* eng_engine_supersede's keys, taken over from e->mu with the inbox they apply after: each
+ * ends its session's requests older than its cutoff, by the same rule (a probe request with
+ * that key and id stands for the newer one that went to another engine). Frees the arrays. */
+static void supersede_remote(eng_engine *e, uint64_t *key, uint64_t *before, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++) {
+        eng_request probe = {.id = before[i], .session_key = key[i]};
+        supersede_older(e, &probe);
+    }
+    free(key);
+    free(before);
+}
+
+void eng_engine_supersede(eng_engine *e, uint64_t session_key, uint64_t cache_salt)
+{
+    if (!session_key || !e->cfg.supersede)
+        return;
+    pthread_mutex_lock(&e->mu);
+    /* Nothing submitted and unfinished: nothing to end. */
+    if (e->stats.requests_submitted > e->stats.requests_finished && !e->stopping) {
+        if (e->n_remote == e->cap_remote) {
+            int32_t cap = e->cap_remote ? 2 * e->cap_remote : 8;
+            uint64_t *k = realloc(e->remote_key, sizeof(uint64_t) * (size_t)cap);
+            if (k)
+                e->remote_key = k;
+            uint64_t *b = k ? realloc(e->remote_before, sizeof(uint64_t) * (size_t)cap) : NULL;
+            if (b) {
+                e->remote_before = b;
+                e->cap_remote = cap;
+            }
+        }
+        if (e->n_remote < e->cap_remote) { /* out of memory: the older request runs on */
+            e->remote_key[e->n_remote] = session_mix(session_key, cache_salt);
+            e->remote_before[e->n_remote++] = e->next_id;
+            pthread_cond_signal(&e->cv);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void reap_cancelled(eng_engine *e)
 {
     for (int32_t i = e->sched->n_running - 1; i >= 0; i--)
@@ -768,10 +808,16 @@ static void *step_loop(void *arg)
         for (int32_t i = 0; i < e->n_inbox; i++)
             sched_waiting_insert(e->sched, e->inbox[i]);
         e->n_inbox = 0;
+        /* with the inbox: every request older than a cutoff is in the lists now */
+        uint64_t *rkey = e->remote_key, *rbefore = e->remote_before;
+        int32_t n_remote = e->n_remote;
+        e->remote_key = e->remote_before = NULL;
+        e->n_remote = e->cap_remote = 0;
         pthread_mutex_unlock(&e->mu);
 
         if (e->cfg.supersede)
             supersede_new(e, first_new, n_new);
+        supersede_remote(e, rkey, rbefore, n_remote);
         reap_cancelled(e);
         spec_step_draft(e->sched, &e->spec);
         e->sched->now = eng_clock_ms();
@@ -973,6 +1019,8 @@ void eng_engine_free(eng_engine *e)
     if (e->be)
         e->be->ops->free(e->be);
     free(e->inbox);
+    free(e->remote_key);
+    free(e->remote_before);
     free(e->b_tokens);
     free(e->b_pos);
     free(e->b_seq);

@@ -78,6 +78,10 @@ struct eng_engine {
     int32_t n_waiting_new;   /* submitted, never admitted yet (inbox + waiting): the bound */
     uint64_t next_id;
     bool stopping;
+    /* eng_engine_supersede's requests not yet applied: the mixed session key, and the first id
+     * they spare ([n_remote]; the step loop takes the arrays over with the inbox). */
+    uint64_t *remote_key, *remote_before;
+    int32_t n_remote, cap_remote;
     eng_engine_stats stats;
 
     /* Step-loop only. */

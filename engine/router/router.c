@@ -178,6 +178,18 @@ static void routed(eng_router *r, int i, eng_route_reason why, bool session, uin
     pthread_mutex_unlock(&r->mu);
 }
 
+/* Supersede is per engine: a session request that went to replica i, when the session's pin
+ * did not say i (a new or forgotten pin, the pinned replica out of rotation or full, a pin
+ * replaced by a colliding key), may have older requests on any other replica, a replica out of
+ * rotation included (its running requests finish there). They end as they would had the
+ * request met them. Pinned to i, every older request of the session is on i already. */
+static void supersede_elsewhere(eng_router *r, int i, const eng_request_params *p)
+{
+    for (int j = 0; j < r->n; j++)
+        if (j != i)
+            eng_engine_supersede(r->eng[j], p->session_key, p->cache_salt);
+}
+
 eng_status eng_router_submit(eng_router *r, const eng_request_params *p, eng_request **out,
                              int *replica, eng_err *err)
 {
@@ -191,7 +203,8 @@ eng_status eng_router_submit(eng_router *r, const eng_request_params *p, eng_req
 
     eng_route_reason why = ENG_ROUTE_AFFINITY;
     pthread_mutex_lock(&r->mu);
-    int i = session ? router_pin_get(r->pins, key, eng_clock_ms(), v, r->n) : -1;
+    const int pinned = session ? router_pin_get(r->pins, key, eng_clock_ms(), v, r->n) : -1;
+    int i = pinned;
     if (i < 0)
         i = router_pick(v, r->n, has_key, key, &r->turn, &why);
     pthread_mutex_unlock(&r->mu);
@@ -204,12 +217,16 @@ eng_status eng_router_submit(eng_router *r, const eng_request_params *p, eng_req
         eng_status st = eng_submit(r->eng[i], p, out, err);
         if (st == ENG_OK) {
             routed(r, i, why, session, key);
+            if (session && i != pinned)
+                supersede_elsewhere(r, i, p);
             if (replica)
                 *replica = i;
             return ENG_OK;
         }
         if (st != ENG_ERR_OVERLOAD && st != ENG_ERR_CANCELLED)
             return st; /* the request's own fault: every replica would say the same */
+        if (st == ENG_ERR_CANCELLED)
+            eng_router_replica_set_down(r, i, "it is shutting down");
         tried[i] = true;
         int next = -1;
         for (int j = 0; j < r->n; j++)

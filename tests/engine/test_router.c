@@ -2,13 +2,19 @@
  * (affinity, the imbalance override, least-loaded turns, a replica out of rotation, session
  * pins, affinity keys), then two real replicas of the default model: greedy outputs equal one
  * engine's, both replicas used, a session's requests meet so the newer supersedes, a burst on
- * one prefix overflows to the idle replica, a replica taken out gets nothing more. */
+ * one prefix overflows to the idle replica, a replica taken out gets nothing more, a replica
+ * whose backend keeps failing (an injected device loss) leaves rotation while the other
+ * answers, and a session's newer request that lands on another replica (its pinned one out of
+ * rotation or full) still supersedes the older one. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
+#include "engine_impl.h" /* the fault injection swaps a replica's backend */
 #include "route_policy.h"
 #include "serval_engine.h"
 #include "serval_router.h"
@@ -198,10 +204,12 @@ static void load(void)
 
 static void unload(void) { eng_model_free(g_model); }
 
-static eng_engine *engine(int threads)
+static eng_engine *engine_with(int threads, int32_t max_running, int32_t max_waiting)
 {
     eng_engine_config c = eng_engine_config_defaults();
     c.n_threads = threads;
+    c.max_running = max_running;
+    c.max_waiting = max_waiting;
     c.kv_bytes = 64ll << 20;
     c.max_seq_len = 1024;
     c.check_invariants = true;
@@ -210,6 +218,8 @@ static eng_engine *engine(int threads)
     cr_assert_eq(eng_engine_create(g_model, &c, &e, &err), ENG_OK, "%s", err.msg);
     return e;
 }
+
+static eng_engine *engine(int threads) { return engine_with(threads, 0, 0); }
 
 static eng_router *router(eng_engine **e, int n)
 {
@@ -455,4 +465,251 @@ Test(router, creation_refuses_bad_replica_sets, .init = load, .fini = unload)
     cr_assert(strstr(err.msg, "replica 1 has no engine"), "%s", err.msg);
     cr_assert_null(r);
     eng_engine_free(e[0]);
+}
+
+/* ---- a replica that dies ----------------------------------------------------------------- */
+
+/* A replica's backend that fails every step once told to (a lost device, a failed
+ * tensor-parallel group), put in front of the engine's own before any request. */
+typedef struct faulty_backend {
+    eng_backend base;
+    eng_backend *inner; /* owned */
+    atomic_bool fail;
+} faulty_backend;
+
+static eng_status faulty_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
+                                 int32_t *tokens, float *logits, eng_err *err)
+{
+    faulty_backend *f = (faulty_backend *)be;
+    if (atomic_load(&f->fail))
+        return eng_fail(err, ENG_ERR_CUDA, "injected: device lost");
+    return f->inner->ops->forward(f->inner, b, rows, tokens, logits, err);
+}
+
+static void faulty_free(eng_backend *be)
+{
+    faulty_backend *f = (faulty_backend *)be;
+    f->inner->ops->free(f->inner);
+    free(f);
+}
+
+static const eng_backend_ops faulty_ops = {.name = "faulty", .forward = faulty_forward,
+                                           .free = faulty_free};
+
+static faulty_backend *make_faulty(eng_engine *e)
+{
+    faulty_backend *f = calloc(1, sizeof *f);
+    cr_assert_not_null(f);
+    f->base = *e->be;
+    f->base.ops = &faulty_ops;
+    f->inner = e->be;
+    atomic_init(&f->fail, false);
+    e->be = &f->base; /* before any submit: the step loop reads it after taking e->mu */
+    return f;
+}
+
+/* The replica request p prefers while both replicas are in rotation and idle. */
+static int preferred_replica(const eng_request_params *p)
+{
+    uint64_t key;
+    bool session;
+    cr_assert(router_affinity_key(p, 16, &key, &session)); /* the default block size */
+    router_view v[2] = {{.load = 0, .in_rotation = true}, {.load = 0, .in_rotation = true}};
+    return router_preferred(v, 2, key);
+}
+
+Test(router, a_replica_whose_backend_keeps_failing_leaves_rotation_and_the_other_answers,
+     .init = load, .fini = unload, .timeout = 240)
+{
+    eng_engine *two[2] = {engine(1), engine(1)};
+    faulty_backend *f = make_faulty(two[0]);
+    eng_router *r = router(two, 2);
+    /* Prompts that prefer replica 0 (prefix affinity), and a session that does. */
+    char text[4][256];
+    eng_request_params p = eng_request_params_defaults();
+    int found = 0;
+    for (int i = 0; found < 4 && i < 200; i++) {
+        prompt(i, text[found], sizeof text[found]);
+        p.text = text[found];
+        p.text_len = strlen(text[found]);
+        if (preferred_replica(&p) == 0)
+            found++;
+    }
+    cr_assert_eq(found, 4);
+    p.session_key = 1;
+    while (preferred_replica(&p) != 0)
+        p.session_key++;
+    const uint64_t session = p.session_key;
+    /* Healthy: replica 0 answers, and the session is pinned there. */
+    p.text = text[0];
+    p.text_len = strlen(text[0]);
+    p.max_tokens = 4;
+    eng_request *q;
+    int where;
+    eng_err err = {{0}};
+    answer a;
+    cr_assert_eq(eng_router_submit(r, &p, &q, &where, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(where, 0);
+    drain(q, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    eng_request_release(q);
+
+    /* The device is lost: each request sent there fails with its error, one step each, until
+     * the third failed step in a row takes the replica out. */
+    atomic_store(&f->fail, true);
+    for (int k = 0; k < ROUTER_DEAD_FAILED_STEPS; k++) {
+        p.text = text[k];
+        p.text_len = strlen(text[k]);
+        p.session_key = 0;
+        cr_assert_eq(eng_router_submit(r, &p, &q, &where, &err), ENG_OK, "%s", err.msg);
+        cr_assert_eq(where, 0, "failure %d: the request went to replica %d", k, where);
+        eng_request_output out;
+        char buf[64];
+        do
+            cr_assert_eq(eng_request_read(q, buf, sizeof buf, 60000, &out), ENG_OK);
+        while (!out.done);
+        cr_assert_eq(out.finish, ENG_FINISH_ERROR);
+        cr_assert(strstr(out.error, "injected: device lost"), "%s", out.error);
+        eng_request_release(q);
+        /* the engine counts the failed step just after ending its requests */
+        eng_engine_stats st;
+        for (int t = 0; t < 3000; t++) {
+            eng_engine_stats_get(two[0], &st);
+            if (st.failed_steps_in_a_row == k + 1)
+                break;
+            usleep(10 * 1000);
+        }
+        cr_assert_eq(st.failed_steps_in_a_row, k + 1);
+    }
+
+    /* Out of rotation, and said so where /metrics and /v1/health read it. */
+    eng_router_replica_stats rs;
+    eng_router_replica_stats_get(r, 0, &rs);
+    cr_assert(!rs.in_rotation);
+    cr_assert(strstr(rs.down_reason, "its backend failed 3 steps in a row"), "%s",
+              rs.down_reason);
+    eng_router_replica_stats_get(r, 1, &rs);
+    cr_assert(rs.in_rotation);
+    cr_assert_eq(eng_router_admission_check(r, &err), ENG_OK, "%s", err.msg);
+
+    /* Every request after it, the session's included, is answered by replica 1. */
+    for (int k = 0; k < 4; k++) {
+        p.text = text[k];
+        p.text_len = strlen(text[k]);
+        p.session_key = k == 2 ? session : 0; /* the session pinned there moves too */
+        cr_assert_eq(eng_router_submit(r, &p, &q, &where, &err), ENG_OK, "%s", err.msg);
+        cr_assert_eq(where, 1, "request %d went to the failed replica", k);
+        drain(q, &a);
+        cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+        cr_assert_gt(a.len, 0);
+        eng_request_release(q);
+    }
+    eng_router_replica_stats_get(r, 0, &rs);
+    cr_assert_eq(rs.engine.requests_submitted, 1 + ROUTER_DEAD_FAILED_STEPS);
+    eng_router_free(r);
+    eng_engine_free(two[0]);
+    eng_engine_free(two[1]);
+}
+
+/* ---- supersede across replicas ----------------------------------------------------------- */
+
+/* A long request of session 0xF11E (it cannot end by itself before the test is done with it). */
+static eng_request *submit_session(eng_router *r, const char *text, int32_t max_tokens,
+                                   int *where)
+{
+    eng_request_params p = eng_request_params_defaults();
+    p.text = text;
+    p.text_len = strlen(text);
+    p.max_tokens = max_tokens;
+    p.ignore_eos = true;
+    p.session_key = 0xF11E;
+    eng_request *q = NULL;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_router_submit(r, &p, &q, where, &err), ENG_OK, "%s", err.msg);
+    return q;
+}
+
+Test(router, a_sessions_newer_request_on_another_replica_supersedes_the_older_one,
+     .init = load, .fini = unload, .timeout = 240)
+{
+    eng_engine *two[2] = {engine(1), engine(1)};
+    eng_router *r = router(two, 2);
+    char text[2][256];
+    prompt(1, text[0], sizeof text[0]);
+    prompt(2, text[1], sizeof text[1]);
+    int w0, w1;
+    eng_request *older = submit_session(r, text[0], 400, &w0);
+    /* Its replica leaves rotation: the session's pin moves, and its next request runs on the
+     * other replica, where the engine's own supersede cannot see the older one. */
+    eng_router_replica_set_down(r, w0, "test: draining");
+    eng_request *newer = submit_session(r, text[1], 4, &w1);
+    cr_assert_neq(w0, w1);
+    answer a;
+    drain(older, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_SUPERSEDED, "the older request finished '%s' after %zu "
+                 "bytes", eng_finish_str(a.finish), a.len);
+    drain(newer, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    eng_engine_stats st;
+    eng_engine_stats_get(two[w0], &st);
+    cr_assert_eq(st.requests_superseded, 1);
+    eng_request_release(older);
+    eng_request_release(newer);
+    eng_router_free(r);
+    eng_engine_free(two[0]);
+    eng_engine_free(two[1]);
+}
+
+Test(router, a_session_spilled_off_its_full_replica_supersedes_its_older_request_there_only,
+     .init = load, .fini = unload, .timeout = 240)
+{
+    /* One running sequence and two queue slots per replica. */
+    eng_engine *two[2] = {engine_with(1, 1, 2), engine_with(1, 1, 2)};
+    eng_router *r = router(two, 2);
+    char text[4][256];
+    for (int i = 0; i < 4; i++)
+        prompt(i + 4, text[i], sizeof text[i]);
+    int w0, w1;
+    eng_request *older = submit_session(r, text[0], 400, &w0);
+    eng_engine_stats st;
+    for (int t = 0; t < 3000; t++) { /* running, so the queue is free for the others */
+        eng_engine_stats_get(two[w0], &st);
+        if (st.running == 1)
+            break;
+        usleep(10 * 1000);
+    }
+    cr_assert_eq(st.running, 1);
+    /* Two other requests fill its queue (straight to that engine: no session, no router). */
+    eng_request *fill[2];
+    for (int i = 0; i < 2; i++) {
+        eng_request_params p = eng_request_params_defaults();
+        p.text = text[1 + i];
+        p.text_len = strlen(text[1 + i]);
+        p.max_tokens = 4;
+        eng_err err = {{0}};
+        cr_assert_eq(eng_submit(two[w0], &p, &fill[i], &err), ENG_OK, "%s", err.msg);
+    }
+    /* The session's pinned replica refuses (full): the request spills to the other. */
+    eng_request *newer = submit_session(r, text[3], 4, &w1);
+    cr_assert_neq(w0, w1);
+    eng_router_replica_stats rs;
+    eng_router_replica_stats_get(r, w1, &rs);
+    cr_assert_eq(rs.routed[ENG_ROUTE_SPILLED], 1);
+    answer a;
+    drain(older, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_SUPERSEDED, "the older request finished '%s' after %zu "
+                 "bytes", eng_finish_str(a.finish), a.len);
+    drain(newer, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    for (int i = 0; i < 2; i++) { /* other sessions' requests are not touched */
+        drain(fill[i], &a);
+        cr_assert_eq(a.finish, ENG_FINISH_LENGTH, "queued request %d ended '%s'", i,
+                     eng_finish_str(a.finish));
+        eng_request_release(fill[i]);
+    }
+    eng_request_release(older);
+    eng_request_release(newer);
+    eng_router_free(r);
+    eng_engine_free(two[0]);
+    eng_engine_free(two[1]);
 }
