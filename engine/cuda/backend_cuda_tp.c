@@ -1,110 +1,75 @@
 /* backend_cuda_tp.c — the CUDA backend with tensor parallelism (cfg->tp ranks, backend.h): one
  * shard of the model per GPU (model/shard.h), each rank a CUDA backend of its own
  * (backend_cuda.c: its stream, KV pool holding its heads, and decode graphs) driven by a host
- * thread of its own, which makes its GPU current once and captures its graphs in thread-local
+ * thread of its own (a crew, comm/comm_crew.h), which makes its GPU current once, builds and
+ * frees the rank's backend there and captures its graphs in thread-local
  * mode (NCCL's guidance for several GPUs per process). The ranks meet in the NCCL
  * communicator (comm/comm_nccl.h). The engine's step thread publishes each batch to every
  * rank's thread and waits for all; every rank samples the same tokens from the gathered
  * logits, and rank 0's are returned. The CPU backend's counterpart is cpu/backend_cpu_tp.c. */
 #include "backend_cuda_tp.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cuda_runtime_api.h>
 
+#include "comm_crew.h"
 #include "comm_nccl.h"
 
-typedef struct ctp_backend ctp_backend;
-
 typedef struct ctp_rank {
-    ctp_backend *tp;
-    int rank, dev;
+    int dev;
     eng_shard_model *sm; /* owned */
     eng_backend *be;     /* owned; created and freed on the rank's thread */
     int32_t *tokens;     /* [max_logits] this rank's draws */
-    pthread_t thread;
-    bool started;
-    eng_status st; /* of its creation, then of the last batch */
-    eng_err err;
 } ctp_rank;
 
-struct ctp_backend {
+typedef struct ctp_backend {
     eng_backend base; /* first: the engine holds a pointer to it */
     int n;
     int32_t n_vocab; /* the whole model's */
     eng_comm *comm;
+    eng_comm_crew *crew;        /* every rank's host thread */
     ctp_rank *ranks;            /* [n] */
     eng_backend_config rank_cfg; /* every rank's: the KV budget its share */
-    /* the batch handed to the ranks' threads, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    unsigned gen; /* batches published */
-    int done;     /* ranks finished with the current batch (or with their creation) */
-    bool stop;
-    const eng_batch *b;
-    const eng_sample_row *rows; /* NULL: logits only */
-    float *logits;              /* rank 0's host logits, or NULL */
-};
+} ctp_backend;
 
-static void rank_done(ctp_backend *tp)
+/* The crew's start, on rank's thread: its GPU current from here on, its backend built. */
+static eng_status rank_start(void *arg, int rank, eng_err *err)
 {
-    pthread_mutex_lock(&tp->mu);
-    tp->done++;
-    pthread_cond_broadcast(&tp->cv);
-    pthread_mutex_unlock(&tp->mu);
-}
-
-static void *rank_main(void *arg)
-{
-    ctp_rank *rk = arg;
-    ctp_backend *tp = rk->tp;
+    ctp_backend *tp = arg;
+    ctp_rank *rk = &tp->ranks[rank];
     cudaError_t e = cudaSetDevice(rk->dev); /* this thread's device from here on */
     if (e != cudaSuccess)
-        rk->st = eng_fail(&rk->err, ENG_ERR_CUDA, "rank %d: selecting GPU %d: %s", rk->rank,
-                          rk->dev, cudaGetErrorString(e));
-    else
-        rk->st = eng_backend_cuda_rank_create(rk->sm, tp->comm, rk->dev, &tp->rank_cfg, &rk->be,
-                                              &rk->err);
-    unsigned seen = 0;
-    rank_done(tp);
-    for (;;) {
-        pthread_mutex_lock(&tp->mu);
-        while (tp->gen == seen && !tp->stop)
-            pthread_cond_wait(&tp->cv, &tp->mu);
-        if (tp->stop) {
-            pthread_mutex_unlock(&tp->mu);
-            break;
-        }
-        seen = tp->gen;
-        const eng_batch *b = tp->b;
-        const eng_sample_row *rows = tp->rows;
-        float *logits = rk->rank == 0 ? tp->logits : NULL;
-        pthread_mutex_unlock(&tp->mu);
-        rk->st = rk->be->ops->forward(rk->be, b, rows, rows ? rk->tokens : NULL, logits,
-                                      &rk->err);
-        /* a rank's own failure fails the group, so the others stop waiting for it */
-        if (rk->st != ENG_OK && rk->st != ENG_ERR_CANCELLED)
-            tp->comm->ops->abort(tp->comm, rk->err.msg);
-        rank_done(tp);
-    }
+        return eng_fail(err, ENG_ERR_CUDA, "rank %d: selecting GPU %d: %s", rank, rk->dev,
+                        cudaGetErrorString(e));
+    return eng_backend_cuda_rank_create(rk->sm, tp->comm, rk->dev, &tp->rank_cfg, &rk->be, err);
+}
+
+/* The crew's stop: the rank's backend freed on the thread that made it. */
+static void rank_stop(void *arg, int rank)
+{
+    ctp_rank *rk = &((ctp_backend *)arg)->ranks[rank];
     if (rk->be)
         rk->be->ops->free(rk->be);
     rk->be = NULL;
-    return NULL;
 }
 
-/* The first rank with an error of its own (not the group's echo of another's), or NULL. */
-static const ctp_rank *first_failed(const ctp_backend *tp)
+/* One batch on every rank; rank 0's host logits, when asked. */
+typedef struct ctp_job {
+    ctp_backend *tp;
+    const eng_batch *b;
+    const eng_sample_row *rows; /* NULL: logits only */
+    float *logits;              /* rank 0's host logits, or NULL */
+} ctp_job;
+
+static eng_status rank_forward(void *arg, int rank, eng_err *err)
 {
-    const ctp_rank *bad = NULL;
-    for (int q = 0; q < tp->n; q++)
-        if (tp->ranks[q].st != ENG_OK &&
-            (!bad || (bad->st == ENG_ERR_CANCELLED && tp->ranks[q].st != ENG_ERR_CANCELLED)))
-            bad = &tp->ranks[q];
-    return bad;
+    const ctp_job *j = arg;
+    ctp_rank *rk = &j->tp->ranks[rank];
+    return rk->be->ops->forward(rk->be, j->b, j->rows, j->rows ? rk->tokens : NULL,
+                                rank == 0 ? j->logits : NULL, err);
 }
 
 static eng_status ctp_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
@@ -123,19 +88,10 @@ static eng_status ctp_forward(eng_backend *be, const eng_batch *b, const eng_sam
         if (b->tokens[i] < 0 || b->tokens[i] >= tp->n_vocab)
             return eng_fail(err, ENG_ERR_INVALID, "token id %d at index %d is outside [0, %d)",
                             b->tokens[i], i, tp->n_vocab);
-    pthread_mutex_lock(&tp->mu);
-    tp->b = b;
-    tp->rows = rows && tokens ? rows : NULL;
-    tp->logits = logits;
-    tp->done = 0;
-    tp->gen++;
-    pthread_cond_broadcast(&tp->cv);
-    while (tp->done < tp->n)
-        pthread_cond_wait(&tp->cv, &tp->mu);
-    pthread_mutex_unlock(&tp->mu);
-    const ctp_rank *bad = first_failed(tp);
-    if (bad)
-        return eng_fail(err, bad->st, "%s", bad->err.msg);
+    ctp_job j = {.tp = tp, .b = b, .rows = rows && tokens ? rows : NULL, .logits = logits};
+    eng_status st = eng_comm_crew_run(tp->crew, rank_forward, &j, NULL, err);
+    if (st != ENG_OK)
+        return st;
     if (!rows || !tokens)
         return ENG_OK;
     /* every rank drew from the same gathered logits: a difference is a broken group */
@@ -153,21 +109,13 @@ static void ctp_free(eng_backend *be)
     ctp_backend *tp = (ctp_backend *)be;
     if (!tp)
         return;
-    pthread_mutex_lock(&tp->mu);
-    tp->stop = true;
-    pthread_cond_broadcast(&tp->cv);
-    pthread_mutex_unlock(&tp->mu);
-    for (int q = 0; q < tp->n; q++) {
-        ctp_rank *rk = &tp->ranks[q];
-        if (rk->started)
-            pthread_join(rk->thread, NULL); /* frees its backend on its own thread */
-        eng_shard_model_free(rk->sm);
-        free(rk->tokens);
+    eng_comm_crew_free(tp->crew); /* frees each rank's backend on its own thread */
+    for (int q = 0; q < tp->n && tp->ranks; q++) {
+        eng_shard_model_free(tp->ranks[q].sm);
+        free(tp->ranks[q].tokens);
     }
     if (tp->comm)
         tp->comm->ops->free(tp->comm);
-    pthread_mutex_destroy(&tp->mu);
-    pthread_cond_destroy(&tp->cv);
     free(tp->ranks);
     free(tp);
 }
@@ -209,8 +157,6 @@ eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_conf
     ctp_backend *tp = calloc(1, sizeof *tp);
     if (!tp)
         return eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&tp->mu, NULL);
-    pthread_cond_init(&tp->cv, NULL);
     tp->base.ops = &ctp_ops;
     tp->base.block_size = cfg->block_size;
     tp->n = n;
@@ -229,7 +175,7 @@ eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_conf
         goto fail;
     for (int q = 0; q < n; q++) {
         ctp_rank *rk = &tp->ranks[q];
-        *rk = (ctp_rank){.tp = tp, .rank = q, .dev = devs[q]};
+        *rk = (ctp_rank){.dev = devs[q]};
         if ((st = eng_shard_model_create(m, q, n, &rk->sm, err)) != ENG_OK)
             goto fail;
         if (!(rk->tokens = calloc((size_t)(cfg->max_logits > 0 ? cfg->max_logits : 1),
@@ -238,27 +184,16 @@ eng_status eng_backend_cuda_tp_create(const eng_model *m, const eng_backend_conf
             goto fail;
         }
     }
-    /* each rank loads its shard on its own thread; wait until every one has answered */
-    for (int q = 0; q < n; q++) {
-        if (pthread_create(&tp->ranks[q].thread, NULL, rank_main, &tp->ranks[q]) != 0) {
-            st = eng_fail(err, ENG_ERR_NOMEM, "cannot start the thread of rank %d", q);
-            /* the started ones count themselves; wait for them below */
-            pthread_mutex_lock(&tp->mu);
-            while (tp->done < q)
-                pthread_cond_wait(&tp->cv, &tp->mu);
-            pthread_mutex_unlock(&tp->mu);
-            goto fail;
-        }
-        tp->ranks[q].started = true;
-    }
-    pthread_mutex_lock(&tp->mu);
-    while (tp->done < n)
-        pthread_cond_wait(&tp->cv, &tp->mu);
-    pthread_mutex_unlock(&tp->mu);
-    const ctp_rank *bad = first_failed(tp);
-    if (bad) {
-        st = eng_fail(err, bad->st, "tensor-parallel rank %d on GPU %d: %s", bad->rank, bad->dev,
-                      bad->err.msg);
+    /* each rank loads its shard on its own thread; every one has answered when this returns */
+    eng_comm_crew_config cc = {.n_ranks = n, .start = rank_start, .stop = rank_stop, .arg = tp,
+                               .comm = tp->comm};
+    int bad = -1;
+    eng_err e2 = {{0}};
+    if ((st = eng_comm_crew_create(&cc, &tp->crew, &bad, &e2)) != ENG_OK) {
+        if (bad >= 0)
+            eng_fail(err, st, "tensor-parallel rank %d on GPU %d: %s", bad, devs[bad], e2.msg);
+        else
+            eng_fail(err, st, "%s", e2.msg);
         goto fail;
     }
     /* the engine's block ids must be valid on every rank */
