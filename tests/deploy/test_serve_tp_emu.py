@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""test_serve_tp_emu.py — `serval serve --backend cuda --gpus 0,1,2,3 --tp 2` end to end on the
+CUDA emulator's 4 devices (SERVAL_EMU_DEVICES=4, NCCL emulated): the two replicas of two GPUs
+answer OpenAI completions over HTTP and gRPC Complete calls with the greedy text of a one-GPU
+server of the same model, both replicas serve, and /v1/health, /metrics and gRPC Health report
+two replicas in rotation. ctest runs it in the emulator build (cuda_check_emu_serve_tp).
+
+Environment: SERVAL_BIN_DIR (the emulator build's bin/), SERVAL_EMU_MODEL (a tiny synthetic
+model from serval-synth whose heads split in two), SERVAL_PY_STUBS (the gRPC Python stubs; the
+gRPC part is skipped, saying so, without them or Debian's python3-grpcio). Exits 0 (pass),
+1 (fail) or 77 (skipped: no serve in this build).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+TOKEN = "serve_tp_emu_token"
+PROMPTS = [  # over 64 bytes each, starting differently: the router hashes the start
+    "def fibonacci(n):\n    # the n-th number of the sequence, computed iteratively\n",
+    "class Stack:\n    # a last-in first-out container backed by a Python list\n",
+    "#include <stdio.h>\n/* prints every argument on its own line, numbered from one */\n",
+    "function debounce(fn, ms) {\n  // calls fn once the calls have stopped for ms\n",
+    "fn main() {\n    // reads numbers from standard input and prints their sum\n",
+    "SELECT name, email FROM users\n-- only the accounts created during the last week\n",
+    "package main\n\n// Server answers health checks on the port given in PORT\n",
+    "import os\nimport sys\n\n# walks the tree under the first argument, printing sizes\n",
+]
+MAX_TOKENS = 8
+
+
+def fail(msg, servers=()):
+    print("FAIL:", msg)
+    for s in servers:
+        print("---- serve", " ".join(s["args"]))
+        print(s["log_text"]()[-3000:])
+    sys.exit(1)
+
+
+def start(bin_dir, tmp, name, extra):
+    args = [os.path.join(bin_dir, "serval"), "serve", "--model", os.environ["SERVAL_EMU_MODEL"],
+            "--backend", "cuda", "--kv-mb", "16", "--no-embeddings", "--token", TOKEN,
+            "--data-dir", os.path.join(tmp, name), "--grpc-port", "0", "--http-port", "0",
+            "--quiet"] + extra
+    log_path = os.path.join(tmp, name + ".log")
+    log = open(log_path, "w")
+    env = dict(os.environ, SERVAL_EMU_DEVICES="4")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return {"name": name, "args": args[1:], "proc": proc, "log": log,
+            "log_text": lambda: open(log_path, errors="replace").read()}
+
+
+def wait_ready(s, servers, deadline_s=240):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        text = s["log_text"]()
+        if "serval: ready" in text or '"ready"' in text:
+            h = re.search(r"http listening on 127\.0\.0\.1:(\d+)", text)
+            g = re.search(r"grpc listening on 127\.0\.0\.1:(\d+)", text)
+            if h and g:
+                s["http"], s["grpc"] = int(h.group(1)), int(g.group(1))
+                return
+        if s["proc"].poll() is not None:
+            fail(f"serve {s['name']} exited with {s['proc'].returncode} before it was ready",
+                 servers)
+        time.sleep(0.1)
+    fail(f"serve {s['name']} was not ready within {deadline_s} s", servers)
+
+
+def http(s, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{s['http']}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": "Bearer " + TOKEN,
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def complete(s, prompt, servers):
+    st, body = http(s, "POST", "/v1/completions",
+                    {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0})
+    if st != 200:
+        fail(f"serve {s['name']}: completion answered {st}: {body}", servers)
+    j = json.loads(body)
+    return j["choices"][0]["text"], j.get("usage", {}).get("completion_tokens", -1)
+
+
+def metric(s, name):
+    st, body = http(s, "GET", "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def grpc_part(servers, tp, one):
+    stubs = os.environ.get("SERVAL_PY_STUBS", "")
+    try:
+        sys.path.insert(0, stubs)
+        import grpc  # noqa: E402
+        import serval_pb2  # noqa: E402
+        import serval_pb2_grpc  # noqa: E402
+    except ImportError as e:
+        print(f"note: gRPC part skipped ({e}; stubs from {stubs or 'nowhere'})")
+        return
+    md = [("authorization", "Bearer " + TOKEN)]
+    texts = {}
+    for s in (tp, one):
+        with grpc.insecure_channel(f"127.0.0.1:{s['grpc']}") as ch:
+            stub = serval_pb2_grpc.ServalStub(ch)
+            h = stub.Health(serval_pb2.HealthRequest(), metadata=md, timeout=60)
+            if s is tp:
+                if len(h.replicas) != 2 or not all(r.in_rotation for r in h.replicas):
+                    fail(f"gRPC Health of the --tp 2 server: {h}", servers)
+            r = stub.Complete(serval_pb2.CompleteRequest(prompt=PROMPTS[0], max_tokens=MAX_TOKENS,
+                                                         ignore_eos=True),
+                              metadata=md, timeout=120)
+            texts[s["name"]] = r.text
+    if texts["tp"] != texts["one"]:
+        fail(f"gRPC: two GPUs said {texts['tp']!r}, one GPU {texts['one']!r}", servers)
+    if not texts["tp"]:
+        fail("gRPC: empty completion with ignore_eos", servers)
+    print(f"ok: gRPC Complete equal on both ({texts['tp']!r}); Health lists 2 replicas")
+
+
+def main():
+    bin_dir = os.environ.get("SERVAL_BIN_DIR", "")
+    serval = os.path.join(bin_dir, "serval")
+    if not os.access(serval, os.X_OK):
+        print(f"FAIL: no {serval}")
+        return 1
+    helptext = subprocess.run([serval, "--help"], capture_output=True, text=True).stdout + \
+        subprocess.run([serval, "--help"], capture_output=True, text=True).stderr
+    if "serve" not in helptext:
+        print("SKIP: this serval has no `serve` (an engine-only build)")
+        return 77
+    servers = []
+    with tempfile.TemporaryDirectory(prefix="serval-tp-emu.") as tmp:
+        try:
+            tp = start(bin_dir, tmp, "tp", ["--gpus", "0,1,2,3", "--tp", "2"])
+            one = start(bin_dir, tmp, "one", [])
+            servers = [tp, one]
+            wait_ready(tp, servers)
+            wait_ready(one, servers)
+            if "split over 2 ranks" not in tp["log_text"]() and '"tp":2' not in tp["log_text"]():
+                fail("the --tp 2 server's ready line does not say it is split", servers)
+            generated = 0
+            for i, p in enumerate(PROMPTS):
+                a, na = complete(tp, p, servers)
+                b, nb = complete(one, p, servers)
+                if a != b:
+                    fail(f"prompt {i}: two replicas of two GPUs said {a!r}, one GPU {b!r}",
+                         servers)
+                generated += na
+            if generated <= 0:
+                fail("every completion was empty: nothing was compared", servers)
+            st, body = http(tp, "GET", "/v1/health")
+            reps = json.loads(body).get("replicas") if st == 200 else None
+            if not reps or len(reps) != 2:
+                fail(f"/v1/health of the --tp 2 server: {st} {body}", servers)
+            for r in reps:
+                if not r.get("in_rotation") or r.get("requests_finished", 0) <= 0:
+                    fail(f"replica {r.get('replica')} in /v1/health: {r}", servers)
+            routed = []
+            for rep in (0, 1):
+                routed.append(sum(metric(tp, f'serval_replica_requests_routed_total{{replica="{rep}",'
+                                             f'reason="{why}"}}') or 0
+                                  for why in ("affinity", "rebalanced", "least_loaded", "spilled")))
+                if metric(tp, f'serval_replica_in_rotation{{replica="{rep}"}}') != 1:
+                    fail(f"/metrics: replica {rep} not in rotation", servers)
+            if sum(routed) != len(PROMPTS):
+                fail(f"/metrics routed {routed}, not {len(PROMPTS)} requests", servers)
+            print(f"ok: {len(PROMPTS)} HTTP completions equal to one GPU's ({generated} tokens); "
+                  f"replicas served {routed[0]:.0f} and {routed[1]:.0f}, both in rotation")
+            grpc_part(servers, tp, one)
+        finally:
+            for s in servers:
+                s["proc"].terminate()
+            for s in servers:
+                try:
+                    s["proc"].wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    s["proc"].kill()
+                    s["proc"].wait()
+                s["log"].close()
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
