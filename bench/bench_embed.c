@@ -1,8 +1,12 @@
 /* bench_embed.c — the embedder on the CPU: embeddings/s at batch 1, 8 and 32 on code chunks of
  * Tabby's size (~512 characters), and what a stream of embedding batches costs a concurrent
- * completion (time to first token and total) when both share the cores.
+ * completion (time to first token and total) when both share the cores. --gemm: the encoder's
+ * products alone on one thread (engine/cpu/gemm_f16.c on every path this CPU has, beside
+ * quant_matmul's F16 kernel that the encoder used before), in GFLOP/s next to the core's FMA
+ * ceiling measured by a register-only loop; checked against the reference before timing.
  *
  *   bench_embed EMBED.gguf [DECODER.gguf] [--threads N] [--seconds S]
+ *   bench_embed --gemm [--seconds S]
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,8 +15,14 @@
 #include <string.h>
 #include <time.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "clock.h"
 #include "cpuinfo.h"
+#include "gemm_f16.h"
+#include "quant.h"
 #include "serval_embed.h"
 #include "serval_engine.h"
 
@@ -137,24 +147,159 @@ static void completion_latency(eng_engine *eng, int reps, double *ttft, double *
     free(a), free(b);
 }
 
+
+/* ---- --gemm: the products alone ------------------------------------------------------------ */
+
+#if defined(__x86_64__)
+/* Independent FMA chains in registers only: what one core's FMA units give (GFLOP/s). */
+__attribute__((target("avx512f"))) static double fma_peak_512(double seconds)
+{
+    __m512 a[24];
+    for (int i = 0; i < 24; i++)
+        a[i] = _mm512_set1_ps((float)i * 1e-3f);
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    long iters = 0;
+    double t0 = cpu_s(), t;
+    do {
+        for (int r = 0; r < 1000; r++)
+#pragma GCC unroll 24
+            for (int i = 0; i < 24; i++)
+                a[i] = _mm512_fmadd_ps(a[i], m, c);
+        iters += 1000;
+        t = cpu_s();
+    } while (t - t0 < seconds);
+    float sink = 0;
+    for (int i = 0; i < 24; i++)
+        sink += _mm512_reduce_add_ps(a[i]);
+    if (sink == 12345.0f)
+        printf(" ");
+    return (double)iters * 24 * 16 * 2 / (t - t0) * 1e-9;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_peak_256(double seconds)
+{
+    __m256 a[12];
+    for (int i = 0; i < 12; i++)
+        a[i] = _mm256_set1_ps((float)i * 1e-3f);
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    long iters = 0;
+    double t0 = cpu_s(), t;
+    do {
+        for (int r = 0; r < 1000; r++)
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++)
+                a[i] = _mm256_fmadd_ps(a[i], m, c);
+        iters += 1000;
+        t = cpu_s();
+    } while (t - t0 < seconds);
+    float v[8], sink = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(v, a[i]);
+        sink += v[0];
+    }
+    if (sink == 12345.0f)
+        printf(" ");
+    return (double)iters * 12 * 8 * 2 / (t - t0) * 1e-9;
+}
+#endif
+
+/* One product shape of the encoder: rows x n weights, T tokens. Prints GFLOP/s of the old
+ * path (quant_matmul, F16) and each gemm_f16 path; exits 1 if a path disagrees with the
+ * reference. */
+static void gemm_shape(int64_t rows, int64_t n, int64_t T, double seconds)
+{
+    uint64_t s = 0x1234 + (uint64_t)(rows * 7 + n);
+    uint16_t *w = malloc(sizeof(uint16_t) * (size_t)(rows * n));
+    uint16_t *packed = malloc(sizeof(uint16_t) * cpu_gemm_packed_elems(rows, n));
+    float *x = malloc(sizeof(float) * (size_t)(T * n)), *bias = calloc((size_t)rows, 4);
+    float *y = malloc(sizeof(float) * (size_t)(T * rows)), *ref = malloc(sizeof(float) * (size_t)(T * rows));
+    float *scratch = malloc(sizeof(float) * cpu_gemm_scratch_floats(n));
+    for (int64_t i = 0; i < rows * n; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        w[i] = quant_f32_to_f16((float)((int64_t)(s >> 40) - (1 << 23)) * 0x1p-26f);
+    }
+    for (int64_t i = 0; i < T * n; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((int64_t)(s >> 40) - (1 << 23)) * 0x1p-23f;
+    }
+    cpu_gemm_pack_f16(w, rows, n, packed);
+    const cpu_gemm_b b = cpu_gemm_packed(packed, true, rows, n);
+    const int64_t np = (rows + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
+    cpu_gemm_ref(&b, 0, np, x, n, 1, T, bias, ref, rows);
+    const double flop = 2.0 * (double)rows * (double)n * (double)T;
+    printf("%5lld x %4lld weights, %3lld tokens:", (long long)rows, (long long)n, (long long)T);
+    for (int path = -1; path <= CPU_GEMM_AVX512; path++) {
+        if (path >= 0 && !cpu_gemm_isa_supported((cpu_gemm_isa)path))
+            continue;
+        long reps = 0;
+        double t0 = cpu_s(), t;
+        do {
+            if (path < 0)
+                quant_matmul(GGUF_DTYPE_F16, w, n, 0, rows, x, T, y, rows);
+            else
+                cpu_gemm_run((cpu_gemm_isa)path, &b, 0, np, x, n, 1, T, bias, y, rows, scratch);
+            reps++;
+            t = cpu_s();
+        } while (t - t0 < seconds);
+        if (path >= 0 && memcmp(y, ref, sizeof(float) * (size_t)(T * rows)) != 0) {
+            fprintf(stderr, "bench_embed: gemm %s disagrees with the reference\n",
+                    cpu_gemm_isa_name((cpu_gemm_isa)path));
+            exit(1);
+        }
+        printf("  %s %.1f", path < 0 ? "quant_matmul" : cpu_gemm_isa_name((cpu_gemm_isa)path),
+               flop * (double)reps / (t - t0) * 1e-9);
+    }
+    printf(" GFLOP/s\n");
+    free(w), free(packed), free(x), free(bias), free(y), free(ref), free(scratch);
+}
+
+static int gemm_bench(double seconds)
+{
+    char cpu[128];
+    if (!eng_cpuinfo_model_name(cpu, sizeof cpu))
+        snprintf(cpu, sizeof cpu, "unknown CPU");
+    printf("# encoder products, one thread, %s; best path %s\n", cpu,
+           cpu_gemm_isa_name(cpu_gemm_best_isa()));
+#if defined(__x86_64__)
+    if (cpu_gemm_isa_supported(CPU_GEMM_AVX2))
+        printf("FMA ceiling (registers only): avx2 %.1f GFLOP/s", fma_peak_256(seconds));
+    if (cpu_gemm_isa_supported(CPU_GEMM_AVX512))
+        printf(", avx512 %.1f GFLOP/s", fma_peak_512(seconds));
+    printf("\n");
+#endif
+    /* all-MiniLM-L6-v2 on a 207-token chunk: Q, K, V, O; FFN up; FFN down */
+    gemm_shape(384, 384, 207, seconds);
+    gemm_shape(1536, 384, 207, seconds);
+    gemm_shape(384, 1536, 207, seconds);
+    gemm_shape(384, 384, 1, seconds); /* a one-token query */
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *embed_path = NULL, *dec_path = NULL;
     int threads = 0;
-    double seconds = 3.0;
+    double seconds = -1.0;
+    bool gemm = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             seconds = atof(argv[++i]);
+        else if (strcmp(argv[i], "--gemm") == 0)
+            gemm = true;
         else if (!embed_path)
             embed_path = argv[i];
         else
             dec_path = argv[i];
     }
+    if (gemm)
+        return gemm_bench(seconds > 0 ? seconds : 1.0);
+    if (seconds <= 0)
+        seconds = 3.0;
     if (!embed_path) {
         fprintf(stderr, "usage: bench_embed EMBED.gguf [DECODER.gguf] [--threads N] "
-                        "[--seconds S]\n");
+                        "[--seconds S]\n       bench_embed --gemm [--seconds S]\n");
         return 2;
     }
     char cpu[128];

@@ -26,10 +26,41 @@ static void set_msg(char *msg, size_t cap, const char *what, const char *detail)
 }
 
 // Probing about 1/16th of the lists keeps recall near the exact index's on text embeddings
-// (bench/bench_index.c measures it) while scanning a small part of the vectors.
+// (bench/bench_ivf.c measures it) while scanning a small part of the vectors.
+extern "C" int64_t idx_faiss_default_nprobe(int64_t nlist)
+{
+    return std::max<int64_t>(16, nlist / 16);
+}
+
+extern "C" int64_t idx_faiss_default_nlist(int64_t n)
+{
+    int64_t nlist = (int64_t)std::lround(4.0 * std::sqrt((double)n));
+    return std::min<int64_t>(std::max<int64_t>(nlist, 16), 4096);
+}
+
 static void ivf_tune(faiss::IndexIVF *ivf)
 {
-    ivf->nprobe = std::max<size_t>(16, ivf->nlist / 16);
+    ivf->nprobe = (size_t)idx_faiss_default_nprobe((int64_t)ivf->nlist);
+}
+
+static faiss::IndexIVF *make_ivf(int dim, const float *x, const int64_t *ids, int64_t n,
+                                 size_t nlist)
+{
+    auto *quant = new faiss::IndexFlatIP(dim);
+    auto *ivf = new faiss::IndexIVFFlat(quant, dim, nlist, faiss::METRIC_INNER_PRODUCT);
+    ivf->own_fields = true;
+    ivf->cp.niter = 10;
+    try {
+        // Training on at most 64 points per list keeps start-up short at 100k vectors.
+        int64_t n_train = std::min<int64_t>(n, (int64_t)nlist * 64);
+        ivf->train(n_train, x);
+        ivf->add_with_ids(n, x, ids);
+    } catch (...) {
+        delete ivf;
+        throw;
+    }
+    ivf_tune(ivf);
+    return ivf;
 }
 
 extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *ids, int64_t n,
@@ -42,17 +73,7 @@ extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *id
     }
     try {
         if (approx && n >= 256) {
-            size_t nlist = (size_t)std::lround(4.0 * std::sqrt((double)n));
-            nlist = std::min<size_t>(std::max<size_t>(nlist, 16), 4096);
-            auto *quant = new faiss::IndexFlatIP(dim);
-            auto *ivf = new faiss::IndexIVFFlat(quant, dim, nlist, faiss::METRIC_INNER_PRODUCT);
-            ivf->own_fields = true;
-            ivf->cp.niter = 10;
-            // Training on at most 64 points per list keeps start-up short at 100k vectors.
-            int64_t n_train = std::min<int64_t>(n, (int64_t)nlist * 64);
-            ivf->train(n_train, x);
-            ivf->add_with_ids(n, x, ids);
-            ivf_tune(ivf);
+            faiss::IndexIVF *ivf = make_ivf(dim, x, ids, n, (size_t)idx_faiss_default_nlist(n));
             f->index = ivf;
             f->ivf = ivf;
         } else {
@@ -69,6 +90,35 @@ extern "C" idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *id
         return nullptr;
     }
     return f;
+}
+
+extern "C" idx_faiss *idx_faiss_build_ivf(int dim, const float *x, const int64_t *ids, int64_t n,
+                                          int64_t nlist, int64_t nprobe, char *msg, size_t cap)
+{
+    if (nlist < 1 || nlist > n) {
+        set_msg(msg, cap, "build", "nlist must be between 1 and the number of vectors");
+        return nullptr;
+    }
+    idx_faiss *f = new (std::nothrow) idx_faiss{nullptr, nullptr};
+    if (!f) {
+        set_msg(msg, cap, "build", "out of memory");
+        return nullptr;
+    }
+    try {
+        f->ivf = make_ivf(dim, x, ids, n, (size_t)nlist);
+        f->index = f->ivf;
+        if (nprobe > 0) f->ivf->nprobe = (size_t)nprobe;
+    } catch (const std::exception &e) {
+        set_msg(msg, cap, "build", e.what());
+        delete f;
+        return nullptr;
+    }
+    return f;
+}
+
+extern "C" void idx_faiss_set_nprobe(idx_faiss *f, int64_t nprobe)
+{
+    if (f && f->ivf && nprobe > 0) f->ivf->nprobe = (size_t)nprobe;
 }
 
 // The vectors are scanned here rather than by FAISS: Debian's build takes its scalar reference

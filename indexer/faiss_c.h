@@ -18,6 +18,16 @@ typedef struct idx_faiss idx_faiss;
  * with a message in msg on failure. The result is owned by the caller (idx_faiss_free). */
 idx_faiss *idx_faiss_build(int dim, const float *x, const int64_t *ids, int64_t n, bool approx,
                            char *msg, size_t cap);
+/* IVF-Flat with nlist lists (>= 1; trained on at most 64 points per list), probing nprobe lists
+ * per search (0: the default, idx_faiss_default_nprobe). For benchmarks that sweep both
+ * (bench/bench_ivf.c); NULL with msg set on failure. Owned by the caller. */
+idx_faiss *idx_faiss_build_ivf(int dim, const float *x, const int64_t *ids, int64_t n,
+                               int64_t nlist, int64_t nprobe, char *msg, size_t cap);
+/* The lists idx_faiss_build gives n vectors, and the lists it probes of nlist. */
+int64_t idx_faiss_default_nlist(int64_t n);
+int64_t idx_faiss_default_nprobe(int64_t nlist);
+/* Lists probed per search (IVF only; ignored for an exact index). */
+void idx_faiss_set_nprobe(idx_faiss *f, int64_t nprobe);
 /* Top k by inner product for one query q (dim floats): sims[k] and labels[k], -1 labels past
  * the index's size. Thread-safe for concurrent searches. Returns 0, or -1 with msg set. */
 int idx_faiss_search(const idx_faiss *f, const float *q, int64_t k, float *sims,

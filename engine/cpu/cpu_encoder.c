@@ -2,15 +2,17 @@
  * packed back to back (no padding, so no padding mask: each token attends to exactly the
  * tokens of its own sequence, both directions), post-norm layers (attention, residual,
  * LayerNorm; GELU FFN, residual, LayerNorm), then mean or CLS pooling and L2 normalisation.
- * Products go through quant_matmul (F32/F16 weights), LayerNorm through cpu_ops. */
+ * Products go through gemm_f16 (the layer matrices repacked into panels at creation, F16 or
+ * F32 as stored; attention's QK^T and PV as well, on panel views of K and V), LayerNorm
+ * through cpu_ops; softmax's exp and GELU's erf are gemm_f16's vectorised polynomials. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_encoder.h"
 #include "cpu_ops.h"
+#include "gemm_f16.h"
 #include "pool.h"
-#include "quant.h"
 
 struct cpu_encoder {
     const emb_model *m;
@@ -22,8 +24,19 @@ struct cpu_encoder {
     float *att;         /* [T, n_embd] attention output before wo */
     float *tmp;         /* [T, n_embd] */
     float *ff;          /* [T, n_ff] */
-    float *scores;      /* [n_threads, n_ctx] one score row per thread */
+    cpu_gemm_isa isa;
+    /* [n_layer * ENC_MATS] the layer matrices as panels, pointing into `packed` (owned) */
+    cpu_gemm_b *mats;
+    void *packed;
+    int64_t ctx_pad;    /* n_ctx rounded up to a panel */
+    size_t probs_n, kpack_n, scratch_n; /* per-thread floats of each scratch below */
+    float *probs;       /* [n_threads, n_ctx + 2, ctx_pad] one sequence-head's scores per thread */
+    float *kpack;       /* [n_threads, kpack_n] one head's queries as panels, then its output */
+    float *scratch;     /* [n_threads, scratch_n] cpu_gemm's */
 };
+
+/* The six matrices of a layer, in this order in mats. */
+enum { ENC_WQ, ENC_WK, ENC_WV, ENC_WO, ENC_UP, ENC_DOWN, ENC_MATS };
 
 /* What one run hands its threads. */
 typedef struct enc_run {
@@ -41,8 +54,46 @@ void cpu_encoder_free(cpu_encoder *e)
         return;
     eng_pool_free(e->pool);
     free(e->x), free(e->h), free(e->q), free(e->k), free(e->v);
-    free(e->att), free(e->tmp), free(e->ff), free(e->scores);
+    free(e->att), free(e->tmp), free(e->ff);
+    free(e->mats), free(e->packed), free(e->probs), free(e->kpack), free(e->scratch);
     free(e);
+}
+
+static const eng_weight *layer_mat(const eng_layer *L, int i)
+{
+    const eng_weight *w[ENC_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
+    return w[i];
+}
+
+/* Repacks every layer matrix into panels (the mapping's rows are one output each; the tiles
+ * want 16 outputs side by side per reduction index). */
+static eng_status pack_weights(cpu_encoder *e, eng_err *err)
+{
+    const emb_model *m = e->m;
+    const size_t nm = (size_t)m->n_layer * ENC_MATS;
+    size_t bytes = 0;
+    for (size_t i = 0; i < nm; i++) {
+        const eng_weight *w = layer_mat(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS));
+        ENG_ASSERT(w->dtype == GGUF_DTYPE_F16 || w->dtype == GGUF_DTYPE_F32);
+        bytes += cpu_gemm_packed_elems(w->ne1, w->ne0) * (w->dtype == GGUF_DTYPE_F16 ? 2 : 4);
+    }
+    e->mats = calloc(nm, sizeof *e->mats);
+    e->packed = malloc(bytes);
+    if (!e->mats || !e->packed)
+        return eng_fail(err, ENG_ERR_NOMEM, "encoder: no memory for %zu MiB of packed weights",
+                        bytes >> 20);
+    uint8_t *p = e->packed;
+    for (size_t i = 0; i < nm; i++) {
+        const eng_weight *w = layer_mat(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS));
+        const bool f16 = w->dtype == GGUF_DTYPE_F16;
+        if (f16)
+            cpu_gemm_pack_f16(w->data, w->ne1, w->ne0, (uint16_t *)p);
+        else
+            cpu_gemm_pack_f32(w->data, w->ne0, w->ne1, w->ne0, (float *)p);
+        e->mats[i] = cpu_gemm_packed(p, f16, w->ne1, w->ne0);
+        p += cpu_gemm_packed_elems(w->ne1, w->ne0) * (f16 ? 2 : 4);
+    }
+    return ENG_OK;
 }
 
 eng_status cpu_encoder_create(const emb_model *m, int n_threads, cpu_encoder **out,
@@ -53,11 +104,27 @@ eng_status cpu_encoder_create(const emb_model *m, int n_threads, cpu_encoder **o
     if (!e)
         return eng_fail(err, ENG_ERR_NOMEM, "encoder: out of memory");
     e->m = m;
+    e->isa = cpu_gemm_best_isa();
+    e->ctx_pad = (m->n_ctx + CPU_GEMM_NR - 1) / CPU_GEMM_NR * CPU_GEMM_NR;
+    const int64_t hd_pad = (m->head_dim + CPU_GEMM_NR - 1) / CPU_GEMM_NR * CPU_GEMM_NR;
+    int64_t red = m->n_ff > m->n_embd ? m->n_ff : m->n_embd;
+    red = red > m->n_ctx ? red : m->n_ctx;
+    e->probs_n = ((size_t)m->n_ctx + 2) * (size_t)e->ctx_pad;
+    e->kpack_n = (size_t)e->ctx_pad * (size_t)hd_pad;
+    e->scratch_n = cpu_gemm_scratch_floats(red);
+    const size_t nt = (size_t)n_threads;
     e->pool = eng_pool_create(n_threads);
-    e->scores = malloc(sizeof(float) * (size_t)n_threads * (size_t)m->n_ctx);
-    if (!e->pool || !e->scores) {
+    e->probs = calloc(nt * e->probs_n, sizeof(float)); /* finite from the start: see attention */
+    e->kpack = malloc(sizeof(float) * nt * e->kpack_n);
+    e->scratch = malloc(sizeof(float) * nt * e->scratch_n);
+    if (!e->pool || !e->probs || !e->kpack || !e->scratch) {
         cpu_encoder_free(e);
         return eng_fail(err, ENG_ERR_NOMEM, "encoder: cannot create %d threads", n_threads);
+    }
+    eng_status st = pack_weights(e, err);
+    if (st != ENG_OK) {
+        cpu_encoder_free(e);
+        return st;
     }
     *out = e;
     return ENG_OK;
@@ -87,20 +154,14 @@ nomem:
     return eng_fail(err, ENG_ERR_NOMEM, "encoder: no memory for a batch of %d tokens", T);
 }
 
-/* y[T, rows] = x[T, n] · W^T + b, the rows of W split across threads. F32/F16 weights take
- * f32 activations as they are (quant.h), so x is passed straight through. */
-static void linear(const eng_weight *W, const eng_weight *b, const float *x, int32_t T,
-                   float *y, int ith, int nth)
+/* y[T, rows] = x[T, n] · W^T + b, W's panels split across threads. */
+static void linear(const cpu_encoder *e, const cpu_gemm_b *W, const eng_weight *b,
+                   const float *x, int32_t T, float *y, int ith, int nth)
 {
-    long r0, r1;
-    eng_pool_split((long)W->ne1, ith, nth, &r0, &r1);
-    if (r0 >= r1)
-        return;
-    quant_matmul(W->dtype, W->data, W->ne0, r0, r1, x, T, y, W->ne1);
-    const float *bias = b->data;
-    for (int32_t t = 0; t < T; t++)
-        for (long r = r0; r < r1; r++)
-            y[(size_t)t * (size_t)W->ne1 + (size_t)r] += bias[r];
+    long p0, p1;
+    eng_pool_split((long)((W->cols + CPU_GEMM_NR - 1) / CPU_GEMM_NR), ith, nth, &p0, &p1);
+    cpu_gemm_run(e->isa, W, p0, p1, x, W->n, 1, T, b->data, y, W->cols,
+                 e->scratch + (size_t)ith * e->scratch_n);
 }
 
 /* x[t] = LayerNorm(a[t] + res[t]) for this thread's tokens (res may be NULL). */
@@ -119,57 +180,63 @@ static void add_norm(float *x, const float *a, const float *res, const eng_weigh
     }
 }
 
-/* Bidirectional attention within each sequence; work items are (sequence, head) pairs. */
+/* Bidirectional attention within each sequence; work items are (sequence, head) pairs. Per
+ * item, transposed so that both products read a panel in place and write whole rows:
+ * S^T = K Q^T (Q packed into panels, K's rows the tokens), softmax down each column (query),
+ * O^T = V^T P (S^T's rows are P's panels, V's columns the tokens), O^T copied into att. */
 static void attention(const enc_run *r, int ith, int nth)
 {
     const cpu_encoder *e = r->e;
     const emb_model *m = e->m;
     const int hd = m->head_dim, d = m->n_embd;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = e->scores + (size_t)ith * (size_t)m->n_ctx;
+    const int64_t lds = e->ctx_pad;
+    float *S = e->probs + (size_t)ith * e->probs_n;       /* [n keys, lds]: S^T, then P^T */
+    float *mx = S + (size_t)m->n_ctx * (size_t)lds;        /* [lds] per query */
+    float *sum = mx + lds;                                 /* [lds] per query */
+    float *kp = e->kpack + (size_t)ith * e->kpack_n;       /* Q's panels, then O^T [hd, lds] */
+    float *scratch = e->scratch + (size_t)ith * e->scratch_n;
     long w0, w1;
     eng_pool_split((long)r->n_seq * m->n_head, ith, nth, &w0, &w1);
     for (long w = w0; w < w1; w++) {
         const int s = (int)(w / m->n_head), hh = (int)(w % m->n_head);
         const int32_t off = r->seq_off[s], n = r->seq_len[s];
+        const size_t base = (size_t)off * (size_t)d + (size_t)hh * (size_t)hd;
+        const int64_t n_panels = (n + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
+        cpu_gemm_pack_f32(e->q + base, d, n, hd, kp);
+        const cpu_gemm_b Q = cpu_gemm_packed(kp, false, n, hd);
+        cpu_gemm_run(e->isa, &Q, 0, n_panels, e->k + base, d, 1, n, NULL, S, lds, scratch);
+        for (int32_t i = 0; i < n; i++)
+            mx[i] = -INFINITY, sum[i] = 0.0f;
+        for (int32_t j = 0; j < n; j++)
+            cpu_gemm_max_into(e->isa, mx, S + (size_t)j * (size_t)lds, n);
+        for (int32_t j = 0; j < n; j++)
+            cpu_gemm_exp_into(e->isa, S + (size_t)j * (size_t)lds, mx, scale, sum, n);
+        for (int32_t i = 0; i < n; i++)
+            sum[i] = 1.0f / sum[i];
+        for (int32_t j = 0; j < n; j++) {
+            float *row = S + (size_t)j * (size_t)lds;
+            for (int32_t i = 0; i < n; i++)
+                row[i] *= sum[i];
+        }
+        /* P's columns past n hold earlier (finite) values: only lanes never stored read them */
+        const cpu_gemm_b P = {S, false, n, n, lds, CPU_GEMM_NR};
+        cpu_gemm_run(e->isa, &P, 0, n_panels, e->v + base, 1, d, hd, NULL, kp, lds, scratch);
         for (int32_t i = 0; i < n; i++) {
-            const float *qi = e->q + (size_t)(off + i) * (size_t)d + (size_t)hh * (size_t)hd;
-            float mx = -INFINITY;
-            for (int32_t j = 0; j < n; j++) {
-                const float *kj = e->k + (size_t)(off + j) * (size_t)d + (size_t)hh * (size_t)hd;
-                float dot = 0.0f;
-                for (int c = 0; c < hd; c++)
-                    dot += qi[c] * kj[c];
-                sc[j] = dot * scale;
-                if (sc[j] > mx)
-                    mx = sc[j];
-            }
-            float sum = 0.0f;
-            for (int32_t j = 0; j < n; j++) {
-                sc[j] = expf(sc[j] - mx);
-                sum += sc[j];
-            }
-            const float inv = 1.0f / sum;
-            float *o = e->att + (size_t)(off + i) * (size_t)d + (size_t)hh * (size_t)hd;
+            float *o = e->att + base + (size_t)i * (size_t)d;
             for (int c = 0; c < hd; c++)
-                o[c] = 0.0f;
-            for (int32_t j = 0; j < n; j++) {
-                const float p = sc[j] * inv;
-                const float *vj = e->v + (size_t)(off + j) * (size_t)d + (size_t)hh * (size_t)hd;
-                for (int c = 0; c < hd; c++)
-                    o[c] += p * vj[c];
-            }
+                o[c] = kp[(size_t)c * (size_t)lds + (size_t)i];
         }
     }
 }
 
 /* The exact GELU (erf form): HF's "gelu", what BERT models were trained with. */
-static void gelu_rows(float *y, size_t n_total, int ith, int nth)
+static void gelu_rows(const cpu_encoder *e, float *y, size_t n_total, int ith, int nth)
 {
     long lo, hi;
     eng_pool_split((long)n_total, ith, nth, &lo, &hi);
-    for (long i = lo; i < hi; i++)
-        y[i] = 0.5f * y[i] * (1.0f + erff(y[i] * 0.70710678118654752f));
+    if (lo < hi)
+        cpu_gemm_gelu_erf(e->isa, y + lo, hi - lo);
 }
 
 static void pool_and_normalise(const enc_run *r, int ith, int nth)
@@ -231,23 +298,24 @@ static void run_fn(void *arg, int ith, int nth)
     }
     for (int il = 0; il < m->n_layer; il++) {
         const eng_layer *L = &m->layers[il];
-        linear(&L->wq, &L->bq, e->x, T, e->q, ith, nth);
-        linear(&L->wk, &L->bk, e->x, T, e->k, ith, nth);
-        linear(&L->wv, &L->bv, e->x, T, e->v, ith, nth);
+        const cpu_gemm_b *W = e->mats + (size_t)il * ENC_MATS;
+        linear(e, &W[ENC_WQ], &L->bq, e->x, T, e->q, ith, nth);
+        linear(e, &W[ENC_WK], &L->bk, e->x, T, e->k, ith, nth);
+        linear(e, &W[ENC_WV], &L->bv, e->x, T, e->v, ith, nth);
         eng_pool_barrier(e->pool);
         attention(r, ith, nth);
         eng_pool_barrier(e->pool);
-        linear(&L->wo, &L->bo, e->att, T, e->tmp, ith, nth);
+        linear(e, &W[ENC_WO], &L->bo, e->att, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
         /* h = LN(wo·att + x); q is free scratch for the sum now. */
         add_norm(e->h, e->tmp, e->x, &L->attn_norm, &L->attn_norm_b, e->q, T, d, m->eps, ith,
                  nth);
         eng_pool_barrier(e->pool);
-        linear(&L->w_up, &L->b_up, e->h, T, e->ff, ith, nth);
+        linear(e, &W[ENC_UP], &L->b_up, e->h, T, e->ff, ith, nth);
         eng_pool_barrier(e->pool);
-        gelu_rows(e->ff, (size_t)T * (size_t)m->n_ff, ith, nth);
+        gelu_rows(e, e->ff, (size_t)T * (size_t)m->n_ff, ith, nth);
         eng_pool_barrier(e->pool);
-        linear(&L->w_down, &L->b_down, e->ff, T, e->tmp, ith, nth);
+        linear(e, &W[ENC_DOWN], &L->b_down, e->ff, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
         add_norm(e->x, e->tmp, e->h, &L->ffn_norm, &L->ffn_norm_b, e->q, T, d, m->eps, ith,
                  nth);
