@@ -361,16 +361,19 @@ static bool reload_repos(const serve_opts *n, serve_indexer *ix, char *applied, 
     return true;
 }
 
-/* SIGHUP's limits: the per-token in-flight cap (both front ends; turning it on or off needs a
- * restart, see http_server_set_limits), the HTTP body limit and gRPC's generation timeout.
- * Appends what changed to applied; false when the cap was turned on or off (not applied). */
-static bool reload_limits(serve_opts *n, serve_opts *o, http_server *http, rpc_grpc_server *grpc,
-                          char *applied, size_t cap)
+/* SIGHUP's limits: the per-token in-flight cap (both front ends), the HTTP body limit and
+ * gRPC's generation timeout, for requests from then on. Turning the cap on or off needs a
+ * restart (a request counted before must be released after, see http_server_set_limits): the
+ * cap then keeps its current value while the other two still apply. Appends what changed to
+ * applied; returns whether max_inflight_per_token was applied (false: named as needing a
+ * restart by the caller). */
+static bool reload_limits(const serve_opts *n, serve_opts *o, http_server *http,
+                          rpc_grpc_server *grpc, char *applied, size_t cap)
 {
-    if ((n->max_inflight_per_token == 0) != (o->max_inflight_per_token == 0))
-        return false;
+    const bool toggled = (n->max_inflight_per_token == 0) != (o->max_inflight_per_token == 0);
+    const long cap_now = toggled ? o->max_inflight_per_token : n->max_inflight_per_token;
     const long cur[3] = {o->max_inflight_per_token, o->http_max_body_kb, o->generation_timeout_ms};
-    const long now[3] = {n->max_inflight_per_token, n->http_max_body_kb, n->generation_timeout_ms};
+    const long now[3] = {cap_now, n->http_max_body_kb, n->generation_timeout_ms};
     static const char *const names[3] = {"max_inflight_per_token", "http_max_body_kb",
                                          "generation_timeout_ms"};
     bool any = false;
@@ -380,16 +383,13 @@ static bool reload_limits(serve_opts *n, serve_opts *o, http_server *http, rpc_g
         snprintf(applied + at, cap - at, "; %s %ld -> %ld", names[i], cur[i], now[i]);
         any = true;
     }
-    if (!any) return true;
-    http_server_set_limits(http, n->max_inflight_per_token ? (int)n->max_inflight_per_token : -1,
-                           (size_t)n->http_max_body_kb << 10);
-    rpc_grpc_server_set_limits(grpc,
-                               n->max_inflight_per_token ? (int)n->max_inflight_per_token : -1,
-                               (int)n->generation_timeout_ms);
-    o->max_inflight_per_token = n->max_inflight_per_token; /* what the next SIGHUP compares with */
+    if (!any) return !toggled;
+    http_server_set_limits(http, cap_now ? (int)cap_now : -1, (size_t)n->http_max_body_kb << 10);
+    rpc_grpc_server_set_limits(grpc, cap_now ? (int)cap_now : -1, (int)n->generation_timeout_ms);
+    o->max_inflight_per_token = cap_now; /* what the next SIGHUP compares with */
     o->http_max_body_kb = n->http_max_body_kb;
     o->generation_timeout_ms = n->generation_timeout_ms;
-    return true;
+    return !toggled;
 }
 
 /* Reads the settings again (file, environment, the same flags): tokens, the log level, the
@@ -424,7 +424,7 @@ static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_se
         o->http_burst = n.http_burst;
     }
     bool repos_applied = reload_repos(&n, ix, applied, sizeof applied);
-    bool limits_applied = reload_limits(&n, o, http, grpc, applied, sizeof applied);
+    bool cap_applied = reload_limits(&n, o, http, grpc, applied, sizeof applied);
     /* Every other setting: compare the effective values line by line. */
     for (const char *p = n.effective; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
         char key[64], was[512], now[512];
@@ -432,9 +432,8 @@ static void reload(int argc, char **argv, serve_opts *o, rpc_auth *auth, http_se
         if (!strcmp(key, "log_level") || !strcmp(key, "http_rate_limit") ||
             !strcmp(key, "http_rate_burst") ||
             (repos_applied && (!strcmp(key, "repo") || !strcmp(key, "reindex_interval"))) ||
-            (limits_applied &&
-             (!strcmp(key, "max_inflight_per_token") || !strcmp(key, "http_max_body_kb") ||
-              !strcmp(key, "generation_timeout_ms"))))
+            !strcmp(key, "http_max_body_kb") || !strcmp(key, "generation_timeout_ms") ||
+            (cap_applied && !strcmp(key, "max_inflight_per_token")))
             continue; /* applied above */
         if (!setting_value(n.effective, key, now, sizeof now)) continue;
         if (setting_value(o->effective, key, was, sizeof was) && !strcmp(was, now)) continue;

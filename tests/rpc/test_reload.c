@@ -2,7 +2,8 @@
  * indexes an added repository without a restart (search finds its code, the status page lists
  * it), says how many were added and removed, and a server started without any repository names
  * `repo` among the settings only a restart applies; new limits (body size, per-token cap) apply
- * at once, and turning the per-token cap off is named as needing a restart. */
+ * at once, and turning the per-token cap off is named as needing a restart while the other
+ * limits changed with it still apply. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
@@ -27,6 +28,23 @@ static char *log_wait(const server *s, const char *what)
             return out;
         }
         free(log);
+        usleep(100 * 1000);
+    }
+    return NULL;
+}
+
+/* The n-th (from 1) "serval: SIGHUP: " line of the server's log, up to its end of line
+ * (NULL after 90 s). */
+static char *sighup_line(const server *s, int n)
+{
+    for (int i = 0; i < 900; i++) {
+        char *log = tu_read_file(s->log_path, NULL);
+        const char *p = log;
+        for (int k = 0; k < n && p; k++)
+            p = strstr(k ? p + 1 : p, "serval: SIGHUP: ");
+        char *line = p ? strndup(p, strcspn(p, "\n")) : NULL;
+        free(log);
+        if (line) return line;
         usleep(100 * 1000);
     }
     return NULL;
@@ -128,14 +146,7 @@ Test(reload, sighup_indexes_an_added_repository_and_says_what_was_removed, .time
 
     write_config(conf, NULL, b);
     kill(s.pid, SIGHUP);
-    for (int i = 0; i < 900 && !line; i++) { /* the second SIGHUP line */
-        char *log = tu_read_file(s.log_path, NULL);
-        const char *p = log ? strstr(log, "serval: SIGHUP: ") : NULL;
-        p = p ? strstr(p + 1, "serval: SIGHUP: ") : NULL;
-        line = p ? strndup(p, strcspn(p, "\n")) : NULL;
-        free(log);
-        if (!line) usleep(100 * 1000);
-    }
+    line = sighup_line(&s, 2);
     cr_assert_not_null(line);
     cr_assert(strstr(line, "repos: 1 indexed every 300 s (0 added, 1 removed; a removed "
                            "repository's files stay searchable"), "%s", line);
@@ -206,20 +217,60 @@ Test(reload, sighup_changes_the_body_limit_and_the_per_token_cap_without_a_resta
     const char *off = "http_max_body_kb = 256\nmax_inflight_per_token = 0\n";
     cr_assert_eq(tu_write_file(conf, off, strlen(off)), 0);
     kill(s.pid, SIGHUP);
-    line = NULL;
-    for (int i = 0; i < 900; i++) {
-        char *log = tu_read_file(s.log_path, NULL);
-        const char *p = log ? strstr(log, "serval: SIGHUP: ") : NULL;
-        p = p ? strstr(p + 1, "serval: SIGHUP: ") : NULL;
-        line = p ? strndup(p, strcspn(p, "\n")) : NULL;
-        free(log);
-        if (line) break;
-        usleep(100 * 1000);
-    }
+    line = sighup_line(&s, 2);
     cr_assert_not_null(line);
     cr_assert(strstr(line, "ignored (a restart applies them): max_inflight_per_token"), "%s",
               line);
     free(line);
+    free(body);
+    cr_assert_eq(tu_server_stop(&s), 0);
+    free(conf);
+}
+
+/* Turning the per-token cap off needs a restart, but the body limit and the generation timeout
+ * changed in the same reload still apply (they used to wait for the restart with it), and the
+ * cap keeps its value: setting it back to that value later is no change. */
+Test(reload, turning_the_per_token_cap_off_still_applies_the_other_limits, .timeout = 120)
+{
+    char *conf = tu_temp_path(".toml");
+    const char *small = "http_max_body_kb = 64\nmax_inflight_per_token = 16\n";
+    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
+    const char *extra[] = {"--config", conf, NULL};
+    server s = server_start_log(extra, false);
+    char *body = big_body(100);
+    tu_http_resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_eq(r.status, 413, "100 KiB over a 64 KiB limit: %d %s", r.status, r.body);
+    tu_http_resp_free(&r);
+
+    const char *off = "http_max_body_kb = 256\nmax_inflight_per_token = 0\n"
+                      "generation_timeout_ms = 600000\n";
+    cr_assert_eq(tu_write_file(conf, off, strlen(off)), 0);
+    kill(s.pid, SIGHUP);
+    char *line = sighup_line(&s, 1);
+    cr_assert_not_null(line);
+    cr_assert(strstr(line, "http_max_body_kb 64 -> 256") &&
+                  strstr(line, "generation_timeout_ms 0 -> 600000"),
+              "the other limits apply: %s", line);
+    cr_assert_null(strstr(line, "max_inflight_per_token 16 ->"), "the cap is not applied: %s",
+                   line);
+    cr_assert(strstr(line, "ignored (a restart applies them): max_inflight_per_token"),
+              "the cap is named as needing a restart: %s", line);
+    free(line);
+    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_neq(r.status, 413, "the new body limit applies: %d %s", r.status, r.body);
+    tu_http_resp_free(&r);
+
+    /* the cap is still 16: asking for 16 again changes nothing; the body limit goes back */
+    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
+    kill(s.pid, SIGHUP);
+    line = sighup_line(&s, 2);
+    cr_assert_not_null(line);
+    cr_assert(strstr(line, "http_max_body_kb 256 -> 64"), "%s", line);
+    cr_assert_null(strstr(line, "max_inflight_per_token"), "the cap never changed: %s", line);
+    free(line);
+    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
+    cr_assert_eq(r.status, 413, "64 KiB again: %d %s", r.status, r.body);
+    tu_http_resp_free(&r);
     free(body);
     cr_assert_eq(tu_server_stop(&s), 0);
     free(conf);
