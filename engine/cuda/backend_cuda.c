@@ -24,6 +24,7 @@
 #include "backend_cuda_tp.h"
 #include "bias_add.h"
 #include "comm.h"
+#include "cuda_util.h"
 #include "dequant.h"
 #include "device.h"
 #include "embed.h"
@@ -115,33 +116,6 @@ typedef struct cuda_backend {
     decode_graph graphs[MAX_GRAPHS];
 } cuda_backend;
 
-static eng_status cuda_fail(eng_err *err, const char *what, cudaError_t e)
-{
-    return eng_fail(err, ENG_ERR_CUDA, "%s: %s", what, cudaGetErrorString(e));
-}
-
-static eng_status kn_fail(eng_err *err, const char *what, kn_status s)
-{
-    return eng_fail(err, s == KN_ERR_NOMEM ? ENG_ERR_NOMEM : ENG_ERR_CUDA, "%s: %s (%s)", what,
-                    kn_status_str(s), kn_last_error());
-}
-
-#define KN_TRY(what, call)                                                                   \
-    do {                                                                                     \
-        kn_status s_ = (call);                                                               \
-        if (s_ != KN_OK)                                                                     \
-            return kn_fail(err, what, s_);                                                   \
-    } while (0)
-
-static eng_status dev_alloc(void **p, size_t bytes, const char *what, eng_err *err)
-{
-    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
-    if (e != cudaSuccess)
-        return eng_fail(err, ENG_ERR_NOMEM, "GPU allocation of %zu bytes for %s failed: %s",
-                        bytes, what, cudaGetErrorString(e));
-    return ENG_OK;
-}
-
 /* Copies an fp32 bias vector (NULL data: zeros) of n values to dst. */
 static eng_status upload_bias(cuda_backend *c, const eng_weight *w, int64_t n, float *dst,
                               eng_err *err)
@@ -212,7 +186,7 @@ static eng_status upload_opt_bias(cuda_backend *c, const eng_weight *w, int64_t 
     if (!w->data)
         return ENG_OK;
     void *p;
-    eng_status st = dev_alloc(&p, (size_t)n * sizeof(float), what, err);
+    eng_status st = cuda_dev_alloc(&p, (size_t)n * sizeof(float), what, err);
     if (st != ENG_OK)
         return st;
     *dst = p;
@@ -246,11 +220,11 @@ static eng_status load_weights(cuda_backend *c, eng_err *err)
     const size_t dq = (size_t)hp->n_head * (size_t)hp->head_dim;
     const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     void *scratch = NULL;
-    eng_status st = dev_alloc(&scratch, max_raw_bytes(m), "weight upload scratch", err);
+    eng_status st = cuda_dev_alloc(&scratch, max_raw_bytes(m), "weight upload scratch", err);
     if (st != ENG_OK)
         return st;
 #define UP(w, dst) do { if ((st = upload_weight(c, (w), (dst), scratch, err)) != ENG_OK) goto out; } while (0)
-#define AL(p, n, what) do { if ((st = dev_alloc(&(p), (n), (what), err)) != ENG_OK) goto out; } while (0)
+#define AL(p, n, what) do { if ((st = cuda_dev_alloc(&(p), (n), (what), err)) != ENG_OK) goto out; } while (0)
 /* an optional vector (a LayerNorm bias) in the activation type: p stays NULL without one */
 #define UPV(w, p, what) do { if ((w)->data) { AL(p, d * bf, what); UP((w), (p)); } } while (0)
 #define UB(w, p, n, what) do { if ((st = upload_opt_bias(c, (w), (int64_t)(n), &(p), (what), err)) != ENG_OK) goto out; } while (0)
@@ -329,7 +303,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     const size_t kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim;
     eng_status st = ENG_OK;
     void *p;
-#define AL(field, n, what) do { if ((st = dev_alloc(&p, (n), (what), err)) != ENG_OK) return st; field = p; } while (0)
+#define AL(field, n, what) do { if ((st = cuda_dev_alloc(&p, (n), (what), err)) != ENG_OK) return st; field = p; } while (0)
     AL(c->resid, T * d * sizeof(float), "residual stream");
     AL(c->xn, T * d * bf, "normed activations");
     AL(c->tmp, T * d * bf, "projection output");
@@ -390,7 +364,7 @@ static eng_status alloc_step(cuda_backend *c, int32_t max_pos, eng_err *err)
     KN_TRY("sizing the attention workspace",
            kn_paged_attn_decode_workspace(&a, c->len_cap / KN_DECODE_SPLIT, &c->attn_ws_bytes));
     if (c->attn_ws_bytes > 0 &&
-        (st = dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
+        (st = cuda_dev_alloc(&c->attn_ws, c->attn_ws_bytes, "attention workspace", err)) != ENG_OK)
         return st;
     return ENG_OK;
 }
@@ -419,9 +393,10 @@ static eng_status alloc_kv(cuda_backend *c, int64_t kv_bytes, int32_t min_blocks
     c->pad_block = (int32_t)n_blocks;
     c->n_slots = (n_blocks + 1) * c->base.block_size;
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        eng_status st = dev_alloc(&c->layers[l].k_cache, (size_t)c->n_slots * kvd * 2, "K cache", err);
+        const size_t bytes = (size_t)c->n_slots * kvd * 2;
+        eng_status st = cuda_dev_alloc(&c->layers[l].k_cache, bytes, "K cache", err);
         if (st == ENG_OK)
-            st = dev_alloc(&c->layers[l].v_cache, (size_t)c->n_slots * kvd * 2, "V cache", err);
+            st = cuda_dev_alloc(&c->layers[l].v_cache, bytes, "V cache", err);
         if (st != ENG_OK)
             return st;
     }
@@ -1070,7 +1045,7 @@ static eng_status cuda_create_here(const eng_model *m, const eng_shard *shard, e
         st = cuda_fail(err, "creating a stream", e);
     kn_status ks = st == ENG_OK ? kn_gemm_create(&c->gemm) : KN_OK;
     if (ks != KN_OK)
-        st = kn_fail(err, "creating the cuBLAS handle", ks);
+        st = cuda_kn_fail(err, "creating the cuBLAS handle", ks);
     if (st == ENG_OK && !(c->layers = calloc((size_t)hp->n_layer, sizeof *c->layers)))
         st = eng_fail(err, ENG_ERR_NOMEM, "out of memory");
     if (st == ENG_OK)

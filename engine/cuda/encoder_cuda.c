@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include "bias_add.h"
+#include "cuda_util.h"
 #include "dequant.h"
 #include "embed.h"
 #include "gelu.h"
@@ -64,55 +65,21 @@ struct cuda_encoder {
     float *pooled;     /* [cap_seq, d] fp32 */
 };
 
-static eng_status cuda_fail(eng_err *err, const char *what, cudaError_t e)
-{
-    return eng_fail(err, e == cudaErrorMemoryAllocation ? ENG_ERR_NOMEM : ENG_ERR_CUDA,
-                    "encoder on GPU: %s: %s", what, cudaGetErrorString(e));
-}
-
-static eng_status kn_fail(eng_err *err, const char *what, kn_status s)
-{
-    return eng_fail(err, s == KN_ERR_NOMEM ? ENG_ERR_NOMEM : ENG_ERR_CUDA,
-                    "encoder on GPU: %s: %s (%s)", what, kn_status_str(s), kn_last_error());
-}
-
-#define CU_TRY(what, call)                                                                   \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess)                                                               \
-            return cuda_fail(err, what, e_);                                                 \
-    } while (0)
-#define KN_TRY(what, call)                                                                   \
-    do {                                                                                     \
-        kn_status s_ = (call);                                                               \
-        if (s_ != KN_OK)                                                                     \
-            return kn_fail(err, what, s_);                                                   \
-    } while (0)
-
-static eng_status dev_alloc(void **p, size_t bytes, const char *what, eng_err *err)
-{
-    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
-    if (e != cudaSuccess) {
-        *p = NULL;
-        return eng_fail(err, ENG_ERR_NOMEM, "encoder on GPU: allocating %zu bytes for %s: %s",
-                        bytes, what, cudaGetErrorString(e));
-    }
-    return ENG_OK;
-}
+/* Every message of the encoder starts with this (cuda_util.h's helpers take it in `what`). */
+#define ENC "encoder on GPU: "
 
 /* *dst = the weight's bytes as stored (F32/F16 embedding tables: kn_embed reads them). */
 static eng_status upload_raw(const eng_weight *w, void **dst, kn_dtype *dt, eng_err *err)
 {
     if (w->dtype != GGUF_DTYPE_F32 && w->dtype != GGUF_DTYPE_F16)
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "encoder on GPU: embedding table of type %d",
-                        (int)w->dtype);
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, ENC "embedding table of type %d", (int)w->dtype);
     *dt = w->dtype == GGUF_DTYPE_F32 ? KN_DTYPE_F32 : KN_DTYPE_F16;
     const size_t bytes = w->row_bytes * (size_t)w->ne1;
-    eng_status st = dev_alloc(dst, bytes, "an embedding table", err);
+    eng_status st = cuda_dev_alloc(dst, bytes, ENC "an embedding table", err);
     if (st != ENG_OK)
         return st;
-    CU_TRY("uploading an embedding table", cudaMemcpy(*dst, w->data, bytes,
-                                                      cudaMemcpyHostToDevice));
+    CUDA_TRY(ENC "uploading an embedding table",
+             cudaMemcpy(*dst, w->data, bytes, cudaMemcpyHostToDevice));
     return ENG_OK;
 }
 
@@ -122,11 +89,12 @@ static eng_status upload_weight(cuda_encoder *e, const eng_weight *w, void *dst,
                                 void *scratch, eng_err *err)
 {
     const size_t raw = w->row_bytes * (size_t)w->ne1;
-    CU_TRY("uploading a weight", cudaMemcpy(scratch, w->data, raw, cudaMemcpyHostToDevice));
+    CUDA_TRY(ENC "uploading a weight",
+             cudaMemcpy(scratch, w->data, raw, cudaMemcpyHostToDevice));
     char *d = (char *)dst + (size_t)row0 * (size_t)w->ne0 * kn_dtype_size(e->act);
-    KN_TRY("dequantising a weight",
+    KN_TRY(ENC "dequantising a weight",
            kn_dequant((kn_qtype)w->dtype, scratch, w->ne1, w->ne0, e->act, d, e->st));
-    CU_TRY("dequantising a weight", cudaStreamSynchronize(e->st));
+    CUDA_TRY(ENC "dequantising a weight", cudaStreamSynchronize(e->st));
     return ENG_OK;
 }
 
@@ -134,21 +102,21 @@ static eng_status upload_weight(cuda_encoder *e, const eng_weight *w, void *dst,
 static eng_status upload_bias(const eng_weight *w, int64_t n, float **dst, eng_err *err)
 {
     if (!w->data || w->dtype != GGUF_DTYPE_F32 || w->ne0 * w->ne1 != n)
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "encoder on GPU: a bias that is not %lld "
-                        "fp32 values", (long long)n);
-    eng_status st = dev_alloc((void **)dst, (size_t)n * sizeof(float), "a bias", err);
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, ENC "a bias that is not %lld fp32 values",
+                        (long long)n);
+    eng_status st = cuda_dev_alloc((void **)dst, (size_t)n * sizeof(float), ENC "a bias", err);
     if (st != ENG_OK)
         return st;
-    CU_TRY("uploading a bias", cudaMemcpy(*dst, w->data, (size_t)n * sizeof(float),
-                                          cudaMemcpyHostToDevice));
+    CUDA_TRY(ENC "uploading a bias",
+             cudaMemcpy(*dst, w->data, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
     return ENG_OK;
 }
 
 static eng_status upload_matrix(cuda_encoder *e, const eng_weight *w, void **dst, void *scratch,
                                 eng_err *err)
 {
-    eng_status st = dev_alloc(dst, (size_t)(w->ne0 * w->ne1) * kn_dtype_size(e->act),
-                              "a weight", err);
+    eng_status st = cuda_dev_alloc(dst, (size_t)(w->ne0 * w->ne1) * kn_dtype_size(e->act),
+                                   ENC "a weight", err);
     return st != ENG_OK ? st : upload_weight(e, w, *dst, 0, scratch, err);
 }
 
@@ -159,21 +127,21 @@ static eng_status upload_layer(cuda_encoder *e, const eng_layer *L, enc_layer *G
     const int64_t d = m->n_embd, ff = m->n_ff;
     const size_t es = kn_dtype_size(e->act);
     eng_status st;
-    if ((st = dev_alloc(&G->wqkv, (size_t)(3 * d * d) * es, "Q|K|V weights", err)) ||
+    if ((st = cuda_dev_alloc(&G->wqkv, (size_t)(3 * d * d) * es, ENC "Q|K|V weights", err)) ||
         (st = upload_weight(e, &L->wq, G->wqkv, 0, scratch, err)) ||
         (st = upload_weight(e, &L->wk, G->wqkv, d, scratch, err)) ||
         (st = upload_weight(e, &L->wv, G->wqkv, 2 * d, scratch, err)))
         return st;
-    if ((st = dev_alloc((void **)&G->bqkv, (size_t)(3 * d) * sizeof(float), "Q|K|V biases",
-                        err)))
+    if ((st = cuda_dev_alloc((void **)&G->bqkv, (size_t)(3 * d) * sizeof(float),
+                             ENC "Q|K|V biases", err)))
         return st;
     const eng_weight *bs[3] = {&L->bq, &L->bk, &L->bv};
     for (int i = 0; i < 3; i++) {
         if (!bs[i]->data || bs[i]->dtype != GGUF_DTYPE_F32 || bs[i]->ne0 * bs[i]->ne1 != d)
-            return eng_fail(err, ENG_ERR_UNSUPPORTED, "encoder on GPU: Q/K/V bias not fp32");
-        CU_TRY("uploading a bias", cudaMemcpy(G->bqkv + i * d, bs[i]->data,
-                                              (size_t)d * sizeof(float),
-                                              cudaMemcpyHostToDevice));
+            return eng_fail(err, ENG_ERR_UNSUPPORTED, ENC "Q/K/V bias not fp32");
+        CUDA_TRY(ENC "uploading a bias", cudaMemcpy(G->bqkv + i * d, bs[i]->data,
+                                                    (size_t)d * sizeof(float),
+                                                    cudaMemcpyHostToDevice));
     }
     if ((st = upload_matrix(e, &L->wo, &G->wo, scratch, err)) ||
         (st = upload_bias(&L->bo, d, &G->bo, err)) ||
@@ -249,22 +217,22 @@ static eng_status create_body(cuda_encoder *e, eng_err *err)
 {
     const emb_model *m = e->m;
     if (!kn_attn_supported(m->head_dim))
-        return eng_fail(err, ENG_ERR_UNSUPPORTED, "encoder on GPU: head size %d (the attention "
-                        "kernels take 16, 32, 64, 128, 256)", m->head_dim);
-    CU_TRY("selecting the device", cudaSetDevice(e->device));
-    CU_TRY("creating a stream", cudaStreamCreateWithFlags(&e->st, cudaStreamNonBlocking));
-    KN_TRY("creating the cuBLAS handle", kn_gemm_create(&e->gemm));
+        return eng_fail(err, ENG_ERR_UNSUPPORTED, ENC "head size %d (the attention kernels "
+                        "take 16, 32, 64, 128, 256)", m->head_dim);
+    CUDA_TRY(ENC "selecting the device", cudaSetDevice(e->device));
+    CUDA_TRY(ENC "creating a stream", cudaStreamCreateWithFlags(&e->st, cudaStreamNonBlocking));
+    KN_TRY(ENC "creating the cuBLAS handle", kn_gemm_create(&e->gemm));
     eng_status st;
     if ((st = upload_raw(&m->tok_embd, &e->tok, &e->tok_dt, err)) ||
         (st = upload_raw(&m->pos_embd, &e->pos, &e->pos_dt, err)) ||
         (st = upload_raw(&m->type_embd, &e->type, &e->type_dt, err)))
         return st;
     void *scratch = NULL;
-    if ((st = dev_alloc(&scratch, max_raw_bytes(m), "the upload buffer", err)))
+    if ((st = cuda_dev_alloc(&scratch, max_raw_bytes(m), ENC "the upload buffer", err)))
         return st;
     e->layers = calloc((size_t)m->n_layer, sizeof *e->layers);
     if (!e->layers)
-        st = eng_fail(err, ENG_ERR_NOMEM, "encoder on GPU: out of memory");
+        st = eng_fail(err, ENG_ERR_NOMEM, ENC "out of memory");
     if (!st && !(st = upload_matrix(e, &m->embd_ln_w, &e->eln_w, scratch, err)))
         st = upload_matrix(e, &m->embd_ln_b, &e->eln_b, scratch, err);
     for (int32_t l = 0; !st && l < m->n_layer; l++)
@@ -279,7 +247,7 @@ eng_status cuda_encoder_create(const emb_model *m, int device, bool fp16, cuda_e
     *out = NULL;
     cuda_encoder *e = calloc(1, sizeof *e);
     if (!e)
-        return eng_fail(err, ENG_ERR_NOMEM, "encoder on GPU: out of memory");
+        return eng_fail(err, ENG_ERR_NOMEM, ENC "out of memory");
     e->m = m;
     e->device = device;
     e->act = fp16 ? KN_DTYPE_F16 : KN_DTYPE_BF16;
@@ -299,7 +267,7 @@ static eng_status reserve(cuda_encoder *e, int32_t T, int32_t n_slots, int32_t n
     if (T <= e->cap_tokens && n_slots <= e->cap_slots && n_ints <= e->cap_ints &&
         n_seq <= e->cap_seq)
         return ENG_OK;
-    CU_TRY("finishing the last batch", cudaStreamSynchronize(e->st));
+    CUDA_TRY(ENC "finishing the last batch", cudaStreamSynchronize(e->st));
     const int32_t ct = T > e->cap_tokens ? T : e->cap_tokens;
     const int32_t cs = n_slots > e->cap_slots ? n_slots : e->cap_slots;
     const int32_t ci = n_ints > e->cap_ints ? n_ints : e->cap_ints;
@@ -307,25 +275,27 @@ static eng_status reserve(cuda_encoder *e, int32_t T, int32_t n_slots, int32_t n
     free_scratch(e);
     const size_t t = (size_t)ct, d = (size_t)e->m->n_embd, es = kn_dtype_size(e->act);
     eng_status st;
-    if ((st = dev_alloc((void **)&e->resid, t * d * sizeof(float), "the residual", err)) ||
-        (st = dev_alloc(&e->x, t * d * es, "activations", err)) ||
-        (st = dev_alloc(&e->h, t * d * es, "activations", err)) ||
-        (st = dev_alloc(&e->qkv, 3 * t * d * es, "Q|K|V", err)) ||
-        (st = dev_alloc(&e->att, t * d * es, "attention output", err)) ||
-        (st = dev_alloc(&e->proj, t * d * es, "activations", err)) ||
-        (st = dev_alloc(&e->ff, t * (size_t)e->m->n_ff * es, "the FFN", err)) ||
-        (st = dev_alloc(&e->k_cache, (size_t)cs * d * es, "the K scratch", err)) ||
-        (st = dev_alloc(&e->v_cache, (size_t)cs * d * es, "the V scratch", err)) ||
-        (st = dev_alloc((void **)&e->ints, (size_t)ci * sizeof(int32_t), "indices", err)) ||
-        (st = dev_alloc((void **)&e->pooled, (size_t)cq * d * sizeof(float), "the output",
-                        err))) {
+    if ((st = cuda_dev_alloc((void **)&e->resid, t * d * sizeof(float), ENC "the residual",
+                             err)) ||
+        (st = cuda_dev_alloc(&e->x, t * d * es, ENC "activations", err)) ||
+        (st = cuda_dev_alloc(&e->h, t * d * es, ENC "activations", err)) ||
+        (st = cuda_dev_alloc(&e->qkv, 3 * t * d * es, ENC "Q|K|V", err)) ||
+        (st = cuda_dev_alloc(&e->att, t * d * es, ENC "attention output", err)) ||
+        (st = cuda_dev_alloc(&e->proj, t * d * es, ENC "activations", err)) ||
+        (st = cuda_dev_alloc(&e->ff, t * (size_t)e->m->n_ff * es, ENC "the FFN", err)) ||
+        (st = cuda_dev_alloc(&e->k_cache, (size_t)cs * d * es, ENC "the K scratch", err)) ||
+        (st = cuda_dev_alloc(&e->v_cache, (size_t)cs * d * es, ENC "the V scratch", err)) ||
+        (st = cuda_dev_alloc((void **)&e->ints, (size_t)ci * sizeof(int32_t), ENC "indices",
+                             err)) ||
+        (st = cuda_dev_alloc((void **)&e->pooled, (size_t)cq * d * sizeof(float),
+                             ENC "the output", err))) {
         free_scratch(e);
         return st;
     }
     e->h_ints = malloc((size_t)ci * sizeof(int32_t));
     if (!e->h_ints) {
         free_scratch(e);
-        return eng_fail(err, ENG_ERR_NOMEM, "encoder on GPU: out of memory");
+        return eng_fail(err, ENG_ERR_NOMEM, ENC "out of memory");
     }
     e->cap_tokens = ct, e->cap_slots = cs, e->cap_ints = ci, e->cap_seq = cq;
     return ENG_OK;
@@ -335,9 +305,9 @@ static eng_status reserve(cuda_encoder *e, int32_t T, int32_t n_slots, int32_t n
 static eng_status linear(cuda_encoder *e, const void *x, const void *W, const float *b,
                          void *y, int64_t T, int64_t n, int64_t k, eng_err *err)
 {
-    KN_TRY("a product", kn_gemm_run(e->gemm, e->st, e->act, x, k, W, k, e->act, y, n, T, n, k,
-                                    1.0f, 0.0f));
-    KN_TRY("a bias", kn_bias_add(e->act, y, n, b, T, n, e->st));
+    KN_TRY(ENC "a product", kn_gemm_run(e->gemm, e->st, e->act, x, k, W, k, e->act, y, n, T,
+                                        n, k, 1.0f, 0.0f));
+    KN_TRY(ENC "a bias", kn_bias_add(e->act, y, n, b, T, n, e->st));
     return ENG_OK;
 }
 
@@ -348,10 +318,10 @@ static eng_status add_norm(cuda_encoder *e, const void *prev, const void *add, c
                            eng_err *err)
 {
     const int64_t d = e->m->n_embd;
-    KN_TRY("widening the residual",
+    KN_TRY(ENC "widening the residual",
            kn_embed(e->act, prev, T, d, iota, T, KN_DTYPE_F32, e->resid, e->st));
-    KN_TRY("a LayerNorm", kn_layernorm(e->act, e->resid, add, w, b, out, T, d, e->m->eps,
-                                       e->st));
+    KN_TRY(ENC "a LayerNorm", kn_layernorm(e->act, e->resid, add, w, b, out, T, d, e->m->eps,
+                                           e->st));
     return ENG_OK;
 }
 
@@ -368,22 +338,23 @@ static eng_status forward(cuda_encoder *e, int32_t T, int32_t n_seq, int32_t max
     eng_status st;
 
     /* embeddings: token + type 0 + position in fp32 (the CPU's order), then LayerNorm */
-    KN_TRY("the token embedding",
+    KN_TRY(ENC "the token embedding",
            kn_embed(e->tok_dt, e->tok, m->n_vocab, d, tok, T, KN_DTYPE_F32, e->resid, e->st));
-    KN_TRY("the type embedding",
+    KN_TRY(ENC "the type embedding",
            kn_embed_add(e->type_dt, e->type, m->n_types, d, zero, T, e->resid, e->st));
-    KN_TRY("the position embedding",
+    KN_TRY(ENC "the position embedding",
            kn_embed_add(e->pos_dt, e->pos, m->n_ctx, d, pos, T, e->resid, e->st));
-    KN_TRY("the embedding LayerNorm", kn_layernorm(e->act, e->resid, NULL, e->eln_w, e->eln_b,
-                                                   e->x, T, d, m->eps, e->st));
+    KN_TRY(ENC "the embedding LayerNorm",
+           kn_layernorm(e->act, e->resid, NULL, e->eln_w, e->eln_b, e->x, T, d, m->eps, e->st));
     const size_t es = kn_dtype_size(e->act);
     for (int32_t l = 0; l < m->n_layer; l++) {
         const enc_layer *G = &e->layers[l];
         if ((st = linear(e, e->x, G->wqkv, G->bqkv, e->qkv, T, 3 * d, d, err)))
             return st;
-        KN_TRY("writing K/V", kn_kv_write(e->act, (char *)e->qkv + (size_t)d * es,
-                                          (char *)e->qkv + 2 * (size_t)d * es, 3 * d, slots, T,
-                                          d, e->act, e->k_cache, e->v_cache, n_slots, e->st));
+        KN_TRY(ENC "writing K/V", kn_kv_write(e->act, (char *)e->qkv + (size_t)d * es,
+                                              (char *)e->qkv + 2 * (size_t)d * es, 3 * d, slots,
+                                              T, d, e->act, e->k_cache, e->v_cache, n_slots,
+                                              e->st));
         kn_attn_args a;
         memset(&a, 0, sizeof a);
         a.q_dtype = a.kv_dtype = e->act;
@@ -396,20 +367,20 @@ static eng_status forward(cuda_encoder *e, int32_t T, int32_t n_seq, int32_t max
         a.bidirectional = true;
         a.scale = 1.0f / sqrtf((float)m->head_dim);
         a.out = e->att, a.out_stride = d;
-        KN_TRY("attention", kn_prefill_attn_tc(&a, e->st));
+        KN_TRY(ENC "attention", kn_prefill_attn_tc(&a, e->st));
         if ((st = linear(e, e->att, G->wo, G->bo, e->proj, T, d, d, err)) ||
             (st = add_norm(e, e->x, e->proj, G->ln1_w, G->ln1_b, e->h, iota, T, err)) ||
             (st = linear(e, e->h, G->w_up, G->b_up, e->ff, T, ff, d, err)))
             return st;
-        KN_TRY("GELU", kn_gelu_erf(e->act, e->ff, e->ff, T * ff, e->st));
+        KN_TRY(ENC "GELU", kn_gelu_erf(e->act, e->ff, e->ff, T * ff, e->st));
         if ((st = linear(e, e->ff, G->w_down, G->b_down, e->proj, T, d, ff, err)) ||
             (st = add_norm(e, e->h, e->proj, G->ln2_w, G->ln2_b, e->x, iota, T, err)))
             return st;
     }
-    KN_TRY("pooling", kn_pool_l2(e->act, e->x, d, d, q_start, lens, n_seq,
-                                 m->pooling == EMB_POOL_CLS ? KN_POOL_MODE_CLS
-                                                            : KN_POOL_MODE_MEAN,
-                                 e->pooled, e->st));
+    KN_TRY(ENC "pooling", kn_pool_l2(e->act, e->x, d, d, q_start, lens, n_seq,
+                                     m->pooling == EMB_POOL_CLS ? KN_POOL_MODE_CLS
+                                                                : KN_POOL_MODE_MEAN,
+                                     e->pooled, e->st));
     return ENG_OK;
 }
 
@@ -440,7 +411,7 @@ eng_status cuda_encoder_run(cuda_encoder *e, const int32_t *tokens, const int32_
         if (tokens[t] < 0 || tokens[t] >= m->n_vocab)
             return eng_fail(err, ENG_ERR_INVALID, "encoder: token id %d outside the vocabulary",
                             tokens[t]);
-    CU_TRY("selecting the device", cudaSetDevice(e->device));
+    CUDA_TRY(ENC "selecting the device", cudaSetDevice(e->device));
     eng_status st = reserve(e, T, n_slots, n_ints, n_seq, err);
     if (st != ENG_OK)
         return st;
@@ -462,17 +433,18 @@ eng_status cuda_encoder_run(cuda_encoder *e, const int32_t *tokens, const int32_
             tables[(size_t)s * (size_t)max_blocks + (size_t)j] = j < nb ? block0 + j : 0;
         block0 += nb;
     }
-    CU_TRY("uploading the batch", cudaMemcpyAsync(e->ints, h, (size_t)n_ints * sizeof(int32_t),
-                                                  cudaMemcpyHostToDevice, e->st));
+    CUDA_TRY(ENC "uploading the batch",
+             cudaMemcpyAsync(e->ints, h, (size_t)n_ints * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             e->st));
     st = forward(e, T, n_seq, max_len, n_slots, max_blocks, err);
     /* h_ints is pageable and read by the copy above: wait before returning, error or not */
     cudaError_t ce = cudaStreamSynchronize(e->st);
     if (st != ENG_OK)
         return st;
     if (ce != cudaSuccess)
-        return cuda_fail(err, "running the batch", ce);
-    CU_TRY("reading the embeddings",
-           cudaMemcpy(out, e->pooled, (size_t)n_seq * (size_t)m->n_embd * sizeof(float),
-                      cudaMemcpyDeviceToHost));
+        return cuda_fail(err, ENC "running the batch", ce);
+    CUDA_TRY(ENC "reading the embeddings",
+             cudaMemcpy(out, e->pooled, (size_t)n_seq * (size_t)m->n_embd * sizeof(float),
+                        cudaMemcpyDeviceToHost));
     return ENG_OK;
 }
