@@ -31,12 +31,12 @@
  * Load = requests submitted to a replica and not finished (eng_engine_stats: submitted -
  * finished, counted at submit, so a burst between two steps spreads at once). A replica
  * whose backend failed ROUTER_DEAD_FAILED_STEPS steps in a row (a lost device, a
- * tensor-parallel group that failed), or that refuses as shutting down, or that
- * eng_router_replica_set_down took out, is out of rotation until the process restarts: its
- * keys and pinned sessions move to the others; requests already queued there end with its
- * error. When every replica is out, submits fail with ENG_ERR_OVERLOAD naming why.
- * A replica whose queue is full (ENG_ERR_OVERLOAD) passes the request to the next least
- * loaded; the caller sees OVERLOAD only when every replica in rotation refused.
+ * tensor-parallel group that failed), or that eng_router_replica_set_down took out, is out of
+ * rotation until the process restarts: its keys and pinned sessions move to the others;
+ * requests already queued there end with its error. When every replica is out, submits fail
+ * with ENG_ERR_OVERLOAD naming why. A replica whose queue is full (ENG_ERR_OVERLOAD) or that
+ * refuses as shutting down (ENG_ERR_CANCELLED) passes the request to the next least loaded;
+ * the caller sees that refusal only when every replica in rotation refused.
  *
  * Thread-safety: every function may be called from any thread. Requests returned by
  * eng_router_submit are ordinary eng_request handles of the replica that runs them: read,

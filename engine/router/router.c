@@ -225,8 +225,6 @@ eng_status eng_router_submit(eng_router *r, const eng_request_params *p, eng_req
         }
         if (st != ENG_ERR_OVERLOAD && st != ENG_ERR_CANCELLED)
             return st; /* the request's own fault: every replica would say the same */
-        if (st == ENG_ERR_CANCELLED)
-            eng_router_replica_set_down(r, i, "it is shutting down");
         tried[i] = true;
         int next = -1;
         for (int j = 0; j < r->n; j++)
