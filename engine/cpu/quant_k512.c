@@ -1,0 +1,213 @@
+/* quant_k512.c — AVX-512 VNNI prompt tiles for Q4_K weights: 16 tokens in the lanes of a zmm,
+ * 4 rows per tile. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
+ * AVX-512 F/BW/VL/DQ + VNNI (quant_cpu_has_avx512_vnni) and runs the tokens left (1-15) on its
+ * AVX2 tiles, so AMD machines without AVX-512 never reach this file.
+ *
+ * Per (row, token) the arithmetic is quant_impl.h's Q4_K order, exactly as the scalar reference
+ * and the AVX2 tiles: per super-block and 64-element chunk c, P[s] = the exact int32 sum of q_w*q_a
+ * over sub-block s (vpdpbusd of a broadcast four-byte weight group with the activation groups of
+ * the 16 tokens, interleaved by token so one zmm holds a group for all of them), then
+ *   acc  = fma((float)(sc[2c]*P[2c] + sc[2c+1]*P[2c+1]), d_w*d_a,    acc)
+ *   accm = fma((float)(m[2c]*S[2c]  + m[2c+1]*S[2c+1]),  dmin_w*d_a, accm)
+ * and the result acc - accm. The scaled sum is formed in float as fma(P0, sc0, P1*sc1): both
+ * products and the sum are integers below 2^24 (|P| <= 32*15*128, sc <= 63), so every step is
+ * exact and the value is the int32 sum's conversion, bit for bit, without vpmulld's two uops.
+ * One activation load serves the tile's four rows (the AVX2 tile, one row x 8 tokens, loads
+ * one per vpdpbusd), each vpdpbusd does 64 multiply-adds instead of 32. */
+#include "quant_impl.h"
+
+#if defined(SERVAL_QUANT_X86)
+
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define K512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define K512_INLINE \
+    static inline __attribute__((always_inline, target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+enum {
+    T16 = 16,              /* tokens per packed group: the 16 lanes of a zmm */
+    K512_ROWS = 4,         /* rows per tile: one activation load serves them */
+    K512_TOK_BLOCK = 64,   /* tokens per outer block (their packed groups stay in L2) */
+    K512_WCHUNK = 16384,   /* weight bytes per row chunk (L1-resident, reused by every group) */
+};
+
+/* A packed group of 16 tokens' Q8_K rows, per super-block b (nb of them):
+ *   qs[4096b + 64g + 4t ..] = token t's quants 4g..4g+3 (g = 0..63);
+ *   da[16b + t] = d_a;
+ *   ss[64b + 16c + t] = token t's sub-block sums S[2c] | S[2c+1] << 16 (int16 pairs, from bsums). */
+typedef struct k16_pack {
+    uint8_t *qs;
+    float *da;
+    int32_t *ss;
+} k16_pack;
+
+static size_t k16_pack_bytes(int64_t nb) { return (size_t)nb * (4096 + 64 + 256); }
+
+static k16_pack k16_pack_at(uint8_t *buf, int64_t nb)
+{
+    return (k16_pack){buf, (float *)(buf + 4096 * (size_t)nb), (int32_t *)(buf + 4160 * (size_t)nb)};
+}
+
+/* Packs 16 activation rows (arow bytes apart from a). */
+static void k16_pack_rows(const uint8_t *a, size_t arow, int64_t nb, const k16_pack *p)
+{
+    for (int t = 0; t < T16; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q8_K *ya = (const block_q8_K *)(a + (size_t)t * arow) + b;
+            uint8_t *q = p->qs + 4096 * (size_t)b + 4 * (size_t)t;
+            for (int g = 0; g < 64; g++)
+                memcpy(q + 64 * g, ya->qs + 4 * g, 4);
+            p->da[16 * b + t] = ya->d;
+            for (int c = 0; c < 4; c++) {
+                const int16_t s0 = (int16_t)(ya->bsums[4 * c] + ya->bsums[4 * c + 1]);
+                const int16_t s1 = (int16_t)(ya->bsums[4 * c + 2] + ya->bsums[4 * c + 3]);
+                p->ss[64 * b + 16 * c + t] = (int32_t)(uint16_t)s0 | (int32_t)((uint32_t)(uint16_t)s1 << 16);
+            }
+        }
+    }
+}
+
+/* The 8 scales | 8 mins of a Q4_K super-block (get_scale_min_k4 for j = 0..7) from its 12
+ * scale bytes. */
+static inline void k4_scales_mins(const uint8_t *q, uint8_t out[16])
+{
+    uint32_t u[4];
+    memcpy(u, q, K_SCALE_SIZE);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t aux = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = aux;
+    u[0] &= 0x3f3f3f3fu;
+    memcpy(out, u, 16);
+}
+
+/* R (1..4) rows × the 16 tokens of a packed group; y points at token 0 of row w[0] (the rows
+ * are consecutive, tokens ldy apart). */
+K512_INLINE void q4k_tile16(const int R, const uint8_t *w, size_t wrow, int64_t nb, const k16_pack *p, float *y,
+                            int64_t ldy)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m512 acc[K512_ROWS], accm[K512_ROWS];
+    for (int r = 0; r < R; r++)
+        acc[r] = accm[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *aq = p->qs + 4096 * (size_t)b;
+        const __m512 da = _mm512_load_ps(p->da + 16 * b);
+        /* per row: d_w*d_a and dmin_w*d_a of the 16 tokens, the scales as floats, the min pairs
+         * (m[2c] | m[2c+1] << 16): all read back from memory as broadcasts (load ports) */
+        _Alignas(64) float dd[K512_ROWS][T16], dm[K512_ROWS][T16], scf[K512_ROWS][8];
+        _Alignas(16) int32_t mp[K512_ROWS][4];
+        const uint8_t *qs[K512_ROWS];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *x = w + (size_t)r * wrow + sizeof(block_q4_K) * (size_t)b;
+            uint32_t dmh;
+            memcpy(&dmh, x, 4);
+            const __m128 dmw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dmh)); /* d_w, dmin_w */
+            _mm512_store_ps(dd[r], _mm512_mul_ps(_mm512_broadcastss_ps(dmw), da));
+            _mm512_store_ps(dm[r], _mm512_mul_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(dmw)), da));
+            _Alignas(16) uint8_t sm[16];
+            k4_scales_mins(x + 4, sm);
+            const __m128i smv = _mm_load_si128((const __m128i *)sm);
+            _mm256_store_ps(scf[r], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)));
+            _mm_store_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(smv, 8)));
+            qs[r] = x + 4 + K_SCALE_SIZE;
+        }
+        __asm__("" : "+m"(dd), "+m"(dm), "+m"(scf), "+m"(mp));
+#pragma GCC unroll 1
+        for (int c = 0; c < 4; c++) {
+            /* the rows' chunk unpacked to bytes: u[r][0..31] sub-block 2c, u[r][32..63] 2c+1 */
+            _Alignas(64) uint8_t u[K512_ROWS][64];
+            for (int r = 0; r < R; r++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
+                _mm256_store_si256((__m256i *)u[r], _mm256_and_si256(q, m4));
+                _mm256_store_si256((__m256i *)(u[r] + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            }
+            __asm__("" : "+m"(u));
+            __m512i P0[K512_ROWS], P1[K512_ROWS];
+            for (int r = 0; r < R; r++)
+                P0[r] = P1[r] = _mm512_setzero_si512();
+            const uint8_t *ag = aq + 64 * 16 * (size_t)c;
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                const __m512i a0 = _mm512_load_si512((const void *)(ag + 64 * g));
+                const __m512i a1 = _mm512_load_si512((const void *)(ag + 64 * (8 + g)));
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    int32_t w0, w1;
+                    memcpy(&w0, u[r] + 4 * g, 4);
+                    memcpy(&w1, u[r] + 32 + 4 * g, 4);
+                    P0[r] = _mm512_dpbusd_epi32(P0[r], _mm512_set1_epi32(w0), a0);
+                    P1[r] = _mm512_dpbusd_epi32(P1[r], _mm512_set1_epi32(w1), a1);
+                }
+            }
+            const __m512i ssv = _mm512_load_si512((const void *)(p->ss + 64 * b + 16 * c));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                /* exact: sc*P and their sum are integers below 2^24 */
+                const __m512 S1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P0[r]), _mm512_set1_ps(scf[r][2 * c]),
+                                                  _mm512_mul_ps(_mm512_cvtepi32_ps(P1[r]),
+                                                                _mm512_set1_ps(scf[r][2 * c + 1])));
+                const __m512i S2 = _mm512_madd_epi16(ssv, _mm512_set1_epi32(mp[r][c]));
+                acc[r] = _mm512_fmadd_ps(S1, _mm512_load_ps(dd[r]), acc[r]);
+                accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S2), _mm512_load_ps(dm[r]), accm[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _Alignas(64) float res[T16];
+        _mm512_store_ps(res, _mm512_sub_ps(acc[r], accm[r]));
+        for (int t = 0; t < T16; t++)
+            y[t * ldy + r] = res[t];
+    }
+}
+
+/* Rows [ra, rb) against one packed group; y points at token 0, row 0. */
+K512 static void q4k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const k16_pack *p,
+                            float *y, int64_t ldy)
+{
+    int64_t r = ra;
+    for (; r + K512_ROWS <= rb; r += K512_ROWS)
+        q4k_tile16(K512_ROWS, W + (size_t)r * wrow, wrow, nb, p, y + r, ldy);
+    for (; r < rb; r++)
+        q4k_tile16(1, W + (size_t)r * wrow, wrow, nb, p, y + r, ldy);
+}
+
+K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1, const void *act,
+                               int64_t n_tok, float *y, int64_t ldy)
+{
+    if (wtype != GGUF_DTYPE_Q4_K || n_tok < T16 || r1 <= r0)
+        return 0;
+    const int64_t nb = n / QK_K, n16 = n_tok & ~(int64_t)(T16 - 1);
+    const size_t wrow = quant_weight_row_bytes(wtype, n), arow = quant_act_row_bytes(wtype, n);
+    const size_t gb = (k16_pack_bytes(nb) + 63) & ~(size_t)63;
+    enum { MAX_GROUPS = K512_TOK_BLOCK / T16 };
+    const int64_t ngmax = n16 / T16 < MAX_GROUPS ? n16 / T16 : MAX_GROUPS;
+    uint8_t *buf = aligned_alloc(64, gb * (size_t)ngmax);
+    if (!buf)
+        return 0;
+    int64_t chunk = wrow ? (int64_t)(K512_WCHUNK / wrow) : 0;
+    chunk = chunk < K512_ROWS ? K512_ROWS : chunk & ~(int64_t)(K512_ROWS - 1);
+    const uint8_t *w8 = W, *a8 = act;
+    for (int64_t tb = 0; tb < n16; tb += K512_TOK_BLOCK) {
+        const int64_t te = tb + K512_TOK_BLOCK < n16 ? tb + K512_TOK_BLOCK : n16;
+        const int ng = (int)((te - tb) / T16);
+        k16_pack pk[MAX_GROUPS];
+        for (int g = 0; g < ng; g++) {
+            pk[g] = k16_pack_at(buf + gb * (size_t)g, nb);
+            k16_pack_rows(a8 + (size_t)(tb + T16 * g) * arow, arow, nb, &pk[g]);
+        }
+        for (int64_t rc = r0; rc < r1; rc += chunk) {
+            const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
+            for (int g = 0; g < ng; g++)
+                q4k_rows16(w8, wrow, nb, rc, re, &pk[g], y + (tb + T16 * g) * ldy, ldy);
+        }
+    }
+    free(buf);
+    return n16;
+}
+
+#else
+typedef int quant_k512_empty_unit; /* ISO C wants at least one declaration */
+#endif
