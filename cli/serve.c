@@ -711,7 +711,9 @@ int cli_serve_main(int argc, char **argv)
             eng_model_arch_name(m), eng_model_n_layer(m), ctx_len, cli_backend_name(&o.eng));
     if (reps.n > 1)
         rpc_log(RPC_LOG_INFO, "%d replicas behind one router (weights loaded once; each its own "
-                "KV cache%s)", reps.n, o.eng.threads ? "" : ", the online CPUs shared among them");
+                "KV cache%s)", reps.n,
+                o.eng.backend == ENG_BACKEND_CUDA ? (o.eng.gpus ? " and GPUs (--gpus)" : "")
+                : o.eng.threads ? "" : ", the online CPUs shared among them");
 
     if (start_embedder(&o, &emb) != ENG_OK ||
         start_indexer(&o, data_dir, emb, &index, &indexer) != ENG_OK) {
