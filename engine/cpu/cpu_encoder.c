@@ -20,14 +20,17 @@ struct cpu_encoder {
     int32_t cap_tokens; /* scratch sized for this many tokens */
     float *x;           /* [T, n_embd] the residual stream */
     float *h;           /* [T, n_embd] after the attention block's LayerNorm */
-    float *q, *k, *v;   /* [T, n_embd] */
+    float *q;           /* [T, n_embd] scratch */
+    float *qkv;         /* [T, 3 n_embd] each token's query, key and value side by side */
     float *att;         /* [T, n_embd] attention output before wo */
     float *tmp;         /* [T, n_embd] */
     float *ff;          /* [T, n_ff] */
     cpu_gemm_isa isa;
-    /* [n_layer * ENC_MATS] the layer matrices as panels, pointing into `packed` (owned) */
+    /* [n_layer * ENC_MATS] the layer matrices as panels, pointing into `packed` (owned); Q, K
+     * and V as one matrix of 3 n_embd rows, its bias in bqkv [n_layer, 3 n_embd] (owned) */
     cpu_gemm_b *mats;
     void *packed;
+    float *bqkv;
     int64_t ctx_pad;    /* n_ctx rounded up to a panel */
     size_t probs_n, kpack_n, scratch_n; /* per-thread floats of each scratch below */
     float *probs;       /* [n_threads, n_ctx + 2, ctx_pad] one sequence-head's scores per thread */
@@ -35,8 +38,8 @@ struct cpu_encoder {
     float *scratch;     /* [n_threads, scratch_n] cpu_gemm's */
 };
 
-/* The six matrices of a layer, in this order in mats. */
-enum { ENC_WQ, ENC_WK, ENC_WV, ENC_WO, ENC_UP, ENC_DOWN, ENC_MATS };
+/* The matrices of a layer, in this order in mats. */
+enum { ENC_WQKV, ENC_WO, ENC_UP, ENC_DOWN, ENC_MATS };
 
 /* What one run hands its threads. */
 typedef struct enc_run {
@@ -53,16 +56,53 @@ void cpu_encoder_free(cpu_encoder *e)
     if (!e)
         return;
     eng_pool_free(e->pool);
-    free(e->x), free(e->h), free(e->q), free(e->k), free(e->v);
+    free(e->x), free(e->h), free(e->q), free(e->qkv), free(e->bqkv);
     free(e->att), free(e->tmp), free(e->ff);
     free(e->mats), free(e->packed), free(e->probs), free(e->kpack), free(e->scratch);
     free(e);
 }
 
-static const eng_weight *layer_mat(const eng_layer *L, int i)
+/* Packs the rows of up to three matrices of one type and width, stacked, into panels at p;
+ * returns the bytes written. */
+static size_t pack_stacked(const eng_weight *const *w, int nw, uint8_t *p, cpu_gemm_b *out)
 {
-    const eng_weight *w[ENC_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_up, &L->w_down};
-    return w[i];
+    const bool f16 = w[0]->dtype == GGUF_DTYPE_F16;
+    const size_t es = f16 ? 2 : 4;
+    int64_t rows = 0;
+    for (int i = 0; i < nw; i++)
+        rows += w[i]->ne1;
+    const int64_t n = w[0]->ne0;
+    const void *src = w[0]->data;
+    uint8_t *tmp = NULL;
+    if (nw > 1) { /* stacked in a temporary copy: a panel may straddle two matrices */
+        tmp = malloc((size_t)rows * (size_t)n * es);
+        if (!tmp)
+            return 0;
+        size_t off = 0;
+        for (int i = 0; i < nw; i++) {
+            memcpy(tmp + off, w[i]->data, (size_t)w[i]->ne1 * (size_t)n * es);
+            off += (size_t)w[i]->ne1 * (size_t)n * es;
+        }
+        src = tmp;
+    }
+    if (f16)
+        cpu_gemm_pack_f16(src, rows, n, (uint16_t *)p);
+    else
+        cpu_gemm_pack_f32(src, n, rows, n, (float *)p);
+    free(tmp);
+    *out = cpu_gemm_packed(p, f16, rows, n);
+    return cpu_gemm_packed_elems(rows, n) * es;
+}
+
+/* The matrices of mats[i] (Q, K, V stacked for ENC_WQKV). */
+static int layer_mats(const eng_layer *L, int i, const eng_weight *w[3])
+{
+    switch (i) {
+    case ENC_WQKV: w[0] = &L->wq, w[1] = &L->wk, w[2] = &L->wv; return 3;
+    case ENC_WO: w[0] = &L->wo; return 1;
+    case ENC_UP: w[0] = &L->w_up; return 1;
+    default: w[0] = &L->w_down; return 1;
+    }
 }
 
 /* Repacks every layer matrix into panels (the mapping's rows are one output each; the tiles
@@ -70,28 +110,43 @@ static const eng_weight *layer_mat(const eng_layer *L, int i)
 static eng_status pack_weights(cpu_encoder *e, eng_err *err)
 {
     const emb_model *m = e->m;
-    const size_t nm = (size_t)m->n_layer * ENC_MATS;
+    const size_t nm = (size_t)m->n_layer * ENC_MATS, d = (size_t)m->n_embd;
     size_t bytes = 0;
     for (size_t i = 0; i < nm; i++) {
-        const eng_weight *w = layer_mat(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS));
-        ENG_ASSERT(w->dtype == GGUF_DTYPE_F16 || w->dtype == GGUF_DTYPE_F32);
-        bytes += cpu_gemm_packed_elems(w->ne1, w->ne0) * (w->dtype == GGUF_DTYPE_F16 ? 2 : 4);
+        const eng_weight *w[3];
+        const int nw = layer_mats(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS), w);
+        int64_t rows = 0;
+        for (int j = 0; j < nw; j++) {
+            if ((w[j]->dtype != GGUF_DTYPE_F16 && w[j]->dtype != GGUF_DTYPE_F32) ||
+                w[j]->dtype != w[0]->dtype || w[j]->ne0 != w[0]->ne0)
+                return eng_fail(err, ENG_ERR_UNSUPPORTED, "encoder: layer %zu: the query, key "
+                                "and value matrices must share one type (F16 or F32) and width",
+                                i / ENC_MATS);
+            rows += w[j]->ne1;
+        }
+        bytes += cpu_gemm_packed_elems(rows, w[0]->ne0) * (w[0]->dtype == GGUF_DTYPE_F16 ? 2 : 4);
     }
     e->mats = calloc(nm, sizeof *e->mats);
     e->packed = malloc(bytes);
-    if (!e->mats || !e->packed)
+    e->bqkv = malloc(sizeof(float) * (size_t)m->n_layer * 3 * d);
+    if (!e->mats || !e->packed || !e->bqkv)
         return eng_fail(err, ENG_ERR_NOMEM, "encoder: no memory for %zu MiB of packed weights",
                         bytes >> 20);
     uint8_t *p = e->packed;
     for (size_t i = 0; i < nm; i++) {
-        const eng_weight *w = layer_mat(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS));
-        const bool f16 = w->dtype == GGUF_DTYPE_F16;
-        if (f16)
-            cpu_gemm_pack_f16(w->data, w->ne1, w->ne0, (uint16_t *)p);
-        else
-            cpu_gemm_pack_f32(w->data, w->ne0, w->ne1, w->ne0, (float *)p);
-        e->mats[i] = cpu_gemm_packed(p, f16, w->ne1, w->ne0);
-        p += cpu_gemm_packed_elems(w->ne1, w->ne0) * (f16 ? 2 : 4);
+        const eng_weight *w[3];
+        const int nw = layer_mats(&m->layers[i / ENC_MATS], (int)(i % ENC_MATS), w);
+        const size_t b = pack_stacked(w, nw, p, &e->mats[i]);
+        if (b == 0)
+            return eng_fail(err, ENG_ERR_NOMEM, "encoder: out of memory packing weights");
+        p += b;
+    }
+    for (int il = 0; il < m->n_layer; il++) {
+        const eng_layer *L = &m->layers[il];
+        float *bias = e->bqkv + (size_t)il * 3 * d;
+        memcpy(bias, L->bq.data, sizeof(float) * d);
+        memcpy(bias + d, L->bk.data, sizeof(float) * d);
+        memcpy(bias + 2 * d, L->bv.data, sizeof(float) * d);
     }
     return ENG_OK;
 }
@@ -135,17 +190,18 @@ static eng_status reserve(cpu_encoder *e, int32_t T, eng_err *err)
     if (T <= e->cap_tokens)
         return ENG_OK;
     const size_t d = (size_t)e->m->n_embd, t = (size_t)T;
-    float **bufs[] = {&e->x, &e->h, &e->q, &e->k, &e->v, &e->att, &e->tmp};
+    float **bufs[] = {&e->x, &e->h, &e->q, &e->att, &e->tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = malloc(sizeof(float) * t * d);
     }
-    free(e->ff);
+    free(e->ff), free(e->qkv);
     e->ff = malloc(sizeof(float) * t * (size_t)e->m->n_ff);
+    e->qkv = malloc(sizeof(float) * t * 3 * d);
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!*bufs[i])
             goto nomem;
-    if (!e->ff)
+    if (!e->ff || !e->qkv)
         goto nomem;
     e->cap_tokens = T;
     return ENG_OK;
@@ -154,13 +210,15 @@ nomem:
     return eng_fail(err, ENG_ERR_NOMEM, "encoder: no memory for a batch of %d tokens", T);
 }
 
-/* y[T, rows] = x[T, n] · W^T + b, W's panels split across threads. */
-static void linear(const cpu_encoder *e, const cpu_gemm_b *W, const eng_weight *b,
-                   const float *x, int32_t T, float *y, int ith, int nth)
+/* y[T, rows] = x[T, n] · W^T + bias, the tokens split across threads (each thread's tokens
+ * copied once per tile for all of W's panels). */
+static void linear(const cpu_encoder *e, const cpu_gemm_b *W, const float *bias, const float *x,
+                   int32_t T, float *y, int ith, int nth)
 {
-    long p0, p1;
-    eng_pool_split((long)((W->cols + CPU_GEMM_NR - 1) / CPU_GEMM_NR), ith, nth, &p0, &p1);
-    cpu_gemm_run(e->isa, W, p0, p1, x, W->n, 1, T, b->data, y, W->cols,
+    long t0, t1;
+    eng_pool_split(T, ith, nth, &t0, &t1);
+    cpu_gemm_run(e->isa, W, 0, (W->cols + CPU_GEMM_NR - 1) / CPU_GEMM_NR, x + t0 * W->n, W->n,
+                 1, t1 - t0, bias, y + t0 * W->cols, W->cols,
                  e->scratch + (size_t)ith * e->scratch_n);
 }
 
@@ -189,6 +247,7 @@ static void attention(const enc_run *r, int ith, int nth)
     const cpu_encoder *e = r->e;
     const emb_model *m = e->m;
     const int hd = m->head_dim, d = m->n_embd;
+    const size_t ld3 = 3 * (size_t)d; /* qkv's row */
     const float scale = 1.0f / sqrtf((float)hd);
     const int64_t lds = e->ctx_pad;
     float *S = e->probs + (size_t)ith * e->probs_n;       /* [n keys, lds]: S^T, then P^T */
@@ -202,10 +261,12 @@ static void attention(const enc_run *r, int ith, int nth)
         const int s = (int)(w / m->n_head), hh = (int)(w % m->n_head);
         const int32_t off = r->seq_off[s], n = r->seq_len[s];
         const size_t base = (size_t)off * (size_t)d + (size_t)hh * (size_t)hd;
+        const float *q = e->qkv + (size_t)off * ld3 + (size_t)hh * (size_t)hd, *k = q + d,
+                    *v = q + 2 * d;
         const int64_t n_panels = (n + CPU_GEMM_NR - 1) / CPU_GEMM_NR;
-        cpu_gemm_pack_f32(e->q + base, d, n, hd, kp);
+        cpu_gemm_pack_f32(q, (int64_t)ld3, n, hd, kp);
         const cpu_gemm_b Q = cpu_gemm_packed(kp, false, n, hd);
-        cpu_gemm_run(e->isa, &Q, 0, n_panels, e->k + base, d, 1, n, NULL, S, lds, scratch);
+        cpu_gemm_run(e->isa, &Q, 0, n_panels, k, (int64_t)ld3, 1, n, NULL, S, lds, scratch);
         for (int32_t i = 0; i < n; i++)
             mx[i] = -INFINITY, sum[i] = 0.0f;
         for (int32_t j = 0; j < n; j++)
@@ -221,7 +282,7 @@ static void attention(const enc_run *r, int ith, int nth)
         }
         /* P's columns past n hold earlier (finite) values: only lanes never stored read them */
         const cpu_gemm_b P = {S, false, n, n, lds, CPU_GEMM_NR};
-        cpu_gemm_run(e->isa, &P, 0, n_panels, e->v + base, 1, d, hd, NULL, kp, lds, scratch);
+        cpu_gemm_run(e->isa, &P, 0, n_panels, v, 1, (int64_t)ld3, hd, NULL, kp, lds, scratch);
         for (int32_t i = 0; i < n; i++) {
             float *o = e->att + base + (size_t)i * (size_t)d;
             for (int c = 0; c < hd; c++)
@@ -299,23 +360,22 @@ static void run_fn(void *arg, int ith, int nth)
     for (int il = 0; il < m->n_layer; il++) {
         const eng_layer *L = &m->layers[il];
         const cpu_gemm_b *W = e->mats + (size_t)il * ENC_MATS;
-        linear(e, &W[ENC_WQ], &L->bq, e->x, T, e->q, ith, nth);
-        linear(e, &W[ENC_WK], &L->bk, e->x, T, e->k, ith, nth);
-        linear(e, &W[ENC_WV], &L->bv, e->x, T, e->v, ith, nth);
+        linear(e, &W[ENC_WQKV], e->bqkv + (size_t)il * 3 * (size_t)d, e->x, T, e->qkv, ith,
+               nth);
         eng_pool_barrier(e->pool);
         attention(r, ith, nth);
         eng_pool_barrier(e->pool);
-        linear(e, &W[ENC_WO], &L->bo, e->att, T, e->tmp, ith, nth);
+        linear(e, &W[ENC_WO], L->bo.data, e->att, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
         /* h = LN(wo·att + x); q is free scratch for the sum now. */
         add_norm(e->h, e->tmp, e->x, &L->attn_norm, &L->attn_norm_b, e->q, T, d, m->eps, ith,
                  nth);
         eng_pool_barrier(e->pool);
-        linear(e, &W[ENC_UP], &L->b_up, e->h, T, e->ff, ith, nth);
+        linear(e, &W[ENC_UP], L->b_up.data, e->h, T, e->ff, ith, nth);
         eng_pool_barrier(e->pool);
         gelu_rows(e, e->ff, (size_t)T * (size_t)m->n_ff, ith, nth);
         eng_pool_barrier(e->pool);
-        linear(e, &W[ENC_DOWN], &L->b_down, e->ff, T, e->tmp, ith, nth);
+        linear(e, &W[ENC_DOWN], L->b_down.data, e->ff, T, e->tmp, ith, nth);
         eng_pool_barrier(e->pool);
         add_norm(e->x, e->tmp, e->h, &L->ffn_norm, &L->ffn_norm_b, e->q, T, d, m->eps, ith,
                  nth);

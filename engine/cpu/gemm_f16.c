@@ -89,18 +89,12 @@ cpu_gemm_b cpu_gemm_packed(const void *packed, bool f16, int64_t rows, int64_t n
 
 size_t cpu_gemm_scratch_floats(int64_t n) { return (size_t)MR_512 * (size_t)n; }
 
-/* x rows [t0, t0 + M) copied k-major: xp[k * M + m] = x[(t0 + m) * ldx + k * xks]; the loop
- * runs along whichever of the two is contiguous. */
+/* x rows [t0, t0 + M) copied k-major: xp[k * M + m] = x[(t0 + m) * ldx + k * xks]. */
 static void pack_x(const float *x, int64_t ldx, int64_t xks, int64_t n, int M, float *xp)
 {
-    if (ldx == 1) {
-        for (int64_t k = 0; k < n; k++)
-            for (int m = 0; m < M; m++)
-                xp[k * M + m] = x[m + k * xks];
-        return;
-    }
-    for (int m = 0; m < M; m++)
-        for (int64_t k = 0; k < n; k++)
+    /* writes in order (reads from M rows hit L1 again for the next 15 k) */
+    for (int64_t k = 0; k < n; k++)
+        for (int m = 0; m < M; m++)
             xp[k * M + m] = x[m * ldx + k * xks];
 }
 
