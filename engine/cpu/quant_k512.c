@@ -1,5 +1,5 @@
-/* quant_k512.c — AVX-512 VNNI prompt tiles for Q4_K weights: 16 tokens in the lanes of a zmm,
- * 4 rows per tile. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
+/* quant_k512.c — AVX-512 VNNI prompt tiles for Q4_K and Q6_K weights: 16 tokens in the lanes of
+ * a zmm, 4 rows per tile. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
  * AVX-512 F/BW/VL/DQ + VNNI (quant_cpu_has_avx512_vnni) and runs the tokens left (1-15) on its
  * AVX2 tiles, so AMD machines without AVX-512 never reach this file.
  *
@@ -13,7 +13,15 @@
  * products and the sum are integers below 2^24 (|P| <= 32*15*128, sc <= 63), so every step is
  * exact and the value is the int32 sum's conversion, bit for bit, without vpmulld's two uops.
  * One activation load serves the tile's four rows (the AVX2 tile, one row x 8 tokens, loads
- * one per vpdpbusd), each vpdpbusd does 64 multiply-adds instead of 32. */
+ * one per vpdpbusd), each vpdpbusd does 64 multiply-adds instead of 32.
+ *
+ * Q6_K, quant_impl.h's order: per super-block the exact int32 S = sum over sub-blocks of
+ * sc * (sum of (q-32)*q_a), then r = d_w * (float)S and acc = fma(r, d_a, acc). Each row's
+ * super-block is unpacked once to 256 int16 weights sc*(q-32) (|.| <= 128*32, so the scale and
+ * the -32 are folded in exactly), and vpdpwssd of a broadcast weight pair with the 16 tokens'
+ * int16 activation pairs sums it: no per-sub-block scale multiplies (what made the AVX2
+ * tokens-in-lanes Q6_K tile lose). The unpacked super-block serves every packed group of the
+ * 64-token block (up to 4 x 16 tokens), each activation load the tile's four rows. */
 #include "quant_impl.h"
 
 #if defined(SERVAL_QUANT_X86)
@@ -163,6 +171,171 @@ K512_INLINE void q4k_tile16(const int R, const uint8_t *w, size_t wrow, int64_t 
     }
 }
 
+/* ---- Q6_K ---------------------------------------------------------------------------------- */
+
+/* A packed group of 16 tokens' Q8_K rows for Q6_K, per super-block b:
+ *   qs[8192b + 64g + 4t ..] = token t's quants 2g, 2g+1 as two int16 (g = 0..127);
+ *   da[16b + t] = d_a. */
+typedef struct k6_pack {
+    uint8_t *qs;
+    float *da;
+} k6_pack;
+
+static size_t k6_pack_bytes(int64_t nb) { return (size_t)nb * (8192 + 64); }
+
+static k6_pack k6_pack_at(uint8_t *buf, int64_t nb) { return (k6_pack){buf, (float *)(buf + 8192 * (size_t)nb)}; }
+
+K512_INLINE void k6_pack_rows(const uint8_t *a, size_t arow, int64_t nb, const k6_pack *p)
+{
+    for (int t = 0; t < T16; t++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q8_K *ya = (const block_q8_K *)(a + (size_t)t * arow) + b;
+            _Alignas(64) int16_t q16[QK_K];
+            for (int k = 0; k < QK_K; k += 32)
+                _mm512_store_si512((void *)(q16 + k),
+                                   _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(ya->qs + k))));
+            uint8_t *q = p->qs + 8192 * (size_t)b + 4 * (size_t)t;
+            for (int g = 0; g < QK_K / 2; g++)
+                memcpy(q + 64 * g, q16 + 2 * g, 4);
+            p->da[16 * b + t] = ya->d;
+        }
+    }
+}
+
+/* Super-block x of a Q6_K row as 256 int16 sc[e/16] * (q[e] - 32), in element order. */
+K512_INLINE void q6k_unpack16(const block_q6_K *x, int16_t *w16)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)));
+    /* lanes 0..15 pick scale 0, lanes 16..31 scale 1 (then + the group's first sub-block) */
+    const __m512i pick = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+    const __m512i m32 = _mm512_set1_epi16(32);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m256i l = k & 1 ? l1 : l0;
+            const __m256i low = k < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
+            const __m256i q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4)); /* 0..63 */
+            const __m512i q16 = _mm512_sub_epi16(_mm512_cvtepu8_epi16(q), m32);
+            const __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(pick, _mm512_set1_epi16((short)(8 * h + 2 * k))), sc);
+            _mm512_store_si512((void *)(w16 + 128 * h + 32 * k), _mm512_mullo_epi16(q16, s));
+        }
+    }
+}
+
+/* R (1..4) consecutive rows × the G (1..4) packed groups of a token block (group k's tokens go
+ * to yk[k], token 0 of row 0 there, tokens ldy apart). */
+K512_INLINE void q6k_tile16(const int R, const int G, const uint8_t *w, size_t wrow, int64_t nb, const k6_pack *p,
+                            float *const yk[4], int64_t ldy)
+{
+    _Alignas(64) float acc[K512_ROWS][4][T16];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < G; k++)
+            _mm512_store_ps(acc[r][k], _mm512_setzero_ps());
+    for (int64_t b = 0; b < nb; b++) {
+        _Alignas(64) int16_t w16[K512_ROWS][QK_K];
+        float dw[K512_ROWS];
+        for (int r = 0; r < R; r++) {
+            const block_q6_K *x = (const block_q6_K *)(w + (size_t)r * wrow) + b;
+            q6k_unpack16(x, w16[r]);
+            dw[r] = quant_h2f(x->d);
+        }
+        __asm__("" : "+m"(w16));
+        __m512i S[K512_ROWS][4];
+        for (int r = 0; r < R; r++)
+            for (int k = 0; k < G; k++)
+                S[r][k] = _mm512_setzero_si512();
+        const uint8_t *aq[4];
+        for (int k = 0; k < G; k++)
+            aq[k] = p[k].qs + 8192 * (size_t)b;
+#pragma GCC unroll 2
+        for (int g = 0; g < QK_K / 2; g++) {
+            __m512i a[4];
+            for (int k = 0; k < G; k++)
+                a[k] = _mm512_load_si512((const void *)(aq[k] + 64 * g));
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                int32_t wp;
+                memcpy(&wp, w16[r] + 2 * g, 4);
+                const __m512i wv = _mm512_set1_epi32(wp);
+#pragma GCC unroll 4
+                for (int k = 0; k < G; k++)
+                    S[r][k] = _mm512_dpwssd_epi32(S[r][k], wv, a[k]);
+            }
+        }
+        for (int k = 0; k < G; k++) {
+            const __m512 da = _mm512_load_ps(p[k].da + 16 * b);
+            for (int r = 0; r < R; r++) {
+                const __m512 rr = _mm512_mul_ps(_mm512_set1_ps(dw[r]), _mm512_cvtepi32_ps(S[r][k]));
+                _mm512_store_ps(acc[r][k], _mm512_fmadd_ps(rr, da, _mm512_load_ps(acc[r][k])));
+            }
+        }
+    }
+    for (int k = 0; k < G; k++)
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T16; t++)
+                yk[k][t * ldy + r] = acc[r][k][t];
+}
+
+#define Q6K_TILE_G(R)                                                                     \
+    switch (G) {                                                                          \
+    case 1: q6k_tile16(R, 1, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;          \
+    case 2: q6k_tile16(R, 2, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;          \
+    case 3: q6k_tile16(R, 3, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;          \
+    default: q6k_tile16(R, 4, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;         \
+    }
+
+/* Rows [ra, rb) against the G packed groups of a token block; y points at the block's token 0,
+ * row 0. */
+K512 static void q6k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const k6_pack *p,
+                            int G, float *y, int64_t ldy)
+{
+    for (int64_t r = ra; r < rb;) {
+        float *yr[4];
+        for (int k = 0; k < G; k++)
+            yr[k] = y + (int64_t)T16 * k * ldy + r;
+        if (r + K512_ROWS <= rb) {
+            Q6K_TILE_G(K512_ROWS)
+            r += K512_ROWS;
+        } else {
+            Q6K_TILE_G(1)
+            r++;
+        }
+    }
+}
+
+K512 static int64_t q6k_matmul16(const uint8_t *W, int64_t n, int64_t r0, int64_t r1, const uint8_t *act,
+                                 int64_t n16, float *y, int64_t ldy)
+{
+    const int64_t nb = n / QK_K;
+    const size_t wrow = quant_weight_row_bytes(GGUF_DTYPE_Q6_K, n), arow = quant_act_row_bytes(GGUF_DTYPE_Q6_K, n);
+    const size_t gb = (k6_pack_bytes(nb) + 63) & ~(size_t)63;
+    enum { MAX_GROUPS = K512_TOK_BLOCK / T16 };
+    const int64_t ngmax = n16 / T16 < MAX_GROUPS ? n16 / T16 : MAX_GROUPS;
+    uint8_t *buf = aligned_alloc(64, gb * (size_t)ngmax);
+    if (!buf)
+        return 0;
+    for (int64_t tb = 0; tb < n16; tb += K512_TOK_BLOCK) {
+        const int64_t te = tb + K512_TOK_BLOCK < n16 ? tb + K512_TOK_BLOCK : n16;
+        const int ng = (int)((te - tb) / T16);
+        k6_pack pk[MAX_GROUPS];
+        for (int g = 0; g < ng; g++) {
+            pk[g] = k6_pack_at(buf + gb * (size_t)g, nb);
+            k6_pack_rows(act + (size_t)(tb + T16 * g) * arow, arow, nb, &pk[g]);
+        }
+        q6k_rows16(W, wrow, nb, r0, r1, pk, ng, y + tb * ldy, ldy);
+    }
+    free(buf);
+    return n16;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
 /* Rows [ra, rb) against one packed group; y points at token 0, row 0. */
 K512 static void q4k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const k16_pack *p,
                             float *y, int64_t ldy)
@@ -177,8 +350,10 @@ K512 static void q4k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t r
 K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1, const void *act,
                                int64_t n_tok, float *y, int64_t ldy)
 {
-    if (wtype != GGUF_DTYPE_Q4_K || n_tok < T16 || r1 <= r0)
+    if ((wtype != GGUF_DTYPE_Q4_K && wtype != GGUF_DTYPE_Q6_K) || n_tok < T16 || r1 <= r0)
         return 0;
+    if (wtype == GGUF_DTYPE_Q6_K)
+        return q6k_matmul16(W, n, r0, r1, act, n_tok & ~(int64_t)(T16 - 1), y, ldy);
     const int64_t nb = n / QK_K, n16 = n_tok & ~(int64_t)(T16 - 1);
     const size_t wrow = quant_weight_row_bytes(wtype, n), arow = quant_act_row_bytes(wtype, n);
     const size_t gb = (k16_pack_bytes(nb) + 63) & ~(size_t)63;
