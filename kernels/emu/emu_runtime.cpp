@@ -94,6 +94,19 @@ thread_local int current_dev = -1;
 
 device &cur_dev() { return *S().devs[current_dev < 0 ? 0 : current_dev]; }
 
+// Tests: SERVAL_EMU_FAIL_DEVICE=D with SERVAL_EMU_FAIL_FILE=PATH: once PATH exists, device D's
+// next operation fails with cudaErrorLaunchFailure and the device stays failed (sticky), as a
+// GPU lost mid-run (tests/deploy/test_serve_tp_emu.py takes a replica's GPU away).
+bool fail_injected(const device *d)
+{
+    static const int dev = [] {
+        const char *s = getenv("SERVAL_EMU_FAIL_DEVICE");
+        return s && *s ? atoi(s) : -1;
+    }();
+    static const char *const path = getenv("SERVAL_EMU_FAIL_FILE");
+    return dev == d->index && path && access(path, F_OK) == 0;
+}
+
 void device_loop(device *d)
 {
     exec_thread_init();
@@ -103,7 +116,9 @@ void device_loop(device *d)
         lk.unlock();
         for (op &o : d->batch) {
             cudaError_t e;
-            if (o.blocking) {
+            if (fail_injected(d)) {
+                e = cudaErrorLaunchFailure;
+            } else if (o.blocking) {
                 {
                     KN_EMU_API_LOCK;
                     if (d->sticky != cudaSuccess)

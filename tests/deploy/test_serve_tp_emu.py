@@ -3,7 +3,11 @@
 CUDA emulator's 4 devices (SERVAL_EMU_DEVICES=4, NCCL emulated): the two replicas of two GPUs
 answer OpenAI completions over HTTP and gRPC Complete calls with the greedy text of a one-GPU
 server of the same model, both replicas serve, and /v1/health, /metrics and gRPC Health report
-two replicas in rotation. ctest runs it in the emulator build (cuda_check_emu_serve_tp).
+two replicas in rotation. Then a GPU of one replica is lost mid-run (the emulator's
+SERVAL_EMU_FAIL_DEVICE): the requests sent to that replica fail until the router takes it out
+(3 failed steps), /metrics and /v1/health say so, and every request after it is answered, as
+one GPU answers it, by the other replica. ctest runs it in the emulator build
+(cuda_check_emu_serve_tp).
 
 Environment: SERVAL_BIN_DIR (the emulator build's bin/), SERVAL_EMU_MODEL (a tiny synthetic
 model from serval-synth whose heads split in two), SERVAL_PY_STUBS (the gRPC Python stubs; the
@@ -42,14 +46,14 @@ def fail(msg, servers=()):
     sys.exit(1)
 
 
-def start(bin_dir, tmp, name, extra):
+def start(bin_dir, tmp, name, extra, env_extra=None):
     args = [os.path.join(bin_dir, "serval"), "serve", "--model", os.environ["SERVAL_EMU_MODEL"],
             "--backend", "cuda", "--kv-mb", "16", "--no-embeddings", "--token", TOKEN,
             "--data-dir", os.path.join(tmp, name), "--grpc-port", "0", "--http-port", "0",
             "--quiet"] + extra
     log_path = os.path.join(tmp, name + ".log")
     log = open(log_path, "w")
-    env = dict(os.environ, SERVAL_EMU_DEVICES="4")
+    env = dict(os.environ, SERVAL_EMU_DEVICES="4", **(env_extra or {}))
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     return {"name": name, "args": args[1:], "proc": proc, "log": log,
             "log_text": lambda: open(log_path, errors="replace").read()}
@@ -101,6 +105,51 @@ def metric(s, name):
     return None
 
 
+def routed_total(s, rep):
+    return sum(metric(s, f'serval_replica_requests_routed_total{{replica="{rep}",reason="{why}"}}')
+               or 0 for why in ("affinity", "rebalanced", "least_loaded", "spilled"))
+
+
+def gpu_lost_part(servers, lost, fail_file, answers):
+    """GPU 3 (replica 1's second rank) fails once fail_file exists."""
+    on1 = None
+    for i, p in enumerate(PROMPTS):  # which prompts replica 1 serves
+        before = routed_total(lost, 1)
+        complete(lost, p, servers)
+        if routed_total(lost, 1) > before:
+            on1 = i
+    if on1 is None:
+        fail("no prompt went to replica 1", servers)
+    open(fail_file, "w").close()
+    failed = 0
+    for attempt in range(12):  # each request there is one failed step, until the third
+        st, body = http(lost, "POST", "/v1/completions",
+                        {"prompt": PROMPTS[on1], "max_tokens": MAX_TOKENS, "temperature": 0})
+        if st == 200:
+            break
+        if st != 500 or "launch failure" not in body:
+            fail(f"a request to the replica that lost its GPU: {st} {body}", servers)
+        failed += 1
+    if st != 200 or failed < 3:
+        fail(f"{failed} requests failed, then {st}: the replica did not leave rotation after 3",
+             servers)
+    if metric(lost, 'serval_replica_in_rotation{replica="1"}') != 0 or \
+            metric(lost, 'serval_replica_in_rotation{replica="0"}') != 1:
+        fail("/metrics does not show replica 1 out of rotation and replica 0 in", servers)
+    st, body = http(lost, "GET", "/v1/health")
+    reps = json.loads(body).get("replicas") if st == 200 else None
+    if not reps or reps[1].get("in_rotation") or \
+            "failed 3 steps in a row" not in reps[1].get("down_reason", ""):
+        fail(f"/v1/health after the GPU was lost: {st} {body}", servers)
+    for i, p in enumerate(PROMPTS):
+        text, _ = complete(lost, p, servers)
+        if text != answers[i]:
+            fail(f"prompt {i} after the GPU was lost: {text!r}, one GPU {answers[i]!r}", servers)
+    print(f"ok: GPU 3 lost: {failed} requests to replica 1 failed, then it left rotation "
+          f"('{reps[1]['down_reason']}'); all {len(PROMPTS)} prompts answered by replica 0 "
+          "as one GPU answers them")
+
+
 def grpc_part(servers, tp, one):
     stubs = os.environ.get("SERVAL_PY_STUBS", "")
     try:
@@ -147,12 +196,20 @@ def main():
         try:
             tp = start(bin_dir, tmp, "tp", ["--gpus", "0,1,2,3", "--tp", "2"])
             one = start(bin_dir, tmp, "one", [])
-            servers = [tp, one]
-            wait_ready(tp, servers)
-            wait_ready(one, servers)
+            # A rank lost inside the one-shot p2p all-reduce leaves its peer's barrier kernel
+            # waiting (the emulator gives up after 60 s): this server sums over NCCL, whose
+            # abort releases the peer.
+            fail_file = os.path.join(tmp, "gpu3-lost")
+            lost = start(bin_dir, tmp, "lost", ["--gpus", "0,1,2,3", "--tp", "2"],
+                         {"SERVAL_EMU_P2P": "0", "SERVAL_EMU_FAIL_DEVICE": "3",
+                          "SERVAL_EMU_FAIL_FILE": fail_file})
+            servers = [tp, one, lost]
+            for s in servers:
+                wait_ready(s, servers)
             if "split over 2 ranks" not in tp["log_text"]() and '"tp":2' not in tp["log_text"]():
                 fail("the --tp 2 server's ready line does not say it is split", servers)
             generated = 0
+            answers = []
             for i, p in enumerate(PROMPTS):
                 a, na = complete(tp, p, servers)
                 b, nb = complete(one, p, servers)
@@ -160,6 +217,7 @@ def main():
                     fail(f"prompt {i}: two replicas of two GPUs said {a!r}, one GPU {b!r}",
                          servers)
                 generated += na
+                answers.append(b)
             if generated <= 0:
                 fail("every completion was empty: nothing was compared", servers)
             st, body = http(tp, "GET", "/v1/health")
@@ -171,9 +229,7 @@ def main():
                     fail(f"replica {r.get('replica')} in /v1/health: {r}", servers)
             routed = []
             for rep in (0, 1):
-                routed.append(sum(metric(tp, f'serval_replica_requests_routed_total{{replica="{rep}",'
-                                             f'reason="{why}"}}') or 0
-                                  for why in ("affinity", "rebalanced", "least_loaded", "spilled")))
+                routed.append(routed_total(tp, rep))
                 if metric(tp, f'serval_replica_in_rotation{{replica="{rep}"}}') != 1:
                     fail(f"/metrics: replica {rep} not in rotation", servers)
             if sum(routed) != len(PROMPTS):
@@ -181,6 +237,7 @@ def main():
             print(f"ok: {len(PROMPTS)} HTTP completions equal to one GPU's ({generated} tokens); "
                   f"replicas served {routed[0]:.0f} and {routed[1]:.0f}, both in rotation")
             grpc_part(servers, tp, one)
+            gpu_lost_part(servers, lost, fail_file, answers)
         finally:
             for s in servers:
                 s["proc"].terminate()
