@@ -1,5 +1,6 @@
 /* quant_k512.c — AVX-512 VNNI prompt tiles for Q4_K and Q6_K weights: 16 tokens in the lanes of
- * a zmm, 4 rows per tile. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
+ * a zmm, every 16-token group of a 64-token block served by one unpacking of each weight
+ * super-block. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
  * AVX-512 F/BW/VL/DQ + VNNI (quant_cpu_has_avx512_vnni) and runs the tokens left (1-15) on its
  * AVX2 tiles, so AMD machines without AVX-512 never reach this file.
  *
@@ -12,8 +13,9 @@
  * and the result acc - accm. The scaled sum is formed in float as fma(P0, sc0, P1*sc1): both
  * products and the sum are integers below 2^24 (|P| <= 32*15*128, sc <= 63), so every step is
  * exact and the value is the int32 sum's conversion, bit for bit, without vpmulld's two uops.
- * One activation load serves the tile's four rows (the AVX2 tile, one row x 8 tokens, loads
- * one per vpdpbusd), each vpdpbusd does 64 multiply-adds instead of 32.
+ * A tile is 2 rows x up to 4 groups: each weight broadcast serves the groups, each activation
+ * load the two rows (the AVX2 tile, one row x 8 tokens, loads both per vpdpbusd), and each
+ * vpdpbusd does 64 multiply-adds instead of 32.
  *
  * Q6_K, quant_impl.h's order: per super-block the exact int32 S = sum over sub-blocks of
  * sc * (sum of (q-32)*q_a), then r = d_w * (float)S and acc = fma(r, d_a, acc). Each row's
@@ -36,9 +38,8 @@
 
 enum {
     T16 = 16,              /* tokens per packed group: the 16 lanes of a zmm */
-    K512_ROWS = 4,         /* rows per tile: one activation load serves them */
+    K512_ROWS = 4,         /* Q6_K rows per tile: one activation load serves them */
     K512_TOK_BLOCK = 64,   /* tokens per outer block (their packed groups stay in L2) */
-    K512_WCHUNK = 16384,   /* weight bytes per row chunk (L1-resident, reused by every group) */
 };
 
 /* A packed group of 16 tokens' Q8_K rows, per super-block b (nb of them):
@@ -89,86 +90,6 @@ static inline void k4_scales_mins(const uint8_t *q, uint8_t out[16])
     u[2] = aux;
     u[0] &= 0x3f3f3f3fu;
     memcpy(out, u, 16);
-}
-
-/* R (1..4) rows × the 16 tokens of a packed group; y points at token 0 of row w[0] (the rows
- * are consecutive, tokens ldy apart). */
-K512_INLINE void q4k_tile16(const int R, const uint8_t *w, size_t wrow, int64_t nb, const k16_pack *p, float *y,
-                            int64_t ldy)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m512 acc[K512_ROWS], accm[K512_ROWS];
-    for (int r = 0; r < R; r++)
-        acc[r] = accm[r] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *aq = p->qs + 4096 * (size_t)b;
-        const __m512 da = _mm512_load_ps(p->da + 16 * b);
-        /* per row: d_w*d_a and dmin_w*d_a of the 16 tokens, the scales as floats, the min pairs
-         * (m[2c] | m[2c+1] << 16): all read back from memory as broadcasts (load ports) */
-        _Alignas(64) float dd[K512_ROWS][T16], dm[K512_ROWS][T16], scf[K512_ROWS][8];
-        _Alignas(16) int32_t mp[K512_ROWS][4];
-        const uint8_t *qs[K512_ROWS];
-        for (int r = 0; r < R; r++) {
-            const uint8_t *x = w + (size_t)r * wrow + sizeof(block_q4_K) * (size_t)b;
-            uint32_t dmh;
-            memcpy(&dmh, x, 4);
-            const __m128 dmw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dmh)); /* d_w, dmin_w */
-            _mm512_store_ps(dd[r], _mm512_mul_ps(_mm512_broadcastss_ps(dmw), da));
-            _mm512_store_ps(dm[r], _mm512_mul_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(dmw)), da));
-            _Alignas(16) uint8_t sm[16];
-            k4_scales_mins(x + 4, sm);
-            const __m128i smv = _mm_load_si128((const __m128i *)sm);
-            _mm256_store_ps(scf[r], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)));
-            _mm_store_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(smv, 8)));
-            qs[r] = x + 4 + K_SCALE_SIZE;
-        }
-        __asm__("" : "+m"(dd), "+m"(dm), "+m"(scf), "+m"(mp));
-#pragma GCC unroll 1
-        for (int c = 0; c < 4; c++) {
-            /* the rows' chunk unpacked to bytes: u[r][0..31] sub-block 2c, u[r][32..63] 2c+1 */
-            _Alignas(64) uint8_t u[K512_ROWS][64];
-            for (int r = 0; r < R; r++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
-                _mm256_store_si256((__m256i *)u[r], _mm256_and_si256(q, m4));
-                _mm256_store_si256((__m256i *)(u[r] + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-            }
-            __asm__("" : "+m"(u));
-            __m512i P0[K512_ROWS], P1[K512_ROWS];
-            for (int r = 0; r < R; r++)
-                P0[r] = P1[r] = _mm512_setzero_si512();
-            const uint8_t *ag = aq + 64 * 16 * (size_t)c;
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++) {
-                const __m512i a0 = _mm512_load_si512((const void *)(ag + 64 * g));
-                const __m512i a1 = _mm512_load_si512((const void *)(ag + 64 * (8 + g)));
-#pragma GCC unroll 4
-                for (int r = 0; r < R; r++) {
-                    int32_t w0, w1;
-                    memcpy(&w0, u[r] + 4 * g, 4);
-                    memcpy(&w1, u[r] + 32 + 4 * g, 4);
-                    P0[r] = _mm512_dpbusd_epi32(P0[r], _mm512_set1_epi32(w0), a0);
-                    P1[r] = _mm512_dpbusd_epi32(P1[r], _mm512_set1_epi32(w1), a1);
-                }
-            }
-            const __m512i ssv = _mm512_load_si512((const void *)(p->ss + 64 * b + 16 * c));
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                /* exact: sc*P and their sum are integers below 2^24 */
-                const __m512 S1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P0[r]), _mm512_set1_ps(scf[r][2 * c]),
-                                                  _mm512_mul_ps(_mm512_cvtepi32_ps(P1[r]),
-                                                                _mm512_set1_ps(scf[r][2 * c + 1])));
-                const __m512i S2 = _mm512_madd_epi16(ssv, _mm512_set1_epi32(mp[r][c]));
-                acc[r] = _mm512_fmadd_ps(S1, _mm512_load_ps(dd[r]), acc[r]);
-                accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S2), _mm512_load_ps(dm[r]), accm[r]);
-            }
-        }
-    }
-    for (int r = 0; r < R; r++) {
-        _Alignas(64) float res[T16];
-        _mm512_store_ps(res, _mm512_sub_ps(acc[r], accm[r]));
-        for (int t = 0; t < T16; t++)
-            y[t * ldy + r] = res[t];
-    }
 }
 
 /* ---- Q6_K ---------------------------------------------------------------------------------- */
@@ -336,15 +257,122 @@ K512 static int64_t q6k_matmul16(const uint8_t *W, int64_t n, int64_t r0, int64_
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-/* Rows [ra, rb) against one packed group; y points at token 0, row 0. */
-K512 static void q4k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const k16_pack *p,
-                            float *y, int64_t ldy)
+/* R (1..2) consecutive rows × the G (1..4) packed groups of a token block (group k's tokens
+ * go to yk[k], token 0 of row 0 there, tokens ldy apart): each row's super-block is unpacked and
+ * its scales read once for every group, each weight broadcast serves G groups and each
+ * activation load R rows. The float chains live in memory (one load and store a chunk). */
+K512_INLINE void q4k_tile16g(const int R, const int G, const uint8_t *w, size_t wrow, int64_t nb, const k16_pack *p,
+                             float *const yk[4], int64_t ldy)
 {
-    int64_t r = ra;
-    for (; r + K512_ROWS <= rb; r += K512_ROWS)
-        q4k_tile16(K512_ROWS, W + (size_t)r * wrow, wrow, nb, p, y + r, ldy);
-    for (; r < rb; r++)
-        q4k_tile16(1, W + (size_t)r * wrow, wrow, nb, p, y + r, ldy);
+    enum { RG = 2 };
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    _Alignas(64) float acc[RG][4][T16], accm[RG][4][T16];
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < G; k++) {
+            _mm512_store_ps(acc[r][k], _mm512_setzero_ps());
+            _mm512_store_ps(accm[r][k], _mm512_setzero_ps());
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        _Alignas(64) uint8_t u[RG][QK_K]; /* per chunk c: 32 bytes sub-block 2c, 32 bytes 2c+1 */
+        _Alignas(64) float dd[RG][4][T16], dm[RG][4][T16], scf[RG][8];
+        _Alignas(16) int32_t mp[RG][4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *x = w + (size_t)r * wrow + sizeof(block_q4_K) * (size_t)b;
+            uint32_t dmh;
+            memcpy(&dmh, x, 4);
+            const __m128 dmw = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dmh)); /* d_w, dmin_w */
+            for (int k = 0; k < G; k++) {
+                const __m512 da = _mm512_load_ps(p[k].da + 16 * b);
+                _mm512_store_ps(dd[r][k], _mm512_mul_ps(_mm512_broadcastss_ps(dmw), da));
+                _mm512_store_ps(dm[r][k], _mm512_mul_ps(_mm512_broadcastss_ps(_mm_movehdup_ps(dmw)), da));
+            }
+            _Alignas(16) uint8_t sm[16];
+            k4_scales_mins(x + 4, sm);
+            const __m128i smv = _mm_load_si128((const __m128i *)sm);
+            _mm256_store_ps(scf[r], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv)));
+            _mm_store_si128((__m128i *)mp[r], _mm_cvtepu8_epi16(_mm_srli_si128(smv, 8)));
+            const uint8_t *qs = x + 4 + K_SCALE_SIZE;
+            for (int c = 0; c < 4; c++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                _mm256_store_si256((__m256i *)(u[r] + 64 * c), _mm256_and_si256(q, m4));
+                _mm256_store_si256((__m256i *)(u[r] + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+            }
+        }
+        __asm__("" : "+m"(u), "+m"(dd), "+m"(dm), "+m"(scf), "+m"(mp));
+#pragma GCC unroll 1
+        for (int c = 0; c < 4; c++) {
+            __m512i P0[RG][4], P1[RG][4];
+            for (int r = 0; r < R; r++)
+                for (int k = 0; k < G; k++)
+                    P0[r][k] = P1[r][k] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                __m512i a0[4], a1[4];
+                for (int k = 0; k < G; k++) {
+                    const uint8_t *ag = p[k].qs + 4096 * (size_t)b + 64 * 16 * (size_t)c;
+                    a0[k] = _mm512_load_si512((const void *)(ag + 64 * g));
+                    a1[k] = _mm512_load_si512((const void *)(ag + 64 * (8 + g)));
+                }
+                for (int r = 0; r < R; r++) {
+                    int32_t w0, w1;
+                    memcpy(&w0, u[r] + 64 * c + 4 * g, 4);
+                    memcpy(&w1, u[r] + 64 * c + 32 + 4 * g, 4);
+                    const __m512i wv0 = _mm512_set1_epi32(w0), wv1 = _mm512_set1_epi32(w1);
+                    for (int k = 0; k < G; k++) {
+                        P0[r][k] = _mm512_dpbusd_epi32(P0[r][k], wv0, a0[k]);
+                        P1[r][k] = _mm512_dpbusd_epi32(P1[r][k], wv1, a1[k]);
+                    }
+                }
+            }
+            for (int k = 0; k < G; k++) {
+                const __m512i ssv = _mm512_load_si512((const void *)(p[k].ss + 64 * b + 16 * c));
+                for (int r = 0; r < R; r++) {
+                    /* exact: sc*P and their sum are integers below 2^24 */
+                    const __m512 S1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P0[r][k]), _mm512_set1_ps(scf[r][2 * c]),
+                                                      _mm512_mul_ps(_mm512_cvtepi32_ps(P1[r][k]),
+                                                                    _mm512_set1_ps(scf[r][2 * c + 1])));
+                    const __m512i S2 = _mm512_madd_epi16(ssv, _mm512_set1_epi32(mp[r][c]));
+                    _mm512_store_ps(acc[r][k], _mm512_fmadd_ps(S1, _mm512_load_ps(dd[r][k]), _mm512_load_ps(acc[r][k])));
+                    _mm512_store_ps(accm[r][k], _mm512_fmadd_ps(_mm512_cvtepi32_ps(S2), _mm512_load_ps(dm[r][k]),
+                                                                _mm512_load_ps(accm[r][k])));
+                }
+            }
+        }
+    }
+    for (int k = 0; k < G; k++)
+        for (int r = 0; r < R; r++) {
+            _Alignas(64) float res[T16];
+            _mm512_store_ps(res, _mm512_sub_ps(_mm512_load_ps(acc[r][k]), _mm512_load_ps(accm[r][k])));
+            for (int t = 0; t < T16; t++)
+                yk[k][t * ldy + r] = res[t];
+        }
+}
+
+#define Q4K_TILE_G(R)                                                                     \
+    switch (G) {                                                                          \
+    case 1: q4k_tile16g(R, 1, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;         \
+    case 2: q4k_tile16g(R, 2, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;         \
+    case 3: q4k_tile16g(R, 3, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;         \
+    default: q4k_tile16g(R, 4, W + (size_t)r * wrow, wrow, nb, p, yr, ldy); break;        \
+    }
+
+/* Rows [ra, rb) against the G packed groups of a token block; y points at the block's token 0,
+ * row 0. */
+K512 static void q4k_rows16g(const uint8_t *W, size_t wrow, int64_t nb, int64_t ra, int64_t rb, const k16_pack *p,
+                             int G, float *y, int64_t ldy)
+{
+    for (int64_t r = ra; r < rb;) {
+        float *yr[4];
+        for (int k = 0; k < G; k++)
+            yr[k] = y + (int64_t)T16 * k * ldy + r;
+        if (r + 2 <= rb) {
+            Q4K_TILE_G(2)
+            r += 2;
+        } else {
+            Q4K_TILE_G(1)
+            r++;
+        }
+    }
 }
 
 K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1, const void *act,
@@ -362,8 +390,6 @@ K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64
     uint8_t *buf = aligned_alloc(64, gb * (size_t)ngmax);
     if (!buf)
         return 0;
-    int64_t chunk = wrow ? (int64_t)(K512_WCHUNK / wrow) : 0;
-    chunk = chunk < K512_ROWS ? K512_ROWS : chunk & ~(int64_t)(K512_ROWS - 1);
     const uint8_t *w8 = W, *a8 = act;
     for (int64_t tb = 0; tb < n16; tb += K512_TOK_BLOCK) {
         const int64_t te = tb + K512_TOK_BLOCK < n16 ? tb + K512_TOK_BLOCK : n16;
@@ -373,11 +399,7 @@ K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64
             pk[g] = k16_pack_at(buf + gb * (size_t)g, nb);
             k16_pack_rows(a8 + (size_t)(tb + T16 * g) * arow, arow, nb, &pk[g]);
         }
-        for (int64_t rc = r0; rc < r1; rc += chunk) {
-            const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
-            for (int g = 0; g < ng; g++)
-                q4k_rows16(w8, wrow, nb, rc, re, &pk[g], y + (tb + T16 * g) * ldy, ldy);
-        }
+        q4k_rows16g(w8, wrow, nb, r0, r1, pk, ng, y + tb * ldy, ldy);
     }
     free(buf);
     return n16;
