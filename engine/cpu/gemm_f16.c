@@ -294,6 +294,33 @@ static const tile512_fn tiles512[MR_512 + 1][2] = {
 
 #endif /* GEMM_X86 */
 
+/* The scalar tile: M tokens x one panel, each weight converted once per k for all M tokens
+ * (what a CPU without F16C runs; loops the compiler may vectorise where it can). */
+static void tile_scalar(int M, bool f16, const uint8_t *bp, size_t ks, int64_t n,
+                        const float *xp, const float *bias, int valid, float *y, int64_t ldy)
+{
+    float acc[MR_512][CPU_GEMM_NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t k = 0; k < n; k++, bp += ks, xp += M) {
+        float w[CPU_GEMM_NR];
+        for (int l = 0; l < CPU_GEMM_NR; l++) {
+            if (f16) {
+                uint16_t h;
+                memcpy(&h, bp + 2 * l, sizeof h);
+                w[l] = quant_f16_to_f32(h);
+            } else {
+                memcpy(&w[l], bp + 4 * l, sizeof w[l]);
+            }
+        }
+        for (int m = 0; m < M; m++)
+            for (int l = 0; l < CPU_GEMM_NR; l++)
+                acc[m][l] = fmaf(w[l], xp[m], acc[m][l]);
+    }
+    for (int m = 0; m < M; m++)
+        for (int l = 0; l < valid; l++)
+            y[m * ldy + l] = bias ? acc[m][l] + bias[l] : acc[m][l];
+}
+
 void cpu_gemm_run(cpu_gemm_isa isa, const cpu_gemm_b *b, int64_t p0, int64_t p1,
                   const float *x, int64_t ldx, int64_t xks, int64_t T, const float *bias,
                   float *y, int64_t ldy, float *scratch)
@@ -301,37 +328,36 @@ void cpu_gemm_run(cpu_gemm_isa isa, const cpu_gemm_b *b, int64_t p0, int64_t p1,
     ENG_ASSERT(b->n >= 1 && b->k_stride >= CPU_GEMM_NR);
     if (p0 >= p1 || T <= 0)
         return;
+    const size_t es = b->f16 ? 2 : 4;
+    const size_t ks = (size_t)b->k_stride * es, ps = (size_t)b->p_stride * es;
+    const int mr = isa == CPU_GEMM_AVX2 ? MR_256 : MR_512;
+    const int np = isa == CPU_GEMM_AVX512 ? 2 : 1; /* panels per tile */
+    for (int64_t t0 = 0; t0 < T; t0 += mr) {
+        const int M = (int)(T - t0 < mr ? T - t0 : mr);
+        pack_x(x + t0 * ldx, ldx, xks, b->n, M, scratch);
+        for (int64_t p = p0; p < p1; p += np) {
+            const int P = (int)(p1 - p < np ? p1 - p : np);
+            int64_t valid = b->cols - p * CPU_GEMM_NR;
+            if (valid > P * CPU_GEMM_NR)
+                valid = P * CPU_GEMM_NR;
+            if (valid <= 0)
+                break;
+            const uint8_t *bp = (const uint8_t *)b->data + (size_t)p * ps;
+            const float *bb = bias ? bias + p * CPU_GEMM_NR : NULL;
+            float *yy = y + t0 * ldy + p * CPU_GEMM_NR;
 #if defined(GEMM_X86)
-    if (isa != CPU_GEMM_SCALAR) {
-        const size_t es = b->f16 ? 2 : 4;
-        const size_t ks = (size_t)b->k_stride * es, ps = (size_t)b->p_stride * es;
-        const int mr = isa == CPU_GEMM_AVX512 ? MR_512 : MR_256;
-        const int np = isa == CPU_GEMM_AVX512 ? 2 : 1; /* panels per tile */
-        for (int64_t t0 = 0; t0 < T; t0 += mr) {
-            const int M = (int)(T - t0 < mr ? T - t0 : mr);
-            pack_x(x + t0 * ldx, ldx, xks, b->n, M, scratch);
-            for (int64_t p = p0; p < p1; p += np) {
-                const int P = (int)(p1 - p < np ? p1 - p : np);
-                int64_t valid = b->cols - p * CPU_GEMM_NR;
-                if (valid > P * CPU_GEMM_NR)
-                    valid = P * CPU_GEMM_NR;
-                if (valid <= 0)
-                    break;
-                const uint8_t *bp = (const uint8_t *)b->data + (size_t)p * ps;
-                const float *bb = bias ? bias + p * CPU_GEMM_NR : NULL;
-                float *yy = y + t0 * ldy + p * CPU_GEMM_NR;
-                if (isa == CPU_GEMM_AVX512)
-                    tiles512[M][P - 1](b->f16, bp, ks, ps, b->n, scratch, bb, (int)valid, yy, ldy);
-                else
-                    tiles256[M](b->f16, bp, ks, b->n, scratch, bb, (int)valid, yy, ldy);
+            if (isa == CPU_GEMM_AVX512) {
+                tiles512[M][P - 1](b->f16, bp, ks, ps, b->n, scratch, bb, (int)valid, yy, ldy);
+                continue;
             }
-        }
-        return;
-    }
-#else
-    (void)isa, (void)scratch;
+            if (isa == CPU_GEMM_AVX2) {
+                tiles256[M](b->f16, bp, ks, b->n, scratch, bb, (int)valid, yy, ldy);
+                continue;
+            }
 #endif
-    cpu_gemm_ref(b, p0, p1, x, ldx, xks, T, bias, y, ldy);
+            tile_scalar(M, b->f16, bp, ks, b->n, scratch, bb, (int)valid, yy, ldy);
+        }
+    }
 }
 
 /* ---- elementwise ops ---------------------------------------------------------------------- */
