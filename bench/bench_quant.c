@@ -2,7 +2,10 @@
  * cache) in GB/s of weight bytes next to this machine's measured copy bandwidth, and prompt
  * matmuls (n_tok=64, 512) in GFLOP/s, on SmolLM2-135M and 1B-class shapes, 1 and 2 threads.
  *
- * usage: bench_quant [--quick] [--best] [--type Q4_1|Q8_0|Q4_0|Q5_0|Q4_K|F16|...]...
+ * usage: bench_quant [--quick] [--best] [--fewtok] [--type Q4_1|Q8_0|Q4_0|Q5_0|Q4_K|F16|...]...
+ * (--fewtok: instead, the decode shapes of several requests: 1-4 tokens, 1 thread, each call's
+ * time over the 1-token call's, weights from DRAM and from cache; SERVAL_QUANT_NO_FEWTOK=1 in
+ * the environment gives the same without the few-token kernels.)
  * (--type repeats; the types run in that order. The last columns are ns per weight row of the
  * single-token matvec, 1 thread.)
  * Each figure is the median of REPEATS timed runs after warm-up (--best: the fastest run, the
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "clock.h"
 #include "cpuinfo.h"
@@ -170,6 +174,20 @@ static uint8_t *make_act(gguf_dtype t, int64_t n, int64_t n_tok)
     return a;
 }
 
+/* --fewtok times with this thread's CPU time (one thread runs in the caller), steadier than the
+ * wall clock when other processes share the cores. */
+static bool g_cpu_clock;
+
+static double now_s(void)
+{
+    if (g_cpu_clock) {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    }
+    return eng_clock_ms() / 1e3;
+}
+
 /* Seconds per call of an [n → rows] matmul over n_tok tokens; weights rotate through `copies`
  * copies so each call reads them from DRAM when copies * size exceeds the caches. */
 static stats time_matmul(eng_pool *pool, gguf_dtype t, const uint8_t *W, int copies, int64_t n, int64_t rows,
@@ -178,26 +196,26 @@ static stats time_matmul(eng_pool *pool, gguf_dtype t, const uint8_t *W, int cop
     const size_t one = weight_bytes(t, n) * (size_t)rows;
     mm_job j = {t, W, n, rows, act, n_tok, y};
     /* warm-up, and size the inner loop to about budget_s / REPEATS */
-    double t0 = eng_clock_ms() / 1e3;
+    double t0 = now_s();
     int calls = 0;
     do {
         j.W = W + one * (size_t)(calls % copies);
         matmul_all(pool, &j);
         calls++;
-    } while (eng_clock_ms() / 1e3 - t0 < 0.05 && calls < 100000);
-    double per = (eng_clock_ms() / 1e3 - t0) / calls;
+    } while (now_s() - t0 < 0.05 && calls < 100000);
+    double per = (now_s() - t0) / calls;
     int inner = (int)(budget_s / REPEATS / per);
     inner = inner < 1 ? 1 : inner;
     if (copies > 1 && inner % copies)
         inner += copies - inner % copies;
     double ts[REPEATS];
     for (int rep = 0; rep < REPEATS; rep++) {
-        double s0 = eng_clock_ms() / 1e3;
+        double s0 = now_s();
         for (int k = 0; k < inner; k++) {
             j.W = W + one * (size_t)(k % copies);
             matmul_all(pool, &j);
         }
-        ts[rep] = (eng_clock_ms() / 1e3 - s0) / inner;
+        ts[rep] = (now_s() - s0) / inner;
     }
     return summarize(ts, REPEATS);
 }
@@ -290,9 +308,52 @@ static void bench_one(gguf_dtype t, const shape *sh, bool quick, bool best)
     free(y);
 }
 
+/* --fewtok: 1 thread, n_tok = 1..4 (a decode step with that many requests): GB/s of weight
+ * bytes for one token, then each n_tok's time per call over one token's (n_tok = a pass per
+ * token; 1.0 = the weights' unpacking fully shared). */
+static void bench_few(gguf_dtype t, const shape *sh, bool quick, bool best)
+{
+    const int64_t n = sh->n, rows = sh->rows;
+    const size_t one = weight_bytes(t, n) * (size_t)rows;
+    int copies = (int)(((size_t)256 << 20) / one);
+    copies = copies < 2 ? 2 : copies > 512 ? 512 : copies;
+    uint8_t *W = make_weights(t, n, rows, copies);
+    uint8_t *act = make_act(t, n, 4);
+    float *y = malloc((size_t)(rows * 4) * sizeof *y);
+    const double budget = quick ? 0.2 : 0.5;
+    eng_pool *pool = eng_pool_create(1);
+    g_cpu_clock = true;
+    if (!pool || !y) {
+        fprintf(stderr, "eng_pool_create failed\n");
+        exit(1);
+    }
+    printf("%-5s %-14s %7.2f MB |", type_name(t), sh->name, (double)one / 1e6);
+    for (int hot = 0; hot <= 1; hot++) {
+        double t1 = 0;
+        for (int64_t nt = 1; nt <= 4; nt++) {
+            stats st = time_matmul(pool, t, W, hot ? 1 : copies, n, rows, act, nt, y, budget);
+            const double s = best ? st.min : st.med;
+            if (nt == 1) {
+                t1 = s;
+                printf(" %5.1f", (double)one / s / 1e9);
+            } else {
+                printf(" %5.2f", s / t1);
+            }
+        }
+        printf(" |");
+    }
+    printf("\n");
+    fflush(stdout);
+    g_cpu_clock = false;
+    eng_pool_free(pool);
+    free(W);
+    free(act);
+    free(y);
+}
+
 int main(int argc, char **argv)
 {
-    bool quick = false, best = false;
+    bool quick = false, best = false, few = false;
     gguf_dtype only[16];
     size_t n_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -300,11 +361,13 @@ int main(int argc, char **argv)
             quick = true;
         } else if (strcmp(argv[i], "--best") == 0) {
             best = true;
+        } else if (strcmp(argv[i], "--fewtok") == 0) {
+            few = true;
         } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc && n_only < 16) {
             only[n_only++] = parse_type(argv[++i]);
         } else {
             fprintf(stderr,
-                    "usage: %s [--quick] [--best] [--type T]...\n"
+                    "usage: %s [--quick] [--best] [--fewtok] [--type T]...\n"
                     "  T: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32 (repeatable)\n",
                     argv[0]);
             return 2;
@@ -324,6 +387,22 @@ int main(int argc, char **argv)
     double bw1 = copy_bandwidth(1, best), bw2 = copy_bandwidth(2, best);
     printf("memcpy 256 MB (read+write bytes): 1 thread %.1f GB/s, 2 threads %.1f GB/s  <- matvec ceiling\n\n", bw1,
            bw2);
+    if (few) {
+        const char *off = getenv("SERVAL_QUANT_NO_FEWTOK");
+        printf("few-token decode, 1 thread (few-token kernels %s): GB/s of weight bytes for 1 token, then the\n"
+               "time of 2, 3, 4 tokens over 1 token's (thread CPU time); %s of %d repeats after warm-up\n",
+               off && *off && strcmp(off, "0") != 0 ? "off" : "on", best ? "best" : "median", REPEATS);
+        printf("%-5s %-14s %10s | %23s | %23s\n", "type", "[in->out]", "weights", "dram: GB/s x2 x3 x4",
+               "hot: GB/s x2 x3 x4");
+        const gguf_dtype *run = n_only ? only : types;
+        const size_t n_run = n_only ? n_only : sizeof types / sizeof types[0];
+        for (size_t ti = 0; ti < n_run; ti++)
+            for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+                if (shapes[si].n % gguf_dtype_block_elems(run[ti]) == 0)
+                    bench_few(run[ti], &shapes[si], quick, best);
+        printf("load average at the end: %.2f\n", loadavg());
+        return 0;
+    }
     printf("matvec GB/s of weight bytes (dram = weights streamed past the caches, hot = cache-resident);\n"
            "matmul GFLOP/s for 64 and 512 tokens; %s of %d repeats after warm-up\n", best ? "best" : "median",
            REPEATS);

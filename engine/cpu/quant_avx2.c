@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "quant.h"
+#include "quant_fewtok.h"
 #include "status.h"
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -1302,13 +1303,14 @@ DEFINE_TOKN512(tokn_q5_1, K_Q5_1)
 
 /* Tokens [t0, t1) of W's rows [r0, r1) through the packed-group tiles: per TOK_BLOCK tokens,
  * groups of 8 tokens are packed once and every weight chunk (L1-resident) is run against each
- * group; the 1-7 tokens left take the single-token row tile one at a time. Groups of 2 or 4
- * were slower per token than the row tile (decode at batch 2: 110 -> 148 tok/s and batch 4:
- * 138 -> 169 tok/s on SmolLM2-135M Q4_1 without them; bench/RESULTS.md), and every path
- * computes llama.cpp's bits, so the choice changes speed only. False (nothing written) when
- * the pack buffer cannot be allocated. */
-AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, size_t wrow, int64_t nb,
-                             int64_t r0, int64_t r1, int64_t chunk, const uint8_t *act, size_t arow,
+ * group; the 1-7 tokens left take the few-token kernels (quant_fewtok_avx2.c: 2-4 tokens per
+ * pass over the weights, unpacked once) where the type has one, else the single-token row tile
+ * one at a time. Packed groups of 2 or 4 were slower per token than the row tile (decode at
+ * batch 2: 110 -> 148 tok/s and batch 4: 138 -> 169 tok/s on SmolLM2-135M Q4_1 without them;
+ * bench/RESULTS.md), and every path computes llama.cpp's bits, so the choice changes speed
+ * only. False (nothing written) when the pack buffer cannot be allocated. */
+AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, quant_fewtok_fn few, const uint8_t *W, size_t wrow,
+                             int64_t nb, int64_t r0, int64_t r1, int64_t chunk, const uint8_t *act, size_t arow,
                              size_t tail_off, int64_t n_tok, float *y, int64_t ldy)
 {
     enum { MAX_GROUPS = TOK_BLOCK / 2 };
@@ -1339,7 +1341,9 @@ AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, const uint8_t *W, 
             const int64_t re = rc + chunk < r1 ? rc + chunk : r1;
             for (int g = 0; g < ng; g++)
                 tk->rows(W, wrow, nb, rc, re, &tp[g], gn[g], y + gt[g] * ldy, ldy);
-            for (int64_t u = t; u < te; u++) /* the 1-7 tokens left */
+            /* the 1-7 tokens left: the few-token kernels (quant_fewtok_avx2.c), then the row tile */
+            int64_t u = few ? quant_fewtok_avx2_run(few, W, wrow, nb, rc, re, act, arow, tail_off, t, te, y, ldy) : t;
+            for (; u < te; u++)
                 row(W, wrow, nb, rc, re, act + (size_t)u * arow, tail_off, y + u * ldy);
         }
     }
@@ -1642,7 +1646,8 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
     const uint8_t *w8 = W, *a8 = act;
     /* two tokens or more: groups of 8 through the packed-group tiles, the rest row by row (the
      * 4-token tiles below if out of memory) */
-    if (tokn && n_tok >= 2 && matmul_tokn(tokn, row, w8, wrow, nb, r0, r1, chunk, a8, arow, tail_off, n_tok, y, ldy))
+    const quant_fewtok_fn few = n_tok >= 2 ? quant_fewtok_avx2_pick(wtype) : NULL;
+    if (tokn && n_tok >= 2 && matmul_tokn(tokn, row, few, w8, wrow, nb, r0, r1, chunk, a8, arow, tail_off, n_tok, y, ldy))
         return;
     for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
         const int64_t te = tb + TOK_BLOCK < n_tok ? tb + TOK_BLOCK : n_tok;
@@ -1662,6 +1667,8 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
                     a[k] = a8 + (size_t)(t + k) * arow;
                 tok4(w8, wrow, nb, rc, re, a, tail_off, 4, y + t * ldy, ldy);
             }
+            if (few) /* Q6_K: 2 or 3 tokens left, the few-token kernel (its 4 lost to q6_tok4) */
+                t = quant_fewtok_avx2_run(few, w8, wrow, nb, rc, re, a8, arow, tail_off, t, te, y, ldy);
             /* one to three tokens left: rows in the lanes, one token at a time */
             for (; t < te; t++)
                 row(w8, wrow, nb, rc, re, a8 + (size_t)t * arow, tail_off, y + t * ldy);

@@ -889,15 +889,15 @@ Test(quant_new_types, q4_K_and_q5_K_hand_built_blocks)
     cr_expect(sqrt(e4 / s4) < 0.05 && sqrt(e5 / s5) < 0.03, "requantised: %g %g", sqrt(e4 / s4), sqrt(e5 / s5));
 }
 
-/* Every token-group shape the matmul takes (1..13 tokens: the 8- and 4-token tiles and the
- * 1..3 token tails, and a second 64-token block) gives, for every (row, token), exactly the
- * scalar reference's bits; and the scalar reference is within the float64 bound of the
- * dequantised rows' dot product. */
+/* Every token-group shape the matmul takes (1..15 tokens: the 8-token groups, the few-token
+ * kernels' groups of 2, 3 and 4 and the single-token tails after them, and a second 64-token
+ * block) gives, for every (row, token), exactly the scalar reference's bits; and the scalar
+ * reference is within the float64 bound of the dequantised rows' dot product. */
 static void check_every_token_group(void)
 {
     static const gguf_dtype ts[] = {GGUF_DTYPE_Q5_0, GGUF_DTYPE_Q5_1, GGUF_DTYPE_Q4_K, GGUF_DTYPE_Q5_K,
                                     GGUF_DTYPE_Q4_0, GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q6_K};
-    static const int64_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 16, 40, 56, 67};
+    static const int64_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 40, 56, 67};
     for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
         const gguf_dtype t = ts[ti];
         const int64_t n = blk_elems(t) == 256 ? 768 : 160, rows = 11;
@@ -975,6 +975,55 @@ Test(quant_new_types, single_token_row_tiles_equal_the_scalar_reference_for_ever
         }
         free(yr);
         mm_free(&c);
+    }
+}
+
+/* A decode step with 2-7 requests runs the few-token kernels (rows in tiles of 2, 4 or 8 against
+ * 2, 3 or 4 tokens): every row count and start (tile tails, a tile cut by the threads' split)
+ * must give each (row, token) exactly its scalar-reference bits, the same as that token alone,
+ * and write nothing else. */
+Test(quant_new_types, few_token_row_tiles_equal_the_scalar_reference_for_every_row_count)
+{
+    static const gguf_dtype ts[] = {GGUF_DTYPE_Q4_0, GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q4_K,
+                                    GGUF_DTYPE_Q6_K};
+    for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
+        const gguf_dtype t = ts[ti];
+        const int64_t n = blk_elems(t) == 256 ? 512 : 96, rows = 19;
+        for (int64_t nt = 2; nt <= 7; nt++) {
+            mm_case c;
+            mm_setup(&c, t, n, rows, nt, 5100 + ti * 7 + (uint64_t)nt);
+            float *yr = nan_buf((size_t)(rows * nt)), *y1 = nan_buf((size_t)rows);
+            quant_ref_matmul(t, c.W, n, 0, rows, c.act, nt, yr, rows);
+            for (int64_t i = 0; i < nt; i++) { /* each token alone: the single-token tiles */
+                quant_matmul(t, c.W, n, 0, rows, c.act + c.arow * (size_t)i, 1, y1, rows);
+                for (int64_t r = 0; r < rows; r++)
+                    cr_assert_eq(fbits(y1[r]), fbits(yr[i * rows + r]), "%s token %ld alone row %ld", tname(t),
+                                 (long)i, (long)r);
+            }
+            for (int64_t r0 = 0; r0 < 4; r0++) {
+                for (int64_t r1 = r0 + 1; r1 <= rows; r1 += r1 < 10 ? 1 : 3) {
+                    float *y = nan_buf((size_t)(rows * nt));
+                    quant_matmul(t, c.W, n, r0, r1, c.act, nt, y, rows);
+                    for (int64_t i = 0; i < nt; i++)
+                        for (int64_t r = 0; r < rows; r++) {
+                            const float v = y[i * rows + r];
+                            if (r < r0 || r >= r1) {
+                                cr_assert(isnan(v), "%s n_tok %ld rows [%ld, %ld): token %ld row %ld written",
+                                          tname(t), (long)nt, (long)r0, (long)r1, (long)i, (long)r);
+                                continue;
+                            }
+                            cr_assert_eq(fbits(v), fbits(yr[i * rows + r]),
+                                         "%s n_tok %ld rows [%ld, %ld) token %ld row %ld: %a vs scalar %a", tname(t),
+                                         (long)nt, (long)r0, (long)r1, (long)i, (long)r, (double)v,
+                                         (double)yr[i * rows + r]);
+                        }
+                    free(y);
+                }
+            }
+            free(yr);
+            free(y1);
+            mm_free(&c);
+        }
     }
 }
 
