@@ -465,6 +465,63 @@ T256 static void gelu8(float *y, int64_t n)
     for (; i < n; i++)
         y[i] = gelu_erf1(y[i]);
 }
+
+/* The same operations 16 lanes wide (AVX-512F): the same bits as the 8-lane and scalar code. */
+T512_INLINE __m512 exp_neg16(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512i k = _mm512_cvttps_epi32(
+        _mm512_sub_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(0.5f)));
+    const __m512 kf = _mm512_cvtepi32_ps(k);
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(kf, _mm512_set1_ps(0.693145751953125f))),
+                                   _mm512_mul_ps(kf, _mm512_set1_ps(1.42860682030941723e-6f)));
+    static const float c[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    for (int i = 0; i < 7; i++)
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c[i]));
+    const __m512 two_k = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23));
+    return _mm512_mul_ps(p, two_k);
+}
+
+T512 static void exp_into16(float *x, const float *mx, float scale, float *sum, int64_t n)
+{
+    int64_t i = 0;
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp_neg16(
+            _mm512_mul_ps(sc, _mm512_sub_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(mx + i))));
+        _mm512_storeu_ps(x + i, e);
+        _mm512_storeu_ps(sum + i, _mm512_add_ps(_mm512_loadu_ps(sum + i), e));
+    }
+    exp_into8(x + i, mx + i, scale, sum + i, n - i);
+}
+
+T512 static void gelu16(float *y, int64_t n)
+{
+    int64_t i = 0;
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    const __m512 one = _mm512_set1_ps(1.0f);
+    static const float c[] = {-1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(y + i);
+        const __m512i xi = _mm512_castps_si512(x);
+        const __m512 z = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_andnot_si512(sign, xi)),
+                                       _mm512_set1_ps(0.70710678118654752f));
+        const __m512 t = _mm512_div_ps(one, _mm512_add_ps(one, _mm512_mul_ps(_mm512_set1_ps(0.3275911f), z)));
+        __m512 p = _mm512_set1_ps(1.061405429f);
+        for (int j = 0; j < 4; j++)
+            p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(c[j]));
+        const __m512 zz = _mm512_mul_ps(z, z);
+        const __m512 e = exp_neg16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(zz), sign)));
+        const __m512 erf_z = _mm512_sub_ps(one, _mm512_mul_ps(_mm512_mul_ps(p, t), e));
+        const __m512 erf_x = _mm512_castsi512_ps(
+            _mm512_or_si512(_mm512_castps_si512(erf_z), _mm512_and_si512(xi, sign)));
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x),
+                                              _mm512_add_ps(one, erf_x)));
+    }
+    gelu8(y + i, n - i);
+}
 #endif
 
 void cpu_gemm_max_into(cpu_gemm_isa isa, float *mx, const float *x, int64_t n)
@@ -484,6 +541,10 @@ void cpu_gemm_exp_into(cpu_gemm_isa isa, float *x, const float *mx, float scale,
                        int64_t n)
 {
 #if defined(GEMM_X86)
+    if (isa == CPU_GEMM_AVX512) {
+        exp_into16(x, mx, scale, sum, n);
+        return;
+    }
     if (isa != CPU_GEMM_SCALAR) {
         exp_into8(x, mx, scale, sum, n);
         return;
@@ -499,6 +560,10 @@ void cpu_gemm_exp_into(cpu_gemm_isa isa, float *x, const float *mx, float scale,
 void cpu_gemm_gelu_erf(cpu_gemm_isa isa, float *y, int64_t n)
 {
 #if defined(GEMM_X86)
+    if (isa == CPU_GEMM_AVX512) {
+        gelu16(y, n);
+        return;
+    }
     if (isa != CPU_GEMM_SCALAR) {
         gelu8(y, n);
         return;

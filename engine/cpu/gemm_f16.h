@@ -74,7 +74,7 @@ void cpu_gemm_run(cpu_gemm_isa isa, const cpu_gemm_b *b, int64_t p0, int64_t p1,
 void cpu_gemm_ref(const cpu_gemm_b *b, int64_t p0, int64_t p1, const float *x, int64_t ldx,
                   int64_t xks, int64_t T, const float *bias, float *y, int64_t ldy);
 
-/* ---- the elementwise ops beside the products (AVX2 on both SIMD paths, else scalar; the
+/* ---- the elementwise ops beside the products (AVX-512, AVX2 or scalar; the
  * same operations in the same order on every path, so the same bits) ------------------------ */
 
 /* exp(x) for x <= 0, relative error ~1e-7 (x below -87 counts as -87: e^-87 ~ 1.6e-38). */
