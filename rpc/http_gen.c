@@ -208,9 +208,15 @@ static bool pend_event(sse *x, json_t *j)
     return ok;
 }
 
-static const char *finish_reason(eng_finish f)
+const char *http_finish_reason(eng_finish f)
 {
     return f == ENG_FINISH_LENGTH ? "length" : "stop";
+}
+
+json_t *http_usage(const eng_request_output *o)
+{
+    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", o->n_prompt_tokens, "completion_tokens",
+                     o->n_output_tokens, "total_tokens", o->n_prompt_tokens + o->n_output_tokens);
 }
 
 /* Queues the events for a piece of text and, when done, the final ones. */
@@ -249,7 +255,7 @@ static bool sse_emit(sse *x, const char *text, size_t len, const eng_request_out
                                          "object", "chat.completion.chunk", "created",
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "delta", "finish_reason",
-                                         finish_reason(o->finish)), o));
+                                         http_finish_reason(o->finish)), o));
         if (ok && o->done)
             ok = pend_put(x, "data: [DONE]\n\n", 14);
         break;
@@ -261,14 +267,12 @@ static bool sse_emit(sse *x, const char *text, size_t len, const eng_request_out
                                          "index", 0, "text", piece, "logprobs", "finish_reason"));
         if (ok && o->done)
             ok = pend_event(x, with_timings(x, json_pack(
-                                         "{s:s,s:s,s:I,s:s,s:[{s:i,s:s,s:n,s:s}],s:{s:i,s:i,s:i}}",
+                                         "{s:s,s:s,s:I,s:s,s:[{s:i,s:s,s:n,s:s}],s:o}",
                                          "id", x->id, "object", "text_completion", "created",
                                          (json_int_t)x->created, "model", x->model, "choices",
                                          "index", 0, "text", "", "logprobs", "finish_reason",
-                                         finish_reason(o->finish), "usage", "prompt_tokens",
-                                         o->n_prompt_tokens, "completion_tokens",
-                                         o->n_output_tokens, "total_tokens",
-                                         o->n_prompt_tokens + o->n_output_tokens), o));
+                                         http_finish_reason(o->finish), "usage",
+                                         http_usage(o)), o));
         if (ok && o->done)
             ok = pend_put(x, "data: [DONE]\n\n", 14);
         break;

@@ -329,4 +329,11 @@ enum MHD_Result http_gen_run(http_req *r, http_gen *g, http_gen_result *res, boo
 /* Starts a generation and streams it as SSE of `kind`. Takes ownership of g->prompt. */
 enum MHD_Result http_gen_stream(http_req *r, http_gen *g, http_stream_kind kind, const char *id);
 
+/* OpenAI's finish_reason for how a generation ended, streamed or whole: "length" when it
+ * stopped at max_tokens, else "stop". */
+const char *http_finish_reason(eng_finish f);
+/* OpenAI's usage object of a finished generation: prompt_tokens, completion_tokens and their
+ * total_tokens. A new reference, NULL when out of memory (json_pack's "o" then fails). */
+json_t *http_usage(const eng_request_output *o);
+
 #endif

@@ -512,14 +512,11 @@ static enum MHD_Result route_openai_completion(http_req *r, json_t *req)
         return m;
     json_t *text = json_stringn(res.text, res.len);
     free(res.text);
-    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:n,s:s}],s:{s:i,s:i,s:i}}", "id", id,
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:n,s:s}],s:o}", "id", id,
                           "object", "text_completion", "created", (json_int_t)time(NULL), "model",
                           s->model_name, "choices", "index", 0, "text",
                           text ? text : json_string(""), "logprobs", "finish_reason",
-                          res.out.finish == ENG_FINISH_LENGTH ? "length" : "stop", "usage",
-                          "prompt_tokens", res.out.n_prompt_tokens, "completion_tokens",
-                          res.out.n_output_tokens, "total_tokens",
-                          res.out.n_prompt_tokens + res.out.n_output_tokens);
+                          http_finish_reason(res.out.finish), "usage", http_usage(&res.out));
     if (j && res.out.finish == ENG_FINISH_SUPERSEDED)
         json_object_set_new(j, "superseded", json_true());
     return http_reply_json(r, 200, j);
@@ -634,14 +631,11 @@ static enum MHD_Result chat(http_req *r, json_t *req, bool always_stream)
         return m;
     json_t *text = json_stringn(gr.text, gr.len);
     free(gr.text);
-    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:o},s:s}],s:{s:i,s:i,s:i}}", "id", id,
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:o},s:s}],s:o}", "id", id,
                           "object", "chat.completion", "created", (json_int_t)time(NULL), "model",
                           s->model_name, "choices", "index", 0, "message", "role", "assistant",
                           "content", text ? text : json_string(""), "finish_reason",
-                          gr.out.finish == ENG_FINISH_LENGTH ? "length" : "stop", "usage",
-                          "prompt_tokens", gr.out.n_prompt_tokens, "completion_tokens",
-                          gr.out.n_output_tokens, "total_tokens",
-                          gr.out.n_prompt_tokens + gr.out.n_output_tokens);
+                          http_finish_reason(gr.out.finish), "usage", http_usage(&gr.out));
     if (j && gr.out.finish == ENG_FINISH_SUPERSEDED)
         json_object_set_new(j, "superseded", json_true());
     return http_reply_json(r, 200, j);

@@ -196,6 +196,11 @@ Test(http, openai_completions_and_chat_both_modes, .timeout = 90)
         strcat(joined, jstr(tu_json_get(ev[i], "choices")->items[0], "text"));
     cr_assert_str_eq(joined, full);
     cr_assert_str_eq(jstr(tu_json_get(ev[n - 1], "choices")->items[0], "finish_reason"), "length");
+    const tu_json *su = tu_json_get(ev[n - 1], "usage"); /* the last event's, as whole */
+    cr_assert(su && tu_json_get(su, "completion_tokens")->num == 6 &&
+                  tu_json_get(su, "total_tokens")->num ==
+                      tu_json_get(su, "prompt_tokens")->num + 6,
+              "%s", r.body);
     sse_free(ev, n);
     tu_http_resp_free(&r);
     free(full);
@@ -212,6 +217,13 @@ Test(http, openai_completions_and_chat_both_modes, .timeout = 90)
     cr_assert_str_eq(jstr(msg, "role"), "assistant");
     full = strdup(jstr(msg, "content"));
     cr_assert_gt(strlen(full), 0);
+    cr_assert_str_eq(jstr(tu_json_get(j, "choices")->items[0], "finish_reason"), "length");
+    const tu_json *cu = tu_json_get(j, "usage");
+    cr_assert(cu && tu_json_get(cu, "completion_tokens")->num == 5 &&
+                  tu_json_get(cu, "prompt_tokens")->num > 0 &&
+                  tu_json_get(cu, "total_tokens")->num ==
+                      tu_json_get(cu, "prompt_tokens")->num + 5,
+              "%s", r.body);
     tu_json_free(j);
     tu_http_resp_free(&r);
     snprintf(b, sizeof b, chat, ",\"stream\":true");
