@@ -185,40 +185,55 @@ static char *big_body(int kb)
     return b;
 }
 
+/* The limits both tests start from: a 100 KiB body is over them. */
+static const char SMALL_LIMITS[] = "http_max_body_kb = 64\nmax_inflight_per_token = 16\n";
+
+/* The HTTP status of a completion request with `body`. */
+static int completion_status(const server *s, const char *body)
+{
+    tu_http_resp r = request(s->port, "POST", "/v1/completions", TOKEN, body);
+    int status = r.status;
+    tu_http_resp_free(&r);
+    return status;
+}
+
+/* A server reading its settings from conf, which holds SMALL_LIMITS; body (100 KiB) is refused. */
+static server start_with_small_limits(const char *conf, const char *body)
+{
+    cr_assert_eq(tu_write_file(conf, SMALL_LIMITS, strlen(SMALL_LIMITS)), 0);
+    const char *extra[] = {"--config", conf, NULL};
+    server s = server_start_log(extra, false);
+    cr_assert_eq(completion_status(&s, body), 413, "100 KiB over a 64 KiB limit");
+    return s;
+}
+
+/* Writes `settings` to conf, sends SIGHUP and returns the server's n-th SIGHUP line. */
+static char *reload_with(const server *s, const char *conf, const char *settings, int n)
+{
+    cr_assert_eq(tu_write_file(conf, settings, strlen(settings)), 0);
+    kill(s->pid, SIGHUP);
+    char *line = sighup_line(s, n);
+    cr_assert_not_null(line);
+    return line;
+}
+
 Test(reload, sighup_changes_the_body_limit_and_the_per_token_cap_without_a_restart,
      .timeout = 120)
 {
     char *conf = tu_temp_path(".toml");
-    const char *small = "http_max_body_kb = 64\nmax_inflight_per_token = 16\n";
-    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
-    const char *extra[] = {"--config", conf, NULL};
-    server s = server_start_log(extra, false);
     char *body = big_body(100);
-    tu_http_resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
-    cr_assert_eq(r.status, 413, "100 KiB over a 64 KiB limit: %d %s", r.status, r.body);
-    tu_http_resp_free(&r);
+    server s = start_with_small_limits(conf, body);
 
-    const char *big = "http_max_body_kb = 256\nmax_inflight_per_token = 4\n";
-    cr_assert_eq(tu_write_file(conf, big, strlen(big)), 0);
-    kill(s.pid, SIGHUP);
-    char *line = log_wait(&s, "serval: SIGHUP: ");
-    cr_assert_not_null(line);
-    line[strcspn(line, "\n")] = '\0';
+    char *line = reload_with(&s, conf, "http_max_body_kb = 256\nmax_inflight_per_token = 4\n", 1);
     cr_assert(strstr(line, "max_inflight_per_token 16 -> 4") &&
                   strstr(line, "http_max_body_kb 64 -> 256"),
               "the line says what changed: %s", line);
     cr_assert_null(strstr(line, "ignored"), "nothing needs a restart: %s", line);
     free(line);
-    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
-    cr_assert_neq(r.status, 413, "the new limit applies: %d %s", r.status, r.body);
-    tu_http_resp_free(&r);
+    cr_assert_neq(completion_status(&s, body), 413, "the new limit applies");
 
     /* turning the per-token cap off is for a restart: named, not applied */
-    const char *off = "http_max_body_kb = 256\nmax_inflight_per_token = 0\n";
-    cr_assert_eq(tu_write_file(conf, off, strlen(off)), 0);
-    kill(s.pid, SIGHUP);
-    line = sighup_line(&s, 2);
-    cr_assert_not_null(line);
+    line = reload_with(&s, conf, "http_max_body_kb = 256\nmax_inflight_per_token = 0\n", 2);
     cr_assert(strstr(line, "ignored (a restart applies them): max_inflight_per_token"), "%s",
               line);
     free(line);
@@ -233,21 +248,11 @@ Test(reload, sighup_changes_the_body_limit_and_the_per_token_cap_without_a_resta
 Test(reload, turning_the_per_token_cap_off_still_applies_the_other_limits, .timeout = 120)
 {
     char *conf = tu_temp_path(".toml");
-    const char *small = "http_max_body_kb = 64\nmax_inflight_per_token = 16\n";
-    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
-    const char *extra[] = {"--config", conf, NULL};
-    server s = server_start_log(extra, false);
     char *body = big_body(100);
-    tu_http_resp r = request(s.port, "POST", "/v1/completions", TOKEN, body);
-    cr_assert_eq(r.status, 413, "100 KiB over a 64 KiB limit: %d %s", r.status, r.body);
-    tu_http_resp_free(&r);
+    server s = start_with_small_limits(conf, body);
 
-    const char *off = "http_max_body_kb = 256\nmax_inflight_per_token = 0\n"
-                      "generation_timeout_ms = 600000\n";
-    cr_assert_eq(tu_write_file(conf, off, strlen(off)), 0);
-    kill(s.pid, SIGHUP);
-    char *line = sighup_line(&s, 1);
-    cr_assert_not_null(line);
+    char *line = reload_with(&s, conf, "http_max_body_kb = 256\nmax_inflight_per_token = 0\n"
+                                       "generation_timeout_ms = 600000\n", 1);
     cr_assert(strstr(line, "http_max_body_kb 64 -> 256") &&
                   strstr(line, "generation_timeout_ms 0 -> 600000"),
               "the other limits apply: %s", line);
@@ -256,21 +261,14 @@ Test(reload, turning_the_per_token_cap_off_still_applies_the_other_limits, .time
     cr_assert(strstr(line, "ignored (a restart applies them): max_inflight_per_token"),
               "the cap is named as needing a restart: %s", line);
     free(line);
-    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
-    cr_assert_neq(r.status, 413, "the new body limit applies: %d %s", r.status, r.body);
-    tu_http_resp_free(&r);
+    cr_assert_neq(completion_status(&s, body), 413, "the new body limit applies");
 
     /* the cap is still 16: asking for 16 again changes nothing; the body limit goes back */
-    cr_assert_eq(tu_write_file(conf, small, strlen(small)), 0);
-    kill(s.pid, SIGHUP);
-    line = sighup_line(&s, 2);
-    cr_assert_not_null(line);
+    line = reload_with(&s, conf, SMALL_LIMITS, 2);
     cr_assert(strstr(line, "http_max_body_kb 256 -> 64"), "%s", line);
     cr_assert_null(strstr(line, "max_inflight_per_token"), "the cap never changed: %s", line);
     free(line);
-    r = request(s.port, "POST", "/v1/completions", TOKEN, body);
-    cr_assert_eq(r.status, 413, "64 KiB again: %d %s", r.status, r.body);
-    tu_http_resp_free(&r);
+    cr_assert_eq(completion_status(&s, body), 413, "64 KiB again");
     free(body);
     cr_assert_eq(tu_server_stop(&s), 0);
     free(conf);
