@@ -1,7 +1,8 @@
 // allreduce_p2p.cu — the one-shot peer-to-peer all-reduce (allreduce_p2p.h): a staging copy, a
-// flag barrier in peer memory (one thread per peer: announce, then wait) and a grid-stride sum
-// of every rank's staged slot in rank order, fp32, rounded once (bit-exact with
-// kernels/ref/allreduce.c, with the NCCL path on the emulator and with the CPU communicator).
+// flag barrier in peer memory (one thread per peer: announce, then wait; the host's abort flag
+// and a time bound end a wait for a peer that is gone) and a grid-stride sum of every rank's
+// staged slot in rank order, fp32, rounded once (bit-exact with kernels/ref/allreduce.c, with
+// the NCCL path on the emulator and with the CPU communicator).
 #include "allreduce_p2p.h"
 
 #include "common.cuh"
@@ -53,8 +54,9 @@ static __global__ void stage_kernel(const uint16_t *src, uint16_t *stage, size_t
 }
 
 // Thread q announces all-reduce g = gen + 1 to rank q and waits for rank q's announcement to
-// this rank; gen is written only after every wait (the emulator may rerun a waiting launch).
-// Generations compare modulo 2^32.
+// this rank, or gives up when the host aborts the group or the wait bound passes (errs[rank]
+// says which); gen is written only after every wait (the emulator may rerun a waiting
+// launch). Generations compare modulo 2^32.
 static __global__ void barrier_kernel(kn_p2p_peers peers, int rank, uint32_t *gen)
 {
     const uint32_t g = *(volatile uint32_t *)gen + 1u;
@@ -62,7 +64,11 @@ static __global__ void barrier_kernel(kn_p2p_peers peers, int rank, uint32_t *ge
     if (q < peers.n_ranks) {
         __threadfence_system(); // the staged slot before the announcement
         *(volatile uint32_t *)&peers.flags[q][rank] = g;
-        KN_SPIN_WAIT((int32_t)(*(volatile uint32_t *)&peers.flags[rank][q] - g) >= 0);
+        int why;
+        KN_SPIN_WAIT_BOUNDED((int32_t)(*(volatile uint32_t *)&peers.flags[rank][q] - g) >= 0,
+                             peers.abort && *peers.abort, peers.wait_limit_ns, why);
+        if (why && peers.errs)
+            peers.errs[rank] = why == 1 ? KN_P2P_WAIT_ABORTED : KN_P2P_WAIT_TIMED_OUT;
     }
     __syncthreads();
     if (q == 0)

@@ -38,6 +38,8 @@ typedef struct comm_nccl {
     bool p2p;
     size_t p2p_max;
     kn_p2p_peers peers; /* every rank's stage and flags (device memory) */
+    uint32_t *ctl;      /* host-mapped [1 + KN_P2P_MAX_RANKS]: the barriers' abort flag, then
+                         * each rank's kn_p2p_wait (peers.abort, peers.errs); NULL without p2p */
     atomic_bool failed;
     pthread_mutex_t why_mu;
     char why[256];
@@ -56,7 +58,8 @@ static kn_dtype kn_type(eng_comm_dtype dt)
 
 static size_t dt_size(eng_comm_dtype dt) { return dt == ENG_COMM_F32 ? 4 : 2; }
 
-/* Records the first reason the group failed. */
+/* Records the first reason the group failed and releases every p2p barrier waiting now or
+ * later (a rank whose peer is gone must not wait for it on the GPU). */
 static void set_failed(comm_nccl *c, const char *why)
 {
     pthread_mutex_lock(&c->why_mu);
@@ -65,6 +68,8 @@ static void set_failed(comm_nccl *c, const char *why)
         atomic_store(&c->failed, true);
     }
     pthread_mutex_unlock(&c->why_mu);
+    if (c->ctl)
+        __atomic_store_n(&c->ctl[0], 1u, __ATOMIC_SEQ_CST);
 }
 
 static eng_status cancelled(comm_nccl *c, int rank, eng_err *err)
@@ -134,11 +139,11 @@ static eng_status nccl_all_reduce_sum(eng_comm *base, int rank, void *buf, size_
         const kn_status ks = kn_p2p_all_reduce(kn_type(dt), buf, (int64_t)count, &c->peers, rank,
                                                rk->gen, (cudaStream_t)stream);
         pthread_mutex_unlock(&rk->mu);
-        if (ks != KN_OK) {
+        if (ks != KN_OK) { /* this rank's own failure: the crew names it */
             char why[256];
             snprintf(why, sizeof why, "p2p all-reduce on rank %d: %s", rank, kn_last_error());
             set_failed(c, why);
-            return cancelled(c, rank, err);
+            return eng_fail(err, ENG_ERR_CUDA, "%s", why);
         }
         return ENG_OK;
     }
@@ -197,6 +202,26 @@ static void nccl_abort(eng_comm *base, const char *why)
     }
 }
 
+eng_status eng_comm_nccl_rank_check(eng_comm *base, int rank, eng_err *err)
+{
+    comm_nccl *c = (comm_nccl *)base;
+    if (rank < 0 || rank >= c->base.n_ranks)
+        return eng_fail(err, ENG_ERR_INVALID, "rank %d outside the group's [0, %d)", rank,
+                        c->base.n_ranks);
+    const uint32_t w = c->ctl ? __atomic_load_n(&c->ctl[1 + rank], __ATOMIC_SEQ_CST) : 0;
+    if (w == KN_P2P_WAIT_TIMED_OUT) {
+        char why[256];
+        snprintf(why, sizeof why, "rank %d (GPU %d) waited %.0f s in the p2p all-reduce's "
+                 "barrier for its peers and gave up (a GPU lost or hung)", rank, c->rank[rank].dev,
+                 (double)c->peers.wait_limit_ns / 1e9);
+        set_failed(c, why);
+        return eng_fail(err, ENG_ERR_CUDA, "%s", why);
+    }
+    if (w != KN_P2P_WAIT_OK || atomic_load(&c->failed))
+        return cancelled(c, rank, err);
+    return ENG_OK;
+}
+
 static void free_p2p(comm_nccl *c)
 {
     for (int r = 0; r < c->base.n_ranks && r < KN_P2P_MAX_RANKS; r++) {
@@ -208,6 +233,8 @@ static void free_p2p(comm_nccl *c)
         c->peers.flags[r] = NULL;
         c->rank[r].gen = NULL;
     }
+    cudaFreeHost(c->ctl);
+    c->ctl = NULL;
 }
 
 static void nccl_free(eng_comm *base)
@@ -276,6 +303,20 @@ static eng_status alloc_p2p(comm_nccl *c, eng_err *err)
     const int n = c->base.n_ranks;
     c->peers.n_ranks = n;
     c->peers.slot_bytes = (c->p2p_max + 15) / 16 * 16;
+    c->peers.wait_limit_ns = KN_P2P_DEFAULT_WAIT_NS;
+    /* host-mapped, every device reads and writes it through its host pointer (unified
+     * addressing) */
+    const size_t ctl_bytes = (1 + KN_P2P_MAX_RANKS) * sizeof(uint32_t);
+    const cudaError_t he = cudaHostAlloc((void **)&c->ctl, ctl_bytes,
+                                         cudaHostAllocMapped | cudaHostAllocPortable);
+    if (he != cudaSuccess) {
+        c->ctl = NULL;
+        return eng_fail(err, ENG_ERR_NOMEM, "the peer-to-peer all-reduce's abort flag (%zu bytes "
+                        "of mapped host memory): %s", ctl_bytes, cudaGetErrorString(he));
+    }
+    memset(c->ctl, 0, ctl_bytes);
+    c->peers.abort = c->ctl;
+    c->peers.errs = c->ctl + 1;
     for (int r = 0; r < n; r++) {
         cudaSetDevice(c->rank[r].dev);
         const size_t flag_bytes = KN_P2P_MAX_RANKS * sizeof(uint32_t);

@@ -35,11 +35,21 @@ enum { ENG_COMM_P2P_DEFAULT_MAX_BYTES = 256 << 10 };
  * its own cudaStream_t; a call only enqueues work (it may be captured into a CUDA graph) and
  * buf is device memory of devices[r]. A failure NCCL reports (at the call or asynchronously,
  * seen at the next call) fails the group: that and every later call on every rank returns
- * ENG_ERR_CANCELLED with the reason, as after abort. Abort cannot stop work already enqueued:
- * a rank whose peer never enqueues its part stays blocked on the GPU (NCCL's kernel, or the
- * p2p barrier), as with NCCL itself. */
+ * ENG_ERR_CANCELLED with the reason, as after abort. A p2p all-reduce that cannot even be
+ * launched (the rank's GPU lost) is that rank's own ENG_ERR_CUDA. Abort (or any failure of
+ * the group) releases p2p barriers already enqueued on every GPU (a host-mapped flag they
+ * watch), and a barrier gives up by itself after KN_P2P_DEFAULT_WAIT_NS (10 s); either way
+ * the rank's stream finishes and eng_comm_nccl_rank_check says so. NCCL's own kernels are
+ * released by ncclCommAbort as NCCL does it. */
 eng_status eng_comm_nccl_create(int n_ranks, const int *devices, size_t p2p_max_bytes,
                                 eng_comm **out, eng_err *err);
+
+/* After rank `rank`'s stream has finished a step's work (its synchronize returned): ENG_OK
+ * when the group is whole; ENG_ERR_CUDA naming the rank, its GPU and the wait when one of its
+ * p2p barriers timed out (the group is failed from then on); ENG_ERR_CANCELLED with the
+ * group's reason when a barrier was released by an abort or the group failed elsewhere (the
+ * step's results are not to be used). Callers: the rank's host thread, once per step. */
+eng_status eng_comm_nccl_rank_check(eng_comm *c, int rank, eng_err *err);
 
 /* "p2p" or "nccl": the path an all-reduce of `bytes` takes in group c (made by
  * eng_comm_nccl_create). */

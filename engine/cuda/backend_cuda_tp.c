@@ -68,8 +68,10 @@ static eng_status rank_forward(void *arg, int rank, eng_err *err)
 {
     const ctp_job *j = arg;
     ctp_rank *rk = &j->tp->ranks[rank];
-    return rk->be->ops->forward(rk->be, j->b, j->rows, j->rows ? rk->tokens : NULL,
-                                rank == 0 ? j->logits : NULL, err);
+    eng_status st = rk->be->ops->forward(rk->be, j->b, j->rows, j->rows ? rk->tokens : NULL,
+                                         rank == 0 ? j->logits : NULL, err);
+    /* the step's work has finished on the GPU: a p2p barrier that gave up fails it */
+    return st == ENG_OK ? eng_comm_nccl_rank_check(j->tp->comm, rank, err) : st;
 }
 
 static eng_status ctp_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,

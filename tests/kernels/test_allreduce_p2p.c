@@ -2,11 +2,14 @@
  * against kernels/ref/allreduce.c: the summing step on one GPU (2 to 8 ranks' buffers, odd
  * counts, in place), and the whole stage/barrier/sum across GPUs with peer access, one host
  * thread per rank, repeated so both staging slots are reused (on the emulator: 2 and 4
- * emulated devices, SERVAL_EMU_DEVICES; on GPUs: as many as there are, or skipped). */
+ * emulated devices, SERVAL_EMU_DEVICES; on GPUs: as many as there are, or skipped); a barrier
+ * whose peer never comes ends when the host aborts the group, and (on GPUs) by its time
+ * bound, saying which in errs. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cuda_runtime_api.h>
 
@@ -188,4 +191,123 @@ Test(allreduce_p2p, two_gpus_sum_in_rank_order_call_after_call)
 Test(allreduce_p2p, four_gpus_sum_in_rank_order_call_after_call)
 {
     all_reduce_across(4, KN_DTYPE_F32);
+}
+
+/* Two GPUs' p2p buffers, zeroed; abort and errs in host-mapped memory every device reaches. */
+typedef struct lone_group {
+    kn_p2p_peers peers;
+    uint32_t *gen[2];
+    uint32_t *ctl; /* [1 + KN_P2P_MAX_RANKS]: abort, then errs */
+    void *buf;     /* [COUNT] f32 on GPU 0 */
+} lone_group;
+
+static void lone_group_make(lone_group *g, uint64_t wait_limit_ns)
+{
+    memset(g, 0, sizeof *g);
+    g->peers = (kn_p2p_peers){.n_ranks = 2, .slot_bytes = 2048, .wait_limit_ns = wait_limit_ns};
+    for (int a = 0; a < 2; a++) {
+        cr_assert(cudaSetDevice(a) == cudaSuccess);
+        int can = 0;
+        cudaDeviceCanAccessPeer(&can, a, 1 - a);
+        if (!can)
+            cr_skip_test("GPUs 0 and 1 have no peer access");
+        cudaDeviceEnablePeerAccess(1 - a, 0);
+        cudaGetLastError();
+        cr_assert(cudaMalloc(&g->peers.stage[a], 2 * g->peers.slot_bytes) == cudaSuccess);
+        cr_assert(cudaMalloc((void **)&g->peers.flags[a], KN_P2P_MAX_RANKS * 4) == cudaSuccess);
+        cr_assert(cudaMalloc((void **)&g->gen[a], 4) == cudaSuccess);
+        cudaMemset(g->peers.flags[a], 0, KN_P2P_MAX_RANKS * 4);
+        cudaMemset(g->gen[a], 0, 4);
+        cr_assert(cudaDeviceSynchronize() == cudaSuccess);
+    }
+    cr_assert(cudaHostAlloc((void **)&g->ctl, (1 + KN_P2P_MAX_RANKS) * 4,
+                            cudaHostAllocMapped | cudaHostAllocPortable) == cudaSuccess);
+    memset(g->ctl, 0, (1 + KN_P2P_MAX_RANKS) * 4);
+    g->peers.abort = g->ctl;
+    g->peers.errs = g->ctl + 1;
+    cr_assert(cudaSetDevice(0) == cudaSuccess);
+    cr_assert(cudaMalloc(&g->buf, COUNT * 4) == cudaSuccess);
+    cudaMemset(g->buf, 0, COUNT * 4);
+}
+
+static void lone_group_free(lone_group *g)
+{
+    for (int a = 0; a < 2; a++) {
+        cudaSetDevice(a);
+        cudaFree(g->peers.stage[a]);
+        cudaFree(g->peers.flags[a]);
+        cudaFree(g->gen[a]);
+    }
+    cudaSetDevice(0);
+    cudaFree(g->buf);
+    cudaFreeHost(g->ctl);
+}
+
+typedef struct stream_wait {
+    cudaStream_t s;
+    cudaError_t e;
+} stream_wait;
+
+/* Synchronizes GPU 0's stream on a thread of its own (on the emulator, what runs it). */
+static void *sync_main(void *v)
+{
+    stream_wait *w = v;
+    cudaSetDevice(0);
+    w->e = cudaStreamSynchronize(w->s);
+    return NULL;
+}
+
+/* Rank 0's all-reduce with no rank 1: the barrier announces to GPU 1, then waits. */
+Test(allreduce_p2p, a_barrier_whose_peer_never_comes_ends_when_the_host_aborts_the_group)
+{
+    if (gpus() < 2)
+        cr_skip_test("2 GPUs needed");
+    lone_group g;
+    lone_group_make(&g, 0); /* no time bound: only the abort ends the wait */
+    stream_wait w = {0};
+    cudaStreamCreateWithFlags(&w.s, cudaStreamNonBlocking);
+    KT_OK(kn_p2p_all_reduce(KN_DTYPE_F32, g.buf, COUNT, &g.peers, 0, g.gen[0], w.s));
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, sync_main, &w) == 0);
+    /* rank 0's announcement reaching GPU 1's flags says the barrier is waiting (polled for up
+     * to 30 s) */
+    uint32_t seen = 0;
+    const time_t until = time(NULL) + 30;
+    cudaSetDevice(1);
+    while (seen == 0 && time(NULL) < until)
+        cr_assert(cudaMemcpy(&seen, &g.peers.flags[1][0], 4, cudaMemcpyDeviceToHost) ==
+                  cudaSuccess);
+    cudaSetDevice(0);
+    cr_assert(g.ctl[1] == KN_P2P_WAIT_OK, "errs[0] set before any abort");
+    __atomic_store_n(&g.ctl[0], 1u, __ATOMIC_SEQ_CST); /* released even if never announced */
+    pthread_join(t, NULL);
+    cr_assert(seen == 1, "rank 0's barrier never announced all-reduce 1 to GPU 1");
+    cr_assert(w.e == cudaSuccess, "the aborted all-reduce's stream: %s", cudaGetErrorString(w.e));
+    cr_assert(g.ctl[1] == KN_P2P_WAIT_ABORTED, "errs[0] is %u, not aborted (%d)", g.ctl[1],
+              KN_P2P_WAIT_ABORTED);
+    cr_assert(g.ctl[2] == KN_P2P_WAIT_OK, "rank 1's errs set, but it never called");
+    cudaStreamDestroy(w.s);
+    lone_group_free(&g);
+}
+
+/* On a GPU the wait is bounded by the global timer; the emulator fails such a launch after
+ * 60 s instead (its own bound), so there the bound is not what ends it: skipped. */
+Test(allreduce_p2p, a_barrier_whose_peer_never_comes_gives_up_after_its_time_bound)
+{
+    if (gpus() < 2)
+        cr_skip_test("2 GPUs needed");
+    struct cudaDeviceProp prop;
+    cr_assert(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+    if (strstr(prop.name, "emulator"))
+        cr_skip_test("the emulator bounds waits itself (60 s)");
+    lone_group g;
+    lone_group_make(&g, 50 * 1000 * 1000ull); /* 50 ms */
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    KT_OK(kn_p2p_all_reduce(KN_DTYPE_F32, g.buf, COUNT, &g.peers, 0, g.gen[0], s));
+    cr_assert(cudaStreamSynchronize(s) == cudaSuccess, "the timed-out all-reduce's stream failed");
+    cr_assert(g.ctl[1] == KN_P2P_WAIT_TIMED_OUT, "errs[0] is %u, not timed out (%d)", g.ctl[1],
+              KN_P2P_WAIT_TIMED_OUT);
+    cudaStreamDestroy(s);
+    lone_group_free(&g);
 }
