@@ -50,19 +50,22 @@ typedef struct k16_pack {
     uint8_t *qs;
     float *da;
     int32_t *ss;
+    int nt; /* tokens packed (9..16); the lanes after them are zeros, their results not stored */
 } k16_pack;
 
 static size_t k16_pack_bytes(int64_t nb) { return (size_t)nb * (4096 + 64 + 256); }
 
 static k16_pack k16_pack_at(uint8_t *buf, int64_t nb)
 {
-    return (k16_pack){buf, (float *)(buf + 4096 * (size_t)nb), (int32_t *)(buf + 4160 * (size_t)nb)};
+    return (k16_pack){buf, (float *)(buf + 4096 * (size_t)nb), (int32_t *)(buf + 4160 * (size_t)nb), T16};
 }
 
-/* Packs 16 activation rows (arow bytes apart from a). */
+/* Packs p->nt activation rows (arow bytes apart from a). */
 static void k16_pack_rows(const uint8_t *a, size_t arow, int64_t nb, const k16_pack *p)
 {
-    for (int t = 0; t < T16; t++) {
+    if (p->nt < T16)
+        memset(p->qs, 0, k16_pack_bytes(nb));
+    for (int t = 0; t < p->nt; t++) {
         for (int64_t b = 0; b < nb; b++) {
             const block_q8_K *ya = (const block_q8_K *)(a + (size_t)t * arow) + b;
             uint8_t *q = p->qs + 4096 * (size_t)b + 4 * (size_t)t;
@@ -100,15 +103,18 @@ static inline void k4_scales_mins(const uint8_t *q, uint8_t out[16])
 typedef struct k6_pack {
     uint8_t *qs;
     float *da;
+    int nt; /* as k16_pack's */
 } k6_pack;
 
 static size_t k6_pack_bytes(int64_t nb) { return (size_t)nb * (8192 + 64); }
 
-static k6_pack k6_pack_at(uint8_t *buf, int64_t nb) { return (k6_pack){buf, (float *)(buf + 8192 * (size_t)nb)}; }
+static k6_pack k6_pack_at(uint8_t *buf, int64_t nb) { return (k6_pack){buf, (float *)(buf + 8192 * (size_t)nb), T16}; }
 
 K512_INLINE void k6_pack_rows(const uint8_t *a, size_t arow, int64_t nb, const k6_pack *p)
 {
-    for (int t = 0; t < T16; t++) {
+    if (p->nt < T16)
+        memset(p->qs, 0, k6_pack_bytes(nb));
+    for (int t = 0; t < p->nt; t++) {
         for (int64_t b = 0; b < nb; b++) {
             const block_q8_K *ya = (const block_q8_K *)(a + (size_t)t * arow) + b;
             _Alignas(64) int16_t q16[QK_K];
@@ -199,7 +205,7 @@ K512_INLINE void q6k_tile16(const int R, const int G, const uint8_t *w, size_t w
     }
     for (int k = 0; k < G; k++)
         for (int r = 0; r < R; r++)
-            for (int t = 0; t < T16; t++)
+            for (int t = 0; t < p[k].nt; t++)
                 yk[k][t * ldy + r] = acc[r][k][t];
 }
 
@@ -231,28 +237,29 @@ K512 static void q6k_rows16(const uint8_t *W, size_t wrow, int64_t nb, int64_t r
 }
 
 K512 static int64_t q6k_matmul16(const uint8_t *W, int64_t n, int64_t r0, int64_t r1, const uint8_t *act,
-                                 int64_t n16, float *y, int64_t ldy)
+                                 int64_t ntk, float *y, int64_t ldy)
 {
     const int64_t nb = n / QK_K;
     const size_t wrow = quant_weight_row_bytes(GGUF_DTYPE_Q6_K, n), arow = quant_act_row_bytes(GGUF_DTYPE_Q6_K, n);
     const size_t gb = (k6_pack_bytes(nb) + 63) & ~(size_t)63;
     enum { MAX_GROUPS = K512_TOK_BLOCK / T16 };
-    const int64_t ngmax = n16 / T16 < MAX_GROUPS ? n16 / T16 : MAX_GROUPS;
+    const int64_t ngmax = (ntk + T16 - 1) / T16 < MAX_GROUPS ? (ntk + T16 - 1) / T16 : MAX_GROUPS;
     uint8_t *buf = aligned_alloc(64, gb * (size_t)ngmax);
     if (!buf)
         return 0;
-    for (int64_t tb = 0; tb < n16; tb += K512_TOK_BLOCK) {
-        const int64_t te = tb + K512_TOK_BLOCK < n16 ? tb + K512_TOK_BLOCK : n16;
-        const int ng = (int)((te - tb) / T16);
+    for (int64_t tb = 0; tb < ntk; tb += K512_TOK_BLOCK) {
+        const int64_t te = tb + K512_TOK_BLOCK < ntk ? tb + K512_TOK_BLOCK : ntk;
+        const int ng = (int)((te - tb + T16 - 1) / T16);
         k6_pack pk[MAX_GROUPS];
         for (int g = 0; g < ng; g++) {
             pk[g] = k6_pack_at(buf + gb * (size_t)g, nb);
+            pk[g].nt = te - tb - T16 * g < T16 ? (int)(te - tb - T16 * g) : T16;
             k6_pack_rows(act + (size_t)(tb + T16 * g) * arow, arow, nb, &pk[g]);
         }
         q6k_rows16(W, wrow, nb, r0, r1, pk, ng, y + tb * ldy, ldy);
     }
     free(buf);
-    return n16;
+    return ntk;
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -343,7 +350,7 @@ K512_INLINE void q4k_tile16g(const int R, const int G, const uint8_t *w, size_t 
         for (int r = 0; r < R; r++) {
             _Alignas(64) float res[T16];
             _mm512_store_ps(res, _mm512_sub_ps(_mm512_load_ps(acc[r][k]), _mm512_load_ps(accm[r][k])));
-            for (int t = 0; t < T16; t++)
+            for (int t = 0; t < p[k].nt; t++)
                 yk[k][t * ldy + r] = res[t];
         }
 }
@@ -375,34 +382,40 @@ K512 static void q4k_rows16g(const uint8_t *W, size_t wrow, int64_t nb, int64_t 
     }
 }
 
+/* The tokens these tiles take of n_tok: whole groups of 16, and the last 9-15 as one padded group
+ * (cheaper than the AVX2 path's 8-token group plus 1-7 tokens on the few-token or single-token
+ * tiles; 8 or fewer are left to it: one 8-token group there costs less than 16 lanes here). */
+static int64_t k512_tokens(int64_t n_tok) { return n_tok % T16 >= 9 ? n_tok : n_tok & ~(int64_t)(T16 - 1); }
+
 K512 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1, const void *act,
                                int64_t n_tok, float *y, int64_t ldy)
 {
-    if ((wtype != GGUF_DTYPE_Q4_K && wtype != GGUF_DTYPE_Q6_K) || n_tok < T16 || r1 <= r0)
+    if ((wtype != GGUF_DTYPE_Q4_K && wtype != GGUF_DTYPE_Q6_K) || k512_tokens(n_tok) == 0 || r1 <= r0)
         return 0;
     if (wtype == GGUF_DTYPE_Q6_K)
-        return q6k_matmul16(W, n, r0, r1, act, n_tok & ~(int64_t)(T16 - 1), y, ldy);
-    const int64_t nb = n / QK_K, n16 = n_tok & ~(int64_t)(T16 - 1);
+        return q6k_matmul16(W, n, r0, r1, act, k512_tokens(n_tok), y, ldy);
+    const int64_t nb = n / QK_K, ntk = k512_tokens(n_tok);
     const size_t wrow = quant_weight_row_bytes(wtype, n), arow = quant_act_row_bytes(wtype, n);
     const size_t gb = (k16_pack_bytes(nb) + 63) & ~(size_t)63;
     enum { MAX_GROUPS = K512_TOK_BLOCK / T16 };
-    const int64_t ngmax = n16 / T16 < MAX_GROUPS ? n16 / T16 : MAX_GROUPS;
+    const int64_t ngmax = (ntk + T16 - 1) / T16 < MAX_GROUPS ? (ntk + T16 - 1) / T16 : MAX_GROUPS;
     uint8_t *buf = aligned_alloc(64, gb * (size_t)ngmax);
     if (!buf)
         return 0;
     const uint8_t *w8 = W, *a8 = act;
-    for (int64_t tb = 0; tb < n16; tb += K512_TOK_BLOCK) {
-        const int64_t te = tb + K512_TOK_BLOCK < n16 ? tb + K512_TOK_BLOCK : n16;
-        const int ng = (int)((te - tb) / T16);
+    for (int64_t tb = 0; tb < ntk; tb += K512_TOK_BLOCK) {
+        const int64_t te = tb + K512_TOK_BLOCK < ntk ? tb + K512_TOK_BLOCK : ntk;
+        const int ng = (int)((te - tb + T16 - 1) / T16);
         k16_pack pk[MAX_GROUPS];
         for (int g = 0; g < ng; g++) {
             pk[g] = k16_pack_at(buf + gb * (size_t)g, nb);
+            pk[g].nt = te - tb - T16 * g < T16 ? (int)(te - tb - T16 * g) : T16;
             k16_pack_rows(a8 + (size_t)(tb + T16 * g) * arow, arow, nb, &pk[g]);
         }
         q4k_rows16g(w8, wrow, nb, r0, r1, pk, ng, y + tb * ldy, ldy);
     }
     free(buf);
-    return n16;
+    return ntk;
 }
 
 #else
