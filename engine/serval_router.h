@@ -33,8 +33,13 @@
  * whose backend failed ROUTER_DEAD_FAILED_STEPS steps in a row (a lost device, a
  * tensor-parallel group that failed), or that eng_router_replica_set_down took out, is out of
  * rotation until the process restarts: its keys and pinned sessions move to the others;
- * requests already queued there end with its error. When every replica is out, submits fail
- * with ENG_ERR_OVERLOAD naming why. A replica whose queue is full (ENG_ERR_OVERLOAD) or that
+ * requests already queued there end with its error. A replica whose step hangs instead of
+ * failing (a GPU that stopped answering) is caught by the step watchdog: one with requests
+ * (load > 0) whose count of completed steps (failed ones included) has not moved for
+ * ENG_ROUTER_STEP_WATCHDOG_MS (eng_router_set_step_watchdog) is out of rotation, its reason
+ * "its step has not completed for N s ...", and back in as soon as a step completes. The
+ * router has no thread: it looks whenever it is asked (submit, admission, stats: /metrics and
+ * /v1/health ask). When every replica is out, submits fail with ENG_ERR_OVERLOAD naming why. A replica whose queue is full (ENG_ERR_OVERLOAD) or that
  * refuses as shutting down (ENG_ERR_CANCELLED) passes the request to the next least loaded;
  * the caller sees that refusal only when every replica in rotation refused.
  *
@@ -50,6 +55,10 @@
 #include "serval_engine.h"
 
 #define ENG_ROUTER_MAX_REPLICAS 64
+/* The step watchdog's default: far above any one step (a prefill chunk is well under a second
+ * on a GPU, seconds on a loaded CPU) and above the p2p all-reduce's own 10 s bound, so a lost
+ * peer fails its step before the watchdog calls it stalled. */
+#define ENG_ROUTER_STEP_WATCHDOG_MS 30000
 
 typedef struct eng_router eng_router;
 
@@ -99,12 +108,17 @@ typedef struct eng_router_replica_stats {
     eng_engine_stats engine;  /* that replica's own */
     int32_t load;             /* submitted, not finished */
     bool in_rotation;
-    char down_reason[160];    /* why it is out of rotation ("" while in) */
+    char down_reason[160];    /* why it is out of rotation ("" while in): a failing backend,
+                               * set_down's reason, or the step watchdog's */
     int64_t routed[ENG_ROUTE_REASONS]; /* requests queued there, by why */
 } eng_router_replica_stats;
 
 /* Replica i's stats (i in [0, n)). */
 void eng_router_replica_stats_get(eng_router *r, int i, eng_router_replica_stats *out);
+
+/* The step watchdog's bound in ms (ENG_ROUTER_STEP_WATCHDOG_MS until set); 0 or less turns it
+ * off. */
+void eng_router_set_step_watchdog(eng_router *r, int64_t ms);
 
 /* Takes replica i out of rotation (an operator's or a supervisor's decision: a device that
  * reports errors, a replica being drained); its running requests finish where they are.

@@ -1,6 +1,7 @@
 /* router.c — replicas behind one front end (serval_router.h): reads each engine's load,
  * applies route_policy.h's rules, submits to the chosen engine (passing a full queue on to
- * the next), keeps replicas out of rotation and adds up their stats. */
+ * the next), keeps replicas out of rotation (failing backends for good, stalled steps until
+ * they move) and adds up their stats. */
 #include "serval_router.h"
 
 #include <pthread.h>
@@ -19,6 +20,13 @@ struct eng_router {
     unsigned turn;                            /* least-loaded ties take turns */
     bool down[ENG_ROUTER_MAX_REPLICAS];
     char down_reason[ENG_ROUTER_MAX_REPLICAS][160];
+    /* the step watchdog: a replica with work whose step count has not moved for stall_ms is
+     * out until it moves again */
+    double stall_ms;                              /* 0: off */
+    int64_t seen_steps[ENG_ROUTER_MAX_REPLICAS];  /* steps and failed steps when last seen */
+    double moved_ms[ENG_ROUTER_MAX_REPLICAS];     /* when they last moved (or it was idle) */
+    bool stalled[ENG_ROUTER_MAX_REPLICAS];
+    char stall_reason[ENG_ROUTER_MAX_REPLICAS][160];
     int64_t routed[ENG_ROUTER_MAX_REPLICAS][ENG_ROUTE_REASONS];
     router_pin pins[ROUTER_PIN_SLOTS];
 };
@@ -54,6 +62,12 @@ eng_status eng_router_create(eng_engine *const *engines, int n, eng_router **out
     r->n = n;
     memcpy(r->eng, engines, sizeof(eng_engine *) * (size_t)n);
     pthread_mutex_init(&r->mu, NULL);
+    r->stall_ms = ENG_ROUTER_STEP_WATCHDOG_MS;
+    const double now = eng_clock_ms();
+    for (int i = 0; i < n; i++) {
+        r->seen_steps[i] = -1; /* the first look counts as a move */
+        r->moved_ms[i] = now;
+    }
     *out = r;
     return ENG_OK;
 }
@@ -103,6 +117,42 @@ static void set_down_locked(eng_router *r, int i, const char *reason)
     fprintf(stderr, "serval: replica %d out of rotation: %s\n", i, reason);
 }
 
+void eng_router_set_step_watchdog(eng_router *r, int64_t ms)
+{
+    pthread_mutex_lock(&r->mu);
+    r->stall_ms = ms > 0 ? (double)ms : 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The watchdog's look at replica i (r->mu held): its steps moved or it has no work, so it is
+ * not stalled (back in rotation if it was); or they have not moved for stall_ms while it had
+ * work, so it leaves rotation until they move. */
+static void watch_steps_locked(eng_router *r, int i, int64_t steps, int32_t load, double now)
+{
+    if (steps != r->seen_steps[i] || load <= 0) {
+        r->seen_steps[i] = steps;
+        r->moved_ms[i] = now;
+        if (r->stalled[i]) {
+            r->stalled[i] = false;
+            fprintf(stderr, "serval: replica %d back in rotation: its steps complete again\n", i);
+        }
+        return;
+    }
+    if (r->stall_ms <= 0 || r->stalled[i] || now - r->moved_ms[i] < r->stall_ms)
+        return;
+    r->stalled[i] = true;
+    snprintf(r->stall_reason[i], sizeof r->stall_reason[i], "its step has not completed for "
+             "%.0f s while it has %d request(s) (step watchdog; back when steps complete)",
+             (now - r->moved_ms[i]) / 1000.0, (int)load);
+    fprintf(stderr, "serval: replica %d out of rotation: %s\n", i, r->stall_reason[i]);
+}
+
+/* Why replica i is out of rotation ("" while in); r->mu held. */
+static const char *out_reason_locked(const eng_router *r, int i)
+{
+    return r->down[i] ? r->down_reason[i] : r->stalled[i] ? r->stall_reason[i] : "";
+}
+
 void eng_router_replica_set_down(eng_router *r, int i, const char *reason)
 {
     ENG_ASSERT(i >= 0 && i < r->n);
@@ -117,13 +167,17 @@ static void views(eng_router *r, router_view *v, int32_t *block_size)
 {
     eng_engine_stats st;
     int32_t failed[ENG_ROUTER_MAX_REPLICAS];
+    int64_t steps[ENG_ROUTER_MAX_REPLICAS];
     for (int i = 0; i < r->n; i++) {
         eng_engine_stats_get(r->eng[i], &st);
         v[i].load = (int32_t)(st.requests_submitted - st.requests_finished);
         failed[i] = st.failed_steps_in_a_row;
+        /* a failed step completed too: either count moving is a step done */
+        steps[i] = st.steps * 4096 + (st.failed_steps_in_a_row & 4095);
         if (i == 0 && block_size)
             *block_size = st.block_size;
     }
+    const double now = eng_clock_ms();
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->n; i++) {
         if (failed[i] >= ROUTER_DEAD_FAILED_STEPS) {
@@ -131,7 +185,8 @@ static void views(eng_router *r, router_view *v, int32_t *block_size)
             snprintf(why, sizeof why, "its backend failed %d steps in a row", failed[i]);
             set_down_locked(r, i, why);
         }
-        v[i].in_rotation = !r->down[i];
+        watch_steps_locked(r, i, steps[i], v[i].load, now);
+        v[i].in_rotation = !r->down[i] && !r->stalled[i];
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -143,7 +198,7 @@ static eng_status none_in_rotation(eng_router *r, eng_err *err)
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->n && at < sizeof why; i++) {
         int w = snprintf(why + at, sizeof why - at, "%sreplica %d: %s", i ? "; " : "", i,
-                         r->down_reason[i]);
+                         out_reason_locked(r, i));
         if (w < 0)
             break;
         at += (size_t)w;
@@ -325,8 +380,8 @@ void eng_router_replica_stats_get(eng_router *r, int i, eng_router_replica_stats
     eng_engine_stats_get(r->eng[i], &out->engine);
     out->load = (int32_t)(out->engine.requests_submitted - out->engine.requests_finished);
     pthread_mutex_lock(&r->mu);
-    out->in_rotation = !r->down[i];
-    snprintf(out->down_reason, sizeof out->down_reason, "%s", r->down_reason[i]);
+    out->in_rotation = !r->down[i] && !r->stalled[i];
+    snprintf(out->down_reason, sizeof out->down_reason, "%s", out_reason_locked(r, i));
     memcpy(out->routed, r->routed[i], sizeof out->routed);
     pthread_mutex_unlock(&r->mu);
 }

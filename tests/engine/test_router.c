@@ -4,8 +4,9 @@
  * engine's, both replicas used, a session's requests meet so the newer supersedes, a burst on
  * one prefix overflows to the idle replica, a replica taken out gets nothing more, a replica
  * whose backend keeps failing (an injected device loss) leaves rotation while the other
- * answers, and a session's newer request that lands on another replica (its pinned one out of
- * rotation or full) still supersedes the older one. */
+ * answers, a replica whose step hangs (an injected stall) leaves rotation by the step
+ * watchdog and returns once its steps complete, and a session's newer request that lands on
+ * another replica (its pinned one out of rotation or full) still supersedes the older one. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -606,6 +607,125 @@ Test(router, a_replica_whose_backend_keeps_failing_leaves_rotation_and_the_other
     }
     eng_router_replica_stats_get(r, 0, &rs);
     cr_assert_eq(rs.engine.requests_submitted, 1 + ROUTER_DEAD_FAILED_STEPS);
+    eng_router_free(r);
+    eng_engine_free(two[0]);
+    eng_engine_free(two[1]);
+}
+
+/* ---- a replica whose step hangs ---------------------------------------------------------- */
+
+/* A replica's backend whose forward, once told to stall, does not return until released (a
+ * GPU that stopped answering), put in front of the engine's own before any request. */
+typedef struct stalling_backend {
+    eng_backend base;
+    eng_backend *inner; /* owned */
+    atomic_bool stall;
+    atomic_bool stalled_now; /* a forward is held */
+} stalling_backend;
+
+static eng_status stalling_forward(eng_backend *be, const eng_batch *b, const eng_sample_row *rows,
+                                   int32_t *tokens, float *logits, eng_err *err)
+{
+    stalling_backend *f = (stalling_backend *)be;
+    while (atomic_load(&f->stall)) {
+        atomic_store(&f->stalled_now, true);
+        usleep(1000);
+    }
+    atomic_store(&f->stalled_now, false);
+    return f->inner->ops->forward(f->inner, b, rows, tokens, logits, err);
+}
+
+static void stalling_free(eng_backend *be)
+{
+    stalling_backend *f = (stalling_backend *)be;
+    f->inner->ops->free(f->inner);
+    free(f);
+}
+
+static const eng_backend_ops stalling_ops = {.name = "stalling", .forward = stalling_forward,
+                                             .free = stalling_free};
+
+/* Replica i's rotation as the router reports it, polled until it is `want` (30 s at most). */
+static bool wait_rotation(eng_router *r, int i, bool want, eng_router_replica_stats *rs)
+{
+    for (int t = 0; t < 3000; t++) {
+        eng_router_replica_stats_get(r, i, rs);
+        if (rs->in_rotation == want)
+            return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
+
+Test(router, a_replica_whose_step_hangs_leaves_rotation_until_its_steps_complete_again,
+     .init = load, .fini = unload, .timeout = 240)
+{
+    eng_engine *two[2] = {engine(1), engine(1)};
+    stalling_backend *f = calloc(1, sizeof *f);
+    cr_assert_not_null(f);
+    f->base = *two[0]->be;
+    f->base.ops = &stalling_ops;
+    f->inner = two[0]->be;
+    atomic_init(&f->stall, false);
+    atomic_init(&f->stalled_now, false);
+    two[0]->be = &f->base; /* before any submit */
+    eng_router *r = router(two, 2);
+    eng_router_set_step_watchdog(r, 2000);
+    /* Two prompts that prefer replica 0. */
+    char text[2][256];
+    eng_request_params p = eng_request_params_defaults();
+    int found = 0;
+    for (int i = 0; found < 2 && i < 200; i++) {
+        prompt(i, text[found], sizeof text[found]);
+        p.text = text[found];
+        p.text_len = strlen(text[found]);
+        if (preferred_replica(&p) == 0)
+            found++;
+    }
+    cr_assert_eq(found, 2);
+    p.max_tokens = 4;
+
+    /* Replica 0's step hangs with a request in it: out of rotation, saying why. */
+    atomic_store(&f->stall, true);
+    p.text = text[0];
+    p.text_len = strlen(text[0]);
+    eng_request *hung;
+    int where;
+    eng_err err = {{0}};
+    cr_assert_eq(eng_router_submit(r, &p, &hung, &where, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(where, 0);
+    eng_router_replica_stats rs;
+    cr_assert(wait_rotation(r, 0, false, &rs), "replica 0's step hangs, but it stays in rotation");
+    cr_assert(atomic_load(&f->stalled_now), "out of rotation before its step hung");
+    cr_assert(strstr(rs.down_reason, "its step has not completed for") &&
+              strstr(rs.down_reason, "step watchdog"), "%s", rs.down_reason);
+    eng_router_replica_stats_get(r, 1, &rs);
+    cr_assert(rs.in_rotation);
+
+    /* A request that prefers it is answered by replica 1 meanwhile. */
+    p.text = text[1];
+    p.text_len = strlen(text[1]);
+    eng_request *q;
+    answer a;
+    cr_assert_eq(eng_router_submit(r, &p, &q, &where, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(where, 1, "a request went to the replica whose step hangs");
+    drain(q, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    eng_request_release(q);
+
+    /* Its step completes: back in rotation, the held request answered, new ones routed there. */
+    atomic_store(&f->stall, false);
+    cr_assert(wait_rotation(r, 0, true, &rs), "replica 0's steps complete again, but it stays "
+              "out: %s", rs.down_reason);
+    cr_assert_str_eq(rs.down_reason, "");
+    drain(hung, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    eng_request_release(hung);
+    cr_assert_eq(eng_router_submit(r, &p, &q, &where, &err), ENG_OK, "%s", err.msg);
+    cr_assert_eq(where, 0, "replica 0 is back, but its prompt went to %d", where);
+    drain(q, &a);
+    cr_assert_eq(a.finish, ENG_FINISH_LENGTH);
+    eng_request_release(q);
     eng_router_free(r);
     eng_engine_free(two[0]);
     eng_engine_free(two[1]);
