@@ -705,6 +705,7 @@ int cli_serve_main(int argc, char **argv)
         rpc_log(RPC_LOG_ERROR, "serve: cannot start the engine: %s", err.msg);
         goto out;
     }
+    eng_router_set_step_watchdog(reps.router, o.step_watchdog_ms);
     eng_engine *e = reps.engines[0];
     int32_t ctx_len = eng_router_max_seq_len(reps.router);
     rpc_log(RPC_LOG_INFO, "model %s (%s, %d layers, context %d) on %s", eng_model_name(m),

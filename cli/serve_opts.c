@@ -127,6 +127,11 @@ int cli_serve_opts_parse(int argc, char **argv, const char *prog, serve_opts *o)
          "(Tabby: token + filepath + git_url) or its prompt's first blocks was sent to, or to "
          "the least loaded when that one is 64 requests and 1.5x busier; /metrics reports each "
          "(replica=\"0\"...). CPU: without --threads each replica gets the online CPUs / N"},
+        {"--step-watchdog-ms", "N", CLI_FLAG_INT, &o->step_watchdog_ms, "30000", 0, 86400000,
+         NULL,
+         "a replica with requests whose step has not completed for this long (a GPU that "
+         "stopped answering) leaves rotation, /metrics and /v1/health saying why, and returns "
+         "when its steps complete again; 0 turns the watchdog off"},
         {"--supersede", "on|off", CLI_FLAG_CHOICE, &o->supersede, "on", 0, 0, "on|off",
          "a completion with a session key (Tabby: the token + segments.filepath + git_url; "
          "others: \"session_key\", X-Serval-Session, gRPC session_key) ends the older ones "

@@ -34,6 +34,7 @@ typedef struct serve_opts {
     bool no_auth, allow_readable_token_file, prefix_cache_per_token;
     long max_running, max_waiting, max_inflight, max_message_mb, drain_ms;
     long replicas;       /* --replicas: engines behind one router (cli/serve_replicas.h) */
+    long step_watchdog_ms; /* --step-watchdog-ms: the router's stalled-step bound, 0 off */
     long http_max_body_kb, http_timeout_s, http_client_timeout_s; /* HTTP shim limits */
     long http_rate, http_burst;
     long per_ip_connections, max_inflight_per_token, generation_timeout_ms;
