@@ -80,6 +80,29 @@ static void md_find(const grpc_metadata_array *a, const char *key, char *buf, si
     }
 }
 
+/* The end of a call: the status details into res (truncated), then frees what the call held
+ * (the details, the authorization value, both metadata arrays, the call) and drains and
+ * destroys its completion queue. */
+static void call_end(rpc_client_result *res, grpc_slice details, grpc_slice auth,
+                     grpc_metadata_array *initial, grpc_metadata_array *trailing,
+                     grpc_call *call, grpc_completion_queue *cq)
+{
+    size_t n = GRPC_SLICE_LENGTH(details);
+    if (n >= sizeof res->details) n = sizeof res->details - 1;
+    memcpy(res->details, GRPC_SLICE_START_PTR(details), n);
+    res->details[n] = '\0';
+    grpc_slice_unref(details);
+    grpc_slice_unref(auth);
+    grpc_metadata_array_destroy(initial);
+    grpc_metadata_array_destroy(trailing);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
 grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void *req,
                                  size_t req_len, int timeout_ms, rpc_client_msg_fn on_msg,
                                  void *user, rpc_client_result *res)
@@ -157,22 +180,8 @@ grpc_status_code rpc_client_call(rpc_client *cl, const char *method, const void 
     md_find(&initial, "x-request-id", res->request_id, sizeof res->request_id);
     md_find(&trailing, "x-request-id", res->request_id, sizeof res->request_id);
     md_find(&trailing, "x-serval-timings", res->timings, sizeof res->timings);
-    size_t n = GRPC_SLICE_LENGTH(details);
-    if (n >= sizeof res->details) n = sizeof res->details - 1;
-    memcpy(res->details, GRPC_SLICE_START_PTR(details), n);
-    res->details[n] = '\0';
-    grpc_slice_unref(details);
-
     grpc_byte_buffer_destroy(send);
-    grpc_slice_unref(md.value);
-    grpc_metadata_array_destroy(&initial);
-    grpc_metadata_array_destroy(&trailing);
-    grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    call_end(res, details, md.value, &initial, &trailing, call, cq);
     return code;
 }
 
@@ -225,19 +234,6 @@ grpc_status_code rpc_client_call_silent(rpc_client *cl, const char *method, int 
     }
     if (bb) grpc_byte_buffer_destroy(bb);
     res->code = code;
-    size_t n = GRPC_SLICE_LENGTH(details);
-    if (n >= sizeof res->details) n = sizeof res->details - 1;
-    memcpy(res->details, GRPC_SLICE_START_PTR(details), n);
-    res->details[n] = '\0';
-    grpc_slice_unref(details);
-    grpc_slice_unref(md.value);
-    grpc_metadata_array_destroy(&initial);
-    grpc_metadata_array_destroy(&trailing);
-    grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    call_end(res, details, md.value, &initial, &trailing, call, cq);
     return code;
 }
