@@ -107,7 +107,8 @@ eng_status idx_index_repo(idx_index *ix, const char *path, const char *git_url,
 /* ---- retrieval -------------------------------------------------------------------------- */
 
 typedef enum idx_mode {
-    IDX_MODE_HYBRID = 0, /* BM25 and vector ranks fused by reciprocal rank (k = 60) */
+    IDX_MODE_HYBRID = 0, /* BM25 and vector ranks fused by reciprocal rank (k = 60); a code
+                          * query's called names' definitions first (indexer/README.md) */
     IDX_MODE_BM25,
     IDX_MODE_VECTOR
 } idx_mode;
@@ -127,7 +128,8 @@ typedef struct idx_query {
     int32_t exclude_start, exclude_end;
     const char *exclude_text;
     float min_similarity;      /* drop hits whose cosine similarity to the query is lower
-                                * (0: keep all) */
+                                * (0: keep all), except (hybrid) a definition of a name called
+                                * on a code query's last line */
 } idx_query;
 
 /* One hit. Strings are owned by the hit array (idx_hits_free). */
