@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "grpc_impl.h"
+#include "tls_pem.h"
 #include "prompt.h"
 
 bool gs_draining(const gs_call *c) { return atomic_load(&c->s->draining); }
@@ -50,36 +51,6 @@ void gs_watchdog(rpc_grpc_server *s)
 
 /* ---- start -------------------------------------------------------------------------------- */
 
-/* Reads a PEM file (at most 1 MiB) that must contain `marker`. NULL on error (err set). */
-static char *read_pem(const char *what, const char *path, const char *marker, eng_err *err)
-{
-    if (!path[0]) {
-        eng_fail(err, ENG_ERR_INVALID, "gRPC TLS: the %s file name is empty", what);
-        return NULL;
-    }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eng_fail(err, ENG_ERR_IO, "gRPC TLS: cannot read the %s file '%s'", what, path);
-        return NULL;
-    }
-    enum { CAP = 1 << 20 };
-    char *buf = malloc(CAP + 1);
-    size_t n = buf ? fread(buf, 1, CAP + 1, f) : 0;
-    fclose(f);
-    if (!buf) {
-        eng_fail(err, ENG_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    buf[n > CAP ? CAP : n] = '\0';
-    if (n > CAP || !strstr(buf, marker)) {
-        eng_fail(err, ENG_ERR_FORMAT, "gRPC TLS: the %s file '%s' is not PEM (no '%s')", what,
-                 path, marker);
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 /* Plaintext, or TLS with the configured certificate and key. NULL on error (err set). */
 static grpc_server_credentials *server_credentials(const rpc_grpc_config *cfg, eng_err *err)
 {
@@ -88,9 +59,9 @@ static grpc_server_credentials *server_credentials(const rpc_grpc_config *cfg, e
         eng_fail(err, ENG_ERR_INVALID, "gRPC TLS needs both a certificate and a key file");
         return NULL;
     }
-    char *cert = read_pem("certificate", cfg->tls_cert_file, "-----BEGIN CERTIFICATE-----", err);
+    char *cert = rpc_read_pem("gRPC", "certificate", cfg->tls_cert_file, "-----BEGIN CERTIFICATE-----", err);
     if (!cert) return NULL;
-    char *key = read_pem("key", cfg->tls_key_file, "PRIVATE KEY-----", err);
+    char *key = rpc_read_pem("gRPC", "key", cfg->tls_key_file, "PRIVATE KEY-----", err);
     if (!key) {
         free(cert);
         return NULL;

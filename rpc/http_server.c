@@ -19,6 +19,7 @@
 #include "http_impl.h"
 #include "log.h"
 #include "rpc_request.h"
+#include "tls_pem.h"
 
 #define DEFAULT_MAX_BODY (1u << 20)
 /* Connections one client address may hold: a quarter of the default connection limit, and
@@ -363,34 +364,6 @@ static void server_free(http_server *s)
     free(s);
 }
 
-/* Reads a PEM file whole (at most 1 MiB); NULL with err set when it cannot. */
-static char *read_pem(const char *path, const char *what, eng_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        eng_fail(err, ENG_ERR_IO, "http: cannot open the TLS %s %s: %s", what, path,
-                 strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1u << 20;
-    char *buf = malloc(cap + 1);
-    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
-    fclose(f);
-    if (!buf || n == 0 || n > cap || !strstr(buf, "-----BEGIN")) {
-        if (buf)
-            buf[n > cap ? cap : n] = 0;
-        bool pem = buf && n && n <= cap && strstr(buf, "-----BEGIN");
-        free(buf);
-        if (!pem)
-            eng_fail(err, ENG_ERR_FORMAT, "http: the TLS %s %s is not a PEM file", what, path);
-        else
-            eng_fail(err, ENG_ERR_NOMEM, "http: out of memory");
-        return NULL;
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 /* Defaults for every 0 in the config, owned copies of its strings, the per-token tables. */
 static eng_status server_setup(http_server *s, const http_server_config *cfg, eng_err *err)
 {
@@ -441,8 +414,9 @@ static eng_status server_setup(http_server *s, const http_server_config *cfg, en
             return eng_fail(err, ENG_ERR_UNSUPPORTED,
                             "http: TLS was asked for, but this libmicrohttpd was built without "
                             "TLS support (GnuTLS)");
-        if (!(s->tls_cert = read_pem(cfg->tls_cert_file, "certificate", err)) ||
-            !(s->tls_key = read_pem(cfg->tls_key_file, "key", err)))
+        if (!(s->tls_cert = rpc_read_pem("HTTP", "certificate", cfg->tls_cert_file,
+                                         "-----BEGIN CERTIFICATE-----", err)) ||
+            !(s->tls_key = rpc_read_pem("HTTP", "key", cfg->tls_key_file, "PRIVATE KEY-----", err)))
             return err->msg[0] ? ENG_ERR_IO : ENG_ERR_NOMEM;
     }
     return prompt_builder_create(m, &s->prompts, err);

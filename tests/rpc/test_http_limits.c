@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "http_impl.h"
 #include "http_test_util.h"
+#include "tls_pem.h"
 #include "testutil.h"
 
 /* ---- rate limits -------------------------------------------------------------------------- */
@@ -704,7 +705,21 @@ Test(http, tls_serves_https_to_a_real_client, .timeout = 60)
     cr_assert_eq(rpc_auth_create(&ac, &q.auth, &g, &e), ENG_OK);
     http_server_config bad = {.tls_cert_file = cert, .tls_key_file = "/etc/hostname"};
     cr_assert_neq(http_server_start(&bad, q.e, q.auth, &q.s, NULL, &e), ENG_OK);
-    cr_assert(strstr(e.msg, "not a PEM file"), "%s", e.msg);
+    cr_assert(strstr(e.msg, "not PEM"), "%s", e.msg);
+    /* A key file past the 1 MiB cap (no NUL in it, the marker only past the cap): refused by
+     * size, read no further than the cap. */
+    char big[300];
+    snprintf(big, sizeof big, "%s.big", cert);
+    FILE *bf = fopen(big, "wb");
+    cr_assert_not_null(bf);
+    for (unsigned i = 0; i < RPC_PEM_MAX_BYTES; i++)
+        fputc('A', bf);
+    fputs("-----BEGIN PRIVATE KEY-----\n", bf);
+    fclose(bf);
+    bad.tls_key_file = big;
+    cr_assert_neq(http_server_start(&bad, q.e, q.auth, &q.s, NULL, &e), ENG_OK);
+    cr_assert(strstr(e.msg, "larger than") && strstr(e.msg, big), "%s", e.msg);
+    unlink(big);
     bad.tls_key_file = NULL;
     cr_assert_neq(http_server_start(&bad, q.e, q.auth, &q.s, NULL, &e), ENG_OK);
     cr_assert(strstr(e.msg, "both"), "%s", e.msg);
