@@ -30,6 +30,9 @@
  * int32 sums reduced with hadd trees and transposed into the lanes; each row's stream prefetched
  * PF_BLOCKS super-blocks ahead.
  *
+ * With AVX-512 VNNI, Q4_K and Q6_K prompts go to quant_k512.c in groups of 16 tokens (the hook
+ * in quant_avx2_matmul); the tiles below take the tokens left and CPUs without it.
+ *
  * Q6_K prompts: each SIMD lane is one (row, token) pair running one per-block chain (exact int32
  * block sum S, r = d_w*S, acc = fma(r, d_a, acc)); the partial sums of four pairs are reduced
  * together (unpacks and adds) so one cvt, one mul and one fma serve four pairs.
