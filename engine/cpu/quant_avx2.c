@@ -1634,7 +1634,7 @@ AVX2 void quant_avx2_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t 
         break;
     case GGUF_DTYPE_Q5_K: tok4 = tok4_q5_K, row = row_q5_K, nb = n / QK_K; break;
     }
-    if (avx512 && n_tok >= 9) { /* groups of 16 tokens (the last may be 9-15) through quant_k512.c */
+    if (avx512 && n_tok >= 10) { /* groups of 16 tokens (the last may be 10-15) through quant_k512.c */
         const int64_t done = quant_k512_matmul(wtype, W, n, r0, r1, act, n_tok, y, ldy);
         act = (const uint8_t *)act + (size_t)done * quant_act_row_bytes(wtype, n);
         y += done * ldy;

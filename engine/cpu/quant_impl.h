@@ -238,8 +238,8 @@ bool quant_cpu_has_avx_vnni(void);
 bool quant_cpu_has_avx512_vnni(void);
 /* quant_k512.c; only call when quant_cpu_has_avx512_vnni(). Runs quant_matmul's contract for
  * the first tokens of the types it has tiles for (Q4_K, Q6_K): whole groups of 16, and all of
- * them when the last group would have 9-15; returns how many it did (0 for other types, fewer
- * than 9 tokens, or no memory). */
+ * them when the last group would have 10-15 (Q6_K: only in blocks of 64 with two groups or
+ * more); returns how many it did (0 for other types, too few tokens, or no memory). */
 int64_t quant_k512_matmul(gguf_dtype wtype, const void *W, int64_t n, int64_t r0, int64_t r1, const void *act,
                           int64_t n_tok, float *y, int64_t ldy);
 #endif

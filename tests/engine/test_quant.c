@@ -897,7 +897,7 @@ static void check_every_token_group(void)
 {
     static const gguf_dtype ts[] = {GGUF_DTYPE_Q5_0, GGUF_DTYPE_Q5_1, GGUF_DTYPE_Q4_K, GGUF_DTYPE_Q5_K,
                                     GGUF_DTYPE_Q4_0, GGUF_DTYPE_Q4_1, GGUF_DTYPE_Q8_0, GGUF_DTYPE_Q6_K};
-    static const int64_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 40, 56, 58, 67};
+    static const int64_t ntoks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 26, 40, 56, 58, 67};
     for (size_t ti = 0; ti < sizeof ts / sizeof ts[0]; ti++) {
         const gguf_dtype t = ts[ti];
         const int64_t n = blk_elems(t) == 256 ? 768 : 160, rows = 11;
@@ -928,7 +928,8 @@ static void check_every_token_group(void)
 Test(quant_new_types, simd_equals_scalar_for_every_token_group) { check_every_token_group(); }
 
 /* The prompt tiles use AVX-512 VNNI (Q4_1, Q5_0, Q5_1; Q4_K and Q6_K in groups of 16 tokens, 1-4
- * groups a block, the last one padded when it has 9-15: the 9-16, 40, 56, 58 and 67-token cases) and AVX-VNNI where the CPU has them and
+ * groups a block, the last one padded when it has 10-15: the 10-16, 26, 40, 56, 58 and 67-token
+ * cases) and AVX-VNNI where the CPU has them and
  * 256-bit maddubs + madd where it does not (CI machines may lack both): with each turned off
  * the bits are the same. */
 Test(quant_new_types, simd_equals_scalar_for_every_token_group_without_avx512)
