@@ -1,8 +1,8 @@
 /* quant_k512.c — AVX-512 VNNI prompt tiles for Q4_K and Q6_K weights: 16 tokens in the lanes of
  * a zmm, every 16-token group of a 64-token block served by one unpacking of each weight
- * super-block. quant_avx2_matmul hands its whole groups of 16 tokens here on CPUs with
- * AVX-512 F/BW/VL/DQ + VNNI (quant_cpu_has_avx512_vnni) and runs the tokens left (1-15) on its
- * AVX2 tiles, so AMD machines without AVX-512 never reach this file.
+ * super-block. quant_avx2_matmul hands its groups of 16 tokens here (k512_tokens says which) on
+ * CPUs with AVX-512 F/BW/VL/DQ + VNNI (quant_cpu_has_avx512_vnni) and runs the tokens left on
+ * its AVX2 tiles, so AMD machines without AVX-512 never reach this file.
  *
  * Per (row, token) the arithmetic is quant_impl.h's Q4_K order, exactly as the scalar reference
  * and the AVX2 tiles: per super-block and 64-element chunk c, P[s] = the exact int32 sum of q_w*q_a
