@@ -398,13 +398,16 @@ Test(serval_bench, llamacpp_completion_streams_and_plain_replies_count_tokens_pr
     free(open);
 
     /* --token-file: developer i uses token i mod 2; the second is wrong, so exactly the odd
-     * developers' requests come back 401. */
+     * developers' requests come back 401. Keystrokes 150 ms apart without jitter, past the
+     * 100 ms debounce, so every developer sends after each keystroke whatever file it types
+     * (with 60 ms keystrokes only pauses sent, and which files the seed picks from engine/
+     * changes as the tree grows: once no odd developer paused in 1.5 s). */
     char *tokens = tu_temp_path(".tokens"), *mixed = out_dir();
     const char *tf = "# one per developer\n" TOKEN "\nnot-" TOKEN "\n";
     cr_assert_eq(tu_write_file(tokens, tf, strlen(tf)), 0);
-    const char *tok_args[] = {"--developers", "4", "--duration", "1.5", "--keystroke-ms", "60",
-                              "--debounce-ms", "100", "--max-tokens", "4", "--token-file", tokens,
-                              NULL};
+    const char *tok_args[] = {"--developers", "4", "--duration", "1.5", "--keystroke-ms", "150",
+                              "--jitter", "0", "--debounce-ms", "100", "--max-tokens", "4",
+                              "--token-file", tokens, NULL};
     free(bench(&s, "llamacpp", mixed, tok_args));
     char *lines = NULL;
     read_json(mixed, "requests.jsonl", &lines);
