@@ -79,7 +79,11 @@ int32_t spec_step_draft(sched_state *s, const spec_config *c)
     }
     if (s->n_waiting > 0 && s->n_running < s->cfg.max_running)
         load += s->waiting[0]->n_tokens;
-    if (!c->on || load >= c->step_tokens)
+    /* Drafts only while the step's own tokens are at most a quarter of the budget (CPU: 1-2
+     * decode rows): the few-token matmuls made 3-4-row steps cheap, and drafts pushing them
+     * to the budget cost more than they saved (bench/RESULTS.md, fourth session: on/off 0.92
+     * at batch 3, 0.85-0.90 at batch 4; 1.09-1.47 at batch 1-2). */
+    if (!c->on || 4 * load > c->step_tokens)
         return 0;
     int32_t left = c->step_tokens - load, total = 0;
     for (int32_t i = 0; i < s->n_running && left > 0; i++) {

@@ -61,8 +61,9 @@ typedef struct spec_config {
     bool on;
     int32_t draft_max;   /* [1, SPEC_DRAFT_CAP] */
     int32_t step_tokens; /* a step is compute-bound above this many tokens: drafts are added
-                          * only while the step's tokens (decodes, prefill chunks and drafts)
-                          * stay within it */
+                          * only to a step whose own tokens (decodes, prefill chunks) are at
+                          * most a quarter of it, and only while the step with its drafts
+                          * stays within it */
     float min_rate;      /* below this averaged acceptance a request pauses drafting */
 } spec_config;
 
@@ -89,7 +90,8 @@ int32_t spec_req_want(spec_req *s, const spec_config *c);
 void spec_req_update(spec_req *s, const spec_config *c, int32_t k, int32_t a);
 
 /* Drafts for the step about to be planned (call right before sched_step_plan). Every running
- * request's n_draft is reset to 0; then, while the step stays within c->step_tokens, each
+ * request's n_draft is reset to 0; then, if the step's own tokens are at most a quarter of
+ * c->step_tokens, and while the step stays within c->step_tokens, each
  * decoding request in service order gets min(spec_req_want, what spec_draft_find finds, what
  * the step has left, max_tokens - generated - 1) drafted tokens written at r->tokens[n_tokens
  * ...). The step's tokens without drafts are counted as one per decoding request, the prompt
