@@ -1316,12 +1316,11 @@ AVX2 static bool matmul_tokn(const tokn_kind *tk, row_fn row, quant_fewtok_fn fe
                              int64_t nb, int64_t r0, int64_t r1, int64_t chunk, const uint8_t *act, size_t arow,
                              size_t tail_off, int64_t n_tok, float *y, int64_t ldy)
 {
-    enum { MAX_GROUPS = TOK_BLOCK / 2 };
+    enum { MAX_GROUPS = TOK_BLOCK / TOK8 };
     const size_t gb = (tok_pack_bytes(tk->kind, nb) + 31) & ~(size_t)31;
-    const int64_t full = n_tok < TOK_BLOCK ? n_tok : TOK_BLOCK;
-    const int64_t ngmax = full / TOK8 + 2 < MAX_GROUPS ? full / TOK8 + 2 : MAX_GROUPS;
-    uint8_t *buf = aligned_alloc(32, gb * (size_t)ngmax);
-    if (!buf)
+    const int64_t ngmax = (n_tok < TOK_BLOCK ? n_tok : TOK_BLOCK) / TOK8;
+    uint8_t *buf = NULL; /* none for a decode step's 2-7 tokens: they need no packing */
+    if (ngmax > 0 && !(buf = aligned_alloc(32, gb * (size_t)ngmax)))
         return false;
     for (int64_t tb = 0; tb < n_tok; tb += TOK_BLOCK) {
         const int64_t te = tb + TOK_BLOCK < n_tok ? tb + TOK_BLOCK : n_tok;
